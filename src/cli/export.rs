@@ -1,0 +1,8 @@
+//! `migscope export` (under construction on its own branch).
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> i32 {
+    super::unusable("`export` is not built yet")
+}

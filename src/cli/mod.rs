@@ -1,0 +1,75 @@
+//! The command line: one binary, one subcommand per job, one file per subcommand. Exit codes
+//! follow `check`: 0 pass, 1 fail, 2 inconclusive, 3 unusable input or usage error.
+
+use clap::{Parser, Subcommand};
+
+mod check;
+mod doctor;
+mod drive;
+mod export;
+mod fsm;
+mod record;
+mod view;
+
+/// Exit codes shared by every command that produces a verdict.
+pub mod exit {
+    pub const PASS: i32 = 0;
+    pub const FAIL: i32 = 1;
+    pub const INCONCLUSIVE: i32 = 2;
+    pub const UNUSABLE: i32 = 3;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "migscope",
+    version,
+    about = "Trace, drive and verify VFIO device live migration",
+    long_about = "migscope proves whether a VFIO device really stopped issuing DMA and interrupts \
+                  when it was quiesced for live migration (RUNNING_P2P / STOP), and whether the \
+                  migration state machine and multi-device ordering were respected."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Verify a trace against the rules (the CI gate).
+    Check(check::Args),
+    /// Explain the kernel migration FSM: paths, the full table, legacy v1 values.
+    #[command(subcommand)]
+    Fsm(fsm::Cmd),
+    /// Record VFIO migration activity with the eBPF probe (e.g. beside a running QEMU).
+    Record(record::Args),
+    /// Drive real VFIO devices through a migration plan with the probe attached.
+    Drive(drive::Args),
+    /// Convert a trace or produce a report (JSONL, native, Perfetto, Markdown).
+    Export(export::Args),
+    /// Replay a trace in the timeline TUI.
+    View(view::ViewArgs),
+    /// Live timeline TUI over the probe (optionally driving devices).
+    Watch(view::WatchArgs),
+    /// What this host can see: kernel, BTF, each hook, VFIO devices, blind rules.
+    Doctor(doctor::Args),
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Check(a) => check::run(a),
+        Command::Fsm(c) => fsm::run(c),
+        Command::Record(a) => record::run(a),
+        Command::Drive(a) => drive::run(a),
+        Command::Export(a) => export::run(a),
+        Command::View(a) => view::run_view(a),
+        Command::Watch(a) => view::run_watch(a),
+        Command::Doctor(a) => doctor::run(a),
+    }
+}
+
+/// Prints an error for a command that could not start and returns [`exit::UNUSABLE`].
+pub(crate) fn unusable(err: impl std::fmt::Display) -> i32 {
+    eprintln!("migscope: {err}");
+    exit::UNUSABLE
+}

@@ -1,0 +1,277 @@
+//! The in-memory form of a trace: one [`Header`] and a stream of [`Event`]s, mirroring
+//! `TRACE-FORMAT.md` version 1 field for field.
+
+use std::collections::BTreeMap;
+
+use crate::model::{MigFlags, MigState};
+
+/// Format version this code reads and writes.
+pub const TRACE_VERSION: u32 = 1;
+
+/// Evidence source names of the header's `sources` map.
+pub mod source {
+    pub const TRANSITIONS: &str = "transitions";
+    pub const IRQ: &str = "irq";
+    pub const IOMMU_MAP: &str = "iommu_map";
+    pub const IOMMU_FAULT: &str = "iommu_fault";
+    pub const WITNESS: &str = "witness";
+    pub const DIRTY_LOG: &str = "dirty_log";
+    pub const IOMMU_DIRTY: &str = "iommu_dirty";
+    pub const MDEV_DMA: &str = "mdev_dma";
+    /// Sources that can see DMA itself (interrupts alone cannot prove its absence).
+    pub const DMA_WITNESSES: [&str; 4] = [WITNESS, DIRTY_LOG, IOMMU_DIRTY, MDEV_DMA];
+    pub const ALL: [&str; 8] = [
+        TRANSITIONS,
+        IRQ,
+        IOMMU_MAP,
+        IOMMU_FAULT,
+        WITNESS,
+        DIRTY_LOG,
+        IOMMU_DIRTY,
+        MDEV_DMA,
+    ];
+}
+
+/// Line 1 of a trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub version: u32,
+    /// What `t` counts; `monotonic_ns`.
+    pub clock: String,
+    pub kernel: Option<String>,
+    pub tool: Option<String>,
+    /// Evidence source -> `"ok"` or `"unavailable: <why>"`.
+    pub sources: BTreeMap<String, String>,
+}
+
+impl Default for Header {
+    fn default() -> Self {
+        Header {
+            version: TRACE_VERSION,
+            clock: "monotonic_ns".to_owned(),
+            kernel: None,
+            tool: Some(concat!("migscope ", env!("CARGO_PKG_VERSION")).to_owned()),
+            sources: BTreeMap::new(),
+        }
+    }
+}
+
+impl Header {
+    /// Whether the recorder had `source` working.
+    pub fn source_ok(&self, source: &str) -> bool {
+        self.sources.get(source).is_some_and(|v| v == "ok")
+    }
+}
+
+/// One event line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// Nanoseconds on the header's clock.
+    pub t: u64,
+    /// The process that caused it, where known.
+    pub pid: Option<u32>,
+    pub kind: EventKind,
+}
+
+/// Where a `dma` event's evidence came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DmaSource {
+    Witness,
+    DirtyLog,
+    IommuDirty,
+    MdevDma,
+    Fault,
+}
+
+impl DmaSource {
+    pub const ALL: [DmaSource; 5] = [
+        DmaSource::Witness,
+        DmaSource::DirtyLog,
+        DmaSource::IommuDirty,
+        DmaSource::MdevDma,
+        DmaSource::Fault,
+    ];
+    pub const fn name(self) -> &'static str {
+        match self {
+            DmaSource::Witness => "witness",
+            DmaSource::DirtyLog => "dirty_log",
+            DmaSource::IommuDirty => "iommu_dirty",
+            DmaSource::MdevDma => "mdev_dma",
+            DmaSource::Fault => "fault",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.name() == s)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IrqKind {
+    Msi,
+    Msix,
+    Intx,
+}
+
+impl IrqKind {
+    pub const ALL: [IrqKind; 3] = [IrqKind::Msi, IrqKind::Msix, IrqKind::Intx];
+    pub const fn name(self) -> &'static str {
+        match self {
+            IrqKind::Msi => "msi",
+            IrqKind::Msix => "msix",
+            IrqKind::Intx => "intx",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.name() == s)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DataDir {
+    Save,
+    Load,
+}
+
+impl DataDir {
+    pub const fn name(self) -> &'static str {
+        match self {
+            DataDir::Save => "save",
+            DataDir::Load => "load",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "save" => Some(DataDir::Save),
+            "load" => Some(DataDir::Load),
+            _ => None,
+        }
+    }
+}
+
+/// The `ev` of an event with its fields.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EventKind {
+    /// Declares a device; devices sharing `ctx` are one migration context.
+    Device {
+        dev: String,
+        flags: MigFlags,
+        ctx: String,
+        /// Initial state (default RUNNING).
+        state: MigState,
+        driver: Option<String>,
+    },
+    /// A MIG_DEVICE_STATE SET request began.
+    Set {
+        dev: String,
+        to: MigState,
+    },
+    /// The driver executed one FSM arc.
+    Step {
+        dev: String,
+        from: MigState,
+        to: MigState,
+    },
+    /// The SET returned; with `ret == 0` the device is in `to` from now on.
+    SetDone {
+        dev: String,
+        to: MigState,
+        ret: i32,
+        data_fd: Option<i32>,
+    },
+    /// A MIG_DEVICE_STATE GET returned `state`.
+    Get {
+        dev: String,
+        state: MigState,
+    },
+    /// VFIO_DEVICE_RESET returned.
+    Reset {
+        dev: String,
+        ret: i32,
+    },
+    /// Evidence the device accessed memory.
+    Dma {
+        dev: String,
+        src: DmaSource,
+        iova: u64,
+        len: u64,
+        write: bool,
+        /// The access happened somewhere in `(t0, t1]`; `None`: exactly at `t`.
+        window: Option<(u64, u64)>,
+        p2p: Option<bool>,
+    },
+    /// The device raised an interrupt.
+    Irq {
+        dev: String,
+        kind: IrqKind,
+        vector: u32,
+    },
+    Map {
+        ctx: String,
+        iova: u64,
+        len: u64,
+    },
+    Unmap {
+        ctx: String,
+        iova: u64,
+        len: u64,
+    },
+    /// Migration data moved through the data_fd.
+    Data {
+        dev: String,
+        dir: DataDir,
+        bytes: u64,
+    },
+    /// `n` events were dropped.
+    Lost {
+        n: u64,
+        source: String,
+    },
+    /// A user annotation.
+    Mark {
+        label: String,
+    },
+    /// The recorder closed the trace cleanly.
+    End,
+}
+
+impl EventKind {
+    /// The `ev` string.
+    pub const fn ev(&self) -> &'static str {
+        match self {
+            EventKind::Device { .. } => "device",
+            EventKind::Set { .. } => "set",
+            EventKind::Step { .. } => "step",
+            EventKind::SetDone { .. } => "set_done",
+            EventKind::Get { .. } => "get",
+            EventKind::Reset { .. } => "reset",
+            EventKind::Dma { .. } => "dma",
+            EventKind::Irq { .. } => "irq",
+            EventKind::Map { .. } => "map",
+            EventKind::Unmap { .. } => "unmap",
+            EventKind::Data { .. } => "data",
+            EventKind::Lost { .. } => "lost",
+            EventKind::Mark { .. } => "mark",
+            EventKind::End => "end",
+        }
+    }
+
+    /// The device this event is about, if it is about one.
+    pub fn dev(&self) -> Option<&str> {
+        match self {
+            EventKind::Device { dev, .. }
+            | EventKind::Set { dev, .. }
+            | EventKind::Step { dev, .. }
+            | EventKind::SetDone { dev, .. }
+            | EventKind::Get { dev, .. }
+            | EventKind::Reset { dev, .. }
+            | EventKind::Dma { dev, .. }
+            | EventKind::Irq { dev, .. }
+            | EventKind::Data { dev, .. } => Some(dev),
+            EventKind::Map { .. }
+            | EventKind::Unmap { .. }
+            | EventKind::Lost { .. }
+            | EventKind::Mark { .. }
+            | EventKind::End => None,
+        }
+    }
+}
