@@ -356,6 +356,20 @@ where
 
 /// An error in one line: the errno, and for verifier rejections the log's last line.
 fn short(e: &ProgramError) -> String {
+    let s = short_raw(e);
+    if s.contains("unknown BTF type") {
+        format!(
+            "{s} (not in vmlinux BTF: its module is not loaded or it is a module function, and \
+             aya 0.14 resolves fentry/fexit targets in vmlinux BTF only)"
+        )
+    } else if s.contains("/sys/bus/event_source/devices/kprobe") {
+        "this kernel has no kprobe PMU (/sys/bus/event_source/devices/kprobe missing)".to_owned()
+    } else {
+        s
+    }
+}
+
+fn short_raw(e: &ProgramError) -> String {
     match e {
         ProgramError::LoadError {
             io_error,
