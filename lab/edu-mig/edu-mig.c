@@ -20,6 +20,7 @@
 #include <linux/anon_inodes.h>
 #include <linux/delay.h>
 #include <linux/file.h>
+#include <linux/interrupt.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/pci.h>
@@ -44,6 +45,8 @@
 #define EDU_REG_DMA_CNT 0x90
 #define EDU_REG_DMA_CMD 0x98
 #define EDU_DMA_RUN 0x1
+#define EDU_DMA_IRQ 0x4
+#define EDU_IRQ_SETTLE_MS 20
 #define EDU_STATUS_IRQFACT 0x80
 
 #define EDU_MIG_MAGIC 0x3130474d55444545ULL /* "EEDUMG01" little endian */
@@ -331,9 +334,11 @@ static int edu_drain_dma(struct edu_mig_dev *edev)
 {
 	unsigned long start = jiffies;
 	unsigned long deadline = start + msecs_to_jiffies(EDU_DRAIN_TIMEOUT_MS);
+	struct pci_dev *pdev = edev->core.pdev;
+	u64 cmd = readq(edev->bar0 + EDU_REG_DMA_CMD);
 	bool waited = false;
 
-	while (readq(edev->bar0 + EDU_REG_DMA_CMD) & EDU_DMA_RUN) {
+	while (cmd & EDU_DMA_RUN) {
 		if (time_after(jiffies, deadline)) {
 			pci_warn(edev->core.pdev, "edu-mig: DMA still running after %d ms\n",
 				 EDU_DRAIN_TIMEOUT_MS);
@@ -341,6 +346,16 @@ static int edu_drain_dma(struct edu_mig_dev *edev)
 		}
 		waited = true;
 		usleep_range(2000, 5000);
+		cmd = readq(edev->bar0 + EDU_REG_DMA_CMD);
+	}
+	/*
+	 * The completion MSI is a posted write that reaches its handler a little after the
+	 * transfer ends (measured ~1 ms under TCG): let it arrive and its handler finish before
+	 * the device is reported quiesced, so no interrupt of this transfer lands afterwards.
+	 */
+	if (waited && (cmd & EDU_DMA_IRQ) && pdev->msi_enabled) {
+		msleep(EDU_IRQ_SETTLE_MS);
+		synchronize_irq(pci_irq_vector(pdev, 0));
 	}
 	/* The lab counts these lines: proof that DMA was in flight at the quiesce. */
 	if (waited)

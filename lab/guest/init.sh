@@ -57,6 +57,26 @@ lab_scenario() {
 	echo "LAB:RESULT $name rc=$rc t0=$t0 t1=$t1"
 }
 
+# rec_selftest BDF: the probe alone (migscope record) beside the driver self-test; returns
+# record's status (the trace is judged on the host).
+rec_selftest() {
+	migscope record -o trace.jsonl 2> record.err &
+	p=$!
+	i=0
+	while ! grep -q recording record.err 2> /dev/null && [ $i -lt 200 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	edu-selftest "$1" > selftest.out
+	st=$?
+	sleep 0.5
+	kill -INT $p
+	wait $p
+	rc=$?
+	echo "record=$rc selftest=$st"
+	return $rc
+}
+
 [ -f /lab/run.sh ] && . /lab/run.sh
 
 if [ -e /dev/ttyS1 ]; then

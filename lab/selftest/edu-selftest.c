@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -78,6 +79,26 @@ static int enable_bus_master(void)
 	return pwrite(dev, &cmd, 2, cfg.offset + 4) == 2 ? 0 : -1;
 }
 
+/* Routes edu's MSI to an eventfd (VFIO_DEVICE_SET_IRQS), so its interrupts reach the host. */
+static int enable_msi(void)
+{
+	char buf[sizeof(struct vfio_irq_set) + sizeof(int)];
+	struct vfio_irq_set *irq = (void *)buf;
+	int efd = eventfd(0, EFD_NONBLOCK);
+
+	if (efd < 0)
+		return -1;
+	irq->argsz = sizeof(buf);
+	irq->flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+	irq->index = VFIO_PCI_MSI_IRQ_INDEX;
+	irq->start = 0;
+	irq->count = 1;
+	memcpy(irq->data, &efd, sizeof(int));
+	if (ioctl(dev, VFIO_DEVICE_SET_IRQS, buf))
+		return -1;
+	return efd;
+}
+
 static int set_state(uint32_t state, int *data_fd)
 {
 	char buf[sizeof(struct vfio_device_feature) + sizeof(struct vfio_device_feature_mig_state)];
@@ -131,7 +152,8 @@ int main(int argc, char **argv)
 	struct vfio_device_feature *feat = (void *)fbuf;
 	uint8_t save[512];
 	ssize_t n, saved = 0;
-	int container, group, fd;
+	int container, group, fd, efd;
+	uint64_t irqs = 0;
 	uint8_t *mem;
 	double t0;
 
@@ -168,6 +190,8 @@ int main(int argc, char **argv)
 	      reg.flags);
 	CHECK(rd32(0) == 0x010000ed, "edu id 0x%x", rd32(0));
 	CHECK(enable_bus_master() == 0, "bus master enabled");
+	efd = enable_msi();
+	CHECK(efd >= 0, "MSI routed to an eventfd");
 
 	mem = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	memset(mem, 0xaa, 1 << 16);
@@ -181,7 +205,7 @@ int main(int argc, char **argv)
 	wr64(0x80, 0x40000);
 	wr64(0x88, 0x100000);
 	wr64(0x90, 256);
-	wr64(0x98, 1 | 2);
+	wr64(0x98, 1 | 2 | 4);
 	t0 = now_ms();
 	set_and_get(VFIO_DEVICE_STATE_RUNNING_P2P, NULL);
 	CHECK(!(rd64(0x98) & 1), "no DMA in flight after RUNNING_P2P (drain took %.1f ms)",
@@ -190,7 +214,7 @@ int main(int argc, char **argv)
 
 	/* A new transfer while quiesced is held, then started on RUNNING. */
 	wr64(0x88, 0x108000);
-	wr64(0x98, 1 | 2);
+	wr64(0x98, 1 | 2 | 4);
 	usleep(400000);
 	CHECK(mem[0x8000] == 0xaa, "held transfer did not run while quiesced");
 	CHECK(rd64(0x98) & 1, "held command reads as pending");
@@ -218,6 +242,8 @@ int main(int argc, char **argv)
 	/* A multi-arc request, computed by the kernel one arc at a time. */
 	set_and_get(VFIO_DEVICE_STATE_STOP, NULL);
 	set_and_get(VFIO_DEVICE_STATE_RUNNING, NULL);
+	CHECK(efd >= 0 && read(efd, &irqs, 8) == 8 && irqs >= 2, "%llu interrupts (eventfd)",
+	      (unsigned long long)irqs);
 	CHECK(ioctl(dev, VFIO_DEVICE_RESET) == 0, "VFIO_DEVICE_RESET");
 	CHECK(get_state() == VFIO_DEVICE_STATE_RUNNING, "RUNNING after reset");
 	printf("SELFTEST %s (%d failures)\n", failures ? "FAIL" : "PASS", failures);

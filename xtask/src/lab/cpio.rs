@@ -52,12 +52,6 @@ impl<W: Write> Cpio<W> {
         self.pad()
     }
 
-    pub fn symlink(&mut self, name: &str, target: &str) -> io::Result<()> {
-        self.header(name, 0o120777, target.len())?;
-        self.put(target.as_bytes())?;
-        self.pad()
-    }
-
     pub fn finish(mut self) -> io::Result<W> {
         self.header("TRAILER!!!", 0, 0)?;
         self.w.flush()?;

@@ -342,12 +342,13 @@ fn fix_headers(root: &Path, hdir: &Path) -> Result<()> {
     // Absolute symlinks (scripts, tools -> /usr/lib/linux-kbuild-X/...) rebased onto root.
     for e in fs::read_dir(hdir)? {
         let p = e?.path();
-        if let Ok(t) = fs::read_link(&p) {
-            if t.is_absolute() && !t.starts_with(root) {
-                let rel = t.strip_prefix("/").unwrap_or(&t);
-                fs::remove_file(&p)?;
-                std::os::unix::fs::symlink(root.join(rel), &p)?;
-            }
+        if let Ok(t) = fs::read_link(&p)
+            && t.is_absolute()
+            && !t.starts_with(root)
+        {
+            let rel = t.strip_prefix("/").unwrap_or(&t);
+            fs::remove_file(&p)?;
+            std::os::unix::fs::symlink(root.join(rel), &p)?;
         }
     }
     Ok(())

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::{Value, json};
 
 use super::fetch::{self, Apt};
@@ -44,6 +44,7 @@ pub struct ScenarioResult {
     pub irq: u64,
     pub dma: u64,
     pub witness_dma: u64,
+    pub steps: u64,
     pub drained: u64,
     pub held_released: u64,
     pub sources: Value,
@@ -279,7 +280,14 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
                 .map(String::from)
                 .collect();
         }
-        Run::Drive { .. } => judge_trace(s, dir, migscope, &mut r),
+        Run::Shell(_) if !dir.join("trace.jsonl").exists() => {
+            r.verdict = if r.guest_rc == Some(0) {
+                "pass".into()
+            } else {
+                "fail".into()
+            };
+        }
+        Run::Shell(_) | Run::Drive { .. } => judge_trace(s, dir, migscope, &mut r),
     }
     if r.verdict != s.expected {
         r.problems
@@ -307,6 +315,11 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
                 if r.drained == 0 {
                     r.problems
                         .push("no DMA was in flight at the quiesce (nothing drained)".into());
+                }
+            }
+            Extra::StepsTraced => {
+                if r.steps == 0 {
+                    r.problems.push("the probe traced no FSM step".into());
                 }
             }
             Extra::TrueStateReadBack => {
@@ -346,6 +359,7 @@ fn judge_trace(s: &Scenario, dir: &Path, migscope: &Path, r: &mut ScenarioResult
         };
         match v.get("ev").and_then(Value::as_str) {
             Some("irq") => r.irq += 1,
+            Some("step") => r.steps += 1,
             Some("dma") => {
                 r.dma += 1;
                 if v.get("src").and_then(Value::as_str) == Some("witness") {

@@ -8,6 +8,9 @@ use std::fmt::Write as _;
 pub enum Run {
     /// The driver's own self-test (`lab/selftest`), judged by its exit status.
     Selftest,
+    /// A guest shell command (init.sh's functions are available), judged by `migscope check` when it leaves a
+    /// trace.jsonl and by its exit status otherwise.
+    Shell(&'static str),
     /// `migscope drive` with a plan (and a multi-device order), judged by `migscope check`.
     Drive {
         plan: &'static str,
@@ -22,6 +25,8 @@ pub enum Extra {
     RestoreVerified,
     /// After the failed SET a GET reported the device's true state (RUNNING).
     TrueStateReadBack,
+    /// The probe traced FSM steps (the kernel's vfio_mig_get_next_state calls).
+    StepsTraced,
     /// Passing runs must have had witness and irq sources ok and DMA in flight at the quiesce.
     Evidence,
 }
@@ -48,7 +53,22 @@ const fn drive(plan: &'static str) -> Run {
     Run::Drive { plan, order: None }
 }
 
+/// The probe alone beside the driver self-test (`rec_selftest` in lab/guest/init.sh).
+const REC: &str = "rec_selftest 0000:00:02.0";
+
 pub const ALL: &[Scenario] = &[
+    Scenario {
+        name: "doctor",
+        about: "migscope doctor in the guest: kernel, BTF, which hooks attach, VFIO devices",
+        bug: "none",
+        precopy: false,
+        devices: 1,
+        run: Run::Shell("migscope doctor"),
+        expected: "pass",
+        rules: &[],
+        extras: &[],
+        needs_precopy: false,
+    },
     Scenario {
         name: "driver-selftest",
         about: "edu-mig's own self-test: BAR0 trapped, DMA drained and held, stream round trip",
@@ -187,6 +207,66 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
     },
+    Scenario {
+        name: "record-good",
+        about: "the probe alone (migscope record) beside the driver self-test, correct driver",
+        bug: "none",
+        precopy: false,
+        devices: 1,
+        run: Run::Shell(REC),
+        expected: "inconclusive",
+        rules: &[],
+        extras: &[Extra::StepsTraced],
+        needs_precopy: false,
+    },
+    Scenario {
+        name: "record-early-p2p",
+        about: "record beside the self-test, bug=early_p2p: the interrupt lands after RUNNING_P2P",
+        bug: "early_p2p",
+        precopy: false,
+        devices: 1,
+        run: Run::Shell(REC),
+        expected: "fail",
+        rules: &["irq-after-quiesce"],
+        extras: &[],
+        needs_precopy: false,
+    },
+    Scenario {
+        name: "record-irq-in-stop",
+        about: "record beside the self-test, bug=irq_in_stop",
+        bug: "irq_in_stop",
+        precopy: false,
+        devices: 1,
+        run: Run::Shell(REC),
+        expected: "fail",
+        rules: &["irq-after-quiesce"],
+        extras: &[],
+        needs_precopy: false,
+    },
+    Scenario {
+        name: "record-fail-p2p",
+        about: "record beside the self-test, bug=fail_p2p: SET fails, GET tells the truth",
+        bug: "fail_p2p",
+        precopy: false,
+        devices: 1,
+        run: Run::Shell(REC),
+        expected: "fail",
+        rules: &["set-failed"],
+        extras: &[Extra::TrueStateReadBack],
+        needs_precopy: false,
+    },
+    Scenario {
+        name: "record-no-steps",
+        about: "record beside the self-test, bug=no_steps: multi-arc SETs skip traced steps",
+        bug: "no_steps",
+        precopy: false,
+        devices: 1,
+        run: Run::Shell(REC),
+        expected: "fail",
+        rules: &["illegal-arc"],
+        extras: &[],
+        needs_precopy: false,
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Scenario> {
@@ -204,6 +284,9 @@ pub fn guest_line(s: &Scenario) -> String {
     match s.run {
         Run::Selftest => {
             let _ = write!(cmd, "edu-selftest {}", bdf(0));
+        }
+        Run::Shell(script) => {
+            cmd.push_str(script);
         }
         Run::Drive { plan, order } => {
             cmd.push_str("migscope drive");

@@ -93,7 +93,6 @@ pub struct Line {
 
 pub struct VmRun {
     pub lines: Vec<Line>,
-    pub exit: Option<i32>,
     pub timed_out: Option<&'static str>,
     pub wall: Duration,
 }
@@ -228,9 +227,9 @@ pub fn boot(cfg: &VmConfig) -> Result<VmRun> {
             text,
         });
     }
+    let _ = status;
     Ok(VmRun {
         lines,
-        exit: status.code(),
         timed_out,
         wall: start.elapsed(),
     })
