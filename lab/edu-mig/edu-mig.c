@@ -514,7 +514,13 @@ static struct file *edu_step(struct edu_mig_dev *edev, enum vfio_device_mig_stat
 		/* Entering STOP (then done): the interrupt below fires while stopped. */
 		edev->state = next;
 		iowrite32(0x1, edev->bar0 + EDU_REG_IRQ_RAISE);
-		pci_info(edev->core.pdev, "edu-mig: bug=irq_in_stop: raised an interrupt in STOP\n");
+		pci_info(edev->core.pdev,
+			 "edu-mig: bug=irq_in_stop: raised an interrupt in STOP (irq status %#x, msi %d)\n",
+			 ioread32(edev->bar0 + EDU_REG_IRQ_STATUS), edev->core.pdev->msi_enabled);
+		/* Let the interrupt reach its handler while the device is stopped. */
+		msleep(EDU_IRQ_SETTLE_MS);
+		if (edev->core.pdev->msi_enabled)
+			synchronize_irq(pci_irq_vector(edev->core.pdev, 0));
 		return NULL;
 	}
 	if (cur == VFIO_DEVICE_STATE_STOP && next == VFIO_DEVICE_STATE_STOP_COPY)

@@ -69,6 +69,7 @@ rec_selftest() {
 	done
 	edu-selftest "$1" > selftest.out
 	st=$?
+	grep -i 'vfio\|edu\|CPU' /proc/interrupts > interrupts.txt
 	sleep 0.5
 	kill -INT $p
 	wait $p
