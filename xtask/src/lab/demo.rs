@@ -15,7 +15,12 @@ use super::scenario;
 
 /// The demo's scenarios with `migscope drive`, and the probe-only stand-ins used while the
 /// static migscope has no `drive` yet.
-const WITH_DRIVE: &[&str] = &["good-stopcopy", "early-p2p", "two-dev-qemu-order", "two-dev-naive-order"];
+const WITH_DRIVE: &[&str] = &[
+    "good-stopcopy",
+    "early-p2p",
+    "two-dev-qemu-order",
+    "two-dev-naive-order",
+];
 const PROBE_ONLY: &[&str] = &["record-good", "record-early-p2p", "record-irq-in-stop"];
 
 /// True when the static migscope implements `drive` (the placeholder says "not built yet").
@@ -29,7 +34,11 @@ pub fn has_drive(migscope: &Path) -> bool {
 pub fn run(kernel: Kernel) -> Result<u8> {
     let t = Instant::now();
     let prepared = runner::prepare(kernel, false)?;
-    let names = if has_drive(&prepared.migscope) { WITH_DRIVE } else { PROBE_ONLY };
+    let names = if has_drive(&prepared.migscope) {
+        WITH_DRIVE
+    } else {
+        PROBE_ONLY
+    };
     if names == PROBE_ONLY {
         eprintln!("demo: this migscope has no `drive` yet: showing the probe-only scenarios");
     }
@@ -56,7 +65,13 @@ pub fn run(kernel: Kernel) -> Result<u8> {
         if !trace.exists() {
             continue;
         }
-        println!("\n== {} (expected {}, got {}) — {}", r.name, r.expected, r.verdict, trace.display());
+        println!(
+            "\n== {} (expected {}, got {}) — {}",
+            r.name,
+            r.expected,
+            r.verdict,
+            trace.display()
+        );
         let shown = tty
             && Command::new(&prepared.migscope)
                 .arg("view")
@@ -64,7 +79,10 @@ pub fn run(kernel: Kernel) -> Result<u8> {
                 .status()
                 .is_ok_and(|s| s.success());
         if !shown {
-            let _ = Command::new(&prepared.migscope).arg("check").arg(&trace).status();
+            let _ = Command::new(&prepared.migscope)
+                .arg("check")
+                .arg(&trace)
+                .status();
         }
     }
     Ok(match outcome {

@@ -463,3 +463,38 @@ pub fn summary_json(results: &[ScenarioResult]) -> Value {
         "problems": r.problems,
     })).collect::<Vec<_>>() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_marker_parses() {
+        assert_eq!(
+            parse_marker("LAB:RESULT good-stopcopy rc=1 t0=4.50 t1=6.00"),
+            (Some(1), Some(1.5))
+        );
+        assert_eq!(parse_marker("LAB:RESULT x"), (None, None));
+    }
+
+    #[test]
+    fn true_state_needs_a_get_after_the_failed_set() {
+        let dir = std::env::temp_dir().join(format!("lab-ts-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let t = dir.join("t.jsonl");
+        let head = "{\"migscope_trace\":1}\n";
+        let failed =
+            "{\"t\":2,\"ev\":\"set_done\",\"dev\":\"d\",\"to\":\"RUNNING_P2P\",\"ret\":-5}\n";
+        fs::write(&t, format!("{head}{failed}")).unwrap();
+        assert!(!true_state_read_back(&t));
+        fs::write(
+            &t,
+            format!(
+                "{head}{failed}{{\"t\":3,\"ev\":\"get\",\"dev\":\"d\",\"state\":\"RUNNING\"}}\n"
+            ),
+        )
+        .unwrap();
+        assert!(true_state_read_back(&t));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -307,3 +307,41 @@ pub fn guest_line(s: &Scenario) -> String {
         u8::from(s.precopy)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_expectations_sane() {
+        for (i, s) in ALL.iter().enumerate() {
+            assert!(
+                ALL[i + 1..].iter().all(|o| o.name != s.name),
+                "duplicate {}",
+                s.name
+            );
+            assert!(
+                ["pass", "fail", "inconclusive"].contains(&s.expected),
+                "{}",
+                s.name
+            );
+            assert_eq!(
+                s.expected == "fail",
+                !s.rules.is_empty(),
+                "{}: fail iff rules",
+                s.name
+            );
+        }
+    }
+
+    #[test]
+    fn guest_lines_name_every_device_and_the_order() {
+        let s = find("two-dev-naive-order").unwrap();
+        assert_eq!(
+            guest_line(s),
+            "lab_scenario two-dev-naive-order none 0 -- migscope drive --device 0000:00:02.0 \
+             --device 0000:00:03.0 --plan stopcopy --order naive --workload edu -o trace.jsonl\n"
+        );
+        assert!(guest_line(find("early-p2p").unwrap()).contains(" early_p2p 0 -- "));
+    }
+}
