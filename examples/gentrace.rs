@@ -61,7 +61,7 @@ fn main() -> anyhow::Result<()> {
     // Leave room for the last migration round and `end`.
     while (t - 1_000) / 1_000 + 64 * ndev as u64 + 200 < total {
         // A burst of running traffic.
-        for k in 0..(200u64) {
+        for k in 0..200u64 {
             let i = (k as usize) % ndev;
             let d = devs[i].clone();
             let kind = match k % 5 {
@@ -88,7 +88,7 @@ fn main() -> anyhow::Result<()> {
             emit(&mut w, &mut t, kind)?;
         }
         // Migrate every context in QEMU order, every few rounds.
-        if round % 4 == 0 {
+        if round.is_multiple_of(4) {
             for (from, to) in [
                 (MigState::Running, MigState::RunningP2p),
                 (MigState::RunningP2p, MigState::StopCopy),
