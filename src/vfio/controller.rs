@@ -526,7 +526,8 @@ impl<O: VfioOps> Ctl<'_, O> {
 
     /// Compares witnessed buffers (of one device or all) and records any DMA found.
     fn witness_check(&mut self, dev: Option<&str>) {
-        let found = self.witness.check(dev, now_ns());
+        let now = now_ns();
+        let found = self.witness.check(dev, now);
         for ev in found {
             if let EventKind::Dma { dev, iova, len, .. } = &ev {
                 let msg = format!(
@@ -534,7 +535,12 @@ impl<O: VfioOps> Ctl<'_, O> {
                 );
                 (self.log)(&msg);
             }
-            self.emit(ev);
+            // Stamped at the detection instant, the end of its window.
+            self.events.push(Event {
+                t: now,
+                pid: Some(self.pid),
+                kind: ev,
+            });
         }
     }
 

@@ -13,7 +13,7 @@ pub mod witness;
 pub mod workload;
 
 pub use controller::{ConfRow, Options, Outcome, PlanError, SetupError, drive};
-pub use plan::{Order, PLAN_HELP, Plan};
+pub use plan::{Order, Plan};
 pub use sys::{DevId, Vfio, VfioError, VfioOps};
 pub use workload::Workload;
 

@@ -25,18 +25,6 @@ pub enum Plan {
     Custom(Vec<MigState>),
 }
 
-/// Help text for `--plan`, one line per plan.
-pub const PLAN_HELP: &str = "\
-stopcopy     RUNNING -> RUNNING_P2P -> STOP_COPY (data saved to EOF) -> STOP -> RUNNING_P2P -> RUNNING
-precopy      RUNNING -> PRE_COPY (iterative reads, VFIO_MIG_GET_PRECOPY_INFO, ENOMSG handled) ->
-             PRE_COPY_P2P -> STOP_COPY (rest saved) -> STOP -> RUNNING_P2P -> RUNNING (needs PRE_COPY)
-roundtrip    stopcopy's save, then STOP -> RESUMING (the saved data written back) -> STOP ->
-             STOP_COPY (saved again) -> STOP -> RUNNING_P2P -> RUNNING; compares the two saves
-conformance  for every supported state FROM and every state TO (unsupported ones and ERROR too):
-             reach FROM by a legal path, SET TO, GET, and compare the outcome with the kernel FSM;
-             prints a table; blocked arcs (hazards) are skipped unless --allow-hazard
-S1,S2,...    a custom list of states, e.g. RUNNING_P2P,STOP,RUNNING (names or uAPI numbers)";
-
 impl Plan {
     pub fn parse(s: &str) -> Result<Plan, String> {
         match s.trim().to_ascii_lowercase().as_str() {

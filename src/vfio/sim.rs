@@ -92,6 +92,8 @@ pub struct SimVfio {
     devs: Vec<SimDev>,
     next_fd: i32,
     pub calls: Vec<SimCall>,
+    /// Requests along a blocked arc (would hang an unpatched kernel).
+    pub hazards_received: u32,
 }
 
 impl SimVfio {
@@ -101,6 +103,7 @@ impl SimVfio {
             devs: Vec::new(),
             next_fd: 100,
             calls: Vec::new(),
+            hazards_received: 0,
         }
     }
 
@@ -175,6 +178,11 @@ impl VfioOps for SimVfio {
     fn set_state(&mut self, dev: DevId, to: MigState) -> Result<Option<i32>, Errno> {
         let d = self.devs.get(dev.0).ok_or(libc::EBADF)?;
         self.calls.push(SimCall::Set(d.spec.bdf.clone(), to));
+        if let Some(flags) = d.spec.flags
+            && model::is_hazard(flags, d.state, to)
+        {
+            self.hazards_received += 1;
+        }
         let mut new_fd = None;
         let next_fd = self.next_fd;
         let d = self.dev(dev)?;
