@@ -50,8 +50,10 @@ fn arcs(sim: &SimVfio, dev: &str) -> Vec<(MigState, MigState)> {
 
 /// Verifies the controller's events as `drive` would (witness ok, no probe).
 fn verify_events(out: &Outcome) -> verify::Report {
-    let mut h = Header::default();
-    h.sources = out.sources.clone();
+    let mut h = Header {
+        sources: out.sources.clone(),
+        ..Header::default()
+    };
     h.sources.insert(
         source::TRANSITIONS.into(),
         "unavailable: test without probe".into(),
