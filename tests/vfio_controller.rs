@@ -534,3 +534,69 @@ fn a_signal_mid_plan_returns_every_device_to_running() {
     let r = verify_events(&out);
     assert!(r.violations.is_empty(), "{:?}", r.violations);
 }
+
+fn edu_opts(dir: &std::path::Path) -> vfio::Options {
+    let mut o = opts(Plan::StopCopy, dir);
+    o.workload = vfio::Workload::Edu;
+    // Long enough for the workload thread to issue commands while each quiesced step lasts.
+    o.dwell = std::time::Duration::from_millis(150);
+    o
+}
+
+fn count(summary: &str, key: &str) -> u64 {
+    summary
+        .split(key)
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.trim_end_matches(';').parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {summary}"))
+}
+
+#[test]
+fn edu_workload_held_while_quiesced_leaves_no_witness_evidence() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P)]);
+    let out = run(&mut sim, &[A], &edu_opts(dir.path()));
+    assert_eq!(out.error, None);
+    let summary = out.workload_summary.clone().expect("summary");
+    assert!(count(&summary, "completed ") > 0, "{summary}");
+    assert!(count(&summary, "msi ") > 0, "{summary}");
+    assert!(count(&summary, "witness checks ") > 0, "{summary}");
+    assert!(
+        !out.events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Dma { .. }))
+    );
+    assert!(out.events.iter().any(|e| matches!(&e.kind,
+        EventKind::Mark { label } if label.contains("after SET RUNNING_P2P: dma issued"))));
+    let r = verify_events(&out);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+}
+
+#[test]
+fn edu_workload_through_a_driver_that_does_not_hold_dma_is_caught() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P).with(Misbehave::EduIgnoresQuiesce)]);
+    let out = run(&mut sim, &[A], &edu_opts(dir.path()));
+    let dma = out
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::Dma {
+                    src: DmaSource::Witness,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(dma > 0, "{:?}", out.workload_summary);
+    let r = verify_events(&out);
+    assert!(
+        r.violated_rules().contains(&"dma-after-quiesce"),
+        "{:?}",
+        r.violations
+    );
+    assert_eq!(sim.state_of(A), Some(Running));
+}

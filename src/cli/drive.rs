@@ -232,8 +232,22 @@ fn build_header(probe_sources: BTreeMap<String, String>, outcome: &Outcome) -> H
 /// Controller events plus the probe's kernel-side ones, sorted by time (stable: the
 /// controller's order wins on ties). The probe's ioctl-derived events from our own pid are
 /// dropped: the controller recorded them itself.
+/// Device declarations for devices the controller declared are dropped whatever their pid (the
+/// controller's carry the flags it read and its ctx).
 pub fn merge(mut ours: Vec<Event>, probe: Vec<Event>, pid: u32) -> Vec<Event> {
+    let declared: std::collections::BTreeSet<String> = ours
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Device { dev, .. } => Some(dev.clone()),
+            _ => None,
+        })
+        .collect();
     ours.extend(probe.into_iter().filter(|e| {
+        if let EventKind::Device { dev, .. } = &e.kind
+            && declared.contains(dev)
+        {
+            return false;
+        }
         let ioctl_derived = matches!(
             e.kind,
             EventKind::Device { .. }
@@ -475,7 +489,19 @@ mod tests {
     #[test]
     fn merge_keeps_kernel_events_and_drops_our_ioctl_events() {
         let ev = |t, pid, kind| Event { t, pid, kind };
+        let dev = |t, pid| Event {
+            t,
+            pid,
+            kind: EventKind::Device {
+                dev: "d".into(),
+                flags: crate::model::MigFlags(3),
+                ctx: "x".into(),
+                state: MigState::Running,
+                driver: None,
+            },
+        };
         let ours = vec![
+            dev(5, Some(7)),
             ev(
                 10,
                 Some(7),
@@ -496,6 +522,7 @@ mod tests {
             ),
         ];
         let probe = vec![
+            dev(6, None),
             ev(
                 11,
                 Some(7),
@@ -534,6 +561,6 @@ mod tests {
         ];
         let m = merge(ours, probe, 7);
         let ts: Vec<u64> = m.iter().map(|e| e.t).collect();
-        assert_eq!(ts, vec![10, 20, 25, 26, 30]);
+        assert_eq!(ts, vec![5, 10, 20, 25, 26, 30]);
     }
 }

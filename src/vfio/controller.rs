@@ -209,6 +209,8 @@ struct Ctl<'a, O: VfioOps> {
     /// The edu workload's pattern buffers (device index, buffer), not witnessed: the CPU
     /// writes them.
     src_bufs: Vec<(usize, Arc<DmaBuffer>)>,
+    /// The workload's counters, reported in a `mark` after each SET while a workload runs.
+    counters: Option<Arc<workload::Counters>>,
 }
 
 /// Drives `bdfs` through `opts.plan`. Set-up errors (nothing touched yet) are returned as
@@ -232,6 +234,7 @@ pub fn drive<O: VfioOps>(
         log,
         saved_files: Vec::new(),
         src_bufs: Vec::new(),
+        counters: None,
     };
     let mut sources = BTreeMap::new();
     ctl.open_all(bdfs, &mut sources)?;
@@ -252,6 +255,9 @@ pub fn drive<O: VfioOps>(
         running.stop();
         ctl.teardown_dma();
         return Err(e);
+    }
+    if opts.workload != Workload::None {
+        ctl.counters = Some(Arc::clone(&running.counters));
     }
     ctl.mark(format!(
         "plan {} order {:?} workload {:?}",
@@ -644,6 +650,10 @@ impl<O: VfioOps> Ctl<'_, O> {
             Err(_) => self.devs[i].state = None,
         }
         let got = self.get(i);
+        if let Some(c) = &self.counters {
+            let label = format!("{bdf}: after SET {}: {}", to.name(), c.summary());
+            self.mark(label);
+        }
         if r.is_ok() && got.is_some_and(|g| g != to) {
             self.mark(format!(
                 "{bdf}: state mismatch after SET {}: GET {}",

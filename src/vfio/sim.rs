@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::buffer::DmaBuffer;
 use super::sys::{DevId, DeviceIo, Errno, IrqSetup, Opened, PrecopyInfo, VfioError, VfioOps};
@@ -29,6 +29,9 @@ pub enum Misbehave {
     DmaAfterQuiesce(u32),
     /// VFIO_DEVICE_RESET fails with this errno.
     ResetFails(Errno),
+    /// The simulated edu DMA engine keeps executing commands while quiesced (a driver that
+    /// does not hold new DMA starts).
+    EduIgnoresQuiesce,
 }
 
 /// A simulated device.
@@ -75,6 +78,7 @@ struct SimDev {
     pending_dma: u32,
     dma_counter: u8,
     maps: Vec<(u64, Arc<DmaBuffer>)>,
+    edu: Arc<Mutex<EduSim>>,
 }
 
 enum DataSession {
@@ -155,6 +159,10 @@ impl VfioOps for SimVfio {
             pending_dma: 0,
             dma_counter: 0,
             maps: Vec::new(),
+            edu: Arc::new(Mutex::new(EduSim {
+                ignore_quiesce: spec_ignores(&self.specs, bdf),
+                ..EduSim::default()
+            })),
         });
         Ok(Opened {
             id,
@@ -270,6 +278,14 @@ impl VfioOps for SimVfio {
         {
             d.pending_dma = n;
         }
+        let edu = Arc::clone(&d.edu);
+        let quiesced = d.state.quiescent() || d.state == MigState::Error;
+        if let Ok(mut e) = edu.lock() {
+            e.quiesced = quiesced;
+            if !quiesced {
+                e.release();
+            }
+        }
         for (a, b) in arcs {
             self.calls.push(SimCall::Arc(bdf.clone(), a, b));
         }
@@ -373,16 +389,22 @@ impl VfioOps for SimVfio {
     fn map_dma(&mut self, dev: DevId, buf: &Arc<DmaBuffer>, iova: u64) -> Result<(), Errno> {
         let d = self.devs.get_mut(dev.0).ok_or(libc::EBADF)?;
         d.maps.push((iova, Arc::clone(buf)));
+        if let Ok(mut e) = d.edu.lock() {
+            e.maps.push((iova, Arc::clone(buf)));
+        }
         Ok(())
     }
 
     fn unmap_dma(&mut self, dev: DevId, iova: u64, _len: u64) -> Result<(), Errno> {
         let d = self.devs.get_mut(dev.0).ok_or(libc::EBADF)?;
         d.maps.retain(|(i, _)| *i != iova);
+        if let Ok(mut e) = d.edu.lock() {
+            e.maps.retain(|(i, _)| *i != iova);
+        }
         Ok(())
     }
 
-    fn enable_irq(&mut self, _dev: DevId) -> Result<IrqSetup, VfioError> {
+    fn enable_irq(&mut self, dev: DevId) -> Result<IrqSetup, VfioError> {
         // SAFETY: eventfd(2) with valid flags; the result is checked before use.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
         if fd < 0 {
@@ -391,10 +413,17 @@ impl VfioOps for SimVfio {
                 why: std::io::Error::last_os_error().to_string(),
             });
         }
+        // SAFETY: eventfd returned a new fd we own.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        if let Some(d) = self.devs.get(dev.0)
+            && let Ok(dup) = eventfd.try_clone()
+            && let Ok(mut e) = d.edu.lock()
+        {
+            e.irq = Some(dup);
+        }
         Ok(IrqSetup {
             kind: IrqKind::Msi,
-            // SAFETY: eventfd returned a new fd we own.
-            eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            eventfd,
         })
     }
 
@@ -407,13 +436,141 @@ impl VfioOps for SimVfio {
     }
 
     fn bar(&mut self, dev: DevId, index: u32) -> Result<Box<dyn DeviceIo>, VfioError> {
-        Err(VfioError::Unavailable {
-            what: "BAR access",
-            why: format!("the test double has no BAR{index} ({dev:?})"),
-        })
+        match self.devs.get(dev.0) {
+            Some(d) if index == 0 => Ok(Box::new(EduBar(Arc::clone(&d.edu)))),
+            _ => Err(VfioError::Unavailable {
+                what: "BAR access",
+                why: format!("the test double has no BAR{index} ({dev:?})"),
+            }),
+        }
     }
 
     fn dma_logging_probe(&mut self, _dev: DevId) -> Result<(), Errno> {
         Err(libc::ENOTTY)
+    }
+}
+
+fn spec_ignores(specs: &BTreeMap<String, SimSpec>, bdf: &str) -> bool {
+    specs
+        .get(bdf)
+        .is_some_and(|s| s.misbehave.contains(&Misbehave::EduIgnoresQuiesce))
+}
+
+/// QEMU's edu register model (hw/misc/edu.c) reduced to the DMA engine, executing a command
+/// at once unless the device is quiesced (then it is held until the device may DMA again, as a
+/// correct migration driver does).
+#[derive(Default)]
+struct EduSim {
+    src: u64,
+    dst: u64,
+    cnt: u64,
+    cmd: u64,
+    irq_status: u32,
+    buf: Vec<u8>,
+    quiesced: bool,
+    ignore_quiesce: bool,
+    maps: Vec<(u64, Arc<DmaBuffer>)>,
+    irq: Option<OwnedFd>,
+}
+
+impl EduSim {
+    fn find(&self, iova: u64, len: u64) -> Option<(&Arc<DmaBuffer>, usize)> {
+        self.maps.iter().find_map(|(base, b)| {
+            (iova >= *base && iova + len <= base + b.len() as u64)
+                .then(|| (b, (iova - base) as usize))
+        })
+    }
+
+    fn run(&mut self) {
+        use super::workload::edu;
+        if self.cmd & edu::CMD_RUN == 0 || (self.quiesced && !self.ignore_quiesce) {
+            return;
+        }
+        let n = self.cnt.min(4096) as usize;
+        if self.buf.len() < 4096 {
+            self.buf.resize(4096, 0);
+        }
+        if self.cmd & edu::CMD_TO_RAM == 0 {
+            let off = (self.dst.saturating_sub(edu::BUF) as usize).min(4096 - n);
+            if let Some((b, at)) = self.find(self.src, n as u64) {
+                let snap = b.snapshot();
+                self.buf[off..off + n].copy_from_slice(&snap[at..at + n]);
+            }
+        } else {
+            let off = (self.src.saturating_sub(edu::BUF) as usize).min(4096 - n);
+            let data = self.buf[off..off + n].to_vec();
+            if let Some((b, at)) = self.find(self.dst, n as u64) {
+                let _ = b.write(at, &data);
+            }
+        }
+        let irq = self.cmd & edu::CMD_IRQ != 0;
+        self.cmd &= !edu::CMD_RUN;
+        if irq {
+            self.irq_status |= edu::DMA_IRQ;
+            if let Some(fd) = &self.irq {
+                let one = 1u64;
+                // SAFETY: writing 8 bytes from a live u64 to an eventfd we own.
+                unsafe {
+                    libc::write(
+                        std::os::fd::AsRawFd::as_raw_fd(fd),
+                        (&raw const one).cast(),
+                        8,
+                    )
+                };
+            }
+        }
+    }
+
+    /// The device may DMA again: held commands run.
+    fn release(&mut self) {
+        self.run();
+    }
+}
+
+struct EduBar(Arc<Mutex<EduSim>>);
+
+impl EduBar {
+    fn with<T>(&self, f: impl FnOnce(&mut EduSim) -> T) -> Result<T, Errno> {
+        self.0.lock().map(|mut e| f(&mut e)).map_err(|_| libc::EIO)
+    }
+}
+
+impl DeviceIo for EduBar {
+    fn read32(&self, off: u64) -> Result<u32, Errno> {
+        self.read64(off).map(|v| v as u32)
+    }
+    fn write32(&self, off: u64, v: u32) -> Result<(), Errno> {
+        self.write64(off, u64::from(v))
+    }
+    fn read64(&self, off: u64) -> Result<u64, Errno> {
+        use super::workload::edu;
+        self.with(|e| match off {
+            edu::SRC => e.src,
+            edu::DST => e.dst,
+            edu::CNT => e.cnt,
+            edu::CMD => e.cmd,
+            edu::IRQ_STATUS => u64::from(e.irq_status),
+            _ => u64::MAX,
+        })
+    }
+    fn write64(&self, off: u64, v: u64) -> Result<(), Errno> {
+        use super::workload::edu;
+        // A transfer takes time on the real device; keep the workload loop from spinning.
+        std::thread::sleep(std::time::Duration::from_micros(200));
+        self.with(|e| {
+            // edu ignores register writes while a transfer is pending (dma_rw).
+            let busy = e.cmd & edu::CMD_RUN != 0;
+            match off {
+                edu::SRC if !busy => e.src = v,
+                edu::DST if !busy => e.dst = v,
+                edu::CNT if !busy => e.cnt = v,
+                edu::CMD if !busy && v & edu::CMD_RUN != 0 => {
+                    e.cmd = v;
+                    e.run();
+                }
+                edu::IRQ_ACK => e.irq_status &= !(v as u32),
+                _ => {}
+            }
+        })
     }
 }

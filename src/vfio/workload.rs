@@ -182,8 +182,8 @@ impl Default for Running {
 fn wait_idle(bar: &dyn DeviceIo, stop: &AtomicBool, c: &Counters) -> bool {
     let mut stop_seen: Option<Instant> = None;
     loop {
-        match bar.read64(edu::CMD) {
-            Ok(v) if v & edu::CMD_RUN == 0 => return true,
+        match bar.read32(edu::CMD) {
+            Ok(v) if u64::from(v) & edu::CMD_RUN == 0 => return true,
             Ok(_) => {}
             Err(_) => {
                 c.errors.fetch_add(1, Ordering::Relaxed);
@@ -239,12 +239,15 @@ fn edu_loop(job: EduJob, stop: &AtomicBool, c: &Counters) {
     }
 }
 
+/// 32-bit accesses only: edu accepts 4 or 8 bytes at 0x80+, and vfio-pci may split 8-byte
+/// BAR accesses into two 32-bit ones anyway (`vfio_pci_core_do_io_rw`); every address we use is
+/// below 2^28, so the upper halves stay 0 (edu zero-extends a 32-bit write).
 fn program(bar: &dyn DeviceIo, src: u64, dst: u64, cmd: u64, c: &Counters) -> bool {
     let r = bar
-        .write64(edu::SRC, src)
-        .and_then(|_| bar.write64(edu::DST, dst))
-        .and_then(|_| bar.write64(edu::CNT, edu::XFER))
-        .and_then(|_| bar.write64(edu::CMD, cmd));
+        .write32(edu::SRC, src as u32)
+        .and_then(|_| bar.write32(edu::DST, dst as u32))
+        .and_then(|_| bar.write32(edu::CNT, edu::XFER as u32))
+        .and_then(|_| bar.write32(edu::CMD, cmd as u32));
     if r.is_err() {
         c.errors.fetch_add(1, Ordering::Relaxed);
     }
