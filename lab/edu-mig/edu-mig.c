@@ -418,6 +418,12 @@ static int edu_restore(struct edu_mig_dev *edev)
 	if (!f)
 		return -EINVAL;
 	mutex_lock(&f->lock);
+	if (f->len == 0) {
+		/* No data written: nothing to incorporate, the device keeps its state. */
+		mutex_unlock(&f->lock);
+		pci_info(edev->core.pdev, "edu-mig: RESUMING ended without data: state kept\n");
+		return 0;
+	}
 	/* The last complete record wins (a precopy record may come first). */
 	if (f->len < sizeof(r) || f->len % sizeof(r)) {
 		mutex_unlock(&f->lock);

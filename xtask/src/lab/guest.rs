@@ -76,21 +76,52 @@ pub fn build_selftest(p: &Paths) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// `cargo build --release --target x86_64-unknown-linux-musl -p migscope`.
+/// A static migscope for the busybox guest: `cargo build --release --target
+/// x86_64-unknown-linux-musl -p migscope`; when that does not compile, a static glibc build
+/// (`-C target-feature=+crt-static`, target-scoped so the eBPF build is untouched) instead.
 pub fn build_migscope(p: &Paths) -> Result<PathBuf> {
     eprintln!("lab: building static migscope (musl)");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run_checked(Command::new(cargo).current_dir(&p.root).args([
+    let musl = run_checked(Command::new(&cargo).current_dir(&p.root).args([
         "build",
         "--release",
         "--target",
         "x86_64-unknown-linux-musl",
         "-p",
         "migscope",
-    ]))
-    .context("building the static migscope (rustup target add x86_64-unknown-linux-musl)")?;
-    Ok(p.root
-        .join("target/x86_64-unknown-linux-musl/release/migscope"))
+    ]));
+    match musl {
+        Ok(()) => Ok(p
+            .root
+            .join("target/x86_64-unknown-linux-musl/release/migscope")),
+        Err(e) => {
+            let first = format!("{e:#}")
+                .lines()
+                .find(|l| l.starts_with("error"))
+                .unwrap_or("unknown error")
+                .to_string();
+            eprintln!("lab: the musl build failed ({first}); building a static glibc migscope");
+            run_checked(
+                Command::new(&cargo)
+                    .current_dir(&p.root)
+                    .env(
+                        "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+                        "-C target-feature=+crt-static",
+                    )
+                    .args([
+                        "build",
+                        "--release",
+                        "--target",
+                        "x86_64-unknown-linux-gnu",
+                        "-p",
+                        "migscope",
+                    ]),
+            )
+            .context("building a static migscope (musl failed too, see above)")?;
+            Ok(p.root
+                .join("target/x86_64-unknown-linux-gnu/release/migscope"))
+        }
+    }
 }
 
 /// Everything the initramfs carries.
