@@ -78,6 +78,24 @@ rec_selftest() {
 	return $rc
 }
 
+# drive_rec CMD...: runs CMD (migscope drive) with `migscope record` beside it writing
+# probe.jsonl, for as long as drive's own trace has no probe events.
+drive_rec() {
+	migscope record -o probe.jsonl 2> record.err &
+	p=$!
+	i=0
+	while ! grep -q recording record.err 2> /dev/null && [ $i -lt 200 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	"$@"
+	rc=$?
+	sleep 0.3
+	kill -INT $p
+	wait $p
+	return $rc
+}
+
 [ -f /lab/run.sh ] && . /lab/run.sh
 
 if [ -e /dev/ttyS1 ]; then

@@ -345,13 +345,57 @@ fn judge_trace(s: &Scenario, dir: &Path, migscope: &Path, r: &mut ScenarioResult
         ));
         return;
     }
-    let text = fs::read_to_string(&trace).unwrap_or_default();
+    let main = check_one(&trace, migscope, r);
+    r.sources = main.sources.clone();
+    r.verdict = main.verdict.clone();
+    r.rules = main.rules.clone();
+    // The side `migscope record` (drive_rec): its probe evidence joins drive's own.
+    let side = dir.join("probe.jsonl");
+    if side.exists() {
+        let p = check_one(&side, migscope, r);
+        if let (Some(m), Some(ps)) = (r.sources.as_object_mut(), p.sources.as_object()) {
+            for (k, v) in ps {
+                if v.as_str() == Some("ok") && k != "mdev_dma" {
+                    m.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let rank = |v: &str| match v {
+            "fail" => 3,
+            "inconclusive" => 2,
+            "pass" => 1,
+            _ => 0,
+        };
+        if rank(&p.verdict) > rank(&r.verdict) {
+            r.verdict = p.verdict;
+        }
+        r.rules.extend(p.rules);
+        r.rules.sort();
+        r.rules.dedup();
+    }
+    let _ = s;
+}
+
+struct Checked {
+    verdict: String,
+    rules: Vec<String>,
+    sources: Value,
+}
+
+/// `migscope check --json` of one trace (saved beside it), and its event counts added to `r`.
+fn check_one(trace: &Path, migscope: &Path, r: &mut ScenarioResult) -> Checked {
+    let mut c = Checked {
+        verdict: "none".into(),
+        rules: Vec::new(),
+        sources: Value::Null,
+    };
+    let text = fs::read_to_string(trace).unwrap_or_default();
     if let Some(h) = text
         .lines()
         .next()
         .and_then(|l| serde_json::from_str::<Value>(l).ok())
     {
-        r.sources = h.get("sources").cloned().unwrap_or(Value::Null);
+        c.sources = h.get("sources").cloned().unwrap_or(Value::Null);
     }
     for l in text.lines().skip(1) {
         let Ok(v) = serde_json::from_str::<Value>(l) else {
@@ -372,31 +416,31 @@ fn judge_trace(s: &Scenario, dir: &Path, migscope: &Path, r: &mut ScenarioResult
     let out = Command::new(migscope)
         .arg("check")
         .arg("--json")
-        .arg(&trace)
+        .arg(trace)
         .output();
     match out {
         Ok(o) => {
-            let _ = fs::write(dir.join("check.json"), &o.stdout);
+            let _ = fs::write(trace.with_extension("check.json"), &o.stdout);
             match serde_json::from_slice::<Value>(&o.stdout) {
                 Ok(v) => {
-                    r.verdict = v
+                    c.verdict = v
                         .get("verdict")
                         .and_then(Value::as_str)
                         .unwrap_or("none")
                         .into();
-                    let mut rules: Vec<String> = v
+                    c.rules = v
                         .get("violations")
                         .and_then(Value::as_array)
                         .into_iter()
                         .flatten()
                         .filter_map(|f| f.get("rule").and_then(Value::as_str).map(String::from))
                         .collect();
-                    rules.sort();
-                    rules.dedup();
-                    r.rules = rules;
+                    c.rules.sort();
+                    c.rules.dedup();
                 }
                 Err(e) => r.problems.push(format!(
-                    "migscope check --json gave no JSON ({e}): {}",
+                    "migscope check --json {} gave no JSON ({e}): {}",
+                    trace.display(),
                     String::from_utf8_lossy(&o.stderr).trim()
                 )),
             }
@@ -405,7 +449,7 @@ fn judge_trace(s: &Scenario, dir: &Path, migscope: &Path, r: &mut ScenarioResult
             .problems
             .push(format!("running {}: {e}", migscope.display())),
     }
-    let _ = s;
+    c
 }
 
 /// After a `set_done` with an error, a later `get` of the same device reported RUNNING (the

@@ -289,7 +289,7 @@ pub fn guest_line(s: &Scenario) -> String {
             cmd.push_str(script);
         }
         Run::Drive { plan, order } => {
-            cmd.push_str("migscope drive");
+            cmd.push_str("drive_rec migscope drive");
             for i in 0..s.devices {
                 let _ = write!(cmd, " --device {}", bdf(i));
             }
@@ -339,7 +339,7 @@ mod tests {
         let s = find("two-dev-naive-order").unwrap();
         assert_eq!(
             guest_line(s),
-            "lab_scenario two-dev-naive-order none 0 -- migscope drive --device 0000:00:02.0 \
+            "lab_scenario two-dev-naive-order none 0 -- drive_rec migscope drive --device 0000:00:02.0 \
              --device 0000:00:03.0 --plan stopcopy --order naive --workload edu -o trace.jsonl\n"
         );
         assert!(guest_line(find("early-p2p").unwrap()).contains(" early_p2p 0 -- "));
