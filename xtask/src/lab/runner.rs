@@ -317,6 +317,16 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
                         .push("no DMA was in flight at the quiesce (nothing drained)".into());
                 }
             }
+            Extra::ConformanceTable => {
+                let out = fs::read_to_string(dir.join("stdout")).unwrap_or_default();
+                let line = out.lines().find(|l| l.starts_with("conformance:"));
+                if !line.is_some_and(|l| l.contains(" 0 mismatches")) {
+                    r.problems.push(format!(
+                        "conformance table not equal to the kernel FSM: {}",
+                        line.unwrap_or("no summary line")
+                    ));
+                }
+            }
             Extra::StepsTraced => {
                 if r.steps == 0 {
                     r.problems.push("the probe traced no FSM step".into());

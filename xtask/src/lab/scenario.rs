@@ -25,6 +25,8 @@ pub enum Extra {
     RestoreVerified,
     /// After the failed SET a GET reported the device's true state (RUNNING).
     TrueStateReadBack,
+    /// drive's conformance table matched the kernel FSM on every pair.
+    ConformanceTable,
     /// The probe traced FSM steps (the kernel's vfio_mig_get_next_state calls).
     StepsTraced,
     /// Passing runs must have had witness and irq sources ok and DMA in flight at the quiesce.
@@ -126,7 +128,7 @@ pub const ALL: &[Scenario] = &[
         run: drive("conformance"),
         expected: "pass",
         rules: &[],
-        extras: &[],
+        extras: &[Extra::ConformanceTable],
         needs_precopy: false,
     },
     Scenario {
