@@ -96,7 +96,22 @@ pub fn prepare(kernel: Kernel, refresh: bool) -> Result<Prepared> {
     })
 }
 
+/// Why this host cannot even fetch the lab (no Debian package tools), if so.
+fn cannot_fetch() -> Option<String> {
+    for tool in ["apt-get", "dpkg"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            return Some(format!(
+                "{tool} not found: the lab fetches QEMU and kernels from Debian's registry"
+            ));
+        }
+    }
+    None
+}
+
 pub fn run(opts: &Options) -> Result<(Outcome, Vec<ScenarioResult>)> {
+    if let Some(why) = cannot_fetch() {
+        return Ok((Outcome::Skipped(why), Vec::new()));
+    }
     let p = prepare(opts.kernel, opts.refresh)?;
     if let Some(why) = vm::cannot_run(&p.qemu) {
         return Ok((Outcome::Skipped(why), Vec::new()));

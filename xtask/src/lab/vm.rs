@@ -114,7 +114,8 @@ pub fn boot(cfg: &VmConfig) -> Result<VmRun> {
         .arg(q.join("usr/share/seabios"));
     let machine = match cfg.accel {
         Accel::Kvm => "q35,accel=kvm,kernel-irqchip=split",
-        Accel::Tcg => "q35,accel=tcg",
+        // kernel-irqchip=split is accepted (and has no effect) under TCG: one command shape.
+        Accel::Tcg => "q35,accel=tcg,kernel-irqchip=split",
     };
     c.args(["-machine", machine]);
     c.args([
