@@ -33,6 +33,10 @@ pub fn has_drive(migscope: &Path) -> bool {
 
 pub fn run(kernel: Kernel) -> Result<u8> {
     let t = Instant::now();
+    if let Some(why) = runner::cannot_fetch() {
+        eprintln!("demo: SKIPPED: this machine cannot run the lab VM: {why}");
+        return Ok(77);
+    }
     let prepared = runner::prepare(kernel, false)?;
     let names = if has_drive(&prepared.migscope) {
         WITH_DRIVE
@@ -50,7 +54,7 @@ pub fn run(kernel: Kernel) -> Result<u8> {
         verbose: false,
         refresh: false,
     };
-    let (outcome, results) = runner::run(&opts)?;
+    let (outcome, results) = runner::run_prepared(&prepared, &opts)?;
     let secs = t.elapsed().as_secs_f64();
     runner::print_table(&results);
     eprintln!("demo: verdicts after {secs:.1} s");
@@ -60,8 +64,10 @@ pub fn run(kernel: Kernel) -> Result<u8> {
     }
     let root = &prepared.paths.out;
     let tty = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
-    for r in &results {
-        let trace = root.join(&r.name).join("trace.jsonl");
+    let traces = results
+        .iter()
+        .flat_map(|r| ["trace.jsonl", "probe.jsonl"].map(|f| (r, root.join(&r.name).join(f))));
+    for (r, trace) in traces {
         if !trace.exists() {
             continue;
         }

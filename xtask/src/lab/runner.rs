@@ -97,7 +97,7 @@ pub fn prepare(kernel: Kernel, refresh: bool) -> Result<Prepared> {
 }
 
 /// Why this host cannot even fetch the lab (no Debian package tools), if so.
-fn cannot_fetch() -> Option<String> {
+pub fn cannot_fetch() -> Option<String> {
     for tool in ["apt-get", "dpkg"] {
         if Command::new(tool).arg("--version").output().is_err() {
             return Some(format!(
@@ -113,6 +113,11 @@ pub fn run(opts: &Options) -> Result<(Outcome, Vec<ScenarioResult>)> {
         return Ok((Outcome::Skipped(why), Vec::new()));
     }
     let p = prepare(opts.kernel, opts.refresh)?;
+    run_prepared(&p, opts)
+}
+
+/// Runs the scenarios with everything already fetched and built.
+pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<ScenarioResult>)> {
     if let Some(why) = vm::cannot_run(&p.qemu) {
         return Ok((Outcome::Skipped(why), Vec::new()));
     }
