@@ -14,7 +14,7 @@ use std::{
 
 use crate::{
     model::{MigFlags, MigState, StepError, is_hazard, next_state, path as fsm_path},
-    trace::{DataDir, Event, EventKind, Header, JsonlReader, TraceError, source},
+    trace::{DataDir, Event, EventKind, Header, TraceError, open_any, source},
 };
 
 /// Stable rule identifiers (DESIGN.md rule table), violations first, then warnings.
@@ -1187,9 +1187,10 @@ pub fn errno_name(ret: i32) -> &'static str {
     }
 }
 
-/// Reads a JSONL trace from `path` (`-` = stdin) and verifies it.
+/// Reads a trace (JSONL or native, told apart by content) from `path` (`-` = stdin) and
+/// verifies it.
 pub fn check_path(path: &Path, opts: Options) -> Result<Report, TraceError> {
-    let mut reader = JsonlReader::open(path)?;
+    let mut reader = open_any(path)?;
     let mut v = Verifier::new(reader.header(), opts);
     let mut warned = 0;
     while let Some(item) = reader.next_event() {
