@@ -6,7 +6,7 @@ use crate::verify::{self, Options, P2pPolicy, Report};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Trace to check (JSONL; `-` reads standard input).
+    /// Trace to check (JSONL or native, told apart by content; `-` reads standard input).
     pub file: PathBuf,
     /// Print the verdict as JSON (TRACE-FORMAT.md "Verdict").
     #[arg(long)]
@@ -21,6 +21,9 @@ pub struct Args {
     /// Accept a blind spot as a warning instead of an inconclusive verdict (only `dma`).
     #[arg(long, value_name = "SPOT", value_parser = ["dma"])]
     pub accept_blind: Vec<String>,
+    /// Also write the verdict as JUnit XML to FILE (for CI test reporters).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 fn parse_policy(s: &str) -> Result<P2pPolicy, String> {
@@ -45,10 +48,26 @@ pub fn run(args: Args) -> i32 {
             } else {
                 print!("{}", human(&report, &args.file.display().to_string()));
             }
+            if let Some(j) = &args.junit
+                && let Err(e) = crate::export::junit::write(&report, &trace_name(&args.file), j)
+            {
+                return super::unusable(e);
+            }
             report.verdict.exit_code()
         }
         Err(e) => super::unusable(e),
     }
+}
+
+/// The name a trace goes by in reports: its file name (`stdin` for `-`).
+pub fn trace_name(path: &std::path::Path) -> String {
+    if path.as_os_str() == "-" {
+        return "stdin".to_owned();
+    }
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 /// The human report: one line per violation, then warnings and blind spots, then a summary.

@@ -1,0 +1,1 @@
+//! Markdown bug report.
