@@ -26,7 +26,7 @@ pub struct Args {
     pub junit: Option<PathBuf>,
 }
 
-fn parse_policy(s: &str) -> Result<P2pPolicy, String> {
+pub(crate) fn parse_policy(s: &str) -> Result<P2pPolicy, String> {
     P2pPolicy::parse(s).ok_or_else(|| format!("unknown policy `{s}` (expected strict or p2p-only)"))
 }
 
@@ -49,7 +49,7 @@ pub fn run(args: Args) -> i32 {
                 print!("{}", human(&report, &args.file.display().to_string()));
             }
             if let Some(j) = &args.junit
-                && let Err(e) = crate::export::junit::write(&report, &trace_name(&args.file), j)
+                && let Err(e) = crate::export::junit::write(&report, &crate::export::trace_name(&args.file), j)
             {
                 return super::unusable(e);
             }
@@ -57,17 +57,6 @@ pub fn run(args: Args) -> i32 {
         }
         Err(e) => super::unusable(e),
     }
-}
-
-/// The name a trace goes by in reports: its file name (`stdin` for `-`).
-pub fn trace_name(path: &std::path::Path) -> String {
-    if path.as_os_str() == "-" {
-        return "stdin".to_owned();
-    }
-    path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
 }
 
 /// The human report: one line per violation, then warnings and blind spots, then a summary.
