@@ -49,7 +49,8 @@ pub fn run(args: Args) -> i32 {
                 print!("{}", human(&report, &args.file.display().to_string()));
             }
             if let Some(j) = &args.junit
-                && let Err(e) = crate::export::junit::write(&report, &crate::export::trace_name(&args.file), j)
+                && let Err(e) =
+                    crate::export::junit::write(&report, &crate::export::trace_name(&args.file), j)
             {
                 return super::unusable(e);
             }

@@ -110,8 +110,8 @@ pub fn run(args: Args) -> i32 {
                 })
                 .map_err(ExportError::from)
         }
-        Format::Perfetto => perfetto::export(&args.file, &args.output, args.options()).map(
-            |(report, c)| {
+        Format::Perfetto => {
+            perfetto::export(&args.file, &args.output, args.options()).map(|(report, c)| {
                 format!(
                     "{} device track(s), {} slice(s), {} instant(s), {} violation(s); verdict {}",
                     c.devices,
@@ -120,8 +120,8 @@ pub fn run(args: Args) -> i32 {
                     c.violations,
                     report.verdict.name()
                 )
-            },
-        ),
+            })
+        }
         Format::Markdown => {
             let opts = markdown::MdOptions {
                 verify: args.options(),

@@ -365,14 +365,21 @@ pub fn export(input: &Path, output: &Path, opts: &MdOptions) -> Result<Report, E
     }
 
     o.push_str("## Environment\n\n");
-    let opt = |s: &Option<String>| s.as_deref().map_or("(not recorded)".to_owned(), |s| red.text(s));
+    let opt = |s: &Option<String>| {
+        s.as_deref()
+            .map_or("(not recorded)".to_owned(), |s| red.text(s))
+    };
     let _ = writeln!(o, "- Kernel: {}", opt(&header.kernel));
     let _ = writeln!(o, "- Recorded by: {}", opt(&header.tool));
     let _ = writeln!(
         o,
         "- Report by: migscope {} ({})",
         env!("CARGO_PKG_VERSION"),
-        if opts.redact { "redacted" } else { "not redacted" }
+        if opts.redact {
+            "redacted"
+        } else {
+            "not redacted"
+        }
     );
     let _ = writeln!(
         o,
@@ -491,8 +498,12 @@ pub fn export(input: &Path, output: &Path, opts: &MdOptions) -> Result<Report, E
                 }
                 o.push_str("```\n\n");
             }
-            None if stdin => o.push_str("(surrounding events not shown: the trace was read from standard input)\n\n"),
-            None if v.line == 0 => o.push_str("(found at the end of the trace; no single event)\n\n"),
+            None if stdin => o.push_str(
+                "(surrounding events not shown: the trace was read from standard input)\n\n",
+            ),
+            None if v.line == 0 => {
+                o.push_str("(found at the end of the trace; no single event)\n\n")
+            }
             None => {
                 let _ = writeln!(
                     o,
@@ -521,7 +532,11 @@ pub fn export(input: &Path, output: &Path, opts: &MdOptions) -> Result<Report, E
             );
         }
         if rest > 200 {
-            let _ = writeln!(o, "\n(and {} more: run `migscope check` for all)", rest - 200);
+            let _ = writeln!(
+                o,
+                "\n(and {} more: run `migscope check` for all)",
+                rest - 200
+            );
         }
         o.push('\n');
     }
@@ -624,7 +639,10 @@ pub fn export(input: &Path, output: &Path, opts: &MdOptions) -> Result<Report, E
     }
 
     o.push_str("## Reproduce\n\nVerify this trace again (exit status 0 pass, 1 fail, 2 inconclusive, 3 unusable):\n\n```sh\n");
-    let mut check = format!("migscope check {}", shell_quote(&red.text(&input.display().to_string())));
+    let mut check = format!(
+        "migscope check {}",
+        shell_quote(&red.text(&input.display().to_string()))
+    );
     for f in &opts.check_flags {
         check.push(' ');
         check.push_str(f);

@@ -276,7 +276,8 @@ impl Timeline {
                         from,
                         to,
                         ret: 0,
-                        quiesce: to.quiescent() && !from.is_some_and(crate::model::MigState::quiescent),
+                        quiesce: to.quiescent()
+                            && !from.is_some_and(crate::model::MigState::quiescent),
                     },
                 }),
                 None => out.push(Segment {

@@ -68,8 +68,10 @@ impl Tracks {
         self.ctx_pid.insert(ctx.to_owned(), pid);
         out.emit(&json!({"ph":"M","name":"process_name","pid":pid,"tid":0,
             "args":{"name": format!("ctx {ctx}")}}))?;
-        out.emit(&json!({"ph":"M","name":"process_sort_index","pid":pid,"tid":0,
-            "args":{"sort_index": pid}}))?;
+        out.emit(
+            &json!({"ph":"M","name":"process_sort_index","pid":pid,"tid":0,
+            "args":{"sort_index": pid}}),
+        )?;
         Ok(pid)
     }
 
@@ -78,8 +80,10 @@ impl Tracks {
         let tid = self.next_tid;
         out.emit(&json!({"ph":"M","name":"thread_name","pid":pid,"tid":tid,
             "args":{"name": name}}))?;
-        out.emit(&json!({"ph":"M","name":"thread_sort_index","pid":pid,"tid":tid,
-            "args":{"sort_index": tid}}))?;
+        out.emit(
+            &json!({"ph":"M","name":"thread_sort_index","pid":pid,"tid":tid,
+            "args":{"sort_index": tid}}),
+        )?;
         Ok(tid)
     }
 
@@ -152,8 +156,10 @@ fn emit_segment(
     args["dur_ms"] = json!(dur as f64 / 1e6);
     args["start_ns"] = json!(s.start);
     let ts = out.ts(s.start);
-    out.emit(&json!({"ph":"X","cat":cat,"name":s.what.label(),"pid":pid,"tid":tid,
-        "ts":ts,"dur":us(dur),"args":args}))?;
+    out.emit(
+        &json!({"ph":"X","cat":cat,"name":s.what.label(),"pid":pid,"tid":tid,
+        "ts":ts,"dur":us(dur),"args":args}),
+    )?;
     counts.slices += 1;
     Ok(())
 }
@@ -175,10 +181,12 @@ fn emit_finding(
         ("VIOLATION", "violation")
     };
     let ts = out.ts(f.t);
-    out.emit(&json!({"ph":"i","s":"p","cat":cat,"name":format!("{prefix} {}", f.rule),
+    out.emit(
+        &json!({"ph":"i","s":"p","cat":cat,"name":format!("{prefix} {}", f.rule),
         "pid":pid,"tid":tid,"ts":ts,
         "args":{"rule":f.rule,"dev":f.dev,"detail":f.detail,"line":f.line,"t_ns":f.t,
-                "explain": crate::verify::rule::explain(f.rule)}}))?;
+                "explain": crate::verify::rule::explain(f.rule)}}),
+    )?;
     counts.instants += 1;
     Ok(())
 }
@@ -213,13 +221,19 @@ pub fn export(input: &Path, output: &Path, opts: Options) -> Result<(Report, Cou
     let mut timeline = Timeline::default();
     let mut counts = Counts::default();
     let mut segs = Vec::new();
-    out.emit(&json!({"ph":"M","name":"process_name","pid":TRACE_PID,"tid":0,
-        "args":{"name":"trace"}}))?;
-    out.emit(&json!({"ph":"M","name":"process_sort_index","pid":TRACE_PID,"tid":0,
-        "args":{"sort_index":0}}))?;
+    out.emit(
+        &json!({"ph":"M","name":"process_name","pid":TRACE_PID,"tid":0,
+        "args":{"name":"trace"}}),
+    )?;
+    out.emit(
+        &json!({"ph":"M","name":"process_sort_index","pid":TRACE_PID,"tid":0,
+        "args":{"sort_index":0}}),
+    )?;
     tracks.next_tid = 1;
-    out.emit(&json!({"ph":"M","name":"thread_name","pid":TRACE_PID,"tid":1,
-        "args":{"name":"marks, lost events, verdict"}}))?;
+    out.emit(
+        &json!({"ph":"M","name":"thread_name","pid":TRACE_PID,"tid":1,
+        "args":{"name":"marks, lost events, verdict"}}),
+    )?;
     let mut warned = 0;
     let mut last_t = 0;
     let mut emitted = std::collections::HashSet::new();
@@ -275,7 +289,13 @@ pub fn export(input: &Path, output: &Path, opts: Options) -> Result<(Report, Cou
             } => {
                 let (p, t) = tracks.dev(dev, &mut out)?;
                 let rw = if *write { "write" } else { "read" };
-                Some(instant(format!("DMA {} {rw}", src.name()), "dma", p, t, "t"))
+                Some(instant(
+                    format!("DMA {} {rw}", src.name()),
+                    "dma",
+                    p,
+                    t,
+                    "t",
+                ))
             }
             EventKind::Irq { dev, kind, vector } => {
                 let (p, t) = tracks.dev(dev, &mut out)?;
@@ -346,7 +366,8 @@ pub fn export(input: &Path, output: &Path, opts: Options) -> Result<(Report, Cou
         "name":format!("verdict: {}", report.verdict.name()),"pid":TRACE_PID,"tid":1,"ts":ts,
         "args":{"verdict":report.verdict.name(),"violations":report.violations.len(),
                 "blind_spots":report.blind_spots,"truncated_at_byte":reader.truncated_at()}}))?;
-    out.file.write_str("\n],\"displayTimeUnit\":\"ms\",\"otherData\":")?;
+    out.file
+        .write_str("\n],\"displayTimeUnit\":\"ms\",\"otherData\":")?;
     let other = json!({
         "migscope_trace": header.version,
         "clock": header.clock,
