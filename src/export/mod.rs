@@ -109,8 +109,8 @@ pub struct Segment {
 pub enum SegKind {
     /// A stable state (`None`: unknown, after a failed SET until a GET tells).
     State(Option<crate::model::MigState>),
-    /// From a SET to its `set_done` (`from` None: unknown). `quiesce`: entering a quiescent
-    /// state from a non-quiescent one.
+    /// From a SET to its `set_done` (`from` None: unknown). `quiesce`: a successful SET
+    /// entering a quiescent state from a non-quiescent one.
     Transition {
         from: Option<crate::model::MigState>,
         to: crate::model::MigState,
@@ -217,7 +217,9 @@ impl Timeline {
                             from,
                             to: pto,
                             ret: *ret,
-                            quiesce: pto.quiescent() && !from.is_some_and(MigState::quiescent),
+                            quiesce: *ret == 0
+                                && pto.quiescent()
+                                && !from.is_some_and(MigState::quiescent),
                         },
                     });
                     d.state = new;
