@@ -14,10 +14,14 @@ struct Case {
     skipped: Option<String>,
 }
 
+type Attrs = BTreeMap<String, String>;
+/// A suite: its attributes and its (classname, name, case) test cases.
+type Suite = (Attrs, Vec<(String, String, Case)>);
+
 #[derive(Debug, Default)]
 struct Parsed {
-    root: BTreeMap<String, String>,
-    suites: Vec<(BTreeMap<String, String>, Vec<(String, String, Case)>)>,
+    root: Attrs,
+    suites: Vec<Suite>,
 }
 
 fn attrs(e: &quick_xml::events::BytesStart<'_>) -> BTreeMap<String, String> {
@@ -90,44 +94,40 @@ fn parse(xml: &str) -> Parsed {
                 }
                 stack.pop();
             }
-            Event::Text(t) => {
-                if in_failure {
-                    let s = t.decode().expect("text").into_owned();
-                    let c = &mut p
-                        .suites
-                        .last_mut()
-                        .expect("suite")
-                        .1
-                        .last_mut()
-                        .expect("case")
-                        .2;
-                    if let Some(f) = c.failure.as_mut() {
-                        f.2.push_str(&s);
-                    }
+            Event::Text(t) if in_failure => {
+                let s = t.decode().expect("text").into_owned();
+                let c = &mut p
+                    .suites
+                    .last_mut()
+                    .expect("suite")
+                    .1
+                    .last_mut()
+                    .expect("case")
+                    .2;
+                if let Some(f) = c.failure.as_mut() {
+                    f.2.push_str(&s);
                 }
             }
-            Event::GeneralRef(g) => {
-                if in_failure {
-                    let ent = g.decode().expect("ref").into_owned();
-                    let s = match ent.as_str() {
-                        "amp" => "&".to_owned(),
-                        "lt" => "<".to_owned(),
-                        "gt" => ">".to_owned(),
-                        "quot" => "\"".to_owned(),
-                        "apos" => "'".to_owned(),
-                        other => panic!("unknown entity {other}"),
-                    };
-                    let c = &mut p
-                        .suites
-                        .last_mut()
-                        .expect("suite")
-                        .1
-                        .last_mut()
-                        .expect("case")
-                        .2;
-                    if let Some(f) = c.failure.as_mut() {
-                        f.2.push_str(&s);
-                    }
+            Event::GeneralRef(g) if in_failure => {
+                let ent = g.decode().expect("ref").into_owned();
+                let s = match ent.as_str() {
+                    "amp" => "&".to_owned(),
+                    "lt" => "<".to_owned(),
+                    "gt" => ">".to_owned(),
+                    "quot" => "\"".to_owned(),
+                    "apos" => "'".to_owned(),
+                    other => panic!("unknown entity {other}"),
+                };
+                let c = &mut p
+                    .suites
+                    .last_mut()
+                    .expect("suite")
+                    .1
+                    .last_mut()
+                    .expect("case")
+                    .2;
+                if let Some(f) = c.failure.as_mut() {
+                    f.2.push_str(&s);
                 }
             }
             _ => {}
@@ -300,7 +300,7 @@ fn junit_rich_trace_families_escaping_and_blind_spots() {
 {"t":20,"ev":"set_done","dev":"0000:00:03.0","to":"RUNNING_P2P","ret":0}
 {"t":30,"ev":"lost","n":1,"source":"ringbuf"}
 "#;
-    let t = write(dir.path(), "blind.jsonl", &blind);
+    let t = write(dir.path(), "blind.jsonl", blind);
     let (v, code) = check_json(&t, &[]);
     let p = verify_against_report(&t, &dir.path().join("blind.xml"), &[]);
     assert!(v["violations"].as_array().expect("v").is_empty(), "{v}");

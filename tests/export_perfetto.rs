@@ -37,10 +37,8 @@ fn expect(trace: &Path) -> Expect {
             EventKind::Set { dev, .. } => {
                 open_set.insert(dev, true);
             }
-            EventKind::SetDone { dev, .. } => {
-                if open_set.remove(&dev).is_some() {
-                    e.sets_done += 1;
-                }
+            EventKind::SetDone { dev, .. } if open_set.remove(&dev).is_some() => {
+                e.sets_done += 1;
             }
             EventKind::Dma { .. } => e.dma += 1,
             EventKind::Irq { .. } => e.irq += 1,

@@ -171,21 +171,18 @@ pub fn render(report: &Report, trace_name: &str) -> String {
     // Trace-level suite.
     let mut cases = Vec::new();
     let blind = |key: &str| {
-        report
-            .blind_spots
-            .iter()
-            .any(|b| b == key)
-            .then(|| {
-                Case::Skip(format!(
-                    "blind spot {key}: {}",
-                    report
-                        .blind_spot_details
-                        .get(key)
-                        .map(String::as_str)
-                        .unwrap_or("")
-                ))
-            })
-            .unwrap_or(Case::Pass)
+        if report.blind_spots.iter().any(|b| b == key) {
+            Case::Skip(format!(
+                "blind spot {key}: {}",
+                report
+                    .blind_spot_details
+                    .get(key)
+                    .map(String::as_str)
+                    .unwrap_or("")
+            ))
+        } else {
+            Case::Pass
+        }
     };
     cases.push((
         "migscope.trace".to_owned(),

@@ -14,6 +14,7 @@
 //!   short and full form) becomes `<host>`. The trace does not record the recording host's
 //!   name; if it was recorded elsewhere and a mark or the kernel string names that host, that
 //!   is not recognised — check marks before publishing.
+//!
 //! Kept: PCI addresses, context names, driver names, kernel release, timestamps and lengths.
 
 use std::{
