@@ -760,6 +760,15 @@ impl Verifier {
                         d.step_state = Some(*to);
                     }
                 }
+                if *to == MigState::Error {
+                    finding(
+                        &mut out,
+                        rule::ERROR_STATE,
+                        dev,
+                        format!("the driver stepped {dev} into ERROR"),
+                        false,
+                    );
+                }
             }
             EventKind::SetDone {
                 dev,
@@ -846,21 +855,30 @@ impl Verifier {
                             false,
                         );
                     }
-                    // Quiesce: a SET entering a quiescent state from a non-quiescent one.
-                    let entering = to.quiescent() && !from.get().is_some_and(MigState::quiescent);
-                    if entering && let Some(r) = req {
+                    // quiesce-budget (DESIGN.md): any successful SET into a quiescent state.
+                    if to.quiescent()
+                        && let (Some(r), Some(budget)) = (req, self.opts.max_quiesce_ms)
+                    {
                         let dur = t.saturating_sub(r.t);
-                        if let Some(budget) = self.opts.max_quiesce_ms
-                            && dur > budget.saturating_mul(1_000_000)
-                        {
+                        if dur > budget.saturating_mul(1_000_000) {
                             finding(
                                 &mut out,
                                 rule::QUIESCE_BUDGET,
                                 dev,
-                                format!("SET {} took {} (budget {budget} ms)", to.name(), ms(dur)),
+                                format!(
+                                    "SET {} -> {} took {} (budget {budget} ms)",
+                                    from.get().map_or("?", MigState::name),
+                                    to.name(),
+                                    ms(dur)
+                                ),
                                 false,
                             );
                         }
+                    }
+                    // The quiesce statistics: SETs entering quiescence (the DMA stop itself).
+                    let entering = to.quiescent() && !from.get().is_some_and(MigState::quiescent);
+                    if entering && let Some(r) = req {
+                        let dur = t.saturating_sub(r.t);
                         let s = &mut self.devs[i].summary;
                         s.quiesce_min_ns = if s.quiesce_count == 0 {
                             dur
