@@ -84,6 +84,7 @@ fn parse(xml: &str) -> Parsed {
                         c.skipped = Some(a.get("message").cloned().unwrap_or_default());
                     }
                     "properties" | "property" | "system-out" => {}
+                    "error" => panic!("unexpected error element for a usable trace"),
                     other => panic!("unexpected element {other}"),
                 }
                 stack.push(name);
@@ -251,10 +252,33 @@ fn verify_against_report(trace: &Path, junit: &Path, extra: &[&str]) -> Parsed {
 fn junit_matches_the_report_on_every_fixture() {
     let dir = tempfile::tempdir().expect("tempdir");
     for (i, f) in fixtures().iter().enumerate() {
+        let junit = dir.path().join(format!("{i}.xml"));
         if check_json(f, &[]).1 == 3 {
+            // Unusable input: the JUnit file has one test case in error saying why.
+            let o = run(&[
+                "check",
+                f.to_str().expect("p"),
+                "--junit",
+                junit.to_str().expect("p"),
+            ]);
+            assert_eq!(o.status.code(), Some(3));
+            let xml = std::fs::read_to_string(&junit).expect("junit written for unusable input");
+            let mut r = Reader::from_str(&xml);
+            let mut errors = 0;
+            loop {
+                match r
+                    .read_event()
+                    .unwrap_or_else(|e| panic!("{}: {e}", f.display()))
+                {
+                    Event::Eof => break,
+                    Event::Start(e) if e.name().as_ref() == b"error" => errors += 1,
+                    _ => {}
+                }
+            }
+            assert_eq!(errors, 1, "{}", f.display());
             continue;
         }
-        verify_against_report(f, &dir.path().join(format!("{i}.xml")), &[]);
+        verify_against_report(f, &junit, &[]);
     }
 }
 

@@ -56,7 +56,18 @@ pub fn run(args: Args) -> i32 {
             }
             report.verdict.exit_code()
         }
-        Err(e) => super::unusable(e),
+        Err(e) => {
+            if let Some(j) = &args.junit
+                && let Err(je) = crate::export::junit::write_error(
+                    &crate::export::trace_name(&args.file),
+                    &e.to_string(),
+                    j,
+                )
+            {
+                eprintln!("migscope: {je}");
+            }
+            super::unusable(e)
+        }
     }
 }
 

@@ -336,3 +336,31 @@ fn body_esc(s: &str) -> String {
 pub fn write(report: &Report, trace_name: &str, path: &Path) -> Result<(), ExportError> {
     write_atomic(path, &render(report, trace_name))
 }
+
+/// The JUnit document for a trace that could not be checked at all (unusable input): one
+/// suite with one test case in error, so the CI report shows why instead of nothing.
+pub fn render_error(trace_name: &str, error: &str) -> String {
+    let mut x = String::new();
+    x.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    x.push_str(
+        "<testsuites name=\"migscope\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"0\">\n",
+    );
+    let _ = writeln!(
+        x,
+        "  <testsuite name=\"{}: trace\" id=\"0\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"0\">",
+        esc(trace_name)
+    );
+    let _ = writeln!(
+        x,
+        "    <testcase classname=\"migscope.trace\" name=\"readable\" time=\"0\">\n      <error type=\"unusable\" message=\"{}\">{}</error>\n    </testcase>",
+        esc(error),
+        body_esc(error)
+    );
+    x.push_str("  </testsuite>\n</testsuites>\n");
+    x
+}
+
+/// Writes [`render_error`] to `path` (write-then-rename).
+pub fn write_error(trace_name: &str, error: &str, path: &Path) -> Result<(), ExportError> {
+    write_atomic(path, &render_error(trace_name, error))
+}
