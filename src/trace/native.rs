@@ -1209,4 +1209,134 @@ mod tests {
             .expect("bad magic");
         assert!(bad.to_string().contains("magic"), "{bad}");
     }
+
+    use proptest::prelude::*;
+
+    fn st() -> impl Strategy<Value = MigState> {
+        (0u32..8).prop_map(|n| MigState::from_u32(n).expect("0..8"))
+    }
+
+    fn kind() -> impl Strategy<Value = EventKind> {
+        let s = "[ -~]{1,12}|[\u{e9}\u{2713}\"\\\\]{1,4}";
+        prop_oneof![
+            (s, 0u32..8, s, st(), proptest::option::of(s)).prop_map(
+                |(dev, f, ctx, state, driver)| EventKind::Device {
+                    dev,
+                    flags: MigFlags(f),
+                    ctx,
+                    state,
+                    driver,
+                }
+            ),
+            (s, st()).prop_map(|(dev, to)| EventKind::Set { dev, to }),
+            (s, st(), st()).prop_map(|(dev, from, to)| EventKind::Step { dev, from, to }),
+            (s, st(), i32::MIN..=0, proptest::option::of(any::<i32>())).prop_map(
+                |(dev, to, ret, data_fd)| EventKind::SetDone {
+                    dev,
+                    to,
+                    ret,
+                    data_fd
+                }
+            ),
+            (s, st()).prop_map(|(dev, state)| EventKind::Get { dev, state }),
+            (s, i32::MIN..=0).prop_map(|(dev, ret)| EventKind::Reset { dev, ret }),
+            (
+                s,
+                any::<u64>(),
+                any::<u64>(),
+                any::<bool>(),
+                proptest::option::of((any::<u64>(), any::<u64>())),
+                proptest::option::of(any::<bool>()),
+                0usize..5
+            )
+                .prop_map(|(dev, iova, len, write, window, p2p, src)| EventKind::Dma {
+                    dev,
+                    src: DmaSource::ALL[src],
+                    iova,
+                    len,
+                    write,
+                    window: window.map(|(a, b)| (a.min(b), a.max(b))),
+                    p2p
+                }),
+            (s, 0usize..3, any::<u32>()).prop_map(|(dev, k, vector)| EventKind::Irq {
+                dev,
+                kind: IrqKind::ALL[k],
+                vector
+            }),
+            (s, any::<u64>(), any::<u64>()).prop_map(|(ctx, iova, len)| EventKind::Map {
+                ctx,
+                iova,
+                len
+            }),
+            (s, any::<u64>(), any::<u64>()).prop_map(|(ctx, iova, len)| EventKind::Unmap {
+                ctx,
+                iova,
+                len
+            }),
+            (s, any::<bool>(), any::<u64>()).prop_map(|(dev, save, bytes)| EventKind::Data {
+                dev,
+                dir: if save { DataDir::Save } else { DataDir::Load },
+                bytes
+            }),
+            (s, any::<u64>()).prop_map(|(source, n)| EventKind::Lost { n, source }),
+            ".{0,20}".prop_map(|label| EventKind::Mark { label }),
+            Just(EventKind::End),
+        ]
+    }
+
+    fn events() -> impl Strategy<Value = Vec<Event>> {
+        proptest::collection::vec(
+            (
+                kind(),
+                prop_oneof![0u64..3, 0u64..1_000_000, any::<u64>()],
+                proptest::option::of(any::<u32>()),
+            ),
+            0..40,
+        )
+        .prop_map(|v| {
+            let mut t = 0u64;
+            v.into_iter()
+                .map(|(kind, dt, pid)| {
+                    t = t.saturating_add(dt);
+                    Event { t, pid, kind }
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn random_events_round_trip_both_ways(evs in events()) {
+            let bytes = encode(&evs);
+            let back: Vec<Event> = NativeReader::new("p", &bytes[..])
+                .expect("header")
+                .map(|x| x.expect("event").1)
+                .collect();
+            prop_assert_eq!(&back, &evs);
+            // Through JSONL and back: the same bytes.
+            let mut jw = super::super::jsonl::JsonlWriter::new(Vec::new(), &header()).expect("h");
+            for e in &evs {
+                jw.write(e).expect("write");
+            }
+            let text = jw.into_inner();
+            let mut jr = super::super::jsonl::JsonlReader::new("j", &text[..]).expect("h");
+            let mut nw = NativeWriter::new(Vec::new(), jr.header()).expect("h");
+            while let Some(x) = jr.next_event() {
+                nw.write(&x.expect("event").1).expect("write");
+            }
+            prop_assert_eq!(nw.into_inner(), bytes);
+        }
+
+        #[test]
+        fn random_bytes_after_a_header_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut bytes = encode(&[]);
+            bytes.extend_from_slice(&tail);
+            let mut r = NativeReader::new("p", &bytes[..]).expect("header");
+            while let Some(x) = r.next_event() {
+                if let Err(e) = x {
+                    prop_assert!(e.to_string().contains("byte offset"), "{}", e);
+                }
+            }
+        }
+    }
 }
