@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::{ExportError, OutFile, SegKind, Segment, Timeline};
 use crate::{
-    trace::{Event, EventKind, open_any},
+    trace::{EventKind, open_any},
     verify::{Finding, Options, Report, Verifier},
 };
 
