@@ -347,3 +347,118 @@ fn junit_unwritable_path_is_unusable() {
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent-dir/x.xml"));
 }
+
+/// The JUnit dialect GitLab, Jenkins and GitHub reporters read (Ant's XML formatter with the
+/// `skipped` element Jenkins added), written down as an XML schema for `xmllint --schema`.
+const JUNIT_XSD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" elementFormDefault="qualified">
+  <xs:simpleType name="count">
+    <xs:restriction base="xs:nonNegativeInteger"/>
+  </xs:simpleType>
+  <xs:simpleType name="seconds">
+    <xs:restriction base="xs:decimal"><xs:minInclusive value="0"/></xs:restriction>
+  </xs:simpleType>
+  <xs:complexType name="outcome" mixed="true">
+    <xs:attribute name="message" type="xs:string"/>
+    <xs:attribute name="type" type="xs:string"/>
+  </xs:complexType>
+  <xs:element name="testsuites">
+    <xs:complexType>
+      <xs:sequence>
+        <xs:element ref="testsuite" minOccurs="0" maxOccurs="unbounded"/>
+      </xs:sequence>
+      <xs:attribute name="name" type="xs:string"/>
+      <xs:attribute name="tests" type="count" use="required"/>
+      <xs:attribute name="failures" type="count" use="required"/>
+      <xs:attribute name="errors" type="count" use="required"/>
+      <xs:attribute name="skipped" type="count"/>
+      <xs:attribute name="time" type="seconds"/>
+    </xs:complexType>
+  </xs:element>
+  <xs:element name="testsuite">
+    <xs:complexType>
+      <xs:sequence>
+        <xs:element name="properties" minOccurs="0">
+          <xs:complexType>
+            <xs:sequence>
+              <xs:element name="property" minOccurs="0" maxOccurs="unbounded">
+                <xs:complexType>
+                  <xs:attribute name="name" type="xs:string" use="required"/>
+                  <xs:attribute name="value" type="xs:string" use="required"/>
+                </xs:complexType>
+              </xs:element>
+            </xs:sequence>
+          </xs:complexType>
+        </xs:element>
+        <xs:element name="testcase" minOccurs="0" maxOccurs="unbounded">
+          <xs:complexType>
+            <xs:sequence>
+              <xs:choice minOccurs="0">
+                <xs:element name="skipped" type="outcome"/>
+                <xs:element name="failure" type="outcome"/>
+                <xs:element name="error" type="outcome"/>
+              </xs:choice>
+              <xs:element name="system-out" type="xs:string" minOccurs="0"/>
+              <xs:element name="system-err" type="xs:string" minOccurs="0"/>
+            </xs:sequence>
+            <xs:attribute name="name" type="xs:string" use="required"/>
+            <xs:attribute name="classname" type="xs:string" use="required"/>
+            <xs:attribute name="time" type="seconds"/>
+          </xs:complexType>
+        </xs:element>
+        <xs:element name="system-out" type="xs:string" minOccurs="0"/>
+        <xs:element name="system-err" type="xs:string" minOccurs="0"/>
+      </xs:sequence>
+      <xs:attribute name="name" type="xs:string" use="required"/>
+      <xs:attribute name="id" type="count"/>
+      <xs:attribute name="tests" type="count" use="required"/>
+      <xs:attribute name="failures" type="count" use="required"/>
+      <xs:attribute name="errors" type="count" use="required"/>
+      <xs:attribute name="skipped" type="count"/>
+      <xs:attribute name="time" type="seconds"/>
+    </xs:complexType>
+  </xs:element>
+</xs:schema>
+"#;
+
+#[test]
+fn junit_validates_against_the_schema_with_xmllint() {
+    if std::process::Command::new("xmllint")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: xmllint not installed (Debian: apt-get install libxml2-utils)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let xsd = write(dir.path(), "junit.xsd", JUNIT_XSD);
+    let mut inputs = fixtures();
+    inputs.push(write(dir.path(), "rich <&>.jsonl", RICH));
+    let mut validated = 0;
+    for (i, f) in inputs.iter().enumerate() {
+        let junit = dir.path().join(format!("{i}.xml"));
+        let o = run(&[
+            "check",
+            f.to_str().expect("p"),
+            "--junit",
+            junit.to_str().expect("p"),
+        ]);
+        assert!(o.status.code().is_some_and(|c| c <= 3));
+        let v = std::process::Command::new("xmllint")
+            .args(["--noout", "--schema"])
+            .arg(&xsd)
+            .arg(&junit)
+            .output()
+            .expect("run xmllint");
+        assert!(
+            v.status.success(),
+            "{}: {}\n{}",
+            f.display(),
+            String::from_utf8_lossy(&v.stderr),
+            std::fs::read_to_string(&junit).unwrap_or_default()
+        );
+        validated += 1;
+    }
+    eprintln!("{validated} JUnit files valid against the schema");
+}
