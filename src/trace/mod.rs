@@ -1,5 +1,6 @@
-//! Traces: the JSONL interchange format of `TRACE-FORMAT.md` (streaming reader and writer) and
-//! the in-memory event model every other module speaks.
+//! Traces: the JSONL interchange format of `TRACE-FORMAT.md` (streaming reader and writer), the
+//! compact native format (`native`), [`open_any`] which tells them apart by content, and the
+//! in-memory event model every other module speaks.
 
 pub mod event;
 

@@ -608,6 +608,12 @@ impl<R: BufRead> NativeReader<R> {
         &self.name
     }
 
+    /// The byte offset just past the last record read (header included): after
+    /// [`NativeReader::next_event`] returned an event, where the next record starts.
+    pub fn offset(&self) -> u64 {
+        self.src.offset
+    }
+
     /// The byte offset of the incomplete record the file ends in, if it does (a cut
     /// recording). `None` while reading and when the file ended on a record boundary.
     pub fn truncated_at(&self) -> Option<u64> {
