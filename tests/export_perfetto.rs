@@ -236,3 +236,29 @@ fn perfetto_rich_trace_details() {
     let v2 = export(&nat, &dir.path().join("rich2.json"));
     assert_eq!(v["traceEvents"], v2["traceEvents"]);
 }
+
+#[test]
+fn perfetto_cut_recording_shows_the_open_set() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // RICH up to the middle of the first SET (no set_done, no end).
+    let cut: String = RICH
+        .lines()
+        .take_while(|l| !l.contains("\"t\":10100,"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let t = write(dir.path(), "cut.jsonl", &cut);
+    let v = export(&t, &dir.path().join("cut.json"));
+    let evs = v["traceEvents"].as_array().expect("array");
+    let open = evs
+        .iter()
+        .find(|e| e["name"] == "RUNNING -> RUNNING_P2P (never returned)")
+        .unwrap_or_else(|| panic!("no open SET slice: {v}"));
+    assert_eq!(open["cat"], "transition");
+    assert!(open["args"]["ret"].is_null());
+    assert_eq!(v["otherData"]["verdict"], "inconclusive");
+    assert!(
+        evs.iter()
+            .any(|e| e["cat"] == "warning" && e["name"] == "WARNING unfinished-set"),
+        "the end-of-trace warning is shown"
+    );
+}

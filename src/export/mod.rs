@@ -114,7 +114,8 @@ pub enum SegKind {
     Transition {
         from: Option<crate::model::MigState>,
         to: crate::model::MigState,
-        ret: i32,
+        /// The SET's return value; `None`: it never returned in the trace.
+        ret: Option<i32>,
         quiesce: bool,
     },
 }
@@ -135,10 +136,10 @@ impl SegKind {
                 if *quiesce { "quiesce " } else { "" },
                 n(from),
                 to.name(),
-                if *ret == 0 {
-                    String::new()
-                } else {
-                    format!(" (failed {})", crate::verify::errno_name(*ret))
+                match ret {
+                    Some(0) => String::new(),
+                    Some(r) => format!(" (failed {})", crate::verify::errno_name(*r)),
+                    None => " (never returned)".to_owned(),
                 }
             ),
         }
@@ -216,7 +217,7 @@ impl Timeline {
                         what: SegKind::Transition {
                             from,
                             to: pto,
-                            ret: *ret,
+                            ret: Some(*ret),
                             quiesce: *ret == 0
                                 && pto.quiescent()
                                 && !from.is_some_and(MigState::quiescent),
@@ -246,7 +247,7 @@ impl Timeline {
                             what: SegKind::Transition {
                                 from,
                                 to,
-                                ret: 0,
+                                ret: None,
                                 quiesce: false,
                             },
                         });
@@ -277,9 +278,8 @@ impl Timeline {
                     what: SegKind::Transition {
                         from,
                         to,
-                        ret: 0,
-                        quiesce: to.quiescent()
-                            && !from.is_some_and(crate::model::MigState::quiescent),
+                        ret: None,
+                        quiesce: false,
                     },
                 }),
                 None => out.push(Segment {
