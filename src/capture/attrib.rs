@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 
 use probe_common::abi::{
-    DATA_WRITE, DataXfer, IommuFault, IommuMap, IommuUnmap, IoctlCall, IoctlRet, Irq,
+    DATA_WRITE, DataXfer, IoctlCall, IoctlRet, IommuFault, IommuMap, IommuUnmap, Irq,
     MDEV_PIN_PAGES, MdevDma, MsiHandler, Step, VfioOpen, fd_kind, feature, ioctl,
 };
 
@@ -171,12 +171,14 @@ impl Attributor {
     }
 
     fn device_entry(&mut self, dev: &str, pid: u32, ctx: String) -> &mut DevInfo {
-        self.devices.entry(dev.to_owned()).or_insert_with(|| DevInfo {
-            ctx,
-            owner: Some(pid),
-            flags: None,
-            driver: procfs::pci_driver(dev),
-        })
+        self.devices
+            .entry(dev.to_owned())
+            .or_insert_with(|| DevInfo {
+                ctx,
+                owner: Some(pid),
+                flags: None,
+                driver: procfs::pci_driver(dev),
+            })
     }
 
     /// The device an fd of `pid` stands for; an fd never seen is named `fd:N@pid`.
@@ -473,8 +475,7 @@ impl Attributor {
         if s.ret != 0 || s.has_next == 0 {
             return;
         }
-        let (Some(from), Some(to)) = (MigState::from_u32(s.cur), MigState::from_u32(s.next))
-        else {
+        let (Some(from), Some(to)) = (MigState::from_u32(s.cur), MigState::from_u32(s.next)) else {
             return;
         };
         self.emit(s.hdr.ts_ns, Some(pid), EventKind::Step { dev, from, to });
@@ -784,8 +785,21 @@ mod tests {
     #[test]
     fn set_on_unknown_fd_is_named_fd_at_pid() {
         let mut a = Attributor::new(None, true);
-        a.push(&call(10, 50, 7, ioctl::DEVICE_FEATURE, &[16, SET_STATE, 5, 0]));
-        a.push(&ret(20, 50, 7, ioctl::DEVICE_FEATURE, -25, &[16, SET_STATE, 5, 0]));
+        a.push(&call(
+            10,
+            50,
+            7,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, 5, 0],
+        ));
+        a.push(&ret(
+            20,
+            50,
+            7,
+            ioctl::DEVICE_FEATURE,
+            -25,
+            &[16, SET_STATE, 5, 0],
+        ));
         let evs = a.release(None);
         let kinds: Vec<&str> = evs.iter().map(|e| e.kind.ev()).collect();
         assert_eq!(kinds, ["mark", "device", "set", "set_done"]);
@@ -816,10 +830,30 @@ mod tests {
         a.push(&call(3, 9, 4, ioctl::GROUP_SET_CONTAINER, &[3]));
         a.push(&ret(4, 9, 4, ioctl::GROUP_SET_CONTAINER, 0, &[3]));
         a.push(&name_ret(5, 9, 4, 6, "0000:7f:1f.7"));
-        a.push(&ret(6, 9, 6, ioctl::DEVICE_FEATURE, 0, &[16, GET_MIGRATION, 3, 0]));
+        a.push(&ret(
+            6,
+            9,
+            6,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, GET_MIGRATION, 3, 0],
+        ));
         // 0x3B75 on the container is DIRTY_PAGES: ignored.
-        a.push(&ret(7, 9, 3, ioctl::DEVICE_FEATURE, 0, &[16, SET_STATE, 1, 0]));
-        a.push(&call(8, 9, 6, ioctl::DEVICE_FEATURE, &[16, SET_STATE, 3, 0]));
+        a.push(&ret(
+            7,
+            9,
+            3,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, SET_STATE, 1, 0],
+        ));
+        a.push(&call(
+            8,
+            9,
+            6,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, 3, 0],
+        ));
         for (t, cur, next) in [(9, 2, 5), (10, 5, 1), (11, 1, 3)] {
             a.push(&Record::Step(Step {
                 hdr: hdr(K::Step, t, 9, 9),
@@ -832,7 +866,14 @@ mod tests {
                 has_next: 1,
             }));
         }
-        a.push(&ret(12, 9, 6, ioctl::DEVICE_FEATURE, 0, &[16, SET_STATE, 3, 8]));
+        a.push(&ret(
+            12,
+            9,
+            6,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, SET_STATE, 3, 8],
+        ));
         a.push(&Record::DataXfer(DataXfer {
             hdr: hdr(K::DataXfer, 13, 9, 9),
             fd: 8,
@@ -851,7 +892,9 @@ mod tests {
         let kinds: Vec<&str> = evs.iter().map(|e| e.kind.ev()).collect();
         assert_eq!(
             kinds,
-            ["device", "set", "step", "step", "step", "set_done", "data", "map"]
+            [
+                "device", "set", "step", "step", "step", "set_done", "data", "map"
+            ]
         );
         assert_eq!(
             evs[0].kind,

@@ -219,7 +219,10 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Captu
 fn ring_size(bytes: u32) -> u32 {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u32;
-    bytes.max(page).checked_next_power_of_two().unwrap_or(1 << 31)
+    bytes
+        .max(page)
+        .checked_next_power_of_two()
+        .unwrap_or(1 << 31)
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; raising it is harmless after.

@@ -128,9 +128,7 @@ fn fdinfo_syspath(pid: u32, fd: i32) -> Option<String> {
 
 fn link_basename(path: &str) -> Option<String> {
     let target = fs::read_link(path).ok()?;
-    target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+    target.file_name().map(|n| n.to_string_lossy().into_owned())
 }
 
 /// Devices of IOMMU group `group` (`/sys/kernel/iommu_groups/<group>/devices`).
@@ -178,7 +176,10 @@ mod tests {
     fn classifies_vfio_links() {
         assert_eq!(classify_link("/dev/vfio/vfio"), Some(fd_kind::CONTAINER));
         assert_eq!(classify_link("/dev/vfio/12"), Some(fd_kind::GROUP));
-        assert_eq!(classify_link("/dev/vfio/devices/vfio0"), Some(fd_kind::CDEV));
+        assert_eq!(
+            classify_link("/dev/vfio/devices/vfio0"),
+            Some(fd_kind::CDEV)
+        );
         assert_eq!(classify_link("/dev/iommu"), Some(fd_kind::IOMMUFD));
         assert_eq!(
             classify_link("anon_inode:[vfio-device]"),

@@ -116,7 +116,9 @@ pub fn run(args: Args) -> i32 {
     eprintln!(
         "migscope: recording ({attached} of {} hooks attached){}; Ctrl-C to stop",
         cap.hooks().len(),
-        args.pid.map(|p| format!(", pid {p} and children")).unwrap_or_default()
+        args.pid
+            .map(|p| format!(", pid {p} and children"))
+            .unwrap_or_default()
     );
     let verifier = args
         .check
