@@ -168,39 +168,6 @@ pub fn parse_stat_ppid(stat: &str) -> Option<u32> {
     it.next()?.parse().ok()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classifies_vfio_links() {
-        assert_eq!(classify_link("/dev/vfio/vfio"), Some(fd_kind::CONTAINER));
-        assert_eq!(classify_link("/dev/vfio/12"), Some(fd_kind::GROUP));
-        assert_eq!(
-            classify_link("/dev/vfio/devices/vfio0"),
-            Some(fd_kind::CDEV)
-        );
-        assert_eq!(classify_link("/dev/iommu"), Some(fd_kind::IOMMUFD));
-        assert_eq!(
-            classify_link("anon_inode:[vfio-device]"),
-            Some(fd_kind::DEVICE)
-        );
-        assert_eq!(classify_link("/dev/null"), None);
-    }
-
-    #[test]
-    fn parses_ppid_past_odd_comm() {
-        assert_eq!(parse_stat_ppid("42 (a) b (c)) S 17 42 42 0"), Some(17));
-        assert_eq!(parse_stat_ppid("garbage"), None);
-    }
-
-    #[test]
-    fn scans_own_process_without_vfio() {
-        // This process holds no VFIO fds: the scan finds none and does not fail.
-        assert!(scan(Some(&[std::process::id()])).is_empty());
-    }
-}
-
 /// `struct vfio_device_feature` + `struct vfio_device_feature_migration` (uAPI).
 #[repr(C)]
 struct MigrationFeature {
@@ -250,4 +217,37 @@ pub fn query_mig_flags(pid: u32, fd: i32) -> Result<u32, std::io::Error> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(arg.migration_flags as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_vfio_links() {
+        assert_eq!(classify_link("/dev/vfio/vfio"), Some(fd_kind::CONTAINER));
+        assert_eq!(classify_link("/dev/vfio/12"), Some(fd_kind::GROUP));
+        assert_eq!(
+            classify_link("/dev/vfio/devices/vfio0"),
+            Some(fd_kind::CDEV)
+        );
+        assert_eq!(classify_link("/dev/iommu"), Some(fd_kind::IOMMUFD));
+        assert_eq!(
+            classify_link("anon_inode:[vfio-device]"),
+            Some(fd_kind::DEVICE)
+        );
+        assert_eq!(classify_link("/dev/null"), None);
+    }
+
+    #[test]
+    fn parses_ppid_past_odd_comm() {
+        assert_eq!(parse_stat_ppid("42 (a) b (c)) S 17 42 42 0"), Some(17));
+        assert_eq!(parse_stat_ppid("garbage"), None);
+    }
+
+    #[test]
+    fn scans_own_process_without_vfio() {
+        // This process holds no VFIO fds: the scan finds none and does not fail.
+        assert!(scan(Some(&[std::process::id()])).is_empty());
+    }
 }
