@@ -9,8 +9,8 @@ use migscope::capture::{Capture, CaptureOptions};
 use migscope::model::MigState;
 use migscope::trace::{Event, EventKind};
 
-const VFIO_DEVICE_FEATURE: libc::c_ulong = 0x3B75;
-const VFIO_DEVICE_RESET: libc::c_ulong = 0x3B6F;
+const VFIO_DEVICE_FEATURE: u32 = 0x3B75;
+const VFIO_DEVICE_RESET: u32 = 0x3B6F;
 const FEATURE_GET: u32 = 1 << 16;
 const FEATURE_SET: u32 = 1 << 17;
 const MIG_DEVICE_STATE: u32 = 2;
@@ -38,7 +38,7 @@ fn feature(fd: i32, flags: u32, state: u32) -> i32 {
         data_fd: -1,
     };
     // SAFETY: a valid pointer to a live struct; the kernel rejects the command on this fd.
-    let r = unsafe { libc::ioctl(fd, VFIO_DEVICE_FEATURE, &mut arg) };
+    let r = unsafe { libc::ioctl(fd, VFIO_DEVICE_FEATURE as _, &mut arg) };
     if r < 0 {
         -std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
     } else {
@@ -104,7 +104,7 @@ fn decodes_mig_state_ioctls_on_an_unknown_fd() {
     assert_eq!(feature(efd, FEATURE_SET | MIG_DEVICE_STATE, 5), -ENOTTY);
     assert_eq!(feature(efd, FEATURE_GET | MIG_DEVICE_STATE, 0), -ENOTTY);
     // SAFETY: VFIO_DEVICE_RESET takes no argument.
-    let r = unsafe { libc::ioctl(nfd, VFIO_DEVICE_RESET, 0) };
+    let r = unsafe { libc::ioctl(nfd, VFIO_DEVICE_RESET as _, 0) };
     assert_eq!(r, -1);
 
     let dev = format!("fd:{efd}@{pid}");

@@ -6,7 +6,7 @@ use migscope::capture::{Capture, CaptureOptions, LOST_RING};
 use migscope::trace::{Event, EventKind, Header, jsonl::JsonlWriter};
 use migscope::verify::{self, Verdict};
 
-const VFIO_DEVICE_FEATURE: libc::c_ulong = 0x3B75;
+const VFIO_DEVICE_FEATURE: u32 = 0x3B75;
 const SET_MIG_DEVICE_STATE: u32 = (1 << 17) | 2;
 const BURST: usize = 2000;
 
@@ -36,7 +36,7 @@ fn overflow_becomes_lost_and_inconclusive() {
     let mut arg: [u32; 4] = [16, SET_MIG_DEVICE_STATE, 5, u32::MAX];
     for _ in 0..BURST {
         // SAFETY: a valid pointer to a live buffer; the kernel answers ENOTTY.
-        unsafe { libc::ioctl(efd, VFIO_DEVICE_FEATURE, arg.as_mut_ptr()) };
+        unsafe { libc::ioctl(efd, VFIO_DEVICE_FEATURE as _, arg.as_mut_ptr()) };
     }
     // SAFETY: efd is ours and closed once.
     unsafe { libc::close(efd) };

@@ -9,7 +9,7 @@ use std::{
 use migscope::model::MigState;
 use migscope::trace::{EventKind, jsonl::JsonlReader};
 
-const VFIO_DEVICE_FEATURE: libc::c_ulong = 0x3B75;
+const VFIO_DEVICE_FEATURE: u32 = 0x3B75;
 const SET_MIG_DEVICE_STATE: u32 = (1 << 17) | 2;
 
 #[test]
@@ -50,7 +50,7 @@ fn record_captures_a_set_from_a_test_program() {
     // RUNNING_P2P, data_fd -1.
     let mut arg: [u32; 4] = [16, SET_MIG_DEVICE_STATE, 5, u32::MAX];
     // SAFETY: a valid pointer to a live buffer; the kernel answers ENOTTY.
-    let r = unsafe { libc::ioctl(efd, VFIO_DEVICE_FEATURE, arg.as_mut_ptr()) };
+    let r = unsafe { libc::ioctl(efd, VFIO_DEVICE_FEATURE as _, arg.as_mut_ptr()) };
     assert_eq!(r, -1);
 
     // SAFETY: signalling our own child.
