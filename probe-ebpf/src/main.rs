@@ -17,10 +17,10 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use probe_common::abi::{
-    DATA_READ, DATA_WRITE, DataXfer, EventHeader, EventKind, FdClose, Inflight, IommuFault,
-    IommuMap, IommuUnmap, IoctlCall, IoctlRet, Irq, MDEV_DMA_RW, MDEV_PIN_PAGES, MdevDma,
-    MsiHandler, NAME_LEN, PATH_LEN, PAYLOAD_LEN, Step, StepArgs, VFIO_IOCTL_FIRST,
-    VFIO_IOCTL_LAST, VfioOpen, fd_key, fd_kind, feature, hook, ioctl,
+    DATA_READ, DATA_WRITE, DataXfer, EventHeader, EventKind, FdClose, Inflight, IoctlCall,
+    IoctlRet, IommuFault, IommuMap, IommuUnmap, Irq, MDEV_DMA_RW, MDEV_PIN_PAGES, MdevDma,
+    MsiHandler, NAME_LEN, PATH_LEN, PAYLOAD_LEN, Step, StepArgs, VFIO_IOCTL_FIRST, VFIO_IOCTL_LAST,
+    VfioOpen, fd_key, fd_kind, feature, hook, ioctl,
 };
 
 /// 1 MiB of records by default; userspace may resize it before loading (`ring_bytes`).
@@ -367,7 +367,8 @@ fn try_irq_handler_entry(ctx: &TracePointContext) -> Result<u32, u32> {
     let name = data_loc(ctx, loc);
     // Cheap prefix test first: this runs for every interrupt on the machine.
     // SAFETY: kernel read through the helper; a fault is an error.
-    let head: [u8; 8] = unsafe { bpf_probe_read_kernel(name as *const [u8; 8]) }.map_err(|_| 1u32)?;
+    let head: [u8; 8] =
+        unsafe { bpf_probe_read_kernel(name as *const [u8; 8]) }.map_err(|_| 1u32)?;
     if head[..5] != *b"vfio-" {
         return Ok(0);
     }

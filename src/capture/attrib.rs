@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 
 use probe_common::abi::{
-    DATA_WRITE, DataXfer, IommuFault, IommuMap, IommuUnmap, IoctlCall, IoctlRet, Irq,
+    DATA_WRITE, DataXfer, IoctlCall, IoctlRet, IommuFault, IommuMap, IommuUnmap, Irq,
     MDEV_PIN_PAGES, MdevDma, MsiHandler, Step, VfioOpen, fd_kind, feature, ioctl,
 };
 
@@ -76,9 +76,14 @@ struct FdInfo {
 struct DevInfo {
     ctx: String,
     owner: Option<u32>,
+    /// An fd of `owner` that stands for the device (for querying its flags).
+    fd: Option<i32>,
     flags: Option<MigFlags>,
     driver: Option<String>,
 }
+
+/// Asks the kernel for a device's migration flags through (pid, fd); `Err` says why not.
+pub type FlagQuery = Box<dyn Fn(u32, i32) -> Result<u32, String> + Send>;
 
 #[derive(Clone, Copy, Debug)]
 struct Pending {
@@ -102,11 +107,21 @@ pub struct Attributor {
     inflight: HashMap<u32, Pending>,
     vdevs: HashMap<u64, String>,
     pending: Vec<Event>,
+    query: FlagQuery,
 }
 
 impl Attributor {
     pub fn new(filter: Option<PidFilter>, irq_tracepoint: bool) -> Self {
+        Self::with_query(
+            filter,
+            irq_tracepoint,
+            Box::new(|pid, fd| procfs::query_mig_flags(pid, fd).map_err(|e| e.to_string())),
+        )
+    }
+
+    pub fn with_query(filter: Option<PidFilter>, irq_tracepoint: bool, query: FlagQuery) -> Self {
         Attributor {
+            query,
             filter,
             irq_tracepoint,
             fds: HashMap::new(),
@@ -133,7 +148,9 @@ impl Attributor {
                 self.group_owner.insert(d.clone(), s.pid);
             }
             if let Some(dev) = &s.dev {
-                self.device_entry(dev, s.pid, format!("pid{}", s.pid));
+                self.device_entry(dev, s.pid, format!("pid{}", s.pid))
+                    .fd
+                    .get_or_insert(s.fd);
             }
             self.fds.insert(
                 (s.pid, s.fd),
@@ -143,6 +160,30 @@ impl Attributor {
                 },
             );
         }
+    }
+
+    /// Names an fd that capture could not see being opened (e.g. a controller's own device
+    /// fds opened before capture started): `fd` of `pid` is device `dev` in context `ctx`,
+    /// with its migration flags when the caller knows them.
+    pub fn declare_fd(&mut self, pid: u32, fd: i32, dev: &str, ctx: &str, flags: Option<MigFlags>) {
+        let entry = self.device_entry(dev, pid, ctx.to_owned());
+        entry.fd.get_or_insert(fd);
+        if !self.declared.contains(dev)
+            && let Some(d) = self.devices.get_mut(dev)
+        {
+            d.ctx = ctx.to_owned();
+            d.owner = Some(pid);
+            if flags.is_some() {
+                d.flags = flags;
+            }
+        }
+        self.fds.insert(
+            (pid, fd),
+            FdInfo {
+                kind: fd_kind::DEVICE,
+                dev: Some(dev.to_owned()),
+            },
+        );
     }
 
     fn accepts(&mut self, pid: u32) -> bool {
@@ -171,12 +212,15 @@ impl Attributor {
     }
 
     fn device_entry(&mut self, dev: &str, pid: u32, ctx: String) -> &mut DevInfo {
-        self.devices.entry(dev.to_owned()).or_insert_with(|| DevInfo {
-            ctx,
-            owner: Some(pid),
-            flags: None,
-            driver: procfs::pci_driver(dev),
-        })
+        self.devices
+            .entry(dev.to_owned())
+            .or_insert_with(|| DevInfo {
+                ctx,
+                owner: Some(pid),
+                fd: None,
+                flags: None,
+                driver: procfs::pci_driver(dev),
+            })
     }
 
     /// The device an fd of `pid` stands for; an fd never seen is named `fd:N@pid`.
@@ -190,7 +234,7 @@ impl Attributor {
             .get(&(pid, fd))
             .cloned()
             .unwrap_or_else(|| format!("pid{pid}"));
-        self.device_entry(&dev, pid, ctx);
+        self.device_entry(&dev, pid, ctx).fd.get_or_insert(fd);
         dev
     }
 
@@ -293,7 +337,7 @@ impl Attributor {
                 } else {
                     name
                 };
-                self.device_entry(&dev, pid, ctx);
+                self.device_entry(&dev, pid, ctx).fd.get_or_insert(ret);
                 self.fds.insert(
                     (pid, ret),
                     FdInfo {
@@ -435,7 +479,9 @@ impl Attributor {
             _ => None,
         };
         if let Some(d) = &dev {
-            self.device_entry(d, pid, format!("pid{pid}"));
+            self.device_entry(d, pid, format!("pid{pid}"))
+                .fd
+                .get_or_insert(o.fd);
         }
         self.fds.insert(
             (pid, o.fd),
@@ -473,8 +519,7 @@ impl Attributor {
         if s.ret != 0 || s.has_next == 0 {
             return;
         }
-        let (Some(from), Some(to)) = (MigState::from_u32(s.cur), MigState::from_u32(s.next))
-        else {
+        let (Some(from), Some(to)) = (MigState::from_u32(s.cur), MigState::from_u32(s.next)) else {
             return;
         };
         self.emit(s.hdr.ts_ns, Some(pid), EventKind::Step { dev, from, to });
@@ -607,9 +652,11 @@ impl Attributor {
     /// before its first use.
     ///
     /// A device whose VFIO_DEVICE_FEATURE_MIGRATION GET was never seen (its user queried it
-    /// before recording started) is declared with STOP_COPY only, the one flag every
-    /// migratable device has, and a `mark` says so: the verifier then treats SETs into P2P or
-    /// PRE_COPY states on it as unsupported, which is visible rather than silently assumed.
+    /// before recording started) has its flags asked from the kernel through a duplicate of
+    /// its user's fd ([`procfs::query_mig_flags`]). When that fails too it is declared with
+    /// STOP_COPY only, the one flag every migratable device has, and a `mark` says so: the
+    /// verifier then treats SETs into P2P or PRE_COPY states on it as unsupported, which is
+    /// visible rather than silently assumed.
     pub fn release(&mut self, upto: Option<u64>) -> Vec<Event> {
         self.pending.sort_by_key(|e| e.t);
         let cut = match upto {
@@ -625,22 +672,34 @@ impl Attributor {
             {
                 let dev = dev.to_owned();
                 self.declared.insert(dev.clone());
-                let info = self.devices.get(&dev).cloned().unwrap_or(DevInfo {
+                let mut info = self.devices.get(&dev).cloned().unwrap_or(DevInfo {
                     ctx: "unattributed".to_owned(),
                     owner: None,
+                    fd: None,
                     flags: None,
                     driver: None,
                 });
                 if info.flags.is_none() {
-                    out.push(Event {
-                        t: ev.t,
-                        pid: None,
-                        kind: EventKind::Mark {
-                            label: format!(
-                                "migration flags of {dev} not seen (queried before recording): declared STOP_COPY only"
-                            ),
-                        },
-                    });
+                    let asked = match (info.owner, info.fd) {
+                        (Some(pid), Some(fd)) => (self.query)(pid, fd),
+                        _ => Err("no fd of its user is known".to_owned()),
+                    };
+                    match asked {
+                        Ok(bits) => info.flags = Some(MigFlags(bits)),
+                        Err(why) => out.push(Event {
+                            t: ev.t,
+                            pid: None,
+                            kind: EventKind::Mark {
+                                label: format!(
+                                    "migration flags of {dev} unknown (not seen while recording; \
+                                     asking the kernel failed: {why}): declared STOP_COPY only"
+                                ),
+                            },
+                        }),
+                    }
+                    if let Some(d) = self.devices.get_mut(&dev) {
+                        d.flags = info.flags;
+                    }
                 }
                 out.push(Event {
                     t: ev.t,
@@ -778,14 +837,31 @@ mod tests {
         })
     }
 
+    fn no_query() -> FlagQuery {
+        Box::new(|_, _| Err("test".to_owned()))
+    }
+
     const SET_STATE: u32 = feature::SET | feature::MIG_DEVICE_STATE;
     const GET_MIGRATION: u32 = feature::GET | feature::MIGRATION;
 
     #[test]
     fn set_on_unknown_fd_is_named_fd_at_pid() {
-        let mut a = Attributor::new(None, true);
-        a.push(&call(10, 50, 7, ioctl::DEVICE_FEATURE, &[16, SET_STATE, 5, 0]));
-        a.push(&ret(20, 50, 7, ioctl::DEVICE_FEATURE, -25, &[16, SET_STATE, 5, 0]));
+        let mut a = Attributor::with_query(None, true, no_query());
+        a.push(&call(
+            10,
+            50,
+            7,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, 5, 0],
+        ));
+        a.push(&ret(
+            20,
+            50,
+            7,
+            ioctl::DEVICE_FEATURE,
+            -25,
+            &[16, SET_STATE, 5, 0],
+        ));
         let evs = a.release(None);
         let kinds: Vec<&str> = evs.iter().map(|e| e.kind.ev()).collect();
         assert_eq!(kinds, ["mark", "device", "set", "set_done"]);
@@ -810,16 +886,36 @@ mod tests {
 
     #[test]
     fn group_device_flags_context_steps_and_data() {
-        let mut a = Attributor::new(None, true);
+        let mut a = Attributor::with_query(None, true, no_query());
         a.push(&open(1, 9, 3, fd_kind::CONTAINER, "/dev/vfio/vfio"));
         a.push(&open(2, 9, 4, fd_kind::GROUP, "/dev/vfio/12"));
         a.push(&call(3, 9, 4, ioctl::GROUP_SET_CONTAINER, &[3]));
         a.push(&ret(4, 9, 4, ioctl::GROUP_SET_CONTAINER, 0, &[3]));
         a.push(&name_ret(5, 9, 4, 6, "0000:7f:1f.7"));
-        a.push(&ret(6, 9, 6, ioctl::DEVICE_FEATURE, 0, &[16, GET_MIGRATION, 3, 0]));
+        a.push(&ret(
+            6,
+            9,
+            6,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, GET_MIGRATION, 3, 0],
+        ));
         // 0x3B75 on the container is DIRTY_PAGES: ignored.
-        a.push(&ret(7, 9, 3, ioctl::DEVICE_FEATURE, 0, &[16, SET_STATE, 1, 0]));
-        a.push(&call(8, 9, 6, ioctl::DEVICE_FEATURE, &[16, SET_STATE, 3, 0]));
+        a.push(&ret(
+            7,
+            9,
+            3,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, SET_STATE, 1, 0],
+        ));
+        a.push(&call(
+            8,
+            9,
+            6,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, 3, 0],
+        ));
         for (t, cur, next) in [(9, 2, 5), (10, 5, 1), (11, 1, 3)] {
             a.push(&Record::Step(Step {
                 hdr: hdr(K::Step, t, 9, 9),
@@ -832,7 +928,14 @@ mod tests {
                 has_next: 1,
             }));
         }
-        a.push(&ret(12, 9, 6, ioctl::DEVICE_FEATURE, 0, &[16, SET_STATE, 3, 8]));
+        a.push(&ret(
+            12,
+            9,
+            6,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, SET_STATE, 3, 8],
+        ));
         a.push(&Record::DataXfer(DataXfer {
             hdr: hdr(K::DataXfer, 13, 9, 9),
             fd: 8,
@@ -851,7 +954,9 @@ mod tests {
         let kinds: Vec<&str> = evs.iter().map(|e| e.kind.ev()).collect();
         assert_eq!(
             kinds,
-            ["device", "set", "step", "step", "step", "set_done", "data", "map"]
+            [
+                "device", "set", "step", "step", "step", "set_done", "data", "map"
+            ]
         );
         assert_eq!(
             evs[0].kind,
@@ -899,8 +1004,43 @@ mod tests {
     }
 
     #[test]
+    fn unseen_flags_are_asked_and_declared_fds_named() {
+        let mut a = Attributor::with_query(
+            None,
+            true,
+            Box::new(|pid, fd| {
+                assert_eq!((pid, fd), (77, 9));
+                Ok(MigFlags::STOP_COPY | MigFlags::P2P)
+            }),
+        );
+        a.push(&call(
+            1,
+            77,
+            9,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, 5, 0],
+        ));
+        a.declare_fd(77, 12, "0000:7f:00.1", "drive", Some(MigFlags(7)));
+        a.push(&call(
+            2,
+            77,
+            12,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, 1, 0],
+        ));
+        let evs = a.release(None);
+        let kinds: Vec<&str> = evs.iter().map(|e| e.kind.ev()).collect();
+        assert_eq!(kinds, ["device", "set", "device", "set"]);
+        assert!(matches!(&evs[0].kind,
+            EventKind::Device { dev, flags, .. } if dev == "fd:9@77" && *flags == MigFlags(3)));
+        assert!(matches!(&evs[2].kind,
+            EventKind::Device { dev, flags, ctx, .. }
+                if dev == "0000:7f:00.1" && *flags == MigFlags(7) && ctx == "drive"));
+    }
+
+    #[test]
     fn release_holds_back_and_orders() {
-        let mut a = Attributor::new(None, true);
+        let mut a = Attributor::with_query(None, true, no_query());
         a.push(&ret(30, 1, 5, ioctl::DEVICE_RESET, 0, &[]));
         a.push(&ret(10, 1, 5, ioctl::DEVICE_RESET, -1, &[]));
         let first = a.release(Some(20));
@@ -935,7 +1075,7 @@ mod tests {
         assert!(f.accepts(100));
         assert!(f.accepts(102));
         assert!(!f.accepts(200));
-        let mut a = Attributor::new(Some(f), true);
+        let mut a = Attributor::with_query(Some(f), true, no_query());
         a.push(&ret(5, 200, 3, ioctl::DEVICE_RESET, 0, &[]));
         a.push(&Record::Irq(Irq {
             hdr: hdr(K::Irq, 6, 0, 0),

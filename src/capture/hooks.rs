@@ -376,7 +376,11 @@ fn short_raw(e: &ProgramError) -> String {
             verifier_log,
         } => {
             let log = verifier_log.to_string();
-            let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+            let last = log
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
             format!("{io_error} (verifier: {})", last.trim())
         }
         other => {

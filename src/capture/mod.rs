@@ -147,6 +147,20 @@ impl Capture {
         &self.hooks
     }
 
+    /// Names an fd capture could not see being opened (e.g. the controller's device fds
+    /// opened before `start`): `fd` of `pid` is `dev` in migration context `ctx`, with its
+    /// migration flags when known. Affects events not yet returned by `drain`.
+    pub fn declare_fd(
+        &mut self,
+        pid: u32,
+        fd: i32,
+        dev: &str,
+        ctx: &str,
+        flags: Option<crate::model::MigFlags>,
+    ) {
+        self.attrib.declare_fd(pid, fd, dev, ctx, flags);
+    }
+
     /// Events recorded so far, in time order (non-blocking). The newest few milliseconds are
     /// held back until the next call so records from different CPUs can be ordered.
     pub fn drain(&mut self) -> Result<Vec<Event>, CaptureError> {
@@ -219,7 +233,10 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Captu
 fn ring_size(bytes: u32) -> u32 {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u32;
-    bytes.max(page).checked_next_power_of_two().unwrap_or(1 << 31)
+    bytes
+        .max(page)
+        .checked_next_power_of_two()
+        .unwrap_or(1 << 31)
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; raising it is harmless after.

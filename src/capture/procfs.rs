@@ -128,9 +128,7 @@ fn fdinfo_syspath(pid: u32, fd: i32) -> Option<String> {
 
 fn link_basename(path: &str) -> Option<String> {
     let target = fs::read_link(path).ok()?;
-    target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+    target.file_name().map(|n| n.to_string_lossy().into_owned())
 }
 
 /// Devices of IOMMU group `group` (`/sys/kernel/iommu_groups/<group>/devices`).
@@ -170,6 +168,57 @@ pub fn parse_stat_ppid(stat: &str) -> Option<u32> {
     it.next()?.parse().ok()
 }
 
+/// `struct vfio_device_feature` + `struct vfio_device_feature_migration` (uAPI).
+#[repr(C)]
+struct MigrationFeature {
+    argsz: u32,
+    flags: u32,
+    migration_flags: u64,
+}
+
+/// `VFIO_DEVICE_FEATURE` and its GET | MIGRATION flags (include/uapi/linux/vfio.h).
+const VFIO_DEVICE_FEATURE: u32 = 0x3B75;
+const FEATURE_GET_MIGRATION: u32 = (1 << 16) | 1;
+
+/// Asks the kernel for a device's migration flags through a duplicate of `pid`'s device fd
+/// `fd` (pidfd_getfd, Linux 5.6+, needs ptrace rights over `pid`). Read-only: a
+/// VFIO_DEVICE_FEATURE GET of MIGRATION changes nothing on the device. Used when the device's
+/// user queried its flags before recording started.
+pub fn query_mig_flags(pid: u32, fd: i32) -> Result<u32, std::io::Error> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if pidfd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd this function owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    // SAFETY: pidfd_getfd takes a pidfd, a target fd number and flags; returns a new fd or -1.
+    let dup = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if dup < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd this function owns.
+    let dup = unsafe { OwnedFd::from_raw_fd(dup as i32) };
+    let mut arg = MigrationFeature {
+        argsz: size_of::<MigrationFeature>() as u32,
+        flags: FEATURE_GET_MIGRATION,
+        migration_flags: 0,
+    };
+    // SAFETY: arg is a live, correctly sized vfio_device_feature buffer the kernel may write.
+    let r = unsafe {
+        libc::ioctl(
+            dup.as_raw_fd(),
+            VFIO_DEVICE_FEATURE as _,
+            &mut arg as *mut MigrationFeature,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(arg.migration_flags as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,7 +227,10 @@ mod tests {
     fn classifies_vfio_links() {
         assert_eq!(classify_link("/dev/vfio/vfio"), Some(fd_kind::CONTAINER));
         assert_eq!(classify_link("/dev/vfio/12"), Some(fd_kind::GROUP));
-        assert_eq!(classify_link("/dev/vfio/devices/vfio0"), Some(fd_kind::CDEV));
+        assert_eq!(
+            classify_link("/dev/vfio/devices/vfio0"),
+            Some(fd_kind::CDEV)
+        );
         assert_eq!(classify_link("/dev/iommu"), Some(fd_kind::IOMMUFD));
         assert_eq!(
             classify_link("anon_inode:[vfio-device]"),

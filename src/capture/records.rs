@@ -2,8 +2,8 @@
 //! `probe_common::abi` structs. Pure; no attribution.
 
 use probe_common::abi::{
-    DataXfer, EventHeader, EventKind, FdClose, IommuFault, IommuMap, IommuUnmap, IoctlCall,
-    IoctlRet, Irq, MdevDma, MsiHandler, Step, VfioOpen,
+    DataXfer, EventHeader, EventKind, FdClose, IoctlCall, IoctlRet, IommuFault, IommuMap,
+    IommuUnmap, Irq, MdevDma, MsiHandler, Step, VfioOpen,
 };
 
 /// One decoded record.
@@ -101,12 +101,16 @@ pub fn cstr(bytes: &[u8]) -> String {
 
 /// Little helpers over an ioctl payload (native endian, bounds-checked against `len`).
 pub fn u32_at(payload: &[u8], len: u32, off: usize) -> Option<u32> {
-    let b = payload.get(off..off + 4).filter(|_| off + 4 <= len as usize)?;
+    let b = payload
+        .get(off..off + 4)
+        .filter(|_| off + 4 <= len as usize)?;
     Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 pub fn u64_at(payload: &[u8], len: u32, off: usize) -> Option<u64> {
-    let b = payload.get(off..off + 8).filter(|_| off + 8 <= len as usize)?;
+    let b = payload
+        .get(off..off + 8)
+        .filter(|_| off + 8 <= len as usize)?;
     let mut a = [0u8; 8];
     a.copy_from_slice(b);
     Some(u64::from_ne_bytes(a))

@@ -60,10 +60,7 @@ fn collect() -> Value {
         .map(|m| {
             let loaded = Path::new(&format!("/sys/module/{m}")).exists();
             let btf = Path::new(&format!("/sys/kernel/btf/{m}")).exists();
-            (
-                (*m).to_owned(),
-                json!({"loaded": loaded, "btf": btf}),
-            )
+            ((*m).to_owned(), json!({"loaded": loaded, "btf": btf}))
         })
         .collect();
 
@@ -172,12 +169,22 @@ fn vfio_devices() -> Vec<Value> {
 /// Rules (DESIGN.md) that the unavailable sources leave without evidence.
 fn blind_rules(sources: &std::collections::BTreeMap<String, String>) -> Vec<Value> {
     let ok = |s: &str| sources.get(s).is_some_and(|v| v == "ok");
-    let why = |s: &str| sources.get(s).cloned().unwrap_or_else(|| "not probed".into());
+    let why = |s: &str| {
+        sources
+            .get(s)
+            .cloned()
+            .unwrap_or_else(|| "not probed".into())
+    };
     let mut out = Vec::new();
-    let transitions = sources.get(source::TRANSITIONS).cloned().unwrap_or_default();
+    let transitions = sources
+        .get(source::TRANSITIONS)
+        .cloned()
+        .unwrap_or_default();
     if !ok(source::TRANSITIONS) {
         if transitions.contains("FSM steps") {
-            out.push(json!({"rule": "illegal-arc", "why": format!("no step events: {transitions}")}));
+            out.push(
+                json!({"rule": "illegal-arc", "why": format!("no step events: {transitions}")}),
+            );
         } else {
             out.push(json!({"rule": "all", "why": format!("no ioctl evidence: {transitions}")}));
         }
@@ -199,7 +206,9 @@ fn blind_rules(sources: &std::collections::BTreeMap<String, String>) -> Vec<Valu
     };
     out.push(json!({"rule": "dma-after-quiesce", "why": dma}));
     if !ok(source::IOMMU_FAULT) {
-        out.push(json!({"rule": "dma-after-quiesce (fault evidence)", "why": why(source::IOMMU_FAULT)}));
+        out.push(
+            json!({"rule": "dma-after-quiesce (fault evidence)", "why": why(source::IOMMU_FAULT)}),
+        );
     }
     out
 }

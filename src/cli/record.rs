@@ -86,6 +86,23 @@ impl Sink {
 }
 
 pub fn run(args: Args) -> i32 {
+    // The runtime and the signal handlers come first, so a Ctrl-C while the probe loads
+    // still ends in a complete trace.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return super::unusable(chain(&RecordError::Runtime(e))),
+    };
+    let signals = {
+        let _ctx = rt.enter();
+        signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)))
+    };
+    let signals = match signals {
+        Ok(s) => s,
+        Err(e) => return super::unusable(chain(&RecordError::Runtime(e))),
+    };
     let opts = CaptureOptions {
         pids: args.pid.map(|p| vec![p]),
         ring_bytes: args.ring_bytes,
@@ -113,22 +130,17 @@ pub fn run(args: Args) -> i32 {
             eprintln!("migscope: {h}");
         }
     }
-    eprintln!(
+    let ready = format!(
         "migscope: recording ({attached} of {} hooks attached){}; Ctrl-C to stop",
         cap.hooks().len(),
-        args.pid.map(|p| format!(", pid {p} and children")).unwrap_or_default()
+        args.pid
+            .map(|p| format!(", pid {p} and children"))
+            .unwrap_or_default()
     );
     let verifier = args
         .check
         .then(|| Verifier::new(&header, Options::default()));
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return super::unusable(chain(&RecordError::Runtime(e))),
-    };
-    match rt.block_on(record_loop(cap, sink, verifier, &args)) {
+    match rt.block_on(record_loop(cap, sink, verifier, signals, &args, &ready)) {
         Ok((events, report)) => {
             let dest = args
                 .output
@@ -151,14 +163,14 @@ async fn record_loop(
     cap: Capture,
     sink: Sink,
     verifier: Option<Verifier>,
+    (mut sigint, mut sigterm): (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
     args: &Args,
+    ready: &str,
 ) -> Result<(u64, Option<verify::Report>), RecordError> {
     // SAFETY: the Capture owns the ring buffer map fd for its whole life and always returns
     // the same fd from as_raw_fd; it is only closed after into_inner below.
     let mut ring = unsafe { AsyncFd::register_with_interest(cap, tokio::io::Interest::READABLE) }
         .map_err(|e| RecordError::Runtime(e.into()))?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(RecordError::Runtime)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(RecordError::Runtime)?;
     let mut tick = tokio::time::interval(TICK);
     let deadline = args.duration.map(Duration::from_secs_f64);
     let sleep = tokio::time::sleep(deadline.unwrap_or(Duration::MAX / 4));
@@ -167,6 +179,8 @@ async fn record_loop(
         Some(p) => Some(pid_exit(p).map_err(RecordError::Runtime)?),
         None => None,
     };
+    // Announced once records flow to the trace (SIGINT/SIGTERM are ours since `run` began).
+    eprintln!("{ready}");
     let mut out = Out {
         sink,
         verifier,
