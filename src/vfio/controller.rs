@@ -26,6 +26,8 @@ const IOVA_SLOT: u64 = 0x10_0000;
 const SRC_OFFSET: u64 = 0x8_0000;
 const CHUNK: usize = 64 * 1024;
 const PRECOPY_ROUNDS: usize = 4;
+/// How long a PRE_COPY read waits for data before calling it a temporary end of stream.
+const PRECOPY_POLL_MS: i32 = 200;
 
 /// How to drive.
 #[derive(Clone, Debug)]
@@ -757,6 +759,21 @@ impl<O: VfioOps> Ctl<'_, O> {
         let mut buf = vec![0u8; CHUNK];
         let mut total = 0u64;
         loop {
+            // In PRE_COPY a blocking read may wait for data that never comes: poll first and
+            // treat silence as the temporary end of stream.
+            if temporary_ok {
+                match self.ops.data_poll(id, PRECOPY_POLL_MS) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(errno) => {
+                        return Err(PlanError::Data {
+                            dev: bdf,
+                            op: "poll",
+                            errno,
+                        });
+                    }
+                }
+            }
             match self.ops.data_read(id, &mut buf) {
                 Ok(0) => break,
                 Ok(n) => {

@@ -358,6 +358,15 @@ impl VfioOps for SimVfio {
         }
     }
 
+    fn data_poll(&mut self, dev: DevId, _timeout_ms: i32) -> Result<bool, Errno> {
+        let d = self.dev(dev)?;
+        if d.data.is_some() {
+            Ok(true)
+        } else {
+            Err(libc::EBADF)
+        }
+    }
+
     fn data_write(&mut self, dev: DevId, buf: &[u8]) -> Result<usize, Errno> {
         let d = self.dev(dev)?;
         match d.data.as_mut() {

@@ -147,6 +147,10 @@ pub trait VfioOps {
     fn reset(&mut self, dev: DevId) -> Result<(), Errno>;
     /// read() on the current data_fd; `Ok(0)` is end of stream, `Err(ENOMSG)` a temporary one.
     fn data_read(&mut self, dev: DevId, buf: &mut [u8]) -> Result<usize, Errno>;
+    /// poll() for POLLIN on the current data_fd: `Ok(false)` when nothing arrived within
+    /// `timeout_ms` (vfio.h: in PRE_COPY "userspace can wait for more data (which may never
+    /// come) by using poll").
+    fn data_poll(&mut self, dev: DevId, timeout_ms: i32) -> Result<bool, Errno>;
     /// write() on the current data_fd.
     fn data_write(&mut self, dev: DevId, buf: &[u8]) -> Result<usize, Errno>;
     /// VFIO_MIG_GET_PRECOPY_INFO on the current data_fd.
@@ -485,6 +489,28 @@ impl VfioOps for Vfio {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.raw_os_error().unwrap_or(libc::EIO)),
             }
+        }
+    }
+
+    fn data_poll(&mut self, dev: DevId, timeout_ms: i32) -> Result<bool, Errno> {
+        let d = self.dev(dev)?;
+        let f = d.data.as_ref().ok_or(libc::EBADF)?;
+        let mut pfd = libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: one valid pollfd for the duration of the call.
+            let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+            if r < 0 {
+                let e = last_errno();
+                if e == libc::EINTR {
+                    continue;
+                }
+                return Err(e);
+            }
+            return Ok(r > 0);
         }
     }
 
