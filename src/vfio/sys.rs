@@ -169,8 +169,26 @@ pub trait VfioOps {
     fn enable_bus_master(&mut self, dev: DevId) -> Result<(), Errno>;
     /// BAR `index` access for a workload thread.
     fn bar(&mut self, dev: DevId, index: u32) -> Result<Box<dyn DeviceIo>, VfioError>;
-    /// PROBE of VFIO_DEVICE_FEATURE_DMA_LOGGING_START: `Err(errno)` when the device has none.
-    fn dma_logging_probe(&mut self, dev: DevId) -> Result<(), Errno>;
+    /// VFIO_DEVICE_FEATURE_DMA_LOGGING_START over `ranges` (iova, length) at `page_size`:
+    /// `Err(ENOTTY)` when the device has no DMA logging.
+    fn dma_logging_start(
+        &mut self,
+        dev: DevId,
+        ranges: &[(u64, u64)],
+        page_size: u64,
+    ) -> Result<(), Errno>;
+    /// VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT: reads and clears the dirty bits of
+    /// `[iova, iova + len)`, one bit per page (LSB first) into `bitmap`.
+    fn dma_logging_report(
+        &mut self,
+        dev: DevId,
+        iova: u64,
+        len: u64,
+        page_size: u64,
+        bitmap: &mut [u64],
+    ) -> Result<(), Errno>;
+    /// VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP.
+    fn dma_logging_stop(&mut self, dev: DevId) -> Result<(), Errno>;
 }
 
 fn last_errno() -> Errno {
@@ -219,17 +237,6 @@ impl<P: Default> Feature<P> {
             payload: P::default(),
         }
     }
-}
-
-/// `struct vfio_device_feature_dma_logging_control` + one range, for PROBE only the header
-/// matters (include/uapi/linux/vfio.h).
-#[repr(C)]
-#[derive(Default)]
-struct LoggingControl {
-    page_size: u64,
-    num_ranges: u32,
-    reserved: u32,
-    ranges: u64,
 }
 
 struct Container {
@@ -682,14 +689,64 @@ impl VfioOps for Vfio {
         }))
     }
 
-    fn dma_logging_probe(&mut self, dev: DevId) -> Result<(), Errno> {
+    fn dma_logging_start(
+        &mut self,
+        dev: DevId,
+        ranges: &[(u64, u64)],
+        page_size: u64,
+    ) -> Result<(), Errno> {
         let d = self.dev(dev)?;
-        let mut f = Feature::<LoggingControl>::new(
-            uapi::VFIO_DEVICE_FEATURE_PROBE
-                | uapi::VFIO_DEVICE_FEATURE_SET
-                | uapi::VFIO_DEVICE_FEATURE_DMA_LOGGING_START,
+        let ranges: Vec<uapi::vfio_device_feature_dma_logging_range> = ranges
+            .iter()
+            .map(
+                |(iova, length)| uapi::vfio_device_feature_dma_logging_range {
+                    iova: *iova,
+                    length: *length,
+                },
+            )
+            .collect();
+        let mut f = Feature::<uapi::vfio_device_feature_dma_logging_control>::new(
+            uapi::VFIO_DEVICE_FEATURE_SET | uapi::VFIO_DEVICE_FEATURE_DMA_LOGGING_START,
         );
-        // SAFETY: a PROBE only validates the header; `f` is argsz bytes long.
+        f.payload.page_size = page_size;
+        f.payload.num_ranges = ranges.len() as u32;
+        f.payload.ranges = ranges.as_ptr() as u64;
+        // SAFETY: DEVICE_FEATURE reads argsz bytes of `f` and `num_ranges` range structs
+        // through `ranges`, which outlives the call.
+        unsafe { ioctl_ptr(d.fd.as_raw_fd(), VFIO_DEVICE_FEATURE, &mut f) }.map(|_| ())
+    }
+
+    fn dma_logging_report(
+        &mut self,
+        dev: DevId,
+        iova: u64,
+        len: u64,
+        page_size: u64,
+        bitmap: &mut [u64],
+    ) -> Result<(), Errno> {
+        let d = self.dev(dev)?;
+        let pages = len.div_ceil(page_size.max(1));
+        if (bitmap.len() as u64) * 64 < pages {
+            return Err(libc::EINVAL);
+        }
+        let mut f = Feature::<uapi::vfio_device_feature_dma_logging_report>::new(
+            uapi::VFIO_DEVICE_FEATURE_GET | uapi::VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
+        );
+        f.payload.iova = iova;
+        f.payload.length = len;
+        f.payload.page_size = page_size;
+        f.payload.bitmap = bitmap.as_mut_ptr() as u64;
+        // SAFETY: the kernel writes at most ceil(len / page_size) bits through `bitmap`, which
+        // was checked to hold that many and outlives the call.
+        unsafe { ioctl_ptr(d.fd.as_raw_fd(), VFIO_DEVICE_FEATURE, &mut f) }.map(|_| ())
+    }
+
+    fn dma_logging_stop(&mut self, dev: DevId) -> Result<(), Errno> {
+        let d = self.dev(dev)?;
+        let mut f = Feature::<()>::new(
+            uapi::VFIO_DEVICE_FEATURE_SET | uapi::VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP,
+        );
+        // SAFETY: DMA_LOGGING_STOP takes no payload; `f` is the 8-byte header.
         unsafe { ioctl_ptr(d.fd.as_raw_fd(), VFIO_DEVICE_FEATURE, &mut f) }.map(|_| ())
     }
 }
@@ -793,7 +850,15 @@ mod tests {
             size_of::<Feature<uapi::vfio_device_feature_mig_state>>(),
             16
         );
-        assert_eq!(size_of::<Feature<LoggingControl>>(), 32);
+        assert_eq!(
+            size_of::<Feature<uapi::vfio_device_feature_dma_logging_control>>(),
+            32
+        );
+        assert_eq!(
+            size_of::<Feature<uapi::vfio_device_feature_dma_logging_report>>(),
+            40
+        );
+        assert_eq!(size_of::<Feature<()>>(), 8);
         assert_eq!(size_of::<IrqSetWithFd>(), 24);
     }
 
