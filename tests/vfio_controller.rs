@@ -667,3 +667,50 @@ fn device_dma_logging_clears_pre_quiesce_writes() {
     );
     assert!(verify_events(&out).violations.is_empty());
 }
+
+#[test]
+fn conformance_reports_a_misbehaving_device() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P).with(Misbehave::FailArc {
+        from: Stop,
+        to: Resuming,
+        errno: libc::EIO,
+        left_in: Error,
+    })]);
+    let out = run(&mut sim, &[A], &opts(Plan::Conformance, dir.path()));
+    assert_eq!(out.error, None);
+    let bad: Vec<_> = out
+        .conformance
+        .iter()
+        .filter(|r| r.pass == Some(false))
+        .collect();
+    // Every pair that needs the STOP -> RESUMING arc fails: reaching RESUMING (8 targets) and
+    // SET RESUMING from STOP, STOP_COPY, RUNNING_P2P and RUNNING (through STOP).
+    assert_eq!(bad.len(), 8 + 4, "{bad:#?}");
+    assert!(
+        bad.iter()
+            .any(|r| r.from == Running && r.to == Resuming && r.got.starts_with("-EIO"))
+    );
+    assert!(
+        sim.calls
+            .iter()
+            .filter(|c| matches!(c, SimCall::Reset(_)))
+            .count()
+            >= 4
+    );
+    assert_eq!(sim.state_of(A), Some(Running));
+}
+
+#[test]
+fn duplicate_devices_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P)]);
+    let e = vfio::drive(
+        &mut sim,
+        &[A.to_string(), A.to_string()],
+        &opts(Plan::StopCopy, dir.path()),
+        &mut |_| {},
+    )
+    .expect_err("duplicate");
+    assert!(matches!(e, SetupError::Duplicate(_)), "{e}");
+}

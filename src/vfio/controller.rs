@@ -119,6 +119,8 @@ pub enum SetupError {
     },
     #[error("no device given")]
     NoDevice,
+    #[error("{0} is given twice")]
+    Duplicate(String),
 }
 
 /// Why a plan stopped early.
@@ -231,6 +233,11 @@ pub fn drive<O: VfioOps>(
 ) -> Result<Outcome, SetupError> {
     if bdfs.is_empty() {
         return Err(SetupError::NoDevice);
+    }
+    for (i, b) in bdfs.iter().enumerate() {
+        if bdfs[..i].contains(b) {
+            return Err(SetupError::Duplicate(b.clone()));
+        }
     }
     let mut ctl = Ctl {
         ops,
