@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::trace::jsonl::JsonlWriter;
 use crate::trace::{Event, EventKind, Header, source};
 use crate::verify;
-use crate::vfio::{self, Order, Outcome, Plan, Vfio, VfioOps, Workload};
+use crate::vfio::{self, Order, Outcome, Plan, Vfio, VfioOps, VfioPath, Workload};
 
 const AFTER_HELP: &str = "\
 Plans (--plan):
@@ -76,6 +76,10 @@ pub struct Args {
     /// Print the verdict as JSON (TRACE-FORMAT.md "Verdict").
     #[arg(long)]
     pub json: bool,
+    /// How to open devices: `group` (VFIO group + type1v2 container), `cdev`
+    /// (/dev/vfio/devices/vfioN + iommufd, 6.6+), or `auto` (cdev when the kernel has it).
+    #[arg(long, default_value = "auto", value_parser = VfioPath::parse)]
+    pub vfio_path: VfioPath,
 }
 
 pub fn run(args: Args) -> i32 {
@@ -85,7 +89,7 @@ pub fn run(args: Args) -> i32 {
             return super::unusable(format!("failed to install a signal handler: {e}"));
         }
     }
-    let mut ops = Vfio::new();
+    let mut ops = Vfio::with_path(args.vfio_path);
     drive_with(&mut ops, &args, stop)
 }
 
