@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::trace::jsonl::JsonlWriter;
 use crate::trace::{Event, EventKind, Header, source};
 use crate::verify;
-use crate::vfio::{self, Order, Outcome, Plan, Vfio, VfioOps, Workload};
+use crate::vfio::{self, Order, Outcome, Plan, Vfio, VfioOps, VfioPath, Workload};
 
 const AFTER_HELP: &str = "\
 Plans (--plan):
@@ -76,6 +76,10 @@ pub struct Args {
     /// Print the verdict as JSON (TRACE-FORMAT.md "Verdict").
     #[arg(long)]
     pub json: bool,
+    /// How to open devices: `group` (VFIO group + type1v2 container), `cdev`
+    /// (/dev/vfio/devices/vfioN + iommufd, 6.6+), or `auto` (cdev when the kernel has it).
+    #[arg(long, default_value = "auto", value_parser = VfioPath::parse)]
+    pub vfio_path: VfioPath,
 }
 
 pub fn run(args: Args) -> i32 {
@@ -85,7 +89,7 @@ pub fn run(args: Args) -> i32 {
             return super::unusable(format!("failed to install a signal handler: {e}"));
         }
     }
-    let mut ops = Vfio::new();
+    let mut ops = Vfio::with_path(args.vfio_path);
     drive_with(&mut ops, &args, stop)
 }
 
@@ -162,11 +166,16 @@ pub fn drive_with<O: VfioOps>(ops: &mut O, args: &Args, stop: Arc<AtomicBool>) -
     let header = build_header(probe_sources, &outcome);
     let events = merge(outcome.events.clone(), probe_events, std::process::id());
     if let Err(e) = write_trace(&output, &header, &events) {
-        report_outcome(&outcome);
+        report_outcome(&outcome, args.json);
         return super::unusable(format!("failed to write {}: {e}", output.display()));
     }
-    report_outcome(&outcome);
-    println!("trace: {} ({} events)", output.display(), events.len() + 1);
+    report_outcome(&outcome, args.json);
+    let trace_line = format!("trace: {} ({} events)", output.display(), events.len() + 1);
+    if args.json {
+        eprintln!("{trace_line}");
+    } else {
+        println!("{trace_line}");
+    }
     let report = match verify::check_path(&output, verify::Options::default()) {
         Ok(r) => r,
         Err(e) => return super::unusable(format!("failed to verify {}: {e}", output.display())),
@@ -286,9 +295,22 @@ fn kernel_release() -> Option<String> {
         .map(|s| s.trim().to_owned())
 }
 
-fn report_outcome(o: &Outcome) {
+/// Prints the run's results (to stderr when stdout carries `--json`).
+fn report_outcome(o: &Outcome, json: bool) {
+    let text = outcome_text(o);
+    if json {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
+}
+
+fn outcome_text(o: &Outcome) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
     if !o.conformance.is_empty() {
-        println!(
+        let _ = writeln!(
+            s,
             "{:<14} {:<13} {:<13} {:<44} {:<28} result",
             "device", "from", "to", "expected (kernel FSM)", "got"
         );
@@ -302,7 +324,8 @@ fn report_outcome(o: &Outcome) {
                 }
                 None => "skipped",
             };
-            println!(
+            let _ = writeln!(
+                s,
                 "{:<14} {:<13} {:<13} {:<44} {:<28} {res}",
                 r.dev,
                 r.from.name(),
@@ -311,7 +334,8 @@ fn report_outcome(o: &Outcome) {
                 r.got
             );
         }
-        println!(
+        let _ = writeln!(
+            s,
             "conformance: {} pairs, {} mismatches, {} skipped",
             o.conformance.len(),
             fails,
@@ -319,23 +343,25 @@ fn report_outcome(o: &Outcome) {
         );
     }
     for (dev, same, a, b) in &o.roundtrip {
-        println!(
+        let _ = writeln!(
+            s,
             "roundtrip {dev}: re-saved state {} ({a} vs {b} bytes)",
             if *same { "identical" } else { "DIFFERS" }
         );
     }
     for f in &o.saved_files {
-        println!("saved: {}", f.display());
+        let _ = writeln!(s, "saved: {}", f.display());
     }
     if let Some(w) = &o.workload_summary {
-        println!("workload: {w}");
+        let _ = writeln!(s, "workload: {w}");
     }
     if let Some(e) = &o.error {
-        println!("plan stopped early: {e}");
+        let _ = writeln!(s, "plan stopped early: {e}");
     }
     for (dev, st) in &o.final_states {
-        println!("{dev}: left in {st}");
+        let _ = writeln!(s, "{dev}: left in {st}");
     }
+    s
 }
 
 /// Adapter over the eBPF capture (`migscope::capture::Capture`, built on branch `probe`). The

@@ -16,7 +16,7 @@ use super::witness::Witness;
 use super::workload::{self, EduJob, Workload};
 use super::{errno_name, now_ns};
 use crate::model::{self, MigFlags, MigState, StepError};
-use crate::trace::{DataDir, Event, EventKind, IrqKind, source};
+use crate::trace::{DataDir, DmaSource, Event, EventKind, IrqKind, source};
 
 /// First IOVA used for witnessed buffers (each device gets a 1 MiB slot; edu masks DMA
 /// addresses to 28 bits, so everything stays below 256 MiB).
@@ -26,6 +26,10 @@ const IOVA_SLOT: u64 = 0x10_0000;
 const SRC_OFFSET: u64 = 0x8_0000;
 const CHUNK: usize = 64 * 1024;
 const PRECOPY_ROUNDS: usize = 4;
+/// Longest wait for the workload's first transfers before the plan starts.
+const WARMUP_LIMIT: Duration = Duration::from_secs(5);
+/// How long a PRE_COPY read waits for data before calling it a temporary end of stream.
+const PRECOPY_POLL_MS: i32 = 200;
 
 /// How to drive.
 #[derive(Clone, Debug)]
@@ -115,6 +119,8 @@ pub enum SetupError {
     },
     #[error("no device given")]
     NoDevice,
+    #[error("{0} is given twice")]
+    Duplicate(String),
 }
 
 /// Why a plan stopped early.
@@ -195,6 +201,10 @@ struct Dev {
     resume: Option<Vec<u8>>,
     irq: Option<IrqKind>,
     maps: Vec<(u64, u64)>,
+    /// Device DMA logging is on.
+    logging: bool,
+    /// While quiesced with logging on: when the dirty bits were last known clean.
+    dirty_clean: Option<u64>,
 }
 
 struct Ctl<'a, O: VfioOps> {
@@ -224,6 +234,11 @@ pub fn drive<O: VfioOps>(
     if bdfs.is_empty() {
         return Err(SetupError::NoDevice);
     }
+    for (i, b) in bdfs.iter().enumerate() {
+        if bdfs[..i].contains(b) {
+            return Err(SetupError::Duplicate(b.clone()));
+        }
+    }
     let mut ctl = Ctl {
         ops,
         opts,
@@ -237,12 +252,13 @@ pub fn drive<O: VfioOps>(
         counters: None,
     };
     let mut sources = BTreeMap::new();
-    ctl.open_all(bdfs, &mut sources)?;
+    ctl.open_all(bdfs)?;
     let mut running = workload::Running::new();
     if let Err(e) = ctl.setup_dma(&mut running) {
         ctl.teardown_dma();
         return Err(e);
     }
+    sources.insert(source::DIRTY_LOG.to_owned(), ctl.start_dirty_log());
     sources.insert(
         source::WITNESS.to_owned(),
         if ctl.witness.has_buffers() {
@@ -264,6 +280,7 @@ pub fn drive<O: VfioOps>(
         opts.plan, opts.order, opts.workload
     ));
 
+    ctl.warm_up();
     let mut conformance = Vec::new();
     let result = if opts.plan == Plan::Conformance {
         ctl.conformance(&mut conformance)
@@ -314,12 +331,7 @@ impl<O: VfioOps> Ctl<'_, O> {
         self.emit(EventKind::Mark { label });
     }
 
-    fn open_all(
-        &mut self,
-        bdfs: &[String],
-        sources: &mut BTreeMap<String, String>,
-    ) -> Result<(), SetupError> {
-        let mut no_log = Vec::new();
+    fn open_all(&mut self, bdfs: &[String]) -> Result<(), SetupError> {
         for (n, bdf) in bdfs.iter().enumerate() {
             let o = self.ops.open(bdf).map_err(|source| SetupError::Open {
                 bdf: bdf.clone(),
@@ -359,9 +371,6 @@ impl<O: VfioOps> Ctl<'_, O> {
                     state: s,
                 });
             }
-            if let Err(e) = self.ops.dma_logging_probe(o.id) {
-                no_log.push(format!("{} {}", o.bdf, errno_name(e)));
-            }
             (self.log)(&format!(
                 "{}: driver {}, ctx {}, flags {}, state {}",
                 o.bdf,
@@ -382,21 +391,10 @@ impl<O: VfioOps> Ctl<'_, O> {
                 resume,
                 irq: None,
                 maps: Vec::new(),
+                logging: false,
+                dirty_clean: None,
             });
         }
-        sources.insert(
-            source::DIRTY_LOG.to_owned(),
-            if no_log.is_empty() {
-                // Probed only: the report loop is not wired in yet, so say so honestly.
-                "unavailable: device supports DMA logging but migscope does not read it yet"
-                    .to_owned()
-            } else {
-                format!(
-                    "unavailable: VFIO_DEVICE_FEATURE_DMA_LOGGING_START probe: {}",
-                    no_log.join(", ")
-                )
-            },
-        );
         Ok(())
     }
 
@@ -495,6 +493,118 @@ impl<O: VfioOps> Ctl<'_, O> {
         }
     }
 
+    /// Starts device DMA logging over every mapped range; the `dirty_log` source value.
+    fn start_dirty_log(&mut self) -> String {
+        let mut missing = Vec::new();
+        for i in 0..self.devs.len() {
+            let ranges = self.devs[i].maps.clone();
+            match self
+                .ops
+                .dma_logging_start(self.devs[i].id, &ranges, PAGE as u64)
+            {
+                Ok(()) => self.devs[i].logging = true,
+                Err(e) => missing.push(format!("{} {}", self.devs[i].bdf, errno_name(e))),
+            }
+        }
+        if missing.is_empty() {
+            "ok".to_owned()
+        } else {
+            format!(
+                "unavailable: VFIO_DEVICE_FEATURE_DMA_LOGGING_START: {}",
+                missing.join(", ")
+            )
+        }
+    }
+
+    /// Reads (and clears) device `i`'s DMA log; with `report`, dirty pages become `dma` events
+    /// over the window since the log was last known clean.
+    fn dirty_check(&mut self, i: usize, now: u64, report: bool) {
+        if !self.devs[i].logging {
+            return;
+        }
+        let (id, bdf) = (self.devs[i].id, self.devs[i].bdf.clone());
+        let since = self.devs[i].dirty_clean;
+        for (iova, len) in self.devs[i].maps.clone() {
+            let pages = len.div_ceil(PAGE as u64) as usize;
+            let mut bitmap = vec![0u64; pages.div_ceil(64)];
+            if let Err(e) = self
+                .ops
+                .dma_logging_report(id, iova, len, PAGE as u64, &mut bitmap)
+            {
+                self.mark(format!(
+                    "{bdf}: DMA_LOGGING_REPORT failed: {}",
+                    errno_name(e)
+                ));
+                continue;
+            }
+            let (Some(t0), true) = (since, report) else {
+                continue;
+            };
+            let dirty = |p: usize| bitmap[p / 64] & (1 << (p % 64)) != 0;
+            let mut p = 0;
+            while p < pages {
+                if !dirty(p) {
+                    p += 1;
+                    continue;
+                }
+                let first = p;
+                while p < pages && dirty(p) {
+                    p += 1;
+                }
+                (self.log)(&format!(
+                    "{bdf}: dirty log: DMA write at iova {:#x} while quiescent",
+                    iova + (first * PAGE) as u64
+                ));
+                self.events.push(Event {
+                    t: now,
+                    pid: Some(self.pid),
+                    kind: EventKind::Dma {
+                        dev: bdf.clone(),
+                        src: DmaSource::DirtyLog,
+                        iova: iova + (first * PAGE) as u64,
+                        len: ((p - first) * PAGE) as u64,
+                        write: true,
+                        window: Some((t0, now)),
+                        p2p: None,
+                    },
+                });
+            }
+        }
+        if since.is_some() {
+            self.devs[i].dirty_clean = Some(now);
+        }
+    }
+
+    /// Lets the workload get going before the plan: with edu, until every device completed a
+    /// transfer (at most [`WARMUP_LIMIT`]), so DMA and interrupts are really in flight when the
+    /// first quiesce comes; then one dwell in RUNNING.
+    fn warm_up(&mut self) {
+        if let Some(c) = self.counters.clone()
+            && self.opts.workload == Workload::Edu
+        {
+            let want = self.src_bufs.len() as u64;
+            let end = Instant::now() + WARMUP_LIMIT;
+            while c.completed.load(Ordering::Relaxed) < want
+                && Instant::now() < end
+                && !self.interrupted()
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let label = format!("warm-up: {}", c.summary());
+            if c.completed.load(Ordering::Relaxed) < want {
+                (self.log)(&format!(
+                    "the edu workload did not complete a transfer per device within {} s: {}",
+                    WARMUP_LIMIT.as_secs(),
+                    c.summary()
+                ));
+            }
+            self.mark(label);
+        }
+        if self.opts.workload != Workload::None {
+            self.dwell();
+        }
+    }
+
     fn teardown_dma(&mut self) {
         for i in 0..self.devs.len() {
             let (id, bdf, ctx) = (
@@ -502,6 +612,14 @@ impl<O: VfioOps> Ctl<'_, O> {
                 self.devs[i].bdf.clone(),
                 self.devs[i].ctx.clone(),
             );
+            if std::mem::take(&mut self.devs[i].logging)
+                && let Err(e) = self.ops.dma_logging_stop(id)
+            {
+                (self.log)(&format!(
+                    "{bdf}: failed to stop DMA logging: {}",
+                    errno_name(e)
+                ));
+            }
             if let Some(kind) = self.devs[i].irq.take()
                 && let Err(e) = self.ops.disable_irq(id, kind)
             {
@@ -533,6 +651,11 @@ impl<O: VfioOps> Ctl<'_, O> {
     /// Compares witnessed buffers (of one device or all) and records any DMA found.
     fn witness_check(&mut self, dev: Option<&str>) {
         let now = now_ns();
+        for i in 0..self.devs.len() {
+            if dev.is_none_or(|d| d == self.devs[i].bdf) && self.devs[i].dirty_clean.is_some() {
+                self.dirty_check(i, now, true);
+            }
+        }
         let found = self.witness.check(dev, now);
         for ev in found {
             if let EventKind::Dma { dev, iova, len, .. } = &ev {
@@ -605,6 +728,7 @@ impl<O: VfioOps> Ctl<'_, O> {
         self.witness_check(Some(&bdf));
         if to.dma_allowed() {
             self.witness.disarm(&bdf);
+            self.devs[i].dirty_clean = None;
         }
         self.devs[i].touched = true;
         self.emit(EventKind::Set {
@@ -636,6 +760,11 @@ impl<O: VfioOps> Ctl<'_, O> {
                         self.witness_check(Some(&bdf));
                     }
                     self.witness.arm(&bdf, done);
+                    // Clear the log: what it holds landed before the quiesce completed.
+                    if self.devs[i].dirty_clean.is_none() {
+                        self.dirty_check(i, done, false);
+                    }
+                    self.devs[i].dirty_clean = Some(done);
                 }
                 if !matches!(
                     to,
@@ -757,6 +886,21 @@ impl<O: VfioOps> Ctl<'_, O> {
         let mut buf = vec![0u8; CHUNK];
         let mut total = 0u64;
         loop {
+            // In PRE_COPY a blocking read may wait for data that never comes: poll first and
+            // treat silence as the temporary end of stream.
+            if temporary_ok {
+                match self.ops.data_poll(id, PRECOPY_POLL_MS) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(errno) => {
+                        return Err(PlanError::Data {
+                            dev: bdf,
+                            op: "poll",
+                            errno,
+                        });
+                    }
+                }
+            }
             match self.ops.data_read(id, &mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
@@ -919,6 +1063,7 @@ impl<O: VfioOps> Ctl<'_, O> {
         let (id, bdf) = (self.devs[i].id, self.devs[i].bdf.clone());
         self.witness_check(Some(&bdf));
         self.witness.disarm(&bdf);
+        self.devs[i].dirty_clean = None;
         let r = self.ops.reset(id);
         self.emit(EventKind::Reset {
             dev: bdf.clone(),

@@ -14,7 +14,7 @@ pub mod workload;
 
 pub use controller::{ConfRow, Options, Outcome, PlanError, SetupError, drive};
 pub use plan::{Order, Plan};
-pub use sys::{DevId, Vfio, VfioError, VfioOps};
+pub use sys::{DevId, Vfio, VfioError, VfioOps, VfioPath};
 pub use workload::Workload;
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns` and of every trace event.

@@ -3,11 +3,11 @@
 //! a GET that disagrees, DMA that keeps landing after quiesce). It lets the controller's real
 //! code path — plans, ordering, witness, cleanup — be tested without VFIO hardware.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
-use super::buffer::DmaBuffer;
+use super::buffer::{DmaBuffer, PAGE};
 use super::sys::{DevId, DeviceIo, Errno, IrqSetup, Opened, PrecopyInfo, VfioError, VfioOps};
 use crate::model::{self, MigFlags, MigState, StepError};
 use crate::trace::IrqKind;
@@ -43,6 +43,8 @@ pub struct SimSpec {
     pub misbehave: Vec<Misbehave>,
     /// Bytes the device saves in STOP_COPY (PRE_COPY hands out the first half early).
     pub state: Vec<u8>,
+    /// The device has VFIO_DEVICE_FEATURE_DMA_LOGGING (pages it writes are logged dirty).
+    pub dirty_log: bool,
 }
 
 impl SimSpec {
@@ -52,7 +54,13 @@ impl SimSpec {
             flags: Some(MigFlags(flags)),
             misbehave: Vec::new(),
             state: format!("sim-device-state:{bdf}:").into_bytes().repeat(40),
+            dirty_log: false,
         }
+    }
+
+    pub fn with_dirty_log(mut self) -> SimSpec {
+        self.dirty_log = true;
+        self
     }
 
     pub fn with(mut self, m: Misbehave) -> SimSpec {
@@ -71,6 +79,28 @@ pub enum SimCall {
     Arc(String, MigState, MigState),
 }
 
+/// Pages (by IOVA) the simulated device wrote while DMA logging was on.
+#[derive(Default)]
+struct DirtyLog {
+    on: bool,
+    pages: BTreeSet<u64>,
+}
+
+type SharedDirty = Arc<Mutex<DirtyLog>>;
+
+fn log_write(dirty: &SharedDirty, iova: u64, len: u64) {
+    if let Ok(mut d) = dirty.lock()
+        && d.on
+    {
+        let page = PAGE as u64;
+        let mut p = iova / page * page;
+        while p < iova + len.max(1) {
+            d.pages.insert(p);
+            p += page;
+        }
+    }
+}
+
 struct SimDev {
     spec: SimSpec,
     state: MigState,
@@ -79,6 +109,7 @@ struct SimDev {
     dma_counter: u8,
     maps: Vec<(u64, Arc<DmaBuffer>)>,
     edu: Arc<Mutex<EduSim>>,
+    dirty: SharedDirty,
 }
 
 enum DataSession {
@@ -133,8 +164,9 @@ impl SimVfio {
         if d.pending_dma > 0 {
             d.pending_dma -= 1;
             d.dma_counter = d.dma_counter.wrapping_add(1);
-            if let Some((_, buf)) = d.maps.first() {
+            if let Some((iova, buf)) = d.maps.first() {
                 let _ = buf.write(0, &[d.dma_counter, 0xA5]);
+                log_write(&d.dirty, *iova, 2);
             }
         }
         Ok(d)
@@ -152,6 +184,7 @@ impl VfioOps for SimVfio {
                 source: std::io::Error::from_raw_os_error(libc::ENODEV),
             })?;
         let id = DevId(self.devs.len());
+        let dirty = SharedDirty::default();
         self.devs.push(SimDev {
             spec,
             state: MigState::Running,
@@ -161,8 +194,10 @@ impl VfioOps for SimVfio {
             maps: Vec::new(),
             edu: Arc::new(Mutex::new(EduSim {
                 ignore_quiesce: spec_ignores(&self.specs, bdf),
+                dirty: Arc::clone(&dirty),
                 ..EduSim::default()
             })),
+            dirty,
         });
         Ok(Opened {
             id,
@@ -358,6 +393,15 @@ impl VfioOps for SimVfio {
         }
     }
 
+    fn data_poll(&mut self, dev: DevId, _timeout_ms: i32) -> Result<bool, Errno> {
+        let d = self.dev(dev)?;
+        if d.data.is_some() {
+            Ok(true)
+        } else {
+            Err(libc::EBADF)
+        }
+    }
+
     fn data_write(&mut self, dev: DevId, buf: &[u8]) -> Result<usize, Errno> {
         let d = self.dev(dev)?;
         match d.data.as_mut() {
@@ -445,8 +489,52 @@ impl VfioOps for SimVfio {
         }
     }
 
-    fn dma_logging_probe(&mut self, _dev: DevId) -> Result<(), Errno> {
-        Err(libc::ENOTTY)
+    fn dma_logging_start(
+        &mut self,
+        dev: DevId,
+        _ranges: &[(u64, u64)],
+        _page_size: u64,
+    ) -> Result<(), Errno> {
+        let d = self.devs.get(dev.0).ok_or(libc::EBADF)?;
+        if !d.spec.dirty_log {
+            return Err(libc::ENOTTY);
+        }
+        let mut l = d.dirty.lock().map_err(|_| libc::EIO)?;
+        l.on = true;
+        l.pages.clear();
+        Ok(())
+    }
+
+    fn dma_logging_report(
+        &mut self,
+        dev: DevId,
+        iova: u64,
+        len: u64,
+        page_size: u64,
+        bitmap: &mut [u64],
+    ) -> Result<(), Errno> {
+        let d = self.dev(dev)?;
+        let mut l = d.dirty.lock().map_err(|_| libc::EIO)?;
+        if !l.on || page_size != PAGE as u64 {
+            return Err(libc::EINVAL);
+        }
+        bitmap.iter_mut().for_each(|w| *w = 0);
+        let hit: Vec<u64> = l.pages.range(iova..iova + len).copied().collect();
+        for p in hit {
+            let bit = ((p - iova) / page_size) as usize;
+            if let Some(w) = bitmap.get_mut(bit / 64) {
+                *w |= 1 << (bit % 64);
+            }
+            l.pages.remove(&p);
+        }
+        Ok(())
+    }
+
+    fn dma_logging_stop(&mut self, dev: DevId) -> Result<(), Errno> {
+        let d = self.devs.get(dev.0).ok_or(libc::EBADF)?;
+        let mut l = d.dirty.lock().map_err(|_| libc::EIO)?;
+        l.on = false;
+        Ok(())
     }
 }
 
@@ -471,6 +559,7 @@ struct EduSim {
     ignore_quiesce: bool,
     maps: Vec<(u64, Arc<DmaBuffer>)>,
     irq: Option<OwnedFd>,
+    dirty: SharedDirty,
 }
 
 impl EduSim {
@@ -501,6 +590,7 @@ impl EduSim {
             let data = self.buf[off..off + n].to_vec();
             if let Some((b, at)) = self.find(self.dst, n as u64) {
                 let _ = b.write(at, &data);
+                log_write(&self.dirty, self.dst, n as u64);
             }
         }
         let irq = self.cmd & edu::CMD_IRQ != 0;

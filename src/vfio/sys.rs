@@ -1,10 +1,12 @@
 //! Every raw VFIO ioctl, behind the [`VfioOps`] trait: thin typed wrappers over `OwnedFd`s for
-//! the type1 container path (group -> container -> device fd), the v2 migration features, the
-//! data_fd, DMA maps, interrupts and BAR access.
+//! the type1 container path (group -> container -> device fd), the cdev + iommufd path
+//! (`/dev/vfio/devices/vfioN` bound to an IOAS, 6.6+), the v2 migration features, the data_fd,
+//! device DMA logging, DMA maps, interrupts and BAR access.
 //!
 //! Structs come from `vfio-bindings` 0.7 (generated from `include/uapi/linux/vfio.h`); the
 //! ioctl numbers are `_IO(VFIO_TYPE, VFIO_BASE + n)` macros bindgen cannot translate, so they
-//! are written out here from the same header.
+//! are written out here from the same header, as are the few iommufd structs
+//! (`include/uapi/linux/iommufd.h`) the crate lacks.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -41,10 +43,53 @@ pub const VFIO_DEVICE_SET_IRQS: libc::c_ulong = vfio_io(10);
 pub const VFIO_DEVICE_RESET: libc::c_ulong = vfio_io(11);
 pub const VFIO_IOMMU_MAP_DMA: libc::c_ulong = vfio_io(13);
 pub const VFIO_IOMMU_UNMAP_DMA: libc::c_ulong = vfio_io(14);
+pub const VFIO_DEVICE_BIND_IOMMUFD: libc::c_ulong = vfio_io(18);
+pub const VFIO_DEVICE_ATTACH_IOMMUFD_PT: libc::c_ulong = vfio_io(19);
 /// 0x3B75, as DESIGN.md states.
 pub const VFIO_DEVICE_FEATURE: libc::c_ulong = vfio_io(17);
 /// Issued on the data_fd, not the device fd (vfio.h, "VFIO_MIG_GET_PRECOPY_INFO").
 pub const VFIO_MIG_GET_PRECOPY_INFO: libc::c_ulong = vfio_io(21);
+/// `_IO(IOMMUFD_TYPE, IOMMUFD_CMD_*)` (include/uapi/linux/iommufd.h, IOMMUFD_TYPE = ';').
+pub const IOMMU_IOAS_ALLOC: libc::c_ulong = ((b';' as u32) << 8 | 0x81) as libc::c_ulong;
+pub const IOMMU_IOAS_MAP: libc::c_ulong = ((b';' as u32) << 8 | 0x85) as libc::c_ulong;
+pub const IOMMU_IOAS_UNMAP: libc::c_ulong = ((b';' as u32) << 8 | 0x86) as libc::c_ulong;
+/// `enum iommufd_ioas_map_flags`.
+const IOMMU_IOAS_MAP_FIXED_IOVA: u32 = 1;
+const IOMMU_IOAS_MAP_WRITEABLE: u32 = 2;
+const IOMMU_IOAS_MAP_READABLE: u32 = 4;
+
+/// `struct iommu_ioas_alloc` (iommufd.h; not in vfio-bindings).
+#[repr(C)]
+#[derive(Default)]
+struct IommuIoasAlloc {
+    size: u32,
+    flags: u32,
+    out_ioas_id: u32,
+}
+
+/// `struct iommu_ioas_map`.
+#[repr(C)]
+#[derive(Default)]
+struct IommuIoasMap {
+    size: u32,
+    flags: u32,
+    ioas_id: u32,
+    reserved: u32,
+    user_va: u64,
+    length: u64,
+    iova: u64,
+}
+
+/// `struct iommu_ioas_unmap`.
+#[repr(C)]
+#[derive(Default)]
+struct IommuIoasUnmap {
+    size: u32,
+    ioas_id: u32,
+    iova: u64,
+    length: u64,
+}
+
 /// `VFIO_API_VERSION`.
 const VFIO_API_VERSION: i32 = 0;
 /// PCI config space: command register and its bus-master bit (include/uapi/linux/pci_regs.h).
@@ -147,6 +192,10 @@ pub trait VfioOps {
     fn reset(&mut self, dev: DevId) -> Result<(), Errno>;
     /// read() on the current data_fd; `Ok(0)` is end of stream, `Err(ENOMSG)` a temporary one.
     fn data_read(&mut self, dev: DevId, buf: &mut [u8]) -> Result<usize, Errno>;
+    /// poll() for POLLIN on the current data_fd: `Ok(false)` when nothing arrived within
+    /// `timeout_ms` (vfio.h: in PRE_COPY "userspace can wait for more data (which may never
+    /// come) by using poll").
+    fn data_poll(&mut self, dev: DevId, timeout_ms: i32) -> Result<bool, Errno>;
     /// write() on the current data_fd.
     fn data_write(&mut self, dev: DevId, buf: &[u8]) -> Result<usize, Errno>;
     /// VFIO_MIG_GET_PRECOPY_INFO on the current data_fd.
@@ -165,8 +214,26 @@ pub trait VfioOps {
     fn enable_bus_master(&mut self, dev: DevId) -> Result<(), Errno>;
     /// BAR `index` access for a workload thread.
     fn bar(&mut self, dev: DevId, index: u32) -> Result<Box<dyn DeviceIo>, VfioError>;
-    /// PROBE of VFIO_DEVICE_FEATURE_DMA_LOGGING_START: `Err(errno)` when the device has none.
-    fn dma_logging_probe(&mut self, dev: DevId) -> Result<(), Errno>;
+    /// VFIO_DEVICE_FEATURE_DMA_LOGGING_START over `ranges` (iova, length) at `page_size`:
+    /// `Err(ENOTTY)` when the device has no DMA logging.
+    fn dma_logging_start(
+        &mut self,
+        dev: DevId,
+        ranges: &[(u64, u64)],
+        page_size: u64,
+    ) -> Result<(), Errno>;
+    /// VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT: reads and clears the dirty bits of
+    /// `[iova, iova + len)`, one bit per page (LSB first) into `bitmap`.
+    fn dma_logging_report(
+        &mut self,
+        dev: DevId,
+        iova: u64,
+        len: u64,
+        page_size: u64,
+        bitmap: &mut [u64],
+    ) -> Result<(), Errno>;
+    /// VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP.
+    fn dma_logging_stop(&mut self, dev: DevId) -> Result<(), Errno>;
 }
 
 fn last_errno() -> Errno {
@@ -217,17 +284,6 @@ impl<P: Default> Feature<P> {
     }
 }
 
-/// `struct vfio_device_feature_dma_logging_control` + one range, for PROBE only the header
-/// matters (include/uapi/linux/vfio.h).
-#[repr(C)]
-#[derive(Default)]
-struct LoggingControl {
-    page_size: u64,
-    num_ranges: u32,
-    reserved: u32,
-    ranges: u64,
-}
-
 struct Container {
     fd: OwnedFd,
     iommu_set: bool,
@@ -238,17 +294,61 @@ struct Group {
     _fd: OwnedFd,
 }
 
+/// Where a device's DMA mappings live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Space {
+    /// A type1v2 container (index into `containers`).
+    Container(usize),
+    /// The iommufd IOAS (cdev path).
+    Ioas,
+}
+
+/// How devices are opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VfioPath {
+    /// The cdev + iommufd path when the kernel has it for the first device, else the group.
+    #[default]
+    Auto,
+    /// VFIO group + type1v2 container (5.18+; the only path on kernels without iommufd).
+    Group,
+    /// `/dev/vfio/devices/vfioN` bound to `/dev/iommu` (6.6+ with VFIO_DEVICE_CDEV, IOMMUFD).
+    Cdev,
+}
+
+impl VfioPath {
+    pub fn parse(s: &str) -> Result<VfioPath, String> {
+        match s {
+            "auto" => Ok(VfioPath::Auto),
+            "group" => Ok(VfioPath::Group),
+            "cdev" => Ok(VfioPath::Cdev),
+            _ => Err(format!(
+                "unknown VFIO path `{s}` (expected auto, group or cdev)"
+            )),
+        }
+    }
+}
+
+struct Iommufd {
+    fd: OwnedFd,
+    ioas: u32,
+}
+
 struct Device {
     bdf: String,
     fd: Arc<File>,
-    container: usize,
+    space: Space,
     data: Option<File>,
     irq_index: Option<u32>,
 }
 
-/// The real VFIO backend: one type1v2 container shared by every device opened (one `ctx`).
+/// The real VFIO backend: every device opened shares one type1v2 container or one iommufd
+/// IOAS (one `ctx`).
 #[derive(Default)]
 pub struct Vfio {
+    path: VfioPath,
+    /// The path the first device took; every later device takes it too (one address space).
+    chosen: Option<VfioPath>,
+    iommufd: Option<Iommufd>,
     containers: Vec<Container>,
     groups: BTreeMap<String, Group>,
     devices: Vec<Device>,
@@ -258,11 +358,101 @@ pub struct Vfio {
 
 impl Vfio {
     pub fn new() -> Self {
+        Vfio::with_path(VfioPath::Auto)
+    }
+
+    pub fn with_path(path: VfioPath) -> Self {
         Vfio {
+            path,
             sysfs: PathBuf::from("/sys/bus/pci/devices"),
             devdir: PathBuf::from("/dev/vfio"),
             ..Default::default()
         }
+    }
+
+    /// `/dev/vfio/devices/vfioN` of a device, when the kernel exposes the cdev and iommufd.
+    fn cdev_of(&self, bdf: &str) -> Option<PathBuf> {
+        let dir = std::fs::read_dir(self.sysfs.join(bdf).join("vfio-dev")).ok()?;
+        let name = dir
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with("vfio"))?;
+        let dev = self.devdir.join("devices").join(name);
+        (dev.exists() && Path::new("/dev/iommu").exists()).then_some(dev)
+    }
+
+    fn ioas(&mut self) -> Result<(RawFd, u32), VfioError> {
+        if let Some(i) = &self.iommufd {
+            return Ok((i.fd.as_raw_fd(), i.ioas));
+        }
+        let fd = OwnedFd::from(open_rw(Path::new("/dev/iommu"))?);
+        let mut alloc = IommuIoasAlloc {
+            size: size_of::<IommuIoasAlloc>() as u32,
+            ..Default::default()
+        };
+        // SAFETY: IOMMU_IOAS_ALLOC reads/writes one iommu_ioas_alloc (size set).
+        unsafe { ioctl_ptr(fd.as_raw_fd(), IOMMU_IOAS_ALLOC, &mut alloc) }.map_err(|e| {
+            VfioError::Ioctl {
+                op: "IOMMU_IOAS_ALLOC",
+                what: "/dev/iommu".to_owned(),
+                source: os_err(e),
+            }
+        })?;
+        let ioas = alloc.out_ioas_id;
+        let raw = fd.as_raw_fd();
+        self.iommufd = Some(Iommufd { fd, ioas });
+        Ok((raw, ioas))
+    }
+
+    /// The cdev path: open `/dev/vfio/devices/vfioN`, bind it to the iommufd, attach it to the
+    /// shared IOAS.
+    fn open_cdev(
+        &mut self,
+        bdf: &str,
+        cdev: &Path,
+        driver: Option<String>,
+    ) -> Result<Opened, VfioError> {
+        let (ifd, ioas) = self.ioas()?;
+        let file = open_rw(cdev)?;
+        let mut bind = uapi::vfio_device_bind_iommufd {
+            argsz: size_of::<uapi::vfio_device_bind_iommufd>() as u32,
+            iommufd: ifd,
+            ..Default::default()
+        };
+        // SAFETY: BIND_IOMMUFD reads argsz bytes of `bind` and writes out_devid.
+        unsafe { ioctl_ptr(file.as_raw_fd(), VFIO_DEVICE_BIND_IOMMUFD, &mut bind) }.map_err(
+            |e| VfioError::Ioctl {
+                op: "VFIO_DEVICE_BIND_IOMMUFD",
+                what: cdev.display().to_string(),
+                source: os_err(e),
+            },
+        )?;
+        let mut attach = uapi::vfio_device_attach_iommufd_pt {
+            argsz: size_of::<uapi::vfio_device_attach_iommufd_pt>() as u32,
+            pt_id: ioas,
+            ..Default::default()
+        };
+        // SAFETY: ATTACH_IOMMUFD_PT reads argsz bytes of `attach` and writes pt_id.
+        unsafe { ioctl_ptr(file.as_raw_fd(), VFIO_DEVICE_ATTACH_IOMMUFD_PT, &mut attach) }
+            .map_err(|e| VfioError::Ioctl {
+                op: "VFIO_DEVICE_ATTACH_IOMMUFD_PT",
+                what: cdev.display().to_string(),
+                source: os_err(e),
+            })?;
+        let id = DevId(self.devices.len());
+        self.devices.push(Device {
+            bdf: bdf.to_owned(),
+            fd: Arc::new(file),
+            space: Space::Ioas,
+            data: None,
+            irq_index: None,
+        });
+        Ok(Opened {
+            id,
+            bdf: bdf.to_owned(),
+            ctx: "iommufd0".to_owned(),
+            driver,
+        })
     }
 
     fn dev(&self, dev: DevId) -> Result<&Device, Errno> {
@@ -275,7 +465,10 @@ impl Vfio {
 
     fn container_fd(&self, dev: DevId) -> Result<RawFd, Errno> {
         let d = self.dev(dev)?;
-        Ok(self.containers[d.container].fd.as_raw_fd())
+        match d.space {
+            Space::Container(c) => Ok(self.containers[c].fd.as_raw_fd()),
+            Space::Ioas => Err(libc::EINVAL),
+        }
     }
 
     fn open_container(&mut self) -> Result<usize, VfioError> {
@@ -347,6 +540,27 @@ impl VfioOps for Vfio {
                 source: io::Error::new(io::ErrorKind::InvalidData, "no group number"),
             })?;
         let driver = Self::read_link_name(&devpath.join("driver"));
+        let want = self.chosen.unwrap_or(self.path);
+        if want != VfioPath::Group {
+            match self.cdev_of(bdf) {
+                Some(cdev) => {
+                    let o = self.open_cdev(bdf, &cdev, driver)?;
+                    self.chosen = Some(VfioPath::Cdev);
+                    return Ok(o);
+                }
+                None if want == VfioPath::Cdev => {
+                    return Err(VfioError::Unavailable {
+                        what: "the VFIO cdev path",
+                        why: format!(
+                            "{bdf} has no /dev/vfio/devices/vfioN or there is no /dev/iommu \
+                             (kernel without VFIO_DEVICE_CDEV / IOMMUFD): use the group path"
+                        ),
+                    });
+                }
+                None => {}
+            }
+        }
+        self.chosen = Some(VfioPath::Group);
         let c = self.open_container()?;
         if !self.groups.contains_key(&group) {
             let gpath = self.devdir.join(&group);
@@ -411,7 +625,7 @@ impl VfioOps for Vfio {
         self.devices.push(Device {
             bdf: bdf.to_owned(),
             fd: Arc::new(fd),
-            container: c,
+            space: Space::Container(c),
             data: None,
             irq_index: None,
         });
@@ -488,6 +702,28 @@ impl VfioOps for Vfio {
         }
     }
 
+    fn data_poll(&mut self, dev: DevId, timeout_ms: i32) -> Result<bool, Errno> {
+        let d = self.dev(dev)?;
+        let f = d.data.as_ref().ok_or(libc::EBADF)?;
+        let mut pfd = libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: one valid pollfd for the duration of the call.
+            let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+            if r < 0 {
+                let e = last_errno();
+                if e == libc::EINTR {
+                    continue;
+                }
+                return Err(e);
+            }
+            return Ok(r > 0);
+        }
+    }
+
     fn data_write(&mut self, dev: DevId, buf: &[u8]) -> Result<usize, Errno> {
         let d = self.dev(dev)?;
         let f = d.data.as_ref().ok_or(libc::EBADF)?;
@@ -524,6 +760,23 @@ impl VfioOps for Vfio {
     }
 
     fn map_dma(&mut self, dev: DevId, buf: &Arc<DmaBuffer>, iova: u64) -> Result<(), Errno> {
+        if self.dev(dev)?.space == Space::Ioas {
+            let i = self.iommufd.as_ref().ok_or(libc::EBADF)?;
+            let mut map = IommuIoasMap {
+                size: size_of::<IommuIoasMap>() as u32,
+                flags: IOMMU_IOAS_MAP_FIXED_IOVA
+                    | IOMMU_IOAS_MAP_WRITEABLE
+                    | IOMMU_IOAS_MAP_READABLE,
+                ioas_id: i.ioas,
+                user_va: buf.addr() as u64,
+                length: buf.len() as u64,
+                iova,
+                ..Default::default()
+            };
+            // SAFETY: IOAS_MAP reads/writes one iommu_ioas_map; the buffer stays mapped until
+            // after the matching IOAS_UNMAP (the controller holds its Arc).
+            return unsafe { ioctl_ptr(i.fd.as_raw_fd(), IOMMU_IOAS_MAP, &mut map) }.map(|_| ());
+        }
         let cfd = self.container_fd(dev)?;
         let mut map = uapi::vfio_iommu_type1_dma_map {
             argsz: size_of::<uapi::vfio_iommu_type1_dma_map>() as u32,
@@ -538,6 +791,18 @@ impl VfioOps for Vfio {
     }
 
     fn unmap_dma(&mut self, dev: DevId, iova: u64, len: u64) -> Result<(), Errno> {
+        if self.dev(dev)?.space == Space::Ioas {
+            let i = self.iommufd.as_ref().ok_or(libc::EBADF)?;
+            let mut unmap = IommuIoasUnmap {
+                size: size_of::<IommuIoasUnmap>() as u32,
+                ioas_id: i.ioas,
+                iova,
+                length: len,
+            };
+            // SAFETY: IOAS_UNMAP reads/writes one iommu_ioas_unmap.
+            return unsafe { ioctl_ptr(i.fd.as_raw_fd(), IOMMU_IOAS_UNMAP, &mut unmap) }
+                .map(|_| ());
+        }
         let cfd = self.container_fd(dev)?;
         let mut unmap = uapi::vfio_iommu_type1_dma_unmap {
             argsz: size_of::<uapi::vfio_iommu_type1_dma_unmap>() as u32,
@@ -656,14 +921,64 @@ impl VfioOps for Vfio {
         }))
     }
 
-    fn dma_logging_probe(&mut self, dev: DevId) -> Result<(), Errno> {
+    fn dma_logging_start(
+        &mut self,
+        dev: DevId,
+        ranges: &[(u64, u64)],
+        page_size: u64,
+    ) -> Result<(), Errno> {
         let d = self.dev(dev)?;
-        let mut f = Feature::<LoggingControl>::new(
-            uapi::VFIO_DEVICE_FEATURE_PROBE
-                | uapi::VFIO_DEVICE_FEATURE_SET
-                | uapi::VFIO_DEVICE_FEATURE_DMA_LOGGING_START,
+        let ranges: Vec<uapi::vfio_device_feature_dma_logging_range> = ranges
+            .iter()
+            .map(
+                |(iova, length)| uapi::vfio_device_feature_dma_logging_range {
+                    iova: *iova,
+                    length: *length,
+                },
+            )
+            .collect();
+        let mut f = Feature::<uapi::vfio_device_feature_dma_logging_control>::new(
+            uapi::VFIO_DEVICE_FEATURE_SET | uapi::VFIO_DEVICE_FEATURE_DMA_LOGGING_START,
         );
-        // SAFETY: a PROBE only validates the header; `f` is argsz bytes long.
+        f.payload.page_size = page_size;
+        f.payload.num_ranges = ranges.len() as u32;
+        f.payload.ranges = ranges.as_ptr() as u64;
+        // SAFETY: DEVICE_FEATURE reads argsz bytes of `f` and `num_ranges` range structs
+        // through `ranges`, which outlives the call.
+        unsafe { ioctl_ptr(d.fd.as_raw_fd(), VFIO_DEVICE_FEATURE, &mut f) }.map(|_| ())
+    }
+
+    fn dma_logging_report(
+        &mut self,
+        dev: DevId,
+        iova: u64,
+        len: u64,
+        page_size: u64,
+        bitmap: &mut [u64],
+    ) -> Result<(), Errno> {
+        let d = self.dev(dev)?;
+        let pages = len.div_ceil(page_size.max(1));
+        if (bitmap.len() as u64) * 64 < pages {
+            return Err(libc::EINVAL);
+        }
+        let mut f = Feature::<uapi::vfio_device_feature_dma_logging_report>::new(
+            uapi::VFIO_DEVICE_FEATURE_GET | uapi::VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
+        );
+        f.payload.iova = iova;
+        f.payload.length = len;
+        f.payload.page_size = page_size;
+        f.payload.bitmap = bitmap.as_mut_ptr() as u64;
+        // SAFETY: the kernel writes at most ceil(len / page_size) bits through `bitmap`, which
+        // was checked to hold that many and outlives the call.
+        unsafe { ioctl_ptr(d.fd.as_raw_fd(), VFIO_DEVICE_FEATURE, &mut f) }.map(|_| ())
+    }
+
+    fn dma_logging_stop(&mut self, dev: DevId) -> Result<(), Errno> {
+        let d = self.dev(dev)?;
+        let mut f = Feature::<()>::new(
+            uapi::VFIO_DEVICE_FEATURE_SET | uapi::VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP,
+        );
+        // SAFETY: DMA_LOGGING_STOP takes no payload; `f` is the 8-byte header.
         unsafe { ioctl_ptr(d.fd.as_raw_fd(), VFIO_DEVICE_FEATURE, &mut f) }.map(|_| ())
     }
 }
@@ -754,6 +1069,14 @@ mod tests {
         assert_eq!(VFIO_IOMMU_MAP_DMA, 0x3B71);
         assert_eq!(VFIO_DEVICE_FEATURE, 0x3B75);
         assert_eq!(VFIO_MIG_GET_PRECOPY_INFO, 0x3B79);
+        assert_eq!(VFIO_DEVICE_BIND_IOMMUFD, 0x3B76);
+        assert_eq!(VFIO_DEVICE_ATTACH_IOMMUFD_PT, 0x3B77);
+        assert_eq!(IOMMU_IOAS_ALLOC, 0x3B81);
+        assert_eq!(IOMMU_IOAS_MAP, 0x3B85);
+        assert_eq!(IOMMU_IOAS_UNMAP, 0x3B86);
+        assert_eq!(size_of::<IommuIoasAlloc>(), 12);
+        assert_eq!(size_of::<IommuIoasMap>(), 40);
+        assert_eq!(size_of::<IommuIoasUnmap>(), 24);
     }
 
     #[test]
@@ -767,8 +1090,35 @@ mod tests {
             size_of::<Feature<uapi::vfio_device_feature_mig_state>>(),
             16
         );
-        assert_eq!(size_of::<Feature<LoggingControl>>(), 32);
+        assert_eq!(
+            size_of::<Feature<uapi::vfio_device_feature_dma_logging_control>>(),
+            32
+        );
+        assert_eq!(
+            size_of::<Feature<uapi::vfio_device_feature_dma_logging_report>>(),
+            40
+        );
+        assert_eq!(size_of::<Feature<()>>(), 8);
         assert_eq!(size_of::<IrqSetWithFd>(), 24);
+    }
+
+    #[test]
+    fn cdev_path_refused_clearly_without_the_cdev() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dev = dir.path().join("0000:00:02.0");
+        std::fs::create_dir_all(&dev).expect("mkdir");
+        std::os::unix::fs::symlink("../../kernel/iommu_groups/7", dev.join("iommu_group"))
+            .expect("symlink");
+        let mut v = Vfio::with_path(VfioPath::Cdev);
+        v.sysfs = dir.path().to_owned();
+        let e = v.open("0000:00:02.0").unwrap_err();
+        assert!(e.to_string().contains("use the group path"), "{e}");
+        // Auto falls back to the group path (which then fails here: no /dev/vfio/7).
+        let mut v = Vfio::with_path(VfioPath::Auto);
+        v.sysfs = dir.path().to_owned();
+        v.devdir = dir.path().join("dev-vfio");
+        let e = v.open("0000:00:02.0").unwrap_err();
+        assert!(matches!(e, VfioError::Open { .. }), "{e}");
     }
 
     #[test]
