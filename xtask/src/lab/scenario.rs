@@ -49,6 +49,8 @@ pub struct Scenario {
     pub extras: &'static [Extra],
     /// Needs PRE_COPY (6.2+): skipped on the 6.1 baseline.
     pub needs_precopy: bool,
+    /// Run only when named with --scenario (a known open question, not a gate).
+    pub on_request: bool,
 }
 
 const fn drive(plan: &'static str) -> Run {
@@ -70,6 +72,7 @@ pub const ALL: &[Scenario] = &[
         rules: &[],
         extras: &[],
         needs_precopy: false,
+        on_request: false,
     },
     Scenario {
         name: "driver-selftest",
@@ -82,6 +85,7 @@ pub const ALL: &[Scenario] = &[
         rules: &[],
         extras: &[],
         needs_precopy: false,
+        on_request: false,
     },
     Scenario {
         name: "good-stopcopy",
@@ -94,6 +98,7 @@ pub const ALL: &[Scenario] = &[
         rules: &[],
         extras: &[Extra::Evidence],
         needs_precopy: false,
+        on_request: false,
     },
     Scenario {
         name: "good-precopy",
@@ -106,6 +111,7 @@ pub const ALL: &[Scenario] = &[
         rules: &[],
         extras: &[Extra::Evidence],
         needs_precopy: true,
+        on_request: false,
     },
     Scenario {
         name: "roundtrip",
@@ -118,6 +124,7 @@ pub const ALL: &[Scenario] = &[
         rules: &[],
         extras: &[Extra::Evidence, Extra::RestoreVerified],
         needs_precopy: false,
+        on_request: false,
     },
     Scenario {
         name: "conformance",
@@ -130,6 +137,7 @@ pub const ALL: &[Scenario] = &[
         rules: &[],
         extras: &[Extra::ConformanceTable],
         needs_precopy: false,
+        on_request: false,
     },
     Scenario {
         name: "early-p2p",
@@ -142,6 +150,7 @@ pub const ALL: &[Scenario] = &[
         rules: &["dma-after-quiesce", "irq-after-quiesce"],
         extras: &[],
         needs_precopy: false,
+        on_request: false,
     },
     Scenario {
         name: "irq-in-stop",
@@ -154,6 +163,7 @@ pub const ALL: &[Scenario] = &[
         rules: &["irq-after-quiesce"],
         extras: &[],
         needs_precopy: false,
+        on_request: false,
     },
     Scenario {
         name: "fail-p2p",
@@ -166,6 +176,7 @@ pub const ALL: &[Scenario] = &[
         rules: &["set-failed"],
         extras: &[Extra::TrueStateReadBack],
         needs_precopy: false,
+        on_request: false,
     },
     Scenario {
         name: "no-steps",
@@ -178,6 +189,7 @@ pub const ALL: &[Scenario] = &[
         rules: &["illegal-arc"],
         extras: &[],
         needs_precopy: false,
+        on_request: false,
     },
     Scenario {
         name: "two-dev-qemu-order",
@@ -193,6 +205,7 @@ pub const ALL: &[Scenario] = &[
         rules: &[],
         extras: &[Extra::Evidence],
         needs_precopy: false,
+        on_request: false,
     },
     Scenario {
         name: "two-dev-naive-order",
@@ -208,10 +221,12 @@ pub const ALL: &[Scenario] = &[
         rules: &["stop-while-peer-running"],
         extras: &[],
         needs_precopy: false,
+        on_request: false,
     },
     Scenario {
         name: "record-good",
-        about: "the probe alone (migscope record) beside the driver self-test, correct driver",
+        about: "record beside the self-test, correct driver: no DMA source sees PCI DMA there, so \
+                the right verdict is inconclusive (check says pass: mdev_dma counts as a source)",
         bug: "none",
         precopy: false,
         devices: 1,
@@ -220,6 +235,7 @@ pub const ALL: &[Scenario] = &[
         rules: &[],
         extras: &[Extra::StepsTraced],
         needs_precopy: false,
+        on_request: true,
     },
     Scenario {
         name: "record-early-p2p",
@@ -232,6 +248,7 @@ pub const ALL: &[Scenario] = &[
         rules: &["irq-after-quiesce"],
         extras: &[],
         needs_precopy: false,
+        on_request: false,
     },
     Scenario {
         name: "record-irq-in-stop",
@@ -244,6 +261,7 @@ pub const ALL: &[Scenario] = &[
         rules: &["irq-after-quiesce"],
         extras: &[],
         needs_precopy: false,
+        on_request: false,
     },
     Scenario {
         name: "record-fail-p2p",
@@ -256,6 +274,7 @@ pub const ALL: &[Scenario] = &[
         rules: &["set-failed"],
         extras: &[Extra::TrueStateReadBack],
         needs_precopy: false,
+        on_request: false,
     },
     Scenario {
         name: "record-no-steps",
@@ -268,6 +287,7 @@ pub const ALL: &[Scenario] = &[
         rules: &["illegal-arc"],
         extras: &[],
         needs_precopy: false,
+        on_request: false,
     },
 ];
 
