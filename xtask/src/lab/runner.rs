@@ -230,7 +230,9 @@ pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<Scenar
         results.push(r);
     }
     fs::write(
-        p.paths.out.join("summary.json"),
+        p.paths
+            .out
+            .join(format!("summary-{}.json", opts.kernel.name())),
         serde_json::to_string_pretty(&json!({
             "kernel": p.kernel.release, "accel": used.name(), "boot_s": boot_s, "ready_s": ready_s,
             "vm_wall_s": vmrun.wall.as_secs_f64(), "scenarios": results,
