@@ -76,6 +76,10 @@ pub struct Args {
     /// Print the verdict as JSON (TRACE-FORMAT.md "Verdict").
     #[arg(long)]
     pub json: bool,
+    /// Also write the verdict as JUnit XML to FILE (for CI test reporters); a run that could
+    /// not produce a trace writes an error test case.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
     /// How to open devices: `group` (VFIO group + type1v2 container), `cdev`
     /// (/dev/vfio/devices/vfioN + iommufd, 6.6+), or `auto` (cdev when the kernel has it).
     #[arg(long, default_value = "auto", value_parser = VfioPath::parse)]
@@ -141,7 +145,7 @@ pub fn drive_with<O: VfioOps>(ops: &mut O, args: &Args, stop: Arc<AtomicBool>) -
             if let Ok(p) = probe {
                 let _ = p.finish();
             }
-            return super::unusable(error_chain(&e));
+            return unusable_junit(args, &output, error_chain(&e));
         }
     };
     let (probe_sources, probe_events) = match probe {
@@ -167,7 +171,11 @@ pub fn drive_with<O: VfioOps>(ops: &mut O, args: &Args, stop: Arc<AtomicBool>) -
     let events = merge(outcome.events.clone(), probe_events, std::process::id());
     if let Err(e) = write_trace(&output, &header, &events) {
         report_outcome(&outcome, args.json);
-        return super::unusable(format!("failed to write {}: {e}", output.display()));
+        return unusable_junit(
+            args,
+            &output,
+            format!("failed to write {}: {e}", output.display()),
+        );
     }
     report_outcome(&outcome, args.json);
     let trace_line = format!("trace: {} ({} events)", output.display(), events.len() + 1);
@@ -178,7 +186,13 @@ pub fn drive_with<O: VfioOps>(ops: &mut O, args: &Args, stop: Arc<AtomicBool>) -
     }
     let report = match verify::check_path(&output, verify::Options::default()) {
         Ok(r) => r,
-        Err(e) => return super::unusable(format!("failed to verify {}: {e}", output.display())),
+        Err(e) => {
+            return unusable_junit(
+                args,
+                &output,
+                format!("failed to verify {}: {e}", output.display()),
+            );
+        }
     };
     if args.json {
         println!("{}", report.to_json());
@@ -188,12 +202,28 @@ pub fn drive_with<O: VfioOps>(ops: &mut O, args: &Args, stop: Arc<AtomicBool>) -
             super::check::human(&report, &output.display().to_string())
         );
     }
+    if let Some(j) = &args.junit
+        && let Err(e) = crate::export::junit::write(&report, &crate::export::trace_name(&output), j)
+    {
+        return super::unusable(e);
+    }
     let code = report.verdict.exit_code();
     if outcome.error.is_some() && code == 0 {
         // A plan that stopped early proved less than it was asked to.
         return super::exit::INCONCLUSIVE;
     }
     code
+}
+
+/// Reports an unusable run (and writes it as a JUnit error case with `--junit`).
+fn unusable_junit(args: &Args, output: &Path, msg: String) -> i32 {
+    if let Some(j) = &args.junit
+        && let Err(e) =
+            crate::export::junit::write_error(&crate::export::trace_name(output), &msg, j)
+    {
+        eprintln!("migscope: {e}");
+    }
+    super::unusable(msg)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -472,6 +502,49 @@ mod tests {
         assert_eq!(code, 1);
         assert!(report.violated_rules().contains(&"dma-after-quiesce"));
         assert_eq!(sim.state_of("0000:00:02.0"), Some(MigState::Running));
+    }
+
+    #[test]
+    fn junit_is_written_for_a_verdict_and_for_an_unusable_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let junit = dir.path().join("j.xml");
+        let j = junit.to_str().expect("utf-8");
+        let (code, _, _) = run(
+            &mut two(),
+            &[
+                "--device",
+                "0000:00:02.0",
+                "--device",
+                "0000:00:03.0",
+                "--plan",
+                "stopcopy",
+                "--order",
+                "naive",
+                "--junit",
+                j,
+            ],
+        );
+        assert_eq!(code, 1);
+        let xml = std::fs::read_to_string(&junit).expect("junit written");
+        assert!(xml.contains("stop-while-peer-running"), "{xml}");
+
+        let out = dir.path().join("t.jsonl");
+        let a = args(&[
+            "--device",
+            "0000:00:09.0",
+            "--plan",
+            "stopcopy",
+            "-o",
+            out.to_str().expect("utf-8"),
+            "--junit",
+            j,
+        ]);
+        assert_eq!(
+            drive_with(&mut two(), &a, Arc::new(AtomicBool::new(false))),
+            3
+        );
+        let xml = std::fs::read_to_string(&junit).expect("junit written");
+        assert!(xml.contains("0000:00:09.0"), "{xml}");
     }
 
     #[test]
