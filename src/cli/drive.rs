@@ -29,7 +29,8 @@ Every SET is followed by a GET. Each quiescent step dwells --dwell-ms while the 
 re-checks the DMA buffers. On any error, SIGINT or SIGTERM every device is returned to RUNNING
 (through RUNNING_P2P, or VFIO_DEVICE_RESET from ERROR) and the trace is completed.
 
-Exit status: 0 pass, 1 fail, 2 inconclusive (also: the plan stopped early without a violation),
+Exit status: 0 pass, 1 fail (also: a conformance row did not match the kernel FSM), 2 inconclusive
+(also: the plan stopped early without a violation),
 3 unusable (a device could not be opened or set up; nothing was changed).";
 
 #[derive(Debug, clap::Args)]
@@ -169,6 +170,9 @@ pub fn drive_with<O: VfioOps>(ops: &mut O, args: &Args, stop: Arc<AtomicBool>) -
     };
     let header = build_header(probe_sources, &outcome);
     let events = merge(outcome.events.clone(), probe_events, std::process::id());
+    let steps_traced = header.source_ok(source::TRANSITIONS);
+    let mut outcome = outcome;
+    annotate_steps(&mut outcome.conformance, &events, steps_traced);
     if let Err(e) = write_trace(&output, &header, &events) {
         report_outcome(&outcome, args.json);
         return unusable_junit(
@@ -208,6 +212,15 @@ pub fn drive_with<O: VfioOps>(ops: &mut O, args: &Args, stop: Arc<AtomicBool>) -
         return super::unusable(e);
     }
     let code = report.verdict.exit_code();
+    let mismatches = outcome
+        .conformance
+        .iter()
+        .filter(|r| r.pass == Some(false))
+        .count();
+    if mismatches > 0 && code != super::exit::FAIL {
+        eprintln!("migscope drive: {mismatches} conformance mismatch(es): exit status 1");
+        return super::exit::FAIL;
+    }
     if outcome.error.is_some() && code == 0 {
         // A plan that stopped early proved less than it was asked to.
         return super::exit::INCONCLUSIVE;
@@ -323,6 +336,45 @@ fn kernel_release() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .ok()
         .map(|s| s.trim().to_owned())
+}
+
+/// Compares each conformance SET's traced `step`s (the probe's view of the kernel's
+/// `vfio_mig_get_next_state` calls) with the path the model expects; a row whose steps differ
+/// fails. Without the probe the steps are not checked (`steps` stays `None`).
+pub fn annotate_steps(rows: &mut [vfio::ConfRow], events: &[Event], traced: bool) {
+    if !traced {
+        return;
+    }
+    for r in rows.iter_mut() {
+        let (Some((t0, t1)), Some(want)) = (r.window, &r.expected_path) else {
+            continue;
+        };
+        let steps: Vec<(crate::model::MigState, crate::model::MigState)> = events
+            .iter()
+            .filter(|e| e.t >= t0 && e.t <= t1)
+            .filter_map(|e| match &e.kind {
+                EventKind::Step { dev, from, to } if *dev == r.dev => Some((*from, *to)),
+                _ => None,
+            })
+            .collect();
+        let want: Vec<_> = want.windows(2).map(|w| (w[0], w[1])).collect();
+        let ok = steps == want;
+        r.got.push_str(&format!(
+            "; steps {}",
+            if steps.is_empty() {
+                "none".to_owned()
+            } else {
+                steps
+                    .iter()
+                    .map(|(a, b)| format!("{}>{}", a.name(), b.name()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
+        ));
+        if !ok {
+            r.pass = Some(false);
+        }
+    }
 }
 
 /// Prints the run's results (to stderr when stdout carries `--json`).
@@ -545,6 +597,51 @@ mod tests {
         );
         let xml = std::fs::read_to_string(&junit).expect("junit written");
         assert!(xml.contains("0000:00:09.0"), "{xml}");
+    }
+
+    #[test]
+    fn conformance_rows_are_checked_against_traced_steps() {
+        use crate::model::MigState::*;
+        let row = |from, to, path: Vec<MigState>, window| vfio::ConfRow {
+            dev: "d".into(),
+            from,
+            to,
+            expected: String::new(),
+            got: "0, GET X".into(),
+            pass: Some(true),
+            expected_path: Some(path),
+            window: Some(window),
+        };
+        let step = |t, from, to| Event {
+            t,
+            pid: None,
+            kind: EventKind::Step {
+                dev: "d".into(),
+                from,
+                to,
+            },
+        };
+        let mut rows = vec![
+            row(Running, Stop, vec![Running, RunningP2p, Stop], (10, 20)),
+            row(Stop, Running, vec![Stop, RunningP2p, Running], (30, 40)),
+        ];
+        let events = vec![
+            step(12, Running, RunningP2p),
+            step(15, RunningP2p, Stop),
+            // The second SET jumped straight to RUNNING (a driver that skips arcs).
+            step(35, Stop, Running),
+        ];
+        let mut untraced = rows.clone();
+        annotate_steps(&mut untraced, &events, false);
+        assert!(untraced.iter().all(|r| r.pass == Some(true)));
+        annotate_steps(&mut rows, &events, true);
+        assert_eq!(rows[0].pass, Some(true), "{}", rows[0].got);
+        assert!(
+            rows[0]
+                .got
+                .ends_with("steps RUNNING>RUNNING_P2P,RUNNING_P2P>STOP")
+        );
+        assert_eq!(rows[1].pass, Some(false));
     }
 
     #[test]

@@ -167,6 +167,10 @@ pub struct ConfRow {
     /// What happened: `ok -> STATE`, `-ERRNO, GET STATE`, or `not sent (...)`.
     pub got: String,
     pub pass: Option<bool>,
+    /// The expected arcs (`model::path`), when the SET should succeed.
+    pub expected_path: Option<Vec<MigState>>,
+    /// `[set, set_done]` of the SET under test, to match the probe's `step` events against.
+    pub window: Option<(u64, u64)>,
 }
 
 /// Everything a drive produced.
@@ -1115,6 +1119,8 @@ impl<O: VfioOps> Ctl<'_, O> {
                         expected: exp_text,
                         got: String::new(),
                         pass: None,
+                        expected_path: expected.as_ref().ok().cloned(),
+                        window: None,
                     };
                     if model::is_hazard(flags, from, to) && !self.opts.allow_hazard {
                         row.got = "not sent (hazard; --allow-hazard sends it)".to_owned();
@@ -1131,7 +1137,9 @@ impl<O: VfioOps> Ctl<'_, O> {
                         self.recover(i);
                         continue;
                     }
+                    let first = self.events.len();
                     let r = self.set(i, to, true);
+                    row.window = self.set_window(&bdf, first);
                     let got_state = self.devs[i].state;
                     let got_name = got_state.map_or("?", MigState::name);
                     row.got = match &r {
@@ -1167,6 +1175,20 @@ impl<O: VfioOps> Ctl<'_, O> {
             })?;
         }
         Ok(())
+    }
+
+    /// The `[set, set_done]` times of the first SET recorded at or after event `first`.
+    fn set_window(&self, dev: &str, first: usize) -> Option<(u64, u64)> {
+        let evs = &self.events[first.min(self.events.len())..];
+        let t0 = evs.iter().find_map(|e| match &e.kind {
+            EventKind::Set { dev: d, .. } if d == dev => Some(e.t),
+            _ => None,
+        })?;
+        let t1 = evs.iter().find_map(|e| match &e.kind {
+            EventKind::SetDone { dev: d, .. } if d == dev && e.t >= t0 => Some(e.t),
+            _ => None,
+        })?;
+        Some((t0, t1))
     }
 
     /// Gets a device out of ERROR / an unknown state: GET, then reset if needed.
