@@ -443,7 +443,7 @@ impl<O: VfioOps> Ctl<'_, O> {
                         "{bdf}: interrupts on {} vector 0",
                         irq.kind.name()
                     ));
-                    running.count_irqs(irq.eventfd);
+                    running.count_irqs(irq.eventfd, irq.unmask);
                 }
                 Err(e) => {
                     (self.log)(&format!("{bdf}: no interrupts: {e}"));

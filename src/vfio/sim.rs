@@ -468,6 +468,7 @@ impl VfioOps for SimVfio {
         Ok(IrqSetup {
             kind: IrqKind::Msi,
             eventfd,
+            unmask: None,
         })
     }
 
