@@ -1203,13 +1203,14 @@ impl<O: VfioOps> Ctl<'_, O> {
 
     /// Returns every touched device to RUNNING: ERROR/unknown ones are reset, stopped ones go
     /// through RUNNING_P2P together first (QEMU's resume order), then each to RUNNING; a device
-    /// that will not go is reset. Returns what each device was left in.
+    /// that will not go is reset (a device in ERROR is never sent a SET: only a reset leaves
+    /// ERROR). Returns what each device was left in.
     #[expect(
         clippy::needless_range_loop,
         reason = "each pass calls &mut self methods by device index"
     )]
     fn cleanup(&mut self) -> Vec<(String, String)> {
-        let mut how: Vec<Option<String>> = vec![None; self.devs.len()];
+        let mut was_reset = vec![false; self.devs.len()];
         for i in 0..self.devs.len() {
             if !self.devs[i].touched {
                 continue;
@@ -1219,38 +1220,38 @@ impl<O: VfioOps> Ctl<'_, O> {
             }
             if matches!(self.devs[i].state, None | Some(MigState::Error)) {
                 self.reset(i);
-                how[i] = Some("reset".to_owned());
+                was_reset[i] = true;
             }
         }
+        let settable = |s: Option<MigState>| s.is_some_and(|s| s != MigState::Error);
         for i in 0..self.devs.len() {
-            if let Some(s) = self.devs[i].state
-                && s != MigState::Running
-                && s != MigState::RunningP2p
+            let s = self.devs[i].state;
+            if settable(s)
+                && s.is_some_and(|s| s.stopped() || s == MigState::PreCopyP2p)
                 && self.devs[i].flags.supports(MigState::RunningP2p)
                 && self.set(i, MigState::RunningP2p, false).is_err()
             {
-                self.recover(i);
-                how[i] = Some("reset".to_owned());
+                self.reset(i);
+                was_reset[i] = true;
             }
         }
         for i in 0..self.devs.len() {
-            if self.devs[i].state != Some(MigState::Running)
+            let s = self.devs[i].state;
+            if settable(s)
+                && s != Some(MigState::Running)
                 && self.set(i, MigState::Running, false).is_err()
             {
-                self.recover(i);
-                how[i] = Some("reset".to_owned());
-                if self.devs[i].state != Some(MigState::Running) {
-                    let _ = self.set(i, MigState::Running, false);
-                }
+                self.reset(i);
+                was_reset[i] = true;
             }
         }
         let mut out = Vec::new();
         for i in 0..self.devs.len() {
             let s = self.devs[i].state;
             let bdf = self.devs[i].bdf.clone();
-            let text = match (s, &how[i]) {
-                (Some(MigState::Running), None) => "RUNNING".to_owned(),
-                (Some(MigState::Running), Some(h)) => format!("RUNNING (after {h})"),
+            let text = match (s, was_reset[i]) {
+                (Some(MigState::Running), false) => "RUNNING".to_owned(),
+                (Some(MigState::Running), true) => "RUNNING (after reset)".to_owned(),
                 (Some(s), _) => format!("{} (could not return it to RUNNING)", s.name()),
                 (None, _) => "UNKNOWN (GET failed; could not return it to RUNNING)".to_owned(),
             };
