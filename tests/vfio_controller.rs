@@ -772,3 +772,32 @@ fn cleanup_never_sends_a_set_from_error() {
         "ERROR (could not return it to RUNNING)"
     );
 }
+
+#[test]
+fn a_device_found_in_error_is_reset_before_the_plan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spec = SimSpec::new(A, P2P);
+    spec.initial = Error;
+    let mut sim = SimVfio::new([spec]);
+    let out = run(
+        &mut sim,
+        &[A],
+        &opts(
+            Plan::parse("RUNNING_P2P,RUNNING").expect("plan"),
+            dir.path(),
+        ),
+    );
+    assert_eq!(out.error, None);
+    let first_set = sim
+        .calls
+        .iter()
+        .position(|c| matches!(c, SimCall::Set(..)))
+        .expect("a SET");
+    let reset = sim
+        .calls
+        .iter()
+        .position(|c| matches!(c, SimCall::Reset(_)))
+        .expect("a reset");
+    assert!(reset < first_set, "{:?}", sim.calls);
+    assert_eq!(sim.state_of(A), Some(Running));
+}

@@ -284,6 +284,16 @@ pub fn drive<O: VfioOps>(
         opts.plan, opts.order, opts.workload
     ));
 
+    // A device found in ERROR (left so by an earlier user) only leaves it by a reset.
+    for i in 0..ctl.devs.len() {
+        if ctl.devs[i].state == Some(MigState::Error) {
+            (ctl.log)(&format!(
+                "{}: found in ERROR: resetting it",
+                ctl.devs[i].bdf
+            ));
+            ctl.reset(i);
+        }
+    }
     ctl.warm_up();
     let mut conformance = Vec::new();
     let result = if opts.plan == Plan::Conformance {
