@@ -361,6 +361,23 @@ impl Attributor {
             ioctl::DEVICE_FEATURE if kind != Some(fd_kind::CONTAINER) => {
                 self.feature_ret(r, ret);
             }
+            ioctl::DEVICE_SET_IRQS if kind != Some(fd_kind::CONTAINER) => {
+                // struct vfio_irq_set {argsz, flags, index, start, count, data[]}: which
+                // vectors the user wired up or tore down, as a note on the timeline.
+                if let (Some(flags), Some(index), Some(start), Some(count)) = (
+                    u32_at(p, n, 4),
+                    u32_at(p, n, 8),
+                    u32_at(p, n, 12),
+                    u32_at(p, n, 16),
+                ) {
+                    let dev = self.dev_of(pid, r.fd);
+                    let label = format!(
+                        "set_irqs {dev} index {index} start {start} count {count} {} ret={ret}",
+                        irq_set_action(flags)
+                    );
+                    self.emit(t, Some(pid), EventKind::Mark { label });
+                }
+            }
             ioctl::DEVICE_RESET => {
                 let dev = self.dev_of(pid, r.fd);
                 self.emit(t, Some(pid), EventKind::Reset { dev, ret });
@@ -746,6 +763,23 @@ pub fn parse_irq_name(name: &str) -> Option<(IrqKind, u32, String)> {
     Some((kind, vector, dev.to_owned()))
 }
 
+/// `VFIO_IRQ_SET_*` flags in words (include/uapi/linux/vfio.h).
+fn irq_set_action(flags: u32) -> String {
+    let data = match flags & 0x7 {
+        1 => "none",
+        2 => "bool",
+        4 => "eventfd",
+        _ => "?",
+    };
+    let action = match flags & 0x38 {
+        0x08 => "mask",
+        0x10 => "unmask",
+        0x20 => "trigger",
+        _ => "?",
+    };
+    format!("{action}/{data}")
+}
+
 /// The handler name of interrupt `irq` from /proc/interrupts (last column).
 fn irq_name(irq: i32) -> Option<String> {
     let text = std::fs::read_to_string("/proc/interrupts").ok()?;
@@ -1036,6 +1070,27 @@ mod tests {
         assert!(matches!(&evs[2].kind,
             EventKind::Device { dev, flags, ctx, .. }
                 if dev == "0000:7f:00.1" && *flags == MigFlags(7) && ctx == "drive"));
+    }
+
+    #[test]
+    fn set_irqs_becomes_a_note() {
+        let mut a = Attributor::with_query(None, true, no_query());
+        // DATA_EVENTFD | ACTION_TRIGGER on the MSI index, vectors 0..1.
+        a.push(&ret(
+            5,
+            3,
+            8,
+            ioctl::DEVICE_SET_IRQS,
+            0,
+            &[24, 0x24, 1, 0, 1, 17],
+        ));
+        let evs = a.release(None);
+        assert_eq!(
+            evs.last().map(|e| &e.kind),
+            Some(&EventKind::Mark {
+                label: "set_irqs fd:8@3 index 1 start 0 count 1 trigger/eventfd ret=0".into()
+            })
+        );
     }
 
     #[test]
