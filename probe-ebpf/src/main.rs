@@ -96,7 +96,7 @@ fn try_sys_enter_ioctl(ctx: &TracePointContext) -> Result<u32, u32> {
         cmd,
     };
     // A full map only costs the pairing (the exit record is then missing); count it as lost.
-    if INFLIGHT.insert(&tid, &inflight, 0).is_err() {
+    if INFLIGHT.insert(tid, inflight, 0).is_err() {
         count_lost();
     }
     let mut rec = IoctlCall {
@@ -121,10 +121,10 @@ pub fn sys_exit_ioctl(ctx: TracePointContext) -> u32 {
 fn try_sys_exit_ioctl(ctx: &TracePointContext) -> Result<u32, u32> {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: the value is copied out before the entry is removed.
-    let Some(inf) = (unsafe { INFLIGHT.get(&tid) }).copied() else {
+    let Some(inf) = (unsafe { INFLIGHT.get(tid) }).copied() else {
         return Ok(0);
     };
-    let _ = INFLIGHT.remove(&tid);
+    let _ = INFLIGHT.remove(tid);
     let ret = tp_read::<i64>(ctx, SYS_EXIT_RET)?;
     let (hdr, _) = header(EventKind::IoctlRet, core::mem::size_of::<IoctlRet>());
     let mut rec = IoctlRet {
@@ -149,14 +149,14 @@ fn try_sys_exit_ioctl(ctx: &TracePointContext) -> Result<u32, u32> {
 fn track_ioctl_fds(rec: &IoctlRet) {
     let tgid = rec.hdr.pid;
     if rec.cmd == ioctl::GROUP_GET_DEVICE_FD && rec.ret >= 0 {
-        let _ = VFIO_FDS.insert(&fd_key(tgid, rec.ret as i32), &fd_kind::DEVICE, 0);
+        let _ = VFIO_FDS.insert(fd_key(tgid, rec.ret as i32), fd_kind::DEVICE, 0);
         return;
     }
     if rec.cmd != ioctl::DEVICE_FEATURE || rec.ret != 0 || rec.payload_len < 16 {
         return;
     }
     // SAFETY: plain map lookup; the value is copied.
-    let kind = unsafe { VFIO_FDS.get(&fd_key(tgid, rec.fd)) }.copied();
+    let kind = unsafe { VFIO_FDS.get(fd_key(tgid, rec.fd)) }.copied();
     if kind == Some(fd_kind::CONTAINER) {
         // 0x3B75 on a container is VFIO_IOMMU_DIRTY_PAGES.
         return;
@@ -178,7 +178,7 @@ fn track_ioctl_fds(rec: &IoctlRet) {
         rec.payload[15],
     ]);
     if data_fd >= 0 {
-        let _ = VFIO_FDS.insert(&fd_key(tgid, data_fd), &fd_kind::DATA, 0);
+        let _ = VFIO_FDS.insert(fd_key(tgid, data_fd), fd_kind::DATA, 0);
     }
 }
 
@@ -249,7 +249,7 @@ fn try_sys_enter_openat(ctx: &TracePointContext) -> Result<u32, u32> {
     };
     rec.fd_kind = kind;
     let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = OPENS.insert(&tid, &rec, 0);
+    let _ = OPENS.insert(tid, rec, 0);
     Ok(0)
 }
 
@@ -260,7 +260,7 @@ pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
 
 fn try_sys_exit_openat(ctx: &TracePointContext) -> Result<u32, u32> {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(ptr) = OPENS.get_ptr_mut(&tid) else {
+    let Some(ptr) = OPENS.get_ptr_mut(tid) else {
         return Ok(0);
     };
     let ret = tp_read::<i64>(ctx, SYS_EXIT_RET)?;
@@ -270,10 +270,10 @@ fn try_sys_exit_openat(ctx: &TracePointContext) -> Result<u32, u32> {
         let rec = unsafe { &mut *ptr };
         rec.hdr = hdr;
         rec.fd = ret as i32;
-        let _ = VFIO_FDS.insert(&fd_key(hdr.pid, rec.fd), &rec.fd_kind, 0);
+        let _ = VFIO_FDS.insert(fd_key(hdr.pid, rec.fd), rec.fd_kind, 0);
         emit(rec);
     }
-    let _ = OPENS.remove(&tid);
+    let _ = OPENS.remove(tid);
     Ok(0)
 }
 
@@ -287,10 +287,10 @@ fn try_sys_enter_close(ctx: &TracePointContext) -> Result<u32, u32> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let key = fd_key(tgid, fd);
     // SAFETY: plain map lookup; the value is copied.
-    let Some(kind) = (unsafe { VFIO_FDS.get(&key) }).copied() else {
+    let Some(kind) = (unsafe { VFIO_FDS.get(key) }).copied() else {
         return Ok(0);
     };
-    let _ = VFIO_FDS.remove(&key);
+    let _ = VFIO_FDS.remove(key);
     let (hdr, _) = header(EventKind::FdClose, core::mem::size_of::<FdClose>());
     emit(&FdClose {
         hdr,
@@ -328,11 +328,11 @@ fn rw_enter(ctx: &TracePointContext, dir: u32) -> Result<u32, u32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let key = fd_key((pid_tgid >> 32) as u32, fd);
     // SAFETY: plain map lookup; the value is copied.
-    if (unsafe { VFIO_FDS.get(&key) }).copied() != Some(fd_kind::DATA) {
+    if (unsafe { VFIO_FDS.get(key) }).copied() != Some(fd_kind::DATA) {
         return Ok(0);
     }
     let pending = ((fd as u32 as u64) << 32) | dir as u64;
-    let _ = RW.insert(&(pid_tgid as u32), &pending, 0);
+    let _ = RW.insert(pid_tgid as u32, pending, 0);
     Ok(0)
 }
 
@@ -340,10 +340,10 @@ fn rw_enter(ctx: &TracePointContext, dir: u32) -> Result<u32, u32> {
 fn rw_exit(ctx: &TracePointContext) -> Result<u32, u32> {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: plain map lookup; the value is copied.
-    let Some(pending) = (unsafe { RW.get(&tid) }).copied() else {
+    let Some(pending) = (unsafe { RW.get(tid) }).copied() else {
         return Ok(0);
     };
-    let _ = RW.remove(&tid);
+    let _ = RW.remove(tid);
     let ret = tp_read::<i64>(ctx, SYS_EXIT_RET)?;
     let (hdr, _) = header(EventKind::DataXfer, core::mem::size_of::<DataXfer>());
     emit(&DataXfer {
@@ -480,7 +480,7 @@ pub fn kprobe_mig_get_next_state(ctx: ProbeContext) -> u32 {
         new: ctx.arg::<u64>(2).unwrap_or(u64::MAX) as u32,
     };
     let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = STEP_ARGS.insert(&tid, &args, 0);
+    let _ = STEP_ARGS.insert(tid, args, 0);
     0
 }
 
@@ -488,10 +488,10 @@ pub fn kprobe_mig_get_next_state(ctx: ProbeContext) -> u32 {
 pub fn kretprobe_mig_get_next_state(ctx: RetProbeContext) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: plain map lookup; the value is copied.
-    let Some(args) = (unsafe { STEP_ARGS.get(&tid) }).copied() else {
+    let Some(args) = (unsafe { STEP_ARGS.get(tid) }).copied() else {
         return 0;
     };
-    let _ = STEP_ARGS.remove(&tid);
+    let _ = STEP_ARGS.remove(tid);
     let ret: i64 = ctx.ret();
     emit_step(
         args.vdev,
@@ -633,7 +633,7 @@ fn data_loc(ctx: &TracePointContext, loc: u32) -> *const u8 {
 fn current_inflight() -> Option<Inflight> {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: plain map lookup; the value is copied.
-    unsafe { INFLIGHT.get(&tid) }.copied()
+    unsafe { INFLIGHT.get(tid) }.copied()
 }
 
 /// Writes one record; a full ring buffer is counted, never silent.
