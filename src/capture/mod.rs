@@ -298,3 +298,9 @@ mod tests {
         assert!(PROBE_OBJECT.starts_with(b"\x7fELF"));
     }
 }
+
+// The controller may run capture on its own thread.
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<Capture>();
+};
