@@ -1073,6 +1073,146 @@ mod tests {
     }
 
     #[test]
+    fn iommu_tracepoints_fold_into_map_dma_and_attribute_the_rest() {
+        let mut a = Attributor::with_query(None, true, no_query());
+        a.push(&open(1, 4, 3, fd_kind::CONTAINER, "/dev/vfio/vfio"));
+        a.push(&open(2, 4, 5, fd_kind::IOMMUFD, "/dev/iommu"));
+        let map = |t, fd, cmd| {
+            Record::IommuMap(IommuMap {
+                hdr: hdr(K::IommuMap, t, 4, 4),
+                iova: 0x1000,
+                paddr: 0x9000,
+                size: 0x1000,
+                fd,
+                cmd,
+            })
+        };
+        // Inside MAP_DMA on the container: the ioctl's own `map` covers it.
+        a.push(&map(3, 3, ioctl::IOMMU_MAP_DMA));
+        // Inside an iommufd IOAS_MAP (0x3B85): kept, in the iommufd's context.
+        a.push(&map(4, 5, 0x3B85));
+        a.push(&Record::IommuUnmap(IommuUnmap {
+            hdr: hdr(K::IommuUnmap, 5, 4, 4),
+            iova: 0x1000,
+            size: 0x1000,
+            unmapped: 0x1000,
+            fd: 5,
+            cmd: 0x3B86,
+        }));
+        let evs = a.release(None);
+        assert_eq!(
+            evs.iter().map(|e| e.kind.clone()).collect::<Vec<_>>(),
+            vec![
+                EventKind::Map {
+                    ctx: "pid4:iommufd5".into(),
+                    iova: 0x1000,
+                    len: 0x1000
+                },
+                EventKind::Unmap {
+                    ctx: "pid4:iommufd5".into(),
+                    iova: 0x1000,
+                    len: 0x1000
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn faults_irqs_and_mdev_dma_go_to_the_owner() {
+        let mut a = Attributor::with_query(None, true, no_query());
+        a.push(&name_ret(1, 6, 4, 7, "0000:7f:02.0"));
+        // A step during an ioctl on fd 7 teaches which vfio_device pointer is this device.
+        a.push(&call(
+            2,
+            6,
+            7,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, 5, 0],
+        ));
+        a.push(&Record::Step(Step {
+            hdr: hdr(K::Step, 3, 6, 6),
+            vdev: 0xabc0,
+            cur: 2,
+            new: 5,
+            next: 5,
+            ret: 0,
+            hook: 2,
+            has_next: 1,
+        }));
+        let mut dev_name = [0u8; 32];
+        dev_name[..12].copy_from_slice(b"0000:7f:02.0");
+        a.push(&Record::IommuFault(IommuFault {
+            hdr: hdr(K::IommuFault, 4, 0, 0),
+            iova: 0x5000,
+            flags: 1,
+            _pad: 0,
+            device: dev_name,
+            driver: [0; 32],
+        }));
+        a.push(&Record::MdevDma(MdevDma {
+            hdr: hdr(K::MdevDma, 5, 0, 0),
+            vdev: 0xabc0,
+            iova: 0x6000,
+            len: 64,
+            write: 0,
+            func: probe_common::abi::MDEV_DMA_RW,
+        }));
+        let mut irq_name = [0u8; 32];
+        irq_name[..25].copy_from_slice(b"vfio-msix[2](0000:7f:02.0");
+        irq_name[25] = b')';
+        a.push(&Record::Irq(Irq {
+            hdr: hdr(K::Irq, 6, 0, 0),
+            irq: 40,
+            _pad: 0,
+            name: irq_name,
+        }));
+        let evs = a.release(None);
+        let dev = "0000:7f:02.0".to_owned();
+        let tail: Vec<(Option<u32>, EventKind)> = evs
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Dma { .. } | EventKind::Irq { .. }))
+            .map(|e| (e.pid, e.kind.clone()))
+            .collect();
+        assert_eq!(
+            tail,
+            vec![
+                (
+                    Some(6),
+                    EventKind::Dma {
+                        dev: dev.clone(),
+                        src: DmaSource::Fault,
+                        iova: 0x5000,
+                        len: 0,
+                        write: true,
+                        window: None,
+                        p2p: None
+                    }
+                ),
+                (
+                    Some(6),
+                    EventKind::Dma {
+                        dev: dev.clone(),
+                        src: DmaSource::MdevDma,
+                        iova: 0x6000,
+                        len: 64,
+                        write: false,
+                        window: None,
+                        p2p: None
+                    }
+                ),
+                (
+                    Some(6),
+                    EventKind::Irq {
+                        dev,
+                        kind: IrqKind::Msix,
+                        vector: 2
+                    }
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn set_irqs_becomes_a_note() {
         let mut a = Attributor::with_query(None, true, no_query());
         // DATA_EVENTFD | ACTION_TRIGGER on the MSI index, vectors 0..1.
