@@ -282,6 +282,12 @@ pub const PROBE_SOURCES: [&str; 5] = [
     source::MDEV_DMA,
 ];
 
+// The controller may run capture on its own thread.
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<Capture>();
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,9 +304,3 @@ mod tests {
         assert!(PROBE_OBJECT.starts_with(b"\x7fELF"));
     }
 }
-
-// The controller may run capture on its own thread.
-const _: () = {
-    const fn send<T: Send>() {}
-    send::<Capture>();
-};
