@@ -186,6 +186,35 @@ impl Attributor {
         );
     }
 
+    /// Forgets every fd of processes that no longer exist (an exit closes fds without the
+    /// close syscall, and pids are reused); returns the (pid, fd) pairs forgotten.
+    pub fn purge_dead(&mut self, alive: impl Fn(u32) -> bool) -> Vec<(u32, i32)> {
+        let mut pids: Vec<u32> = self.fds.keys().map(|&(p, _)| p).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        let dead: HashSet<u32> = pids.into_iter().filter(|&p| !alive(p)).collect();
+        if dead.is_empty() {
+            return Vec::new();
+        }
+        let gone: Vec<(u32, i32)> = self
+            .fds
+            .keys()
+            .filter(|(p, _)| dead.contains(p))
+            .copied()
+            .collect();
+        for k in &gone {
+            self.fds.remove(k);
+            self.group_container.remove(k);
+            self.bound.remove(k);
+        }
+        if let Some(f) = self.filter.as_mut() {
+            for p in &dead {
+                f.cache.remove(p);
+            }
+        }
+        gone
+    }
+
     fn accepts(&mut self, pid: u32) -> bool {
         match self.filter.as_mut() {
             None => true,
@@ -1210,6 +1239,22 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn dead_processes_are_forgotten() {
+        let mut a = Attributor::with_query(None, true, no_query());
+        a.push(&name_ret(1, 20, 4, 7, "0000:7f:03.0"));
+        a.push(&name_ret(2, 21, 4, 7, "0000:7f:04.0"));
+        assert_eq!(a.purge_dead(|p| p != 20), vec![(20, 7)]);
+        // A new process reusing pid 20 does not inherit the old device fd.
+        a.push(&ret(3, 20, 7, ioctl::DEVICE_RESET, 0, &[]));
+        let evs = a.release(None);
+        assert!(evs.iter().any(|e| e.kind
+            == EventKind::Reset {
+                dev: "fd:7@20".into(),
+                ret: 0
+            }));
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_D
 /// How long events are held back so records submitted out of order by different CPUs leave
 /// in time order (records carry their own timestamps; submission order can differ slightly).
 const REORDER_NS: u64 = 20_000_000;
+/// How often fds of exited processes are forgotten.
+const PURGE_NS: u64 = 1_000_000_000;
 /// Source name of `lost` events for ring buffer overflow and undecodable records.
 pub const LOST_RING: &str = "ring_buffer";
 pub const LOST_DECODE: &str = "decode";
@@ -70,6 +72,9 @@ pub struct Capture {
     _ebpf: Ebpf,
     ring: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
+    /// The probe's (pid, fd) -> kind map, purged of exited processes.
+    fds: BpfHashMap<MapData, u64, u32>,
+    last_purge: u64,
     lost_seen: u64,
     decode_errors: u64,
     hooks: Vec<HookStatus>,
@@ -102,16 +107,15 @@ impl Capture {
         // fds opened before we started: tell userspace attribution and the probe's fd map.
         let seeds = procfs::scan(opts.pids.as_deref());
         attrib.seed(&seeds);
-        if let Some(map) = ebpf.map_mut(names::MAP_VFIO_FDS) {
-            let mut fds: BpfHashMap<_, u64, u32> =
-                BpfHashMap::try_from(map).map_err(|source| CaptureError::Map {
-                    name: names::MAP_VFIO_FDS,
-                    source,
-                })?;
-            for s in &seeds {
-                // A full map only loses close tracking for that fd.
-                let _ = fds.insert(probe_common::abi::fd_key(s.pid, s.fd), s.kind, 0);
-            }
+        let fds = take_map(&mut ebpf, names::MAP_VFIO_FDS)?;
+        let mut fds: BpfHashMap<MapData, u64, u32> =
+            BpfHashMap::try_from(fds).map_err(|source| CaptureError::Map {
+                name: names::MAP_VFIO_FDS,
+                source,
+            })?;
+        for s in &seeds {
+            // A full map only loses close tracking for that fd.
+            let _ = fds.insert(probe_common::abi::fd_key(s.pid, s.fd), s.kind, 0);
         }
 
         let ring = take_map(&mut ebpf, names::MAP_EVENTS)?;
@@ -128,6 +132,8 @@ impl Capture {
             _ebpf: ebpf,
             ring,
             lost,
+            fds,
+            last_purge: 0,
             lost_seen: 0,
             decode_errors: 0,
             hooks,
@@ -202,6 +208,13 @@ impl Capture {
         if self.decode_errors > 0 {
             let n = std::mem::take(&mut self.decode_errors);
             self.attrib.push_event(lost_event(now, n, LOST_DECODE));
+        }
+        if now.saturating_sub(self.last_purge) >= PURGE_NS {
+            self.last_purge = now;
+            for (pid, fd) in self.attrib.purge_dead(procfs::alive) {
+                // Already gone when the process closed it itself: nothing to do.
+                let _ = self.fds.remove(&probe_common::abi::fd_key(pid, fd));
+            }
         }
         Ok(())
     }
