@@ -17,7 +17,7 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use probe_common::abi::{
-    DATA_READ, DATA_WRITE, DataXfer, EventHeader, EventKind, FdClose, Inflight, IoctlCall,
+    DATA_READ, DATA_WRITE, DataXfer, EventHeader, EventKind, FdClose, Fork, Inflight, IoctlCall,
     IoctlRet, IommuFault, IommuMap, IommuUnmap, Irq, MDEV_DMA_RW, MDEV_PIN_PAGES, MdevDma,
     MsiHandler, NAME_LEN, PATH_LEN, PAYLOAD_LEN, Step, StepArgs, VFIO_IOCTL_FIRST, VFIO_IOCTL_LAST,
     VfioOpen, fd_key, fd_kind, feature, hook, ioctl,
@@ -387,6 +387,34 @@ fn try_irq_handler_entry(ctx: &TracePointContext) -> Result<u32, u32> {
     // SAFETY: as above.
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut rec.name) };
     emit(&rec);
+    Ok(0)
+}
+
+// ---- processes ----------------------------------------------------------------------------
+
+/// Offset of `child_pid` in `sched_process_fork` records, set by the loader from the running
+/// kernel's format file (the layout changed when the comm fields became `__data_loc`).
+#[unsafe(no_mangle)]
+static FORK_CHILD_PID_OFFSET: u32 = 0;
+
+#[tracepoint(category = "sched", name = "sched_process_fork")]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    try_sched_process_fork(&ctx).unwrap_or(1)
+}
+
+fn try_sched_process_fork(ctx: &TracePointContext) -> Result<u32, u32> {
+    // SAFETY: a read of our own read-only global, patched before load.
+    let off = unsafe { core::ptr::read_volatile(&FORK_CHILD_PID_OFFSET) };
+    if off == 0 {
+        return Ok(0);
+    }
+    let child: i32 = tp_read(ctx, off as usize)?;
+    let (hdr, _) = header(EventKind::Fork, core::mem::size_of::<Fork>());
+    emit(&Fork {
+        hdr,
+        child_pid: child as u32,
+        _pad: 0,
+    });
     Ok(0)
 }
 

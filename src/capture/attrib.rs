@@ -45,6 +45,12 @@ impl PidFilter {
         }
     }
 
+    /// Accepts `child`, seen being created by an accepted process (it may exit before its
+    /// ancestry could be read from /proc).
+    pub fn adopt(&mut self, child: u32) {
+        self.cache.insert(child, true);
+    }
+
     pub fn accepts(&mut self, pid: u32) -> bool {
         if let Some(&v) = self.cache.get(&pid) {
             return v;
@@ -314,6 +320,13 @@ impl Attributor {
             Record::DataXfer(d) => self.data(d),
             Record::MdevDma(m) => self.mdev(m),
             Record::MsiHandler(m) => self.msi(m),
+            Record::Fork(f) => {
+                if let Some(filter) = self.filter.as_mut()
+                    && filter.accepts(f.hdr.pid)
+                {
+                    filter.adopt(f.child_pid);
+                }
+            }
         }
     }
 
@@ -1239,6 +1252,33 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn forks_of_accepted_processes_are_followed() {
+        // No /proc ancestry at all: only the fork records can tell.
+        let f = PidFilter::with_parent(&[10], Box::new(|_| None));
+        let mut a = Attributor::with_query(Some(f), true, no_query());
+        let fork = |t, parent, child| {
+            Record::Fork(probe_common::abi::Fork {
+                hdr: hdr(K::Fork, t, parent, parent),
+                child_pid: child,
+                _pad: 0,
+            })
+        };
+        a.push(&fork(1, 10, 11));
+        a.push(&fork(2, 11, 12));
+        a.push(&fork(3, 99, 13));
+        for (t, pid) in [(4, 12), (5, 13)] {
+            a.push(&ret(t, pid, 3, ioctl::DEVICE_RESET, 0, &[]));
+        }
+        let pids: Vec<Option<u32>> = a
+            .release(None)
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Reset { .. }))
+            .map(|e| e.pid)
+            .collect();
+        assert_eq!(pids, [Some(12)]);
     }
 
     #[test]

@@ -91,8 +91,11 @@ impl Capture {
         if let Some(bytes) = opts.ring_bytes {
             loader.map_max_entries(names::MAP_EVENTS, ring_size(bytes));
         }
+        let fork_offset = hooks::fork_child_pid_offset();
+        let fork_global = fork_offset.map_or(0u32, |o| o as u32);
+        loader.set_global(names::GLOBAL_FORK_CHILD_PID_OFFSET, &fork_global, true);
         let mut ebpf = loader.load(PROBE_OBJECT).map_err(CaptureError::Load)?;
-        let hooks = hooks::attach_all(&mut ebpf);
+        let hooks = hooks::attach_all(&mut ebpf, fork_offset);
         if !hooks.iter().any(|h| h.attached()) {
             let why: Vec<String> = hooks.iter().map(|h| h.to_string()).collect();
             return Err(CaptureError::NothingAttached(why.join("; ")));
