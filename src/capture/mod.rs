@@ -93,7 +93,7 @@ impl Capture {
         }
         let fork_offset = hooks::fork_child_pid_offset();
         let fork_global = fork_offset.map_or(0u32, |o| o as u32);
-        loader.set_global(names::GLOBAL_FORK_CHILD_PID_OFFSET, &fork_global, true);
+        loader.override_global(names::GLOBAL_FORK_CHILD_PID_OFFSET, &fork_global, true);
         let mut ebpf = loader.load(PROBE_OBJECT).map_err(CaptureError::Load)?;
         let hooks = hooks::attach_all(&mut ebpf, fork_offset);
         if !hooks.iter().any(|h| h.attached()) {
