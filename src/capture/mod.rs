@@ -6,6 +6,45 @@
 //! musl static build). Kernel-function hooks try fentry/fexit first and fall back to kprobes:
 //! aya 0.14 resolves fentry targets in vmlinux BTF only, so functions of the vfio modules
 //! need the kprobe path unless vfio is built in.
+//!
+//! # How records become events
+//! - **Devices.** A device fd is named by the device it was opened for: the name passed to
+//!   VFIO_GROUP_GET_DEVICE_FD, the PCI address behind a `/dev/vfio/devices/vfioN` cdev, or
+//!   (for fds opened before capture started) `/proc/<pid>/fdinfo`'s `vfio-device-syspath`, or
+//!   the only device of the process's IOMMU groups. Anything else is `fd:N@pid` (an ioctl on an
+//!   fd capture never saw being opened). [`Capture::declare_fd`] lets a caller name fds itself.
+//! - **Contexts** (`ctx`, the multi-device ordering scope): `pid<P>:container<C>` for a device
+//!   whose group was attached to container fd C (VFIO_GROUP_SET_CONTAINER),
+//!   `pid<P>:iommufd<F>` after VFIO_DEVICE_BIND_IOMMUFD, otherwise `pid<P>`.
+//! - **Flags.** From the user's VFIO_DEVICE_FEATURE_MIGRATION GET when seen; otherwise asked
+//!   from the kernel through a duplicate of the user's fd (pidfd_getfd, read-only); otherwise
+//!   the device is declared STOP_COPY only and a `mark` event says why.
+//! - **Command numbers shared by container and device fds** (0x3B70..0x3B72, 0x3B75) are
+//!   told apart by the fd's kind, learned from opens of `/dev/vfio/vfio`, `/dev/vfio/<group>`,
+//!   `/dev/vfio/devices/vfioN`, `/dev/iommu` (in the probe, for the data fd it must know at
+//!   once, and here); on an fd of unknown kind 0x3B71/0x3B72 count as MAP/UNMAP_DMA only with a
+//!   DMA map's argsz.
+//! - **Events:** `set` at the SET's syscall entry, `set_done` (with `data_fd`) and `get` at its
+//!   return, `reset`, `step` per `vfio_mig_get_next_state` call that returned 0 (device from
+//!   the ioctl in flight on that thread, or the `struct vfio_device *` learned from an earlier
+//!   step), `irq` from `vfio-msi[N](BDF)`-style handler names, `map`/`unmap` from
+//!   MAP/UNMAP_DMA returns (IOMMU tracepoint hits inside them are folded into them; those inside
+//!   other VFIO/iommufd ioctls become events of their own), `dma` with `src: fault` from
+//!   `iommu:io_page_fault` and `src: mdev_dma` from vfio_dma_rw/vfio_pin_pages, `data` from
+//!   read/write on a data fd, `mark` notes for DMA logging and SET_IRQS, `lost` for ring
+//!   buffer overflow (`source: ring_buffer`) and undecodable records (`source: decode`).
+//! - **Processes.** `--pid` keeps the given processes and their descendants: forks are
+//!   reported by the probe, so children that exit quickly are kept; /proc ancestry covers
+//!   children created before capture started. Interrupts, faults and mediated DMA (which run
+//!   in no particular process) carry the pid of the device's user.
+//! - **Order.** Records carry their own timestamps; the newest 20 ms are held back at each
+//!   `drain` so records submitted by different CPUs leave in time order; `stop` releases all.
+//!
+//! # Known limits
+//! Opens through `open(2)` rather than `openat(2)`, relative paths, dup'd or passed fds and
+//! readv/splice on data fds are not followed. IOMMU unmaps at process exit (no ioctl in
+//! flight) are not reported. Tracing read/write for data fds costs about 0.9 µs per
+//! read/write syscall system-wide while recording (measured with dd on the 6.18 host).
 
 mod attrib;
 mod hooks;
