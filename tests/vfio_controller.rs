@@ -714,3 +714,90 @@ fn duplicate_devices_are_refused() {
     .expect_err("duplicate");
     assert!(matches!(e, SetupError::Duplicate(_)), "{e}");
 }
+
+#[test]
+fn a_device_that_will_not_go_back_is_reset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P).with(Misbehave::FailArc {
+        from: Stop,
+        to: RunningP2p,
+        errno: libc::EIO,
+        left_in: Stop,
+    })]);
+    let out = run(&mut sim, &[A], &opts(Plan::StopCopy, dir.path()));
+    assert!(
+        out.error
+            .as_deref()
+            .is_some_and(|e| e.contains("SET RUNNING_P2P failed")),
+        "{:?}",
+        out.error
+    );
+    assert!(sim.calls.contains(&SimCall::Reset(A.into())));
+    assert_eq!(sim.state_of(A), Some(Running));
+    assert_eq!(out.final_states[0].1, "RUNNING (after reset)");
+    assert!(
+        verify_events(&out)
+            .violated_rules()
+            .iter()
+            .all(|r| *r == "set-failed")
+    );
+}
+
+#[test]
+fn cleanup_never_sends_a_set_from_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P)
+        .with(Misbehave::FailArc {
+            from: RunningP2p,
+            to: Stop,
+            errno: libc::EIO,
+            left_in: Error,
+        })
+        .with(Misbehave::ResetFails(libc::EIO))]);
+    let out = run(&mut sim, &[A], &opts(Plan::StopCopy, dir.path()));
+    let first_error = sim
+        .calls
+        .iter()
+        .position(|c| matches!(c, SimCall::Arc(_, _, Stop)))
+        .expect("the failing arc");
+    assert!(
+        !sim.calls[first_error..]
+            .iter()
+            .any(|c| matches!(c, SimCall::Set(..))),
+        "{:?}",
+        &sim.calls[first_error..]
+    );
+    assert_eq!(
+        out.final_states[0].1,
+        "ERROR (could not return it to RUNNING)"
+    );
+}
+
+#[test]
+fn a_device_found_in_error_is_reset_before_the_plan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spec = SimSpec::new(A, P2P);
+    spec.initial = Error;
+    let mut sim = SimVfio::new([spec]);
+    let out = run(
+        &mut sim,
+        &[A],
+        &opts(
+            Plan::parse("RUNNING_P2P,RUNNING").expect("plan"),
+            dir.path(),
+        ),
+    );
+    assert_eq!(out.error, None);
+    let first_set = sim
+        .calls
+        .iter()
+        .position(|c| matches!(c, SimCall::Set(..)))
+        .expect("a SET");
+    let reset = sim
+        .calls
+        .iter()
+        .position(|c| matches!(c, SimCall::Reset(_)))
+        .expect("a reset");
+    assert!(reset < first_set, "{:?}", sim.calls);
+    assert_eq!(sim.state_of(A), Some(Running));
+}

@@ -13,11 +13,11 @@ use aya_ebpf::{
         bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
     },
     macros::{fentry, fexit, kprobe, kretprobe, map, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use probe_common::abi::{
-    DATA_READ, DATA_WRITE, DataXfer, EventHeader, EventKind, FdClose, Inflight, IoctlCall,
+    DATA_READ, DATA_WRITE, DataXfer, EventHeader, EventKind, FdClose, Fork, Inflight, IoctlCall,
     IoctlRet, IommuFault, IommuMap, IommuUnmap, Irq, MDEV_DMA_RW, MDEV_PIN_PAGES, MdevDma,
     MsiHandler, NAME_LEN, PATH_LEN, PAYLOAD_LEN, Step, StepArgs, VFIO_IOCTL_FIRST, VFIO_IOCTL_LAST,
     VfioOpen, fd_key, fd_kind, feature, hook, ioctl,
@@ -31,25 +31,30 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map(name = "LOST")]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+// Per-thread state is LRU: a thread killed inside a syscall never reaches the exit half, and
+// its stale entry must not keep others out.
+
 /// tid -> the VFIO ioctl it is inside.
 #[map(name = "INFLIGHT")]
-static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(8192, 0);
+static INFLIGHT: LruHashMap<u32, Inflight> = LruHashMap::with_max_entries(8192, 0);
 
 /// (tgid, fd) -> fd kind, for fds userspace must know about (opens, device fds, data fds).
+/// Not LRU: losing an entry would silently lose a data fd. Userspace removes the entries of
+/// processes that exit (an exit closes fds without the close syscall).
 #[map(name = "VFIO_FDS")]
 static VFIO_FDS: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
 
 /// tid -> pending open of a VFIO path (record filled at exit).
 #[map(name = "OPENS")]
-static OPENS: HashMap<u32, VfioOpen> = HashMap::with_max_entries(1024, 0);
+static OPENS: LruHashMap<u32, VfioOpen> = LruHashMap::with_max_entries(1024, 0);
 
 /// tid -> (fd << 32 | dir) of a pending read/write on a migration data fd.
 #[map(name = "RW")]
-static RW: HashMap<u32, u64> = HashMap::with_max_entries(1024, 0);
+static RW: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
 
 /// tid -> arguments of a `vfio_mig_get_next_state` call (kprobe -> kretprobe).
 #[map(name = "STEP_ARGS")]
-static STEP_ARGS: HashMap<u32, StepArgs> = HashMap::with_max_entries(1024, 0);
+static STEP_ARGS: LruHashMap<u32, StepArgs> = LruHashMap::with_max_entries(1024, 0);
 
 // Offsets from the tracepoints' format files (/sys/kernel/tracing/events/*/*/format). The
 // syscall tracepoints lay each argument out as an 8-byte slot after __syscall_nr; userspace
@@ -96,7 +101,7 @@ fn try_sys_enter_ioctl(ctx: &TracePointContext) -> Result<u32, u32> {
         cmd,
     };
     // A full map only costs the pairing (the exit record is then missing); count it as lost.
-    if INFLIGHT.insert(&tid, &inflight, 0).is_err() {
+    if INFLIGHT.insert(tid, inflight, 0).is_err() {
         count_lost();
     }
     let mut rec = IoctlCall {
@@ -121,10 +126,10 @@ pub fn sys_exit_ioctl(ctx: TracePointContext) -> u32 {
 fn try_sys_exit_ioctl(ctx: &TracePointContext) -> Result<u32, u32> {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: the value is copied out before the entry is removed.
-    let Some(inf) = (unsafe { INFLIGHT.get(&tid) }).copied() else {
+    let Some(inf) = (unsafe { INFLIGHT.get(tid) }).copied() else {
         return Ok(0);
     };
-    let _ = INFLIGHT.remove(&tid);
+    let _ = INFLIGHT.remove(tid);
     let ret = tp_read::<i64>(ctx, SYS_EXIT_RET)?;
     let (hdr, _) = header(EventKind::IoctlRet, core::mem::size_of::<IoctlRet>());
     let mut rec = IoctlRet {
@@ -149,14 +154,14 @@ fn try_sys_exit_ioctl(ctx: &TracePointContext) -> Result<u32, u32> {
 fn track_ioctl_fds(rec: &IoctlRet) {
     let tgid = rec.hdr.pid;
     if rec.cmd == ioctl::GROUP_GET_DEVICE_FD && rec.ret >= 0 {
-        let _ = VFIO_FDS.insert(&fd_key(tgid, rec.ret as i32), &fd_kind::DEVICE, 0);
+        let _ = VFIO_FDS.insert(fd_key(tgid, rec.ret as i32), fd_kind::DEVICE, 0);
         return;
     }
     if rec.cmd != ioctl::DEVICE_FEATURE || rec.ret != 0 || rec.payload_len < 16 {
         return;
     }
     // SAFETY: plain map lookup; the value is copied.
-    let kind = unsafe { VFIO_FDS.get(&fd_key(tgid, rec.fd)) }.copied();
+    let kind = unsafe { VFIO_FDS.get(fd_key(tgid, rec.fd)) }.copied();
     if kind == Some(fd_kind::CONTAINER) {
         // 0x3B75 on a container is VFIO_IOMMU_DIRTY_PAGES.
         return;
@@ -178,7 +183,7 @@ fn track_ioctl_fds(rec: &IoctlRet) {
         rec.payload[15],
     ]);
     if data_fd >= 0 {
-        let _ = VFIO_FDS.insert(&fd_key(tgid, data_fd), &fd_kind::DATA, 0);
+        let _ = VFIO_FDS.insert(fd_key(tgid, data_fd), fd_kind::DATA, 0);
     }
 }
 
@@ -249,7 +254,7 @@ fn try_sys_enter_openat(ctx: &TracePointContext) -> Result<u32, u32> {
     };
     rec.fd_kind = kind;
     let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = OPENS.insert(&tid, &rec, 0);
+    let _ = OPENS.insert(tid, rec, 0);
     Ok(0)
 }
 
@@ -260,7 +265,7 @@ pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
 
 fn try_sys_exit_openat(ctx: &TracePointContext) -> Result<u32, u32> {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(ptr) = OPENS.get_ptr_mut(&tid) else {
+    let Some(ptr) = OPENS.get_ptr_mut(tid) else {
         return Ok(0);
     };
     let ret = tp_read::<i64>(ctx, SYS_EXIT_RET)?;
@@ -270,10 +275,10 @@ fn try_sys_exit_openat(ctx: &TracePointContext) -> Result<u32, u32> {
         let rec = unsafe { &mut *ptr };
         rec.hdr = hdr;
         rec.fd = ret as i32;
-        let _ = VFIO_FDS.insert(&fd_key(hdr.pid, rec.fd), &rec.fd_kind, 0);
+        let _ = VFIO_FDS.insert(fd_key(hdr.pid, rec.fd), rec.fd_kind, 0);
         emit(rec);
     }
-    let _ = OPENS.remove(&tid);
+    let _ = OPENS.remove(tid);
     Ok(0)
 }
 
@@ -287,10 +292,10 @@ fn try_sys_enter_close(ctx: &TracePointContext) -> Result<u32, u32> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let key = fd_key(tgid, fd);
     // SAFETY: plain map lookup; the value is copied.
-    let Some(kind) = (unsafe { VFIO_FDS.get(&key) }).copied() else {
+    let Some(kind) = (unsafe { VFIO_FDS.get(key) }).copied() else {
         return Ok(0);
     };
-    let _ = VFIO_FDS.remove(&key);
+    let _ = VFIO_FDS.remove(key);
     let (hdr, _) = header(EventKind::FdClose, core::mem::size_of::<FdClose>());
     emit(&FdClose {
         hdr,
@@ -328,11 +333,11 @@ fn rw_enter(ctx: &TracePointContext, dir: u32) -> Result<u32, u32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let key = fd_key((pid_tgid >> 32) as u32, fd);
     // SAFETY: plain map lookup; the value is copied.
-    if (unsafe { VFIO_FDS.get(&key) }).copied() != Some(fd_kind::DATA) {
+    if (unsafe { VFIO_FDS.get(key) }).copied() != Some(fd_kind::DATA) {
         return Ok(0);
     }
     let pending = ((fd as u32 as u64) << 32) | dir as u64;
-    let _ = RW.insert(&(pid_tgid as u32), &pending, 0);
+    let _ = RW.insert(pid_tgid as u32, pending, 0);
     Ok(0)
 }
 
@@ -340,10 +345,10 @@ fn rw_enter(ctx: &TracePointContext, dir: u32) -> Result<u32, u32> {
 fn rw_exit(ctx: &TracePointContext) -> Result<u32, u32> {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: plain map lookup; the value is copied.
-    let Some(pending) = (unsafe { RW.get(&tid) }).copied() else {
+    let Some(pending) = (unsafe { RW.get(tid) }).copied() else {
         return Ok(0);
     };
-    let _ = RW.remove(&tid);
+    let _ = RW.remove(tid);
     let ret = tp_read::<i64>(ctx, SYS_EXIT_RET)?;
     let (hdr, _) = header(EventKind::DataXfer, core::mem::size_of::<DataXfer>());
     emit(&DataXfer {
@@ -382,6 +387,34 @@ fn try_irq_handler_entry(ctx: &TracePointContext) -> Result<u32, u32> {
     // SAFETY: as above.
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut rec.name) };
     emit(&rec);
+    Ok(0)
+}
+
+// ---- processes ----------------------------------------------------------------------------
+
+/// Offset of `child_pid` in `sched_process_fork` records, set by the loader from the running
+/// kernel's format file (the layout changed when the comm fields became `__data_loc`).
+#[unsafe(no_mangle)]
+static FORK_CHILD_PID_OFFSET: u32 = 0;
+
+#[tracepoint(category = "sched", name = "sched_process_fork")]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    try_sched_process_fork(&ctx).unwrap_or(1)
+}
+
+fn try_sched_process_fork(ctx: &TracePointContext) -> Result<u32, u32> {
+    // SAFETY: a read of our own read-only global, patched before load.
+    let off = unsafe { core::ptr::read_volatile(&FORK_CHILD_PID_OFFSET) };
+    if off == 0 {
+        return Ok(0);
+    }
+    let child: i32 = tp_read(ctx, off as usize)?;
+    let (hdr, _) = header(EventKind::Fork, core::mem::size_of::<Fork>());
+    emit(&Fork {
+        hdr,
+        child_pid: child as u32,
+        _pad: 0,
+    });
     Ok(0)
 }
 
@@ -480,7 +513,7 @@ pub fn kprobe_mig_get_next_state(ctx: ProbeContext) -> u32 {
         new: ctx.arg::<u64>(2).unwrap_or(u64::MAX) as u32,
     };
     let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = STEP_ARGS.insert(&tid, &args, 0);
+    let _ = STEP_ARGS.insert(tid, args, 0);
     0
 }
 
@@ -488,10 +521,10 @@ pub fn kprobe_mig_get_next_state(ctx: ProbeContext) -> u32 {
 pub fn kretprobe_mig_get_next_state(ctx: RetProbeContext) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: plain map lookup; the value is copied.
-    let Some(args) = (unsafe { STEP_ARGS.get(&tid) }).copied() else {
+    let Some(args) = (unsafe { STEP_ARGS.get(tid) }).copied() else {
         return 0;
     };
-    let _ = STEP_ARGS.remove(&tid);
+    let _ = STEP_ARGS.remove(tid);
     let ret: i64 = ctx.ret();
     emit_step(
         args.vdev,
@@ -633,7 +666,7 @@ fn data_loc(ctx: &TracePointContext, loc: u32) -> *const u8 {
 fn current_inflight() -> Option<Inflight> {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: plain map lookup; the value is copied.
-    unsafe { INFLIGHT.get(&tid) }.copied()
+    unsafe { INFLIGHT.get(tid) }.copied()
 }
 
 /// Writes one record; a full ring buffer is counted, never silent.

@@ -29,7 +29,8 @@ Every SET is followed by a GET. Each quiescent step dwells --dwell-ms while the 
 re-checks the DMA buffers. On any error, SIGINT or SIGTERM every device is returned to RUNNING
 (through RUNNING_P2P, or VFIO_DEVICE_RESET from ERROR) and the trace is completed.
 
-Exit status: 0 pass, 1 fail, 2 inconclusive (also: the plan stopped early without a violation),
+Exit status: 0 pass, 1 fail (also: a conformance row did not match the kernel FSM), 2 inconclusive
+(also: the plan stopped early without a violation),
 3 unusable (a device could not be opened or set up; nothing was changed).";
 
 #[derive(Debug, clap::Args)]
@@ -76,6 +77,10 @@ pub struct Args {
     /// Print the verdict as JSON (TRACE-FORMAT.md "Verdict").
     #[arg(long)]
     pub json: bool,
+    /// Also write the verdict as JUnit XML to FILE (for CI test reporters); a run that could
+    /// not produce a trace writes an error test case.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
     /// How to open devices: `group` (VFIO group + type1v2 container), `cdev`
     /// (/dev/vfio/devices/vfioN + iommufd, 6.6+), or `auto` (cdev when the kernel has it).
     #[arg(long, default_value = "auto", value_parser = VfioPath::parse)]
@@ -141,7 +146,7 @@ pub fn drive_with<O: VfioOps>(ops: &mut O, args: &Args, stop: Arc<AtomicBool>) -
             if let Ok(p) = probe {
                 let _ = p.finish();
             }
-            return super::unusable(error_chain(&e));
+            return unusable_junit(args, &output, error_chain(&e));
         }
     };
     let (probe_sources, probe_events) = match probe {
@@ -165,9 +170,16 @@ pub fn drive_with<O: VfioOps>(ops: &mut O, args: &Args, stop: Arc<AtomicBool>) -
     };
     let header = build_header(probe_sources, &outcome);
     let events = merge(outcome.events.clone(), probe_events, std::process::id());
+    let steps_traced = header.source_ok(source::TRANSITIONS);
+    let mut outcome = outcome;
+    annotate_steps(&mut outcome.conformance, &events, steps_traced);
     if let Err(e) = write_trace(&output, &header, &events) {
         report_outcome(&outcome, args.json);
-        return super::unusable(format!("failed to write {}: {e}", output.display()));
+        return unusable_junit(
+            args,
+            &output,
+            format!("failed to write {}: {e}", output.display()),
+        );
     }
     report_outcome(&outcome, args.json);
     let trace_line = format!("trace: {} ({} events)", output.display(), events.len() + 1);
@@ -178,7 +190,13 @@ pub fn drive_with<O: VfioOps>(ops: &mut O, args: &Args, stop: Arc<AtomicBool>) -
     }
     let report = match verify::check_path(&output, verify::Options::default()) {
         Ok(r) => r,
-        Err(e) => return super::unusable(format!("failed to verify {}: {e}", output.display())),
+        Err(e) => {
+            return unusable_junit(
+                args,
+                &output,
+                format!("failed to verify {}: {e}", output.display()),
+            );
+        }
     };
     if args.json {
         println!("{}", report.to_json());
@@ -188,12 +206,37 @@ pub fn drive_with<O: VfioOps>(ops: &mut O, args: &Args, stop: Arc<AtomicBool>) -
             super::check::human(&report, &output.display().to_string())
         );
     }
+    if let Some(j) = &args.junit
+        && let Err(e) = crate::export::junit::write(&report, &crate::export::trace_name(&output), j)
+    {
+        return super::unusable(e);
+    }
     let code = report.verdict.exit_code();
+    let mismatches = outcome
+        .conformance
+        .iter()
+        .filter(|r| r.pass == Some(false))
+        .count();
+    if mismatches > 0 && code != super::exit::FAIL {
+        eprintln!("migscope drive: {mismatches} conformance mismatch(es): exit status 1");
+        return super::exit::FAIL;
+    }
     if outcome.error.is_some() && code == 0 {
         // A plan that stopped early proved less than it was asked to.
         return super::exit::INCONCLUSIVE;
     }
     code
+}
+
+/// Reports an unusable run (and writes it as a JUnit error case with `--junit`).
+fn unusable_junit(args: &Args, output: &Path, msg: String) -> i32 {
+    if let Some(j) = &args.junit
+        && let Err(e) =
+            crate::export::junit::write_error(&crate::export::trace_name(output), &msg, j)
+    {
+        eprintln!("migscope: {e}");
+    }
+    super::unusable(msg)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -295,6 +338,45 @@ fn kernel_release() -> Option<String> {
         .map(|s| s.trim().to_owned())
 }
 
+/// Compares each conformance SET's traced `step`s (the probe's view of the kernel's
+/// `vfio_mig_get_next_state` calls) with the path the model expects; a row whose steps differ
+/// fails. Without the probe the steps are not checked (`steps` stays `None`).
+pub fn annotate_steps(rows: &mut [vfio::ConfRow], events: &[Event], traced: bool) {
+    if !traced {
+        return;
+    }
+    for r in rows.iter_mut() {
+        let (Some((t0, t1)), Some(want)) = (r.window, &r.expected_path) else {
+            continue;
+        };
+        let steps: Vec<(crate::model::MigState, crate::model::MigState)> = events
+            .iter()
+            .filter(|e| e.t >= t0 && e.t <= t1)
+            .filter_map(|e| match &e.kind {
+                EventKind::Step { dev, from, to } if *dev == r.dev => Some((*from, *to)),
+                _ => None,
+            })
+            .collect();
+        let want: Vec<_> = want.windows(2).map(|w| (w[0], w[1])).collect();
+        let ok = steps == want;
+        r.got.push_str(&format!(
+            "; steps {}",
+            if steps.is_empty() {
+                "none".to_owned()
+            } else {
+                steps
+                    .iter()
+                    .map(|(a, b)| format!("{}>{}", a.name(), b.name()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
+        ));
+        if !ok {
+            r.pass = Some(false);
+        }
+    }
+}
+
 /// Prints the run's results (to stderr when stdout carries `--json`).
 fn report_outcome(o: &Outcome, json: bool) {
     let text = outcome_text(o);
@@ -364,30 +446,74 @@ fn outcome_text(o: &Outcome) -> String {
     s
 }
 
-/// Adapter over the eBPF capture (`migscope::capture::Capture`, built on branch `probe`). The
-/// capture runs on its own thread, drained every 50 ms so the ring buffer never fills while the
-/// controller works.
+/// Adapter over the eBPF capture ([`crate::capture::Capture`]). The capture lives on its own
+/// thread, drained every 50 ms so the ring buffer never fills while the controller works.
 mod probe {
     use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    use std::thread::JoinHandle;
+    use std::time::Duration;
 
+    use crate::capture::{Capture, CaptureOptions};
     use crate::trace::Event;
 
     pub struct Probe {
-        never: std::convert::Infallible,
+        stop: Arc<AtomicBool>,
+        thread: JoinHandle<Result<Vec<Event>, String>>,
+        sources: BTreeMap<String, String>,
     }
 
     impl Probe {
         pub fn sources(&self) -> BTreeMap<String, String> {
-            match self.never {}
+            self.sources.clone()
         }
+
+        /// Stops the capture and returns every event it recorded.
         pub fn finish(self) -> Result<Vec<Event>, String> {
-            match self.never {}
+            self.stop.store(true, Ordering::Relaxed);
+            self.thread
+                .join()
+                .map_err(|_| "the capture thread panicked".to_owned())?
         }
     }
 
-    /// Until branch `probe` is merged into main this build has no capture to start.
+    /// Starts the capture (every VFIO user: the lab guest runs only us) before any device is
+    /// opened, so the probe attributes our device fds from their GROUP_GET_DEVICE_FD.
     pub fn start() -> Result<Probe, String> {
-        Err("this build has no eBPF capture yet (branch `probe` not merged)".to_owned())
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut cap = match Capture::start(&CaptureOptions::default()) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send(Err(super::error_chain(&e)));
+                    return Ok(Vec::new());
+                }
+            };
+            let _ = tx.send(Ok(cap.sources()));
+            let mut events = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                events.extend(cap.drain().map_err(|e| super::error_chain(&e))?);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            events.extend(cap.stop().map_err(|e| super::error_chain(&e))?);
+            Ok(events)
+        });
+        match rx.recv() {
+            Ok(Ok(sources)) => Ok(Probe {
+                stop,
+                thread,
+                sources,
+            }),
+            Ok(Err(why)) => {
+                let _ = thread.join();
+                Err(why)
+            }
+            Err(_) => Err("the capture thread ended before starting".to_owned()),
+        }
     }
 }
 
@@ -472,6 +598,94 @@ mod tests {
         assert_eq!(code, 1);
         assert!(report.violated_rules().contains(&"dma-after-quiesce"));
         assert_eq!(sim.state_of("0000:00:02.0"), Some(MigState::Running));
+    }
+
+    #[test]
+    fn junit_is_written_for_a_verdict_and_for_an_unusable_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let junit = dir.path().join("j.xml");
+        let j = junit.to_str().expect("utf-8");
+        let (code, _, _) = run(
+            &mut two(),
+            &[
+                "--device",
+                "0000:00:02.0",
+                "--device",
+                "0000:00:03.0",
+                "--plan",
+                "stopcopy",
+                "--order",
+                "naive",
+                "--junit",
+                j,
+            ],
+        );
+        assert_eq!(code, 1);
+        let xml = std::fs::read_to_string(&junit).expect("junit written");
+        assert!(xml.contains("stop-while-peer-running"), "{xml}");
+
+        let out = dir.path().join("t.jsonl");
+        let a = args(&[
+            "--device",
+            "0000:00:09.0",
+            "--plan",
+            "stopcopy",
+            "-o",
+            out.to_str().expect("utf-8"),
+            "--junit",
+            j,
+        ]);
+        assert_eq!(
+            drive_with(&mut two(), &a, Arc::new(AtomicBool::new(false))),
+            3
+        );
+        let xml = std::fs::read_to_string(&junit).expect("junit written");
+        assert!(xml.contains("0000:00:09.0"), "{xml}");
+    }
+
+    #[test]
+    fn conformance_rows_are_checked_against_traced_steps() {
+        use crate::model::MigState::*;
+        let row = |from, to, path: Vec<MigState>, window| vfio::ConfRow {
+            dev: "d".into(),
+            from,
+            to,
+            expected: String::new(),
+            got: "0, GET X".into(),
+            pass: Some(true),
+            expected_path: Some(path),
+            window: Some(window),
+        };
+        let step = |t, from, to| Event {
+            t,
+            pid: None,
+            kind: EventKind::Step {
+                dev: "d".into(),
+                from,
+                to,
+            },
+        };
+        let mut rows = vec![
+            row(Running, Stop, vec![Running, RunningP2p, Stop], (10, 20)),
+            row(Stop, Running, vec![Stop, RunningP2p, Running], (30, 40)),
+        ];
+        let events = vec![
+            step(12, Running, RunningP2p),
+            step(15, RunningP2p, Stop),
+            // The second SET jumped straight to RUNNING (a driver that skips arcs).
+            step(35, Stop, Running),
+        ];
+        let mut untraced = rows.clone();
+        annotate_steps(&mut untraced, &events, false);
+        assert!(untraced.iter().all(|r| r.pass == Some(true)));
+        annotate_steps(&mut rows, &events, true);
+        assert_eq!(rows[0].pass, Some(true), "{}", rows[0].got);
+        assert!(
+            rows[0]
+                .got
+                .ends_with("steps RUNNING>RUNNING_P2P,RUNNING_P2P>STOP")
+        );
+        assert_eq!(rows[1].pass, Some(false));
     }
 
     #[test]

@@ -167,6 +167,10 @@ pub struct ConfRow {
     /// What happened: `ok -> STATE`, `-ERRNO, GET STATE`, or `not sent (...)`.
     pub got: String,
     pub pass: Option<bool>,
+    /// The expected arcs (`model::path`), when the SET should succeed.
+    pub expected_path: Option<Vec<MigState>>,
+    /// `[set, set_done]` of the SET under test, to match the probe's `step` events against.
+    pub window: Option<(u64, u64)>,
 }
 
 /// Everything a drive produced.
@@ -280,6 +284,16 @@ pub fn drive<O: VfioOps>(
         opts.plan, opts.order, opts.workload
     ));
 
+    // A device found in ERROR (left so by an earlier user) only leaves it by a reset.
+    for i in 0..ctl.devs.len() {
+        if ctl.devs[i].state == Some(MigState::Error) {
+            (ctl.log)(&format!(
+                "{}: found in ERROR: resetting it",
+                ctl.devs[i].bdf
+            ));
+            ctl.reset(i);
+        }
+    }
     ctl.warm_up();
     let mut conformance = Vec::new();
     let result = if opts.plan == Plan::Conformance {
@@ -439,7 +453,7 @@ impl<O: VfioOps> Ctl<'_, O> {
                         "{bdf}: interrupts on {} vector 0",
                         irq.kind.name()
                     ));
-                    running.count_irqs(irq.eventfd);
+                    running.count_irqs(irq.eventfd, irq.unmask);
                 }
                 Err(e) => {
                     (self.log)(&format!("{bdf}: no interrupts: {e}"));
@@ -1115,6 +1129,8 @@ impl<O: VfioOps> Ctl<'_, O> {
                         expected: exp_text,
                         got: String::new(),
                         pass: None,
+                        expected_path: expected.as_ref().ok().cloned(),
+                        window: None,
                     };
                     if model::is_hazard(flags, from, to) && !self.opts.allow_hazard {
                         row.got = "not sent (hazard; --allow-hazard sends it)".to_owned();
@@ -1131,7 +1147,9 @@ impl<O: VfioOps> Ctl<'_, O> {
                         self.recover(i);
                         continue;
                     }
+                    let first = self.events.len();
                     let r = self.set(i, to, true);
+                    row.window = self.set_window(&bdf, first);
                     let got_state = self.devs[i].state;
                     let got_name = got_state.map_or("?", MigState::name);
                     row.got = match &r {
@@ -1169,6 +1187,20 @@ impl<O: VfioOps> Ctl<'_, O> {
         Ok(())
     }
 
+    /// The `[set, set_done]` times of the first SET recorded at or after event `first`.
+    fn set_window(&self, dev: &str, first: usize) -> Option<(u64, u64)> {
+        let evs = &self.events[first.min(self.events.len())..];
+        let t0 = evs.iter().find_map(|e| match &e.kind {
+            EventKind::Set { dev: d, .. } if d == dev => Some(e.t),
+            _ => None,
+        })?;
+        let t1 = evs.iter().find_map(|e| match &e.kind {
+            EventKind::SetDone { dev: d, .. } if d == dev && e.t >= t0 => Some(e.t),
+            _ => None,
+        })?;
+        Some((t0, t1))
+    }
+
     /// Gets a device out of ERROR / an unknown state: GET, then reset if needed.
     fn recover(&mut self, i: usize) {
         if self.devs[i].state.is_none() {
@@ -1181,13 +1213,14 @@ impl<O: VfioOps> Ctl<'_, O> {
 
     /// Returns every touched device to RUNNING: ERROR/unknown ones are reset, stopped ones go
     /// through RUNNING_P2P together first (QEMU's resume order), then each to RUNNING; a device
-    /// that will not go is reset. Returns what each device was left in.
+    /// that will not go is reset (a device in ERROR is never sent a SET: only a reset leaves
+    /// ERROR). Returns what each device was left in.
     #[expect(
         clippy::needless_range_loop,
         reason = "each pass calls &mut self methods by device index"
     )]
     fn cleanup(&mut self) -> Vec<(String, String)> {
-        let mut how: Vec<Option<String>> = vec![None; self.devs.len()];
+        let mut was_reset = vec![false; self.devs.len()];
         for i in 0..self.devs.len() {
             if !self.devs[i].touched {
                 continue;
@@ -1197,38 +1230,38 @@ impl<O: VfioOps> Ctl<'_, O> {
             }
             if matches!(self.devs[i].state, None | Some(MigState::Error)) {
                 self.reset(i);
-                how[i] = Some("reset".to_owned());
+                was_reset[i] = true;
             }
         }
+        let settable = |s: Option<MigState>| s.is_some_and(|s| s != MigState::Error);
         for i in 0..self.devs.len() {
-            if let Some(s) = self.devs[i].state
-                && s != MigState::Running
-                && s != MigState::RunningP2p
+            let s = self.devs[i].state;
+            if settable(s)
+                && s.is_some_and(|s| s.stopped() || s == MigState::PreCopyP2p)
                 && self.devs[i].flags.supports(MigState::RunningP2p)
                 && self.set(i, MigState::RunningP2p, false).is_err()
             {
-                self.recover(i);
-                how[i] = Some("reset".to_owned());
+                self.reset(i);
+                was_reset[i] = true;
             }
         }
         for i in 0..self.devs.len() {
-            if self.devs[i].state != Some(MigState::Running)
+            let s = self.devs[i].state;
+            if settable(s)
+                && s != Some(MigState::Running)
                 && self.set(i, MigState::Running, false).is_err()
             {
-                self.recover(i);
-                how[i] = Some("reset".to_owned());
-                if self.devs[i].state != Some(MigState::Running) {
-                    let _ = self.set(i, MigState::Running, false);
-                }
+                self.reset(i);
+                was_reset[i] = true;
             }
         }
         let mut out = Vec::new();
         for i in 0..self.devs.len() {
             let s = self.devs[i].state;
             let bdf = self.devs[i].bdf.clone();
-            let text = match (s, &how[i]) {
-                (Some(MigState::Running), None) => "RUNNING".to_owned(),
-                (Some(MigState::Running), Some(h)) => format!("RUNNING (after {h})"),
+            let text = match (s, was_reset[i]) {
+                (Some(MigState::Running), false) => "RUNNING".to_owned(),
+                (Some(MigState::Running), true) => "RUNNING (after reset)".to_owned(),
                 (Some(s), _) => format!("{} (could not return it to RUNNING)", s.name()),
                 (None, _) => "UNKNOWN (GET failed; could not return it to RUNNING)".to_owned(),
             };

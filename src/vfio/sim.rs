@@ -45,6 +45,8 @@ pub struct SimSpec {
     pub state: Vec<u8>,
     /// The device has VFIO_DEVICE_FEATURE_DMA_LOGGING (pages it writes are logged dirty).
     pub dirty_log: bool,
+    /// The state the device is in when opened (RUNNING unless an earlier user left it).
+    pub initial: MigState,
 }
 
 impl SimSpec {
@@ -55,6 +57,7 @@ impl SimSpec {
             misbehave: Vec::new(),
             state: format!("sim-device-state:{bdf}:").into_bytes().repeat(40),
             dirty_log: false,
+            initial: MigState::Running,
         }
     }
 
@@ -185,9 +188,10 @@ impl VfioOps for SimVfio {
             })?;
         let id = DevId(self.devs.len());
         let dirty = SharedDirty::default();
+        let initial = spec.initial;
         self.devs.push(SimDev {
             spec,
-            state: MigState::Running,
+            state: initial,
             data: None,
             pending_dma: 0,
             dma_counter: 0,
@@ -468,6 +472,7 @@ impl VfioOps for SimVfio {
         Ok(IrqSetup {
             kind: IrqKind::Msi,
             eventfd,
+            unmask: None,
         })
     }
 

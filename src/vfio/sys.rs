@@ -119,10 +119,40 @@ pub struct PrecopyInfo {
 }
 
 /// An interrupt wired to an eventfd by SET_IRQS.
-#[derive(Debug)]
 pub struct IrqSetup {
     pub kind: IrqKind,
     pub eventfd: OwnedFd,
+    /// For INTx, which VFIO masks on every interrupt: unmasks it again (SET_IRQS
+    /// ACTION_UNMASK); call after consuming each interrupt.
+    pub unmask: Option<Box<dyn Fn() + Send>>,
+}
+
+impl std::fmt::Debug for IrqSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IrqSetup")
+            .field("kind", &self.kind)
+            .field("eventfd", &self.eventfd)
+            .field("unmask", &self.unmask.is_some())
+            .finish()
+    }
+}
+
+/// Re-enables a masked INTx line through a device fd.
+struct Unmask(Arc<File>);
+
+impl Unmask {
+    fn run(&self) {
+        let mut set = uapi::vfio_irq_set {
+            argsz: size_of::<uapi::vfio_irq_set>() as u32,
+            flags: uapi::VFIO_IRQ_SET_DATA_NONE | uapi::VFIO_IRQ_SET_ACTION_UNMASK,
+            index: uapi::VFIO_PCI_INTX_IRQ_INDEX,
+            start: 0,
+            count: 1,
+            data: Default::default(),
+        };
+        // SAFETY: SET_IRQS with DATA_NONE reads only the header.
+        let _ = unsafe { ioctl_ptr(self.0.as_raw_fd(), VFIO_DEVICE_SET_IRQS, &mut set) };
+    }
 }
 
 /// Register access to a device region, usable from a workload thread.
@@ -822,6 +852,7 @@ impl VfioOps for Vfio {
             source: os_err(e),
         })?;
         let fd = d.fd.as_raw_fd();
+        let dev_fd = Arc::clone(&d.fd);
         let bdf = d.bdf.clone();
         for (index, kind) in [
             (uapi::VFIO_PCI_MSI_IRQ_INDEX, IrqKind::Msi),
@@ -863,7 +894,17 @@ impl VfioOps for Vfio {
                 if let Ok(d) = self.dev_mut(dev) {
                     d.irq_index = Some(index);
                 }
-                return Ok(IrqSetup { kind, eventfd });
+                let unmask: Option<Box<dyn Fn() + Send>> = if kind == IrqKind::Intx {
+                    let u = Unmask(Arc::clone(&dev_fd));
+                    Some(Box::new(move || u.run()))
+                } else {
+                    None
+                };
+                return Ok(IrqSetup {
+                    kind,
+                    eventfd,
+                    unmask,
+                });
             }
         }
         Err(VfioError::NoIrq { bdf })

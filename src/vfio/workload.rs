@@ -109,8 +109,8 @@ impl Running {
         }
     }
 
-    /// Counts interrupts arriving on `eventfd` until stopped.
-    pub fn count_irqs(&mut self, eventfd: OwnedFd) {
+    /// Counts interrupts arriving on `eventfd` until stopped, unmasking INTx after each.
+    pub fn count_irqs(&mut self, eventfd: OwnedFd, unmask: Option<Box<dyn Fn() + Send>>) {
         let stop = Arc::clone(&self.stop);
         let c = Arc::clone(&self.counters);
         self.threads.push(std::thread::spawn(move || {
@@ -130,6 +130,9 @@ impl Running {
                     };
                     if n == 8 {
                         c.irqs.fetch_add(v, Ordering::Relaxed);
+                        if let Some(u) = &unmask {
+                            u();
+                        }
                     }
                 }
             }
