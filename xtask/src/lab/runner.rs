@@ -381,9 +381,11 @@ fn judge_trace(s: &Scenario, dir: &Path, migscope: &Path, r: &mut ScenarioResult
     r.sources = main.sources.clone();
     r.verdict = main.verdict.clone();
     r.rules = main.rules.clone();
-    // The side `migscope record` (drive_rec): its probe evidence joins drive's own.
+    // The side `migscope record` (drive_rec) stands in only while drive's own trace has no
+    // probe (its `transitions` source not ok): then its evidence joins drive's.
     let side = dir.join("probe.jsonl");
-    if side.exists() {
+    let own_probe = main.sources.get("transitions").and_then(Value::as_str) == Some("ok");
+    if side.exists() && !own_probe {
         let p = check_one(&side, migscope, r);
         if let (Some(m), Some(ps)) = (r.sources.as_object_mut(), p.sources.as_object()) {
             for (k, v) in ps {
