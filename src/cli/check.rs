@@ -1,8 +1,118 @@
-//! `migscope check` (under construction on its own branch).
+//! `migscope check`: verify a trace against the rules; the CI gate.
+
+use std::path::PathBuf;
+
+use crate::verify::{self, Options, P2pPolicy, Report};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Trace to check (JSONL; `-` reads standard input).
+    pub file: PathBuf,
+    /// Print the verdict as JSON (TRACE-FORMAT.md "Verdict").
+    #[arg(long)]
+    pub json: bool,
+    /// What counts while a device is in RUNNING_P2P / PRE_COPY_P2P: `strict` (no DMA, no
+    /// interrupts: the seed's NDMA meaning) or `p2p-only` (only peer-to-peer DMA counts).
+    #[arg(long, default_value = "strict", value_parser = parse_policy)]
+    pub p2p_policy: P2pPolicy,
+    /// Fail a SET into a quiescent state that takes longer than N milliseconds.
+    #[arg(long, value_name = "N")]
+    pub max_quiesce_ms: Option<u64>,
+    /// Accept a blind spot as a warning instead of an inconclusive verdict (only `dma`).
+    #[arg(long, value_name = "SPOT", value_parser = ["dma"])]
+    pub accept_blind: Vec<String>,
+}
 
-pub fn run(_args: Args) -> i32 {
-    super::unusable("`check` is not built yet")
+fn parse_policy(s: &str) -> Result<P2pPolicy, String> {
+    P2pPolicy::parse(s).ok_or_else(|| format!("unknown policy `{s}` (expected strict or p2p-only)"))
+}
+
+impl Args {
+    pub fn options(&self) -> Options {
+        Options {
+            p2p_policy: self.p2p_policy,
+            max_quiesce_ms: self.max_quiesce_ms,
+            accept_blind_dma: self.accept_blind.iter().any(|s| s == "dma"),
+        }
+    }
+}
+
+pub fn run(args: Args) -> i32 {
+    match verify::check_path(&args.file, args.options()) {
+        Ok(report) => {
+            if args.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", human(&report, &args.file.display().to_string()));
+            }
+            report.verdict.exit_code()
+        }
+        Err(e) => super::unusable(e),
+    }
+}
+
+/// The human report: one line per violation, then warnings and blind spots, then a summary.
+pub fn human(r: &Report, name: &str) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let line = |o: &mut String, kind: &str, f: &verify::Finding| {
+        let _ = writeln!(
+            o,
+            "{kind} {:<24} {:<14} t={:<14} line {:<6} {}",
+            f.rule,
+            f.dev.as_deref().unwrap_or("-"),
+            f.t,
+            f.line,
+            f.detail
+        );
+    };
+    for v in &r.violations {
+        line(&mut o, "VIOLATION", v);
+    }
+    for w in &r.warnings {
+        line(&mut o, "warning  ", w);
+    }
+    for b in &r.blind_spots {
+        let why = r
+            .blind_spot_details
+            .get(b)
+            .map(String::as_str)
+            .unwrap_or("");
+        let _ = writeln!(o, "blind spot {b}: {why}");
+    }
+    let _ = writeln!(
+        o,
+        "{name}: {} — {} events, {} devices, {} violation(s){}, {} warning(s), {} blind spot(s){}",
+        r.verdict.name().to_uppercase(),
+        r.events,
+        r.devices.len(),
+        r.violations.len(),
+        if r.dropped_findings > 0 {
+            format!(" (+{} not stored)", r.dropped_findings)
+        } else {
+            String::new()
+        },
+        r.warnings.len(),
+        r.blind_spots.len(),
+        if r.violations.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", r.violated_rules().join(", "))
+        }
+    );
+    for (dev, d) in &r.devices {
+        if d.quiesce_count > 0 {
+            let _ = writeln!(
+                o,
+                "  {dev}: {} quiesce(s), max {:.3} ms; {} DMA / {} IRQ evidence, {} / {} while quiesced",
+                d.quiesce_count,
+                d.quiesce_max_ns as f64 / 1e6,
+                d.dma,
+                d.irq,
+                d.dma_quiesced,
+                d.irq_quiesced
+            );
+        }
+    }
+    o
 }

@@ -4,3 +4,6 @@
 pub mod event;
 
 pub use event::{DataDir, DmaSource, Event, EventKind, Header, IrqKind, TRACE_VERSION, source};
+pub mod jsonl;
+
+pub use jsonl::{JsonlReader, JsonlWriter, ReadWarning, TraceError};

@@ -1,0 +1,1025 @@
+//! The JSON Lines interchange format (`TRACE-FORMAT.md`, version 1): a streaming reader that
+//! validates every line and names the file, line and field of the first problem, and a writer
+//! that writes to a `.partial` file and renames it into place when the trace is complete.
+
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, HashSet},
+    fmt::Write as _,
+    fs::File,
+    io::{self, BufRead, BufReader, BufWriter, Write},
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+use super::event::{DataDir, DmaSource, Event, EventKind, Header, IrqKind, TRACE_VERSION};
+use crate::model::{MigFlags, MigState, flag_bit};
+
+/// What can go wrong reading or writing a trace.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("{file}: cannot open: {source}")]
+    Open { file: String, source: io::Error },
+    #[error("{file}:{line}: read failed: {source}")]
+    Read {
+        file: String,
+        line: u64,
+        source: io::Error,
+    },
+    /// A line that breaks the format; `field` is the offending field (or `-` for the line).
+    #[error("{file}:{line}: field `{field}`: {msg}")]
+    Invalid {
+        file: String,
+        line: u64,
+        field: String,
+        msg: String,
+    },
+    #[error("{file}: write failed: {source}")]
+    Write { file: String, source: io::Error },
+}
+
+impl TraceError {
+    /// The 1-based line the error is about, where there is one.
+    pub fn line(&self) -> Option<u64> {
+        match self {
+            TraceError::Read { line, .. } | TraceError::Invalid { line, .. } => Some(*line),
+            TraceError::Open { .. } | TraceError::Write { .. } => None,
+        }
+    }
+}
+
+/// A problem that does not stop reading (e.g. an unknown `ev`, reported once per value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadWarning {
+    pub line: u64,
+    pub msg: String,
+}
+
+/// Every field any line may carry; absent ones are `None`, unknown ones are ignored.
+#[derive(Deserialize, Default)]
+struct Raw<'a> {
+    // header
+    migscope_trace: Option<u64>,
+    #[serde(borrow)]
+    clock: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    kernel: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    tool: Option<Cow<'a, str>>,
+    sources: Option<BTreeMap<String, String>>,
+    // events
+    t: Option<u64>,
+    #[serde(borrow)]
+    ev: Option<Cow<'a, str>>,
+    pid: Option<u32>,
+    #[serde(borrow)]
+    dev: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    flags: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow)]
+    ctx: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    state: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    driver: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    to: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    from: Option<Cow<'a, str>>,
+    ret: Option<i64>,
+    data_fd: Option<i64>,
+    #[serde(borrow)]
+    src: Option<Cow<'a, str>>,
+    iova: Option<u64>,
+    len: Option<u64>,
+    write: Option<bool>,
+    window: Option<(u64, u64)>,
+    p2p: Option<bool>,
+    #[serde(borrow)]
+    kind: Option<Cow<'a, str>>,
+    vector: Option<u32>,
+    #[serde(borrow)]
+    dir: Option<Cow<'a, str>>,
+    bytes: Option<u64>,
+    n: Option<u64>,
+    #[serde(borrow)]
+    source: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    label: Option<Cow<'a, str>>,
+}
+
+/// JSON type each known field must have, for naming the field when fast parsing fails.
+const FIELD_TYPES: &[(&str, &str)] = &[
+    ("migscope_trace", "u64"),
+    ("clock", "str"),
+    ("kernel", "str"),
+    ("tool", "str"),
+    ("sources", "strmap"),
+    ("t", "u64"),
+    ("ev", "str"),
+    ("pid", "u32"),
+    ("dev", "str"),
+    ("flags", "strarr"),
+    ("ctx", "str"),
+    ("state", "str"),
+    ("driver", "str"),
+    ("to", "str"),
+    ("from", "str"),
+    ("ret", "i64"),
+    ("data_fd", "i64"),
+    ("src", "str"),
+    ("iova", "u64"),
+    ("len", "u64"),
+    ("write", "bool"),
+    ("window", "pair"),
+    ("p2p", "bool"),
+    ("kind", "str"),
+    ("vector", "u32"),
+    ("dir", "str"),
+    ("bytes", "u64"),
+    ("n", "u64"),
+    ("source", "str"),
+    ("label", "str"),
+];
+
+fn type_ok(v: &serde_json::Value, ty: &str) -> bool {
+    use serde_json::Value;
+    match (ty, v) {
+        (_, Value::Null) => true,
+        ("u64", Value::Number(n)) => n.as_u64().is_some(),
+        ("u32", Value::Number(n)) => n.as_u64().is_some_and(|x| x <= u64::from(u32::MAX)),
+        ("i64", Value::Number(n)) => n.as_i64().is_some(),
+        ("str", Value::String(_)) => true,
+        ("bool", Value::Bool(_)) => true,
+        ("strarr", Value::Array(a)) => a.iter().all(Value::is_string),
+        ("strmap", Value::Object(o)) => o.values().all(Value::is_string),
+        ("pair", Value::Array(a)) => a.len() == 2 && a.iter().all(|x| x.as_u64().is_some()),
+        _ => false,
+    }
+}
+
+fn type_desc(ty: &str) -> &'static str {
+    match ty {
+        "u64" => "a non-negative integer",
+        "u32" => "a non-negative 32-bit integer",
+        "i64" => "an integer",
+        "str" => "a string",
+        "bool" => "true or false",
+        "strarr" => "an array of strings",
+        "strmap" => "an object of strings",
+        "pair" => "an array of two non-negative integers [t0, t1]",
+        _ => "a value of the right type",
+    }
+}
+
+/// Streams events out of a JSONL trace.
+pub struct JsonlReader<R> {
+    name: String,
+    input: R,
+    buf: String,
+    line: u64,
+    header: Header,
+    last_t: Option<(u64, u64)>,
+    warned_ev: HashSet<String>,
+    warnings: Vec<ReadWarning>,
+    done: bool,
+}
+
+impl JsonlReader<Box<dyn BufRead>> {
+    /// Opens `path` (`-` is standard input) and reads its header.
+    pub fn open(path: &Path) -> Result<Self, TraceError> {
+        let name = path.display().to_string();
+        let input: Box<dyn BufRead> = if path.as_os_str() == "-" {
+            Box::new(BufReader::with_capacity(1 << 16, io::stdin()))
+        } else {
+            let f = File::open(path).map_err(|source| TraceError::Open {
+                file: name.clone(),
+                source,
+            })?;
+            Box::new(BufReader::with_capacity(1 << 16, f))
+        };
+        JsonlReader::new(&name, input)
+    }
+}
+
+impl<R: BufRead> JsonlReader<R> {
+    /// Reads and validates the header line; `name` is used in error messages.
+    pub fn new(name: &str, input: R) -> Result<Self, TraceError> {
+        let mut r = JsonlReader {
+            name: name.to_owned(),
+            input,
+            buf: String::new(),
+            line: 0,
+            header: Header::default(),
+            last_t: None,
+            warned_ev: HashSet::new(),
+            warnings: Vec::new(),
+            done: false,
+        };
+        let missing = |r: &Self| {
+            r.invalid(
+                "migscope_trace",
+                "missing: the first line must be the trace header {\"migscope_trace\":1,...}",
+            )
+        };
+        if !r.next_line()? {
+            r.line = r.line.max(1);
+            return Err(missing(&r));
+        }
+        let line = std::mem::take(&mut r.buf);
+        let raw = r.parse_raw(&line)?;
+        let Some(version) = raw.migscope_trace else {
+            return Err(missing(&r));
+        };
+        if version != u64::from(TRACE_VERSION) {
+            return Err(r.invalid(
+                "migscope_trace",
+                &format!(
+                    "unsupported format version {version} (this migscope reads {TRACE_VERSION})"
+                ),
+            ));
+        }
+        r.header = Header {
+            version: TRACE_VERSION,
+            clock: raw
+                .clock
+                .map_or_else(|| "monotonic_ns".to_owned(), Cow::into_owned),
+            kernel: raw.kernel.map(Cow::into_owned),
+            tool: raw.tool.map(Cow::into_owned),
+            sources: raw.sources.unwrap_or_default(),
+        };
+        Ok(r)
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Non-fatal problems seen so far.
+    pub fn warnings(&self) -> &[ReadWarning] {
+        &self.warnings
+    }
+
+    /// The file name used in messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The next event with its 1-based line number; `None` at end of input.
+    pub fn next_event(&mut self) -> Option<Result<(u64, Event), TraceError>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            match self.next_line() {
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                Ok(false) => {
+                    self.done = true;
+                    return None;
+                }
+                Ok(true) => {}
+            }
+            let line = std::mem::take(&mut self.buf);
+            let res = self.parse_event(&line);
+            self.buf = line;
+            match res {
+                Ok(Some(ev)) => return Some(Ok((self.line, ev))),
+                Ok(None) => continue,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+
+    /// Reads the next non-blank line into `self.buf`; false at EOF.
+    fn next_line(&mut self) -> Result<bool, TraceError> {
+        loop {
+            self.buf.clear();
+            let n = self
+                .input
+                .read_line(&mut self.buf)
+                .map_err(|source| TraceError::Read {
+                    file: self.name.clone(),
+                    line: self.line + 1,
+                    source,
+                })?;
+            if n == 0 {
+                return Ok(false);
+            }
+            self.line += 1;
+            if !self.buf.trim().is_empty() {
+                return Ok(true);
+            }
+        }
+    }
+
+    fn invalid(&self, field: &str, msg: &str) -> TraceError {
+        TraceError::Invalid {
+            file: self.name.clone(),
+            line: self.line,
+            field: field.to_owned(),
+            msg: msg.to_owned(),
+        }
+    }
+
+    fn parse_raw<'a>(&self, line: &'a str) -> Result<Raw<'a>, TraceError> {
+        match serde_json::from_str::<Raw<'a>>(line) {
+            Ok(raw) => Ok(raw),
+            Err(fast_err) => Err(self.explain_parse_error(line, &fast_err)),
+        }
+    }
+
+    /// Slow path, only on error: find which field broke the line.
+    fn explain_parse_error(&self, line: &str, fast_err: &serde_json::Error) -> TraceError {
+        let value: serde_json::Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) => return self.invalid("-", &format!("not JSON: {e}")),
+        };
+        let Some(obj) = value.as_object() else {
+            return self.invalid("-", "not a JSON object");
+        };
+        for (field, ty) in FIELD_TYPES {
+            if let Some(v) = obj.get(*field)
+                && !type_ok(v, ty)
+            {
+                return self.invalid(field, &format!("expected {}, found {v}", type_desc(ty)));
+            }
+        }
+        self.invalid("-", &format!("cannot decode line: {fast_err}"))
+    }
+
+    fn parse_event(&mut self, line: &str) -> Result<Option<Event>, TraceError> {
+        let raw = self.parse_raw(line)?;
+        let t = raw
+            .t
+            .ok_or_else(|| self.invalid("t", "missing (every event needs `t`)"))?;
+        let ev = raw
+            .ev
+            .as_deref()
+            .ok_or_else(|| self.invalid("ev", "missing (every event needs `ev`)"))?;
+        if let Some((prev_t, prev_line)) = self.last_t
+            && t < prev_t
+        {
+            return Err(self.invalid(
+                "t",
+                &format!(
+                    "{t} is earlier than {prev_t} on line {prev_line}: events must be ordered by t"
+                ),
+            ));
+        }
+        self.last_t = Some((t, self.line));
+        let kind = match ev {
+            "device" => EventKind::Device {
+                dev: self.req_str(&raw.dev, "dev")?,
+                flags: self.flags(&raw)?,
+                ctx: self.req_str(&raw.ctx, "ctx")?,
+                state: match &raw.state {
+                    Some(s) => self.state(s, "state")?,
+                    None => MigState::Running,
+                },
+                driver: raw.driver.as_deref().map(str::to_owned),
+            },
+            "set" => EventKind::Set {
+                dev: self.req_str(&raw.dev, "dev")?,
+                to: self.req_state(&raw.to, "to")?,
+            },
+            "step" => EventKind::Step {
+                dev: self.req_str(&raw.dev, "dev")?,
+                from: self.req_state(&raw.from, "from")?,
+                to: self.req_state(&raw.to, "to")?,
+            },
+            "set_done" => EventKind::SetDone {
+                dev: self.req_str(&raw.dev, "dev")?,
+                to: self.req_state(&raw.to, "to")?,
+                ret: self.errno_ret(raw.ret, "ret")?,
+                data_fd: match raw.data_fd {
+                    None => None,
+                    Some(fd) => Some(i32::try_from(fd).map_err(|_| {
+                        self.invalid("data_fd", &format!("{fd} is not a file descriptor"))
+                    })?),
+                },
+            },
+            "get" => EventKind::Get {
+                dev: self.req_str(&raw.dev, "dev")?,
+                state: self.req_state(&raw.state, "state")?,
+            },
+            "reset" => EventKind::Reset {
+                dev: self.req_str(&raw.dev, "dev")?,
+                ret: self.errno_ret(raw.ret, "ret")?,
+            },
+            "dma" => {
+                let src = self.req_str(&raw.src, "src")?;
+                let window = raw.window;
+                if let Some((t0, t1)) = window
+                    && t0 > t1
+                {
+                    return Err(self.invalid(
+                        "window",
+                        &format!("[{t0}, {t1}] is backwards: t0 must not exceed t1"),
+                    ));
+                }
+                EventKind::Dma {
+                    dev: self.req_str(&raw.dev, "dev")?,
+                    src: DmaSource::from_name(&src).ok_or_else(|| {
+                        self.invalid(
+                            "src",
+                            &format!(
+                                "unknown DMA evidence source `{src}` (expected one of {})",
+                                DmaSource::ALL.map(DmaSource::name).join(", ")
+                            ),
+                        )
+                    })?,
+                    iova: self.req(raw.iova, "iova")?,
+                    len: self.req(raw.len, "len")?,
+                    write: self.req(raw.write, "write")?,
+                    window,
+                    p2p: raw.p2p,
+                }
+            }
+            "irq" => {
+                let kind = self.req_str(&raw.kind, "kind")?;
+                EventKind::Irq {
+                    dev: self.req_str(&raw.dev, "dev")?,
+                    kind: IrqKind::from_name(&kind).ok_or_else(|| {
+                        self.invalid(
+                            "kind",
+                            &format!(
+                                "unknown interrupt kind `{kind}` (expected msi, msix or intx)"
+                            ),
+                        )
+                    })?,
+                    vector: self.req(raw.vector, "vector")?,
+                }
+            }
+            "map" | "unmap" => {
+                let ctx = self.req_str(&raw.ctx, "ctx")?;
+                let iova = self.req(raw.iova, "iova")?;
+                let len = self.req(raw.len, "len")?;
+                if ev == "map" {
+                    EventKind::Map { ctx, iova, len }
+                } else {
+                    EventKind::Unmap { ctx, iova, len }
+                }
+            }
+            "data" => {
+                let dir = self.req_str(&raw.dir, "dir")?;
+                EventKind::Data {
+                    dev: self.req_str(&raw.dev, "dev")?,
+                    dir: DataDir::from_name(&dir).ok_or_else(|| {
+                        self.invalid(
+                            "dir",
+                            &format!("unknown direction `{dir}` (expected save or load)"),
+                        )
+                    })?,
+                    bytes: self.req(raw.bytes, "bytes")?,
+                }
+            }
+            "lost" => EventKind::Lost {
+                n: self.req(raw.n, "n")?,
+                source: raw.source.as_deref().unwrap_or("unknown").to_owned(),
+            },
+            "mark" => EventKind::Mark {
+                label: raw.label.as_deref().unwrap_or_default().to_owned(),
+            },
+            "end" => EventKind::End,
+            other => {
+                if !self.warned_ev.contains(other) {
+                    self.warned_ev.insert(other.to_owned());
+                    self.warnings.push(ReadWarning {
+                        line: self.line,
+                        msg: format!("unknown event type `{other}` skipped (first seen here)"),
+                    });
+                }
+                return Ok(None);
+            }
+        };
+        Ok(Some(Event {
+            t,
+            pid: raw.pid,
+            kind,
+        }))
+    }
+
+    fn req<T>(&self, v: Option<T>, field: &str) -> Result<T, TraceError> {
+        v.ok_or_else(|| self.invalid(field, "missing (required for this event type)"))
+    }
+
+    fn req_str(&self, v: &Option<Cow<'_, str>>, field: &str) -> Result<String, TraceError> {
+        match v {
+            Some(s) if !s.is_empty() => Ok(s.as_ref().to_owned()),
+            Some(_) => Err(self.invalid(field, "empty")),
+            None => Err(self.invalid(field, "missing (required for this event type)")),
+        }
+    }
+
+    fn state(&self, s: &str, field: &str) -> Result<MigState, TraceError> {
+        MigState::from_name(s).ok_or_else(|| {
+            self.invalid(
+                field,
+                &format!(
+                    "unknown state name `{s}` (expected one of {})",
+                    MigState::ALL.map(MigState::name).join(", ")
+                ),
+            )
+        })
+    }
+
+    fn req_state(&self, v: &Option<Cow<'_, str>>, field: &str) -> Result<MigState, TraceError> {
+        match v {
+            Some(s) => self.state(s, field),
+            None => Err(self.invalid(field, "missing (required for this event type)")),
+        }
+    }
+
+    fn errno_ret(&self, v: Option<i64>, field: &str) -> Result<i32, TraceError> {
+        let r = self.req(v, field)?;
+        match i32::try_from(r) {
+            Ok(r) if r <= 0 => Ok(r),
+            _ => Err(self.invalid(field, &format!("{r} is not 0 or a negative errno"))),
+        }
+    }
+
+    fn flags(&self, raw: &Raw<'_>) -> Result<MigFlags, TraceError> {
+        let list = raw
+            .flags
+            .as_ref()
+            .ok_or_else(|| self.invalid("flags", "missing (required for this event type)"))?;
+        let mut bits = 0;
+        for f in list {
+            bits |= flag_bit(f).ok_or_else(|| {
+                self.invalid(
+                    "flags",
+                    &format!("unknown migration flag `{f}` (expected STOP_COPY, P2P or PRE_COPY)"),
+                )
+            })?;
+        }
+        Ok(MigFlags(bits))
+    }
+}
+
+impl<R: BufRead> Iterator for JsonlReader<R> {
+    type Item = Result<(u64, Event), TraceError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_event()
+    }
+}
+
+/// Serialises the header as one JSON line (no newline).
+pub fn header_to_json(h: &Header) -> String {
+    let mut v = serde_json::Map::new();
+    v.insert("migscope_trace".into(), h.version.into());
+    v.insert("clock".into(), h.clock.clone().into());
+    if let Some(k) = &h.kernel {
+        v.insert("kernel".into(), k.clone().into());
+    }
+    if let Some(t) = &h.tool {
+        v.insert("tool".into(), t.clone().into());
+    }
+    let sources: serde_json::Map<String, serde_json::Value> = h
+        .sources
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().into()))
+        .collect();
+    v.insert("sources".into(), sources.into());
+    serde_json::Value::Object(v).to_string()
+}
+
+fn push_str(out: &mut String, key: &str, val: &str) {
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":");
+    // serde_json escapes exactly as JSON requires; writing into a String cannot fail.
+    out.push_str(&serde_json::Value::from(val).to_string());
+}
+
+fn push_num(out: &mut String, key: &str, val: impl std::fmt::Display) {
+    let _ = write!(out, ",\"{key}\":{val}");
+}
+
+/// Serialises one event as one JSON line (no newline), fields in the order of TRACE-FORMAT.md.
+pub fn event_to_json(ev: &Event) -> String {
+    let mut o = String::with_capacity(96);
+    let _ = write!(o, "{{\"t\":{},\"ev\":\"{}\"", ev.t, ev.kind.ev());
+    match &ev.kind {
+        EventKind::Device {
+            dev,
+            flags,
+            ctx,
+            state,
+            driver,
+        } => {
+            push_str(&mut o, "dev", dev);
+            o.push_str(",\"flags\":[");
+            let names = crate::model::flag_names(*flags);
+            for (i, n) in names.iter().enumerate() {
+                if i > 0 {
+                    o.push(',');
+                }
+                let _ = write!(o, "\"{n}\"");
+            }
+            o.push(']');
+            push_str(&mut o, "ctx", ctx);
+            push_str(&mut o, "state", state.name());
+            if let Some(d) = driver {
+                push_str(&mut o, "driver", d);
+            }
+        }
+        EventKind::Set { dev, to } => {
+            push_str(&mut o, "dev", dev);
+            push_str(&mut o, "to", to.name());
+        }
+        EventKind::Step { dev, from, to } => {
+            push_str(&mut o, "dev", dev);
+            push_str(&mut o, "from", from.name());
+            push_str(&mut o, "to", to.name());
+        }
+        EventKind::SetDone {
+            dev,
+            to,
+            ret,
+            data_fd,
+        } => {
+            push_str(&mut o, "dev", dev);
+            push_str(&mut o, "to", to.name());
+            push_num(&mut o, "ret", ret);
+            if let Some(fd) = data_fd {
+                push_num(&mut o, "data_fd", fd);
+            }
+        }
+        EventKind::Get { dev, state } => {
+            push_str(&mut o, "dev", dev);
+            push_str(&mut o, "state", state.name());
+        }
+        EventKind::Reset { dev, ret } => {
+            push_str(&mut o, "dev", dev);
+            push_num(&mut o, "ret", ret);
+        }
+        EventKind::Dma {
+            dev,
+            src,
+            iova,
+            len,
+            write,
+            window,
+            p2p,
+        } => {
+            push_str(&mut o, "dev", dev);
+            push_str(&mut o, "src", src.name());
+            push_num(&mut o, "iova", iova);
+            push_num(&mut o, "len", len);
+            push_num(&mut o, "write", write);
+            if let Some((a, b)) = window {
+                let _ = write!(o, ",\"window\":[{a},{b}]");
+            }
+            if let Some(p) = p2p {
+                push_num(&mut o, "p2p", p);
+            }
+        }
+        EventKind::Irq { dev, kind, vector } => {
+            push_str(&mut o, "dev", dev);
+            push_str(&mut o, "kind", kind.name());
+            push_num(&mut o, "vector", vector);
+        }
+        EventKind::Map { ctx, iova, len } | EventKind::Unmap { ctx, iova, len } => {
+            push_str(&mut o, "ctx", ctx);
+            push_num(&mut o, "iova", iova);
+            push_num(&mut o, "len", len);
+        }
+        EventKind::Data { dev, dir, bytes } => {
+            push_str(&mut o, "dev", dev);
+            push_str(&mut o, "dir", dir.name());
+            push_num(&mut o, "bytes", bytes);
+        }
+        EventKind::Lost { n, source } => {
+            push_num(&mut o, "n", n);
+            push_str(&mut o, "source", source);
+        }
+        EventKind::Mark { label } => push_str(&mut o, "label", label),
+        EventKind::End => {}
+    }
+    if let Some(pid) = ev.pid {
+        push_num(&mut o, "pid", pid);
+    }
+    o.push('}');
+    o
+}
+
+/// Writes a JSONL trace. With [`JsonlWriter::create`] the file appears under its name only once
+/// [`JsonlWriter::finish`] ran; until then it is `<name>.partial` (flushed on every
+/// [`JsonlWriter::flush`], so a crash keeps what was recorded).
+pub struct JsonlWriter<W: Write> {
+    out: W,
+    name: String,
+    rename: Option<(PathBuf, PathBuf)>,
+}
+
+/// The temporary name a trace is written under until it is complete.
+pub fn partial_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".partial");
+    PathBuf::from(p)
+}
+
+impl JsonlWriter<BufWriter<File>> {
+    /// Creates `<path>.partial` and writes the header.
+    pub fn create(path: &Path, header: &Header) -> Result<Self, TraceError> {
+        let name = path.display().to_string();
+        let tmp = partial_path(path);
+        let f = File::create(&tmp).map_err(|source| TraceError::Open {
+            file: tmp.display().to_string(),
+            source,
+        })?;
+        let mut w = JsonlWriter::new_named(BufWriter::with_capacity(1 << 16, f), name, header)?;
+        w.rename = Some((tmp, path.to_owned()));
+        Ok(w)
+    }
+}
+
+impl<W: Write> JsonlWriter<W> {
+    /// Writes the header to `out`.
+    pub fn new(out: W, header: &Header) -> Result<Self, TraceError> {
+        Self::new_named(out, "<output>".to_owned(), header)
+    }
+
+    fn new_named(out: W, name: String, header: &Header) -> Result<Self, TraceError> {
+        let mut w = JsonlWriter {
+            out,
+            name,
+            rename: None,
+        };
+        let line = header_to_json(header);
+        w.line(&line)?;
+        Ok(w)
+    }
+
+    fn line(&mut self, s: &str) -> Result<(), TraceError> {
+        self.out
+            .write_all(s.as_bytes())
+            .and_then(|()| self.out.write_all(b"\n"))
+            .map_err(|source| TraceError::Write {
+                file: self.name.clone(),
+                source,
+            })
+    }
+
+    pub fn write(&mut self, ev: &Event) -> Result<(), TraceError> {
+        let s = event_to_json(ev);
+        self.line(&s)
+    }
+
+    pub fn flush(&mut self) -> Result<(), TraceError> {
+        self.out.flush().map_err(|source| TraceError::Write {
+            file: self.name.clone(),
+            source,
+        })
+    }
+
+    /// Flushes and, for [`JsonlWriter::create`], syncs and renames the file into place.
+    pub fn finish(mut self) -> Result<(), TraceError> {
+        self.flush()?;
+        if let Some((tmp, dst)) = self.rename.take() {
+            let werr = |source| TraceError::Write {
+                file: dst.display().to_string(),
+                source,
+            };
+            drop(self.out);
+            File::open(&tmp).and_then(|f| f.sync_all()).map_err(werr)?;
+            std::fs::rename(&tmp, &dst).map_err(werr)?;
+        }
+        Ok(())
+    }
+
+    /// The underlying writer (for in-memory traces).
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type ReadAll = (Header, Vec<(u64, Event)>, Vec<ReadWarning>);
+
+    fn read_all(s: &str) -> Result<ReadAll, TraceError> {
+        let mut r = JsonlReader::new("t.jsonl", s.as_bytes())?;
+        let mut evs = Vec::new();
+        while let Some(e) = r.next_event() {
+            evs.push(e?);
+        }
+        Ok((r.header().clone(), evs, r.warnings().to_vec()))
+    }
+
+    fn err_of(s: &str) -> (u64, String, String) {
+        match read_all(s) {
+            Err(TraceError::Invalid {
+                line, field, msg, ..
+            }) => (line, field, msg),
+            other => panic!("expected an Invalid error, got {other:?}"),
+        }
+    }
+
+    const H: &str =
+        "{\"migscope_trace\":1,\"clock\":\"monotonic_ns\",\"sources\":{\"witness\":\"ok\"}}\n";
+
+    #[test]
+    fn reads_header_and_events_ignoring_unknown_fields_and_blank_lines() {
+        let s = format!(
+            "{H}\n{{\"t\":0,\"ev\":\"device\",\"dev\":\"0000:00:02.0\",\"flags\":[\"STOP_COPY\",\"P2P\"],\"ctx\":\"vm\",\"future\":{{\"x\":1}}}}\n\n{{\"t\":5,\"ev\":\"end\"}}\n"
+        );
+        let (h, evs, w) = read_all(&s).expect("valid");
+        assert!(h.source_ok("witness"));
+        assert_eq!(evs.len(), 2);
+        assert_eq!(evs[0].0, 3, "line numbers count blank lines");
+        assert_eq!(evs[1].0, 5);
+        match &evs[0].1.kind {
+            EventKind::Device { flags, state, .. } => {
+                assert_eq!(*flags, MigFlags(3));
+                assert_eq!(*state, MigState::Running, "default initial state");
+            }
+            k => panic!("unexpected {k:?}"),
+        }
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        assert_eq!(err_of("").1, "migscope_trace");
+        assert_eq!(err_of("{\"t\":0,\"ev\":\"end\"}\n").1, "migscope_trace");
+        let (l, f, m) = err_of(&format!(
+            "{H}{{\"t\":0,\"ev\":\"set\",\"dev\":\"d\",\"to\":\"HALF\"}}\n"
+        ));
+        assert_eq!((l, f.as_str()), (2, "to"));
+        assert!(m.contains("HALF"), "{m}");
+        let (l, f, _) = err_of(&format!("{H}{{\"t\":0,\"ev\":\"set\",\"to\":\"STOP\"}}\n"));
+        assert_eq!((l, f.as_str()), (2, "dev"));
+        let (l, f, _) = err_of(&format!(
+            "{H}{{\"t\":9,\"ev\":\"end\"}}\n{{\"t\":3,\"ev\":\"end\"}}\n"
+        ));
+        assert_eq!((l, f.as_str()), (3, "t"));
+        let (l, f, _) = err_of(&format!("{H}not json\n"));
+        assert_eq!((l, f.as_str()), (2, "-"));
+        let (l, f, m) = err_of(&format!("{H}{{\"t\":\"soon\",\"ev\":\"end\"}}\n"));
+        assert_eq!((l, f.as_str()), (2, "t"), "{m}");
+        let (_, f, _) = err_of(&format!("{H}{{\"ev\":\"end\"}}\n"));
+        assert_eq!(f, "t");
+        let (_, f, _) = err_of(&format!("{H}{{\"t\":1}}\n"));
+        assert_eq!(f, "ev");
+        let (_, f, _) = err_of(&format!(
+            "{H}{{\"t\":1,\"ev\":\"dma\",\"dev\":\"d\",\"src\":\"witness\",\"iova\":0,\"len\":1,\"write\":true,\"window\":[5,2]}}\n"
+        ));
+        assert_eq!(f, "window");
+        let (_, f, _) = err_of(&format!(
+            "{H}{{\"t\":1,\"ev\":\"reset\",\"dev\":\"d\",\"ret\":3}}\n"
+        ));
+        assert_eq!(f, "ret");
+    }
+
+    #[test]
+    fn unknown_ev_warns_once_per_value() {
+        let s = format!(
+            "{H}{{\"t\":1,\"ev\":\"wobble\"}}\n{{\"t\":2,\"ev\":\"wobble\"}}\n{{\"t\":3,\"ev\":\"flip\"}}\n{{\"t\":4,\"ev\":\"end\"}}\n"
+        );
+        let (_, evs, w) = read_all(&s).expect("valid");
+        assert_eq!(evs.len(), 1);
+        assert_eq!(w.len(), 2);
+        assert_eq!(w[0].line, 2);
+        assert!(w[0].msg.contains("wobble"));
+        assert!(w[1].msg.contains("flip"));
+    }
+
+    #[test]
+    fn every_event_kind_round_trips() {
+        let d = || "0000:00:02.0".to_owned();
+        let kinds = vec![
+            EventKind::Device {
+                dev: d(),
+                flags: MigFlags(7),
+                ctx: "vm\"1".into(),
+                state: MigState::Stop,
+                driver: Some("edu-mig".into()),
+            },
+            EventKind::Set {
+                dev: d(),
+                to: MigState::RunningP2p,
+            },
+            EventKind::Step {
+                dev: d(),
+                from: MigState::Running,
+                to: MigState::RunningP2p,
+            },
+            EventKind::SetDone {
+                dev: d(),
+                to: MigState::StopCopy,
+                ret: 0,
+                data_fd: Some(11),
+            },
+            EventKind::SetDone {
+                dev: d(),
+                to: MigState::Stop,
+                ret: -22,
+                data_fd: None,
+            },
+            EventKind::Get {
+                dev: d(),
+                state: MigState::PreCopyP2p,
+            },
+            EventKind::Reset { dev: d(), ret: 0 },
+            EventKind::Dma {
+                dev: d(),
+                src: DmaSource::Witness,
+                iova: 1 << 40,
+                len: 4096,
+                write: true,
+                window: Some((3, 9)),
+                p2p: Some(false),
+            },
+            EventKind::Dma {
+                dev: d(),
+                src: DmaSource::Fault,
+                iova: 0,
+                len: 0,
+                write: false,
+                window: None,
+                p2p: None,
+            },
+            EventKind::Irq {
+                dev: d(),
+                kind: IrqKind::Msix,
+                vector: 3,
+            },
+            EventKind::Map {
+                ctx: "c".into(),
+                iova: 1,
+                len: 2,
+            },
+            EventKind::Unmap {
+                ctx: "c".into(),
+                iova: 1,
+                len: 2,
+            },
+            EventKind::Data {
+                dev: d(),
+                dir: DataDir::Load,
+                bytes: 77,
+            },
+            EventKind::Lost {
+                n: 4,
+                source: "ringbuf".into(),
+            },
+            EventKind::Mark {
+                label: "hello\nworld ✓".into(),
+            },
+            EventKind::End,
+        ];
+        let header = Header {
+            kernel: Some("6.12.0".into()),
+            sources: [("irq".to_owned(), "unavailable: no \"vfio\"".to_owned())].into(),
+            ..Header::default()
+        };
+        let events: Vec<Event> = kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, kind)| Event {
+                t: i as u64 * 10,
+                pid: (i % 2 == 0).then_some(42),
+                kind,
+            })
+            .collect();
+        let mut w = JsonlWriter::new(Vec::new(), &header).expect("header");
+        for e in &events {
+            w.write(e).expect("write");
+        }
+        let bytes = w.into_inner();
+        let text = String::from_utf8(bytes).expect("utf8");
+        let (h2, back, warns) = read_all(&text).expect("reads back");
+        assert_eq!(h2, header);
+        assert!(warns.is_empty());
+        assert_eq!(back.into_iter().map(|(_, e)| e).collect::<Vec<_>>(), events);
+    }
+
+    #[test]
+    fn create_writes_partial_then_renames() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("t.jsonl");
+        let mut w = JsonlWriter::create(&p, &Header::default()).expect("create");
+        w.write(&Event {
+            t: 1,
+            pid: None,
+            kind: EventKind::End,
+        })
+        .expect("write");
+        w.flush().expect("flush");
+        assert!(partial_path(&p).exists() && !p.exists());
+        w.finish().expect("finish");
+        assert!(p.exists() && !partial_path(&p).exists());
+        let r = JsonlReader::open(&p).expect("open");
+        assert_eq!(r.count(), 1);
+    }
+}
