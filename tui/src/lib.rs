@@ -15,3 +15,6 @@ pub use model::{
     DataDir, DeviceDecl, DmaSrc, Ev, EvKind, Finding, Flags, IrqKind, State, TimelineEvent,
     TraceInfo, Verdict, VerdictUpdate,
 };
+
+/// The ratatui version the views are drawn with (for callers' tests with `TestBackend`).
+pub use ratatui;

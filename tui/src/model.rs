@@ -367,6 +367,8 @@ pub struct Finding {
     /// 1-based line of the offending event, 0 when none.
     pub line: u64,
     pub detail: String,
+    /// What the rule means, in one line (the verifier's own explanation).
+    pub explain: String,
     pub warning: bool,
 }
 
@@ -408,49 +410,4 @@ pub struct TraceInfo {
 pub struct VerdictUpdate {
     pub verdict: Verdict,
     pub blind_spots: Vec<String>,
-}
-
-/// Short explanation of a rule id (DESIGN.md's rule table), shown in the detail pane.
-pub fn explain_rule(rule: &str) -> &'static str {
-    match rule {
-        "illegal-arc" => {
-            "A step is not the kernel's next step (vfio_mig_get_next_state) from the device's \
-             current state toward the open request's target."
-        }
-        "unsupported-accepted" => {
-            "A SET to a state the device's flags do not support, to ERROR, or along a blocked \
-             arc returned 0."
-        }
-        "set-failed" => "A SET to a supported, reachable state returned an error.",
-        "state-mismatch" => {
-            "A GET reported a state other than the one the device is known to be in \
-             (has it got there?)."
-        }
-        "dma-after-quiesce" => {
-            "DMA evidence for a device in a quiescent state (RUNNING_P2P, PRE_COPY_P2P, STOP, \
-             STOP_COPY, RESUMING): it must not initiate DMA once quiesced."
-        }
-        "irq-after-quiesce" => {
-            "An interrupt from a device in a quiescent state (an MSI is itself a DMA write)."
-        }
-        "stop-while-peer-running" => {
-            "A SET toward STOP, STOP_COPY or RESUMING began while a peer of the same context was \
-             RUNNING or PRE_COPY: quiesce every device before stopping any."
-        }
-        "save-while-peer-running" => {
-            "Migration data was saved from a device in STOP_COPY while a peer of its context \
-             was still RUNNING or PRE_COPY."
-        }
-        "run-while-peer-stopped" => {
-            "A SET toward RUNNING or PRE_COPY began while a peer was in STOP, STOP_COPY or \
-             RESUMING: peers must reach a P2P state first."
-        }
-        "error-state" => "The device was seen in ERROR, or a SET was issued from ERROR.",
-        "quiesce-budget" => "A SET into a quiescent state took longer than the allowed budget.",
-        "hazard-arc" => "A request that hangs kernels without the vfio_mig_get_next_state fix.",
-        "dma-maybe-after-quiesce" => {
-            "Windowed DMA evidence straddles the quiesce point: it may have happened after."
-        }
-        _ => "No description for this rule.",
-    }
 }

@@ -237,6 +237,18 @@ impl Store {
         i.checked_sub(1).map(|i| self.base + list[i] as u64)
     }
 
+    /// The last row of `list` with time <= `t` and kind `ev`, looking back at most `limit`
+    /// rows (a SET's steps sit between it and its set_done).
+    pub fn last_of_before(&self, list: &[u32], t: u64, ev: Ev, limit: usize) -> Option<u64> {
+        let i = list.partition_point(|&r| self.t[r as usize] <= t);
+        list[..i]
+            .iter()
+            .rev()
+            .take(limit)
+            .find(|&&r| self.ev[r as usize] == ev as u8)
+            .map(|&r| self.base + r as u64)
+    }
+
     fn intern(&mut self, s: &str) -> u32 {
         if let Some(&id) = self.string_ids.get(s) {
             return id;

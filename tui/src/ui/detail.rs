@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Wrap};
 
 use crate::app::{App, Pane};
-use crate::model::{EvKind, explain_rule};
+use crate::model::{Ev, EvKind};
 use crate::store::{fmt_dur, summary};
 
 use super::events::rel_ms;
@@ -48,7 +48,16 @@ fn cause_lines(app: &App, g: u64, out: &mut Vec<Line<'static>>) {
         return;
     };
     let dv = &app.store.devices[d];
-    if let Some(seg) = dv.seg_at(e.t) {
+    // The state the device was in when the event happened (for an event that itself began a
+    // segment, the one before it).
+    let i = dv.segs.partition_point(|sg| sg.t <= e.t);
+    let mut k = i.checked_sub(1);
+    if let Some(j) = k
+        && dv.segs[j].row == Some(g)
+    {
+        k = j.checked_sub(1);
+    }
+    if let Some(seg) = k.map(|j| dv.segs[j]) {
         out.push(Line::raw(format!(
             "  {} was {} since {} ({} before)",
             dv.name,
@@ -56,33 +65,41 @@ fn cause_lines(app: &App, g: u64, out: &mut Vec<Line<'static>>) {
             rel_ms(app, seg.t).trim(),
             fmt_dur(e.t.saturating_sub(seg.t))
         )));
-        if let Some(sg) = seg.row.and_then(|r| app.store.get(r)) {
-            out.push(Line::from(vec![
-                Span::styled("> ", Style::new().fg(Color::Yellow)),
-                Span::raw(format!(
-                    "line {} {} {}",
-                    sg.line,
-                    rel_ms(app, sg.t).trim(),
-                    summary(&sg)
-                )),
-            ]));
-        }
+        let mut cause = |r: u64| {
+            if let Some(x) = app.store.get(r) {
+                out.push(Line::from(vec![
+                    Span::styled("> ", Style::new().fg(Color::Yellow)),
+                    Span::raw(format!(
+                        "line {} {} {}",
+                        x.line,
+                        rel_ms(app, x.t).trim(),
+                        summary(&x)
+                    )),
+                ]));
+            }
+        };
         // The request that led there, when the segment was completed by a set_done.
         if let Some(r) = seg.row
-            && app.store.ev_at(r) == Some(crate::model::Ev::SetDone)
-            && let Some(req) = app.store.last_before(&dv.fsm, seg.t)
-            && let Some(req_e) = app.store.get(req)
-            && matches!(req_e.kind, EvKind::Set { .. } | EvKind::Step { .. })
+            && app.store.ev_at(r) == Some(Ev::SetDone)
+            && let Some(req) = app.store.last_of_before(&dv.fsm, seg.t, Ev::Set, 16)
         {
-            out.push(Line::from(vec![
-                Span::styled("> ", Style::new().fg(Color::Yellow)),
-                Span::raw(format!(
-                    "line {} {} {}",
-                    req_e.line,
-                    rel_ms(app, req_e.t).trim(),
-                    summary(&req_e)
-                )),
-            ]));
+            cause(req);
+        }
+        if let Some(r) = seg.row {
+            cause(r);
+        }
+    }
+    // Peers of the same context (the ordering rules are about them).
+    let ctx = &app.store.ctxs[dv.ctx];
+    for &p in ctx.devs.iter().filter(|&&p| p != d) {
+        let pd = &app.store.devices[p];
+        if let Some(seg) = pd.seg_at(e.t) {
+            out.push(Line::raw(format!(
+                "  peer {} was {} since {}",
+                pd.name,
+                seg.st.label(),
+                rel_ms(app, seg.t).trim()
+            )));
         }
     }
 }
@@ -114,10 +131,12 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             Span::raw(format!("{}  line {}", rel_ms(app, fd.t).trim(), fd.line)),
         ]));
         lines.push(Line::raw(fd.detail.clone()));
-        lines.push(Line::styled(
-            explain_rule(&fd.rule),
-            Style::new().fg(Color::Gray),
-        ));
+        if !fd.explain.is_empty() {
+            lines.push(Line::styled(
+                fd.explain.clone(),
+                Style::new().fg(Color::Gray),
+            ));
+        }
         lines.push(Line::styled(
             "caused by:",
             Style::new().add_modifier(Modifier::BOLD),

@@ -145,75 +145,72 @@ fn put(buf: &mut Buffer, x: u16, y: u16, ch: char, style: Style) {
 fn draw_lane(buf: &mut Buffer, app: &App, dv: &Device, d: usize, x0: u16, y: u16, w: u16) {
     let s = &app.store;
     let viol = app.dev_viol.get(d).map(Vec::as_slice).unwrap_or(&[]);
-    // Segment labels: written at a segment's first visible cell when it has room.
-    let mut label_until = 0u16;
+    // Pass 1: each cell's glyph, whether it is a mark (tick or boundary), its segment.
+    let mut cells: Vec<(char, Style, bool, Option<usize>)> = Vec::with_capacity(w as usize);
     for i in 0..w {
         let (t0, t1) = cell_range(app.view_start, app.view_span, w, i);
         let mid = t0 + (t1 - t0) / 2;
-        let seg_i = dv.segs.partition_point(|sg| sg.t <= mid);
-        let Some(seg) = seg_i.checked_sub(1).map(|k| dv.segs[k]) else {
-            put(buf, x0 + i, y, ' ', Style::new());
+        let Some(seg_i) = dv.segs.partition_point(|sg| sg.t <= mid).checked_sub(1) else {
+            cells.push((' ', Style::new(), true, None));
             continue;
         };
+        let seg = dv.segs[seg_i];
         let (fill, color) = state_look(seg.st);
         let base = Style::new().fg(Color::Black).bg(color);
-        // A state change inside this cell (segments starting in [t0, t1)).
+        // A state change inside this cell (a segment other than the first starts in it).
         let lo = dv.segs.partition_point(|sg| sg.t < t0);
         let hi = dv.segs.partition_point(|sg| sg.t < t1);
-        let boundary = hi > lo && dv.segs[lo].t > dv.segs[0].t;
+        let boundary = hi > lo.max(1);
         let nv = viol.partition_point(|&t| t < t0) < viol.partition_point(|&t| t < t1);
-        let (ch, style) = if nv {
-            (
-                '!',
-                Style::new()
-                    .fg(Color::White)
-                    .bg(Color::Red)
-                    .add_modifier(Modifier::BOLD),
-            )
+        let cell = if nv {
+            let st = Style::new()
+                .fg(Color::White)
+                .bg(Color::Red)
+                .add_modifier(Modifier::BOLD);
+            ('!', st, true)
         } else if s.count_in(&dv.dma, t0, t1) > 0 {
-            ('D', base.fg(Color::Red).add_modifier(Modifier::BOLD))
+            ('D', base.fg(Color::Red).add_modifier(Modifier::BOLD), true)
         } else if s.count_in(&dv.irq, t0, t1) > 0 {
-            ('i', base.fg(Color::Red))
+            ('i', base.fg(Color::Red), true)
         } else if s.count_in(&dv.data, t0, t1) > 0 {
-            ('s', base.fg(Color::Blue).add_modifier(Modifier::BOLD))
+            ('s', base.fg(Color::Blue).add_modifier(Modifier::BOLD), true)
         } else if boundary {
-            ('|', base.add_modifier(Modifier::BOLD))
-        } else if i < label_until {
-            // Keep the label character already written.
-            continue;
+            ('|', base.add_modifier(Modifier::BOLD), true)
         } else {
-            (fill, base)
+            (fill, base, false)
         };
-        put(buf, x0 + i, y, ch, style);
-        // Start a label at the first cell of a segment (or the first visible cell).
-        let seg_first_cell = i == 0 || (hi > lo);
-        if seg_first_cell && i + 1 >= label_until {
-            let name = seg.st.label();
-            let seg_end = dv.segs.get(seg_i).map_or(u64::MAX, |n| n.t);
-            let end_cell = if seg_end >= app.view_start + app.view_span {
-                w
-            } else {
-                ((seg_end - app.view_start.min(seg_end)) as u128 * w as u128
-                    / app.view_span.max(1) as u128) as u16
-            };
-            let room = end_cell.saturating_sub(i + 1);
-            if room as usize > name.len() + 1 {
+        cells.push((cell.0, cell.1, cell.2, Some(seg_i)));
+    }
+    // Pass 2: a segment's name in the first gap of unmarked cells wide enough for it.
+    let mut i = 0usize;
+    while i < cells.len() {
+        let Some(seg_i) = cells[i].3 else {
+            i += 1;
+            continue;
+        };
+        let mut end = i;
+        while end < cells.len() && cells[end].3 == Some(seg_i) {
+            end += 1;
+        }
+        let name = dv.segs[seg_i].st.label();
+        let need = name.chars().count() + 2;
+        let mut run = 0usize;
+        for j in i..end {
+            run = if cells[j].2 { 0 } else { run + 1 };
+            if run == need {
+                let start = j + 1 - need + 1;
                 for (k, c) in name.chars().enumerate() {
-                    let x = i + 1 + k as u16;
-                    let (t0, t1) = cell_range(app.view_start, app.view_span, w, x);
-                    // Ticks keep priority over label letters.
-                    if viol.partition_point(|&t| t < t0) < viol.partition_point(|&t| t < t1)
-                        || s.count_in(&dv.dma, t0, t1) > 0
-                        || s.count_in(&dv.irq, t0, t1) > 0
-                        || s.count_in(&dv.data, t0, t1) > 0
-                    {
-                        continue;
-                    }
-                    put(buf, x0 + x, y, c, base.add_modifier(Modifier::BOLD));
+                    let cell = &mut cells[start + k];
+                    cell.0 = c;
+                    cell.1 = cell.1.add_modifier(Modifier::BOLD);
                 }
-                label_until = i + 1 + name.len() as u16;
+                break;
             }
         }
+        i = end;
+    }
+    for (i, (ch, st, _, _)) in cells.into_iter().enumerate() {
+        put(buf, x0 + i as u16, y, ch, st);
     }
 }
 

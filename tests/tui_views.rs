@@ -1,0 +1,158 @@
+//! Snapshots of every TUI view (ratatui `TestBackend`) on fixture traces loaded and verified
+//! exactly as `migscope view` does.
+
+use std::path::PathBuf;
+
+use migscope::cli::view::{load_messages, trace_info};
+use migscope::trace::JsonlReader;
+use migscope_tui::ratatui::Terminal;
+use migscope_tui::ratatui::backend::TestBackend;
+use migscope_tui::{App, Key, Msg, update};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tui")
+        .join(name)
+}
+
+/// An app holding the whole fixture, verified.
+fn app_for(name: &str) -> App {
+    let path = fixture(name);
+    let header = JsonlReader::open(&path)
+        .unwrap_or_else(|e| panic!("open {name}: {e}"))
+        .header()
+        .clone();
+    let mut app = App::new(trace_info(name, &header, false), None);
+    let msgs =
+        load_messages(&path, Default::default()).unwrap_or_else(|e| panic!("load {name}: {e}"));
+    app.feed(msgs);
+    app
+}
+
+fn keys(app: &mut App, ks: &[Key]) {
+    for k in ks {
+        update(app, Msg::Key(*k));
+    }
+}
+
+/// The screen as text, one line per row (styles are not part of the snapshot).
+fn render(app: &App, w: u16, h: u16) -> String {
+    let mut term = Terminal::new(TestBackend::new(w, h)).expect("test backend");
+    term.draw(|f| migscope_tui::ui::draw(f, app)).expect("draw");
+    let buf = term.backend().buffer();
+    let mut out = String::new();
+    for y in 0..h {
+        let mut line = String::new();
+        for x in 0..w {
+            line.push_str(buf[(x, y)].symbol());
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn fail_trace_overview_80x24() {
+    let app = app_for("late-dma-fail.jsonl");
+    insta::assert_snapshot!(render(&app, 80, 24));
+}
+
+#[test]
+fn fail_trace_first_violation_selected_80x24() {
+    let mut app = app_for("late-dma-fail.jsonl");
+    keys(&mut app, &[Key::Char('n')]);
+    insta::assert_snapshot!(render(&app, 80, 24));
+}
+
+#[test]
+fn fail_trace_second_violation_wide() {
+    let mut app = app_for("late-dma-fail.jsonl");
+    keys(&mut app, &[Key::Char('n'), Key::Char('n')]);
+    insta::assert_snapshot!(render(&app, 120, 30));
+}
+
+#[test]
+fn pass_trace_overview_wide() {
+    let app = app_for("stopcopy-pass.jsonl");
+    insta::assert_snapshot!(render(&app, 120, 30));
+}
+
+#[test]
+fn pass_trace_event_selected_detail() {
+    let mut app = app_for("stopcopy-pass.jsonl");
+    // Down the list to the STOP_COPY set_done.
+    keys(&mut app, &[Key::Tab]);
+    for _ in 0..11 {
+        keys(&mut app, &[Key::Char('j')]);
+    }
+    insta::assert_snapshot!(render(&app, 100, 28));
+}
+
+#[test]
+fn two_devices_grouped_by_context_with_violation() {
+    let mut app = app_for("two-dev-fail.jsonl");
+    keys(&mut app, &[Key::Char('n')]);
+    insta::assert_snapshot!(render(&app, 120, 30));
+}
+
+#[test]
+fn two_devices_zoomed_and_panned() {
+    let mut app = app_for("two-dev-fail.jsonl");
+    keys(
+        &mut app,
+        &[
+            Key::Char('+'),
+            Key::Char('+'),
+            Key::Char('l'),
+            Key::Char('l'),
+        ],
+    );
+    insta::assert_snapshot!(render(&app, 120, 30));
+}
+
+#[test]
+fn stats_pane() {
+    let mut app = app_for("two-dev-fail.jsonl");
+    keys(&mut app, &[Key::Tab, Key::Tab, Key::Tab]);
+    insta::assert_snapshot!(render(&app, 100, 30));
+}
+
+#[test]
+fn help_overlay() {
+    let mut app = app_for("late-dma-fail.jsonl");
+    keys(&mut app, &[Key::Char('?')]);
+    insta::assert_snapshot!(render(&app, 80, 24));
+}
+
+#[test]
+fn filter_input_and_result() {
+    let mut app = app_for("two-dev-fail.jsonl");
+    keys(&mut app, &[Key::Char('/')]);
+    for c in "ev:irq,dma".chars() {
+        keys(&mut app, &[Key::Char(c)]);
+    }
+    let typing = render(&app, 100, 24);
+    keys(&mut app, &[Key::Enter]);
+    insta::assert_snapshot!(format!("{typing}----\n{}", render(&app, 100, 24)));
+}
+
+#[test]
+fn narrow_terminal_still_shows_every_pane() {
+    let mut app = app_for("two-dev-fail.jsonl");
+    keys(&mut app, &[Key::Char('n')]);
+    let s = render(&app, 80, 24);
+    for want in [
+        "timeline",
+        "events",
+        "detail",
+        "VIOLATION",
+        "0000:00:03.0",
+        "t+",
+    ] {
+        assert!(s.contains(want), "80x24 screen lacks `{want}`:\n{s}");
+    }
+    // Tiny terminals must not panic.
+    let _ = render(&app, 20, 6);
+    let _ = render(&app, 1, 1);
+}
