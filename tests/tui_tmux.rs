@@ -1,0 +1,208 @@
+//! End to end: the real `migscope` binary in a real terminal (tmux) on a failing fixture;
+//! `n` selects the first violation and the detail pane is read back with `capture-pane`.
+//! Skipped (visibly) when tmux is not installed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn tmux(socket: &str, args: &[&str]) -> Output {
+    Command::new("tmux")
+        .arg("-L")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("tmux {args:?}: {e}"))
+}
+
+fn capture(socket: &str) -> String {
+    String::from_utf8_lossy(&tmux(socket, &["capture-pane", "-p", "-t", "e2e"]).stdout).into_owned()
+}
+
+/// Polls the pane until `want` appears (the UI runs in another process; this is a wait for a
+/// condition with a generous ceiling, not a timing assertion).
+fn wait_for(socket: &str, want: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let s = capture(socket);
+        if s.contains(want) {
+            return s;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            panic!("`{want}` never appeared; the pane shows:\n{s}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Kills the tmux server of this test even if it panics.
+struct Server(String);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.0, "kill-server"])
+            .output();
+    }
+}
+
+fn run_in_tmux(fixture: &Path, w: u16, h: u16, tag: &str) -> (Server, String) {
+    let socket = format!("migscope-e2e-{}-{tag}", std::process::id());
+    let server = Server(socket.clone());
+    let bin = env!("CARGO_BIN_EXE_migscope");
+    let cmd = format!("{bin} view {}; echo EXITED:$?; sleep 30", fixture.display());
+    let out = tmux(
+        &socket,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "e2e",
+            "-x",
+            &w.to_string(),
+            "-y",
+            &h.to_string(),
+            &cmd,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "tmux new-session failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (server, socket)
+}
+
+fn tmux_available() -> bool {
+    Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn view_navigates_to_the_first_violation_in_a_real_terminal() {
+    if !tmux_available() {
+        eprintln!("SKIP: tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let fixture =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tui/late-dma-fail.jsonl");
+    let (_server, socket) = run_in_tmux(&fixture, 100, 30, "view");
+    // Loaded and verified: the header shows the verdict.
+    wait_for(&socket, "FAIL");
+    tmux(&socket, &["send-keys", "-t", "e2e", "n"]);
+    let screen = wait_for(&socket, "VIOLATION");
+    println!("{screen}");
+    for want in [
+        "irq-after-quiesce",
+        "violation 1/2",
+        "caused by:",
+        "line 9",
+        "RUNNING_P2P since",
+        "0000:3b:00.1",
+    ] {
+        assert!(screen.contains(want), "detail lacks `{want}`:\n{screen}");
+    }
+    // The second violation, then quit: the terminal is given back and the exit status is 0.
+    tmux(&socket, &["send-keys", "-t", "e2e", "n"]);
+    let screen = wait_for(&socket, "dma-after-quiesce");
+    assert!(screen.contains("violation 2/2"), "{screen}");
+    tmux(&socket, &["send-keys", "-t", "e2e", "q"]);
+    let screen = wait_for(&socket, "EXITED:");
+    assert!(screen.contains("EXITED:0"), "{screen}");
+    // The alternate screen is gone: nothing of the TUI is left on the normal screen.
+    assert!(!screen.contains("caused by:"), "{screen}");
+}
+
+#[test]
+fn view_rejects_a_bad_trace_before_taking_the_terminal() {
+    if !tmux_available() {
+        eprintln!("SKIP: tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"t\":0,\"ev\":\"end\"}\n").expect("write");
+    let (_server, socket) = run_in_tmux(&bad, 100, 30, "bad");
+    let screen = wait_for(&socket, "EXITED:");
+    assert!(screen.contains("EXITED:3"), "{screen}");
+    assert!(screen.contains("migscope_trace"), "{screen}");
+}
+
+#[test]
+fn watch_follows_a_growing_trace_until_its_end() {
+    if !tmux_available() {
+        eprintln!("SKIP: tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    use std::io::Write as _;
+    let src = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tui/late-dma-fail.jsonl"),
+    )
+    .expect("fixture");
+    let lines: Vec<&str> = src.lines().collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("growing.jsonl");
+    let mut f = std::fs::File::create(&path).expect("create");
+    // Header and the events before the quiesce.
+    for l in &lines[..5] {
+        writeln!(f, "{l}").expect("write");
+    }
+    f.flush().expect("flush");
+    let socket = format!("migscope-e2e-{}-watch", std::process::id());
+    let _server = Server(socket.clone());
+    let cmd = format!(
+        "{} watch --follow {}; echo EXITED:$?; sleep 30",
+        env!("CARGO_BIN_EXE_migscope"),
+        path.display()
+    );
+    let out = tmux(
+        &socket,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "e2e",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            &cmd,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let screen = wait_for(&socket, "events 4/4");
+    assert!(screen.contains("LIVE:follow"), "{screen}");
+    assert!(screen.contains("pending"), "{screen}");
+    // The quiesce and the late interrupt arrive: the verdict so far turns to failing.
+    for l in &lines[5..9] {
+        writeln!(f, "{l}").expect("write");
+    }
+    f.flush().expect("flush");
+    let screen = wait_for(&socket, "FAILING");
+    assert!(screen.contains("1 viol"), "{screen}");
+    // Pause: new events are recorded but the list stays where it was.
+    tmux(&socket, &["send-keys", "-t", "e2e", " "]);
+    wait_for(&socket, "LIVE:paused");
+    for l in &lines[9..] {
+        writeln!(f, "{l}").expect("write");
+    }
+    f.flush().expect("flush");
+    // The `end` event closes the trace and the final verdict arrives.
+    let screen = wait_for(&socket, " FAIL ");
+    assert!(screen.contains("2 viol"), "{screen}");
+    assert!(
+        screen.contains("events 8/10"),
+        "paused list moved:\n{screen}"
+    );
+    tmux(&socket, &["send-keys", "-t", "e2e", "G"]);
+    let screen = wait_for(&socket, "events 10/10");
+    println!("{screen}");
+    tmux(&socket, &["send-keys", "-t", "e2e", "q"]);
+    let screen = wait_for(&socket, "EXITED:");
+    assert!(screen.contains("EXITED:0"), "{screen}");
+}
