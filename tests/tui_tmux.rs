@@ -19,20 +19,26 @@ fn capture(socket: &str) -> String {
     String::from_utf8_lossy(&tmux(socket, &["capture-pane", "-p", "-t", "e2e"]).stdout).into_owned()
 }
 
-/// Polls the pane until `want` appears (the UI runs in another process; this is a wait for a
-/// condition with a generous ceiling, not a timing assertion).
-fn wait_for(socket: &str, want: &str) -> String {
+/// Polls the pane until every string of `wants` is on it at once (the UI runs in another
+/// process and a capture can catch a frame half drawn; this waits for a condition with a
+/// generous ceiling, it is not a timing assertion).
+fn wait_all(socket: &str, wants: &[&str]) -> String {
     let start = Instant::now();
     loop {
         let s = capture(socket);
-        if s.contains(want) {
+        if wants.iter().all(|w| s.contains(w)) {
             return s;
         }
         if start.elapsed() > Duration::from_secs(60) {
-            panic!("`{want}` never appeared; the pane shows:\n{s}");
+            let missing: Vec<_> = wants.iter().filter(|w| !s.contains(*w)).collect();
+            panic!("{missing:?} never appeared; the pane shows:\n{s}");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+fn wait_for(socket: &str, want: &str) -> String {
+    wait_all(socket, &[want])
 }
 
 /// Kills the tmux server of this test even if it panics.
@@ -45,11 +51,14 @@ impl Drop for Server {
     }
 }
 
-fn run_in_tmux(fixture: &Path, w: u16, h: u16, tag: &str) -> (Server, String) {
+fn run_in_tmux(fixture: &Path, cwd: &Path, w: u16, h: u16, tag: &str) -> (Server, String) {
     let socket = format!("migscope-e2e-{}-{tag}", std::process::id());
     let server = Server(socket.clone());
     let bin = env!("CARGO_BIN_EXE_migscope");
-    let cmd = format!("{bin} view {}; echo EXITED:$?; sleep 30", fixture.display());
+    let cmd = format!(
+        "{bin} view {}; echo EXITED:$?:END; sleep 30",
+        fixture.display()
+    );
     let out = tmux(
         &socket,
         &[
@@ -57,6 +66,8 @@ fn run_in_tmux(fixture: &Path, w: u16, h: u16, tag: &str) -> (Server, String) {
             "-d",
             "-s",
             "e2e",
+            "-c",
+            &cwd.display().to_string(),
             "-x",
             &w.to_string(),
             "-y",
@@ -87,28 +98,40 @@ fn view_navigates_to_the_first_violation_in_a_real_terminal() {
     }
     let fixture =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tui/late-dma-fail.jsonl");
-    let (_server, socket) = run_in_tmux(&fixture, 100, 30, "view");
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let (_server, socket) = run_in_tmux(&fixture, cwd.path(), 100, 30, "view");
     // Loaded and verified: the header shows the verdict.
     wait_for(&socket, "FAIL");
     tmux(&socket, &["send-keys", "-t", "e2e", "n"]);
-    let screen = wait_for(&socket, "VIOLATION");
+    let screen = wait_all(
+        &socket,
+        &[
+            "VIOLATION",
+            "irq-after-quiesce",
+            "violation 1/2",
+            "caused by:",
+            "line 9",
+            "RUNNING_P2P since",
+            "0000:3b:00.1",
+        ],
+    );
     println!("{screen}");
-    for want in [
-        "irq-after-quiesce",
-        "violation 1/2",
-        "caused by:",
-        "line 9",
-        "RUNNING_P2P since",
-        "0000:3b:00.1",
-    ] {
-        assert!(screen.contains(want), "detail lacks `{want}`:\n{screen}");
-    }
     // The second violation, then quit: the terminal is given back and the exit status is 0.
     tmux(&socket, &["send-keys", "-t", "e2e", "n"]);
-    let screen = wait_for(&socket, "dma-after-quiesce");
-    assert!(screen.contains("violation 2/2"), "{screen}");
+    wait_all(&socket, &["dma-after-quiesce", "violation 2/2"]);
+    // Export: the file named in the status bar holds the same trace.
+    tmux(&socket, &["send-keys", "-t", "e2e", "e"]);
+    wait_for(&socket, "exported late-dma-fail.export-1.jsonl");
+    let exported = cwd.path().join("late-dma-fail.export-1.jsonl");
+    let events = |p: &Path| -> Vec<migscope::trace::Event> {
+        migscope::trace::JsonlReader::open(p)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .map(|r| r.unwrap_or_else(|e| panic!("{e}")).1)
+            .collect()
+    };
+    assert_eq!(events(&exported), events(&fixture));
     tmux(&socket, &["send-keys", "-t", "e2e", "q"]);
-    let screen = wait_for(&socket, "EXITED:");
+    let screen = wait_for(&socket, ":END");
     assert!(screen.contains("EXITED:0"), "{screen}");
     // The alternate screen is gone: nothing of the TUI is left on the normal screen.
     assert!(!screen.contains("caused by:"), "{screen}");
@@ -123,10 +146,8 @@ fn view_rejects_a_bad_trace_before_taking_the_terminal() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"t\":0,\"ev\":\"end\"}\n").expect("write");
-    let (_server, socket) = run_in_tmux(&bad, 100, 30, "bad");
-    let screen = wait_for(&socket, "EXITED:");
-    assert!(screen.contains("EXITED:3"), "{screen}");
-    assert!(screen.contains("migscope_trace"), "{screen}");
+    let (_server, socket) = run_in_tmux(&bad, dir.path(), 100, 30, "bad");
+    wait_all(&socket, &["EXITED:3:END", "migscope_trace"]);
 }
 
 #[test]
@@ -152,7 +173,7 @@ fn watch_follows_a_growing_trace_until_its_end() {
     let socket = format!("migscope-e2e-{}-watch", std::process::id());
     let _server = Server(socket.clone());
     let cmd = format!(
-        "{} watch --follow {}; echo EXITED:$?; sleep 30",
+        "{} watch --follow {}; echo EXITED:$?:END; sleep 30",
         env!("CARGO_BIN_EXE_migscope"),
         path.display()
     );
@@ -175,16 +196,13 @@ fn watch_follows_a_growing_trace_until_its_end() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let screen = wait_for(&socket, "events 4/4");
-    assert!(screen.contains("LIVE:follow"), "{screen}");
-    assert!(screen.contains("pending"), "{screen}");
+    wait_all(&socket, &["events 4/4", "LIVE:follow", "pending"]);
     // The quiesce and the late interrupt arrive: the verdict so far turns to failing.
     for l in &lines[5..9] {
         writeln!(f, "{l}").expect("write");
     }
     f.flush().expect("flush");
-    let screen = wait_for(&socket, "FAILING");
-    assert!(screen.contains("1 viol"), "{screen}");
+    wait_all(&socket, &["FAILING", "1 viol"]);
     // Pause: new events are recorded but the list stays where it was.
     tmux(&socket, &["send-keys", "-t", "e2e", " "]);
     wait_for(&socket, "LIVE:paused");
@@ -203,6 +221,6 @@ fn watch_follows_a_growing_trace_until_its_end() {
     let screen = wait_for(&socket, "events 10/10");
     println!("{screen}");
     tmux(&socket, &["send-keys", "-t", "e2e", "q"]);
-    let screen = wait_for(&socket, "EXITED:");
+    let screen = wait_for(&socket, ":END");
     assert!(screen.contains("EXITED:0"), "{screen}");
 }
