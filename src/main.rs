@@ -1,5 +1,17 @@
 use clap::Parser as _;
 
 fn main() {
-    std::process::exit(migscope::cli::run(migscope::cli::Cli::parse()));
+    let code = match migscope::cli::Cli::try_parse() {
+        Ok(cli) => migscope::cli::run(cli),
+        // Usage errors exit with check's "unusable" status; --help and --version exit 0.
+        Err(e) => {
+            let _ = e.print();
+            if e.use_stderr() {
+                migscope::cli::exit::UNUSABLE
+            } else {
+                0
+            }
+        }
+    };
+    std::process::exit(code);
 }

@@ -6,7 +6,7 @@ use crate::verify::{self, Options, P2pPolicy, Report};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Trace to check (JSONL; `-` reads standard input).
+    /// Trace to check (JSONL or native, told apart by content; `-` reads standard input).
     pub file: PathBuf,
     /// Print the verdict as JSON (TRACE-FORMAT.md "Verdict").
     #[arg(long)]
@@ -21,9 +21,12 @@ pub struct Args {
     /// Accept a blind spot as a warning instead of an inconclusive verdict (only `dma`).
     #[arg(long, value_name = "SPOT", value_parser = ["dma"])]
     pub accept_blind: Vec<String>,
+    /// Also write the verdict as JUnit XML to FILE (for CI test reporters).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
-fn parse_policy(s: &str) -> Result<P2pPolicy, String> {
+pub(crate) fn parse_policy(s: &str) -> Result<P2pPolicy, String> {
     P2pPolicy::parse(s).ok_or_else(|| format!("unknown policy `{s}` (expected strict or p2p-only)"))
 }
 
@@ -45,9 +48,26 @@ pub fn run(args: Args) -> i32 {
             } else {
                 print!("{}", human(&report, &args.file.display().to_string()));
             }
+            if let Some(j) = &args.junit
+                && let Err(e) =
+                    crate::export::junit::write(&report, &crate::export::trace_name(&args.file), j)
+            {
+                return super::unusable(e);
+            }
             report.verdict.exit_code()
         }
-        Err(e) => super::unusable(e),
+        Err(e) => {
+            if let Some(j) = &args.junit
+                && let Err(je) = crate::export::junit::write_error(
+                    &crate::export::trace_name(&args.file),
+                    &e.to_string(),
+                    j,
+                )
+            {
+                eprintln!("migscope: {je}");
+            }
+            super::unusable(e)
+        }
     }
 }
 

@@ -1022,4 +1022,82 @@ mod tests {
         let r = JsonlReader::open(&p).expect("open");
         assert_eq!(r.count(), 1);
     }
+
+    use proptest::prelude::*;
+
+    fn state() -> impl Strategy<Value = MigState> {
+        (0u32..8).prop_map(|n| MigState::from_u32(n).expect("0..8"))
+    }
+
+    fn kind() -> impl Strategy<Value = EventKind> {
+        let s = "[ -~]{1,12}|[\u{e9}\u{2713}\"\\\\]{1,4}";
+        prop_oneof![
+            (s, 0u32..8, s, state(), proptest::option::of(s)).prop_map(
+                |(dev, f, ctx, state, driver)| {
+                    EventKind::Device {
+                        dev,
+                        flags: MigFlags(f),
+                        ctx,
+                        state,
+                        driver,
+                    }
+                }
+            ),
+            (s, state()).prop_map(|(dev, to)| EventKind::Set { dev, to }),
+            (s, state(), state()).prop_map(|(dev, from, to)| EventKind::Step { dev, from, to }),
+            (s, state(), -200i32..=0, proptest::option::of(-1i32..1000)).prop_map(
+                |(dev, to, ret, data_fd)| EventKind::SetDone {
+                    dev,
+                    to,
+                    ret,
+                    data_fd
+                }
+            ),
+            (
+                s,
+                any::<u64>(),
+                any::<u64>(),
+                any::<bool>(),
+                proptest::option::of((0u64..10, 10u64..20)),
+                proptest::option::of(any::<bool>()),
+                0usize..5
+            )
+                .prop_map(|(dev, iova, len, write, window, p2p, src)| EventKind::Dma {
+                    dev,
+                    src: DmaSource::ALL[src],
+                    iova,
+                    len,
+                    write,
+                    window,
+                    p2p
+                }),
+            (s, 0usize..3, any::<u32>()).prop_map(|(dev, k, vector)| EventKind::Irq {
+                dev,
+                kind: IrqKind::ALL[k],
+                vector
+            }),
+            (s, any::<u64>()).prop_map(|(source, n)| EventKind::Lost { n, source }),
+            ".{0,20}".prop_map(|label| EventKind::Mark { label }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn random_events_round_trip(kinds in proptest::collection::vec(kind(), 0..40), pid in proptest::option::of(any::<u32>())) {
+            let events: Vec<Event> = kinds.into_iter().enumerate().map(|(i, kind)| Event { t: i as u64, pid, kind }).collect();
+            let mut w = JsonlWriter::new(Vec::new(), &Header::default()).expect("header");
+            for e in &events {
+                w.write(e).expect("write");
+            }
+            let text = String::from_utf8(w.into_inner()).expect("utf8");
+            let (_, back, _) = read_all(&text).expect("reads back");
+            prop_assert_eq!(back.into_iter().map(|(_, e)| e).collect::<Vec<_>>(), events);
+        }
+
+        #[test]
+        fn garbage_lines_error_cleanly(line in ".{0,60}") {
+            let s = format!("{H}{line}\n");
+            let _ = read_all(&s); // must not panic, whatever it says
+        }
+    }
 }

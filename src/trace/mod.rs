@@ -1,5 +1,6 @@
-//! Traces: the JSONL interchange format of `TRACE-FORMAT.md` (streaming reader and writer) and
-//! the in-memory event model every other module speaks.
+//! Traces: the JSONL interchange format of `TRACE-FORMAT.md` (streaming reader and writer), the
+//! compact native format (`native`), [`open_any`] which tells them apart by content, and the
+//! in-memory event model every other module speaks.
 
 pub mod event;
 
@@ -7,3 +8,114 @@ pub use event::{DataDir, DmaSource, Event, EventKind, Header, IrqKind, TRACE_VER
 pub mod jsonl;
 
 pub use jsonl::{JsonlReader, JsonlWriter, ReadWarning, TraceError};
+pub mod native;
+
+pub use native::{NativeReader, NativeWriter};
+
+use std::{
+    fs::File,
+    io::{self, BufRead, BufReader},
+    path::Path,
+};
+
+/// The on-disk form of a trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Jsonl,
+    Native,
+}
+
+impl Format {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Format::Jsonl => "jsonl",
+            Format::Native => "native",
+        }
+    }
+}
+
+/// A reader over either format, chosen by content.
+pub enum AnyReader {
+    Jsonl(JsonlReader<Box<dyn BufRead>>),
+    Native(NativeReader<Box<dyn BufRead>>),
+}
+
+impl AnyReader {
+    pub fn format(&self) -> Format {
+        match self {
+            AnyReader::Jsonl(_) => Format::Jsonl,
+            AnyReader::Native(_) => Format::Native,
+        }
+    }
+
+    pub fn header(&self) -> &Header {
+        match self {
+            AnyReader::Jsonl(r) => r.header(),
+            AnyReader::Native(r) => r.header(),
+        }
+    }
+
+    /// The next event with its line (JSONL) or the line it has in the JSONL form (native).
+    pub fn next_event(&mut self) -> Option<Result<(u64, Event), TraceError>> {
+        match self {
+            AnyReader::Jsonl(r) => r.next_event(),
+            AnyReader::Native(r) => r.next_event(),
+        }
+    }
+
+    /// Non-fatal problems seen so far (unknown `ev` values; the native format has none).
+    pub fn warnings(&self) -> &[ReadWarning] {
+        match self {
+            AnyReader::Jsonl(r) => r.warnings(),
+            AnyReader::Native(_) => &[],
+        }
+    }
+
+    /// For a native file that ends inside a record: the byte offset of that record.
+    pub fn truncated_at(&self) -> Option<u64> {
+        match self {
+            AnyReader::Jsonl(_) => None,
+            AnyReader::Native(r) => r.truncated_at(),
+        }
+    }
+}
+
+impl Iterator for AnyReader {
+    type Item = Result<(u64, Event), TraceError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_event()
+    }
+}
+
+/// Opens a trace in either format (`-` = standard input), telling them apart by the first
+/// byte: the native magic (0x89) or anything else (JSONL, whose reader names any problem).
+pub fn open_any(path: &Path) -> Result<AnyReader, TraceError> {
+    let name = path.display().to_string();
+    let mut input: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(BufReader::with_capacity(1 << 16, io::stdin()))
+    } else {
+        let f = File::open(path).map_err(|source| TraceError::Open {
+            file: name.clone(),
+            source,
+        })?;
+        Box::new(BufReader::with_capacity(1 << 16, f))
+    };
+    let first = loop {
+        match input.fill_buf() {
+            Ok(b) => break b.first().copied(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(TraceError::Read {
+                    file: name,
+                    line: 1,
+                    source,
+                });
+            }
+        }
+    };
+    if first == Some(native::MAGIC[0]) {
+        Ok(AnyReader::Native(NativeReader::new(&name, input)?))
+    } else {
+        Ok(AnyReader::Jsonl(JsonlReader::new(&name, input)?))
+    }
+}

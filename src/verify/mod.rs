@@ -14,7 +14,7 @@ use std::{
 
 use crate::{
     model::{MigFlags, MigState, StepError, is_hazard, next_state, path as fsm_path},
-    trace::{DataDir, Event, EventKind, Header, JsonlReader, TraceError, source},
+    trace::{DataDir, Event, EventKind, Header, TraceError, open_any, source},
 };
 
 /// Stable rule identifiers (DESIGN.md rule table), violations first, then warnings.
@@ -760,6 +760,15 @@ impl Verifier {
                         d.step_state = Some(*to);
                     }
                 }
+                if *to == MigState::Error {
+                    finding(
+                        &mut out,
+                        rule::ERROR_STATE,
+                        dev,
+                        format!("the driver stepped {dev} into ERROR"),
+                        false,
+                    );
+                }
             }
             EventKind::SetDone {
                 dev,
@@ -846,21 +855,30 @@ impl Verifier {
                             false,
                         );
                     }
-                    // Quiesce: a SET entering a quiescent state from a non-quiescent one.
-                    let entering = to.quiescent() && !from.get().is_some_and(MigState::quiescent);
-                    if entering && let Some(r) = req {
+                    // quiesce-budget (DESIGN.md): any successful SET into a quiescent state.
+                    if to.quiescent()
+                        && let (Some(r), Some(budget)) = (req, self.opts.max_quiesce_ms)
+                    {
                         let dur = t.saturating_sub(r.t);
-                        if let Some(budget) = self.opts.max_quiesce_ms
-                            && dur > budget.saturating_mul(1_000_000)
-                        {
+                        if dur > budget.saturating_mul(1_000_000) {
                             finding(
                                 &mut out,
                                 rule::QUIESCE_BUDGET,
                                 dev,
-                                format!("SET {} took {} (budget {budget} ms)", to.name(), ms(dur)),
+                                format!(
+                                    "SET {} -> {} took {} (budget {budget} ms)",
+                                    from.get().map_or("?", MigState::name),
+                                    to.name(),
+                                    ms(dur)
+                                ),
                                 false,
                             );
                         }
+                    }
+                    // The quiesce statistics: SETs entering quiescence (the DMA stop itself).
+                    let entering = to.quiescent() && !from.get().is_some_and(MigState::quiescent);
+                    if entering && let Some(r) = req {
+                        let dur = t.saturating_sub(r.t);
                         let s = &mut self.devs[i].summary;
                         s.quiesce_min_ns = if s.quiesce_count == 0 {
                             dur
@@ -1187,9 +1205,10 @@ pub fn errno_name(ret: i32) -> &'static str {
     }
 }
 
-/// Reads a JSONL trace from `path` (`-` = stdin) and verifies it.
+/// Reads a trace (JSONL or native, told apart by content) from `path` (`-` = stdin) and
+/// verifies it.
 pub fn check_path(path: &Path, opts: Options) -> Result<Report, TraceError> {
-    let mut reader = JsonlReader::open(path)?;
+    let mut reader = open_any(path)?;
     let mut v = Verifier::new(reader.header(), opts);
     let mut warned = 0;
     while let Some(item) = reader.next_event() {

@@ -1,0 +1,669 @@
+//! The Markdown bug report: environment, verdict, each violation with the events around it, a
+//! compact timeline per device, blind spots and the commands that reproduce the verdict.
+//!
+//! Two streaming passes over the trace: the first verifies and collects the environment and
+//! per-device state segments (capped per device); the second keeps only a window of events
+//! around each reported violation. Memory does not grow with the trace.
+//!
+//! `--redact` removes, everywhere in the report (header strings, marks, details, events):
+//! - IOVAs: the `iova` field of events becomes `"<redacted>"`, and every hexadecimal number
+//!   written `0x...` in free text (details, marks, source reasons, doctor output) becomes
+//!   `0x<redacted>`;
+//! - process ids: the `pid` field of events is dropped;
+//! - host names: every occurrence of this machine's host name (`/proc/sys/kernel/hostname`,
+//!   short and full form) becomes `<host>`. The trace does not record the recording host's
+//!   name; if it was recorded elsewhere and a mark or the kernel string names that host, that
+//!   is not recognised — check marks before publishing.
+//!
+//! Kept: PCI addresses, context names, driver names, kernel release, timestamps and lengths.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
+
+use super::{ExportError, SegKind, Segment, Timeline, write_atomic};
+use crate::{
+    model::MigState,
+    trace::{Event, EventKind, Header, jsonl::event_to_json, open_any},
+    verify::{Finding, Options, Report, Verifier, rule},
+};
+
+/// Options of `export --format markdown`.
+#[derive(Clone, Debug, Default)]
+pub struct MdOptions {
+    pub verify: Options,
+    pub redact: bool,
+    /// A `migscope doctor --json` output to summarise.
+    pub doctor: Option<PathBuf>,
+    /// The `check` flags equivalent to `verify`, for the reproduce section.
+    pub check_flags: Vec<String>,
+}
+
+/// Violations shown with their surrounding events (the rest are listed without).
+const MAX_CONTEXT_VIOLATIONS: usize = 25;
+/// Events shown before and after a violation.
+const CONTEXT: usize = 3;
+/// Timeline segments listed per device.
+const MAX_SEGMENTS: usize = 60;
+/// Marks listed.
+const MAX_MARKS: usize = 30;
+
+struct DevInfo {
+    ctx: String,
+    flags: String,
+    driver: Option<String>,
+    state: MigState,
+    t: u64,
+}
+
+struct Redactor {
+    on: bool,
+    hosts: Vec<String>,
+}
+
+impl Redactor {
+    fn new(on: bool) -> Self {
+        let mut hosts = Vec::new();
+        if on && let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            let h = h.trim().to_owned();
+            if h.len() >= 2 && h != "localhost" && h != "(none)" {
+                if let Some((short, _)) = h.split_once('.')
+                    && short.len() >= 2
+                {
+                    hosts.push(short.to_owned());
+                }
+                hosts.insert(0, h);
+            }
+        }
+        Redactor { on, hosts }
+    }
+
+    /// Free text: hex numbers and host names.
+    fn text(&self, s: &str) -> String {
+        if !self.on {
+            return s.to_owned();
+        }
+        let mut o = String::with_capacity(s.len());
+        let b = s.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'0'
+                && i + 2 < b.len()
+                && (b[i + 1] == b'x' || b[i + 1] == b'X')
+                && b[i + 2].is_ascii_hexdigit()
+            {
+                let mut j = i + 2;
+                while j < b.len() && b[j].is_ascii_hexdigit() {
+                    j += 1;
+                }
+                o.push_str("0x<redacted>");
+                i = j;
+            } else {
+                let ch = s[i..].chars().next().unwrap_or('\u{FFFD}');
+                o.push(ch);
+                i += ch.len_utf8().max(1);
+            }
+        }
+        for h in &self.hosts {
+            o = replace_word(&o, h, "<host>");
+        }
+        o
+    }
+
+    /// One event as its JSONL line, redacted.
+    fn event(&self, ev: &Event) -> String {
+        if !self.on {
+            return event_to_json(ev);
+        }
+        let mut ev = ev.clone();
+        ev.pid = None;
+        let line = event_to_json(&ev);
+        match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(mut v) => {
+                if let Some(o) = v.as_object_mut() {
+                    if o.contains_key("iova") {
+                        o.insert("iova".to_owned(), "<redacted>".into());
+                    }
+                    for (_, val) in o.iter_mut() {
+                        if let Some(s) = val.as_str() {
+                            *val = self.text(s).into();
+                        }
+                    }
+                }
+                v.to_string()
+            }
+            Err(_) => self.text(&line),
+        }
+    }
+}
+
+/// Replaces `word` where it is not part of a longer name (neighbours are not alphanumeric,
+/// `-` or `_`), so a host called `vm` leaves a context `vm7` alone.
+fn replace_word(s: &str, word: &str, with: &str) -> String {
+    let is_name = |c: char| c.is_alphanumeric() || c == '-' || c == '_';
+    let mut o = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find(word) {
+        let before = rest[..pos].chars().next_back();
+        let after = rest[pos + word.len()..].chars().next();
+        o.push_str(&rest[..pos]);
+        if before.is_some_and(is_name) || after.is_some_and(is_name) {
+            o.push_str(word);
+        } else {
+            o.push_str(with);
+        }
+        rest = &rest[pos + word.len()..];
+    }
+    o.push_str(rest);
+    o
+}
+
+/// A violation's window of events, being filled during the second pass.
+struct Window {
+    before: Vec<(u64, String)>,
+    at: Option<(u64, String)>,
+    after: Vec<(u64, String)>,
+}
+
+fn ms(ns: u64) -> String {
+    format!("{:.3} ms", ns as f64 / 1e6)
+}
+
+/// Markdown-safe inline code.
+fn code(s: &str) -> String {
+    if s.contains('`') {
+        format!("`` {s} ``")
+    } else {
+        format!("`{s}`")
+    }
+}
+
+/// Escapes table cell text.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@+,".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// Writes the Markdown report for the trace at `input` (either format) to `output`.
+pub fn export(input: &Path, output: &Path, opts: &MdOptions) -> Result<Report, ExportError> {
+    let red = Redactor::new(opts.redact);
+    // Pass 1: verify, collect the environment and the timelines.
+    let mut reader = open_any(input)?;
+    let format = reader.format();
+    let header: Header = reader.header().clone();
+    let mut verifier = Verifier::new(&header, opts.verify.clone());
+    let mut devices: BTreeMap<String, DevInfo> = BTreeMap::new();
+    let mut segs: BTreeMap<String, (Vec<Segment>, u64)> = BTreeMap::new();
+    let mut timeline = Timeline::default();
+    let mut marks: Vec<(u64, String)> = Vec::new();
+    let mut n_marks = 0u64;
+    let mut drive_cmds: Vec<String> = Vec::new();
+    let mut t0 = None;
+    let mut t_last = 0;
+    let mut warned = 0;
+    let mut closed = Vec::new();
+    let keep = |closed: &mut Vec<Segment>, segs: &mut BTreeMap<String, (Vec<Segment>, u64)>| {
+        for s in closed.drain(..) {
+            let e = segs.entry(s.dev.clone()).or_default();
+            if e.0.len() < MAX_SEGMENTS {
+                e.0.push(s);
+            } else {
+                e.1 += 1;
+            }
+        }
+    };
+    while let Some(item) = reader.next_event() {
+        let (line, ev) = item?;
+        let w = reader.warnings();
+        while warned < w.len() {
+            verifier.note_unknown_event(w[warned].line, &w[warned].msg);
+            warned += 1;
+        }
+        t0.get_or_insert(ev.t);
+        t_last = ev.t;
+        match &ev.kind {
+            EventKind::Device {
+                dev,
+                flags,
+                ctx,
+                state,
+                driver,
+            } => {
+                devices.entry(dev.clone()).or_insert_with(|| DevInfo {
+                    ctx: ctx.clone(),
+                    flags: crate::model::flag_names(*flags).join(", "),
+                    driver: driver.clone(),
+                    state: *state,
+                    t: ev.t,
+                });
+            }
+            EventKind::Mark { label } => {
+                n_marks += 1;
+                if marks.len() < MAX_MARKS {
+                    marks.push((ev.t, label.clone()));
+                }
+                if let Some(pos) = label.find("migscope drive")
+                    && drive_cmds.len() < 5
+                {
+                    drive_cmds.push(label[pos..].trim().to_owned());
+                }
+            }
+            _ => {}
+        }
+        timeline.push(&ev, &mut closed);
+        keep(&mut closed, &mut segs);
+        verifier.push(line, &ev);
+    }
+    for w in &reader.warnings()[warned..] {
+        verifier.note_unknown_event(w.line, &w.msg);
+    }
+    let truncated_at = reader.truncated_at();
+    drop(reader);
+    timeline.finish(&mut closed);
+    keep(&mut closed, &mut segs);
+    let report = verifier.finish();
+    let t0 = t0.unwrap_or(0);
+    let rel = |t: u64| ms(t.saturating_sub(t0));
+
+    // Pass 2: the events around the first violations.
+    let shown: Vec<&Finding> = report
+        .violations
+        .iter()
+        .take(MAX_CONTEXT_VIOLATIONS)
+        .collect();
+    let mut windows: Vec<Window> = shown
+        .iter()
+        .map(|_| Window {
+            before: Vec::new(),
+            at: None,
+            after: Vec::new(),
+        })
+        .collect();
+    let stdin = input.as_os_str() == "-";
+    let mut second_pass_error = None;
+    if !shown.is_empty() && !stdin {
+        let mut by_line: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        for (i, v) in shown.iter().enumerate() {
+            if v.line > 0 {
+                by_line.entry(v.line).or_default().push(i);
+            }
+        }
+        let mut ring: VecDeque<(u64, String)> = VecDeque::with_capacity(CONTEXT + 1);
+        let mut open: Vec<usize> = Vec::new();
+        let last_line = by_line.keys().next_back().copied().unwrap_or(0);
+        match open_any(input) {
+            Err(e) => second_pass_error = Some(e.to_string()),
+            Ok(mut r) => {
+                while let Some(item) = r.next_event() {
+                    let (line, ev) = match item {
+                        Ok(x) => x,
+                        Err(e) => {
+                            second_pass_error = Some(e.to_string());
+                            break;
+                        }
+                    };
+                    let text = red.event(&ev);
+                    open.retain(|&i| {
+                        windows[i].after.push((line, text.clone()));
+                        windows[i].after.len() < CONTEXT
+                    });
+                    if let Some(idx) = by_line.get(&line) {
+                        for &i in idx {
+                            windows[i].before = ring.iter().cloned().collect();
+                            windows[i].at = Some((line, text.clone()));
+                            open.push(i);
+                        }
+                    }
+                    ring.push_back((line, text));
+                    if ring.len() > CONTEXT {
+                        ring.pop_front();
+                    }
+                    if open.is_empty() && line >= last_line {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    // Render.
+    let mut o = String::new();
+    let name = super::trace_name(input);
+    let _ = writeln!(o, "# migscope report: {}\n", red.text(&name));
+    let _ = writeln!(
+        o,
+        "**Verdict: {}** — {} violation(s), {} warning(s), {} blind spot(s), {} events over {}.\n",
+        report.verdict.name().to_uppercase(),
+        report.violations.len(),
+        report.warnings.len(),
+        report.blind_spots.len(),
+        report.events,
+        ms(t_last.saturating_sub(t0))
+    );
+    if !report.violations.is_empty() {
+        let _ = writeln!(
+            o,
+            "Violated rules: {}.\n",
+            report
+                .violated_rules()
+                .iter()
+                .map(|r| format!("{} ({})", code(r), rule::explain(r)))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+
+    o.push_str("## Environment\n\n");
+    let opt = |s: &Option<String>| {
+        s.as_deref()
+            .map_or("(not recorded)".to_owned(), |s| red.text(s))
+    };
+    let _ = writeln!(o, "- Kernel: {}", opt(&header.kernel));
+    let _ = writeln!(o, "- Recorded by: {}", opt(&header.tool));
+    let _ = writeln!(
+        o,
+        "- Report by: migscope {} ({})",
+        env!("CARGO_PKG_VERSION"),
+        if opts.redact {
+            "redacted"
+        } else {
+            "not redacted"
+        }
+    );
+    let _ = writeln!(
+        o,
+        "- Trace: {} format, clock `{}`, {} events, first at t={} ns{}",
+        format.name(),
+        red.text(&header.clock),
+        report.events,
+        t0,
+        match truncated_at {
+            Some(off) => format!(", file cut inside a record at byte offset {off}"),
+            None => String::new(),
+        }
+    );
+    o.push_str("\n| source | status |\n|---|---|\n");
+    if header.sources.is_empty() {
+        o.push_str("| (none recorded) | |\n");
+    }
+    for (k, v) in &header.sources {
+        let _ = writeln!(o, "| {} | {} |", cell(k), cell(&red.text(v)));
+    }
+    o.push_str("\n| device | driver | flags | ctx | declared state | final state |\n|---|---|---|---|---|---|\n");
+    for (dev, d) in &devices {
+        let fin = report
+            .devices
+            .get(dev)
+            .and_then(|s| s.final_state)
+            .map_or("unknown", MigState::name);
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} at +{} | {} |",
+            cell(dev),
+            cell(&d.driver.as_deref().map_or("-".to_owned(), |s| red.text(s))),
+            cell(&d.flags),
+            cell(&red.text(&d.ctx)),
+            d.state.name(),
+            rel(d.t),
+            fin
+        );
+    }
+    for dev in report.devices.keys().filter(|d| !devices.contains_key(*d)) {
+        let _ = writeln!(o, "| {} | (undeclared) | | | | |", cell(dev));
+    }
+    o.push('\n');
+
+    o.push_str("### Host check (`migscope doctor`)\n\n");
+    match &opts.doctor {
+        None => o.push_str(
+            "No `migscope doctor` output was given (`export --doctor FILE` with the output of \
+             `migscope doctor --json` on the recording host adds it here).\n\n",
+        ),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ExportError::ReadInput {
+                file: p.display().to_string(),
+                source,
+            })?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|source| ExportError::InputJson {
+                    file: p.display().to_string(),
+                    source,
+                })?;
+            match v.as_object() {
+                Some(obj) => {
+                    for (k, val) in obj {
+                        let s = match val {
+                            serde_json::Value::String(s) => s.clone(),
+                            other => {
+                                let mut s = other.to_string();
+                                if s.len() > 300 {
+                                    let mut cut = 300;
+                                    while !s.is_char_boundary(cut) {
+                                        cut -= 1;
+                                    }
+                                    s.truncate(cut);
+                                    s.push_str(" …");
+                                }
+                                s
+                            }
+                        };
+                        let _ = writeln!(o, "- **{}**: {}", cell(k), code(&red.text(&s)));
+                    }
+                }
+                None => {
+                    let _ = writeln!(o, "{}", code(&red.text(&v.to_string())));
+                }
+            }
+            o.push('\n');
+        }
+    }
+
+    o.push_str("## Violations\n\n");
+    if report.violations.is_empty() {
+        o.push_str("None.\n\n");
+    }
+    for (i, v) in shown.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "### {}. {} on {} at +{} (line {})\n",
+            i + 1,
+            code(v.rule),
+            red.text(v.dev.as_deref().unwrap_or("(no device)")),
+            rel(v.t),
+            v.line
+        );
+        let _ = writeln!(o, "{}\n", red.text(&v.detail));
+        let _ = writeln!(o, "_{}_\n", rule::explain(v.rule));
+        let w = &windows[i];
+        match &w.at {
+            Some(at) => {
+                o.push_str("```\n");
+                for (l, t) in &w.before {
+                    let _ = writeln!(o, "   {l:>8}  {t}");
+                }
+                let _ = writeln!(o, ">> {:>8}  {}", at.0, at.1);
+                for (l, t) in &w.after {
+                    let _ = writeln!(o, "   {l:>8}  {t}");
+                }
+                o.push_str("```\n\n");
+            }
+            None if stdin => o.push_str(
+                "(surrounding events not shown: the trace was read from standard input)\n\n",
+            ),
+            None if v.line == 0 => {
+                o.push_str("(found at the end of the trace; no single event)\n\n")
+            }
+            None => {
+                let _ = writeln!(
+                    o,
+                    "(surrounding events not shown{})\n",
+                    second_pass_error
+                        .as_deref()
+                        .map(|e| format!(": {}", red.text(e)))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+    let rest = report.violations.len().saturating_sub(shown.len());
+    if rest > 0 {
+        let _ = writeln!(o, "{rest} more violation(s) without context:\n");
+        o.push_str("| rule | device | time | line | detail |\n|---|---|---|---|---|\n");
+        for v in report.violations.iter().skip(shown.len()).take(200) {
+            let _ = writeln!(
+                o,
+                "| {} | {} | +{} | {} | {} |",
+                v.rule,
+                cell(&red.text(v.dev.as_deref().unwrap_or("-"))),
+                rel(v.t),
+                v.line,
+                cell(&red.text(&v.detail))
+            );
+        }
+        if rest > 200 {
+            let _ = writeln!(
+                o,
+                "\n(and {} more: run `migscope check` for all)",
+                rest - 200
+            );
+        }
+        o.push('\n');
+    }
+    if report.dropped_findings > 0 {
+        let _ = writeln!(
+            o,
+            "{} further finding(s) were counted but not stored.\n",
+            report.dropped_findings
+        );
+    }
+
+    o.push_str("## Blind spots\n\n");
+    if report.blind_spots.is_empty() {
+        o.push_str("None: every rule that matters had its evidence.\n\n");
+    }
+    for b in &report.blind_spots {
+        let _ = writeln!(
+            o,
+            "- **{b}**: {}",
+            red.text(
+                report
+                    .blind_spot_details
+                    .get(b)
+                    .map(String::as_str)
+                    .unwrap_or("")
+            )
+        );
+    }
+    if !report.blind_spots.is_empty() {
+        o.push('\n');
+    }
+    if !report.warnings.is_empty() {
+        o.push_str("### Warnings\n\n");
+        for w in report.warnings.iter().take(50) {
+            let _ = writeln!(
+                o,
+                "- {} {} at +{} (line {}): {}",
+                code(w.rule),
+                red.text(w.dev.as_deref().unwrap_or("")),
+                rel(w.t),
+                w.line,
+                red.text(&w.detail)
+            );
+        }
+        if report.warnings.len() > 50 {
+            let _ = writeln!(o, "- … {} more", report.warnings.len() - 50);
+        }
+        o.push('\n');
+    }
+
+    o.push_str("## Timeline\n\nTimes are from the first event. Quiesce = a SET entering a quiescent state; its duration is the time the SET took.\n\n");
+    for (dev, (list, more)) in &segs {
+        let _ = writeln!(o, "### {}\n", red.text(dev));
+        if let Some(s) = report.devices.get(dev)
+            && s.quiesce_count > 0
+        {
+            let _ = writeln!(
+                o,
+                "{} quiesce(s): min {}, max {}, mean {}; DMA evidence {} ({} while quiesced), IRQs {} ({} while quiesced).\n",
+                s.quiesce_count,
+                ms(s.quiesce_min_ns),
+                ms(s.quiesce_max_ns),
+                ms(s.quiesce_total_ns / s.quiesce_count),
+                s.dma,
+                s.dma_quiesced,
+                s.irq,
+                s.irq_quiesced
+            );
+        }
+        o.push_str("```\n");
+        for s in list {
+            let tag = match s.what {
+                SegKind::State(_) => "  ",
+                SegKind::Transition { quiesce: true, .. } => "Q ",
+                SegKind::Transition { .. } => "->",
+            };
+            let _ = writeln!(
+                o,
+                "{tag} {:>14} .. {:>14}  {:>12}  {}",
+                rel(s.start),
+                rel(s.end),
+                ms(s.end.saturating_sub(s.start)),
+                s.what.label()
+            );
+        }
+        if *more > 0 {
+            let _ = writeln!(o, "… {more} more segment(s)");
+        }
+        o.push_str("```\n\n");
+    }
+    if n_marks > 0 {
+        o.push_str("### Marks\n\n");
+        for (t, l) in &marks {
+            let _ = writeln!(o, "- +{}: {}", rel(*t), code(&red.text(l)));
+        }
+        if n_marks > marks.len() as u64 {
+            let _ = writeln!(o, "- … {} more", n_marks - marks.len() as u64);
+        }
+        o.push('\n');
+    }
+
+    o.push_str("## Reproduce\n\nVerify this trace again (exit status 0 pass, 1 fail, 2 inconclusive, 3 unusable):\n\n```sh\n");
+    let mut check = format!(
+        "migscope check {}",
+        shell_quote(&red.text(&input.display().to_string()))
+    );
+    for f in &opts.check_flags {
+        check.push(' ');
+        check.push_str(f);
+    }
+    let _ = writeln!(o, "{check}");
+    let _ = writeln!(
+        o,
+        "migscope export {} --format perfetto -o trace.json   # open in ui.perfetto.dev",
+        shell_quote(&red.text(&input.display().to_string()))
+    );
+    o.push_str("```\n\n");
+    if drive_cmds.is_empty() {
+        o.push_str("The trace has no mark with a `migscope drive` command line, so how the devices were driven is not recorded here.\n");
+    } else {
+        o.push_str("The devices were driven with (from the trace's marks):\n\n```sh\n");
+        for c in &drive_cmds {
+            let _ = writeln!(o, "{}", red.text(c));
+        }
+        o.push_str("```\n");
+    }
+    write_atomic(output, &o)?;
+    Ok(report)
+}

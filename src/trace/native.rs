@@ -1,0 +1,1348 @@
+//! The native binary trace format: compact records for recording at speed, convertible to and
+//! from the JSONL interchange format without loss.
+//!
+//! # Layout (version 1)
+//!
+//! ```text
+//! file    = magic "\x89MIGTRC" (7 bytes), version u8 = 1, varint n, header JSON (n bytes),
+//!           record*
+//! record  = 0x01 varint n, n bytes UTF-8           define the next string id (0, 1, 2, ...)
+//!         | tag u8, fields                          one event
+//! tag     = kind (low 5 bits: 0x10 + position in the table below) | 0x20 if a pid follows
+//!           the timestamp
+//! event   = varint dt (t minus the previous event's t; the first is relative to 0),
+//!           [varint pid], kind fields
+//! ```
+//!
+//! Kind fields (`id` = varint string id, `zz` = zigzag varint, `v` = varint, `st` = state byte):
+//!
+//! | kind | fields |
+//! |---|---|
+//! | device 0x10 | id dev, v flags, id ctx, st state, v driver (0 = none, else id + 1) |
+//! | set 0x11 | id dev, st to |
+//! | step 0x12 | id dev, u8 from << 4 \| to |
+//! | set_done 0x13 | id dev, st to, zz ret, v data_fd (0 = none, else zz(fd) + 1) |
+//! | get 0x14 | id dev, st state |
+//! | reset 0x15 | id dev, zz ret |
+//! | dma 0x16 | id dev, u8 bits, v iova, v len, [zz t - t0, zz t - t1 if bit 6] |
+//! | irq 0x17 | id dev, u8 kind, v vector |
+//! | map 0x18 / unmap 0x19 | id ctx, v iova, v len |
+//! | data 0x1a | id dev, u8 dir, v bytes |
+//! | lost 0x1b | v n, id source |
+//! | mark 0x1c | v n, n bytes UTF-8 label (not interned: labels are free text) |
+//! | end 0x1d | |
+//!
+//! dma bits: source index (0..4) in bits 0-2, write bit 3, p2p present bit 4, p2p value bit 5,
+//! window present bit 6. Window bounds are wrapping differences from `t`, so every `u64` pair
+//! round-trips.
+//!
+//! # Crash tolerance
+//!
+//! Records are self-delimiting and a string is always defined before the first record that
+//! uses it, so every prefix of a file that ends on a record boundary is a valid trace. A file
+//! that ends inside a record (a crash mid-write) is read up to the last complete record; the
+//! reader then stops *without an error* and [`NativeReader::truncated_at`] gives the byte
+//! offset of the incomplete record. Such a trace has no `end` event, so `check` reports it as
+//! truncated (inconclusive). A file cut inside its header, or holding bytes that are not a
+//! record (unknown tag, bad state number, undefined string id, invalid UTF-8), is an error that
+//! names the byte offset.
+//!
+//! Event numbers: the reader numbers events like the lines of the equivalent JSONL file (the
+//! header is 1, the first event 2, ...), so a finding's `line` is the same in both forms.
+
+use std::{
+    fs::File,
+    io::{self, BufRead, BufReader, BufWriter, Read, Write},
+    path::{Path, PathBuf},
+};
+
+use super::{
+    event::{DataDir, DmaSource, Event, EventKind, Header, IrqKind, TRACE_VERSION},
+    jsonl::{TraceError, header_to_json, partial_path},
+};
+use crate::model::{MigFlags, MigState};
+
+/// The first bytes of a native trace. 0x89 never starts a JSONL file (not ASCII, not a valid
+/// UTF-8 lead byte), so one byte tells the formats apart.
+pub const MAGIC: &[u8; 7] = b"\x89MIGTRC";
+/// Native format version this code reads and writes.
+pub const NATIVE_VERSION: u8 = 1;
+
+const TAG_DEFSTR: u8 = 0x01;
+const TAG_EVENT_BASE: u8 = 0x10;
+const TAG_PID: u8 = 0x20;
+const KIND_MASK: u8 = 0x1f;
+/// Longest header or string accepted on reading (a corrupt length must not allocate gigabytes).
+const MAX_STR: u64 = 1 << 20;
+/// Most distinct interned strings per file.
+const MAX_STRINGS: usize = 1 << 20;
+
+const DMA_WRITE: u8 = 1 << 3;
+const DMA_P2P_SET: u8 = 1 << 4;
+const DMA_P2P: u8 = 1 << 5;
+const DMA_WINDOW: u8 = 1 << 6;
+
+fn kind_code(k: &EventKind) -> u8 {
+    TAG_EVENT_BASE
+        + match k {
+            EventKind::Device { .. } => 0,
+            EventKind::Set { .. } => 1,
+            EventKind::Step { .. } => 2,
+            EventKind::SetDone { .. } => 3,
+            EventKind::Get { .. } => 4,
+            EventKind::Reset { .. } => 5,
+            EventKind::Dma { .. } => 6,
+            EventKind::Irq { .. } => 7,
+            EventKind::Map { .. } => 8,
+            EventKind::Unmap { .. } => 9,
+            EventKind::Data { .. } => 10,
+            EventKind::Lost { .. } => 11,
+            EventKind::Mark { .. } => 12,
+            EventKind::End => 13,
+        }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn state_byte(s: MigState) -> u8 {
+    s as u8
+}
+
+fn dma_src_index(s: DmaSource) -> u8 {
+    match s {
+        DmaSource::Witness => 0,
+        DmaSource::DirtyLog => 1,
+        DmaSource::IommuDirty => 2,
+        DmaSource::MdevDma => 3,
+        DmaSource::Fault => 4,
+    }
+}
+
+fn irq_index(k: IrqKind) -> u8 {
+    match k {
+        IrqKind::Msi => 0,
+        IrqKind::Msix => 1,
+        IrqKind::Intx => 2,
+    }
+}
+
+/// Writes a native trace. With [`NativeWriter::create`] the file is `<name>.partial` until
+/// [`NativeWriter::finish`] syncs and renames it; [`NativeWriter::flush`] pushes what was
+/// written so far to the file, and any flushed prefix reads back (see the module docs).
+pub struct NativeWriter<W: Write> {
+    out: W,
+    name: String,
+    rename: Option<(PathBuf, PathBuf)>,
+    strings: std::collections::HashMap<String, u64>,
+    last_t: u64,
+    buf: Vec<u8>,
+    events: u64,
+}
+
+impl NativeWriter<BufWriter<File>> {
+    /// Creates `<path>.partial` and writes the header.
+    pub fn create(path: &Path, header: &Header) -> Result<Self, TraceError> {
+        let tmp = partial_path(path);
+        let f = File::create(&tmp).map_err(|source| TraceError::Open {
+            file: tmp.display().to_string(),
+            source,
+        })?;
+        let mut w = NativeWriter::new_named(
+            BufWriter::with_capacity(1 << 16, f),
+            path.display().to_string(),
+            header,
+        )?;
+        w.rename = Some((tmp, path.to_owned()));
+        Ok(w)
+    }
+}
+
+impl<W: Write> NativeWriter<W> {
+    /// Writes the magic and the header to `out`.
+    pub fn new(out: W, header: &Header) -> Result<Self, TraceError> {
+        Self::new_named(out, "<output>".to_owned(), header)
+    }
+
+    fn new_named(out: W, name: String, header: &Header) -> Result<Self, TraceError> {
+        let mut w = NativeWriter {
+            out,
+            name,
+            rename: None,
+            strings: std::collections::HashMap::new(),
+            last_t: 0,
+            buf: Vec::with_capacity(256),
+            events: 0,
+        };
+        let json = header_to_json(header);
+        let mut head = Vec::with_capacity(json.len() + 16);
+        head.extend_from_slice(MAGIC);
+        head.push(NATIVE_VERSION);
+        put_varint(&mut head, json.len() as u64);
+        head.extend_from_slice(json.as_bytes());
+        w.emit(&head)?;
+        Ok(w)
+    }
+
+    fn emit(&mut self, bytes: &[u8]) -> Result<(), TraceError> {
+        self.out
+            .write_all(bytes)
+            .map_err(|source| TraceError::Write {
+                file: self.name.clone(),
+                source,
+            })
+    }
+
+    /// The id of `s`, defining it (into `self.buf`, ahead of the event) on first use.
+    fn intern(&mut self, s: &str, defs: &mut Vec<u8>) -> u64 {
+        if let Some(id) = self.strings.get(s) {
+            return *id;
+        }
+        let id = self.strings.len() as u64;
+        self.strings.insert(s.to_owned(), id);
+        defs.push(TAG_DEFSTR);
+        put_varint(defs, s.len() as u64);
+        defs.extend_from_slice(s.as_bytes());
+        id
+    }
+
+    /// Appends one event. Events must come in non-decreasing `t` (as JSONL requires).
+    pub fn write(&mut self, ev: &Event) -> Result<(), TraceError> {
+        if ev.t < self.last_t {
+            return Err(TraceError::Write {
+                file: self.name.clone(),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "event {} has t {} earlier than the previous event's {}: events must be ordered by t",
+                        self.events + 1,
+                        ev.t,
+                        self.last_t
+                    ),
+                ),
+            });
+        }
+        let mut defs = Vec::new();
+        let mut b = std::mem::take(&mut self.buf);
+        b.clear();
+        let mut tag = kind_code(&ev.kind);
+        if ev.pid.is_some() {
+            tag |= TAG_PID;
+        }
+        b.push(tag);
+        put_varint(&mut b, ev.t - self.last_t);
+        if let Some(pid) = ev.pid {
+            put_varint(&mut b, u64::from(pid));
+        }
+        match &ev.kind {
+            EventKind::Device {
+                dev,
+                flags,
+                ctx,
+                state,
+                driver,
+            } => {
+                let d = self.intern(dev, &mut defs);
+                put_varint(&mut b, d);
+                put_varint(&mut b, u64::from(flags.0));
+                let c = self.intern(ctx, &mut defs);
+                put_varint(&mut b, c);
+                b.push(state_byte(*state));
+                match driver {
+                    None => b.push(0),
+                    Some(dr) => {
+                        let id = self.intern(dr, &mut defs);
+                        put_varint(&mut b, id + 1);
+                    }
+                }
+            }
+            EventKind::Set { dev, to } => {
+                let d = self.intern(dev, &mut defs);
+                put_varint(&mut b, d);
+                b.push(state_byte(*to));
+            }
+            EventKind::Step { dev, from, to } => {
+                let d = self.intern(dev, &mut defs);
+                put_varint(&mut b, d);
+                b.push((state_byte(*from) << 4) | state_byte(*to));
+            }
+            EventKind::SetDone {
+                dev,
+                to,
+                ret,
+                data_fd,
+            } => {
+                let d = self.intern(dev, &mut defs);
+                put_varint(&mut b, d);
+                b.push(state_byte(*to));
+                put_varint(&mut b, zigzag(i64::from(*ret)));
+                match data_fd {
+                    None => b.push(0),
+                    Some(fd) => put_varint(&mut b, zigzag(i64::from(*fd)) + 1),
+                }
+            }
+            EventKind::Get { dev, state } => {
+                let d = self.intern(dev, &mut defs);
+                put_varint(&mut b, d);
+                b.push(state_byte(*state));
+            }
+            EventKind::Reset { dev, ret } => {
+                let d = self.intern(dev, &mut defs);
+                put_varint(&mut b, d);
+                put_varint(&mut b, zigzag(i64::from(*ret)));
+            }
+            EventKind::Dma {
+                dev,
+                src,
+                iova,
+                len,
+                write,
+                window,
+                p2p,
+            } => {
+                let d = self.intern(dev, &mut defs);
+                put_varint(&mut b, d);
+                let mut bits = dma_src_index(*src);
+                if *write {
+                    bits |= DMA_WRITE;
+                }
+                if let Some(p) = p2p {
+                    bits |= DMA_P2P_SET;
+                    if *p {
+                        bits |= DMA_P2P;
+                    }
+                }
+                if window.is_some() {
+                    bits |= DMA_WINDOW;
+                }
+                b.push(bits);
+                put_varint(&mut b, *iova);
+                put_varint(&mut b, *len);
+                if let Some((t0, t1)) = window {
+                    put_varint(&mut b, zigzag(ev.t.wrapping_sub(*t0) as i64));
+                    put_varint(&mut b, zigzag(ev.t.wrapping_sub(*t1) as i64));
+                }
+            }
+            EventKind::Irq { dev, kind, vector } => {
+                let d = self.intern(dev, &mut defs);
+                put_varint(&mut b, d);
+                b.push(irq_index(*kind));
+                put_varint(&mut b, u64::from(*vector));
+            }
+            EventKind::Map { ctx, iova, len } | EventKind::Unmap { ctx, iova, len } => {
+                let c = self.intern(ctx, &mut defs);
+                put_varint(&mut b, c);
+                put_varint(&mut b, *iova);
+                put_varint(&mut b, *len);
+            }
+            EventKind::Data { dev, dir, bytes } => {
+                let d = self.intern(dev, &mut defs);
+                put_varint(&mut b, d);
+                b.push(match dir {
+                    DataDir::Save => 0,
+                    DataDir::Load => 1,
+                });
+                put_varint(&mut b, *bytes);
+            }
+            EventKind::Lost { n, source } => {
+                put_varint(&mut b, *n);
+                let s = self.intern(source, &mut defs);
+                put_varint(&mut b, s);
+            }
+            EventKind::Mark { label } => {
+                put_varint(&mut b, label.len() as u64);
+                b.extend_from_slice(label.as_bytes());
+            }
+            EventKind::End => {}
+        }
+        let res = if defs.is_empty() {
+            self.emit(&b)
+        } else {
+            defs.extend_from_slice(&b);
+            self.emit(&defs)
+        };
+        self.buf = b;
+        res?;
+        self.last_t = ev.t;
+        self.events += 1;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<(), TraceError> {
+        self.out.flush().map_err(|source| TraceError::Write {
+            file: self.name.clone(),
+            source,
+        })
+    }
+
+    /// Flushes and, for [`NativeWriter::create`], syncs and renames the file into place.
+    pub fn finish(mut self) -> Result<(), TraceError> {
+        self.flush()?;
+        if let Some((tmp, dst)) = self.rename.take() {
+            let werr = |source| TraceError::Write {
+                file: dst.display().to_string(),
+                source,
+            };
+            drop(self.out);
+            File::open(&tmp).and_then(|f| f.sync_all()).map_err(werr)?;
+            std::fs::rename(&tmp, &dst).map_err(werr)?;
+        }
+        Ok(())
+    }
+
+    /// The underlying writer (for in-memory traces).
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+/// Why a record could not be decoded.
+enum Cut {
+    /// End of input inside the record.
+    Eof,
+    /// Not a record: (field, message).
+    Bad(&'static str, String),
+    Io(io::Error),
+}
+
+impl From<io::Error> for Cut {
+    fn from(e: io::Error) -> Self {
+        Cut::Io(e)
+    }
+}
+
+/// A byte source that counts its offset.
+struct Src<R> {
+    input: R,
+    offset: u64,
+}
+
+impl<R: BufRead> Src<R> {
+    fn u8(&mut self) -> Result<u8, Cut> {
+        loop {
+            match self.input.fill_buf() {
+                Ok([]) => return Err(Cut::Eof),
+                Ok(buf) => {
+                    let b = buf[0];
+                    self.input.consume(1);
+                    self.offset += 1;
+                    return Ok(b);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Cut::Io(e)),
+            }
+        }
+    }
+
+    /// Whether the input is at its end (without consuming anything).
+    fn at_eof(&mut self) -> Result<bool, io::Error> {
+        loop {
+            match self.input.fill_buf() {
+                Ok(buf) => return Ok(buf.is_empty()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn varint(&mut self, field: &'static str) -> Result<u64, Cut> {
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            let part = u64::from(b & 0x7f);
+            if shift == 63 && part > 1 {
+                break;
+            }
+            v |= part << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(Cut::Bad(field, "varint longer than 64 bits".to_owned()))
+    }
+
+    fn bytes(&mut self, n: u64, field: &'static str) -> Result<Vec<u8>, Cut> {
+        if n > MAX_STR {
+            return Err(Cut::Bad(
+                field,
+                format!("length {n} exceeds the {MAX_STR}-byte limit"),
+            ));
+        }
+        let mut out = Vec::with_capacity(n as usize);
+        let got = (&mut self.input)
+            .take(n)
+            .read_to_end(&mut out)
+            .map_err(Cut::Io)?;
+        self.offset += got as u64;
+        if (got as u64) < n {
+            return Err(Cut::Eof);
+        }
+        Ok(out)
+    }
+
+    fn string(&mut self, field: &'static str) -> Result<String, Cut> {
+        let n = self.varint(field)?;
+        let b = self.bytes(n, field)?;
+        String::from_utf8(b).map_err(|_| Cut::Bad(field, "not valid UTF-8".to_owned()))
+    }
+}
+
+/// Streams events out of a native trace.
+pub struct NativeReader<R> {
+    name: String,
+    src: Src<R>,
+    header: Header,
+    strings: Vec<String>,
+    last_t: u64,
+    /// Events returned so far.
+    events: u64,
+    truncated_at: Option<u64>,
+    done: bool,
+}
+
+impl NativeReader<Box<dyn BufRead>> {
+    /// Opens `path` and reads its header.
+    pub fn open(path: &Path) -> Result<Self, TraceError> {
+        let name = path.display().to_string();
+        let f = File::open(path).map_err(|source| TraceError::Open {
+            file: name.clone(),
+            source,
+        })?;
+        NativeReader::new(&name, Box::new(BufReader::with_capacity(1 << 16, f)))
+    }
+}
+
+impl<R: BufRead> NativeReader<R> {
+    /// Reads and validates the magic and the header; `name` is used in error messages.
+    pub fn new(name: &str, input: R) -> Result<Self, TraceError> {
+        let mut r = NativeReader {
+            name: name.to_owned(),
+            src: Src { input, offset: 0 },
+            header: Header::default(),
+            strings: Vec::new(),
+            last_t: 0,
+            events: 0,
+            truncated_at: None,
+            done: false,
+        };
+        let header = r.read_header().map_err(|c| match c {
+            Cut::Eof => r.invalid(
+                1,
+                "header",
+                format!(
+                    "file ends inside the header at byte offset {}: not a complete native trace",
+                    r.src.offset
+                ),
+            ),
+            Cut::Bad(field, msg) => r.invalid(1, field, msg),
+            Cut::Io(source) => TraceError::Read {
+                file: r.name.clone(),
+                line: 1,
+                source,
+            },
+        })?;
+        r.header = header;
+        Ok(r)
+    }
+
+    fn read_header(&mut self) -> Result<Header, Cut> {
+        let mut magic = [0u8; 7];
+        for m in &mut magic {
+            *m = self.src.u8()?;
+        }
+        if &magic != MAGIC {
+            return Err(Cut::Bad(
+                "magic",
+                "not a migscope native trace (bad magic bytes at offset 0)".to_owned(),
+            ));
+        }
+        let version = self.src.u8()?;
+        if version != NATIVE_VERSION {
+            return Err(Cut::Bad(
+                "version",
+                format!(
+                    "unsupported native format version {version} (this migscope reads {NATIVE_VERSION})"
+                ),
+            ));
+        }
+        let json = self.src.string("header")?;
+        // The header is the JSONL header line: parse it with the JSONL reader itself so both
+        // formats accept exactly the same headers.
+        let reader = super::jsonl::JsonlReader::new(&self.name, json.as_bytes())
+            .map_err(|e| Cut::Bad("header", format!("invalid header JSON: {e}")))?;
+        let h = reader.header().clone();
+        if h.version != TRACE_VERSION {
+            return Err(Cut::Bad("header", "unsupported trace version".to_owned()));
+        }
+        Ok(h)
+    }
+
+    fn invalid(&self, line: u64, field: &str, msg: String) -> TraceError {
+        TraceError::Invalid {
+            file: self.name.clone(),
+            line,
+            field: field.to_owned(),
+            msg,
+        }
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The file name used in messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The byte offset just past the last record read (header included): after
+    /// [`NativeReader::next_event`] returned an event, where the next record starts.
+    pub fn offset(&self) -> u64 {
+        self.src.offset
+    }
+
+    /// The byte offset of the incomplete record the file ends in, if it does (a cut
+    /// recording). `None` while reading and when the file ended on a record boundary.
+    pub fn truncated_at(&self) -> Option<u64> {
+        self.truncated_at
+    }
+
+    /// The next event with its number (1-based, the header being 1, as the line of the same
+    /// event in the JSONL form); `None` at end of input or after an incomplete last record.
+    pub fn next_event(&mut self) -> Option<Result<(u64, Event), TraceError>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let start = self.src.offset;
+            match self.src.at_eof() {
+                Ok(true) => {
+                    self.done = true;
+                    return None;
+                }
+                Ok(false) => {}
+                Err(source) => {
+                    self.done = true;
+                    return Some(Err(TraceError::Read {
+                        file: self.name.clone(),
+                        line: self.events + 2,
+                        source,
+                    }));
+                }
+            }
+            match self.record() {
+                Ok(Some(ev)) => {
+                    self.events += 1;
+                    return Some(Ok((self.events + 1, ev)));
+                }
+                Ok(None) => continue,
+                Err(cut) => {
+                    self.done = true;
+                    let line = self.events + 2;
+                    return match cut {
+                        Cut::Eof => {
+                            self.truncated_at = Some(start);
+                            None
+                        }
+                        Cut::Bad(field, msg) => Some(Err(self.invalid(
+                            line,
+                            field,
+                            format!("{msg} (record at byte offset {start})"),
+                        ))),
+                        Cut::Io(source) => Some(Err(TraceError::Read {
+                            file: self.name.clone(),
+                            line,
+                            source,
+                        })),
+                    };
+                }
+            }
+        }
+    }
+
+    fn str_id(&mut self, field: &'static str) -> Result<String, Cut> {
+        let id = self.src.varint(field)?;
+        self.strings
+            .get(id as usize)
+            .cloned()
+            .ok_or_else(|| Cut::Bad(field, format!("string id {id} was never defined")))
+    }
+
+    fn state(&mut self, field: &'static str) -> Result<MigState, Cut> {
+        let b = self.src.u8()?;
+        MigState::from_u32(u32::from(b))
+            .ok_or_else(|| Cut::Bad(field, format!("state number {b} is not a v2 state")))
+    }
+
+    fn ret(&mut self, field: &'static str) -> Result<i32, Cut> {
+        let v = unzigzag(self.src.varint(field)?);
+        match i32::try_from(v) {
+            Ok(r) if r <= 0 => Ok(r),
+            _ => Err(Cut::Bad(field, format!("{v} is not 0 or a negative errno"))),
+        }
+    }
+
+    /// One record: `Some(event)`, or `None` for a string definition.
+    fn record(&mut self) -> Result<Option<Event>, Cut> {
+        let tag = self.src.u8()?;
+        if tag == TAG_DEFSTR {
+            let s = self.src.string("string")?;
+            if self.strings.len() >= MAX_STRINGS {
+                return Err(Cut::Bad(
+                    "string",
+                    format!("more than {MAX_STRINGS} distinct strings"),
+                ));
+            }
+            self.strings.push(s);
+            return Ok(None);
+        }
+        let code = tag & KIND_MASK;
+        if tag & !(KIND_MASK | TAG_PID) != 0
+            || !(TAG_EVENT_BASE..=TAG_EVENT_BASE + 13).contains(&code)
+        {
+            return Err(Cut::Bad(
+                "tag",
+                format!("unknown record tag {tag:#04x} (written by a newer migscope?)"),
+            ));
+        }
+        let dt = self.src.varint("t")?;
+        let t = self
+            .last_t
+            .checked_add(dt)
+            .ok_or_else(|| Cut::Bad("t", "timestamp overflows 64 bits".to_owned()))?;
+        let pid = if tag & TAG_PID != 0 {
+            let p = self.src.varint("pid")?;
+            Some(u32::try_from(p).map_err(|_| Cut::Bad("pid", format!("{p} exceeds 32 bits")))?)
+        } else {
+            None
+        };
+        let kind = match code - TAG_EVENT_BASE {
+            0 => {
+                let dev = self.str_id("dev")?;
+                let flags = self.src.varint("flags")?;
+                let flags = u32::try_from(flags)
+                    .ok()
+                    .filter(|f| {
+                        f & !(MigFlags::STOP_COPY | MigFlags::P2P | MigFlags::PRE_COPY) == 0
+                    })
+                    .ok_or_else(|| Cut::Bad("flags", format!("unknown flag bits {flags:#x}")))?;
+                let ctx = self.str_id("ctx")?;
+                let state = self.state("state")?;
+                let driver =
+                    match self.src.varint("driver")? {
+                        0 => None,
+                        id => Some(self.strings.get((id - 1) as usize).cloned().ok_or_else(
+                            || {
+                                Cut::Bad(
+                                    "driver",
+                                    format!("string id {} was never defined", id - 1),
+                                )
+                            },
+                        )?),
+                    };
+                EventKind::Device {
+                    dev,
+                    flags: MigFlags(flags),
+                    ctx,
+                    state,
+                    driver,
+                }
+            }
+            1 => EventKind::Set {
+                dev: self.str_id("dev")?,
+                to: self.state("to")?,
+            },
+            2 => {
+                let dev = self.str_id("dev")?;
+                let b = self.src.u8()?;
+                let st = |v: u8, f: &'static str| {
+                    MigState::from_u32(u32::from(v))
+                        .ok_or_else(|| Cut::Bad(f, format!("state number {v} is not a v2 state")))
+                };
+                EventKind::Step {
+                    dev,
+                    from: st(b >> 4, "from")?,
+                    to: st(b & 0x0f, "to")?,
+                }
+            }
+            3 => {
+                let dev = self.str_id("dev")?;
+                let to = self.state("to")?;
+                let ret = self.ret("ret")?;
+                let data_fd = match self.src.varint("data_fd")? {
+                    0 => None,
+                    v => {
+                        let fd = unzigzag(v - 1);
+                        Some(i32::try_from(fd).map_err(|_| {
+                            Cut::Bad("data_fd", format!("{fd} is not a file descriptor"))
+                        })?)
+                    }
+                };
+                EventKind::SetDone {
+                    dev,
+                    to,
+                    ret,
+                    data_fd,
+                }
+            }
+            4 => EventKind::Get {
+                dev: self.str_id("dev")?,
+                state: self.state("state")?,
+            },
+            5 => EventKind::Reset {
+                dev: self.str_id("dev")?,
+                ret: self.ret("ret")?,
+            },
+            6 => {
+                let dev = self.str_id("dev")?;
+                let bits = self.src.u8()?;
+                let src = DmaSource::ALL
+                    .get(usize::from(bits & 0x07))
+                    .copied()
+                    .filter(|_| bits & 0x80 == 0)
+                    .ok_or_else(|| Cut::Bad("src", format!("bad dma bits {bits:#04x}")))?;
+                let iova = self.src.varint("iova")?;
+                let len = self.src.varint("len")?;
+                let window = if bits & DMA_WINDOW != 0 {
+                    let a = unzigzag(self.src.varint("window")?) as u64;
+                    let b = unzigzag(self.src.varint("window")?) as u64;
+                    Some((t.wrapping_sub(a), t.wrapping_sub(b)))
+                } else {
+                    None
+                };
+                EventKind::Dma {
+                    dev,
+                    src,
+                    iova,
+                    len,
+                    write: bits & DMA_WRITE != 0,
+                    window,
+                    p2p: (bits & DMA_P2P_SET != 0).then_some(bits & DMA_P2P != 0),
+                }
+            }
+            7 => {
+                let dev = self.str_id("dev")?;
+                let k = self.src.u8()?;
+                let kind = IrqKind::ALL
+                    .get(usize::from(k))
+                    .copied()
+                    .ok_or_else(|| Cut::Bad("kind", format!("interrupt kind {k} unknown")))?;
+                let vector = self.src.varint("vector")?;
+                EventKind::Irq {
+                    dev,
+                    kind,
+                    vector: u32::try_from(vector)
+                        .map_err(|_| Cut::Bad("vector", format!("{vector} exceeds 32 bits")))?,
+                }
+            }
+            c @ (8 | 9) => {
+                let ctx = self.str_id("ctx")?;
+                let iova = self.src.varint("iova")?;
+                let len = self.src.varint("len")?;
+                if c == 8 {
+                    EventKind::Map { ctx, iova, len }
+                } else {
+                    EventKind::Unmap { ctx, iova, len }
+                }
+            }
+            10 => {
+                let dev = self.str_id("dev")?;
+                let d = self.src.u8()?;
+                let dir = match d {
+                    0 => DataDir::Save,
+                    1 => DataDir::Load,
+                    _ => return Err(Cut::Bad("dir", format!("direction {d} unknown"))),
+                };
+                EventKind::Data {
+                    dev,
+                    dir,
+                    bytes: self.src.varint("bytes")?,
+                }
+            }
+            11 => EventKind::Lost {
+                n: self.src.varint("n")?,
+                source: self.str_id("source")?,
+            },
+            12 => EventKind::Mark {
+                label: self.src.string("label")?,
+            },
+            _ => EventKind::End,
+        };
+        self.last_t = t;
+        Ok(Some(Event { t, pid, kind }))
+    }
+}
+
+impl<R: BufRead> Iterator for NativeReader<R> {
+    type Item = Result<(u64, Event), TraceError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_event()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_kinds() -> Vec<Event> {
+        let e = |t, pid, kind| Event { t, pid, kind };
+        vec![
+            e(
+                5,
+                Some(42),
+                EventKind::Device {
+                    dev: "0000:00:03.0".into(),
+                    flags: MigFlags(MigFlags::STOP_COPY | MigFlags::P2P),
+                    ctx: "vm1".into(),
+                    state: MigState::Running,
+                    driver: Some("edu_vfio".into()),
+                },
+            ),
+            e(
+                5,
+                None,
+                EventKind::Device {
+                    dev: "peer".into(),
+                    flags: MigFlags(MigFlags::STOP_COPY),
+                    ctx: "vm1".into(),
+                    state: MigState::Stop,
+                    driver: None,
+                },
+            ),
+            e(
+                10,
+                Some(u32::MAX),
+                EventKind::Set {
+                    dev: "peer".into(),
+                    to: MigState::PreCopyP2p,
+                },
+            ),
+            e(
+                11,
+                None,
+                EventKind::Step {
+                    dev: "peer".into(),
+                    from: MigState::PreCopyP2p,
+                    to: MigState::Error,
+                },
+            ),
+            e(
+                12,
+                None,
+                EventKind::SetDone {
+                    dev: "peer".into(),
+                    to: MigState::StopCopy,
+                    ret: -22,
+                    data_fd: Some(-1),
+                },
+            ),
+            e(
+                12,
+                None,
+                EventKind::SetDone {
+                    dev: "peer".into(),
+                    to: MigState::StopCopy,
+                    ret: 0,
+                    data_fd: None,
+                },
+            ),
+            e(
+                12,
+                None,
+                EventKind::SetDone {
+                    dev: "peer".into(),
+                    to: MigState::Resuming,
+                    ret: i32::MIN,
+                    data_fd: Some(i32::MAX),
+                },
+            ),
+            e(
+                13,
+                None,
+                EventKind::Get {
+                    dev: "peer".into(),
+                    state: MigState::PreCopy,
+                },
+            ),
+            e(
+                14,
+                None,
+                EventKind::Reset {
+                    dev: "peer".into(),
+                    ret: 0,
+                },
+            ),
+            e(
+                u64::MAX / 2,
+                Some(1),
+                EventKind::Dma {
+                    dev: "peer".into(),
+                    src: DmaSource::Fault,
+                    iova: u64::MAX,
+                    len: 0,
+                    write: false,
+                    window: Some((0, u64::MAX)),
+                    p2p: Some(false),
+                },
+            ),
+            e(
+                u64::MAX / 2,
+                None,
+                EventKind::Dma {
+                    dev: "peer".into(),
+                    src: DmaSource::MdevDma,
+                    iova: 0x1000,
+                    len: 4096,
+                    write: true,
+                    window: None,
+                    p2p: Some(true),
+                },
+            ),
+            e(
+                u64::MAX / 2 + 1,
+                None,
+                EventKind::Dma {
+                    dev: "0000:00:03.0".into(),
+                    src: DmaSource::Witness,
+                    iova: 0x1000,
+                    len: 4096,
+                    write: true,
+                    window: Some((3, 4)),
+                    p2p: None,
+                },
+            ),
+            e(
+                u64::MAX / 2 + 2,
+                None,
+                EventKind::Irq {
+                    dev: "peer".into(),
+                    kind: IrqKind::Intx,
+                    vector: u32::MAX,
+                },
+            ),
+            e(
+                u64::MAX / 2 + 2,
+                None,
+                EventKind::Map {
+                    ctx: "vm1".into(),
+                    iova: 1 << 40,
+                    len: 1 << 21,
+                },
+            ),
+            e(
+                u64::MAX / 2 + 2,
+                None,
+                EventKind::Unmap {
+                    ctx: "vm2 \"quoted\" ✓".into(),
+                    iova: 0,
+                    len: 1,
+                },
+            ),
+            e(
+                u64::MAX / 2 + 3,
+                None,
+                EventKind::Data {
+                    dev: "peer".into(),
+                    dir: DataDir::Load,
+                    bytes: 123_456_789,
+                },
+            ),
+            e(
+                u64::MAX / 2 + 3,
+                None,
+                EventKind::Lost {
+                    n: 7,
+                    source: "ringbuf".into(),
+                },
+            ),
+            e(
+                u64::MAX / 2 + 3,
+                None,
+                EventKind::Mark {
+                    label: String::new(),
+                },
+            ),
+            e(
+                u64::MAX - 1,
+                None,
+                EventKind::Mark {
+                    label: "migscope drive --plan x\n\u{1}".into(),
+                },
+            ),
+            e(u64::MAX, Some(0), EventKind::End),
+        ]
+    }
+
+    fn header() -> Header {
+        let mut h = Header {
+            kernel: Some("6.12.0-test".into()),
+            ..Header::default()
+        };
+        h.sources.insert("witness".into(), "ok".into());
+        h
+    }
+
+    fn encode(evs: &[Event]) -> Vec<u8> {
+        let mut w = NativeWriter::new(Vec::new(), &header()).expect("header");
+        for e in evs {
+            w.write(e).expect("write");
+        }
+        w.into_inner()
+    }
+
+    #[test]
+    fn every_kind_and_field_round_trips() {
+        let evs = all_kinds();
+        let bytes = encode(&evs);
+        let mut r = NativeReader::new("mem", &bytes[..]).expect("header");
+        assert_eq!(r.header(), &header());
+        let got: Vec<(u64, Event)> = r.by_ref().map(|x| x.expect("event")).collect();
+        assert_eq!(r.truncated_at(), None);
+        let lines: Vec<u64> = got.iter().map(|g| g.0).collect();
+        assert_eq!(lines, (2..2 + evs.len() as u64).collect::<Vec<_>>());
+        let got: Vec<Event> = got.into_iter().map(|g| g.1).collect();
+        assert_eq!(got, evs);
+    }
+
+    #[test]
+    fn writer_rejects_time_going_backwards() {
+        let mut w = NativeWriter::new(Vec::new(), &header()).expect("header");
+        w.write(&Event {
+            t: 10,
+            pid: None,
+            kind: EventKind::End,
+        })
+        .expect("first");
+        let e = w
+            .write(&Event {
+                t: 9,
+                pid: None,
+                kind: EventKind::End,
+            })
+            .expect_err("backwards");
+        assert!(e.to_string().contains("earlier"), "{e}");
+    }
+
+    #[test]
+    fn every_truncation_reads_the_complete_prefix_or_names_the_offset() {
+        let evs = all_kinds();
+        let bytes = encode(&evs);
+        // Offsets at which an event record ends, and at which any record (string definitions
+        // included) ends, learnt from the full read.
+        let mut ends = Vec::new();
+        let mut boundaries = Vec::new();
+        {
+            let mut r = NativeReader::new("mem", &bytes[..]).expect("header");
+            ends.push(r.src.offset);
+            boundaries.push(r.src.offset);
+            while !r.src.at_eof().expect("read") {
+                let rec = r
+                    .record()
+                    .unwrap_or_else(|_| panic!("record at {}", r.src.offset));
+                if rec.is_some() {
+                    ends.push(r.src.offset);
+                }
+                boundaries.push(r.src.offset);
+            }
+        }
+        let header_len = ends[0];
+        for cut in 0..bytes.len() {
+            let part = &bytes[..cut];
+            match NativeReader::new("mem", part) {
+                Err(e) => {
+                    assert!(
+                        (cut as u64) < header_len,
+                        "cut {cut}: header error after the header: {e}"
+                    );
+                    let msg = e.to_string();
+                    assert!(msg.contains("byte offset"), "cut {cut}: {msg}");
+                }
+                Ok(mut r) => {
+                    assert!(cut as u64 >= header_len, "cut {cut}: header accepted early");
+                    let mut n = 0;
+                    while let Some(x) = r.next_event() {
+                        let (_, ev) = x.unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+                        assert_eq!(ev, evs[n], "cut {cut}: event {n}");
+                        n += 1;
+                    }
+                    // The events read are exactly those whose record ended before the cut.
+                    let complete = ends.iter().filter(|&&e| e <= cut as u64).count() - 1;
+                    assert_eq!(n, complete, "cut {cut}");
+                    let on_boundary = boundaries.contains(&(cut as u64));
+                    match r.truncated_at() {
+                        None => assert!(on_boundary, "cut {cut}: truncation not reported"),
+                        Some(off) => {
+                            assert!(!on_boundary, "cut {cut}: boundary reported as truncated");
+                            let start = boundaries.iter().rev().find(|&&b| b < cut as u64).copied();
+                            assert_eq!(Some(off), start, "cut {cut}: offset of the partial record");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_naming_the_offset() {
+        let mut bytes = encode(&all_kinds()[..2]);
+        let off = bytes.len();
+        bytes.push(0x7f);
+        let mut r = NativeReader::new("mem", &bytes[..]).expect("header");
+        let mut err = None;
+        for x in r.by_ref() {
+            if let Err(e) = x {
+                err = Some(e);
+            }
+        }
+        let e = err.expect("an error").to_string();
+        assert!(e.contains(&format!("byte offset {off}")), "{e}");
+        assert!(e.contains("tag"), "{e}");
+        let bad = NativeReader::new("mem", &b"\x89MIGTRX\x01"[..])
+            .err()
+            .expect("bad magic");
+        assert!(bad.to_string().contains("magic"), "{bad}");
+    }
+
+    use proptest::prelude::*;
+
+    fn st() -> impl Strategy<Value = MigState> {
+        (0u32..8).prop_map(|n| MigState::from_u32(n).expect("0..8"))
+    }
+
+    fn kind() -> impl Strategy<Value = EventKind> {
+        let s = "[ -~]{1,12}|[\u{e9}\u{2713}\"\\\\]{1,4}";
+        prop_oneof![
+            (s, 0u32..8, s, st(), proptest::option::of(s)).prop_map(
+                |(dev, f, ctx, state, driver)| EventKind::Device {
+                    dev,
+                    flags: MigFlags(f),
+                    ctx,
+                    state,
+                    driver,
+                }
+            ),
+            (s, st()).prop_map(|(dev, to)| EventKind::Set { dev, to }),
+            (s, st(), st()).prop_map(|(dev, from, to)| EventKind::Step { dev, from, to }),
+            (s, st(), i32::MIN..=0, proptest::option::of(any::<i32>())).prop_map(
+                |(dev, to, ret, data_fd)| EventKind::SetDone {
+                    dev,
+                    to,
+                    ret,
+                    data_fd
+                }
+            ),
+            (s, st()).prop_map(|(dev, state)| EventKind::Get { dev, state }),
+            (s, i32::MIN..=0).prop_map(|(dev, ret)| EventKind::Reset { dev, ret }),
+            (
+                s,
+                any::<u64>(),
+                any::<u64>(),
+                any::<bool>(),
+                proptest::option::of((any::<u64>(), any::<u64>())),
+                proptest::option::of(any::<bool>()),
+                0usize..5
+            )
+                .prop_map(|(dev, iova, len, write, window, p2p, src)| EventKind::Dma {
+                    dev,
+                    src: DmaSource::ALL[src],
+                    iova,
+                    len,
+                    write,
+                    window: window.map(|(a, b)| (a.min(b), a.max(b))),
+                    p2p
+                }),
+            (s, 0usize..3, any::<u32>()).prop_map(|(dev, k, vector)| EventKind::Irq {
+                dev,
+                kind: IrqKind::ALL[k],
+                vector
+            }),
+            (s, any::<u64>(), any::<u64>()).prop_map(|(ctx, iova, len)| EventKind::Map {
+                ctx,
+                iova,
+                len
+            }),
+            (s, any::<u64>(), any::<u64>()).prop_map(|(ctx, iova, len)| EventKind::Unmap {
+                ctx,
+                iova,
+                len
+            }),
+            (s, any::<bool>(), any::<u64>()).prop_map(|(dev, save, bytes)| EventKind::Data {
+                dev,
+                dir: if save { DataDir::Save } else { DataDir::Load },
+                bytes
+            }),
+            (s, any::<u64>()).prop_map(|(source, n)| EventKind::Lost { n, source }),
+            ".{0,20}".prop_map(|label| EventKind::Mark { label }),
+            Just(EventKind::End),
+        ]
+    }
+
+    fn events() -> impl Strategy<Value = Vec<Event>> {
+        proptest::collection::vec(
+            (
+                kind(),
+                prop_oneof![0u64..3, 0u64..1_000_000, any::<u64>()],
+                proptest::option::of(any::<u32>()),
+            ),
+            0..40,
+        )
+        .prop_map(|v| {
+            let mut t = 0u64;
+            v.into_iter()
+                .map(|(kind, dt, pid)| {
+                    t = t.saturating_add(dt);
+                    Event { t, pid, kind }
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn random_events_round_trip_both_ways(evs in events()) {
+            let bytes = encode(&evs);
+            let back: Vec<Event> = NativeReader::new("p", &bytes[..])
+                .expect("header")
+                .map(|x| x.expect("event").1)
+                .collect();
+            prop_assert_eq!(&back, &evs);
+            // Through JSONL and back: the same bytes.
+            let mut jw = super::super::jsonl::JsonlWriter::new(Vec::new(), &header()).expect("h");
+            for e in &evs {
+                jw.write(e).expect("write");
+            }
+            let text = jw.into_inner();
+            let mut jr = super::super::jsonl::JsonlReader::new("j", &text[..]).expect("h");
+            let mut nw = NativeWriter::new(Vec::new(), jr.header()).expect("h");
+            while let Some(x) = jr.next_event() {
+                nw.write(&x.expect("event").1).expect("write");
+            }
+            prop_assert_eq!(nw.into_inner(), bytes);
+        }
+
+        #[test]
+        fn random_bytes_after_a_header_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut bytes = encode(&[]);
+            bytes.extend_from_slice(&tail);
+            let mut r = NativeReader::new("p", &bytes[..]).expect("header");
+            while let Some(x) = r.next_event() {
+                if let Err(e) = x {
+                    prop_assert!(e.to_string().contains("byte offset"), "{}", e);
+                }
+            }
+        }
+    }
+}
