@@ -382,3 +382,26 @@ fn live_mode_memory_is_bounded_and_summaries_survive() {
     assert!(app.view_start + app.view_span >= app.store.last_t);
     assert_eq!(cursor_line(&app), line);
 }
+
+#[test]
+fn native_traces_load_like_their_jsonl_form() {
+    let src = fixture("two-dev-fail.jsonl");
+    let mut r = JsonlReader::open(&src).expect("open");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let native = dir.path().join("two-dev-fail.mtr");
+    let mut w =
+        migscope::trace::NativeWriter::create(&native, &r.header().clone()).expect("create");
+    while let Some(item) = r.next_event() {
+        w.write(&item.expect("event").1).expect("write");
+    }
+    w.finish().expect("finish");
+    let mut a = App::new(TraceInfo::default(), None);
+    a.feed(load_messages(&native, Default::default()).expect("native loads"));
+    let b = app_for("two-dev-fail.jsonl");
+    assert_eq!(
+        a.store.iter().collect::<Vec<_>>(),
+        b.store.iter().collect::<Vec<_>>()
+    );
+    assert_eq!(a.verdict, b.verdict);
+    assert_eq!(a.counts(), b.counts());
+}

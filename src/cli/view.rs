@@ -13,7 +13,8 @@ use std::time::Duration;
 use migscope_tui as tui;
 
 use crate::model::{MigFlags, MigState};
-use crate::trace::jsonl::{JsonlReader, JsonlWriter, TraceError};
+use crate::trace::jsonl::{JsonlReader, JsonlWriter, ReadWarning, TraceError};
+use crate::trace::native::{self, NativeReader};
 use crate::trace::{DataDir, DmaSource, Event, EventKind, Header, IrqKind};
 use crate::verify::{self, Options, P2pPolicy, Verdict, Verifier};
 
@@ -121,7 +122,7 @@ pub fn run_watch(args: WatchArgs) -> i32 {
             tx: tx.clone(),
         };
         let reader = match JsonlReader::new(&loader_name, BufReader::with_capacity(1 << 16, tail)) {
-            Ok(r) => r,
+            Ok(r) => ViewReader::Jsonl(r),
             Err(e) => {
                 let _ = tx.send(tui::Msg::SourceError(e.to_string()));
                 return;
@@ -153,11 +154,47 @@ pub fn run_watch(args: WatchArgs) -> i32 {
     }
 }
 
-/// The one place a trace file is opened for the view (the JSONL interchange format; the
-/// native format plugs in here).
-pub fn open_trace(path: &Path) -> Result<JsonlReader<Box<dyn BufRead + Send>>, TraceError> {
+/// Input the loader thread can own.
+type SendBuf = Box<dyn BufRead + Send>;
+
+/// A trace reader of either format, movable to the loader thread.
+pub enum ViewReader<R = SendBuf> {
+    Jsonl(JsonlReader<R>),
+    Native(NativeReader<R>),
+}
+
+impl<R: BufRead> ViewReader<R> {
+    pub fn header(&self) -> &Header {
+        match self {
+            ViewReader::Jsonl(r) => r.header(),
+            ViewReader::Native(r) => r.header(),
+        }
+    }
+    fn next_event(&mut self) -> Option<Result<(u64, Event), TraceError>> {
+        match self {
+            ViewReader::Jsonl(r) => r.next_event(),
+            ViewReader::Native(r) => r.next_event(),
+        }
+    }
+    fn warnings(&self) -> &[ReadWarning] {
+        match self {
+            ViewReader::Jsonl(r) => r.warnings(),
+            ViewReader::Native(_) => &[],
+        }
+    }
+    fn truncated_at(&self) -> Option<u64> {
+        match self {
+            ViewReader::Jsonl(_) => None,
+            ViewReader::Native(r) => r.truncated_at(),
+        }
+    }
+}
+
+/// The one place a trace file is opened for the view: JSONL or native, told apart by the
+/// first byte as `trace::open_any` does (`-` reads standard input).
+pub fn open_trace(path: &Path) -> Result<ViewReader, TraceError> {
     let name = path.display().to_string();
-    let input: Box<dyn BufRead + Send> = if path.as_os_str() == "-" {
+    let mut input: SendBuf = if path.as_os_str() == "-" {
         Box::new(BufReader::with_capacity(1 << 16, io::stdin()))
     } else {
         let f = File::open(path).map_err(|source| TraceError::Open {
@@ -166,7 +203,24 @@ pub fn open_trace(path: &Path) -> Result<JsonlReader<Box<dyn BufRead + Send>>, T
         })?;
         Box::new(BufReader::with_capacity(1 << 16, f))
     };
-    JsonlReader::new(&name, input)
+    let first = loop {
+        match input.fill_buf() {
+            Ok(b) => break b.first().copied(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(TraceError::Read {
+                    file: name,
+                    line: 1,
+                    source,
+                });
+            }
+        }
+    };
+    if first == Some(native::MAGIC[0]) {
+        Ok(ViewReader::Native(NativeReader::new(&name, input)?))
+    } else {
+        Ok(ViewReader::Jsonl(JsonlReader::new(&name, input)?))
+    }
 }
 
 /// The view's description of a trace header.
@@ -218,7 +272,7 @@ fn flush(tx: &Sender<tui::Msg>, batch: &RefCell<Batch>) -> bool {
 /// Reads every event, verifies it, and streams both to the view. `live`: stop at `end`, and
 /// send interim verdicts.
 fn stream<R: BufRead>(
-    mut reader: JsonlReader<R>,
+    mut reader: ViewReader<R>,
     opts: Options,
     tx: &Sender<tui::Msg>,
     batch: &RefCell<Batch>,
@@ -255,6 +309,11 @@ fn stream<R: BufRead>(
         if live && end {
             break;
         }
+    }
+    if let Some(off) = reader.truncated_at() {
+        let _ = tx.send(tui::Msg::SourceError(format!(
+            "the trace ends inside a record at byte {off} (truncated)"
+        )));
     }
     let report = v.finish();
     // Findings only `finish` produces (they have no event line).
