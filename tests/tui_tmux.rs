@@ -224,3 +224,87 @@ fn watch_follows_a_growing_trace_until_its_end() {
     let screen = wait_for(&socket, ":END");
     assert!(screen.contains("EXITED:0"), "{screen}");
 }
+
+#[test]
+fn watch_shows_live_probe_events_and_writes_the_trace() {
+    if !tmux_available() {
+        eprintln!("SKIP: tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP: watch_shows_live_probe_events_and_writes_the_trace needs root (eBPF)");
+        return;
+    }
+    const VFIO_DEVICE_FEATURE: u32 = 0x3B75;
+    const SET_MIG_DEVICE_STATE: u32 = (1 << 17) | 2;
+    let pid = std::process::id();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("live.jsonl");
+    let socket = format!("migscope-e2e-{pid}-probe");
+    let _server = Server(socket.clone());
+    let cmd = format!(
+        "{} watch --pid {pid} -o {}; echo EXITED:$?:END; sleep 30",
+        env!("CARGO_BIN_EXE_migscope"),
+        out.display()
+    );
+    let started = tmux(
+        &socket,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "e2e",
+            "-x",
+            "120",
+            "-y",
+            "30",
+            &cmd,
+        ],
+    );
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    // The probe is attached once the view shows its sources.
+    wait_all(&socket, &["LIVE:follow", "probe (pid", "transitions"]);
+
+    // SAFETY: eventfd has no pointer arguments.
+    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    assert!(efd >= 0);
+    // A MIG_DEVICE_STATE SET toward RUNNING_P2P on a non-VFIO fd: the kernel answers ENOTTY,
+    // the probe still sees the request and its return.
+    let mut arg: [u32; 4] = [16, SET_MIG_DEVICE_STATE, 5, u32::MAX];
+    // SAFETY: a valid pointer to a live buffer.
+    let r = unsafe { libc::ioctl(efd, VFIO_DEVICE_FEATURE as _, arg.as_mut_ptr()) };
+    assert_eq!(r, -1);
+    let dev = format!("fd:{efd}@{pid}");
+    let screen = wait_all(
+        &socket,
+        &[
+            &format!("set {dev} -> RUNNING_P2P"),
+            &format!("set_done {dev} RUNNING_P2P ret=-25"),
+        ],
+    );
+    println!("{screen}");
+    tmux(&socket, &["send-keys", "-t", "e2e", "q"]);
+    let screen = wait_for(&socket, ":END");
+    assert!(screen.contains("EXITED:0"), "{screen}");
+    // SAFETY: efd is ours and closed once.
+    unsafe { libc::close(efd) };
+    // The whole trace was written and closed with `end`.
+    let evs: Vec<migscope::trace::Event> = migscope::trace::JsonlReader::open(&out)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map(|r| r.unwrap_or_else(|e| panic!("{e}")).1)
+        .collect();
+    assert!(
+        evs.iter().any(|e| matches!(&e.kind,
+            migscope::trace::EventKind::SetDone { dev: d, ret: -25, .. } if *d == dev)),
+        "{evs:#?}"
+    );
+    assert_eq!(
+        evs.last().map(|e| &e.kind),
+        Some(&migscope::trace::EventKind::End)
+    );
+}

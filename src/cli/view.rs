@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use migscope_tui as tui;
 
+use crate::capture::{Capture, CaptureOptions, kernel_release, monotonic_ns};
 use crate::model::{MigFlags, MigState};
 use crate::trace::jsonl::{JsonlReader, JsonlWriter, ReadWarning, TraceError};
 use crate::trace::native::{self, NativeReader};
@@ -56,10 +57,20 @@ pub struct ViewArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct WatchArgs {
-    /// Follow a trace file that another process (`migscope record`, `drive`) is writing,
-    /// showing events as they are appended, until its `end` event.
-    #[arg(long, value_name = "FILE")]
-    pub follow: PathBuf,
+    /// Instead of the probe: follow a trace file that another process (`migscope record`,
+    /// `drive`) is writing, showing events as they are appended, until its `end` event.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["pid", "ring_bytes", "output"])]
+    pub follow: Option<PathBuf>,
+    /// Probe: record only this process and its children (default: every VFIO user).
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Probe: ring buffer size in bytes (default 1 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub ring_bytes: Option<u32>,
+    /// Probe: also write the whole trace here (JSONL, write-then-rename when the view closes);
+    /// the view itself holds only the last `--window` events.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
     /// Events held in memory (older ones leave the window; per-device summaries stay).
     #[arg(long, default_value_t = 1_000_000, value_name = "N")]
     pub window: usize,
@@ -103,7 +114,127 @@ pub fn run_watch(args: WatchArgs) -> i32 {
     if !io::stdout().is_terminal() {
         return super::unusable("`watch` needs a terminal");
     }
-    let path = args.follow.clone();
+    match args.follow.clone() {
+        Some(path) => watch_file(path, args),
+        None => watch_probe(args),
+    }
+}
+
+/// How often the probe is drained while watching.
+const DRAIN_EVERY: Duration = Duration::from_millis(20);
+
+/// Live from the eBPF probe (needs root or CAP_BPF + CAP_PERFMON).
+fn watch_probe(args: WatchArgs) -> i32 {
+    let opts = CaptureOptions {
+        pids: args.pid.map(|p| vec![p]),
+        ring_bytes: args.ring_bytes,
+    };
+    // Started before the terminal is taken, so a refusal is a plain error message.
+    let cap = match Capture::start(&opts) {
+        Ok(c) => c,
+        Err(e) => return super::unusable(error_chain(&e)),
+    };
+    let header = Header {
+        kernel: kernel_release(),
+        sources: cap.sources(),
+        ..Header::default()
+    };
+    let mut sink = match &args.output {
+        Some(p) => match JsonlWriter::create(p, &header) {
+            Ok(w) => Some(w),
+            Err(e) => return super::unusable(e),
+        },
+        None => None,
+    };
+    let name = match args.pid {
+        Some(p) => format!("probe (pid {p})"),
+        None => "probe".to_owned(),
+    };
+    let info = trace_info(&name, &header, true);
+    let verifier_opts = args.rules.options();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_r = stop.clone();
+    let (tx, rx) = channel();
+    let th_header = header.clone();
+    let capture = std::thread::spawn(move || -> Result<u64, String> {
+        let mut cap = cap;
+        let mut v = Verifier::new(&th_header, verifier_opts);
+        // Lines as the JSONL form of this trace would number them (header = line 1).
+        let line = std::cell::Cell::new(1u64);
+        let last_t = std::cell::Cell::new(0u64);
+        let mut forward = |evs: Vec<Event>,
+                           sink: &mut Option<JsonlWriter<std::io::BufWriter<File>>>|
+         -> Result<bool, String> {
+            let mut batch = Vec::with_capacity(evs.len());
+            let mut found = Vec::new();
+            for ev in &evs {
+                line.set(line.get() + 1);
+                last_t.set(last_t.get().max(ev.t));
+                found.extend(v.push(line.get(), ev).iter().map(to_finding));
+                batch.push(to_timeline(line.get(), ev));
+                if let Some(w) = sink.as_mut() {
+                    w.write(ev).map_err(|e| e.to_string())?;
+                }
+            }
+            if let Some(w) = sink.as_mut() {
+                w.flush().map_err(|e| e.to_string())?;
+            }
+            let alive = (batch.is_empty() || tx.send(tui::Msg::Events(batch)).is_ok())
+                && (found.is_empty() || tx.send(tui::Msg::Findings(found)).is_ok());
+            Ok(alive)
+        };
+        while !stop_r.load(std::sync::atomic::Ordering::Relaxed) {
+            let evs = cap.drain().map_err(|e| error_chain(&e))?;
+            if !forward(evs, &mut sink)? {
+                break;
+            }
+            std::thread::sleep(DRAIN_EVERY);
+        }
+        // Detach, keep what is left, close the trace cleanly.
+        let mut evs = cap.stop().map_err(|e| error_chain(&e))?;
+        evs.push(Event {
+            t: last_t.get().max(monotonic_ns()),
+            pid: None,
+            kind: EventKind::End,
+        });
+        forward(evs, &mut sink)?;
+        if let Some(w) = sink {
+            w.finish().map_err(|e| e.to_string())?;
+        }
+        Ok(line.get() - 1)
+    });
+    let app = tui::App::new(info, Some(args.window));
+    let res = tui::term::run(app, rx, &mut |app, out| export(app, &header, out));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let recorded = capture.join();
+    if let Err(e) = res {
+        return super::unusable(format!("terminal: {e}"));
+    }
+    match recorded {
+        Ok(Ok(n)) => {
+            if let Some(p) = &args.output {
+                eprintln!("migscope: wrote {n} events to {}", p.display());
+            }
+            super::exit::PASS
+        }
+        Ok(Err(e)) => super::unusable(format!("capture: {e}")),
+        Err(_) => super::unusable("capture thread panicked"),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+/// Follows a growing trace file.
+fn watch_file(path: PathBuf, args: WatchArgs) -> i32 {
     let name = path.display().to_string();
     let file = match File::open(&path) {
         Ok(f) => f,
