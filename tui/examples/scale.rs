@@ -165,4 +165,43 @@ fn main() {
         app.status
     );
     draw(&app, "filtered");
+
+    // Live: a bounded window (1M events) fed in probe-sized batches.
+    let mut live = App::new(
+        TraceInfo {
+            name: "live".into(),
+            live: true,
+            ..TraceInfo::default()
+        },
+        Some(1_000_000),
+    );
+    let t = Instant::now();
+    let mut line = 1u64;
+    for b in 0..(n / 2000) {
+        let evs: Vec<TimelineEvent> = (0..2000u64)
+            .map(|i| {
+                line += 1;
+                TimelineEvent {
+                    t: (b * 2000 + i) * 10_000, // 100k events/s of trace time
+                    line,
+                    pid: None,
+                    kind: EvKind::Irq {
+                        dev: devs[(i % 4) as usize].into(),
+                        kind: IrqKind::Msix,
+                        vector: 1,
+                    },
+                }
+            })
+            .collect();
+        update(&mut live, Msg::Events(evs));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "live: {} events through a 1M window in {:.2}s ({:.1} M events/s), holding {}",
+        live.store.total,
+        secs,
+        live.store.total as f64 / secs / 1e6,
+        live.store.len()
+    );
+    draw(&live, "live tail");
 }

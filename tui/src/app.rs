@@ -479,7 +479,7 @@ impl App {
     }
 
     fn export_name(&self) -> String {
-        let stem = if self.info.live || self.info.name.is_empty() {
+        let stem = if self.info.live || self.info.name.is_empty() || self.info.name == "-" {
             "migscope-watch".to_owned()
         } else {
             let n = self.info.name.rsplit('/').next().unwrap_or(&self.info.name);

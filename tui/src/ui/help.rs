@@ -43,7 +43,7 @@ pub fn draw(f: &mut Frame, area: Rect) {
     lines.push(Line::styled(LEGEND, Style::new().fg(Color::Gray)));
     f.render_widget(Clear, r);
     f.render_widget(
-        Paragraph::new(lines).wrap(Wrap { trim: true }).block(
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
             Block::bordered()
                 .title(" help (any key closes) ")
                 .title_style(Style::new().add_modifier(Modifier::BOLD)),
