@@ -156,3 +156,11 @@ fn narrow_terminal_still_shows_every_pane() {
     let _ = render(&app, 20, 6);
     let _ = render(&app, 1, 1);
 }
+
+#[test]
+fn inconclusive_trace_header_and_stats_name_blind_spots() {
+    let mut app = app_for("blind-lost-truncated.jsonl");
+    let overview = render(&app, 100, 26);
+    keys(&mut app, &[Key::BackTab]);
+    insta::assert_snapshot!(format!("{overview}----\n{}", render(&app, 100, 26)));
+}

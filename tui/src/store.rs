@@ -154,6 +154,8 @@ pub struct Store {
     dev_ids: HashMap<String, usize>,
     pub ctxs: Vec<Ctx>,
     ctx_ids: HashMap<String, usize>,
+    /// `lost` and `mark` rows (about the whole trace, drawn on every context lane).
+    pub notes: Vec<u32>,
     pub first_t: Option<u64>,
     pub last_t: u64,
     /// Events seen in total (including those the ring dropped).
@@ -521,9 +523,11 @@ impl Store {
                 a = *n;
                 x = self.intern(source) as i32;
                 self.lost += n;
+                self.notes.push(row);
             }
             EvKind::Mark { label } => {
                 x = self.intern(label) as i32;
+                self.notes.push(row);
             }
             EvKind::End => self.end_seen = true,
         }
@@ -577,6 +581,7 @@ impl Store {
         for c in &mut self.ctxs {
             rebase(&mut c.maps);
         }
+        rebase(&mut self.notes);
         let k = self.windows.partition_point(|w| w.0 < n32);
         self.windows.drain(..k);
         for w in &mut self.windows {

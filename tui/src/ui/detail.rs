@@ -143,7 +143,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         ));
         match rec.row {
             Some(g) => cause_lines(app, g, &mut lines),
-            None => lines.push(Line::raw("  (event not held in memory)")),
+            None if fd.line == 0 => {
+                lines.push(Line::raw("  (no single event: found when the trace ended)"))
+            }
+            None => lines.push(Line::raw("  (that event is no longer held in memory)")),
         }
     } else if let Some(g) = app.cursor {
         title = " detail: event ".to_owned();

@@ -89,8 +89,15 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     if app.verdict.blind_spots.is_empty() {
         l2.push(Span::raw("none"));
     } else {
+        // Names here; the reasons are in the stats pane.
+        let names: Vec<&str> = app
+            .verdict
+            .blind_spots
+            .iter()
+            .map(|b| b.split(':').next().unwrap_or(b))
+            .collect();
         l2.push(Span::styled(
-            app.verdict.blind_spots.join("; "),
+            names.join(","),
             Style::new().fg(Color::Yellow),
         ));
     }

@@ -24,7 +24,7 @@ const KEYS: &[(&str, &str)] = &[
 
 const LEGEND: &str = "= RUNNING  + PRE_COPY  ~ RUNNING_P2P  % PRE_COPY_P2P  . STOP  \
                       # STOP_COPY  < RESUMING  X ERROR  / in transition  ? unknown  \
-                      | state change  D dma  i irq  s data  m/u map/unmap  ! violation";
+                      | state change  D dma  i irq  s data  m/u map/unmap  L lost events  * mark  ! violation";
 
 pub fn draw(f: &mut Frame, area: Rect) {
     let w = area.width.saturating_sub(4).min(64);

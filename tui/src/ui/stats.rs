@@ -38,6 +38,29 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         Span::styled("  span ", dim),
         Span::raw(fmt_dur(s.last_t.saturating_sub(s.first_t.unwrap_or(0)))),
     ]));
+    for b in &app.verdict.blind_spots {
+        lines.push(Line::from(vec![
+            Span::styled("blind spot ", Style::new().fg(Color::Yellow)),
+            Span::raw(b.clone()),
+        ]));
+    }
+    // Findings tied to no event (e.g. a SET that never returned) are listed here.
+    for rec in app.findings.iter().filter(|r| r.f.line == 0) {
+        let (tag, st) = if rec.f.warning {
+            ("warning ", Style::new().fg(Color::Yellow))
+        } else {
+            ("violation ", Style::new().fg(Color::Red))
+        };
+        lines.push(Line::from(vec![
+            Span::styled(tag, st),
+            Span::raw(format!(
+                "{} {}: {}",
+                rec.f.rule,
+                rec.f.dev.as_deref().unwrap_or("-"),
+                rec.f.detail
+            )),
+        ]));
+    }
     for dv in &s.devices {
         lines.push(Line::from(vec![
             Span::styled(dv.name.clone(), Style::new().add_modifier(Modifier::BOLD)),

@@ -94,6 +94,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                         st
                     },
                 );
+                let notes = &app.store.notes;
                 for i in 0..w {
                     let (t0, t1) = cell_range(app.view_start, app.view_span, w, i);
                     let lo = ctx
@@ -102,7 +103,22 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                     let hi = ctx
                         .maps
                         .partition_point(|&r| app.store.t_local(r as usize) < t1);
-                    let (ch, style) = if hi > lo {
+                    let nlo = notes.partition_point(|&r| app.store.t_local(r as usize) < t0);
+                    let nhi = notes.partition_point(|&r| app.store.t_local(r as usize) < t1);
+                    // A few notes per cell at most matter; look at no more than 8.
+                    let lost = notes[nlo..nhi]
+                        .iter()
+                        .take(8)
+                        .any(|&r| app.store.ev_at(app.store.base() + r as u64) == Some(Ev::Lost));
+                    let (ch, style) = if lost {
+                        let st = Style::new().fg(Color::Black).bg(Color::Yellow);
+                        ('L', st.add_modifier(Modifier::BOLD))
+                    } else if nhi > nlo {
+                        (
+                            '*',
+                            Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD),
+                        )
+                    } else if hi > lo {
                         let g = app.store.base() + ctx.maps[lo] as u64;
                         let c = if app.store.ev_at(g) == Some(Ev::Unmap) {
                             'u'
@@ -247,7 +263,11 @@ fn draw_axis(buf: &mut Buffer, app: &App, x0: u16, y: u16, w: u16, cur_x: Option
             break;
         }
         if x >= free {
-            let label = fmt_dur(rel);
+            let label = if rel == 0 {
+                "0".to_owned()
+            } else {
+                fmt_dur(rel)
+            };
             put(buf, x0 + x, y, '\u{253c}', dim);
             if x + 1 + label.len() as u16 <= w {
                 buf.set_string(x0 + x + 1, y, &label, Style::new().fg(Color::Gray));
