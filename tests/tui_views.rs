@@ -164,3 +164,57 @@ fn inconclusive_trace_header_and_stats_name_blind_spots() {
     keys(&mut app, &[Key::BackTab]);
     insta::assert_snapshot!(format!("{overview}----\n{}", render(&app, 100, 26)));
 }
+
+#[test]
+fn extreme_and_unordered_times_never_panic() {
+    use migscope_tui::{EvKind, IrqKind, TimelineEvent, TraceInfo};
+    let irq = |t: u64, line: u64| TimelineEvent {
+        t,
+        line,
+        pid: None,
+        kind: EvKind::Irq {
+            dev: "d".to_owned(),
+            kind: IrqKind::Msi,
+            vector: 0,
+        },
+    };
+    for live in [false, true] {
+        let mut app = App::new(
+            TraceInfo {
+                live,
+                ..TraceInfo::default()
+            },
+            live.then_some(100),
+        );
+        update(
+            &mut app,
+            Msg::Events(vec![
+                irq(u64::MAX - 1, 2),
+                irq(0, 3),
+                irq(u64::MAX, 4),
+                irq(5, 5),
+            ]),
+        );
+        for k in [
+            Key::Char('+'),
+            Key::Char('l'),
+            Key::Char('-'),
+            Key::Char('-'),
+            Key::Char('h'),
+            Key::Char('G'),
+            Key::Char('g'),
+            Key::Char('n'),
+            Key::Down,
+            Key::Char('f'),
+            Key::Tab,
+            Key::Char('j'),
+        ] {
+            keys(&mut app, &[k]);
+            let _ = render(&app, 80, 24);
+        }
+        for _ in 0..70 {
+            keys(&mut app, &[Key::Char('-')]);
+        }
+        let _ = render(&app, 80, 24);
+    }
+}

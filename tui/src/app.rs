@@ -205,7 +205,12 @@ impl App {
     pub fn cursor_t(&self) -> u64 {
         self.cursor
             .and_then(|g| self.store.t_at(g))
-            .unwrap_or(self.view_start + self.view_span / 2)
+            .unwrap_or(self.view_start.saturating_add(self.view_span / 2))
+    }
+
+    /// End of the visible window (exclusive).
+    pub fn view_end(&self) -> u64 {
+        self.view_start.saturating_add(self.view_span)
     }
 
     fn first_t(&self) -> u64 {
@@ -222,7 +227,7 @@ impl App {
             self.view_start = last.saturating_sub(self.live_span);
         } else {
             // A little margin so the last event is not on the right edge.
-            self.view_span = whole + whole / 20 + 1;
+            self.view_span = whole.saturating_add(whole / 20).saturating_add(1);
             self.view_start = first;
         }
     }
@@ -264,7 +269,7 @@ impl App {
     /// Moves the window so the cursor is visible (re-centred if it left).
     fn reveal_cursor(&mut self) {
         let t = self.cursor_t();
-        if t < self.view_start || t >= self.view_start + self.view_span {
+        if t < self.view_start || t >= self.view_end() {
             self.view_start = t.saturating_sub(self.view_span / 2);
             self.auto_view = false;
         }
@@ -272,7 +277,7 @@ impl App {
 
     /// Cursor to the listed row nearest the view centre.
     fn cursor_to_centre(&mut self) {
-        let t = self.view_start + self.view_span / 2;
+        let t = self.view_start.saturating_add(self.view_span / 2);
         let g = self.store.row_at_time(t);
         let pos = self.list_pos(g);
         let n = self.list_len();
@@ -328,7 +333,7 @@ impl App {
         self.cursor = row;
         self.scroll = 0;
         self.follow = false;
-        if t < self.view_start || t >= self.view_start + self.view_span {
+        if t < self.view_start || t >= self.view_end() {
             self.view_start = t.saturating_sub(self.view_span / 2);
             self.auto_view = false;
         }

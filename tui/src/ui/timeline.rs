@@ -33,9 +33,9 @@ pub fn state_look(st: SegState) -> (char, Color) {
 
 /// Cell `i` of `w` covers `[t0, t1)`.
 fn cell_range(start: u64, span: u64, w: u16, i: u16) -> (u64, u64) {
-    let at = |i: u16| start + (span as u128 * i as u128 / w.max(1) as u128) as u64;
+    let at = |i: u16| start.saturating_add((span as u128 * i as u128 / w.max(1) as u128) as u64);
     let (a, b) = (at(i), at(i + 1));
-    (a, b.max(a + 1))
+    (a, b.max(a.saturating_add(1)))
 }
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
@@ -74,7 +74,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let first = (app.lane + 1).saturating_sub(rows as usize);
     let cur_t = app.cursor.and_then(|g| app.store.t_at(g));
     let cur_x = cur_t
-        .filter(|&t| t >= app.view_start && t < app.view_start + app.view_span)
+        .filter(|&t| t >= app.view_start && t < app.view_end())
         .map(|t| ((t - app.view_start) as u128 * w as u128 / app.view_span.max(1) as u128) as u16);
     for (k, lane) in lanes.iter().enumerate().skip(first).take(rows as usize) {
         let y = inner.y + (k - first) as u16;
@@ -254,9 +254,9 @@ fn draw_axis(buf: &mut Buffer, app: &App, x0: u16, y: u16, w: u16, cur_x: Option
     let step = nice_step(app.view_span, w, 12);
     // First tick at or after view start, on the grid relative to the origin.
     let rel0 = app.view_start.saturating_sub(origin);
-    let mut rel = rel0.div_ceil(step) * step;
+    let mut rel = rel0.div_ceil(step).saturating_mul(step);
     let mut free = 0u16;
-    while origin + rel < app.view_start + app.view_span {
+    while origin.saturating_add(rel) < app.view_end() {
         let x = ((origin + rel - app.view_start) as u128 * w as u128 / app.view_span.max(1) as u128)
             as u16;
         if x >= w {
