@@ -12,6 +12,8 @@ use crate::model::{DataDir, DeviceDecl, DmaSrc, Ev, EvKind, Flags, IrqKind, Stat
 
 /// Marks "no device" in the device column.
 const NO_DEV: u16 = u16::MAX;
+/// Lanes the 16-bit device column can tell apart.
+const MAX_DEVICES: usize = NO_DEV as usize;
 /// Marks "no pid" in the pid column.
 const NO_PID: u32 = u32::MAX;
 
@@ -318,6 +320,10 @@ impl Store {
                 row,
             });
             return i;
+        }
+        // The device column is 16 bits; past that many lanes, the rest share the last one.
+        if self.devices.len() >= MAX_DEVICES {
+            return MAX_DEVICES - 1;
         }
         let i = self.devices.len();
         self.devices.push(Device {
