@@ -164,12 +164,7 @@ fn watch_follows_a_growing_trace_until_its_end() {
     let lines: Vec<&str> = src.lines().collect();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("growing.jsonl");
-    let mut f = std::fs::File::create(&path).expect("create");
-    // Header and the events before the quiesce.
-    for l in &lines[..5] {
-        writeln!(f, "{l}").expect("write");
-    }
-    f.flush().expect("flush");
+    let partial = migscope::trace::jsonl::partial_path(&path);
     let socket = format!("migscope-e2e-{}-watch", std::process::id());
     let _server = Server(socket.clone());
     let cmd = format!(
@@ -196,6 +191,15 @@ fn watch_follows_a_growing_trace_until_its_end() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Started before the writer: it waits for the file.
+    wait_for(&socket, "waiting for");
+    // Like `record -o`/`drive -o`: written as FILE.partial, renamed at the end.
+    let mut f = std::fs::File::create(&partial).expect("create");
+    // Header and the events before the quiesce.
+    for l in &lines[..5] {
+        writeln!(f, "{l}").expect("write");
+    }
+    f.flush().expect("flush");
     wait_all(&socket, &["events 4/4", "LIVE:follow", "pending"]);
     // The quiesce and the late interrupt arrive: the verdict so far turns to failing.
     for l in &lines[5..9] {
@@ -210,6 +214,7 @@ fn watch_follows_a_growing_trace_until_its_end() {
         writeln!(f, "{l}").expect("write");
     }
     f.flush().expect("flush");
+    std::fs::rename(&partial, &path).expect("rename");
     // The `end` event closes the trace and the final verdict arrives.
     let screen = wait_for(&socket, " FAIL ");
     assert!(screen.contains("2 viol"), "{screen}");

@@ -249,6 +249,8 @@ fn e_queues_an_export_with_a_new_name_each_time() {
     assert_eq!(app.status, "exported x.jsonl");
     update(&mut app, Msg::Exported(Err("disk full".to_owned())));
     assert_eq!(app.status, "export failed: disk full");
+    update(&mut app, Msg::Note("following x.partial".to_owned()));
+    assert_eq!(app.status, "following x.partial");
 }
 
 #[test]

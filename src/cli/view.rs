@@ -14,7 +14,7 @@ use migscope_tui as tui;
 
 use crate::capture::{Capture, CaptureOptions, kernel_release, monotonic_ns};
 use crate::model::{MigFlags, MigState};
-use crate::trace::jsonl::{JsonlReader, JsonlWriter, ReadWarning, TraceError};
+use crate::trace::jsonl::{JsonlReader, JsonlWriter, ReadWarning, TraceError, partial_path};
 use crate::trace::native::{self, NativeReader};
 use crate::trace::{DataDir, DmaSource, Event, EventKind, Header, IrqKind};
 use crate::verify::{self, Options, P2pPolicy, Verdict, Verifier};
@@ -57,8 +57,9 @@ pub struct ViewArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct WatchArgs {
-    /// Instead of the probe: follow a trace file that another process (`migscope record`,
-    /// `drive`) is writing, showing events as they are appended, until its `end` event.
+    /// Instead of the probe: follow a trace file that another process (`migscope record -o`,
+    /// `drive -o`) is writing, showing events as they are appended, until its `end` event
+    /// (`FILE.partial` is followed while the writer has not renamed it; waits for it to appear).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["pid", "ring_bytes", "output"])]
     pub follow: Option<PathBuf>,
     /// Probe: record only this process and its children (default: every VFIO user).
@@ -233,19 +234,55 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Opens the trace to follow: `path`, or `path.partial` while a writer (`record -o`,
+/// `drive -o`) has not renamed it yet; waits for either to appear. `None` when the view is
+/// gone or the file cannot be opened (the view is told why).
+fn wait_for_trace(path: &Path, tx: &Sender<tui::Msg>) -> Option<File> {
+    let partial = partial_path(path);
+    let mut told = false;
+    loop {
+        for p in [path, partial.as_path()] {
+            match File::open(p) {
+                Ok(f) => {
+                    let _ = tx.send(tui::Msg::Note(format!("following {}", p.display())));
+                    return Some(f);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    let _ = tx.send(tui::Msg::SourceError(format!(
+                        "{}: cannot open: {e}",
+                        p.display()
+                    )));
+                    return None;
+                }
+            }
+        }
+        if !told {
+            told = true;
+            let msg = format!("waiting for {} to appear", path.display());
+            if tx.send(tui::Msg::Note(msg)).is_err() {
+                return None;
+            }
+        }
+        if tx.send(tui::Msg::Tick).is_err() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Follows a growing trace file.
 fn watch_file(path: PathBuf, args: WatchArgs) -> i32 {
     let name = path.display().to_string();
-    let file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) => return super::unusable(format!("{name}: cannot open: {e}")),
-    };
     let opts = args.rules.options();
     let (tx, rx) = channel();
     let header = std::sync::Arc::new(std::sync::Mutex::new(Header::default()));
     let header_w = header.clone();
     let loader_name = name.clone();
     std::thread::spawn(move || {
+        let Some(file) = wait_for_trace(&path, &tx) else {
+            return;
+        };
         let batch = Rc::new(RefCell::new(Batch::default()));
         let tail = Tail {
             file,

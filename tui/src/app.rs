@@ -42,6 +42,8 @@ pub enum Msg {
     SourceDone,
     /// The source failed; the message says why.
     SourceError(String),
+    /// Something the source wants the user to know (shown in the status bar).
+    Note(String),
     /// An export finished: the file written, or why not.
     Exported(Result<String, String>),
 }
@@ -742,6 +744,7 @@ pub fn update(app: &mut App, msg: Msg) {
             app.done = true;
             app.status = format!("error: {e}");
         }
+        Msg::Note(s) => app.status = s,
         Msg::Exported(Ok(path)) => app.status = format!("exported {path}"),
         Msg::Exported(Err(e)) => app.status = format!("export failed: {e}"),
     }
