@@ -156,6 +156,12 @@ fn j_k_arrows_and_pages_move_the_event_cursor() {
     assert_eq!(cursor_line(&app), 8);
     key(&mut app, Key::Up);
     assert_eq!(cursor_line(&app), 7);
+    // The mouse wheel moves three events at a time, whatever the pane.
+    key(&mut app, Key::Tab);
+    key(&mut app, Key::WheelDown);
+    assert_eq!(cursor_line(&app), 10);
+    key(&mut app, Key::WheelUp);
+    assert_eq!(cursor_line(&app), 7);
 }
 
 #[test]

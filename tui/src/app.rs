@@ -22,6 +22,9 @@ pub enum Key {
     Enter,
     Esc,
     Backspace,
+    /// Mouse wheel.
+    WheelUp,
+    WheelDown,
 }
 
 /// Everything that can happen to the view.
@@ -703,6 +706,8 @@ impl App {
             Key::Up | Key::Char('k') => self.step_cursor(-1),
             Key::Down | Key::Char('j') => self.step_cursor(1),
             Key::PageUp => self.step_cursor(-10),
+            Key::WheelUp => self.step_cursor(-3),
+            Key::WheelDown => self.step_cursor(3),
             Key::PageDown => self.step_cursor(10),
             Key::Esc => {
                 self.selected_finding = None;

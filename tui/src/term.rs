@@ -6,7 +6,10 @@ use std::io;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
-use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use crossterm::event::{
+    self, DisableMouseCapture, EnableMouseCapture, Event, KeyCode, KeyEventKind, KeyModifiers,
+    MouseEventKind,
+};
 
 use crate::app::{App, Effect, Key, Msg, update};
 
@@ -20,8 +23,18 @@ struct Restore;
 
 impl Drop for Restore {
     fn drop(&mut self) {
+        let _ = crossterm::execute!(io::stdout(), DisableMouseCapture);
         ratatui::restore();
     }
+}
+
+/// Mouse capture is ours to undo: on panic, before ratatui's own hook restores the rest.
+fn hook_mouse_restore() {
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = crossterm::execute!(io::stdout(), DisableMouseCapture);
+        prev(info);
+    }));
 }
 
 /// Maps a terminal key to the view's key.
@@ -56,17 +69,27 @@ pub fn run(
 ) -> io::Result<App> {
     let mut terminal = ratatui::try_init()?;
     let _restore = Restore;
+    hook_mouse_restore();
+    // The wheel scrolls the event list (optional: a terminal without mouse support is fine).
+    let _ = crossterm::execute!(io::stdout(), EnableMouseCapture);
     let mut source_open = true;
     loop {
         terminal.draw(|f| crate::ui::draw(f, &app))?;
         if event::poll(POLL)? {
             // Every pending input event, then redraw.
             loop {
-                if let Event::Key(k) = event::read()?
-                    && k.kind != KeyEventKind::Release
-                    && let Some(key) = map_key(k.code, k.modifiers)
-                {
-                    update(&mut app, Msg::Key(key));
+                match event::read()? {
+                    Event::Key(k) if k.kind != KeyEventKind::Release => {
+                        if let Some(key) = map_key(k.code, k.modifiers) {
+                            update(&mut app, Msg::Key(key));
+                        }
+                    }
+                    Event::Mouse(m) => match m.kind {
+                        MouseEventKind::ScrollUp => update(&mut app, Msg::Key(Key::WheelUp)),
+                        MouseEventKind::ScrollDown => update(&mut app, Msg::Key(Key::WheelDown)),
+                        _ => {}
+                    },
+                    _ => {}
                 }
                 if !event::poll(Duration::ZERO)? {
                     break;
