@@ -218,3 +218,27 @@ fn extreme_and_unordered_times_never_panic() {
         let _ = render(&app, 80, 24);
     }
 }
+
+#[test]
+fn selected_windowed_dma_underlines_its_window() {
+    use migscope_tui::ratatui::style::Modifier;
+    let mut app = app_for("late-dma-fail.jsonl");
+    keys(&mut app, &[Key::Char('n'), Key::Char('n')]); // the windowed DMA, (13 ms, 15 ms]
+    let mut term = Terminal::new(TestBackend::new(100, 24)).expect("test backend");
+    term.draw(|f| migscope_tui::ui::draw(f, &app))
+        .expect("draw");
+    let buf = term.backend().buffer();
+    // Row 4 is the device lane (header 2 rows, border, ctx lane).
+    let underlined: Vec<u16> = (0..100)
+        .filter(|&x| buf[(x, 4)].modifier.contains(Modifier::UNDERLINED))
+        .collect();
+    assert!(!underlined.is_empty(), "no window drawn");
+    // The window is the 2 ms before the DMA: about 2/16.8 of the 83 timeline cells.
+    assert!((8..=14).contains(&underlined.len()), "{underlined:?}");
+    let lane: String = (0..100).map(|x| buf[(x, 4)].symbol().to_owned()).collect();
+    let last = *underlined.last().expect("cells") as usize;
+    assert!(
+        lane.chars().nth(last) == Some('!'),
+        "window must end on the violation: {lane}"
+    );
+}

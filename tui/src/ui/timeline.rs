@@ -8,7 +8,7 @@ use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 
 use crate::app::{App, Pane};
-use crate::model::{Ev, State};
+use crate::model::{Ev, EvKind, State};
 use crate::store::{Device, Lane, SegState, fmt_dur};
 
 use super::pane_block;
@@ -76,6 +76,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let cur_x = cur_t
         .filter(|&t| t >= app.view_start && t < app.view_end())
         .map(|t| ((t - app.view_start) as u128 * w as u128 / app.view_span.max(1) as u128) as u16);
+    let cur_dev = app.cursor.and_then(|g| app.store.dev_at(g));
+    let cur_window = app.cursor.and_then(|g| match app.store.get(g)?.kind {
+        EvKind::Dma { window, .. } => window,
+        _ => None,
+    });
     for (k, lane) in lanes.iter().enumerate().skip(first).take(rows as usize) {
         let y = inner.y + (k - first) as u16;
         let hl = k == app.lane;
@@ -141,6 +146,18 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 };
                 buf.set_stringn(inner.x, y, &dv.name, label_w as usize, st);
                 draw_lane(buf, app, dv, d, cells_x, y, w);
+                // The selected event's evidence window (windowed DMA), underlined on its lane.
+                if let Some((t0, t1)) = cur_window.filter(|_| cur_dev == Some(d)) {
+                    for i in 0..w {
+                        let (c0, c1) = cell_range(app.view_start, app.view_span, w, i);
+                        if c1 > t0
+                            && c0 <= t1
+                            && let Some(cell) = buf.cell_mut((cells_x + i, y))
+                        {
+                            cell.modifier.insert(Modifier::UNDERLINED);
+                        }
+                    }
+                }
             }
         }
         if let Some(x) = cur_x
