@@ -49,7 +49,8 @@ impl RuleArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ViewArgs {
-    /// Trace to replay (JSONL; `-` reads standard input).
+    /// Trace to replay (JSONL or native, told apart by content; `-` reads standard input).
+    /// Exits 0 when closed with `q`, 3 when the trace cannot be read or there is no terminal.
     pub trace: PathBuf,
     #[command(flatten)]
     pub rules: RuleArgs,
