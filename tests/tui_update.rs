@@ -413,3 +413,25 @@ fn native_traces_load_like_their_jsonl_form() {
     assert_eq!(a.verdict, b.verdict);
     assert_eq!(a.counts(), b.counts());
 }
+
+#[test]
+fn findings_past_the_cap_are_counted_not_held() {
+    let mut app = live_app(1000);
+    update(&mut app, Msg::Events(vec![irq(0, 2)]));
+    let n = migscope_tui::app::MAX_FINDINGS + 5;
+    let fs = (0..n)
+        .map(|i| migscope_tui::Finding {
+            rule: "irq-after-quiesce".to_owned(),
+            dev: Some("0000:00:03.0".to_owned()),
+            t: i as u64,
+            line: 2,
+            detail: String::new(),
+            explain: String::new(),
+            warning: false,
+        })
+        .collect();
+    update(&mut app, Msg::Findings(fs));
+    assert_eq!(app.findings.len(), migscope_tui::app::MAX_FINDINGS);
+    assert_eq!(app.counts().0, n);
+    assert_eq!(app.dropped, (5, 0));
+}

@@ -5,6 +5,9 @@
 use crate::model::{Ev, Finding, TimelineEvent, TraceInfo, Verdict, VerdictUpdate};
 use crate::store::{Lane, Store, summary};
 
+/// Findings held for navigation; more are counted (see [`App::dropped`]).
+pub const MAX_FINDINGS: usize = 100_000;
+
 /// A key press, independent of the terminal library.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Key {
@@ -127,6 +130,8 @@ pub struct App {
     pub dev_viol: Vec<Vec<u64>>,
     /// Rows with findings: true for a violation, false for warnings only.
     pub row_marks: std::collections::HashMap<u64, bool>,
+    /// Violations and warnings past [`MAX_FINDINGS`], counted only.
+    pub dropped: (u64, u64),
     /// Findings whose event or device had not arrived yet.
     unresolved: Vec<usize>,
     /// Visible time window: `[view_start, view_start + view_span)`.
@@ -177,6 +182,7 @@ impl App {
             dev_viol: Vec::new(),
             row_marks: std::collections::HashMap::new(),
             unresolved: Vec::new(),
+            dropped: (0, 0),
             view_start: 0,
             view_span: 1,
             auto_view: true,
@@ -562,6 +568,16 @@ impl App {
 
     fn add_findings(&mut self, fs: Vec<Finding>) {
         for f in fs {
+            // Memory stays bounded on a device that misbehaves all the time (live for hours):
+            // past the cap, findings are only counted.
+            if self.findings.len() >= MAX_FINDINGS {
+                if f.warning {
+                    self.dropped.1 += 1;
+                } else {
+                    self.dropped.0 += 1;
+                }
+                continue;
+            }
             let i = self.findings.len();
             let warning = f.warning;
             self.findings.push(FindingRec {
@@ -586,10 +602,13 @@ impl App {
         }
     }
 
-    /// Violation count and warning count.
+    /// Violation count and warning count (including those past the cap, not held).
     pub fn counts(&self) -> (usize, usize) {
         let v = self.violations.len();
-        (v, self.findings.len() - v)
+        (
+            v + self.dropped.0 as usize,
+            self.findings.len() - v + self.dropped.1 as usize,
+        )
     }
 
     fn key(&mut self, k: Key) {

@@ -47,6 +47,12 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         Span::styled(vtext, vstyle),
         Span::raw(format!(" {v} viol {w} warn | {} events", s.total)),
     ];
+    if app.dropped != (0, 0) {
+        l1.push(Span::styled(
+            format!(" ({} not held)", app.dropped.0 + app.dropped.1),
+            Style::new().fg(Color::Yellow),
+        ));
+    }
     if s.total > s.len() as u64 {
         l1.push(Span::raw(format!(" ({} held)", s.len())));
     }
