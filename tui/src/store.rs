@@ -14,6 +14,8 @@ use crate::model::{DataDir, DeviceDecl, DmaSrc, Ev, EvKind, Flags, IrqKind, Stat
 const NO_DEV: u16 = u16::MAX;
 /// Lanes the 16-bit device column can tell apart.
 const MAX_DEVICES: usize = NO_DEV as usize;
+/// Quiesce durations kept per device for the median (min, max and count are exact).
+pub const QUIESCE_SAMPLES: usize = 4096;
 /// Marks "no pid" in the pid column.
 const NO_PID: u32 = u32::MAX;
 
@@ -71,8 +73,15 @@ pub struct DevStats {
     /// Successful SETs.
     pub transitions: u64,
     pub failed_sets: u64,
-    /// Durations (ns) of SETs into a quiescent state, set -> set_done.
+    /// Durations (ns) of SETs into a quiescent state, set -> set_done: a sample of at most
+    /// [`QUIESCE_SAMPLES`] (every other one is dropped when full), for the median.
     pub quiesce_ns: Vec<u64>,
+    /// Exact count, min and max of those durations.
+    pub quiesce_count: u64,
+    pub quiesce_min: u64,
+    pub quiesce_max: u64,
+    /// Every `stride`-th duration enters the sample (doubles each time the sample is halved).
+    quiesce_stride: u64,
     /// Per state slot (see [`SegState::slot`]): DMA evidence and interrupts.
     pub dma: [u64; 10],
     pub irq: [u64; 10],
@@ -87,7 +96,33 @@ impl DevStats {
             return None;
         }
         v.sort_unstable();
-        Some((v[0], v[v.len() / 2], v[v.len() - 1]))
+        Some((self.quiesce_min, v[v.len() / 2], self.quiesce_max))
+    }
+
+    fn add_quiesce(&mut self, ns: u64) {
+        if self.quiesce_count == 0 {
+            self.quiesce_min = ns;
+        }
+        self.quiesce_count += 1;
+        self.quiesce_min = self.quiesce_min.min(ns);
+        self.quiesce_max = self.quiesce_max.max(ns);
+        let stride = self.quiesce_stride.max(1);
+        if (self.quiesce_count - 1) % stride != 0 {
+            return;
+        }
+        if self.quiesce_ns.len() >= QUIESCE_SAMPLES {
+            // Keep every other sample and take half as many from now on: a uniform sample.
+            let mut k = 0;
+            self.quiesce_ns.retain(|_| {
+                k += 1;
+                k % 2 == 1
+            });
+            self.quiesce_stride = stride * 2;
+            if (self.quiesce_count - 1) % self.quiesce_stride != 0 {
+                return;
+            }
+        }
+        self.quiesce_ns.push(ns);
     }
 }
 
@@ -439,7 +474,7 @@ impl Store {
                     let dv = &mut self.devices[i];
                     dv.stats.transitions += 1;
                     if let Some((t0, _)) = open.filter(|_| to.quiescent()) {
-                        dv.stats.quiesce_ns.push(t.saturating_sub(t0));
+                        dv.stats.add_quiesce(t.saturating_sub(t0));
                     }
                     self.push_seg(i, t, SegState::Stable(*to), g);
                 } else {
@@ -924,6 +959,7 @@ mod tests {
         let d = &s.devices[0];
         assert_eq!(d.stats.transitions, 1);
         assert_eq!(d.stats.quiesce_ns, vec![2]);
+        assert_eq!(d.stats.quiesce_summary(), Some((2, 2, 2)));
         assert_eq!(d.stats.dma[State::RunningP2p as usize], 1);
         assert_eq!(d.segs.len(), 3);
     }
@@ -956,5 +992,18 @@ mod tests {
         assert_eq!(fmt_dur(1_500), "1.5us");
         assert_eq!(fmt_dur(13_000_000), "13ms");
         assert_eq!(fmt_dur(2_000_000_000), "2s");
+    }
+
+    #[test]
+    fn quiesce_samples_stay_bounded_with_exact_extremes() {
+        let mut st = DevStats::default();
+        for ns in 1..=100_000u64 {
+            st.add_quiesce(ns);
+        }
+        assert!(st.quiesce_ns.len() <= QUIESCE_SAMPLES);
+        assert_eq!(st.quiesce_count, 100_000);
+        let (mn, md, mx) = st.quiesce_summary().expect("summary");
+        assert_eq!((mn, mx), (1, 100_000));
+        assert!((40_000..60_000).contains(&md), "median {md}");
     }
 }

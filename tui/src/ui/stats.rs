@@ -84,7 +84,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 fmt_dur(mn),
                 fmt_dur(md),
                 fmt_dur(mx),
-                st.quiesce_ns.len()
+                st.quiesce_count
             ),
             None => "-".to_owned(),
         };
