@@ -107,7 +107,7 @@ impl DevStats {
         self.quiesce_min = self.quiesce_min.min(ns);
         self.quiesce_max = self.quiesce_max.max(ns);
         let stride = self.quiesce_stride.max(1);
-        if (self.quiesce_count - 1) % stride != 0 {
+        if !(self.quiesce_count - 1).is_multiple_of(stride) {
             return;
         }
         if self.quiesce_ns.len() >= QUIESCE_SAMPLES {
@@ -118,7 +118,7 @@ impl DevStats {
                 k % 2 == 1
             });
             self.quiesce_stride = stride * 2;
-            if (self.quiesce_count - 1) % self.quiesce_stride != 0 {
+            if !(self.quiesce_count - 1).is_multiple_of(self.quiesce_stride) {
                 return;
             }
         }
