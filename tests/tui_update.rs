@@ -435,3 +435,32 @@ fn findings_past_the_cap_are_counted_not_held() {
     assert_eq!(app.counts().0, n);
     assert_eq!(app.dropped, (5, 0));
 }
+
+#[test]
+fn text_search_proceeds_in_steps_on_ticks() {
+    let mut app = App::new(TraceInfo::default(), None);
+    update(
+        &mut app,
+        Msg::Events((0..600_000).map(|i| irq(i * 10, i + 2)).collect()),
+    );
+    // Move the cursor away from the start: the filter keeps it near there.
+    key(&mut app, Key::Char('G'));
+    key(&mut app, Key::Char('/'));
+    for c in "msi[0]".chars() {
+        key(&mut app, Key::Char(c));
+    }
+    key(&mut app, Key::Enter);
+    assert!(app.status.contains("searching"), "{}", app.status);
+    let partial = app.list_len();
+    assert!(partial > 0 && partial < 600_000, "{partial}");
+    let mut ticks = 0;
+    while app.status.contains("searching") {
+        update(&mut app, Msg::Tick);
+        ticks += 1;
+        assert!(ticks < 100, "search never finished");
+    }
+    assert_eq!(app.list_len(), 600_000);
+    assert_eq!(app.status, "filter `msi[0]`: 600000 events");
+    // The cursor is where it was (the last event), not at the first match.
+    assert_eq!(cursor_line(&app), 600_001);
+}

@@ -165,6 +165,30 @@ fn main() {
         app.status
     );
     draw(&app, "filtered");
+    let t = Instant::now();
+    update(&mut app, Msg::Key(Key::Char('/')));
+    for _ in 0.."ev:set dev:00:03".len() {
+        update(&mut app, Msg::Key(Key::Backspace));
+    }
+    for c in "0x2a".chars() {
+        update(&mut app, Msg::Key(Key::Char(c)));
+    }
+    update(&mut app, Msg::Key(Key::Enter));
+    let first_step = t.elapsed().as_secs_f64();
+    let mut ticks = 0;
+    while app.status.contains("searching") {
+        update(&mut app, Msg::Tick);
+        ticks += 1;
+    }
+    println!(
+        "word filter `0x2a` (text search) over {} events: first step {:.3}s, done after {} ticks \
+         in {:.2}s -> {}",
+        app.store.len(),
+        first_step,
+        ticks,
+        t.elapsed().as_secs_f64(),
+        app.status
+    );
 
     // Live: a bounded window (1M events) fed in probe-sized batches.
     let mut live = App::new(

@@ -115,6 +115,10 @@ pub struct Filter {
     devs: Option<Vec<usize>>,
     evs: Option<Vec<Ev>>,
     words: Vec<String>,
+    /// Next row to scan (a text search proceeds a step per tick).
+    next: u64,
+    /// Where the cursor was when the filter was set: it goes to the first match from there.
+    anchor: Option<u64>,
 }
 
 /// The whole view state.
@@ -445,19 +449,66 @@ impl App {
             devs,
             evs,
             words,
+            next: self.store.base(),
+            // Keep the cursor near where it was.
+            anchor: Some(self.cursor.unwrap_or(self.store.base())),
         };
-        self.refilter_from(self.store.base());
-        let n = self.filter.rows.as_ref().map_or(0, Vec::len);
-        self.status = format!("filter `{text}`: {n} events");
-        // Keep the cursor near where it was.
-        let g = self.cursor.unwrap_or(self.store.base());
-        let pos = self.list_pos(g);
-        let len = self.list_len();
-        self.cursor = if len == 0 {
-            None
+        self.cursor = None;
+        self.advance_filter();
+    }
+
+    /// Rows scanned per step by a text filter (the summary is rendered per row); filters on
+    /// columns only scan everything at once (tens of ms for 10M rows).
+    const TEXT_SCAN_STEP: u64 = 250_000;
+
+    /// Scans the next rows for the filter (all of them, or one step of a text search, the rest
+    /// on the following ticks), places the cursor, reports progress.
+    fn advance_filter(&mut self) {
+        if self.filter.rows.is_none() {
+            return;
+        }
+        let base = self.store.base();
+        let end = self.store.end();
+        let from = self.filter.next.max(base);
+        let budget = if self.filter.words.is_empty() {
+            u64::MAX
         } else {
-            self.list_row(pos.min(len - 1))
+            Self::TEXT_SCAN_STEP
         };
+        let to = from.saturating_add(budget).min(end);
+        let new: Vec<u64> = (from..to).filter(|&g| self.filter_matches(g)).collect();
+        self.filter.next = to;
+        if let Some(rows) = self.filter.rows.as_mut() {
+            // Drop matches the ring no longer holds.
+            let k = rows.partition_point(|&g| g < base);
+            rows.drain(..k);
+            rows.extend(new);
+        }
+        let done = to >= end;
+        if let Some(a) = self.filter.anchor {
+            let pos = self.list_pos(a);
+            if pos < self.list_len() {
+                self.cursor = self.list_row(pos);
+                self.filter.anchor = None;
+            } else if done {
+                let n = self.list_len();
+                self.cursor = n.checked_sub(1).and_then(|i| self.list_row(i));
+                self.filter.anchor = None;
+            }
+        }
+        if to > from || self.filter.anchor.is_some() {
+            let n = self.list_len();
+            let text = &self.filter.text;
+            self.status = if done {
+                format!("filter `{text}`: {n} events")
+            } else {
+                let held = (end - base).max(1);
+                format!(
+                    "filter `{text}`: {n} events so far (searching {}%)",
+                    (to - base) * 100 / held
+                )
+            };
+        }
     }
 
     fn filter_matches(&self, g: u64) -> bool {
@@ -478,22 +529,6 @@ impl App {
         f.words.iter().all(|w| s.contains(w.as_str()))
     }
 
-    /// Adds rows from `from` on to the filter's matches.
-    fn refilter_from(&mut self, from: u64) {
-        if self.filter.rows.is_none() {
-            return;
-        }
-        let end = self.store.end();
-        let new: Vec<u64> = (from..end).filter(|&g| self.filter_matches(g)).collect();
-        let base = self.store.base();
-        if let Some(rows) = self.filter.rows.as_mut() {
-            // Drop matches the ring no longer holds.
-            let k = rows.partition_point(|&g| g < base);
-            rows.drain(..k);
-            rows.extend(new);
-        }
-    }
-
     fn export_name(&self) -> String {
         let stem = if self.info.live || self.info.name.is_empty() || self.info.name == "-" {
             "migscope-watch".to_owned()
@@ -505,11 +540,10 @@ impl App {
     }
 
     fn ingest(&mut self, evs: Vec<TimelineEvent>) {
-        let from = self.store.end();
         for e in &evs {
             self.store.push(e);
         }
-        self.refilter_from(from);
+        self.advance_filter();
         // Findings that arrived before their event was stored.
         // (One more try each: a finding refers to an event already sent or in this batch.)
         for i in std::mem::take(&mut self.unresolved) {
@@ -753,7 +787,16 @@ impl App {
 pub fn update(app: &mut App, msg: Msg) {
     match msg {
         Msg::Key(k) => app.key(k),
-        Msg::Tick => {}
+        Msg::Tick => {
+            if app
+                .filter
+                .rows
+                .as_ref()
+                .is_some_and(|_| app.filter.next < app.store.end())
+            {
+                app.advance_filter();
+            }
+        }
         Msg::Info(info) => app.info = info,
         Msg::Events(evs) => app.ingest(evs),
         Msg::Findings(fs) => app.add_findings(fs),
