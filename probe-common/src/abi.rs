@@ -114,6 +114,8 @@ pub enum EventKind {
     MdevDma = 12,
     /// [`MsiHandler`].
     MsiHandler = 13,
+    /// [`Fork`].
+    Fork = 14,
 }
 
 impl EventKind {
@@ -132,6 +134,7 @@ impl EventKind {
             11 => EventKind::DataXfer,
             12 => EventKind::MdevDma,
             13 => EventKind::MsiHandler,
+            14 => EventKind::Fork,
             _ => return None,
         })
     }
@@ -338,6 +341,17 @@ pub struct MsiHandler {
 }
 const _: () = assert!(core::mem::size_of::<MsiHandler>() == 32);
 
+/// `sched:sched_process_fork`: the current task (`hdr.pid`) created `child_pid` (a process,
+/// or a thread of the same process). Lets `--pid` follow children that exit quickly.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fork {
+    pub hdr: EventHeader,
+    pub child_pid: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Fork>() == 32);
+
 /// Per-thread state between `sys_enter_ioctl` and `sys_exit_ioctl` (map value).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -400,6 +414,11 @@ pub mod names {
     pub const TP_IOMMU_MAP: &str = "map";
     pub const TP_IOMMU_UNMAP: &str = "unmap";
     pub const TP_IOMMU_FAULT: &str = "io_page_fault";
+    pub const TP_SCHED: &str = "sched";
+    pub const TP_SCHED_PROCESS_FORK: &str = "sched_process_fork";
+    /// Global (set by the loader from the format file) holding the offset of
+    /// `sched_process_fork`'s `child_pid`, which moved between kernels (6.1/6.12: 44; 6.18: 20).
+    pub const GLOBAL_FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
 
     // Tracepoint programs: one per tracepoint, named after it.
     pub const PROG_SYS_ENTER_IOCTL: &str = "sys_enter_ioctl";
@@ -415,6 +434,7 @@ pub mod names {
     pub const PROG_IOMMU_MAP: &str = "iommu_map";
     pub const PROG_IOMMU_UNMAP: &str = "iommu_unmap";
     pub const PROG_IOMMU_FAULT: &str = "iommu_io_page_fault";
+    pub const PROG_SCHED_PROCESS_FORK: &str = "sched_process_fork";
 
     // Kernel functions (the vfio modules) and their programs: fentry/fexit first, kprobes as
     // the fallback (aya 0.14 resolves fentry targets in vmlinux BTF only; 6.1 refuses the
@@ -452,6 +472,7 @@ mod pod {
     unsafe impl aya::Pod for super::DataXfer {}
     unsafe impl aya::Pod for super::MdevDma {}
     unsafe impl aya::Pod for super::MsiHandler {}
+    unsafe impl aya::Pod for super::Fork {}
     unsafe impl aya::Pod for super::Inflight {}
     unsafe impl aya::Pod for super::StepArgs {}
 }

@@ -13,11 +13,11 @@ use aya_ebpf::{
         bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
     },
     macros::{fentry, fexit, kprobe, kretprobe, map, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use probe_common::abi::{
-    DATA_READ, DATA_WRITE, DataXfer, EventHeader, EventKind, FdClose, Inflight, IoctlCall,
+    DATA_READ, DATA_WRITE, DataXfer, EventHeader, EventKind, FdClose, Fork, Inflight, IoctlCall,
     IoctlRet, IommuFault, IommuMap, IommuUnmap, Irq, MDEV_DMA_RW, MDEV_PIN_PAGES, MdevDma,
     MsiHandler, NAME_LEN, PATH_LEN, PAYLOAD_LEN, Step, StepArgs, VFIO_IOCTL_FIRST, VFIO_IOCTL_LAST,
     VfioOpen, fd_key, fd_kind, feature, hook, ioctl,
@@ -31,25 +31,30 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map(name = "LOST")]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+// Per-thread state is LRU: a thread killed inside a syscall never reaches the exit half, and
+// its stale entry must not keep others out.
+
 /// tid -> the VFIO ioctl it is inside.
 #[map(name = "INFLIGHT")]
-static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(8192, 0);
+static INFLIGHT: LruHashMap<u32, Inflight> = LruHashMap::with_max_entries(8192, 0);
 
 /// (tgid, fd) -> fd kind, for fds userspace must know about (opens, device fds, data fds).
+/// Not LRU: losing an entry would silently lose a data fd. Userspace removes the entries of
+/// processes that exit (an exit closes fds without the close syscall).
 #[map(name = "VFIO_FDS")]
 static VFIO_FDS: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
 
 /// tid -> pending open of a VFIO path (record filled at exit).
 #[map(name = "OPENS")]
-static OPENS: HashMap<u32, VfioOpen> = HashMap::with_max_entries(1024, 0);
+static OPENS: LruHashMap<u32, VfioOpen> = LruHashMap::with_max_entries(1024, 0);
 
 /// tid -> (fd << 32 | dir) of a pending read/write on a migration data fd.
 #[map(name = "RW")]
-static RW: HashMap<u32, u64> = HashMap::with_max_entries(1024, 0);
+static RW: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
 
 /// tid -> arguments of a `vfio_mig_get_next_state` call (kprobe -> kretprobe).
 #[map(name = "STEP_ARGS")]
-static STEP_ARGS: HashMap<u32, StepArgs> = HashMap::with_max_entries(1024, 0);
+static STEP_ARGS: LruHashMap<u32, StepArgs> = LruHashMap::with_max_entries(1024, 0);
 
 // Offsets from the tracepoints' format files (/sys/kernel/tracing/events/*/*/format). The
 // syscall tracepoints lay each argument out as an 8-byte slot after __syscall_nr; userspace
@@ -382,6 +387,34 @@ fn try_irq_handler_entry(ctx: &TracePointContext) -> Result<u32, u32> {
     // SAFETY: as above.
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut rec.name) };
     emit(&rec);
+    Ok(0)
+}
+
+// ---- processes ----------------------------------------------------------------------------
+
+/// Offset of `child_pid` in `sched_process_fork` records, set by the loader from the running
+/// kernel's format file (the layout changed when the comm fields became `__data_loc`).
+#[unsafe(no_mangle)]
+static FORK_CHILD_PID_OFFSET: u32 = 0;
+
+#[tracepoint(category = "sched", name = "sched_process_fork")]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    try_sched_process_fork(&ctx).unwrap_or(1)
+}
+
+fn try_sched_process_fork(ctx: &TracePointContext) -> Result<u32, u32> {
+    // SAFETY: a read of our own read-only global, patched before load.
+    let off = unsafe { core::ptr::read_volatile(&FORK_CHILD_PID_OFFSET) };
+    if off == 0 {
+        return Ok(0);
+    }
+    let child: i32 = tp_read(ctx, off as usize)?;
+    let (hdr, _) = header(EventKind::Fork, core::mem::size_of::<Fork>());
+    emit(&Fork {
+        hdr,
+        child_pid: child as u32,
+        _pad: 0,
+    });
     Ok(0)
 }
 

@@ -45,6 +45,12 @@ impl PidFilter {
         }
     }
 
+    /// Accepts `child`, seen being created by an accepted process (it may exit before its
+    /// ancestry could be read from /proc).
+    pub fn adopt(&mut self, child: u32) {
+        self.cache.insert(child, true);
+    }
+
     pub fn accepts(&mut self, pid: u32) -> bool {
         if let Some(&v) = self.cache.get(&pid) {
             return v;
@@ -186,6 +192,35 @@ impl Attributor {
         );
     }
 
+    /// Forgets every fd of processes that no longer exist (an exit closes fds without the
+    /// close syscall, and pids are reused); returns the (pid, fd) pairs forgotten.
+    pub fn purge_dead(&mut self, alive: impl Fn(u32) -> bool) -> Vec<(u32, i32)> {
+        let mut pids: Vec<u32> = self.fds.keys().map(|&(p, _)| p).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        let dead: HashSet<u32> = pids.into_iter().filter(|&p| !alive(p)).collect();
+        if dead.is_empty() {
+            return Vec::new();
+        }
+        let gone: Vec<(u32, i32)> = self
+            .fds
+            .keys()
+            .filter(|(p, _)| dead.contains(p))
+            .copied()
+            .collect();
+        for k in &gone {
+            self.fds.remove(k);
+            self.group_container.remove(k);
+            self.bound.remove(k);
+        }
+        if let Some(f) = self.filter.as_mut() {
+            for p in &dead {
+                f.cache.remove(p);
+            }
+        }
+        gone
+    }
+
     fn accepts(&mut self, pid: u32) -> bool {
         match self.filter.as_mut() {
             None => true,
@@ -285,6 +320,13 @@ impl Attributor {
             Record::DataXfer(d) => self.data(d),
             Record::MdevDma(m) => self.mdev(m),
             Record::MsiHandler(m) => self.msi(m),
+            Record::Fork(f) => {
+                if let Some(filter) = self.filter.as_mut()
+                    && filter.accepts(f.hdr.pid)
+                {
+                    filter.adopt(f.child_pid);
+                }
+            }
         }
     }
 
@@ -1070,6 +1112,189 @@ mod tests {
         assert!(matches!(&evs[2].kind,
             EventKind::Device { dev, flags, ctx, .. }
                 if dev == "0000:7f:00.1" && *flags == MigFlags(7) && ctx == "drive"));
+    }
+
+    #[test]
+    fn iommu_tracepoints_fold_into_map_dma_and_attribute_the_rest() {
+        let mut a = Attributor::with_query(None, true, no_query());
+        a.push(&open(1, 4, 3, fd_kind::CONTAINER, "/dev/vfio/vfio"));
+        a.push(&open(2, 4, 5, fd_kind::IOMMUFD, "/dev/iommu"));
+        let map = |t, fd, cmd| {
+            Record::IommuMap(IommuMap {
+                hdr: hdr(K::IommuMap, t, 4, 4),
+                iova: 0x1000,
+                paddr: 0x9000,
+                size: 0x1000,
+                fd,
+                cmd,
+            })
+        };
+        // Inside MAP_DMA on the container: the ioctl's own `map` covers it.
+        a.push(&map(3, 3, ioctl::IOMMU_MAP_DMA));
+        // Inside an iommufd IOAS_MAP (0x3B85): kept, in the iommufd's context.
+        a.push(&map(4, 5, 0x3B85));
+        a.push(&Record::IommuUnmap(IommuUnmap {
+            hdr: hdr(K::IommuUnmap, 5, 4, 4),
+            iova: 0x1000,
+            size: 0x1000,
+            unmapped: 0x1000,
+            fd: 5,
+            cmd: 0x3B86,
+        }));
+        let evs = a.release(None);
+        assert_eq!(
+            evs.iter().map(|e| e.kind.clone()).collect::<Vec<_>>(),
+            vec![
+                EventKind::Map {
+                    ctx: "pid4:iommufd5".into(),
+                    iova: 0x1000,
+                    len: 0x1000
+                },
+                EventKind::Unmap {
+                    ctx: "pid4:iommufd5".into(),
+                    iova: 0x1000,
+                    len: 0x1000
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn faults_irqs_and_mdev_dma_go_to_the_owner() {
+        let mut a = Attributor::with_query(None, true, no_query());
+        a.push(&name_ret(1, 6, 4, 7, "0000:7f:02.0"));
+        // A step during an ioctl on fd 7 teaches which vfio_device pointer is this device.
+        a.push(&call(
+            2,
+            6,
+            7,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, 5, 0],
+        ));
+        a.push(&Record::Step(Step {
+            hdr: hdr(K::Step, 3, 6, 6),
+            vdev: 0xabc0,
+            cur: 2,
+            new: 5,
+            next: 5,
+            ret: 0,
+            hook: 2,
+            has_next: 1,
+        }));
+        let mut dev_name = [0u8; 32];
+        dev_name[..12].copy_from_slice(b"0000:7f:02.0");
+        a.push(&Record::IommuFault(IommuFault {
+            hdr: hdr(K::IommuFault, 4, 0, 0),
+            iova: 0x5000,
+            flags: 1,
+            _pad: 0,
+            device: dev_name,
+            driver: [0; 32],
+        }));
+        a.push(&Record::MdevDma(MdevDma {
+            hdr: hdr(K::MdevDma, 5, 0, 0),
+            vdev: 0xabc0,
+            iova: 0x6000,
+            len: 64,
+            write: 0,
+            func: probe_common::abi::MDEV_DMA_RW,
+        }));
+        let mut irq_name = [0u8; 32];
+        irq_name[..25].copy_from_slice(b"vfio-msix[2](0000:7f:02.0");
+        irq_name[25] = b')';
+        a.push(&Record::Irq(Irq {
+            hdr: hdr(K::Irq, 6, 0, 0),
+            irq: 40,
+            _pad: 0,
+            name: irq_name,
+        }));
+        let evs = a.release(None);
+        let dev = "0000:7f:02.0".to_owned();
+        let tail: Vec<(Option<u32>, EventKind)> = evs
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Dma { .. } | EventKind::Irq { .. }))
+            .map(|e| (e.pid, e.kind.clone()))
+            .collect();
+        assert_eq!(
+            tail,
+            vec![
+                (
+                    Some(6),
+                    EventKind::Dma {
+                        dev: dev.clone(),
+                        src: DmaSource::Fault,
+                        iova: 0x5000,
+                        len: 0,
+                        write: true,
+                        window: None,
+                        p2p: None
+                    }
+                ),
+                (
+                    Some(6),
+                    EventKind::Dma {
+                        dev: dev.clone(),
+                        src: DmaSource::MdevDma,
+                        iova: 0x6000,
+                        len: 64,
+                        write: false,
+                        window: None,
+                        p2p: None
+                    }
+                ),
+                (
+                    Some(6),
+                    EventKind::Irq {
+                        dev,
+                        kind: IrqKind::Msix,
+                        vector: 2
+                    }
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn forks_of_accepted_processes_are_followed() {
+        // No /proc ancestry at all: only the fork records can tell.
+        let f = PidFilter::with_parent(&[10], Box::new(|_| None));
+        let mut a = Attributor::with_query(Some(f), true, no_query());
+        let fork = |t, parent, child| {
+            Record::Fork(probe_common::abi::Fork {
+                hdr: hdr(K::Fork, t, parent, parent),
+                child_pid: child,
+                _pad: 0,
+            })
+        };
+        a.push(&fork(1, 10, 11));
+        a.push(&fork(2, 11, 12));
+        a.push(&fork(3, 99, 13));
+        for (t, pid) in [(4, 12), (5, 13)] {
+            a.push(&ret(t, pid, 3, ioctl::DEVICE_RESET, 0, &[]));
+        }
+        let pids: Vec<Option<u32>> = a
+            .release(None)
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Reset { .. }))
+            .map(|e| e.pid)
+            .collect();
+        assert_eq!(pids, [Some(12)]);
+    }
+
+    #[test]
+    fn dead_processes_are_forgotten() {
+        let mut a = Attributor::with_query(None, true, no_query());
+        a.push(&name_ret(1, 20, 4, 7, "0000:7f:03.0"));
+        a.push(&name_ret(2, 21, 4, 7, "0000:7f:04.0"));
+        assert_eq!(a.purge_dead(|p| p != 20), vec![(20, 7)]);
+        // A new process reusing pid 20 does not inherit the old device fd.
+        a.push(&ret(3, 20, 7, ioctl::DEVICE_RESET, 0, &[]));
+        let evs = a.release(None);
+        assert!(evs.iter().any(|e| e.kind
+            == EventKind::Reset {
+                dev: "fd:7@20".into(),
+                ret: 0
+            }));
     }
 
     #[test]

@@ -158,8 +158,26 @@ const TRACEPOINTS: &[Tp] = &[
     },
 ];
 
-/// Attaches every hook the kernel allows; never fails as a whole.
-pub fn attach_all(ebpf: &mut Ebpf) -> Vec<HookStatus> {
+/// What the fork hook serves.
+const PID_FILTER: &str = "pid_filter";
+
+/// The running kernel's format file of a tracepoint, if tracefs is reachable.
+pub fn tracepoint_format(category: &str, name: &str) -> Option<String> {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|root| fs::read_to_string(format!("{root}/events/{category}/{name}/format")).ok())
+}
+
+/// Offset of `sched_process_fork`'s `child_pid` on this kernel (the probe's
+/// `FORK_CHILD_PID_OFFSET` global).
+pub fn fork_child_pid_offset() -> Option<usize> {
+    tracepoint_format(n::TP_SCHED, n::TP_SCHED_PROCESS_FORK)
+        .and_then(|t| format_offset(&t, "child_pid"))
+}
+
+/// Attaches every hook the kernel allows; never fails as a whole. `fork_offset` is what the
+/// loader patched into the probe (`None`: the fork hook stays off).
+pub fn attach_all(ebpf: &mut Ebpf, fork_offset: Option<usize>) -> Vec<HookStatus> {
     let mut out: Vec<HookStatus> = TRACEPOINTS
         .iter()
         .map(|tp| HookStatus {
@@ -168,6 +186,28 @@ pub fn attach_all(ebpf: &mut Ebpf) -> Vec<HookStatus> {
             state: attach_tracepoint(ebpf, tp),
         })
         .collect();
+    let fork = match fork_offset {
+        None => HookState::Unavailable(
+            "no readable sched_process_fork format file (tracefs not mounted?): --pid follows \
+             children through /proc only"
+                .to_owned(),
+        ),
+        Some(_) => attach_tracepoint(
+            ebpf,
+            &Tp {
+                prog: n::PROG_SCHED_PROCESS_FORK,
+                category: n::TP_SCHED,
+                name: n::TP_SCHED_PROCESS_FORK,
+                serves: PID_FILTER,
+                fields: &[],
+            },
+        ),
+    };
+    out.push(HookStatus {
+        name: format!("{}:{}", n::TP_SCHED, n::TP_SCHED_PROCESS_FORK),
+        serves: PID_FILTER,
+        state: fork,
+    });
     let btf = Btf::from_sys_fs().map_err(|e| format!("no vmlinux BTF: {e}"));
     out.push(HookStatus {
         name: HOOK_STEP.to_owned(),
@@ -233,12 +273,7 @@ fn attach_tracepoint(ebpf: &mut Ebpf, tp: &Tp) -> HookState {
 /// Checks the offsets the probe hard-codes against the running kernel's format file. An
 /// unreadable format file (no tracefs mounted) is not a mismatch: attaching decides.
 fn check_format(tp: &Tp) -> Result<(), String> {
-    let text = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-        .iter()
-        .find_map(|root| {
-            fs::read_to_string(format!("{root}/events/{}/{}/format", tp.category, tp.name)).ok()
-        });
-    let Some(text) = text else {
+    let Some(text) = tracepoint_format(tp.category, tp.name) else {
         return Ok(());
     };
     for &(field, want) in tp.fields {

@@ -155,6 +155,11 @@ pub fn pci_driver(dev: &str) -> Option<String> {
     link_basename(&format!("/sys/bus/pci/devices/{dev}/driver"))
 }
 
+/// Whether process `pid` still exists.
+pub fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// The parent of `pid` (field 4 of `/proc/<pid>/stat`, after the parenthesised comm).
 pub fn parent_of(pid: u32) -> Option<u32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

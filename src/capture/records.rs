@@ -2,7 +2,7 @@
 //! `probe_common::abi` structs. Pure; no attribution.
 
 use probe_common::abi::{
-    DataXfer, EventHeader, EventKind, FdClose, IoctlCall, IoctlRet, IommuFault, IommuMap,
+    DataXfer, EventHeader, EventKind, FdClose, Fork, IoctlCall, IoctlRet, IommuFault, IommuMap,
     IommuUnmap, Irq, MdevDma, MsiHandler, Step, VfioOpen,
 };
 
@@ -21,6 +21,7 @@ pub enum Record {
     DataXfer(DataXfer),
     MdevDma(MdevDma),
     MsiHandler(MsiHandler),
+    Fork(Fork),
 }
 
 impl Record {
@@ -38,6 +39,7 @@ impl Record {
             Record::DataXfer(r) => &r.hdr,
             Record::MdevDma(r) => &r.hdr,
             Record::MsiHandler(r) => &r.hdr,
+            Record::Fork(r) => &r.hdr,
         }
     }
 }
@@ -79,6 +81,7 @@ pub fn parse(bytes: &[u8]) -> Result<Record, RecordError> {
         EventKind::DataXfer => Record::DataXfer(typed(k, bytes)?),
         EventKind::MdevDma => Record::MdevDma(typed(k, bytes)?),
         EventKind::MsiHandler => Record::MsiHandler(typed(k, bytes)?),
+        EventKind::Fork => Record::Fork(typed(k, bytes)?),
     })
 }
 

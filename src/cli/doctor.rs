@@ -130,9 +130,26 @@ fn cap_eff() -> Option<u64> {
     u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
 }
 
+/// Migration flags of devices some process has open, asked through a duplicate of its fd
+/// (read-only VFIO_DEVICE_FEATURE GET of MIGRATION), and who holds each device.
+fn open_device_flags() -> std::collections::BTreeMap<String, (u32, Result<u32, String>)> {
+    use crate::capture::procfs;
+    let mut out = std::collections::BTreeMap::new();
+    for s in procfs::scan(None) {
+        let Some(dev) = s.dev else { continue };
+        if out.contains_key(&dev) {
+            continue;
+        }
+        let flags = procfs::query_mig_flags(s.pid, s.fd).map_err(|e| e.to_string());
+        out.insert(dev, (s.pid, flags));
+    }
+    out
+}
+
 /// PCI devices bound to vfio-pci or a vfio-pci variant driver (any driver named `*vfio*`).
 fn vfio_devices() -> Vec<Value> {
     let mut out = Vec::new();
+    let open = open_device_flags();
     let Ok(drivers) = fs::read_dir("/sys/bus/pci/drivers") else {
         return out;
     };
@@ -152,14 +169,28 @@ fn vfio_devices() -> Vec<Value> {
             let group = fs::read_link(format!("/sys/bus/pci/devices/{dev}/iommu_group"))
                 .ok()
                 .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+            let (flags, note) = match open.get(&dev) {
+                Some((pid, Ok(bits))) => (
+                    json!(crate::model::flag_names(crate::model::MigFlags(*bits))),
+                    format!("open by pid {pid}; flags read through its fd"),
+                ),
+                Some((pid, Err(e))) => (
+                    Value::Null,
+                    format!("open by pid {pid}; asking for migration flags failed: {e}"),
+                ),
+                None => (
+                    Value::Null,
+                    "not open by any process: migration flags are only readable through an \
+                     open device fd (`drive` queries them itself)"
+                        .to_owned(),
+                ),
+            };
             out.push(json!({
                 "dev": dev,
                 "driver": driver,
                 "iommu_group": group,
-                "migration_flags": Value::Null,
-                "note": "migration flags are only readable through an open device fd \
-                         (VFIO_DEVICE_FEATURE_MIGRATION); `record` learns them from its user's \
-                         query and `drive` queries them itself",
+                "migration_flags": flags,
+                "note": note,
             }));
         }
     }
@@ -259,11 +290,17 @@ fn print_text(r: &Value) {
     } else {
         println!("devices");
         for d in devs {
+            let flags = match d["migration_flags"].as_array() {
+                Some(f) => f.iter().map(s).collect::<Vec<_>>().join(","),
+                None => "unknown".to_owned(),
+            };
             println!(
-                "  {}  driver {}  iommu group {}  migration flags: not readable here",
+                "  {}  driver {}  iommu group {}  migration flags {}  ({})",
                 s(&d["dev"]),
                 s(&d["driver"]),
-                s(&d["iommu_group"])
+                s(&d["iommu_group"]),
+                flags,
+                s(&d["note"])
             );
         }
     }

@@ -103,6 +103,17 @@ pub fn run(args: Args) -> i32 {
         Ok(s) => s,
         Err(e) => return super::unusable(chain(&RecordError::Runtime(e))),
     };
+    // The traced process must exist before anything is loaded or written.
+    let traced = match args.pid {
+        Some(p) => {
+            let _ctx = rt.enter();
+            match pid_exit(p) {
+                Ok(fd) => Some(fd),
+                Err(e) => return super::unusable(format!("cannot watch process {p}: {e}")),
+            }
+        }
+        None => None,
+    };
     let opts = CaptureOptions {
         pids: args.pid.map(|p| vec![p]),
         ring_bytes: args.ring_bytes,
@@ -140,7 +151,9 @@ pub fn run(args: Args) -> i32 {
     let verifier = args
         .check
         .then(|| Verifier::new(&header, Options::default()));
-    match rt.block_on(record_loop(cap, sink, verifier, signals, &args, &ready)) {
+    match rt.block_on(record_loop(
+        cap, sink, verifier, signals, traced, &args, &ready,
+    )) {
         Ok((events, report)) => {
             let dest = args
                 .output
@@ -164,6 +177,7 @@ async fn record_loop(
     sink: Sink,
     verifier: Option<Verifier>,
     (mut sigint, mut sigterm): (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
+    traced: Option<AsyncFd<OwnedFd>>,
     args: &Args,
     ready: &str,
 ) -> Result<(u64, Option<verify::Report>), RecordError> {
@@ -175,10 +189,6 @@ async fn record_loop(
     let deadline = args.duration.map(Duration::from_secs_f64);
     let sleep = tokio::time::sleep(deadline.unwrap_or(Duration::MAX / 4));
     tokio::pin!(sleep);
-    let traced = match args.pid {
-        Some(p) => Some(pid_exit(p).map_err(RecordError::Runtime)?),
-        None => None,
-    };
     // Announced once records flow to the trace (SIGINT/SIGTERM are ours since `run` began).
     eprintln!("{ready}");
     let mut out = Out {
