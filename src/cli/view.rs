@@ -58,9 +58,10 @@ pub struct ViewArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct WatchArgs {
-    /// Instead of the probe: follow a trace file that another process (`migscope record -o`,
-    /// `drive -o`) is writing, showing events as they are appended, until its `end` event
-    /// (`FILE.partial` is followed while the writer has not renamed it; waits for it to appear).
+    /// Instead of the probe: follow a trace file another process is writing (`migscope record
+    /// -o` writes as it goes; `drive -o` writes when its plan ends), showing events as they are
+    /// appended, until its `end` event (`FILE.partial` is followed while the writer has not
+    /// renamed it; waits for it to appear).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["pid", "ring_bytes", "output"])]
     pub follow: Option<PathBuf>,
     /// Probe: record only this process and its children (default: every VFIO user).
