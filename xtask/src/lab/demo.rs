@@ -31,6 +31,16 @@ pub fn has_drive(migscope: &Path) -> bool {
         .is_ok_and(|o| !String::from_utf8_lossy(&o.stderr).contains("not built yet"))
 }
 
+fn drive_has_probe(trace: &Path) -> bool {
+    std::fs::read_to_string(trace).is_ok_and(|t| {
+        t.lines()
+            .next()
+            .and_then(|h| serde_json::from_str::<serde_json::Value>(h).ok())
+            .and_then(|h| h["sources"]["transitions"].as_str().map(|s| s == "ok"))
+            .unwrap_or(false)
+    })
+}
+
 pub fn run(kernel: Kernel) -> Result<u8> {
     let t = Instant::now();
     if let Some(why) = runner::cannot_fetch() {
@@ -68,7 +78,9 @@ pub fn run(kernel: Kernel) -> Result<u8> {
         .iter()
         .flat_map(|r| ["trace.jsonl", "probe.jsonl"].map(|f| (r, root.join(&r.name).join(f))));
     for (r, trace) in traces {
-        if !trace.exists() {
+        // The side record's trace only while drive's own has no probe (as the lab judges).
+        let side = trace.ends_with("probe.jsonl");
+        if !trace.exists() || (side && drive_has_probe(&trace.with_file_name("trace.jsonl"))) {
             continue;
         }
         println!(
