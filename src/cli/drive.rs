@@ -446,30 +446,74 @@ fn outcome_text(o: &Outcome) -> String {
     s
 }
 
-/// Adapter over the eBPF capture (`migscope::capture::Capture`, built on branch `probe`). The
-/// capture runs on its own thread, drained every 50 ms so the ring buffer never fills while the
-/// controller works.
+/// Adapter over the eBPF capture ([`crate::capture::Capture`]). The capture lives on its own
+/// thread, drained every 50 ms so the ring buffer never fills while the controller works.
 mod probe {
     use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    use std::thread::JoinHandle;
+    use std::time::Duration;
 
+    use crate::capture::{Capture, CaptureOptions};
     use crate::trace::Event;
 
     pub struct Probe {
-        never: std::convert::Infallible,
+        stop: Arc<AtomicBool>,
+        thread: JoinHandle<Result<Vec<Event>, String>>,
+        sources: BTreeMap<String, String>,
     }
 
     impl Probe {
         pub fn sources(&self) -> BTreeMap<String, String> {
-            match self.never {}
+            self.sources.clone()
         }
+
+        /// Stops the capture and returns every event it recorded.
         pub fn finish(self) -> Result<Vec<Event>, String> {
-            match self.never {}
+            self.stop.store(true, Ordering::Relaxed);
+            self.thread
+                .join()
+                .map_err(|_| "the capture thread panicked".to_owned())?
         }
     }
 
-    /// Until branch `probe` is merged into main this build has no capture to start.
+    /// Starts the capture (every VFIO user: the lab guest runs only us) before any device is
+    /// opened, so the probe attributes our device fds from their GROUP_GET_DEVICE_FD.
     pub fn start() -> Result<Probe, String> {
-        Err("this build has no eBPF capture yet (branch `probe` not merged)".to_owned())
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut cap = match Capture::start(&CaptureOptions::default()) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send(Err(super::error_chain(&e)));
+                    return Ok(Vec::new());
+                }
+            };
+            let _ = tx.send(Ok(cap.sources()));
+            let mut events = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                events.extend(cap.drain().map_err(|e| super::error_chain(&e))?);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            events.extend(cap.stop().map_err(|e| super::error_chain(&e))?);
+            Ok(events)
+        });
+        match rx.recv() {
+            Ok(Ok(sources)) => Ok(Probe {
+                stop,
+                thread,
+                sources,
+            }),
+            Ok(Err(why)) => {
+                let _ = thread.join();
+                Err(why)
+            }
+            Err(_) => Err("the capture thread ended before starting".to_owned()),
+        }
     }
 }
 
