@@ -403,6 +403,8 @@ pub mod names {
     pub const TP_SYS_EXIT_IOCTL: &str = "sys_exit_ioctl";
     pub const TP_SYS_ENTER_OPENAT: &str = "sys_enter_openat";
     pub const TP_SYS_EXIT_OPENAT: &str = "sys_exit_openat";
+    pub const TP_SYS_ENTER_OPEN: &str = "sys_enter_open";
+    pub const TP_SYS_EXIT_OPEN: &str = "sys_exit_open";
     pub const TP_SYS_ENTER_CLOSE: &str = "sys_enter_close";
     pub const TP_SYS_ENTER_READ: &str = "sys_enter_read";
     pub const TP_SYS_EXIT_READ: &str = "sys_exit_read";
@@ -425,6 +427,8 @@ pub mod names {
     pub const PROG_SYS_EXIT_IOCTL: &str = "sys_exit_ioctl";
     pub const PROG_SYS_ENTER_OPENAT: &str = "sys_enter_openat";
     pub const PROG_SYS_EXIT_OPENAT: &str = "sys_exit_openat";
+    pub const PROG_SYS_ENTER_OPEN: &str = "sys_enter_open";
+    pub const PROG_SYS_EXIT_OPEN: &str = "sys_exit_open";
     pub const PROG_SYS_ENTER_CLOSE: &str = "sys_enter_close";
     pub const PROG_SYS_ENTER_READ: &str = "sys_enter_read";
     pub const PROG_SYS_EXIT_READ: &str = "sys_exit_read";

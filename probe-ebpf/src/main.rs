@@ -226,8 +226,25 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
     try_sys_enter_openat(&ctx).unwrap_or(1)
 }
 
+/// `open(2)` (x86_64; musl's `open()` uses it): same as openat with the path in arg 0.
+#[tracepoint(category = "syscalls", name = "sys_enter_open")]
+pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
+    match tp_read::<u64>(&ctx, SYS_ARG0) {
+        Ok(p) => open_enter(p as *const u8).unwrap_or(1),
+        Err(e) => e,
+    }
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_open")]
+pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
+    try_sys_exit_openat(&ctx).unwrap_or(1)
+}
+
 fn try_sys_enter_openat(ctx: &TracePointContext) -> Result<u32, u32> {
-    let filename = tp_read::<u64>(ctx, SYS_ARG1)? as *const u8;
+    open_enter(tp_read::<u64>(ctx, SYS_ARG1)? as *const u8)
+}
+
+fn open_enter(filename: *const u8) -> Result<u32, u32> {
     let mut rec = VfioOpen {
         hdr: EventHeader::default(),
         fd: -1,

@@ -21,7 +21,7 @@
 //!   the device is declared STOP_COPY only and a `mark` event says why.
 //! - **Command numbers shared by container and device fds** (0x3B70..0x3B72, 0x3B75) are
 //!   told apart by the fd's kind, learned from opens of `/dev/vfio/vfio`, `/dev/vfio/<group>`,
-//!   `/dev/vfio/devices/vfioN`, `/dev/iommu` (in the probe, for the data fd it must know at
+//!   `/dev/vfio/devices/vfioN`, `/dev/iommu` through open/openat (in the probe, for the data fd it must know at
 //!   once, and here); on an fd of unknown kind 0x3B71/0x3B72 count as MAP/UNMAP_DMA only with a
 //!   DMA map's argsz.
 //! - **Events:** `set` at the SET's syscall entry, `set_done` (with `data_fd`) and `get` at its
@@ -41,7 +41,7 @@
 //!   `drain` so records submitted by different CPUs leave in time order; `stop` releases all.
 //!
 //! # Known limits
-//! Opens through `open(2)` rather than `openat(2)`, relative paths, dup'd or passed fds and
+//! Opens through `openat2(2)`, relative paths, dup'd or passed fds and
 //! readv/splice on data fds are not followed. IOMMU unmaps at process exit (no ioctl in
 //! flight) are not reported. Tracing read/write for data fds costs about 0.9 µs per
 //! read/write syscall system-wide while recording (measured with dd on the 6.18 host).
