@@ -90,6 +90,8 @@ struct DevInfo {
 
 /// Asks the kernel for a device's migration flags through (pid, fd); `Err` says why not.
 pub type FlagQuery = Box<dyn Fn(u32, i32) -> Result<u32, String> + Send>;
+/// Finds out what an fd capture never saw being opened is (from /proc).
+pub type FdResolver = Box<dyn Fn(u32, i32) -> Option<SeedFd> + Send>;
 
 #[derive(Clone, Copy, Debug)]
 struct Pending {
@@ -114,20 +116,32 @@ pub struct Attributor {
     vdevs: HashMap<u64, String>,
     pending: Vec<Event>,
     query: FlagQuery,
+    resolve: FdResolver,
+    /// (pid, fd) pairs /proc said are not VFIO fds; cleared at each purge.
+    not_vfio: HashSet<(u32, i32)>,
 }
 
 impl Attributor {
     pub fn new(filter: Option<PidFilter>, irq_tracepoint: bool) -> Self {
-        Self::with_query(
+        Self::with_hooks(
             filter,
             irq_tracepoint,
             Box::new(|pid, fd| procfs::query_mig_flags(pid, fd).map_err(|e| e.to_string())),
+            Box::new(procfs::resolve_fd),
         )
     }
 
-    pub fn with_query(filter: Option<PidFilter>, irq_tracepoint: bool, query: FlagQuery) -> Self {
+    /// With injected /proc and kernel look-ups (tests).
+    pub fn with_hooks(
+        filter: Option<PidFilter>,
+        irq_tracepoint: bool,
+        query: FlagQuery,
+        resolve: FdResolver,
+    ) -> Self {
         Attributor {
             query,
+            resolve,
+            not_vfio: HashSet::new(),
             filter,
             irq_tracepoint,
             fds: HashMap::new(),
@@ -198,6 +212,7 @@ impl Attributor {
         let mut pids: Vec<u32> = self.fds.keys().map(|&(p, _)| p).collect();
         pids.sort_unstable();
         pids.dedup();
+        self.not_vfio.clear();
         let dead: HashSet<u32> = pids.into_iter().filter(|&p| !alive(p)).collect();
         if dead.is_empty() {
             return Vec::new();
@@ -273,6 +288,19 @@ impl Attributor {
         dev
     }
 
+    /// Makes sure an fd used by a VFIO ioctl is known: asks /proc about one never seen opened.
+    fn learn(&mut self, pid: u32, fd: i32) {
+        if fd < 0 || self.fds.contains_key(&(pid, fd)) || self.not_vfio.contains(&(pid, fd)) {
+            return;
+        }
+        match (self.resolve)(pid, fd) {
+            Some(seed) => self.seed(std::slice::from_ref(&seed)),
+            None => {
+                self.not_vfio.insert((pid, fd));
+            }
+        }
+    }
+
     fn kind_of(&self, pid: u32, fd: i32) -> Option<u32> {
         self.fds.get(&(pid, fd)).map(|f| f.kind)
     }
@@ -335,6 +363,7 @@ impl Attributor {
         if !self.accepts(pid) {
             return;
         }
+        self.learn(pid, c.fd);
         self.inflight.insert(c.hdr.tid, Pending { fd: c.fd });
         if c.cmd != ioctl::DEVICE_FEATURE || self.kind_of(pid, c.fd) == Some(fd_kind::CONTAINER) {
             return;
@@ -361,6 +390,7 @@ impl Attributor {
             return;
         }
         self.inflight.remove(&r.hdr.tid);
+        self.learn(pid, r.fd);
         let t = r.hdr.ts_ns;
         let ret = r.ret.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
         let (p, n) = (&r.payload, r.payload_len);
@@ -917,12 +947,57 @@ mod tests {
         Box::new(|_, _| Err("test".to_owned()))
     }
 
+    fn no_resolve() -> FdResolver {
+        Box::new(|_, _| None)
+    }
+
+    #[test]
+    fn fds_never_seen_opened_are_resolved() {
+        let mut a = Attributor::with_hooks(
+            None,
+            true,
+            no_query(),
+            Box::new(|pid, fd| {
+                (fd == 9).then(|| SeedFd {
+                    pid,
+                    fd,
+                    kind: fd_kind::DEVICE,
+                    dev: Some("0000:7f:05.0".into()),
+                    group_devs: vec!["0000:7f:05.0".into()],
+                })
+            }),
+        );
+        a.push(&call(
+            1,
+            30,
+            9,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, 1, 0],
+        ));
+        a.push(&call(
+            2,
+            30,
+            8,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, 1, 0],
+        ));
+        let devs: Vec<String> = a
+            .release(None)
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Set { dev, .. } => Some(dev.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(devs, ["0000:7f:05.0", "fd:8@30"]);
+    }
+
     const SET_STATE: u32 = feature::SET | feature::MIG_DEVICE_STATE;
     const GET_MIGRATION: u32 = feature::GET | feature::MIGRATION;
 
     #[test]
     fn set_on_unknown_fd_is_named_fd_at_pid() {
-        let mut a = Attributor::with_query(None, true, no_query());
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
         a.push(&call(
             10,
             50,
@@ -962,7 +1037,7 @@ mod tests {
 
     #[test]
     fn group_device_flags_context_steps_and_data() {
-        let mut a = Attributor::with_query(None, true, no_query());
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
         a.push(&open(1, 9, 3, fd_kind::CONTAINER, "/dev/vfio/vfio"));
         a.push(&open(2, 9, 4, fd_kind::GROUP, "/dev/vfio/12"));
         a.push(&call(3, 9, 4, ioctl::GROUP_SET_CONTAINER, &[3]));
@@ -1081,13 +1156,14 @@ mod tests {
 
     #[test]
     fn unseen_flags_are_asked_and_declared_fds_named() {
-        let mut a = Attributor::with_query(
+        let mut a = Attributor::with_hooks(
             None,
             true,
             Box::new(|pid, fd| {
                 assert_eq!((pid, fd), (77, 9));
                 Ok(MigFlags::STOP_COPY | MigFlags::P2P)
             }),
+            no_resolve(),
         );
         a.push(&call(
             1,
@@ -1116,7 +1192,7 @@ mod tests {
 
     #[test]
     fn iommu_tracepoints_fold_into_map_dma_and_attribute_the_rest() {
-        let mut a = Attributor::with_query(None, true, no_query());
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
         a.push(&open(1, 4, 3, fd_kind::CONTAINER, "/dev/vfio/vfio"));
         a.push(&open(2, 4, 5, fd_kind::IOMMUFD, "/dev/iommu"));
         let map = |t, fd, cmd| {
@@ -1161,7 +1237,7 @@ mod tests {
 
     #[test]
     fn faults_irqs_and_mdev_dma_go_to_the_owner() {
-        let mut a = Attributor::with_query(None, true, no_query());
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
         a.push(&name_ret(1, 6, 4, 7, "0000:7f:02.0"));
         // A step during an ioctl on fd 7 teaches which vfio_device pointer is this device.
         a.push(&call(
@@ -1258,7 +1334,7 @@ mod tests {
     fn forks_of_accepted_processes_are_followed() {
         // No /proc ancestry at all: only the fork records can tell.
         let f = PidFilter::with_parent(&[10], Box::new(|_| None));
-        let mut a = Attributor::with_query(Some(f), true, no_query());
+        let mut a = Attributor::with_hooks(Some(f), true, no_query(), no_resolve());
         let fork = |t, parent, child| {
             Record::Fork(probe_common::abi::Fork {
                 hdr: hdr(K::Fork, t, parent, parent),
@@ -1283,7 +1359,7 @@ mod tests {
 
     #[test]
     fn dead_processes_are_forgotten() {
-        let mut a = Attributor::with_query(None, true, no_query());
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
         a.push(&name_ret(1, 20, 4, 7, "0000:7f:03.0"));
         a.push(&name_ret(2, 21, 4, 7, "0000:7f:04.0"));
         assert_eq!(a.purge_dead(|p| p != 20), vec![(20, 7)]);
@@ -1299,7 +1375,7 @@ mod tests {
 
     #[test]
     fn set_irqs_becomes_a_note() {
-        let mut a = Attributor::with_query(None, true, no_query());
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
         // DATA_EVENTFD | ACTION_TRIGGER on the MSI index, vectors 0..1.
         a.push(&ret(
             5,
@@ -1320,7 +1396,7 @@ mod tests {
 
     #[test]
     fn release_holds_back_and_orders() {
-        let mut a = Attributor::with_query(None, true, no_query());
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
         a.push(&ret(30, 1, 5, ioctl::DEVICE_RESET, 0, &[]));
         a.push(&ret(10, 1, 5, ioctl::DEVICE_RESET, -1, &[]));
         let first = a.release(Some(20));
@@ -1355,7 +1431,7 @@ mod tests {
         assert!(f.accepts(100));
         assert!(f.accepts(102));
         assert!(!f.accepts(200));
-        let mut a = Attributor::with_query(Some(f), true, no_query());
+        let mut a = Attributor::with_hooks(Some(f), true, no_query(), no_resolve());
         a.push(&ret(5, 200, 3, ioctl::DEVICE_RESET, 0, &[]));
         a.push(&Record::Irq(Irq {
             hdr: hdr(K::Irq, 6, 0, 0),

@@ -10,8 +10,9 @@
 //! # How records become events
 //! - **Devices.** A device fd is named by the device it was opened for: the name passed to
 //!   VFIO_GROUP_GET_DEVICE_FD, the PCI address behind a `/dev/vfio/devices/vfioN` cdev, or
-//!   (for fds opened before capture started) `/proc/<pid>/fdinfo`'s `vfio-device-syspath`, or
-//!   the only device of the process's IOMMU groups. Anything else is `fd:N@pid` (an ioctl on an
+//!   for fds capture did not see being opened (opened before it started, received over a
+//!   socket, duplicated) what /proc says: `/proc/<pid>/fdinfo`'s `vfio-device-syspath`, or the
+//!   only device of the process's IOMMU groups. Anything else is `fd:N@pid` (an ioctl on an
 //!   fd capture never saw being opened). [`Capture::declare_fd`] lets a caller name fds itself.
 //! - **Contexts** (`ctx`, the multi-device ordering scope): `pid<P>:container<C>` for a device
 //!   whose group was attached to container fd C (VFIO_GROUP_SET_CONTAINER),
@@ -41,8 +42,8 @@
 //!   `drain` so records submitted by different CPUs leave in time order; `stop` releases all.
 //!
 //! # Known limits
-//! Opens through `openat2(2)`, relative paths, dup'd or passed fds and
-//! readv/splice on data fds are not followed. IOMMU unmaps at process exit (no ioctl in
+//! Opens through `openat2(2)` or relative paths are only learned from /proc when the fd is
+//! used; data fds that were dup'd or passed, and readv/splice on them, are not followed. IOMMU unmaps at process exit (no ioctl in
 //! flight) are not reported. Tracing read/write for data fds costs about 0.9 µs per
 //! read/write syscall system-wide while recording (measured with dd on the 6.18 host).
 
