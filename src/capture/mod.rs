@@ -108,8 +108,9 @@ pub enum CaptureError {
 
 /// A loaded, attached probe and the attribution state of its records.
 pub struct Capture {
-    /// Owns the programs and their links: dropping it detaches everything.
-    _ebpf: Ebpf,
+    /// Owns the programs and their links: dropping it detaches everything (the maps below
+    /// were taken out of it and outlive it).
+    ebpf: Option<Ebpf>,
     ring: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
     /// The probe's (pid, fd) -> kind map, purged of exited processes.
@@ -172,7 +173,7 @@ impl Capture {
             source,
         })?;
         Ok(Capture {
-            _ebpf: ebpf,
+            ebpf: Some(ebpf),
             ring,
             lost,
             fds,
@@ -220,10 +221,11 @@ impl Capture {
 
     /// Detaches the probe and returns every remaining event, including `lost` accounting.
     pub fn stop(mut self) -> Result<Vec<Event>, CaptureError> {
+        // Detach first, so nothing can be recorded after the last read of the ring and the
+        // loss counters.
+        drop(self.ebpf.take());
         self.read_ring()?;
-        let events = self.attrib.release(None);
-        // Dropping `self` (the Ebpf) detaches every program.
-        Ok(events)
+        Ok(self.attrib.release(None))
     }
 
     fn read_ring(&mut self) -> Result<(), CaptureError> {
