@@ -7,7 +7,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    EbpfContext as _,
+    EbpfContext,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
@@ -517,7 +517,7 @@ pub fn fexit_mig_get_next_state(ctx: FExitContext) -> u32 {
     let new: u32 = ctx.arg(2);
     let next_ptr: u64 = ctx.arg(3);
     let ret: i64 = ctx.arg(4);
-    emit_step(vdev, cur, new, next_ptr, ret as i32, hook::FEXIT);
+    emit_step(&ctx, vdev, cur, new, next_ptr, ret as i32, hook::FEXIT);
     0
 }
 
@@ -539,11 +539,19 @@ pub fn kretprobe_mig_get_next_state(ctx: RetProbeContext) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: plain map lookup; the value is copied.
     let Some(args) = (unsafe { STEP_ARGS.get(tid) }).copied() else {
+        // The entry half was missed (kprobe recursion or an LRU eviction): a step is gone.
+        count_lost();
+        aya_log_ebpf::warn!(
+            &ctx,
+            "vfio_mig_get_next_state returned on tid {} without its entry arguments: one step lost",
+            tid
+        );
         return 0;
     };
     let _ = STEP_ARGS.remove(tid);
     let ret: i64 = ctx.ret();
     emit_step(
+        &ctx,
         args.vdev,
         args.cur,
         args.new,
@@ -555,9 +563,25 @@ pub fn kretprobe_mig_get_next_state(ctx: RetProbeContext) -> u32 {
 }
 
 #[inline(always)]
-fn emit_step(vdev: u64, cur: u32, new: u32, next_ptr: u64, ret: i32, hook: u32) {
+fn emit_step<C: EbpfContext>(
+    ctx: &C,
+    vdev: u64,
+    cur: u32,
+    new: u32,
+    next_ptr: u64,
+    ret: i32,
+    hook: u32,
+) {
     // SAFETY: kernel read through the helper; a fault is an error and leaves has_next 0.
     let next = unsafe { bpf_probe_read_kernel(next_ptr as *const u32) };
+    if next.is_err() && ret == 0 {
+        aya_log_ebpf::warn!(
+            ctx,
+            "vfio_mig_get_next_state({}, {}) returned 0 but *next was unreadable",
+            cur,
+            new
+        );
+    }
     let (hdr, _) = header(EventKind::Step, core::mem::size_of::<Step>());
     emit(&Step {
         hdr,

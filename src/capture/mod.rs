@@ -55,6 +55,7 @@ pub mod records;
 use std::{
     collections::BTreeMap,
     os::fd::{AsRawFd, RawFd},
+    sync::{Arc, Mutex},
 };
 
 use aya::{
@@ -121,6 +122,24 @@ pub struct Capture {
     hooks: Vec<HookStatus>,
     sources: BTreeMap<String, String>,
     attrib: attrib::Attributor,
+    /// The probe's aya-log diagnostics (rare paths only), turned into `mark` events.
+    logger: Option<aya_log::EbpfLogger<Diagnostics>>,
+    diagnostics: Arc<Mutex<Vec<String>>>,
+}
+
+/// Collects the probe's log records (aya-log) for the trace instead of a global logger.
+struct Diagnostics(Arc<Mutex<Vec<String>>>);
+
+impl log::Log for Diagnostics {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(format!("{}: {}", record.level(), record.args()));
+        }
+    }
+    fn flush(&self) {}
 }
 
 impl Capture {
@@ -162,6 +181,11 @@ impl Capture {
             let _ = fds.insert(probe_common::abi::fd_key(s.pid, s.fd), s.kind, 0);
         }
 
+        let diagnostics = Arc::new(Mutex::new(Vec::new()));
+        // Without the log map (a probe built without log statements) there is nothing to read.
+        let logger =
+            aya_log::EbpfLogger::init_with_logger(&mut ebpf, Diagnostics(Arc::clone(&diagnostics)))
+                .ok();
         let ring = take_map(&mut ebpf, names::MAP_EVENTS)?;
         let ring = RingBuf::try_from(ring).map_err(|source| CaptureError::Map {
             name: names::MAP_EVENTS,
@@ -183,6 +207,8 @@ impl Capture {
             hooks,
             sources,
             attrib,
+            logger,
+            diagnostics,
         })
     }
 
@@ -253,6 +279,22 @@ impl Capture {
         if self.decode_errors > 0 {
             let n = std::mem::take(&mut self.decode_errors);
             self.attrib.push_event(lost_event(now, n, LOST_DECODE));
+        }
+        if let Some(l) = self.logger.as_mut() {
+            l.flush();
+        }
+        let notes: Vec<String> = match self.diagnostics.lock() {
+            Ok(mut v) => std::mem::take(&mut *v),
+            Err(_) => Vec::new(),
+        };
+        for label in notes {
+            self.attrib.push_event(Event {
+                t: now,
+                pid: None,
+                kind: EventKind::Mark {
+                    label: format!("probe {label}"),
+                },
+            });
         }
         if now.saturating_sub(self.last_purge) >= PURGE_NS {
             self.last_purge = now;
