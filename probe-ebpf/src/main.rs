@@ -207,12 +207,15 @@ fn read_payload(cmd: u32, arg: u64, out: &mut [u8; PAYLOAD_LEN]) -> u32 {
     if unsafe { bpf_probe_read_user_buf(src, &mut out[..48]) }.is_ok() {
         return 48;
     }
+    // SAFETY: as above.
     if unsafe { bpf_probe_read_user_buf(src, &mut out[..24]) }.is_ok() {
         return 24;
     }
+    // SAFETY: as above.
     if unsafe { bpf_probe_read_user_buf(src, &mut out[..16]) }.is_ok() {
         return 16;
     }
+    // SAFETY: as above.
     if unsafe { bpf_probe_read_user_buf(src, &mut out[..8]) }.is_ok() {
         return 8;
     }
