@@ -15,7 +15,7 @@ use tokio::{
 };
 
 use crate::capture::{Capture, CaptureOptions, HookState, kernel_release, monotonic_ns};
-use crate::trace::{Event, EventKind, Header, jsonl::JsonlWriter};
+use crate::trace::{Event, EventKind, Header, jsonl::JsonlWriter, source};
 use crate::verify::{self, Options, P2pPolicy, Verifier};
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -143,9 +143,30 @@ pub fn run(args: Args) -> i32 {
         Ok(c) => c,
         Err(e) => return super::unusable(chain(&e)),
     };
+    let mut sources = cap.sources();
+    // The DMA witnesses `drive` has and the probe alone does not: named, so a checker says
+    // why a quiesced device's DMA could not be seen.
+    for (src, why) in [
+        (
+            source::WITNESS,
+            "unavailable: record does not own the DMA buffers (drive fingerprints its own)",
+        ),
+        (
+            source::DIRTY_LOG,
+            "unavailable: record does not read device DMA logging reports (drive does)",
+        ),
+        (
+            source::IOMMU_DIRTY,
+            "unavailable: record does not read IOMMU dirty bitmaps",
+        ),
+    ] {
+        sources
+            .entry(src.to_owned())
+            .or_insert_with(|| why.to_owned());
+    }
     let header = Header {
         kernel: kernel_release(),
-        sources: cap.sources(),
+        sources,
         ..Header::default()
     };
     let sink = match &args.output {
