@@ -421,6 +421,8 @@ pub mod names {
     /// Global (set by the loader from the format file) holding the offset of
     /// `sched_process_fork`'s `child_pid`, which moved between kernels (6.1/6.12: 44; 6.18: 20).
     pub const GLOBAL_FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
+    /// Global: ring buffer bytes waiting before the reader is woken (0: every record).
+    pub const GLOBAL_WAKE_BYTES: &str = "WAKE_BYTES";
 
     // Tracepoint programs: one per tracepoint, named after it.
     pub const PROG_SYS_ENTER_IOCTL: &str = "sys_enter_ioctl";

@@ -75,6 +75,10 @@ pub static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_D
 /// How long events are held back so records submitted out of order by different CPUs leave
 /// in time order (records carry their own timestamps; submission order can differ slightly).
 const REORDER_NS: u64 = 20_000_000;
+/// The ring buffer's size unless `ring_bytes` says otherwise.
+const DEFAULT_RING_BYTES: u32 = 1 << 20;
+/// A reader blocked on the ring buffer is woken once 1/8 of it is filled.
+const WAKE_FRACTION: u32 = 8;
 /// How often fds of exited processes are forgotten.
 const PURGE_NS: u64 = 1_000_000_000;
 /// Source name of `lost` events for ring buffer overflow and undecodable records.
@@ -148,9 +152,11 @@ impl Capture {
     pub fn start(opts: &CaptureOptions) -> Result<Capture, CaptureError> {
         raise_memlock();
         let mut loader = EbpfLoader::new();
-        if let Some(bytes) = opts.ring_bytes {
-            loader.map_max_entries(names::MAP_EVENTS, ring_size(bytes));
-        }
+        let ring = opts.ring_bytes.map_or(DEFAULT_RING_BYTES, ring_size);
+        loader.map_max_entries(names::MAP_EVENTS, ring);
+        // Wake a waiting reader per batch, not per record (readers drain on a timer too).
+        let wake_bytes = u64::from(ring / WAKE_FRACTION);
+        loader.override_global(names::GLOBAL_WAKE_BYTES, &wake_bytes, true);
         let fork_offset = hooks::fork_child_pid_offset();
         let fork_global = fork_offset.map_or(0u32, |o| o as u32);
         loader.override_global(names::GLOBAL_FORK_CHILD_PID_OFFSET, &fork_global, true);
