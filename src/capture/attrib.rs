@@ -753,59 +753,94 @@ impl Attributor {
             Some(u) => self.pending.partition_point(|e| e.t <= u),
         };
         let ready: Vec<Event> = self.pending.drain(..cut).collect();
-        let mut out = Vec::with_capacity(ready.len());
-        for ev in ready {
-            if let Some(dev) = ev.kind.dev()
-                && !matches!(ev.kind, EventKind::Device { .. })
-                && !self.declared.contains(dev)
-            {
-                let dev = dev.to_owned();
-                self.declared.insert(dev.clone());
-                let mut info = self.devices.get(&dev).cloned().unwrap_or(DevInfo {
-                    ctx: "unattributed".to_owned(),
-                    owner: None,
-                    fd: None,
-                    flags: None,
-                    driver: None,
-                });
-                if info.flags.is_none() {
-                    let asked = match (info.owner, info.fd) {
-                        (Some(pid), Some(fd)) => (self.query)(pid, fd),
-                        _ => Err("no fd of its user is known".to_owned()),
-                    };
-                    match asked {
-                        Ok(bits) => info.flags = Some(MigFlags(bits)),
-                        Err(why) => out.push(Event {
-                            t: ev.t,
-                            pid: None,
-                            kind: EventKind::Mark {
-                                label: format!(
-                                    "migration flags of {dev} unknown (not seen while recording; \
-                                     asking the kernel failed: {why}): declared STOP_COPY only"
-                                ),
-                            },
-                        }),
-                    }
-                    if let Some(d) = self.devices.get_mut(&dev) {
-                        d.flags = info.flags;
-                    }
-                }
-                out.push(Event {
-                    t: ev.t,
-                    pid: info.owner,
-                    kind: EventKind::Device {
-                        dev,
-                        flags: info.flags.unwrap_or(MigFlags(UNSEEN_FLAGS)),
-                        ctx: info.ctx,
-                        state: MigState::Running,
-                        driver: info.driver,
-                    },
-                });
+        // First pass: the declarations (and notes) each first use needs, by position.
+        let mut before: Vec<(usize, Vec<Event>)> = Vec::new();
+        for (i, ev) in ready.iter().enumerate() {
+            let Some(dev) = ev.kind.dev() else { continue };
+            if matches!(ev.kind, EventKind::Device { .. }) || self.declared.contains(dev) {
+                continue;
+            }
+            let state = initial_state(dev, ready[i..].iter().chain(self.pending.iter()));
+            let decl = self.declare(dev, ev.t, state);
+            before.push((i, decl));
+        }
+        // Second pass: move the events out, declarations in front of their first use.
+        let mut out = Vec::with_capacity(ready.len() + 2 * before.len());
+        let mut before = before.into_iter().peekable();
+        for (i, ev) in ready.into_iter().enumerate() {
+            if let Some((_, decl)) = before.next_if(|(j, _)| *j == i) {
+                out.extend(decl);
             }
             out.push(ev);
         }
         out
     }
+
+    /// The `device` event (preceded by a `mark` when its flags had to be assumed) declaring
+    /// `dev` at `t` in `state`.
+    fn declare(&mut self, dev: &str, t: u64, state: MigState) -> Vec<Event> {
+        let mut out = Vec::with_capacity(2);
+        self.declared.insert(dev.to_owned());
+        let mut info = self.devices.get(dev).cloned().unwrap_or(DevInfo {
+            ctx: "unattributed".to_owned(),
+            owner: None,
+            fd: None,
+            flags: None,
+            driver: None,
+        });
+        if info.flags.is_none() {
+            let asked = match (info.owner, info.fd) {
+                (Some(pid), Some(fd)) => (self.query)(pid, fd),
+                _ => Err("no fd of its user is known".to_owned()),
+            };
+            match asked {
+                Ok(bits) => info.flags = Some(MigFlags(bits)),
+                Err(why) => out.push(Event {
+                    t,
+                    pid: None,
+                    kind: EventKind::Mark {
+                        label: format!(
+                            "migration flags of {dev} unknown (not seen while recording; \
+                             asking the kernel failed: {why}): declared STOP_COPY only"
+                        ),
+                    },
+                }),
+            }
+            if let Some(d) = self.devices.get_mut(dev) {
+                d.flags = info.flags;
+            }
+        }
+        out.push(Event {
+            t,
+            pid: info.owner,
+            kind: EventKind::Device {
+                dev: dev.to_owned(),
+                flags: info.flags.unwrap_or(MigFlags(UNSEEN_FLAGS)),
+                ctx: info.ctx,
+                state,
+                driver: info.driver,
+            },
+        });
+        out
+    }
+}
+
+/// A device's state when it is declared: RUNNING (what a device is once opened), unless the
+/// recording shows otherwise before any state change: its first `get` reports the state, or
+/// its first `step` starts from it (recording began while the device was elsewhere, e.g. in
+/// the middle of a migration). A `set_done` or `reset` first changes the state: RUNNING stays.
+fn initial_state<'a>(dev: &str, events: impl Iterator<Item = &'a Event>) -> MigState {
+    for e in events {
+        match &e.kind {
+            EventKind::Get { dev: d, state } if d == dev => return *state,
+            EventKind::Step { dev: d, from, .. } if d == dev => return *from,
+            EventKind::SetDone { dev: d, .. } | EventKind::Reset { dev: d, .. } if d == dev => {
+                break;
+            }
+            _ => {}
+        }
+    }
+    MigState::Running
 }
 
 /// Parses `vfio-msi[N](BDF)`, `vfio-msix[N](BDF)`, `vfio-intx(BDF)` (the names
@@ -1371,6 +1406,89 @@ mod tests {
                 dev: "fd:7@20".into(),
                 ret: 0
             }));
+    }
+
+    #[test]
+    fn devices_met_mid_migration_start_where_the_trace_shows() {
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
+        // fd 7: the first thing seen is a SET whose first arc starts in RUNNING_P2P.
+        a.push(&call(
+            1,
+            5,
+            7,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, 1, 0],
+        ));
+        a.push(&Record::Step(Step {
+            hdr: hdr(K::Step, 2, 5, 5),
+            vdev: 1,
+            cur: 5,
+            new: 1,
+            next: 1,
+            ret: 0,
+            hook: 2,
+            has_next: 1,
+        }));
+        // fd 8: a GET says STOP_COPY.
+        a.push(&ret(
+            3,
+            5,
+            8,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, feature::GET | 2, 3, 0],
+        ));
+        // fd 9: a failed SET first leaves the state unknown; a later GET says nothing about
+        // the state before it.
+        a.push(&ret(
+            4,
+            5,
+            9,
+            ioctl::DEVICE_FEATURE,
+            -22,
+            &[16, SET_STATE, 7, 0],
+        ));
+        a.push(&ret(
+            5,
+            5,
+            9,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, feature::GET | 2, 1, 0],
+        ));
+        // fd 10: a successful SET first: the state before it is unknown, RUNNING stays.
+        a.push(&ret(
+            6,
+            5,
+            10,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, SET_STATE, 1, 0],
+        ));
+        a.push(&ret(
+            7,
+            5,
+            10,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, feature::GET | 2, 1, 0],
+        ));
+        let states: Vec<(String, MigState)> = a
+            .release(None)
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Device { dev, state, .. } => Some((dev, state)),
+                _ => None,
+            })
+            .collect();
+        let want = [
+            ("fd:7@5", MigState::RunningP2p),
+            ("fd:8@5", MigState::StopCopy),
+            ("fd:9@5", MigState::Running),
+            ("fd:10@5", MigState::Running),
+        ]
+        .map(|(d, s)| (d.to_owned(), s));
+        assert_eq!(states, want);
     }
 
     #[test]

@@ -20,6 +20,9 @@
 //! - **Flags.** From the user's VFIO_DEVICE_FEATURE_MIGRATION GET when seen; otherwise asked
 //!   from the kernel through a duplicate of the user's fd (pidfd_getfd, read-only); otherwise
 //!   the device is declared STOP_COPY only and a `mark` event says why.
+//! - **Initial state** of a `device`: RUNNING (a device is RUNNING once opened), unless the
+//!   device's first `get` or first `step` (before any `set_done`/`reset`) shows where it was,
+//!   as when recording starts in the middle of a migration.
 //! - **Command numbers shared by container and device fds** (0x3B70..0x3B72, 0x3B75) are
 //!   told apart by the fd's kind, learned from opens of `/dev/vfio/vfio`, `/dev/vfio/<group>`,
 //!   `/dev/vfio/devices/vfioN`, `/dev/iommu` through open/openat (in the probe, for the data fd it must know at
