@@ -1,6 +1,8 @@
-//! Developer tasks: the lab VM, the demo, the CI entry.
+//! Developer tasks: the lab VM, the demo, the full test suite (the CI entry), set-up.
 
 mod lab;
+mod setup;
+mod test;
 
 use std::process::ExitCode;
 
@@ -11,7 +13,7 @@ use lab::runner::{self, Options, Outcome};
 use lab::{Kernel, scenario};
 
 /// Exit status when the machine cannot run the lab VM at all (automake's "skipped").
-const EXIT_SKIPPED: u8 = 77;
+pub(crate) const EXIT_SKIPPED: u8 = 77;
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "migscope developer tasks")]
@@ -28,8 +30,17 @@ enum Cmd {
     Lab(LabArgs),
     /// A short lab demo: a good device, an early_p2p device, two-device ordering.
     Demo(DemoArgs),
-    /// The CI entry: the lab on 6.12 (all scenarios), then the 6.1 baseline.
+    /// The lab on 6.12 (all scenarios), then the 6.1 baseline.
     Ci,
+    /// The full test suite (what `.ci/run` runs): set-up, `cargo test`, then `ci`.
+    Test {
+        /// Only set-up and `cargo test`.
+        #[arg(long)]
+        skip_lab: bool,
+    },
+    /// Install what building and testing needs (nightly + rust-src, bpf-linker, musl target,
+    /// tmux, xmllint), idempotently.
+    Setup,
 }
 
 #[derive(clap::Args)]
@@ -82,9 +93,24 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<u8> {
     match cli.cmd {
-        Cmd::Lab(a) => lab_cmd(a),
-        Cmd::Demo(a) => lab::demo::run(a.kernel),
-        Cmd::Ci => ci(),
+        Cmd::Lab(a) => {
+            setup::toolchain()?;
+            lab_cmd(a)
+        }
+        Cmd::Demo(a) => {
+            setup::toolchain()?;
+            lab::demo::run(a.kernel)
+        }
+        Cmd::Ci => {
+            setup::toolchain()?;
+            ci().map(|(code, _)| code)
+        }
+        Cmd::Test { skip_lab } => test::run(skip_lab),
+        Cmd::Setup => {
+            setup::toolchain()?;
+            setup::test_tools()?;
+            Ok(0)
+        }
     }
 }
 
@@ -164,8 +190,12 @@ fn report(
     })
 }
 
-fn ci() -> Result<u8> {
+/// Every lab scenario on 6.12, then on 6.1. Returns the worst exit code and a closing line
+/// `lab: N passed, N failed, N skipped` counting scenarios.
+pub(crate) fn ci() -> Result<(u8, String)> {
     let mut worst = 0u8;
+    let (mut passed, mut failed, mut skipped) = (0usize, 0usize, 0usize);
+    let mut notes = Vec::new();
     for kernel in [Kernel::K612, Kernel::K61] {
         let opts = Options {
             scenarios: scenario::ALL.iter().filter(|s| !s.on_request).collect(),
@@ -175,11 +205,30 @@ fn ci() -> Result<u8> {
             verbose: false,
             refresh: false,
         };
-        let code = report(&opts, runner::run(&opts)?)?;
-        if code == EXIT_SKIPPED {
-            return Ok(EXIT_SKIPPED);
+        let (outcome, results) = runner::run(&opts)?;
+        let wanted = opts.scenarios.len();
+        if let Outcome::Skipped(why) = &outcome {
+            skipped += wanted;
+            notes.push(format!("{} skipped: {why}", kernel.name()));
+        } else {
+            let ok = results.iter().filter(|r| r.ok).count();
+            passed += ok;
+            failed += results.len() - ok;
+            // A scenario that never reported (VM died) counts as failed.
+            failed += wanted.saturating_sub(results.len());
         }
-        worst = worst.max(code);
+        let code = report(&opts, (outcome, results))?;
+        if code != EXIT_SKIPPED {
+            worst = worst.max(code);
+        }
     }
-    Ok(worst)
+    if worst == 0 && passed == 0 && skipped > 0 {
+        worst = EXIT_SKIPPED;
+    }
+    let mut line = format!("lab: {passed} passed, {failed} failed, {skipped} skipped");
+    if !notes.is_empty() {
+        line.push_str(&format!(" ({})", notes.join("; ")));
+    }
+    println!("{line}");
+    Ok((worst, line))
 }
