@@ -968,7 +968,7 @@ impl<O: VfioOps> Ctl<'_, O> {
             .opts
             .save_dir
             .join(format!("{}.{n}.mig", bdf.replace(':', "_")));
-        write_then_rename(&path, &all).map_err(|source| PlanError::SaveFile {
+        crate::outfile::write_then_rename(&path, &all).map_err(|source| PlanError::SaveFile {
             path: path.clone(),
             source,
         })?;
@@ -1290,15 +1290,4 @@ impl<O: VfioOps> Ctl<'_, O> {
         }
         out
     }
-}
-
-fn write_then_rename(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
