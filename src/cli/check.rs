@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::verify::{self, Options, P2pPolicy, Report};
+use crate::verify::{self, Options, Report};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -11,32 +11,16 @@ pub struct Args {
     /// Print the verdict as JSON (TRACE-FORMAT.md "Verdict").
     #[arg(long)]
     pub json: bool,
-    /// What counts while a device is in RUNNING_P2P / PRE_COPY_P2P: `strict` (no DMA, no
-    /// interrupts: the seed's NDMA meaning) or `p2p-only` (only peer-to-peer DMA counts).
-    #[arg(long, default_value = "strict", value_parser = parse_policy)]
-    pub p2p_policy: P2pPolicy,
-    /// Fail a SET into a quiescent state that takes longer than N milliseconds.
-    #[arg(long, value_name = "N")]
-    pub max_quiesce_ms: Option<u64>,
-    /// Accept a blind spot as a warning instead of an inconclusive verdict (only `dma`).
-    #[arg(long, value_name = "SPOT", value_parser = ["dma"])]
-    pub accept_blind: Vec<String>,
+    #[command(flatten)]
+    pub rules: super::RuleArgs,
     /// Also write the verdict as JUnit XML to FILE (for CI test reporters).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
 }
 
-pub(crate) fn parse_policy(s: &str) -> Result<P2pPolicy, String> {
-    P2pPolicy::parse(s).ok_or_else(|| format!("unknown policy `{s}` (expected strict or p2p-only)"))
-}
-
 impl Args {
     pub fn options(&self) -> Options {
-        Options {
-            p2p_policy: self.p2p_policy,
-            max_quiesce_ms: self.max_quiesce_ms,
-            accept_blind_dma: self.accept_blind.iter().any(|s| s == "dma"),
-        }
+        self.rules.options()
     }
 }
 

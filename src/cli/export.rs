@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Instant};
 use crate::{
     export::{ExportError, markdown, perfetto},
     trace::{JsonlWriter, NativeWriter, TraceError, open_any},
-    verify::{Options, P2pPolicy},
+    verify::Options,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -37,24 +37,14 @@ pub struct Args {
     /// Markdown: include the summary of a `migscope doctor --json` output saved in FILE.
     #[arg(long, value_name = "FILE")]
     pub doctor: Option<PathBuf>,
-    /// Verification policy for the verdict in reports (as `check --p2p-policy`).
-    #[arg(long, default_value = "strict", value_parser = super::check::parse_policy)]
-    pub p2p_policy: P2pPolicy,
-    /// As `check --max-quiesce-ms`.
-    #[arg(long, value_name = "N")]
-    pub max_quiesce_ms: Option<u64>,
-    /// As `check --accept-blind`.
-    #[arg(long, value_name = "SPOT", value_parser = ["dma"])]
-    pub accept_blind: Vec<String>,
+    /// Verification options for the verdict in reports (as in `check`).
+    #[command(flatten)]
+    pub rules: super::RuleArgs,
 }
 
 impl Args {
     fn options(&self) -> Options {
-        Options {
-            p2p_policy: self.p2p_policy,
-            max_quiesce_ms: self.max_quiesce_ms,
-            accept_blind_dma: self.accept_blind.iter().any(|s| s == "dma"),
-        }
+        self.rules.options()
     }
 }
 
@@ -148,15 +138,5 @@ pub fn run(args: Args) -> i32 {
 
 /// The `check` options equivalent to this export's verification options, for "reproduce".
 fn check_flags(args: &Args) -> Vec<String> {
-    let mut v = Vec::new();
-    if args.p2p_policy == P2pPolicy::P2pOnly {
-        v.push("--p2p-policy p2p-only".to_owned());
-    }
-    if let Some(n) = args.max_quiesce_ms {
-        v.push(format!("--max-quiesce-ms {n}"));
-    }
-    for b in &args.accept_blind {
-        v.push(format!("--accept-blind {b}"));
-    }
-    v
+    args.rules.check_flags()
 }

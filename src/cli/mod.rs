@@ -68,6 +68,57 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
+/// The verifier options every command with a verdict takes (`check`, `record --check`,
+/// `export`, `view`, `watch`), with one meaning everywhere.
+#[derive(Debug, Default, clap::Args)]
+pub struct RuleArgs {
+    /// What counts while a device is in RUNNING_P2P / PRE_COPY_P2P: `strict` (no DMA, no
+    /// interrupts: the seed's NDMA meaning) or `p2p-only` (only peer-to-peer DMA counts).
+    #[arg(long, default_value = "strict", value_parser = parse_policy)]
+    pub p2p_policy: crate::verify::P2pPolicy,
+    /// Fail a SET into a quiescent state that takes longer than N milliseconds.
+    #[arg(long, value_name = "N")]
+    pub max_quiesce_ms: Option<u64>,
+    /// Accept a blind spot as a warning instead of an inconclusive verdict (only `dma`).
+    #[arg(long, value_name = "SPOT", value_parser = ["dma"])]
+    pub accept_blind: Vec<String>,
+}
+
+fn parse_policy(s: &str) -> Result<crate::verify::P2pPolicy, String> {
+    crate::verify::P2pPolicy::parse(s)
+        .ok_or_else(|| format!("unknown policy `{s}` (expected strict or p2p-only)"))
+}
+
+impl RuleArgs {
+    pub fn options(&self) -> crate::verify::Options {
+        crate::verify::Options {
+            p2p_policy: self.p2p_policy,
+            max_quiesce_ms: self.max_quiesce_ms,
+            accept_blind_dma: self.accept_blind.iter().any(|s| s == "dma"),
+        }
+    }
+
+    /// The same options as `check` flags (for "commands to reproduce").
+    pub fn check_flags(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.p2p_policy == crate::verify::P2pPolicy::P2pOnly {
+            v.push("--p2p-policy p2p-only".to_owned());
+        }
+        if let Some(n) = self.max_quiesce_ms {
+            v.push(format!("--max-quiesce-ms {n}"));
+        }
+        for b in &self.accept_blind {
+            v.push(format!("--accept-blind {b}"));
+        }
+        v
+    }
+
+    /// Whether any option differs from its default.
+    pub fn is_default(&self) -> bool {
+        self.check_flags().is_empty()
+    }
+}
+
 /// Prints an error for a command that could not start and returns [`exit::UNUSABLE`].
 pub(crate) fn unusable(err: impl std::fmt::Display) -> i32 {
     eprintln!("migscope: {err}");

@@ -16,17 +16,13 @@ use tokio::{
 
 use crate::capture::{Capture, CaptureOptions, HookState, kernel_release, monotonic_ns};
 use crate::trace::{Event, EventKind, Header, jsonl::JsonlWriter, source};
-use crate::verify::{self, Options, P2pPolicy, Verifier};
+use crate::verify::{self, Verifier};
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
         .map_err(|_| format!("`{s}` is not a number of seconds"))?;
     Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is not a usable duration"))
-}
-
-fn parse_policy(s: &str) -> Result<P2pPolicy, String> {
-    P2pPolicy::parse(s).ok_or_else(|| format!("unknown policy `{s}` (expected strict or p2p-only)"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -44,16 +40,10 @@ pub struct Args {
     /// 2 inconclusive).
     #[arg(long)]
     pub check: bool,
-    /// With --check: `strict` or `p2p-only` (see `migscope check --help`).
-    #[arg(long, default_value = "strict", value_parser = parse_policy, requires = "check")]
-    pub p2p_policy: P2pPolicy,
-    /// With --check: fail a SET into a quiescent state taking longer than N milliseconds.
-    #[arg(long, value_name = "N", requires = "check")]
-    pub max_quiesce_ms: Option<u64>,
-    /// With --check: accept a blind spot as a warning (only `dma`: `record` alone has no DMA
-    /// witness for PCI devices).
-    #[arg(long, value_name = "SPOT", value_parser = ["dma"], requires = "check")]
-    pub accept_blind: Vec<String>,
+    /// Verifier options, with --check only (`record` alone has no DMA witness for PCI
+    /// devices: `--accept-blind dma` accepts that).
+    #[command(flatten)]
+    pub rules: super::RuleArgs,
     /// Ring buffer size in bytes (default 1 MiB).
     #[arg(long, value_name = "BYTES")]
     pub ring_bytes: Option<u32>,
@@ -107,6 +97,12 @@ impl Sink {
 }
 
 pub fn run(args: Args) -> i32 {
+    if !args.check && !args.rules.is_default() {
+        return super::unusable(format!(
+            "{}: verifier options only apply with --check",
+            args.rules.check_flags().join(" ")
+        ));
+    }
     // The runtime and the signal handlers come first, so a Ctrl-C while the probe loads
     // still ends in a complete trace.
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -190,16 +186,9 @@ pub fn run(args: Args) -> i32 {
             .map(|p| format!(", pid {p} and children"))
             .unwrap_or_default()
     );
-    let verifier = args.check.then(|| {
-        Verifier::new(
-            &header,
-            Options {
-                p2p_policy: args.p2p_policy,
-                max_quiesce_ms: args.max_quiesce_ms,
-                accept_blind_dma: args.accept_blind.iter().any(|s| s == "dma"),
-            },
-        )
-    });
+    let verifier = args
+        .check
+        .then(|| Verifier::new(&header, args.rules.options()));
     match rt.block_on(record_loop(
         cap, sink, verifier, signals, traced, &args, &ready,
     )) {

@@ -16,35 +16,9 @@ use crate::capture::{Capture, CaptureOptions, kernel_release, monotonic_ns};
 use crate::trace::jsonl::{JsonlReader, JsonlWriter, ReadWarning, TraceError, partial_path};
 use crate::trace::native::{self, NativeReader};
 use crate::trace::{DataDir, DmaSource, Event, EventKind, Header, IrqKind};
-use crate::verify::{self, Options, P2pPolicy, Verdict, Verifier};
+use crate::verify::{self, Options, Verdict, Verifier};
 
-/// Verifier options shared by `view` and `watch` (same meaning as in `check`).
-#[derive(Debug, clap::Args)]
-pub struct RuleArgs {
-    /// What counts while a device is in RUNNING_P2P / PRE_COPY_P2P: `strict` or `p2p-only`.
-    #[arg(long, default_value = "strict", value_parser = parse_policy)]
-    pub p2p_policy: P2pPolicy,
-    /// Fail a SET into a quiescent state that takes longer than N milliseconds.
-    #[arg(long, value_name = "N")]
-    pub max_quiesce_ms: Option<u64>,
-    /// Accept a blind spot as a warning instead of an inconclusive verdict (only `dma`).
-    #[arg(long, value_name = "SPOT", value_parser = ["dma"])]
-    pub accept_blind: Vec<String>,
-}
-
-fn parse_policy(s: &str) -> Result<P2pPolicy, String> {
-    P2pPolicy::parse(s).ok_or_else(|| format!("unknown policy `{s}` (expected strict or p2p-only)"))
-}
-
-impl RuleArgs {
-    fn options(&self) -> Options {
-        Options {
-            p2p_policy: self.p2p_policy,
-            max_quiesce_ms: self.max_quiesce_ms,
-            accept_blind_dma: self.accept_blind.iter().any(|s| s == "dma"),
-        }
-    }
-}
+use super::RuleArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct ViewArgs {
