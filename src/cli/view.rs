@@ -13,8 +13,7 @@ use std::time::Duration;
 use migscope_tui as tui;
 
 use crate::capture::{Capture, CaptureOptions, kernel_release, monotonic_ns};
-use crate::trace::jsonl::{JsonlReader, JsonlWriter, ReadWarning, TraceError, partial_path};
-use crate::trace::native::{self, NativeReader};
+use crate::trace::jsonl::{JsonlReader, JsonlWriter, TraceError, partial_path};
 use crate::trace::{DataDir, DmaSource, Event, EventKind, Header, IrqKind};
 use crate::verify::{self, Options, Verdict, Verifier};
 
@@ -297,73 +296,13 @@ fn watch_file(path: PathBuf, args: WatchArgs) -> i32 {
     }
 }
 
-/// Input the loader thread can own.
-type SendBuf = Box<dyn BufRead + Send>;
-
 /// A trace reader of either format, movable to the loader thread.
-pub enum ViewReader<R = SendBuf> {
-    Jsonl(JsonlReader<R>),
-    Native(NativeReader<R>),
-}
+pub use crate::trace::AnyReader as ViewReader;
 
-impl<R: BufRead> ViewReader<R> {
-    pub fn header(&self) -> &Header {
-        match self {
-            ViewReader::Jsonl(r) => r.header(),
-            ViewReader::Native(r) => r.header(),
-        }
-    }
-    fn next_event(&mut self) -> Option<Result<(u64, Event), TraceError>> {
-        match self {
-            ViewReader::Jsonl(r) => r.next_event(),
-            ViewReader::Native(r) => r.next_event(),
-        }
-    }
-    fn warnings(&self) -> &[ReadWarning] {
-        match self {
-            ViewReader::Jsonl(r) => r.warnings(),
-            ViewReader::Native(_) => &[],
-        }
-    }
-    fn truncated_at(&self) -> Option<u64> {
-        match self {
-            ViewReader::Jsonl(_) => None,
-            ViewReader::Native(r) => r.truncated_at(),
-        }
-    }
-}
-
-/// The one place a trace file is opened for the view: JSONL or native, told apart by the
-/// first byte as `trace::open_any` does (`-` reads standard input).
+/// The one place a trace file is opened for the view: [`crate::trace::open_any`] (JSONL or
+/// native by content, `-` for standard input), whose readers can move to the loader thread.
 pub fn open_trace(path: &Path) -> Result<ViewReader, TraceError> {
-    let name = path.display().to_string();
-    let mut input: SendBuf = if path.as_os_str() == "-" {
-        Box::new(BufReader::with_capacity(1 << 16, io::stdin()))
-    } else {
-        let f = File::open(path).map_err(|source| TraceError::Open {
-            file: name.clone(),
-            source,
-        })?;
-        Box::new(BufReader::with_capacity(1 << 16, f))
-    };
-    let first = loop {
-        match input.fill_buf() {
-            Ok(b) => break b.first().copied(),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(source) => {
-                return Err(TraceError::Read {
-                    file: name,
-                    line: 1,
-                    source,
-                });
-            }
-        }
-    };
-    if first == Some(native::MAGIC[0]) {
-        Ok(ViewReader::Native(NativeReader::new(&name, input)?))
-    } else {
-        Ok(ViewReader::Jsonl(JsonlReader::new(&name, input)?))
-    }
+    crate::trace::open_any(path)
 }
 
 /// The view's description of a trace header.

@@ -34,13 +34,16 @@ impl Format {
     }
 }
 
+/// Input a reader can own and move to another thread (a file or standard input).
+pub type SendBuf = Box<dyn BufRead + Send>;
+
 /// A reader over either format, chosen by content.
-pub enum AnyReader {
-    Jsonl(JsonlReader<Box<dyn BufRead>>),
-    Native(NativeReader<Box<dyn BufRead>>),
+pub enum AnyReader<R = SendBuf> {
+    Jsonl(JsonlReader<R>),
+    Native(NativeReader<R>),
 }
 
-impl AnyReader {
+impl<R: BufRead> AnyReader<R> {
     pub fn format(&self) -> Format {
         match self {
             AnyReader::Jsonl(_) => Format::Jsonl,
@@ -80,7 +83,7 @@ impl AnyReader {
     }
 }
 
-impl Iterator for AnyReader {
+impl<R: BufRead> Iterator for AnyReader<R> {
     type Item = Result<(u64, Event), TraceError>;
     fn next(&mut self) -> Option<Self::Item> {
         self.next_event()
@@ -91,7 +94,7 @@ impl Iterator for AnyReader {
 /// byte: the native magic (0x89) or anything else (JSONL, whose reader names any problem).
 pub fn open_any(path: &Path) -> Result<AnyReader, TraceError> {
     let name = path.display().to_string();
-    let mut input: Box<dyn BufRead> = if path.as_os_str() == "-" {
+    let mut input: SendBuf = if path.as_os_str() == "-" {
         Box::new(BufReader::with_capacity(1 << 16, io::stdin()))
     } else {
         let f = File::open(path).map_err(|source| TraceError::Open {
