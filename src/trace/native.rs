@@ -424,41 +424,90 @@ impl From<io::Error> for Cut {
     }
 }
 
-/// A byte source that counts its offset.
+/// A byte source that counts its offset. It keeps its own buffer so that decoding a byte or a
+/// varint is a slice access the compiler can inline, not a call through `dyn BufRead` per byte.
 struct Src<R> {
     input: R,
+    buf: Box<[u8]>,
+    /// `buf[pos..end]` is read but not consumed.
+    pos: usize,
+    end: usize,
     offset: u64,
 }
 
-impl<R: BufRead> Src<R> {
-    fn u8(&mut self) -> Result<u8, Cut> {
-        loop {
-            match self.input.fill_buf() {
-                Ok([]) => return Err(Cut::Eof),
-                Ok(buf) => {
-                    let b = buf[0];
-                    self.input.consume(1);
-                    self.offset += 1;
-                    return Ok(b);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Cut::Io(e)),
-            }
+/// Bytes read from the input at a time.
+const SRC_BUF: usize = 1 << 16;
+
+impl<R: Read> Src<R> {
+    fn new(input: R) -> Self {
+        Src {
+            input,
+            buf: vec![0; SRC_BUF].into_boxed_slice(),
+            pos: 0,
+            end: 0,
+            offset: 0,
         }
     }
 
-    /// Whether the input is at its end (without consuming anything).
-    fn at_eof(&mut self) -> Result<bool, io::Error> {
+    /// Makes at least one byte available; false at end of input.
+    fn fill(&mut self) -> Result<bool, io::Error> {
+        if self.pos < self.end {
+            return Ok(true);
+        }
         loop {
-            match self.input.fill_buf() {
-                Ok(buf) => return Ok(buf.is_empty()),
+            match self.input.read(&mut self.buf) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    self.pos = 0;
+                    self.end = n;
+                    return Ok(true);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
     }
 
+    #[inline]
+    fn u8(&mut self) -> Result<u8, Cut> {
+        if self.pos == self.end && !self.fill()? {
+            return Err(Cut::Eof);
+        }
+        let b = self.buf[self.pos];
+        self.pos += 1;
+        self.offset += 1;
+        Ok(b)
+    }
+
+    /// Whether the input is at its end (without consuming anything).
+    fn at_eof(&mut self) -> Result<bool, io::Error> {
+        Ok(!self.fill()?)
+    }
+
+    #[inline]
     fn varint(&mut self, field: &'static str) -> Result<u64, Cut> {
+        // Fast path: the longest varint (10 bytes) is buffered, decode it in place.
+        if self.end - self.pos >= 10 {
+            let bytes = &self.buf[self.pos..self.pos + 10];
+            let mut v: u64 = 0;
+            for (k, &b) in bytes.iter().enumerate() {
+                let shift = 7 * k as u32;
+                let part = u64::from(b & 0x7f);
+                if shift == 63 && part > 1 {
+                    break;
+                }
+                v |= part << shift;
+                if b & 0x80 == 0 {
+                    self.pos += k + 1;
+                    self.offset += k as u64 + 1;
+                    return Ok(v);
+                }
+            }
+            // Consume what the byte-wise loop below would have before failing.
+            self.pos += 10;
+            self.offset += 10;
+            return Err(Cut::Bad(field, "varint longer than 64 bits".to_owned()));
+        }
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
@@ -481,14 +530,16 @@ impl<R: BufRead> Src<R> {
                 format!("length {n} exceeds the {MAX_STR}-byte limit"),
             ));
         }
-        let mut out = Vec::with_capacity(n as usize);
-        let got = (&mut self.input)
-            .take(n)
-            .read_to_end(&mut out)
-            .map_err(Cut::Io)?;
-        self.offset += got as u64;
-        if (got as u64) < n {
-            return Err(Cut::Eof);
+        let n = n as usize;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            if !self.fill()? {
+                return Err(Cut::Eof);
+            }
+            let take = (n - out.len()).min(self.end - self.pos);
+            out.extend_from_slice(&self.buf[self.pos..self.pos + take]);
+            self.pos += take;
+            self.offset += take as u64;
         }
         Ok(out)
     }
@@ -530,7 +581,7 @@ impl<R: BufRead> NativeReader<R> {
     pub fn new(name: &str, input: R) -> Result<Self, TraceError> {
         let mut r = NativeReader {
             name: name.to_owned(),
-            src: Src { input, offset: 0 },
+            src: Src::new(input),
             header: Header::default(),
             strings: Vec::new(),
             last_t: 0,
