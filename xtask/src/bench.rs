@@ -394,12 +394,7 @@ fn check_rows(
 }
 
 /// Runs `benches/probe.rs` (it needs root for eBPF) and takes its `ROW` lines.
-fn probe_rows(
-    root: &Path,
-    bin: &Path,
-    rows: &mut Vec<Row>,
-    notes: &mut Vec<String>,
-) -> Result<()> {
+fn probe_rows(root: &Path, bin: &Path, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<()> {
     eprintln!("xtask bench: probe overhead (benches/probe.rs)");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let o = Command::new(cargo)
@@ -418,7 +413,18 @@ fn probe_rows(
         let f: Vec<&str> = line.split('\t').collect();
         match f[..] {
             ["NOTE", text] => notes.push(format!("probe: {text}")),
-            ["ROW", section, what, value, unit, base_name, base, target, met, note] => {
+            [
+                "ROW",
+                section,
+                what,
+                value,
+                unit,
+                base_name,
+                base,
+                target,
+                met,
+                note,
+            ] => {
                 let section = match section {
                     "capture" => "capture",
                     _ => "probe",
@@ -462,7 +468,10 @@ fn machine() -> String {
     format!(
         "{cpu}, {ncpu} cpu(s), kernel {}, load average {}",
         kernel.trim(),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     )
 }
 
