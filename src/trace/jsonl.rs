@@ -4,6 +4,7 @@
 
 use std::{
     borrow::Cow,
+    cell::Cell,
     collections::{BTreeMap, HashSet},
     fmt::Write as _,
     fs::File,
@@ -54,6 +55,39 @@ impl TraceError {
 pub struct ReadWarning {
     pub line: u64,
     pub msg: String,
+}
+
+/// Keeps the string buffers of `ev` (up to a few, of modest size) in `spare` for reuse.
+pub(crate) fn recycle_strings(ev: Event, spare: &mut Vec<String>) {
+    const KEEP: usize = 8;
+    let mut put = |s: String| {
+        if spare.len() < KEEP && s.capacity() <= 256 {
+            spare.push(s);
+        }
+    };
+    match ev.kind {
+        EventKind::Device {
+            dev, ctx, driver, ..
+        } => {
+            put(dev);
+            put(ctx);
+            if let Some(d) = driver {
+                put(d);
+            }
+        }
+        EventKind::Set { dev, .. }
+        | EventKind::Step { dev, .. }
+        | EventKind::SetDone { dev, .. }
+        | EventKind::Get { dev, .. }
+        | EventKind::Reset { dev, .. }
+        | EventKind::Dma { dev, .. }
+        | EventKind::Irq { dev, .. }
+        | EventKind::Data { dev, .. } => put(dev),
+        EventKind::Map { ctx, .. } | EventKind::Unmap { ctx, .. } => put(ctx),
+        EventKind::Lost { source, .. } => put(source),
+        EventKind::Mark { label } => put(label),
+        EventKind::End => {}
+    }
 }
 
 /// Every field any line may carry; absent ones are `None`, unknown ones are ignored.
@@ -184,6 +218,9 @@ pub struct JsonlReader<R> {
     warned_ev: HashSet<String>,
     warnings: Vec<ReadWarning>,
     done: bool,
+    /// String buffers of events handed back with [`JsonlReader::recycle`], reused for the
+    /// next events' strings instead of allocating.
+    spare: Cell<Vec<String>>,
 }
 
 impl JsonlReader<Box<dyn BufRead>> {
@@ -216,6 +253,7 @@ impl<R: BufRead> JsonlReader<R> {
             warned_ev: HashSet::new(),
             warnings: Vec::new(),
             done: false,
+            spare: Cell::new(Vec::new()),
         };
         let missing = |r: &Self| {
             r.invalid(
@@ -417,7 +455,7 @@ impl<R: BufRead> JsonlReader<R> {
                 ret: self.errno_ret(raw.ret, "ret")?,
             },
             "dma" => {
-                let src = self.req_str(&raw.src, "src")?;
+                let src = self.req_name(&raw.src, "src")?;
                 let window = raw.window;
                 if let Some((t0, t1)) = window
                     && t0 > t1
@@ -429,7 +467,7 @@ impl<R: BufRead> JsonlReader<R> {
                 }
                 EventKind::Dma {
                     dev: self.req_str(&raw.dev, "dev")?,
-                    src: DmaSource::from_name(&src).ok_or_else(|| {
+                    src: DmaSource::from_name(src).ok_or_else(|| {
                         self.invalid(
                             "src",
                             &format!(
@@ -446,10 +484,10 @@ impl<R: BufRead> JsonlReader<R> {
                 }
             }
             "irq" => {
-                let kind = self.req_str(&raw.kind, "kind")?;
+                let kind = self.req_name(&raw.kind, "kind")?;
                 EventKind::Irq {
                     dev: self.req_str(&raw.dev, "dev")?,
-                    kind: IrqKind::from_name(&kind).ok_or_else(|| {
+                    kind: IrqKind::from_name(kind).ok_or_else(|| {
                         self.invalid(
                             "kind",
                             &format!(
@@ -471,10 +509,10 @@ impl<R: BufRead> JsonlReader<R> {
                 }
             }
             "data" => {
-                let dir = self.req_str(&raw.dir, "dir")?;
+                let dir = self.req_name(&raw.dir, "dir")?;
                 EventKind::Data {
                     dev: self.req_str(&raw.dev, "dev")?,
-                    dir: DataDir::from_name(&dir).ok_or_else(|| {
+                    dir: DataDir::from_name(dir).ok_or_else(|| {
                         self.invalid(
                             "dir",
                             &format!("unknown direction `{dir}` (expected save or load)"),
@@ -514,11 +552,42 @@ impl<R: BufRead> JsonlReader<R> {
     }
 
     fn req_str(&self, v: &Option<Cow<'_, str>>, field: &str) -> Result<String, TraceError> {
+        self.req_name(v, field).map(|s| self.owned(s))
+    }
+
+    /// A required, non-empty string field, borrowed (for names parsed into enums).
+    fn req_name<'s>(
+        &self,
+        v: &'s Option<Cow<'_, str>>,
+        field: &str,
+    ) -> Result<&'s str, TraceError> {
         match v {
-            Some(s) if !s.is_empty() => Ok(s.as_ref().to_owned()),
+            Some(s) if !s.is_empty() => Ok(s.as_ref()),
             Some(_) => Err(self.invalid(field, "empty")),
             None => Err(self.invalid(field, "missing (required for this event type)")),
         }
+    }
+
+    /// `s` as an owned string, in a recycled buffer when there is one.
+    fn owned(&self, s: &str) -> String {
+        let mut spare = self.spare.take();
+        let out = match spare.pop() {
+            Some(mut b) => {
+                b.clear();
+                b.push_str(s);
+                b
+            }
+            None => s.to_owned(),
+        };
+        self.spare.set(spare);
+        out
+    }
+
+    /// Hands an event read from this reader back once it is no longer needed, so that its
+    /// strings' buffers are reused for the next events (a read-and-drop loop such as `check`
+    /// then allocates nothing per event). Purely an optimisation: events read are the same.
+    pub fn recycle(&mut self, ev: Event) {
+        recycle_strings(ev, self.spare.get_mut());
     }
 
     fn state(&self, s: &str, field: &str) -> Result<MigState, TraceError> {

@@ -15,7 +15,7 @@ use std::{
 
 use crate::{
     model::{MigFlags, MigState, StepError, is_hazard, next_state, path as fsm_path},
-    trace::{DataDir, Event, EventKind, Header, TraceError, open_any, source},
+    trace::{AnyReader, DataDir, Event, EventKind, Header, TraceError, open_any, source},
 };
 
 /// Stable rule identifiers (DESIGN.md rule table), violations first, then warnings.
@@ -1274,6 +1274,11 @@ pub fn check_path(path: &Path, opts: Options) -> Result<Report, TraceError> {
             warned += 1;
         }
         v.push(line, &ev);
+        // Reuse the event's string buffers for the next one.
+        match &mut reader {
+            AnyReader::Jsonl(r) => r.recycle(ev),
+            AnyReader::Native(r) => r.recycle(ev),
+        }
     }
     for w in &reader.warnings()[warned..] {
         v.note_unknown_event(w.line, &w.msg);
