@@ -6,9 +6,11 @@
 /// `_IO(VFIO_TYPE, VFIO_BASE + n)`, so the command number carries no size or direction bits.
 pub const VFIO_TYPE: u32 = 0x3B;
 pub const VFIO_BASE: u32 = 100;
-/// The range of command numbers the ioctl tracepoint keeps (`_IO(';', 100)` ..= `_IO(';', 127)`).
+/// The range of command numbers the ioctl tracepoints keep: VFIO (`_IO(';', 100)` ..=
+/// `_IO(';', 127)`) and iommufd (`_IO(';', 0x80)` ..= `_IO(';', 0x9F)`), so IOMMU map activity
+/// inside an iommufd ioctl is attributed too.
 pub const VFIO_IOCTL_FIRST: u32 = 0x3B64;
-pub const VFIO_IOCTL_LAST: u32 = 0x3B7F;
+pub const VFIO_IOCTL_LAST: u32 = 0x3B9F;
 
 /// Command numbers from `include/uapi/linux/vfio.h`. Several numbers are shared between
 /// container and device fds: the fd kind tells them apart.
@@ -51,20 +53,90 @@ pub mod feature {
     pub const DMA_LOGGING_REPORT: u32 = 8;
 }
 
+/// What a tracked file descriptor is (the probe's `VFIO_FDS` map values and [`VfioOpen::fd_kind`]).
+pub mod fd_kind {
+    /// `/dev/vfio/vfio`: a type1 container.
+    pub const CONTAINER: u32 = 1;
+    /// `/dev/vfio/<group>`.
+    pub const GROUP: u32 = 2;
+    /// `/dev/vfio/devices/vfioN`: a device cdev.
+    pub const CDEV: u32 = 3;
+    /// A device fd returned by VFIO_GROUP_GET_DEVICE_FD.
+    pub const DEVICE: u32 = 4;
+    /// `/dev/iommu`.
+    pub const IOMMUFD: u32 = 5;
+    /// A migration data fd returned by a MIG_DEVICE_STATE SET.
+    pub const DATA: u32 = 6;
+}
+
+/// Which hook produced a [`Step`] or [`MdevDma`] record.
+pub mod hook {
+    pub const FEXIT: u32 = 1;
+    pub const KRETPROBE: u32 = 2;
+    pub const FENTRY: u32 = 3;
+    pub const KPROBE: u32 = 4;
+}
+
+/// Bytes of an ioctl argument struct (or device name string) copied from user memory.
+pub const PAYLOAD_LEN: usize = 48;
+/// Bytes of an open path copied from user memory.
+pub const PATH_LEN: usize = 64;
+/// Bytes of an interrupt handler or device name copied from a tracepoint.
+pub const NAME_LEN: usize = 32;
+
 /// Record kinds. Explicit numbers, never reused.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    /// `syscalls:sys_enter_ioctl` with a VFIO command number: [`IoctlEnter`].
+    /// Retired (the skeleton's enter-only record); the number stays reserved.
     IoctlEnter = 1,
+    /// [`IoctlCall`].
+    IoctlCall = 2,
+    /// [`IoctlRet`].
+    IoctlRet = 3,
+    /// [`VfioOpen`].
+    VfioOpen = 4,
+    /// [`FdClose`].
+    FdClose = 5,
+    /// [`Step`].
+    Step = 6,
+    /// [`Irq`].
+    Irq = 7,
+    /// [`IommuMap`].
+    IommuMap = 8,
+    /// [`IommuUnmap`].
+    IommuUnmap = 9,
+    /// [`IommuFault`].
+    IommuFault = 10,
+    /// [`DataXfer`].
+    DataXfer = 11,
+    /// [`MdevDma`].
+    MdevDma = 12,
+    /// [`MsiHandler`].
+    MsiHandler = 13,
+    /// [`Fork`].
+    Fork = 14,
 }
 
 impl EventKind {
     pub const fn from_u32(v: u32) -> Option<EventKind> {
-        match v {
-            1 => Some(EventKind::IoctlEnter),
-            _ => None,
-        }
+        Some(match v {
+            1 => EventKind::IoctlEnter,
+            2 => EventKind::IoctlCall,
+            3 => EventKind::IoctlRet,
+            4 => EventKind::VfioOpen,
+            5 => EventKind::FdClose,
+            6 => EventKind::Step,
+            7 => EventKind::Irq,
+            8 => EventKind::IommuMap,
+            9 => EventKind::IommuUnmap,
+            10 => EventKind::IommuFault,
+            11 => EventKind::DataXfer,
+            12 => EventKind::MdevDma,
+            13 => EventKind::MsiHandler,
+            14 => EventKind::Fork,
+            _ => return None,
+        })
     }
 }
 
@@ -85,7 +157,7 @@ pub struct EventHeader {
 }
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 24);
 
-/// A VFIO ioctl entered (`syscalls:sys_enter_ioctl`, `cmd` in the VFIO range).
+/// Retired kind 1: a VFIO ioctl entered (no payload). Kept so the number is never reused.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IoctlEnter {
@@ -96,20 +168,311 @@ pub struct IoctlEnter {
 }
 const _: () = assert!(core::mem::size_of::<IoctlEnter>() == 40);
 
+/// A VFIO/iommufd ioctl entered (`syscalls:sys_enter_ioctl`), with the first
+/// `payload_len` bytes of its argument struct (for VFIO_GROUP_GET_DEVICE_FD: the device name
+/// string, NUL terminated).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoctlCall {
+    pub hdr: EventHeader,
+    pub fd: i32,
+    pub cmd: u32,
+    pub arg: u64,
+    pub payload_len: u32,
+    pub _pad: u32,
+    pub payload: [u8; PAYLOAD_LEN],
+}
+const _: () = assert!(core::mem::size_of::<IoctlCall>() == 96);
+
+/// The matching ioctl returned (`syscalls:sys_exit_ioctl`, paired per thread), with the
+/// argument struct re-read after the kernel wrote its results (`data_fd`, GET results).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoctlRet {
+    pub hdr: EventHeader,
+    pub fd: i32,
+    pub cmd: u32,
+    /// The syscall's return value (negative errno on failure).
+    pub ret: i64,
+    /// `hdr.ts_ns` of the matching [`IoctlCall`].
+    pub enter_ns: u64,
+    pub payload_len: u32,
+    pub _pad: u32,
+    pub payload: [u8; PAYLOAD_LEN],
+}
+const _: () = assert!(core::mem::size_of::<IoctlRet>() == 104);
+
+/// An open of `/dev/vfio/...` or `/dev/iommu` succeeded (`sys_enter/exit_openat`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VfioOpen {
+    pub hdr: EventHeader,
+    /// The fd returned.
+    pub fd: i32,
+    /// An [`fd_kind`] value.
+    pub fd_kind: u32,
+    /// The path as passed, NUL terminated.
+    pub path: [u8; PATH_LEN],
+}
+const _: () = assert!(core::mem::size_of::<VfioOpen>() == 96);
+
+/// A tracked fd (see [`fd_kind`]) was closed (`sys_enter_close`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdClose {
+    pub hdr: EventHeader,
+    pub fd: i32,
+    pub fd_kind: u32,
+}
+const _: () = assert!(core::mem::size_of::<FdClose>() == 32);
+
+/// One `vfio_mig_get_next_state(vdev, cur, new, &next)` call returned: one FSM arc.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Step {
+    pub hdr: EventHeader,
+    /// The `struct vfio_device *` (an opaque identity, never dereferenced).
+    pub vdev: u64,
+    pub cur: u32,
+    pub new: u32,
+    /// `*next` after the call; valid when `has_next` is 1.
+    pub next: u32,
+    pub ret: i32,
+    /// A [`hook`] value.
+    pub hook: u32,
+    pub has_next: u32,
+}
+const _: () = assert!(core::mem::size_of::<Step>() == 56);
+
+/// `irq:irq_handler_entry` for a handler whose name starts with `vfio-`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Irq {
+    pub hdr: EventHeader,
+    pub irq: i32,
+    pub _pad: u32,
+    /// e.g. `vfio-msix[3](0000:00:02.0)`, NUL terminated (truncated at [`NAME_LEN`]).
+    pub name: [u8; NAME_LEN],
+}
+const _: () = assert!(core::mem::size_of::<Irq>() == 64);
+
+/// `iommu:map` on a thread inside a VFIO/iommufd ioctl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IommuMap {
+    pub hdr: EventHeader,
+    pub iova: u64,
+    pub paddr: u64,
+    pub size: u64,
+    /// The fd and command of the ioctl in flight on this thread.
+    pub fd: i32,
+    pub cmd: u32,
+}
+const _: () = assert!(core::mem::size_of::<IommuMap>() == 56);
+
+/// `iommu:unmap` on a thread inside a VFIO/iommufd ioctl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IommuUnmap {
+    pub hdr: EventHeader,
+    pub iova: u64,
+    pub size: u64,
+    pub unmapped: u64,
+    pub fd: i32,
+    pub cmd: u32,
+}
+const _: () = assert!(core::mem::size_of::<IommuUnmap>() == 56);
+
+/// `iommu:io_page_fault`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IommuFault {
+    pub hdr: EventHeader,
+    pub iova: u64,
+    pub flags: i32,
+    pub _pad: u32,
+    /// The faulting device's name (a PCI address), NUL terminated.
+    pub device: [u8; NAME_LEN],
+    pub driver: [u8; NAME_LEN],
+}
+const _: () = assert!(core::mem::size_of::<IommuFault>() == 104);
+
+/// `read`/`write` on a migration data fd returned.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataXfer {
+    pub hdr: EventHeader,
+    pub fd: i32,
+    /// [`DATA_READ`] (a save) or [`DATA_WRITE`] (a load).
+    pub dir: u32,
+    /// Bytes moved, or a negative errno.
+    pub ret: i64,
+}
+const _: () = assert!(core::mem::size_of::<DataXfer>() == 40);
+pub const DATA_READ: u32 = 0;
+pub const DATA_WRITE: u32 = 1;
+
+/// A mediated-device access: `vfio_dma_rw(vdev, iova, data, len, write)` or
+/// `vfio_pin_pages(vdev, iova, npage, prot, pages)` entered.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MdevDma {
+    pub hdr: EventHeader,
+    pub vdev: u64,
+    pub iova: u64,
+    /// Bytes (`vfio_dma_rw`) or pages (`vfio_pin_pages`, see `func`).
+    pub len: u64,
+    /// 1 for a write (`vfio_dma_rw` write, or `vfio_pin_pages` with IOMMU_WRITE in prot).
+    pub write: u32,
+    /// [`MDEV_DMA_RW`] or [`MDEV_PIN_PAGES`].
+    pub func: u32,
+}
+const _: () = assert!(core::mem::size_of::<MdevDma>() == 56);
+pub const MDEV_DMA_RW: u32 = 1;
+pub const MDEV_PIN_PAGES: u32 = 2;
+
+/// `vfio_msihandler(irq, arg)` entered.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MsiHandler {
+    pub hdr: EventHeader,
+    pub irq: i32,
+    pub hook: u32,
+}
+const _: () = assert!(core::mem::size_of::<MsiHandler>() == 32);
+
+/// `sched:sched_process_fork`: the current task (`hdr.pid`) created `child_pid` (a process,
+/// or a thread of the same process). Lets `--pid` follow children that exit quickly.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fork {
+    pub hdr: EventHeader,
+    pub child_pid: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Fork>() == 32);
+
+/// Per-thread state between `sys_enter_ioctl` and `sys_exit_ioctl` (map value).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Inflight {
+    pub enter_ns: u64,
+    pub arg: u64,
+    pub fd: i32,
+    pub cmd: u32,
+}
+const _: () = assert!(core::mem::size_of::<Inflight>() == 24);
+
+/// Per-thread arguments saved by the `vfio_mig_get_next_state` kprobe for its kretprobe.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepArgs {
+    pub vdev: u64,
+    pub next_ptr: u64,
+    pub cur: u32,
+    pub new: u32,
+}
+const _: () = assert!(core::mem::size_of::<StepArgs>() == 24);
+
+/// Key of the `VFIO_FDS` map: `(tgid << 32) | fd`.
+#[inline(always)]
+pub const fn fd_key(tgid: u32, fd: i32) -> u64 {
+    ((tgid as u64) << 32) | (fd as u32 as u64)
+}
+
 /// Program, map and attach-point names: the probe object and the loader use these, never
-/// repeated strings.
+/// repeated strings. Programs are named after what they attach to.
 pub mod names {
     /// Ring buffer all records go through.
     pub const MAP_EVENTS: &str = "EVENTS";
-    pub const PROG_SYS_ENTER_IOCTL: &str = "sys_enter_ioctl";
+    /// Per-CPU count of ring buffer reservations that failed.
+    pub const MAP_LOST: &str = "LOST";
+    /// tid -> [`super::Inflight`].
+    pub const MAP_INFLIGHT: &str = "INFLIGHT";
+    /// [`super::fd_key`] -> [`super::fd_kind`].
+    pub const MAP_VFIO_FDS: &str = "VFIO_FDS";
+    /// tid -> fd kind of a pending open.
+    pub const MAP_OPENS: &str = "OPENS";
+    /// tid -> (fd << 32 | dir) of a pending read/write on a data fd.
+    pub const MAP_RW: &str = "RW";
+    /// tid -> [`super::StepArgs`].
+    pub const MAP_STEP_ARGS: &str = "STEP_ARGS";
+
     pub const TP_SYSCALLS: &str = "syscalls";
     pub const TP_SYS_ENTER_IOCTL: &str = "sys_enter_ioctl";
+    pub const TP_SYS_EXIT_IOCTL: &str = "sys_exit_ioctl";
+    pub const TP_SYS_ENTER_OPENAT: &str = "sys_enter_openat";
+    pub const TP_SYS_EXIT_OPENAT: &str = "sys_exit_openat";
+    pub const TP_SYS_ENTER_CLOSE: &str = "sys_enter_close";
+    pub const TP_SYS_ENTER_READ: &str = "sys_enter_read";
+    pub const TP_SYS_EXIT_READ: &str = "sys_exit_read";
+    pub const TP_SYS_ENTER_WRITE: &str = "sys_enter_write";
+    pub const TP_SYS_EXIT_WRITE: &str = "sys_exit_write";
+    pub const TP_IRQ: &str = "irq";
+    pub const TP_IRQ_HANDLER_ENTRY: &str = "irq_handler_entry";
+    pub const TP_IOMMU: &str = "iommu";
+    pub const TP_IOMMU_MAP: &str = "map";
+    pub const TP_IOMMU_UNMAP: &str = "unmap";
+    pub const TP_IOMMU_FAULT: &str = "io_page_fault";
+    pub const TP_SCHED: &str = "sched";
+    pub const TP_SCHED_PROCESS_FORK: &str = "sched_process_fork";
+    /// Global (set by the loader from the format file) holding the offset of
+    /// `sched_process_fork`'s `child_pid`, which moved between kernels (6.1/6.12: 44; 6.18: 20).
+    pub const GLOBAL_FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
+
+    // Tracepoint programs: one per tracepoint, named after it.
+    pub const PROG_SYS_ENTER_IOCTL: &str = "sys_enter_ioctl";
+    pub const PROG_SYS_EXIT_IOCTL: &str = "sys_exit_ioctl";
+    pub const PROG_SYS_ENTER_OPENAT: &str = "sys_enter_openat";
+    pub const PROG_SYS_EXIT_OPENAT: &str = "sys_exit_openat";
+    pub const PROG_SYS_ENTER_CLOSE: &str = "sys_enter_close";
+    pub const PROG_SYS_ENTER_READ: &str = "sys_enter_read";
+    pub const PROG_SYS_EXIT_READ: &str = "sys_exit_read";
+    pub const PROG_SYS_ENTER_WRITE: &str = "sys_enter_write";
+    pub const PROG_SYS_EXIT_WRITE: &str = "sys_exit_write";
+    pub const PROG_IRQ_HANDLER_ENTRY: &str = "irq_handler_entry";
+    pub const PROG_IOMMU_MAP: &str = "iommu_map";
+    pub const PROG_IOMMU_UNMAP: &str = "iommu_unmap";
+    pub const PROG_IOMMU_FAULT: &str = "iommu_io_page_fault";
+    pub const PROG_SCHED_PROCESS_FORK: &str = "sched_process_fork";
+
+    // Kernel functions (the vfio modules) and their programs: fentry/fexit first, kprobes as
+    // the fallback (aya 0.14 resolves fentry targets in vmlinux BTF only; 6.1 refuses the
+    // pointer-to-enum argument in fexit).
+    pub const FN_MIG_GET_NEXT_STATE: &str = "vfio_mig_get_next_state";
+    pub const FN_MSIHANDLER: &str = "vfio_msihandler";
+    pub const FN_DMA_RW: &str = "vfio_dma_rw";
+    pub const FN_PIN_PAGES: &str = "vfio_pin_pages";
+    pub const PROG_FEXIT_NEXT_STATE: &str = "fexit_mig_get_next_state";
+    pub const PROG_KPROBE_NEXT_STATE: &str = "kprobe_mig_get_next_state";
+    pub const PROG_KRETPROBE_NEXT_STATE: &str = "kretprobe_mig_get_next_state";
+    pub const PROG_FENTRY_MSIHANDLER: &str = "fentry_msihandler";
+    pub const PROG_KPROBE_MSIHANDLER: &str = "kprobe_msihandler";
+    pub const PROG_FENTRY_DMA_RW: &str = "fentry_dma_rw";
+    pub const PROG_KPROBE_DMA_RW: &str = "kprobe_dma_rw";
+    pub const PROG_FENTRY_PIN_PAGES: &str = "fentry_pin_pages";
+    pub const PROG_KPROBE_PIN_PAGES: &str = "kprobe_pin_pages";
 }
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: plain-old-data records: repr(C), integer fields only, no padding (sizes asserted).
+    // SAFETY (all impls below): plain-old-data records: repr(C), integer and byte-array fields
+    // only, no padding (sizes asserted next to each definition).
     unsafe impl aya::Pod for super::EventHeader {}
-    // SAFETY: as above.
     unsafe impl aya::Pod for super::IoctlEnter {}
+    unsafe impl aya::Pod for super::IoctlCall {}
+    unsafe impl aya::Pod for super::IoctlRet {}
+    unsafe impl aya::Pod for super::VfioOpen {}
+    unsafe impl aya::Pod for super::FdClose {}
+    unsafe impl aya::Pod for super::Step {}
+    unsafe impl aya::Pod for super::Irq {}
+    unsafe impl aya::Pod for super::IommuMap {}
+    unsafe impl aya::Pod for super::IommuUnmap {}
+    unsafe impl aya::Pod for super::IommuFault {}
+    unsafe impl aya::Pod for super::DataXfer {}
+    unsafe impl aya::Pod for super::MdevDma {}
+    unsafe impl aya::Pod for super::MsiHandler {}
+    unsafe impl aya::Pod for super::Fork {}
+    unsafe impl aya::Pod for super::Inflight {}
+    unsafe impl aya::Pod for super::StepArgs {}
 }

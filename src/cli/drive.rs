@@ -1,8 +1,806 @@
-//! `migscope drive` (under construction on its own branch).
+//! `migscope drive`: drive real VFIO devices through a migration plan with the probe alongside,
+//! write one trace, verify it, and exit with `check`'s code.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crate::trace::jsonl::JsonlWriter;
+use crate::trace::{Event, EventKind, Header, source};
+use crate::verify;
+use crate::vfio::{self, Order, Outcome, Plan, Vfio, VfioOps, VfioPath, Workload};
+
+const AFTER_HELP: &str = "\
+Plans (--plan):
+  stopcopy     RUNNING -> RUNNING_P2P -> STOP_COPY (data saved to EOF) -> STOP -> RUNNING_P2P -> RUNNING
+  precopy      RUNNING -> PRE_COPY (iterative reads, VFIO_MIG_GET_PRECOPY_INFO, ENOMSG handled) ->
+               PRE_COPY_P2P -> STOP_COPY (rest saved) -> STOP -> RUNNING_P2P -> RUNNING (needs PRE_COPY)
+  roundtrip    stopcopy's save, then STOP -> RESUMING (the saved data written back) -> STOP ->
+               STOP_COPY (saved again) -> STOP -> RUNNING_P2P -> RUNNING; compares the two saves
+  conformance  for every supported state FROM and every state TO (unsupported ones and ERROR too):
+               reach FROM by a legal path, SET TO, GET, and compare the outcome with the kernel FSM;
+               prints a table; blocked arcs (hazards) are skipped unless --allow-hazard
+  S1,S2,...    a custom list of states, e.g. RUNNING_P2P,STOP,RUNNING (names or uAPI numbers)
+  RUNNING_P2P is skipped by the built-in plans on devices without P2P (as QEMU does).
+
+Every SET is followed by a GET. Each quiescent step dwells --dwell-ms while the memory witness
+re-checks the DMA buffers. On any error, SIGINT or SIGTERM every device is returned to RUNNING
+(through RUNNING_P2P, or VFIO_DEVICE_RESET from ERROR) and the trace is completed.
+
+Exit status: 0 pass, 1 fail (also: a conformance row did not match the kernel FSM), 2 inconclusive
+(also: the plan stopped early without a violation),
+3 unusable (a device could not be opened or set up; nothing was changed).";
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(after_help = AFTER_HELP)]
+pub struct Args {
+    /// PCI address of a device bound to a VFIO migration driver (repeat for several; they share
+    /// one container and form one migration context).
+    #[arg(long = "device", value_name = "BDF", required = true)]
+    pub devices: Vec<String>,
+    /// stopcopy | precopy | roundtrip | conformance | STATE,STATE,... (see below).
+    #[arg(long, value_parser = Plan::parse)]
+    pub plan: Plan,
+    /// Multi-device order: `qemu` (every device to a P2P state before any stops, and to
+    /// RUNNING_P2P before any runs) or `naive` (one device through its whole plan, then the
+    /// next: shows the ordering bug).
+    #[arg(long, default_value = "qemu", value_parser = Order::parse)]
+    pub order: Order,
+    /// `edu` (QEMU edu DMA engine via BAR0, device-to-RAM into the witnessed buffers, with its
+    /// completion MSI), `none`, or `exec:CMD` (runs CMD with $MIGSCOPE_DEVICES set).
+    #[arg(long, default_value = "none", value_parser = Workload::parse)]
+    pub workload: Workload,
+    /// Trace to write (JSONL, write-then-rename). Default: migscope-drive-<plan>-<time>.jsonl.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Do not run the eBPF probe alongside.
+    #[arg(long)]
+    pub no_probe: bool,
+    /// Send blocked arcs (STOP_COPY -> PRE_COPY[_P2P]) that hang kernels without the 2026 fix.
+    #[arg(long)]
+    pub allow_hazard: bool,
+    /// Where STOP_COPY data is saved as <bdf>.<n>.mig (default: beside the trace).
+    #[arg(long, value_name = "DIR")]
+    pub save_dir: Option<PathBuf>,
+    /// Migration data to load in RESUMING instead of this run's save (repeat per device, in
+    /// --device order).
+    #[arg(long, value_name = "FILE")]
+    pub resume_from: Vec<PathBuf>,
+    /// Time spent in each quiescent plan step while the witness re-checks the buffers.
+    #[arg(long, default_value_t = 300, value_name = "MS")]
+    pub dwell_ms: u64,
+    /// Witnessed buffer size per device, in 4 KiB pages.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub buffer_pages: usize,
+    /// Print the verdict as JSON (TRACE-FORMAT.md "Verdict").
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the verdict as JUnit XML to FILE (for CI test reporters); a run that could
+    /// not produce a trace writes an error test case.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// How to open devices: `group` (VFIO group + type1v2 container), `cdev`
+    /// (/dev/vfio/devices/vfioN + iommufd, 6.6+), or `auto` (cdev when the kernel has it).
+    #[arg(long, default_value = "auto", value_parser = VfioPath::parse)]
+    pub vfio_path: VfioPath,
+}
 
-pub fn run(_args: Args) -> i32 {
-    super::unusable("`drive` is not built yet")
+pub fn run(args: Args) -> i32 {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
+            return super::unusable(format!("failed to install a signal handler: {e}"));
+        }
+    }
+    let mut ops = Vfio::with_path(args.vfio_path);
+    drive_with(&mut ops, &args, stop)
+}
+
+/// The whole command over any [`VfioOps`] (the real one in production, the double in tests).
+pub fn drive_with<O: VfioOps>(ops: &mut O, args: &Args, stop: Arc<AtomicBool>) -> i32 {
+    let output = args.output.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "migscope-drive-{}-{}.jsonl",
+            match &args.plan {
+                Plan::Custom(_) => "custom".to_owned(),
+                p => p.to_string(),
+            },
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        ))
+    });
+    let save_dir = args.save_dir.clone().unwrap_or_else(|| {
+        output
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    });
+    if let Err(e) = std::fs::create_dir_all(&save_dir) {
+        return super::unusable(format!("failed to create {}: {e}", save_dir.display()));
+    }
+    let mut opts = vfio::Options::new(args.plan.clone());
+    opts.order = args.order;
+    opts.workload = args.workload.clone();
+    opts.allow_hazard = args.allow_hazard;
+    opts.save_dir = save_dir;
+    opts.resume_from = args.resume_from.clone();
+    opts.dwell = Duration::from_millis(args.dwell_ms);
+    opts.buffer_pages = args.buffer_pages;
+    opts.stop = stop;
+
+    let probe = if args.no_probe {
+        Err("disabled by --no-probe".to_owned())
+    } else {
+        probe::start()
+    };
+    if let Err(why) = &probe {
+        eprintln!("migscope drive: probe not running: {why}");
+    }
+    let mut log = |s: &str| eprintln!("migscope drive: {s}");
+    let outcome = match vfio::drive(ops, &args.devices, &opts, &mut log) {
+        Ok(o) => o,
+        Err(e) => {
+            if let Ok(p) = probe {
+                let _ = p.finish();
+            }
+            return unusable_junit(args, &output, error_chain(&e));
+        }
+    };
+    let (probe_sources, probe_events) = match probe {
+        Ok(p) => {
+            let sources = p.sources();
+            match p.finish() {
+                Ok(ev) => (sources, ev),
+                Err(why) => {
+                    eprintln!("migscope drive: probe failed: {why}");
+                    (
+                        unavailable_probe(&format!("probe failed: {why}")),
+                        Vec::new(),
+                    )
+                }
+            }
+        }
+        Err(why) => (
+            unavailable_probe(&format!("probe not running: {why}")),
+            Vec::new(),
+        ),
+    };
+    let header = build_header(probe_sources, &outcome);
+    let events = merge(outcome.events.clone(), probe_events, std::process::id());
+    let steps_traced = header.source_ok(source::TRANSITIONS);
+    let mut outcome = outcome;
+    annotate_steps(&mut outcome.conformance, &events, steps_traced);
+    if let Err(e) = write_trace(&output, &header, &events) {
+        report_outcome(&outcome, args.json);
+        return unusable_junit(
+            args,
+            &output,
+            format!("failed to write {}: {e}", output.display()),
+        );
+    }
+    report_outcome(&outcome, args.json);
+    let trace_line = format!("trace: {} ({} events)", output.display(), events.len() + 1);
+    if args.json {
+        eprintln!("{trace_line}");
+    } else {
+        println!("{trace_line}");
+    }
+    let report = match verify::check_path(&output, verify::Options::default()) {
+        Ok(r) => r,
+        Err(e) => {
+            return unusable_junit(
+                args,
+                &output,
+                format!("failed to verify {}: {e}", output.display()),
+            );
+        }
+    };
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!(
+            "{}",
+            super::check::human(&report, &output.display().to_string())
+        );
+    }
+    if let Some(j) = &args.junit
+        && let Err(e) = crate::export::junit::write(&report, &crate::export::trace_name(&output), j)
+    {
+        return super::unusable(e);
+    }
+    let code = report.verdict.exit_code();
+    let mismatches = outcome
+        .conformance
+        .iter()
+        .filter(|r| r.pass == Some(false))
+        .count();
+    if mismatches > 0 && code != super::exit::FAIL {
+        eprintln!("migscope drive: {mismatches} conformance mismatch(es): exit status 1");
+        return super::exit::FAIL;
+    }
+    if outcome.error.is_some() && code == 0 {
+        // A plan that stopped early proved less than it was asked to.
+        return super::exit::INCONCLUSIVE;
+    }
+    code
+}
+
+/// Reports an unusable run (and writes it as a JUnit error case with `--junit`).
+fn unusable_junit(args: &Args, output: &Path, msg: String) -> i32 {
+    if let Some(j) = &args.junit
+        && let Err(e) =
+            crate::export::junit::write_error(&crate::export::trace_name(output), &msg, j)
+    {
+        eprintln!("migscope: {e}");
+    }
+    super::unusable(msg)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn unavailable_probe(why: &str) -> BTreeMap<String, String> {
+    [
+        source::TRANSITIONS,
+        source::IRQ,
+        source::IOMMU_MAP,
+        source::IOMMU_FAULT,
+        source::MDEV_DMA,
+    ]
+    .into_iter()
+    .map(|s| (s.to_owned(), format!("unavailable: {why}")))
+    .collect()
+}
+
+fn build_header(probe_sources: BTreeMap<String, String>, outcome: &Outcome) -> Header {
+    let mut h = Header {
+        kernel: kernel_release(),
+        ..Header::default()
+    };
+    h.sources = probe_sources;
+    // The controller's own evidence overrides what the probe says about the same source.
+    for (k, v) in &outcome.sources {
+        h.sources.insert(k.clone(), v.clone());
+    }
+    h.sources
+        .entry(source::IOMMU_DIRTY.to_owned())
+        .or_insert_with(|| {
+            "unavailable: type1 container path (IOMMU dirty tracking needs iommufd)".to_owned()
+        });
+    h
+}
+
+/// Controller events plus the probe's kernel-side ones, sorted by time (stable: the
+/// controller's order wins on ties). The probe's ioctl-derived events from our own pid are
+/// dropped: the controller recorded them itself.
+/// Device declarations for devices the controller declared are dropped whatever their pid (the
+/// controller's carry the flags it read and its ctx).
+pub fn merge(mut ours: Vec<Event>, probe: Vec<Event>, pid: u32) -> Vec<Event> {
+    let declared: std::collections::BTreeSet<String> = ours
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Device { dev, .. } => Some(dev.clone()),
+            _ => None,
+        })
+        .collect();
+    ours.extend(probe.into_iter().filter(|e| {
+        if let EventKind::Device { dev, .. } = &e.kind
+            && declared.contains(dev)
+        {
+            return false;
+        }
+        let ioctl_derived = matches!(
+            e.kind,
+            EventKind::Device { .. }
+                | EventKind::Set { .. }
+                | EventKind::SetDone { .. }
+                | EventKind::Get { .. }
+                | EventKind::Reset { .. }
+                | EventKind::Data { .. }
+                | EventKind::End
+        );
+        !(ioctl_derived && (e.pid == Some(pid) || matches!(e.kind, EventKind::End)))
+    }));
+    ours.sort_by_key(|e| e.t);
+    ours
+}
+
+fn write_trace(path: &Path, header: &Header, events: &[Event]) -> Result<(), String> {
+    let mut w = JsonlWriter::create(path, header).map_err(|e| e.to_string())?;
+    let mut last = 0;
+    for ev in events {
+        w.write(ev).map_err(|e| e.to_string())?;
+        last = ev.t;
+    }
+    w.write(&Event {
+        t: vfio::now_ns().max(last),
+        pid: Some(std::process::id()),
+        kind: EventKind::End,
+    })
+    .map_err(|e| e.to_string())?;
+    w.finish().map_err(|e| e.to_string())
+}
+
+fn kernel_release() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// Compares each conformance SET's traced `step`s (the probe's view of the kernel's
+/// `vfio_mig_get_next_state` calls) with the path the model expects; a row whose steps differ
+/// fails. Without the probe the steps are not checked (`steps` stays `None`).
+pub fn annotate_steps(rows: &mut [vfio::ConfRow], events: &[Event], traced: bool) {
+    if !traced {
+        return;
+    }
+    for r in rows.iter_mut() {
+        let (Some((t0, t1)), Some(want)) = (r.window, &r.expected_path) else {
+            continue;
+        };
+        let steps: Vec<(crate::model::MigState, crate::model::MigState)> = events
+            .iter()
+            .filter(|e| e.t >= t0 && e.t <= t1)
+            .filter_map(|e| match &e.kind {
+                EventKind::Step { dev, from, to } if *dev == r.dev => Some((*from, *to)),
+                _ => None,
+            })
+            .collect();
+        let want: Vec<_> = want.windows(2).map(|w| (w[0], w[1])).collect();
+        let ok = steps == want;
+        r.got.push_str(&format!(
+            "; steps {}",
+            if steps.is_empty() {
+                "none".to_owned()
+            } else {
+                steps
+                    .iter()
+                    .map(|(a, b)| format!("{}>{}", a.name(), b.name()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
+        ));
+        if !ok {
+            r.pass = Some(false);
+        }
+    }
+}
+
+/// Prints the run's results (to stderr when stdout carries `--json`).
+fn report_outcome(o: &Outcome, json: bool) {
+    let text = outcome_text(o);
+    if json {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
+}
+
+fn outcome_text(o: &Outcome) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    if !o.conformance.is_empty() {
+        let _ = writeln!(
+            s,
+            "{:<14} {:<13} {:<13} {:<44} {:<28} result",
+            "device", "from", "to", "expected (kernel FSM)", "got"
+        );
+        let mut fails = 0;
+        for r in &o.conformance {
+            let res = match r.pass {
+                Some(true) => "ok",
+                Some(false) => {
+                    fails += 1;
+                    "MISMATCH"
+                }
+                None => "skipped",
+            };
+            let _ = writeln!(
+                s,
+                "{:<14} {:<13} {:<13} {:<44} {:<28} {res}",
+                r.dev,
+                r.from.name(),
+                r.to.name(),
+                r.expected,
+                r.got
+            );
+        }
+        let _ = writeln!(
+            s,
+            "conformance: {} pairs, {} mismatches, {} skipped",
+            o.conformance.len(),
+            fails,
+            o.conformance.iter().filter(|r| r.pass.is_none()).count()
+        );
+    }
+    for (dev, same, a, b) in &o.roundtrip {
+        let _ = writeln!(
+            s,
+            "roundtrip {dev}: re-saved state {} ({a} vs {b} bytes)",
+            if *same { "identical" } else { "DIFFERS" }
+        );
+    }
+    for f in &o.saved_files {
+        let _ = writeln!(s, "saved: {}", f.display());
+    }
+    if let Some(w) = &o.workload_summary {
+        let _ = writeln!(s, "workload: {w}");
+    }
+    if let Some(e) = &o.error {
+        let _ = writeln!(s, "plan stopped early: {e}");
+    }
+    for (dev, st) in &o.final_states {
+        let _ = writeln!(s, "{dev}: left in {st}");
+    }
+    s
+}
+
+/// Adapter over the eBPF capture ([`crate::capture::Capture`]). The capture lives on its own
+/// thread, drained every 50 ms so the ring buffer never fills while the controller works.
+mod probe {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    use std::thread::JoinHandle;
+    use std::time::Duration;
+
+    use crate::capture::{Capture, CaptureOptions};
+    use crate::trace::Event;
+
+    pub struct Probe {
+        stop: Arc<AtomicBool>,
+        thread: JoinHandle<Result<Vec<Event>, String>>,
+        sources: BTreeMap<String, String>,
+    }
+
+    impl Probe {
+        pub fn sources(&self) -> BTreeMap<String, String> {
+            self.sources.clone()
+        }
+
+        /// Stops the capture and returns every event it recorded.
+        pub fn finish(self) -> Result<Vec<Event>, String> {
+            self.stop.store(true, Ordering::Relaxed);
+            self.thread
+                .join()
+                .map_err(|_| "the capture thread panicked".to_owned())?
+        }
+    }
+
+    /// Starts the capture (every VFIO user: the lab guest runs only us) before any device is
+    /// opened, so the probe attributes our device fds from their GROUP_GET_DEVICE_FD.
+    pub fn start() -> Result<Probe, String> {
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut cap = match Capture::start(&CaptureOptions::default()) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send(Err(super::error_chain(&e)));
+                    return Ok(Vec::new());
+                }
+            };
+            let _ = tx.send(Ok(cap.sources()));
+            let mut events = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                events.extend(cap.drain().map_err(|e| super::error_chain(&e))?);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            events.extend(cap.stop().map_err(|e| super::error_chain(&e))?);
+            Ok(events)
+        });
+        match rx.recv() {
+            Ok(Ok(sources)) => Ok(Probe {
+                stop,
+                thread,
+                sources,
+            }),
+            Ok(Err(why)) => {
+                let _ = thread.join();
+                Err(why)
+            }
+            Err(_) => Err("the capture thread ended before starting".to_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::model::MigState;
+    use crate::vfio::sim::{Misbehave, SimSpec, SimVfio};
+    use clap::Parser as _;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut v = vec!["migscope", "drive", "--no-probe", "--dwell-ms", "0"];
+        v.extend_from_slice(extra);
+        match Cli::try_parse_from(v).expect("parse").command {
+            Command::Drive(a) => a,
+            c => panic!("parsed {c:?}"),
+        }
+    }
+
+    fn two() -> SimVfio {
+        SimVfio::new([
+            SimSpec::new("0000:00:02.0", 3),
+            SimSpec::new("0000:00:03.0", 3),
+        ])
+    }
+
+    fn run(sim: &mut SimVfio, extra: &[&str]) -> (i32, verify::Report, Header) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("t.jsonl");
+        let out_s = out.to_str().expect("utf-8 path");
+        let mut a = vec!["-o", out_s];
+        a.extend_from_slice(extra);
+        let code = drive_with(sim, &args(&a), Arc::new(AtomicBool::new(false)));
+        let report = verify::check_path(&out, verify::Options::default()).expect("trace written");
+        let header = crate::trace::jsonl::JsonlReader::open(&out)
+            .expect("open")
+            .header()
+            .clone();
+        (code, report, header)
+    }
+
+    #[test]
+    fn qemu_order_passes_naive_order_fails() {
+        let devs = [
+            "--device",
+            "0000:00:02.0",
+            "--device",
+            "0000:00:03.0",
+            "--plan",
+            "stopcopy",
+        ];
+        let (code, report, header) = run(&mut two(), &devs);
+        assert!(report.violations.is_empty(), "{:?}", report.violations);
+        assert_eq!(code, report.verdict.exit_code());
+        assert!(!report.truncated);
+        assert_eq!(
+            header.sources.get("witness").map(String::as_str),
+            Some("ok")
+        );
+        assert!(header.sources["transitions"].starts_with("unavailable: probe not running"));
+
+        let mut naive = devs.to_vec();
+        naive.extend_from_slice(&["--order", "naive"]);
+        let (code, report, _) = run(&mut two(), &naive);
+        assert_eq!(code, 1);
+        assert!(
+            report.violated_rules().contains(&"stop-while-peer-running"),
+            "{:?}",
+            report.violations
+        );
+    }
+
+    #[test]
+    fn witness_violation_fails_the_run() {
+        let mut sim =
+            SimVfio::new([SimSpec::new("0000:00:02.0", 3).with(Misbehave::DmaAfterQuiesce(3))]);
+        let (code, report, _) = run(
+            &mut sim,
+            &["--device", "0000:00:02.0", "--plan", "stopcopy"],
+        );
+        assert_eq!(code, 1);
+        assert!(report.violated_rules().contains(&"dma-after-quiesce"));
+        assert_eq!(sim.state_of("0000:00:02.0"), Some(MigState::Running));
+    }
+
+    #[test]
+    fn junit_is_written_for_a_verdict_and_for_an_unusable_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let junit = dir.path().join("j.xml");
+        let j = junit.to_str().expect("utf-8");
+        let (code, _, _) = run(
+            &mut two(),
+            &[
+                "--device",
+                "0000:00:02.0",
+                "--device",
+                "0000:00:03.0",
+                "--plan",
+                "stopcopy",
+                "--order",
+                "naive",
+                "--junit",
+                j,
+            ],
+        );
+        assert_eq!(code, 1);
+        let xml = std::fs::read_to_string(&junit).expect("junit written");
+        assert!(xml.contains("stop-while-peer-running"), "{xml}");
+
+        let out = dir.path().join("t.jsonl");
+        let a = args(&[
+            "--device",
+            "0000:00:09.0",
+            "--plan",
+            "stopcopy",
+            "-o",
+            out.to_str().expect("utf-8"),
+            "--junit",
+            j,
+        ]);
+        assert_eq!(
+            drive_with(&mut two(), &a, Arc::new(AtomicBool::new(false))),
+            3
+        );
+        let xml = std::fs::read_to_string(&junit).expect("junit written");
+        assert!(xml.contains("0000:00:09.0"), "{xml}");
+    }
+
+    #[test]
+    fn conformance_rows_are_checked_against_traced_steps() {
+        use crate::model::MigState::*;
+        let row = |from, to, path: Vec<MigState>, window| vfio::ConfRow {
+            dev: "d".into(),
+            from,
+            to,
+            expected: String::new(),
+            got: "0, GET X".into(),
+            pass: Some(true),
+            expected_path: Some(path),
+            window: Some(window),
+        };
+        let step = |t, from, to| Event {
+            t,
+            pid: None,
+            kind: EventKind::Step {
+                dev: "d".into(),
+                from,
+                to,
+            },
+        };
+        let mut rows = vec![
+            row(Running, Stop, vec![Running, RunningP2p, Stop], (10, 20)),
+            row(Stop, Running, vec![Stop, RunningP2p, Running], (30, 40)),
+        ];
+        let events = vec![
+            step(12, Running, RunningP2p),
+            step(15, RunningP2p, Stop),
+            // The second SET jumped straight to RUNNING (a driver that skips arcs).
+            step(35, Stop, Running),
+        ];
+        let mut untraced = rows.clone();
+        annotate_steps(&mut untraced, &events, false);
+        assert!(untraced.iter().all(|r| r.pass == Some(true)));
+        annotate_steps(&mut rows, &events, true);
+        assert_eq!(rows[0].pass, Some(true), "{}", rows[0].got);
+        assert!(
+            rows[0]
+                .got
+                .ends_with("steps RUNNING>RUNNING_P2P,RUNNING_P2P>STOP")
+        );
+        assert_eq!(rows[1].pass, Some(false));
+    }
+
+    #[test]
+    fn unopenable_device_is_unusable() {
+        let mut sim = two();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("t.jsonl");
+        let a = args(&[
+            "--device",
+            "0000:00:09.0",
+            "--plan",
+            "stopcopy",
+            "-o",
+            out.to_str().expect("utf-8"),
+        ]);
+        assert_eq!(
+            drive_with(&mut sim, &a, Arc::new(AtomicBool::new(false))),
+            3
+        );
+        assert!(!out.exists());
+    }
+
+    #[test]
+    fn help_documents_every_plan() {
+        let e = Cli::try_parse_from(["migscope", "drive", "--help"]).expect_err("help");
+        let text = e.to_string();
+        for p in [
+            "stopcopy",
+            "precopy",
+            "roundtrip",
+            "conformance",
+            "RUNNING_P2P,STOP,RUNNING",
+            "--order",
+            "--allow-hazard",
+            "--resume-from",
+        ] {
+            assert!(text.contains(p), "help lacks {p}");
+        }
+    }
+
+    #[test]
+    fn merge_keeps_kernel_events_and_drops_our_ioctl_events() {
+        let ev = |t, pid, kind| Event { t, pid, kind };
+        let dev = |t, pid| Event {
+            t,
+            pid,
+            kind: EventKind::Device {
+                dev: "d".into(),
+                flags: crate::model::MigFlags(3),
+                ctx: "x".into(),
+                state: MigState::Running,
+                driver: None,
+            },
+        };
+        let ours = vec![
+            dev(5, Some(7)),
+            ev(
+                10,
+                Some(7),
+                EventKind::Set {
+                    dev: "d".into(),
+                    to: MigState::Stop,
+                },
+            ),
+            ev(
+                30,
+                Some(7),
+                EventKind::SetDone {
+                    dev: "d".into(),
+                    to: MigState::Stop,
+                    ret: 0,
+                    data_fd: None,
+                },
+            ),
+        ];
+        let probe = vec![
+            dev(6, None),
+            ev(
+                11,
+                Some(7),
+                EventKind::Set {
+                    dev: "d".into(),
+                    to: MigState::Stop,
+                },
+            ),
+            ev(
+                20,
+                Some(7),
+                EventKind::Step {
+                    dev: "d".into(),
+                    from: MigState::Running,
+                    to: MigState::Stop,
+                },
+            ),
+            ev(
+                25,
+                None,
+                EventKind::Irq {
+                    dev: "d".into(),
+                    kind: crate::trace::IrqKind::Msi,
+                    vector: 0,
+                },
+            ),
+            ev(
+                26,
+                Some(99),
+                EventKind::Set {
+                    dev: "e".into(),
+                    to: MigState::Stop,
+                },
+            ),
+            ev(40, None, EventKind::End),
+        ];
+        let m = merge(ours, probe, 7);
+        let ts: Vec<u64> = m.iter().map(|e| e.t).collect();
+        assert_eq!(ts, vec![5, 10, 20, 25, 26, 30]);
+    }
 }

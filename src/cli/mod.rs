@@ -9,7 +9,7 @@ mod drive;
 mod export;
 mod fsm;
 mod record;
-mod view;
+pub mod view;
 
 /// Exit codes shared by every command that produces a verdict.
 pub mod exit {

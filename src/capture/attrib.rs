@@ -1,0 +1,1368 @@
+//! Attribution: turns decoded probe records into trace events. Keeps the fd map (which fd of
+//! which process is a container, group, device or data fd, and which device it stands for),
+//! the migration contexts, each device's flags, the ioctl each thread is inside, and a reorder
+//! buffer so events leave in time order with a `device` declaration before a device's first
+//! use. Pure apart from small /proc and /sys look-ups; unit tested with synthetic records.
+
+use std::collections::{HashMap, HashSet};
+
+use probe_common::abi::{
+    DATA_WRITE, DataXfer, IoctlCall, IoctlRet, IommuFault, IommuMap, IommuUnmap, Irq,
+    MDEV_PIN_PAGES, MdevDma, MsiHandler, Step, VfioOpen, fd_kind, feature, ioctl,
+};
+
+use super::procfs::{self, SeedFd};
+use super::records::{Record, cstr, u32_at, u64_at};
+use crate::model::{MigFlags, MigState};
+use crate::trace::{DataDir, DmaSource, Event, EventKind, IrqKind};
+
+/// `sizeof(struct vfio_iommu_type1_dma_map)`: tells MAP_DMA from PCI_HOT_RESET on an fd of
+/// unknown kind (both are 0x3B71).
+const DMA_MAP_ARGSZ: u32 = 32;
+/// `IOMMU_FAULT_WRITE` (include/linux/iommu.h), the write bit of io_page_fault's flags.
+const IOMMU_FAULT_WRITE: i32 = 0x1;
+/// Flags declared for a device whose VFIO_DEVICE_FEATURE_MIGRATION GET was never seen (see
+/// [`Attributor::release`]): STOP_COPY is what every migratable device must support.
+const UNSEEN_FLAGS: u32 = MigFlags::STOP_COPY;
+
+/// Which pids to keep: the given ones and their descendants.
+pub struct PidFilter {
+    roots: HashSet<u32>,
+    cache: HashMap<u32, bool>,
+    parent: Box<dyn Fn(u32) -> Option<u32> + Send>,
+}
+
+impl PidFilter {
+    pub fn new(roots: &[u32]) -> Self {
+        Self::with_parent(roots, Box::new(procfs::parent_of))
+    }
+
+    pub fn with_parent(roots: &[u32], parent: Box<dyn Fn(u32) -> Option<u32> + Send>) -> Self {
+        PidFilter {
+            roots: roots.iter().copied().collect(),
+            cache: HashMap::new(),
+            parent,
+        }
+    }
+
+    /// Accepts `child`, seen being created by an accepted process (it may exit before its
+    /// ancestry could be read from /proc).
+    pub fn adopt(&mut self, child: u32) {
+        self.cache.insert(child, true);
+    }
+
+    pub fn accepts(&mut self, pid: u32) -> bool {
+        if let Some(&v) = self.cache.get(&pid) {
+            return v;
+        }
+        let mut at = pid;
+        let mut ok = false;
+        for _ in 0..64 {
+            if self.roots.contains(&at) {
+                ok = true;
+                break;
+            }
+            match (self.parent)(at) {
+                Some(p) if p != 0 && p != at => at = p,
+                _ => break,
+            }
+        }
+        self.cache.insert(pid, ok);
+        ok
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct FdInfo {
+    kind: u32,
+    dev: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+struct DevInfo {
+    ctx: String,
+    owner: Option<u32>,
+    /// An fd of `owner` that stands for the device (for querying its flags).
+    fd: Option<i32>,
+    flags: Option<MigFlags>,
+    driver: Option<String>,
+}
+
+/// Asks the kernel for a device's migration flags through (pid, fd); `Err` says why not.
+pub type FlagQuery = Box<dyn Fn(u32, i32) -> Result<u32, String> + Send>;
+
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    fd: i32,
+}
+
+/// Records in, trace events out.
+pub struct Attributor {
+    filter: Option<PidFilter>,
+    /// Whether `irq:irq_handler_entry` is attached (then `vfio_msihandler` hits are redundant).
+    irq_tracepoint: bool,
+    fds: HashMap<(u32, i32), FdInfo>,
+    /// (pid, group fd) -> container fd.
+    group_container: HashMap<(u32, i32), i32>,
+    /// (pid, device fd) -> ctx learned from VFIO_DEVICE_BIND_IOMMUFD.
+    bound: HashMap<(u32, i32), String>,
+    devices: HashMap<String, DevInfo>,
+    /// Devices of groups held by a process (seeded from /proc), for interrupt attribution.
+    group_owner: HashMap<String, u32>,
+    declared: HashSet<String>,
+    inflight: HashMap<u32, Pending>,
+    vdevs: HashMap<u64, String>,
+    pending: Vec<Event>,
+    query: FlagQuery,
+}
+
+impl Attributor {
+    pub fn new(filter: Option<PidFilter>, irq_tracepoint: bool) -> Self {
+        Self::with_query(
+            filter,
+            irq_tracepoint,
+            Box::new(|pid, fd| procfs::query_mig_flags(pid, fd).map_err(|e| e.to_string())),
+        )
+    }
+
+    pub fn with_query(filter: Option<PidFilter>, irq_tracepoint: bool, query: FlagQuery) -> Self {
+        Attributor {
+            query,
+            filter,
+            irq_tracepoint,
+            fds: HashMap::new(),
+            group_container: HashMap::new(),
+            bound: HashMap::new(),
+            devices: HashMap::new(),
+            group_owner: HashMap::new(),
+            declared: HashSet::new(),
+            inflight: HashMap::new(),
+            vdevs: HashMap::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Learns fds that existed before capture started.
+    pub fn seed(&mut self, seeds: &[SeedFd]) {
+        for s in seeds {
+            if let Some(f) = self.filter.as_mut()
+                && !f.accepts(s.pid)
+            {
+                continue;
+            }
+            for d in &s.group_devs {
+                self.group_owner.insert(d.clone(), s.pid);
+            }
+            if let Some(dev) = &s.dev {
+                self.device_entry(dev, s.pid, format!("pid{}", s.pid))
+                    .fd
+                    .get_or_insert(s.fd);
+            }
+            self.fds.insert(
+                (s.pid, s.fd),
+                FdInfo {
+                    kind: s.kind,
+                    dev: s.dev.clone(),
+                },
+            );
+        }
+    }
+
+    /// Names an fd that capture could not see being opened (e.g. a controller's own device
+    /// fds opened before capture started): `fd` of `pid` is device `dev` in context `ctx`,
+    /// with its migration flags when the caller knows them.
+    pub fn declare_fd(&mut self, pid: u32, fd: i32, dev: &str, ctx: &str, flags: Option<MigFlags>) {
+        let entry = self.device_entry(dev, pid, ctx.to_owned());
+        entry.fd.get_or_insert(fd);
+        if !self.declared.contains(dev)
+            && let Some(d) = self.devices.get_mut(dev)
+        {
+            d.ctx = ctx.to_owned();
+            d.owner = Some(pid);
+            if flags.is_some() {
+                d.flags = flags;
+            }
+        }
+        self.fds.insert(
+            (pid, fd),
+            FdInfo {
+                kind: fd_kind::DEVICE,
+                dev: Some(dev.to_owned()),
+            },
+        );
+    }
+
+    /// Forgets every fd of processes that no longer exist (an exit closes fds without the
+    /// close syscall, and pids are reused); returns the (pid, fd) pairs forgotten.
+    pub fn purge_dead(&mut self, alive: impl Fn(u32) -> bool) -> Vec<(u32, i32)> {
+        let mut pids: Vec<u32> = self.fds.keys().map(|&(p, _)| p).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        let dead: HashSet<u32> = pids.into_iter().filter(|&p| !alive(p)).collect();
+        if dead.is_empty() {
+            return Vec::new();
+        }
+        let gone: Vec<(u32, i32)> = self
+            .fds
+            .keys()
+            .filter(|(p, _)| dead.contains(p))
+            .copied()
+            .collect();
+        for k in &gone {
+            self.fds.remove(k);
+            self.group_container.remove(k);
+            self.bound.remove(k);
+        }
+        if let Some(f) = self.filter.as_mut() {
+            for p in &dead {
+                f.cache.remove(p);
+            }
+        }
+        gone
+    }
+
+    fn accepts(&mut self, pid: u32) -> bool {
+        match self.filter.as_mut() {
+            None => true,
+            Some(f) => f.accepts(pid),
+        }
+    }
+
+    /// Whether evidence about `dev` (interrupts, faults) belongs to the recorded processes.
+    fn accepts_dev(&mut self, dev: &str) -> bool {
+        if self.filter.is_none() {
+            return true;
+        }
+        match self.owner_of(dev) {
+            Some(p) => self.accepts(p),
+            None => false,
+        }
+    }
+
+    fn owner_of(&self, dev: &str) -> Option<u32> {
+        self.devices
+            .get(dev)
+            .and_then(|d| d.owner)
+            .or_else(|| self.group_owner.get(dev).copied())
+    }
+
+    fn device_entry(&mut self, dev: &str, pid: u32, ctx: String) -> &mut DevInfo {
+        self.devices
+            .entry(dev.to_owned())
+            .or_insert_with(|| DevInfo {
+                ctx,
+                owner: Some(pid),
+                fd: None,
+                flags: None,
+                driver: procfs::pci_driver(dev),
+            })
+    }
+
+    /// The device an fd of `pid` stands for; an fd never seen is named `fd:N@pid`.
+    fn dev_of(&mut self, pid: u32, fd: i32) -> String {
+        if let Some(dev) = self.fds.get(&(pid, fd)).and_then(|f| f.dev.clone()) {
+            return dev;
+        }
+        let dev = format!("fd:{fd}@{pid}");
+        let ctx = self
+            .bound
+            .get(&(pid, fd))
+            .cloned()
+            .unwrap_or_else(|| format!("pid{pid}"));
+        self.device_entry(&dev, pid, ctx).fd.get_or_insert(fd);
+        dev
+    }
+
+    fn kind_of(&self, pid: u32, fd: i32) -> Option<u32> {
+        self.fds.get(&(pid, fd)).map(|f| f.kind)
+    }
+
+    fn ctx_of_group(&self, pid: u32, group_fd: i32) -> String {
+        match self.group_container.get(&(pid, group_fd)) {
+            Some(c) => format!("pid{pid}:container{c}"),
+            None => format!("pid{pid}"),
+        }
+    }
+
+    /// The address-space context an fd (container or iommufd) names.
+    fn ctx_of_fd(&self, pid: u32, fd: i32) -> String {
+        match self.kind_of(pid, fd) {
+            Some(fd_kind::IOMMUFD) => format!("pid{pid}:iommufd{fd}"),
+            Some(fd_kind::GROUP) => self.ctx_of_group(pid, fd),
+            _ => format!("pid{pid}:container{fd}"),
+        }
+    }
+
+    fn emit(&mut self, t: u64, pid: Option<u32>, kind: EventKind) {
+        self.pending.push(Event { t, pid, kind });
+    }
+
+    /// Adds an event produced outside the probe records (e.g. `lost`).
+    pub fn push_event(&mut self, ev: Event) {
+        self.pending.push(ev);
+    }
+
+    pub fn push(&mut self, rec: &Record) {
+        match rec {
+            Record::IoctlCall(c) => self.ioctl_call(c),
+            Record::IoctlRet(r) => self.ioctl_ret(r),
+            Record::VfioOpen(o) => self.open(o),
+            Record::FdClose(c) => {
+                self.fds.remove(&(c.hdr.pid, c.fd));
+                self.group_container.remove(&(c.hdr.pid, c.fd));
+                self.bound.remove(&(c.hdr.pid, c.fd));
+            }
+            Record::Step(s) => self.step(s),
+            Record::Irq(i) => self.irq(i),
+            Record::IommuMap(m) => self.iommu_map(m),
+            Record::IommuUnmap(u) => self.iommu_unmap(u),
+            Record::IommuFault(f) => self.fault(f),
+            Record::DataXfer(d) => self.data(d),
+            Record::MdevDma(m) => self.mdev(m),
+            Record::MsiHandler(m) => self.msi(m),
+            Record::Fork(f) => {
+                if let Some(filter) = self.filter.as_mut()
+                    && filter.accepts(f.hdr.pid)
+                {
+                    filter.adopt(f.child_pid);
+                }
+            }
+        }
+    }
+
+    fn ioctl_call(&mut self, c: &IoctlCall) {
+        let pid = c.hdr.pid;
+        if !self.accepts(pid) {
+            return;
+        }
+        self.inflight.insert(c.hdr.tid, Pending { fd: c.fd });
+        if c.cmd != ioctl::DEVICE_FEATURE || self.kind_of(pid, c.fd) == Some(fd_kind::CONTAINER) {
+            return;
+        }
+        let Some(flags) = u32_at(&c.payload, c.payload_len, 4) else {
+            return;
+        };
+        if flags & feature::PROBE != 0
+            || flags & feature::MASK != feature::MIG_DEVICE_STATE
+            || flags & feature::SET == 0
+        {
+            return;
+        }
+        let Some(to) = u32_at(&c.payload, c.payload_len, 8).and_then(MigState::from_u32) else {
+            return;
+        };
+        let dev = self.dev_of(pid, c.fd);
+        self.emit(c.hdr.ts_ns, Some(pid), EventKind::Set { dev, to });
+    }
+
+    fn ioctl_ret(&mut self, r: &IoctlRet) {
+        let pid = r.hdr.pid;
+        if !self.accepts(pid) {
+            return;
+        }
+        self.inflight.remove(&r.hdr.tid);
+        let t = r.hdr.ts_ns;
+        let ret = r.ret.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+        let (p, n) = (&r.payload, r.payload_len);
+        let kind = self.kind_of(pid, r.fd);
+        match r.cmd {
+            ioctl::GROUP_SET_CONTAINER if ret == 0 => {
+                if let Some(c) = u32_at(p, n, 0) {
+                    self.group_container.insert((pid, r.fd), c as i32);
+                }
+            }
+            ioctl::GROUP_GET_DEVICE_FD if ret >= 0 => {
+                let name = cstr(&p[..(n as usize).min(p.len())]);
+                let ctx = self.ctx_of_group(pid, r.fd);
+                let dev = if name.is_empty() {
+                    format!("fd:{ret}@{pid}")
+                } else {
+                    name
+                };
+                self.device_entry(&dev, pid, ctx).fd.get_or_insert(ret);
+                self.fds.insert(
+                    (pid, ret),
+                    FdInfo {
+                        kind: fd_kind::DEVICE,
+                        dev: Some(dev),
+                    },
+                );
+            }
+            ioctl::DEVICE_BIND_IOMMUFD if ret == 0 => {
+                if let Some(iommufd) = u32_at(p, n, 8) {
+                    let ctx = format!("pid{pid}:iommufd{}", iommufd as i32);
+                    self.bound.insert((pid, r.fd), ctx.clone());
+                    if let Some(dev) = self.fds.get(&(pid, r.fd)).and_then(|f| f.dev.clone())
+                        && !self.declared.contains(&dev)
+                        && let Some(d) = self.devices.get_mut(&dev)
+                    {
+                        d.ctx = ctx;
+                    }
+                }
+            }
+            ioctl::DEVICE_FEATURE if kind != Some(fd_kind::CONTAINER) => {
+                self.feature_ret(r, ret);
+            }
+            ioctl::DEVICE_SET_IRQS if kind != Some(fd_kind::CONTAINER) => {
+                // struct vfio_irq_set {argsz, flags, index, start, count, data[]}: which
+                // vectors the user wired up or tore down, as a note on the timeline.
+                if let (Some(flags), Some(index), Some(start), Some(count)) = (
+                    u32_at(p, n, 4),
+                    u32_at(p, n, 8),
+                    u32_at(p, n, 12),
+                    u32_at(p, n, 16),
+                ) {
+                    let dev = self.dev_of(pid, r.fd);
+                    let label = format!(
+                        "set_irqs {dev} index {index} start {start} count {count} {} ret={ret}",
+                        irq_set_action(flags)
+                    );
+                    self.emit(t, Some(pid), EventKind::Mark { label });
+                }
+            }
+            ioctl::DEVICE_RESET => {
+                let dev = self.dev_of(pid, r.fd);
+                self.emit(t, Some(pid), EventKind::Reset { dev, ret });
+            }
+            ioctl::IOMMU_MAP_DMA if ret == 0 && self.is_container_cmd(kind, p, n) => {
+                if let (Some(iova), Some(len)) = (u64_at(p, n, 16), u64_at(p, n, 24)) {
+                    let ctx = self.ctx_of_fd(pid, r.fd);
+                    self.emit(t, Some(pid), EventKind::Map { ctx, iova, len });
+                }
+            }
+            ioctl::IOMMU_UNMAP_DMA if ret == 0 && self.is_container_cmd(kind, p, n) => {
+                if let (Some(iova), Some(len)) = (u64_at(p, n, 8), u64_at(p, n, 16)) {
+                    let ctx = self.ctx_of_fd(pid, r.fd);
+                    self.emit(t, Some(pid), EventKind::Unmap { ctx, iova, len });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// 0x3B71/0x3B72 are MAP/UNMAP_DMA on a container and other commands on a device fd.
+    fn is_container_cmd(&self, kind: Option<u32>, p: &[u8], n: u32) -> bool {
+        match kind {
+            Some(fd_kind::CONTAINER) => true,
+            Some(_) => false,
+            None => u32_at(p, n, 0).is_some_and(|argsz| argsz >= DMA_MAP_ARGSZ - 8),
+        }
+    }
+
+    fn feature_ret(&mut self, r: &IoctlRet, ret: i32) {
+        let pid = r.hdr.pid;
+        let t = r.hdr.ts_ns;
+        let (p, n) = (&r.payload, r.payload_len);
+        let Some(flags) = u32_at(p, n, 4) else {
+            return;
+        };
+        if flags & feature::PROBE != 0 {
+            return;
+        }
+        let get = flags & feature::GET != 0;
+        let set = flags & feature::SET != 0;
+        match flags & feature::MASK {
+            feature::MIGRATION if get && ret == 0 => {
+                if let Some(bits) = u64_at(p, n, 8) {
+                    let dev = self.dev_of(pid, r.fd);
+                    if let Some(d) = self.devices.get_mut(&dev) {
+                        d.flags = Some(MigFlags(bits as u32));
+                    }
+                }
+            }
+            feature::MIG_DEVICE_STATE if set => {
+                let Some(to) = u32_at(p, n, 8).and_then(MigState::from_u32) else {
+                    return;
+                };
+                let dev = self.dev_of(pid, r.fd);
+                let data_fd = u32_at(p, n, 12)
+                    .map(|v| v as i32)
+                    .filter(|&fd| ret == 0 && fd >= 0);
+                if let Some(fd) = data_fd {
+                    self.fds.insert(
+                        (pid, fd),
+                        FdInfo {
+                            kind: fd_kind::DATA,
+                            dev: Some(dev.clone()),
+                        },
+                    );
+                }
+                self.emit(
+                    t,
+                    Some(pid),
+                    EventKind::SetDone {
+                        dev,
+                        to,
+                        ret,
+                        data_fd,
+                    },
+                );
+            }
+            feature::MIG_DEVICE_STATE if get && ret == 0 => {
+                if let Some(state) = u32_at(p, n, 8).and_then(MigState::from_u32) {
+                    let dev = self.dev_of(pid, r.fd);
+                    self.emit(t, Some(pid), EventKind::Get { dev, state });
+                }
+            }
+            f @ (feature::DMA_LOGGING_START
+            | feature::DMA_LOGGING_STOP
+            | feature::DMA_LOGGING_REPORT) => {
+                let what = match f {
+                    feature::DMA_LOGGING_START => "start",
+                    feature::DMA_LOGGING_STOP => "stop",
+                    _ => "report",
+                };
+                let dev = self.dev_of(pid, r.fd);
+                let label = format!("dma_logging {what} {dev} ret={ret}");
+                self.emit(t, Some(pid), EventKind::Mark { label });
+            }
+            _ => {}
+        }
+    }
+
+    fn open(&mut self, o: &VfioOpen) {
+        let pid = o.hdr.pid;
+        if !self.accepts(pid) {
+            return;
+        }
+        let path = cstr(&o.path);
+        let dev = match o.fd_kind {
+            fd_kind::CDEV => procfs::cdev_device(&path),
+            fd_kind::GROUP => {
+                let group = path.trim_start_matches("/dev/vfio/");
+                for d in procfs::group_devices(group.trim_start_matches("noiommu-")) {
+                    self.group_owner.insert(d, pid);
+                }
+                None
+            }
+            _ => None,
+        };
+        if let Some(d) = &dev {
+            self.device_entry(d, pid, format!("pid{pid}"))
+                .fd
+                .get_or_insert(o.fd);
+        }
+        self.fds.insert(
+            (pid, o.fd),
+            FdInfo {
+                kind: o.fd_kind,
+                dev,
+            },
+        );
+    }
+
+    fn step(&mut self, s: &Step) {
+        let pid = s.hdr.pid;
+        if !self.accepts(pid) {
+            return;
+        }
+        let dev = match self.inflight.get(&s.hdr.tid).copied() {
+            Some(p) => {
+                let dev = self.dev_of(pid, p.fd);
+                if s.vdev != 0 {
+                    self.vdevs.insert(s.vdev, dev.clone());
+                }
+                dev
+            }
+            None => match self.vdevs.get(&s.vdev) {
+                Some(d) => d.clone(),
+                None => {
+                    let dev = format!("vdev:{:#x}", s.vdev);
+                    self.device_entry(&dev, pid, format!("pid{pid}"));
+                    dev
+                }
+            },
+        };
+        // A failed call took no arc; without `*next` the arc is unknown (fexit on kernels
+        // whose verifier refuses the enum pointer, which the kprobe pair avoids).
+        if s.ret != 0 || s.has_next == 0 {
+            return;
+        }
+        let (Some(from), Some(to)) = (MigState::from_u32(s.cur), MigState::from_u32(s.next)) else {
+            return;
+        };
+        self.emit(s.hdr.ts_ns, Some(pid), EventKind::Step { dev, from, to });
+    }
+
+    fn irq(&mut self, i: &Irq) {
+        let name = cstr(&i.name);
+        let Some((kind, vector, dev)) = parse_irq_name(&name) else {
+            return;
+        };
+        if !self.accepts_dev(&dev) {
+            return;
+        }
+        let owner = self.owner_of(&dev);
+        self.emit(i.hdr.ts_ns, owner, EventKind::Irq { dev, kind, vector });
+    }
+
+    fn msi(&mut self, m: &MsiHandler) {
+        if self.irq_tracepoint {
+            return;
+        }
+        let Some(name) = irq_name(m.irq) else {
+            return;
+        };
+        let Some((kind, vector, dev)) = parse_irq_name(&name) else {
+            return;
+        };
+        if !self.accepts_dev(&dev) {
+            return;
+        }
+        let owner = self.owner_of(&dev);
+        self.emit(m.hdr.ts_ns, owner, EventKind::Irq { dev, kind, vector });
+    }
+
+    /// IOMMU changes inside MAP_DMA/UNMAP_DMA are already `map`/`unmap` events from the ioctl
+    /// itself (the request's exact extent); the tracepoint adds those made by other paths
+    /// (iommufd IOAS ioctls).
+    fn folded(&self, pid: u32, fd: i32, cmd: u32) -> bool {
+        matches!(cmd, ioctl::IOMMU_MAP_DMA | ioctl::IOMMU_UNMAP_DMA)
+            && matches!(self.kind_of(pid, fd), Some(fd_kind::CONTAINER) | None)
+    }
+
+    fn iommu_map(&mut self, m: &IommuMap) {
+        let pid = m.hdr.pid;
+        if !self.accepts(pid) || self.folded(pid, m.fd, m.cmd) {
+            return;
+        }
+        let ctx = self.ctx_of_fd(pid, m.fd);
+        let (iova, len) = (m.iova, m.size);
+        self.emit(m.hdr.ts_ns, Some(pid), EventKind::Map { ctx, iova, len });
+    }
+
+    fn iommu_unmap(&mut self, u: &IommuUnmap) {
+        let pid = u.hdr.pid;
+        if !self.accepts(pid) || self.folded(pid, u.fd, u.cmd) {
+            return;
+        }
+        let ctx = self.ctx_of_fd(pid, u.fd);
+        let len = if u.unmapped != 0 { u.unmapped } else { u.size };
+        let iova = u.iova;
+        self.emit(u.hdr.ts_ns, Some(pid), EventKind::Unmap { ctx, iova, len });
+    }
+
+    fn fault(&mut self, f: &IommuFault) {
+        let dev = cstr(&f.device);
+        if dev.is_empty() || !self.accepts_dev(&dev) {
+            return;
+        }
+        let owner = self.owner_of(&dev);
+        let ev = EventKind::Dma {
+            dev,
+            src: DmaSource::Fault,
+            iova: f.iova,
+            // The fault reports an address, not an extent.
+            len: 0,
+            write: f.flags & IOMMU_FAULT_WRITE != 0,
+            window: None,
+            p2p: None,
+        };
+        self.emit(f.hdr.ts_ns, owner, ev);
+    }
+
+    fn data(&mut self, d: &DataXfer) {
+        let pid = d.hdr.pid;
+        if d.ret <= 0 || !self.accepts(pid) {
+            return;
+        }
+        let Some(dev) = self.fds.get(&(pid, d.fd)).and_then(|f| f.dev.clone()) else {
+            return;
+        };
+        let dir = if d.dir == DATA_WRITE {
+            DataDir::Load
+        } else {
+            DataDir::Save
+        };
+        let bytes = d.ret as u64;
+        self.emit(d.hdr.ts_ns, Some(pid), EventKind::Data { dev, dir, bytes });
+    }
+
+    fn mdev(&mut self, m: &MdevDma) {
+        let dev = match self.vdevs.get(&m.vdev) {
+            Some(d) => d.clone(),
+            None => format!("vdev:{:#x}", m.vdev),
+        };
+        if !self.accepts_dev(&dev) {
+            return;
+        }
+        let owner = self.owner_of(&dev);
+        if owner.is_none() {
+            self.device_entry(&dev, m.hdr.pid, "unattributed".to_owned());
+        }
+        let len = if m.func == MDEV_PIN_PAGES {
+            m.len.saturating_mul(page_size())
+        } else {
+            m.len
+        };
+        let ev = EventKind::Dma {
+            dev,
+            src: DmaSource::MdevDma,
+            iova: m.iova,
+            len,
+            write: m.write != 0,
+            window: None,
+            p2p: None,
+        };
+        self.emit(m.hdr.ts_ns, owner, ev);
+    }
+
+    /// Takes the events with `t <= upto` (all with `None`) in time order, each device declared
+    /// before its first use.
+    ///
+    /// A device whose VFIO_DEVICE_FEATURE_MIGRATION GET was never seen (its user queried it
+    /// before recording started) has its flags asked from the kernel through a duplicate of
+    /// its user's fd ([`procfs::query_mig_flags`]). When that fails too it is declared with
+    /// STOP_COPY only, the one flag every migratable device has, and a `mark` says so: the
+    /// verifier then treats SETs into P2P or PRE_COPY states on it as unsupported, which is
+    /// visible rather than silently assumed.
+    pub fn release(&mut self, upto: Option<u64>) -> Vec<Event> {
+        self.pending.sort_by_key(|e| e.t);
+        let cut = match upto {
+            None => self.pending.len(),
+            Some(u) => self.pending.partition_point(|e| e.t <= u),
+        };
+        let ready: Vec<Event> = self.pending.drain(..cut).collect();
+        let mut out = Vec::with_capacity(ready.len());
+        for ev in ready {
+            if let Some(dev) = ev.kind.dev()
+                && !matches!(ev.kind, EventKind::Device { .. })
+                && !self.declared.contains(dev)
+            {
+                let dev = dev.to_owned();
+                self.declared.insert(dev.clone());
+                let mut info = self.devices.get(&dev).cloned().unwrap_or(DevInfo {
+                    ctx: "unattributed".to_owned(),
+                    owner: None,
+                    fd: None,
+                    flags: None,
+                    driver: None,
+                });
+                if info.flags.is_none() {
+                    let asked = match (info.owner, info.fd) {
+                        (Some(pid), Some(fd)) => (self.query)(pid, fd),
+                        _ => Err("no fd of its user is known".to_owned()),
+                    };
+                    match asked {
+                        Ok(bits) => info.flags = Some(MigFlags(bits)),
+                        Err(why) => out.push(Event {
+                            t: ev.t,
+                            pid: None,
+                            kind: EventKind::Mark {
+                                label: format!(
+                                    "migration flags of {dev} unknown (not seen while recording; \
+                                     asking the kernel failed: {why}): declared STOP_COPY only"
+                                ),
+                            },
+                        }),
+                    }
+                    if let Some(d) = self.devices.get_mut(&dev) {
+                        d.flags = info.flags;
+                    }
+                }
+                out.push(Event {
+                    t: ev.t,
+                    pid: info.owner,
+                    kind: EventKind::Device {
+                        dev,
+                        flags: info.flags.unwrap_or(MigFlags(UNSEEN_FLAGS)),
+                        ctx: info.ctx,
+                        state: MigState::Running,
+                        driver: info.driver,
+                    },
+                });
+            }
+            out.push(ev);
+        }
+        out
+    }
+}
+
+/// Parses `vfio-msi[N](BDF)`, `vfio-msix[N](BDF)`, `vfio-intx(BDF)` (the names
+/// drivers/vfio/pci/vfio_pci_intrs.c gives its handlers).
+pub fn parse_irq_name(name: &str) -> Option<(IrqKind, u32, String)> {
+    let rest = name.strip_prefix("vfio-")?;
+    let (kind, rest) = if let Some(r) = rest.strip_prefix("msix") {
+        (IrqKind::Msix, r)
+    } else if let Some(r) = rest.strip_prefix("msi") {
+        (IrqKind::Msi, r)
+    } else if let Some(r) = rest.strip_prefix("intx") {
+        (IrqKind::Intx, r)
+    } else {
+        return None;
+    };
+    let (vector, rest) = match rest.strip_prefix('[') {
+        Some(r) => {
+            let (n, r) = r.split_once(']')?;
+            (n.parse().ok()?, r)
+        }
+        None => (0, rest),
+    };
+    let dev = rest.strip_prefix('(')?.split(')').next()?;
+    if dev.is_empty() {
+        return None;
+    }
+    Some((kind, vector, dev.to_owned()))
+}
+
+/// `VFIO_IRQ_SET_*` flags in words (include/uapi/linux/vfio.h).
+fn irq_set_action(flags: u32) -> String {
+    let data = match flags & 0x7 {
+        1 => "none",
+        2 => "bool",
+        4 => "eventfd",
+        _ => "?",
+    };
+    let action = match flags & 0x38 {
+        0x08 => "mask",
+        0x10 => "unmask",
+        0x20 => "trigger",
+        _ => "?",
+    };
+    format!("{action}/{data}")
+}
+
+/// The handler name of interrupt `irq` from /proc/interrupts (last column).
+fn irq_name(irq: i32) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/interrupts").ok()?;
+    let key = format!("{irq}:");
+    text.lines()
+        .find(|l| l.trim_start().starts_with(&key))
+        .and_then(|l| l.split_whitespace().last().map(str::to_owned))
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as u64 } else { 4096 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use probe_common::abi::{EventHeader, EventKind as K, PAYLOAD_LEN};
+
+    fn hdr(kind: K, t: u64, pid: u32, tid: u32) -> EventHeader {
+        EventHeader {
+            kind: kind as u32,
+            size: 0,
+            ts_ns: t,
+            pid,
+            tid,
+        }
+    }
+
+    fn payload(words: &[u32]) -> ([u8; PAYLOAD_LEN], u32) {
+        let mut p = [0u8; PAYLOAD_LEN];
+        for (i, w) in words.iter().enumerate() {
+            p[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        (p, (words.len() * 4) as u32)
+    }
+
+    fn call(t: u64, pid: u32, fd: i32, cmd: u32, words: &[u32]) -> Record {
+        let (payload, payload_len) = payload(words);
+        Record::IoctlCall(IoctlCall {
+            hdr: hdr(K::IoctlCall, t, pid, pid),
+            fd,
+            cmd,
+            arg: 0x1000,
+            payload_len,
+            _pad: 0,
+            payload,
+        })
+    }
+
+    fn ret(t: u64, pid: u32, fd: i32, cmd: u32, r: i64, words: &[u32]) -> Record {
+        let (payload, payload_len) = payload(words);
+        Record::IoctlRet(IoctlRet {
+            hdr: hdr(K::IoctlRet, t, pid, pid),
+            fd,
+            cmd,
+            ret: r,
+            enter_ns: 0,
+            payload_len,
+            _pad: 0,
+            payload,
+        })
+    }
+
+    fn name_ret(t: u64, pid: u32, group_fd: i32, dev_fd: i64, name: &str) -> Record {
+        let mut payload = [0u8; PAYLOAD_LEN];
+        payload[..name.len()].copy_from_slice(name.as_bytes());
+        Record::IoctlRet(IoctlRet {
+            hdr: hdr(K::IoctlRet, t, pid, pid),
+            fd: group_fd,
+            cmd: ioctl::GROUP_GET_DEVICE_FD,
+            ret: dev_fd,
+            enter_ns: 0,
+            payload_len: name.len() as u32 + 1,
+            _pad: 0,
+            payload,
+        })
+    }
+
+    fn open(t: u64, pid: u32, fd: i32, kind: u32, path: &str) -> Record {
+        let mut p = [0u8; 64];
+        p[..path.len()].copy_from_slice(path.as_bytes());
+        Record::VfioOpen(VfioOpen {
+            hdr: hdr(K::VfioOpen, t, pid, pid),
+            fd,
+            fd_kind: kind,
+            path: p,
+        })
+    }
+
+    fn no_query() -> FlagQuery {
+        Box::new(|_, _| Err("test".to_owned()))
+    }
+
+    const SET_STATE: u32 = feature::SET | feature::MIG_DEVICE_STATE;
+    const GET_MIGRATION: u32 = feature::GET | feature::MIGRATION;
+
+    #[test]
+    fn set_on_unknown_fd_is_named_fd_at_pid() {
+        let mut a = Attributor::with_query(None, true, no_query());
+        a.push(&call(
+            10,
+            50,
+            7,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, 5, 0],
+        ));
+        a.push(&ret(
+            20,
+            50,
+            7,
+            ioctl::DEVICE_FEATURE,
+            -25,
+            &[16, SET_STATE, 5, 0],
+        ));
+        let evs = a.release(None);
+        let kinds: Vec<&str> = evs.iter().map(|e| e.kind.ev()).collect();
+        assert_eq!(kinds, ["mark", "device", "set", "set_done"]);
+        assert_eq!(
+            evs[2].kind,
+            EventKind::Set {
+                dev: "fd:7@50".into(),
+                to: MigState::RunningP2p
+            }
+        );
+        assert_eq!(
+            evs[3].kind,
+            EventKind::SetDone {
+                dev: "fd:7@50".into(),
+                to: MigState::RunningP2p,
+                ret: -25,
+                data_fd: None
+            }
+        );
+        assert_eq!(evs[3].pid, Some(50));
+    }
+
+    #[test]
+    fn group_device_flags_context_steps_and_data() {
+        let mut a = Attributor::with_query(None, true, no_query());
+        a.push(&open(1, 9, 3, fd_kind::CONTAINER, "/dev/vfio/vfio"));
+        a.push(&open(2, 9, 4, fd_kind::GROUP, "/dev/vfio/12"));
+        a.push(&call(3, 9, 4, ioctl::GROUP_SET_CONTAINER, &[3]));
+        a.push(&ret(4, 9, 4, ioctl::GROUP_SET_CONTAINER, 0, &[3]));
+        a.push(&name_ret(5, 9, 4, 6, "0000:7f:1f.7"));
+        a.push(&ret(
+            6,
+            9,
+            6,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, GET_MIGRATION, 3, 0],
+        ));
+        // 0x3B75 on the container is DIRTY_PAGES: ignored.
+        a.push(&ret(
+            7,
+            9,
+            3,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, SET_STATE, 1, 0],
+        ));
+        a.push(&call(
+            8,
+            9,
+            6,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, 3, 0],
+        ));
+        for (t, cur, next) in [(9, 2, 5), (10, 5, 1), (11, 1, 3)] {
+            a.push(&Record::Step(Step {
+                hdr: hdr(K::Step, t, 9, 9),
+                vdev: 0xffff_8880_0000_1000,
+                cur,
+                new: 3,
+                next,
+                ret: 0,
+                hook: 2,
+                has_next: 1,
+            }));
+        }
+        a.push(&ret(
+            12,
+            9,
+            6,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, SET_STATE, 3, 8],
+        ));
+        a.push(&Record::DataXfer(DataXfer {
+            hdr: hdr(K::DataXfer, 13, 9, 9),
+            fd: 8,
+            dir: 0,
+            ret: 4096,
+        }));
+        a.push(&ret(
+            14,
+            9,
+            3,
+            ioctl::IOMMU_MAP_DMA,
+            0,
+            &[32, 3, 0x1000, 0, 0x10_0000, 0, 0x2000, 0],
+        ));
+        let evs = a.release(None);
+        let kinds: Vec<&str> = evs.iter().map(|e| e.kind.ev()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "device", "set", "step", "step", "step", "set_done", "data", "map"
+            ]
+        );
+        assert_eq!(
+            evs[0].kind,
+            EventKind::Device {
+                dev: "0000:7f:1f.7".into(),
+                flags: MigFlags(3),
+                ctx: "pid9:container3".into(),
+                state: MigState::Running,
+                driver: None,
+            }
+        );
+        assert_eq!(
+            evs[4].kind,
+            EventKind::Step {
+                dev: "0000:7f:1f.7".into(),
+                from: MigState::Stop,
+                to: MigState::StopCopy
+            }
+        );
+        assert_eq!(
+            evs[5].kind,
+            EventKind::SetDone {
+                dev: "0000:7f:1f.7".into(),
+                to: MigState::StopCopy,
+                ret: 0,
+                data_fd: Some(8)
+            }
+        );
+        assert_eq!(
+            evs[6].kind,
+            EventKind::Data {
+                dev: "0000:7f:1f.7".into(),
+                dir: DataDir::Save,
+                bytes: 4096
+            }
+        );
+        assert_eq!(
+            evs[7].kind,
+            EventKind::Map {
+                ctx: "pid9:container3".into(),
+                iova: 0x10_0000,
+                len: 0x2000
+            }
+        );
+    }
+
+    #[test]
+    fn unseen_flags_are_asked_and_declared_fds_named() {
+        let mut a = Attributor::with_query(
+            None,
+            true,
+            Box::new(|pid, fd| {
+                assert_eq!((pid, fd), (77, 9));
+                Ok(MigFlags::STOP_COPY | MigFlags::P2P)
+            }),
+        );
+        a.push(&call(
+            1,
+            77,
+            9,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, 5, 0],
+        ));
+        a.declare_fd(77, 12, "0000:7f:00.1", "drive", Some(MigFlags(7)));
+        a.push(&call(
+            2,
+            77,
+            12,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, 1, 0],
+        ));
+        let evs = a.release(None);
+        let kinds: Vec<&str> = evs.iter().map(|e| e.kind.ev()).collect();
+        assert_eq!(kinds, ["device", "set", "device", "set"]);
+        assert!(matches!(&evs[0].kind,
+            EventKind::Device { dev, flags, .. } if dev == "fd:9@77" && *flags == MigFlags(3)));
+        assert!(matches!(&evs[2].kind,
+            EventKind::Device { dev, flags, ctx, .. }
+                if dev == "0000:7f:00.1" && *flags == MigFlags(7) && ctx == "drive"));
+    }
+
+    #[test]
+    fn iommu_tracepoints_fold_into_map_dma_and_attribute_the_rest() {
+        let mut a = Attributor::with_query(None, true, no_query());
+        a.push(&open(1, 4, 3, fd_kind::CONTAINER, "/dev/vfio/vfio"));
+        a.push(&open(2, 4, 5, fd_kind::IOMMUFD, "/dev/iommu"));
+        let map = |t, fd, cmd| {
+            Record::IommuMap(IommuMap {
+                hdr: hdr(K::IommuMap, t, 4, 4),
+                iova: 0x1000,
+                paddr: 0x9000,
+                size: 0x1000,
+                fd,
+                cmd,
+            })
+        };
+        // Inside MAP_DMA on the container: the ioctl's own `map` covers it.
+        a.push(&map(3, 3, ioctl::IOMMU_MAP_DMA));
+        // Inside an iommufd IOAS_MAP (0x3B85): kept, in the iommufd's context.
+        a.push(&map(4, 5, 0x3B85));
+        a.push(&Record::IommuUnmap(IommuUnmap {
+            hdr: hdr(K::IommuUnmap, 5, 4, 4),
+            iova: 0x1000,
+            size: 0x1000,
+            unmapped: 0x1000,
+            fd: 5,
+            cmd: 0x3B86,
+        }));
+        let evs = a.release(None);
+        assert_eq!(
+            evs.iter().map(|e| e.kind.clone()).collect::<Vec<_>>(),
+            vec![
+                EventKind::Map {
+                    ctx: "pid4:iommufd5".into(),
+                    iova: 0x1000,
+                    len: 0x1000
+                },
+                EventKind::Unmap {
+                    ctx: "pid4:iommufd5".into(),
+                    iova: 0x1000,
+                    len: 0x1000
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn faults_irqs_and_mdev_dma_go_to_the_owner() {
+        let mut a = Attributor::with_query(None, true, no_query());
+        a.push(&name_ret(1, 6, 4, 7, "0000:7f:02.0"));
+        // A step during an ioctl on fd 7 teaches which vfio_device pointer is this device.
+        a.push(&call(
+            2,
+            6,
+            7,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, 5, 0],
+        ));
+        a.push(&Record::Step(Step {
+            hdr: hdr(K::Step, 3, 6, 6),
+            vdev: 0xabc0,
+            cur: 2,
+            new: 5,
+            next: 5,
+            ret: 0,
+            hook: 2,
+            has_next: 1,
+        }));
+        let mut dev_name = [0u8; 32];
+        dev_name[..12].copy_from_slice(b"0000:7f:02.0");
+        a.push(&Record::IommuFault(IommuFault {
+            hdr: hdr(K::IommuFault, 4, 0, 0),
+            iova: 0x5000,
+            flags: 1,
+            _pad: 0,
+            device: dev_name,
+            driver: [0; 32],
+        }));
+        a.push(&Record::MdevDma(MdevDma {
+            hdr: hdr(K::MdevDma, 5, 0, 0),
+            vdev: 0xabc0,
+            iova: 0x6000,
+            len: 64,
+            write: 0,
+            func: probe_common::abi::MDEV_DMA_RW,
+        }));
+        let mut irq_name = [0u8; 32];
+        irq_name[..25].copy_from_slice(b"vfio-msix[2](0000:7f:02.0");
+        irq_name[25] = b')';
+        a.push(&Record::Irq(Irq {
+            hdr: hdr(K::Irq, 6, 0, 0),
+            irq: 40,
+            _pad: 0,
+            name: irq_name,
+        }));
+        let evs = a.release(None);
+        let dev = "0000:7f:02.0".to_owned();
+        let tail: Vec<(Option<u32>, EventKind)> = evs
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Dma { .. } | EventKind::Irq { .. }))
+            .map(|e| (e.pid, e.kind.clone()))
+            .collect();
+        assert_eq!(
+            tail,
+            vec![
+                (
+                    Some(6),
+                    EventKind::Dma {
+                        dev: dev.clone(),
+                        src: DmaSource::Fault,
+                        iova: 0x5000,
+                        len: 0,
+                        write: true,
+                        window: None,
+                        p2p: None
+                    }
+                ),
+                (
+                    Some(6),
+                    EventKind::Dma {
+                        dev: dev.clone(),
+                        src: DmaSource::MdevDma,
+                        iova: 0x6000,
+                        len: 64,
+                        write: false,
+                        window: None,
+                        p2p: None
+                    }
+                ),
+                (
+                    Some(6),
+                    EventKind::Irq {
+                        dev,
+                        kind: IrqKind::Msix,
+                        vector: 2
+                    }
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn forks_of_accepted_processes_are_followed() {
+        // No /proc ancestry at all: only the fork records can tell.
+        let f = PidFilter::with_parent(&[10], Box::new(|_| None));
+        let mut a = Attributor::with_query(Some(f), true, no_query());
+        let fork = |t, parent, child| {
+            Record::Fork(probe_common::abi::Fork {
+                hdr: hdr(K::Fork, t, parent, parent),
+                child_pid: child,
+                _pad: 0,
+            })
+        };
+        a.push(&fork(1, 10, 11));
+        a.push(&fork(2, 11, 12));
+        a.push(&fork(3, 99, 13));
+        for (t, pid) in [(4, 12), (5, 13)] {
+            a.push(&ret(t, pid, 3, ioctl::DEVICE_RESET, 0, &[]));
+        }
+        let pids: Vec<Option<u32>> = a
+            .release(None)
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Reset { .. }))
+            .map(|e| e.pid)
+            .collect();
+        assert_eq!(pids, [Some(12)]);
+    }
+
+    #[test]
+    fn dead_processes_are_forgotten() {
+        let mut a = Attributor::with_query(None, true, no_query());
+        a.push(&name_ret(1, 20, 4, 7, "0000:7f:03.0"));
+        a.push(&name_ret(2, 21, 4, 7, "0000:7f:04.0"));
+        assert_eq!(a.purge_dead(|p| p != 20), vec![(20, 7)]);
+        // A new process reusing pid 20 does not inherit the old device fd.
+        a.push(&ret(3, 20, 7, ioctl::DEVICE_RESET, 0, &[]));
+        let evs = a.release(None);
+        assert!(evs.iter().any(|e| e.kind
+            == EventKind::Reset {
+                dev: "fd:7@20".into(),
+                ret: 0
+            }));
+    }
+
+    #[test]
+    fn set_irqs_becomes_a_note() {
+        let mut a = Attributor::with_query(None, true, no_query());
+        // DATA_EVENTFD | ACTION_TRIGGER on the MSI index, vectors 0..1.
+        a.push(&ret(
+            5,
+            3,
+            8,
+            ioctl::DEVICE_SET_IRQS,
+            0,
+            &[24, 0x24, 1, 0, 1, 17],
+        ));
+        let evs = a.release(None);
+        assert_eq!(
+            evs.last().map(|e| &e.kind),
+            Some(&EventKind::Mark {
+                label: "set_irqs fd:8@3 index 1 start 0 count 1 trigger/eventfd ret=0".into()
+            })
+        );
+    }
+
+    #[test]
+    fn release_holds_back_and_orders() {
+        let mut a = Attributor::with_query(None, true, no_query());
+        a.push(&ret(30, 1, 5, ioctl::DEVICE_RESET, 0, &[]));
+        a.push(&ret(10, 1, 5, ioctl::DEVICE_RESET, -1, &[]));
+        let first = a.release(Some(20));
+        assert_eq!(first.iter().map(|e| e.t).collect::<Vec<_>>(), [10, 10, 10]);
+        let rest = a.release(None);
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].t, 30);
+    }
+
+    #[test]
+    fn irq_names_parse() {
+        assert_eq!(
+            parse_irq_name("vfio-msix[3](0000:00:02.0)"),
+            Some((IrqKind::Msix, 3, "0000:00:02.0".into()))
+        );
+        assert_eq!(
+            parse_irq_name("vfio-msi[0](0000:00:02.0)"),
+            Some((IrqKind::Msi, 0, "0000:00:02.0".into()))
+        );
+        assert_eq!(
+            parse_irq_name("vfio-intx(0000:01:00.0)"),
+            Some((IrqKind::Intx, 0, "0000:01:00.0".into()))
+        );
+        assert_eq!(parse_irq_name("vfio-err(x)"), None);
+        assert_eq!(parse_irq_name("nvme0q1"), None);
+    }
+
+    #[test]
+    fn pid_filter_follows_children_and_drops_others() {
+        let parents: HashMap<u32, u32> = [(101, 100), (102, 101), (200, 1)].into();
+        let mut f = PidFilter::with_parent(&[100], Box::new(move |p| parents.get(&p).copied()));
+        assert!(f.accepts(100));
+        assert!(f.accepts(102));
+        assert!(!f.accepts(200));
+        let mut a = Attributor::with_query(Some(f), true, no_query());
+        a.push(&ret(5, 200, 3, ioctl::DEVICE_RESET, 0, &[]));
+        a.push(&Record::Irq(Irq {
+            hdr: hdr(K::Irq, 6, 0, 0),
+            irq: 30,
+            _pad: 0,
+            name: *b"vfio-msi[0](0000:00:09.0)\0\0\0\0\0\0\0",
+        }));
+        assert!(a.release(None).is_empty());
+    }
+}

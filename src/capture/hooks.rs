@@ -1,0 +1,554 @@
+//! The probe's hooks: attaching each one on its own, recording how (or why not), and what that
+//! means for the trace header's evidence `sources`.
+
+use std::{collections::BTreeMap, fmt, fs};
+
+use aya::{
+    Btf, Ebpf,
+    programs::{FEntry, FExit, KProbe, ProgramError, TracePoint},
+};
+use probe_common::abi::names as n;
+
+use crate::trace::source;
+
+/// Hook names as `doctor` and the reasons show them.
+pub const HOOK_IRQ: &str = "irq:irq_handler_entry";
+const HOOK_STEP: &str = "vfio_mig_get_next_state";
+const HOOK_MSI: &str = "vfio_msihandler";
+const HOOK_DMA_RW: &str = "vfio_dma_rw";
+const HOOK_PIN_PAGES: &str = "vfio_pin_pages";
+
+/// A hook's outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HookState {
+    /// Attached; the mechanism (`tracepoint`, `fexit`, `kprobe+kretprobe`, ...).
+    Attached(String),
+    /// Not attached, and why.
+    Unavailable(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookStatus {
+    /// e.g. `syscalls:sys_enter_ioctl`, `vfio_mig_get_next_state`.
+    pub name: String,
+    /// The evidence it serves (`transitions`, `irq`, ..., or `fd_tracking`, `data`).
+    pub serves: &'static str,
+    pub state: HookState,
+}
+
+impl HookStatus {
+    pub fn attached(&self) -> bool {
+        matches!(self.state, HookState::Attached(_))
+    }
+}
+
+impl fmt::Display for HookStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.state {
+            HookState::Attached(how) => write!(f, "{}: attached ({how})", self.name),
+            HookState::Unavailable(why) => write!(f, "{}: unavailable: {why}", self.name),
+        }
+    }
+}
+
+/// What a hook serves besides the header's named sources.
+const FD_TRACKING: &str = "fd_tracking";
+const DATA: &str = "data";
+
+struct Tp {
+    prog: &'static str,
+    category: &'static str,
+    name: &'static str,
+    serves: &'static str,
+    /// (field, offset) pairs the program hard-codes, checked against the format file.
+    fields: &'static [(&'static str, usize)],
+}
+
+const TRACEPOINTS: &[Tp] = &[
+    Tp {
+        prog: n::PROG_SYS_ENTER_IOCTL,
+        category: n::TP_SYSCALLS,
+        name: n::TP_SYS_ENTER_IOCTL,
+        serves: source::TRANSITIONS,
+        fields: &[("fd", 16), ("cmd", 24), ("arg", 32)],
+    },
+    Tp {
+        prog: n::PROG_SYS_EXIT_IOCTL,
+        category: n::TP_SYSCALLS,
+        name: n::TP_SYS_EXIT_IOCTL,
+        serves: source::TRANSITIONS,
+        fields: &[("ret", 16)],
+    },
+    Tp {
+        prog: n::PROG_SYS_ENTER_OPENAT,
+        category: n::TP_SYSCALLS,
+        name: n::TP_SYS_ENTER_OPENAT,
+        serves: FD_TRACKING,
+        fields: &[("filename", 24)],
+    },
+    Tp {
+        prog: n::PROG_SYS_EXIT_OPENAT,
+        category: n::TP_SYSCALLS,
+        name: n::TP_SYS_EXIT_OPENAT,
+        serves: FD_TRACKING,
+        fields: &[("ret", 16)],
+    },
+    Tp {
+        prog: n::PROG_SYS_ENTER_CLOSE,
+        category: n::TP_SYSCALLS,
+        name: n::TP_SYS_ENTER_CLOSE,
+        serves: FD_TRACKING,
+        fields: &[("fd", 16)],
+    },
+    Tp {
+        prog: n::PROG_SYS_ENTER_READ,
+        category: n::TP_SYSCALLS,
+        name: n::TP_SYS_ENTER_READ,
+        serves: DATA,
+        fields: &[("fd", 16)],
+    },
+    Tp {
+        prog: n::PROG_SYS_EXIT_READ,
+        category: n::TP_SYSCALLS,
+        name: n::TP_SYS_EXIT_READ,
+        serves: DATA,
+        fields: &[("ret", 16)],
+    },
+    Tp {
+        prog: n::PROG_SYS_ENTER_WRITE,
+        category: n::TP_SYSCALLS,
+        name: n::TP_SYS_ENTER_WRITE,
+        serves: DATA,
+        fields: &[("fd", 16)],
+    },
+    Tp {
+        prog: n::PROG_SYS_EXIT_WRITE,
+        category: n::TP_SYSCALLS,
+        name: n::TP_SYS_EXIT_WRITE,
+        serves: DATA,
+        fields: &[("ret", 16)],
+    },
+    Tp {
+        prog: n::PROG_IRQ_HANDLER_ENTRY,
+        category: n::TP_IRQ,
+        name: n::TP_IRQ_HANDLER_ENTRY,
+        serves: source::IRQ,
+        fields: &[("irq", 8), ("name", 12)],
+    },
+    Tp {
+        prog: n::PROG_IOMMU_MAP,
+        category: n::TP_IOMMU,
+        name: n::TP_IOMMU_MAP,
+        serves: source::IOMMU_MAP,
+        fields: &[("iova", 8), ("paddr", 16), ("size", 24)],
+    },
+    Tp {
+        prog: n::PROG_IOMMU_UNMAP,
+        category: n::TP_IOMMU,
+        name: n::TP_IOMMU_UNMAP,
+        serves: source::IOMMU_MAP,
+        fields: &[("iova", 8), ("size", 16), ("unmapped_size", 24)],
+    },
+    Tp {
+        prog: n::PROG_IOMMU_FAULT,
+        category: n::TP_IOMMU,
+        name: n::TP_IOMMU_FAULT,
+        serves: source::IOMMU_FAULT,
+        fields: &[("device", 8), ("driver", 12), ("iova", 16), ("flags", 24)],
+    },
+];
+
+/// What the fork hook serves.
+const PID_FILTER: &str = "pid_filter";
+
+/// The running kernel's format file of a tracepoint, if tracefs is reachable.
+pub fn tracepoint_format(category: &str, name: &str) -> Option<String> {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|root| fs::read_to_string(format!("{root}/events/{category}/{name}/format")).ok())
+}
+
+/// Offset of `sched_process_fork`'s `child_pid` on this kernel (the probe's
+/// `FORK_CHILD_PID_OFFSET` global).
+pub fn fork_child_pid_offset() -> Option<usize> {
+    tracepoint_format(n::TP_SCHED, n::TP_SCHED_PROCESS_FORK)
+        .and_then(|t| format_offset(&t, "child_pid"))
+}
+
+/// Attaches every hook the kernel allows; never fails as a whole. `fork_offset` is what the
+/// loader patched into the probe (`None`: the fork hook stays off).
+pub fn attach_all(ebpf: &mut Ebpf, fork_offset: Option<usize>) -> Vec<HookStatus> {
+    let mut out: Vec<HookStatus> = TRACEPOINTS
+        .iter()
+        .map(|tp| HookStatus {
+            name: format!("{}:{}", tp.category, tp.name),
+            serves: tp.serves,
+            state: attach_tracepoint(ebpf, tp),
+        })
+        .collect();
+    let fork = match fork_offset {
+        None => HookState::Unavailable(
+            "no readable sched_process_fork format file (tracefs not mounted?): --pid follows \
+             children through /proc only"
+                .to_owned(),
+        ),
+        Some(_) => attach_tracepoint(
+            ebpf,
+            &Tp {
+                prog: n::PROG_SCHED_PROCESS_FORK,
+                category: n::TP_SCHED,
+                name: n::TP_SCHED_PROCESS_FORK,
+                serves: PID_FILTER,
+                fields: &[],
+            },
+        ),
+    };
+    out.push(HookStatus {
+        name: format!("{}:{}", n::TP_SCHED, n::TP_SCHED_PROCESS_FORK),
+        serves: PID_FILTER,
+        state: fork,
+    });
+    let btf = Btf::from_sys_fs().map_err(|e| format!("no vmlinux BTF: {e}"));
+    out.push(HookStatus {
+        name: HOOK_STEP.to_owned(),
+        serves: source::TRANSITIONS,
+        state: attach_step(ebpf, &btf),
+    });
+    out.push(HookStatus {
+        name: HOOK_MSI.to_owned(),
+        serves: source::IRQ,
+        state: attach_fn(
+            ebpf,
+            &btf,
+            n::FN_MSIHANDLER,
+            n::PROG_FENTRY_MSIHANDLER,
+            n::PROG_KPROBE_MSIHANDLER,
+        ),
+    });
+    out.push(HookStatus {
+        name: HOOK_DMA_RW.to_owned(),
+        serves: source::MDEV_DMA,
+        state: attach_fn(
+            ebpf,
+            &btf,
+            n::FN_DMA_RW,
+            n::PROG_FENTRY_DMA_RW,
+            n::PROG_KPROBE_DMA_RW,
+        ),
+    });
+    out.push(HookStatus {
+        name: HOOK_PIN_PAGES.to_owned(),
+        serves: source::MDEV_DMA,
+        state: attach_fn(
+            ebpf,
+            &btf,
+            n::FN_PIN_PAGES,
+            n::PROG_FENTRY_PIN_PAGES,
+            n::PROG_KPROBE_PIN_PAGES,
+        ),
+    });
+    out
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf, tp: &Tp) -> HookState {
+    if let Err(why) = check_format(tp) {
+        return HookState::Unavailable(why);
+    }
+    let Some(prog) = ebpf.program_mut(tp.prog) else {
+        return HookState::Unavailable(format!("program {} missing from the probe", tp.prog));
+    };
+    let prog: &mut TracePoint = match prog.try_into() {
+        Ok(p) => p,
+        Err(e) => return HookState::Unavailable(short(&e)),
+    };
+    if let Err(e) = prog.load() {
+        return HookState::Unavailable(format!("load refused: {}", short(&e)));
+    }
+    match prog.attach(tp.category, tp.name) {
+        Ok(_) => HookState::Attached("tracepoint".to_owned()),
+        Err(e) => HookState::Unavailable(format!("attach refused: {}", short(&e))),
+    }
+}
+
+/// Checks the offsets the probe hard-codes against the running kernel's format file. An
+/// unreadable format file (no tracefs mounted) is not a mismatch: attaching decides.
+fn check_format(tp: &Tp) -> Result<(), String> {
+    let Some(text) = tracepoint_format(tp.category, tp.name) else {
+        return Ok(());
+    };
+    for &(field, want) in tp.fields {
+        match format_offset(&text, field) {
+            Some(got) if got == want => {}
+            Some(got) => {
+                return Err(format!(
+                    "format mismatch: field {field} at offset {got}, the probe reads {want}"
+                ));
+            }
+            None => return Err(format!("format mismatch: no field {field}")),
+        }
+    }
+    Ok(())
+}
+
+/// The offset of `field` in a tracepoint format file
+/// (`field:<type> <name>;\toffset:<n>;\tsize:<n>;...`).
+pub fn format_offset(text: &str, field: &str) -> Option<usize> {
+    text.lines().find_map(|l| {
+        let l = l.trim();
+        let decl = l.strip_prefix("field:")?;
+        let (decl, rest) = decl.split_once(';')?;
+        let name = decl.split_whitespace().last()?;
+        let name = name.split('[').next()?;
+        if name != field {
+            return None;
+        }
+        let off = rest.trim().strip_prefix("offset:")?.split(';').next()?;
+        off.trim().parse().ok()
+    })
+}
+
+/// `vfio_mig_get_next_state`: fexit (reads `*next`) first; kprobe+kretprobe (6.1 refuses the
+/// enum pointer in fexit; aya 0.14 cannot aim fexit at module BTF) otherwise.
+fn attach_step(ebpf: &mut Ebpf, btf: &Result<Btf, String>) -> HookState {
+    let f = n::FN_MIG_GET_NEXT_STATE;
+    let fexit_err = match btf {
+        Err(e) => e.clone(),
+        Ok(btf) => match program::<FExit>(ebpf, n::PROG_FEXIT_NEXT_STATE) {
+            Err(e) => e,
+            Ok(p) => match p.load(f, btf) {
+                Err(e) => format!("load refused: {}", short(&e)),
+                Ok(()) => match p.attach() {
+                    Ok(_) => return HookState::Attached("fexit".to_owned()),
+                    Err(e) => format!("attach refused: {}", short(&e)),
+                },
+            },
+        },
+    };
+    let entry = match attach_kprobe(ebpf, n::PROG_KPROBE_NEXT_STATE, f) {
+        Ok(link) => link,
+        Err(e) => return HookState::Unavailable(format!("fexit: {fexit_err}; kprobe: {e}")),
+    };
+    match attach_kprobe(ebpf, n::PROG_KRETPROBE_NEXT_STATE, f) {
+        Ok(_) => HookState::Attached(format!("kprobe+kretprobe (fexit: {fexit_err})")),
+        Err(e) => {
+            // Without the return half the entry half only fills a map: take it off again.
+            if let Ok(p) = program::<KProbe>(ebpf, n::PROG_KPROBE_NEXT_STATE) {
+                let _ = p.detach(entry);
+            }
+            HookState::Unavailable(format!("fexit: {fexit_err}; kretprobe: {e}"))
+        }
+    }
+}
+
+/// A kernel function hook: fentry first, kprobe otherwise.
+fn attach_fn(
+    ebpf: &mut Ebpf,
+    btf: &Result<Btf, String>,
+    func: &str,
+    fentry: &str,
+    kprobe: &str,
+) -> HookState {
+    let fentry_err = match btf {
+        Err(e) => e.clone(),
+        Ok(btf) => match program::<FEntry>(ebpf, fentry) {
+            Err(e) => e,
+            Ok(p) => match p.load(func, btf) {
+                Err(e) => format!("load refused: {}", short(&e)),
+                Ok(()) => match p.attach() {
+                    Ok(_) => return HookState::Attached("fentry".to_owned()),
+                    Err(e) => format!("attach refused: {}", short(&e)),
+                },
+            },
+        },
+    };
+    match attach_kprobe(ebpf, kprobe, func) {
+        Ok(_) => HookState::Attached(format!("kprobe (fentry: {fentry_err})")),
+        Err(e) => HookState::Unavailable(format!("fentry: {fentry_err}; kprobe: {e}")),
+    }
+}
+
+fn attach_kprobe(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    func: &str,
+) -> Result<aya::programs::kprobe::KProbeLinkId, String> {
+    let p = program::<KProbe>(ebpf, prog)?;
+    p.load()
+        .map_err(|e| format!("load refused: {}", short(&e)))?;
+    p.attach(func, 0)
+        .map_err(|e| format!("attach refused: {}", short(&e)))
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let p = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the probe"))?;
+    p.try_into().map_err(|e: ProgramError| short(&e))
+}
+
+/// An error in one line: the errno, and for verifier rejections the log's last line.
+fn short(e: &ProgramError) -> String {
+    let s = short_raw(e);
+    if s.contains("unknown BTF type") {
+        format!(
+            "{s} (not in vmlinux BTF: its module is not loaded or it is a module function, and \
+             aya 0.14 resolves fentry/fexit targets in vmlinux BTF only)"
+        )
+    } else if s.contains("/sys/bus/event_source/devices/kprobe") {
+        "this kernel has no kprobe PMU (/sys/bus/event_source/devices/kprobe missing)".to_owned()
+    } else {
+        s
+    }
+}
+
+fn short_raw(e: &ProgramError) -> String {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let last = log
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            format!("{io_error} (verifier: {})", last.trim())
+        }
+        other => {
+            let mut s = other.to_string();
+            let mut src = std::error::Error::source(other);
+            while let Some(e) = src {
+                s.push_str(": ");
+                s.push_str(&e.to_string());
+                src = e.source();
+            }
+            s
+        }
+    }
+}
+
+/// The header's `sources` from the hooks' outcomes.
+pub fn sources(hooks: &[HookStatus]) -> BTreeMap<String, String> {
+    let find = |name: &str| hooks.iter().find(|h| h.name == name);
+    let why = |h: Option<&HookStatus>| match h.map(|h| &h.state) {
+        Some(HookState::Unavailable(w)) => format!("{}: {w}", h.map_or("", |h| &h.name)),
+        Some(HookState::Attached(_)) => String::new(),
+        None => "hook missing".to_owned(),
+    };
+    let ok = |h: Option<&HookStatus>| h.is_some_and(HookStatus::attached);
+    let mut out = BTreeMap::new();
+
+    let enter = find("syscalls:sys_enter_ioctl");
+    let exit = find("syscalls:sys_exit_ioctl");
+    let step = find(HOOK_STEP);
+    let transitions = if !ok(enter) || !ok(exit) {
+        let w = if ok(enter) { why(exit) } else { why(enter) };
+        format!("unavailable: {w}")
+    } else if !ok(step) {
+        format!(
+            "unavailable: FSM steps not observable ({}); set/set_done/get come from syscalls only",
+            why(step)
+        )
+    } else {
+        "ok".to_owned()
+    };
+    out.insert(source::TRANSITIONS.to_owned(), transitions);
+
+    let irq = find(HOOK_IRQ);
+    let msi = find(HOOK_MSI);
+    let irq_s = if ok(irq) || ok(msi) {
+        "ok".to_owned()
+    } else {
+        format!("unavailable: {}; {}", why(irq), why(msi))
+    };
+    out.insert(source::IRQ.to_owned(), irq_s);
+
+    let map = find("iommu:map");
+    let unmap = find("iommu:unmap");
+    let map_s = if ok(map) && ok(unmap) {
+        "ok".to_owned()
+    } else if !ok(map) {
+        format!("unavailable: {}", why(map))
+    } else {
+        format!("unavailable: {}", why(unmap))
+    };
+    out.insert(source::IOMMU_MAP.to_owned(), map_s);
+
+    let fault = find("iommu:io_page_fault");
+    let fault_s = if ok(fault) {
+        "ok".to_owned()
+    } else {
+        format!("unavailable: {}", why(fault))
+    };
+    out.insert(source::IOMMU_FAULT.to_owned(), fault_s);
+
+    let rw = find(HOOK_DMA_RW);
+    let pin = find(HOOK_PIN_PAGES);
+    let mdev = if ok(rw) && ok(pin) {
+        "ok".to_owned()
+    } else {
+        let mut w = Vec::new();
+        if !ok(rw) {
+            w.push(why(rw));
+        }
+        if !ok(pin) {
+            w.push(why(pin));
+        }
+        format!("unavailable: {}", w.join("; "))
+    };
+    out.insert(source::MDEV_DMA.to_owned(), mdev);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORMAT: &str = "name: unmap\nID: 2179\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\n\tfield:u64 iova;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:size_t size;\toffset:16;\tsize:8;\tsigned:0;\n\tfield:__data_loc char[] name;\toffset:12;\tsize:4;\tsigned:0;\n";
+
+    #[test]
+    fn reads_format_offsets() {
+        assert_eq!(format_offset(FORMAT, "iova"), Some(8));
+        assert_eq!(format_offset(FORMAT, "size"), Some(16));
+        assert_eq!(format_offset(FORMAT, "name"), Some(12));
+        assert_eq!(format_offset(FORMAT, "paddr"), None);
+    }
+
+    fn hook(name: &str, serves: &'static str, ok: bool) -> HookStatus {
+        HookStatus {
+            name: name.to_owned(),
+            serves,
+            state: if ok {
+                HookState::Attached("tracepoint".into())
+            } else {
+                HookState::Unavailable("kprobe: refused".into())
+            },
+        }
+    }
+
+    #[test]
+    fn sources_follow_hooks() {
+        let hooks = vec![
+            hook("syscalls:sys_enter_ioctl", source::TRANSITIONS, true),
+            hook("syscalls:sys_exit_ioctl", source::TRANSITIONS, true),
+            hook(HOOK_STEP, source::TRANSITIONS, false),
+            hook(HOOK_IRQ, source::IRQ, true),
+            hook(HOOK_MSI, source::IRQ, false),
+            hook("iommu:map", source::IOMMU_MAP, true),
+            hook("iommu:unmap", source::IOMMU_MAP, true),
+            hook("iommu:io_page_fault", source::IOMMU_FAULT, true),
+            hook(HOOK_DMA_RW, source::MDEV_DMA, false),
+            hook(HOOK_PIN_PAGES, source::MDEV_DMA, false),
+        ];
+        let s = sources(&hooks);
+        assert_eq!(s["irq"], "ok");
+        assert_eq!(s["iommu_map"], "ok");
+        assert_eq!(s["iommu_fault"], "ok");
+        assert!(s["transitions"].starts_with("unavailable: FSM steps not observable"));
+        assert!(s["mdev_dma"].contains("vfio_dma_rw: kprobe: refused"));
+    }
+}

@@ -1,0 +1,1284 @@
+//! The controller: opens the devices, maps witnessed DMA buffers and interrupts, runs a plan
+//! under an ordering policy (each SET followed by a GET), moves migration data through the
+//! data_fd, records every action as a trace event, and always returns every device it touched
+//! to RUNNING (or resets it) before returning.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::buffer::{DmaBuffer, PAGE};
+use super::plan::{Order, Plan, Step, quiesce_target};
+use super::sys::{DevId, Errno, VfioError, VfioOps};
+use super::witness::Witness;
+use super::workload::{self, EduJob, Workload};
+use super::{errno_name, now_ns};
+use crate::model::{self, MigFlags, MigState, StepError};
+use crate::trace::{DataDir, DmaSource, Event, EventKind, IrqKind, source};
+
+/// First IOVA used for witnessed buffers (each device gets a 1 MiB slot; edu masks DMA
+/// addresses to 28 bits, so everything stays below 256 MiB).
+pub const IOVA_BASE: u64 = 0x10_0000;
+const IOVA_SLOT: u64 = 0x10_0000;
+/// The workload's pattern source buffer sits this far into the device's slot.
+const SRC_OFFSET: u64 = 0x8_0000;
+const CHUNK: usize = 64 * 1024;
+const PRECOPY_ROUNDS: usize = 4;
+/// Longest wait for the workload's first transfers before the plan starts.
+const WARMUP_LIMIT: Duration = Duration::from_secs(5);
+/// How long a PRE_COPY read waits for data before calling it a temporary end of stream.
+const PRECOPY_POLL_MS: i32 = 200;
+
+/// How to drive.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub plan: Plan,
+    pub order: Order,
+    pub workload: Workload,
+    pub allow_hazard: bool,
+    /// Where STOP_COPY data is saved (`<bdf>.<n>.mig`).
+    pub save_dir: PathBuf,
+    /// Data to load in RESUMING, per device in `--device` order.
+    pub resume_from: Vec<PathBuf>,
+    /// How long to stay in each quiescent state of a plan step, re-checking the witness.
+    pub dwell: Duration,
+    /// Witness re-check interval while dwelling.
+    pub poll: Duration,
+    /// Size of each device's witnessed buffer, in pages.
+    pub buffer_pages: usize,
+    /// Set by SIGINT/SIGTERM: checked between steps.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Options {
+    pub fn new(plan: Plan) -> Options {
+        Options {
+            plan,
+            order: Order::Qemu,
+            workload: Workload::None,
+            allow_hazard: false,
+            save_dir: PathBuf::from("."),
+            resume_from: Vec::new(),
+            dwell: Duration::ZERO,
+            poll: Duration::from_millis(10),
+            buffer_pages: 4,
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// Set-up failures before any device state was touched.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("failed to open {bdf}")]
+    Open {
+        bdf: String,
+        #[source]
+        source: VfioError,
+    },
+    #[error("failed to read the migration flags of {bdf}")]
+    Flags {
+        bdf: String,
+        #[source]
+        source: VfioError,
+    },
+    #[error("{bdf}: {why}")]
+    PlanUnsupported { bdf: String, why: String },
+    #[error("failed to allocate a DMA buffer for {bdf}")]
+    Buffer {
+        bdf: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to map DMA at iova {iova:#x} for {bdf}")]
+    Map {
+        bdf: String,
+        iova: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to read resume data {path}")]
+    ResumeFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to set up the edu workload on {bdf}")]
+    Workload {
+        bdf: String,
+        #[source]
+        source: VfioError,
+    },
+    #[error("failed to start the workload `{cmd}`")]
+    Exec {
+        cmd: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no device given")]
+    NoDevice,
+    #[error("{0} is given twice")]
+    Duplicate(String),
+}
+
+/// Why a plan stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{dev}: SET {to} failed: {}", errno_name(*errno))]
+    SetFailed {
+        dev: String,
+        to: &'static str,
+        errno: Errno,
+    },
+    #[error(
+        "{dev}: refusing {from} -> {to}: a blocked arc that hangs kernels without the 2026 fix (pass --allow-hazard to send it)"
+    )]
+    Hazard {
+        dev: String,
+        from: &'static str,
+        to: &'static str,
+    },
+    #[error("interrupted by a signal")]
+    Interrupted,
+    #[error("{dev}: data_fd {op} failed: {}", errno_name(*errno))]
+    Data {
+        dev: String,
+        op: &'static str,
+        errno: Errno,
+    },
+    #[error("failed to write saved state {path}")]
+    SaveFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One conformance result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfRow {
+    pub dev: String,
+    pub from: MigState,
+    pub to: MigState,
+    /// What the kernel FSM says: the path, or `EINVAL`, or a hazard.
+    pub expected: String,
+    /// What happened: `ok -> STATE`, `-ERRNO, GET STATE`, or `not sent (...)`.
+    pub got: String,
+    pub pass: Option<bool>,
+    /// The expected arcs (`model::path`), when the SET should succeed.
+    pub expected_path: Option<Vec<MigState>>,
+    /// `[set, set_done]` of the SET under test, to match the probe's `step` events against.
+    pub window: Option<(u64, u64)>,
+}
+
+/// Everything a drive produced.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Controller events, in time order.
+    pub events: Vec<Event>,
+    /// Evidence sources the controller had (witness, dirty_log).
+    pub sources: BTreeMap<String, String>,
+    /// Why the plan stopped early, if it did.
+    pub error: Option<String>,
+    /// Per device: the state it was left in, and how.
+    pub final_states: Vec<(String, String)>,
+    pub conformance: Vec<ConfRow>,
+    /// Per device: (first save == re-save after load, bytes, bytes).
+    pub roundtrip: Vec<(String, bool, usize, usize)>,
+    pub workload_summary: Option<String>,
+    pub saved_files: Vec<PathBuf>,
+}
+
+struct Dev {
+    id: DevId,
+    bdf: String,
+    ctx: String,
+    flags: MigFlags,
+    /// Known state; `None` after a failed SET until a GET.
+    state: Option<MigState>,
+    touched: bool,
+    /// The current save stream (PRE_COPY rounds + STOP_COPY).
+    session: Vec<u8>,
+    saves: Vec<Vec<u8>>,
+    resume: Option<Vec<u8>>,
+    irq: Option<IrqKind>,
+    maps: Vec<(u64, u64)>,
+    /// Device DMA logging is on.
+    logging: bool,
+    /// While quiesced with logging on: when the dirty bits were last known clean.
+    dirty_clean: Option<u64>,
+}
+
+struct Ctl<'a, O: VfioOps> {
+    ops: &'a mut O,
+    opts: &'a Options,
+    devs: Vec<Dev>,
+    events: Vec<Event>,
+    witness: Witness,
+    pid: u32,
+    log: &'a mut dyn FnMut(&str),
+    saved_files: Vec<PathBuf>,
+    /// The edu workload's pattern buffers (device index, buffer), not witnessed: the CPU
+    /// writes them.
+    src_bufs: Vec<(usize, Arc<DmaBuffer>)>,
+    /// The workload's counters, reported in a `mark` after each SET while a workload runs.
+    counters: Option<Arc<workload::Counters>>,
+}
+
+/// Drives `bdfs` through `opts.plan`. Set-up errors (nothing touched yet) are returned as
+/// errors; anything after that ends in [`Outcome::error`] with every device recovered.
+pub fn drive<O: VfioOps>(
+    ops: &mut O,
+    bdfs: &[String],
+    opts: &Options,
+    log: &mut dyn FnMut(&str),
+) -> Result<Outcome, SetupError> {
+    if bdfs.is_empty() {
+        return Err(SetupError::NoDevice);
+    }
+    for (i, b) in bdfs.iter().enumerate() {
+        if bdfs[..i].contains(b) {
+            return Err(SetupError::Duplicate(b.clone()));
+        }
+    }
+    let mut ctl = Ctl {
+        ops,
+        opts,
+        devs: Vec::new(),
+        events: Vec::new(),
+        witness: Witness::default(),
+        pid: std::process::id(),
+        log,
+        saved_files: Vec::new(),
+        src_bufs: Vec::new(),
+        counters: None,
+    };
+    let mut sources = BTreeMap::new();
+    ctl.open_all(bdfs)?;
+    let mut running = workload::Running::new();
+    if let Err(e) = ctl.setup_dma(&mut running) {
+        ctl.teardown_dma();
+        return Err(e);
+    }
+    sources.insert(source::DIRTY_LOG.to_owned(), ctl.start_dirty_log());
+    sources.insert(
+        source::WITNESS.to_owned(),
+        if ctl.witness.has_buffers() {
+            "ok".to_owned()
+        } else {
+            "unavailable: no DMA buffer mapped".to_owned()
+        },
+    );
+    if let Err(e) = ctl.start_workload(&mut running, bdfs) {
+        running.stop();
+        ctl.teardown_dma();
+        return Err(e);
+    }
+    if opts.workload != Workload::None {
+        ctl.counters = Some(Arc::clone(&running.counters));
+    }
+    ctl.mark(format!(
+        "plan {} order {:?} workload {:?}",
+        opts.plan, opts.order, opts.workload
+    ));
+
+    // A device found in ERROR (left so by an earlier user) only leaves it by a reset.
+    for i in 0..ctl.devs.len() {
+        if ctl.devs[i].state == Some(MigState::Error) {
+            (ctl.log)(&format!(
+                "{}: found in ERROR: resetting it",
+                ctl.devs[i].bdf
+            ));
+            ctl.reset(i);
+        }
+    }
+    ctl.warm_up();
+    let mut conformance = Vec::new();
+    let result = if opts.plan == Plan::Conformance {
+        ctl.conformance(&mut conformance)
+    } else {
+        ctl.run_plan(&opts.plan.steps())
+    };
+    let error = result.err().map(|e| {
+        let msg = e.to_string();
+        ctl.mark(format!("plan stopped: {msg}"));
+        (ctl.log)(&format!("plan stopped: {msg}"));
+        msg
+    });
+    let final_states = ctl.cleanup();
+    let counters = running.stop();
+    // Anything landing while the workload wound down is still witnessed if a device is quiet.
+    ctl.witness_check(None);
+    let summary = format!(
+        "{}; witness checks {} detections {}",
+        counters.summary(),
+        ctl.witness.checks,
+        ctl.witness.detections
+    );
+    ctl.mark(format!("workload {summary}"));
+    let roundtrip = ctl.compare_roundtrip();
+    ctl.teardown_dma();
+    Ok(Outcome {
+        events: ctl.events,
+        sources,
+        error,
+        final_states,
+        conformance,
+        roundtrip,
+        workload_summary: Some(summary),
+        saved_files: ctl.saved_files,
+    })
+}
+
+impl<O: VfioOps> Ctl<'_, O> {
+    fn emit(&mut self, kind: EventKind) {
+        self.events.push(Event {
+            t: now_ns(),
+            pid: Some(self.pid),
+            kind,
+        });
+    }
+
+    fn mark(&mut self, label: String) {
+        self.emit(EventKind::Mark { label });
+    }
+
+    fn open_all(&mut self, bdfs: &[String]) -> Result<(), SetupError> {
+        for (n, bdf) in bdfs.iter().enumerate() {
+            let o = self.ops.open(bdf).map_err(|source| SetupError::Open {
+                bdf: bdf.clone(),
+                source,
+            })?;
+            let flags = self
+                .ops
+                .migration_flags(o.id)
+                .map_err(|source| SetupError::Flags {
+                    bdf: bdf.clone(),
+                    source,
+                })?;
+            if let Some(why) = self.opts.plan.unsupported_by(flags) {
+                return Err(SetupError::PlanUnsupported {
+                    bdf: bdf.clone(),
+                    why,
+                });
+            }
+            let resume = match self.opts.resume_from.get(n) {
+                Some(p) => Some(std::fs::read(p).map_err(|source| SetupError::ResumeFile {
+                    path: p.clone(),
+                    source,
+                })?),
+                None => None,
+            };
+            let initial = self.ops.get_state(o.id).ok();
+            self.emit(EventKind::Device {
+                dev: o.bdf.clone(),
+                flags,
+                ctx: o.ctx.clone(),
+                state: initial.unwrap_or(MigState::Running),
+                driver: o.driver.clone(),
+            });
+            if let Some(s) = initial {
+                self.emit(EventKind::Get {
+                    dev: o.bdf.clone(),
+                    state: s,
+                });
+            }
+            (self.log)(&format!(
+                "{}: driver {}, ctx {}, flags {}, state {}",
+                o.bdf,
+                o.driver.as_deref().unwrap_or("?"),
+                o.ctx,
+                model::flag_names(flags).join("|"),
+                initial.map_or("unknown", MigState::name)
+            ));
+            self.devs.push(Dev {
+                id: o.id,
+                bdf: o.bdf,
+                ctx: o.ctx,
+                flags,
+                state: initial,
+                touched: false,
+                session: Vec::new(),
+                saves: Vec::new(),
+                resume,
+                irq: None,
+                maps: Vec::new(),
+                logging: false,
+                dirty_clean: None,
+            });
+        }
+        Ok(())
+    }
+
+    fn setup_dma(&mut self, running: &mut workload::Running) -> Result<(), SetupError> {
+        let pages = self.opts.buffer_pages.max(1);
+        for i in 0..self.devs.len() {
+            let bdf = self.devs[i].bdf.clone();
+            let id = self.devs[i].id;
+            let ctx = self.devs[i].ctx.clone();
+            let dst_iova = IOVA_BASE + i as u64 * IOVA_SLOT;
+            for (iova, len, witnessed) in [
+                (dst_iova, pages * PAGE, true),
+                (dst_iova + SRC_OFFSET, PAGE, false),
+            ] {
+                let buf = Arc::new(DmaBuffer::new(len).map_err(|source| SetupError::Buffer {
+                    bdf: bdf.clone(),
+                    source,
+                })?);
+                self.ops
+                    .map_dma(id, &buf, iova)
+                    .map_err(|e| SetupError::Map {
+                        bdf: bdf.clone(),
+                        iova,
+                        source: std::io::Error::from_raw_os_error(e),
+                    })?;
+                self.devs[i].maps.push((iova, len as u64));
+                self.emit(EventKind::Map {
+                    ctx: ctx.clone(),
+                    iova,
+                    len: len as u64,
+                });
+                if witnessed {
+                    self.witness.add(&bdf, iova, buf);
+                } else {
+                    self.src_bufs.push((i, buf));
+                }
+            }
+            match self.ops.enable_irq(id) {
+                Ok(irq) => {
+                    self.devs[i].irq = Some(irq.kind);
+                    (self.log)(&format!(
+                        "{bdf}: interrupts on {} vector 0",
+                        irq.kind.name()
+                    ));
+                    running.count_irqs(irq.eventfd, irq.unmask);
+                }
+                Err(e) => {
+                    (self.log)(&format!("{bdf}: no interrupts: {e}"));
+                    self.mark(format!("{bdf}: no interrupts: {e}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start_workload(
+        &mut self,
+        running: &mut workload::Running,
+        bdfs: &[String],
+    ) -> Result<(), SetupError> {
+        match &self.opts.workload {
+            Workload::None => Ok(()),
+            Workload::Exec(cmd) => {
+                running
+                    .start_exec(cmd, bdfs)
+                    .map_err(|source| SetupError::Exec {
+                        cmd: cmd.clone(),
+                        source,
+                    })
+            }
+            Workload::Edu => {
+                for (i, src) in self.src_bufs.clone() {
+                    let (id, bdf) = (self.devs[i].id, self.devs[i].bdf.clone());
+                    if let Err(e) = self.ops.enable_bus_master(id) {
+                        (self.log)(&format!(
+                            "{bdf}: could not set bus master: {}",
+                            errno_name(e)
+                        ));
+                    }
+                    let bar = self.ops.bar(id, 0).map_err(|source| SetupError::Workload {
+                        bdf: bdf.clone(),
+                        source,
+                    })?;
+                    let dst_iova = IOVA_BASE + i as u64 * IOVA_SLOT;
+                    running.start_edu(EduJob {
+                        bar,
+                        src,
+                        src_iova: dst_iova + SRC_OFFSET,
+                        dst_iova,
+                        dst_pages: self.opts.buffer_pages.max(1) as u64,
+                        tag: i as u8,
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts device DMA logging over every mapped range; the `dirty_log` source value.
+    fn start_dirty_log(&mut self) -> String {
+        let mut missing = Vec::new();
+        for i in 0..self.devs.len() {
+            let ranges = self.devs[i].maps.clone();
+            match self
+                .ops
+                .dma_logging_start(self.devs[i].id, &ranges, PAGE as u64)
+            {
+                Ok(()) => self.devs[i].logging = true,
+                Err(e) => missing.push(format!("{} {}", self.devs[i].bdf, errno_name(e))),
+            }
+        }
+        if missing.is_empty() {
+            "ok".to_owned()
+        } else {
+            format!(
+                "unavailable: VFIO_DEVICE_FEATURE_DMA_LOGGING_START: {}",
+                missing.join(", ")
+            )
+        }
+    }
+
+    /// Reads (and clears) device `i`'s DMA log; with `report`, dirty pages become `dma` events
+    /// over the window since the log was last known clean.
+    fn dirty_check(&mut self, i: usize, now: u64, report: bool) {
+        if !self.devs[i].logging {
+            return;
+        }
+        let (id, bdf) = (self.devs[i].id, self.devs[i].bdf.clone());
+        let since = self.devs[i].dirty_clean;
+        for (iova, len) in self.devs[i].maps.clone() {
+            let pages = len.div_ceil(PAGE as u64) as usize;
+            let mut bitmap = vec![0u64; pages.div_ceil(64)];
+            if let Err(e) = self
+                .ops
+                .dma_logging_report(id, iova, len, PAGE as u64, &mut bitmap)
+            {
+                self.mark(format!(
+                    "{bdf}: DMA_LOGGING_REPORT failed: {}",
+                    errno_name(e)
+                ));
+                continue;
+            }
+            let (Some(t0), true) = (since, report) else {
+                continue;
+            };
+            let dirty = |p: usize| bitmap[p / 64] & (1 << (p % 64)) != 0;
+            let mut p = 0;
+            while p < pages {
+                if !dirty(p) {
+                    p += 1;
+                    continue;
+                }
+                let first = p;
+                while p < pages && dirty(p) {
+                    p += 1;
+                }
+                (self.log)(&format!(
+                    "{bdf}: dirty log: DMA write at iova {:#x} while quiescent",
+                    iova + (first * PAGE) as u64
+                ));
+                self.events.push(Event {
+                    t: now,
+                    pid: Some(self.pid),
+                    kind: EventKind::Dma {
+                        dev: bdf.clone(),
+                        src: DmaSource::DirtyLog,
+                        iova: iova + (first * PAGE) as u64,
+                        len: ((p - first) * PAGE) as u64,
+                        write: true,
+                        window: Some((t0, now)),
+                        p2p: None,
+                    },
+                });
+            }
+        }
+        if since.is_some() {
+            self.devs[i].dirty_clean = Some(now);
+        }
+    }
+
+    /// Lets the workload get going before the plan: with edu, until every device completed a
+    /// transfer (at most [`WARMUP_LIMIT`]), so DMA and interrupts are really in flight when the
+    /// first quiesce comes; then one dwell in RUNNING.
+    fn warm_up(&mut self) {
+        if let Some(c) = self.counters.clone()
+            && self.opts.workload == Workload::Edu
+        {
+            let want = self.src_bufs.len() as u64;
+            let end = Instant::now() + WARMUP_LIMIT;
+            while c.completed.load(Ordering::Relaxed) < want
+                && Instant::now() < end
+                && !self.interrupted()
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let label = format!("warm-up: {}", c.summary());
+            if c.completed.load(Ordering::Relaxed) < want {
+                (self.log)(&format!(
+                    "the edu workload did not complete a transfer per device within {} s: {}",
+                    WARMUP_LIMIT.as_secs(),
+                    c.summary()
+                ));
+            }
+            self.mark(label);
+        }
+        if self.opts.workload != Workload::None {
+            self.dwell();
+        }
+    }
+
+    fn teardown_dma(&mut self) {
+        for i in 0..self.devs.len() {
+            let (id, bdf, ctx) = (
+                self.devs[i].id,
+                self.devs[i].bdf.clone(),
+                self.devs[i].ctx.clone(),
+            );
+            if std::mem::take(&mut self.devs[i].logging)
+                && let Err(e) = self.ops.dma_logging_stop(id)
+            {
+                (self.log)(&format!(
+                    "{bdf}: failed to stop DMA logging: {}",
+                    errno_name(e)
+                ));
+            }
+            if let Some(kind) = self.devs[i].irq.take()
+                && let Err(e) = self.ops.disable_irq(id, kind)
+            {
+                (self.log)(&format!(
+                    "{bdf}: failed to disable interrupts: {}",
+                    errno_name(e)
+                ));
+            }
+            for (iova, len) in std::mem::take(&mut self.devs[i].maps) {
+                match self.ops.unmap_dma(id, iova, len) {
+                    Ok(()) => self.emit(EventKind::Unmap {
+                        ctx: ctx.clone(),
+                        iova,
+                        len,
+                    }),
+                    Err(e) => (self.log)(&format!(
+                        "{bdf}: failed to unmap iova {iova:#x}: {}",
+                        errno_name(e)
+                    )),
+                }
+            }
+        }
+    }
+
+    fn interrupted(&self) -> bool {
+        self.opts.stop.load(Ordering::Relaxed)
+    }
+
+    /// Compares witnessed buffers (of one device or all) and records any DMA found.
+    fn witness_check(&mut self, dev: Option<&str>) {
+        let now = now_ns();
+        for i in 0..self.devs.len() {
+            if dev.is_none_or(|d| d == self.devs[i].bdf) && self.devs[i].dirty_clean.is_some() {
+                self.dirty_check(i, now, true);
+            }
+        }
+        let found = self.witness.check(dev, now);
+        for ev in found {
+            if let EventKind::Dma { dev, iova, len, .. } = &ev {
+                let msg = format!(
+                    "{dev}: witness: DMA write at iova {iova:#x} ({len} bytes) while quiescent"
+                );
+                (self.log)(&msg);
+            }
+            // Stamped at the detection instant, the end of its window.
+            self.events.push(Event {
+                t: now,
+                pid: Some(self.pid),
+                kind: ev,
+            });
+        }
+    }
+
+    fn get(&mut self, i: usize) -> Option<MigState> {
+        let (id, bdf) = (self.devs[i].id, self.devs[i].bdf.clone());
+        match self.ops.get_state(id) {
+            Ok(s) => {
+                self.emit(EventKind::Get {
+                    dev: bdf.clone(),
+                    state: s,
+                });
+                if let Some(known) = self.devs[i].state
+                    && known != s
+                {
+                    (self.log)(&format!(
+                        "{bdf}: GET reports {} but the device should be in {}",
+                        s.name(),
+                        known.name()
+                    ));
+                }
+                self.devs[i].state = Some(s);
+                Some(s)
+            }
+            Err(e) => {
+                self.mark(format!("{bdf}: GET failed: {}", errno_name(e)));
+                None
+            }
+        }
+    }
+
+    /// One SET (preceded by a witness check, followed by a GET). `Err` carries the errno.
+    fn set(&mut self, i: usize, to: MigState, interruptible: bool) -> Result<(), PlanError> {
+        if interruptible && self.interrupted() {
+            return Err(PlanError::Interrupted);
+        }
+        if self.devs[i].state.is_none() {
+            self.get(i);
+        }
+        let (id, bdf, flags) = (
+            self.devs[i].id,
+            self.devs[i].bdf.clone(),
+            self.devs[i].flags,
+        );
+        if let Some(cur) = self.devs[i].state
+            && model::is_hazard(flags, cur, to)
+            && !self.opts.allow_hazard
+        {
+            return Err(PlanError::Hazard {
+                dev: bdf,
+                from: cur.name(),
+                to: to.name(),
+            });
+        }
+        // Evidence up to the SET's start; a device heading to a DMA-allowed state may DMA from
+        // now on, so it is no longer watched.
+        self.witness_check(Some(&bdf));
+        if to.dma_allowed() {
+            self.witness.disarm(&bdf);
+            self.devs[i].dirty_clean = None;
+        }
+        self.devs[i].touched = true;
+        self.emit(EventKind::Set {
+            dev: bdf.clone(),
+            to,
+        });
+        let r = self.ops.set_state(id, to);
+        let done = now_ns();
+        let (ret, data_fd) = match r {
+            Ok(fd) => (0, fd),
+            Err(e) => (-e, None),
+        };
+        self.events.push(Event {
+            t: done,
+            pid: Some(self.pid),
+            kind: EventKind::SetDone {
+                dev: bdf.clone(),
+                to,
+                ret,
+                data_fd,
+            },
+        });
+        match r {
+            Ok(_) => {
+                self.devs[i].state = Some(to);
+                if to.quiescent() {
+                    // A quiescent -> quiescent transition must not have let DMA through either.
+                    if self.witness.is_armed(&bdf) {
+                        self.witness_check(Some(&bdf));
+                    }
+                    self.witness.arm(&bdf, done);
+                    // Clear the log: what it holds landed before the quiesce completed.
+                    if self.devs[i].dirty_clean.is_none() {
+                        self.dirty_check(i, done, false);
+                    }
+                    self.devs[i].dirty_clean = Some(done);
+                }
+                if !matches!(
+                    to,
+                    MigState::StopCopy
+                        | MigState::PreCopy
+                        | MigState::PreCopyP2p
+                        | MigState::Resuming
+                ) {
+                    self.ops.data_close(id);
+                }
+            }
+            Err(_) => self.devs[i].state = None,
+        }
+        let got = self.get(i);
+        if let Some(c) = &self.counters {
+            let label = format!("{bdf}: after SET {}: {}", to.name(), c.summary());
+            self.mark(label);
+        }
+        if r.is_ok() && got.is_some_and(|g| g != to) {
+            self.mark(format!(
+                "{bdf}: state mismatch after SET {}: GET {}",
+                to.name(),
+                got.map_or("?", MigState::name)
+            ));
+        }
+        match r {
+            Ok(_) => Ok(()),
+            Err(errno) => Err(PlanError::SetFailed {
+                dev: bdf,
+                to: to.name(),
+                errno,
+            }),
+        }
+    }
+
+    /// Stays in the current states for `opts.dwell`, re-checking the witness.
+    fn dwell(&mut self) {
+        if self.opts.dwell.is_zero() {
+            self.witness_check(None);
+            return;
+        }
+        let end = Instant::now() + self.opts.dwell;
+        while Instant::now() < end && !self.interrupted() {
+            std::thread::sleep(
+                self.opts
+                    .poll
+                    .min(end.saturating_duration_since(Instant::now())),
+            );
+            self.witness_check(None);
+        }
+    }
+
+    fn run_plan(&mut self, steps: &[Step]) -> Result<(), PlanError> {
+        match self.opts.order {
+            Order::Naive => {
+                for i in 0..self.devs.len() {
+                    for s in steps {
+                        self.do_step(i, *s)?;
+                    }
+                }
+            }
+            Order::Qemu => {
+                for s in steps {
+                    self.barrier(s.to)?;
+                    for i in 0..self.devs.len() {
+                        self.do_step(i, *s)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// QEMU's multi-device rule: before any device stops, every running peer reaches its P2P
+    /// state; before any runs, every stopped peer reaches RUNNING_P2P.
+    fn barrier(&mut self, to: MigState) -> Result<(), PlanError> {
+        if self.devs.len() < 2 {
+            return Ok(());
+        }
+        for i in 0..self.devs.len() {
+            let Some(cur) = self.devs[i].state else {
+                continue;
+            };
+            let flags = self.devs[i].flags;
+            let target = if to.stopped() {
+                quiesce_target(cur)
+            } else if to.dma_allowed() && cur.stopped() {
+                Some(MigState::RunningP2p)
+            } else {
+                None
+            };
+            if let Some(t) = target.filter(|t| flags.supports(*t)) {
+                self.set(i, t, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn do_step(&mut self, i: usize, step: Step) -> Result<(), PlanError> {
+        if step.optional && !self.devs[i].flags.supports(step.to) {
+            return Ok(());
+        }
+        self.set(i, step.to, true)?;
+        match step.to {
+            MigState::StopCopy => self.save(i)?,
+            MigState::PreCopy | MigState::PreCopyP2p => self.precopy(i)?,
+            MigState::Resuming => self.load(i)?,
+            _ => {}
+        }
+        if step.to.quiescent() {
+            self.dwell();
+        }
+        Ok(())
+    }
+
+    /// Reads the data_fd until ENOMSG / EAGAIN (`temporary`) or EOF; returns bytes read.
+    fn read_data(&mut self, i: usize, temporary_ok: bool) -> Result<u64, PlanError> {
+        let (id, bdf) = (self.devs[i].id, self.devs[i].bdf.clone());
+        let mut buf = vec![0u8; CHUNK];
+        let mut total = 0u64;
+        loop {
+            // In PRE_COPY a blocking read may wait for data that never comes: poll first and
+            // treat silence as the temporary end of stream.
+            if temporary_ok {
+                match self.ops.data_poll(id, PRECOPY_POLL_MS) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(errno) => {
+                        return Err(PlanError::Data {
+                            dev: bdf,
+                            op: "poll",
+                            errno,
+                        });
+                    }
+                }
+            }
+            match self.ops.data_read(id, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.devs[i].session.extend_from_slice(&buf[..n]);
+                    total += n as u64;
+                }
+                Err(e) if temporary_ok && (e == libc::ENOMSG || e == libc::EAGAIN) => break,
+                Err(errno) => {
+                    return Err(PlanError::Data {
+                        dev: bdf,
+                        op: "read",
+                        errno,
+                    });
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    fn save(&mut self, i: usize) -> Result<(), PlanError> {
+        let bdf = self.devs[i].bdf.clone();
+        let bytes = self.read_data(i, false)?;
+        self.emit(EventKind::Data {
+            dev: bdf.clone(),
+            dir: DataDir::Save,
+            bytes,
+        });
+        let all = std::mem::take(&mut self.devs[i].session);
+        let n = self.devs[i].saves.len();
+        let path = self
+            .opts
+            .save_dir
+            .join(format!("{}.{n}.mig", bdf.replace(':', "_")));
+        write_then_rename(&path, &all).map_err(|source| PlanError::SaveFile {
+            path: path.clone(),
+            source,
+        })?;
+        (self.log)(&format!(
+            "{bdf}: saved {} bytes of device state to {}",
+            all.len(),
+            path.display()
+        ));
+        self.saved_files.push(path);
+        self.devs[i].saves.push(all);
+        Ok(())
+    }
+
+    fn precopy(&mut self, i: usize) -> Result<(), PlanError> {
+        let (id, bdf) = (self.devs[i].id, self.devs[i].bdf.clone());
+        let rounds = if self.devs[i].state == Some(MigState::PreCopy) {
+            PRECOPY_ROUNDS
+        } else {
+            1
+        };
+        for round in 0..rounds {
+            match self.ops.precopy_info(id) {
+                Ok(info) => self.mark(format!(
+                    "{bdf}: precopy round {round}: initial_bytes {} dirty_bytes {}",
+                    info.initial_bytes, info.dirty_bytes
+                )),
+                Err(e) => self.mark(format!(
+                    "{bdf}: VFIO_MIG_GET_PRECOPY_INFO failed: {}",
+                    errno_name(e)
+                )),
+            }
+            let bytes = self.read_data(i, true)?;
+            if bytes > 0 {
+                self.emit(EventKind::Data {
+                    dev: bdf.clone(),
+                    dir: DataDir::Save,
+                    bytes,
+                });
+            } else {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, i: usize) -> Result<(), PlanError> {
+        let (id, bdf) = (self.devs[i].id, self.devs[i].bdf.clone());
+        let data = match self.devs[i].resume.take() {
+            Some(d) => d,
+            None => match self.devs[i].saves.last() {
+                Some(d) => d.clone(),
+                None => {
+                    self.mark(format!("{bdf}: RESUMING with no data to load"));
+                    return Ok(());
+                }
+            },
+        };
+        let mut off = 0;
+        while off < data.len() {
+            let end = (off + CHUNK).min(data.len());
+            match self.ops.data_write(id, &data[off..end]) {
+                Ok(0) => {
+                    return Err(PlanError::Data {
+                        dev: bdf,
+                        op: "write (0 bytes accepted)",
+                        errno: libc::EIO,
+                    });
+                }
+                Ok(n) => off += n,
+                Err(errno) => {
+                    return Err(PlanError::Data {
+                        dev: bdf,
+                        op: "write",
+                        errno,
+                    });
+                }
+            }
+        }
+        self.emit(EventKind::Data {
+            dev: bdf.clone(),
+            dir: DataDir::Load,
+            bytes: off as u64,
+        });
+        (self.log)(&format!("{bdf}: loaded {off} bytes of device state"));
+        Ok(())
+    }
+
+    fn compare_roundtrip(&mut self) -> Vec<(String, bool, usize, usize)> {
+        if self.opts.plan != Plan::RoundTrip {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for i in 0..self.devs.len() {
+            if let [a, b, ..] = &self.devs[i].saves[..] {
+                let r = (self.devs[i].bdf.clone(), a == b, a.len(), b.len());
+                out.push(r);
+            }
+        }
+        for (bdf, same, a, b) in &out {
+            let label = format!(
+                "{bdf}: roundtrip: state saved after load is {} ({a} vs {b} bytes)",
+                if *same { "identical" } else { "DIFFERENT" }
+            );
+            self.mark(label);
+        }
+        out
+    }
+
+    /// Reaches `from` by a legal path (never a hazard: through STOP when needed).
+    fn reach(&mut self, i: usize, from: MigState) -> Result<(), PlanError> {
+        if self.devs[i].state.is_none() {
+            self.get(i);
+        }
+        match self.devs[i].state {
+            Some(s) if s == from => return Ok(()),
+            Some(MigState::Error) | None => self.reset(i),
+            Some(s) if model::is_hazard(self.devs[i].flags, s, from) => {
+                self.set(i, MigState::Stop, true)?;
+            }
+            _ => {}
+        }
+        self.set(i, from, true)
+    }
+
+    fn reset(&mut self, i: usize) {
+        let (id, bdf) = (self.devs[i].id, self.devs[i].bdf.clone());
+        self.witness_check(Some(&bdf));
+        self.witness.disarm(&bdf);
+        self.devs[i].dirty_clean = None;
+        let r = self.ops.reset(id);
+        self.emit(EventKind::Reset {
+            dev: bdf.clone(),
+            ret: r.err().map_or(0, |e| -e),
+        });
+        self.devs[i].touched = true;
+        self.devs[i].session.clear();
+        self.devs[i].state = if r.is_ok() {
+            Some(MigState::Running)
+        } else {
+            None
+        };
+        self.ops.data_close(id);
+        if let Err(e) = r {
+            (self.log)(&format!(
+                "{bdf}: VFIO_DEVICE_RESET failed: {}",
+                errno_name(e)
+            ));
+        }
+        self.get(i);
+    }
+
+    fn conformance(&mut self, rows: &mut Vec<ConfRow>) -> Result<(), PlanError> {
+        for i in 0..self.devs.len() {
+            // Peers wait in RUNNING_P2P so the device under test may stop without breaking the
+            // multi-device rules.
+            for j in 0..self.devs.len() {
+                if j != i && self.devs[j].flags.supports(MigState::RunningP2p) {
+                    self.set(j, MigState::RunningP2p, true)?;
+                }
+            }
+            let flags = self.devs[i].flags;
+            let bdf = self.devs[i].bdf.clone();
+            for from in MigState::ALL.into_iter().filter(|s| flags.supports(*s)) {
+                for to in MigState::ALL {
+                    if self.interrupted() {
+                        return Err(PlanError::Interrupted);
+                    }
+                    let expected = model::path(flags, from, to);
+                    let exp_text = match &expected {
+                        Ok(p) => p.iter().map(|s| s.name()).collect::<Vec<_>>().join(">"),
+                        Err(StepError::BlockedArc) => "EINVAL (blocked arc: hazard)".to_owned(),
+                        Err(_) => "EINVAL".to_owned(),
+                    };
+                    let mut row = ConfRow {
+                        dev: bdf.clone(),
+                        from,
+                        to,
+                        expected: exp_text,
+                        got: String::new(),
+                        pass: None,
+                        expected_path: expected.as_ref().ok().cloned(),
+                        window: None,
+                    };
+                    if model::is_hazard(flags, from, to) && !self.opts.allow_hazard {
+                        row.got = "not sent (hazard; --allow-hazard sends it)".to_owned();
+                        rows.push(row);
+                        continue;
+                    }
+                    if let Err(e) = self.reach(i, from) {
+                        if matches!(e, PlanError::Interrupted) {
+                            return Err(e);
+                        }
+                        row.got = format!("could not reach {}: {e}", from.name());
+                        row.pass = Some(false);
+                        rows.push(row);
+                        self.recover(i);
+                        continue;
+                    }
+                    let first = self.events.len();
+                    let r = self.set(i, to, true);
+                    row.window = self.set_window(&bdf, first);
+                    let got_state = self.devs[i].state;
+                    let got_name = got_state.map_or("?", MigState::name);
+                    row.got = match &r {
+                        Ok(()) => format!("0, GET {got_name}"),
+                        Err(PlanError::SetFailed { errno, .. }) => {
+                            format!("-{}, GET {got_name}", errno_name(*errno))
+                        }
+                        Err(PlanError::Interrupted) => return Err(PlanError::Interrupted),
+                        Err(e) => format!("{e}"),
+                    };
+                    row.pass = Some(match (&expected, &r) {
+                        (Ok(_), Ok(())) => got_state == Some(to),
+                        (Err(_), Err(PlanError::SetFailed { errno, .. })) => {
+                            *errno == libc::EINVAL && got_state == Some(from)
+                        }
+                        _ => false,
+                    });
+                    // Leaving RESUMING/STOP_COPY without data is legal but may fail on real
+                    // devices: recover from whatever happened before the next pair.
+                    if !matches!(self.devs[i].state, Some(s) if s != MigState::Error) {
+                        self.recover(i);
+                    }
+                    rows.push(row);
+                }
+            }
+            self.set(i, MigState::Running, true).or_else(|e| {
+                if matches!(e, PlanError::Interrupted) {
+                    Err(e)
+                } else {
+                    self.recover(i);
+                    Ok(())
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The `[set, set_done]` times of the first SET recorded at or after event `first`.
+    fn set_window(&self, dev: &str, first: usize) -> Option<(u64, u64)> {
+        let evs = &self.events[first.min(self.events.len())..];
+        let t0 = evs.iter().find_map(|e| match &e.kind {
+            EventKind::Set { dev: d, .. } if d == dev => Some(e.t),
+            _ => None,
+        })?;
+        let t1 = evs.iter().find_map(|e| match &e.kind {
+            EventKind::SetDone { dev: d, .. } if d == dev && e.t >= t0 => Some(e.t),
+            _ => None,
+        })?;
+        Some((t0, t1))
+    }
+
+    /// Gets a device out of ERROR / an unknown state: GET, then reset if needed.
+    fn recover(&mut self, i: usize) {
+        if self.devs[i].state.is_none() {
+            self.get(i);
+        }
+        if matches!(self.devs[i].state, None | Some(MigState::Error)) {
+            self.reset(i);
+        }
+    }
+
+    /// Returns every touched device to RUNNING: ERROR/unknown ones are reset, stopped ones go
+    /// through RUNNING_P2P together first (QEMU's resume order), then each to RUNNING; a device
+    /// that will not go is reset (a device in ERROR is never sent a SET: only a reset leaves
+    /// ERROR). Returns what each device was left in.
+    #[expect(
+        clippy::needless_range_loop,
+        reason = "each pass calls &mut self methods by device index"
+    )]
+    fn cleanup(&mut self) -> Vec<(String, String)> {
+        let mut was_reset = vec![false; self.devs.len()];
+        for i in 0..self.devs.len() {
+            if !self.devs[i].touched {
+                continue;
+            }
+            if self.devs[i].state.is_none() {
+                self.get(i);
+            }
+            if matches!(self.devs[i].state, None | Some(MigState::Error)) {
+                self.reset(i);
+                was_reset[i] = true;
+            }
+        }
+        let settable = |s: Option<MigState>| s.is_some_and(|s| s != MigState::Error);
+        for i in 0..self.devs.len() {
+            let s = self.devs[i].state;
+            if settable(s)
+                && s.is_some_and(|s| s.stopped() || s == MigState::PreCopyP2p)
+                && self.devs[i].flags.supports(MigState::RunningP2p)
+                && self.set(i, MigState::RunningP2p, false).is_err()
+            {
+                self.reset(i);
+                was_reset[i] = true;
+            }
+        }
+        for i in 0..self.devs.len() {
+            let s = self.devs[i].state;
+            if settable(s)
+                && s != Some(MigState::Running)
+                && self.set(i, MigState::Running, false).is_err()
+            {
+                self.reset(i);
+                was_reset[i] = true;
+            }
+        }
+        let mut out = Vec::new();
+        for i in 0..self.devs.len() {
+            let s = self.devs[i].state;
+            let bdf = self.devs[i].bdf.clone();
+            let text = match (s, was_reset[i]) {
+                (Some(MigState::Running), false) => "RUNNING".to_owned(),
+                (Some(MigState::Running), true) => "RUNNING (after reset)".to_owned(),
+                (Some(s), _) => format!("{} (could not return it to RUNNING)", s.name()),
+                (None, _) => "UNKNOWN (GET failed; could not return it to RUNNING)".to_owned(),
+            };
+            self.mark(format!("{bdf}: left in {text}"));
+            out.push((bdf, text));
+        }
+        out
+    }
+}
+
+fn write_then_rename(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

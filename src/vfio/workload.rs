@@ -1,0 +1,285 @@
+//! Workloads that keep a device doing DMA and raising interrupts up to and across a quiesce:
+//! QEMU's `edu` DMA engine programmed through BAR0, an external command, or nothing.
+//!
+//! edu (QEMU `hw/misc/edu.c`): registers 0x80 src, 0x88 dst, 0x90 count, 0x98 cmd (1 run,
+//! 2 edu->RAM, 4 interrupt on completion; writes are ignored while RUN is set), a 4 KiB buffer at
+//! device address 0x40000, interrupt status 0x24 (DMA = 0x100), ack at 0x64, DMA addresses masked
+//! to 28 bits. Each transfer fires from a 100 ms timer.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::buffer::{DmaBuffer, PAGE};
+use super::sys::DeviceIo;
+
+pub mod edu {
+    pub const SRC: u64 = 0x80;
+    pub const DST: u64 = 0x88;
+    pub const CNT: u64 = 0x90;
+    pub const CMD: u64 = 0x98;
+    pub const IRQ_STATUS: u64 = 0x24;
+    pub const IRQ_ACK: u64 = 0x64;
+    pub const CMD_RUN: u64 = 1;
+    pub const CMD_TO_RAM: u64 = 2;
+    pub const CMD_IRQ: u64 = 4;
+    pub const DMA_IRQ: u32 = 0x100;
+    pub const BUF: u64 = 0x40000;
+    /// Kept below 4096: QEMU 7.2's edu aborts the VM on a full-buffer transfer.
+    pub const XFER: u64 = 2048;
+    /// edu's default DMA mask: IOVAs must be below 2^28.
+    pub const IOVA_LIMIT: u64 = 1 << 28;
+}
+
+/// The `--workload`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Workload {
+    None,
+    Edu,
+    Exec(String),
+}
+
+impl Workload {
+    pub fn parse(s: &str) -> Result<Workload, String> {
+        match s {
+            "none" => Ok(Workload::None),
+            "edu" => Ok(Workload::Edu),
+            _ => match s.strip_prefix("exec:") {
+                Some(cmd) if !cmd.trim().is_empty() => Ok(Workload::Exec(cmd.to_owned())),
+                _ => Err(format!(
+                    "unknown workload `{s}` (expected edu, none or exec:CMD)"
+                )),
+            },
+        }
+    }
+}
+
+/// Counters shared with the workload threads.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub issued: AtomicU64,
+    pub completed: AtomicU64,
+    pub stalled: AtomicU64,
+    pub errors: AtomicU64,
+    pub irqs: AtomicU64,
+}
+
+impl Counters {
+    pub fn summary(&self) -> String {
+        format!(
+            "dma issued {} completed {} stalled-polls {} errors {} msi {}",
+            self.issued.load(Ordering::Relaxed),
+            self.completed.load(Ordering::Relaxed),
+            self.stalled.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+            self.irqs.load(Ordering::Relaxed)
+        )
+    }
+}
+
+/// One device's edu DMA loop: for transfer n, stamp a fresh pattern into `src`, copy it
+/// RAM->edu, then edu->RAM into page n % pages of the witnessed `dst` with an interrupt.
+pub struct EduJob {
+    pub bar: Box<dyn DeviceIo>,
+    pub src: Arc<DmaBuffer>,
+    pub src_iova: u64,
+    pub dst_iova: u64,
+    pub dst_pages: u64,
+    pub tag: u8,
+}
+
+/// Running workload threads; stop() joins them.
+pub struct Running {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    child: Option<Child>,
+    pub counters: Arc<Counters>,
+}
+
+impl Running {
+    pub fn new() -> Running {
+        Running {
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+            child: None,
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    /// Counts interrupts arriving on `eventfd` until stopped, unmasking INTx after each.
+    pub fn count_irqs(&mut self, eventfd: OwnedFd, unmask: Option<Box<dyn Fn() + Send>>) {
+        let stop = Arc::clone(&self.stop);
+        let c = Arc::clone(&self.counters);
+        self.threads.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let mut pfd = libc::pollfd {
+                    fd: eventfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd, 50 ms timeout.
+                let r = unsafe { libc::poll(&mut pfd, 1, 50) };
+                if r > 0 {
+                    let mut v = 0u64;
+                    // SAFETY: an eventfd read writes exactly 8 bytes into `v`.
+                    let n = unsafe {
+                        libc::read(eventfd.as_raw_fd(), (&raw mut v).cast(), size_of::<u64>())
+                    };
+                    if n == 8 {
+                        c.irqs.fetch_add(v, Ordering::Relaxed);
+                        if let Some(u) = &unmask {
+                            u();
+                        }
+                    }
+                }
+            }
+        }));
+    }
+
+    pub fn start_edu(&mut self, job: EduJob) {
+        let stop = Arc::clone(&self.stop);
+        let c = Arc::clone(&self.counters);
+        self.threads
+            .push(std::thread::spawn(move || edu_loop(job, &stop, &c)));
+    }
+
+    pub fn start_exec(&mut self, cmd: &str, devices: &[String]) -> std::io::Result<()> {
+        let child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(cmd)
+            .env("MIGSCOPE_DEVICES", devices.join(" "))
+            .spawn()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Stops every thread (an edu transfer in progress is waited for up to 2 s) and the child.
+    pub fn stop(mut self) -> Arc<Counters> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        if let Some(mut child) = self.child.take() {
+            if let Ok(None) = child.try_wait() {
+                // SAFETY: signalling the child we spawned, by its pid.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            }
+            let _ = child.wait();
+        }
+        self.counters
+    }
+}
+
+impl Default for Running {
+    fn default() -> Self {
+        Running::new()
+    }
+}
+
+/// Waits until edu's RUN bit clears. A correct driver holds commands while quiesced, so long
+/// waits are expected then: keep polling while the workload runs; give up only when stopping
+/// and the grace period passed.
+fn wait_idle(bar: &dyn DeviceIo, stop: &AtomicBool, c: &Counters) -> bool {
+    let mut stop_seen: Option<Instant> = None;
+    loop {
+        match bar.read32(edu::CMD) {
+            Ok(v) if u64::from(v) & edu::CMD_RUN == 0 => return true,
+            Ok(_) => {}
+            Err(_) => {
+                c.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            let t = *stop_seen.get_or_insert_with(Instant::now);
+            if t.elapsed() > Duration::from_secs(2) {
+                return false;
+            }
+        }
+        c.stalled.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn edu_loop(job: EduJob, stop: &AtomicBool, c: &Counters) {
+    let bar = job.bar.as_ref();
+    let mut n: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        // A pattern no page has held before: transfer number, device tag, then a fill.
+        let mut pat = vec![(n as u8) ^ job.tag; edu::XFER as usize];
+        pat[..8].copy_from_slice(&n.to_le_bytes());
+        pat[8] = job.tag;
+        if job.src.write(0, &pat).is_err() {
+            c.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let dst = job.dst_iova + (n % job.dst_pages.max(1)) * PAGE as u64;
+        let ok = program(bar, job.src_iova, edu::BUF, edu::CMD_RUN, c)
+            && wait_idle(bar, stop, c)
+            && program(
+                bar,
+                edu::BUF,
+                dst,
+                edu::CMD_RUN | edu::CMD_TO_RAM | edu::CMD_IRQ,
+                c,
+            );
+        if !ok {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        c.issued.fetch_add(1, Ordering::Relaxed);
+        if wait_idle(bar, stop, c) {
+            c.completed.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(st) = bar.read32(edu::IRQ_STATUS)
+            && st & edu::DMA_IRQ != 0
+        {
+            let _ = bar.write32(edu::IRQ_ACK, edu::DMA_IRQ);
+        }
+    }
+}
+
+/// 32-bit accesses only: edu accepts 4 or 8 bytes at 0x80+, and vfio-pci may split 8-byte
+/// BAR accesses into two 32-bit ones anyway (`vfio_pci_core_do_io_rw`); every address we use is
+/// below 2^28, so the upper halves stay 0 (edu zero-extends a 32-bit write).
+fn program(bar: &dyn DeviceIo, src: u64, dst: u64, cmd: u64, c: &Counters) -> bool {
+    let r = bar
+        .write32(edu::SRC, src as u32)
+        .and_then(|_| bar.write32(edu::DST, dst as u32))
+        .and_then(|_| bar.write32(edu::CNT, edu::XFER as u32))
+        .and_then(|_| bar.write32(edu::CMD, cmd as u32));
+    if r.is_err() {
+        c.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    r.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_workloads() {
+        assert_eq!(Workload::parse("edu").unwrap(), Workload::Edu);
+        assert_eq!(Workload::parse("none").unwrap(), Workload::None);
+        assert_eq!(
+            Workload::parse("exec:sleep 1").unwrap(),
+            Workload::Exec("sleep 1".into())
+        );
+        assert!(Workload::parse("exec:").is_err());
+        assert!(Workload::parse("fio").is_err());
+    }
+
+    #[test]
+    fn exec_workload_is_stopped() {
+        let mut r = Running::new();
+        r.start_exec("sleep 30", &["0000:00:02.0".into()])
+            .expect("spawn sh");
+        let t = Instant::now();
+        r.stop();
+        assert!(t.elapsed() < Duration::from_secs(30));
+    }
+}

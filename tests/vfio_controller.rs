@@ -1,0 +1,803 @@
+//! The controller against the FSM test double: plans, ordering, data, witness, error paths and
+//! cleanup, through the same `vfio::drive` code path production uses; traces it produces are
+//! run through the real verifier.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use MigState::*;
+use migscope::model::{MigFlags, MigState};
+use migscope::trace::{DataDir, DmaSource, Event, EventKind, Header, source};
+use migscope::verify::{self, Verifier};
+use migscope::vfio::sim::{Misbehave, SimCall, SimSpec, SimVfio};
+use migscope::vfio::{self, Order, Outcome, Plan, SetupError};
+
+const A: &str = "0000:00:02.0";
+const B: &str = "0000:00:03.0";
+const P2P: u32 = MigFlags::STOP_COPY | MigFlags::P2P;
+const ALL: u32 = 7;
+
+fn opts(plan: Plan, dir: &std::path::Path) -> vfio::Options {
+    let mut o = vfio::Options::new(plan);
+    o.save_dir = dir.to_path_buf();
+    o
+}
+
+fn run(sim: &mut SimVfio, devs: &[&str], o: &vfio::Options) -> Outcome {
+    let devs: Vec<String> = devs.iter().map(|s| s.to_string()).collect();
+    vfio::drive(sim, &devs, o, &mut |s| eprintln!("{s}")).expect("drive set-up")
+}
+
+fn sets(sim: &SimVfio) -> Vec<(String, MigState)> {
+    sim.calls
+        .iter()
+        .filter_map(|c| match c {
+            SimCall::Set(d, s) => Some((d.clone(), *s)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn arcs(sim: &SimVfio, dev: &str) -> Vec<(MigState, MigState)> {
+    sim.calls
+        .iter()
+        .filter_map(|c| match c {
+            SimCall::Arc(d, a, b) if d == dev => Some((*a, *b)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Verifies the controller's events as `drive` would (witness ok, no probe).
+fn verify_events(out: &Outcome) -> verify::Report {
+    let mut h = Header {
+        sources: out.sources.clone(),
+        ..Header::default()
+    };
+    h.sources.insert(
+        source::TRANSITIONS.into(),
+        "unavailable: test without probe".into(),
+    );
+    let mut v = Verifier::new(&h, verify::Options::default());
+    for (i, ev) in out.events.iter().enumerate() {
+        v.push(i as u64 + 2, ev);
+    }
+    v.push(
+        0,
+        &Event {
+            t: out.events.last().map_or(0, |e| e.t),
+            pid: None,
+            kind: EventKind::End,
+        },
+    );
+    v.finish()
+}
+
+#[test]
+fn stopcopy_walks_the_plan_saves_and_ends_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = SimSpec::new(A, P2P);
+    let state = spec.state.clone();
+    let mut sim = SimVfio::new([spec]);
+    let out = run(&mut sim, &[A], &opts(Plan::StopCopy, dir.path()));
+    assert_eq!(out.error, None);
+    assert_eq!(
+        sets(&sim).into_iter().map(|(_, s)| s).collect::<Vec<_>>(),
+        vec![RunningP2p, StopCopy, Stop, RunningP2p, Running]
+    );
+    // Every SET is followed by a GET.
+    for w in sim.calls.windows(2) {
+        if let SimCall::Set(..) = w[0] {
+            assert!(matches!(w[1], SimCall::Get(_) | SimCall::Arc(..)), "{w:?}");
+        }
+    }
+    assert_eq!(
+        arcs(&sim, A),
+        vec![
+            (Running, RunningP2p),
+            (RunningP2p, Stop),
+            (Stop, StopCopy),
+            (StopCopy, Stop),
+            (Stop, RunningP2p),
+            (RunningP2p, Running)
+        ]
+    );
+    assert_eq!(sim.state_of(A), Some(Running));
+    assert_eq!(out.saved_files.len(), 1);
+    assert_eq!(std::fs::read(&out.saved_files[0]).expect("saved"), state);
+    assert!(out.events.iter().any(|e| matches!(&e.kind,
+        EventKind::Data { dir: DataDir::Save, bytes, .. } if *bytes == state.len() as u64)));
+    assert!(out.events.iter().any(|e| matches!(
+        &e.kind,
+        EventKind::SetDone {
+            to: StopCopy,
+            ret: 0,
+            data_fd: Some(_),
+            ..
+        }
+    )));
+    assert_eq!(
+        out.final_states,
+        vec![(A.to_string(), "RUNNING".to_string())]
+    );
+    assert_eq!(out.sources.get("witness").map(String::as_str), Some("ok"));
+    assert!(out.sources["dirty_log"].starts_with("unavailable: "));
+    // Events are in time order and the verifier has nothing against them.
+    assert!(out.events.windows(2).all(|w| w[0].t <= w[1].t));
+    let r = verify_events(&out);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+}
+
+#[test]
+fn stopcopy_without_p2p_skips_running_p2p() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, MigFlags::STOP_COPY)]);
+    let out = run(&mut sim, &[A], &opts(Plan::StopCopy, dir.path()));
+    assert_eq!(out.error, None);
+    assert_eq!(
+        sets(&sim).into_iter().map(|(_, s)| s).collect::<Vec<_>>(),
+        vec![StopCopy, Stop, Running]
+    );
+    assert_eq!(arcs(&sim, A)[0], (Running, Stop));
+}
+
+#[test]
+fn precopy_reads_iteratively_then_the_rest_in_stop_copy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = SimSpec::new(A, ALL);
+    let state = spec.state.clone();
+    let mut sim = SimVfio::new([spec]);
+    let out = run(&mut sim, &[A], &opts(Plan::PreCopy, dir.path()));
+    assert_eq!(out.error, None);
+    let saves: Vec<u64> = out
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Data {
+                dir: DataDir::Save,
+                bytes,
+                ..
+            } => Some(*bytes),
+            _ => None,
+        })
+        .collect();
+    // PRE_COPY hands out the first half (then ENOMSG), STOP_COPY the rest.
+    assert_eq!(
+        saves,
+        vec![
+            state.len() as u64 / 2,
+            (state.len() - state.len() / 2) as u64
+        ]
+    );
+    assert_eq!(std::fs::read(&out.saved_files[0]).expect("saved"), state);
+    assert!(out.events.iter().any(|e| matches!(&e.kind,
+        EventKind::Mark { label } if label.contains("precopy round 0: initial_bytes"))));
+    assert_eq!(sim.state_of(A), Some(Running));
+}
+
+#[test]
+fn precopy_on_a_device_without_pre_copy_is_refused_before_touching_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P)]);
+    let e = vfio::drive(
+        &mut sim,
+        &[A.to_string()],
+        &opts(Plan::PreCopy, dir.path()),
+        &mut |_| {},
+    )
+    .expect_err("precopy needs PRE_COPY");
+    assert!(matches!(e, SetupError::PlanUnsupported { .. }), "{e}");
+    assert!(sets(&sim).is_empty());
+}
+
+#[test]
+fn device_without_migration_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spec = SimSpec::new(A, P2P);
+    spec.flags = None;
+    let mut sim = SimVfio::new([spec]);
+    let e = vfio::drive(
+        &mut sim,
+        &[A.to_string()],
+        &opts(Plan::StopCopy, dir.path()),
+        &mut |_| {},
+    )
+    .expect_err("no migration");
+    let text = format!(
+        "{e}: {}",
+        std::error::Error::source(&e)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    );
+    assert!(text.contains("no migration support"), "{text}");
+    assert!(sets(&sim).is_empty());
+}
+
+#[test]
+fn roundtrip_loads_the_save_and_compares() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P)]);
+    let out = run(&mut sim, &[A], &opts(Plan::RoundTrip, dir.path()));
+    assert_eq!(out.error, None);
+    assert_eq!(out.roundtrip.len(), 1);
+    assert!(out.roundtrip[0].1, "re-save differs: {:?}", out.roundtrip);
+    assert!(out.events.iter().any(|e| matches!(
+        &e.kind,
+        EventKind::Data {
+            dir: DataDir::Load,
+            ..
+        }
+    )));
+    assert_eq!(out.saved_files.len(), 2);
+}
+
+#[test]
+fn resume_from_file_is_loaded_into_the_device() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("in.mig");
+    std::fs::write(&file, b"state from another host").expect("write");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P)]);
+    let mut o = opts(
+        Plan::parse("RUNNING_P2P,STOP,RESUMING,STOP,RUNNING").expect("plan"),
+        dir.path(),
+    );
+    o.resume_from = vec![file];
+    let out = run(&mut sim, &[A], &o);
+    assert_eq!(out.error, None);
+    assert_eq!(sim.saved_state_of(A), Some(&b"state from another host"[..]));
+    assert_eq!(sim.state_of(A), Some(Running));
+}
+
+#[test]
+fn conformance_matches_the_kernel_fsm_and_never_sends_hazards() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for flags in MigFlags::ALL_SETS {
+        let mut sim = SimVfio::new([SimSpec::new(A, flags.0)]);
+        let out = run(&mut sim, &[A], &opts(Plan::Conformance, dir.path()));
+        assert_eq!(out.error, None, "{flags:?}");
+        let supported = MigState::ALL.iter().filter(|s| flags.supports(**s)).count();
+        assert_eq!(out.conformance.len(), supported * 8, "{flags:?}");
+        let bad: Vec<_> = out
+            .conformance
+            .iter()
+            .filter(|r| r.pass == Some(false))
+            .collect();
+        assert!(bad.is_empty(), "{flags:?}: {bad:?}");
+        let skipped = out.conformance.iter().filter(|r| r.pass.is_none()).count();
+        let hazards = if flags.contains(MigFlags::PRE_COPY) {
+            if flags.contains(MigFlags::P2P) { 2 } else { 1 }
+        } else {
+            0
+        };
+        assert_eq!(skipped, hazards, "{flags:?}");
+        assert_eq!(sim.hazards_received, 0);
+        assert_eq!(sim.state_of(A), Some(Running));
+    }
+}
+
+#[test]
+fn conformance_with_allow_hazard_sends_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, ALL)]);
+    let mut o = opts(Plan::Conformance, dir.path());
+    o.allow_hazard = true;
+    let out = run(&mut sim, &[A], &o);
+    assert_eq!(sim.hazards_received, 2);
+    assert!(
+        out.conformance.iter().all(|r| r.pass == Some(true)),
+        "{:?}",
+        out.conformance
+            .iter()
+            .filter(|r| r.pass != Some(true))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn custom_plan_refuses_a_hazard_and_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, ALL)]);
+    let out = run(
+        &mut sim,
+        &[A],
+        &opts(Plan::parse("STOP_COPY,PRE_COPY").expect("plan"), dir.path()),
+    );
+    assert!(
+        out.error
+            .as_deref()
+            .is_some_and(|e| e.contains("--allow-hazard")),
+        "{:?}",
+        out.error
+    );
+    assert_eq!(sim.hazards_received, 0);
+    assert_eq!(sim.state_of(A), Some(Running));
+}
+
+fn index_of(s: &[(String, MigState)], dev: &str, st: MigState, nth: usize) -> usize {
+    s.iter()
+        .enumerate()
+        .filter(|(_, (d, x))| d == dev && *x == st)
+        .nth(nth)
+        .map(|(i, _)| i)
+        .unwrap_or_else(|| panic!("no SET {st:?} #{nth} for {dev} in {s:?}"))
+}
+
+#[test]
+fn qemu_order_quiesces_all_before_stopping_any_and_passes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P), SimSpec::new(B, P2P)]);
+    let out = run(&mut sim, &[A, B], &opts(Plan::StopCopy, dir.path()));
+    assert_eq!(out.error, None);
+    let s = sets(&sim);
+    assert!(index_of(&s, B, RunningP2p, 0) < index_of(&s, A, StopCopy, 0));
+    // On resume both reach RUNNING_P2P before either runs.
+    assert!(index_of(&s, B, RunningP2p, 1) < index_of(&s, A, Running, 0));
+    let r = verify_events(&out);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+}
+
+#[test]
+fn qemu_order_inserts_barriers_for_custom_plans() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P), SimSpec::new(B, P2P)]);
+    let out = run(
+        &mut sim,
+        &[A, B],
+        &opts(Plan::parse("STOP,RUNNING").expect("plan"), dir.path()),
+    );
+    assert_eq!(out.error, None);
+    let s = sets(&sim);
+    assert!(
+        index_of(&s, B, RunningP2p, 0) < index_of(&s, A, Stop, 0),
+        "{s:?}"
+    );
+    assert!(
+        index_of(&s, B, RunningP2p, 1) < index_of(&s, A, Running, 0),
+        "{s:?}"
+    );
+    assert!(verify_events(&out).violations.is_empty());
+}
+
+#[test]
+fn naive_order_fails_stop_while_peer_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P), SimSpec::new(B, P2P)]);
+    let mut o = opts(Plan::StopCopy, dir.path());
+    o.order = Order::Naive;
+    let out = run(&mut sim, &[A, B], &o);
+    assert_eq!(out.error, None);
+    let s = sets(&sim);
+    assert!(index_of(&s, A, Running, 0) < index_of(&s, B, RunningP2p, 0));
+    let r = verify_events(&out);
+    assert!(
+        r.violated_rules().contains(&"stop-while-peer-running"),
+        "{:?}",
+        r.violations
+    );
+    assert_eq!(r.verdict, verify::Verdict::Fail);
+}
+
+#[test]
+fn witness_catches_dma_after_quiesce_with_a_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P).with(Misbehave::DmaAfterQuiesce(1))]);
+    let out = run(&mut sim, &[A], &opts(Plan::StopCopy, dir.path()));
+    let quiesced_at = out
+        .events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::SetDone {
+                to: RunningP2p,
+                ret: 0,
+                ..
+            } => Some(e.t),
+            _ => None,
+        })
+        .expect("quiesce");
+    let dma: Vec<&Event> = out
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Dma { .. }))
+        .collect();
+    assert!(!dma.is_empty(), "no witness event");
+    match &dma[0].kind {
+        EventKind::Dma {
+            dev,
+            src,
+            iova,
+            len,
+            write,
+            window: Some((t0, t1)),
+            ..
+        } => {
+            assert_eq!((dev.as_str(), *src, *write), (A, DmaSource::Witness, true));
+            assert_eq!(*iova, vfio::controller::IOVA_BASE);
+            assert_eq!(*len, 4096);
+            assert_eq!(*t0, quiesced_at, "window starts at the quiesce");
+            assert!(t1 > t0 && *t1 == dma[0].t);
+        }
+        k => panic!("unexpected {k:?}"),
+    }
+    let r = verify_events(&out);
+    assert!(
+        r.violated_rules().contains(&"dma-after-quiesce"),
+        "{:?}",
+        r.violations
+    );
+}
+
+#[test]
+fn a_failing_arc_stops_the_plan_and_the_device_is_reset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P).with(Misbehave::FailArc {
+        from: Running,
+        to: RunningP2p,
+        errno: libc::EIO,
+        left_in: Error,
+    })]);
+    let out = run(&mut sim, &[A], &opts(Plan::StopCopy, dir.path()));
+    assert!(
+        out.error
+            .as_deref()
+            .is_some_and(|e| e.contains("SET RUNNING_P2P failed")),
+        "{:?}",
+        out.error
+    );
+    assert!(sim.calls.contains(&SimCall::Reset(A.into())));
+    assert_eq!(sim.state_of(A), Some(Running));
+    assert_eq!(out.final_states[0].1, "RUNNING (after reset)");
+    assert!(out.events.iter().any(|e| matches!(&e.kind,
+        EventKind::SetDone { to: RunningP2p, ret, .. } if *ret == -libc::EIO)));
+    assert!(
+        out.events
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::Get { state: Error, .. }))
+    );
+    let r = verify_events(&out);
+    assert!(
+        r.violated_rules().contains(&"set-failed"),
+        "{:?}",
+        r.violations
+    );
+}
+
+#[test]
+fn a_device_that_cannot_be_recovered_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P)
+        .with(Misbehave::FailArc {
+            from: RunningP2p,
+            to: Stop,
+            errno: libc::EIO,
+            left_in: Error,
+        })
+        .with(Misbehave::ResetFails(libc::EIO))]);
+    let out = run(&mut sim, &[A], &opts(Plan::StopCopy, dir.path()));
+    assert!(out.error.is_some());
+    assert!(
+        out.final_states[0]
+            .1
+            .contains("could not return it to RUNNING"),
+        "{:?}",
+        out.final_states
+    );
+}
+
+#[test]
+fn a_lying_get_is_a_state_mismatch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P).with(Misbehave::GetReports(Running))]);
+    let out = run(
+        &mut sim,
+        &[A],
+        &opts(
+            Plan::parse("RUNNING_P2P,RUNNING").expect("plan"),
+            dir.path(),
+        ),
+    );
+    let r = verify_events(&out);
+    assert!(
+        r.violated_rules().contains(&"state-mismatch"),
+        "{:?}",
+        r.violations
+    );
+}
+
+#[test]
+fn a_signal_mid_plan_returns_every_device_to_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P), SimSpec::new(B, P2P)]);
+    let o = opts(Plan::StopCopy, dir.path());
+    let stop: Arc<AtomicBool> = Arc::clone(&o.stop);
+    // The "signal" arrives as soon as the first device's state has been saved.
+    let out = vfio::drive(&mut sim, &[A.to_string(), B.to_string()], &o, &mut |s| {
+        if s.contains("saved") {
+            stop.store(true, Ordering::Relaxed);
+        }
+    })
+    .expect("drive");
+    assert_eq!(out.error.as_deref(), Some("interrupted by a signal"));
+    assert_eq!(sim.state_of(A), Some(Running));
+    assert_eq!(sim.state_of(B), Some(Running));
+    let s = sets(&sim);
+    // B never stopped; A went back through RUNNING_P2P (legal path, QEMU resume order).
+    assert!(!s.contains(&(B.to_string(), StopCopy)));
+    assert_eq!(
+        &s[s.len() - 3..],
+        &[
+            (A.into(), RunningP2p),
+            (A.into(), Running),
+            (B.into(), Running)
+        ]
+    );
+    assert!(out.final_states.iter().all(|(_, st)| st == "RUNNING"));
+    let r = verify_events(&out);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+}
+
+fn edu_opts(dir: &std::path::Path) -> vfio::Options {
+    let mut o = opts(Plan::StopCopy, dir);
+    o.workload = vfio::Workload::Edu;
+    // Long enough for the workload thread to issue commands while each quiesced step lasts.
+    o.dwell = std::time::Duration::from_millis(150);
+    o
+}
+
+fn count(summary: &str, key: &str) -> u64 {
+    summary
+        .split(key)
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.trim_end_matches(';').parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {summary}"))
+}
+
+#[test]
+fn edu_workload_held_while_quiesced_leaves_no_witness_evidence() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P)]);
+    let out = run(&mut sim, &[A], &edu_opts(dir.path()));
+    assert_eq!(out.error, None);
+    let summary = out.workload_summary.clone().expect("summary");
+    assert!(count(&summary, "completed ") > 0, "{summary}");
+    assert!(count(&summary, "msi ") > 0, "{summary}");
+    assert!(count(&summary, "witness checks ") > 0, "{summary}");
+    assert!(
+        !out.events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Dma { .. }))
+    );
+    assert!(out.events.iter().any(|e| matches!(&e.kind,
+        EventKind::Mark { label } if label.contains("after SET RUNNING_P2P: dma issued"))));
+    let r = verify_events(&out);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+}
+
+#[test]
+fn edu_workload_through_a_driver_that_does_not_hold_dma_is_caught() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P).with(Misbehave::EduIgnoresQuiesce)]);
+    let out = run(&mut sim, &[A], &edu_opts(dir.path()));
+    let dma = out
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::Dma {
+                    src: DmaSource::Witness,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(dma > 0, "{:?}", out.workload_summary);
+    let r = verify_events(&out);
+    assert!(
+        r.violated_rules().contains(&"dma-after-quiesce"),
+        "{:?}",
+        r.violations
+    );
+    assert_eq!(sim.state_of(A), Some(Running));
+}
+
+#[test]
+fn device_dma_logging_reports_writes_after_quiesce() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P)
+        .with_dirty_log()
+        .with(Misbehave::DmaAfterQuiesce(1))]);
+    let out = run(&mut sim, &[A], &opts(Plan::StopCopy, dir.path()));
+    assert_eq!(out.sources.get("dirty_log").map(String::as_str), Some("ok"));
+    let dirty: Vec<_> = out
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Dma {
+                src: DmaSource::DirtyLog,
+                iova,
+                len,
+                window,
+                ..
+            } => Some((*iova, *len, *window)),
+            _ => None,
+        })
+        .collect();
+    // The double lands one write on the first ioctl after each quiescent SET (four of them).
+    // The witness sees all four; the log misses the first, which lands inside the report that
+    // clears the log at the quiesce (the log cannot tell it from DMA drained before the SET
+    // returned), and sees the other three.
+    let witnessed = out
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::Dma {
+                    src: DmaSource::Witness,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(dirty.len(), 3, "{dirty:?}");
+    assert_eq!(witnessed, 4);
+    assert_eq!(
+        (dirty[0].0, dirty[0].1),
+        (vfio::controller::IOVA_BASE, 4096)
+    );
+    let r = verify_events(&out);
+    assert!(
+        r.violated_rules().contains(&"dma-after-quiesce"),
+        "{:?}",
+        r.violations
+    );
+}
+
+#[test]
+fn device_dma_logging_clears_pre_quiesce_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P).with_dirty_log()]);
+    let out = run(&mut sim, &[A], &edu_opts(dir.path()));
+    assert_eq!(out.sources.get("dirty_log").map(String::as_str), Some("ok"));
+    assert!(
+        !out.events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Dma { .. }))
+    );
+    assert!(verify_events(&out).violations.is_empty());
+}
+
+#[test]
+fn conformance_reports_a_misbehaving_device() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P).with(Misbehave::FailArc {
+        from: Stop,
+        to: Resuming,
+        errno: libc::EIO,
+        left_in: Error,
+    })]);
+    let out = run(&mut sim, &[A], &opts(Plan::Conformance, dir.path()));
+    assert_eq!(out.error, None);
+    let bad: Vec<_> = out
+        .conformance
+        .iter()
+        .filter(|r| r.pass == Some(false))
+        .collect();
+    // Every pair that needs the STOP -> RESUMING arc fails: reaching RESUMING (8 targets) and
+    // SET RESUMING from STOP, STOP_COPY, RUNNING_P2P and RUNNING (through STOP).
+    assert_eq!(bad.len(), 8 + 4, "{bad:#?}");
+    assert!(
+        bad.iter()
+            .any(|r| r.from == Running && r.to == Resuming && r.got.starts_with("-EIO"))
+    );
+    assert!(
+        sim.calls
+            .iter()
+            .filter(|c| matches!(c, SimCall::Reset(_)))
+            .count()
+            >= 4
+    );
+    assert_eq!(sim.state_of(A), Some(Running));
+}
+
+#[test]
+fn duplicate_devices_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P)]);
+    let e = vfio::drive(
+        &mut sim,
+        &[A.to_string(), A.to_string()],
+        &opts(Plan::StopCopy, dir.path()),
+        &mut |_| {},
+    )
+    .expect_err("duplicate");
+    assert!(matches!(e, SetupError::Duplicate(_)), "{e}");
+}
+
+#[test]
+fn a_device_that_will_not_go_back_is_reset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P).with(Misbehave::FailArc {
+        from: Stop,
+        to: RunningP2p,
+        errno: libc::EIO,
+        left_in: Stop,
+    })]);
+    let out = run(&mut sim, &[A], &opts(Plan::StopCopy, dir.path()));
+    assert!(
+        out.error
+            .as_deref()
+            .is_some_and(|e| e.contains("SET RUNNING_P2P failed")),
+        "{:?}",
+        out.error
+    );
+    assert!(sim.calls.contains(&SimCall::Reset(A.into())));
+    assert_eq!(sim.state_of(A), Some(Running));
+    assert_eq!(out.final_states[0].1, "RUNNING (after reset)");
+    assert!(
+        verify_events(&out)
+            .violated_rules()
+            .iter()
+            .all(|r| *r == "set-failed")
+    );
+}
+
+#[test]
+fn cleanup_never_sends_a_set_from_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P)
+        .with(Misbehave::FailArc {
+            from: RunningP2p,
+            to: Stop,
+            errno: libc::EIO,
+            left_in: Error,
+        })
+        .with(Misbehave::ResetFails(libc::EIO))]);
+    let out = run(&mut sim, &[A], &opts(Plan::StopCopy, dir.path()));
+    let first_error = sim
+        .calls
+        .iter()
+        .position(|c| matches!(c, SimCall::Arc(_, _, Stop)))
+        .expect("the failing arc");
+    assert!(
+        !sim.calls[first_error..]
+            .iter()
+            .any(|c| matches!(c, SimCall::Set(..))),
+        "{:?}",
+        &sim.calls[first_error..]
+    );
+    assert_eq!(
+        out.final_states[0].1,
+        "ERROR (could not return it to RUNNING)"
+    );
+}
+
+#[test]
+fn a_device_found_in_error_is_reset_before_the_plan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spec = SimSpec::new(A, P2P);
+    spec.initial = Error;
+    let mut sim = SimVfio::new([spec]);
+    let out = run(
+        &mut sim,
+        &[A],
+        &opts(
+            Plan::parse("RUNNING_P2P,RUNNING").expect("plan"),
+            dir.path(),
+        ),
+    );
+    assert_eq!(out.error, None);
+    let first_set = sim
+        .calls
+        .iter()
+        .position(|c| matches!(c, SimCall::Set(..)))
+        .expect("a SET");
+    let reset = sim
+        .calls
+        .iter()
+        .position(|c| matches!(c, SimCall::Reset(_)))
+        .expect("a reset");
+    assert!(reset < first_set, "{:?}", sim.calls);
+    assert_eq!(sim.state_of(A), Some(Running));
+}

@@ -1,0 +1,413 @@
+//! The view's own input vocabulary: events, device declarations, findings and verdicts, as
+//! plain data the caller converts its trace into (the view never depends on the tracer).
+
+use std::fmt;
+
+/// A VFIO v2 migration state (uAPI numbers 0..7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum State {
+    Error = 0,
+    Stop = 1,
+    Running = 2,
+    StopCopy = 3,
+    Resuming = 4,
+    RunningP2p = 5,
+    PreCopy = 6,
+    PreCopyP2p = 7,
+}
+
+impl State {
+    pub const ALL: [State; 8] = [
+        State::Error,
+        State::Stop,
+        State::Running,
+        State::StopCopy,
+        State::Resuming,
+        State::RunningP2p,
+        State::PreCopy,
+        State::PreCopyP2p,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            State::Error => "ERROR",
+            State::Stop => "STOP",
+            State::Running => "RUNNING",
+            State::StopCopy => "STOP_COPY",
+            State::Resuming => "RESUMING",
+            State::RunningP2p => "RUNNING_P2P",
+            State::PreCopy => "PRE_COPY",
+            State::PreCopyP2p => "PRE_COPY_P2P",
+        }
+    }
+
+    pub const fn from_u8(v: u8) -> Option<State> {
+        Some(match v {
+            0 => State::Error,
+            1 => State::Stop,
+            2 => State::Running,
+            3 => State::StopCopy,
+            4 => State::Resuming,
+            5 => State::RunningP2p,
+            6 => State::PreCopy,
+            7 => State::PreCopyP2p,
+            _ => return None,
+        })
+    }
+
+    pub fn from_name(s: &str) -> Option<State> {
+        State::ALL.into_iter().find(|st| st.name() == s)
+    }
+
+    /// States in which the device may initiate DMA (DESIGN.md: RUNNING, PRE_COPY).
+    pub const fn dma_allowed(self) -> bool {
+        matches!(self, State::Running | State::PreCopy)
+    }
+
+    /// States in which the device must not initiate DMA or interrupts.
+    pub const fn quiescent(self) -> bool {
+        matches!(
+            self,
+            State::RunningP2p | State::PreCopyP2p | State::Stop | State::StopCopy | State::Resuming
+        )
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Migration feature flags a device declares (`VFIO_MIGRATION_*` bits).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Flags(pub u32);
+
+impl Flags {
+    pub const STOP_COPY: u32 = 1;
+    pub const P2P: u32 = 2;
+    pub const PRE_COPY: u32 = 4;
+
+    pub fn names(self) -> Vec<&'static str> {
+        [
+            (Self::STOP_COPY, "STOP_COPY"),
+            (Self::P2P, "P2P"),
+            (Self::PRE_COPY, "PRE_COPY"),
+        ]
+        .into_iter()
+        .filter(|(b, _)| self.0 & b != 0)
+        .map(|(_, n)| n)
+        .collect()
+    }
+}
+
+/// Where DMA evidence came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DmaSrc {
+    Witness = 0,
+    DirtyLog = 1,
+    IommuDirty = 2,
+    MdevDma = 3,
+    Fault = 4,
+}
+
+impl DmaSrc {
+    pub const ALL: [DmaSrc; 5] = [
+        DmaSrc::Witness,
+        DmaSrc::DirtyLog,
+        DmaSrc::IommuDirty,
+        DmaSrc::MdevDma,
+        DmaSrc::Fault,
+    ];
+    pub const fn name(self) -> &'static str {
+        match self {
+            DmaSrc::Witness => "witness",
+            DmaSrc::DirtyLog => "dirty_log",
+            DmaSrc::IommuDirty => "iommu_dirty",
+            DmaSrc::MdevDma => "mdev_dma",
+            DmaSrc::Fault => "fault",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IrqKind {
+    Msi = 0,
+    Msix = 1,
+    Intx = 2,
+}
+
+impl IrqKind {
+    pub const ALL: [IrqKind; 3] = [IrqKind::Msi, IrqKind::Msix, IrqKind::Intx];
+    pub const fn name(self) -> &'static str {
+        match self {
+            IrqKind::Msi => "msi",
+            IrqKind::Msix => "msix",
+            IrqKind::Intx => "intx",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DataDir {
+    Save = 0,
+    Load = 1,
+}
+
+impl DataDir {
+    pub const fn name(self) -> &'static str {
+        match self {
+            DataDir::Save => "save",
+            DataDir::Load => "load",
+        }
+    }
+}
+
+/// One event of a trace, in the view's terms. Lossless with respect to the trace format, so
+/// the view can hand back exactly what it holds (export).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimelineEvent {
+    /// Nanoseconds on the trace clock.
+    pub t: u64,
+    /// 1-based line in the source trace, 0 when none.
+    pub line: u64,
+    pub pid: Option<u32>,
+    pub kind: EvKind,
+}
+
+/// The event's type and fields.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EvKind {
+    Device(DeviceDecl),
+    Set {
+        dev: String,
+        to: State,
+    },
+    Step {
+        dev: String,
+        from: State,
+        to: State,
+    },
+    SetDone {
+        dev: String,
+        to: State,
+        ret: i32,
+        data_fd: Option<i32>,
+    },
+    Get {
+        dev: String,
+        state: State,
+    },
+    Reset {
+        dev: String,
+        ret: i32,
+    },
+    Dma {
+        dev: String,
+        src: DmaSrc,
+        iova: u64,
+        len: u64,
+        write: bool,
+        window: Option<(u64, u64)>,
+        p2p: Option<bool>,
+    },
+    Irq {
+        dev: String,
+        kind: IrqKind,
+        vector: u32,
+    },
+    Map {
+        ctx: String,
+        iova: u64,
+        len: u64,
+    },
+    Unmap {
+        ctx: String,
+        iova: u64,
+        len: u64,
+    },
+    Data {
+        dev: String,
+        dir: DataDir,
+        bytes: u64,
+    },
+    Lost {
+        n: u64,
+        source: String,
+    },
+    Mark {
+        label: String,
+    },
+    End,
+}
+
+/// A device declaration (`ev: device`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceDecl {
+    pub dev: String,
+    pub ctx: String,
+    pub flags: Flags,
+    pub state: State,
+    pub driver: Option<String>,
+}
+
+/// The event types, as a small number (used for filtering and columnar storage).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Ev {
+    Device = 0,
+    Set = 1,
+    Step = 2,
+    SetDone = 3,
+    Get = 4,
+    Reset = 5,
+    Dma = 6,
+    Irq = 7,
+    Map = 8,
+    Unmap = 9,
+    Data = 10,
+    Lost = 11,
+    Mark = 12,
+    End = 13,
+}
+
+impl Ev {
+    pub const ALL: [Ev; 14] = [
+        Ev::Device,
+        Ev::Set,
+        Ev::Step,
+        Ev::SetDone,
+        Ev::Get,
+        Ev::Reset,
+        Ev::Dma,
+        Ev::Irq,
+        Ev::Map,
+        Ev::Unmap,
+        Ev::Data,
+        Ev::Lost,
+        Ev::Mark,
+        Ev::End,
+    ];
+    pub const fn name(self) -> &'static str {
+        match self {
+            Ev::Device => "device",
+            Ev::Set => "set",
+            Ev::Step => "step",
+            Ev::SetDone => "set_done",
+            Ev::Get => "get",
+            Ev::Reset => "reset",
+            Ev::Dma => "dma",
+            Ev::Irq => "irq",
+            Ev::Map => "map",
+            Ev::Unmap => "unmap",
+            Ev::Data => "data",
+            Ev::Lost => "lost",
+            Ev::Mark => "mark",
+            Ev::End => "end",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<Ev> {
+        Ev::ALL.into_iter().find(|e| e.name() == s)
+    }
+    pub const fn from_u8(v: u8) -> Option<Ev> {
+        if (v as usize) < Ev::ALL.len() {
+            Some(Ev::ALL[v as usize])
+        } else {
+            None
+        }
+    }
+}
+
+impl EvKind {
+    pub const fn ev(&self) -> Ev {
+        match self {
+            EvKind::Device(_) => Ev::Device,
+            EvKind::Set { .. } => Ev::Set,
+            EvKind::Step { .. } => Ev::Step,
+            EvKind::SetDone { .. } => Ev::SetDone,
+            EvKind::Get { .. } => Ev::Get,
+            EvKind::Reset { .. } => Ev::Reset,
+            EvKind::Dma { .. } => Ev::Dma,
+            EvKind::Irq { .. } => Ev::Irq,
+            EvKind::Map { .. } => Ev::Map,
+            EvKind::Unmap { .. } => Ev::Unmap,
+            EvKind::Data { .. } => Ev::Data,
+            EvKind::Lost { .. } => Ev::Lost,
+            EvKind::Mark { .. } => Ev::Mark,
+            EvKind::End => Ev::End,
+        }
+    }
+
+    /// The device the event is about.
+    pub fn dev(&self) -> Option<&str> {
+        match self {
+            EvKind::Device(d) => Some(&d.dev),
+            EvKind::Set { dev, .. }
+            | EvKind::Step { dev, .. }
+            | EvKind::SetDone { dev, .. }
+            | EvKind::Get { dev, .. }
+            | EvKind::Reset { dev, .. }
+            | EvKind::Dma { dev, .. }
+            | EvKind::Irq { dev, .. }
+            | EvKind::Data { dev, .. } => Some(dev),
+            EvKind::Map { .. }
+            | EvKind::Unmap { .. }
+            | EvKind::Lost { .. }
+            | EvKind::Mark { .. }
+            | EvKind::End => None,
+        }
+    }
+}
+
+/// One rule finding (a violation, or a warning when `warning`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub rule: String,
+    pub dev: Option<String>,
+    pub t: u64,
+    /// 1-based line of the offending event, 0 when none.
+    pub line: u64,
+    pub detail: String,
+    /// What the rule means, in one line (the verifier's own explanation).
+    pub explain: String,
+    pub warning: bool,
+}
+
+/// The verdict as known so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Live or still loading: no final verdict yet.
+    Pending,
+    Pass,
+    Fail,
+    Inconclusive,
+}
+
+impl Verdict {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Verdict::Pending => "pending",
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+            Verdict::Inconclusive => "INCONCLUSIVE",
+        }
+    }
+}
+
+/// Where the trace came from and what the recorder could see.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceInfo {
+    /// A file name or `live`.
+    pub name: String,
+    pub kernel: Option<String>,
+    pub tool: Option<String>,
+    /// Evidence source -> `ok` or `unavailable: why`.
+    pub sources: Vec<(String, String)>,
+    pub live: bool,
+}
+
+/// A verdict update: the final word of the verifier (or an interim one while live).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerdictUpdate {
+    pub verdict: Verdict,
+    pub blind_spots: Vec<String>,
+}
