@@ -36,10 +36,11 @@ struct Opts {
     sizes: Vec<u64>,
     probe: bool,
     check: bool,
+    tui: bool,
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask bench [--runs N] [--sizes 1000000,10000000] [--quick] [--no-probe] [--no-check]\n\
+    "usage: cargo xtask bench [--runs N] [--sizes 1000000,10000000] [--quick] [--no-probe] [--no-check] [--no-tui]\n\
      --quick: 1M events only, one run each"
 }
 
@@ -49,6 +50,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         sizes: vec![1_000_000, 10_000_000],
         probe: true,
         check: true,
+        tui: true,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -73,6 +75,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             }
             "--no-probe" => o.probe = false,
             "--no-check" => o.check = false,
+            "--no-tui" => o.tui = false,
             "-h" | "--help" => {
                 println!("{}", usage());
                 std::process::exit(0);
@@ -125,13 +128,15 @@ fn run(args: &[String]) -> Result<()> {
         check_rows(&root, &out_dir, &bin, &opts, &mut rows, &mut notes)?;
     }
     if opts.probe {
-        probe_rows(&root, &bin, &mut rows, &mut notes)?;
+        let b = bin.display().to_string();
+        extra_rows(&root, "probe", &["--migscope", &b], &mut rows, &mut notes)?;
     }
-    notes.push(
-        "tui: not measured — the TUI (`tui/`, `migscope view`) is not on this branch yet; \
-         the rows come with the merge of branch `tui`"
-            .to_owned(),
-    );
+    if opts.tui {
+        let n = opts.sizes.iter().max().copied().unwrap_or(1_000_000);
+        let (_, native, _) = traces(&root, &out_dir, &bin, n)?;
+        let t = native.display().to_string();
+        extra_rows(&root, "tui", &["--trace", &t], &mut rows, &mut notes)?;
+    }
     let machine = machine();
     print!("{}", table(&rows, &notes, &machine));
     let report = out_dir.join("report.json");
@@ -393,26 +398,32 @@ fn check_rows(
     Ok(())
 }
 
-/// Runs `benches/probe.rs` (it needs root for eBPF) and takes its `ROW` lines.
-fn probe_rows(root: &Path, bin: &Path, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<()> {
-    eprintln!("xtask bench: probe overhead (benches/probe.rs)");
+/// Runs `benches/<bench>.rs` (probe: needs root for eBPF; tui: headless) and takes the `ROW`
+/// and `NOTE` lines it prints.
+fn extra_rows(
+    root: &Path,
+    bench: &str,
+    args: &[&str],
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    eprintln!("xtask bench: benches/{bench}.rs");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let o = Command::new(cargo)
-        .args(["bench", "-q", "--bench", "probe", "--"])
-        .arg("--migscope")
-        .arg(bin)
+        .args(["bench", "-q", "--bench", bench, "--"])
+        .args(args)
         .current_dir(root)
         .stderr(Stdio::inherit())
         .output()
-        .context("running cargo bench --bench probe")?;
+        .with_context(|| format!("running cargo bench --bench {bench}"))?;
     if !o.status.success() {
-        notes.push(format!("probe: the probe bench failed ({})", o.status));
+        notes.push(format!("{bench}: the bench failed ({})", o.status));
         return Ok(());
     }
     for line in String::from_utf8_lossy(&o.stdout).lines() {
         let f: Vec<&str> = line.split('\t').collect();
         match f[..] {
-            ["NOTE", text] => notes.push(format!("probe: {text}")),
+            ["NOTE", text] => notes.push(format!("{bench}: {text}")),
             [
                 "ROW",
                 section,
@@ -427,12 +438,15 @@ fn probe_rows(root: &Path, bin: &Path, rows: &mut Vec<Row>, notes: &mut Vec<Stri
             ] => {
                 let section = match section {
                     "capture" => "capture",
+                    "tui" => "tui",
                     _ => "probe",
                 };
                 let unit = match unit {
                     "ns/op" => "ns/op",
                     "ev/s" => "ev/s",
                     "%" => "%",
+                    "s" => "s",
+                    "ms" => "ms",
                     _ => "",
                 };
                 rows.push(Row {
@@ -487,6 +501,8 @@ fn human(v: f64, unit: &str) -> String {
         "B/ev" => format!("{v:.1} B/ev"),
         "ns/op" => format!("{v:.0} ns"),
         "%" => format!("{v:.2} %"),
+        "s" => format!("{v:.2} s"),
+        "ms" => format!("{v:.2} ms"),
         _ => format!("{v:.3}"),
     }
 }
