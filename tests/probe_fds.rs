@@ -1,5 +1,5 @@
 //! Privileged host test of fd-kind tracking: opens of `/dev/vfio/...` paths are learned by
-//! the probe (sys_enter/exit_openat) so that 0x3B75 on a container fd is recognised as
+//! the probe (sys_enter/exit_open and _openat) so that 0x3B75 on a container fd is recognised as
 //! VFIO_IOMMU_DIRTY_PAGES and not decoded as a device feature, and a close forgets the fd
 //! again. The host has no VFIO, so a helper thread gets its own filesystem root
 //! (`unshare(CLONE_FS)` + `chroot` into a temporary directory holding plain files at those
@@ -19,6 +19,21 @@ fn set_state(fd: i32, state: u32) {
     // SAFETY: a valid pointer to a live buffer; the kernel answers ENOTTY on these files.
     let r = unsafe { libc::ioctl(fd, VFIO_DEVICE_FEATURE as _, arg.as_mut_ptr()) };
     assert_eq!(r, -1, "a plain file accepted a VFIO ioctl");
+}
+
+/// open(2) itself, as musl's `open()` issues it (glibc's goes through openat).
+#[cfg(target_arch = "x86_64")]
+fn open_syscall(path: &str) -> i32 {
+    let c = CString::new(path).expect("path");
+    // SAFETY: c is a valid NUL-terminated path; SYS_open takes (path, flags).
+    let fd = unsafe { libc::syscall(libc::SYS_open, c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    assert!(fd >= 0, "open {path}: {}", std::io::Error::last_os_error());
+    fd as i32
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn open_syscall(path: &str) -> i32 {
+    open(path)
 }
 
 fn open(path: &str) -> i32 {
@@ -62,7 +77,8 @@ fn container_fds_are_told_apart_and_forgotten_on_close() {
             assert_eq!(libc::chroot(root_path.as_ptr()), 0, "chroot");
             assert_eq!(libc::chdir(c"/".as_ptr()), 0, "chdir");
         }
-        let container = open("/dev/vfio/vfio");
+        // The container through open(2), the others through openat(2): both are followed.
+        let container = open_syscall("/dev/vfio/vfio");
         let _group = open("/dev/vfio/7");
         let cdev = open("/dev/vfio/devices/vfio0");
         // On the container this number is DIRTY_PAGES: no `set` may come of it.

@@ -403,6 +403,8 @@ pub mod names {
     pub const TP_SYS_EXIT_IOCTL: &str = "sys_exit_ioctl";
     pub const TP_SYS_ENTER_OPENAT: &str = "sys_enter_openat";
     pub const TP_SYS_EXIT_OPENAT: &str = "sys_exit_openat";
+    pub const TP_SYS_ENTER_OPEN: &str = "sys_enter_open";
+    pub const TP_SYS_EXIT_OPEN: &str = "sys_exit_open";
     pub const TP_SYS_ENTER_CLOSE: &str = "sys_enter_close";
     pub const TP_SYS_ENTER_READ: &str = "sys_enter_read";
     pub const TP_SYS_EXIT_READ: &str = "sys_exit_read";
@@ -419,12 +421,16 @@ pub mod names {
     /// Global (set by the loader from the format file) holding the offset of
     /// `sched_process_fork`'s `child_pid`, which moved between kernels (6.1/6.12: 44; 6.18: 20).
     pub const GLOBAL_FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
+    /// Global: ring buffer bytes waiting before the reader is woken (0: every record).
+    pub const GLOBAL_WAKE_BYTES: &str = "WAKE_BYTES";
 
     // Tracepoint programs: one per tracepoint, named after it.
     pub const PROG_SYS_ENTER_IOCTL: &str = "sys_enter_ioctl";
     pub const PROG_SYS_EXIT_IOCTL: &str = "sys_exit_ioctl";
     pub const PROG_SYS_ENTER_OPENAT: &str = "sys_enter_openat";
     pub const PROG_SYS_EXIT_OPENAT: &str = "sys_exit_openat";
+    pub const PROG_SYS_ENTER_OPEN: &str = "sys_enter_open";
+    pub const PROG_SYS_EXIT_OPEN: &str = "sys_exit_open";
     pub const PROG_SYS_ENTER_CLOSE: &str = "sys_enter_close";
     pub const PROG_SYS_ENTER_READ: &str = "sys_enter_read";
     pub const PROG_SYS_EXIT_READ: &str = "sys_exit_read";

@@ -7,8 +7,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    EbpfContext as _,
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
+    EbpfContext,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
@@ -208,12 +207,15 @@ fn read_payload(cmd: u32, arg: u64, out: &mut [u8; PAYLOAD_LEN]) -> u32 {
     if unsafe { bpf_probe_read_user_buf(src, &mut out[..48]) }.is_ok() {
         return 48;
     }
+    // SAFETY: as above.
     if unsafe { bpf_probe_read_user_buf(src, &mut out[..24]) }.is_ok() {
         return 24;
     }
+    // SAFETY: as above.
     if unsafe { bpf_probe_read_user_buf(src, &mut out[..16]) }.is_ok() {
         return 16;
     }
+    // SAFETY: as above.
     if unsafe { bpf_probe_read_user_buf(src, &mut out[..8]) }.is_ok() {
         return 8;
     }
@@ -227,8 +229,25 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
     try_sys_enter_openat(&ctx).unwrap_or(1)
 }
 
+/// `open(2)` (x86_64; musl's `open()` uses it): same as openat with the path in arg 0.
+#[tracepoint(category = "syscalls", name = "sys_enter_open")]
+pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
+    match tp_read::<u64>(&ctx, SYS_ARG0) {
+        Ok(p) => open_enter(p as *const u8).unwrap_or(1),
+        Err(e) => e,
+    }
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_open")]
+pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
+    try_sys_exit_openat(&ctx).unwrap_or(1)
+}
+
 fn try_sys_enter_openat(ctx: &TracePointContext) -> Result<u32, u32> {
-    let filename = tp_read::<u64>(ctx, SYS_ARG1)? as *const u8;
+    open_enter(tp_read::<u64>(ctx, SYS_ARG1)? as *const u8)
+}
+
+fn open_enter(filename: *const u8) -> Result<u32, u32> {
     let mut rec = VfioOpen {
         hdr: EventHeader::default(),
         fd: -1,
@@ -501,7 +520,7 @@ pub fn fexit_mig_get_next_state(ctx: FExitContext) -> u32 {
     let new: u32 = ctx.arg(2);
     let next_ptr: u64 = ctx.arg(3);
     let ret: i64 = ctx.arg(4);
-    emit_step(vdev, cur, new, next_ptr, ret as i32, hook::FEXIT);
+    emit_step(&ctx, vdev, cur, new, next_ptr, ret as i32, hook::FEXIT);
     0
 }
 
@@ -523,11 +542,19 @@ pub fn kretprobe_mig_get_next_state(ctx: RetProbeContext) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: plain map lookup; the value is copied.
     let Some(args) = (unsafe { STEP_ARGS.get(tid) }).copied() else {
+        // The entry half was missed (kprobe recursion or an LRU eviction): a step is gone.
+        count_lost();
+        aya_log_ebpf::warn!(
+            &ctx,
+            "vfio_mig_get_next_state returned on tid {} without its entry arguments: one step lost",
+            tid
+        );
         return 0;
     };
     let _ = STEP_ARGS.remove(tid);
     let ret: i64 = ctx.ret();
     emit_step(
+        &ctx,
         args.vdev,
         args.cur,
         args.new,
@@ -539,9 +566,25 @@ pub fn kretprobe_mig_get_next_state(ctx: RetProbeContext) -> u32 {
 }
 
 #[inline(always)]
-fn emit_step(vdev: u64, cur: u32, new: u32, next_ptr: u64, ret: i32, hook: u32) {
+fn emit_step<C: EbpfContext>(
+    ctx: &C,
+    vdev: u64,
+    cur: u32,
+    new: u32,
+    next_ptr: u64,
+    ret: i32,
+    hook: u32,
+) {
     // SAFETY: kernel read through the helper; a fault is an error and leaves has_next 0.
     let next = unsafe { bpf_probe_read_kernel(next_ptr as *const u32) };
+    if next.is_err() && ret == 0 {
+        aya_log_ebpf::warn!(
+            ctx,
+            "vfio_mig_get_next_state({}, {}) returned 0 but *next was unreadable",
+            cur,
+            new
+        );
+    }
     let (hdr, _) = header(EventKind::Step, core::mem::size_of::<Step>());
     emit(&Step {
         hdr,
@@ -682,26 +725,31 @@ fn current_inflight() -> Option<Inflight> {
     unsafe { INFLIGHT.get(tid) }.copied()
 }
 
+/// `bpf_ringbuf_output` flags and `bpf_ringbuf_query` selector (include/uapi/linux/bpf.h).
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// Wake the reader only once this many bytes wait (set by the loader to a fraction of the
+/// ring); 0 leaves the kernel's default of waking on every record. Readers also drain on a
+/// timer, so batching only adds latency up to that period, never loss.
+#[unsafe(no_mangle)]
+static WAKE_BYTES: u64 = 0;
+
 /// Writes one record; a full ring buffer is counted, never silent.
 #[inline(always)]
 fn emit<T>(rec: &T) {
-    if EVENTS.output::<T>(rec, wakeup_flags()).is_err() {
-        count_lost();
-    }
-}
-
-/// Wake the reader only once an eighth of the ring is waiting. The default (wake whenever the
-/// reader has caught up) costs an IPI and a context switch per record while the reader keeps
-/// up: most of a traced ioctl's cost. Every reader also drains on its own timer (record 100 ms,
-/// watch 20 ms, drive 50 ms), so a trickle of records is delivered within one tick.
-#[inline(always)]
-fn wakeup_flags() -> u64 {
-    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let size = EVENTS.query(BPF_RB_RING_SIZE as u64);
-    if waiting >= size / 8 {
-        BPF_RB_FORCE_WAKEUP as u64
+    // SAFETY: a read of our own read-only global, patched before load.
+    let wake = unsafe { core::ptr::read_volatile(&WAKE_BYTES) };
+    let flags = if wake == 0 {
+        0
+    } else if EVENTS.query(BPF_RB_AVAIL_DATA) >= wake {
+        BPF_RB_FORCE_WAKEUP
     } else {
-        BPF_RB_NO_WAKEUP as u64
+        BPF_RB_NO_WAKEUP
+    };
+    if EVENTS.output::<T>(rec, flags).is_err() {
+        count_lost();
     }
 }
 

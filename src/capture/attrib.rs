@@ -90,6 +90,8 @@ struct DevInfo {
 
 /// Asks the kernel for a device's migration flags through (pid, fd); `Err` says why not.
 pub type FlagQuery = Box<dyn Fn(u32, i32) -> Result<u32, String> + Send>;
+/// Finds out what an fd capture never saw being opened is (from /proc).
+pub type FdResolver = Box<dyn Fn(u32, i32) -> Option<SeedFd> + Send>;
 
 #[derive(Clone, Copy, Debug)]
 struct Pending {
@@ -114,20 +116,32 @@ pub struct Attributor {
     vdevs: HashMap<u64, String>,
     pending: Vec<Event>,
     query: FlagQuery,
+    resolve: FdResolver,
+    /// (pid, fd) pairs /proc said are not VFIO fds; cleared at each purge.
+    not_vfio: HashSet<(u32, i32)>,
 }
 
 impl Attributor {
     pub fn new(filter: Option<PidFilter>, irq_tracepoint: bool) -> Self {
-        Self::with_query(
+        Self::with_hooks(
             filter,
             irq_tracepoint,
             Box::new(|pid, fd| procfs::query_mig_flags(pid, fd).map_err(|e| e.to_string())),
+            Box::new(procfs::resolve_fd),
         )
     }
 
-    pub fn with_query(filter: Option<PidFilter>, irq_tracepoint: bool, query: FlagQuery) -> Self {
+    /// With injected /proc and kernel look-ups (tests).
+    pub fn with_hooks(
+        filter: Option<PidFilter>,
+        irq_tracepoint: bool,
+        query: FlagQuery,
+        resolve: FdResolver,
+    ) -> Self {
         Attributor {
             query,
+            resolve,
+            not_vfio: HashSet::new(),
             filter,
             irq_tracepoint,
             fds: HashMap::new(),
@@ -198,6 +212,7 @@ impl Attributor {
         let mut pids: Vec<u32> = self.fds.keys().map(|&(p, _)| p).collect();
         pids.sort_unstable();
         pids.dedup();
+        self.not_vfio.clear();
         let dead: HashSet<u32> = pids.into_iter().filter(|&p| !alive(p)).collect();
         if dead.is_empty() {
             return Vec::new();
@@ -273,6 +288,19 @@ impl Attributor {
         dev
     }
 
+    /// Makes sure an fd used by a VFIO ioctl is known: asks /proc about one never seen opened.
+    fn learn(&mut self, pid: u32, fd: i32) {
+        if fd < 0 || self.fds.contains_key(&(pid, fd)) || self.not_vfio.contains(&(pid, fd)) {
+            return;
+        }
+        match (self.resolve)(pid, fd) {
+            Some(seed) => self.seed(std::slice::from_ref(&seed)),
+            None => {
+                self.not_vfio.insert((pid, fd));
+            }
+        }
+    }
+
     fn kind_of(&self, pid: u32, fd: i32) -> Option<u32> {
         self.fds.get(&(pid, fd)).map(|f| f.kind)
     }
@@ -335,6 +363,7 @@ impl Attributor {
         if !self.accepts(pid) {
             return;
         }
+        self.learn(pid, c.fd);
         self.inflight.insert(c.hdr.tid, Pending { fd: c.fd });
         if c.cmd != ioctl::DEVICE_FEATURE || self.kind_of(pid, c.fd) == Some(fd_kind::CONTAINER) {
             return;
@@ -361,6 +390,7 @@ impl Attributor {
             return;
         }
         self.inflight.remove(&r.hdr.tid);
+        self.learn(pid, r.fd);
         let t = r.hdr.ts_ns;
         let ret = r.ret.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
         let (p, n) = (&r.payload, r.payload_len);
@@ -723,59 +753,94 @@ impl Attributor {
             Some(u) => self.pending.partition_point(|e| e.t <= u),
         };
         let ready: Vec<Event> = self.pending.drain(..cut).collect();
-        let mut out = Vec::with_capacity(ready.len());
-        for ev in ready {
-            if let Some(dev) = ev.kind.dev()
-                && !matches!(ev.kind, EventKind::Device { .. })
-                && !self.declared.contains(dev)
-            {
-                let dev = dev.to_owned();
-                self.declared.insert(dev.clone());
-                let mut info = self.devices.get(&dev).cloned().unwrap_or(DevInfo {
-                    ctx: "unattributed".to_owned(),
-                    owner: None,
-                    fd: None,
-                    flags: None,
-                    driver: None,
-                });
-                if info.flags.is_none() {
-                    let asked = match (info.owner, info.fd) {
-                        (Some(pid), Some(fd)) => (self.query)(pid, fd),
-                        _ => Err("no fd of its user is known".to_owned()),
-                    };
-                    match asked {
-                        Ok(bits) => info.flags = Some(MigFlags(bits)),
-                        Err(why) => out.push(Event {
-                            t: ev.t,
-                            pid: None,
-                            kind: EventKind::Mark {
-                                label: format!(
-                                    "migration flags of {dev} unknown (not seen while recording; \
-                                     asking the kernel failed: {why}): declared STOP_COPY only"
-                                ),
-                            },
-                        }),
-                    }
-                    if let Some(d) = self.devices.get_mut(&dev) {
-                        d.flags = info.flags;
-                    }
-                }
-                out.push(Event {
-                    t: ev.t,
-                    pid: info.owner,
-                    kind: EventKind::Device {
-                        dev,
-                        flags: info.flags.unwrap_or(MigFlags(UNSEEN_FLAGS)),
-                        ctx: info.ctx,
-                        state: MigState::Running,
-                        driver: info.driver,
-                    },
-                });
+        // First pass: the declarations (and notes) each first use needs, by position.
+        let mut before: Vec<(usize, Vec<Event>)> = Vec::new();
+        for (i, ev) in ready.iter().enumerate() {
+            let Some(dev) = ev.kind.dev() else { continue };
+            if matches!(ev.kind, EventKind::Device { .. }) || self.declared.contains(dev) {
+                continue;
+            }
+            let state = initial_state(dev, ready[i..].iter().chain(self.pending.iter()));
+            let decl = self.declare(dev, ev.t, state);
+            before.push((i, decl));
+        }
+        // Second pass: move the events out, declarations in front of their first use.
+        let mut out = Vec::with_capacity(ready.len() + 2 * before.len());
+        let mut before = before.into_iter().peekable();
+        for (i, ev) in ready.into_iter().enumerate() {
+            if let Some((_, decl)) = before.next_if(|(j, _)| *j == i) {
+                out.extend(decl);
             }
             out.push(ev);
         }
         out
     }
+
+    /// The `device` event (preceded by a `mark` when its flags had to be assumed) declaring
+    /// `dev` at `t` in `state`.
+    fn declare(&mut self, dev: &str, t: u64, state: MigState) -> Vec<Event> {
+        let mut out = Vec::with_capacity(2);
+        self.declared.insert(dev.to_owned());
+        let mut info = self.devices.get(dev).cloned().unwrap_or(DevInfo {
+            ctx: "unattributed".to_owned(),
+            owner: None,
+            fd: None,
+            flags: None,
+            driver: None,
+        });
+        if info.flags.is_none() {
+            let asked = match (info.owner, info.fd) {
+                (Some(pid), Some(fd)) => (self.query)(pid, fd),
+                _ => Err("no fd of its user is known".to_owned()),
+            };
+            match asked {
+                Ok(bits) => info.flags = Some(MigFlags(bits)),
+                Err(why) => out.push(Event {
+                    t,
+                    pid: None,
+                    kind: EventKind::Mark {
+                        label: format!(
+                            "migration flags of {dev} unknown (not seen while recording; \
+                             asking the kernel failed: {why}): declared STOP_COPY only"
+                        ),
+                    },
+                }),
+            }
+            if let Some(d) = self.devices.get_mut(dev) {
+                d.flags = info.flags;
+            }
+        }
+        out.push(Event {
+            t,
+            pid: info.owner,
+            kind: EventKind::Device {
+                dev: dev.to_owned(),
+                flags: info.flags.unwrap_or(MigFlags(UNSEEN_FLAGS)),
+                ctx: info.ctx,
+                state,
+                driver: info.driver,
+            },
+        });
+        out
+    }
+}
+
+/// A device's state when it is declared: RUNNING (what a device is once opened), unless the
+/// recording shows otherwise before any state change: its first `get` reports the state, or
+/// its first `step` starts from it (recording began while the device was elsewhere, e.g. in
+/// the middle of a migration). A `set_done` or `reset` first changes the state: RUNNING stays.
+fn initial_state<'a>(dev: &str, events: impl Iterator<Item = &'a Event>) -> MigState {
+    for e in events {
+        match &e.kind {
+            EventKind::Get { dev: d, state } if d == dev => return *state,
+            EventKind::Step { dev: d, from, .. } if d == dev => return *from,
+            EventKind::SetDone { dev: d, .. } | EventKind::Reset { dev: d, .. } if d == dev => {
+                break;
+            }
+            _ => {}
+        }
+    }
+    MigState::Running
 }
 
 /// Parses `vfio-msi[N](BDF)`, `vfio-msix[N](BDF)`, `vfio-intx(BDF)` (the names
@@ -917,12 +982,57 @@ mod tests {
         Box::new(|_, _| Err("test".to_owned()))
     }
 
+    fn no_resolve() -> FdResolver {
+        Box::new(|_, _| None)
+    }
+
+    #[test]
+    fn fds_never_seen_opened_are_resolved() {
+        let mut a = Attributor::with_hooks(
+            None,
+            true,
+            no_query(),
+            Box::new(|pid, fd| {
+                (fd == 9).then(|| SeedFd {
+                    pid,
+                    fd,
+                    kind: fd_kind::DEVICE,
+                    dev: Some("0000:7f:05.0".into()),
+                    group_devs: vec!["0000:7f:05.0".into()],
+                })
+            }),
+        );
+        a.push(&call(
+            1,
+            30,
+            9,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, 1, 0],
+        ));
+        a.push(&call(
+            2,
+            30,
+            8,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, 1, 0],
+        ));
+        let devs: Vec<String> = a
+            .release(None)
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Set { dev, .. } => Some(dev.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(devs, ["0000:7f:05.0", "fd:8@30"]);
+    }
+
     const SET_STATE: u32 = feature::SET | feature::MIG_DEVICE_STATE;
     const GET_MIGRATION: u32 = feature::GET | feature::MIGRATION;
 
     #[test]
     fn set_on_unknown_fd_is_named_fd_at_pid() {
-        let mut a = Attributor::with_query(None, true, no_query());
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
         a.push(&call(
             10,
             50,
@@ -962,7 +1072,7 @@ mod tests {
 
     #[test]
     fn group_device_flags_context_steps_and_data() {
-        let mut a = Attributor::with_query(None, true, no_query());
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
         a.push(&open(1, 9, 3, fd_kind::CONTAINER, "/dev/vfio/vfio"));
         a.push(&open(2, 9, 4, fd_kind::GROUP, "/dev/vfio/12"));
         a.push(&call(3, 9, 4, ioctl::GROUP_SET_CONTAINER, &[3]));
@@ -1081,13 +1191,14 @@ mod tests {
 
     #[test]
     fn unseen_flags_are_asked_and_declared_fds_named() {
-        let mut a = Attributor::with_query(
+        let mut a = Attributor::with_hooks(
             None,
             true,
             Box::new(|pid, fd| {
                 assert_eq!((pid, fd), (77, 9));
                 Ok(MigFlags::STOP_COPY | MigFlags::P2P)
             }),
+            no_resolve(),
         );
         a.push(&call(
             1,
@@ -1116,7 +1227,7 @@ mod tests {
 
     #[test]
     fn iommu_tracepoints_fold_into_map_dma_and_attribute_the_rest() {
-        let mut a = Attributor::with_query(None, true, no_query());
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
         a.push(&open(1, 4, 3, fd_kind::CONTAINER, "/dev/vfio/vfio"));
         a.push(&open(2, 4, 5, fd_kind::IOMMUFD, "/dev/iommu"));
         let map = |t, fd, cmd| {
@@ -1161,7 +1272,7 @@ mod tests {
 
     #[test]
     fn faults_irqs_and_mdev_dma_go_to_the_owner() {
-        let mut a = Attributor::with_query(None, true, no_query());
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
         a.push(&name_ret(1, 6, 4, 7, "0000:7f:02.0"));
         // A step during an ioctl on fd 7 teaches which vfio_device pointer is this device.
         a.push(&call(
@@ -1258,7 +1369,7 @@ mod tests {
     fn forks_of_accepted_processes_are_followed() {
         // No /proc ancestry at all: only the fork records can tell.
         let f = PidFilter::with_parent(&[10], Box::new(|_| None));
-        let mut a = Attributor::with_query(Some(f), true, no_query());
+        let mut a = Attributor::with_hooks(Some(f), true, no_query(), no_resolve());
         let fork = |t, parent, child| {
             Record::Fork(probe_common::abi::Fork {
                 hdr: hdr(K::Fork, t, parent, parent),
@@ -1283,7 +1394,7 @@ mod tests {
 
     #[test]
     fn dead_processes_are_forgotten() {
-        let mut a = Attributor::with_query(None, true, no_query());
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
         a.push(&name_ret(1, 20, 4, 7, "0000:7f:03.0"));
         a.push(&name_ret(2, 21, 4, 7, "0000:7f:04.0"));
         assert_eq!(a.purge_dead(|p| p != 20), vec![(20, 7)]);
@@ -1298,8 +1409,91 @@ mod tests {
     }
 
     #[test]
+    fn devices_met_mid_migration_start_where_the_trace_shows() {
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
+        // fd 7: the first thing seen is a SET whose first arc starts in RUNNING_P2P.
+        a.push(&call(
+            1,
+            5,
+            7,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, 1, 0],
+        ));
+        a.push(&Record::Step(Step {
+            hdr: hdr(K::Step, 2, 5, 5),
+            vdev: 1,
+            cur: 5,
+            new: 1,
+            next: 1,
+            ret: 0,
+            hook: 2,
+            has_next: 1,
+        }));
+        // fd 8: a GET says STOP_COPY.
+        a.push(&ret(
+            3,
+            5,
+            8,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, feature::GET | 2, 3, 0],
+        ));
+        // fd 9: a failed SET first leaves the state unknown; a later GET says nothing about
+        // the state before it.
+        a.push(&ret(
+            4,
+            5,
+            9,
+            ioctl::DEVICE_FEATURE,
+            -22,
+            &[16, SET_STATE, 7, 0],
+        ));
+        a.push(&ret(
+            5,
+            5,
+            9,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, feature::GET | 2, 1, 0],
+        ));
+        // fd 10: a successful SET first: the state before it is unknown, RUNNING stays.
+        a.push(&ret(
+            6,
+            5,
+            10,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, SET_STATE, 1, 0],
+        ));
+        a.push(&ret(
+            7,
+            5,
+            10,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, feature::GET | 2, 1, 0],
+        ));
+        let states: Vec<(String, MigState)> = a
+            .release(None)
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Device { dev, state, .. } => Some((dev, state)),
+                _ => None,
+            })
+            .collect();
+        let want = [
+            ("fd:7@5", MigState::RunningP2p),
+            ("fd:8@5", MigState::StopCopy),
+            ("fd:9@5", MigState::Running),
+            ("fd:10@5", MigState::Running),
+        ]
+        .map(|(d, s)| (d.to_owned(), s));
+        assert_eq!(states, want);
+    }
+
+    #[test]
     fn set_irqs_becomes_a_note() {
-        let mut a = Attributor::with_query(None, true, no_query());
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
         // DATA_EVENTFD | ACTION_TRIGGER on the MSI index, vectors 0..1.
         a.push(&ret(
             5,
@@ -1320,7 +1514,7 @@ mod tests {
 
     #[test]
     fn release_holds_back_and_orders() {
-        let mut a = Attributor::with_query(None, true, no_query());
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
         a.push(&ret(30, 1, 5, ioctl::DEVICE_RESET, 0, &[]));
         a.push(&ret(10, 1, 5, ioctl::DEVICE_RESET, -1, &[]));
         let first = a.release(Some(20));
@@ -1355,7 +1549,7 @@ mod tests {
         assert!(f.accepts(100));
         assert!(f.accepts(102));
         assert!(!f.accepts(200));
-        let mut a = Attributor::with_query(Some(f), true, no_query());
+        let mut a = Attributor::with_hooks(Some(f), true, no_query(), no_resolve());
         a.push(&ret(5, 200, 3, ioctl::DEVICE_RESET, 0, &[]));
         a.push(&Record::Irq(Irq {
             hdr: hdr(K::Irq, 6, 0, 0),

@@ -93,6 +93,22 @@ const TRACEPOINTS: &[Tp] = &[
         serves: FD_TRACKING,
         fields: &[("ret", 16)],
     },
+    // open(2) exists on x86_64 only (musl's open() uses it); elsewhere this hook is reported
+    // unavailable and openat covers every open.
+    Tp {
+        prog: n::PROG_SYS_ENTER_OPEN,
+        category: n::TP_SYSCALLS,
+        name: n::TP_SYS_ENTER_OPEN,
+        serves: FD_TRACKING,
+        fields: &[("filename", 16)],
+    },
+    Tp {
+        prog: n::PROG_SYS_EXIT_OPEN,
+        category: n::TP_SYSCALLS,
+        name: n::TP_SYS_EXIT_OPEN,
+        serves: FD_TRACKING,
+        fields: &[("ret", 16)],
+    },
     Tp {
         prog: n::PROG_SYS_ENTER_CLOSE,
         category: n::TP_SYSCALLS,

@@ -10,8 +10,9 @@
 //! # How records become events
 //! - **Devices.** A device fd is named by the device it was opened for: the name passed to
 //!   VFIO_GROUP_GET_DEVICE_FD, the PCI address behind a `/dev/vfio/devices/vfioN` cdev, or
-//!   (for fds opened before capture started) `/proc/<pid>/fdinfo`'s `vfio-device-syspath`, or
-//!   the only device of the process's IOMMU groups. Anything else is `fd:N@pid` (an ioctl on an
+//!   for fds capture did not see being opened (opened before it started, received over a
+//!   socket, duplicated) what /proc says: `/proc/<pid>/fdinfo`'s `vfio-device-syspath`, or the
+//!   only device of the process's IOMMU groups. Anything else is `fd:N@pid` (an ioctl on an
 //!   fd capture never saw being opened). [`Capture::declare_fd`] lets a caller name fds itself.
 //! - **Contexts** (`ctx`, the multi-device ordering scope): `pid<P>:container<C>` for a device
 //!   whose group was attached to container fd C (VFIO_GROUP_SET_CONTAINER),
@@ -19,9 +20,12 @@
 //! - **Flags.** From the user's VFIO_DEVICE_FEATURE_MIGRATION GET when seen; otherwise asked
 //!   from the kernel through a duplicate of the user's fd (pidfd_getfd, read-only); otherwise
 //!   the device is declared STOP_COPY only and a `mark` event says why.
+//! - **Initial state** of a `device`: RUNNING (a device is RUNNING once opened), unless the
+//!   device's first `get` or first `step` (before any `set_done`/`reset`) shows where it was,
+//!   as when recording starts in the middle of a migration.
 //! - **Command numbers shared by container and device fds** (0x3B70..0x3B72, 0x3B75) are
 //!   told apart by the fd's kind, learned from opens of `/dev/vfio/vfio`, `/dev/vfio/<group>`,
-//!   `/dev/vfio/devices/vfioN`, `/dev/iommu` (in the probe, for the data fd it must know at
+//!   `/dev/vfio/devices/vfioN`, `/dev/iommu` through open/openat (in the probe, for the data fd it must know at
 //!   once, and here); on an fd of unknown kind 0x3B71/0x3B72 count as MAP/UNMAP_DMA only with a
 //!   DMA map's argsz.
 //! - **Events:** `set` at the SET's syscall entry, `set_done` (with `data_fd`) and `get` at its
@@ -41,8 +45,8 @@
 //!   `drain` so records submitted by different CPUs leave in time order; `stop` releases all.
 //!
 //! # Known limits
-//! Opens through `open(2)` rather than `openat(2)`, relative paths, dup'd or passed fds and
-//! readv/splice on data fds are not followed. IOMMU unmaps at process exit (no ioctl in
+//! Opens through `openat2(2)` or relative paths are only learned from /proc when the fd is
+//! used; data fds that were dup'd or passed, and readv/splice on them, are not followed. IOMMU unmaps at process exit (no ioctl in
 //! flight) are not reported. Tracing read/write for data fds costs about 0.9 µs per
 //! read/write syscall system-wide while recording (measured with dd on the 6.18 host).
 
@@ -54,6 +58,7 @@ pub mod records;
 use std::{
     collections::BTreeMap,
     os::fd::{AsRawFd, RawFd},
+    sync::{Arc, Mutex},
 };
 
 use aya::{
@@ -73,6 +78,10 @@ pub static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_D
 /// How long events are held back so records submitted out of order by different CPUs leave
 /// in time order (records carry their own timestamps; submission order can differ slightly).
 const REORDER_NS: u64 = 20_000_000;
+/// The ring buffer's size unless `ring_bytes` says otherwise.
+const DEFAULT_RING_BYTES: u32 = 1 << 20;
+/// A reader blocked on the ring buffer is woken once 1/8 of it is filled.
+const WAKE_FRACTION: u32 = 8;
 /// How often fds of exited processes are forgotten.
 const PURGE_NS: u64 = 1_000_000_000;
 /// Source name of `lost` events for ring buffer overflow and undecodable records.
@@ -107,8 +116,9 @@ pub enum CaptureError {
 
 /// A loaded, attached probe and the attribution state of its records.
 pub struct Capture {
-    /// Owns the programs and their links: dropping it detaches everything.
-    _ebpf: Ebpf,
+    /// Owns the programs and their links: dropping it detaches everything (the maps below
+    /// were taken out of it and outlive it).
+    ebpf: Option<Ebpf>,
     ring: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
     /// The probe's (pid, fd) -> kind map, purged of exited processes.
@@ -119,6 +129,24 @@ pub struct Capture {
     hooks: Vec<HookStatus>,
     sources: BTreeMap<String, String>,
     attrib: attrib::Attributor,
+    /// The probe's aya-log diagnostics (rare paths only), turned into `mark` events.
+    logger: Option<aya_log::EbpfLogger<Diagnostics>>,
+    diagnostics: Arc<Mutex<Vec<String>>>,
+}
+
+/// Collects the probe's log records (aya-log) for the trace instead of a global logger.
+struct Diagnostics(Arc<Mutex<Vec<String>>>);
+
+impl log::Log for Diagnostics {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(format!("{}: {}", record.level(), record.args()));
+        }
+    }
+    fn flush(&self) {}
 }
 
 impl Capture {
@@ -127,9 +155,11 @@ impl Capture {
     pub fn start(opts: &CaptureOptions) -> Result<Capture, CaptureError> {
         raise_memlock();
         let mut loader = EbpfLoader::new();
-        if let Some(bytes) = opts.ring_bytes {
-            loader.map_max_entries(names::MAP_EVENTS, ring_size(bytes));
-        }
+        let ring = opts.ring_bytes.map_or(DEFAULT_RING_BYTES, ring_size);
+        loader.map_max_entries(names::MAP_EVENTS, ring);
+        // Wake a waiting reader per batch, not per record (readers drain on a timer too).
+        let wake_bytes = u64::from(ring / WAKE_FRACTION);
+        loader.override_global(names::GLOBAL_WAKE_BYTES, &wake_bytes, true);
         let fork_offset = hooks::fork_child_pid_offset();
         let fork_global = fork_offset.map_or(0u32, |o| o as u32);
         loader.override_global(names::GLOBAL_FORK_CHILD_PID_OFFSET, &fork_global, true);
@@ -160,6 +190,11 @@ impl Capture {
             let _ = fds.insert(probe_common::abi::fd_key(s.pid, s.fd), s.kind, 0);
         }
 
+        let diagnostics = Arc::new(Mutex::new(Vec::new()));
+        // Without the log map (a probe built without log statements) there is nothing to read.
+        let logger =
+            aya_log::EbpfLogger::init_with_logger(&mut ebpf, Diagnostics(Arc::clone(&diagnostics)))
+                .ok();
         let ring = take_map(&mut ebpf, names::MAP_EVENTS)?;
         let ring = RingBuf::try_from(ring).map_err(|source| CaptureError::Map {
             name: names::MAP_EVENTS,
@@ -171,7 +206,7 @@ impl Capture {
             source,
         })?;
         Ok(Capture {
-            _ebpf: ebpf,
+            ebpf: Some(ebpf),
             ring,
             lost,
             fds,
@@ -181,6 +216,8 @@ impl Capture {
             hooks,
             sources,
             attrib,
+            logger,
+            diagnostics,
         })
     }
 
@@ -219,10 +256,11 @@ impl Capture {
 
     /// Detaches the probe and returns every remaining event, including `lost` accounting.
     pub fn stop(mut self) -> Result<Vec<Event>, CaptureError> {
+        // Detach first, so nothing can be recorded after the last read of the ring and the
+        // loss counters.
+        drop(self.ebpf.take());
         self.read_ring()?;
-        let events = self.attrib.release(None);
-        // Dropping `self` (the Ebpf) detaches every program.
-        Ok(events)
+        Ok(self.attrib.release(None))
     }
 
     fn read_ring(&mut self) -> Result<(), CaptureError> {
@@ -250,6 +288,22 @@ impl Capture {
         if self.decode_errors > 0 {
             let n = std::mem::take(&mut self.decode_errors);
             self.attrib.push_event(lost_event(now, n, LOST_DECODE));
+        }
+        if let Some(l) = self.logger.as_mut() {
+            l.flush();
+        }
+        let notes: Vec<String> = match self.diagnostics.lock() {
+            Ok(mut v) => std::mem::take(&mut *v),
+            Err(_) => Vec::new(),
+        };
+        for label in notes {
+            self.attrib.push_event(Event {
+                t: now,
+                pid: None,
+                kind: EventKind::Mark {
+                    label: format!("probe {label}"),
+                },
+            });
         }
         if now.saturating_sub(self.last_purge) >= PURGE_NS {
             self.last_purge = now;

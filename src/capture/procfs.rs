@@ -56,6 +56,15 @@ pub fn scan(pids: Option<&[u32]>) -> Vec<SeedFd> {
     out
 }
 
+/// What fd `fd` of `pid` is now, if it is a VFIO fd (for fds capture did not see opened:
+/// opened before it started, received over a socket, duplicated).
+pub fn resolve_fd(pid: u32, fd: i32) -> Option<SeedFd> {
+    let link = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    classify_link(&link.to_string_lossy())?;
+    // The whole process, so a device fd can be named from the process's groups.
+    scan_pid(pid).into_iter().find(|s| s.fd == fd)
+}
+
 fn scan_pid(pid: u32) -> Vec<SeedFd> {
     let Ok(rd) = fs::read_dir(format!("/proc/{pid}/fd")) else {
         return Vec::new();

@@ -282,8 +282,9 @@ fn build_header(probe_sources: BTreeMap<String, String>, outcome: &Outcome) -> H
 }
 
 /// Controller events plus the probe's kernel-side ones, sorted by time (stable: the
-/// controller's order wins on ties). The probe's ioctl-derived events from our own pid are
-/// dropped: the controller recorded them itself.
+/// controller's order wins on ties). The probe's ioctl-derived events from our own pid
+/// (including the IOMMU map/unmap our MAP_DMA calls cause) are dropped: the controller recorded
+/// them itself.
 /// Device declarations for devices the controller declared are dropped whatever their pid (the
 /// controller's carry the flags it read and its ctx).
 pub fn merge(mut ours: Vec<Event>, probe: Vec<Event>, pid: u32) -> Vec<Event> {
@@ -308,6 +309,8 @@ pub fn merge(mut ours: Vec<Event>, probe: Vec<Event>, pid: u32) -> Vec<Event> {
                 | EventKind::Get { .. }
                 | EventKind::Reset { .. }
                 | EventKind::Data { .. }
+                | EventKind::Map { .. }
+                | EventKind::Unmap { .. }
                 | EventKind::End
         );
         !(ioctl_derived && (e.pid == Some(pid) || matches!(e.kind, EventKind::End)))

@@ -15,8 +15,19 @@ use tokio::{
 };
 
 use crate::capture::{Capture, CaptureOptions, HookState, kernel_release, monotonic_ns};
-use crate::trace::{Event, EventKind, Header, jsonl::JsonlWriter};
-use crate::verify::{self, Options, Verifier};
+use crate::trace::{Event, EventKind, Header, jsonl::JsonlWriter, source};
+use crate::verify::{self, Options, P2pPolicy, Verifier};
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is not a usable duration"))
+}
+
+fn parse_policy(s: &str) -> Result<P2pPolicy, String> {
+    P2pPolicy::parse(s).ok_or_else(|| format!("unknown policy `{s}` (expected strict or p2p-only)"))
+}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -27,12 +38,22 @@ pub struct Args {
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
     /// Stop after this many seconds.
-    #[arg(long, value_name = "SECS")]
-    pub duration: Option<f64>,
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
     /// Verify the trace at the end and exit with the verdict's code (0 pass, 1 fail,
     /// 2 inconclusive).
     #[arg(long)]
     pub check: bool,
+    /// With --check: `strict` or `p2p-only` (see `migscope check --help`).
+    #[arg(long, default_value = "strict", value_parser = parse_policy, requires = "check")]
+    pub p2p_policy: P2pPolicy,
+    /// With --check: fail a SET into a quiescent state taking longer than N milliseconds.
+    #[arg(long, value_name = "N", requires = "check")]
+    pub max_quiesce_ms: Option<u64>,
+    /// With --check: accept a blind spot as a warning (only `dma`: `record` alone has no DMA
+    /// witness for PCI devices).
+    #[arg(long, value_name = "SPOT", value_parser = ["dma"], requires = "check")]
+    pub accept_blind: Vec<String>,
     /// Ring buffer size in bytes (default 1 MiB).
     #[arg(long, value_name = "BYTES")]
     pub ring_bytes: Option<u32>,
@@ -122,9 +143,30 @@ pub fn run(args: Args) -> i32 {
         Ok(c) => c,
         Err(e) => return super::unusable(chain(&e)),
     };
+    let mut sources = cap.sources();
+    // The DMA witnesses `drive` has and the probe alone does not: named, so a checker says
+    // why a quiesced device's DMA could not be seen.
+    for (src, why) in [
+        (
+            source::WITNESS,
+            "unavailable: record does not own the DMA buffers (drive fingerprints its own)",
+        ),
+        (
+            source::DIRTY_LOG,
+            "unavailable: record does not read device DMA logging reports (drive does)",
+        ),
+        (
+            source::IOMMU_DIRTY,
+            "unavailable: record does not read IOMMU dirty bitmaps",
+        ),
+    ] {
+        sources
+            .entry(src.to_owned())
+            .or_insert_with(|| why.to_owned());
+    }
     let header = Header {
         kernel: kernel_release(),
-        sources: cap.sources(),
+        sources,
         ..Header::default()
     };
     let sink = match &args.output {
@@ -148,9 +190,16 @@ pub fn run(args: Args) -> i32 {
             .map(|p| format!(", pid {p} and children"))
             .unwrap_or_default()
     );
-    let verifier = args
-        .check
-        .then(|| Verifier::new(&header, Options::default()));
+    let verifier = args.check.then(|| {
+        Verifier::new(
+            &header,
+            Options {
+                p2p_policy: args.p2p_policy,
+                max_quiesce_ms: args.max_quiesce_ms,
+                accept_blind_dma: args.accept_blind.iter().any(|s| s == "dma"),
+            },
+        )
+    });
     match rt.block_on(record_loop(
         cap, sink, verifier, signals, traced, &args, &ready,
     )) {
@@ -186,7 +235,7 @@ async fn record_loop(
     let mut ring = unsafe { AsyncFd::register_with_interest(cap, tokio::io::Interest::READABLE) }
         .map_err(|e| RecordError::Runtime(e.into()))?;
     let mut tick = tokio::time::interval(TICK);
-    let deadline = args.duration.map(Duration::from_secs_f64);
+    let deadline = args.duration;
     let sleep = tokio::time::sleep(deadline.unwrap_or(Duration::MAX / 4));
     tokio::pin!(sleep);
     // Announced once records flow to the trace (SIGINT/SIGTERM are ours since `run` began).

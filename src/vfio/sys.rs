@@ -279,14 +279,15 @@ fn last_errno() -> Errno {
 /// (or `argsz` bytes as set inside `arg`) through the pointer.
 unsafe fn ioctl_ptr<T>(fd: RawFd, req: libc::c_ulong, arg: *mut T) -> Result<i32, Errno> {
     // SAFETY: forwarded to the caller's contract; `arg` points to a live, properly sized T.
-    let r = unsafe { libc::ioctl(fd, req, arg) };
+    // (`as _`: glibc takes the request as c_ulong, musl as c_int; VFIO numbers fit both.)
+    let r = unsafe { libc::ioctl(fd, req as _, arg) };
     if r < 0 { Err(last_errno()) } else { Ok(r) }
 }
 
 /// An ioctl with an integer argument.
 fn ioctl_val(fd: RawFd, req: libc::c_ulong, arg: libc::c_ulong) -> Result<i32, Errno> {
     // SAFETY: these VFIO ioctls take their argument by value; no memory is passed.
-    let r = unsafe { libc::ioctl(fd, req, arg) };
+    let r = unsafe { libc::ioctl(fd, req as _, arg) };
     if r < 0 { Err(last_errno()) } else { Ok(r) }
 }
 

@@ -1,0 +1,921 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * edu-mig: a vfio-pci variant driver that gives QEMU's "edu" PCI device (1234:11e8) live
+ * migration support, for migscope's lab.
+ *
+ * edu is a DMA engine: src 0x80, dst 0x88, count 0x90, cmd 0x98 (bit 0 run, bit 1 edu->RAM,
+ * bit 2 interrupt 0x100 when done); QEMU runs each transfer from a timer ~100 ms after the
+ * command. This driver:
+ *  - reports STOP_COPY | P2P (precopy=1 adds PRE_COPY with a real precopy stream);
+ *  - walks every request one FSM arc at a time with vfio_mig_get_next_state();
+ *  - on entering a quiescent state waits for the in-flight transfer (cmd bit 0 clears) and
+ *    holds every later DMA start, interrupt raise or factorial start written by userspace
+ *    (BAR0 is not mmappable: writes arrive through the device fd and are trapped here),
+ *    releasing them when the device runs again;
+ *  - STOP_COPY streams the register state through a data fd, RESUMING restores it;
+ *  - VFIO_DEVICE_RESET returns the device to RUNNING.
+ * bug= makes it misbehave like real drivers can: early_p2p, irq_in_stop, fail_p2p, no_steps.
+ */
+
+#include <linux/anon_inodes.h>
+#include <linux/delay.h>
+#include <linux/file.h>
+#include <linux/interrupt.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/pci.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+#include <linux/version.h>
+#include <linux/vfio.h>
+#include <linux/vfio_pci_core.h>
+
+#define EDU_VENDOR 0x1234
+#define EDU_DEVICE 0x11e8
+
+#define EDU_REG_ID 0x00
+#define EDU_REG_LIVENESS 0x04
+#define EDU_REG_FACT 0x08
+#define EDU_REG_STATUS 0x20
+#define EDU_REG_IRQ_STATUS 0x24
+#define EDU_REG_IRQ_RAISE 0x60
+#define EDU_REG_IRQ_ACK 0x64
+#define EDU_REG_DMA_SRC 0x80
+#define EDU_REG_DMA_DST 0x88
+#define EDU_REG_DMA_CNT 0x90
+#define EDU_REG_DMA_CMD 0x98
+#define EDU_DMA_RUN 0x1
+#define EDU_DMA_IRQ 0x4
+#define EDU_IRQ_SETTLE_MS 20
+#define EDU_STATUS_IRQFACT 0x80
+
+#define EDU_MIG_MAGIC 0x3130474d55444545ULL /* "EEDUMG01" little endian */
+#define EDU_DRAIN_TIMEOUT_MS 3000
+
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0)
+#define EDU_HAVE_PRECOPY 1
+#endif
+
+static bool precopy;
+module_param(precopy, bool, 0644);
+MODULE_PARM_DESC(precopy, "also report PRE_COPY (6.2+ kernels), read at bind time");
+
+static char bug[32];
+module_param_string(bug, bug, sizeof(bug), 0644);
+MODULE_PARM_DESC(bug, "misbehave: early_p2p, irq_in_stop, fail_p2p, no_steps (read at each SET)");
+
+enum edu_bug { EDU_BUG_NONE, EDU_BUG_EARLY_P2P, EDU_BUG_IRQ_IN_STOP, EDU_BUG_FAIL_P2P, EDU_BUG_NO_STEPS };
+
+static enum edu_bug current_bug(void)
+{
+	if (sysfs_streq(bug, "early_p2p"))
+		return EDU_BUG_EARLY_P2P;
+	if (sysfs_streq(bug, "irq_in_stop"))
+		return EDU_BUG_IRQ_IN_STOP;
+	if (sysfs_streq(bug, "fail_p2p"))
+		return EDU_BUG_FAIL_P2P;
+	if (sysfs_streq(bug, "no_steps"))
+		return EDU_BUG_NO_STEPS;
+	return EDU_BUG_NONE;
+}
+
+/* The migration stream: one fixed record per chunk, little endian. */
+struct edu_mig_record {
+	__le64 magic;
+	__le32 version;
+	__le32 kind; /* 1 precopy (static part), 2 final */
+	__le32 id;
+	__le32 liveness; /* as read back (the device stores ~written) */
+	__le32 status_irqfact;
+	__le32 irq_status;
+	__le64 dma_src;
+	__le64 dma_dst;
+	__le64 dma_cnt;
+	__le64 held_cmd; /* a DMA command held while quiesced, started after resume */
+	__le32 held_irq; /* interrupt bits held while quiesced */
+	__le32 held_fact_valid;
+	__le32 held_fact;
+	__le32 reserved;
+};
+
+#define EDU_REC_PRECOPY 1
+#define EDU_REC_FINAL 2
+
+struct edu_mig_dev;
+
+struct edu_mig_file {
+	struct file *filp;
+	struct mutex lock;
+	struct edu_mig_dev *edev;
+	u8 buf[2 * sizeof(struct edu_mig_record)];
+	size_t len; /* valid bytes */
+	size_t pos; /* read position (save) */
+	bool saving;
+	bool final; /* end of stream is permanent (STOP_COPY) */
+	bool disabled;
+};
+
+struct edu_mig_dev {
+	struct vfio_pci_core_device core;
+	struct mutex state_mutex; /* migration state, held writes, files */
+	enum vfio_device_mig_state state;
+	void __iomem *bar0;
+	enum edu_bug bug; /* latched per SET */
+	/* Writes held while quiesced, replayed when the device runs again. */
+	bool hold;
+	u64 shadow_src, shadow_dst, shadow_cnt;
+	bool src_dirty, dst_dirty, cnt_dirty;
+	u64 held_cmd;
+	u32 held_irq;
+	bool held_fact_valid;
+	u32 held_fact;
+	/* Registers restored on RESUMING -> STOP (checked by read-back). */
+	u32 pending_irq_restore;
+	struct edu_mig_file *save;
+	struct edu_mig_file *resume;
+};
+
+static struct edu_mig_dev *to_edev(struct vfio_device *vdev)
+{
+	return container_of(vdev, struct edu_mig_dev, core.vdev);
+}
+
+static bool dma_allowed(enum vfio_device_mig_state s)
+{
+	return s == VFIO_DEVICE_STATE_RUNNING
+#ifdef EDU_HAVE_PRECOPY
+	       || s == VFIO_DEVICE_STATE_PRE_COPY
+#endif
+		;
+}
+
+/* ---- the data fd ------------------------------------------------------------------------ */
+
+static void edu_file_disable(struct edu_mig_file *f)
+{
+	mutex_lock(&f->lock);
+	f->disabled = true;
+	f->len = 0;
+	f->pos = 0;
+	mutex_unlock(&f->lock);
+}
+
+static int edu_file_release(struct inode *inode, struct file *filp)
+{
+	struct edu_mig_file *f = filp->private_data;
+
+	edu_file_disable(f);
+	mutex_destroy(&f->lock);
+	kfree(f);
+	return 0;
+}
+
+static ssize_t edu_file_read(struct file *filp, char __user *ubuf, size_t len, loff_t *pos)
+{
+	struct edu_mig_file *f = filp->private_data;
+	ssize_t done;
+
+	if (pos)
+		return -ESPIPE;
+	mutex_lock(&f->lock);
+	if (f->disabled || !f->saving) {
+		done = -ENODEV;
+		goto out;
+	}
+	if (f->pos >= f->len) {
+		/* PRE_COPY: temporary end of stream; STOP_COPY: permanent. */
+		done = f->final ? 0 : -ENOMSG;
+		goto out;
+	}
+	done = min_t(size_t, len, f->len - f->pos);
+	if (copy_to_user(ubuf, f->buf + f->pos, done)) {
+		done = -EFAULT;
+		goto out;
+	}
+	f->pos += done;
+out:
+	mutex_unlock(&f->lock);
+	return done;
+}
+
+static ssize_t edu_file_write(struct file *filp, const char __user *ubuf, size_t len, loff_t *pos)
+{
+	struct edu_mig_file *f = filp->private_data;
+	ssize_t done;
+
+	if (pos)
+		return -ESPIPE;
+	mutex_lock(&f->lock);
+	if (f->disabled || f->saving) {
+		done = -ENODEV;
+		goto out;
+	}
+	if (len > sizeof(f->buf) - f->len) {
+		done = -ENOSPC;
+		goto out;
+	}
+	if (copy_from_user(f->buf + f->len, ubuf, len)) {
+		done = -EFAULT;
+		goto out;
+	}
+	f->len += len;
+	done = len;
+out:
+	mutex_unlock(&f->lock);
+	return done;
+}
+
+static long edu_file_ioctl(struct file *filp, unsigned int cmd, unsigned long arg)
+{
+#ifdef EDU_HAVE_PRECOPY
+	struct edu_mig_file *f = filp->private_data;
+	struct edu_mig_dev *edev = f->edev;
+	struct vfio_precopy_info info;
+	unsigned long minsz = offsetofend(struct vfio_precopy_info, dirty_bytes);
+	long ret = 0;
+
+	if (cmd != VFIO_MIG_GET_PRECOPY_INFO)
+		return -ENOTTY;
+	if (copy_from_user(&info, (void __user *)arg, minsz))
+		return -EFAULT;
+	if (info.argsz < minsz)
+		return -EINVAL;
+	mutex_lock(&edev->state_mutex);
+	if (edev->state != VFIO_DEVICE_STATE_PRE_COPY &&
+	    edev->state != VFIO_DEVICE_STATE_PRE_COPY_P2P) {
+		ret = -EINVAL;
+		goto out;
+	}
+	mutex_lock(&f->lock);
+	info.flags = 0;
+	info.initial_bytes = f->len > f->pos ? f->len - f->pos : 0;
+	/* The register file is re-sent whole in STOP_COPY: report it as dirty. */
+	info.dirty_bytes = sizeof(struct edu_mig_record);
+	mutex_unlock(&f->lock);
+	if (copy_to_user((void __user *)arg, &info, minsz))
+		ret = -EFAULT;
+out:
+	mutex_unlock(&edev->state_mutex);
+	return ret;
+#else
+	return -ENOTTY;
+#endif
+}
+
+static const struct file_operations edu_file_fops = {
+	.owner = THIS_MODULE,
+	.read = edu_file_read,
+	.write = edu_file_write,
+	.unlocked_ioctl = edu_file_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+	.release = edu_file_release,
+};
+
+static struct edu_mig_file *edu_file_new(struct edu_mig_dev *edev, bool saving)
+{
+	struct edu_mig_file *f = kzalloc(sizeof(*f), GFP_KERNEL_ACCOUNT);
+
+	if (!f)
+		return ERR_PTR(-ENOMEM);
+	f->filp = anon_inode_getfile("edu_mig", &edu_file_fops, f, saving ? O_RDONLY : O_WRONLY);
+	if (IS_ERR(f->filp)) {
+		struct file *err = f->filp;
+
+		kfree(f);
+		return ERR_CAST(err);
+	}
+	stream_open(f->filp->f_inode, f->filp);
+	mutex_init(&f->lock);
+	f->edev = edev;
+	f->saving = saving;
+	return f;
+}
+
+/* Ends the device's data sessions (the fds stay open until userspace closes them). */
+static void edu_disable_files(struct edu_mig_dev *edev)
+{
+	if (edev->save) {
+		edu_file_disable(edev->save);
+		fput(edev->save->filp);
+		edev->save = NULL;
+	}
+	if (edev->resume) {
+		edu_file_disable(edev->resume);
+		fput(edev->resume->filp);
+		edev->resume = NULL;
+	}
+}
+
+/* ---- device register access ------------------------------------------------------------ */
+
+static void edu_snapshot(struct edu_mig_dev *edev, struct edu_mig_record *r, u32 kind)
+{
+	void __iomem *b = edev->bar0;
+
+	memset(r, 0, sizeof(*r));
+	r->magic = cpu_to_le64(EDU_MIG_MAGIC);
+	r->version = cpu_to_le32(1);
+	r->kind = cpu_to_le32(kind);
+	r->id = cpu_to_le32(ioread32(b + EDU_REG_ID));
+	r->liveness = cpu_to_le32(ioread32(b + EDU_REG_LIVENESS));
+	r->status_irqfact = cpu_to_le32(ioread32(b + EDU_REG_STATUS) & EDU_STATUS_IRQFACT);
+	r->irq_status = cpu_to_le32(ioread32(b + EDU_REG_IRQ_STATUS));
+	r->dma_src = cpu_to_le64(edev->src_dirty ? edev->shadow_src : readq(b + EDU_REG_DMA_SRC));
+	r->dma_dst = cpu_to_le64(edev->dst_dirty ? edev->shadow_dst : readq(b + EDU_REG_DMA_DST));
+	r->dma_cnt = cpu_to_le64(edev->cnt_dirty ? edev->shadow_cnt : readq(b + EDU_REG_DMA_CNT));
+	r->held_cmd = cpu_to_le64(edev->held_cmd);
+	r->held_irq = cpu_to_le32(edev->held_irq);
+	r->held_fact_valid = cpu_to_le32(edev->held_fact_valid);
+	r->held_fact = cpu_to_le32(edev->held_fact);
+}
+
+/* Waits for the in-flight transfer to finish (cmd bit 0 clears). */
+static int edu_drain_dma(struct edu_mig_dev *edev)
+{
+	unsigned long start = jiffies;
+	unsigned long deadline = start + msecs_to_jiffies(EDU_DRAIN_TIMEOUT_MS);
+	struct pci_dev *pdev = edev->core.pdev;
+	u64 cmd = readq(edev->bar0 + EDU_REG_DMA_CMD);
+	bool waited = false;
+
+	while (cmd & EDU_DMA_RUN) {
+		if (time_after(jiffies, deadline)) {
+			pci_warn(edev->core.pdev, "edu-mig: DMA still running after %d ms\n",
+				 EDU_DRAIN_TIMEOUT_MS);
+			return -ETIMEDOUT;
+		}
+		waited = true;
+		usleep_range(2000, 5000);
+		cmd = readq(edev->bar0 + EDU_REG_DMA_CMD);
+	}
+	/*
+	 * The completion MSI is a posted write that reaches its handler a little after the
+	 * transfer ends (measured ~1 ms under TCG): let it arrive and its handler finish before
+	 * the device is reported quiesced, so no interrupt of this transfer lands afterwards.
+	 */
+	if (waited && (cmd & EDU_DMA_IRQ) && pdev->msi_enabled) {
+		msleep(EDU_IRQ_SETTLE_MS);
+		synchronize_irq(pci_irq_vector(pdev, 0));
+	}
+	/* The lab counts these lines: proof that DMA was in flight at the quiesce. */
+	if (waited)
+		pci_info(edev->core.pdev, "edu-mig: drained in-flight DMA in %u ms\n",
+			 jiffies_to_msecs(jiffies - start));
+	return 0;
+}
+
+/* Starts everything held while quiesced, in register order. */
+static void edu_release_held(struct edu_mig_dev *edev)
+{
+	void __iomem *b = edev->bar0;
+
+	edev->hold = false;
+	if (edev->src_dirty)
+		writeq(edev->shadow_src, b + EDU_REG_DMA_SRC);
+	if (edev->dst_dirty)
+		writeq(edev->shadow_dst, b + EDU_REG_DMA_DST);
+	if (edev->cnt_dirty)
+		writeq(edev->shadow_cnt, b + EDU_REG_DMA_CNT);
+	edev->src_dirty = edev->dst_dirty = edev->cnt_dirty = false;
+	if (edev->held_fact_valid)
+		iowrite32(edev->held_fact, b + EDU_REG_FACT);
+	edev->held_fact_valid = false;
+	if (edev->held_cmd) {
+		pci_info(edev->core.pdev, "edu-mig: released held DMA command %#llx\n",
+			 edev->held_cmd);
+		writeq(edev->held_cmd, b + EDU_REG_DMA_CMD);
+	}
+	edev->held_cmd = 0;
+	if (edev->held_irq)
+		iowrite32(edev->held_irq, b + EDU_REG_IRQ_RAISE);
+	edev->held_irq = 0;
+	if (edev->pending_irq_restore)
+		iowrite32(edev->pending_irq_restore, b + EDU_REG_IRQ_RAISE);
+	edev->pending_irq_restore = 0;
+}
+
+static void edu_reset_mig(struct edu_mig_dev *edev)
+{
+	edev->hold = false;
+	edev->src_dirty = edev->dst_dirty = edev->cnt_dirty = false;
+	edev->held_cmd = 0;
+	edev->held_irq = 0;
+	edev->held_fact_valid = false;
+	edev->pending_irq_restore = 0;
+	edu_disable_files(edev);
+	edev->state = VFIO_DEVICE_STATE_RUNNING;
+}
+
+static int edu_restore(struct edu_mig_dev *edev)
+{
+	struct edu_mig_file *f = edev->resume;
+	struct edu_mig_record r;
+	void __iomem *b = edev->bar0;
+	size_t off;
+	u32 live, irqfact;
+	u64 src, dst, cnt;
+
+	if (!f)
+		return -EINVAL;
+	mutex_lock(&f->lock);
+	if (f->len == 0) {
+		/* No data written: nothing to incorporate, the device keeps its state. */
+		mutex_unlock(&f->lock);
+		pci_info(edev->core.pdev, "edu-mig: RESUMING ended without data: state kept\n");
+		return 0;
+	}
+	/* The last complete record wins (a precopy record may come first). */
+	if (f->len < sizeof(r) || f->len % sizeof(r)) {
+		mutex_unlock(&f->lock);
+		pci_warn(edev->core.pdev, "edu-mig: bad stream length %zu\n", f->len);
+		return -EINVAL;
+	}
+	off = f->len - sizeof(r);
+	memcpy(&r, f->buf + off, sizeof(r));
+	mutex_unlock(&f->lock);
+	if (le64_to_cpu(r.magic) != EDU_MIG_MAGIC || le32_to_cpu(r.version) != 1 ||
+	    le32_to_cpu(r.kind) != EDU_REC_FINAL) {
+		pci_warn(edev->core.pdev, "edu-mig: stream is not an edu-mig v1 final record\n");
+		return -EINVAL;
+	}
+	live = le32_to_cpu(r.liveness);
+	irqfact = le32_to_cpu(r.status_irqfact);
+	src = le64_to_cpu(r.dma_src);
+	dst = le64_to_cpu(r.dma_dst);
+	cnt = le64_to_cpu(r.dma_cnt);
+	/* The device is stopped: nothing runs until the next RUNNING. */
+	iowrite32(~live, b + EDU_REG_LIVENESS);
+	iowrite32(irqfact ? EDU_STATUS_IRQFACT : 0, b + EDU_REG_STATUS);
+	iowrite32(ioread32(b + EDU_REG_IRQ_STATUS), b + EDU_REG_IRQ_ACK);
+	writeq(src, b + EDU_REG_DMA_SRC);
+	writeq(dst, b + EDU_REG_DMA_DST);
+	writeq(cnt, b + EDU_REG_DMA_CNT);
+	edev->held_cmd = le64_to_cpu(r.held_cmd);
+	edev->held_irq = le32_to_cpu(r.held_irq);
+	edev->held_fact_valid = le32_to_cpu(r.held_fact_valid);
+	edev->held_fact = le32_to_cpu(r.held_fact);
+	edev->pending_irq_restore = le32_to_cpu(r.irq_status);
+	edev->hold = true;
+	if (ioread32(b + EDU_REG_LIVENESS) == live &&
+	    (ioread32(b + EDU_REG_STATUS) & EDU_STATUS_IRQFACT) == irqfact &&
+	    readq(b + EDU_REG_DMA_SRC) == src && readq(b + EDU_REG_DMA_DST) == dst &&
+	    readq(b + EDU_REG_DMA_CNT) == cnt)
+		pci_info(edev->core.pdev,
+			 "edu-mig: restore verified: liveness=%#x irqfact=%u src=%#llx dst=%#llx cnt=%#llx held_cmd=%#llx irq=%#x\n",
+			 live, !!irqfact, src, dst, cnt, edev->held_cmd, edev->pending_irq_restore);
+	else
+		pci_warn(edev->core.pdev, "edu-mig: restore MISMATCH on read-back\n");
+	return 0;
+}
+
+/* ---- one FSM arc ------------------------------------------------------------------------ */
+
+static struct file *edu_save_file(struct edu_mig_dev *edev, u32 kind)
+{
+	struct edu_mig_file *f = edu_file_new(edev, true);
+	struct edu_mig_record r;
+
+	if (IS_ERR(f))
+		return ERR_CAST(f);
+	edu_snapshot(edev, &r, kind);
+	memcpy(f->buf, &r, sizeof(r));
+	f->len = sizeof(r);
+	f->final = kind == EDU_REC_FINAL;
+	get_file(f->filp);
+	edev->save = f;
+	return f->filp;
+}
+
+static int edu_quiesce(struct edu_mig_dev *edev)
+{
+	int ret;
+
+	if (edev->bug == EDU_BUG_FAIL_P2P) {
+		pci_info(edev->core.pdev, "edu-mig: bug=fail_p2p: refusing the P2P arc\n");
+		return -EIO;
+	}
+	if (edev->bug == EDU_BUG_EARLY_P2P) {
+		pci_info(edev->core.pdev, "edu-mig: bug=early_p2p: not waiting for DMA\n");
+		return 0;
+	}
+	edev->hold = true;
+	ret = edu_drain_dma(edev);
+	if (ret)
+		edev->hold = false;
+	return ret;
+}
+
+static struct file *edu_step(struct edu_mig_dev *edev, enum vfio_device_mig_state next)
+{
+	enum vfio_device_mig_state cur = edev->state;
+	int ret;
+
+	if (dma_allowed(cur) && !dma_allowed(next)) {
+		ret = edu_quiesce(edev);
+		if (ret)
+			return ERR_PTR(ret);
+	}
+	if (cur == VFIO_DEVICE_STATE_RUNNING_P2P && next == VFIO_DEVICE_STATE_STOP &&
+	    edev->bug == EDU_BUG_IRQ_IN_STOP) {
+		/* Entering STOP (then done): the interrupt below fires while stopped. */
+		edev->state = next;
+		iowrite32(0x1, edev->bar0 + EDU_REG_IRQ_RAISE);
+		pci_info(edev->core.pdev,
+			 "edu-mig: bug=irq_in_stop: raised an interrupt in STOP (irq status %#x, msi %d)\n",
+			 ioread32(edev->bar0 + EDU_REG_IRQ_STATUS), edev->core.pdev->msi_enabled);
+		/* Let the interrupt reach its handler while the device is stopped. */
+		msleep(EDU_IRQ_SETTLE_MS);
+		if (edev->core.pdev->msi_enabled)
+			synchronize_irq(pci_irq_vector(edev->core.pdev, 0));
+		return NULL;
+	}
+	if (cur == VFIO_DEVICE_STATE_STOP && next == VFIO_DEVICE_STATE_STOP_COPY)
+		return edu_save_file(edev, EDU_REC_FINAL);
+	if (cur == VFIO_DEVICE_STATE_STOP_COPY && next == VFIO_DEVICE_STATE_STOP) {
+		edu_disable_files(edev);
+		return NULL;
+	}
+	if (cur == VFIO_DEVICE_STATE_STOP && next == VFIO_DEVICE_STATE_RESUMING) {
+		struct edu_mig_file *f = edu_file_new(edev, false);
+
+		if (IS_ERR(f))
+			return ERR_CAST(f);
+		get_file(f->filp);
+		edev->resume = f;
+		return f->filp;
+	}
+	if (cur == VFIO_DEVICE_STATE_RESUMING && next == VFIO_DEVICE_STATE_STOP) {
+		ret = edu_restore(edev);
+		edu_disable_files(edev);
+		if (ret)
+			return ERR_PTR(ret);
+		return NULL;
+	}
+#ifdef EDU_HAVE_PRECOPY
+	if ((cur == VFIO_DEVICE_STATE_RUNNING && next == VFIO_DEVICE_STATE_PRE_COPY) ||
+	    (cur == VFIO_DEVICE_STATE_RUNNING_P2P && next == VFIO_DEVICE_STATE_PRE_COPY_P2P))
+		return edu_save_file(edev, EDU_REC_PRECOPY);
+	if ((cur == VFIO_DEVICE_STATE_PRE_COPY && next == VFIO_DEVICE_STATE_RUNNING) ||
+	    (cur == VFIO_DEVICE_STATE_PRE_COPY_P2P && next == VFIO_DEVICE_STATE_RUNNING_P2P)) {
+		edu_disable_files(edev);
+		return NULL;
+	}
+	if (cur == VFIO_DEVICE_STATE_PRE_COPY_P2P && next == VFIO_DEVICE_STATE_STOP_COPY) {
+		struct edu_mig_file *f = edev->save;
+		struct edu_mig_record r;
+
+		if (!f)
+			return ERR_PTR(-EINVAL);
+		edu_snapshot(edev, &r, EDU_REC_FINAL);
+		mutex_lock(&f->lock);
+		if (f->len + sizeof(r) <= sizeof(f->buf)) {
+			memcpy(f->buf + f->len, &r, sizeof(r));
+			f->len += sizeof(r);
+		}
+		f->final = true;
+		mutex_unlock(&f->lock);
+		return NULL; /* the PRE_COPY data fd carries on */
+	}
+	if ((cur == VFIO_DEVICE_STATE_PRE_COPY && next == VFIO_DEVICE_STATE_PRE_COPY_P2P) ||
+	    (cur == VFIO_DEVICE_STATE_PRE_COPY_P2P && next == VFIO_DEVICE_STATE_PRE_COPY))
+		goto done;
+#endif
+	if ((cur == VFIO_DEVICE_STATE_RUNNING && next == VFIO_DEVICE_STATE_RUNNING_P2P) ||
+	    (cur == VFIO_DEVICE_STATE_RUNNING_P2P && next == VFIO_DEVICE_STATE_STOP) ||
+	    (cur == VFIO_DEVICE_STATE_STOP && next == VFIO_DEVICE_STATE_RUNNING_P2P) ||
+	    (cur == VFIO_DEVICE_STATE_RUNNING_P2P && next == VFIO_DEVICE_STATE_RUNNING))
+		goto done;
+	return ERR_PTR(-EINVAL);
+done:
+	return NULL; /* edu_arc() releases held work when the device runs again */
+}
+
+/* Runs one arc and commits the new state (arcs that returned early committed already). */
+static struct file *edu_arc(struct edu_mig_dev *edev, enum vfio_device_mig_state next)
+{
+	struct file *res = edu_step(edev, next);
+
+	if (!IS_ERR(res)) {
+		if (!dma_allowed(edev->state) && dma_allowed(next))
+			edu_release_held(edev);
+		edev->state = next;
+	}
+	return res;
+}
+
+static struct file *edu_set_state(struct vfio_device *vdev, enum vfio_device_mig_state new)
+{
+	struct edu_mig_dev *edev = to_edev(vdev);
+	enum vfio_device_mig_state next;
+	struct file *res = NULL;
+	int ret;
+
+	mutex_lock(&edev->state_mutex);
+	edev->bug = current_bug();
+	while (edev->state != new) {
+		ret = vfio_mig_get_next_state(vdev, edev->state, new, &next);
+		if (ret) {
+			res = ERR_PTR(ret);
+			break;
+		}
+		if (edev->bug == EDU_BUG_NO_STEPS && next != new) {
+			/* Skip the kernel's path: run every arc internally without asking it. */
+			enum vfio_device_mig_state want = new;
+
+			pci_info(edev->core.pdev, "edu-mig: bug=no_steps: jumping %u -> %u\n",
+				 edev->state, new);
+			res = edu_arc(edev, next);
+			while (!IS_ERR(res) && !res && edev->state != want) {
+				/* Candidate order of the kernel table, computed privately. */
+				enum vfio_device_mig_state n2 = want;
+
+				if (dma_allowed(edev->state) && !dma_allowed(want) &&
+				    edev->state == VFIO_DEVICE_STATE_RUNNING)
+					n2 = VFIO_DEVICE_STATE_RUNNING_P2P;
+				else if (edev->state == VFIO_DEVICE_STATE_RUNNING_P2P &&
+					 want != VFIO_DEVICE_STATE_RUNNING)
+					n2 = VFIO_DEVICE_STATE_STOP;
+				else if (edev->state == VFIO_DEVICE_STATE_STOP &&
+					 dma_allowed(want))
+					n2 = VFIO_DEVICE_STATE_RUNNING_P2P;
+				else if ((edev->state == VFIO_DEVICE_STATE_STOP_COPY ||
+					  edev->state == VFIO_DEVICE_STATE_RESUMING) &&
+					 want != VFIO_DEVICE_STATE_STOP)
+					n2 = VFIO_DEVICE_STATE_STOP;
+				res = edu_arc(edev, n2);
+			}
+			break;
+		}
+		res = edu_arc(edev, next);
+		if (IS_ERR(res))
+			break;
+		if (res && edev->state != new) {
+			/* A data fd only comes back from the final arc. */
+			fput(res);
+			res = ERR_PTR(-EINVAL);
+			break;
+		}
+	}
+	mutex_unlock(&edev->state_mutex);
+	return res;
+}
+
+static int edu_get_state(struct vfio_device *vdev, enum vfio_device_mig_state *cur)
+{
+	struct edu_mig_dev *edev = to_edev(vdev);
+
+	mutex_lock(&edev->state_mutex);
+	*cur = edev->state;
+	mutex_unlock(&edev->state_mutex);
+	return 0;
+}
+
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
+static int edu_get_data_size(struct vfio_device *vdev, unsigned long *len)
+{
+	*len = sizeof(struct edu_mig_record);
+	return 0;
+}
+#endif
+
+static const struct vfio_migration_ops edu_mig_ops = {
+	.migration_set_state = edu_set_state,
+	.migration_get_state = edu_get_state,
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
+	.migration_get_data_size = edu_get_data_size,
+#endif
+};
+
+/* ---- BAR0 access through the device fd ------------------------------------------------- */
+
+static bool edu_is_bar0(loff_t pos)
+{
+	return VFIO_PCI_OFFSET_TO_INDEX(pos) == VFIO_PCI_BAR0_REGION_INDEX;
+}
+
+/* Returns true when the write was held (the device is quiesced). Caller holds state_mutex. */
+static bool edu_hold_write(struct edu_mig_dev *edev, u64 off, u64 val, size_t count)
+{
+	if (!edev->hold)
+		return false;
+	switch (off) {
+	case EDU_REG_DMA_SRC:
+		edev->shadow_src = val;
+		edev->src_dirty = true;
+		return true;
+	case EDU_REG_DMA_DST:
+		edev->shadow_dst = val;
+		edev->dst_dirty = true;
+		return true;
+	case EDU_REG_DMA_CNT:
+		edev->shadow_cnt = val;
+		edev->cnt_dirty = true;
+		return true;
+	case EDU_REG_DMA_CMD:
+		if (val & EDU_DMA_RUN)
+			edev->held_cmd = val;
+		return true;
+	case EDU_REG_IRQ_RAISE:
+		edev->held_irq |= val;
+		return true;
+	case EDU_REG_FACT:
+		edev->held_fact = val;
+		edev->held_fact_valid = true;
+		return true;
+	default:
+		return false;
+	}
+}
+
+static ssize_t edu_write(struct vfio_device *vdev, const char __user *buf, size_t count,
+			 loff_t *ppos)
+{
+	struct edu_mig_dev *edev = to_edev(vdev);
+	u64 off = *ppos & VFIO_PCI_OFFSET_MASK;
+	u64 val = 0;
+	ssize_t ret;
+
+	if (!edu_is_bar0(*ppos) || (count != 4 && count != 8) || off % count)
+		return vfio_pci_core_write(vdev, buf, count, ppos);
+	if (copy_from_user(&val, buf, count))
+		return -EFAULT;
+	mutex_lock(&edev->state_mutex);
+	if (edu_hold_write(edev, off, le64_to_cpu(val), count)) {
+		*ppos += count;
+		ret = count;
+	} else {
+		ret = vfio_pci_core_write(vdev, buf, count, ppos);
+	}
+	mutex_unlock(&edev->state_mutex);
+	return ret;
+}
+
+static ssize_t edu_read(struct vfio_device *vdev, char __user *buf, size_t count, loff_t *ppos)
+{
+	struct edu_mig_dev *edev = to_edev(vdev);
+	u64 off = *ppos & VFIO_PCI_OFFSET_MASK;
+	ssize_t ret;
+
+	if (edu_is_bar0(*ppos) && (count == 4 || count == 8) && off == EDU_REG_DMA_CMD) {
+		mutex_lock(&edev->state_mutex);
+		if (edev->held_cmd) {
+			/* A held command reads as running: it has not been done. */
+			u64 v = cpu_to_le64(edev->held_cmd);
+
+			mutex_unlock(&edev->state_mutex);
+			if (copy_to_user(buf, &v, count))
+				return -EFAULT;
+			*ppos += count;
+			return count;
+		}
+		mutex_unlock(&edev->state_mutex);
+	}
+	ret = vfio_pci_core_read(vdev, buf, count, ppos);
+	return ret;
+}
+
+static long edu_ioctl(struct vfio_device *vdev, unsigned int cmd, unsigned long arg)
+{
+	struct edu_mig_dev *edev = to_edev(vdev);
+	long ret;
+
+	if (cmd != VFIO_DEVICE_RESET)
+		return vfio_pci_core_ioctl(vdev, cmd, arg);
+	/* edu has no function reset: the driver resets its migration state and registers. */
+	ret = vfio_pci_core_ioctl(vdev, cmd, arg);
+	mutex_lock(&edev->state_mutex);
+	if (edev->bar0) {
+		edu_drain_dma(edev);
+		iowrite32(ioread32(edev->bar0 + EDU_REG_IRQ_STATUS), edev->bar0 + EDU_REG_IRQ_ACK);
+	}
+	edu_reset_mig(edev);
+	mutex_unlock(&edev->state_mutex);
+	if (ret == -EINVAL && !edev->core.reset_works)
+		ret = 0;
+	return ret;
+}
+
+/* ---- vfio device life cycle ------------------------------------------------------------ */
+
+static int edu_open_device(struct vfio_device *vdev)
+{
+	struct edu_mig_dev *edev = to_edev(vdev);
+	int ret;
+
+	ret = vfio_pci_core_enable(&edev->core);
+	if (ret)
+		return ret;
+	edev->bar0 = pci_iomap(edev->core.pdev, 0, 0);
+	if (!edev->bar0) {
+		vfio_pci_core_disable(&edev->core);
+		return -ENOMEM;
+	}
+	mutex_lock(&edev->state_mutex);
+	edu_reset_mig(edev);
+	mutex_unlock(&edev->state_mutex);
+	vfio_pci_core_finish_enable(&edev->core);
+	/*
+	 * BAR0 only through the device fd, so DMA starts can be held while quiesced (after
+	 * finish_enable, which probes which BARs can be mmapped).
+	 */
+	edev->core.bar_mmap_supported[0] = false;
+	return 0;
+}
+
+static void edu_close_device(struct vfio_device *vdev)
+{
+	struct edu_mig_dev *edev = to_edev(vdev);
+
+	mutex_lock(&edev->state_mutex);
+	edu_reset_mig(edev);
+	if (edev->bar0)
+		pci_iounmap(edev->core.pdev, edev->bar0);
+	edev->bar0 = NULL;
+	mutex_unlock(&edev->state_mutex);
+	vfio_pci_core_close_device(vdev);
+}
+
+static int edu_init_dev(struct vfio_device *vdev)
+{
+	struct edu_mig_dev *edev = to_edev(vdev);
+
+	mutex_init(&edev->state_mutex);
+	vdev->migration_flags = VFIO_MIGRATION_STOP_COPY | VFIO_MIGRATION_P2P;
+#ifdef EDU_HAVE_PRECOPY
+	if (precopy)
+		vdev->migration_flags |= VFIO_MIGRATION_PRE_COPY;
+#endif
+	vdev->mig_ops = &edu_mig_ops;
+	edev->state = VFIO_DEVICE_STATE_RUNNING;
+	return vfio_pci_core_init_dev(vdev);
+}
+
+static void edu_release_dev(struct vfio_device *vdev)
+{
+	struct edu_mig_dev *edev = to_edev(vdev);
+
+	mutex_destroy(&edev->state_mutex);
+	vfio_pci_core_release_dev(vdev);
+}
+
+static const struct vfio_device_ops edu_mig_dev_ops = {
+	.name = "edu-mig",
+	.init = edu_init_dev,
+	.release = edu_release_dev,
+	.open_device = edu_open_device,
+	.close_device = edu_close_device,
+	.ioctl = edu_ioctl,
+	.device_feature = vfio_pci_core_ioctl_feature,
+	.read = edu_read,
+	.write = edu_write,
+	.mmap = vfio_pci_core_mmap,
+	.request = vfio_pci_core_request,
+	.match = vfio_pci_core_match,
+};
+
+static int edu_probe(struct pci_dev *pdev, const struct pci_device_id *id)
+{
+	struct edu_mig_dev *edev;
+	int ret;
+
+	edev = vfio_alloc_device(edu_mig_dev, core.vdev, &pdev->dev, &edu_mig_dev_ops);
+	if (IS_ERR(edev))
+		return PTR_ERR(edev);
+	dev_set_drvdata(&pdev->dev, &edev->core);
+	ret = vfio_pci_core_register_device(&edev->core);
+	if (ret) {
+		vfio_put_device(&edev->core.vdev);
+		return ret;
+	}
+	pci_info(pdev, "edu-mig: migration flags %#llx%s%s\n",
+		 (unsigned long long)edev->core.vdev.migration_flags, bug[0] ? " bug=" : "", bug);
+	return 0;
+}
+
+static void edu_remove(struct pci_dev *pdev)
+{
+	struct vfio_pci_core_device *core = dev_get_drvdata(&pdev->dev);
+
+	vfio_pci_core_unregister_device(core);
+	vfio_put_device(&core->vdev);
+}
+
+static const struct pci_device_id edu_ids[] = {
+	{ PCI_DRIVER_OVERRIDE_DEVICE_VFIO(EDU_VENDOR, EDU_DEVICE) },
+	{}
+};
+MODULE_DEVICE_TABLE(pci, edu_ids);
+
+static struct pci_driver edu_mig_driver = {
+	.name = KBUILD_MODNAME,
+	.id_table = edu_ids,
+	.probe = edu_probe,
+	.remove = edu_remove,
+	.err_handler = &vfio_pci_core_err_handlers,
+	.driver_managed_dma = true,
+};
+
+module_pci_driver(edu_mig_driver);
+
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("vfio-pci variant driver giving QEMU's edu device live migration (migscope lab)");

@@ -1,0 +1,251 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * edu-selftest: a guest-side self-test of the edu-mig variant driver through the VFIO uAPI
+ * (type1 container). It is not migscope's controller: it checks the driver's own promises
+ * (BAR0 not mmappable, DMA drained on RUNNING -> RUNNING_P2P, DMA starts held while quiesced
+ * and released on RUNNING, STOP_COPY/RESUMING stream) and prints one line per check.
+ * Usage: edu-selftest BDF
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <linux/vfio.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+static int failures;
+static int dev;
+static uint64_t bar0;
+
+#define CHECK(cond, ...)                                                                     \
+	do {                                                                                 \
+		int ok_ = (cond);                                                            \
+		printf("%s: ", ok_ ? "ok" : "FAIL");                                         \
+		printf(__VA_ARGS__);                                                         \
+		printf("\n");                                                                \
+		if (!ok_)                                                                    \
+			failures++;                                                          \
+	} while (0)
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void wr64(uint64_t off, uint64_t v)
+{
+	if (pwrite(dev, &v, 8, bar0 + off) != 8)
+		printf("FAIL: pwrite 0x%llx: %s\n", (unsigned long long)off, strerror(errno)), failures++;
+}
+
+static uint64_t rd64(uint64_t off)
+{
+	uint64_t v = 0;
+
+	if (pread(dev, &v, 8, bar0 + off) != 8)
+		printf("FAIL: pread 0x%llx: %s\n", (unsigned long long)off, strerror(errno)), failures++;
+	return v;
+}
+
+static uint32_t rd32(uint64_t off)
+{
+	uint32_t v = 0;
+
+	if (pread(dev, &v, 4, bar0 + off) != 4)
+		printf("FAIL: pread 0x%llx: %s\n", (unsigned long long)off, strerror(errno)), failures++;
+	return v;
+}
+
+/* Sets PCI_COMMAND_MASTER through the config region: edu's DMA is dropped without it. */
+static int enable_bus_master(void)
+{
+	struct vfio_region_info cfg = { .argsz = sizeof(cfg), .index = VFIO_PCI_CONFIG_REGION_INDEX };
+	uint16_t cmd;
+
+	if (ioctl(dev, VFIO_DEVICE_GET_REGION_INFO, &cfg) || pread(dev, &cmd, 2, cfg.offset + 4) != 2)
+		return -1;
+	cmd |= 0x4;
+	return pwrite(dev, &cmd, 2, cfg.offset + 4) == 2 ? 0 : -1;
+}
+
+/* Routes edu's MSI to an eventfd (VFIO_DEVICE_SET_IRQS), so its interrupts reach the host. */
+static int enable_msi(void)
+{
+	char buf[sizeof(struct vfio_irq_set) + sizeof(int)];
+	struct vfio_irq_set *irq = (void *)buf;
+	int efd = eventfd(0, EFD_NONBLOCK);
+
+	if (efd < 0)
+		return -1;
+	irq->argsz = sizeof(buf);
+	irq->flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+	irq->index = VFIO_PCI_MSI_IRQ_INDEX;
+	irq->start = 0;
+	irq->count = 1;
+	memcpy(irq->data, &efd, sizeof(int));
+	if (ioctl(dev, VFIO_DEVICE_SET_IRQS, buf))
+		return -1;
+	return efd;
+}
+
+static int set_state(uint32_t state, int *data_fd)
+{
+	char buf[sizeof(struct vfio_device_feature) + sizeof(struct vfio_device_feature_mig_state)];
+	struct vfio_device_feature *f = (void *)buf;
+	struct vfio_device_feature_mig_state *m = (void *)f->data;
+
+	memset(buf, 0, sizeof(buf));
+	f->argsz = sizeof(buf);
+	f->flags = VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE;
+	m->device_state = state;
+	m->data_fd = -1;
+	if (ioctl(dev, VFIO_DEVICE_FEATURE, buf))
+		return -errno;
+	if (data_fd)
+		*data_fd = m->data_fd;
+	else if (m->data_fd >= 0)
+		close(m->data_fd);
+	return 0;
+}
+
+static int get_state(void)
+{
+	char buf[sizeof(struct vfio_device_feature) + sizeof(struct vfio_device_feature_mig_state)];
+	struct vfio_device_feature *f = (void *)buf;
+	struct vfio_device_feature_mig_state *m = (void *)f->data;
+
+	memset(buf, 0, sizeof(buf));
+	f->argsz = sizeof(buf);
+	f->flags = VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE;
+	if (ioctl(dev, VFIO_DEVICE_FEATURE, buf))
+		return -errno;
+	return m->device_state;
+}
+
+static void set_and_get(uint32_t state, int *fd)
+{
+	double t0 = now_ms();
+	int r = set_state(state, fd);
+	double t1 = now_ms();
+
+	CHECK(r == 0, "SET %u returned %d after %.1f ms", state, r, t1 - t0);
+	CHECK(get_state() == (int)state, "GET reports %d (want %u)", get_state(), state);
+}
+
+int main(int argc, char **argv)
+{
+	char path[256], link[256];
+	struct vfio_region_info reg = { .argsz = sizeof(reg), .index = VFIO_PCI_BAR0_REGION_INDEX };
+	struct vfio_iommu_type1_dma_map map = { .argsz = sizeof(map) };
+	char fbuf[sizeof(struct vfio_device_feature) + sizeof(struct vfio_device_feature_migration)];
+	struct vfio_device_feature *feat = (void *)fbuf;
+	uint8_t save[512];
+	ssize_t n, saved = 0;
+	int container, group, fd, efd;
+	uint64_t irqs = 0;
+	uint8_t *mem;
+	double t0;
+
+	if (argc != 2) {
+		fprintf(stderr, "usage: %s BDF\n", argv[0]);
+		return 2;
+	}
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/iommu_group", argv[1]);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return perror(path), 2;
+	link[n] = 0;
+	snprintf(path, sizeof(path), "/dev/vfio/%s", basename(link));
+	container = open("/dev/vfio/vfio", O_RDWR);
+	group = open(path, O_RDWR);
+	if (container < 0 || group < 0)
+		return perror("open vfio"), 2;
+	if (ioctl(group, VFIO_GROUP_SET_CONTAINER, &container) ||
+	    ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU))
+		return perror("container"), 2;
+	dev = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, argv[1]);
+	if (dev < 0)
+		return perror("VFIO_GROUP_GET_DEVICE_FD"), 2;
+
+	memset(fbuf, 0, sizeof(fbuf));
+	feat->argsz = sizeof(fbuf);
+	feat->flags = VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_MIGRATION;
+	CHECK(ioctl(dev, VFIO_DEVICE_FEATURE, fbuf) == 0, "migration feature, flags 0x%llx",
+	      (unsigned long long)((struct vfio_device_feature_migration *)feat->data)->flags);
+
+	CHECK(ioctl(dev, VFIO_DEVICE_GET_REGION_INFO, &reg) == 0, "BAR0 region info");
+	bar0 = reg.offset;
+	CHECK(!(reg.flags & VFIO_REGION_INFO_FLAG_MMAP), "BAR0 is not mmappable (flags 0x%x)",
+	      reg.flags);
+	CHECK(rd32(0) == 0x010000ed, "edu id 0x%x", rd32(0));
+	CHECK(enable_bus_master() == 0, "bus master enabled");
+	efd = enable_msi();
+	CHECK(efd >= 0, "MSI routed to an eventfd");
+
+	mem = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	memset(mem, 0xaa, 1 << 16);
+	map.vaddr = (uintptr_t)mem;
+	map.iova = 0x100000;
+	map.size = 1 << 16;
+	map.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
+	CHECK(ioctl(container, VFIO_IOMMU_MAP_DMA, &map) == 0, "map 64 KiB at iova 0x100000");
+
+	/* A transfer edu -> RAM in flight when RUNNING_P2P is requested: the SET must drain it. */
+	wr64(0x80, 0x40000);
+	wr64(0x88, 0x100000);
+	wr64(0x90, 256);
+	wr64(0x98, 1 | 2 | 4);
+	t0 = now_ms();
+	set_and_get(VFIO_DEVICE_STATE_RUNNING_P2P, NULL);
+	CHECK(!(rd64(0x98) & 1), "no DMA in flight after RUNNING_P2P (drain took %.1f ms)",
+	      now_ms() - t0);
+	CHECK(mem[0] != 0xaa, "the drained transfer landed (byte 0x%02x)", mem[0]);
+
+	/* A new transfer while quiesced is held, then started on RUNNING. */
+	wr64(0x88, 0x108000);
+	wr64(0x98, 1 | 2 | 4);
+	usleep(400000);
+	CHECK(mem[0x8000] == 0xaa, "held transfer did not run while quiesced");
+	CHECK(rd64(0x98) & 1, "held command reads as pending");
+
+	set_and_get(VFIO_DEVICE_STATE_STOP, NULL);
+	fd = -1;
+	set_and_get(VFIO_DEVICE_STATE_STOP_COPY, &fd);
+	CHECK(fd >= 0, "STOP_COPY data fd %d", fd);
+	while (fd >= 0 && (n = read(fd, save + saved, sizeof(save) - saved)) > 0)
+		saved += n;
+	CHECK(saved > 0, "saved %zd bytes", saved);
+	if (fd >= 0)
+		close(fd);
+	set_and_get(VFIO_DEVICE_STATE_STOP, NULL);
+	fd = -1;
+	set_and_get(VFIO_DEVICE_STATE_RESUMING, &fd);
+	CHECK(fd >= 0 && write(fd, save, saved) == saved, "wrote %zd bytes back", saved);
+	if (fd >= 0)
+		close(fd);
+	set_and_get(VFIO_DEVICE_STATE_STOP, NULL);
+	CHECK(mem[0x8000] == 0xaa, "held transfer still not run in STOP");
+	set_and_get(VFIO_DEVICE_STATE_RUNNING, NULL);
+	usleep(400000);
+	CHECK(mem[0x8000] != 0xaa, "held transfer ran after RUNNING (byte 0x%02x)", mem[0x8000]);
+	/* A multi-arc request, computed by the kernel one arc at a time. */
+	set_and_get(VFIO_DEVICE_STATE_STOP, NULL);
+	set_and_get(VFIO_DEVICE_STATE_RUNNING, NULL);
+	CHECK(efd >= 0 && read(efd, &irqs, 8) == 8 && irqs >= 2, "%llu interrupts (eventfd)",
+	      (unsigned long long)irqs);
+	CHECK(ioctl(dev, VFIO_DEVICE_RESET) == 0, "VFIO_DEVICE_RESET");
+	CHECK(get_state() == VFIO_DEVICE_STATE_RUNNING, "RUNNING after reset");
+	printf("SELFTEST %s (%d failures)\n", failures ? "FAIL" : "PASS", failures);
+	return failures ? 1 : 0;
+}

@@ -1,0 +1,578 @@
+//! `cargo xtask lab`: set everything up, boot once, run the scenarios, judge what came back.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde_json::{Value, json};
+
+use super::fetch::{self, Apt};
+use super::guest::{self, GuestFiles};
+use super::scenario::{self, Extra, Run, Scenario};
+use super::vm::{self, Accel, VmConfig};
+use super::{Kernel, Paths};
+
+pub struct Options {
+    pub scenarios: Vec<&'static Scenario>,
+    pub kernel: Kernel,
+    pub json: bool,
+    pub keep: bool,
+    pub verbose: bool,
+    pub refresh: bool,
+}
+
+/// What a run came to.
+pub enum Outcome {
+    /// Every scenario gave its expected verdict.
+    Ok,
+    /// At least one did not (or the VM failed).
+    Unexpected,
+    /// The machine cannot run the VM; the reason.
+    Skipped(String),
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ScenarioResult {
+    pub name: String,
+    pub expected: String,
+    pub verdict: String,
+    pub rules: Vec<String>,
+    pub ok: bool,
+    pub problems: Vec<String>,
+    pub irq: u64,
+    pub dma: u64,
+    pub witness_dma: u64,
+    pub steps: u64,
+    pub drained: u64,
+    pub held_released: u64,
+    pub sources: Value,
+    pub guest_rc: Option<i32>,
+    pub secs: Option<f64>,
+}
+
+/// Fetches and builds everything the VM needs; returns the pieces (used by lab and demo).
+pub struct Prepared {
+    pub paths: Paths,
+    pub qemu: PathBuf,
+    pub kernel: fetch::KernelFiles,
+    pub tools: PathBuf,
+    pub edu_mig: PathBuf,
+    pub selftest: PathBuf,
+    pub migscope: PathBuf,
+}
+
+pub fn prepare(kernel: Kernel, refresh: bool) -> Result<Prepared> {
+    let paths = Paths::new()?;
+    fs::create_dir_all(&paths.cache)?;
+    let t = Instant::now();
+    let apt = Apt::new(&paths.cache);
+    apt.update(refresh)?;
+    let tools = fetch::fetch_tools(&apt, &paths.cache)?;
+    let qemu = fetch::fetch_qemu(&apt, &paths.cache)?;
+    let k = fetch::fetch_kernel(&apt, &paths.cache, kernel)?;
+    eprintln!(
+        "lab: packages ready in {:.1} s (kernel {})",
+        t.elapsed().as_secs_f64(),
+        k.release
+    );
+    let t = Instant::now();
+    let edu_mig = guest::build_module(&paths, &k, &tools)?;
+    let selftest = guest::build_selftest(&paths)?;
+    let migscope = guest::build_migscope(&paths)?;
+    eprintln!(
+        "lab: guest binaries ready in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(Prepared {
+        paths,
+        qemu,
+        kernel: k,
+        tools,
+        edu_mig,
+        selftest,
+        migscope,
+    })
+}
+
+/// Why this host cannot even fetch the lab (no Debian package tools), if so.
+pub fn cannot_fetch() -> Option<String> {
+    for tool in ["apt-get", "dpkg"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            return Some(format!(
+                "{tool} not found: the lab fetches QEMU and kernels from Debian's registry"
+            ));
+        }
+    }
+    None
+}
+
+pub fn run(opts: &Options) -> Result<(Outcome, Vec<ScenarioResult>)> {
+    if let Some(why) = cannot_fetch() {
+        return Ok((Outcome::Skipped(why), Vec::new()));
+    }
+    let p = prepare(opts.kernel, opts.refresh)?;
+    run_prepared(&p, opts)
+}
+
+/// Runs the scenarios with everything already fetched and built.
+pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<ScenarioResult>)> {
+    if let Some(why) = vm::cannot_run(&p.qemu) {
+        return Ok((Outcome::Skipped(why), Vec::new()));
+    }
+    let scenarios: Vec<&Scenario> = opts
+        .scenarios
+        .iter()
+        .copied()
+        .filter(|s| {
+            let skip = s.needs_precopy && opts.kernel == Kernel::K61;
+            if skip {
+                eprintln!(
+                    "lab: {} needs PRE_COPY (6.2+): not run on {}",
+                    s.name,
+                    opts.kernel.name()
+                );
+            }
+            !skip
+        })
+        .collect();
+    let devices = scenarios.iter().map(|s| s.devices).max().unwrap_or(1);
+    let mut run_sh = String::new();
+    for s in &scenarios {
+        run_sh.push_str(&scenario::guest_line(s));
+    }
+    let work = p.paths.out.join(format!("vm-{}", opts.kernel.name()));
+    if work.exists() {
+        fs::remove_dir_all(&work)?;
+    }
+    fs::create_dir_all(&work)?;
+    let initrd = work.join("initrd.cpio");
+    guest::write_initramfs(
+        &GuestFiles {
+            kernel: &p.kernel,
+            busybox: p.tools.join("bin/busybox"),
+            edu_mig: p.edu_mig.clone(),
+            selftest: p.selftest.clone(),
+            migscope: p.migscope.clone(),
+            run_sh,
+        },
+        &initrd,
+    )?;
+    let (accel, why) = vm::detect_accel();
+    eprintln!("lab: accel {} ({why})", accel.name());
+    let per_scenario = Duration::from_secs(120);
+    let mut cfg = VmConfig {
+        qemu_root: &p.qemu,
+        vmlinux: &p.kernel.vmlinux,
+        initrd: &initrd,
+        edu_devices: devices,
+        accel,
+        results: work.join("results.tar"),
+        console_log: work.join("console.log"),
+        boot_timeout: Duration::from_secs(if accel == Accel::Kvm { 20 } else { 120 }),
+        total_timeout: Duration::from_secs(120) + per_scenario * scenarios.len() as u32,
+        echo_console: opts.verbose,
+    };
+    let mut used = accel;
+    let mut vmrun = vm::boot(&cfg)?;
+    if accel == Accel::Kvm && vmrun.timed_out == Some("boot") {
+        eprintln!(
+            "lab: KVM boot hung for {:?}: falling back to TCG",
+            cfg.boot_timeout
+        );
+        cfg.accel = Accel::Tcg;
+        cfg.boot_timeout = Duration::from_secs(120);
+        used = Accel::Tcg;
+        vmrun = vm::boot(&cfg)?;
+    }
+    let boot_s = vmrun.marker("LAB:BOOT").map(|l| l.at.as_secs_f64());
+    let ready_s = vmrun.marker("LAB:READY").map(|l| l.at.as_secs_f64());
+    eprintln!(
+        "lab: VM ({}, {} edu) boot to /init {}, VFIO+edu-mig bound {}, powered off after {:.1} s{}",
+        used.name(),
+        devices,
+        fmt_s(boot_s),
+        fmt_s(ready_s),
+        vmrun.wall.as_secs_f64(),
+        vmrun
+            .timed_out
+            .map(|w| format!(" (TIMED OUT during {w})"))
+            .unwrap_or_default()
+    );
+    if let Some(f) = vmrun.marker("LAB:FATAL") {
+        eprintln!("lab: guest: {}", f.text);
+    }
+    let results_dir = work.join("out");
+    let unpacked = vm::unpack_results(&cfg.results, &results_dir);
+    if let Err(e) = &unpacked {
+        eprintln!("lab: {e:#}");
+    }
+    let mut results = Vec::new();
+    for s in &scenarios {
+        let dest = p.paths.out.join(s.name);
+        if dest.exists() {
+            fs::remove_dir_all(&dest)?;
+        }
+        let src = results_dir.join(s.name);
+        if src.exists() {
+            fs::rename(&src, &dest)?;
+        } else {
+            fs::create_dir_all(&dest)?;
+        }
+        let marker = vmrun
+            .lines
+            .iter()
+            .find(|l| l.text.starts_with(&format!("LAB:RESULT {} ", s.name)))
+            .map(|l| l.text.clone());
+        let r = judge(s, &dest, marker.as_deref(), &p.migscope);
+        fs::write(dest.join("result.json"), serde_json::to_string_pretty(&r)?)?;
+        results.push(r);
+    }
+    fs::write(
+        p.paths
+            .out
+            .join(format!("summary-{}.json", opts.kernel.name())),
+        serde_json::to_string_pretty(&json!({
+            "kernel": p.kernel.release, "accel": used.name(), "boot_s": boot_s, "ready_s": ready_s,
+            "vm_wall_s": vmrun.wall.as_secs_f64(), "scenarios": results,
+        }))?,
+    )?;
+    if !opts.keep {
+        let _ = fs::remove_file(&initrd);
+    }
+    let ok = vmrun.timed_out.is_none() && results.iter().all(|r| r.ok);
+    Ok((if ok { Outcome::Ok } else { Outcome::Unexpected }, results))
+}
+
+fn fmt_s(s: Option<f64>) -> String {
+    s.map(|s| format!("{s:.1} s"))
+        .unwrap_or_else(|| "never".into())
+}
+
+/// `LAB:RESULT name rc=N t0=A t1=B` -> (rc, seconds).
+fn parse_marker(m: &str) -> (Option<i32>, Option<f64>) {
+    let mut rc = None;
+    let (mut t0, mut t1) = (None, None);
+    for w in m.split_whitespace() {
+        if let Some(v) = w.strip_prefix("rc=") {
+            rc = v.parse().ok();
+        } else if let Some(v) = w.strip_prefix("t0=") {
+            t0 = v.parse::<f64>().ok();
+        } else if let Some(v) = w.strip_prefix("t1=") {
+            t1 = v.parse::<f64>().ok();
+        }
+    }
+    (rc, t0.zip(t1).map(|(a, b)| b - a))
+}
+
+fn count_lines(text: &str, needle: &str) -> u64 {
+    text.lines().filter(|l| l.contains(needle)).count() as u64
+}
+
+/// Judges one scenario from its returned files.
+pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) -> ScenarioResult {
+    let mut r = ScenarioResult {
+        name: s.name.into(),
+        expected: s.expected.into(),
+        verdict: "none".into(),
+        sources: Value::Null,
+        ..Default::default()
+    };
+    let Some(m) = marker else {
+        r.problems
+            .push("the guest never reported this scenario".into());
+        return r;
+    };
+    (r.guest_rc, r.secs) = parse_marker(m);
+    let dmesg = fs::read_to_string(dir.join("dmesg")).unwrap_or_default();
+    r.drained = count_lines(&dmesg, "drained in-flight DMA");
+    r.held_released = count_lines(&dmesg, "released held DMA command");
+    match s.run {
+        Run::Selftest => {
+            let out = fs::read_to_string(dir.join("stdout")).unwrap_or_default();
+            r.verdict = if r.guest_rc == Some(0) && out.contains("SELFTEST PASS") {
+                "pass".into()
+            } else {
+                "fail".into()
+            };
+            r.rules = out
+                .lines()
+                .filter(|l| l.starts_with("FAIL"))
+                .map(String::from)
+                .collect();
+        }
+        Run::Shell(_) if !dir.join("trace.jsonl").exists() => {
+            r.verdict = if r.guest_rc == Some(0) {
+                "pass".into()
+            } else {
+                "fail".into()
+            };
+        }
+        Run::Shell(_) | Run::Drive { .. } => judge_trace(s, dir, migscope, &mut r),
+    }
+    if r.verdict != s.expected {
+        r.problems
+            .push(format!("verdict {} (expected {})", r.verdict, s.expected));
+    }
+    for rule in s.rules {
+        if !r.rules.iter().any(|x| x == rule) {
+            r.problems.push(format!("rule {rule} not reported"));
+        }
+    }
+    for e in s.extras {
+        match e {
+            Extra::RestoreVerified => {
+                if !dmesg.contains("restore verified") || dmesg.contains("restore MISMATCH") {
+                    r.problems
+                        .push("the driver did not verify the restored registers".into());
+                }
+            }
+            Extra::Evidence => {
+                for src in ["witness", "irq"] {
+                    if r.sources.get(src).and_then(Value::as_str) != Some("ok") {
+                        r.problems.push(format!("evidence source {src} was not ok"));
+                    }
+                }
+                if r.drained == 0 {
+                    r.problems
+                        .push("no DMA was in flight at the quiesce (nothing drained)".into());
+                }
+            }
+            Extra::ConformanceTable => {
+                let out = fs::read_to_string(dir.join("stdout")).unwrap_or_default();
+                let line = out.lines().find(|l| l.starts_with("conformance:"));
+                if !line.is_some_and(|l| l.contains(" 0 mismatches")) {
+                    r.problems.push(format!(
+                        "conformance table not equal to the kernel FSM: {}",
+                        line.unwrap_or("no summary line")
+                    ));
+                }
+            }
+            Extra::StepsTraced => {
+                if r.steps == 0 {
+                    r.problems.push("the probe traced no FSM step".into());
+                }
+            }
+            Extra::TrueStateReadBack => {
+                if !true_state_read_back(&dir.join("trace.jsonl")) {
+                    r.problems
+                        .push("no GET reported the true state after the failed SET".into());
+                }
+            }
+        }
+    }
+    r.ok = r.problems.is_empty();
+    r
+}
+
+fn judge_trace(s: &Scenario, dir: &Path, migscope: &Path, r: &mut ScenarioResult) {
+    let trace = dir.join("trace.jsonl");
+    if !trace.exists() {
+        let err = fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+        r.problems.push(format!(
+            "no trace came back (drive exit {:?}): {}",
+            r.guest_rc,
+            err.lines().last().unwrap_or("")
+        ));
+        return;
+    }
+    let main = check_one(&trace, migscope, r);
+    r.sources = main.sources.clone();
+    r.verdict = main.verdict.clone();
+    r.rules = main.rules.clone();
+    // The side `migscope record` (drive_rec) stands in only while drive's own trace has no
+    // probe (its `transitions` source not ok): then its evidence joins drive's.
+    let side = dir.join("probe.jsonl");
+    let own_probe = main.sources.get("transitions").and_then(Value::as_str) == Some("ok");
+    if side.exists() && !own_probe {
+        let p = check_one(&side, migscope, r);
+        if let (Some(m), Some(ps)) = (r.sources.as_object_mut(), p.sources.as_object()) {
+            for (k, v) in ps {
+                if v.as_str() == Some("ok") && k != "mdev_dma" {
+                    m.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let rank = |v: &str| match v {
+            "fail" => 3,
+            "inconclusive" => 2,
+            "pass" => 1,
+            _ => 0,
+        };
+        if rank(&p.verdict) > rank(&r.verdict) {
+            r.verdict = p.verdict;
+        }
+        r.rules.extend(p.rules);
+        r.rules.sort();
+        r.rules.dedup();
+    }
+    let _ = s;
+}
+
+struct Checked {
+    verdict: String,
+    rules: Vec<String>,
+    sources: Value,
+}
+
+/// `migscope check --json` of one trace (saved beside it), and its event counts added to `r`.
+fn check_one(trace: &Path, migscope: &Path, r: &mut ScenarioResult) -> Checked {
+    let mut c = Checked {
+        verdict: "none".into(),
+        rules: Vec::new(),
+        sources: Value::Null,
+    };
+    let text = fs::read_to_string(trace).unwrap_or_default();
+    if let Some(h) = text
+        .lines()
+        .next()
+        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+    {
+        c.sources = h.get("sources").cloned().unwrap_or(Value::Null);
+    }
+    for l in text.lines().skip(1) {
+        let Ok(v) = serde_json::from_str::<Value>(l) else {
+            continue;
+        };
+        match v.get("ev").and_then(Value::as_str) {
+            Some("irq") => r.irq += 1,
+            Some("step") => r.steps += 1,
+            Some("dma") => {
+                r.dma += 1;
+                if v.get("src").and_then(Value::as_str) == Some("witness") {
+                    r.witness_dma += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    let out = Command::new(migscope)
+        .arg("check")
+        .arg("--json")
+        .arg(trace)
+        .output();
+    match out {
+        Ok(o) => {
+            let _ = fs::write(trace.with_extension("check.json"), &o.stdout);
+            match serde_json::from_slice::<Value>(&o.stdout) {
+                Ok(v) => {
+                    c.verdict = v
+                        .get("verdict")
+                        .and_then(Value::as_str)
+                        .unwrap_or("none")
+                        .into();
+                    c.rules = v
+                        .get("violations")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|f| f.get("rule").and_then(Value::as_str).map(String::from))
+                        .collect();
+                    c.rules.sort();
+                    c.rules.dedup();
+                }
+                Err(e) => r.problems.push(format!(
+                    "migscope check --json {} gave no JSON ({e}): {}",
+                    trace.display(),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )),
+            }
+        }
+        Err(e) => r
+            .problems
+            .push(format!("running {}: {e}", migscope.display())),
+    }
+    c
+}
+
+/// After a `set_done` with an error, a later `get` of the same device reported RUNNING (the
+/// state edu-mig really stays in when its P2P arc fails).
+fn true_state_read_back(trace: &Path) -> bool {
+    let text = fs::read_to_string(trace).unwrap_or_default();
+    let mut failed_dev: Option<String> = None;
+    for l in text.lines().skip(1) {
+        let Ok(v) = serde_json::from_str::<Value>(l) else {
+            continue;
+        };
+        let ev = v.get("ev").and_then(Value::as_str);
+        let dev = v.get("dev").and_then(Value::as_str).map(String::from);
+        if ev == Some("set_done") && v.get("ret").and_then(Value::as_i64).is_some_and(|r| r != 0) {
+            failed_dev = dev;
+        } else if ev == Some("get") && failed_dev.is_some() && dev == failed_dev {
+            return v.get("state").and_then(Value::as_str) == Some("RUNNING");
+        }
+    }
+    false
+}
+
+/// Prints the human summary.
+pub fn print_table(results: &[ScenarioResult]) {
+    println!(
+        "{:<22} {:<8} {:<13} {:>4} {:>4} {:>7} {:>6} {:>6}  rules",
+        "scenario", "expected", "verdict", "irq", "dma", "drained", "held", "secs"
+    );
+    for r in results {
+        println!(
+            "{:<22} {:<8} {:<13} {:>4} {:>4} {:>7} {:>6} {:>6}  {}",
+            r.name,
+            r.expected,
+            format!("{}{}", r.verdict, if r.ok { "" } else { " !!" }),
+            r.irq,
+            r.dma,
+            r.drained,
+            r.held_released,
+            r.secs
+                .map(|s| format!("{s:.1}"))
+                .unwrap_or_else(|| "-".into()),
+            r.rules.join(",")
+        );
+        for p in &r.problems {
+            println!("    !! {p}");
+        }
+    }
+}
+
+/// `{"scenarios":[{"name":..,"expected":..,"verdict":..,"rules":[..],"ok":true}]}`.
+pub fn summary_json(results: &[ScenarioResult]) -> Value {
+    json!({ "scenarios": results.iter().map(|r| json!({
+        "name": r.name, "expected": r.expected, "verdict": r.verdict, "rules": r.rules,
+        "ok": r.ok, "irq": r.irq, "dma": r.dma, "drained": r.drained, "secs": r.secs,
+        "problems": r.problems,
+    })).collect::<Vec<_>>() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_marker_parses() {
+        assert_eq!(
+            parse_marker("LAB:RESULT good-stopcopy rc=1 t0=4.50 t1=6.00"),
+            (Some(1), Some(1.5))
+        );
+        assert_eq!(parse_marker("LAB:RESULT x"), (None, None));
+    }
+
+    #[test]
+    fn true_state_needs_a_get_after_the_failed_set() {
+        let dir = std::env::temp_dir().join(format!("lab-ts-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let t = dir.join("t.jsonl");
+        let head = "{\"migscope_trace\":1}\n";
+        let failed =
+            "{\"t\":2,\"ev\":\"set_done\",\"dev\":\"d\",\"to\":\"RUNNING_P2P\",\"ret\":-5}\n";
+        fs::write(&t, format!("{head}{failed}")).unwrap();
+        assert!(!true_state_read_back(&t));
+        fs::write(
+            &t,
+            format!(
+                "{head}{failed}{{\"t\":3,\"ev\":\"get\",\"dev\":\"d\",\"state\":\"RUNNING\"}}\n"
+            ),
+        )
+        .unwrap();
+        assert!(true_state_read_back(&t));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

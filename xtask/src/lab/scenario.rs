@@ -1,0 +1,369 @@
+//! The lab scenarios: what runs in the guest, the verdict and rules expected, and the extra
+//! facts checked on the host from what came back.
+
+use std::fmt::Write as _;
+
+/// What the guest runs for a scenario.
+#[derive(Clone, Copy, Debug)]
+pub enum Run {
+    /// The driver's own self-test (`lab/selftest`), judged by its exit status.
+    Selftest,
+    /// A guest shell command (init.sh's functions are available), judged by `migscope check` when it leaves a
+    /// trace.jsonl and by its exit status otherwise.
+    Shell(&'static str),
+    /// `migscope drive` with a plan (and a multi-device order), judged by `migscope check`.
+    Drive {
+        plan: &'static str,
+        order: Option<&'static str>,
+    },
+}
+
+/// An extra fact a scenario must show beyond verdict and rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extra {
+    /// The driver verified the restored registers on read-back.
+    RestoreVerified,
+    /// After the failed SET a GET reported the device's true state (RUNNING).
+    TrueStateReadBack,
+    /// drive's conformance table matched the kernel FSM on every pair.
+    ConformanceTable,
+    /// The probe traced FSM steps (the kernel's vfio_mig_get_next_state calls).
+    StepsTraced,
+    /// Passing runs must have had witness and irq sources ok and DMA in flight at the quiesce.
+    Evidence,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub about: &'static str,
+    /// edu-mig's `bug=` parameter ("none" for a correct driver).
+    pub bug: &'static str,
+    pub precopy: bool,
+    pub devices: usize,
+    pub run: Run,
+    /// "pass" or "fail".
+    pub expected: &'static str,
+    /// Rules that must be among the violations (for "fail").
+    pub rules: &'static [&'static str],
+    pub extras: &'static [Extra],
+    /// Needs PRE_COPY (6.2+): skipped on the 6.1 baseline.
+    pub needs_precopy: bool,
+    /// Run only when named with --scenario (a known open question, not a gate).
+    pub on_request: bool,
+}
+
+const fn drive(plan: &'static str) -> Run {
+    Run::Drive { plan, order: None }
+}
+
+/// The probe alone beside the driver self-test (`rec_selftest` in lab/guest/init.sh).
+const REC: &str = "rec_selftest 0000:00:02.0";
+
+pub const ALL: &[Scenario] = &[
+    Scenario {
+        name: "doctor",
+        about: "migscope doctor in the guest: kernel, BTF, which hooks attach, VFIO devices",
+        bug: "none",
+        precopy: false,
+        devices: 1,
+        run: Run::Shell("migscope doctor"),
+        expected: "pass",
+        rules: &[],
+        extras: &[],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "driver-selftest",
+        about: "edu-mig's own self-test: BAR0 trapped, DMA drained and held, stream round trip",
+        bug: "none",
+        precopy: false,
+        devices: 1,
+        run: Run::Selftest,
+        expected: "pass",
+        rules: &[],
+        extras: &[],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "good-stopcopy",
+        about: "correct driver, RUNNING -> RUNNING_P2P -> STOP_COPY -> STOP -> RUNNING",
+        bug: "none",
+        precopy: false,
+        devices: 1,
+        run: drive("stopcopy"),
+        expected: "pass",
+        rules: &[],
+        extras: &[Extra::Evidence],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "good-precopy",
+        about: "correct driver with PRE_COPY: iterative reads, PRE_COPY_P2P, STOP_COPY",
+        bug: "none",
+        precopy: true,
+        devices: 1,
+        run: drive("precopy"),
+        expected: "pass",
+        rules: &[],
+        extras: &[Extra::Evidence],
+        needs_precopy: true,
+        on_request: false,
+    },
+    Scenario {
+        name: "roundtrip",
+        about: "save in STOP_COPY, restore through RESUMING, registers equal on read-back",
+        bug: "none",
+        precopy: false,
+        devices: 1,
+        run: drive("roundtrip"),
+        expected: "pass",
+        rules: &[],
+        extras: &[Extra::Evidence, Extra::RestoreVerified],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "conformance",
+        about: "every ordered pair of states: outcomes and steps equal the kernel FSM",
+        bug: "none",
+        precopy: false,
+        devices: 1,
+        run: drive("conformance"),
+        expected: "pass",
+        rules: &[],
+        extras: &[Extra::ConformanceTable],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "early-p2p",
+        about: "bug=early_p2p: returns from the P2P arc with DMA in flight, lets commands through",
+        bug: "early_p2p",
+        precopy: false,
+        devices: 1,
+        run: drive("stopcopy"),
+        expected: "fail",
+        rules: &["dma-after-quiesce", "irq-after-quiesce"],
+        extras: &[],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "irq-in-stop",
+        about: "bug=irq_in_stop: raises an edu interrupt while stopped",
+        bug: "irq_in_stop",
+        precopy: false,
+        devices: 1,
+        run: drive("stopcopy"),
+        expected: "fail",
+        rules: &["irq-after-quiesce"],
+        extras: &[],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "fail-p2p",
+        about: "bug=fail_p2p: the RUNNING -> RUNNING_P2P arc fails; GET tells the truth",
+        bug: "fail_p2p",
+        precopy: false,
+        devices: 1,
+        run: drive("stopcopy"),
+        expected: "fail",
+        rules: &["set-failed"],
+        extras: &[Extra::TrueStateReadBack],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "no-steps",
+        about: "bug=no_steps: jumps to the target without stepping through the kernel FSM",
+        bug: "no_steps",
+        precopy: false,
+        devices: 1,
+        run: drive("stopcopy"),
+        expected: "fail",
+        rules: &["illegal-arc"],
+        extras: &[],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "two-dev-qemu-order",
+        about: "two devices, QEMU's order: every device to RUNNING_P2P before any stops",
+        bug: "none",
+        precopy: false,
+        devices: 2,
+        run: Run::Drive {
+            plan: "stopcopy",
+            order: Some("qemu"),
+        },
+        expected: "pass",
+        rules: &[],
+        extras: &[Extra::Evidence],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "two-dev-naive-order",
+        about: "two devices, one fully after the other: a device stops while its peer runs",
+        bug: "none",
+        precopy: false,
+        devices: 2,
+        run: Run::Drive {
+            plan: "stopcopy",
+            order: Some("naive"),
+        },
+        expected: "fail",
+        rules: &["stop-while-peer-running"],
+        extras: &[],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "record-good",
+        about: "record beside the self-test, correct driver: no DMA source sees PCI DMA there, so \
+                the right verdict is inconclusive (check says pass: mdev_dma counts as a source)",
+        bug: "none",
+        precopy: false,
+        devices: 1,
+        run: Run::Shell(REC),
+        expected: "inconclusive",
+        rules: &[],
+        extras: &[Extra::StepsTraced],
+        needs_precopy: false,
+        on_request: true,
+    },
+    Scenario {
+        name: "record-early-p2p",
+        about: "record beside the self-test, bug=early_p2p: the interrupt lands after RUNNING_P2P",
+        bug: "early_p2p",
+        precopy: false,
+        devices: 1,
+        run: Run::Shell(REC),
+        expected: "fail",
+        rules: &["irq-after-quiesce"],
+        extras: &[],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "record-irq-in-stop",
+        about: "record beside the self-test, bug=irq_in_stop",
+        bug: "irq_in_stop",
+        precopy: false,
+        devices: 1,
+        run: Run::Shell(REC),
+        expected: "fail",
+        rules: &["irq-after-quiesce"],
+        extras: &[],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "record-fail-p2p",
+        about: "record beside the self-test, bug=fail_p2p: SET fails, GET tells the truth",
+        bug: "fail_p2p",
+        precopy: false,
+        devices: 1,
+        run: Run::Shell(REC),
+        expected: "fail",
+        rules: &["set-failed"],
+        extras: &[Extra::TrueStateReadBack],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "record-no-steps",
+        about: "record beside the self-test, bug=no_steps: multi-arc SETs skip traced steps",
+        bug: "no_steps",
+        precopy: false,
+        devices: 1,
+        run: Run::Shell(REC),
+        expected: "fail",
+        rules: &["illegal-arc"],
+        extras: &[],
+        needs_precopy: false,
+        on_request: false,
+    },
+];
+
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    ALL.iter().find(|s| s.name == name)
+}
+
+/// The guest PCI address of edu device `i` (QEMU is told `addr=02.0`, `03.0`, ...).
+pub fn bdf(i: usize) -> String {
+    format!("0000:00:{:02x}.0", 2 + i)
+}
+
+/// The guest shell line for one scenario (see `lab_scenario` in lab/guest/init.sh).
+pub fn guest_line(s: &Scenario) -> String {
+    let mut cmd = String::new();
+    match s.run {
+        Run::Selftest => {
+            let _ = write!(cmd, "edu-selftest {}", bdf(0));
+        }
+        Run::Shell(script) => {
+            cmd.push_str(script);
+        }
+        Run::Drive { plan, order } => {
+            cmd.push_str("drive_rec migscope drive");
+            for i in 0..s.devices {
+                let _ = write!(cmd, " --device {}", bdf(i));
+            }
+            let _ = write!(cmd, " --plan {plan}");
+            if let Some(o) = order {
+                let _ = write!(cmd, " --order {o}");
+            }
+            cmd.push_str(" --workload edu -o trace.jsonl");
+        }
+    }
+    format!(
+        "lab_scenario {} {} {} -- {cmd}\n",
+        s.name,
+        s.bug,
+        u8::from(s.precopy)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_expectations_sane() {
+        for (i, s) in ALL.iter().enumerate() {
+            assert!(
+                ALL[i + 1..].iter().all(|o| o.name != s.name),
+                "duplicate {}",
+                s.name
+            );
+            assert!(
+                ["pass", "fail", "inconclusive"].contains(&s.expected),
+                "{}",
+                s.name
+            );
+            assert_eq!(
+                s.expected == "fail",
+                !s.rules.is_empty(),
+                "{}: fail iff rules",
+                s.name
+            );
+        }
+    }
+
+    #[test]
+    fn guest_lines_name_every_device_and_the_order() {
+        let s = find("two-dev-naive-order").unwrap();
+        assert_eq!(
+            guest_line(s),
+            "lab_scenario two-dev-naive-order none 0 -- drive_rec migscope drive --device 0000:00:02.0 \
+             --device 0000:00:03.0 --plan stopcopy --order naive --workload edu -o trace.jsonl\n"
+        );
+        assert!(guest_line(find("early-p2p").unwrap()).contains(" early_p2p 0 -- "));
+    }
+}
