@@ -367,11 +367,21 @@ impl<R: BufRead> JsonlReader<R> {
     }
 
     fn parse_raw<'a>(&self, line: &'a str) -> Result<Raw<'a>, TraceError> {
-        if let Some(raw) = fast::raw(line) {
-            return Ok(raw);
+        let mut raw = Raw::default();
+        self.parse_raw_into(line, &mut raw)?;
+        Ok(raw)
+    }
+
+    /// [`Self::parse_raw`] into a default `Raw` the caller holds (no copy of the struct).
+    fn parse_raw_into<'a>(&self, line: &'a str, raw: &mut Raw<'a>) -> Result<(), TraceError> {
+        if fast::fill(line, raw).is_some() {
+            return Ok(());
         }
         match serde_json::from_str::<Raw<'a>>(line) {
-            Ok(raw) => Ok(raw),
+            Ok(r) => {
+                *raw = r;
+                Ok(())
+            }
             Err(fast_err) => Err(self.explain_parse_error(line, &fast_err)),
         }
     }
@@ -396,7 +406,8 @@ impl<R: BufRead> JsonlReader<R> {
     }
 
     fn parse_event(&mut self, line: &str) -> Result<Option<Event>, TraceError> {
-        let raw = self.parse_raw(line)?;
+        let mut raw = Raw::default();
+        self.parse_raw_into(line, &mut raw)?;
         let t = raw
             .t
             .ok_or_else(|| self.invalid("t", "missing (every event needs `t`)"))?;
@@ -1073,13 +1084,21 @@ mod fast {
     }
 
     /// Decodes `line` as serde would, or `None` to let serde do it.
+    #[cfg(test)]
     pub(super) fn raw(line: &str) -> Option<Raw<'_>> {
+        let mut r = Raw::default();
+        fill(line, &mut r)?;
+        Some(r)
+    }
+
+    /// Decodes `line` into `r` (a default `Raw`) as serde would, or `None` (with `r` partly
+    /// filled) to let serde do it. Filling in place spares copying the large struct around.
+    pub(super) fn fill<'a>(line: &'a str, r: &mut Raw<'a>) -> Option<()> {
         let mut l = Lex {
             src: line,
             b: line.as_bytes(),
             i: 0,
         };
-        let mut r = Raw::default();
         let mut seen: u32 = 0;
         l.ws();
         l.eat(b'{')?;
@@ -1137,7 +1156,7 @@ mod fast {
             }
         }
         l.ws();
-        (l.i == l.b.len()).then_some(r)
+        (l.i == l.b.len()).then_some(())
     }
 }
 
