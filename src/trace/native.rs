@@ -503,7 +503,7 @@ impl<R: Read> Src<R> {
         self.varint_long(field)
     }
 
-    #[inline(never)]
+    #[inline(always)]
     fn varint_long(&mut self, field: &'static str) -> Result<u64, Cut> {
         // Fast path: the longest varint (10 bytes) is buffered, decode it in place.
         if self.end - self.pos >= 10 {
