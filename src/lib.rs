@@ -8,6 +8,7 @@ pub mod capture;
 pub mod cli;
 pub mod export;
 pub mod model;
+pub mod outfile;
 pub mod trace;
 pub mod verify;
 pub mod vfio;

@@ -48,15 +48,7 @@ pub fn flag_bit(name: &str) -> Option<u32> {
 
 /// The flag names set in `flags`, in bit order.
 pub fn flag_names(flags: MigFlags) -> Vec<&'static str> {
-    [
-        (MigFlags::STOP_COPY, "STOP_COPY"),
-        (MigFlags::P2P, "P2P"),
-        (MigFlags::PRE_COPY, "PRE_COPY"),
-    ]
-    .into_iter()
-    .filter(|(b, _)| flags.contains(*b))
-    .map(|(_, n)| n)
-    .collect()
+    flags.names().collect()
 }
 
 /// Parses a state name, accepting the uAPI number and an optional `VFIO_DEVICE_STATE_` prefix.

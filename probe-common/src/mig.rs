@@ -111,6 +111,12 @@ impl MigState {
     }
 }
 
+impl core::fmt::Display for MigState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// `VFIO_MIGRATION_*` flags as reported by `VFIO_DEVICE_FEATURE_MIGRATION`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct MigFlags(pub u32);
@@ -130,6 +136,18 @@ impl MigFlags {
 
     pub const fn contains(self, bits: u32) -> bool {
         self.0 & bits == bits
+    }
+
+    /// The names of the flags set, in bit order (`STOP_COPY`, `P2P`, `PRE_COPY`).
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        [
+            (MigFlags::STOP_COPY, "STOP_COPY"),
+            (MigFlags::P2P, "P2P"),
+            (MigFlags::PRE_COPY, "PRE_COPY"),
+        ]
+        .into_iter()
+        .filter(move |(b, _)| self.contains(*b))
+        .map(|(_, n)| n)
     }
 
     /// Whether a device with these flags supports `state`.

@@ -448,7 +448,15 @@ fn short_raw(e: &ProgramError) -> String {
 }
 
 /// The header's `sources` from the hooks' outcomes.
-pub fn sources(hooks: &[HookStatus]) -> BTreeMap<String, String> {
+/// Whether this host has mediated devices (`/sys/bus/mdev/devices`): the only devices whose
+/// DMA `vfio_dma_rw` / `vfio_pin_pages` see.
+pub fn mdev_devices_present() -> bool {
+    std::fs::read_dir("/sys/bus/mdev/devices").is_ok_and(|mut d| d.next().is_some())
+}
+
+/// The header's `sources` from what attached. `mdev_present`: see [`mdev_devices_present`];
+/// without mediated devices the mdev hooks witness nobody's DMA, so `mdev_dma` is not claimed.
+pub fn sources(hooks: &[HookStatus], mdev_present: bool) -> BTreeMap<String, String> {
     let find = |name: &str| hooks.iter().find(|h| h.name == name);
     let why = |h: Option<&HookStatus>| match h.map(|h| &h.state) {
         Some(HookState::Unavailable(w)) => format!("{}: {w}", h.map_or("", |h| &h.name)),
@@ -504,8 +512,10 @@ pub fn sources(hooks: &[HookStatus]) -> BTreeMap<String, String> {
 
     let rw = find(HOOK_DMA_RW);
     let pin = find(HOOK_PIN_PAGES);
-    let mdev = if ok(rw) && ok(pin) {
+    let mdev = if ok(rw) && ok(pin) && mdev_present {
         "ok".to_owned()
+    } else if ok(rw) && ok(pin) {
+        "unavailable: no mediated devices on this host (vfio_dma_rw/vfio_pin_pages witness only mdev DMA, not a PCI device's)".to_owned()
     } else {
         let mut w = Vec::new();
         if !ok(rw) {
@@ -560,11 +570,26 @@ mod tests {
             hook(HOOK_DMA_RW, source::MDEV_DMA, false),
             hook(HOOK_PIN_PAGES, source::MDEV_DMA, false),
         ];
-        let s = sources(&hooks);
+        let s = sources(&hooks, true);
         assert_eq!(s["irq"], "ok");
         assert_eq!(s["iommu_map"], "ok");
         assert_eq!(s["iommu_fault"], "ok");
         assert!(s["transitions"].starts_with("unavailable: FSM steps not observable"));
         assert!(s["mdev_dma"].contains("vfio_dma_rw: kprobe: refused"));
+    }
+
+    #[test]
+    fn mdev_dma_is_claimed_only_with_mediated_devices() {
+        let hooks = vec![
+            hook(HOOK_DMA_RW, source::MDEV_DMA, true),
+            hook(HOOK_PIN_PAGES, source::MDEV_DMA, true),
+        ];
+        assert_eq!(sources(&hooks, true)["mdev_dma"], "ok");
+        let s = sources(&hooks, false);
+        assert!(
+            s["mdev_dma"].starts_with("unavailable: no mediated devices"),
+            "{}",
+            s["mdev_dma"]
+        );
     }
 }

@@ -169,7 +169,7 @@ impl Capture {
             let why: Vec<String> = hooks.iter().map(|h| h.to_string()).collect();
             return Err(CaptureError::NothingAttached(why.join("; ")));
         }
-        let sources = hooks::sources(&hooks);
+        let sources = hooks::sources(&hooks, hooks::mdev_devices_present());
 
         let filter = opts.pids.as_deref().map(PidFilter::new);
         let irq_tp = hooks

@@ -146,7 +146,24 @@ fn open_device_flags() -> std::collections::BTreeMap<String, (u32, Result<u32, S
     out
 }
 
-/// PCI devices bound to vfio-pci or a vfio-pci variant driver (any driver named `*vfio*`).
+/// Whether a PCI driver is vfio-pci or a vfio-pci variant driver: named `*vfio*`, or its
+/// module builds on vfio_pci_core (`/sys/module/vfio_pci_core/holders/<module>`), as variant
+/// drivers not named after VFIO do (e.g. the lab's `edu-mig`).
+fn is_vfio_driver(driver_dir: &std::path::Path, name: &str) -> bool {
+    if name.contains("vfio") {
+        return true;
+    }
+    fs::read_link(driver_dir.join("module"))
+        .ok()
+        .and_then(|m| m.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .is_some_and(|module| {
+            std::path::Path::new("/sys/module/vfio_pci_core/holders")
+                .join(module)
+                .exists()
+        })
+}
+
+/// PCI devices bound to vfio-pci or a vfio-pci variant driver.
 fn vfio_devices() -> Vec<Value> {
     let mut out = Vec::new();
     let open = open_device_flags();
@@ -155,7 +172,7 @@ fn vfio_devices() -> Vec<Value> {
     };
     for d in drivers.flatten() {
         let driver = d.file_name().to_string_lossy().into_owned();
-        if !driver.contains("vfio") {
+        if !is_vfio_driver(&d.path(), &driver) {
             continue;
         }
         let Ok(entries) = fs::read_dir(d.path()) else {

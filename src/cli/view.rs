@@ -13,7 +13,6 @@ use std::time::Duration;
 use migscope_tui as tui;
 
 use crate::capture::{Capture, CaptureOptions, kernel_release, monotonic_ns};
-use crate::model::{MigFlags, MigState};
 use crate::trace::jsonl::{JsonlReader, JsonlWriter, ReadWarning, TraceError, partial_path};
 use crate::trace::native::{self, NativeReader};
 use crate::trace::{DataDir, DmaSource, Event, EventKind, Header, IrqKind};
@@ -546,14 +545,6 @@ impl Read for Tail {
     }
 }
 
-fn state(s: MigState) -> tui::State {
-    tui::State::from_u8(s as u8).unwrap_or(tui::State::Error)
-}
-
-fn mig_state(s: tui::State) -> MigState {
-    MigState::from_u32(s as u32).unwrap_or(MigState::Error)
-}
-
 /// A trace event in the view's terms.
 pub fn to_timeline(line: u64, ev: &Event) -> tui::TimelineEvent {
     use tui::EvKind as K;
@@ -567,18 +558,18 @@ pub fn to_timeline(line: u64, ev: &Event) -> tui::TimelineEvent {
         } => K::Device(tui::DeviceDecl {
             dev: dev.clone(),
             ctx: ctx.clone(),
-            flags: tui::Flags(flags.0),
-            state: state(*st),
+            flags: *flags,
+            state: *st,
             driver: driver.clone(),
         }),
         EventKind::Set { dev, to } => K::Set {
             dev: dev.clone(),
-            to: state(*to),
+            to: *to,
         },
         EventKind::Step { dev, from, to } => K::Step {
             dev: dev.clone(),
-            from: state(*from),
-            to: state(*to),
+            from: *from,
+            to: *to,
         },
         EventKind::SetDone {
             dev,
@@ -587,13 +578,13 @@ pub fn to_timeline(line: u64, ev: &Event) -> tui::TimelineEvent {
             data_fd,
         } => K::SetDone {
             dev: dev.clone(),
-            to: state(*to),
+            to: *to,
             ret: *ret,
             data_fd: *data_fd,
         },
         EventKind::Get { dev, state: st } => K::Get {
             dev: dev.clone(),
-            state: state(*st),
+            state: *st,
         },
         EventKind::Reset { dev, ret } => K::Reset {
             dev: dev.clone(),
@@ -672,19 +663,19 @@ pub fn from_timeline(e: &tui::TimelineEvent) -> Event {
     let kind = match &e.kind {
         K::Device(d) => EventKind::Device {
             dev: d.dev.clone(),
-            flags: MigFlags(d.flags.0),
+            flags: d.flags,
             ctx: d.ctx.clone(),
-            state: mig_state(d.state),
+            state: d.state,
             driver: d.driver.clone(),
         },
         K::Set { dev, to } => EventKind::Set {
             dev: dev.clone(),
-            to: mig_state(*to),
+            to: *to,
         },
         K::Step { dev, from, to } => EventKind::Step {
             dev: dev.clone(),
-            from: mig_state(*from),
-            to: mig_state(*to),
+            from: *from,
+            to: *to,
         },
         K::SetDone {
             dev,
@@ -693,13 +684,13 @@ pub fn from_timeline(e: &tui::TimelineEvent) -> Event {
             data_fd,
         } => EventKind::SetDone {
             dev: dev.clone(),
-            to: mig_state(*to),
+            to: *to,
             ret: *ret,
             data_fd: *data_fd,
         },
         K::Get { dev, state } => EventKind::Get {
             dev: dev.clone(),
-            state: mig_state(*state),
+            state: *state,
         },
         K::Reset { dev, ret } => EventKind::Reset {
             dev: dev.clone(),

@@ -71,10 +71,8 @@ impl OutFile {
             file: dst.display().to_string(),
             source,
         };
-        let f = out.into_inner().map_err(|e| werr(e.into_error()))?;
-        f.sync_all().map_err(werr)?;
-        drop(f);
-        std::fs::rename(&tmp, &dst).map_err(werr)
+        drop(out.into_inner().map_err(|e| werr(e.into_error()))?);
+        crate::outfile::commit_partial(&tmp, &dst).map_err(werr)
     }
 }
 

@@ -802,12 +802,7 @@ pub struct JsonlWriter<W: Write> {
     rename: Option<(PathBuf, PathBuf)>,
 }
 
-/// The temporary name a trace is written under until it is complete.
-pub fn partial_path(path: &Path) -> PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push(".partial");
-    PathBuf::from(p)
-}
+pub use crate::outfile::partial_path;
 
 impl JsonlWriter<BufWriter<File>> {
     /// Creates `<path>.partial` and writes the header.
@@ -872,8 +867,7 @@ impl<W: Write> JsonlWriter<W> {
                 source,
             };
             drop(self.out);
-            File::open(&tmp).and_then(|f| f.sync_all()).map_err(werr)?;
-            std::fs::rename(&tmp, &dst).map_err(werr)?;
+            crate::outfile::commit_partial(&tmp, &dst).map_err(werr)?;
         }
         Ok(())
     }

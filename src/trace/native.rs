@@ -397,8 +397,7 @@ impl<W: Write> NativeWriter<W> {
                 source,
             };
             drop(self.out);
-            File::open(&tmp).and_then(|f| f.sync_all()).map_err(werr)?;
-            std::fs::rename(&tmp, &dst).map_err(werr)?;
+            crate::outfile::commit_partial(&tmp, &dst).map_err(werr)?;
         }
         Ok(())
     }

@@ -302,23 +302,34 @@ struct Request {
 #[derive(Clone, Copy, Debug, Default)]
 struct Forbidden {
     since: Option<u64>,
-    /// The previous completed period `[since, end)`, for windowed evidence reaching back.
-    prev: Option<(u64, u64)>,
+    /// The state whose arrival began the current period (for messages).
+    entered: Option<MigState>,
+    /// The previous completed period `[since, end)` and the state that began it, for windowed
+    /// evidence reaching back.
+    prev: Option<(u64, u64, Option<MigState>)>,
 }
 
 enum WindowVerdict {
     Allowed,
     Maybe,
-    Violation { since: u64 },
+    /// `since`: when the period began; `entered`: the state that began it.
+    Violation {
+        since: u64,
+        entered: Option<MigState>,
+    },
 }
 
 impl Forbidden {
-    fn update(&mut self, now_forbidden: bool, t: u64) {
+    fn update(&mut self, now_forbidden: bool, t: u64, state: Option<MigState>) {
         match (self.since, now_forbidden) {
-            (None, true) => self.since = Some(t),
+            (None, true) => {
+                self.since = Some(t);
+                self.entered = state;
+            }
             (Some(s), false) => {
-                self.prev = Some((s, t));
+                self.prev = Some((s, t, self.entered));
                 self.since = None;
+                self.entered = None;
             }
             _ => {}
         }
@@ -328,15 +339,18 @@ impl Forbidden {
     fn judge(&self, t0: u64, t1: u64) -> WindowVerdict {
         if let Some(s) = self.since {
             if s <= t0 {
-                return WindowVerdict::Violation { since: s };
+                return WindowVerdict::Violation {
+                    since: s,
+                    entered: self.entered,
+                };
             }
             if s < t1 {
                 return WindowVerdict::Maybe;
             }
         }
-        if let Some((s, e)) = self.prev {
+        if let Some((s, e, entered)) = self.prev {
             if s <= t0 && t1 <= e {
-                return WindowVerdict::Violation { since: s };
+                return WindowVerdict::Violation { since: s, entered };
             }
             if t0 < e && s < t1 {
                 return WindowVerdict::Maybe;
@@ -348,7 +362,10 @@ impl Forbidden {
     /// Judges evidence that happened exactly at `t`.
     fn judge_at(&self, t: u64) -> WindowVerdict {
         match self.since {
-            Some(s) if s <= t => WindowVerdict::Violation { since: s },
+            Some(s) if s <= t => WindowVerdict::Violation {
+                since: s,
+                entered: self.entered,
+            },
             _ => WindowVerdict::Allowed,
         }
     }
@@ -540,8 +557,8 @@ impl Verifier {
                 ..DeviceSummary::default()
             },
         };
-        dev.quiet.update(state.quiescent(), t);
-        dev.stopped.update(state.stopped(), t);
+        dev.quiet.update(state.quiescent(), t, Some(state));
+        dev.stopped.update(state.stopped(), t, Some(state));
         self.devs.push(dev);
         self.ctxs[ci].1.push(i);
         self.by_name.insert(name.to_owned(), i);
@@ -577,21 +594,21 @@ impl Verifier {
     /// Recomputes the forbidden periods of device `i` after its state or request changed.
     fn refresh(&mut self, i: usize, t: u64) {
         let d = &mut self.devs[i];
-        let (quiet, stopped) = match (d.req, d.state) {
+        let (quiet, stopped, at) = match (d.req, d.state) {
             (Some(r), _) => {
                 let from = r.from.get();
                 let q = from.is_some_and(MigState::quiescent) && r.to.quiescent();
                 let s = from.is_some_and(MigState::stopped) && r.to.stopped();
-                (q, s)
+                (q, s, from)
             }
-            (None, Known::State(s)) => (s.quiescent(), s.stopped()),
-            (None, Known::Unknown) => (false, false),
+            (None, Known::State(s)) => (s.quiescent(), s.stopped(), Some(s)),
+            (None, Known::Unknown) => (false, false, None),
         };
         if quiet {
             self.quiesced_any = true;
         }
-        d.quiet.update(quiet, t);
-        d.stopped.update(stopped, t);
+        d.quiet.update(quiet, t, at);
+        d.stopped.update(stopped, t, at);
     }
 
     /// Peers of device `i` (same ctx) whose known state satisfies `pred`.
@@ -1059,10 +1076,10 @@ impl Verifier {
                         }
                     )
                 };
-                let state = d.state.get().map_or("an unknown state", MigState::name);
+                let state = d.state.get();
                 match verdict {
                     WindowVerdict::Allowed => {}
-                    WindowVerdict::Violation { since } => {
+                    WindowVerdict::Violation { since, entered } => {
                         d.summary.dma_quiesced += 1;
                         let when = match window {
                             Some((t0, t1)) => format!(
@@ -1072,7 +1089,7 @@ impl Verifier {
                             ),
                             None => format!("{} after", ms(t.saturating_sub(since))),
                         };
-                        let detail = format!("{} {when} {state} completed", what());
+                        let detail = format!("{} {when} {}", what(), quiesced_text(entered, state));
                         finding(&mut out, rule::DMA_AFTER_QUIESCE, dev, detail, false);
                     }
                     WindowVerdict::Maybe => {
@@ -1096,14 +1113,14 @@ impl Verifier {
                 } else {
                     &d.stopped
                 };
-                if let WindowVerdict::Violation { since } = tracker.judge_at(t) {
+                if let WindowVerdict::Violation { since, entered } = tracker.judge_at(t) {
                     d.summary.irq_quiesced += 1;
-                    let state = d.state.get().map_or("an unknown state", MigState::name);
                     let detail = format!(
-                        "{} vector {} {} after {state} completed",
+                        "{} vector {} {} after {}",
                         kind.name(),
                         vector,
-                        ms(t.saturating_sub(since))
+                        ms(t.saturating_sub(since)),
+                        quiesced_text(entered, d.state.get())
                     );
                     finding(&mut out, rule::IRQ_AFTER_QUIESCE, dev, detail, false);
                 }
@@ -1229,6 +1246,18 @@ impl Verifier {
 
     fn dropped_violation(&self) -> bool {
         self.dropped > 0 && self.violations.len() >= MAX_FINDINGS
+    }
+}
+
+/// "RUNNING_P2P completed", plus "(now STOP_COPY)" when the device has moved on since.
+fn quiesced_text(entered: Option<MigState>, now: Option<MigState>) -> String {
+    let base = match entered {
+        Some(s) => format!("{} completed", s.name()),
+        None => "the device was quiesced".to_owned(),
+    };
+    match now {
+        Some(n) if Some(n) != entered => format!("{base} (now {})", n.name()),
+        _ => base,
     }
 }
 

@@ -26,6 +26,10 @@ const IOVA_SLOT: u64 = 0x10_0000;
 const SRC_OFFSET: u64 = 0x8_0000;
 const CHUNK: usize = 64 * 1024;
 const PRECOPY_ROUNDS: usize = 4;
+/// A quiesce under the edu workload waits (at most [`QUIESCE_AWAIT`]) for a transfer started
+/// less than this long ago: edu runs each transfer ~100 ms after its command.
+const QUIESCE_FRESH: Duration = Duration::from_millis(40);
+const QUIESCE_AWAIT: Duration = Duration::from_secs(2);
 /// Longest wait for the workload's first transfers before the plan starts.
 const WARMUP_LIMIT: Duration = Duration::from_secs(5);
 /// How long a PRE_COPY read waits for data before calling it a temporary end of stream.
@@ -737,6 +741,22 @@ impl<O: VfioOps> Ctl<'_, O> {
                 to: to.name(),
             });
         }
+        // Entering quiescence under the edu workload: issue the SET while a transfer is in
+        // flight, so the driver must really wait for DMA (a missing drain then shows as
+        // DMA after the quiesce rather than depending on where in its cycle the workload was).
+        if to.quiescent()
+            && self.devs[i].state.is_some_and(MigState::dma_allowed)
+            && self.opts.workload == Workload::Edu
+            && let Some(c) = &self.counters
+            && !c.await_in_flight(i, QUIESCE_FRESH, QUIESCE_AWAIT)
+        {
+            let label = format!(
+                "{bdf}: no DMA in flight within {} ms before SET {}",
+                QUIESCE_AWAIT.as_millis(),
+                to.name()
+            );
+            self.mark(label);
+        }
         // Evidence up to the SET's start; a device heading to a DMA-allowed state may DMA from
         // now on, so it is no longer watched.
         self.witness_check(Some(&bdf));
@@ -948,7 +968,7 @@ impl<O: VfioOps> Ctl<'_, O> {
             .opts
             .save_dir
             .join(format!("{}.{n}.mig", bdf.replace(':', "_")));
-        write_then_rename(&path, &all).map_err(|source| PlanError::SaveFile {
+        crate::outfile::write_then_rename(&path, &all).map_err(|source| PlanError::SaveFile {
             path: path.clone(),
             source,
         })?;
@@ -1270,15 +1290,4 @@ impl<O: VfioOps> Ctl<'_, O> {
         }
         out
     }
-}
-
-fn write_then_rename(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }

@@ -57,6 +57,9 @@ impl Workload {
     }
 }
 
+/// Devices whose in-flight transfers are tracked for the quiesce barrier.
+pub const TRACKED_DEVICES: usize = 32;
+
 /// Counters shared with the workload threads.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -65,6 +68,43 @@ pub struct Counters {
     pub stalled: AtomicU64,
     pub errors: AtomicU64,
     pub irqs: AtomicU64,
+    /// Per device (the job's tag): CLOCK_MONOTONIC ns when the transfer now running was
+    /// started, 0 while the engine is idle.
+    pub in_flight_since: [AtomicU64; TRACKED_DEVICES],
+}
+
+impl Counters {
+    /// Waits (at most `limit`) until device `dev` has a transfer that started less than
+    /// `fresh` ago, so a quiesce issued now finds DMA in flight (edu runs each transfer ~100 ms
+    /// after its command). Returns whether it saw one.
+    pub fn await_in_flight(&self, dev: usize, fresh: Duration, limit: Duration) -> bool {
+        let Some(slot) = self.in_flight_since.get(dev) else {
+            return false;
+        };
+        let end = Instant::now() + limit;
+        loop {
+            let since = slot.load(Ordering::Acquire);
+            if since != 0 && super::now_ns().saturating_sub(since) < fresh.as_nanos() as u64 {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn started(&self, dev: u8) {
+        if let Some(slot) = self.in_flight_since.get(usize::from(dev)) {
+            slot.store(super::now_ns(), Ordering::Release);
+        }
+    }
+
+    fn idle(&self, dev: u8) {
+        if let Some(slot) = self.in_flight_since.get(usize::from(dev)) {
+            slot.store(0, Ordering::Release);
+        }
+    }
 }
 
 impl Counters {
@@ -217,23 +257,31 @@ fn edu_loop(job: EduJob, stop: &AtomicBool, c: &Counters) {
             return;
         }
         let dst = job.dst_iova + (n % job.dst_pages.max(1)) * PAGE as u64;
-        let ok = program(bar, job.src_iova, edu::BUF, edu::CMD_RUN, c)
-            && wait_idle(bar, stop, c)
-            && program(
+        let first = program(bar, job.src_iova, edu::BUF, edu::CMD_RUN, c);
+        if first {
+            c.started(job.tag);
+        }
+        let ok = first && wait_idle(bar, stop, c) && {
+            c.idle(job.tag);
+            program(
                 bar,
                 edu::BUF,
                 dst,
                 edu::CMD_RUN | edu::CMD_TO_RAM | edu::CMD_IRQ,
                 c,
-            );
+            )
+        };
         if !ok {
+            c.idle(job.tag);
             std::thread::sleep(Duration::from_millis(20));
             continue;
         }
+        c.started(job.tag);
         c.issued.fetch_add(1, Ordering::Relaxed);
         if wait_idle(bar, stop, c) {
             c.completed.fetch_add(1, Ordering::Relaxed);
         }
+        c.idle(job.tag);
         if let Ok(st) = bar.read32(edu::IRQ_STATUS)
             && st & edu::DMA_IRQ != 0
         {
@@ -271,6 +319,31 @@ mod tests {
         );
         assert!(Workload::parse("exec:").is_err());
         assert!(Workload::parse("fio").is_err());
+    }
+
+    #[test]
+    fn quiesce_barrier_waits_for_a_fresh_transfer() {
+        let c = Arc::new(Counters::default());
+        // Idle engine: the barrier gives up after its limit.
+        assert!(!c.await_in_flight(0, Duration::from_millis(40), Duration::from_millis(30)));
+        // A transfer started long ago does not count; a fresh one does.
+        c.in_flight_since[0].store(1, Ordering::Release);
+        assert!(!c.await_in_flight(0, Duration::from_millis(40), Duration::from_millis(10)));
+        let c2 = Arc::clone(&c);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            c2.started(0);
+        });
+        assert!(c.await_in_flight(0, Duration::from_millis(40), Duration::from_secs(5)));
+        t.join().expect("thread");
+        c.idle(0);
+        assert_eq!(c.in_flight_since[0].load(Ordering::Acquire), 0);
+        // Untracked devices never block.
+        assert!(!c.await_in_flight(
+            TRACKED_DEVICES,
+            Duration::from_millis(40),
+            Duration::from_secs(5)
+        ));
     }
 
     #[test]

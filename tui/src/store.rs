@@ -640,7 +640,7 @@ impl Store {
                 .map(|d| d.name.clone())
                 .unwrap_or_default()
         };
-        let st = |v: u8| State::from_u8(v & 0x0f).unwrap_or(State::Error);
+        let st = |v: u8| State::from_u32(u32::from(v & 0x0f)).unwrap_or(State::Error);
         let (s, x, a, b) = (self.s[r], self.x[r], self.a[r], self.b[r]);
         let kind = match Ev::from_u8(self.ev[r])? {
             Ev::Device => {
@@ -780,7 +780,7 @@ pub fn summary(e: &TimelineEvent) -> String {
             "device {} ctx={} flags={} state={}{}",
             d.dev,
             d.ctx,
-            d.flags.names().join(","),
+            d.flags.names().collect::<Vec<_>>().join(","),
             d.state,
             d.driver
                 .as_deref()

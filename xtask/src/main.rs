@@ -210,7 +210,14 @@ pub(crate) fn ci() -> Result<(u8, String)> {
             refresh: false,
         };
         let (outcome, results) = runner::run(&opts)?;
-        let wanted = opts.scenarios.len();
+        // good-precopy and the like need PRE_COPY, which 6.1 does not have: skipped there.
+        let not_here = opts
+            .scenarios
+            .iter()
+            .filter(|s| s.needs_precopy && kernel == Kernel::K61)
+            .count();
+        skipped += not_here;
+        let wanted = opts.scenarios.len() - not_here;
         if let Outcome::Skipped(why) = &outcome {
             skipped += wanted;
             notes.push(format!("{} skipped: {why}", kernel.name()));

@@ -179,7 +179,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 let ctx = &app.store.ctxs[dv.ctx].name;
                 lines.push(Line::from(vec![
                     key("ctx"),
-                    Span::raw(format!("{ctx}  flags {}", dv.flags.names().join(","))),
+                    Span::raw(format!(
+                        "{ctx}  flags {}",
+                        dv.flags.names().collect::<Vec<_>>().join(",")
+                    )),
                 ]));
             }
             if let EvKind::Dma {

@@ -65,7 +65,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         lines.push(Line::from(vec![
             Span::styled(dv.name.clone(), Style::new().add_modifier(Modifier::BOLD)),
             Span::styled(
-                format!(" {} {}", s.ctxs[dv.ctx].name, dv.flags.names().join(",")),
+                format!(
+                    " {} {}",
+                    s.ctxs[dv.ctx].name,
+                    dv.flags.names().collect::<Vec<_>>().join(",")
+                ),
                 dim,
             ),
         ]));

@@ -378,6 +378,7 @@ fn judge_trace(s: &Scenario, dir: &Path, migscope: &Path, r: &mut ScenarioResult
         return;
     }
     let main = check_one(&trace, migscope, r);
+    exports_agree(&trace, &main.verdict, migscope, r);
     r.sources = main.sources.clone();
     r.verdict = main.verdict.clone();
     r.rules = main.rules.clone();
@@ -408,6 +409,113 @@ fn judge_trace(s: &Scenario, dir: &Path, migscope: &Path, r: &mut ScenarioResult
         r.rules.dedup();
     }
     let _ = s;
+}
+
+/// Every exporter on the real trace (issue: exports run on the lab traces in CI): the native
+/// form converts back to the canonical JSONL byte for byte and `check` gives it the same
+/// verdict; Perfetto JSON parses and marks a violation iff the verdict is fail; the JUnit
+/// report carries failures iff fail; the Markdown report states the verdict. Files are left
+/// beside the trace for a bug report.
+fn exports_agree(trace: &Path, verdict: &str, migscope: &Path, r: &mut ScenarioResult) {
+    let dir = trace.parent().unwrap_or(Path::new("."));
+    let run = |args: &[&std::ffi::OsStr]| -> Result<std::process::Output, String> {
+        Command::new(migscope)
+            .args(args)
+            .output()
+            .map_err(|e| format!("running {}: {e}", migscope.display()))
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let native = dir.join("trace.mst");
+    let canon = dir.join("trace.canon.jsonl");
+    let back = dir.join("trace.roundtrip.jsonl");
+    let perfetto = dir.join("trace.perfetto.json");
+    let junit = dir.join("trace.junit.xml");
+    let md = dir.join("trace.md");
+    let mut problems = Vec::new();
+    for (input, fmt, out) in [
+        (trace, "native", &native),
+        (trace, "jsonl", &canon),
+        (native.as_path(), "jsonl", &back),
+        (trace, "perfetto", &perfetto),
+        (trace, "markdown", &md),
+    ] {
+        let args = [
+            os("export"),
+            input.as_os_str().to_owned(),
+            os("--format"),
+            os(fmt),
+            os("-o"),
+            out.as_os_str().to_owned(),
+        ];
+        let argv: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        match run(&argv) {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => problems.push(format!(
+                "export --format {fmt} of {} failed: {}",
+                input.display(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => problems.push(e),
+        }
+    }
+    if fs::read(&canon).ok() != fs::read(&back).ok() || !back.exists() {
+        problems.push("JSONL -> native -> JSONL is not byte-identical".into());
+    }
+    let native_verdict = run(&[
+        os("check").as_os_str(),
+        os("--json").as_os_str(),
+        native.as_os_str(),
+    ])
+    .ok()
+    .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
+    .and_then(|v| v.get("verdict").and_then(Value::as_str).map(String::from));
+    if native_verdict.as_deref() != Some(verdict) {
+        problems.push(format!(
+            "check on the native form says {native_verdict:?}, not {verdict}"
+        ));
+    }
+    let fail = verdict == "fail";
+    match fs::read(&perfetto)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    {
+        Some(v) => {
+            let events = v
+                .get("traceEvents")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let marked = events.iter().any(|e| {
+                e.get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| n.starts_with("VIOLATION"))
+            });
+            if events.is_empty() || marked != fail {
+                problems.push(format!(
+                    "perfetto export: {} events, violation marked {marked}, verdict {verdict}",
+                    events.len()
+                ));
+            }
+        }
+        None => problems.push("perfetto export is not JSON".into()),
+    }
+    let _ = run(&[
+        os("check").as_os_str(),
+        os("--junit").as_os_str(),
+        junit.as_os_str(),
+        trace.as_os_str(),
+    ]);
+    let xml = fs::read_to_string(&junit).unwrap_or_default();
+    if !xml.contains("<testsuites") || xml.contains("<failure") != fail {
+        problems.push(format!("junit report does not match verdict {verdict}"));
+    }
+    let report = fs::read_to_string(&md).unwrap_or_default();
+    if !report.to_lowercase().contains(verdict) {
+        problems.push(format!(
+            "markdown report does not state the verdict {verdict}"
+        ));
+    }
+    r.problems.extend(problems);
 }
 
 struct Checked {
