@@ -312,6 +312,44 @@ fn capture_curve(mig: &Path, dir: &Path, fds: &Fds, me: u32, ring: Option<u32>) 
     );
 }
 
+/// Other tracers running on this host (another `migscope record`/`watch`/`drive`, bpftrace):
+/// their probes fire on every syscall here too, so "nothing attached" would include them.
+fn other_tracers() -> Vec<String> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(raw) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let exe = args
+            .first()
+            .map_or("", |a| a.rsplit('/').next().unwrap_or(a));
+        let tracing = (exe == "migscope"
+            && args
+                .get(1)
+                .is_some_and(|c| matches!(c.as_str(), "record" | "watch" | "drive")))
+            || exe == "bpftrace";
+        if tracing {
+            found.push(format!("pid {pid}: {}", args.join(" ")));
+        }
+    }
+    found
+}
+
 fn have(tool: &str) -> bool {
     Command::new("sh")
         .arg("-c")
@@ -392,6 +430,13 @@ fn main() {
         note("SKIP bpftrace rows: bpftrace not installed (apt-get install bpftrace)");
     }
     let me = std::process::id();
+    let others = other_tracers();
+    if !others.is_empty() {
+        note(&format!(
+            "another tracer was running during this run, so \"nothing attached\" includes its probes and the storms compete with it: {}",
+            others.join("; ")
+        ));
+    }
     // Rounds alternate nothing / migscope / bpftrace so that a burst of other load does not
     // land on one condition only; per condition and workload the best round counts.
     const ROUNDS: usize = 3;
