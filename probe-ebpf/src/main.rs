@@ -87,7 +87,7 @@ pub fn sys_enter_ioctl(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_enter_ioctl(ctx: &TracePointContext) -> Result<u32, u32> {
-    let cmd = tp_read::<u64>(ctx, SYS_ARG1)? as u32;
+    let cmd = tp_field::<u64>(ctx, SYS_ARG1) as u32;
     if !(VFIO_IOCTL_FIRST..=VFIO_IOCTL_LAST).contains(&cmd) {
         return Ok(0);
     }
@@ -349,7 +349,7 @@ pub fn sys_exit_write(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn rw_enter(ctx: &TracePointContext, dir: u32) -> Result<u32, u32> {
-    let fd = tp_read::<u64>(ctx, SYS_ARG0)? as i32;
+    let fd = tp_field::<u64>(ctx, SYS_ARG0) as i32;
     let pid_tgid = bpf_get_current_pid_tgid();
     let key = fd_key((pid_tgid >> 32) as u32, fd);
     // SAFETY: plain map lookup; the value is copied.
@@ -697,6 +697,18 @@ fn tp_read<T>(ctx: &TracePointContext, offset: usize) -> Result<T, u32> {
     // SAFETY: offsets come from the tracepoint's format file; read_at goes through the
     // probe-read helper and returns an error instead of faulting.
     unsafe { ctx.read_at::<T>(offset) }.map_err(|_| 1u32)
+}
+
+/// A field of the tracepoint record read straight from the context (a plain load the verifier
+/// checks, as bpftrace's `args->x`), not through the probe-read helper: for the fields every
+/// hit reads before filtering (ioctl cmd, read/write fd). `offset` must be a multiple of the
+/// field's size and inside the record.
+#[inline(always)]
+fn tp_field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    // SAFETY: tracepoint programs may load from their context at constant, size-aligned
+    // offsets inside the record (kernel: tp_prog_is_valid_access); the offsets come from the
+    // format files and are 8-aligned u64 slots.
+    unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(offset) as *const T) }
 }
 
 /// Address of a `__data_loc` field: the low 16 bits are its offset in the record.

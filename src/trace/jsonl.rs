@@ -4,6 +4,7 @@
 
 use std::{
     borrow::Cow,
+    cell::Cell,
     collections::{BTreeMap, HashSet},
     fmt::Write as _,
     fs::File,
@@ -56,8 +57,41 @@ pub struct ReadWarning {
     pub msg: String,
 }
 
+/// Keeps the string buffers of `ev` (up to a few, of modest size) in `spare` for reuse.
+pub(crate) fn recycle_strings(ev: Event, spare: &mut Vec<String>) {
+    const KEEP: usize = 8;
+    let mut put = |s: String| {
+        if spare.len() < KEEP && s.capacity() <= 256 {
+            spare.push(s);
+        }
+    };
+    match ev.kind {
+        EventKind::Device {
+            dev, ctx, driver, ..
+        } => {
+            put(dev);
+            put(ctx);
+            if let Some(d) = driver {
+                put(d);
+            }
+        }
+        EventKind::Set { dev, .. }
+        | EventKind::Step { dev, .. }
+        | EventKind::SetDone { dev, .. }
+        | EventKind::Get { dev, .. }
+        | EventKind::Reset { dev, .. }
+        | EventKind::Dma { dev, .. }
+        | EventKind::Irq { dev, .. }
+        | EventKind::Data { dev, .. } => put(dev),
+        EventKind::Map { ctx, .. } | EventKind::Unmap { ctx, .. } => put(ctx),
+        EventKind::Lost { source, .. } => put(source),
+        EventKind::Mark { label } => put(label),
+        EventKind::End => {}
+    }
+}
+
 /// Every field any line may carry; absent ones are `None`, unknown ones are ignored.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug, PartialEq)]
 struct Raw<'a> {
     // header
     migscope_trace: Option<u64>,
@@ -184,6 +218,9 @@ pub struct JsonlReader<R> {
     warned_ev: HashSet<String>,
     warnings: Vec<ReadWarning>,
     done: bool,
+    /// String buffers of events handed back with [`JsonlReader::recycle`], reused for the
+    /// next events' strings instead of allocating.
+    spare: Cell<Vec<String>>,
 }
 
 impl JsonlReader<Box<dyn BufRead>> {
@@ -216,6 +253,7 @@ impl<R: BufRead> JsonlReader<R> {
             warned_ev: HashSet::new(),
             warnings: Vec::new(),
             done: false,
+            spare: Cell::new(Vec::new()),
         };
         let missing = |r: &Self| {
             r.invalid(
@@ -329,8 +367,21 @@ impl<R: BufRead> JsonlReader<R> {
     }
 
     fn parse_raw<'a>(&self, line: &'a str) -> Result<Raw<'a>, TraceError> {
+        let mut raw = Raw::default();
+        self.parse_raw_into(line, &mut raw)?;
+        Ok(raw)
+    }
+
+    /// [`Self::parse_raw`] into a default `Raw` the caller holds (no copy of the struct).
+    fn parse_raw_into<'a>(&self, line: &'a str, raw: &mut Raw<'a>) -> Result<(), TraceError> {
+        if fast::fill(line, raw).is_some() {
+            return Ok(());
+        }
         match serde_json::from_str::<Raw<'a>>(line) {
-            Ok(raw) => Ok(raw),
+            Ok(r) => {
+                *raw = r;
+                Ok(())
+            }
             Err(fast_err) => Err(self.explain_parse_error(line, &fast_err)),
         }
     }
@@ -355,7 +406,8 @@ impl<R: BufRead> JsonlReader<R> {
     }
 
     fn parse_event(&mut self, line: &str) -> Result<Option<Event>, TraceError> {
-        let raw = self.parse_raw(line)?;
+        let mut raw = Raw::default();
+        self.parse_raw_into(line, &mut raw)?;
         let t = raw
             .t
             .ok_or_else(|| self.invalid("t", "missing (every event needs `t`)"))?;
@@ -414,7 +466,7 @@ impl<R: BufRead> JsonlReader<R> {
                 ret: self.errno_ret(raw.ret, "ret")?,
             },
             "dma" => {
-                let src = self.req_str(&raw.src, "src")?;
+                let src = self.req_name(&raw.src, "src")?;
                 let window = raw.window;
                 if let Some((t0, t1)) = window
                     && t0 > t1
@@ -426,7 +478,7 @@ impl<R: BufRead> JsonlReader<R> {
                 }
                 EventKind::Dma {
                     dev: self.req_str(&raw.dev, "dev")?,
-                    src: DmaSource::from_name(&src).ok_or_else(|| {
+                    src: DmaSource::from_name(src).ok_or_else(|| {
                         self.invalid(
                             "src",
                             &format!(
@@ -443,10 +495,10 @@ impl<R: BufRead> JsonlReader<R> {
                 }
             }
             "irq" => {
-                let kind = self.req_str(&raw.kind, "kind")?;
+                let kind = self.req_name(&raw.kind, "kind")?;
                 EventKind::Irq {
                     dev: self.req_str(&raw.dev, "dev")?,
-                    kind: IrqKind::from_name(&kind).ok_or_else(|| {
+                    kind: IrqKind::from_name(kind).ok_or_else(|| {
                         self.invalid(
                             "kind",
                             &format!(
@@ -468,10 +520,10 @@ impl<R: BufRead> JsonlReader<R> {
                 }
             }
             "data" => {
-                let dir = self.req_str(&raw.dir, "dir")?;
+                let dir = self.req_name(&raw.dir, "dir")?;
                 EventKind::Data {
                     dev: self.req_str(&raw.dev, "dev")?,
-                    dir: DataDir::from_name(&dir).ok_or_else(|| {
+                    dir: DataDir::from_name(dir).ok_or_else(|| {
                         self.invalid(
                             "dir",
                             &format!("unknown direction `{dir}` (expected save or load)"),
@@ -511,11 +563,42 @@ impl<R: BufRead> JsonlReader<R> {
     }
 
     fn req_str(&self, v: &Option<Cow<'_, str>>, field: &str) -> Result<String, TraceError> {
+        self.req_name(v, field).map(|s| self.owned(s))
+    }
+
+    /// A required, non-empty string field, borrowed (for names parsed into enums).
+    fn req_name<'s>(
+        &self,
+        v: &'s Option<Cow<'_, str>>,
+        field: &str,
+    ) -> Result<&'s str, TraceError> {
         match v {
-            Some(s) if !s.is_empty() => Ok(s.as_ref().to_owned()),
+            Some(s) if !s.is_empty() => Ok(s.as_ref()),
             Some(_) => Err(self.invalid(field, "empty")),
             None => Err(self.invalid(field, "missing (required for this event type)")),
         }
+    }
+
+    /// `s` as an owned string, in a recycled buffer when there is one.
+    fn owned(&self, s: &str) -> String {
+        let mut spare = self.spare.take();
+        let out = match spare.pop() {
+            Some(mut b) => {
+                b.clear();
+                b.push_str(s);
+                b
+            }
+            None => s.to_owned(),
+        };
+        self.spare.set(spare);
+        out
+    }
+
+    /// Hands an event read from this reader back once it is no longer needed, so that its
+    /// strings' buffers are reused for the next events (a read-and-drop loop such as `check`
+    /// then allocates nothing per event). Purely an optimisation: events read are the same.
+    pub fn recycle(&mut self, ev: Event) {
+        recycle_strings(ev, self.spare.get_mut());
     }
 
     fn state(&self, s: &str, field: &str) -> Result<MigState, TraceError> {
@@ -795,6 +878,282 @@ impl<W: Write> JsonlWriter<W> {
     }
 }
 
+/// A parser for the common shape of an event line (a flat object, unescaped strings, integer
+/// numbers), about three times cheaper than serde's. It returns `None` for anything else
+/// (escapes, floats, nested unknown values, duplicate or ill-typed fields, bad JSON), and the
+/// caller then parses the line with serde as before: what it accepts it decodes exactly as
+/// serde would (a differential property test holds it to that), and every error still comes
+/// from serde.
+mod fast {
+    use std::borrow::Cow;
+
+    use super::Raw;
+
+    struct Lex<'a> {
+        src: &'a str,
+        b: &'a [u8],
+        i: usize,
+    }
+
+    impl<'a> Lex<'a> {
+        #[inline]
+        fn ws(&mut self) {
+            while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+                self.i += 1;
+            }
+        }
+
+        #[inline]
+        fn peek(&self) -> Option<u8> {
+            self.b.get(self.i).copied()
+        }
+
+        #[inline]
+        fn eat(&mut self, c: u8) -> Option<()> {
+            (self.peek()? == c).then(|| self.i += 1)
+        }
+
+        fn lit(&mut self, word: &[u8]) -> Option<()> {
+            let end = self.i.checked_add(word.len())?;
+            (self.b.get(self.i..end)? == word).then(|| self.i = end)
+        }
+
+        /// `null` (consumed, true) or not (nothing consumed).
+        fn null(&mut self) -> bool {
+            self.lit(b"null").is_some()
+        }
+
+        /// A string without escapes or control characters.
+        #[inline]
+        fn string(&mut self) -> Option<&'a str> {
+            self.eat(b'"')?;
+            let start = self.i;
+            loop {
+                match *self.b.get(self.i)? {
+                    b'"' => break,
+                    b'\\' | 0..=0x1f => return None,
+                    _ => self.i += 1,
+                }
+            }
+            let s = self.src.get(start..self.i)?;
+            self.i += 1;
+            Some(s)
+        }
+
+        /// A non-negative integer as JSON writes it (no leading zero, no fraction/exponent).
+        #[inline]
+        fn uint(&mut self) -> Option<u64> {
+            let start = self.i;
+            let mut v: u64 = 0;
+            while let Some(d @ b'0'..=b'9') = self.peek() {
+                v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+                self.i += 1;
+            }
+            let n = self.i - start;
+            if n == 0 || (n > 1 && self.b[start] == b'0') {
+                return None;
+            }
+            match self.peek() {
+                Some(b'.' | b'e' | b'E') => None,
+                _ => Some(v),
+            }
+        }
+
+        fn int(&mut self) -> Option<i64> {
+            if self.eat(b'-').is_some() {
+                let v = self.uint()?;
+                // serde_json reads `-0` as a float, which no integer field accepts.
+                if v == 0 {
+                    None
+                } else if v == 1 << 63 {
+                    Some(i64::MIN)
+                } else {
+                    i64::try_from(v).ok().map(|x| -x)
+                }
+            } else {
+                i64::try_from(self.uint()?).ok()
+            }
+        }
+
+        fn opt_u64(&mut self) -> Option<Option<u64>> {
+            if self.null() {
+                return Some(None);
+            }
+            self.uint().map(Some)
+        }
+
+        fn opt_u32(&mut self) -> Option<Option<u32>> {
+            if self.null() {
+                return Some(None);
+            }
+            u32::try_from(self.uint()?).ok().map(Some)
+        }
+
+        fn opt_i64(&mut self) -> Option<Option<i64>> {
+            if self.null() {
+                return Some(None);
+            }
+            self.int().map(Some)
+        }
+
+        fn opt_str(&mut self) -> Option<Option<Cow<'a, str>>> {
+            if self.null() {
+                return Some(None);
+            }
+            self.string().map(|s| Some(Cow::Borrowed(s)))
+        }
+
+        fn opt_bool(&mut self) -> Option<Option<bool>> {
+            match self.peek()? {
+                b't' => self.lit(b"true").map(|()| Some(true)),
+                b'f' => self.lit(b"false").map(|()| Some(false)),
+                _ => self.lit(b"null").map(|()| None),
+            }
+        }
+
+        fn opt_strs(&mut self) -> Option<Option<Vec<Cow<'a, str>>>> {
+            if self.null() {
+                return Some(None);
+            }
+            self.eat(b'[')?;
+            let mut out = Vec::new();
+            self.ws();
+            if self.eat(b']').is_some() {
+                return Some(Some(out));
+            }
+            loop {
+                self.ws();
+                out.push(Cow::Borrowed(self.string()?));
+                self.ws();
+                match self.peek()? {
+                    b',' => self.i += 1,
+                    b']' => {
+                        self.i += 1;
+                        return Some(Some(out));
+                    }
+                    _ => return None,
+                }
+            }
+        }
+
+        fn opt_pair(&mut self) -> Option<Option<(u64, u64)>> {
+            if self.null() {
+                return Some(None);
+            }
+            self.eat(b'[')?;
+            self.ws();
+            let a = self.uint()?;
+            self.ws();
+            self.eat(b',')?;
+            self.ws();
+            let b = self.uint()?;
+            self.ws();
+            self.eat(b']')?;
+            Some(Some((a, b)))
+        }
+
+        /// The value of a field this format does not know: only scalars take the fast path.
+        fn skip(&mut self) -> Option<()> {
+            match self.peek()? {
+                b'"' => self.string().map(drop),
+                b't' => self.lit(b"true"),
+                b'f' => self.lit(b"false"),
+                b'n' => self.lit(b"null"),
+                b'-' | b'0'..=b'9' => self.int().map(drop),
+                _ => None,
+            }
+        }
+    }
+
+    /// Sets `field` once; a second occurrence (serde: "duplicate field") leaves the fast path.
+    macro_rules! once {
+        ($seen:ident, $bit:expr, $slot:expr, $val:expr) => {{
+            let bit: u32 = 1 << $bit;
+            if $seen & bit != 0 {
+                return None;
+            }
+            $seen |= bit;
+            $slot = $val?;
+        }};
+    }
+
+    /// Decodes `line` as serde would, or `None` to let serde do it.
+    #[cfg(test)]
+    pub(super) fn raw(line: &str) -> Option<Raw<'_>> {
+        let mut r = Raw::default();
+        fill(line, &mut r)?;
+        Some(r)
+    }
+
+    /// Decodes `line` into `r` (a default `Raw`) as serde would, or `None` (with `r` partly
+    /// filled) to let serde do it. Filling in place spares copying the large struct around.
+    pub(super) fn fill<'a>(line: &'a str, r: &mut Raw<'a>) -> Option<()> {
+        let mut l = Lex {
+            src: line,
+            b: line.as_bytes(),
+            i: 0,
+        };
+        let mut seen: u32 = 0;
+        l.ws();
+        l.eat(b'{')?;
+        l.ws();
+        if l.eat(b'}').is_none() {
+            loop {
+                l.ws();
+                let key = l.string()?;
+                l.ws();
+                l.eat(b':')?;
+                l.ws();
+                match key {
+                    "t" => once!(seen, 0, r.t, l.opt_u64()),
+                    "ev" => once!(seen, 1, r.ev, l.opt_str()),
+                    "pid" => once!(seen, 2, r.pid, l.opt_u32()),
+                    "dev" => once!(seen, 3, r.dev, l.opt_str()),
+                    "flags" => once!(seen, 4, r.flags, l.opt_strs()),
+                    "ctx" => once!(seen, 5, r.ctx, l.opt_str()),
+                    "state" => once!(seen, 6, r.state, l.opt_str()),
+                    "driver" => once!(seen, 7, r.driver, l.opt_str()),
+                    "to" => once!(seen, 8, r.to, l.opt_str()),
+                    "from" => once!(seen, 9, r.from, l.opt_str()),
+                    "ret" => once!(seen, 10, r.ret, l.opt_i64()),
+                    "data_fd" => once!(seen, 11, r.data_fd, l.opt_i64()),
+                    "src" => once!(seen, 12, r.src, l.opt_str()),
+                    "iova" => once!(seen, 13, r.iova, l.opt_u64()),
+                    "len" => once!(seen, 14, r.len, l.opt_u64()),
+                    "write" => once!(seen, 15, r.write, l.opt_bool()),
+                    "window" => once!(seen, 16, r.window, l.opt_pair()),
+                    "p2p" => once!(seen, 17, r.p2p, l.opt_bool()),
+                    "kind" => once!(seen, 18, r.kind, l.opt_str()),
+                    "vector" => once!(seen, 19, r.vector, l.opt_u32()),
+                    "dir" => once!(seen, 20, r.dir, l.opt_str()),
+                    "bytes" => once!(seen, 21, r.bytes, l.opt_u64()),
+                    "n" => once!(seen, 22, r.n, l.opt_u64()),
+                    "source" => once!(seen, 23, r.source, l.opt_str()),
+                    "label" => once!(seen, 24, r.label, l.opt_str()),
+                    "migscope_trace" => once!(seen, 25, r.migscope_trace, l.opt_u64()),
+                    "clock" => once!(seen, 26, r.clock, l.opt_str()),
+                    "kernel" => once!(seen, 27, r.kernel, l.opt_str()),
+                    "tool" => once!(seen, 28, r.tool, l.opt_str()),
+                    // The header's map: rare, left to serde.
+                    "sources" => return None,
+                    _ => l.skip()?,
+                }
+                l.ws();
+                match l.peek()? {
+                    b',' => l.i += 1,
+                    b'}' => {
+                        l.i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        l.ws();
+        (l.i == l.b.len()).then_some(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1019,6 +1378,58 @@ mod tests {
 
     use proptest::prelude::*;
 
+    const EDIT_CHARS: &[char] = &[
+        '"', '\\', ',', ':', '{', '}', '[', ']', '0', '1', '9', '-', '.', 'e', 'E', '+', ' ', '\t',
+        'n', 'u', 'l', 't', 'f', 'x', '\u{1}', '\u{e9}',
+    ];
+
+    #[test]
+    fn fast_path_edge_cases_match_serde() {
+        let lines = [
+            r#"{}"#,
+            r#" { } "#,
+            r#"{"t":1,"ev":"end"}"#,
+            r#"{"t":1,"ev":"end","t":2}"#,
+            r#"{"t":1,"ev":"end",}"#,
+            r#"{"t":1,"ev":"end"} x"#,
+            r#"{"t":01,"ev":"end"}"#,
+            r#"{"t":-0,"ev":"end"}"#,
+            r#"{"t":1.0,"ev":"end"}"#,
+            r#"{"t":1e3,"ev":"end"}"#,
+            r#"{"t":18446744073709551615,"ev":"end"}"#,
+            r#"{"t":18446744073709551616,"ev":"end"}"#,
+            r#"{"t":null,"ev":null,"pid":null}"#,
+            r#"{"t":1,"pid":4294967295}"#,
+            r#"{"t":1,"pid":4294967296}"#,
+            r#"{"t":1,"ret":-9223372036854775808,"data_fd":-0}"#,
+            r#"{"t":1,"ret":-9223372036854775809}"#,
+            r#"{"t":1,"flags":[],"window":[1,2]}"#,
+            r#"{"t":1,"flags":[ "P2P" , "STOP_COPY" ],"window":[ 1 , 2 ]}"#,
+            r#"{"t":1,"flags":["P2P",],"window":[1,2,3]}"#,
+            r#"{"t":1,"window":[1]}"#,
+            r#"{"t":1,"future":{"x":1}}"#,
+            r#"{"t":1,"future":[1,2],"other":-5,"s":"x","b":true,"c":null}"#,
+            r#"{"t":1,"future":1.5}"#,
+            r#"{"t":1,"dev":"a"b"}"#,
+            "{\"t\":1,\"dev\":\"a\u{1}b\"}",
+            r#"{"t":1,"write":true,"p2p":false}"#,
+            r#"{"t":1,"write":1}"#,
+            r#"{"t":1,"dev":1}"#,
+            r#"{"t":true}"#,
+            r#"[1,"end"]"#,
+            r#"{"migscope_trace":1,"clock":"monotonic_ns","sources":{"irq":"ok"}}"#,
+        ];
+        for l in lines {
+            let slow = serde_json::from_str::<Raw<'_>>(l).ok();
+            if let Some(f) = fast::raw(l) {
+                assert_eq!(Some(f), slow, "line {l}");
+            }
+        }
+        // The writer's lines take the fast path.
+        assert!(fast::raw(r#"{"t":1,"ev":"end"}"#).is_some());
+        assert!(fast::raw(r#"{"t":1,"ret":-22,"data_fd":0}"#).is_some());
+    }
+
     fn state() -> impl Strategy<Value = MigState> {
         (0u32..8).prop_map(|n| MigState::from_u32(n).expect("0..8"))
     }
@@ -1086,6 +1497,38 @@ mod tests {
             let text = String::from_utf8(w.into_inner()).expect("utf8");
             let (_, back, _) = read_all(&text).expect("reads back");
             prop_assert_eq!(back.into_iter().map(|(_, e)| e).collect::<Vec<_>>(), events);
+        }
+
+        /// The fast line parser agrees with serde on every line it accepts (random event lines,
+        /// randomly edited), and accepts every line the writer produces without escapes.
+        #[test]
+        fn fast_path_decodes_exactly_as_serde(
+            kinds in proptest::collection::vec(kind(), 1..6),
+            pid in proptest::option::of(any::<u32>()),
+            edits in proptest::collection::vec((any::<usize>(), 0usize..3, proptest::sample::select(EDIT_CHARS)), 0..4),
+        ) {
+            for (i, kind) in kinds.into_iter().enumerate() {
+                let line = event_to_json(&Event { t: i as u64, pid, kind });
+                if !line.contains('\\') {
+                    prop_assert!(fast::raw(&line).is_some(), "writer line left the fast path: {}", line);
+                }
+                let mut chars: Vec<char> = line.chars().collect();
+                for &(at, op, c) in &edits {
+                    let at = at % (chars.len() + 1);
+                    match op {
+                        0 => chars.insert(at, c),
+                        1 if at < chars.len() => { chars.remove(at); }
+                        _ if at < chars.len() => chars[at] = c,
+                        _ => {}
+                    }
+                }
+                for l in [line, chars.into_iter().collect::<String>()] {
+                    if let Some(f) = fast::raw(&l) {
+                        let slow = serde_json::from_str::<Raw<'_>>(&l).ok();
+                        prop_assert_eq!(Some(f), slow, "line {}", l);
+                    }
+                }
+            }
         }
 
         #[test]

@@ -9,12 +9,13 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    hash::{BuildHasherDefault, Hasher},
     path::Path,
 };
 
 use crate::{
     model::{MigFlags, MigState, StepError, is_hazard, next_state, path as fsm_path},
-    trace::{DataDir, Event, EventKind, Header, TraceError, open_any, source},
+    trace::{AnyReader, DataDir, Event, EventKind, Header, TraceError, open_any, source},
 };
 
 /// Stable rule identifiers (DESIGN.md rule table), violations first, then warnings.
@@ -390,6 +391,46 @@ struct Dev {
     summary: DeviceSummary,
 }
 
+/// Device and context names to their index. Looked up once per event, so a multiply-rotate
+/// hash (FxHash, as rustc uses) rather than SipHash: the keys are a trace's few device names.
+type NameMap = HashMap<String, usize, BuildHasherDefault<FxHasher>>;
+
+#[derive(Default)]
+struct FxHasher {
+    hash: u64,
+}
+
+impl FxHasher {
+    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(w));
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
 /// The streaming verifier. Feed it events in trace order with [`Verifier::push`], then call
 /// [`Verifier::finish`].
 pub struct Verifier {
@@ -397,9 +438,11 @@ pub struct Verifier {
     dma_source_ok: bool,
     irq_source_ok: bool,
     devs: Vec<Dev>,
-    by_name: HashMap<String, usize>,
+    by_name: NameMap,
+    /// The device of the previous event: runs of events about one device skip the lookup.
+    last_dev: usize,
     ctxs: Vec<(String, Vec<usize>)>,
-    ctx_by_name: HashMap<String, usize>,
+    ctx_by_name: NameMap,
     violations: Vec<Finding>,
     warnings: Vec<Finding>,
     dropped: u64,
@@ -421,9 +464,10 @@ impl Verifier {
             dma_source_ok: source::DMA_WITNESSES.iter().any(|s| header.source_ok(s)),
             irq_source_ok: header.source_ok(source::IRQ),
             devs: Vec::new(),
-            by_name: HashMap::new(),
+            by_name: NameMap::default(),
+            last_dev: usize::MAX,
             ctxs: Vec::new(),
-            ctx_by_name: HashMap::new(),
+            ctx_by_name: NameMap::default(),
             violations: Vec::new(),
             warnings: Vec::new(),
             dropped: 0,
@@ -523,7 +567,13 @@ impl Verifier {
 
     /// The device index, declaring it (with a warning) on first use.
     fn dev(&mut self, name: &str, t: u64, line: u64, out: &mut Vec<Finding>) -> usize {
+        if let Some(d) = self.devs.get(self.last_dev)
+            && d.name == name
+        {
+            return self.last_dev;
+        }
         if let Some(&i) = self.by_name.get(name) {
+            self.last_dev = i;
             return i;
         }
         let f = Finding {
@@ -1011,18 +1061,21 @@ impl Verifier {
                     Some((t0, t1)) => tracker.judge(*t0, *t1),
                     None => tracker.judge_at(t),
                 };
-                let what = format!(
-                    "{} {} at iova {:#x} ({} bytes){}",
-                    src.name(),
-                    if *write { "write" } else { "read" },
-                    iova,
-                    len,
-                    if *p2p == Some(true) {
-                        " to a peer BAR"
-                    } else {
-                        ""
-                    }
-                );
+                // Built only for a finding: most evidence is allowed and needs no text.
+                let what = || {
+                    format!(
+                        "{} {} at iova {:#x} ({} bytes){}",
+                        src.name(),
+                        if *write { "write" } else { "read" },
+                        iova,
+                        len,
+                        if *p2p == Some(true) {
+                            " to a peer BAR"
+                        } else {
+                            ""
+                        }
+                    )
+                };
                 let state = d.state.get();
                 match verdict {
                     WindowVerdict::Allowed => {}
@@ -1036,12 +1089,13 @@ impl Verifier {
                             ),
                             None => format!("{} after", ms(t.saturating_sub(since))),
                         };
-                        let detail = format!("{what} {when} {}", quiesced_text(entered, state));
+                        let detail = format!("{} {when} {}", what(), quiesced_text(entered, state));
                         finding(&mut out, rule::DMA_AFTER_QUIESCE, dev, detail, false);
                     }
                     WindowVerdict::Maybe => {
                         let detail = format!(
-                            "{what} in a window [{}, {}] that straddles the quiesce point: it may have happened after",
+                            "{} in a window [{}, {}] that straddles the quiesce point: it may have happened after",
+                            what(),
                             window.map_or(t, |w| w.0),
                             window.map_or(t, |w| w.1)
                         );
@@ -1249,6 +1303,11 @@ pub fn check_path(path: &Path, opts: Options) -> Result<Report, TraceError> {
             warned += 1;
         }
         v.push(line, &ev);
+        // Reuse the event's string buffers for the next one.
+        match &mut reader {
+            AnyReader::Jsonl(r) => r.recycle(ev),
+            AnyReader::Native(r) => r.recycle(ev),
+        }
     }
     for w in &reader.warnings()[warned..] {
         v.note_unknown_event(w.line, &w.msg);

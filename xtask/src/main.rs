@@ -1,5 +1,6 @@
 //! Developer tasks: the lab VM, the demo, the full test suite (the CI entry), set-up.
 
+mod bench;
 mod lab;
 mod setup;
 mod test;
@@ -81,6 +82,9 @@ struct DemoArgs {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("bench") {
+        return bench::main(std::env::args().skip(2).collect());
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
