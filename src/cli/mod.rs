@@ -48,7 +48,7 @@ pub enum Command {
     Export(export::Args),
     /// Replay a trace in the timeline TUI.
     View(view::ViewArgs),
-    /// Live timeline TUI over the probe (optionally driving devices).
+    /// Live timeline TUI over the eBPF probe (`--pid`), or over a trace being written (`--follow`).
     Watch(view::WatchArgs),
     /// What this host can see: kernel, BTF, each hook, VFIO devices, blind rules.
     Doctor(doctor::Args),
