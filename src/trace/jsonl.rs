@@ -9,12 +9,13 @@ use std::{
     fmt::Write as _,
     fs::File,
     io::{self, BufRead, BufReader, BufWriter, Write},
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use serde::Deserialize;
 
 use super::event::{DataDir, DmaSource, Event, EventKind, Header, IrqKind, TRACE_VERSION};
+use super::sink::TraceSink;
 use crate::model::{MigFlags, MigState, flag_bit};
 
 /// What can go wrong reading or writing a trace.
@@ -797,9 +798,7 @@ pub fn event_to_json(ev: &Event) -> String {
 /// [`JsonlWriter::finish`] ran; until then it is `<name>.partial` (flushed on every
 /// [`JsonlWriter::flush`], so a crash keeps what was recorded).
 pub struct JsonlWriter<W: Write> {
-    out: W,
-    name: String,
-    rename: Option<(PathBuf, PathBuf)>,
+    sink: TraceSink<W>,
 }
 
 pub use crate::outfile::partial_path;
@@ -807,43 +806,26 @@ pub use crate::outfile::partial_path;
 impl JsonlWriter<BufWriter<File>> {
     /// Creates `<path>.partial` and writes the header.
     pub fn create(path: &Path, header: &Header) -> Result<Self, TraceError> {
-        let name = path.display().to_string();
-        let tmp = partial_path(path);
-        let f = File::create(&tmp).map_err(|source| TraceError::Open {
-            file: tmp.display().to_string(),
-            source,
-        })?;
-        let mut w = JsonlWriter::new_named(BufWriter::with_capacity(1 << 16, f), name, header)?;
-        w.rename = Some((tmp, path.to_owned()));
-        Ok(w)
+        JsonlWriter::with_sink(TraceSink::create(path)?, header)
     }
 }
 
 impl<W: Write> JsonlWriter<W> {
     /// Writes the header to `out`.
     pub fn new(out: W, header: &Header) -> Result<Self, TraceError> {
-        Self::new_named(out, "<output>".to_owned(), header)
+        JsonlWriter::with_sink(TraceSink::new(out), header)
     }
 
-    fn new_named(out: W, name: String, header: &Header) -> Result<Self, TraceError> {
-        let mut w = JsonlWriter {
-            out,
-            name,
-            rename: None,
-        };
+    fn with_sink(sink: TraceSink<W>, header: &Header) -> Result<Self, TraceError> {
+        let mut w = JsonlWriter { sink };
         let line = header_to_json(header);
         w.line(&line)?;
         Ok(w)
     }
 
     fn line(&mut self, s: &str) -> Result<(), TraceError> {
-        self.out
-            .write_all(s.as_bytes())
-            .and_then(|()| self.out.write_all(b"\n"))
-            .map_err(|source| TraceError::Write {
-                file: self.name.clone(),
-                source,
-            })
+        self.sink.write_all(s.as_bytes())?;
+        self.sink.write_all(b"\n")
     }
 
     pub fn write(&mut self, ev: &Event) -> Result<(), TraceError> {
@@ -852,29 +834,17 @@ impl<W: Write> JsonlWriter<W> {
     }
 
     pub fn flush(&mut self) -> Result<(), TraceError> {
-        self.out.flush().map_err(|source| TraceError::Write {
-            file: self.name.clone(),
-            source,
-        })
+        self.sink.flush()
     }
 
     /// Flushes and, for [`JsonlWriter::create`], syncs and renames the file into place.
-    pub fn finish(mut self) -> Result<(), TraceError> {
-        self.flush()?;
-        if let Some((tmp, dst)) = self.rename.take() {
-            let werr = |source| TraceError::Write {
-                file: dst.display().to_string(),
-                source,
-            };
-            drop(self.out);
-            crate::outfile::commit_partial(&tmp, &dst).map_err(werr)?;
-        }
-        Ok(())
+    pub fn finish(self) -> Result<(), TraceError> {
+        self.sink.finish()
     }
 
     /// The underlying writer (for in-memory traces).
     pub fn into_inner(self) -> W {
-        self.out
+        self.sink.into_inner()
     }
 }
 

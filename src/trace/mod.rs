@@ -9,6 +9,7 @@ pub mod jsonl;
 
 pub use jsonl::{JsonlReader, JsonlWriter, ReadWarning, TraceError};
 pub mod native;
+pub mod sink;
 
 pub use native::{NativeReader, NativeWriter};
 

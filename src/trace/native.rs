@@ -53,12 +53,13 @@
 use std::{
     fs::File,
     io::{self, BufRead, BufReader, BufWriter, Read, Write},
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use super::{
     event::{DataDir, DmaSource, Event, EventKind, Header, IrqKind, TRACE_VERSION},
-    jsonl::{TraceError, header_to_json, partial_path},
+    jsonl::{TraceError, header_to_json},
+    sink::TraceSink,
 };
 use crate::model::{MigFlags, MigState};
 
@@ -144,9 +145,7 @@ fn irq_index(k: IrqKind) -> u8 {
 /// [`NativeWriter::finish`] syncs and renames it; [`NativeWriter::flush`] pushes what was
 /// written so far to the file, and any flushed prefix reads back (see the module docs).
 pub struct NativeWriter<W: Write> {
-    out: W,
-    name: String,
-    rename: Option<(PathBuf, PathBuf)>,
+    sink: TraceSink<W>,
     strings: std::collections::HashMap<String, u64>,
     last_t: u64,
     buf: Vec<u8>,
@@ -156,32 +155,19 @@ pub struct NativeWriter<W: Write> {
 impl NativeWriter<BufWriter<File>> {
     /// Creates `<path>.partial` and writes the header.
     pub fn create(path: &Path, header: &Header) -> Result<Self, TraceError> {
-        let tmp = partial_path(path);
-        let f = File::create(&tmp).map_err(|source| TraceError::Open {
-            file: tmp.display().to_string(),
-            source,
-        })?;
-        let mut w = NativeWriter::new_named(
-            BufWriter::with_capacity(1 << 16, f),
-            path.display().to_string(),
-            header,
-        )?;
-        w.rename = Some((tmp, path.to_owned()));
-        Ok(w)
+        NativeWriter::with_sink(TraceSink::create(path)?, header)
     }
 }
 
 impl<W: Write> NativeWriter<W> {
     /// Writes the magic and the header to `out`.
     pub fn new(out: W, header: &Header) -> Result<Self, TraceError> {
-        Self::new_named(out, "<output>".to_owned(), header)
+        NativeWriter::with_sink(TraceSink::new(out), header)
     }
 
-    fn new_named(out: W, name: String, header: &Header) -> Result<Self, TraceError> {
+    fn with_sink(sink: TraceSink<W>, header: &Header) -> Result<Self, TraceError> {
         let mut w = NativeWriter {
-            out,
-            name,
-            rename: None,
+            sink,
             strings: std::collections::HashMap::new(),
             last_t: 0,
             buf: Vec::with_capacity(256),
@@ -198,12 +184,7 @@ impl<W: Write> NativeWriter<W> {
     }
 
     fn emit(&mut self, bytes: &[u8]) -> Result<(), TraceError> {
-        self.out
-            .write_all(bytes)
-            .map_err(|source| TraceError::Write {
-                file: self.name.clone(),
-                source,
-            })
+        self.sink.write_all(bytes)
     }
 
     /// The id of `s`, defining it (into `self.buf`, ahead of the event) on first use.
@@ -223,7 +204,7 @@ impl<W: Write> NativeWriter<W> {
     pub fn write(&mut self, ev: &Event) -> Result<(), TraceError> {
         if ev.t < self.last_t {
             return Err(TraceError::Write {
-                file: self.name.clone(),
+                file: self.sink.name().to_owned(),
                 source: io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!(
@@ -382,29 +363,17 @@ impl<W: Write> NativeWriter<W> {
     }
 
     pub fn flush(&mut self) -> Result<(), TraceError> {
-        self.out.flush().map_err(|source| TraceError::Write {
-            file: self.name.clone(),
-            source,
-        })
+        self.sink.flush()
     }
 
     /// Flushes and, for [`NativeWriter::create`], syncs and renames the file into place.
-    pub fn finish(mut self) -> Result<(), TraceError> {
-        self.flush()?;
-        if let Some((tmp, dst)) = self.rename.take() {
-            let werr = |source| TraceError::Write {
-                file: dst.display().to_string(),
-                source,
-            };
-            drop(self.out);
-            crate::outfile::commit_partial(&tmp, &dst).map_err(werr)?;
-        }
-        Ok(())
+    pub fn finish(self) -> Result<(), TraceError> {
+        self.sink.finish()
     }
 
     /// The underlying writer (for in-memory traces).
     pub fn into_inner(self) -> W {
-        self.out
+        self.sink.into_inner()
     }
 }
 
