@@ -364,19 +364,16 @@ fn stream<R: BufRead>(
     let mut warned = 0;
     while let Some(item) = reader.next_event() {
         let (line, ev) = item?;
-        let w = reader.warnings();
-        while warned < w.len() {
-            v.note_unknown_event(w[warned].line, &w[warned].msg);
+        for w in v.forward_warnings(reader.warnings(), &mut warned) {
             batch.borrow_mut().findings.push(tui::Finding {
                 rule: verify::rule::UNKNOWN_EVENT.to_owned(),
                 dev: None,
                 t: ev.t,
-                line: w[warned].line,
-                detail: w[warned].msg.clone(),
+                line: w.line,
+                detail: w.msg.clone(),
                 explain: verify::rule::explain(verify::rule::UNKNOWN_EVENT).to_owned(),
                 warning: true,
             });
-            warned += 1;
         }
         let found = v.push(line, &ev);
         let end = matches!(ev.kind, EventKind::End);

@@ -226,11 +226,7 @@ pub fn export(input: &Path, output: &Path, opts: &MdOptions) -> Result<Report, E
     };
     while let Some(item) = reader.next_event() {
         let (line, ev) = item?;
-        let w = reader.warnings();
-        while warned < w.len() {
-            verifier.note_unknown_event(w[warned].line, &w[warned].msg);
-            warned += 1;
-        }
+        verifier.forward_warnings(reader.warnings(), &mut warned);
         t0.get_or_insert(ev.t);
         t_last = ev.t;
         match &ev.kind {
@@ -266,9 +262,7 @@ pub fn export(input: &Path, output: &Path, opts: &MdOptions) -> Result<Report, E
         keep(&mut closed, &mut segs);
         verifier.push(line, &ev);
     }
-    for w in &reader.warnings()[warned..] {
-        verifier.note_unknown_event(w.line, &w.msg);
-    }
+    verifier.forward_warnings(reader.warnings(), &mut warned);
     let truncated_at = reader.truncated_at();
     drop(reader);
     timeline.finish(&mut closed);

@@ -230,11 +230,7 @@ pub fn export(input: &Path, output: &Path, opts: Options) -> Result<(Report, Cou
     let mut emitted = std::collections::HashSet::new();
     while let Some(item) = reader.next_event() {
         let (line, ev) = item?;
-        let w = reader.warnings();
-        while warned < w.len() {
-            verifier.note_unknown_event(w[warned].line, &w[warned].msg);
-            warned += 1;
-        }
+        verifier.forward_warnings(reader.warnings(), &mut warned);
         if out.t0.is_none() {
             out.t0 = Some(ev.t);
         }
@@ -342,9 +338,7 @@ pub fn export(input: &Path, output: &Path, opts: Options) -> Result<(Report, Cou
             emit_finding(&f, &mut tracks, &mut out, &mut counts)?;
         }
     }
-    for w in &reader.warnings()[warned..] {
-        verifier.note_unknown_event(w.line, &w.msg);
-    }
+    verifier.forward_warnings(reader.warnings(), &mut warned);
     timeline.finish(&mut segs);
     for s in &segs {
         emit_segment(s, &mut tracks, &mut out, &mut counts)?;

@@ -15,7 +15,9 @@ use std::{
 
 use crate::{
     model::{MigFlags, MigState, StepError, is_hazard, next_state, path as fsm_path},
-    trace::{AnyReader, DataDir, Event, EventKind, Header, TraceError, open_any, source},
+    trace::{
+        AnyReader, DataDir, Event, EventKind, Header, ReadWarning, TraceError, open_any, source,
+    },
 };
 
 /// Stable rule identifiers (DESIGN.md rule table), violations first, then warnings.
@@ -490,6 +492,21 @@ impl Verifier {
             warning: true,
         };
         self.keep(f);
+    }
+
+    /// Records the reader's warnings from `*seen` on (unknown `ev` values, which the reader skips
+    /// and so never reach [`Verifier::push`]), advances `*seen`, and returns the new ones.
+    pub fn forward_warnings<'w>(
+        &mut self,
+        warnings: &'w [ReadWarning],
+        seen: &mut usize,
+    ) -> &'w [ReadWarning] {
+        let new = warnings.get(*seen..).unwrap_or_default();
+        for w in new {
+            self.note_unknown_event(w.line, &w.msg);
+        }
+        *seen = warnings.len();
+        new
     }
 
     fn keep(&mut self, f: Finding) {
@@ -1297,11 +1314,7 @@ pub fn check_path(path: &Path, opts: Options) -> Result<Report, TraceError> {
     while let Some(item) = reader.next_event() {
         let (line, ev) = item?;
         // Surface reader warnings (unknown `ev`) as they appear.
-        let w = reader.warnings();
-        while warned < w.len() {
-            v.note_unknown_event(w[warned].line, &w[warned].msg);
-            warned += 1;
-        }
+        v.forward_warnings(reader.warnings(), &mut warned);
         v.push(line, &ev);
         // Reuse the event's string buffers for the next one.
         match &mut reader {
@@ -1309,9 +1322,7 @@ pub fn check_path(path: &Path, opts: Options) -> Result<Report, TraceError> {
             AnyReader::Native(r) => r.recycle(ev),
         }
     }
-    for w in &reader.warnings()[warned..] {
-        v.note_unknown_event(w.line, &w.msg);
-    }
+    v.forward_warnings(reader.warnings(), &mut warned);
     Ok(v.finish())
 }
 
