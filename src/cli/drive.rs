@@ -265,7 +265,7 @@ fn unavailable_probe(why: &str) -> BTreeMap<String, String> {
 
 fn build_header(probe_sources: BTreeMap<String, String>, outcome: &Outcome) -> Header {
     let mut h = Header {
-        kernel: kernel_release(),
+        kernel: crate::capture::kernel_release(),
         ..Header::default()
     };
     h.sources = probe_sources;
@@ -333,12 +333,6 @@ fn write_trace(path: &Path, header: &Header, events: &[Event]) -> Result<(), Str
     })
     .map_err(|e| e.to_string())?;
     w.finish().map_err(|e| e.to_string())
-}
-
-fn kernel_release() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .ok()
-        .map(|s| s.trim().to_owned())
 }
 
 /// Compares each conformance SET's traced `step`s (the probe's view of the kernel's

@@ -17,16 +17,8 @@ pub use plan::{Order, Plan};
 pub use sys::{DevId, Vfio, VfioError, VfioOps, VfioPath};
 pub use workload::Workload;
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns` and of every trace event.
-pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+/// CLOCK_MONOTONIC in nanoseconds, the trace clock ([`crate::trace::monotonic_ns`]).
+pub use crate::trace::monotonic_ns as now_ns;
 
 /// `EINVAL (Invalid argument)` style text for an errno.
 pub fn errno_name(e: i32) -> String {
