@@ -48,6 +48,7 @@ fn events(total: usize) -> (Header, Vec<Event>) {
                 ctx: format!("vm{}", i / 4),
                 state: MigState::Running,
                 driver: None,
+                sources: Default::default(),
             },
         );
     }

@@ -54,6 +54,7 @@ fn main() -> anyhow::Result<()> {
                 ctx: ctx(i),
                 state: MigState::Running,
                 driver: Some("gentrace".to_owned()),
+                sources: Default::default(),
             },
         )?;
     }

@@ -819,6 +819,7 @@ impl Attributor {
                 ctx: info.ctx,
                 state,
                 driver: info.driver,
+                sources: Default::default(),
             },
         });
         out
@@ -1152,6 +1153,7 @@ mod tests {
                 ctx: "pid9:container3".into(),
                 state: MigState::Running,
                 driver: None,
+                sources: Default::default(),
             }
         );
         assert_eq!(

@@ -735,6 +735,7 @@ mod tests {
                 ctx: "x".into(),
                 state: MigState::Running,
                 driver: None,
+                sources: Default::default(),
             },
         };
         let ours = vec![

@@ -465,12 +465,14 @@ pub fn to_timeline(line: u64, ev: &Event) -> tui::TimelineEvent {
             ctx,
             state: st,
             driver,
+            sources,
         } => K::Device(tui::DeviceDecl {
             dev: dev.clone(),
             ctx: ctx.clone(),
             flags: *flags,
             state: *st,
             driver: driver.clone(),
+            sources: sources.clone(),
         }),
         EventKind::Set { dev, to } => K::Set {
             dev: dev.clone(),
@@ -577,6 +579,7 @@ pub fn from_timeline(e: &tui::TimelineEvent) -> Event {
             ctx: d.ctx.clone(),
             state: d.state,
             driver: d.driver.clone(),
+            sources: d.sources.clone(),
         },
         K::Set { dev, to } => EventKind::Set {
             dev: dev.clone(),

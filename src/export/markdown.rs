@@ -236,6 +236,7 @@ pub fn export(input: &Path, output: &Path, opts: &MdOptions) -> Result<Report, E
                 ctx,
                 state,
                 driver,
+                sources: _,
             } => {
                 devices.entry(dev.clone()).or_insert_with(|| DevInfo {
                     ctx: ctx.clone(),

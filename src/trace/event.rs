@@ -159,6 +159,9 @@ pub enum EventKind {
         /// Initial state (default RUNNING).
         state: MigState,
         driver: Option<String>,
+        /// This device's own evidence sources, overriding the header's for it alone
+        /// (TRACE-FORMAT.md: coverage is per device). Empty: the header's apply.
+        sources: BTreeMap<String, String>,
     },
     /// A MIG_DEVICE_STATE SET request began.
     Set {

@@ -437,6 +437,7 @@ impl<R: BufRead> JsonlReader<R> {
                     None => MigState::Running,
                 },
                 driver: raw.driver.as_deref().map(str::to_owned),
+                sources: raw.sources.take().unwrap_or_default(),
             },
             "set" => EventKind::Set {
                 dev: self.req_str(&raw.dev, "dev")?,
@@ -665,13 +666,21 @@ pub fn header_to_json(h: &Header) -> String {
     if let Some(t) = &h.tool {
         v.insert("tool".into(), t.clone().into());
     }
-    let sources: serde_json::Map<String, serde_json::Value> = h
-        .sources
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone().into()))
-        .collect();
-    v.insert("sources".into(), sources.into());
+    v.insert("sources".into(), sources_value(&h.sources));
     serde_json::Value::Object(v).to_string()
+}
+
+/// A `sources` map (the header's or a device's) as a JSON object.
+fn sources_value(sources: &BTreeMap<String, String>) -> serde_json::Value {
+    sources
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+fn sources_json(sources: &BTreeMap<String, String>) -> String {
+    sources_value(sources).to_string()
 }
 
 fn push_str(out: &mut String, key: &str, val: &str) {
@@ -697,6 +706,7 @@ pub fn event_to_json(ev: &Event) -> String {
             ctx,
             state,
             driver,
+            sources,
         } => {
             push_str(&mut o, "dev", dev);
             o.push_str(",\"flags\":[");
@@ -712,6 +722,10 @@ pub fn event_to_json(ev: &Event) -> String {
             push_str(&mut o, "state", state.name());
             if let Some(d) = driver {
                 push_str(&mut o, "driver", d);
+            }
+            if !sources.is_empty() {
+                o.push_str(",\"sources\":");
+                o.push_str(&sources_json(sources));
             }
         }
         EventKind::Set { dev, to } => {
@@ -1006,6 +1020,37 @@ mod fast {
             }
         }
 
+        /// A `sources` map: an object of strings (a later duplicate key wins, as with serde).
+        fn opt_strmap(&mut self) -> Option<Option<std::collections::BTreeMap<String, String>>> {
+            if self.null() {
+                return Some(None);
+            }
+            self.eat(b'{')?;
+            let mut out = std::collections::BTreeMap::new();
+            self.ws();
+            if self.eat(b'}').is_some() {
+                return Some(Some(out));
+            }
+            loop {
+                self.ws();
+                let k = self.string()?;
+                self.ws();
+                self.eat(b':')?;
+                self.ws();
+                let v = self.string()?;
+                out.insert(k.to_owned(), v.to_owned());
+                self.ws();
+                match self.peek()? {
+                    b',' => self.i += 1,
+                    b'}' => {
+                        self.i += 1;
+                        return Some(Some(out));
+                    }
+                    _ => return None,
+                }
+            }
+        }
+
         fn opt_pair(&mut self) -> Option<Option<(u64, u64)>> {
             if self.null() {
                 return Some(None);
@@ -1104,8 +1149,7 @@ mod fast {
                     "clock" => once!(seen, 26, r.clock, l.opt_str()),
                     "kernel" => once!(seen, 27, r.kernel, l.opt_str()),
                     "tool" => once!(seen, 28, r.tool, l.opt_str()),
-                    // The header's map: rare, left to serde.
-                    "sources" => return None,
+                    "sources" => once!(seen, 29, r.sources, l.opt_strmap()),
                     _ => l.skip()?,
                 }
                 l.ws();
@@ -1218,6 +1262,36 @@ mod tests {
     }
 
     #[test]
+    fn a_device_line_carries_its_own_sources() {
+        let s = concat!(
+            "{\"migscope_trace\":1,\"sources\":{\"witness\":\"ok\",\"irq\":\"ok\"}}\n",
+            "{\"t\":0,\"ev\":\"device\",\"dev\":\"0000:00:03.0\",\"flags\":[\"STOP_COPY\"],\"ctx\":\"vm\",",
+            "\"sources\":{\"witness\":\"unavailable: no workload DMA landed\"}}\n",
+            "{\"t\":1,\"ev\":\"device\",\"dev\":\"0000:00:04.0\",\"flags\":[\"STOP_COPY\"],\"ctx\":\"vm\"}\n",
+        );
+        let (h, evs, _) = read_all(s).expect("valid");
+        assert_eq!(h.sources.len(), 2);
+        match &evs[0].1.kind {
+            EventKind::Device { sources, .. } => assert_eq!(
+                sources.get("witness").map(String::as_str),
+                Some("unavailable: no workload DMA landed")
+            ),
+            other => panic!("{other:?}"),
+        }
+        match &evs[1].1.kind {
+            EventKind::Device { sources, .. } => assert!(sources.is_empty(), "{sources:?}"),
+            other => panic!("{other:?}"),
+        }
+        // Written back, the device line keeps its map and a device without one gets none.
+        let line = event_to_json(&evs[0].1);
+        assert!(
+            line.ends_with(r#","sources":{"witness":"unavailable: no workload DMA landed"}}"#),
+            "{line}"
+        );
+        assert!(!event_to_json(&evs[1].1).contains("sources"));
+    }
+
+    #[test]
     fn every_event_kind_round_trips() {
         let d = || "0000:00:02.0".to_owned();
         let kinds = vec![
@@ -1227,6 +1301,22 @@ mod tests {
                 ctx: "vm\"1".into(),
                 state: MigState::Stop,
                 driver: Some("edu-mig".into()),
+                sources: Default::default(),
+            },
+            EventKind::Device {
+                dev: "peer".into(),
+                flags: MigFlags(3),
+                ctx: "vm\"1".into(),
+                state: MigState::Running,
+                driver: None,
+                sources: [
+                    (
+                        "witness".to_owned(),
+                        "unavailable: no workload \"DMA\"".to_owned(),
+                    ),
+                    ("irq".to_owned(), "ok".to_owned()),
+                ]
+                .into(),
             },
             EventKind::Set {
                 dev: d(),
@@ -1407,17 +1497,24 @@ mod tests {
     fn kind() -> impl Strategy<Value = EventKind> {
         let s = "[ -~]{1,12}|[\u{e9}\u{2713}\"\\\\]{1,4}";
         prop_oneof![
-            (s, 0u32..8, s, state(), proptest::option::of(s)).prop_map(
-                |(dev, f, ctx, state, driver)| {
+            (
+                s,
+                0u32..8,
+                s,
+                state(),
+                proptest::option::of(s),
+                proptest::collection::btree_map(s, s, 0..3)
+            )
+                .prop_map(|(dev, f, ctx, state, driver, sources)| {
                     EventKind::Device {
                         dev,
                         flags: MigFlags(f),
                         ctx,
                         state,
                         driver,
+                        sources,
                     }
-                }
-            ),
+                }),
             (s, state()).prop_map(|(dev, to)| EventKind::Set { dev, to }),
             (s, state(), state()).prop_map(|(dev, from, to)| EventKind::Step { dev, from, to }),
             (s, state(), -200i32..=0, proptest::option::of(-1i32..1000)).prop_map(

@@ -1,10 +1,10 @@
 //! The native binary trace format: compact records for recording at speed, convertible to and
 //! from the JSONL interchange format without loss.
 //!
-//! # Layout (version 1)
+//! # Layout (version 2; version 1 files, which lack device `sources`, still read)
 //!
 //! ```text
-//! file    = magic "\x89MIGTRC" (7 bytes), version u8 = 1, varint n, header JSON (n bytes),
+//! file    = magic "\x89MIGTRC" (7 bytes), version u8 = 2, varint n, header JSON (n bytes),
 //!           record*
 //! record  = 0x01 varint n, n bytes UTF-8           define the next string id (0, 1, 2, ...)
 //!         | tag u8, fields                          one event
@@ -18,7 +18,7 @@
 //!
 //! | kind | fields |
 //! |---|---|
-//! | device 0x10 | id dev, v flags, id ctx, st state, v driver (0 = none, else id + 1) |
+//! | device 0x10 | id dev, v flags, id ctx, st state, v driver (0 = none, else id + 1), v n, n × (id source, id value) (version 2) |
 //! | set 0x11 | id dev, st to |
 //! | step 0x12 | id dev, u8 from << 4 \| to |
 //! | set_done 0x13 | id dev, st to, zz ret, v data_fd (0 = none, else zz(fd) + 1) |
@@ -66,8 +66,10 @@ use crate::model::{MigFlags, MigState};
 /// The first bytes of a native trace. 0x89 never starts a JSONL file (not ASCII, not a valid
 /// UTF-8 lead byte), so one byte tells the formats apart.
 pub const MAGIC: &[u8; 7] = b"\x89MIGTRC";
-/// Native format version this code reads and writes.
-pub const NATIVE_VERSION: u8 = 1;
+/// Native format version this code writes.
+pub const NATIVE_VERSION: u8 = 2;
+/// The oldest native format version this code reads.
+const NATIVE_VERSION_MIN: u8 = 1;
 
 const TAG_DEFSTR: u8 = 0x01;
 const TAG_EVENT_BASE: u8 = 0x10;
@@ -235,6 +237,7 @@ impl<W: Write> NativeWriter<W> {
                 ctx,
                 state,
                 driver,
+                sources,
             } => {
                 let d = self.intern(dev, &mut defs);
                 put_varint(&mut b, d);
@@ -248,6 +251,13 @@ impl<W: Write> NativeWriter<W> {
                         let id = self.intern(dr, &mut defs);
                         put_varint(&mut b, id + 1);
                     }
+                }
+                put_varint(&mut b, sources.len() as u64);
+                for (k, v) in sources {
+                    let k = self.intern(k, &mut defs);
+                    put_varint(&mut b, k);
+                    let v = self.intern(v, &mut defs);
+                    put_varint(&mut b, v);
                 }
             }
             EventKind::Set { dev, to } => {
@@ -554,6 +564,8 @@ pub struct NativeReader<R> {
     name: String,
     src: Src<R>,
     header: Header,
+    /// The file's native format version.
+    version: u8,
     strings: Vec<String>,
     last_t: u64,
     /// Events returned so far.
@@ -583,6 +595,7 @@ impl<R: BufRead> NativeReader<R> {
             name: name.to_owned(),
             src: Src::new(input),
             header: Header::default(),
+            version: NATIVE_VERSION,
             strings: Vec::new(),
             last_t: 0,
             events: 0,
@@ -622,14 +635,15 @@ impl<R: BufRead> NativeReader<R> {
             ));
         }
         let version = self.src.u8()?;
-        if version != NATIVE_VERSION {
+        if !(NATIVE_VERSION_MIN..=NATIVE_VERSION).contains(&version) {
             return Err(Cut::Bad(
                 "version",
                 format!(
-                    "unsupported native format version {version} (this migscope reads {NATIVE_VERSION})"
+                    "unsupported native format version {version} (this migscope reads {NATIVE_VERSION_MIN} to {NATIVE_VERSION})"
                 ),
             ));
         }
+        self.version = version;
         let json = self.src.string("header")?;
         // The header is the JSONL header line: parse it with the JSONL reader itself so both
         // formats accept exactly the same headers.
@@ -820,12 +834,22 @@ impl<R: BufRead> NativeReader<R> {
                             },
                         )?),
                     };
+                let mut sources = std::collections::BTreeMap::new();
+                if self.version >= 2 {
+                    let n = self.src.varint("sources")?;
+                    for _ in 0..n {
+                        let k = self.str_id("sources")?;
+                        let v = self.str_id("sources")?;
+                        sources.insert(k, v);
+                    }
+                }
                 EventKind::Device {
                     dev,
                     flags: MigFlags(flags),
                     ctx,
                     state,
                     driver,
+                    sources,
                 }
             }
             1 => EventKind::Set {
@@ -976,6 +1000,7 @@ mod tests {
                     ctx: "vm1".into(),
                     state: MigState::Running,
                     driver: Some("edu_vfio".into()),
+                    sources: Default::default(),
                 },
             ),
             e(
@@ -987,6 +1012,7 @@ mod tests {
                     ctx: "vm1".into(),
                     state: MigState::Stop,
                     driver: None,
+                    sources: [("witness".to_owned(), "unavailable: no workload".to_owned())].into(),
                 },
             ),
             e(
@@ -1283,6 +1309,40 @@ mod tests {
         assert!(bad.to_string().contains("magic"), "{bad}");
     }
 
+    #[test]
+    fn version_1_files_still_read() {
+        // A version 1 file written by hand: header, one string definition, one device record
+        // (no sources field in version 1), one `end`.
+        let json = r#"{"migscope_trace":1,"clock":"monotonic_ns","sources":{}}"#;
+        let mut b = MAGIC.to_vec();
+        b.push(1);
+        put_varint(&mut b, json.len() as u64);
+        b.extend_from_slice(json.as_bytes());
+        b.extend_from_slice(&[TAG_DEFSTR, 3]);
+        b.extend_from_slice(b"dev");
+        // device: dt 7, dev id 0, flags 3, ctx id 0, state RUNNING, no driver.
+        b.extend_from_slice(&[TAG_EVENT_BASE, 7, 0, 3, 0, MigState::Running as u8, 0]);
+        b.extend_from_slice(&[TAG_EVENT_BASE + 13, 1]);
+        let evs: Vec<Event> = NativeReader::new("v1", &b[..])
+            .expect("header")
+            .map(|x| x.expect("event").1)
+            .collect();
+        assert_eq!(evs.len(), 2);
+        assert_eq!(evs[0].t, 7);
+        match &evs[0].kind {
+            EventKind::Device { dev, sources, .. } => {
+                assert_eq!(dev, "dev");
+                assert!(sources.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(evs[1].kind, EventKind::End);
+        let mut v3 = b.clone();
+        v3[7] = 3;
+        let e = NativeReader::new("v3", &v3[..]).err().expect("version 3");
+        assert!(e.to_string().contains("version 3"), "{e}");
+    }
+
     use proptest::prelude::*;
 
     fn st() -> impl Strategy<Value = MigState> {
@@ -1292,15 +1352,22 @@ mod tests {
     fn kind() -> impl Strategy<Value = EventKind> {
         let s = "[ -~]{1,12}|[\u{e9}\u{2713}\"\\\\]{1,4}";
         prop_oneof![
-            (s, 0u32..8, s, st(), proptest::option::of(s)).prop_map(
-                |(dev, f, ctx, state, driver)| EventKind::Device {
+            (
+                s,
+                0u32..8,
+                s,
+                st(),
+                proptest::option::of(s),
+                proptest::collection::btree_map(s, s, 0..3)
+            )
+                .prop_map(|(dev, f, ctx, state, driver, sources)| EventKind::Device {
                     dev,
                     flags: MigFlags(f),
                     ctx,
                     state,
                     driver,
-                }
-            ),
+                    sources,
+                }),
             (s, st()).prop_map(|(dev, to)| EventKind::Set { dev, to }),
             (s, st(), st()).prop_map(|(dev, from, to)| EventKind::Step { dev, from, to }),
             (s, st(), i32::MIN..=0, proptest::option::of(any::<i32>())).prop_map(

@@ -671,6 +671,7 @@ impl Verifier {
                 ctx,
                 state,
                 driver: _,
+                sources: _,
             } => {
                 let i = self.declare(dev, Some(*flags), ctx, *state, t);
                 if *state == MigState::Error {

@@ -52,6 +52,7 @@ impl T {
             ctx: ctx.into(),
             state,
             driver: None,
+            sources: Default::default(),
         };
         assert!(self.push(0, k).is_empty());
     }
@@ -468,6 +469,7 @@ fn correct_run(flags: u32, ndev: usize, plan: &[MigState], dma_every: u64) -> Ve
                 ctx: "vm".into(),
                 state: Running,
                 driver: None,
+                sources: Default::default(),
             },
         );
     }
@@ -611,7 +613,7 @@ proptest! {
         for (i, (k, d, s1, s2, ret)) in raw.into_iter().enumerate() {
             let dev = devs[d].to_owned();
             let kind = match k {
-                0 => EventKind::Device { dev, flags: MigFlags(3), ctx: "x".into(), state: s1, driver: None },
+                0 => EventKind::Device { dev, flags: MigFlags(3), ctx: "x".into(), state: s1, driver: None, sources: Default::default() },
                 1 => EventKind::Set { dev, to: s1 },
                 2 => EventKind::Step { dev, from: s1, to: s2 },
                 3 => EventKind::SetDone { dev, to: s1, ret, data_fd: None },

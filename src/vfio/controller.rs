@@ -382,6 +382,7 @@ impl<O: VfioOps> Ctl<'_, O> {
                 ctx: o.ctx.clone(),
                 state: initial.unwrap_or(MigState::Running),
                 driver: o.driver.clone(),
+                sources: Default::default(),
             });
             if let Some(s) = initial {
                 self.emit(EventKind::Get {

@@ -55,6 +55,7 @@ fn main() {
                 flags: Flags(3),
                 state: State::Running,
                 driver: None,
+                sources: Default::default(),
             }),
             0,
         );

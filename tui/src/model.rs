@@ -153,6 +153,8 @@ pub struct DeviceDecl {
     pub flags: Flags,
     pub state: State,
     pub driver: Option<String>,
+    /// The device's own evidence sources (override the header's for it).
+    pub sources: std::collections::BTreeMap<String, String>,
 }
 
 /// The event types, as a small number (used for filtering and columnar storage).

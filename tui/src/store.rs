@@ -134,6 +134,8 @@ pub struct Device {
     pub flags: Flags,
     pub initial: State,
     pub driver: Option<String>,
+    /// The device's own evidence sources, as declared.
+    pub sources: std::collections::BTreeMap<String, String>,
     /// Whether a `device` event declared it (otherwise it appeared in an event first).
     pub declared: bool,
     pub segs: Vec<Seg>,
@@ -327,6 +329,7 @@ impl Store {
                 flags: Flags::default(),
                 state: State::Running,
                 driver: None,
+                sources: Default::default(),
             },
             t,
             None,
@@ -348,6 +351,7 @@ impl Store {
             dv.flags = d.flags;
             dv.initial = d.state;
             dv.driver = d.driver.clone();
+            dv.sources = d.sources.clone();
             dv.declared = declared;
             dv.segs.push(Seg {
                 t,
@@ -367,6 +371,7 @@ impl Store {
             flags: d.flags,
             initial: d.state,
             driver: d.driver.clone(),
+            sources: d.sources.clone(),
             declared,
             segs: vec![Seg {
                 t,
@@ -651,6 +656,7 @@ impl Store {
                     flags: Flags(x as u32),
                     state: st(s),
                     driver: (b != 0).then(|| self.string((b - 1) as u32)),
+                    sources: dv.sources.clone(),
                 })
             }
             Ev::Set => EvKind::Set {
@@ -869,6 +875,7 @@ mod tests {
                     flags: Flags(3),
                     state: State::Running,
                     driver: Some("drv".into()),
+                    sources: Default::default(),
                 }),
             ),
             ev(

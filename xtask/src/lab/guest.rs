@@ -23,10 +23,10 @@ const VFIO_MODULES: &[&str] = &[
 
 const INIT: &str = include_str!("../../../lab/guest/init.sh");
 
-/// Builds `lab/edu-mig` against `k`'s headers in a copy under the cache; returns the .ko.
+/// Builds `lab/edu-mig` against `k`'s headers in a copy under `target/lab-build`; returns the .ko.
 pub fn build_module(p: &Paths, k: &KernelFiles, tools: &Path) -> Result<PathBuf> {
     let src = p.root.join("lab/edu-mig");
-    let dir = p.cache.join(format!("build-{}", k.release));
+    let dir = p.build.join(format!("edu-mig-{}", k.release));
     fs::create_dir_all(&dir)?;
     for f in ["Makefile", "edu-mig.c"] {
         let from = src.join(f);
@@ -58,7 +58,7 @@ pub fn build_module(p: &Paths, k: &KernelFiles, tools: &Path) -> Result<PathBuf>
 /// The driver self-test, static so it runs in the busybox guest.
 pub fn build_selftest(p: &Paths) -> Result<PathBuf> {
     let src = p.root.join("lab/selftest/edu-selftest.c");
-    let out = p.cache.join("selftest/edu-selftest");
+    let out = p.build.join("selftest/edu-selftest");
     fs::create_dir_all(out.parent().context("selftest path")?)?;
     let fresh = match (fs::metadata(&src), fs::metadata(&out)) {
         (Ok(s), Ok(o)) => o.modified()? >= s.modified()?,

@@ -41,7 +41,11 @@ impl Kernel {
 /// Workspace paths.
 pub struct Paths {
     pub root: PathBuf,
+    /// What is fetched from Debian (packages, kernels, QEMU): identical for every checkout, so
+    /// `MIGSCOPE_LAB_CACHE` may point several checkouts at one copy.
     pub cache: PathBuf,
+    /// What is built from this checkout's sources (edu-mig, the self-test): never shared.
+    pub build: PathBuf,
     pub out: PathBuf,
 }
 
@@ -51,8 +55,12 @@ impl Paths {
             .parent()
             .context("xtask has no parent directory")?
             .to_path_buf();
+        let cache = std::env::var_os("MIGSCOPE_LAB_CACHE")
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| root.join("target/lab-cache"), PathBuf::from);
         Ok(Paths {
-            cache: root.join("target/lab-cache"),
+            cache,
+            build: root.join("target/lab-build"),
             out: root.join("target/lab"),
             root,
         })
