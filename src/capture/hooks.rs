@@ -179,7 +179,7 @@ const PID_FILTER: &str = "pid_filter";
 
 /// The running kernel's format file of a tracepoint, if tracefs is reachable.
 pub fn tracepoint_format(category: &str, name: &str) -> Option<String> {
-    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+    super::tracefs::MOUNT_POINTS
         .iter()
         .find_map(|root| fs::read_to_string(format!("{root}/events/{category}/{name}/format")).ok())
 }

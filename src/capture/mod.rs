@@ -54,6 +54,7 @@ mod attrib;
 mod hooks;
 pub mod procfs;
 pub mod records;
+pub mod tracefs;
 
 use std::{
     collections::BTreeMap,
@@ -154,6 +155,8 @@ impl Capture {
     /// nothing can load (no privileges, no BPF) or no hook at all attaches.
     pub fn start(opts: &CaptureOptions) -> Result<Capture, CaptureError> {
         raise_memlock();
+        // Before anything looks for tracepoints (aya looks once per process).
+        let _ = tracefs::ensure();
         let mut loader = EbpfLoader::new();
         let ring = opts.ring_bytes.map_or(DEFAULT_RING_BYTES, ring_size);
         loader.map_max_entries(names::MAP_EVENTS, ring);

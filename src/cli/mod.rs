@@ -56,6 +56,15 @@ pub enum Command {
 
 /// Runs the command line and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
+    if matches!(
+        cli.command,
+        Command::Record(_) | Command::Drive(_) | Command::Watch(_) | Command::Doctor(_)
+    ) {
+        // Commands that attach the probe: tracefs first, said in one line when it was missing.
+        if let Some(line) = crate::capture::tracefs::ensure().notice() {
+            eprintln!("{line}");
+        }
+    }
     match cli.command {
         Command::Check(a) => check::run(a),
         Command::Fsm(c) => fsm::run(c),
