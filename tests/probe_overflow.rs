@@ -45,7 +45,7 @@ fn overflow_becomes_lost_and_inconclusive() {
     let lost: u64 = evs
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::Lost { n, source } if source == LOST_RING => Some(*n),
+            EventKind::Lost { n, source, .. } if source == LOST_RING => Some(*n),
             _ => None,
         })
         .sum();

@@ -333,6 +333,7 @@ fn lost_event(t: u64, n: u64, src: &str) -> Event {
         kind: EventKind::Lost {
             n,
             source: src.to_owned(),
+            dev: None,
         },
     }
 }

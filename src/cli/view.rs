@@ -552,9 +552,10 @@ pub fn to_timeline(line: u64, ev: &Event) -> tui::TimelineEvent {
             },
             bytes: *bytes,
         },
-        EventKind::Lost { n, source } => K::Lost {
+        EventKind::Lost { n, source, dev } => K::Lost {
             n: *n,
             source: source.clone(),
+            dev: dev.clone(),
         },
         EventKind::Mark { label } => K::Mark {
             label: label.clone(),
@@ -659,9 +660,10 @@ pub fn from_timeline(e: &tui::TimelineEvent) -> Event {
             },
             bytes: *bytes,
         },
-        K::Lost { n, source } => EventKind::Lost {
+        K::Lost { n, source, dev } => EventKind::Lost {
             n: *n,
             source: source.clone(),
+            dev: dev.clone(),
         },
         K::Mark { label } => EventKind::Mark {
             label: label.clone(),

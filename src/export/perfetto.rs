@@ -317,8 +317,11 @@ pub fn export(input: &Path, output: &Path, opts: Options) -> Result<(Report, Cou
                 let (p, t) = tracks.iommu(ctx, &mut out)?;
                 Some(instant("unmap".to_owned(), "iommu", p, t, "t"))
             }
-            EventKind::Lost { n, source } => Some(instant(
-                format!("LOST {n} ({source})"),
+            EventKind::Lost { n, source, dev } => Some(instant(
+                match dev {
+                    Some(d) => format!("LOST {n} ({source}, {d})"),
+                    None => format!("LOST {n} ({source})"),
+                },
                 "lost",
                 TRACE_PID,
                 1,

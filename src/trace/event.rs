@@ -228,6 +228,9 @@ pub enum EventKind {
     Lost {
         n: u64,
         source: String,
+        /// The device whose events were lost, when the loss is known to concern one device
+        /// (e.g. FSM steps the probe missed); `None`: any device.
+        dev: Option<String>,
     },
     /// A user annotation.
     Mark {

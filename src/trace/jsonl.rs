@@ -85,7 +85,12 @@ pub(crate) fn recycle_strings(ev: Event, spare: &mut Vec<String>) {
         | EventKind::Irq { dev, .. }
         | EventKind::Data { dev, .. } => put(dev),
         EventKind::Map { ctx, .. } | EventKind::Unmap { ctx, .. } => put(ctx),
-        EventKind::Lost { source, .. } => put(source),
+        EventKind::Lost { source, dev, .. } => {
+            put(source);
+            if let Some(d) = dev {
+                put(d);
+            }
+        }
         EventKind::Mark { label } => put(label),
         EventKind::End => {}
     }
@@ -537,6 +542,7 @@ impl<R: BufRead> JsonlReader<R> {
             "lost" => EventKind::Lost {
                 n: self.req(raw.n, "n")?,
                 source: raw.source.as_deref().unwrap_or("unknown").to_owned(),
+                dev: raw.dev.as_deref().map(str::to_owned),
             },
             "mark" => EventKind::Mark {
                 label: raw.label.as_deref().unwrap_or_default().to_owned(),
@@ -794,9 +800,12 @@ pub fn event_to_json(ev: &Event) -> String {
             push_str(&mut o, "dir", dir.name());
             push_num(&mut o, "bytes", bytes);
         }
-        EventKind::Lost { n, source } => {
+        EventKind::Lost { n, source, dev } => {
             push_num(&mut o, "n", n);
             push_str(&mut o, "source", source);
+            if let Some(d) = dev {
+                push_str(&mut o, "dev", d);
+            }
         }
         EventKind::Mark { label } => push_str(&mut o, "label", label),
         EventKind::End => {}
@@ -1385,6 +1394,7 @@ mod tests {
             EventKind::Lost {
                 n: 4,
                 source: "ringbuf".into(),
+                dev: None,
             },
             EventKind::Mark {
                 label: "hello\nworld ✓".into(),
@@ -1548,7 +1558,8 @@ mod tests {
                 kind: IrqKind::ALL[k],
                 vector
             }),
-            (s, any::<u64>()).prop_map(|(source, n)| EventKind::Lost { n, source }),
+            (s, any::<u64>(), proptest::option::of(s))
+                .prop_map(|(source, n, dev)| EventKind::Lost { n, source, dev }),
             ".{0,20}".prop_map(|label| EventKind::Mark { label }),
         ]
     }

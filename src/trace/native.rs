@@ -28,7 +28,7 @@
 //! | irq 0x17 | id dev, u8 kind, v vector |
 //! | map 0x18 / unmap 0x19 | id ctx, v iova, v len |
 //! | data 0x1a | id dev, u8 dir, v bytes |
-//! | lost 0x1b | v n, id source |
+//! | lost 0x1b | v n, id source, v dev (0 = none, else id + 1) (version 2) |
 //! | mark 0x1c | v n, n bytes UTF-8 label (not interned: labels are free text) |
 //! | end 0x1d | |
 //!
@@ -348,10 +348,17 @@ impl<W: Write> NativeWriter<W> {
                 });
                 put_varint(&mut b, *bytes);
             }
-            EventKind::Lost { n, source } => {
+            EventKind::Lost { n, source, dev } => {
                 put_varint(&mut b, *n);
                 let s = self.intern(source, &mut defs);
                 put_varint(&mut b, s);
+                match dev {
+                    None => b.push(0),
+                    Some(d) => {
+                        let id = self.intern(d, &mut defs);
+                        put_varint(&mut b, id + 1);
+                    }
+                }
             }
             EventKind::Mark { label } => {
                 put_varint(&mut b, label.len() as u64);
@@ -739,6 +746,19 @@ impl<R: BufRead> NativeReader<R> {
         }
     }
 
+    /// An optional string: varint 0 for none, else the string id + 1.
+    fn opt_str_id(&mut self, field: &'static str) -> Result<Option<String>, Cut> {
+        match self.src.varint(field)? {
+            0 => Ok(None),
+            id => self
+                .strings
+                .get((id - 1) as usize)
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| Cut::Bad(field, format!("string id {} was never defined", id - 1))),
+        }
+    }
+
     fn str_id(&mut self, field: &'static str) -> Result<String, Cut> {
         let id = self.src.varint(field)?;
         let s = self
@@ -822,18 +842,7 @@ impl<R: BufRead> NativeReader<R> {
                     .ok_or_else(|| Cut::Bad("flags", format!("unknown flag bits {flags:#x}")))?;
                 let ctx = self.str_id("ctx")?;
                 let state = self.state("state")?;
-                let driver =
-                    match self.src.varint("driver")? {
-                        0 => None,
-                        id => Some(self.strings.get((id - 1) as usize).cloned().ok_or_else(
-                            || {
-                                Cut::Bad(
-                                    "driver",
-                                    format!("string id {} was never defined", id - 1),
-                                )
-                            },
-                        )?),
-                    };
+                let driver = self.opt_str_id("driver")?;
                 let mut sources = std::collections::BTreeMap::new();
                 if self.version >= 2 {
                     let n = self.src.varint("sources")?;
@@ -966,6 +975,11 @@ impl<R: BufRead> NativeReader<R> {
             11 => EventKind::Lost {
                 n: self.src.varint("n")?,
                 source: self.str_id("source")?,
+                dev: if self.version >= 2 {
+                    self.opt_str_id("dev")?
+                } else {
+                    None
+                },
             },
             12 => EventKind::Mark {
                 label: self.src.string("label")?,
@@ -1159,6 +1173,7 @@ mod tests {
                 EventKind::Lost {
                     n: 7,
                     source: "ringbuf".into(),
+                    dev: Some("0000:00:03.0".into()),
                 },
             ),
             e(
@@ -1418,7 +1433,8 @@ mod tests {
                 dir: if save { DataDir::Save } else { DataDir::Load },
                 bytes
             }),
-            (s, any::<u64>()).prop_map(|(source, n)| EventKind::Lost { n, source }),
+            (s, any::<u64>(), proptest::option::of(s))
+                .prop_map(|(source, n, dev)| EventKind::Lost { n, source, dev }),
             ".{0,20}".prop_map(|label| EventKind::Mark { label }),
             Just(EventKind::End),
         ]

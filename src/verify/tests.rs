@@ -418,6 +418,7 @@ fn verdict_precedence_fail_over_inconclusive() {
         EventKind::Lost {
             n: 1,
             source: "ringbuf".into(),
+            dev: None,
         },
     );
     let r = t.v.finish();
@@ -622,7 +623,7 @@ proptest! {
                 6 => EventKind::Dma { dev, src: DmaSource::Fault, iova: 0, len: 1, write: false, window: Some((0, i as u64)), p2p: Some(ret == 0) },
                 7 => EventKind::Irq { dev, kind: IrqKind::Intx, vector: 0 },
                 8 => EventKind::Data { dev, dir: crate::trace::DataDir::Save, bytes: 1 },
-                9 => EventKind::Lost { n: 1, source: "x".into() },
+                9 => EventKind::Lost { n: 1, source: "x".into(), dev: None },
                 10 => EventKind::Map { ctx: "x".into(), iova: 0, len: 1 },
                 _ => EventKind::End,
             };

@@ -138,6 +138,7 @@ pub enum EvKind {
     Lost {
         n: u64,
         source: String,
+        dev: Option<String>,
     },
     Mark {
         label: String,

@@ -565,9 +565,10 @@ impl Store {
                 dv.data.push(row);
                 dv.stats.data_bytes += bytes;
             }
-            EvKind::Lost { n, source } => {
+            EvKind::Lost { n, source, dev: d } => {
                 a = *n;
                 x = self.intern(source) as i32;
+                b = d.as_ref().map_or(0, |d| u64::from(self.intern(d)) + 1);
                 self.lost += n;
                 self.notes.push(row);
             }
@@ -732,6 +733,7 @@ impl Store {
             Ev::Lost => EvKind::Lost {
                 n: a,
                 source: self.string(x as u32),
+                dev: (b != 0).then(|| self.string((b - 1) as u32)),
             },
             Ev::Mark => EvKind::Mark {
                 label: self.string(x as u32),
@@ -823,7 +825,16 @@ pub fn summary(e: &TimelineEvent) -> String {
         EvKind::Map { ctx, iova, len } => format!("map {ctx} {iova:#x}+{len:#x}"),
         EvKind::Unmap { ctx, iova, len } => format!("unmap {ctx} {iova:#x}+{len:#x}"),
         EvKind::Data { dev, dir, bytes } => format!("data {dev} {} {bytes} B", dir.name()),
-        EvKind::Lost { n, source } => format!("lost {n} ({source})"),
+        EvKind::Lost {
+            n,
+            source,
+            dev: None,
+        } => format!("lost {n} ({source})"),
+        EvKind::Lost {
+            n,
+            source,
+            dev: Some(d),
+        } => format!("lost {n} ({source}, {d})"),
         EvKind::Mark { label } => format!("mark {label}"),
         EvKind::End => "end".to_owned(),
     }
@@ -943,6 +954,7 @@ mod tests {
                 EvKind::Lost {
                     n: 3,
                     source: "ring".into(),
+                    dev: None,
                 },
             ),
             ev(9, EvKind::Mark { label: "hi".into() }),
