@@ -391,6 +391,10 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
                     }
                 }
             }
+            Extra::Unresolved(addrs) => {
+                r.problems
+                    .extend(unresolved_problems(&dir.join("trace.jsonl"), addrs));
+            }
             Extra::DeclaredState(dev, state) => {
                 let got = declared_state(&dir.join("trace.jsonl"), dev);
                 if got.as_deref() != Some(*state) {
@@ -679,6 +683,67 @@ fn naming_problems(trace: &Path, devs: &[&str]) -> Vec<String> {
     problems
 }
 
+/// What breaks "unresolved device fds are said to be unresolved": a declaration not under a
+/// placeholder, a placeholder whose `irq`/`iommu_fault` are not unavailable, an event naming
+/// one of `addrs`, interrupts of them not noted as withheld.
+fn unresolved_problems(trace: &Path, addrs: &[&str]) -> Vec<String> {
+    let text = fs::read_to_string(trace).unwrap_or_default();
+    let mut problems = Vec::new();
+    let mut placeholders = 0;
+    let mut noted = false;
+    for (i, l) in text.lines().enumerate().skip(1) {
+        let Ok(v) = serde_json::from_str::<Value>(l) else {
+            continue;
+        };
+        let ev = v.get("ev").and_then(Value::as_str).unwrap_or("?");
+        let dev = v.get("dev").and_then(Value::as_str);
+        if let Some(d) = dev
+            && addrs.contains(&d)
+        {
+            problems.push(format!("line {}: {ev} names {d}", i + 1));
+        }
+        if ev == "mark"
+            && v.get("label")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.starts_with("interrupts of") && s.contains("not attributed"))
+        {
+            noted = true;
+        }
+        if ev != "device" {
+            continue;
+        }
+        let d = dev.unwrap_or("?");
+        if !d.starts_with("fd:") {
+            problems.push(format!("line {}: {d} declared, not a placeholder", i + 1));
+            continue;
+        }
+        placeholders += 1;
+        for src in ["irq", "iommu_fault"] {
+            let s = v
+                .get("sources")
+                .and_then(|x| x.get(src))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if !s.starts_with("unavailable:") || !addrs.iter().all(|a| s.contains(a)) {
+                problems.push(format!(
+                    "{d}: {src} is {s:?}, not unavailable naming {addrs:?}"
+                ));
+            }
+        }
+    }
+    if placeholders != addrs.len() {
+        problems.push(format!(
+            "{placeholders} placeholder devices declared, {} expected",
+            addrs.len()
+        ));
+    }
+    if !noted {
+        problems.push("no note that their interrupts were not attributed".into());
+    }
+    problems.truncate(5);
+    problems
+}
+
 /// The `state` of `dev`'s first `device` declaration.
 fn declared_state(trace: &Path, dev: &str) -> Option<String> {
     let text = fs::read_to_string(trace).unwrap_or_default();
@@ -790,6 +855,53 @@ mod tests {
         assert!(p[0].contains("before its declaration"), "{p:?}");
         assert!(p[1].contains("fd:7@9"), "{p:?}");
         assert!(p[2].contains("0000:00:03.0 was never declared"), "{p:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unresolved_needs_placeholders_that_say_so_and_no_phantom() {
+        let dir = std::env::temp_dir().join(format!("lab-unres-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let t = dir.join("t.jsonl");
+        let head = "{\"migscope_trace\":1}\n";
+        let un = "unavailable: one of 0000:00:02.0, 0000:00:03.0";
+        let decl = |dev: &str, why: &str| {
+            format!(
+                "{{\"t\":1,\"ev\":\"device\",\"dev\":\"{dev}\",\"flags\":[],\"ctx\":\"pid9\",\
+                 \"sources\":{{\"irq\":\"{why}\",\"iommu_fault\":\"{why}\"}}}}\n"
+            )
+        };
+        let note =
+            "{\"t\":2,\"ev\":\"mark\",\"label\":\"interrupts of 0000:00:02.0 not attributed\"}\n";
+        let addrs = ["0000:00:02.0", "0000:00:03.0"];
+        fs::write(
+            &t,
+            format!("{head}{}{}{note}", decl("fd:5@9", un), decl("fd:8@9", un)),
+        )
+        .unwrap();
+        assert!(unresolved_problems(&t, &addrs).is_empty());
+        // A phantom device by address, and a placeholder claiming irq ok.
+        let phantom =
+            "{\"t\":3,\"ev\":\"irq\",\"dev\":\"0000:00:02.0\",\"kind\":\"msi\",\"vector\":0}\n";
+        fs::write(
+            &t,
+            format!(
+                "{head}{}{}{phantom}",
+                decl("fd:5@9", un),
+                decl("fd:8@9", "ok")
+            ),
+        )
+        .unwrap();
+        let p = unresolved_problems(&t, &addrs);
+        assert!(
+            p.iter().any(|x| x.contains("fd:8@9: irq is \"ok\"")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|x| x.contains("irq names 0000:00:02.0")),
+            "{p:?}"
+        );
+        assert!(p.iter().any(|x| x.contains("no note")), "{p:?}");
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -38,6 +38,10 @@ pub enum Extra {
     RuleOnEach(&'static str, &'static [&'static str]),
     /// The device's declaration states this migration state.
     DeclaredState(&'static str, &'static str),
+    /// One device fd per listed address that cannot be told apart: each declared under a
+    /// placeholder (`fd:N@pid`) with `irq` and `iommu_fault` unavailable, no event naming any
+    /// of the addresses, and their interrupts noted as not attributed (no phantom device).
+    Unresolved(&'static [&'static str]),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -360,6 +364,24 @@ pub const ALL: &[Scenario] = &[
         on_request: false,
     },
     Scenario {
+        name: "record-attach-ambiguous",
+        about: "record --pid attached to a process holding two identical devices on the root \
+                bus (no slot or bus reset: VFIO_DEVICE_GET_PCI_HOT_RESET_INFO says ENODEV; one \
+                group each; same config identity), bug=irq_in_stop: neither fd can be named, so \
+                both keep placeholders with irq and iommu_fault unavailable and their \
+                interrupts are not given to anyone: inconclusive, never a phantom device",
+        bug: "irq_in_stop",
+        precopy: false,
+        devices: 2,
+        bridged: 0,
+        run: Run::Shell("rec_attach 0000:00:02.0 0000:00:03.0"),
+        expected: "inconclusive",
+        rules: &[],
+        extras: &[Extra::Unresolved(&["0000:00:02.0", "0000:00:03.0"])],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
         name: "record-mid-migration",
         about: "record --pid attached while the device is already in STOP_COPY: declared \
                 STOP_COPY (read through a duplicate of its fd), the rest of the migration is \
@@ -464,7 +486,9 @@ mod tests {
                 .collect();
             for e in s.extras {
                 let devs: Vec<&str> = match e {
-                    Extra::NamedByBdf(d) | Extra::RuleOnEach(_, d) => d.to_vec(),
+                    Extra::NamedByBdf(d) | Extra::RuleOnEach(_, d) | Extra::Unresolved(d) => {
+                        d.to_vec()
+                    }
                     Extra::DeclaredState(d, _) => vec![*d],
                     _ => Vec::new(),
                 };
