@@ -376,6 +376,11 @@ impl Attributor {
         gone
     }
 
+    /// Whether records of `pid` are kept (the `--pid` processes and their descendants).
+    pub fn accepts_pid(&mut self, pid: u32) -> bool {
+        self.accepts(pid)
+    }
+
     fn accepts(&mut self, pid: u32) -> bool {
         match self.filter.as_mut() {
             None => true,
@@ -1083,7 +1088,9 @@ impl Seen {
                 continue;
             }
             let state = match &e.kind {
-                EventKind::Get { state, .. } => Start::Known(*state),
+                // After a SET a GET tells where it went, not where it was.
+                EventKind::Get { state, .. } if first_change.is_none() => Start::Known(*state),
+                EventKind::Get { .. } => Start::Unknown,
                 EventKind::Step { from, .. } => {
                     first_change.get_or_insert(e.t);
                     Start::Known(*from)
@@ -2320,6 +2327,34 @@ mod tests {
                 dev: "fd:7@20".into(),
                 ret: 0
             }));
+    }
+
+    #[test]
+    fn a_get_after_a_set_says_where_it_went_not_where_it_was() {
+        let mut a = Attributor::with_hooks(None, true, Box::new(|_, _| Ok(3)), no_resolve());
+        // A SET whose steps and return were not seen, then a GET from another thread.
+        a.push(&call(
+            1,
+            5,
+            11,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, 1, 0],
+        ));
+        a.push(&ret(
+            2,
+            5,
+            11,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, feature::GET | 2, 1, 0],
+        ));
+        let evs = a.release(None);
+        assert!(
+            matches!(&evs[1].kind,
+            EventKind::Device { state: MigState::Running, sources, .. }
+                if sources["transitions"].starts_with("unavailable: state when recording began unknown")),
+            "{evs:?}"
+        );
     }
 
     #[test]

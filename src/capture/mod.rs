@@ -205,8 +205,12 @@ impl Capture {
             .any(|h| h.name == hooks::HOOK_IRQ && h.attached());
         let mut attrib = attrib::Attributor::new(filter, irq_tp);
         // fds opened before we started (the probe is attached, so nothing opened from now on
-        // is missed): every process, the filter keeps the recorded ones and their children.
-        attrib.attach(attached_at, &procfs::scan(None));
+        // is missed): of every recorded process, children of `--pid` included.
+        let recorded: Vec<u32> = procfs::processes(&procfs::Roots::host())
+            .into_iter()
+            .filter(|&p| attrib.accepts_pid(p))
+            .collect();
+        attrib.attach(attached_at, &procfs::scan(Some(&recorded)));
         let fds = take_map(&mut ebpf, names::MAP_VFIO_FDS)?;
         let mut fds: BpfHashMap<MapData, u64, u32> =
             BpfHashMap::try_from(fds).map_err(|source| CaptureError::Map {

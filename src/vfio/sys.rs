@@ -1046,12 +1046,10 @@ pub fn mig_state_of(fd: BorrowedFd<'_>) -> Result<MigState, Errno> {
 pub struct Dependent {
     /// `ssss:bb:dd.f`.
     pub bdf: String,
-    /// Its IOMMU group (or, with `VFIO_PCI_HOT_RESET_FLAG_DEV_ID`, an iommufd device id).
+    /// Its IOMMU group (an iommufd device id instead when the flags returned with it carry
+    /// `VFIO_PCI_HOT_RESET_FLAG_DEV_ID`, 6.6+, for a device opened through its cdev).
     pub group_id: u32,
 }
-
-/// `VFIO_PCI_HOT_RESET_FLAG_DEV_ID` (6.6+): the list names iommufd device ids, not groups.
-pub const HOT_RESET_FLAG_DEV_ID: u32 = 1;
 
 /// VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: the flags and the devices a slot or bus reset of this
 /// device would reset, itself included (`vfio_pci_ioctl_get_pci_hot_reset_info` in
