@@ -57,16 +57,22 @@ lab_scenario() {
 	echo "LAB:RESULT $name rc=$rc t0=$t0 t1=$t1"
 }
 
-# rec_selftest BDF: the probe alone (migscope record) beside the driver self-test; returns
-# record's status (the trace is judged on the host).
-rec_selftest() {
-	migscope record -o trace.jsonl 2> record.err &
-	p=$!
+# await_recording: until the `migscope record` started in this directory says it records
+# (its stderr in record.err), at most 20 s.
+await_recording() {
 	i=0
 	while ! grep -q recording record.err 2> /dev/null && [ $i -lt 200 ]; do
 		sleep 0.1
 		i=$((i + 1))
 	done
+}
+
+# rec_selftest BDF: the probe alone (migscope record) beside the driver self-test; returns
+# record's status (the trace is judged on the host).
+rec_selftest() {
+	migscope record -o trace.jsonl 2> record.err &
+	p=$!
+	await_recording
 	edu-selftest "$1" > selftest.out
 	st=$?
 	grep -i 'vfio\|edu\|CPU' /proc/interrupts > interrupts.txt
@@ -78,16 +84,39 @@ rec_selftest() {
 	return $rc
 }
 
+# rec_attach [--pause-at STOP_COPY] BDF...: edu-selftest's migrate mode opens the devices,
+# sets up MSI and a DMA map (and with --pause-at walks to STOP_COPY), then waits; only then is
+# `migscope record --pid` attached to it, a process that already holds its devices, as beside
+# a running QEMU. It then migrates; record ends when it exits. Returns record's status (the
+# trace is judged on the host).
+rec_attach() {
+	rm -f ready go
+	edu-selftest migrate --ready ready --go go "$@" > selftest.out 2>&1 &
+	s=$!
+	i=0
+	while [ ! -s ready ] && [ $i -lt 300 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	migscope record --pid $s -o trace.jsonl 2> record.err &
+	p=$!
+	await_recording
+	touch go
+	wait $s
+	st=$?
+	grep -i 'vfio\|edu\|CPU' /proc/interrupts > interrupts.txt
+	wait $p
+	rc=$?
+	echo "record=$rc selftest=$st"
+	return $rc
+}
+
 # drive_rec CMD...: runs CMD (migscope drive) with `migscope record` beside it writing
 # probe.jsonl, for as long as drive's own trace has no probe events.
 drive_rec() {
 	migscope record -o probe.jsonl 2> record.err &
 	p=$!
-	i=0
-	while ! grep -q recording record.err 2> /dev/null && [ $i -lt 200 ]; do
-		sleep 0.1
-		i=$((i + 1))
-	done
+	await_recording
 	"$@"
 	rc=$?
 	sleep 0.3

@@ -5,6 +5,13 @@
  * (BAR0 not mmappable, DMA drained on RUNNING -> RUNNING_P2P, DMA starts held while quiesced
  * and released on RUNNING, STOP_COPY/RESUMING stream) and prints one line per check.
  * Usage: edu-selftest BDF
+ *
+ * A second mode stands in for a VMM that already holds its devices when a tracer attaches
+ * (`migscope record --pid`): it opens every BDF (one container), sets up bus mastering, a DMA
+ * map and MSI, queries the migration flags, optionally walks to STOP_COPY, writes FILE_READY
+ * and waits for FILE_GO; then it migrates in QEMU's order (every device to RUNNING_P2P before
+ * any stops, every device back to RUNNING_P2P before any runs).
+ * Usage: edu-selftest migrate [--pause-at STOP_COPY] --ready FILE_READY --go FILE_GO BDF...
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -143,6 +150,137 @@ static void set_and_get(uint32_t state, int *fd)
 	CHECK(get_state() == (int)state, "GET reports %d (want %u)", get_state(), state);
 }
 
+/* Opens the group of `bdf` in `container` (setting the IOMMU on the first) and its device. */
+static int open_device(int container, const char *bdf, int first)
+{
+	char path[256], link[256];
+	ssize_t n;
+	int group, fd;
+
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/iommu_group", bdf);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return perror(path), -1;
+	link[n] = 0;
+	snprintf(path, sizeof(path), "/dev/vfio/%s", basename(link));
+	group = open(path, O_RDWR);
+	if (group < 0)
+		return perror(path), -1;
+	if (ioctl(group, VFIO_GROUP_SET_CONTAINER, &container))
+		return perror("VFIO_GROUP_SET_CONTAINER"), -1;
+	if (first && ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU))
+		return perror("VFIO_SET_IOMMU"), -1;
+	fd = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, bdf);
+	if (fd < 0)
+		perror("VFIO_GROUP_GET_DEVICE_FD");
+	return fd;
+}
+
+#define MAX_DEVS 4
+
+/* Every device of `devs` to `state`, one after the other; data fds kept in `data`. */
+static void set_all(int *devs, int ndev, uint32_t state, int *data)
+{
+	for (int i = 0; i < ndev; i++) {
+		dev = devs[i];
+		set_and_get(state, data ? &data[i] : NULL);
+	}
+}
+
+static int migrate_main(int argc, char **argv)
+{
+	const char *ready = NULL, *go = NULL, *pause_at = NULL;
+	struct vfio_iommu_type1_dma_map map = { .argsz = sizeof(map) };
+	char fbuf[sizeof(struct vfio_device_feature) + sizeof(struct vfio_device_feature_migration)];
+	struct vfio_device_feature *feat = (void *)fbuf;
+	int devs[MAX_DEVS], data[MAX_DEVS], ndev = 0, container, i, waited;
+	const char *names[MAX_DEVS];
+	uint8_t *mem, buf[512];
+	FILE *f;
+
+	for (i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "--ready") && i + 1 < argc)
+			ready = argv[++i];
+		else if (!strcmp(argv[i], "--go") && i + 1 < argc)
+			go = argv[++i];
+		else if (!strcmp(argv[i], "--pause-at") && i + 1 < argc)
+			pause_at = argv[++i];
+		else if (ndev < MAX_DEVS)
+			names[ndev++] = argv[i];
+		else
+			return fprintf(stderr, "at most %d devices\n", MAX_DEVS), 2;
+	}
+	if (!ready || !go || !ndev || (pause_at && strcmp(pause_at, "STOP_COPY")))
+		return fprintf(stderr, "usage: %s migrate [--pause-at STOP_COPY] --ready FILE "
+				       "--go FILE BDF...\n", argv[0]), 2;
+	container = open("/dev/vfio/vfio", O_RDWR);
+	if (container < 0)
+		return perror("/dev/vfio/vfio"), 2;
+	mem = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	memset(mem, 0xaa, 1 << 16);
+	for (i = 0; i < ndev; i++) {
+		const char *bdf = names[i];
+		struct vfio_region_info reg = { .argsz = sizeof(reg),
+						.index = VFIO_PCI_BAR0_REGION_INDEX };
+
+		devs[i] = open_device(container, bdf, i == 0);
+		if (devs[i] < 0)
+			return 2;
+		dev = devs[i];
+		data[i] = -1;
+		memset(fbuf, 0, sizeof(fbuf));
+		feat->argsz = sizeof(fbuf);
+		feat->flags = VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_MIGRATION;
+		CHECK(ioctl(dev, VFIO_DEVICE_FEATURE, fbuf) == 0, "%s: migration flags 0x%llx", bdf,
+		      (unsigned long long)((struct vfio_device_feature_migration *)feat->data)->flags);
+		CHECK(enable_bus_master() == 0, "%s: bus master enabled", bdf);
+		CHECK(enable_msi() >= 0, "%s: MSI routed to an eventfd", bdf);
+		CHECK(ioctl(dev, VFIO_DEVICE_GET_REGION_INFO, &reg) == 0, "%s: BAR0 region info", bdf);
+		bar0 = reg.offset;
+		CHECK(rd32(0) == 0x010000ed, "%s: edu id 0x%x", bdf, rd32(0));
+	}
+	map.vaddr = (uintptr_t)mem;
+	map.iova = 0x100000;
+	map.size = 1 << 16;
+	map.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
+	CHECK(ioctl(container, VFIO_IOMMU_MAP_DMA, &map) == 0, "map 64 KiB at iova 0x100000");
+	if (pause_at) {
+		/* Stopped and saving when the tracer attaches: the middle of a migration. */
+		set_all(devs, ndev, VFIO_DEVICE_STATE_RUNNING_P2P, NULL);
+		set_all(devs, ndev, VFIO_DEVICE_STATE_STOP, NULL);
+		set_all(devs, ndev, VFIO_DEVICE_STATE_STOP_COPY, data);
+	}
+	f = fopen(ready, "w");
+	if (!f)
+		return perror(ready), 2;
+	fprintf(f, "%d\n", getpid());
+	fclose(f);
+	for (waited = 0; access(go, F_OK); waited++) {
+		if (waited > 6000)
+			return fprintf(stderr, "%s never appeared\n", go), 2;
+		usleep(10000);
+	}
+	if (!pause_at) {
+		set_all(devs, ndev, VFIO_DEVICE_STATE_RUNNING_P2P, NULL);
+		set_all(devs, ndev, VFIO_DEVICE_STATE_STOP, NULL);
+		set_all(devs, ndev, VFIO_DEVICE_STATE_STOP_COPY, data);
+	}
+	for (i = 0; i < ndev; i++) {
+		ssize_t n, saved = 0;
+
+		while (data[i] >= 0 && (n = read(data[i], buf, sizeof(buf))) > 0)
+			saved += n;
+		CHECK(saved > 0, "%s: saved %zd bytes", names[i], saved);
+		if (data[i] >= 0)
+			close(data[i]);
+	}
+	set_all(devs, ndev, VFIO_DEVICE_STATE_STOP, NULL);
+	set_all(devs, ndev, VFIO_DEVICE_STATE_RUNNING_P2P, NULL);
+	set_all(devs, ndev, VFIO_DEVICE_STATE_RUNNING, NULL);
+	printf("MIGRATE %s (%d failures)\n", failures ? "FAIL" : "PASS", failures);
+	return failures ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	char path[256], link[256];
@@ -157,8 +295,10 @@ int main(int argc, char **argv)
 	uint8_t *mem;
 	double t0;
 
+	if (argc > 1 && !strcmp(argv[1], "migrate"))
+		return migrate_main(argc, argv);
 	if (argc != 2) {
-		fprintf(stderr, "usage: %s BDF\n", argv[0]);
+		fprintf(stderr, "usage: %s BDF | migrate ...\n", argv[0]);
 		return 2;
 	}
 	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/iommu_group", argv[1]);

@@ -9,20 +9,37 @@
 //!
 //! # How records become events
 //! - **Devices.** A device fd is named by the device it was opened for: the name passed to
-//!   VFIO_GROUP_GET_DEVICE_FD, the PCI address behind a `/dev/vfio/devices/vfioN` cdev, or
-//!   for fds capture did not see being opened (opened before it started, received over a
-//!   socket, duplicated) what /proc says: `/proc/<pid>/fdinfo`'s `vfio-device-syspath`, or the
-//!   only device of the process's IOMMU groups. Anything else is `fd:N@pid` (an ioctl on an
-//!   fd capture never saw being opened). [`Capture::declare_fd`] lets a caller name fds itself.
-//! - **Contexts** (`ctx`, the multi-device ordering scope): `pid<P>:container<C>` for a device
-//!   whose group was attached to container fd C (VFIO_GROUP_SET_CONTAINER),
-//!   `pid<P>:iommufd<F>` after VFIO_DEVICE_BIND_IOMMUFD, otherwise `pid<P>`.
+//!   VFIO_GROUP_GET_DEVICE_FD, or the PCI address behind a `/dev/vfio/devices/vfioN` cdev.
+//!   The fds processes already hold when recording starts (`record --pid` beside a running
+//!   QEMU) are found in /proc after the probe is attached and resolved by [`attach`]: fdinfo's
+//!   `vfio-device-syspath` (6.18+), else VFIO_DEVICE_GET_PCI_HOT_RESET_INFO through a
+//!   `pidfd_getfd` duplicate intersected with the IOMMU groups the process holds,
+//!   disambiguated by config-space identity. Every such device is declared at once, at the
+//!   instant the probe was attached, before any event after it. Fds met later that capture
+//!   did not see being opened (received over a socket, duplicated) are resolved the same way
+//!   when first used. An fd that stays ambiguous keeps the placeholder `fd:N@pid`, with its
+//!   own `irq` and `iommu_fault` sources unavailable (their events name a PCI address), and
+//!   the interrupts and faults of the PCI addresses it may be are not attributed to anyone
+//!   (one `mark` says so): no phantom device stands in for it. [`Capture::declare_fd`] lets
+//!   a caller name fds itself.
+//! - **Contexts** (`ctx`, the multi-device ordering scope): `pid<P>`, for every device and
+//!   map of process P, whether its opens were seen or it was found already open: a process is
+//!   one VM, however many containers or iommufds it uses.
 //! - **Flags.** From the user's VFIO_DEVICE_FEATURE_MIGRATION GET when seen; otherwise asked
 //!   from the kernel through a duplicate of the user's fd (pidfd_getfd, read-only); otherwise
-//!   the device is declared STOP_COPY only and a `mark` event says why.
-//! - **Initial state** of a `device`: RUNNING (a device is RUNNING once opened), unless the
-//!   device's first `get` or first `step` (before any `set_done`/`reset`) shows where it was,
-//!   as when recording starts in the middle of a migration.
+//!   unknown: declared STOP_COPY only (the format needs a value) with the device's own
+//!   `transitions` source unavailable and a `mark` saying why.
+//! - **Initial state** of a `device`: for a device held when recording started, the state
+//!   read through the duplicate at attach (GET MIG_DEVICE_STATE), unless the recording shows
+//!   a change before that read; otherwise what the recording shows before any change (its
+//!   first `get`, or the `from` of its first `step`, as when recording starts in the middle
+//!   of a migration); otherwise RUNNING for a device seen being opened (or bound, for a
+//!   cdev). Anything else is unknown: declared RUNNING, the format's default, with its own
+//!   `transitions` source unavailable and a `mark` saying why.
+//! - **Posted interrupts.** A device whose user holds a KVM VM on a host that can post
+//!   device interrupts into guests (VT-d posted interrupts, AVIC; [`attach::posting`]) has
+//!   its own `irq` source `unavailable: interrupts posted to the guest`: its MSIs need not
+//!   run the host handler the `irq` hook sees. The header's `irq` stays what the hook says.
 //! - **Command numbers shared by container and device fds** (0x3B70..0x3B72, 0x3B75) are
 //!   told apart by the fd's kind, learned from opens of `/dev/vfio/vfio`, `/dev/vfio/<group>`,
 //!   `/dev/vfio/devices/vfioN`, `/dev/iommu` through open/openat (in the probe, for the data fd it must know at
@@ -43,13 +60,18 @@
 //!   in no particular process) carry the pid of the device's user.
 //! - **Order.** Records carry their own timestamps; the newest 20 ms are held back at each
 //!   `drain` so records submitted by different CPUs leave in time order; `stop` releases all.
+//! - **Closes.** The probe reports `close(2)` of every fd it knows, including those learned
+//!   from /proc (they are added to its fd map), so a reused fd number is looked up afresh.
 //!
 //! # Known limits
 //! Opens through `openat2(2)` or relative paths are only learned from /proc when the fd is
-//! used; data fds that were dup'd or passed, and readv/splice on them, are not followed. IOMMU unmaps at process exit (no ioctl in
+//! used; data fds that were dup'd or passed, data fds created before recording started, and
+//! readv/splice on them, are not followed. Fds closed by `close_range(2)`, `dup2(2)` onto
+//! them or exec are not seen closing (exit is: dead processes are forgotten). IOMMU unmaps at process exit (no ioctl in
 //! flight) are not reported. Tracing read/write for data fds costs about 0.9 µs per
 //! read/write syscall system-wide while recording (measured with dd on the 6.18 host).
 
+pub mod attach;
 mod attrib;
 mod hooks;
 pub mod procfs;
@@ -157,6 +179,9 @@ impl Capture {
         raise_memlock();
         // Before anything looks for tracepoints (aya looks once per process).
         let _ = tracefs::ensure();
+        // Devices already held are declared at this instant: before any record the probe
+        // can produce, so before any event of theirs.
+        let attached_at = monotonic_ns();
         let mut loader = EbpfLoader::new();
         let ring = opts.ring_bytes.map_or(DEFAULT_RING_BYTES, ring_size);
         loader.map_max_entries(names::MAP_EVENTS, ring);
@@ -179,19 +204,20 @@ impl Capture {
             .iter()
             .any(|h| h.name == hooks::HOOK_IRQ && h.attached());
         let mut attrib = attrib::Attributor::new(filter, irq_tp);
-        // fds opened before we started: tell userspace attribution and the probe's fd map.
-        let seeds = procfs::scan(opts.pids.as_deref());
-        attrib.seed(&seeds);
+        // fds opened before we started (the probe is attached, so nothing opened from now on
+        // is missed): of every recorded process, children of `--pid` included.
+        let recorded: Vec<u32> = procfs::processes(&procfs::Roots::host())
+            .into_iter()
+            .filter(|&p| attrib.accepts_pid(p))
+            .collect();
+        attrib.attach(attached_at, &procfs::scan(Some(&recorded)));
         let fds = take_map(&mut ebpf, names::MAP_VFIO_FDS)?;
         let mut fds: BpfHashMap<MapData, u64, u32> =
             BpfHashMap::try_from(fds).map_err(|source| CaptureError::Map {
                 name: names::MAP_VFIO_FDS,
                 source,
             })?;
-        for s in &seeds {
-            // A full map only loses close tracking for that fd.
-            let _ = fds.insert(probe_common::abi::fd_key(s.pid, s.fd), s.kind, 0);
-        }
+        watch_fds(&mut fds, attrib.take_learned());
 
         let diagnostics = Arc::new(Mutex::new(Vec::new()));
         // Without the log map (a probe built without log statements) there is nothing to read.
@@ -308,6 +334,7 @@ impl Capture {
                 },
             });
         }
+        watch_fds(&mut self.fds, self.attrib.take_learned());
         if now.saturating_sub(self.last_purge) >= PURGE_NS {
             self.last_purge = now;
             for (pid, fd) in self.attrib.purge_dead(procfs::alive) {
@@ -323,6 +350,14 @@ impl Capture {
 impl AsRawFd for Capture {
     fn as_raw_fd(&self) -> RawFd {
         self.ring.as_raw_fd()
+    }
+}
+
+/// Tells the probe about fds learned from /proc, so that their `close` is reported (a full
+/// map only loses close tracking for those fds).
+fn watch_fds(map: &mut BpfHashMap<MapData, u64, u32>, fds: Vec<(u32, i32, u32)>) {
+    for (pid, fd, kind) in fds {
+        let _ = map.insert(probe_common::abi::fd_key(pid, fd), kind, 0);
     }
 }
 

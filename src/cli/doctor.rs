@@ -133,15 +133,14 @@ fn cap_eff() -> Option<u64> {
 /// Migration flags of devices some process has open, asked through a duplicate of its fd
 /// (read-only VFIO_DEVICE_FEATURE GET of MIGRATION), and who holds each device.
 fn open_device_flags() -> std::collections::BTreeMap<String, (u32, Result<u32, String>)> {
-    use crate::capture::procfs;
+    use crate::capture::{attach, procfs};
     let mut out = std::collections::BTreeMap::new();
-    for s in procfs::scan(None) {
-        let Some(dev) = s.dev else { continue };
-        if out.contains_key(&dev) {
+    let host = attach::Host::real();
+    for a in attach::attach_all(&host, &procfs::scan(None)) {
+        if !matches!(a.resolution, attach::Resolution::Named(_)) || out.contains_key(&a.dev) {
             continue;
         }
-        let flags = procfs::query_mig_flags(s.pid, s.fd).map_err(|e| e.to_string());
-        out.insert(dev, (s.pid, flags));
+        out.insert(a.dev, (a.pid, a.flags.map(|f| f.0)));
     }
     out
 }

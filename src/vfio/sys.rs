@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +41,7 @@ pub const VFIO_DEVICE_GET_REGION_INFO: libc::c_ulong = vfio_io(8);
 pub const VFIO_DEVICE_GET_IRQ_INFO: libc::c_ulong = vfio_io(9);
 pub const VFIO_DEVICE_SET_IRQS: libc::c_ulong = vfio_io(10);
 pub const VFIO_DEVICE_RESET: libc::c_ulong = vfio_io(11);
+pub const VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: libc::c_ulong = vfio_io(12);
 pub const VFIO_IOMMU_MAP_DMA: libc::c_ulong = vfio_io(13);
 pub const VFIO_IOMMU_UNMAP_DMA: libc::c_ulong = vfio_io(14);
 pub const VFIO_DEVICE_BIND_IOMMUFD: libc::c_ulong = vfio_io(18);
@@ -674,17 +675,10 @@ impl VfioOps for Vfio {
             what: format!("{dev:?}"),
             source: os_err(e),
         })?;
-        let mut f = Feature::<uapi::vfio_device_feature_migration>::new(
-            uapi::VFIO_DEVICE_FEATURE_GET | uapi::VFIO_DEVICE_FEATURE_MIGRATION,
-        );
-        // SAFETY: DEVICE_FEATURE reads the header and writes at most argsz bytes of `f`.
-        unsafe { ioctl_ptr(d.fd.as_raw_fd(), VFIO_DEVICE_FEATURE, &mut f) }.map_err(|e| {
-            VfioError::NoMigration {
-                bdf: d.bdf.clone(),
-                source: os_err(e),
-            }
-        })?;
-        Ok(MigFlags(f.payload.flags as u32))
+        mig_flags_of(d.fd.as_fd()).map_err(|e| VfioError::NoMigration {
+            bdf: d.bdf.clone(),
+            source: os_err(e),
+        })
     }
 
     fn set_state(&mut self, dev: DevId, to: MigState) -> Result<Option<i32>, Errno> {
@@ -708,12 +702,7 @@ impl VfioOps for Vfio {
 
     fn get_state(&mut self, dev: DevId) -> Result<MigState, Errno> {
         let d = self.dev(dev)?;
-        let mut f = Feature::<uapi::vfio_device_feature_mig_state>::new(
-            uapi::VFIO_DEVICE_FEATURE_GET | uapi::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
-        );
-        // SAFETY: DEVICE_FEATURE reads/writes at most argsz bytes of `f`.
-        unsafe { ioctl_ptr(d.fd.as_raw_fd(), VFIO_DEVICE_FEATURE, &mut f) }?;
-        MigState::from_u32(f.payload.device_state).ok_or(libc::ERANGE)
+        mig_state_of(d.fd.as_fd())
     }
 
     fn reset(&mut self, dev: DevId) -> Result<(), Errno> {
@@ -1025,6 +1014,118 @@ impl VfioOps for Vfio {
     }
 }
 
+// ---- Read-only questions to any device fd ----------------------------------------------
+// Also asked through a duplicate of another process's fd (`capture::attach`): none of these
+// changes the device, its state or its user's view of it.
+
+/// VFIO_DEVICE_FEATURE GET | MIGRATION: the device's migration flags.
+pub fn mig_flags_of(fd: BorrowedFd<'_>) -> Result<MigFlags, Errno> {
+    let mut f = Feature::<uapi::vfio_device_feature_migration>::new(
+        uapi::VFIO_DEVICE_FEATURE_GET | uapi::VFIO_DEVICE_FEATURE_MIGRATION,
+    );
+    // SAFETY: DEVICE_FEATURE reads the header and writes at most argsz bytes of `f`.
+    unsafe { ioctl_ptr(fd.as_raw_fd(), VFIO_DEVICE_FEATURE, &mut f) }?;
+    Ok(MigFlags(f.payload.flags as u32))
+}
+
+/// VFIO_DEVICE_FEATURE GET | MIG_DEVICE_STATE: the device's current migration state
+/// (`vfio_ioctl_device_feature_mig_device_state` in drivers/vfio/vfio_main.c asks the driver's
+/// `migration_get_state`, under the driver's state lock).
+pub fn mig_state_of(fd: BorrowedFd<'_>) -> Result<MigState, Errno> {
+    let mut f = Feature::<uapi::vfio_device_feature_mig_state>::new(
+        uapi::VFIO_DEVICE_FEATURE_GET | uapi::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
+    );
+    // SAFETY: DEVICE_FEATURE reads/writes at most argsz bytes of `f`.
+    unsafe { ioctl_ptr(fd.as_raw_fd(), VFIO_DEVICE_FEATURE, &mut f) }?;
+    MigState::from_u32(f.payload.device_state).ok_or(libc::ERANGE)
+}
+
+/// One device that a hot reset of a device's slot or bus also resets
+/// (`struct vfio_pci_dependent_device`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dependent {
+    /// `ssss:bb:dd.f`.
+    pub bdf: String,
+    /// Its IOMMU group (an iommufd device id instead when the flags returned with it carry
+    /// `VFIO_PCI_HOT_RESET_FLAG_DEV_ID`, 6.6+, for a device opened through its cdev).
+    pub group_id: u32,
+}
+
+/// VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: the flags and the devices a slot or bus reset of this
+/// device would reset, itself included (`vfio_pci_ioctl_get_pci_hot_reset_info` in
+/// drivers/vfio/pci/vfio_pci_core.c: ENODEV when neither a slot nor a bus reset is possible,
+/// e.g. a device on a root bus; ENOSPC with the count when the buffer is short).
+pub fn hot_reset_info_of(fd: BorrowedFd<'_>) -> Result<(u32, Vec<Dependent>), Errno> {
+    // Header {argsz, flags, count}, then 8-byte entries {group_id|devid, segment, bus, devfn}.
+    let mut room = 16usize;
+    for _ in 0..2 {
+        let mut buf = vec![0u32; 3 + 2 * room];
+        buf[0] = (buf.len() * 4) as u32;
+        // SAFETY: the kernel writes at most argsz (buf's length in bytes) through the pointer.
+        match unsafe {
+            ioctl_ptr(
+                fd.as_raw_fd(),
+                VFIO_DEVICE_GET_PCI_HOT_RESET_INFO,
+                buf.as_mut_ptr(),
+            )
+        } {
+            Ok(_) => {}
+            Err(libc::ENOSPC) if (buf[2] as usize) > room => {
+                room = buf[2] as usize;
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        let count = (buf[2] as usize).min(room);
+        let deps = (0..count)
+            .map(|i| {
+                let [lo, hi] = [buf[3 + 2 * i], buf[4 + 2 * i]];
+                let b = hi.to_ne_bytes();
+                let segment = u16::from_ne_bytes([b[0], b[1]]);
+                let (bus, devfn) = (b[2], b[3]);
+                Dependent {
+                    bdf: format!("{segment:04x}:{bus:02x}:{:02x}.{}", devfn >> 3, devfn & 7),
+                    group_id: lo,
+                }
+            })
+            .collect();
+        return Ok((buf[1], deps));
+    }
+    Err(libc::ENOSPC)
+}
+
+/// The first `len` bytes of the device's PCI config space as VFIO presents it (identity
+/// fields such as vendor, device, class and subsystem read through from the hardware;
+/// drivers/vfio/pci/vfio_pci_config.c).
+pub fn config_of(fd: BorrowedFd<'_>, len: usize) -> Result<Vec<u8>, Errno> {
+    let mut info = uapi::vfio_region_info {
+        argsz: size_of::<uapi::vfio_region_info>() as u32,
+        flags: 0,
+        index: uapi::VFIO_PCI_CONFIG_REGION_INDEX,
+        cap_offset: 0,
+        size: 0,
+        offset: 0,
+    };
+    // SAFETY: GET_REGION_INFO writes at most argsz bytes (capabilities beyond are not copied).
+    unsafe { ioctl_ptr(fd.as_raw_fd(), VFIO_DEVICE_GET_REGION_INFO, &mut info) }?;
+    let len = len.min(info.size as usize);
+    let mut buf = vec![0u8; len];
+    // SAFETY: pread writes at most len bytes into buf, which is len bytes long.
+    let n = unsafe {
+        libc::pread(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            len,
+            info.offset as libc::off_t,
+        )
+    };
+    if n < 0 {
+        return Err(last_errno());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
 /// `struct vfio_irq_set` with one eventfd in its flexible `data` array.
 #[repr(C)]
 struct IrqSetWithFd {
@@ -1108,6 +1209,7 @@ mod tests {
         assert_eq!(VFIO_GET_API_VERSION, 0x3B64);
         assert_eq!(VFIO_GROUP_GET_DEVICE_FD, 0x3B6A);
         assert_eq!(VFIO_DEVICE_RESET, 0x3B6F);
+        assert_eq!(VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, 0x3B70);
         assert_eq!(VFIO_IOMMU_MAP_DMA, 0x3B71);
         assert_eq!(VFIO_DEVICE_FEATURE, 0x3B75);
         assert_eq!(VFIO_MIG_GET_PRECOPY_INFO, 0x3B79);

@@ -45,6 +45,8 @@ pub struct ScenarioResult {
     pub dma: u64,
     pub witness_dma: u64,
     pub steps: u64,
+    /// The devices the traces declare, as named.
+    pub devices: Vec<String>,
     pub drained: u64,
     pub held_released: u64,
     pub sources: Value,
@@ -138,6 +140,7 @@ pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<Scenar
         })
         .collect();
     let devices = scenarios.iter().map(|s| s.devices).max().unwrap_or(1);
+    let bridged = scenarios.iter().map(|s| s.bridged).max().unwrap_or(0);
     let mut run_sh = String::new();
     for s in &scenarios {
         run_sh.push_str(&scenario::guest_line(s));
@@ -167,6 +170,7 @@ pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<Scenar
         vmlinux: &p.kernel.vmlinux,
         initrd: &initrd,
         edu_devices: devices,
+        bridged_edu: bridged,
         accel,
         results: work.join("results.tar"),
         console_log: work.join("console.log"),
@@ -189,9 +193,15 @@ pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<Scenar
     let boot_s = vmrun.marker("LAB:BOOT").map(|l| l.at.as_secs_f64());
     let ready_s = vmrun.marker("LAB:READY").map(|l| l.at.as_secs_f64());
     eprintln!(
-        "lab: VM ({}, {} edu) boot to /init {}, VFIO+edu-mig bound {}, powered off after {:.1} s{}",
+        "lab: VM ({}, {} edu{}) boot to /init {}, VFIO+edu-mig bound {}, powered off after {:.1} s{}",
         used.name(),
         devices,
+        if bridged > 0 {
+            let at: Vec<String> = (0..bridged).map(scenario::bridged_bdf).collect();
+            format!(" + {bridged} behind root ports at {}", at.join(", "))
+        } else {
+            String::new()
+        },
         fmt_s(boot_s),
         fmt_s(ready_s),
         vmrun.wall.as_secs_f64(),
@@ -358,6 +368,40 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
                 if !true_state_read_back(&dir.join("trace.jsonl")) {
                     r.problems
                         .push("no GET reported the true state after the failed SET".into());
+                }
+            }
+            Extra::NamedByBdf(devs) => {
+                r.problems
+                    .extend(naming_problems(&dir.join("trace.jsonl"), devs));
+            }
+            Extra::RuleOnEach(rule, devs) => {
+                let check = fs::read_to_string(dir.join("trace.check.json")).unwrap_or_default();
+                let on: Vec<String> = serde_json::from_str::<Value>(&check)
+                    .ok()
+                    .and_then(|v| v.get("violations").cloned())
+                    .and_then(|v| v.as_array().cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|f| f.get("rule").and_then(Value::as_str) == Some(rule))
+                    .filter_map(|f| f.get("dev").and_then(Value::as_str).map(String::from))
+                    .collect();
+                for d in *devs {
+                    if !on.iter().any(|x| x == d) {
+                        r.problems.push(format!("no {rule} on {d}"));
+                    }
+                }
+            }
+            Extra::Unresolved(addrs) => {
+                r.problems
+                    .extend(unresolved_problems(&dir.join("trace.jsonl"), addrs));
+            }
+            Extra::DeclaredState(dev, state) => {
+                let got = declared_state(&dir.join("trace.jsonl"), dev);
+                if got.as_deref() != Some(*state) {
+                    r.problems.push(format!(
+                        "{dev} declared in {} (expected {state})",
+                        got.as_deref().unwrap_or("no declaration")
+                    ));
                 }
             }
         }
@@ -546,6 +590,13 @@ fn check_one(trace: &Path, migscope: &Path, r: &mut ScenarioResult) -> Checked {
         match v.get("ev").and_then(Value::as_str) {
             Some("irq") => r.irq += 1,
             Some("step") => r.steps += 1,
+            Some("device") => {
+                if let Some(d) = v.get("dev").and_then(Value::as_str)
+                    && !r.devices.iter().any(|x| x == d)
+                {
+                    r.devices.push(d.to_owned());
+                }
+            }
             Some("dma") => {
                 r.dma += 1;
                 if v.get("src").and_then(Value::as_str) == Some("witness") {
@@ -592,6 +643,119 @@ fn check_one(trace: &Path, migscope: &Path, r: &mut ScenarioResult) -> Checked {
             .push(format!("running {}: {e}", migscope.display())),
     }
     c
+}
+
+/// What breaks "every device named by its PCI address": an event naming any other device
+/// (`fd:N@pid`, a phantom), an event of a device before its `device` declaration, one of
+/// `devs` never declared.
+fn naming_problems(trace: &Path, devs: &[&str]) -> Vec<String> {
+    let text = fs::read_to_string(trace).unwrap_or_default();
+    let mut declared: Vec<String> = Vec::new();
+    let mut problems = Vec::new();
+    for (i, l) in text.lines().enumerate().skip(1) {
+        let Ok(v) = serde_json::from_str::<Value>(l) else {
+            continue;
+        };
+        let Some(dev) = v.get("dev").and_then(Value::as_str) else {
+            continue;
+        };
+        let ev = v.get("ev").and_then(Value::as_str).unwrap_or("?");
+        if !devs.contains(&dev) {
+            problems.push(format!(
+                "line {}: {ev} names {dev}, not one of {devs:?}",
+                i + 1
+            ));
+        } else if ev == "device" {
+            declared.push(dev.to_owned());
+        } else if !declared.iter().any(|d| d == dev) {
+            problems.push(format!(
+                "line {}: {ev} of {dev} before its declaration",
+                i + 1
+            ));
+        }
+    }
+    for d in devs {
+        if !declared.iter().any(|x| x == d) {
+            problems.push(format!("{d} was never declared"));
+        }
+    }
+    problems.truncate(5);
+    problems
+}
+
+/// What breaks "unresolved device fds are said to be unresolved": a declaration not under a
+/// placeholder, a placeholder whose `irq`/`iommu_fault` are not unavailable, an event naming
+/// one of `addrs`, interrupts of them not noted as withheld.
+fn unresolved_problems(trace: &Path, addrs: &[&str]) -> Vec<String> {
+    let text = fs::read_to_string(trace).unwrap_or_default();
+    let mut problems = Vec::new();
+    let mut placeholders = 0;
+    let mut noted = false;
+    for (i, l) in text.lines().enumerate().skip(1) {
+        let Ok(v) = serde_json::from_str::<Value>(l) else {
+            continue;
+        };
+        let ev = v.get("ev").and_then(Value::as_str).unwrap_or("?");
+        let dev = v.get("dev").and_then(Value::as_str);
+        if let Some(d) = dev
+            && addrs.contains(&d)
+        {
+            problems.push(format!("line {}: {ev} names {d}", i + 1));
+        }
+        if ev == "mark"
+            && v.get("label")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.starts_with("interrupts of") && s.contains("not attributed"))
+        {
+            noted = true;
+        }
+        if ev != "device" {
+            continue;
+        }
+        let d = dev.unwrap_or("?");
+        if !d.starts_with("fd:") {
+            problems.push(format!("line {}: {d} declared, not a placeholder", i + 1));
+            continue;
+        }
+        placeholders += 1;
+        for src in ["irq", "iommu_fault"] {
+            let s = v
+                .get("sources")
+                .and_then(|x| x.get(src))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if !s.starts_with("unavailable:") || !addrs.iter().all(|a| s.contains(a)) {
+                problems.push(format!(
+                    "{d}: {src} is {s:?}, not unavailable naming {addrs:?}"
+                ));
+            }
+        }
+    }
+    if placeholders != addrs.len() {
+        problems.push(format!(
+            "{placeholders} placeholder devices declared, {} expected",
+            addrs.len()
+        ));
+    }
+    if !noted {
+        problems.push("no note that their interrupts were not attributed".into());
+    }
+    problems.truncate(5);
+    problems
+}
+
+/// The `state` of `dev`'s first `device` declaration.
+fn declared_state(trace: &Path, dev: &str) -> Option<String> {
+    let text = fs::read_to_string(trace).unwrap_or_default();
+    text.lines().skip(1).find_map(|l| {
+        let v = serde_json::from_str::<Value>(l).ok()?;
+        (v.get("ev")?.as_str()? == "device" && v.get("dev")?.as_str()? == dev).then(|| {
+            v.get("state")
+                .and_then(Value::as_str)
+                .unwrap_or("RUNNING")
+                .to_owned()
+        })
+    })
 }
 
 /// After a `set_done` with an error, a later `get` of the same device reported RUNNING (the
@@ -646,6 +810,7 @@ pub fn summary_json(results: &[ScenarioResult]) -> Value {
     json!({ "scenarios": results.iter().map(|r| json!({
         "name": r.name, "expected": r.expected, "verdict": r.verdict, "rules": r.rules,
         "ok": r.ok, "irq": r.irq, "dma": r.dma, "drained": r.drained, "secs": r.secs,
+        "devices": r.devices,
         "problems": r.problems,
     })).collect::<Vec<_>>() })
 }
@@ -661,6 +826,83 @@ mod tests {
             (Some(1), Some(1.5))
         );
         assert_eq!(parse_marker("LAB:RESULT x"), (None, None));
+    }
+
+    #[test]
+    fn naming_needs_every_event_on_a_declared_pci_address() {
+        let dir = std::env::temp_dir().join(format!("lab-names-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let t = dir.join("t.jsonl");
+        let head = "{\"migscope_trace\":1}\n";
+        let decl = "{\"t\":1,\"ev\":\"device\",\"dev\":\"0000:00:02.0\",\"flags\":[],\"ctx\":\"pid9\",\"state\":\"STOP_COPY\"}\n";
+        let irq = |dev: &str| {
+            format!("{{\"t\":2,\"ev\":\"irq\",\"dev\":\"{dev}\",\"kind\":\"msi\",\"vector\":0}}\n")
+        };
+        fs::write(&t, format!("{head}{decl}{}", irq("0000:00:02.0"))).unwrap();
+        assert!(naming_problems(&t, &["0000:00:02.0"]).is_empty());
+        assert_eq!(
+            declared_state(&t, "0000:00:02.0").as_deref(),
+            Some("STOP_COPY")
+        );
+        // A placeholder name, a use before the declaration, a device never declared.
+        fs::write(
+            &t,
+            format!("{head}{}{decl}{}", irq("0000:00:02.0"), irq("fd:7@9")),
+        )
+        .unwrap();
+        let p = naming_problems(&t, &["0000:00:02.0", "0000:00:03.0"]);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].contains("before its declaration"), "{p:?}");
+        assert!(p[1].contains("fd:7@9"), "{p:?}");
+        assert!(p[2].contains("0000:00:03.0 was never declared"), "{p:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unresolved_needs_placeholders_that_say_so_and_no_phantom() {
+        let dir = std::env::temp_dir().join(format!("lab-unres-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let t = dir.join("t.jsonl");
+        let head = "{\"migscope_trace\":1}\n";
+        let un = "unavailable: one of 0000:00:02.0, 0000:00:03.0";
+        let decl = |dev: &str, why: &str| {
+            format!(
+                "{{\"t\":1,\"ev\":\"device\",\"dev\":\"{dev}\",\"flags\":[],\"ctx\":\"pid9\",\
+                 \"sources\":{{\"irq\":\"{why}\",\"iommu_fault\":\"{why}\"}}}}\n"
+            )
+        };
+        let note =
+            "{\"t\":2,\"ev\":\"mark\",\"label\":\"interrupts of 0000:00:02.0 not attributed\"}\n";
+        let addrs = ["0000:00:02.0", "0000:00:03.0"];
+        fs::write(
+            &t,
+            format!("{head}{}{}{note}", decl("fd:5@9", un), decl("fd:8@9", un)),
+        )
+        .unwrap();
+        assert!(unresolved_problems(&t, &addrs).is_empty());
+        // A phantom device by address, and a placeholder claiming irq ok.
+        let phantom =
+            "{\"t\":3,\"ev\":\"irq\",\"dev\":\"0000:00:02.0\",\"kind\":\"msi\",\"vector\":0}\n";
+        fs::write(
+            &t,
+            format!(
+                "{head}{}{}{phantom}",
+                decl("fd:5@9", un),
+                decl("fd:8@9", "ok")
+            ),
+        )
+        .unwrap();
+        let p = unresolved_problems(&t, &addrs);
+        assert!(
+            p.iter().any(|x| x.contains("fd:8@9: irq is \"ok\"")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|x| x.contains("irq names 0000:00:02.0")),
+            "{p:?}"
+        );
+        assert!(p.iter().any(|x| x.contains("no note")), "{p:?}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -31,6 +31,17 @@ pub enum Extra {
     StepsTraced,
     /// Passing runs must have had witness and irq sources ok and DMA in flight at the quiesce.
     Evidence,
+    /// Every event names one of these devices by its PCI address, each declared by a
+    /// `device` event before any other event of it (no `fd:N@pid`, no undeclared device).
+    NamedByBdf(&'static [&'static str]),
+    /// The rule was violated on each of these devices.
+    RuleOnEach(&'static str, &'static [&'static str]),
+    /// The device's declaration states this migration state.
+    DeclaredState(&'static str, &'static str),
+    /// One device fd per listed address that cannot be told apart: each declared under a
+    /// placeholder (`fd:N@pid`) with `irq` and `iommu_fault` unavailable, no event naming any
+    /// of the addresses, and their interrupts noted as not attributed (no phantom device).
+    Unresolved(&'static [&'static str]),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -40,7 +51,11 @@ pub struct Scenario {
     /// edu-mig's `bug=` parameter ("none" for a correct driver).
     pub bug: &'static str,
     pub precopy: bool,
+    /// edu devices on the root bus, at `bdf(0)`, `bdf(1)`, ...
     pub devices: usize,
+    /// edu devices each behind its own PCIe root port, at `bridged_bdf(0)`, ... (a slot or
+    /// bus reset is possible there: VFIO_DEVICE_GET_PCI_HOT_RESET_INFO answers).
+    pub bridged: usize,
     pub run: Run,
     /// "pass" or "fail".
     pub expected: &'static str,
@@ -59,6 +74,8 @@ const fn drive(plan: &'static str) -> Run {
 
 /// The probe alone beside the driver self-test (`rec_selftest` in lab/guest/init.sh).
 const REC: &str = "rec_selftest 0000:00:02.0";
+/// The bridged devices (`bridged_bdf`) the two-device attach scenario uses.
+const BRIDGED_TWO: &[&str] = &["0000:01:00.0", "0000:02:00.0"];
 
 pub const ALL: &[Scenario] = &[
     Scenario {
@@ -67,6 +84,7 @@ pub const ALL: &[Scenario] = &[
         bug: "none",
         precopy: false,
         devices: 1,
+        bridged: 0,
         run: Run::Shell("migscope doctor"),
         expected: "pass",
         rules: &[],
@@ -80,6 +98,7 @@ pub const ALL: &[Scenario] = &[
         bug: "none",
         precopy: false,
         devices: 1,
+        bridged: 0,
         run: Run::Selftest,
         expected: "pass",
         rules: &[],
@@ -93,6 +112,7 @@ pub const ALL: &[Scenario] = &[
         bug: "none",
         precopy: false,
         devices: 1,
+        bridged: 0,
         run: drive("stopcopy"),
         expected: "pass",
         rules: &[],
@@ -106,6 +126,7 @@ pub const ALL: &[Scenario] = &[
         bug: "none",
         precopy: true,
         devices: 1,
+        bridged: 0,
         run: drive("precopy"),
         expected: "pass",
         rules: &[],
@@ -119,6 +140,7 @@ pub const ALL: &[Scenario] = &[
         bug: "none",
         precopy: false,
         devices: 1,
+        bridged: 0,
         run: drive("roundtrip"),
         expected: "pass",
         rules: &[],
@@ -132,6 +154,7 @@ pub const ALL: &[Scenario] = &[
         bug: "none",
         precopy: false,
         devices: 1,
+        bridged: 0,
         run: drive("conformance"),
         expected: "pass",
         rules: &[],
@@ -145,6 +168,7 @@ pub const ALL: &[Scenario] = &[
         bug: "early_p2p",
         precopy: false,
         devices: 1,
+        bridged: 0,
         run: drive("stopcopy"),
         expected: "fail",
         rules: &["dma-after-quiesce", "irq-after-quiesce"],
@@ -158,6 +182,7 @@ pub const ALL: &[Scenario] = &[
         bug: "irq_in_stop",
         precopy: false,
         devices: 1,
+        bridged: 0,
         run: drive("stopcopy"),
         expected: "fail",
         rules: &["irq-after-quiesce"],
@@ -171,6 +196,7 @@ pub const ALL: &[Scenario] = &[
         bug: "fail_p2p",
         precopy: false,
         devices: 1,
+        bridged: 0,
         run: drive("stopcopy"),
         expected: "fail",
         rules: &["set-failed"],
@@ -184,6 +210,7 @@ pub const ALL: &[Scenario] = &[
         bug: "no_steps",
         precopy: false,
         devices: 1,
+        bridged: 0,
         run: drive("stopcopy"),
         expected: "fail",
         rules: &["illegal-arc"],
@@ -197,6 +224,7 @@ pub const ALL: &[Scenario] = &[
         bug: "none",
         precopy: false,
         devices: 2,
+        bridged: 0,
         run: Run::Drive {
             plan: "stopcopy",
             order: Some("qemu"),
@@ -213,6 +241,7 @@ pub const ALL: &[Scenario] = &[
         bug: "none",
         precopy: false,
         devices: 2,
+        bridged: 0,
         run: Run::Drive {
             plan: "stopcopy",
             order: Some("naive"),
@@ -231,6 +260,7 @@ pub const ALL: &[Scenario] = &[
         bug: "none",
         precopy: false,
         devices: 1,
+        bridged: 0,
         run: Run::Shell(REC),
         expected: "inconclusive",
         rules: &[],
@@ -244,6 +274,7 @@ pub const ALL: &[Scenario] = &[
         bug: "early_p2p",
         precopy: false,
         devices: 1,
+        bridged: 0,
         run: Run::Shell(REC),
         expected: "fail",
         rules: &["irq-after-quiesce"],
@@ -257,6 +288,7 @@ pub const ALL: &[Scenario] = &[
         bug: "irq_in_stop",
         precopy: false,
         devices: 1,
+        bridged: 0,
         run: Run::Shell(REC),
         expected: "fail",
         rules: &["irq-after-quiesce"],
@@ -270,6 +302,7 @@ pub const ALL: &[Scenario] = &[
         bug: "fail_p2p",
         precopy: false,
         devices: 1,
+        bridged: 0,
         run: Run::Shell(REC),
         expected: "fail",
         rules: &["set-failed"],
@@ -283,10 +316,87 @@ pub const ALL: &[Scenario] = &[
         bug: "no_steps",
         precopy: false,
         devices: 1,
+        bridged: 0,
         run: Run::Shell(REC),
         expected: "fail",
         rules: &["illegal-arc"],
         extras: &[],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "record-attach-late",
+        about: "record --pid attached to a process that already opened its device and set up \
+                MSI (a VMM running before the tracer), bug=irq_in_stop: declared at once with \
+                flags and state read through a duplicate of its fd, the interrupt in STOP \
+                attributed to it by its PCI address",
+        bug: "irq_in_stop",
+        precopy: false,
+        devices: 1,
+        bridged: 0,
+        run: Run::Shell("rec_attach 0000:00:02.0"),
+        expected: "fail",
+        rules: &["irq-after-quiesce"],
+        extras: &[
+            Extra::NamedByBdf(&["0000:00:02.0"]),
+            Extra::RuleOnEach("irq-after-quiesce", &["0000:00:02.0"]),
+        ],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "record-attach-late-2dev",
+        about: "as record-attach-late with two devices in one process, each behind a PCIe root \
+                port: before 6.18 only VFIO_DEVICE_GET_PCI_HOT_RESET_INFO through a duplicate \
+                tells which fd is which device; both named by their PCI address, both caught",
+        bug: "irq_in_stop",
+        precopy: false,
+        devices: 1,
+        bridged: 2,
+        run: Run::Shell("rec_attach 0000:01:00.0 0000:02:00.0"),
+        expected: "fail",
+        rules: &["irq-after-quiesce"],
+        extras: &[
+            Extra::NamedByBdf(BRIDGED_TWO),
+            Extra::RuleOnEach("irq-after-quiesce", BRIDGED_TWO),
+        ],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "record-attach-ambiguous",
+        about: "record --pid attached to a process holding two identical devices on the root \
+                bus (no slot or bus reset: VFIO_DEVICE_GET_PCI_HOT_RESET_INFO says ENODEV; one \
+                group each; same config identity), bug=irq_in_stop: neither fd can be named, so \
+                both keep placeholders with irq and iommu_fault unavailable and their \
+                interrupts are not given to anyone: inconclusive, never a phantom device",
+        bug: "irq_in_stop",
+        precopy: false,
+        devices: 2,
+        bridged: 0,
+        run: Run::Shell("rec_attach 0000:00:02.0 0000:00:03.0"),
+        expected: "inconclusive",
+        rules: &[],
+        extras: &[Extra::Unresolved(&["0000:00:02.0", "0000:00:03.0"])],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "record-mid-migration",
+        about: "record --pid attached while the device is already in STOP_COPY: declared \
+                STOP_COPY (read through a duplicate of its fd), the rest of the migration is \
+                legal; the probe alone sees no DMA of a PCI device: inconclusive, dma",
+        bug: "none",
+        precopy: false,
+        devices: 1,
+        bridged: 0,
+        run: Run::Shell("rec_attach --pause-at STOP_COPY 0000:00:02.0"),
+        expected: "inconclusive",
+        rules: &[],
+        extras: &[
+            Extra::NamedByBdf(&["0000:00:02.0"]),
+            Extra::DeclaredState("0000:00:02.0", "STOP_COPY"),
+        ],
         needs_precopy: false,
         on_request: false,
     },
@@ -299,6 +409,12 @@ pub fn find(name: &str) -> Option<&'static Scenario> {
 /// The guest PCI address of edu device `i` (QEMU is told `addr=02.0`, `03.0`, ...).
 pub fn bdf(i: usize) -> String {
     format!("0000:00:{:02x}.0", 2 + i)
+}
+
+/// The guest PCI address of bridged edu device `i`: behind root port `i` (QEMU
+/// `pcie-root-port` at `00:1{i}.0`), whose secondary bus the firmware numbers `i + 1`.
+pub fn bridged_bdf(i: usize) -> String {
+    format!("0000:{:02x}:00.0", 1 + i)
 }
 
 /// The guest shell line for one scenario (see `lab_scenario` in lab/guest/init.sh).
@@ -358,6 +474,35 @@ mod tests {
                 "{}: fail iff rules",
                 s.name
             );
+        }
+    }
+
+    #[test]
+    fn extras_name_devices_the_vm_has() {
+        for s in ALL {
+            let have: Vec<String> = (0..s.devices)
+                .map(bdf)
+                .chain((0..s.bridged).map(bridged_bdf))
+                .collect();
+            for e in s.extras {
+                let devs: Vec<&str> = match e {
+                    Extra::NamedByBdf(d) | Extra::RuleOnEach(_, d) | Extra::Unresolved(d) => {
+                        d.to_vec()
+                    }
+                    Extra::DeclaredState(d, _) => vec![*d],
+                    _ => Vec::new(),
+                };
+                for d in devs {
+                    assert!(
+                        have.iter().any(|h| h == d),
+                        "{}: {d} not in {have:?}",
+                        s.name
+                    );
+                    if let Run::Shell(cmd) = s.run {
+                        assert!(cmd.contains(d), "{}: {d} not used by `{cmd}`", s.name);
+                    }
+                }
+            }
         }
     }
 

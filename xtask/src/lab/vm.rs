@@ -76,6 +76,8 @@ pub struct VmConfig<'a> {
     pub vmlinux: &'a Path,
     pub initrd: &'a Path,
     pub edu_devices: usize,
+    /// edu devices each behind its own PCIe root port (`scenario::bridged_bdf`).
+    pub bridged_edu: usize,
     pub accel: Accel,
     /// Results tar written by the guest to its second serial port.
     pub results: PathBuf,
@@ -144,6 +146,20 @@ pub fn boot(cfg: &VmConfig) -> Result<VmRun> {
     ]);
     for i in 0..cfg.edu_devices {
         c.args(["-device", &format!("edu,addr={:02x}.0", 2 + i)]);
+    }
+    // A root port per device: its secondary bus can be reset, so the kernel answers
+    // VFIO_DEVICE_GET_PCI_HOT_RESET_INFO for the device behind it (root-bus devices: ENODEV).
+    for i in 0..cfg.bridged_edu {
+        c.args([
+            "-device",
+            &format!(
+                "pcie-root-port,id=rp{i},bus=pcie.0,chassis={n},slot={n},addr={:02x}.0",
+                0x10 + i,
+                n = i + 1
+            ),
+            "-device",
+            &format!("edu,bus=rp{i},addr=00.0"),
+        ]);
     }
     c.args(["-serial", "stdio", "-serial"])
         .arg(format!("file:{}", cfg.results.display()));
