@@ -29,8 +29,15 @@ pub enum Extra {
     ConformanceTable,
     /// The probe traced FSM steps (the kernel's vfio_mig_get_next_state calls).
     StepsTraced,
-    /// Passing runs must have had witness and irq sources ok and DMA in flight at the quiesce.
+    /// Passing runs must have had witness and irq sources ok (the witness also in every
+    /// device's own `sources`: a workload write landed before its first quiesce) and DMA in
+    /// flight at the quiesce.
     Evidence,
+    /// Every device's own `sources` say the witness is unavailable (nothing wrote to its pages)
+    /// and the verdict names the `dma` blind spot.
+    WitnessUnavailable,
+    /// A `dma-after-quiesce` violation comes from the witness (not only from another source).
+    WitnessCaught,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -287,6 +294,39 @@ pub const ALL: &[Scenario] = &[
         expected: "fail",
         rules: &["illegal-arc"],
         extras: &[],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "no-workload",
+        about: "correct driver, drive --workload none: nothing ever wrote to the witnessed pages, so \
+                the witness saw nothing (the device's sources say so): inconclusive with the dma \
+                blind spot, never a pass",
+        bug: "none",
+        precopy: false,
+        devices: 1,
+        run: Run::Shell(
+            "drive_rec migscope drive --device 0000:00:02.0 --plan stopcopy --workload none \
+             --dwell-ms 250 -o trace.jsonl",
+        ),
+        expected: "inconclusive",
+        rules: &[],
+        extras: &[Extra::WitnessUnavailable],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "late-dma",
+        about: "bug=late_dma: drains correctly, then one DMA write lands in the witnessed page after \
+                the P2P SET left the kernel and before userspace sees it return: the gap a witness \
+                baselined after the SET cannot see; caught by the witness watching across the SET",
+        bug: "late_dma",
+        precopy: false,
+        devices: 1,
+        run: drive("stopcopy"),
+        expected: "fail",
+        rules: &["dma-after-quiesce"],
+        extras: &[Extra::WitnessCaught],
         needs_precopy: false,
         on_request: false,
     },
