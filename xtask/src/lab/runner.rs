@@ -691,8 +691,8 @@ fn device_witness(trace: &Path, header: &Value) -> std::collections::BTreeMap<St
     out
 }
 
-/// From drive's `witness across SET ...: N sweeps, interval median M µs, max X µs` marks: the
-/// median of the medians and the largest interval.
+/// From drive's `BDF: witness across SET S: N sweeps, interval median M us, max X us` marks
+/// (those with an interval, N >= 2): the median of the medians and the largest interval.
 fn sweep_interval(trace: &Path) -> (Option<u64>, Option<u64>) {
     let text = fs::read_to_string(trace).unwrap_or_default();
     let mut medians = Vec::new();
@@ -714,6 +714,16 @@ fn sweep_interval(trace: &Path) -> (Option<u64>, Option<u64>) {
                 .and_then(|s| s.split_whitespace().next())
                 .and_then(|n| n.parse::<u64>().ok())
         };
+        // A watcher that swept once (a SET leaving quiescence returns at once) has no interval.
+        if label
+            .split(": ")
+            .nth(2)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_none_or(|n| n < 2)
+        {
+            continue;
+        }
         if let Some(m) = num("interval median ") {
             medians.push(m);
         }
@@ -799,6 +809,28 @@ mod tests {
             (Some(1), Some(1.5))
         );
         assert_eq!(parse_marker("LAB:RESULT x"), (None, None));
+    }
+
+    #[test]
+    fn sweep_interval_reads_drives_marks() {
+        let dir = std::env::temp_dir().join(format!("lab-sw-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let t = dir.join("t.jsonl");
+        let mark = |n: u64, med: u64, max: u64| {
+            format!(
+                "{{\"t\":1,\"ev\":\"mark\",\"label\":\"0000:00:02.0: witness across SET STOP: {n} sweeps, interval median {med} us, max {max} us\"}}\n"
+            )
+        };
+        let text = format!(
+            "{{\"migscope_trace\":1}}\n{}{}{}{}",
+            mark(900, 18, 12000),
+            mark(1, 0, 0),
+            mark(40, 24, 300),
+            mark(2, 15, 15)
+        );
+        fs::write(&t, text).unwrap();
+        assert_eq!(sweep_interval(&t), (Some(18), Some(12000)));
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
