@@ -20,6 +20,9 @@ const ALL: u32 = 7;
 fn opts(plan: Plan, dir: &std::path::Path) -> vfio::Options {
     let mut o = vfio::Options::new(plan);
     o.save_dir = dir.to_path_buf();
+    // The double's SETs return at once: no linger keeps the suite fast; the watcher still
+    // sweeps at least once after every return (the late-write test uses the default).
+    o.witness_linger = std::time::Duration::ZERO;
     o
 }
 
@@ -120,7 +123,12 @@ fn stopcopy_walks_the_plan_saves_and_ends_running() {
         out.final_states,
         vec![(A.to_string(), "RUNNING".to_string())]
     );
-    assert_eq!(out.sources.get("witness").map(String::as_str), Some("ok"));
+    // No workload wrote to the witnessed pages: the witness saw nothing and says so.
+    assert!(
+        out.sources["witness"].starts_with("unavailable: no DMA workload"),
+        "{:?}",
+        out.sources
+    );
     assert!(out.sources["dirty_log"].starts_with("unavailable: "));
     // Events are in time order and the verifier has nothing against them.
     assert!(out.events.windows(2).all(|w| w[0].t <= w[1].t));
@@ -377,13 +385,9 @@ fn naive_order_fails_stop_while_peer_running() {
     assert_eq!(r.verdict, verify::Verdict::Fail);
 }
 
-#[test]
-fn witness_catches_dma_after_quiesce_with_a_window() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut sim = SimVfio::new([SimSpec::new(A, P2P).with(Misbehave::DmaAfterQuiesce(1))]);
-    let out = run(&mut sim, &[A], &opts(Plan::StopCopy, dir.path()));
-    let quiesced_at = out
-        .events
+/// When the first SET to RUNNING_P2P completed (the first quiesce).
+fn first_p2p_done(events: &[Event]) -> u64 {
+    events
         .iter()
         .find_map(|e| match &e.kind {
             EventKind::SetDone {
@@ -393,7 +397,15 @@ fn witness_catches_dma_after_quiesce_with_a_window() {
             } => Some(e.t),
             _ => None,
         })
-        .expect("quiesce");
+        .expect("quiesce")
+}
+
+#[test]
+fn witness_catches_dma_after_quiesce_with_a_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P).with(Misbehave::DmaAfterQuiesce(1))]);
+    let out = run(&mut sim, &[A], &opts(Plan::StopCopy, dir.path()));
+    let quiesced_at = first_p2p_done(&out.events);
     let dma: Vec<&Event> = out
         .events
         .iter()
@@ -413,7 +425,12 @@ fn witness_catches_dma_after_quiesce_with_a_window() {
             assert_eq!((dev.as_str(), *src, *write), (A, DmaSource::Witness, true));
             assert_eq!(*iova, vfio::controller::IOVA_BASE);
             assert_eq!(*len, 4096);
-            assert_eq!(*t0, quiesced_at, "window starts at the quiesce");
+            // The write landed at the GET after the SET: the watcher swept after the return
+            // before that, so the window lies wholly after the quiesce.
+            assert!(
+                *t0 >= quiesced_at,
+                "window {t0} starts before the quiesce {quiesced_at}"
+            );
             assert!(t1 > t0 && *t1 == dma[0].t);
         }
         k => panic!("unexpected {k:?}"),
@@ -553,7 +570,7 @@ fn count(summary: &str, key: &str) -> u64 {
 }
 
 #[test]
-fn edu_workload_held_while_quiesced_leaves_no_witness_evidence() {
+fn edu_workload_held_while_quiesced_is_live_and_passes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sim = SimVfio::new([SimSpec::new(A, P2P)]);
     let out = run(&mut sim, &[A], &edu_opts(dir.path()));
@@ -562,15 +579,19 @@ fn edu_workload_held_while_quiesced_leaves_no_witness_evidence() {
     assert!(count(&summary, "completed ") > 0, "{summary}");
     assert!(count(&summary, "msi ") > 0, "{summary}");
     assert!(count(&summary, "witness checks ") > 0, "{summary}");
-    assert!(
-        !out.events
-            .iter()
-            .any(|e| matches!(e.kind, EventKind::Dma { .. }))
-    );
     assert!(out.events.iter().any(|e| matches!(&e.kind,
         EventKind::Mark { label } if label.contains("after SET RUNNING_P2P: dma issued"))));
+    // The workload's writes landed before the first quiesce: the witness is live (the header
+    // says so and the device is not re-declared).
+    assert_eq!(out.sources.get("witness").map(String::as_str), Some("ok"));
+    assert_eq!(declarations(&out, A).len(), 1);
+    // Findings of the watcher beside each SET are merged in time order.
+    assert!(out.events.windows(2).all(|w| w[0].t <= w[1].t));
+    // Whatever the witness saw landed while DMA was allowed (the watcher starts at the SET's
+    // issue, while a transfer may still complete): nothing after a quiesce.
     let r = verify_events(&out);
     assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert_eq!(r.verdict, verify::Verdict::Pass, "{:?}", r.blind_spots);
 }
 
 #[test]
@@ -623,10 +644,11 @@ fn device_dma_logging_reports_writes_after_quiesce() {
             _ => None,
         })
         .collect();
-    // The double lands one write on the first ioctl after each quiescent SET (four of them).
-    // The witness sees all four; the log misses the first, which lands inside the report that
-    // clears the log at the quiesce (the log cannot tell it from DMA drained before the SET
-    // returned), and sees the other three.
+    // The double lands one write on the first ioctl after each quiescent SET (four of them:
+    // the GET that follows it). The log is cleared before the first quiescing SET and read
+    // after, so it sees all four; the first in a window reaching back before that SET (the log
+    // cannot tell when a bit was set: a maybe), the others wholly after a quiesce. The
+    // witness sees all four, each in a window wholly after.
     let witnessed = out
         .events
         .iter()
@@ -640,17 +662,34 @@ fn device_dma_logging_reports_writes_after_quiesce() {
             )
         })
         .count();
-    assert_eq!(dirty.len(), 3, "{dirty:?}");
+    assert_eq!(dirty.len(), 4, "{dirty:?}");
     assert_eq!(witnessed, 4);
     assert_eq!(
         (dirty[0].0, dirty[0].1),
         (vfio::controller::IOVA_BASE, 4096)
+    );
+    let first_set = out
+        .events
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::Set { .. }))
+        .map(|e| e.t)
+        .expect("a set");
+    assert!(
+        dirty[0].2.is_some_and(|(t0, _)| t0 <= first_set),
+        "the log was cleared before the SET: {dirty:?}"
     );
     let r = verify_events(&out);
     assert!(
         r.violated_rules().contains(&"dma-after-quiesce"),
         "{:?}",
         r.violations
+    );
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.rule == "dma-maybe-after-quiesce" && w.detail.starts_with("dirty_log")),
+        "{:?}",
+        r.warnings
     );
 }
 
@@ -660,11 +699,8 @@ fn device_dma_logging_clears_pre_quiesce_writes() {
     let mut sim = SimVfio::new([SimSpec::new(A, P2P).with_dirty_log()]);
     let out = run(&mut sim, &[A], &edu_opts(dir.path()));
     assert_eq!(out.sources.get("dirty_log").map(String::as_str), Some("ok"));
-    assert!(
-        !out.events
-            .iter()
-            .any(|e| matches!(e.kind, EventKind::Dma { .. }))
-    );
+    // Writes before the log was cleared at the first quiesce are gone; the driver holds DMA
+    // while quiesced, so nothing is judged after a quiesce.
     assert!(verify_events(&out).violations.is_empty());
 }
 
@@ -800,4 +836,250 @@ fn a_device_found_in_error_is_reset_before_the_plan() {
         .expect("a reset");
     assert!(reset < first_set, "{:?}", sim.calls);
     assert_eq!(sim.state_of(A), Some(Running));
+}
+
+/// The device's `device` events (declaration and re-declarations), in order.
+fn declarations(out: &Outcome, dev: &str) -> Vec<Event> {
+    out.events
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::Device { dev: d, .. } if d == dev))
+        .cloned()
+        .collect()
+}
+
+/// The device's own `witness` source in its latest declaration, if it has one.
+fn own_witness(out: &Outcome, dev: &str) -> Option<String> {
+    declarations(out, dev).last().and_then(|e| match &e.kind {
+        EventKind::Device { sources, .. } => sources.get(source::WITNESS).cloned(),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_write_landing_right_after_the_set_returns_is_wholly_after_set_done() {
+    // The old witness took its baseline after the SET returned: a write landing between the
+    // kernel's return and that copy was absorbed into it and never reported.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut o = opts(Plan::StopCopy, dir.path());
+    o.witness_linger = vfio::controller::WITNESS_LINGER;
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P).with(Misbehave::LateDma)]);
+    sim.follow_sweeps(Arc::clone(&o.witness_sweeps));
+    let out = run(&mut sim, &[A], &o);
+    assert_eq!(out.error, None);
+    assert!(out.events.windows(2).all(|w| w[0].t <= w[1].t));
+    // What a probe would have seen: each SET's syscall entry and return, merged as drive does.
+    let pid = std::process::id();
+    let probe: Vec<Event> = sim
+        .returns
+        .iter()
+        .flat_map(|r| {
+            [
+                Event {
+                    t: r.entered,
+                    pid: Some(pid),
+                    kind: EventKind::Set {
+                        dev: r.bdf.clone(),
+                        to: r.to,
+                    },
+                },
+                Event {
+                    t: r.returned,
+                    pid: Some(pid),
+                    kind: EventKind::SetDone {
+                        dev: r.bdf.clone(),
+                        to: r.to,
+                        ret: r.ret,
+                        data_fd: None,
+                    },
+                },
+            ]
+        })
+        .collect();
+    // drive's merge restamps our SETs with the probe's kernel times; the double's SETs are the
+    // only ioctls here, so restamping is all there is to merge.
+    let mut events = out.events.clone();
+    vfio::kernel_times(&mut events, &probe, pid);
+    events.sort_by_key(|e| e.t);
+    let quiesced = first_p2p_done(&events);
+    assert_eq!(
+        quiesced, sim.returns[0].returned,
+        "set_done is the kernel's"
+    );
+    let late: Vec<(u64, u64)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Dma {
+                src: DmaSource::Witness,
+                iova,
+                window: Some(w),
+                ..
+            } if *iova == vfio::controller::IOVA_BASE => Some(*w),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(late.len(), 1, "the late write is reported once: {late:?}");
+    let (t0, t1) = late[0];
+    assert!(
+        t0 >= quiesced && t1 > t0,
+        "window ({t0}, {t1}] not wholly after set_done {quiesced}"
+    );
+    assert!(out.events.iter().any(|e| matches!(&e.kind,
+        EventKind::Mark { label } if label.contains("witness across SET RUNNING_P2P: "))));
+    let mut h = Header {
+        sources: out.sources.clone(),
+        ..Header::default()
+    };
+    h.sources.insert(source::TRANSITIONS.into(), "ok".into());
+    let mut v = Verifier::new(&h, verify::Options::default());
+    for (i, ev) in events.iter().enumerate() {
+        v.push(i as u64 + 2, ev);
+    }
+    let r = v.finish();
+    assert!(
+        r.violations
+            .iter()
+            .any(|f| f.rule == "dma-after-quiesce" && f.detail.starts_with("witness")),
+        "{:?} {:?}",
+        r.violations,
+        r.warnings
+    );
+}
+
+#[test]
+fn no_workload_redeclares_the_device_with_the_witness_unavailable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P)]);
+    let out = run(&mut sim, &[A], &opts(Plan::StopCopy, dir.path()));
+    assert_eq!(out.error, None);
+    let decl = declarations(&out, A);
+    assert_eq!(decl.len(), 2, "{decl:?}");
+    // The re-declaration repeats the device's facts, in its current state, right before the
+    // first quiescing SET, and carries the witness verdict.
+    let first_quiesce = out
+        .events
+        .iter()
+        .position(|e| matches!(e.kind, EventKind::Set { to: RunningP2p, .. }))
+        .expect("first quiesce");
+    let redecl = out
+        .events
+        .iter()
+        .rposition(|e| matches!(&e.kind, EventKind::Device { .. }))
+        .expect("re-declaration");
+    assert!(
+        out.events[redecl + 1..first_quiesce]
+            .iter()
+            .all(|e| !matches!(e.kind, EventKind::Set { .. } | EventKind::SetDone { .. })),
+        "{:?}",
+        &out.events[redecl..=first_quiesce]
+    );
+    match (&decl[0].kind, &decl[1].kind) {
+        (
+            EventKind::Device {
+                flags: f0,
+                ctx: c0,
+                driver: d0,
+                sources: s0,
+                ..
+            },
+            EventKind::Device {
+                flags,
+                ctx,
+                state,
+                driver,
+                sources,
+                ..
+            },
+        ) => {
+            assert!(s0.is_empty());
+            assert_eq!((flags, ctx, driver), (f0, c0, d0));
+            assert_eq!(*state, Running);
+            assert_eq!(sources.len(), 1);
+            assert!(
+                sources[source::WITNESS].starts_with("unavailable: no DMA workload"),
+                "{sources:?}"
+            );
+        }
+        k => panic!("{k:?}"),
+    }
+    assert!(out.sources["witness"].starts_with("unavailable: "));
+    // No DMA source covered the quiesced device: never a pass.
+    let r = verify_events(&out);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert_eq!(r.verdict, verify::Verdict::Inconclusive);
+    assert!(
+        r.blind_spots.contains(&"dma".to_string()),
+        "{:?}",
+        r.blind_spots
+    );
+}
+
+#[test]
+fn an_exec_workload_gets_the_witnessed_ranges_and_is_live_only_if_it_wrote() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env_file = dir.path().join("env");
+    let mut o = opts(Plan::StopCopy, dir.path());
+    o.workload = vfio::Workload::Exec(format!(
+        "echo \"$MIGSCOPE_WITNESS\" > {}",
+        env_file.display()
+    ));
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P), SimSpec::new(B, P2P)]);
+    let out = run(&mut sim, &[A, B], &o);
+    assert_eq!(out.error, None);
+    let env = std::fs::read_to_string(&env_file).expect("the command ran");
+    assert_eq!(
+        env.trim(),
+        format!(
+            "{A}={:#x}+0x4000 {B}={:#x}+0x4000",
+            vfio::controller::IOVA_BASE,
+            vfio::controller::IOVA_BASE + 0x10_0000
+        )
+    );
+    // The command cannot reach migscope's own mappings (nothing programs the double's DMA
+    // engine here): nothing landed, and each device says why.
+    for dev in [A, B] {
+        let w = own_witness(&out, dev).expect("re-declared");
+        assert!(
+            w.starts_with("unavailable: the exec workload") && w.contains("$MIGSCOPE_WITNESS"),
+            "{w}"
+        );
+    }
+    assert!(out.sources["witness"].starts_with("unavailable: the exec workload"));
+}
+
+#[test]
+fn edu_transfers_that_never_land_leave_only_that_device_without_a_witness() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([
+        SimSpec::new(A, P2P),
+        SimSpec::new(B, P2P).with(Misbehave::EduDropsDma),
+    ]);
+    let out = run(&mut sim, &[A, B], &edu_opts(dir.path()));
+    assert_eq!(out.error, None);
+    // A's workload wrote to its pages: live, the header's `ok` stands for it.
+    assert_eq!(declarations(&out, A).len(), 1);
+    assert_eq!(out.sources.get("witness").map(String::as_str), Some("ok"));
+    let w = own_witness(&out, B).expect("B re-declared");
+    assert!(
+        w.starts_with("unavailable: the edu workload completed transfers") && w.contains(B),
+        "{w}"
+    );
+}
+
+#[test]
+fn a_device_opened_quiescent_declares_its_witness_unavailable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spec = SimSpec::new(A, P2P);
+    spec.initial = Stop;
+    let mut sim = SimVfio::new([spec]);
+    let mut o = opts(
+        Plan::parse("RUNNING_P2P,RUNNING").expect("plan"),
+        dir.path(),
+    );
+    o.workload = vfio::Workload::Edu;
+    let out = run(&mut sim, &[A], &o);
+    assert_eq!(out.error, None);
+    let decl = declarations(&out, A);
+    assert_eq!(decl.len(), 1, "decided at the declaration: {decl:?}");
+    let w = own_witness(&out, A).expect("own witness");
+    assert!(w.contains("already in STOP when opened"), "{w}");
 }

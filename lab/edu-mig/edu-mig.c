@@ -14,13 +14,15 @@
  *    releasing them when the device runs again;
  *  - STOP_COPY streams the register state through a data fd, RESUMING restores it;
  *  - VFIO_DEVICE_RESET returns the device to RUNNING.
- * bug= makes it misbehave like real drivers can: early_p2p, irq_in_stop, fail_p2p, no_steps.
+ * bug= makes it misbehave like real drivers can: early_p2p, irq_in_stop, fail_p2p, no_steps,
+ * late_dma.
  */
 
 #include <linux/anon_inodes.h>
 #include <linux/delay.h>
 #include <linux/file.h>
 #include <linux/interrupt.h>
+#include <linux/ktime.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/pci.h>
@@ -29,6 +31,7 @@
 #include <linux/version.h>
 #include <linux/vfio.h>
 #include <linux/vfio_pci_core.h>
+#include <linux/task_work.h>
 
 #define EDU_VENDOR 0x1234
 #define EDU_DEVICE 0x11e8
@@ -45,6 +48,7 @@
 #define EDU_REG_DMA_CNT 0x90
 #define EDU_REG_DMA_CMD 0x98
 #define EDU_DMA_RUN 0x1
+#define EDU_DMA_TO_RAM 0x2
 #define EDU_DMA_IRQ 0x4
 #define EDU_IRQ_SETTLE_MS 20
 #define EDU_STATUS_IRQFACT 0x80
@@ -62,9 +66,21 @@ MODULE_PARM_DESC(precopy, "also report PRE_COPY (6.2+ kernels), read at bind tim
 
 static char bug[32];
 module_param_string(bug, bug, sizeof(bug), 0644);
-MODULE_PARM_DESC(bug, "misbehave: early_p2p, irq_in_stop, fail_p2p, no_steps (read at each SET)");
+MODULE_PARM_DESC(bug, "misbehave: early_p2p, irq_in_stop, fail_p2p, no_steps, late_dma (read at each SET)");
 
-enum edu_bug { EDU_BUG_NONE, EDU_BUG_EARLY_P2P, EDU_BUG_IRQ_IN_STOP, EDU_BUG_FAIL_P2P, EDU_BUG_NO_STEPS };
+static unsigned int late_dma_us = 50000;
+module_param(late_dma_us, uint, 0644);
+MODULE_PARM_DESC(late_dma_us,
+		 "bug=late_dma: microseconds from the SET leaving the kernel to the late DMA write (which lands before the SET returns to userspace)");
+
+enum edu_bug {
+	EDU_BUG_NONE,
+	EDU_BUG_EARLY_P2P,
+	EDU_BUG_IRQ_IN_STOP,
+	EDU_BUG_FAIL_P2P,
+	EDU_BUG_NO_STEPS,
+	EDU_BUG_LATE_DMA,
+};
 
 static enum edu_bug current_bug(void)
 {
@@ -76,6 +92,8 @@ static enum edu_bug current_bug(void)
 		return EDU_BUG_FAIL_P2P;
 	if (sysfs_streq(bug, "no_steps"))
 		return EDU_BUG_NO_STEPS;
+	if (sysfs_streq(bug, "late_dma"))
+		return EDU_BUG_LATE_DMA;
 	return EDU_BUG_NONE;
 }
 
@@ -133,6 +151,13 @@ struct edu_mig_dev {
 	u32 pending_irq_restore;
 	struct edu_mig_file *save;
 	struct edu_mig_file *resume;
+	/* bug=late_dma: where userspace last had edu write to RAM, and the write queued there. */
+	u64 user_dst;
+	u64 to_ram_dst;
+	bool to_ram_seen;
+	struct callback_head late_twork;
+	u64 late_iova;
+	u64 late_arc_ns; /* CLOCK_MONOTONIC (ktime_get_ns), the trace clock */
 };
 
 static struct edu_mig_dev *to_edev(struct vfio_device *vdev)
@@ -486,6 +511,65 @@ static struct file *edu_save_file(struct edu_mig_dev *edev, u32 kind)
 	return f->filp;
 }
 
+/*
+ * bug=late_dma: one DMA write into the device's user memory after the RUNNING -> RUNNING_P2P
+ * SET has left the kernel, before userspace sees it return: a device whose drain missed a
+ * posted write. It lands in the last edu->RAM destination userspace programmed.
+ *
+ * When: a task_work on the SET's own thread (task_work_add(TWA_RESUME), kernel/task_work.c).
+ * It runs in exit_to_user_mode_loop() -> resume_user_mode_work() (kernel/entry/common.c),
+ * after syscall_exit_work() has fired the sys_exit tracepoints where a probe stamps the SET's
+ * return, and before the thread is back in userspace; it sleeps late_dma_us first. So the write
+ * lands after the kernel's return and before the caller can look, whatever the scheduler does:
+ * exactly the gap a witness that takes its baseline after the SET returns cannot see.
+ *
+ * How: edu's own engine cannot be timed like this (hw/misc/edu.c runs each transfer from a
+ * 100 ms timer), so the write is made with vfio_dma_rw() (drivers/vfio/vfio_main.c), the call
+ * mediated and emulated devices use to DMA into the user's IOVA space. On a type1 container it
+ * goes through the container's dma_rw to vfio_iommu_type1_dma_rw_chunk()
+ * (drivers/vfio/vfio_iommu_type1.c), which finds the user's vfio_dma for the IOVA, takes its mm
+ * (the caller's own here) and copies into the mapped pages: the memory the device's DMA
+ * reaches through the IOMMU.
+ */
+static void edu_late_dma_twork(struct callback_head *head)
+{
+	struct edu_mig_dev *edev = container_of(head, struct edu_mig_dev, late_twork);
+	char data[] = "edu-mig late DMA";
+	u64 at;
+	int ret;
+
+	fsleep(late_dma_us);
+	ret = vfio_dma_rw(&edev->core.vdev, edev->late_iova, data, sizeof(data) - 1, true);
+	at = ktime_get_ns();
+	/* The lab reads this line: when (trace clock) and where the late write landed. */
+	pci_info(edev->core.pdev,
+		 "edu-mig: bug=late_dma: wrote %zu bytes at iova %#llx at %llu ns, %llu us after the P2P arc returned (ret %d)\n",
+		 sizeof(data) - 1, edev->late_iova, at, (at - edev->late_arc_ns) / NSEC_PER_USEC, ret);
+	module_put(THIS_MODULE);
+}
+
+/* Arms the late write (caller holds state_mutex; at the end of a drained P2P arc). */
+static void edu_schedule_late_dma(struct edu_mig_dev *edev)
+{
+	int ret;
+
+	if (!edev->to_ram_seen) {
+		pci_info(edev->core.pdev,
+			 "edu-mig: bug=late_dma: no edu->RAM transfer seen yet: no late write\n");
+		return;
+	}
+	edev->late_iova = edev->to_ram_dst;
+	edev->late_arc_ns = ktime_get_ns();
+	/* The callback is this module's code: keep the module until it ran. */
+	__module_get(THIS_MODULE);
+	init_task_work(&edev->late_twork, edu_late_dma_twork);
+	ret = task_work_add(current, &edev->late_twork, TWA_RESUME);
+	if (ret) {
+		module_put(THIS_MODULE);
+		pci_warn(edev->core.pdev, "edu-mig: bug=late_dma: task_work_add failed (%d)\n", ret);
+	}
+}
+
 static int edu_quiesce(struct edu_mig_dev *edev)
 {
 	int ret;
@@ -514,6 +598,9 @@ static struct file *edu_step(struct edu_mig_dev *edev, enum vfio_device_mig_stat
 		ret = edu_quiesce(edev);
 		if (ret)
 			return ERR_PTR(ret);
+		if (cur == VFIO_DEVICE_STATE_RUNNING && next == VFIO_DEVICE_STATE_RUNNING_P2P &&
+		    edev->bug == EDU_BUG_LATE_DMA)
+			edu_schedule_late_dma(edev);
 	}
 	if (cur == VFIO_DEVICE_STATE_RUNNING_P2P && next == VFIO_DEVICE_STATE_STOP &&
 	    edev->bug == EDU_BUG_IRQ_IN_STOP) {
@@ -740,6 +827,13 @@ static ssize_t edu_write(struct vfio_device *vdev, const char __user *buf, size_
 	if (copy_from_user(&val, buf, count))
 		return -EFAULT;
 	mutex_lock(&edev->state_mutex);
+	if (off == EDU_REG_DMA_DST)
+		edev->user_dst = le64_to_cpu(val);
+	if (off == EDU_REG_DMA_CMD && (le64_to_cpu(val) & (EDU_DMA_RUN | EDU_DMA_TO_RAM)) ==
+					      (EDU_DMA_RUN | EDU_DMA_TO_RAM)) {
+		edev->to_ram_dst = edev->user_dst;
+		edev->to_ram_seen = true;
+	}
 	if (edu_hold_write(edev, off, le64_to_cpu(val), count)) {
 		*ppos += count;
 		ret = count;
@@ -812,6 +906,7 @@ static int edu_open_device(struct vfio_device *vdev)
 	}
 	mutex_lock(&edev->state_mutex);
 	edu_reset_mig(edev);
+	edev->to_ram_seen = false;
 	mutex_unlock(&edev->state_mutex);
 	vfio_pci_core_finish_enable(&edev->core);
 	/*

@@ -25,9 +25,13 @@ Plans (--plan):
   S1,S2,...    a custom list of states, e.g. RUNNING_P2P,STOP,RUNNING (names or uAPI numbers)
   RUNNING_P2P is skipped by the built-in plans on devices without P2P (as QEMU does).
 
-Every SET is followed by a GET. Each quiescent step dwells --dwell-ms while the memory witness
-re-checks the DMA buffers. On any error, SIGINT or SIGTERM every device is returned to RUNNING
-(through RUNNING_P2P, or VFIO_DEVICE_RESET from ERROR) and the trace is completed.
+Every SET is followed by a GET. The memory witness takes its baseline before each quiescing SET,
+sweeps the DMA buffers from the SET's issue until 10 ms after its return, and re-checks them while
+each quiescent step dwells --dwell-ms. It counts for a device only once a workload write landed in
+that device's buffers before its first quiesce: with --workload none (or a workload that never
+wrote there) the device is re-declared with `witness: unavailable` and the run is at best
+inconclusive. On any error, SIGINT or SIGTERM every device is returned to RUNNING (through
+RUNNING_P2P, or VFIO_DEVICE_RESET from ERROR) and the trace is completed.
 
 Exit status: 0 pass, 1 fail (also: a conformance row did not match the kernel FSM), 2 inconclusive
 (also: the plan stopped early without a violation),
@@ -49,7 +53,9 @@ pub struct Args {
     #[arg(long, default_value = "qemu", value_parser = Order::parse)]
     pub order: Order,
     /// `edu` (QEMU edu DMA engine via BAR0, device-to-RAM into the witnessed buffers, with its
-    /// completion MSI), `none`, or `exec:CMD` (runs CMD with $MIGSCOPE_DEVICES set).
+    /// completion MSI), `none` (the witness then sees nothing), or `exec:CMD` (runs CMD with
+    /// $MIGSCOPE_DEVICES and $MIGSCOPE_WITNESS, the witnessed ranges as BDF=0xIOVA+0xLEN: the
+    /// witness counts only if CMD makes the device DMA there).
     #[arg(long, default_value = "none", value_parser = Workload::parse)]
     pub workload: Workload,
     /// Trace to write (JSONL, write-then-rename). Default: migscope-drive-<plan>-<time>.jsonl.
@@ -284,10 +290,12 @@ fn build_header(probe_sources: BTreeMap<String, String>, outcome: &Outcome) -> H
 /// Controller events plus the probe's kernel-side ones, sorted by time (stable: the
 /// controller's order wins on ties). The probe's ioctl-derived events from our own pid
 /// (including the IOMMU map/unmap our MAP_DMA calls cause) are dropped: the controller recorded
-/// them itself.
+/// them itself, but each of our `set` / `set_done` first takes the time the probe saw the same
+/// SET enter and leave the kernel ([`vfio::kernel_times`]).
 /// Device declarations for devices the controller declared are dropped whatever their pid (the
 /// controller's carry the flags it read and its ctx).
 pub fn merge(mut ours: Vec<Event>, probe: Vec<Event>, pid: u32) -> Vec<Event> {
+    vfio::kernel_times(&mut ours, &probe, pid);
     let declared: std::collections::BTreeSet<String> = ours
         .iter()
         .filter_map(|e| match &e.kind {
@@ -567,10 +575,14 @@ mod tests {
         assert!(report.violations.is_empty(), "{:?}", report.violations);
         assert_eq!(code, report.verdict.exit_code());
         assert!(!report.truncated);
-        assert_eq!(
-            header.sources.get("witness").map(String::as_str),
-            Some("ok")
+        // No workload (the default): nothing wrote to the witnessed pages, so the witness
+        // saw nothing and says so; with no other DMA source the verdict cannot be a pass.
+        assert!(
+            header.sources["witness"].starts_with("unavailable: no DMA workload"),
+            "{:?}",
+            header.sources
         );
+        assert_ne!(report.verdict, verify::Verdict::Pass);
         assert!(header.sources["transitions"].starts_with("unavailable: probe not running"));
 
         let mut naive = devs.to_vec();
@@ -724,6 +736,75 @@ mod tests {
     }
 
     #[test]
+    fn our_sets_take_the_kernels_entry_and_return_times() {
+        let ev = |t, pid, kind| Event { t, pid, kind };
+        let set = |t, to| {
+            ev(
+                t,
+                Some(7),
+                EventKind::Set {
+                    dev: "d".into(),
+                    to,
+                },
+            )
+        };
+        let done = |t, to, ret| {
+            ev(
+                t,
+                Some(7),
+                EventKind::SetDone {
+                    dev: "d".into(),
+                    to,
+                    ret,
+                    data_fd: None,
+                },
+            )
+        };
+        let ours = vec![
+            set(100, MigState::RunningP2p),
+            done(200, MigState::RunningP2p, 0),
+            set(300, MigState::Stop),
+            done(400, MigState::Stop, -5),
+            // Not seen by the probe: kept as the controller stamped it.
+            set(500, MigState::Running),
+            done(600, MigState::Running, 0),
+        ];
+        let probe = vec![
+            set(110, MigState::RunningP2p),
+            done(150, MigState::RunningP2p, 0),
+            set(310, MigState::Stop),
+            done(390, MigState::Stop, -5),
+            // Another process's SET of the same device name inside our window is not ours.
+            ev(
+                520,
+                Some(99),
+                EventKind::SetDone {
+                    dev: "d".into(),
+                    to: MigState::Running,
+                    ret: 0,
+                    data_fd: None,
+                },
+            ),
+        ];
+        let m = merge(ours, probe, 7);
+        let ts: Vec<(u64, &str)> = m.iter().map(|e| (e.t, e.kind.ev())).collect();
+        assert_eq!(
+            ts,
+            vec![
+                (110, "set"),
+                (150, "set_done"),
+                (310, "set"),
+                (390, "set_done"),
+                (500, "set"),
+                (520, "set_done"),
+                (600, "set_done"),
+            ]
+        );
+        // The foreign pid's set_done is kept as its own event; ours stays at 600.
+        assert_eq!(m[5].pid, Some(99));
+    }
+
+    #[test]
     fn merge_keeps_kernel_events_and_drops_our_ioctl_events() {
         let ev = |t, pid, kind| Event { t, pid, kind };
         let dev = |t, pid| Event {
@@ -799,6 +880,7 @@ mod tests {
         ];
         let m = merge(ours, probe, 7);
         let ts: Vec<u64> = m.iter().map(|e| e.t).collect();
-        assert_eq!(ts, vec![5, 10, 20, 25, 26, 30]);
+        // Our SET took the probe's syscall-entry time (11); the probe saw no return for it.
+        assert_eq!(ts, vec![5, 11, 20, 25, 26, 30]);
     }
 }

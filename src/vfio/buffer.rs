@@ -73,6 +73,41 @@ impl DmaBuffer {
         out
     }
 
+    /// A copy of the whole buffer as native-endian words, read with volatile loads (the
+    /// witness's baseline form: [`DmaBuffer::diff_pages`] compares against it).
+    pub fn words(&self) -> Vec<u64> {
+        let base = self.ptr.as_ptr().cast::<u64>();
+        (0..self.len / 8)
+            // SAFETY: `i < len/8` keeps the read inside the page-aligned mapping.
+            .map(|i| unsafe { base.add(i).read_volatile() })
+            .collect()
+    }
+
+    /// Compares the buffer with `base` (as [`DmaBuffer::words`] returns it) page by page, with
+    /// volatile loads and no allocation unless a page changed; every changed page is copied
+    /// into `base`. Returns the changed pages' indices.
+    pub fn diff_pages(&self, base: &mut [u64]) -> Vec<usize> {
+        const WORDS: usize = PAGE / 8;
+        let src = self.ptr.as_ptr().cast::<u64>();
+        let mut changed = Vec::new();
+        let words = base.len().min(self.len / 8);
+        for (page, chunk) in base[..words].chunks_mut(WORDS).enumerate() {
+            let mut differs = false;
+            for (j, b) in chunk.iter_mut().enumerate() {
+                // SAFETY: `page * WORDS + j < words <= len/8` keeps the read inside the mapping.
+                let w = unsafe { src.add(page * WORDS + j).read_volatile() };
+                if w != *b {
+                    *b = w;
+                    differs = true;
+                }
+            }
+            if differs {
+                changed.push(page);
+            }
+        }
+        changed
+    }
+
     /// Writes `data` at `off` with volatile stores (bounds-checked).
     pub fn write(&self, off: usize, data: &[u8]) -> io::Result<()> {
         let end = off
@@ -108,5 +143,19 @@ mod tests {
         let s = b.snapshot();
         assert_eq!(&s[10..13], &[1, 2, 3]);
         assert!(b.write(PAGE - 1, &[1, 2]).is_err());
+    }
+
+    #[test]
+    fn diff_pages_reports_and_absorbs_changed_pages() {
+        let b = DmaBuffer::new(3 * PAGE).expect("mmap");
+        let mut base = b.words();
+        assert_eq!(base.len(), 3 * PAGE / 8);
+        assert!(b.diff_pages(&mut base).is_empty());
+        b.write(PAGE + 17, &[9]).expect("write");
+        b.write(3 * PAGE - 1, &[1]).expect("write");
+        assert_eq!(b.diff_pages(&mut base), vec![1, 2]);
+        // Absorbed: the same content is no change; the baseline now equals the buffer.
+        assert!(b.diff_pages(&mut base).is_empty());
+        assert_eq!(base, b.words());
     }
 }

@@ -2,11 +2,19 @@
 //! under an ordering policy (each SET followed by a GET), moves migration data through the
 //! data_fd, records every action as a trace event, and always returns every device it touched
 //! to RUNNING (or resets it) before returning.
+//!
+//! Evidence around a SET has no blind gap: the witness baseline is taken and the DMA log
+//! cleared *before* a quiescing SET is issued, a watcher thread sweeps the device's pages from
+//! the issue until [`Options::witness_linger`] after the return, and every change is reported
+//! with the window it can have happened in. Whether the witness is live for a device (a
+//! workload write landed in its pages before its first quiesce) is decided at that first
+//! quiesce; a device whose witness is not live is re-declared, right before that SET, with
+//! `witness: unavailable: <why>` in its own `sources`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::buffer::{DmaBuffer, PAGE};
@@ -34,6 +42,12 @@ const QUIESCE_AWAIT: Duration = Duration::from_secs(2);
 const WARMUP_LIMIT: Duration = Duration::from_secs(5);
 /// How long a PRE_COPY read waits for data before calling it a temporary end of stream.
 const PRECOPY_POLL_MS: i32 = 200;
+/// Default [`Options::witness_linger`]: a write posted by the device before the driver
+/// returned lands within microseconds; under TCG a vCPU may be descheduled for milliseconds.
+pub const WITNESS_LINGER: Duration = Duration::from_millis(10);
+/// The environment variable naming each device's witnessed IOVA ranges for `exec:` workloads
+/// (`BDF=0xIOVA+0xLEN`, space separated): a command that programs a device itself may DMA there.
+pub const WITNESS_ENV: &str = "MIGSCOPE_WITNESS";
 
 /// How to drive.
 #[derive(Clone, Debug)]
@@ -54,6 +68,11 @@ pub struct Options {
     pub buffer_pages: usize,
     /// Set by SIGINT/SIGTERM: checked between steps.
     pub stop: Arc<AtomicBool>,
+    /// How long the witness keeps sweeping a device's pages after a quiescing SET returned
+    /// (its watcher starts at the SET's issue).
+    pub witness_linger: Duration,
+    /// Sweeps made by the witness's watcher threads (shared: a caller may follow them).
+    pub witness_sweeps: Arc<AtomicU64>,
 }
 
 impl Options {
@@ -69,6 +88,8 @@ impl Options {
             poll: Duration::from_millis(10),
             buffer_pages: 4,
             stop: Arc::new(AtomicBool::new(false)),
+            witness_linger: WITNESS_LINGER,
+            witness_sweeps: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -199,6 +220,7 @@ struct Dev {
     id: DevId,
     bdf: String,
     ctx: String,
+    driver: Option<String>,
     flags: MigFlags,
     /// Known state; `None` after a failed SET until a GET.
     state: Option<MigState>,
@@ -213,6 +235,9 @@ struct Dev {
     logging: bool,
     /// While quiesced with logging on: when the dirty bits were last known clean.
     dirty_clean: Option<u64>,
+    /// The device's `witness` source, decided at its first quiesce: `ok`, or
+    /// `unavailable: <why>`.
+    witness: Option<String>,
 }
 
 struct Ctl<'a, O: VfioOps> {
@@ -252,7 +277,7 @@ pub fn drive<O: VfioOps>(
         opts,
         devs: Vec::new(),
         events: Vec::new(),
-        witness: Witness::default(),
+        witness: Witness::new(Arc::clone(&opts.witness_sweeps)),
         pid: std::process::id(),
         log,
         saved_files: Vec::new(),
@@ -267,14 +292,13 @@ pub fn drive<O: VfioOps>(
         return Err(e);
     }
     sources.insert(source::DIRTY_LOG.to_owned(), ctl.start_dirty_log());
-    sources.insert(
-        source::WITNESS.to_owned(),
-        if ctl.witness.has_buffers() {
-            "ok".to_owned()
-        } else {
-            "unavailable: no DMA buffer mapped".to_owned()
-        },
-    );
+    // A device opened already quiescent is watched from now on (its witness is not live).
+    for i in 0..ctl.devs.len() {
+        if ctl.devs[i].state.is_some_and(MigState::quiescent) {
+            let bdf = ctl.devs[i].bdf.clone();
+            ctl.witness.arm(&bdf);
+        }
+    }
     if let Err(e) = ctl.start_workload(&mut running, bdfs) {
         running.stop();
         ctl.teardown_dma();
@@ -322,6 +346,7 @@ pub fn drive<O: VfioOps>(
         ctl.witness.detections
     );
     ctl.mark(format!("workload {summary}"));
+    sources.insert(source::WITNESS.to_owned(), ctl.witness_header());
     let roundtrip = ctl.compare_roundtrip();
     ctl.teardown_dma();
     Ok(Outcome {
@@ -334,6 +359,68 @@ pub fn drive<O: VfioOps>(
         workload_summary: Some(summary),
         saved_files: ctl.saved_files,
     })
+}
+
+/// Restamps each controller `set` and `set_done` (pid `pid`) with the probe's `set` (syscall
+/// entry) and `set_done` (syscall return) for the same SET: same device, target and result,
+/// inside the controller's own `[set, set_done]`. The controller stamps them in userspace,
+/// before the ioctl and after it returned; the kernel's instants are the transition's true
+/// bounds, so evidence windows are judged against the moment the device was quiescent, not
+/// the moment the controller noticed.
+pub fn kernel_times(ours: &mut [Event], probe: &[Event], pid: u32) {
+    use std::collections::HashMap;
+    // Probe SETs of our pid per device: (t, is_done, to, ret), in time order.
+    let mut seen: HashMap<&str, Vec<(u64, bool, MigState, i32)>> = HashMap::new();
+    for e in probe.iter().filter(|e| e.pid == Some(pid)) {
+        match &e.kind {
+            EventKind::Set { dev, to } => seen.entry(dev).or_default().push((e.t, false, *to, 0)),
+            EventKind::SetDone { dev, to, ret, .. } => {
+                seen.entry(dev).or_default().push((e.t, true, *to, *ret));
+            }
+            _ => {}
+        }
+    }
+    if seen.is_empty() {
+        return;
+    }
+    for v in seen.values_mut() {
+        v.sort_by_key(|x| x.0);
+    }
+    let mut open: HashMap<String, usize> = HashMap::new();
+    for i in 0..ours.len() {
+        if ours[i].pid != Some(pid) {
+            continue;
+        }
+        match &ours[i].kind {
+            EventKind::Set { dev, .. } => {
+                open.insert(dev.clone(), i);
+            }
+            EventKind::SetDone { dev, to, ret, .. } => {
+                let Some(si) = open.remove(dev) else {
+                    continue;
+                };
+                let (t0, t1) = (ours[si].t, ours[i].t);
+                let Some(list) = seen.get(dev.as_str()) else {
+                    continue;
+                };
+                let within = |x: &&(u64, bool, MigState, i32)| x.0 >= t0 && x.0 <= t1 && x.2 == *to;
+                let entry = list.iter().filter(within).find(|x| !x.1).map(|x| x.0);
+                let exit = list
+                    .iter()
+                    .filter(within)
+                    .filter(|x| x.1 && x.3 == *ret && entry.is_none_or(|e| x.0 >= e))
+                    .map(|x| x.0)
+                    .next_back();
+                if let Some(e) = entry {
+                    ours[si].t = e;
+                }
+                if let Some(x) = exit {
+                    ours[i].t = x;
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 impl<O: VfioOps> Ctl<'_, O> {
@@ -376,13 +463,24 @@ impl<O: VfioOps> Ctl<'_, O> {
                 None => None,
             };
             let initial = self.ops.get_state(o.id).ok();
+            // Quiescent before any workload ran: nothing can have landed in its pages first.
+            let witness = initial.filter(|s| s.quiescent()).map(|s| {
+                format!(
+                    "unavailable: {} was already in {} when opened: no workload write could land in its witnessed pages before it was quiescent",
+                    o.bdf,
+                    s.name()
+                )
+            });
             self.emit(EventKind::Device {
                 dev: o.bdf.clone(),
                 flags,
                 ctx: o.ctx.clone(),
                 state: initial.unwrap_or(MigState::Running),
                 driver: o.driver.clone(),
-                sources: Default::default(),
+                sources: witness
+                    .iter()
+                    .map(|w| (source::WITNESS.to_owned(), w.clone()))
+                    .collect(),
             });
             if let Some(s) = initial {
                 self.emit(EventKind::Get {
@@ -402,6 +500,7 @@ impl<O: VfioOps> Ctl<'_, O> {
                 id: o.id,
                 bdf: o.bdf,
                 ctx: o.ctx,
+                driver: o.driver,
                 flags,
                 state: initial,
                 touched: false,
@@ -412,6 +511,7 @@ impl<O: VfioOps> Ctl<'_, O> {
                 maps: Vec::new(),
                 logging: false,
                 dirty_clean: None,
+                witness,
             });
         }
         Ok(())
@@ -477,8 +577,17 @@ impl<O: VfioOps> Ctl<'_, O> {
         match &self.opts.workload {
             Workload::None => Ok(()),
             Workload::Exec(cmd) => {
+                let ranges: Vec<String> = bdfs
+                    .iter()
+                    .flat_map(|b| {
+                        self.witness
+                            .ranges(b)
+                            .into_iter()
+                            .map(move |(iova, len)| format!("{b}={iova:#x}+{len:#x}"))
+                    })
+                    .collect();
                 running
-                    .start_exec(cmd, bdfs)
+                    .start_exec(cmd, bdfs, &[(WITNESS_ENV, ranges.join(" "))])
                     .map_err(|source| SetupError::Exec {
                         cmd: cmd.clone(),
                         source,
@@ -594,25 +703,22 @@ impl<O: VfioOps> Ctl<'_, O> {
         }
     }
 
-    /// Lets the workload get going before the plan: with edu, until every device completed a
-    /// transfer (at most [`WARMUP_LIMIT`]), so DMA and interrupts are really in flight when the
-    /// first quiesce comes; then one dwell in RUNNING.
+    /// Lets the workload get going before the plan: with edu, until a transfer landed in every
+    /// device's witnessed pages (at most [`WARMUP_LIMIT`]), so the witness is live and DMA and
+    /// interrupts are really in flight when the first quiesce comes; then one dwell in RUNNING.
     fn warm_up(&mut self) {
         if let Some(c) = self.counters.clone()
             && self.opts.workload == Workload::Edu
         {
-            let want = self.src_bufs.len() as u64;
             let end = Instant::now() + WARMUP_LIMIT;
-            while c.completed.load(Ordering::Relaxed) < want
-                && Instant::now() < end
-                && !self.interrupted()
-            {
+            let all_landed = |ctl: &Self| ctl.devs.iter().all(|d| ctl.witness.landed(&d.bdf));
+            while !all_landed(self) && Instant::now() < end && !self.interrupted() {
                 std::thread::sleep(Duration::from_millis(10));
             }
             let label = format!("warm-up: {}", c.summary());
-            if c.completed.load(Ordering::Relaxed) < want {
+            if !all_landed(self) {
                 (self.log)(&format!(
-                    "the edu workload did not complete a transfer per device within {} s: {}",
+                    "the edu workload did not land a transfer in every device's witnessed pages within {} s: {}",
                     WARMUP_LIMIT.as_secs(),
                     c.summary()
                 ));
@@ -675,20 +781,109 @@ impl<O: VfioOps> Ctl<'_, O> {
                 self.dirty_check(i, now, true);
             }
         }
-        let found = self.witness.check(dev, now);
-        for ev in found {
-            if let EventKind::Dma { dev, iova, len, .. } = &ev {
+        let found = self.witness.check(dev);
+        self.record_witnessed(found);
+    }
+
+    /// Records witness findings, each stamped at its detection instant (the end of its
+    /// window), in time order among the events already recorded.
+    fn record_witnessed(&mut self, found: Vec<(u64, EventKind)>) {
+        if found.is_empty() {
+            return;
+        }
+        let earliest = found.iter().map(|(t, _)| *t).min().unwrap_or(0);
+        // Only the tail can be out of order (findings of a watcher that ran beside a SET): from
+        // the first recorded event later than the earliest finding.
+        let from = self
+            .events
+            .iter()
+            .rposition(|e| e.t <= earliest)
+            .map_or(0, |i| i + 1);
+        for (t, ev) in found {
+            if let EventKind::Dma {
+                dev,
+                iova,
+                len,
+                window: Some((t0, t1)),
+                ..
+            } = &ev
+            {
                 let msg = format!(
-                    "{dev}: witness: DMA write at iova {iova:#x} ({len} bytes) while quiescent"
+                    "{dev}: witness: DMA write at iova {iova:#x} ({len} bytes) in ({t0}, {t1}]"
                 );
                 (self.log)(&msg);
             }
-            // Stamped at the detection instant, the end of its window.
             self.events.push(Event {
-                t: now,
+                t,
                 pid: Some(self.pid),
                 kind: ev,
             });
+        }
+        self.events[from..].sort_by_key(|e| e.t);
+    }
+
+    /// Decides, at `i`'s first quiesce, whether its witness is live (a workload write landed
+    /// in its pages); when it is not, re-declares the device with `witness: unavailable`.
+    fn decide_witness(&mut self, i: usize) {
+        if self.devs[i].witness.is_some() || !self.witness.watches(&self.devs[i].bdf) {
+            return;
+        }
+        let bdf = self.devs[i].bdf.clone();
+        if self.witness.landed(&bdf) {
+            self.devs[i].witness = Some("ok".to_owned());
+            return;
+        }
+        let why = match &self.opts.workload {
+            Workload::None => "no DMA workload (--workload none): nothing wrote to the witnessed pages before the first quiesce".to_owned(),
+            Workload::Exec(cmd) => format!(
+                "the exec workload `{cmd}` wrote nothing into the witnessed pages before the first quiesce (they are migscope's own mappings: only a command that programs the device to DMA to the IOVAs in ${WITNESS_ENV} can reach them)"
+            ),
+            Workload::Edu => match &self.counters {
+                Some(c) if c.completed.load(Ordering::Relaxed) > 0 => format!(
+                    "the edu workload completed transfers ({}) but none landed in {bdf}'s witnessed pages before the first quiesce",
+                    c.summary()
+                ),
+                Some(c) => format!(
+                    "the edu workload completed no transfer before the first quiesce ({})",
+                    c.summary()
+                ),
+                None => "the edu workload did not run".to_owned(),
+            },
+        };
+        let value = format!("unavailable: {why}");
+        (self.log)(&format!("{bdf}: witness {value}"));
+        self.devs[i].witness = Some(value.clone());
+        let d = &self.devs[i];
+        let kind = EventKind::Device {
+            dev: bdf,
+            flags: d.flags,
+            ctx: d.ctx.clone(),
+            // A GET just ran (set() asks when the state is unknown); if even that failed the
+            // device is re-declared as the trace format's default.
+            state: d.state.unwrap_or(MigState::Running),
+            driver: d.driver.clone(),
+            sources: [(source::WITNESS.to_owned(), value)].into(),
+        };
+        self.emit(kind);
+    }
+
+    /// The header's `witness`: ok when it was live for some device (the others carry their own
+    /// `unavailable` in a re-declaration), otherwise why not.
+    fn witness_header(&self) -> String {
+        if !self.witness.has_buffers() {
+            return "unavailable: no DMA buffer mapped".to_owned();
+        }
+        let decided: Vec<&String> = self
+            .devs
+            .iter()
+            .filter_map(|d| d.witness.as_ref())
+            .collect();
+        if decided.iter().any(|w| *w == "ok") {
+            return "ok".to_owned();
+        }
+        match decided.first() {
+            Some(w) => (*w).clone(),
+            None => "unavailable: no device was quiesced: the witness was never armed".to_owned(),
         }
     }
 
@@ -758,13 +953,29 @@ impl<O: VfioOps> Ctl<'_, O> {
             );
             self.mark(label);
         }
-        // Evidence up to the SET's start; a device heading to a DMA-allowed state may DMA from
-        // now on, so it is no longer watched.
+        // Evidence up to the SET's start.
         self.witness_check(Some(&bdf));
-        if to.dma_allowed() {
-            self.witness.disarm(&bdf);
-            self.devs[i].dirty_clean = None;
+        // Entering quiescence: the baseline is taken and the DMA log cleared before the SET,
+        // so nothing landing after the issue is absorbed unseen.
+        if to.quiescent() {
+            self.decide_witness(i);
+            self.witness.arm(&bdf);
+            if self.devs[i].logging && self.devs[i].dirty_clean.is_none() {
+                let now = now_ns();
+                self.dirty_check(i, now, false);
+                self.devs[i].dirty_clean = Some(now);
+            }
         }
+        // An armed device is swept from the issue on: into quiescence until the linger after
+        // the return; out of it (DMA allowed once the SET began) only to its return.
+        let watch = self.witness.is_armed(&bdf).then(|| {
+            let linger = if to.quiescent() {
+                self.opts.witness_linger
+            } else {
+                Duration::ZERO
+            };
+            self.witness.watch(&bdf, linger)
+        });
         self.devs[i].touched = true;
         self.emit(EventKind::Set {
             dev: bdf.clone(),
@@ -772,6 +983,9 @@ impl<O: VfioOps> Ctl<'_, O> {
         });
         let r = self.ops.set_state(id, to);
         let done = now_ns();
+        if let Some(w) = &watch {
+            w.returned(done);
+        }
         let (ret, data_fd) = match r {
             Ok(fd) => (0, fd),
             Err(e) => (-e, None),
@@ -789,18 +1003,6 @@ impl<O: VfioOps> Ctl<'_, O> {
         match r {
             Ok(_) => {
                 self.devs[i].state = Some(to);
-                if to.quiescent() {
-                    // A quiescent -> quiescent transition must not have let DMA through either.
-                    if self.witness.is_armed(&bdf) {
-                        self.witness_check(Some(&bdf));
-                    }
-                    self.witness.arm(&bdf, done);
-                    // Clear the log: what it holds landed before the quiesce completed.
-                    if self.devs[i].dirty_clean.is_none() {
-                        self.dirty_check(i, done, false);
-                    }
-                    self.devs[i].dirty_clean = Some(done);
-                }
                 if !matches!(
                     to,
                     MigState::StopCopy
@@ -813,10 +1015,28 @@ impl<O: VfioOps> Ctl<'_, O> {
             }
             Err(_) => self.devs[i].state = None,
         }
+        // The watcher lingers past the return before anything else touches the device, so
+        // whatever lands from here on falls in windows that start after the return.
+        if let Some(w) = watch {
+            let rep = self.witness.finish(w);
+            self.mark(format!(
+                "{bdf}: witness across SET {}: {} sweeps, interval median {} us, max {} us",
+                to.name(),
+                rep.sweeps,
+                rep.interval_median / 1000,
+                rep.interval_max / 1000
+            ));
+            self.record_witnessed(rep.found);
+        }
         let got = self.get(i);
         if let Some(c) = &self.counters {
             let label = format!("{bdf}: after SET {}: {}", to.name(), c.summary());
             self.mark(label);
+        }
+        // A device heading to a DMA-allowed state may DMA from the SET's issue on.
+        if to.dma_allowed() {
+            self.witness.disarm(&bdf);
+            self.devs[i].dirty_clean = None;
         }
         if r.is_ok() && got.is_some_and(|g| g != to) {
             self.mark(format!(

@@ -12,7 +12,7 @@ pub mod sys;
 pub mod witness;
 pub mod workload;
 
-pub use controller::{ConfRow, Options, Outcome, PlanError, SetupError, drive};
+pub use controller::{ConfRow, Options, Outcome, PlanError, SetupError, drive, kernel_times};
 pub use plan::{Order, Plan};
 pub use sys::{DevId, Vfio, VfioError, VfioOps, VfioPath};
 pub use workload::Workload;

@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::buffer::{DmaBuffer, PAGE};
 use super::sys::{DevId, DeviceIo, Errno, IrqSetup, Opened, PrecopyInfo, VfioError, VfioOps};
@@ -32,6 +34,27 @@ pub enum Misbehave {
     /// The simulated edu DMA engine keeps executing commands while quiesced (a driver that
     /// does not hold new DMA starts).
     EduIgnoresQuiesce,
+    /// After every SET that quiesces the device from a DMA-allowed state, one DMA write lands
+    /// in its first mapped buffer right after the "kernel" returned (after the return is
+    /// stamped in [`SimVfio::returns`], before the call returns to the controller): a write
+    /// the driver's drain missed. With [`SimVfio::follow_sweeps`] it waits (at most 1 s) until
+    /// a witness sweep has started after that return, so where it lands does not depend on
+    /// thread scheduling.
+    LateDma,
+    /// edu transfers to RAM complete (with their interrupt) but their data never lands.
+    EduDropsDma,
+}
+
+/// One SET as the "kernel" saw it: the times a probe would stamp on its syscall entry and
+/// return.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimReturn {
+    pub bdf: String,
+    pub to: MigState,
+    /// 0 or -errno.
+    pub ret: i32,
+    pub entered: u64,
+    pub returned: u64,
 }
 
 /// A simulated device.
@@ -132,6 +155,9 @@ pub struct SimVfio {
     pub calls: Vec<SimCall>,
     /// Requests along a blocked arc (would hang an unpatched kernel).
     pub hazards_received: u32,
+    /// Every SET's entry and return times.
+    pub returns: Vec<SimReturn>,
+    sweeps: Option<Arc<AtomicU64>>,
 }
 
 impl SimVfio {
@@ -142,7 +168,14 @@ impl SimVfio {
             next_fd: 100,
             calls: Vec::new(),
             hazards_received: 0,
+            returns: Vec::new(),
+            sweeps: None,
         }
+    }
+
+    /// Lets [`Misbehave::LateDma`] follow the witness's sweeps ([`super::Options::witness_sweeps`]).
+    pub fn follow_sweeps(&mut self, sweeps: Arc<AtomicU64>) {
+        self.sweeps = Some(sweeps);
     }
 
     /// The state a device is really in.
@@ -197,7 +230,8 @@ impl VfioOps for SimVfio {
             dma_counter: 0,
             maps: Vec::new(),
             edu: Arc::new(Mutex::new(EduSim {
-                ignore_quiesce: spec_ignores(&self.specs, bdf),
+                ignore_quiesce: spec_has(&self.specs, bdf, &Misbehave::EduIgnoresQuiesce),
+                drops_dma: spec_has(&self.specs, bdf, &Misbehave::EduDropsDma),
                 dirty: Arc::clone(&dirty),
                 ..EduSim::default()
             })),
@@ -223,6 +257,7 @@ impl VfioOps for SimVfio {
     }
 
     fn set_state(&mut self, dev: DevId, to: MigState) -> Result<Option<i32>, Errno> {
+        let entered = super::now_ns();
         let d = self.devs.get(dev.0).ok_or(libc::EBADF)?;
         self.calls.push(SimCall::Set(d.spec.bdf.clone(), to));
         if let Some(flags) = d.spec.flags
@@ -237,6 +272,7 @@ impl VfioOps for SimVfio {
         let bdf = d.spec.bdf.clone();
         let mut arcs = Vec::new();
         let mut result = Ok(());
+        let was_dma_allowed = d.state.dma_allowed();
         // vfio_ioctl_device_feature_mig_device_state -> driver loop over next_state.
         while d.state != to {
             let next = match model::next_state(flags, d.state, to) {
@@ -325,8 +361,33 @@ impl VfioOps for SimVfio {
                 e.release();
             }
         }
+        let late = (result.is_ok()
+            && was_dma_allowed
+            && now_quiescent
+            && d.spec.misbehave.contains(&Misbehave::LateDma))
+        .then(|| d.maps.first().map(|(_, b)| Arc::clone(b)))
+        .flatten();
         for (a, b) in arcs {
             self.calls.push(SimCall::Arc(bdf.clone(), a, b));
+        }
+        let returned = super::now_ns();
+        self.returns.push(SimReturn {
+            bdf,
+            to,
+            ret: result.map_or_else(|e| -e, |()| 0),
+            entered,
+            returned,
+        });
+        if let Some(buf) = late {
+            if let Some(sweeps) = &self.sweeps {
+                // A sweep that completes after the one in progress at the return started after it.
+                let seen = sweeps.load(Ordering::Acquire);
+                let limit = Instant::now() + Duration::from_secs(1);
+                while sweeps.load(Ordering::Acquire) < seen + 2 && Instant::now() < limit {
+                    std::thread::yield_now();
+                }
+            }
+            let _ = buf.write(16, &[0x1A, 0x7E, 0xDA]);
         }
         result?;
         if new_fd.is_some() {
@@ -543,10 +604,8 @@ impl VfioOps for SimVfio {
     }
 }
 
-fn spec_ignores(specs: &BTreeMap<String, SimSpec>, bdf: &str) -> bool {
-    specs
-        .get(bdf)
-        .is_some_and(|s| s.misbehave.contains(&Misbehave::EduIgnoresQuiesce))
+fn spec_has(specs: &BTreeMap<String, SimSpec>, bdf: &str, m: &Misbehave) -> bool {
+    specs.get(bdf).is_some_and(|s| s.misbehave.contains(m))
 }
 
 /// QEMU's edu register model (hw/misc/edu.c) reduced to the DMA engine, executing a command
@@ -562,6 +621,7 @@ struct EduSim {
     buf: Vec<u8>,
     quiesced: bool,
     ignore_quiesce: bool,
+    drops_dma: bool,
     maps: Vec<(u64, Arc<DmaBuffer>)>,
     irq: Option<OwnedFd>,
     dirty: SharedDirty,
@@ -590,7 +650,7 @@ impl EduSim {
                 let snap = b.snapshot();
                 self.buf[off..off + n].copy_from_slice(&snap[at..at + n]);
             }
-        } else {
+        } else if !self.drops_dma {
             let off = (self.src.saturating_sub(edu::BUF) as usize).min(4096 - n);
             let data = self.buf[off..off + n].to_vec();
             if let Some((b, at)) = self.find(self.dst, n as u64) {

@@ -186,11 +186,18 @@ impl Running {
             .push(std::thread::spawn(move || edu_loop(job, &stop, &c)));
     }
 
-    pub fn start_exec(&mut self, cmd: &str, devices: &[String]) -> std::io::Result<()> {
+    /// Runs `sh -c cmd` with `$MIGSCOPE_DEVICES` (the devices, space separated) and `env`.
+    pub fn start_exec(
+        &mut self,
+        cmd: &str,
+        devices: &[String],
+        env: &[(&str, String)],
+    ) -> std::io::Result<()> {
         let child = Command::new("/bin/sh")
             .arg("-c")
             .arg(cmd)
             .env("MIGSCOPE_DEVICES", devices.join(" "))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .spawn()?;
         self.child = Some(child);
         Ok(())
@@ -349,7 +356,7 @@ mod tests {
     #[test]
     fn exec_workload_is_stopped() {
         let mut r = Running::new();
-        r.start_exec("sleep 30", &["0000:00:02.0".into()])
+        r.start_exec("sleep 30", &["0000:00:02.0".into()], &[])
             .expect("spawn sh");
         let t = Instant::now();
         r.stop();

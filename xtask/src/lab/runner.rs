@@ -50,6 +50,16 @@ pub struct ScenarioResult {
     pub drained: u64,
     pub held_released: u64,
     pub sources: Value,
+    /// Per device: its effective `witness` source (its latest declaration's own `sources`, else
+    /// the header's).
+    pub device_witness: std::collections::BTreeMap<String, String>,
+    pub blind_spots: Vec<String>,
+    /// `dma-after-quiesce` violations whose evidence is the witness.
+    pub witness_violations: u64,
+    /// The witness's snapshot interval while it watched across quiescing SETs (drive's
+    /// `witness across SET` marks): the median of the runs' medians and the largest, in µs.
+    pub sweep_median_us: Option<u64>,
+    pub sweep_max_us: Option<u64>,
     pub guest_rc: Option<i32>,
     pub secs: Option<f64>,
 }
@@ -344,9 +354,42 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
                         r.problems.push(format!("evidence source {src} was not ok"));
                     }
                 }
+                if r.device_witness.is_empty() {
+                    r.problems.push("the trace declares no device".into());
+                }
+                for (dev, w) in &r.device_witness {
+                    if w != "ok" {
+                        r.problems
+                            .push(format!("{dev}: its own witness source is {w}"));
+                    }
+                }
                 if r.drained == 0 {
                     r.problems
                         .push("no DMA was in flight at the quiesce (nothing drained)".into());
+                }
+            }
+            Extra::WitnessUnavailable => {
+                if r.device_witness.is_empty()
+                    || r.device_witness
+                        .values()
+                        .any(|w| !w.starts_with("unavailable: "))
+                {
+                    r.problems.push(format!(
+                        "every device's witness should be unavailable: {:?}",
+                        r.device_witness
+                    ));
+                }
+                if !r.blind_spots.iter().any(|b| b == "dma") {
+                    r.problems.push(format!(
+                        "the dma blind spot is not named (blind spots {:?})",
+                        r.blind_spots
+                    ));
+                }
+            }
+            Extra::WitnessCaught => {
+                if r.witness_violations == 0 {
+                    r.problems
+                        .push("no dma-after-quiesce violation came from the witness".into());
                 }
             }
             Extra::ConformanceTable => {
@@ -426,6 +469,10 @@ fn judge_trace(s: &Scenario, dir: &Path, migscope: &Path, r: &mut ScenarioResult
     r.sources = main.sources.clone();
     r.verdict = main.verdict.clone();
     r.rules = main.rules.clone();
+    r.blind_spots = main.blind_spots.clone();
+    r.witness_violations = main.witness_violations;
+    r.device_witness = device_witness(&trace, &main.sources);
+    (r.sweep_median_us, r.sweep_max_us) = sweep_interval(&trace);
     // The side `migscope record` (drive_rec) stands in only while drive's own trace has no
     // probe (its `transitions` source not ok): then its evidence joins drive's.
     let side = dir.join("probe.jsonl");
@@ -566,6 +613,8 @@ struct Checked {
     verdict: String,
     rules: Vec<String>,
     sources: Value,
+    blind_spots: Vec<String>,
+    witness_violations: u64,
 }
 
 /// `migscope check --json` of one trace (saved beside it), and its event counts added to `r`.
@@ -574,6 +623,8 @@ fn check_one(trace: &Path, migscope: &Path, r: &mut ScenarioResult) -> Checked {
         verdict: "none".into(),
         rules: Vec::new(),
         sources: Value::Null,
+        blind_spots: Vec::new(),
+        witness_violations: 0,
     };
     let text = fs::read_to_string(trace).unwrap_or_default();
     if let Some(h) = text
@@ -621,15 +672,31 @@ fn check_one(trace: &Path, migscope: &Path, r: &mut ScenarioResult) -> Checked {
                         .and_then(Value::as_str)
                         .unwrap_or("none")
                         .into();
-                    c.rules = v
-                        .get("violations")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
+                    let list = |key: &str| {
+                        v.get(key)
+                            .and_then(Value::as_array)
+                            .map(Vec::as_slice)
+                            .unwrap_or_default()
+                    };
+                    c.rules = list("violations")
+                        .iter()
                         .filter_map(|f| f.get("rule").and_then(Value::as_str).map(String::from))
                         .collect();
                     c.rules.sort();
                     c.rules.dedup();
+                    c.blind_spots = list("blind_spots")
+                        .iter()
+                        .filter_map(|b| b.as_str().map(String::from))
+                        .collect();
+                    c.witness_violations = list("violations")
+                        .iter()
+                        .filter(|f| {
+                            f.get("rule").and_then(Value::as_str) == Some("dma-after-quiesce")
+                                && f.get("detail")
+                                    .and_then(Value::as_str)
+                                    .is_some_and(|d| d.starts_with("witness "))
+                        })
+                        .count() as u64;
                 }
                 Err(e) => r.problems.push(format!(
                     "migscope check --json {} gave no JSON ({e}): {}",
@@ -758,6 +825,80 @@ fn declared_state(trace: &Path, dev: &str) -> Option<String> {
     })
 }
 
+/// Each declared device's effective `witness` source: its latest `device` event's own
+/// `sources.witness` when it has one, else the header's.
+fn device_witness(trace: &Path, header: &Value) -> std::collections::BTreeMap<String, String> {
+    let text = fs::read_to_string(trace).unwrap_or_default();
+    let fallback = header
+        .get("witness")
+        .and_then(Value::as_str)
+        .unwrap_or("not declared")
+        .to_owned();
+    let mut out = std::collections::BTreeMap::new();
+    for l in text.lines().skip(1) {
+        let Ok(v) = serde_json::from_str::<Value>(l) else {
+            continue;
+        };
+        if v.get("ev").and_then(Value::as_str) != Some("device") {
+            continue;
+        }
+        let Some(dev) = v.get("dev").and_then(Value::as_str) else {
+            continue;
+        };
+        let own = v
+            .get("sources")
+            .and_then(|s| s.get("witness"))
+            .and_then(Value::as_str)
+            .map_or_else(|| fallback.clone(), String::from);
+        out.insert(dev.to_owned(), own);
+    }
+    out
+}
+
+/// From drive's `BDF: witness across SET S: N sweeps, interval median M us, max X us` marks
+/// (those with an interval, N >= 2): the median of the medians and the largest interval.
+fn sweep_interval(trace: &Path) -> (Option<u64>, Option<u64>) {
+    let text = fs::read_to_string(trace).unwrap_or_default();
+    let mut medians = Vec::new();
+    let mut max = None;
+    for l in text.lines().skip(1) {
+        let Ok(v) = serde_json::from_str::<Value>(l) else {
+            continue;
+        };
+        let Some(label) = v.get("label").and_then(Value::as_str) else {
+            continue;
+        };
+        if !label.contains("witness across SET") {
+            continue;
+        }
+        let num = |key: &str| {
+            label
+                .split(key)
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok())
+        };
+        // A watcher that swept once (a SET leaving quiescence returns at once) has no interval.
+        if label
+            .split(": ")
+            .nth(2)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_none_or(|n| n < 2)
+        {
+            continue;
+        }
+        if let Some(m) = num("interval median ") {
+            medians.push(m);
+        }
+        if let Some(x) = num("max ") {
+            max = Some(max.map_or(x, |m: u64| m.max(x)));
+        }
+    }
+    medians.sort_unstable();
+    (medians.get(medians.len() / 2).copied(), max)
+}
+
 /// After a `set_done` with an error, a later `get` of the same device reported RUNNING (the
 /// state edu-mig really stays in when its P2P arc fails).
 fn true_state_read_back(trace: &Path) -> bool {
@@ -781,12 +922,12 @@ fn true_state_read_back(trace: &Path) -> bool {
 /// Prints the human summary.
 pub fn print_table(results: &[ScenarioResult]) {
     println!(
-        "{:<22} {:<8} {:<13} {:>4} {:>4} {:>7} {:>6} {:>6}  rules",
-        "scenario", "expected", "verdict", "irq", "dma", "drained", "held", "secs"
+        "{:<22} {:<8} {:<13} {:>4} {:>4} {:>7} {:>6} {:>11} {:>6}  rules",
+        "scenario", "expected", "verdict", "irq", "dma", "drained", "held", "sweep µs", "secs"
     );
     for r in results {
         println!(
-            "{:<22} {:<8} {:<13} {:>4} {:>4} {:>7} {:>6} {:>6}  {}",
+            "{:<22} {:<8} {:<13} {:>4} {:>4} {:>7} {:>6} {:>11} {:>6}  {}",
             r.name,
             r.expected,
             format!("{}{}", r.verdict, if r.ok { "" } else { " !!" }),
@@ -794,6 +935,10 @@ pub fn print_table(results: &[ScenarioResult]) {
             r.dma,
             r.drained,
             r.held_released,
+            match (r.sweep_median_us, r.sweep_max_us) {
+                (Some(m), Some(x)) => format!("{m}/{x}"),
+                _ => "-".into(),
+            },
             r.secs
                 .map(|s| format!("{s:.1}"))
                 .unwrap_or_else(|| "-".into()),
@@ -811,7 +956,10 @@ pub fn summary_json(results: &[ScenarioResult]) -> Value {
         "name": r.name, "expected": r.expected, "verdict": r.verdict, "rules": r.rules,
         "ok": r.ok, "irq": r.irq, "dma": r.dma, "drained": r.drained, "secs": r.secs,
         "devices": r.devices,
-        "problems": r.problems,
+        "problems": r.problems, "witness_dma": r.witness_dma,
+        "witness_violations": r.witness_violations, "blind_spots": r.blind_spots,
+        "device_witness": r.device_witness, "sweep_median_us": r.sweep_median_us,
+        "sweep_max_us": r.sweep_max_us,
     })).collect::<Vec<_>>() })
 }
 
@@ -902,6 +1050,27 @@ mod tests {
             "{p:?}"
         );
         assert!(p.iter().any(|x| x.contains("no note")), "{p:?}");
+    }
+
+    #[test]
+    fn sweep_interval_reads_drives_marks() {
+        let dir = std::env::temp_dir().join(format!("lab-sw-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let t = dir.join("t.jsonl");
+        let mark = |n: u64, med: u64, max: u64| {
+            format!(
+                "{{\"t\":1,\"ev\":\"mark\",\"label\":\"0000:00:02.0: witness across SET STOP: {n} sweeps, interval median {med} us, max {max} us\"}}\n"
+            )
+        };
+        let text = format!(
+            "{{\"migscope_trace\":1}}\n{}{}{}{}",
+            mark(900, 18, 12000),
+            mark(1, 0, 0),
+            mark(40, 24, 300),
+            mark(2, 15, 15)
+        );
+        fs::write(&t, text).unwrap();
+        assert_eq!(sweep_interval(&t), (Some(18), Some(12000)));
         fs::remove_dir_all(&dir).unwrap();
     }
 

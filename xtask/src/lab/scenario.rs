@@ -29,7 +29,9 @@ pub enum Extra {
     ConformanceTable,
     /// The probe traced FSM steps (the kernel's vfio_mig_get_next_state calls).
     StepsTraced,
-    /// Passing runs must have had witness and irq sources ok and DMA in flight at the quiesce.
+    /// Passing runs must have had witness and irq sources ok (the witness also in every
+    /// device's own `sources`: a workload write landed before its first quiesce) and DMA in
+    /// flight at the quiesce.
     Evidence,
     /// Every event names one of these devices by its PCI address, each declared by a
     /// `device` event before any other event of it (no `fd:N@pid`, no undeclared device).
@@ -42,6 +44,11 @@ pub enum Extra {
     /// placeholder (`fd:N@pid`) with `irq` and `iommu_fault` unavailable, no event naming any
     /// of the addresses, and their interrupts noted as not attributed (no phantom device).
     Unresolved(&'static [&'static str]),
+    /// Every device's own `sources` say the witness is unavailable (nothing wrote to its pages)
+    /// and the verdict names the `dma` blind spot.
+    WitnessUnavailable,
+    /// A `dma-after-quiesce` violation comes from the witness (not only from another source).
+    WitnessCaught,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -397,6 +404,41 @@ pub const ALL: &[Scenario] = &[
             Extra::NamedByBdf(&["0000:00:02.0"]),
             Extra::DeclaredState("0000:00:02.0", "STOP_COPY"),
         ],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "no-workload",
+        about: "correct driver, drive --workload none: nothing ever wrote to the witnessed pages, so \
+                the witness saw nothing (the device's sources say so): inconclusive with the dma \
+                blind spot, never a pass",
+        bug: "none",
+        precopy: false,
+        devices: 1,
+        bridged: 0,
+        run: Run::Shell(
+            "drive_rec migscope drive --device 0000:00:02.0 --plan stopcopy --workload none \
+             --dwell-ms 250 -o trace.jsonl",
+        ),
+        expected: "inconclusive",
+        rules: &[],
+        extras: &[Extra::WitnessUnavailable],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "late-dma",
+        about: "bug=late_dma: drains correctly, then one DMA write lands in the witnessed page after \
+                the P2P SET left the kernel and before userspace sees it return: the gap a witness \
+                baselined after the SET cannot see; caught by the witness watching across the SET",
+        bug: "late_dma",
+        precopy: false,
+        devices: 1,
+        bridged: 0,
+        run: drive("stopcopy"),
+        expected: "fail",
+        rules: &["dma-after-quiesce"],
+        extras: &[Extra::WitnessCaught],
         needs_precopy: false,
         on_request: false,
     },
