@@ -157,13 +157,14 @@ impl Verifier {
     ) {
         let d = &self.devs[i];
         let dev = d.name.as_str();
-        let arc = format!("FSM step {} -> {}", from.name(), to.name());
+        // Built only for a finding: most steps are legal and need no text.
+        let arc = || format!("FSM step {} -> {}", from.name(), to.name());
         match d.tl.step_tracking() {
             StepTracking::Untracked => {}
             StepTracking::Outside => out.add(
                 rule::ILLEGAL_ARC,
                 dev,
-                format!("{arc} outside any SET request"),
+                format!("{} outside any SET request", arc()),
                 false,
             ),
             StepTracking::Expect {
@@ -173,7 +174,8 @@ impl Verifier {
                 rule::ILLEGAL_ARC,
                 dev,
                 format!(
-                    "{arc} starts from {} but the device was at {} (toward {})",
+                    "{} starts from {} but the device was at {} (toward {})",
+                    arc(),
                     from.name(),
                     at.name(),
                     toward.name()
@@ -188,7 +190,8 @@ impl Verifier {
                         rule::ILLEGAL_ARC,
                         dev,
                         format!(
-                            "{arc} toward {}: the kernel's next step is {} -> {}",
+                            "{} toward {}: the kernel's next step is {} -> {}",
+                            arc(),
                             toward.name(),
                             from.name(),
                             n.name()
@@ -199,7 +202,8 @@ impl Verifier {
                         rule::ILLEGAL_ARC,
                         dev,
                         format!(
-                            "{arc} toward {}: the kernel has no step there ({})",
+                            "{} toward {}: the kernel has no step there ({})",
+                            arc(),
                             toward.name(),
                             step_error_text(e)
                         ),
