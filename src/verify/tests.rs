@@ -94,6 +94,13 @@ impl T {
             },
         )
     }
+    /// D and E, P2P devices of one context, both RUNNING.
+    fn pair() -> Self {
+        let mut t = T::new();
+        t.device(D, P2P, "vm", Running);
+        t.device(E, P2P, "vm", Running);
+        t
+    }
     fn end(mut self, t: u64) -> Report {
         assert!(self.push(t, EventKind::End).is_empty());
         self.v.finish()
@@ -938,6 +945,8 @@ fn periods_grow_with_quiesces_not_with_evidence() {
     }
     let tl = t.v.timeline(D).expect("declared");
     assert_eq!(tl.periods(Scope::Quiescent).all().len(), 50);
+    // BENCHMARKS.md counts 24 bytes per quiesce.
+    assert_eq!(std::mem::size_of::<Period>(), 24);
 }
 
 #[test]
@@ -1119,9 +1128,7 @@ fn a_set_open_when_a_trace_is_cut_off_is_truncated_not_unfinished() {
 /// RUNNING_P2P (vfio_vmstate_change_prepare) before any goes RUNNING (vfio_vmstate_change).
 #[test]
 fn qemu_destination_order_passes() {
-    let mut t = T::new();
-    t.device(D, P2P, "vm", Running);
-    t.device(E, P2P, "vm", Running);
+    let mut t = T::pair();
     let mut v = Vec::new();
     v.extend(t.set(1000, D, P2P, Running, Resuming));
     v.extend(t.set(2000, E, P2P, Running, Resuming));
@@ -1145,9 +1152,7 @@ fn qemu_destination_order_passes() {
 
 #[test]
 fn destination_running_while_a_peer_is_still_resuming_fails() {
-    let mut t = T::new();
-    t.device(D, P2P, "vm", Running);
-    t.device(E, P2P, "vm", Running);
+    let mut t = T::pair();
     t.set(1000, D, P2P, Running, Resuming);
     t.set(2000, E, P2P, Running, Resuming);
     assert_eq!(
@@ -1155,9 +1160,7 @@ fn destination_running_while_a_peer_is_still_resuming_fails() {
         vec![rule::RUN_WHILE_PEER_STOPPED]
     );
     // And toward STOP (not RESUMING) beside a RUNNING peer stays a violation.
-    let mut t = T::new();
-    t.device(D, P2P, "vm", Running);
-    t.device(E, P2P, "vm", Running);
+    let mut t = T::pair();
     assert_eq!(
         t.set(1000, D, P2P, Running, Stop),
         vec![rule::STOP_WHILE_PEER_RUNNING]
@@ -1168,17 +1171,13 @@ fn destination_running_while_a_peer_is_still_resuming_fails() {
 fn a_peer_that_reached_running_p2p_within_its_request_no_longer_runs() {
     // E is on its way RUNNING -> STOP and has reached RUNNING_P2P: stopping D is fine; a moment
     // earlier (E still leaving RUNNING) it is not.
-    let mut t = T::new();
-    t.device(D, P2P, "vm", Running);
-    t.device(E, P2P, "vm", Running);
+    let mut t = T::pair();
     t.set(1000, D, P2P, Running, RunningP2p);
     t.begin(2000, E, Stop);
     t.step(2001, E, Running, RunningP2p);
     let early = t.begin(2002, D, StopCopy);
     assert_eq!(early, vec![rule::STOP_WHILE_PEER_RUNNING]);
-    let mut t = T::new();
-    t.device(D, P2P, "vm", Running);
-    t.device(E, P2P, "vm", Running);
+    let mut t = T::pair();
     t.set(1000, D, P2P, Running, RunningP2p);
     t.begin(2000, E, Stop);
     t.step(2001, E, Running, RunningP2p);
@@ -1253,9 +1252,7 @@ fn lost_steps_of_one_request_leave_later_requests_judged() {
 
 #[test]
 fn a_loss_naming_another_device_leaves_this_one_judged() {
-    let mut t = T::new();
-    t.device(D, P2P, "vm", Running);
-    t.device(E, P2P, "vm", Running);
+    let mut t = T::pair();
     t.set(500, E, P2P, Running, RunningP2p);
     t.begin(1000, D, RunningP2p);
     t.lost(1050, Some(E));
