@@ -105,14 +105,27 @@ impl T {
         assert!(self.push(t, EventKind::End).is_empty());
         self.v.finish()
     }
-    fn push(&mut self, t: u64, kind: EventKind) -> Vec<&'static str> {
+    /// Every finding of one event, warnings included.
+    fn findings(&mut self, t: u64, kind: EventKind) -> Vec<Finding> {
         self.line += 1;
-        self.v
-            .push(self.line, &Event { t, pid: None, kind })
+        self.v.push(self.line, &Event { t, pid: None, kind })
+    }
+    /// The violations of one event.
+    fn push(&mut self, t: u64, kind: EventKind) -> Vec<&'static str> {
+        self.findings(t, kind)
             .into_iter()
             .filter(|f| !f.warning)
             .map(|f| f.rule)
             .collect()
+    }
+    fn get(&mut self, t: u64, dev: &str, state: MigState) -> Vec<&'static str> {
+        self.push(
+            t,
+            EventKind::Get {
+                dev: dev.into(),
+                state,
+            },
+        )
     }
     fn device(&mut self, dev: &str, flags: u32, ctx: &str, state: MigState) {
         let k = EventKind::Device {
@@ -170,18 +183,7 @@ impl T {
         window: Option<(u64, u64)>,
         p2p: Option<bool>,
     ) -> Vec<&'static str> {
-        self.push(
-            t,
-            EventKind::Dma {
-                dev: dev.into(),
-                src: DmaSource::Witness,
-                iova: 0x1000,
-                len: 64,
-                write: true,
-                window,
-                p2p,
-            },
-        )
+        self.push(t, dma_kind(dev, window, p2p))
     }
     fn irq(&mut self, t: u64, dev: &str) -> Vec<&'static str> {
         self.push(
@@ -192,6 +194,19 @@ impl T {
                 vector: 0,
             },
         )
+    }
+}
+
+/// A witness write of 64 bytes at 0x1000.
+fn dma_kind(dev: &str, window: Option<(u64, u64)>, p2p: Option<bool>) -> EventKind {
+    EventKind::Dma {
+        dev: dev.into(),
+        src: DmaSource::Witness,
+        iova: 0x1000,
+        len: 64,
+        write: true,
+        window,
+        p2p,
     }
 }
 
@@ -909,22 +924,7 @@ fn a_window_inside_an_earlier_period_is_judged_however_long_ago_it_ended() {
     );
     // Near misses: wholly in the gap between them; across the gap (a warning only).
     assert!(t.dma(9002, D, Some((5000, 6000)), None).is_empty());
-    let f = t.v.push(
-        99,
-        &Event {
-            t: 9003,
-            pid: None,
-            kind: EventKind::Dma {
-                dev: D.into(),
-                src: DmaSource::Witness,
-                iova: 0,
-                len: 1,
-                write: true,
-                window: Some((3000, 6500)),
-                p2p: None,
-            },
-        },
-    );
+    let f = t.findings(9003, dma_kind(D, Some((3000, 6500)), None));
     assert_eq!(
         f.iter().map(|x| (x.rule, x.warning)).collect::<Vec<_>>(),
         vec![(rule::DMA_MAYBE_AFTER_QUIESCE, true)]
@@ -969,16 +969,7 @@ fn a_set_refused_before_any_arc_leaves_a_quiesced_device_quiesced() {
         vec![rule::DMA_AFTER_QUIESCE]
     );
     // Still known: a GET that disagrees is a mismatch.
-    assert_eq!(
-        t.push(
-            2400,
-            EventKind::Get {
-                dev: D.into(),
-                state: Running
-            }
-        ),
-        vec![rule::STATE_MISMATCH]
-    );
+    assert_eq!(t.get(2400, D, Running), vec![rule::STATE_MISMATCH]);
 }
 
 #[test]
@@ -987,17 +978,13 @@ fn a_refused_reachable_set_is_still_set_failed_and_says_the_state_stays() {
     t.device(D, P2P, "vm", Running);
     t.set(1000, D, P2P, Running, RunningP2p);
     t.begin(2000, D, StopCopy);
-    let f = t.v.push(
-        50,
-        &Event {
-            t: 2100,
-            pid: None,
-            kind: EventKind::SetDone {
-                dev: D.into(),
-                to: StopCopy,
-                ret: -16,
-                data_fd: None,
-            },
+    let f = t.findings(
+        2100,
+        EventKind::SetDone {
+            dev: D.into(),
+            to: StopCopy,
+            ret: -16,
+            data_fd: None,
         },
     );
     assert_eq!(f.len(), 1);
