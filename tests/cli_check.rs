@@ -219,6 +219,122 @@ const CASES: &[Case] = &[
         warnings: &["blind-spot-accepted"],
         ..case("rules/blind-dma.jsonl", &["--accept-blind", "dma"], 0, &[])
     },
+    // Coverage is per device (issue 11, point 1).
+    Case {
+        blind: &["dma"],
+        ..case("rules/coverage-mdev-beside-pci.jsonl", &[], 2, &[])
+    },
+    case(
+        "rules/coverage-mdev-only-quiesced-near-miss.jsonl",
+        &[],
+        0,
+        &[],
+    ),
+    Case {
+        blind: &["dma"],
+        ..case(
+            "rules/coverage-device-witness-unavailable.jsonl",
+            &[],
+            2,
+            &[],
+        )
+    },
+    Case {
+        blind: &["dma"],
+        ..case("rules/coverage-device-redeclared.jsonl", &[], 2, &[])
+    },
+    case(
+        "rules/coverage-device-witness-ok-near-miss.jsonl",
+        &[],
+        0,
+        &[],
+    ),
+    Case {
+        warnings: &["no-irq-source"],
+        ..case("rules/coverage-irq-unavailable.jsonl", &[], 0, &[])
+    },
+    Case {
+        warnings: &["no-irq-source"],
+        ..case(
+            "rules/coverage-irq-unavailable-judged.jsonl",
+            &[],
+            1,
+            &["irq-after-quiesce"],
+        )
+    },
+    // Every quiescent period counts (point 2).
+    case(
+        "rules/dma-window-earlier-period.jsonl",
+        &[],
+        1,
+        &["dma-after-quiesce"],
+    ),
+    case(
+        "rules/dma-window-earlier-period-near-miss.jsonl",
+        &[],
+        0,
+        &[],
+    ),
+    // A SET refused before any arc ran leaves the state as it was (point 3).
+    case(
+        "rules/set-refused-then-dma.jsonl",
+        &[],
+        1,
+        &["dma-after-quiesce"],
+    ),
+    case("rules/set-refused-then-dma-near-miss.jsonl", &[], 0, &[]),
+    // Multi-arc SETs are quiescent from the first step out of a quiescent state (point 4).
+    case(
+        "rules/multi-arc-dma-between-steps.jsonl",
+        &[],
+        1,
+        &["dma-after-quiesce", "irq-after-quiesce"],
+    ),
+    case(
+        "rules/multi-arc-dma-between-steps-near-miss.jsonl",
+        &[],
+        0,
+        &[],
+    ),
+    // A SET open at `end` (point 5).
+    Case {
+        warnings: &["unfinished-set", "hazard-arc"],
+        blind: &["unfinished"],
+        ..case("rules/unfinished-set.jsonl", &[], 2, &[])
+    },
+    // Destination order (point 6).
+    case("rules/destination-qemu-order.jsonl", &[], 0, &[]),
+    case(
+        "rules/destination-run-while-peer-resuming.jsonl",
+        &[],
+        1,
+        &["run-while-peer-stopped"],
+    ),
+    case("rules/source-qemu-order.jsonl", &[], 0, &[]),
+    // p2p-only says what it cannot see (point 7).
+    Case {
+        warnings: &["p2p-dma-invisible"],
+        ..case(
+            "rules/dma-p2p-policy.jsonl",
+            &["--p2p-policy", "p2p-only"],
+            1,
+            &["dma-after-quiesce"],
+        )
+    },
+    // Missed FSM steps are loss, not illegal arcs (point 12).
+    Case {
+        blind: &["lost"],
+        ..case("rules/lost-fsm-steps.jsonl", &[], 2, &[])
+    },
+    Case {
+        blind: &["lost"],
+        ..case(
+            "rules/lost-fsm-steps-later-request.jsonl",
+            &[],
+            1,
+            &["illegal-arc"],
+        )
+    },
 ];
 
 #[test]
@@ -375,4 +491,112 @@ fn unusable_input_exits_3_naming_file_line_and_field() {
         Some(3),
         "usage errors are unusable input"
     );
+}
+
+/// The devices a blind spot's detail names, among `devs`.
+fn named_in(v: &Value, spot: &str, devs: &[&str]) -> Vec<String> {
+    let why = v["blind_spot_details"][spot]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {spot} detail in {v}"));
+    devs.iter()
+        .filter(|d| why.contains(*d))
+        .map(|d| (*d).to_owned())
+        .collect()
+}
+
+#[test]
+fn an_mdev_source_covers_the_vgpu_and_leaves_the_vf_beside_it_blind() {
+    const VGPU: &str = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001";
+    const VF: &str = "0000:3b:00.1";
+    let (code, v) = check_json(&fixture("rules/coverage-mdev-beside-pci.jsonl"), &[]);
+    assert_eq!(code, 2, "{v}");
+    assert_eq!(named_in(&v, "dma", &[VGPU, VF]), vec![VF], "{v}");
+    let devs = &v["devices"];
+    assert_eq!(devs[VGPU]["dma_sources"], serde_json::json!(["mdev_dma"]));
+    assert_eq!(devs[VGPU]["blind"], serde_json::json!([]));
+    assert_eq!(devs[VF]["dma_sources"], serde_json::json!([]));
+    assert_eq!(devs[VF]["blind"], serde_json::json!(["dma"]));
+    // The existing fields stay.
+    assert_eq!(devs[VF]["quiesce_ns"]["count"], 1, "{v}");
+}
+
+#[test]
+fn a_device_own_sources_decide_its_coverage() {
+    let d2 = "0000:00:02.0";
+    let d3 = "0000:00:03.0";
+    let (_, v) = check_json(
+        &fixture("rules/coverage-device-witness-unavailable.jsonl"),
+        &[],
+    );
+    assert_eq!(named_in(&v, "dma", &[d2, d3]), vec![d3], "{v}");
+    assert_eq!(
+        v["devices"][d2]["dma_sources"],
+        serde_json::json!(["witness"])
+    );
+    let (_, v) = check_json(&fixture("rules/coverage-device-redeclared.jsonl"), &[]);
+    assert_eq!(named_in(&v, "dma", &[d2]), vec![d2], "{v}");
+    let (_, v) = check_json(&fixture("rules/coverage-irq-unavailable.jsonl"), &[]);
+    let no_irq: Vec<&Value> = v["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .filter(|w| w["rule"] == "no-irq-source")
+        .map(|w| &w["dev"])
+        .collect();
+    assert_eq!(no_irq, vec![&Value::from(d3)], "{v}");
+    assert_eq!(v["devices"][d3]["irq_source"], false);
+    assert_eq!(v["devices"][d2]["irq_source"], true);
+}
+
+#[test]
+fn an_unfinished_set_names_its_device() {
+    let (_, v) = check_json(&fixture("rules/unfinished-set.jsonl"), &[]);
+    assert_eq!(
+        named_in(&v, "unfinished", &["0000:00:02.0"]),
+        vec!["0000:00:02.0"]
+    );
+    assert_eq!(
+        v["devices"]["0000:00:02.0"]["blind"],
+        serde_json::json!(["unfinished"])
+    );
+}
+
+#[test]
+fn lost_steps_spare_their_request_but_not_the_next() {
+    let (_, v) = check_json(&fixture("rules/lost-fsm-steps-later-request.jsonl"), &[]);
+    let lines: Vec<u64> = v["violations"]
+        .as_array()
+        .expect("violations")
+        .iter()
+        .filter_map(|f| f["line"].as_u64())
+        .collect();
+    // Line 11: STOP_COPY -> RUNNING_P2P skips STOP. Nothing from the request whose steps were
+    // lost (its set_done is line 9).
+    assert_eq!(lines, vec![11], "{v}");
+    assert!(
+        v["blind_spot_details"]["lost"]
+            .as_str()
+            .is_some_and(|s| s.contains("0000:00:02.0")),
+        "{v}"
+    );
+}
+
+#[test]
+fn the_human_report_says_p2p_only_cannot_see_peer_to_peer_dma() {
+    let f = fixture("rules/dma-p2p-policy.jsonl");
+    let out = run(&[
+        "check",
+        "--p2p-policy",
+        "p2p-only",
+        f.to_str().expect("utf-8"),
+    ]);
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let line = text
+        .lines()
+        .find(|l| l.contains("p2p-dma-invisible"))
+        .unwrap_or_else(|| panic!("no p2p-dma-invisible warning in {text}"));
+    assert!(line.starts_with("warning"), "{line}");
+    assert!(line.contains("p2p: true"), "{line}");
+    let strict = run(&["check", f.to_str().expect("utf-8")]);
+    assert!(!String::from_utf8_lossy(&strict.stdout).contains("p2p-dma-invisible"));
 }

@@ -462,3 +462,30 @@ fn junit_validates_against_the_schema_with_xmllint() {
     }
     eprintln!("{validated} JUnit files valid against the schema");
 }
+
+#[test]
+fn junit_skips_the_quiesce_family_only_for_the_device_no_dma_source_covered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/rules/coverage-mdev-beside-pci.jsonl");
+    let p = verify_against_report(&f, &dir.path().join("mdev.xml"), &[]);
+    let quiesce = |dev: &str| {
+        let s = p
+            .suites
+            .iter()
+            .find(|s| s.0["name"].ends_with(dev))
+            .unwrap_or_else(|| panic!("suite for {dev}"));
+        let c =
+            &s.1.iter()
+                .find(|c| c.1 == "quiesce")
+                .expect("quiesce case")
+                .2;
+        (c.failure.is_some(), c.skipped.is_some())
+    };
+    // The vGPU's mdev_dma saw its DMA: proven. The VF beside it: nothing saw it.
+    assert_eq!(
+        quiesce("83b8f4f2-509f-382f-3c1e-e6bfe0fa1001"),
+        (false, false)
+    );
+    assert_eq!(quiesce("0000:3b:00.1"), (false, true));
+}

@@ -400,13 +400,7 @@ fn stream<R: BufRead>(
         report
             .warnings
             .iter()
-            .filter(|f| {
-                [
-                    verify::rule::UNFINISHED_SET,
-                    verify::rule::BLIND_SPOT_ACCEPTED,
-                ]
-                .contains(&f.rule)
-            })
+            .filter(|f| verify::rule::AT_FINISH.contains(&f.rule))
             .map(to_finding),
     );
     if !flush(tx, batch) {

@@ -30,6 +30,24 @@ pub mod source {
         IOMMU_DIRTY,
         MDEV_DMA,
     ];
+
+    /// Whether source `name` can see device `dev` at all (TRACE-FORMAT.md, per-device
+    /// coverage): `mdev_dma` (`vfio_dma_rw` / `vfio_pin_pages`, called on a mediated device's
+    /// behalf) sees only mediated devices, named by a UUID; every other source may see any device.
+    pub fn reaches(name: &str, dev: &str) -> bool {
+        name != MDEV_DMA || super::is_mdev_uuid(dev)
+    }
+}
+
+/// Whether `dev` names a mediated device: a UUID (`8-4-4-4-12` hex digits), as the kernel names
+/// them under `/sys/bus/mdev/devices/`. A PCI address never is one.
+pub fn is_mdev_uuid(dev: &str) -> bool {
+    let b = dev.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
 }
 
 /// Line 1 of a trace.

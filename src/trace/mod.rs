@@ -4,7 +4,9 @@
 
 pub mod event;
 
-pub use event::{DataDir, DmaSource, Event, EventKind, Header, IrqKind, TRACE_VERSION, source};
+pub use event::{
+    DataDir, DmaSource, Event, EventKind, Header, IrqKind, TRACE_VERSION, is_mdev_uuid, source,
+};
 pub mod jsonl;
 
 pub use jsonl::{JsonlReader, JsonlWriter, ReadWarning, TraceError};

@@ -1,11 +1,11 @@
 //! The verifier: every rule of DESIGN.md over a stream of events, in one pass, with memory
-//! that grows with the number of devices and contexts, not with the number of events.
+//! that grows with the number of devices, contexts and quiesces, not with the number of events.
 //!
-//! State semantics (DESIGN.md, "Verification rules"): a device's state at `t` is the `to` of
-//! its last successful `set_done` (or RUNNING after a successful `reset`, or its declared
-//! state). Between `set` and `set_done` it is in transition from S toward T; DMA and interrupts
-//! are allowed during a transition when S or T is RUNNING or PRE_COPY. After a failed SET the
-//! state is unknown until the next `get`.
+//! Each device's state over time is a [`DeviceTimeline`] (`timeline.rs`: the state semantics of
+//! DESIGN.md "Verification rules", once); the rules (`rules.rs`, one function per rule family)
+//! judge each event against the timelines of its device and of its peers. Coverage is per
+//! device (TRACE-FORMAT.md): a header source covers every device unless the device's own
+//! `sources` (its latest declaration) say otherwise, and `mdev_dma` covers mediated devices only.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -14,11 +14,14 @@ use std::{
 };
 
 use crate::{
-    model::{MigFlags, MigState, StepError, is_hazard, next_state, path as fsm_path},
-    trace::{
-        AnyReader, DataDir, Event, EventKind, Header, ReadWarning, TraceError, open_any, source,
-    },
+    model::{MigFlags, MigState},
+    trace::{AnyReader, Event, EventKind, Header, ReadWarning, TraceError, open_any, source},
 };
+
+mod rules;
+pub mod timeline;
+
+pub use timeline::{DeviceTimeline, Judgement, Period, Phase, Scope, Transition};
 
 /// Stable rule identifiers (DESIGN.md rule table), violations first, then warnings.
 pub mod rule {
@@ -57,12 +60,21 @@ pub mod rule {
     pub const UNFINISHED_SET: &str = "unfinished-set";
     pub const NO_IRQ_SOURCE: &str = "no-irq-source";
     pub const BLIND_SPOT_ACCEPTED: &str = "blind-spot-accepted";
+    pub const P2P_DMA_INVISIBLE: &str = "p2p-dma-invisible";
+    /// Warnings only [`super::Verifier::finish`] produces (they concern the whole trace or a
+    /// device's coverage, known only at the end, and have no event line).
+    pub const AT_FINISH: [&str; 4] = [
+        UNFINISHED_SET,
+        BLIND_SPOT_ACCEPTED,
+        NO_IRQ_SOURCE,
+        P2P_DMA_INVISIBLE,
+    ];
 
     /// One line a human can act on, for reports.
     pub fn explain(rule: &str) -> &'static str {
         match rule {
             ILLEGAL_ARC => {
-                "an FSM step that is not the kernel's next step toward the requested state (vfio_mig_get_next_state)"
+                "an FSM step that is not the kernel's next step toward the requested state (vfio_mig_get_next_state); steps of a request with lost events are not judged"
             }
             UNSUPPORTED_ACCEPTED => {
                 "the driver accepted a SET to a state its flags do not support, to ERROR, or along a blocked arc"
@@ -78,7 +90,7 @@ pub mod rule {
                 "an interrupt while the device was quiesced (an MSI is itself a DMA write)"
             }
             STOP_WHILE_PEER_RUNNING => {
-                "a device was stopped while a peer in its context could still issue DMA (quiesce every device before stopping any)"
+                "a device was stopped while a peer in its context could still issue DMA (quiesce every device before stopping any; a SET toward RESUMING is exempt)"
             }
             SAVE_WHILE_PEER_RUNNING => {
                 "device state was saved while a peer in its context was running"
@@ -94,16 +106,21 @@ pub mod rule {
                 "a request along a blocked arc (STOP_COPY -> PRE_COPY[_P2P]) that hangs kernels without the 2026 fix"
             }
             DMA_MAYBE_AFTER_QUIESCE => {
-                "windowed DMA evidence straddling the quiesce point: it may have happened before or after"
+                "windowed DMA evidence straddling the edge of a quiescent period: it may have happened while quiesced or not"
             }
             UNKNOWN_EVENT => "an event type this migscope does not know was skipped",
             UNDECLARED_DEVICE => "a device was used before a `device` event declared it",
             UNMATCHED_SET_DONE => "a set_done without a matching set",
-            UNFINISHED_SET => "a SET that never returned in the trace",
+            UNFINISHED_SET => {
+                "a SET that never returned in the trace (open at `end`: the blind spot unfinished)"
+            }
             NO_IRQ_SOURCE => {
-                "interrupts were not traced, so irq-after-quiesce could not be checked"
+                "a quiesced device's interrupts were not traced (its irq source is not ok), so irq-after-quiesce could not be checked for it"
             }
             BLIND_SPOT_ACCEPTED => "a blind spot accepted with --accept-blind",
+            P2P_DMA_INVISIBLE => {
+                "under --p2p-policy p2p-only only DMA marked p2p: true counts in the P2P states, and no source sees peer-to-peer DMA unless it marks it so"
+            }
             _ => "",
         }
     }
@@ -197,6 +214,13 @@ pub struct DeviceSummary {
     pub data_loaded: u64,
     /// The state at the end of the trace (None: unknown).
     pub final_state: Option<MigState>,
+    /// The DMA evidence sources that covered the device (its own `sources` over the header's;
+    /// `mdev_dma` only for a mediated device), in `source::DMA_WITNESSES` order.
+    pub dma_sources: Vec<&'static str>,
+    /// Its `irq` source was ok: irq-after-quiesce could be judged for it.
+    pub irq_source: bool,
+    /// The blind spots that concern this device (`lost`, `dma`, `unfinished`).
+    pub blind: Vec<&'static str>,
 }
 
 /// The outcome of a check.
@@ -205,9 +229,9 @@ pub struct Report {
     pub verdict: Verdict,
     pub violations: Vec<Finding>,
     pub warnings: Vec<Finding>,
-    /// Why the verdict is inconclusive: `lost`, `truncated`, `dma`.
+    /// Why the verdict is inconclusive: `lost`, `truncated`, `dma`, `unfinished`.
     pub blind_spots: Vec<String>,
-    /// A sentence per blind spot.
+    /// A sentence per blind spot, naming the devices it concerns.
     pub blind_spot_details: BTreeMap<String, String>,
     pub devices: BTreeMap<String, DeviceSummary>,
     pub events: u64,
@@ -246,6 +270,9 @@ impl Report {
                         "data_saved": d.data_saved,
                         "data_loaded": d.data_loaded,
                         "final_state": d.final_state.map(MigState::name),
+                        "dma_sources": d.dma_sources,
+                        "irq_source": d.irq_source,
+                        "blind": d.blind,
                     }),
                 )
             })
@@ -276,100 +303,23 @@ impl Report {
 /// How many findings are kept in memory; more are counted in `dropped_findings`.
 const MAX_FINDINGS: usize = 10_000;
 
-/// The state known for a device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Known {
-    State(MigState),
-    Unknown,
-}
-
-impl Known {
-    fn get(self) -> Option<MigState> {
-        match self {
-            Known::State(s) => Some(s),
-            Known::Unknown => None,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Request {
-    from: Known,
-    to: MigState,
+/// Findings of one event, in the order the rules found them.
+struct Out {
     t: u64,
-    steps: u32,
+    line: u64,
+    list: Vec<Finding>,
 }
 
-/// Start and end of a continuous period in which some evidence is forbidden.
-#[derive(Clone, Copy, Debug, Default)]
-struct Forbidden {
-    since: Option<u64>,
-    /// The state whose arrival began the current period (for messages).
-    entered: Option<MigState>,
-    /// The previous completed period `[since, end)` and the state that began it, for windowed
-    /// evidence reaching back.
-    prev: Option<(u64, u64, Option<MigState>)>,
-}
-
-enum WindowVerdict {
-    Allowed,
-    Maybe,
-    /// `since`: when the period began; `entered`: the state that began it.
-    Violation {
-        since: u64,
-        entered: Option<MigState>,
-    },
-}
-
-impl Forbidden {
-    fn update(&mut self, now_forbidden: bool, t: u64, state: Option<MigState>) {
-        match (self.since, now_forbidden) {
-            (None, true) => {
-                self.since = Some(t);
-                self.entered = state;
-            }
-            (Some(s), false) => {
-                self.prev = Some((s, t, self.entered));
-                self.since = None;
-                self.entered = None;
-            }
-            _ => {}
-        }
-    }
-
-    /// Judges evidence that happened somewhere in `(t0, t1]`.
-    fn judge(&self, t0: u64, t1: u64) -> WindowVerdict {
-        if let Some(s) = self.since {
-            if s <= t0 {
-                return WindowVerdict::Violation {
-                    since: s,
-                    entered: self.entered,
-                };
-            }
-            if s < t1 {
-                return WindowVerdict::Maybe;
-            }
-        }
-        if let Some((s, e, entered)) = self.prev {
-            if s <= t0 && t1 <= e {
-                return WindowVerdict::Violation { since: s, entered };
-            }
-            if t0 < e && s < t1 {
-                return WindowVerdict::Maybe;
-            }
-        }
-        WindowVerdict::Allowed
-    }
-
-    /// Judges evidence that happened exactly at `t`.
-    fn judge_at(&self, t: u64) -> WindowVerdict {
-        match self.since {
-            Some(s) if s <= t => WindowVerdict::Violation {
-                since: s,
-                entered: self.entered,
-            },
-            _ => WindowVerdict::Allowed,
-        }
+impl Out {
+    fn add(&mut self, rule: &'static str, dev: &str, detail: String, warning: bool) {
+        self.list.push(Finding {
+            rule,
+            dev: Some(dev.to_owned()),
+            t: self.t,
+            line: self.line,
+            detail,
+            warning,
+        });
     }
 }
 
@@ -378,19 +328,34 @@ struct Dev {
     /// None when the device was never declared (flag-based rules are skipped).
     flags: Option<MigFlags>,
     ctx: usize,
-    state: Known,
-    /// When `state` began (for "N ms after X completed").
-    state_t: u64,
-    req: Option<Request>,
-    /// Where the driver's traced FSM steps have taken the device.
-    step_state: Option<MigState>,
-    /// Steps were seen for this device: from then on a completed SET must be reached by them.
-    steps_traced: bool,
-    /// Any quiescent state (strict evidence, p2p evidence under p2p-only).
-    quiet: Forbidden,
-    /// STOP / STOP_COPY / RESUMING (non-p2p evidence under p2p-only).
-    stopped: Forbidden,
+    /// The device's own evidence sources, from its latest declaration (over the header's).
+    sources: BTreeMap<String, String>,
+    tl: DeviceTimeline,
+    /// A `lost` named this device, or named none.
+    lost: bool,
     summary: DeviceSummary,
+}
+
+/// What source `name` says for a device: its own `sources` entry, else the header's.
+fn status<'a>(
+    header: &'a BTreeMap<String, String>,
+    own: &'a BTreeMap<String, String>,
+    name: &str,
+) -> Option<&'a str> {
+    own.get(name)
+        .or_else(|| header.get(name))
+        .map(String::as_str)
+}
+
+/// Whether `name` covers device `dev`: it says `ok` for the device, and it can see such a device
+/// at all (`mdev_dma`: mediated devices only).
+fn covers(
+    header: &BTreeMap<String, String>,
+    own: &BTreeMap<String, String>,
+    dev: &str,
+    name: &str,
+) -> bool {
+    source::reaches(name, dev) && status(header, own, name) == Some("ok")
 }
 
 /// Device and context names to their index. Looked up once per event, so a multiply-rotate
@@ -437,8 +402,8 @@ impl Hasher for FxHasher {
 /// [`Verifier::finish`].
 pub struct Verifier {
     opts: Options,
-    dma_source_ok: bool,
-    irq_source_ok: bool,
+    /// The header's sources: every device's, unless its own say otherwise.
+    sources: BTreeMap<String, String>,
     devs: Vec<Dev>,
     by_name: NameMap,
     /// The device of the previous event: runs of events about one device skip the lookup.
@@ -449,10 +414,12 @@ pub struct Verifier {
     warnings: Vec<Finding>,
     dropped: u64,
     lost: u64,
+    /// The devices `lost` events named.
+    lost_named: Vec<String>,
     ended: bool,
     events: u64,
-    quiesced_any: bool,
-    irq_warned: bool,
+    /// `dma` evidence marked `p2p: true` (for the p2p-only warning).
+    p2p_marked: u64,
 }
 
 fn ms(ns: u64) -> String {
@@ -463,8 +430,7 @@ impl Verifier {
     pub fn new(header: &Header, opts: Options) -> Self {
         Verifier {
             opts,
-            dma_source_ok: source::DMA_WITNESSES.iter().any(|s| header.source_ok(s)),
-            irq_source_ok: header.source_ok(source::IRQ),
+            sources: header.sources.clone(),
             devs: Vec::new(),
             by_name: NameMap::default(),
             last_dev: usize::MAX,
@@ -474,10 +440,10 @@ impl Verifier {
             warnings: Vec::new(),
             dropped: 0,
             lost: 0,
+            lost_named: Vec::new(),
             ended: false,
             events: 0,
-            quiesced_any: false,
-            irq_warned: false,
+            p2p_marked: 0,
         }
     }
 
@@ -509,6 +475,11 @@ impl Verifier {
         new
     }
 
+    /// The timeline of device `name`, if the trace has named it.
+    pub fn timeline(&self, name: &str) -> Option<&DeviceTimeline> {
+        self.by_name.get(name).map(|&i| &self.devs[i].tl)
+    }
+
     fn keep(&mut self, f: Finding) {
         let list = if f.warning {
             &mut self.warnings
@@ -532,17 +503,20 @@ impl Verifier {
         i
     }
 
+    /// Declares device `name`; a re-declaration takes the new facts (flags, ctx, sources: the
+    /// latest declaration is what counts) and keeps the history.
     fn declare(
         &mut self,
         name: &str,
         flags: Option<MigFlags>,
         ctx: &str,
         state: MigState,
+        sources: &BTreeMap<String, String>,
         t: u64,
     ) -> usize {
+        let ci = self.ctx_index(ctx);
+        let observable = covers(&self.sources, sources, name, source::TRANSITIONS);
         if let Some(&i) = self.by_name.get(name) {
-            // Re-declaration: take the new facts, keep the history.
-            let ci = self.ctx_index(ctx);
             let old = self.devs[i].ctx;
             if old != ci {
                 self.ctxs[old].1.retain(|d| *d != i);
@@ -551,39 +525,33 @@ impl Verifier {
             let d = &mut self.devs[i];
             d.flags = flags;
             d.ctx = ci;
+            d.sources.clone_from(sources);
+            d.tl.set_steps_observable(observable);
             d.summary.ctx = ctx.to_owned();
             d.summary.flags = flags;
             return i;
         }
-        let ci = self.ctx_index(ctx);
         let i = self.devs.len();
-        let mut dev = Dev {
+        self.devs.push(Dev {
             name: name.to_owned(),
             flags,
             ctx: ci,
-            state: Known::State(state),
-            state_t: t,
-            req: None,
-            step_state: Some(state),
-            steps_traced: false,
-            quiet: Forbidden::default(),
-            stopped: Forbidden::default(),
+            sources: sources.clone(),
+            tl: DeviceTimeline::new(t, state, observable),
+            lost: false,
             summary: DeviceSummary {
                 ctx: ctx.to_owned(),
                 flags,
                 ..DeviceSummary::default()
             },
-        };
-        dev.quiet.update(state.quiescent(), t, Some(state));
-        dev.stopped.update(state.stopped(), t, Some(state));
-        self.devs.push(dev);
+        });
         self.ctxs[ci].1.push(i);
         self.by_name.insert(name.to_owned(), i);
         i
     }
 
     /// The device index, declaring it (with a warning) on first use.
-    fn dev(&mut self, name: &str, t: u64, line: u64, out: &mut Vec<Finding>) -> usize {
+    fn dev(&mut self, name: &str, out: &mut Out) -> usize {
         if let Some(d) = self.devs.get(self.last_dev)
             && d.name == name
         {
@@ -593,469 +561,65 @@ impl Verifier {
             self.last_dev = i;
             return i;
         }
-        let f = Finding {
-            rule: rule::UNDECLARED_DEVICE,
-            dev: Some(name.to_owned()),
-            t,
-            line,
-            detail: format!(
+        out.add(
+            rule::UNDECLARED_DEVICE,
+            name,
+            format!(
                 "{name} used before a `device` event; assuming RUNNING, its own context, and unknown migration flags"
             ),
-            warning: true,
-        };
-        out.push(f);
+            true,
+        );
         let ctx = format!("undeclared:{name}");
-        self.declare(name, None, &ctx, MigState::Running, t)
-    }
-
-    /// Recomputes the forbidden periods of device `i` after its state or request changed.
-    fn refresh(&mut self, i: usize, t: u64) {
-        let d = &mut self.devs[i];
-        let (quiet, stopped, at) = match (d.req, d.state) {
-            (Some(r), _) => {
-                let from = r.from.get();
-                let q = from.is_some_and(MigState::quiescent) && r.to.quiescent();
-                let s = from.is_some_and(MigState::stopped) && r.to.stopped();
-                (q, s, from)
-            }
-            (None, Known::State(s)) => (s.quiescent(), s.stopped(), Some(s)),
-            (None, Known::Unknown) => (false, false, None),
-        };
-        if quiet {
-            self.quiesced_any = true;
-        }
-        d.quiet.update(quiet, t, at);
-        d.stopped.update(stopped, t, at);
-    }
-
-    /// Peers of device `i` (same ctx) whose known state satisfies `pred`.
-    fn peers_where(&self, i: usize, pred: impl Fn(MigState) -> bool) -> Vec<(String, MigState)> {
-        let ctx = self.devs[i].ctx;
-        self.ctxs[ctx]
-            .1
-            .iter()
-            .filter(|&&p| p != i)
-            .filter_map(|&p| {
-                let pd = &self.devs[p];
-                pd.state
-                    .get()
-                    .filter(|s| pred(*s))
-                    .map(|s| (pd.name.clone(), s))
-            })
-            .collect()
+        self.declare(name, None, &ctx, MigState::Running, &BTreeMap::new(), out.t)
     }
 
     /// Feeds one event. `line` is its 1-based line (0 if none). Returns the findings it caused.
     pub fn push(&mut self, line: u64, ev: &Event) -> Vec<Finding> {
-        let mut out = Vec::new();
         self.events += 1;
-        let t = ev.t;
-        let finding = |out: &mut Vec<Finding>,
-                       rule: &'static str,
-                       dev: &str,
-                       detail: String,
-                       warning: bool| {
-            out.push(Finding {
-                rule,
-                dev: Some(dev.to_owned()),
-                t,
-                line,
-                detail,
-                warning,
-            });
+        let mut out = Out {
+            t: ev.t,
+            line,
+            list: Vec::new(),
         };
-        match &ev.kind {
+        let kind = &ev.kind;
+        match kind {
             EventKind::Device {
                 dev,
                 flags,
                 ctx,
                 state,
                 driver: _,
-                sources: _,
+                sources,
             } => {
-                let i = self.declare(dev, Some(*flags), ctx, *state, t);
+                self.declare(dev, Some(*flags), ctx, *state, sources, ev.t);
                 if *state == MigState::Error {
-                    finding(
-                        &mut out,
+                    out.add(
                         rule::ERROR_STATE,
                         dev,
                         format!("{dev} declared in ERROR"),
                         false,
                     );
                 }
-                self.refresh(i, t);
             }
             EventKind::Set { dev, to } => {
-                let i = self.dev(dev, t, line, &mut out);
-                let d = &self.devs[i];
-                if let Some(r) = d.req {
-                    finding(
-                        &mut out,
-                        rule::UNFINISHED_SET,
-                        dev,
-                        format!(
-                            "SET {} began at {} ns never returned before this SET {}",
-                            r.to.name(),
-                            r.t,
-                            to.name()
-                        ),
-                        true,
-                    );
-                }
-                if d.state == Known::State(MigState::Error) {
-                    finding(
-                        &mut out,
-                        rule::ERROR_STATE,
-                        dev,
-                        format!(
-                            "SET {} issued while {dev} is in ERROR; only a reset leaves ERROR",
-                            to.name()
-                        ),
-                        false,
-                    );
-                }
-                if let (Some(flags), Some(cur)) = (d.flags, d.state.get())
-                    && is_hazard(flags, cur, *to)
-                {
-                    finding(
-                        &mut out,
-                        rule::HAZARD_ARC,
-                        dev,
-                        format!(
-                            "SET {} -> {} is a blocked arc on a PRE_COPY device: kernels without the fix \"prevent infinite loop in vfio_mig_get_next_state\" hang",
-                            cur.name(),
-                            to.name()
-                        ),
-                        true,
-                    );
-                }
-                if to.stopped() {
-                    let running = self.peers_where(i, MigState::dma_allowed);
-                    for (peer, st) in running {
-                        finding(
-                            &mut out,
-                            rule::STOP_WHILE_PEER_RUNNING,
-                            dev,
-                            format!(
-                                "SET {} on {dev} began while peer {peer} in the same context is {} (quiesce every device before stopping any)",
-                                to.name(),
-                                st.name()
-                            ),
-                            false,
-                        );
-                    }
-                }
-                if to.dma_allowed() {
-                    let stopped = self.peers_where(i, MigState::stopped);
-                    for (peer, st) in stopped {
-                        finding(
-                            &mut out,
-                            rule::RUN_WHILE_PEER_STOPPED,
-                            dev,
-                            format!(
-                                "SET {} on {dev} began while peer {peer} in the same context is still {} (peers must reach a P2P state first)",
-                                to.name(),
-                                st.name()
-                            ),
-                            false,
-                        );
-                    }
-                }
-                let d = &mut self.devs[i];
-                d.summary.sets += 1;
-                d.req = Some(Request {
-                    from: d.state,
-                    to: *to,
-                    t,
-                    steps: 0,
-                });
-                d.step_state = d.state.get();
-                self.refresh(i, t);
+                let i = self.dev(dev, &mut out);
+                self.set_rules(&mut out, i, *to, kind);
             }
             EventKind::Step { dev, from, to } => {
-                let i = self.dev(dev, t, line, &mut out);
-                let d = &mut self.devs[i];
-                d.summary.steps += 1;
-                d.steps_traced = true;
-                match d.req.as_mut() {
-                    None => finding(
-                        &mut out,
-                        rule::ILLEGAL_ARC,
-                        dev,
-                        format!(
-                            "FSM step {} -> {} outside any SET request",
-                            from.name(),
-                            to.name()
-                        ),
-                        false,
-                    ),
-                    Some(r) => {
-                        r.steps += 1;
-                        let target = r.to;
-                        let flags = d.flags.unwrap_or(MigFlags(7));
-                        if let Some(at) = d.step_state
-                            && at != *from
-                        {
-                            finding(
-                                &mut out,
-                                rule::ILLEGAL_ARC,
-                                dev,
-                                format!(
-                                    "FSM step {} -> {} starts from {} but the device was at {} (toward {})",
-                                    from.name(),
-                                    to.name(),
-                                    from.name(),
-                                    at.name(),
-                                    target.name()
-                                ),
-                                false,
-                            );
-                        } else {
-                            match next_state(flags, *from, target) {
-                                Ok(n) if n == *to => {}
-                                Ok(n) => finding(
-                                    &mut out,
-                                    rule::ILLEGAL_ARC,
-                                    dev,
-                                    format!(
-                                        "FSM step {} -> {} toward {}: the kernel's next step is {} -> {}",
-                                        from.name(),
-                                        to.name(),
-                                        target.name(),
-                                        from.name(),
-                                        n.name()
-                                    ),
-                                    false,
-                                ),
-                                Err(e) => finding(
-                                    &mut out,
-                                    rule::ILLEGAL_ARC,
-                                    dev,
-                                    format!(
-                                        "FSM step {} -> {} toward {}: the kernel has no step there ({})",
-                                        from.name(),
-                                        to.name(),
-                                        target.name(),
-                                        step_error_text(e)
-                                    ),
-                                    false,
-                                ),
-                            }
-                        }
-                        d.step_state = Some(*to);
-                    }
-                }
-                if *to == MigState::Error {
-                    finding(
-                        &mut out,
-                        rule::ERROR_STATE,
-                        dev,
-                        format!("the driver stepped {dev} into ERROR"),
-                        false,
-                    );
-                }
+                let i = self.dev(dev, &mut out);
+                self.step_rules(&mut out, i, *from, *to, kind);
             }
-            EventKind::SetDone {
-                dev,
-                to,
-                ret,
-                data_fd: _,
-            } => {
-                let i = self.dev(dev, t, line, &mut out);
-                let d = &self.devs[i];
-                let req = d.req;
-                if req.is_none() {
-                    finding(
-                        &mut out,
-                        rule::UNMATCHED_SET_DONE,
-                        dev,
-                        format!("set_done {} without a set", to.name()),
-                        true,
-                    );
-                }
-                let from = req.map_or(d.state, |r| r.from);
-                let flags = d.flags;
-                let supported = flags.is_none_or(|f| f.supports(*to)) && *to != MigState::Error;
-                let route = match (flags, from.get()) {
-                    (Some(f), Some(s)) if supported => Some(fsm_path(f, s, *to)),
-                    _ => None,
-                };
-                let blocked = matches!(route, Some(Err(StepError::BlockedArc)));
-                if *ret == 0 {
-                    if *to == MigState::Error {
-                        finding(
-                            &mut out,
-                            rule::UNSUPPORTED_ACCEPTED,
-                            dev,
-                            "SET to ERROR returned 0".to_owned(),
-                            false,
-                        );
-                        finding(
-                            &mut out,
-                            rule::ERROR_STATE,
-                            dev,
-                            format!("{dev} is in ERROR"),
-                            false,
-                        );
-                    } else if !supported {
-                        finding(
-                            &mut out,
-                            rule::UNSUPPORTED_ACCEPTED,
-                            dev,
-                            format!(
-                                "SET {} returned 0 but the device's flags ({}) do not support it",
-                                to.name(),
-                                flags
-                                    .map(|f| crate::model::flag_names(f).join(","))
-                                    .unwrap_or_default()
-                            ),
-                            false,
-                        );
-                    } else if blocked {
-                        finding(
-                            &mut out,
-                            rule::UNSUPPORTED_ACCEPTED,
-                            dev,
-                            format!(
-                                "SET {} -> {} returned 0 along a blocked arc (the kernel answers EINVAL)",
-                                from.get().map_or("?", MigState::name),
-                                to.name()
-                            ),
-                            false,
-                        );
-                    }
-                    if d.steps_traced
-                        && let Some(at) = d.step_state
-                        && at != *to
-                    {
-                        finding(
-                            &mut out,
-                            rule::ILLEGAL_ARC,
-                            dev,
-                            format!(
-                                "SET {} completed but the driver's FSM steps stopped at {}: arcs were skipped",
-                                to.name(),
-                                at.name()
-                            ),
-                            false,
-                        );
-                    }
-                    // quiesce-budget (DESIGN.md): any successful SET into a quiescent state.
-                    if to.quiescent()
-                        && let (Some(r), Some(budget)) = (req, self.opts.max_quiesce_ms)
-                    {
-                        let dur = t.saturating_sub(r.t);
-                        if dur > budget.saturating_mul(1_000_000) {
-                            finding(
-                                &mut out,
-                                rule::QUIESCE_BUDGET,
-                                dev,
-                                format!(
-                                    "SET {} -> {} took {} (budget {budget} ms)",
-                                    from.get().map_or("?", MigState::name),
-                                    to.name(),
-                                    ms(dur)
-                                ),
-                                false,
-                            );
-                        }
-                    }
-                    // The quiesce statistics: SETs entering quiescence (the DMA stop itself).
-                    let entering = to.quiescent() && !from.get().is_some_and(MigState::quiescent);
-                    if entering && let Some(r) = req {
-                        let dur = t.saturating_sub(r.t);
-                        let s = &mut self.devs[i].summary;
-                        s.quiesce_min_ns = if s.quiesce_count == 0 {
-                            dur
-                        } else {
-                            s.quiesce_min_ns.min(dur)
-                        };
-                        s.quiesce_max_ns = s.quiesce_max_ns.max(dur);
-                        s.quiesce_total_ns = s.quiesce_total_ns.saturating_add(dur);
-                        s.quiesce_count += 1;
-                    }
-                    let d = &mut self.devs[i];
-                    d.state = Known::State(*to);
-                    d.state_t = t;
-                    if !d.steps_traced {
-                        d.step_state = Some(*to);
-                    }
-                } else {
-                    let reachable = supported && matches!(route, Some(Ok(_)) | None);
-                    if reachable {
-                        finding(
-                            &mut out,
-                            rule::SET_FAILED,
-                            dev,
-                            format!(
-                                "SET {} -> {} failed with {} ({}); the state is unknown until the next GET",
-                                from.get().map_or("?", MigState::name),
-                                to.name(),
-                                ret,
-                                errno_name(*ret)
-                            ),
-                            false,
-                        );
-                    }
-                    let d = &mut self.devs[i];
-                    d.state = Known::Unknown;
-                    d.state_t = t;
-                    d.step_state = None;
-                }
-                self.devs[i].req = None;
-                self.refresh(i, t);
+            EventKind::SetDone { dev, to, ret, .. } => {
+                let i = self.dev(dev, &mut out);
+                self.set_done_rules(&mut out, i, *to, *ret, kind);
             }
             EventKind::Get { dev, state } => {
-                let i = self.dev(dev, t, line, &mut out);
-                let d = &self.devs[i];
-                if d.req.is_none()
-                    && let Known::State(known) = d.state
-                    && known != *state
-                {
-                    finding(
-                        &mut out,
-                        rule::STATE_MISMATCH,
-                        dev,
-                        format!(
-                            "GET reports {} but the device was put in {} (has it got there?)",
-                            state.name(),
-                            known.name()
-                        ),
-                        false,
-                    );
-                }
-                if *state == MigState::Error {
-                    finding(
-                        &mut out,
-                        rule::ERROR_STATE,
-                        dev,
-                        format!("GET reports {dev} in ERROR"),
-                        false,
-                    );
-                }
-                let d = &mut self.devs[i];
-                if d.req.is_none() {
-                    if d.state != Known::State(*state) {
-                        d.state_t = t;
-                    }
-                    d.state = Known::State(*state);
-                    d.step_state = Some(*state);
-                }
-                self.refresh(i, t);
+                let i = self.dev(dev, &mut out);
+                self.get_rules(&mut out, i, *state, kind);
             }
-            EventKind::Reset { dev, ret } => {
-                let i = self.dev(dev, t, line, &mut out);
-                let d = &mut self.devs[i];
-                d.req = None;
-                d.state_t = t;
-                if *ret == 0 {
-                    d.state = Known::State(MigState::Running);
-                    d.step_state = Some(MigState::Running);
-                } else {
-                    d.state = Known::Unknown;
-                    d.step_state = None;
-                }
-                self.refresh(i, t);
+            EventKind::Reset { dev, .. } => {
+                let i = self.dev(dev, &mut out);
+                self.devs[i].tl.feed(ev.t, kind);
             }
             EventKind::Dma {
                 dev,
@@ -1066,148 +630,144 @@ impl Verifier {
                 window,
                 p2p,
             } => {
-                let i = self.dev(dev, t, line, &mut out);
-                let policy = self.opts.p2p_policy;
-                let d = &mut self.devs[i];
-                d.summary.dma += 1;
-                let tracker = if policy == P2pPolicy::Strict || *p2p == Some(true) {
-                    &d.quiet
-                } else {
-                    &d.stopped
+                let i = self.dev(dev, &mut out);
+                let what = rules::DmaWhat {
+                    src: *src,
+                    iova: *iova,
+                    len: *len,
+                    write: *write,
+                    p2p: *p2p == Some(true),
                 };
-                let verdict = match window {
-                    Some((t0, t1)) => tracker.judge(*t0, *t1),
-                    None => tracker.judge_at(t),
-                };
-                // Built only for a finding: most evidence is allowed and needs no text.
-                let what = || {
-                    format!(
-                        "{} {} at iova {:#x} ({} bytes){}",
-                        src.name(),
-                        if *write { "write" } else { "read" },
-                        iova,
-                        len,
-                        if *p2p == Some(true) {
-                            " to a peer BAR"
-                        } else {
-                            ""
-                        }
-                    )
-                };
-                let state = d.state.get();
-                match verdict {
-                    WindowVerdict::Allowed => {}
-                    WindowVerdict::Violation { since, entered } => {
-                        d.summary.dma_quiesced += 1;
-                        let when = match window {
-                            Some((t0, t1)) => format!(
-                                "between {} and {} after",
-                                ms(t0.saturating_sub(since)),
-                                ms(t1.saturating_sub(since))
-                            ),
-                            None => format!("{} after", ms(t.saturating_sub(since))),
-                        };
-                        let detail = format!("{} {when} {}", what(), quiesced_text(entered, state));
-                        finding(&mut out, rule::DMA_AFTER_QUIESCE, dev, detail, false);
-                    }
-                    WindowVerdict::Maybe => {
-                        let detail = format!(
-                            "{} in a window [{}, {}] that straddles the quiesce point: it may have happened after",
-                            what(),
-                            window.map_or(t, |w| w.0),
-                            window.map_or(t, |w| w.1)
-                        );
-                        finding(&mut out, rule::DMA_MAYBE_AFTER_QUIESCE, dev, detail, true);
-                    }
-                }
+                self.dma_rules(&mut out, i, &what, *window);
             }
-            EventKind::Irq { dev, kind, vector } => {
-                let i = self.dev(dev, t, line, &mut out);
-                let policy = self.opts.p2p_policy;
-                let d = &mut self.devs[i];
-                d.summary.irq += 1;
-                let tracker = if policy == P2pPolicy::Strict {
-                    &d.quiet
-                } else {
-                    &d.stopped
-                };
-                if let WindowVerdict::Violation { since, entered } = tracker.judge_at(t) {
-                    d.summary.irq_quiesced += 1;
-                    let detail = format!(
-                        "{} vector {} {} after {}",
-                        kind.name(),
-                        vector,
-                        ms(t.saturating_sub(since)),
-                        quiesced_text(entered, d.state.get())
-                    );
-                    finding(&mut out, rule::IRQ_AFTER_QUIESCE, dev, detail, false);
-                }
+            EventKind::Irq {
+                dev,
+                kind: k,
+                vector,
+            } => {
+                let i = self.dev(dev, &mut out);
+                self.irq_rules(&mut out, i, *k, *vector);
             }
             EventKind::Data { dev, dir, bytes } => {
-                let i = self.dev(dev, t, line, &mut out);
-                match dir {
-                    DataDir::Save => self.devs[i].summary.data_saved += bytes,
-                    DataDir::Load => self.devs[i].summary.data_loaded += bytes,
-                }
-                if *dir == DataDir::Save && self.devs[i].state == Known::State(MigState::StopCopy) {
-                    for (peer, st) in self.peers_where(i, MigState::dma_allowed) {
-                        finding(
-                            &mut out,
-                            rule::SAVE_WHILE_PEER_RUNNING,
-                            dev,
-                            format!(
-                                "{bytes} bytes of {dev}'s state saved while peer {peer} is {}",
-                                st.name()
-                            ),
-                            false,
-                        );
+                let i = self.dev(dev, &mut out);
+                self.data_rules(&mut out, i, *dir, *bytes);
+            }
+            EventKind::Map { .. } | EventKind::Unmap { .. } | EventKind::Mark { .. } => {}
+            EventKind::Lost { n, dev, .. } => {
+                self.lost = self.lost.saturating_add(*n);
+                // A loss naming a device concerns its open request (FSM steps the probe missed);
+                // one naming none may concern any device.
+                match dev {
+                    Some(name) => {
+                        if let Some(&i) = self.by_name.get(name.as_str()) {
+                            self.devs[i].lost = true;
+                            self.devs[i].tl.feed(ev.t, kind);
+                        }
+                        if !self.lost_named.contains(name) {
+                            self.lost_named.push(name.clone());
+                        }
+                    }
+                    None => {
+                        for d in &mut self.devs {
+                            d.lost = true;
+                            d.tl.feed(ev.t, kind);
+                        }
                     }
                 }
             }
-            EventKind::Map { .. } | EventKind::Unmap { .. } | EventKind::Mark { .. } => {}
-            EventKind::Lost { n, .. } => self.lost = self.lost.saturating_add(*n),
-            EventKind::End => self.ended = true,
+            EventKind::End => {
+                self.ended = true;
+                for d in &mut self.devs {
+                    d.tl.feed(ev.t, kind);
+                }
+            }
         }
-        if !self.irq_source_ok && !self.irq_warned && self.quiesced_any {
-            self.irq_warned = true;
-            out.push(Finding {
-                rule: rule::NO_IRQ_SOURCE,
-                dev: None,
-                t,
-                line,
-                detail: "a device was quiesced but the trace's `irq` source is not ok: irq-after-quiesce was not checked".to_owned(),
-                warning: true,
-            });
-        }
-        for f in &out {
+        for f in &out.list {
             self.keep(f.clone());
         }
-        out
+        out.list
     }
 
     /// Ends the stream and computes the verdict.
     pub fn finish(mut self) -> Report {
         let mut blind_spots = Vec::new();
         let mut details = BTreeMap::new();
-        for d in &self.devs {
-            if let Some(r) = d.req {
-                let f = Finding {
-                    rule: rule::UNFINISHED_SET,
-                    dev: Some(d.name.clone()),
-                    t: r.t,
-                    line: 0,
-                    detail: format!("SET {} never returned before the trace ended", r.to.name()),
-                    warning: true,
-                };
-                self.warnings.push(f);
+        let mut uncovered = Vec::new();
+        let mut unfinished = Vec::new();
+        let mut at_finish = Vec::new();
+        let warn = |rule: &'static str, dev: Option<&str>, t: u64, detail: String| Finding {
+            rule,
+            dev: dev.map(str::to_owned),
+            t,
+            line: 0,
+            detail,
+            warning: true,
+        };
+        for d in &mut self.devs {
+            let s = &mut d.summary;
+            s.dma_sources = source::DMA_WITNESSES
+                .into_iter()
+                .filter(|name| covers(&self.sources, &d.sources, &d.name, name))
+                .collect();
+            s.irq_source = covers(&self.sources, &d.sources, &d.name, source::IRQ);
+            s.final_state = d.tl.known();
+            let quiesced = d.tl.ever_quiescent();
+            if d.lost {
+                s.blind.push("lost");
+            }
+            if quiesced && s.dma_sources.is_empty() {
+                s.blind.push("dma");
+                uncovered.push(format!(
+                    "{} ({})",
+                    d.name,
+                    dma_coverage_text(&self.sources, &d.sources, &d.name)
+                ));
+            }
+            if let Some(r) = d.tl.request() {
+                let open_at_end = matches!(d.tl.phase(), Phase::Unfinished(_));
+                if open_at_end {
+                    s.blind.push("unfinished");
+                    unfinished.push(format!(
+                        "{} (SET {} began at {} ns)",
+                        d.name,
+                        r.toward.name(),
+                        r.t
+                    ));
+                }
+                at_finish.push(warn(
+                    rule::UNFINISHED_SET,
+                    Some(&d.name),
+                    r.t,
+                    format!(
+                        "SET {} never returned before the trace {}",
+                        r.toward.name(),
+                        if open_at_end { "ended" } else { "was cut off" }
+                    ),
+                ));
+            }
+            if quiesced && !s.irq_source {
+                let why = status(&self.sources, &d.sources, source::IRQ).unwrap_or("not declared");
+                at_finish.push(warn(
+                    rule::NO_IRQ_SOURCE,
+                    Some(&d.name),
+                    0,
+                    format!(
+                        "{} was quiesced but its `irq` source is not ok ({why}): irq-after-quiesce was not checked for it (its irq events, if any, were judged)",
+                        d.name
+                    ),
+                ));
             }
         }
         if self.lost > 0 {
             blind_spots.push("lost".to_owned());
-            details.insert(
-                "lost".to_owned(),
-                format!("{} events were lost while recording", self.lost),
-            );
+            let mut why = format!("{} events were lost while recording", self.lost);
+            if !self.lost_named.is_empty() {
+                why.push_str(&format!(
+                    "; losses named {}: the FSM steps of the request open then were not judged",
+                    self.lost_named.join(", ")
+                ));
+            }
+            details.insert("lost".to_owned(), why);
         }
         if !self.ended {
             blind_spots.push("truncated".to_owned());
@@ -1216,21 +776,46 @@ impl Verifier {
                 "the trace has no `end` event: the recorder did not close it cleanly".to_owned(),
             );
         }
-        if self.quiesced_any && !self.dma_source_ok {
-            let why = "a device reached a quiescent state but no DMA evidence source (witness, dirty_log, iommu_dirty, mdev_dma) was ok: interrupts alone cannot prove the absence of DMA".to_owned();
+        if !uncovered.is_empty() {
+            let why = format!(
+                "no DMA evidence source (witness, dirty_log, iommu_dirty, mdev_dma) covered {} while quiesced: interrupts alone cannot prove the absence of DMA",
+                uncovered.join("; ")
+            );
             if self.opts.accept_blind_dma {
-                self.warnings.push(Finding {
-                    rule: rule::BLIND_SPOT_ACCEPTED,
-                    dev: None,
-                    t: 0,
-                    line: 0,
-                    detail: format!("dma (accepted with --accept-blind dma): {why}"),
-                    warning: true,
-                });
+                at_finish.push(warn(
+                    rule::BLIND_SPOT_ACCEPTED,
+                    None,
+                    0,
+                    format!("dma (accepted with --accept-blind dma): {why}"),
+                ));
             } else {
                 blind_spots.push("dma".to_owned());
                 details.insert("dma".to_owned(), why);
             }
+        }
+        if !unfinished.is_empty() {
+            blind_spots.push("unfinished".to_owned());
+            details.insert(
+                "unfinished".to_owned(),
+                format!(
+                    "a SET was still open at `end`, so nothing after it could be judged: {}",
+                    unfinished.join("; ")
+                ),
+            );
+        }
+        if self.opts.p2p_policy == P2pPolicy::P2pOnly {
+            at_finish.push(warn(
+                rule::P2P_DMA_INVISIBLE,
+                None,
+                0,
+                format!(
+                    "--p2p-policy p2p-only: in RUNNING_P2P / PRE_COPY_P2P only DMA marked `p2p: true` was judged, and peer-to-peer DMA is invisible unless a source marks it so ({} DMA event(s) in this trace were marked p2p: true)",
+                    self.p2p_marked
+                ),
+            ));
+        }
+        for f in at_finish {
+            self.keep(f);
         }
         let verdict = if !self.violations.is_empty() || self.dropped_violation() {
             Verdict::Fail
@@ -1239,15 +824,7 @@ impl Verifier {
         } else {
             Verdict::Pass
         };
-        let devices = self
-            .devs
-            .into_iter()
-            .map(|d| {
-                let mut s = d.summary;
-                s.final_state = d.state.get();
-                (d.name, s)
-            })
-            .collect();
+        let devices = self.devs.into_iter().map(|d| (d.name, d.summary)).collect();
         Report {
             verdict,
             violations: self.violations,
@@ -1267,23 +844,27 @@ impl Verifier {
     }
 }
 
-/// "RUNNING_P2P completed", plus "(now STOP_COPY)" when the device has moved on since.
-fn quiesced_text(entered: Option<MigState>, now: Option<MigState>) -> String {
-    let base = match entered {
-        Some(s) => format!("{} completed", s.name()),
-        None => "the device was quiesced".to_owned(),
-    };
-    match now {
-        Some(n) if Some(n) != entered => format!("{base} (now {})", n.name()),
-        _ => base,
-    }
-}
-
-fn step_error_text(e: StepError) -> &'static str {
-    match e {
-        StepError::CurUnsupported => "the current state is not supported by the device's flags",
-        StepError::TargetUnsupported => "the target is not supported by the device's flags",
-        StepError::BlockedArc => "a blocked arc",
+/// Why no DMA source covered `dev`: each DMA source the trace declares for it, and what it said.
+fn dma_coverage_text(
+    header: &BTreeMap<String, String>,
+    own: &BTreeMap<String, String>,
+    dev: &str,
+) -> String {
+    let said: Vec<String> = source::DMA_WITNESSES
+        .into_iter()
+        .filter_map(|name| {
+            let v = status(header, own, name)?;
+            Some(if v == "ok" && !source::reaches(name, dev) {
+                format!("{name}: ok, but it covers mediated devices only")
+            } else {
+                format!("{name}: {v}")
+            })
+        })
+        .collect();
+    if said.is_empty() {
+        "no DMA source declared".to_owned()
+    } else {
+        said.join("; ")
     }
 }
 

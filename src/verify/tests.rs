@@ -31,19 +31,101 @@ impl T {
         T::with(Options::default())
     }
     fn with(opts: Options) -> Self {
+        T::on(&header(true), opts)
+    }
+    fn on(h: &Header, opts: Options) -> Self {
         T {
-            v: Verifier::new(&header(true), opts),
+            v: Verifier::new(h, opts),
             line: 1,
         }
     }
-    fn push(&mut self, t: u64, kind: EventKind) -> Vec<&'static str> {
+    /// Declares `dev` with its own `sources` (name, status).
+    fn device_with(&mut self, dev: &str, flags: u32, state: MigState, own: &[(&str, &str)]) {
+        let k = EventKind::Device {
+            dev: dev.into(),
+            flags: MigFlags(flags),
+            ctx: "vm".into(),
+            state,
+            driver: None,
+            sources: own
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        assert!(self.push(0, k).is_empty());
+    }
+    fn begin(&mut self, t: u64, dev: &str, to: MigState) -> Vec<&'static str> {
+        self.push(
+            t,
+            EventKind::Set {
+                dev: dev.into(),
+                to,
+            },
+        )
+    }
+    fn step(&mut self, t: u64, dev: &str, from: MigState, to: MigState) -> Vec<&'static str> {
+        self.push(
+            t,
+            EventKind::Step {
+                dev: dev.into(),
+                from,
+                to,
+            },
+        )
+    }
+    fn done(&mut self, t: u64, dev: &str, to: MigState, ret: i32) -> Vec<&'static str> {
+        self.push(
+            t,
+            EventKind::SetDone {
+                dev: dev.into(),
+                to,
+                ret,
+                data_fd: None,
+            },
+        )
+    }
+    fn lost(&mut self, t: u64, dev: Option<&str>) -> Vec<&'static str> {
+        self.push(
+            t,
+            EventKind::Lost {
+                n: 1,
+                source: "fsm_step".into(),
+                dev: dev.map(str::to_owned),
+            },
+        )
+    }
+    /// D and E, P2P devices of one context, both RUNNING.
+    fn pair() -> Self {
+        let mut t = T::new();
+        t.device(D, P2P, "vm", Running);
+        t.device(E, P2P, "vm", Running);
+        t
+    }
+    fn end(mut self, t: u64) -> Report {
+        assert!(self.push(t, EventKind::End).is_empty());
+        self.v.finish()
+    }
+    /// Every finding of one event, warnings included.
+    fn findings(&mut self, t: u64, kind: EventKind) -> Vec<Finding> {
         self.line += 1;
-        self.v
-            .push(self.line, &Event { t, pid: None, kind })
+        self.v.push(self.line, &Event { t, pid: None, kind })
+    }
+    /// The violations of one event.
+    fn push(&mut self, t: u64, kind: EventKind) -> Vec<&'static str> {
+        self.findings(t, kind)
             .into_iter()
             .filter(|f| !f.warning)
             .map(|f| f.rule)
             .collect()
+    }
+    fn get(&mut self, t: u64, dev: &str, state: MigState) -> Vec<&'static str> {
+        self.push(
+            t,
+            EventKind::Get {
+                dev: dev.into(),
+                state,
+            },
+        )
     }
     fn device(&mut self, dev: &str, flags: u32, ctx: &str, state: MigState) {
         let k = EventKind::Device {
@@ -101,18 +183,7 @@ impl T {
         window: Option<(u64, u64)>,
         p2p: Option<bool>,
     ) -> Vec<&'static str> {
-        self.push(
-            t,
-            EventKind::Dma {
-                dev: dev.into(),
-                src: DmaSource::Witness,
-                iova: 0x1000,
-                len: 64,
-                write: true,
-                window,
-                p2p,
-            },
-        )
+        self.push(t, dma_kind(dev, window, p2p))
     }
     fn irq(&mut self, t: u64, dev: &str) -> Vec<&'static str> {
         self.push(
@@ -123,6 +194,19 @@ impl T {
                 vector: 0,
             },
         )
+    }
+}
+
+/// A witness write of 64 bytes at 0x1000.
+fn dma_kind(dev: &str, window: Option<(u64, u64)>, p2p: Option<bool>) -> EventKind {
+    EventKind::Dma {
+        dev: dev.into(),
+        src: DmaSource::Witness,
+        iova: 0x1000,
+        len: 64,
+        write: true,
+        window,
+        p2p,
     }
 }
 
@@ -265,6 +349,15 @@ fn failed_set_makes_the_state_unknown_until_get() {
         1000,
         EventKind::Set {
             dev: D.into(),
+            to: RunningP2p,
+        },
+    );
+    // The arc ran (and failed): where the device ended up is unknown.
+    t.push(
+        1001,
+        EventKind::Step {
+            dev: D.into(),
+            from: Running,
             to: RunningP2p,
         },
     );
@@ -632,4 +725,757 @@ proptest! {
         let r = v.finish();
         prop_assert_eq!(r.verdict == Verdict::Fail, !r.violations.is_empty());
     }
+}
+
+// ---- issue 11: coverage per device, every period, refused / multi-arc / unfinished SETs,
+// destination order, p2p-only, missed steps ----
+
+fn header_with(sources: &[(&str, &str)]) -> Header {
+    let mut h = Header::default();
+    for (k, v) in sources {
+        h.sources.insert((*k).to_owned(), (*v).to_owned());
+    }
+    h
+}
+
+/// An mdev name as the kernel gives it (`/sys/bus/mdev/devices/<uuid>`).
+const VGPU: &str = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001";
+/// An mlx5 VF.
+const VF: &str = "0000:3b:00.1";
+
+#[test]
+fn mdev_names_are_uuids_and_pci_addresses_never() {
+    use crate::trace::is_mdev_uuid;
+    assert!(is_mdev_uuid(VGPU));
+    assert!(is_mdev_uuid("83B8F4F2-509F-382F-3C1E-E6BFE0FA1001"));
+    for not in [
+        VF,
+        "0000:00:02.0",
+        "83b8f4f2509f382f3c1ee6bfe0fa1001",
+        "83b8f4f2-509f-382f-3c1e-e6bfe0fa100",
+        "83b8f4f2-509f-382f-3c1e-e6bfe0fa10011",
+        "g3b8f4f2-509f-382f-3c1e-e6bfe0fa1001",
+        "83b8f4f2:509f:382f:3c1e:e6bfe0fa1001",
+        "",
+    ] {
+        assert!(!is_mdev_uuid(not), "{not}");
+    }
+}
+
+#[test]
+fn mdev_dma_in_the_header_covers_the_vgpu_not_the_vf_beside_it() {
+    // The regression: one `mdev_dma: ok` on a host with a single vGPU cleared the blind spot for
+    // an mlx5 VF migrated beside it.
+    let h = header_with(&[
+        ("transitions", "ok"),
+        ("irq", "ok"),
+        ("witness", "unavailable: record has no DMA buffers"),
+        ("mdev_dma", "ok"),
+    ]);
+    let mut t = T::on(&h, Options::default());
+    t.device(VGPU, P2P, "vm", Running);
+    t.device(VF, P2P, "vm", Running);
+    assert!(t.set(1000, VGPU, P2P, Running, RunningP2p).is_empty());
+    assert!(t.set(2000, VF, P2P, Running, RunningP2p).is_empty());
+    let r = t.end(9000);
+    assert_eq!(r.verdict, Verdict::Inconclusive, "{r:?}");
+    assert_eq!(r.blind_spots, vec!["dma".to_owned()]);
+    let why = &r.blind_spot_details["dma"];
+    assert!(why.contains(VF), "{why}");
+    assert!(!why.contains(VGPU), "{why}");
+    assert!(why.contains("mediated devices only"), "{why}");
+    assert_eq!(r.devices[VGPU].dma_sources, vec!["mdev_dma"]);
+    assert!(r.devices[VGPU].blind.is_empty());
+    assert!(r.devices[VF].dma_sources.is_empty());
+    assert_eq!(r.devices[VF].blind, vec!["dma"]);
+}
+
+#[test]
+fn mdev_dma_on_a_pci_device_own_sources_covers_nothing() {
+    let h = header_with(&[("transitions", "ok"), ("irq", "ok")]);
+    let mut t = T::on(&h, Options::default());
+    t.device_with(VF, P2P, Running, &[("mdev_dma", "ok")]);
+    t.set(1000, VF, P2P, Running, RunningP2p);
+    let r = t.end(9000);
+    assert_eq!(r.blind_spots, vec!["dma".to_owned()], "{r:?}");
+}
+
+#[test]
+fn a_device_whose_own_witness_is_unavailable_is_blind_beside_a_covered_one() {
+    let mut t = T::new(); // header: witness ok
+    t.device(D, P2P, "vm", Running);
+    t.device_with(
+        E,
+        P2P,
+        Running,
+        &[(
+            "witness",
+            "unavailable: no workload DMA landed in the witnessed pages before the quiesce",
+        )],
+    );
+    t.set(1000, D, P2P, Running, RunningP2p);
+    t.set(2000, E, P2P, Running, RunningP2p);
+    let r = t.end(9000);
+    assert_eq!(r.verdict, Verdict::Inconclusive);
+    assert_eq!(r.blind_spots, vec!["dma".to_owned()]);
+    let why = &r.blind_spot_details["dma"];
+    assert!(why.contains(E) && !why.contains(D), "{why}");
+    assert!(why.contains("no workload DMA landed"), "{why}");
+    assert_eq!(r.devices[D].dma_sources, vec!["witness"]);
+    assert!(r.devices[E].dma_sources.is_empty());
+}
+
+#[test]
+fn a_device_own_sources_can_also_grant_what_the_header_lacks() {
+    let h = header_with(&[
+        ("transitions", "ok"),
+        ("irq", "ok"),
+        ("witness", "unavailable: --workload none"),
+    ]);
+    let mut t = T::on(&h, Options::default());
+    t.device_with(D, P2P, Running, &[("witness", "ok")]);
+    t.set(1000, D, P2P, Running, RunningP2p);
+    let r = t.end(9000);
+    assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+    assert_eq!(r.devices[D].dma_sources, vec!["witness"]);
+}
+
+#[test]
+fn the_latest_declaration_of_a_device_is_what_counts() {
+    let mut t = T::new();
+    t.device(D, P2P, "vm", Running);
+    t.set(1000, D, P2P, Running, RunningP2p);
+    // The controller learns its workload never wrote: the device is re-declared.
+    t.device_with(
+        D,
+        P2P,
+        Running,
+        &[(
+            "witness",
+            "unavailable: the workload never completed a transfer",
+        )],
+    );
+    // The re-declaration brings no new history: the device is still quiesced.
+    assert_eq!(t.irq(3000, D), vec![rule::IRQ_AFTER_QUIESCE]);
+    let r = t.end(9000);
+    assert_eq!(r.blind_spots, vec!["dma".to_owned()]);
+    assert!(r.blind_spot_details["dma"].contains(D));
+}
+
+#[test]
+fn irq_unavailable_for_one_device_warns_for_that_device_and_its_irqs_are_still_judged() {
+    let mut t = T::new(); // header: irq ok
+    t.device(D, P2P, "vm", Running);
+    t.device_with(
+        E,
+        P2P,
+        Running,
+        &[("irq", "unavailable: interrupts posted to the guest")],
+    );
+    t.set(1000, D, P2P, Running, RunningP2p);
+    t.set(2000, E, P2P, Running, RunningP2p);
+    // Seen anyway (e.g. a remapped vector): evidence is evidence.
+    assert_eq!(t.irq(3000, E), vec![rule::IRQ_AFTER_QUIESCE]);
+    let r = t.end(9000);
+    let no_irq: Vec<Option<&str>> = r
+        .warnings
+        .iter()
+        .filter(|w| w.rule == rule::NO_IRQ_SOURCE)
+        .map(|w| w.dev.as_deref())
+        .collect();
+    assert_eq!(no_irq, vec![Some(E)]);
+    assert!(r.devices[D].irq_source);
+    assert!(!r.devices[E].irq_source);
+}
+
+#[test]
+fn a_device_never_quiesced_needs_no_dma_source() {
+    let h = header_with(&[("transitions", "ok"), ("irq", "ok"), ("mdev_dma", "ok")]);
+    let mut t = T::on(&h, Options::default());
+    t.device(VGPU, P2P, "vm", Running);
+    t.device(VF, P2P, "other", Running);
+    t.set(1000, VGPU, P2P, Running, RunningP2p);
+    assert!(t.dma(2000, VF, None, None).is_empty());
+    let r = t.end(9000);
+    assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+    assert!(r.devices[VF].blind.is_empty());
+}
+
+#[test]
+fn a_window_inside_an_earlier_period_is_judged_however_long_ago_it_ended() {
+    let mut t = T::new();
+    t.device(D, P2P, "vm", Running);
+    t.set(1000, D, P2P, Running, RunningP2p); // quiesced [1100, 5000)
+    t.set(5000, D, P2P, RunningP2p, Running);
+    t.set(6000, D, P2P, Running, RunningP2p); // quiesced [6100, ...)
+    // The second period has begun: a window wholly inside the first one.
+    assert_eq!(
+        t.dma(6200, D, Some((2000, 4000)), None),
+        vec![rule::DMA_AFTER_QUIESCE]
+    );
+    t.set(8000, D, P2P, RunningP2p, Running); // the second ended too: [6100, 8000)
+    assert_eq!(
+        t.dma(9000, D, Some((2000, 4000)), None),
+        vec![rule::DMA_AFTER_QUIESCE]
+    );
+    assert_eq!(
+        t.dma(9001, D, Some((6200, 7000)), None),
+        vec![rule::DMA_AFTER_QUIESCE]
+    );
+    // Near misses: wholly in the gap between them; across the gap (a warning only).
+    assert!(t.dma(9002, D, Some((5000, 6000)), None).is_empty());
+    let f = t.findings(9003, dma_kind(D, Some((3000, 6500)), None));
+    assert_eq!(
+        f.iter().map(|x| (x.rule, x.warning)).collect::<Vec<_>>(),
+        vec![(rule::DMA_MAYBE_AFTER_QUIESCE, true)]
+    );
+}
+
+#[test]
+fn periods_grow_with_quiesces_not_with_evidence() {
+    let mut t = T::new();
+    t.device(D, P2P, "vm", Running);
+    for k in 0..50u64 {
+        let base = 10_000 * (k + 1);
+        t.set(base, D, P2P, Running, RunningP2p);
+        for j in 0..100 {
+            t.dma(base + 200 + j, D, Some((base - 5000, base - 4000)), None);
+        }
+        t.set(base + 5000, D, P2P, RunningP2p, Running);
+    }
+    let tl = t.v.timeline(D).expect("declared");
+    assert_eq!(tl.periods(Scope::Quiescent).all().len(), 50);
+    // BENCHMARKS.md counts 24 bytes per quiesce.
+    assert_eq!(std::mem::size_of::<Period>(), 24);
+}
+
+#[test]
+fn a_set_refused_before_any_arc_leaves_a_quiesced_device_quiesced() {
+    // RUNNING_P2P device without PRE_COPY: SET PRE_COPY is refused up front (EINVAL from the
+    // first vfio_mig_get_next_state call), no step.
+    let mut t = T::new();
+    t.device(D, P2P, "vm", Running);
+    t.set(1000, D, P2P, Running, RunningP2p); // quiesced from 1100
+    assert!(t.begin(2000, D, PreCopy).is_empty());
+    assert!(
+        t.done(2100, D, PreCopy, -22).is_empty(),
+        "unsupported: not set-failed"
+    );
+    assert_eq!(t.dma(2200, D, None, None), vec![rule::DMA_AFTER_QUIESCE]);
+    assert_eq!(t.irq(2201, D), vec![rule::IRQ_AFTER_QUIESCE]);
+    // The request never happened: a window across it lies in one period.
+    assert_eq!(
+        t.dma(2300, D, Some((1500, 2250)), None),
+        vec![rule::DMA_AFTER_QUIESCE]
+    );
+    // Still known: a GET that disagrees is a mismatch.
+    assert_eq!(t.get(2400, D, Running), vec![rule::STATE_MISMATCH]);
+}
+
+#[test]
+fn a_refused_reachable_set_is_still_set_failed_and_says_the_state_stays() {
+    let mut t = T::new();
+    t.device(D, P2P, "vm", Running);
+    t.set(1000, D, P2P, Running, RunningP2p);
+    t.begin(2000, D, StopCopy);
+    let f = t.findings(
+        2100,
+        EventKind::SetDone {
+            dev: D.into(),
+            to: StopCopy,
+            ret: -16,
+            data_fd: None,
+        },
+    );
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].rule, rule::SET_FAILED);
+    assert!(f[0].detail.contains("stays RUNNING_P2P"), "{}", f[0].detail);
+    assert_eq!(t.dma(2200, D, None, None), vec![rule::DMA_AFTER_QUIESCE]);
+}
+
+#[test]
+fn a_failed_set_whose_arcs_ran_or_were_not_observable_leaves_the_state_unknown() {
+    // With a step: the state is unknown until a GET.
+    let mut t = T::new();
+    t.device(D, ALL, "vm", Running);
+    t.set(1000, D, ALL, Running, RunningP2p);
+    t.begin(2000, D, PreCopyP2p);
+    t.step(2001, D, RunningP2p, PreCopyP2p);
+    assert_eq!(t.done(2100, D, PreCopyP2p, -5), vec![rule::SET_FAILED]);
+    assert!(t.dma(2200, D, None, None).is_empty());
+    // Steps not observable (`transitions` unavailable): "no step" proves nothing.
+    let h = header_with(&[
+        ("transitions", "unavailable: FSM steps not observable"),
+        ("irq", "ok"),
+        ("witness", "ok"),
+    ]);
+    let mut t = T::on(&h, Options::default());
+    t.device(D, P2P, "vm", Running);
+    t.begin(1000, D, RunningP2p);
+    t.done(1100, D, RunningP2p, 0);
+    t.begin(2000, D, PreCopy);
+    t.done(2100, D, PreCopy, -22);
+    assert!(t.dma(2200, D, None, None).is_empty());
+    // The device's own `transitions` source counts too.
+    let mut t = T::new();
+    t.device_with(
+        D,
+        P2P,
+        Running,
+        &[("transitions", "unavailable: v1 device")],
+    );
+    t.begin(1000, D, RunningP2p);
+    t.done(1100, D, RunningP2p, 0);
+    t.begin(2000, D, PreCopy);
+    t.done(2100, D, PreCopy, -22);
+    assert!(t.dma(2200, D, None, None).is_empty());
+}
+
+#[test]
+fn a_quiescing_multi_arc_set_is_quiescent_from_its_first_step_out_of_a_quiescent_state() {
+    let mut t = T::new();
+    t.device(D, P2P, "vm", Running);
+    assert!(t.begin(1000, D, Stop).is_empty());
+    // Between the set and the first step: still RUNNING, the driver's business.
+    assert!(t.dma(1001, D, None, None).is_empty());
+    assert!(t.step(1002, D, Running, RunningP2p).is_empty());
+    // The RUNNING -> RUNNING_P2P arc is under way: draining belongs to the driver.
+    assert!(t.dma(1003, D, None, None).is_empty());
+    assert!(t.irq(1004, D).is_empty());
+    assert!(t.step(1005, D, RunningP2p, Stop).is_empty());
+    // RUNNING_P2P was reached: no DMA, no interrupt, even before set_done.
+    assert_eq!(t.dma(1006, D, None, None), vec![rule::DMA_AFTER_QUIESCE]);
+    assert_eq!(t.irq(1007, D), vec![rule::IRQ_AFTER_QUIESCE]);
+    // Windowed evidence likewise: wholly after the second step, or straddling it.
+    assert_eq!(
+        t.dma(1008, D, Some((1005, 1008)), None),
+        vec![rule::DMA_AFTER_QUIESCE]
+    );
+    assert!(t.dma(1009, D, Some((1003, 1008)), None).is_empty());
+    assert!(t.done(1100, D, Stop, 0).is_empty());
+    let r = t.v.finish();
+    let maybe = r
+        .warnings
+        .iter()
+        .filter(|w| w.rule == rule::DMA_MAYBE_AFTER_QUIESCE)
+        .count();
+    assert_eq!(maybe, 1);
+    // Messages say what made it quiescent.
+    let v = &r.violations[0];
+    assert!(v.detail.contains("RUNNING_P2P was reached"), "{}", v.detail);
+}
+
+#[test]
+fn a_resuming_multi_arc_set_allows_dma_from_its_set() {
+    // STOP -> RUNNING walks STOP -> RUNNING_P2P -> RUNNING; T is DMA-allowed throughout.
+    let mut t = T::new();
+    t.device(D, P2P, "vm", Stop);
+    assert!(t.begin(1000, D, Running).is_empty());
+    assert!(t.step(1001, D, Stop, RunningP2p).is_empty());
+    assert!(t.dma(1002, D, None, None).is_empty());
+    assert!(t.step(1003, D, RunningP2p, Running).is_empty());
+    assert!(t.dma(1004, D, None, None).is_empty());
+    assert!(t.done(1100, D, Running, 0).is_empty());
+}
+
+#[test]
+fn a_set_open_at_end_is_unfinished_and_never_a_pass() {
+    let mut t = T::new();
+    t.device(D, ALL, "vm", StopCopy);
+    t.device(E, ALL, "other", StopCopy);
+    // STOP_COPY -> PRE_COPY: the kernel without the fix spins; the SET never returns.
+    t.begin(1000, D, PreCopy);
+    let r = t.end(9000);
+    assert_eq!(r.verdict, Verdict::Inconclusive, "{r:?}");
+    assert_eq!(r.blind_spots, vec!["unfinished".to_owned()]);
+    let why = &r.blind_spot_details["unfinished"];
+    assert!(why.contains(D) && !why.contains(E), "{why}");
+    assert_eq!(r.devices[D].blind, vec!["unfinished"]);
+    assert!(r.devices[E].blind.is_empty());
+    // Near miss: the same SET returning (EINVAL, as the fixed kernel answers).
+    let mut t = T::new();
+    t.device(D, ALL, "vm", StopCopy);
+    t.begin(1000, D, PreCopy);
+    t.done(1100, D, PreCopy, -22);
+    assert_eq!(t.end(9000).verdict, Verdict::Pass);
+}
+
+#[test]
+fn a_set_open_when_a_trace_is_cut_off_is_truncated_not_unfinished() {
+    let mut t = T::new();
+    t.device(D, P2P, "vm", Running);
+    t.begin(1000, D, RunningP2p);
+    let r = t.v.finish();
+    assert_eq!(r.blind_spots, vec!["truncated".to_owned()]);
+    assert!(r.warnings.iter().any(|w| w.rule == rule::UNFINISHED_SET));
+}
+
+/// QEMU's destination (hw/vfio/migration.c): vfio_load_setup sets each device RESUMING while
+/// its peers are still RUNNING; once loaded, the VM-start handlers move every P2P device to
+/// RUNNING_P2P (vfio_vmstate_change_prepare) before any goes RUNNING (vfio_vmstate_change).
+#[test]
+fn qemu_destination_order_passes() {
+    let mut t = T::pair();
+    let mut v = Vec::new();
+    v.extend(t.set(1000, D, P2P, Running, Resuming));
+    v.extend(t.set(2000, E, P2P, Running, Resuming));
+    for (k, dev) in [D, E].into_iter().enumerate() {
+        v.extend(t.push(
+            3000 + k as u64,
+            EventKind::Data {
+                dev: dev.into(),
+                dir: crate::trace::DataDir::Load,
+                bytes: 4096,
+            },
+        ));
+    }
+    v.extend(t.set(4000, D, P2P, Resuming, RunningP2p));
+    v.extend(t.set(5000, E, P2P, Resuming, RunningP2p));
+    v.extend(t.set(6000, D, P2P, RunningP2p, Running));
+    v.extend(t.set(7000, E, P2P, RunningP2p, Running));
+    assert!(v.is_empty(), "{v:?}");
+    assert_eq!(t.end(9000).verdict, Verdict::Pass);
+}
+
+#[test]
+fn destination_running_while_a_peer_is_still_resuming_fails() {
+    let mut t = T::pair();
+    t.set(1000, D, P2P, Running, Resuming);
+    t.set(2000, E, P2P, Running, Resuming);
+    assert_eq!(
+        t.set(3000, D, P2P, Resuming, Running),
+        vec![rule::RUN_WHILE_PEER_STOPPED]
+    );
+    // And toward STOP (not RESUMING) beside a RUNNING peer stays a violation.
+    let mut t = T::pair();
+    assert_eq!(
+        t.set(1000, D, P2P, Running, Stop),
+        vec![rule::STOP_WHILE_PEER_RUNNING]
+    );
+}
+
+#[test]
+fn a_peer_that_reached_running_p2p_within_its_request_no_longer_runs() {
+    // E is on its way RUNNING -> STOP and has reached RUNNING_P2P: stopping D is fine; a moment
+    // earlier (E still leaving RUNNING) it is not.
+    let mut t = T::pair();
+    t.set(1000, D, P2P, Running, RunningP2p);
+    t.begin(2000, E, Stop);
+    t.step(2001, E, Running, RunningP2p);
+    let early = t.begin(2002, D, StopCopy);
+    assert_eq!(early, vec![rule::STOP_WHILE_PEER_RUNNING]);
+    let mut t = T::pair();
+    t.set(1000, D, P2P, Running, RunningP2p);
+    t.begin(2000, E, Stop);
+    t.step(2001, E, Running, RunningP2p);
+    t.step(2002, E, RunningP2p, Stop);
+    assert!(t.begin(2003, D, StopCopy).is_empty());
+}
+
+#[test]
+fn p2p_only_warns_that_peer_to_peer_dma_is_invisible_unless_marked() {
+    let mut t = T::with(Options {
+        p2p_policy: P2pPolicy::P2pOnly,
+        ..Options::default()
+    });
+    t.device(D, P2P, "vm", Running);
+    t.set(1000, D, P2P, Running, RunningP2p);
+    let r = t.end(9000);
+    let w: Vec<&Finding> = r
+        .warnings
+        .iter()
+        .filter(|w| w.rule == rule::P2P_DMA_INVISIBLE)
+        .collect();
+    assert_eq!(w.len(), 1, "{:?}", r.warnings);
+    assert!(w[0].detail.contains("p2p: true"), "{}", w[0].detail);
+    assert_eq!(r.verdict, Verdict::Pass);
+    // Strict: no such warning.
+    let mut t = T::new();
+    t.device(D, P2P, "vm", Running);
+    t.set(1000, D, P2P, Running, RunningP2p);
+    let r = t.end(9000);
+    assert!(!r.warnings.iter().any(|w| w.rule == rule::P2P_DMA_INVISIBLE));
+}
+
+#[test]
+fn lost_fsm_steps_make_the_request_unjudged_not_an_illegal_arc() {
+    for named in [Some(D), None] {
+        let mut t = T::new();
+        t.device(D, P2P, "vm", Running);
+        t.begin(1000, D, StopCopy);
+        t.step(1001, D, Running, RunningP2p);
+        // The probe missed RUNNING_P2P -> STOP and STOP -> STOP_COPY (kretprobe maxactive).
+        assert!(t.lost(1100, named).is_empty());
+        assert!(t.done(1100, D, StopCopy, 0).is_empty(), "{named:?}");
+        let r = t.end(9000);
+        assert_eq!(r.verdict, Verdict::Inconclusive, "{named:?}");
+        assert_eq!(r.blind_spots, vec!["lost".to_owned()]);
+        assert_eq!(r.devices[D].blind, vec!["lost"]);
+    }
+    // A step of the same request after the loss cannot be judged either.
+    let mut t = T::new();
+    t.device(D, P2P, "vm", Running);
+    t.begin(1000, D, StopCopy);
+    t.lost(1001, Some(D));
+    assert!(t.step(1002, D, Stop, StopCopy).is_empty());
+    assert!(t.done(1100, D, StopCopy, 0).is_empty());
+}
+
+#[test]
+fn lost_steps_of_one_request_leave_later_requests_judged() {
+    let mut t = T::new();
+    t.device(D, P2P, "vm", Running);
+    t.begin(1000, D, StopCopy);
+    t.step(1001, D, Running, RunningP2p);
+    t.lost(1100, Some(D));
+    t.done(1100, D, StopCopy, 0);
+    t.begin(2000, D, Running);
+    // STOP_COPY -> RUNNING goes through STOP first.
+    assert_eq!(
+        t.step(2001, D, StopCopy, RunningP2p),
+        vec![rule::ILLEGAL_ARC]
+    );
+}
+
+#[test]
+fn a_loss_naming_another_device_leaves_this_one_judged() {
+    let mut t = T::pair();
+    t.set(500, E, P2P, Running, RunningP2p);
+    t.begin(1000, D, RunningP2p);
+    t.lost(1050, Some(E));
+    t.begin(1060, E, Stop);
+    t.step(1061, E, RunningP2p, Stop);
+    t.done(1062, E, Stop, 0);
+    assert_eq!(t.done(1100, D, RunningP2p, 0), Vec::<&str>::new());
+    t.begin(2000, D, StopCopy);
+    t.step(2001, D, RunningP2p, Stop);
+    assert_eq!(t.done(2100, D, StopCopy, 0), vec![rule::ILLEGAL_ARC]);
+}
+
+#[test]
+fn a_loss_outside_any_request_leaves_the_next_stray_step_unjudged() {
+    // A ring-buffer loss may have swallowed the `set` itself.
+    let mut t = T::new();
+    t.device(D, P2P, "vm", Running);
+    t.lost(500, None);
+    assert!(t.step(1001, D, Running, RunningP2p).is_empty());
+    // Without a loss, a step outside a request is illegal.
+    let mut t = T::new();
+    t.device(D, P2P, "vm", Running);
+    assert_eq!(
+        t.step(1001, D, Running, RunningP2p),
+        vec![rule::ILLEGAL_ARC]
+    );
+}
+
+#[test]
+fn a_refused_set_with_lost_events_leaves_the_state_unknown() {
+    let mut t = T::new();
+    t.device(D, P2P, "vm", Running);
+    t.set(100, D, P2P, Running, RunningP2p);
+    t.begin(1000, D, PreCopy);
+    t.lost(1050, Some(D));
+    t.done(1100, D, PreCopy, -22);
+    assert!(t.dma(1200, D, None, None).is_empty());
+}
+
+// ---- DeviceTimeline on its own ----
+
+fn feed(tl: &mut DeviceTimeline, t: u64, kind: EventKind) {
+    tl.feed(t, &kind);
+}
+
+#[test]
+fn timeline_phases_periods_and_spans() {
+    use crate::verify::timeline::{Entry, OPEN};
+    let mut tl = DeviceTimeline::new(0, Running, true);
+    assert_eq!(tl.phase(), Phase::Known(Running));
+    feed(
+        &mut tl,
+        100,
+        EventKind::Set {
+            dev: D.into(),
+            to: StopCopy,
+        },
+    );
+    feed(
+        &mut tl,
+        110,
+        EventKind::Step {
+            dev: D.into(),
+            from: Running,
+            to: RunningP2p,
+        },
+    );
+    feed(
+        &mut tl,
+        120,
+        EventKind::Step {
+            dev: D.into(),
+            from: RunningP2p,
+            to: Stop,
+        },
+    );
+    let Phase::Transition(tr) = tl.phase() else {
+        panic!("{:?}", tl.phase())
+    };
+    assert_eq!(
+        (
+            tr.from,
+            tr.toward,
+            tr.reached,
+            tr.stepped_to,
+            tr.steps,
+            tr.t
+        ),
+        (
+            Some(Running),
+            StopCopy,
+            Some(RunningP2p),
+            Some(Stop),
+            2,
+            100
+        )
+    );
+    assert!(!tl.quiescent_at(Scope::Quiescent, 119));
+    assert!(tl.quiescent_at(Scope::Quiescent, 120));
+    assert!(!tl.quiescent_at(Scope::Stopped, 125));
+    feed(
+        &mut tl,
+        130,
+        EventKind::Step {
+            dev: D.into(),
+            from: Stop,
+            to: StopCopy,
+        },
+    );
+    assert!(tl.quiescent_at(Scope::Stopped, 130));
+    feed(
+        &mut tl,
+        200,
+        EventKind::SetDone {
+            dev: D.into(),
+            to: StopCopy,
+            ret: 0,
+            data_fd: None,
+        },
+    );
+    assert_eq!((tl.phase(), tl.since()), (Phase::Known(StopCopy), 200));
+    feed(
+        &mut tl,
+        300,
+        EventKind::Set {
+            dev: D.into(),
+            to: Running,
+        },
+    );
+    feed(
+        &mut tl,
+        310,
+        EventKind::Step {
+            dev: D.into(),
+            from: StopCopy,
+            to: Stop,
+        },
+    );
+    feed(
+        &mut tl,
+        400,
+        EventKind::SetDone {
+            dev: D.into(),
+            to: Running,
+            ret: -5,
+            data_fd: None,
+        },
+    );
+    assert_eq!(tl.phase(), Phase::Unknown);
+    feed(
+        &mut tl,
+        500,
+        EventKind::Get {
+            dev: D.into(),
+            state: Running,
+        },
+    );
+    assert_eq!(tl.phase(), Phase::Known(Running));
+    let q = tl.periods(Scope::Quiescent).all().to_vec();
+    assert_eq!(q.len(), 1);
+    assert_eq!(
+        (q[0].start, q[0].end, q[0].state, q[0].entry),
+        (120, 300, Some(RunningP2p), Entry::Reached)
+    );
+    let s = tl.periods(Scope::Stopped).all();
+    assert_eq!((s[0].start, s[0].end, s[0].state), (130, 300, Some(Stop)));
+    let u = tl.unknown_spans().all();
+    assert_eq!((u.len(), u[0].start, u[0].end), (1, 400, 500));
+    // Judging: the period that explains it.
+    assert_eq!(
+        tl.judge(Scope::Quiescent, 600, Some((150, 250))),
+        Judgement::Violation(q[0])
+    );
+    assert_eq!(
+        tl.judge(Scope::Quiescent, 600, Some((250, 350))),
+        Judgement::Maybe(q[0])
+    );
+    assert_eq!(
+        tl.judge(Scope::Quiescent, 600, Some((300, 350))),
+        Judgement::Allowed
+    );
+    feed(
+        &mut tl,
+        700,
+        EventKind::Set {
+            dev: D.into(),
+            to: RunningP2p,
+        },
+    );
+    feed(&mut tl, 800, EventKind::End);
+    assert!(matches!(tl.phase(), Phase::Unfinished(_)));
+    assert_eq!(tl.periods(Scope::Quiescent).current(), None);
+    assert_ne!(q[0].end, OPEN);
+}
+
+#[test]
+fn timeline_window_edges_are_whole_nanoseconds() {
+    let mut tl = DeviceTimeline::new(0, Running, true);
+    feed(
+        &mut tl,
+        100,
+        EventKind::Set {
+            dev: D.into(),
+            to: RunningP2p,
+        },
+    );
+    feed(
+        &mut tl,
+        150,
+        EventKind::SetDone {
+            dev: D.into(),
+            to: RunningP2p,
+            ret: 0,
+            data_fd: None,
+        },
+    );
+    feed(
+        &mut tl,
+        300,
+        EventKind::Set {
+            dev: D.into(),
+            to: Running,
+        },
+    );
+    // Quiescent over [150, 300). (t0, t1]: the first instant is t0 + 1.
+    let j = |t0, t1| tl.judge(Scope::Quiescent, 999, Some((t0, t1)));
+    assert!(matches!(j(149, 299), Judgement::Violation(_)));
+    assert!(matches!(j(148, 299), Judgement::Maybe(_)));
+    assert!(matches!(j(149, 300), Judgement::Maybe(_)));
+    assert!(matches!(j(298, 400), Judgement::Maybe(_)));
+    assert!(matches!(j(299, 400), Judgement::Allowed));
+    assert!(matches!(j(10, 149), Judgement::Allowed));
+    assert!(matches!(j(10, 150), Judgement::Maybe(_)));
+    // Instants.
+    assert!(tl.quiescent_at(Scope::Quiescent, 150));
+    assert!(tl.quiescent_at(Scope::Quiescent, 299));
+    assert!(!tl.quiescent_at(Scope::Quiescent, 300));
+    assert!(!tl.quiescent_at(Scope::Quiescent, 149));
 }
