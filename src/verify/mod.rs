@@ -358,6 +358,19 @@ fn covers(
     source::reaches(name, dev) && status(header, own, name) == Some("ok")
 }
 
+/// The state a declaration puts a device in: its `state`, unless the device's *own* `sources`
+/// say `transitions` is unavailable for it (a recorder that attached to a device it could not
+/// ask, e.g. `record --pid` whose GET through a duplicate fd failed): then the declared state is
+/// the format's default, not evidence, and the device's state is unknown until a GET, a
+/// successful SET or a reset. A header-wide `transitions: unavailable` (FSM steps not
+/// observable on this kernel) says nothing about the declared state and leaves it alone.
+fn declared_state(state: MigState, own: &BTreeMap<String, String>) -> Option<MigState> {
+    match own.get(source::TRANSITIONS) {
+        Some(v) if v != "ok" => None,
+        _ => Some(state),
+    }
+}
+
 /// Device and context names to their index. Looked up once per event, so a multiply-rotate
 /// hash (FxHash, as rustc uses) rather than SipHash: the keys are a trace's few device names.
 type NameMap = HashMap<String, usize, BuildHasherDefault<FxHasher>>;
@@ -537,7 +550,7 @@ impl Verifier {
             flags,
             ctx: ci,
             sources: sources.clone(),
-            tl: DeviceTimeline::new(t, state, observable),
+            tl: DeviceTimeline::new(t, declared_state(state, sources), observable),
             lost: false,
             summary: DeviceSummary {
                 ctx: ctx.to_owned(),

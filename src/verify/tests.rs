@@ -1288,7 +1288,7 @@ fn feed(tl: &mut DeviceTimeline, t: u64, kind: EventKind) {
 #[test]
 fn timeline_phases_periods_and_spans() {
     use crate::verify::timeline::{Entry, OPEN};
-    let mut tl = DeviceTimeline::new(0, Running, true);
+    let mut tl = DeviceTimeline::new(0, Some(Running), true);
     assert_eq!(tl.phase(), Phase::Known(Running));
     feed(
         &mut tl,
@@ -1437,7 +1437,7 @@ fn timeline_phases_periods_and_spans() {
 
 #[test]
 fn timeline_window_edges_are_whole_nanoseconds() {
-    let mut tl = DeviceTimeline::new(0, Running, true);
+    let mut tl = DeviceTimeline::new(0, Some(Running), true);
     feed(
         &mut tl,
         100,
@@ -1478,4 +1478,41 @@ fn timeline_window_edges_are_whole_nanoseconds() {
     assert!(tl.quiescent_at(Scope::Quiescent, 299));
     assert!(!tl.quiescent_at(Scope::Quiescent, 300));
     assert!(!tl.quiescent_at(Scope::Quiescent, 149));
+}
+
+/// A recorder that could not ask a device its state declares the format's default with the
+/// device's own `transitions` unavailable: that RUNNING is no evidence, so a GET of STOP_COPY
+/// is not a mismatch and the device does not count as a running peer; a header-wide
+/// `transitions: unavailable` leaves the declared state alone.
+#[test]
+fn declared_state_is_unknown_when_the_device_own_transitions_are_unavailable() {
+    let mut t = T::new();
+    t.device_with(
+        D,
+        P2P,
+        Running,
+        &[(
+            "transitions",
+            "unavailable: state when recording began unknown",
+        )],
+    );
+    assert_eq!(t.get(1000, D, StopCopy), Vec::<&str>::new());
+    t.set(2000, D, P2P, StopCopy, Stop);
+    let r = t.v.finish();
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+
+    // Near miss: the same trace with the device's state trusted is a mismatch.
+    let mut t = T::new();
+    t.device_with(D, P2P, Running, &[]);
+    assert_eq!(t.get(1000, D, StopCopy), vec![rule::STATE_MISMATCH]);
+
+    // A header-wide `transitions: unavailable` keeps the declared state.
+    let mut h = header(true);
+    h.sources.insert(
+        "transitions".into(),
+        "unavailable: FSM steps not observable".into(),
+    );
+    let mut t = T::on(&h, Options::default());
+    t.device_with(D, P2P, Running, &[]);
+    assert_eq!(t.get(1000, D, StopCopy), vec![rule::STATE_MISMATCH]);
 }

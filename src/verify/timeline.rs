@@ -205,10 +205,11 @@ pub struct DeviceTimeline {
 }
 
 impl DeviceTimeline {
-    /// A device declared (or first seen) at `t` in `state`.
-    pub fn new(t: u64, state: MigState, steps_observable: bool) -> Self {
+    /// A device declared (or first seen) at `t` in `state`; `None`: its state is not known
+    /// (its declaration's state is no evidence, see [`crate::verify`]'s `declare`).
+    pub fn new(t: u64, state: Option<MigState>, steps_observable: bool) -> Self {
         let mut tl = DeviceTimeline {
-            phase: Phase::Known(state),
+            phase: state.map_or(Phase::Unknown, Phase::Known),
             since: t,
             steps_observable,
             steps_seen: false,
