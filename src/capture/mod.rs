@@ -51,6 +51,7 @@
 //! read/write syscall system-wide while recording (measured with dd on the 6.18 host).
 
 mod attrib;
+pub mod diagnose;
 mod hooks;
 pub mod procfs;
 pub mod records;
@@ -111,8 +112,9 @@ pub enum CaptureError {
         #[source]
         source: MapError,
     },
-    #[error("no probe hook could be attached: {0}")]
-    NothingAttached(String),
+    /// Every hook, each unavailable with its reason (`diagnose::explain` groups them).
+    #[error("no probe hook could be attached ({} tried; `migscope doctor` says why)", .0.len())]
+    NothingAttached(Vec<HookStatus>),
 }
 
 /// A loaded, attached probe and the attribution state of its records.
@@ -169,8 +171,7 @@ impl Capture {
         let mut ebpf = loader.load(PROBE_OBJECT).map_err(CaptureError::Load)?;
         let hooks = hooks::attach_all(&mut ebpf, fork_offset);
         if !hooks.iter().any(|h| h.attached()) {
-            let why: Vec<String> = hooks.iter().map(|h| h.to_string()).collect();
-            return Err(CaptureError::NothingAttached(why.join("; ")));
+            return Err(CaptureError::NothingAttached(hooks));
         }
         let sources = hooks::sources(&hooks, hooks::mdev_devices_present());
 

@@ -60,8 +60,10 @@ pub fn run(cli: Cli) -> i32 {
         cli.command,
         Command::Record(_) | Command::Drive(_) | Command::Watch(_) | Command::Doctor(_)
     ) {
-        // Commands that attach the probe: tracefs first, said in one line when it was missing.
-        if let Some(line) = crate::capture::tracefs::ensure().notice() {
+        // Commands that attach the probe: tracefs first, said in one line when we mounted it
+        // (when it cannot be mounted, the hooks it leaves unavailable say so, once).
+        let t = crate::capture::tracefs::ensure();
+        if let (crate::capture::tracefs::Tracefs::Mounted(_), Some(line)) = (&t, t.notice()) {
             eprintln!("{line}");
         }
     }
@@ -126,6 +128,12 @@ impl RuleArgs {
     pub fn is_default(&self) -> bool {
         self.check_flags().is_empty()
     }
+}
+
+/// A capture that could not start, in one line naming the cause and its fix.
+pub(crate) fn capture_error(e: &crate::capture::CaptureError) -> String {
+    let host = crate::capture::diagnose::Host::read();
+    crate::capture::diagnose::explain(e, &host)
 }
 
 /// Prints an error for a command that could not start and returns [`exit::UNUSABLE`].

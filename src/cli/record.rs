@@ -14,7 +14,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
-use crate::capture::{Capture, CaptureOptions, HookState, kernel_release, monotonic_ns};
+use crate::capture::{Capture, CaptureOptions, kernel_release, monotonic_ns};
 use crate::trace::{Event, EventKind, Header, jsonl::JsonlWriter, source};
 use crate::verify::{self, Verifier};
 
@@ -137,7 +137,7 @@ pub fn run(args: Args) -> i32 {
     };
     let cap = match Capture::start(&opts) {
         Ok(c) => c,
-        Err(e) => return super::unusable(chain(&e)),
+        Err(e) => return super::unusable(super::capture_error(&e)),
     };
     let mut sources = cap.sources();
     // The DMA witnesses `drive` has and the probe alone does not: named, so a checker says
@@ -174,10 +174,9 @@ pub fn run(args: Args) -> i32 {
         Err(e) => return super::unusable(chain(&e)),
     };
     let attached = cap.hooks().iter().filter(|h| h.attached()).count();
-    for h in cap.hooks() {
-        if let HookState::Unavailable(_) = h.state {
-            eprintln!("migscope: {h}");
-        }
+    let host = crate::capture::diagnose::Host::read();
+    for line in crate::capture::diagnose::hook_summary(cap.hooks(), &host) {
+        eprintln!("migscope: {line}");
     }
     let ready = format!(
         "migscope: recording ({attached} of {} hooks attached){}; Ctrl-C to stop",

@@ -107,7 +107,7 @@ fn watch_probe(args: WatchArgs) -> i32 {
     // Started before the terminal is taken, so a refusal is a plain error message.
     let cap = match Capture::start(&opts) {
         Ok(c) => c,
-        Err(e) => return super::unusable(error_chain(&e)),
+        Err(e) => return super::unusable(super::capture_error(&e)),
     };
     let header = Header {
         kernel: kernel_release(),
