@@ -1,6 +1,7 @@
-//! Exporters: Perfetto (Chrome trace-event JSON), JUnit XML and the Markdown bug report; the
-//! native binary trace format itself lives in `trace::native`.
+//! Exporters: Perfetto (Chrome trace-event JSON), JUnit XML, GitHub workflow annotations and
+//! the Markdown bug report; the native binary trace format itself lives in `trace::native`.
 
+pub mod github;
 pub mod junit;
 pub mod markdown;
 pub mod perfetto;
