@@ -8,6 +8,7 @@ mod doctor;
 mod drive;
 mod export;
 mod fsm;
+mod progress;
 mod record;
 pub mod view;
 

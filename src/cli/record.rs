@@ -84,6 +84,12 @@ impl Sink {
         }
         Ok(())
     }
+    fn bytes(&self) -> u64 {
+        match self {
+            Sink::File(w) => w.bytes(),
+            Sink::Stdout(w) => w.bytes(),
+        }
+    }
     fn finish(self) -> Result<(), RecordError> {
         match self {
             Sink::File(w) => w.finish()?,
@@ -234,6 +240,7 @@ async fn record_loop(
         line: 1,
         count: 0,
         last_t: 0,
+        progress: super::progress::Record::start(),
     };
     loop {
         tokio::select! {
@@ -251,7 +258,7 @@ async fn record_loop(
             _ = sigterm.recv() => break,
             _ = &mut sleep, if deadline.is_some() => break,
             _ = wait_readable(traced.as_ref()), if traced.is_some() => {
-                eprintln!("migscope: traced process exited");
+                out.progress.say("migscope: traced process exited");
                 break;
             }
         }
@@ -265,6 +272,7 @@ async fn record_loop(
         kind: EventKind::End,
     };
     out.write_all(vec![end])?;
+    out.progress.finish();
     out.sink.finish()?;
     Ok((out.count, out.verifier.map(Verifier::finish)))
 }
@@ -277,6 +285,7 @@ struct Out {
     line: u64,
     count: u64,
     last_t: u64,
+    progress: super::progress::Record,
 }
 
 impl Out {
@@ -288,9 +297,12 @@ impl Out {
             if let Some(v) = self.verifier.as_mut() {
                 v.push(self.line, &ev);
             }
+            self.progress.saw(&ev);
             self.sink.write(&ev)?;
         }
-        self.sink.flush()
+        self.sink.flush()?;
+        self.progress.show(self.sink.bytes());
+        Ok(())
     }
 }
 

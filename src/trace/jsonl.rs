@@ -903,6 +903,11 @@ impl<W: Write> JsonlWriter<W> {
         self.sink.flush()
     }
 
+    /// Bytes written so far.
+    pub fn bytes(&self) -> u64 {
+        self.sink.bytes()
+    }
+
     /// Flushes and, for [`JsonlWriter::create`], syncs and renames the file into place.
     pub fn finish(self) -> Result<(), TraceError> {
         self.sink.finish()
