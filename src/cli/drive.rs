@@ -242,16 +242,7 @@ fn unusable_junit(args: &Args, output: &Path, msg: String) -> i32 {
     super::unusable(msg)
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+use super::error_chain;
 
 fn unavailable_probe(why: &str) -> BTreeMap<String, String> {
     [

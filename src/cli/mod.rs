@@ -131,6 +131,9 @@ impl RuleArgs {
     }
 }
 
+/// An error with its sources, `: `-separated (one function for every command).
+pub(crate) use crate::capture::diagnose::chain as error_chain;
+
 /// A capture that could not start, in one line naming the cause and its fix.
 pub(crate) fn capture_error(e: &crate::capture::CaptureError) -> String {
     let host = crate::capture::diagnose::Host::read();

@@ -329,13 +329,4 @@ async fn wait_readable(fd: Option<&AsyncFd<OwnedFd>>) {
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
-}
+use super::error_chain as chain;

@@ -197,16 +197,7 @@ fn watch_probe(args: WatchArgs) -> i32 {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
-}
+use super::error_chain;
 
 /// Opens the trace to follow: `path`, or `path.partial` while a writer (`record -o`,
 /// `drive -o`) has not renamed it yet; waits for either to appear. `None` when the view is
