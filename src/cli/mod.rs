@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod assets;
 mod check;
 mod doctor;
 mod drive;
@@ -20,10 +21,23 @@ pub mod exit {
     pub const UNUSABLE: i32 = 3;
 }
 
+/// `migscope --version`: the version, the git commit it was built from (`-dirty` when a source
+/// differed), the SHA-256 of the embedded eBPF probe object and the aya version (build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MIGSCOPE_GIT_COMMIT"),
+    ", probe sha256 ",
+    env!("MIGSCOPE_PROBE_SHA256"),
+    ", aya ",
+    env!("MIGSCOPE_AYA_VERSION"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "migscope",
-    version,
+    version = VERSION,
     about = "Trace, drive and verify VFIO device live migration",
     long_about = "migscope proves whether a VFIO device really stopped issuing DMA and interrupts \
                   when it was quiesced for live migration (RUNNING_P2P / STOP), and whether the \
@@ -53,6 +67,20 @@ pub enum Command {
     Watch(view::WatchArgs),
     /// What this host can see: kernel, BTF, each hook, VFIO devices, blind rules.
     Doctor(doctor::Args),
+}
+
+/// `migscope __dist-assets DIR` writes the man pages and completions into DIR for `cargo xtask
+/// dist`; outside the command line (and so outside the pages and completions themselves).
+pub fn dist_assets(args: &[std::ffi::OsString]) -> Option<i32> {
+    let [_, cmd, dir] = args else { return None };
+    if cmd != "__dist-assets" {
+        return None;
+    }
+    let dir = std::path::Path::new(dir);
+    Some(match assets::write(dir) {
+        Ok(()) => exit::PASS,
+        Err(e) => unusable(format!("{}: {e}", dir.display())),
+    })
 }
 
 /// Runs the command line and returns the process exit code.
