@@ -103,14 +103,14 @@ fn git(root: &Path, args: &[&str]) -> Option<String> {
 }
 
 /// The commit (12 hex digits), `-dirty` when a tracked source of the binary differs from it,
-/// `unknown` outside a git checkout. Reruns when HEAD, the branch, the index or a source moves.
+/// `unknown` outside a git checkout. Reruns when HEAD, the branch or a source moves (not on
+/// the index, which `git status` rewrites: staging does not change what is built).
 fn git_commit(root: &Path) -> String {
     let Some(commit) = git(root, &["rev-parse", "--short=12", "HEAD"]) else {
         return "unknown".to_owned();
     };
     let mut watch = vec![
         git(root, &["rev-parse", "--git-path", "HEAD"]),
-        git(root, &["rev-parse", "--git-path", "index"]),
         git(root, &["rev-parse", "--git-path", "packed-refs"]),
     ];
     if let Some(r) = git(root, &["symbolic-ref", "-q", "HEAD"]) {
@@ -123,7 +123,10 @@ fn git_commit(root: &Path) -> String {
         } else {
             root.join(p)
         };
-        println!("cargo:rerun-if-changed={}", p.display());
+        // A watched path that does not exist (no packed-refs yet) would rerun every build.
+        if p.exists() {
+            println!("cargo:rerun-if-changed={}", p.display());
+        }
     }
     for s in SOURCES {
         println!("cargo:rerun-if-changed={}", root.join(s).display());
