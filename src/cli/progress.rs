@@ -30,23 +30,42 @@ fn wanted_for(tty: bool, ci: Option<&str>, term: Option<&str>) -> bool {
     tty && !ci && term != Some("dumb")
 }
 
-fn bar() -> Option<ProgressBar> {
-    if !wanted() {
-        return None;
-    }
-    let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
-    let style = ProgressStyle::with_template("{spinner} {elapsed_precise} {wide_msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_spinner());
-    b.set_style(style);
-    b.enable_steady_tick(Duration::from_millis(250));
-    Some(b)
-}
+/// The progress line itself: drawn only when [`wanted`], otherwise every call is plain.
+#[derive(Clone)]
+struct Line(Option<ProgressBar>);
 
-/// Prints `line` on stderr above the progress line (or plainly, without one).
-fn say(bar: Option<&ProgressBar>, line: &str) {
-    match bar {
-        Some(b) => b.suspend(|| eprintln!("{line}")),
-        None => eprintln!("{line}"),
+impl Line {
+    fn start() -> Self {
+        if !wanted() {
+            return Line(None);
+        }
+        let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
+        let style = ProgressStyle::with_template("{spinner} {elapsed_precise} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        b.set_style(style);
+        b.enable_steady_tick(Duration::from_millis(250));
+        Line(Some(b))
+    }
+
+    fn set(&self, msg: impl FnOnce() -> String) {
+        if let Some(b) = &self.0 {
+            b.set_message(msg());
+        }
+    }
+
+    /// Prints `line` on stderr above the progress line (or plainly, without one).
+    fn say(&self, line: &str) {
+        match &self.0 {
+            Some(b) => b.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    /// Takes the line off the terminal.
+    fn finish(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
     }
 }
 
@@ -60,7 +79,7 @@ fn bytes(n: u64) -> String {
 
 /// `record`'s line: events, lost, devices, bytes written.
 pub struct Record {
-    bar: Option<ProgressBar>,
+    line: Line,
     events: u64,
     lost: u64,
     devices: BTreeSet<String>,
@@ -69,7 +88,7 @@ pub struct Record {
 impl Record {
     pub fn start() -> Self {
         Record {
-            bar: bar(),
+            line: Line::start(),
             events: 0,
             lost: 0,
             devices: BTreeSet::new(),
@@ -90,12 +109,10 @@ impl Record {
 
     /// Redraws the line after a batch; `written`: bytes of trace written so far.
     pub fn show(&self, written: u64) {
-        if let Some(b) = &self.bar {
-            b.set_message(self.line(written));
-        }
+        self.line.set(|| self.text(written));
     }
 
-    fn line(&self, written: u64) -> String {
+    fn text(&self, written: u64) -> String {
         format!(
             "recording: {} events, {} lost, {} device(s), {} written",
             self.events,
@@ -106,14 +123,11 @@ impl Record {
     }
 
     pub fn say(&self, line: &str) {
-        say(self.bar.as_ref(), line);
+        self.line.say(line);
     }
 
-    /// Takes the line off the terminal.
     pub fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
+        self.line.finish();
     }
 }
 
@@ -121,7 +135,7 @@ impl Record {
 /// `set`/`step` events), arcs so far, elapsed. Shared with the probe's thread.
 #[derive(Clone)]
 pub struct Drive {
-    bar: Option<ProgressBar>,
+    line: Line,
     state: Arc<Mutex<DriveState>>,
 }
 
@@ -135,7 +149,7 @@ struct DriveState {
 impl Drive {
     pub fn start(plan: &str, devices: &[String]) -> Self {
         let d = Drive {
-            bar: bar(),
+            line: Line::start(),
             state: Arc::new(Mutex::new(DriveState {
                 plan: plan.to_owned(),
                 now: format!("opening {}", devices.join(" ")),
@@ -166,21 +180,19 @@ impl Drive {
     }
 
     fn redraw(&self) {
-        let (Some(b), Ok(s)) = (&self.bar, self.state.lock()) else {
-            return;
-        };
-        b.set_message(format!("plan {}: {}  ({} arcs)", s.plan, s.now, s.arcs));
+        if let Ok(s) = self.state.lock() {
+            self.line
+                .set(|| format!("plan {}: {}  ({} arcs)", s.plan, s.now, s.arcs));
+        }
     }
 
     /// A log line above the progress line.
     pub fn say(&self, line: &str) {
-        say(self.bar.as_ref(), line);
+        self.line.say(line);
     }
 
     pub fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
+        self.line.finish();
     }
 }
 
@@ -201,7 +213,7 @@ mod tests {
     #[test]
     fn record_line_counts_events_lost_and_devices() {
         let mut r = Record {
-            bar: None,
+            line: Line(None),
             events: 0,
             lost: 0,
             devices: BTreeSet::new(),
@@ -230,7 +242,7 @@ mod tests {
             },
         });
         assert_eq!(
-            r.line(2048),
+            r.text(2048),
             "recording: 3 events, 7 lost, 2 device(s), 2.0 KiB written"
         );
     }

@@ -34,17 +34,9 @@ fn root() -> Result<PathBuf> {
         .to_path_buf())
 }
 
+/// Runs a command and returns its stdout (`what` names it in the error).
 fn run(what: &str, c: &mut Command) -> Result<String> {
-    let out = c.output().with_context(|| format!("running {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::lab::run_output(c).with_context(|| format!("{what} failed"))
 }
 
 /// The package version, from the main crate's manifest.
@@ -145,6 +137,26 @@ fn installed_kib(dir: &Path) -> Result<u64> {
     Ok(total)
 }
 
+/// Each completion file: as generated, where the tarball (`/usr/local` layout) and the .deb
+/// (Debian's vendor directories) put it.
+const COMPLETIONS: [(&str, &str, &str); 3] = [
+    (
+        "migscope.bash",
+        "share/bash-completion/completions/migscope",
+        "usr/share/bash-completion/completions/migscope",
+    ),
+    (
+        "_migscope",
+        "share/zsh/site-functions/_migscope",
+        "usr/share/zsh/vendor-completions/_migscope",
+    ),
+    (
+        "migscope.fish",
+        "share/fish/vendor_completions.d/migscope.fish",
+        "usr/share/fish/vendor_completions.d/migscope.fish",
+    ),
+];
+
 const COPYRIGHT: &str = "\
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: migscope
@@ -223,21 +235,9 @@ pub fn run_dist() -> Result<Dist> {
         )?;
     }
     let comp = assets.join("completions");
-    copy(
-        &comp.join("migscope.bash"),
-        &top.join("share/bash-completion/completions/migscope"),
-        0o644,
-    )?;
-    copy(
-        &comp.join("_migscope"),
-        &top.join("share/zsh/site-functions/_migscope"),
-        0o644,
-    )?;
-    copy(
-        &comp.join("migscope.fish"),
-        &top.join("share/fish/vendor_completions.d/migscope.fish"),
-        0o644,
-    )?;
+    for (file, tar_path, _) in COMPLETIONS {
+        copy(&comp.join(file), &top.join(tar_path), 0o644)?;
+    }
     copy(
         &root.join("README.md"),
         &top.join("share/doc/migscope/README.md"),
@@ -282,21 +282,9 @@ pub fn run_dist() -> Result<Dist> {
         ensure!(out.status.success(), "gzip {} failed", p.display());
         fs::write(&gz, out.stdout)?;
     }
-    copy(
-        &comp.join("migscope.bash"),
-        &stage.join("usr/share/bash-completion/completions/migscope"),
-        0o644,
-    )?;
-    copy(
-        &comp.join("_migscope"),
-        &stage.join("usr/share/zsh/vendor-completions/_migscope"),
-        0o644,
-    )?;
-    copy(
-        &comp.join("migscope.fish"),
-        &stage.join("usr/share/fish/vendor_completions.d/migscope.fish"),
-        0o644,
-    )?;
+    for (file, _, deb_path) in COMPLETIONS {
+        copy(&comp.join(file), &stage.join(deb_path), 0o644)?;
+    }
     write(
         &stage.join("usr/share/doc/migscope/copyright"),
         COPYRIGHT,
@@ -389,17 +377,18 @@ pub fn check(d: &Dist) -> Result<()> {
         "dpkg-deb --contents",
         Command::new("dpkg-deb").arg("--contents").arg(&d.deb),
     )?;
-    for want in [
-        "./usr/bin/migscope",
-        "./usr/share/man/man1/migscope.1.gz",
-        "./usr/share/man/man1/migscope-check.1.gz",
-        "./usr/share/bash-completion/completions/migscope",
-        "./usr/share/zsh/vendor-completions/_migscope",
-        "./usr/share/fish/vendor_completions.d/migscope.fish",
-        "./usr/share/doc/migscope/copyright",
-    ] {
+    let wanted = [
+        "usr/bin/migscope",
+        "usr/share/man/man1/migscope.1.gz",
+        "usr/share/man/man1/migscope-check.1.gz",
+        "usr/share/doc/migscope/copyright",
+    ]
+    .into_iter()
+    .chain(COMPLETIONS.iter().map(|c| c.2))
+    .map(|p| format!("./{p}"));
+    for want in wanted {
         ensure!(
-            contents.lines().any(|l| l.ends_with(want)),
+            contents.lines().any(|l| l.ends_with(&want)),
             "dpkg-deb --contents lacks {want}:\n{contents}"
         );
     }
