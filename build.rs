@@ -1,8 +1,12 @@
 //! Builds the eBPF probe (`probe-ebpf`) for the bpf target with aya-build and leaves the object
 //! in `OUT_DIR/probe`, which `capture` embeds. Checks the eBPF toolchain first so a missing piece
-//! is one clear error naming the command that installs it.
+//! is one clear error naming the command that installs it. Then the facts `--version` prints:
+//! the git commit (`-dirty` when a source of the binary differs from it), the SHA-256 of the
+//! probe object and the aya version locked in `Cargo.lock`.
 
-use std::{path::PathBuf, process::Command};
+use std::{path::Path, path::PathBuf, process::Command};
+
+use sha2::Digest as _;
 
 use anyhow::{Context as _, anyhow};
 
@@ -30,7 +34,110 @@ fn main() -> anyhow::Result<()> {
             ..Default::default()
         }],
         aya_build::Toolchain::Custom(NIGHTLY),
-    )
+    )?;
+    version_facts()
+}
+
+/// The sources of the binary: what `-dirty` is judged on, and what reruns this script.
+const SOURCES: [&str; 7] = [
+    "src",
+    "tui",
+    "probe-common",
+    "probe-ebpf",
+    "build.rs",
+    "Cargo.toml",
+    "Cargo.lock",
+];
+
+/// `MIGSCOPE_GIT_COMMIT`, `MIGSCOPE_PROBE_SHA256`, `MIGSCOPE_AYA_VERSION` for `--version`.
+fn version_facts() -> anyhow::Result<()> {
+    let out_dir = std::env::var("OUT_DIR").context("OUT_DIR")?;
+    let probe =
+        std::fs::read(Path::new(&out_dir).join("probe")).context("reading the probe object")?;
+    let hash = sha2::Sha256::digest(&probe);
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    println!("cargo:rustc-env=MIGSCOPE_PROBE_SHA256={hex}");
+
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?;
+    let root = Path::new(&manifest);
+    let lock = root.join("Cargo.lock");
+    println!("cargo:rerun-if-changed={}", lock.display());
+    let aya = std::fs::read_to_string(&lock)
+        .ok()
+        .and_then(|l| locked_version(&l, "aya"))
+        .unwrap_or_else(|| "unknown".to_owned());
+    println!("cargo:rustc-env=MIGSCOPE_AYA_VERSION={aya}");
+
+    // Packagers building from a source tarball without .git can say it themselves.
+    println!("cargo:rerun-if-env-changed=MIGSCOPE_GIT_COMMIT");
+    let commit = match std::env::var("MIGSCOPE_GIT_COMMIT") {
+        Ok(c) if !c.is_empty() => c,
+        _ => git_commit(root),
+    };
+    println!("cargo:rustc-env=MIGSCOPE_GIT_COMMIT={commit}");
+    Ok(())
+}
+
+/// The version of `name` in a Cargo.lock text.
+fn locked_version(lock: &str, name: &str) -> Option<String> {
+    let mut lines = lock.lines();
+    while let Some(l) = lines.next() {
+        if l.trim() == format!("name = \"{name}\"") {
+            let v = lines.next()?.trim().strip_prefix("version = \"")?;
+            return Some(v.trim_end_matches('"').to_owned());
+        }
+    }
+    None
+}
+
+fn git(root: &Path, args: &[&str]) -> Option<String> {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(args)
+        .output()
+        .ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+}
+
+/// The commit (12 hex digits), `-dirty` when a tracked source of the binary differs from it,
+/// `unknown` outside a git checkout. Reruns when HEAD, the branch or a source moves (not on
+/// the index, which `git status` rewrites: staging does not change what is built).
+fn git_commit(root: &Path) -> String {
+    let Some(commit) = git(root, &["rev-parse", "--short=12", "HEAD"]) else {
+        return "unknown".to_owned();
+    };
+    let mut watch = vec![
+        git(root, &["rev-parse", "--git-path", "HEAD"]),
+        git(root, &["rev-parse", "--git-path", "packed-refs"]),
+    ];
+    if let Some(r) = git(root, &["symbolic-ref", "-q", "HEAD"]) {
+        watch.push(git(root, &["rev-parse", "--git-path", &r]));
+    }
+    for p in watch.into_iter().flatten() {
+        let p = Path::new(&p);
+        let p = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            root.join(p)
+        };
+        // A watched path that does not exist (no packed-refs yet) would rerun every build.
+        if p.exists() {
+            println!("cargo:rerun-if-changed={}", p.display());
+        }
+    }
+    for s in SOURCES {
+        println!("cargo:rerun-if-changed={}", root.join(s).display());
+    }
+    let mut args = vec!["status", "--porcelain", "--untracked-files=no", "--"];
+    args.extend(SOURCES);
+    match git(root, &args) {
+        Some(s) if s.is_empty() => commit,
+        Some(_) => format!("{commit}-dirty"),
+        None => format!("{commit}-unknown-state"),
+    }
 }
 
 /// nightly + rust-src + bpf-linker, or one error listing what is missing and how to get it.

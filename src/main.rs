@@ -1,6 +1,10 @@
 use clap::Parser as _;
 
 fn main() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = migscope::cli::dist_assets(&args) {
+        std::process::exit(code);
+    }
     let code = match migscope::cli::Cli::try_parse() {
         Ok(cli) => migscope::cli::run(cli),
         // Usage errors exit with check's "unusable" status; --help and --version exit 0.

@@ -14,6 +14,8 @@ mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
 ulimit -l unlimited 2>/dev/null
 echo "LAB:BOOT uptime=$(cut -d' ' -f1 /proc/uptime) kernel=$(uname -r)"
+# The release binary (from the dist tarball) on a system without libc: static, or this fails.
+echo "LAB:MIGSCOPE $(migscope --version 2>&1)"
 
 lab_fail() { echo "LAB:FATAL $*"; echo "LAB:DONE"; poweroff -f; }
 

@@ -413,8 +413,8 @@ fn short(e: &ProgramError) -> String {
             "{s} (not in vmlinux BTF: its module is not loaded or it is a module function, and \
              aya 0.14 resolves fentry/fexit targets in vmlinux BTF only)"
         )
-    } else if s.contains("/sys/bus/event_source/devices/kprobe") {
-        "this kernel has no kprobe PMU (/sys/bus/event_source/devices/kprobe missing)".to_owned()
+    } else if s.contains(super::diagnose::KPROBE_PMU) {
+        super::diagnose::NO_KPROBE_PMU.to_owned()
     } else {
         s
     }

@@ -73,6 +73,7 @@
 
 pub mod attach;
 mod attrib;
+pub mod diagnose;
 mod hooks;
 pub mod procfs;
 pub mod records;
@@ -133,8 +134,9 @@ pub enum CaptureError {
         #[source]
         source: MapError,
     },
-    #[error("no probe hook could be attached: {0}")]
-    NothingAttached(String),
+    /// Every hook, each unavailable with its reason (`diagnose::explain` groups them).
+    #[error("no probe hook could be attached ({} tried; `migscope doctor` says why)", .0.len())]
+    NothingAttached(Vec<HookStatus>),
 }
 
 /// A loaded, attached probe and the attribution state of its records.
@@ -194,8 +196,7 @@ impl Capture {
         let mut ebpf = loader.load(PROBE_OBJECT).map_err(CaptureError::Load)?;
         let hooks = hooks::attach_all(&mut ebpf, fork_offset);
         if !hooks.iter().any(|h| h.attached()) {
-            let why: Vec<String> = hooks.iter().map(|h| h.to_string()).collect();
-            return Err(CaptureError::NothingAttached(why.join("; ")));
+            return Err(CaptureError::NothingAttached(hooks));
         }
         let sources = hooks::sources(&hooks, hooks::mdev_devices_present());
 

@@ -2,7 +2,7 @@
 //! not mount it; as root we mount it at `/sys/kernel/tracing` ourselves (as bpftool mounts
 //! bpffs), otherwise say what is missing and the one command that fixes it.
 
-use std::{ffi::CString, fs, path::Path};
+use std::{ffi::CString, fs, path::Path, sync::OnceLock};
 
 /// Where tracefs is looked for, in aya's order (`aya::programs::utils::find_tracefs_path`).
 pub const MOUNT_POINTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
@@ -42,10 +42,24 @@ fn populated(p: &str) -> bool {
 }
 
 /// Makes tracefs reachable: present, mounted now, or missing with the reason and the fix.
-/// Must run before the first tracepoint attach of the process (aya looks once and caches).
+/// Must run before the first tracepoint attach of the process (aya looks once and caches);
+/// the first call decides and later calls return what it found or did.
 pub fn ensure() -> Tracefs {
+    static ONCE: OnceLock<Tracefs> = OnceLock::new();
+    ONCE.get_or_init(ensure_now).clone()
+}
+
+fn ensure_now() -> Tracefs {
     if let Some(p) = MOUNT_POINTS.iter().copied().find(|p| populated(p)) {
         return Tracefs::Present(p);
+    }
+    // Mounted but root's only (mode 0700): mounting again would not help.
+    if let Err(e) = fs::read_dir(MOUNT_AT)
+        && e.kind() == std::io::ErrorKind::PermissionDenied
+    {
+        return Tracefs::Missing(format!(
+            "{MOUNT_AT} is not readable by this user ({e}): run migscope as root"
+        ));
     }
     if !Path::new(MOUNT_AT).is_dir() {
         return Tracefs::Missing(format!(
@@ -57,6 +71,10 @@ pub fn ensure() -> Tracefs {
         Ok(()) if populated(MOUNT_AT) => Tracefs::Mounted(MOUNT_AT),
         Ok(()) => Tracefs::Missing(format!(
             "mounted tracefs at {MOUNT_AT} but it is empty; tracepoint hooks are unavailable"
+        )),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Tracefs::Missing(format!(
+            "tracefs is not mounted and this process may not mount it ({e}: mounting needs \
+             CAP_SYS_ADMIN, which containers usually drop); on the host, as root, run: {FIX}"
         )),
         Err(e) => Tracefs::Missing(format!(
             "tracefs is not mounted and mounting it failed ({e}); as root run: {FIX}"

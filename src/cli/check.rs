@@ -8,9 +8,14 @@ use crate::verify::{self, Options, Report};
 pub struct Args {
     /// Trace to check (JSONL or native, told apart by content; `-` reads standard input).
     pub file: PathBuf,
-    /// Print the verdict as JSON (TRACE-FORMAT.md "Verdict").
-    #[arg(long)]
+    /// Print the verdict as JSON (TRACE-FORMAT.md "Verdict"); the same as `--format json`.
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// How to print the verdict: `text` (for people), `json` (TRACE-FORMAT.md "Verdict") or
+    /// `github` (GitHub Actions workflow commands: `::error file=F,line=L,title=RULE::...` per
+    /// violation, `::warning` per warning and blind spot).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: OutputFormat,
     #[command(flatten)]
     pub rules: super::RuleArgs,
     /// Also write the verdict as JUnit XML to FILE (for CI test reporters).
@@ -18,19 +23,35 @@ pub struct Args {
     pub junit: Option<PathBuf>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+    Github,
+}
+
 impl Args {
     pub fn options(&self) -> Options {
         self.rules.options()
+    }
+
+    fn output(&self) -> OutputFormat {
+        if self.json {
+            OutputFormat::Json
+        } else {
+            self.format
+        }
     }
 }
 
 pub fn run(args: Args) -> i32 {
     match verify::check_path(&args.file, args.options()) {
         Ok(report) => {
-            if args.json {
-                println!("{}", report.to_json());
-            } else {
-                print!("{}", human(&report, &args.file.display().to_string()));
+            let name = args.file.display().to_string();
+            match args.output() {
+                OutputFormat::Json => println!("{}", report.to_json()),
+                OutputFormat::Text => print!("{}", human(&report, &name)),
+                OutputFormat::Github => print!("{}", crate::export::github::render(&report, &name)),
             }
             if let Some(j) = &args.junit
                 && let Err(e) =
@@ -41,6 +62,13 @@ pub fn run(args: Args) -> i32 {
             report.verdict.exit_code()
         }
         Err(e) => {
+            if args.output() == OutputFormat::Github {
+                let name = args.file.display().to_string();
+                print!(
+                    "{}",
+                    crate::export::github::render_error(&name, e.line(), &e.to_string())
+                );
+            }
             if let Some(j) = &args.junit
                 && let Err(je) = crate::export::junit::write_error(
                     &crate::export::trace_name(&args.file),

@@ -1,13 +1,17 @@
-//! `migscope doctor`: what this host can see. Kernel, privileges, BTF, every probe hook
-//! (really loaded and attached, then detached), VFIO devices and their drivers, and which
-//! verification rules the missing pieces leave blind.
+//! `migscope doctor`: what this host can see. Kernel, privileges, lockdown, tracefs, BTF,
+//! kprobes, every probe hook (really loaded and attached, then detached), VFIO devices and
+//! their drivers. Each distinct cause of a missing hook is named once with the hooks it
+//! affects and its fix, then what that means for each rule (the rule's evidence comes from
+//! [`crate::verify::rule::EVIDENCE`]). `--json` keeps every detail.
 
-use std::{fs, path::Path};
+use std::{collections::BTreeMap, fmt::Write as _, fs, path::Path};
 
 use serde_json::{Value, json};
 
-use crate::capture::{Capture, CaptureOptions, HookState, HookStatus};
+use crate::capture::diagnose::{self, Host, Key, Lockdown};
+use crate::capture::{Capture, CaptureError, CaptureOptions, HookState, HookStatus, PROBE_SOURCES};
 use crate::trace::source;
+use crate::verify::rule;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -16,10 +20,6 @@ pub struct Args {
     pub json: bool,
 }
 
-/// Capability bits of /proc/self/status CapEff (include/uapi/linux/capability.h).
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
 /// BTF of the vfio modules that kernel-function hooks would target.
 const VFIO_MODULES: [&str; 5] = [
     "vfio",
@@ -29,12 +29,16 @@ const VFIO_MODULES: [&str; 5] = [
     "iommufd",
 ];
 
+/// The text a source's reason starts with when the ioctls are traced but the FSM steps are
+/// not (`capture::hooks::sources`).
+const NO_STEPS: &str = "FSM steps not observable";
+
 pub fn run(args: Args) -> i32 {
     let report = collect();
     if args.json {
         println!("{report}");
     } else {
-        print_text(&report);
+        print!("{}", text(&report));
     }
     if report["probe"]["loaded"].as_bool() == Some(true) {
         super::exit::PASS
@@ -44,17 +48,8 @@ pub fn run(args: Args) -> i32 {
 }
 
 fn collect() -> Value {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    let caps = cap_eff();
-    let has = |bit: u32| caps.is_some_and(|c| c & (1u64 << bit) != 0);
-    let mut missing = Vec::new();
-    if !(has(CAP_BPF) || has(CAP_SYS_ADMIN)) {
-        missing.push("CAP_BPF (or CAP_SYS_ADMIN): cannot load eBPF programs");
-    }
-    if !(has(CAP_PERFMON) || has(CAP_SYS_ADMIN)) {
-        missing.push("CAP_PERFMON (or CAP_SYS_ADMIN): cannot attach tracepoints or kprobes");
-    }
+    let host = Host::read();
+    let p = &host.privileges;
     let btf_modules: serde_json::Map<String, Value> = VFIO_MODULES
         .iter()
         .map(|m| {
@@ -64,49 +59,138 @@ fn collect() -> Value {
         })
         .collect();
 
-    let (probe, hooks, sources) = match Capture::start(&CaptureOptions::default()) {
+    let (probe, hooks, sources, mut causes) = match Capture::start(&CaptureOptions::default()) {
         Ok(cap) => {
-            let hooks: Vec<Value> = cap.hooks().iter().map(hook_json).collect();
+            let hooks = cap.hooks().to_vec();
             let sources = cap.sources();
             // Detach everything again: doctor only tries.
             let _ = cap.stop();
-            (json!({"loaded": true}), hooks, sources)
+            let causes = diagnose::causes(&hooks, &host);
+            (json!({"loaded": true}), hooks, sources, causes)
         }
         Err(e) => {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                src = s.source();
-            }
+            let msg = diagnose::explain(&e, &host);
+            let (hooks, causes) = match e {
+                CaptureError::NothingAttached(hooks) => {
+                    let causes = diagnose::causes(&hooks, &host);
+                    (hooks, causes)
+                }
+                other => (
+                    Vec::new(),
+                    vec![diagnose::Cause {
+                        key: Key::Other(diagnose::chain(&other)),
+                        what: msg.clone(),
+                        fix: None,
+                        hooks: Vec::new(),
+                    }],
+                ),
+            };
+            let sources = PROBE_SOURCES
+                .iter()
+                .map(|s| {
+                    (
+                        (*s).to_owned(),
+                        "unavailable: the probe is not running".to_owned(),
+                    )
+                })
+                .collect();
             (
                 json!({"loaded": false, "error": msg}),
-                Vec::new(),
-                crate::capture::PROBE_SOURCES
-                    .iter()
-                    .map(|s| ((*s).to_owned(), format!("unavailable: {msg}")))
-                    .collect(),
+                hooks,
+                sources,
+                causes,
             )
         }
     };
-    let blind = blind_rules(&sources);
+    // A probe that could not load at all: every source depends on cause 1.
+    let not_loaded = probe["loaded"] != true && hooks.is_empty();
+    if causes.is_empty() && not_loaded {
+        causes.push(diagnose::Cause {
+            key: Key::Other("probe".into()),
+            what: probe["error"].as_str().unwrap_or("").to_owned(),
+            fix: None,
+            hooks: Vec::new(),
+        });
+    }
+    let refs = |src: &str| -> Vec<usize> {
+        if not_loaded {
+            return vec![1];
+        }
+        let mut ids: Vec<usize> = causes
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| {
+                c.hooks.iter().any(|h| {
+                    hooks
+                        .iter()
+                        .any(|x| &x.name == h && x.serves == src && !x.attached())
+                })
+            })
+            .map(|(i, _)| i + 1)
+            .collect();
+        ids.dedup();
+        ids
+    };
+    let source_refs: BTreeMap<&str, Vec<usize>> =
+        PROBE_SOURCES.iter().map(|s| (*s, refs(s))).collect();
+    let rules = rule_meanings(&sources, &source_refs);
+    let blind: Vec<Value> = rules
+        .iter()
+        .filter(|r| r["record"] != "ok" || r["drive"] != "ok")
+        .map(|r| {
+            let why = if r["drive"] == "ok" {
+                format!("record and watch: {}", r["record"].as_str().unwrap_or(""))
+            } else {
+                r["drive"].as_str().unwrap_or("").to_owned()
+            };
+            json!({"rule": r["rule"], "why": why})
+        })
+        .collect();
+    let missing: Vec<String> = p
+        .missing()
+        .iter()
+        .map(|(n, what)| format!("{n}: {what}"))
+        .collect();
+    let (tracefs_state, tracefs_detail) = match &host.tracefs {
+        crate::capture::tracefs::Tracefs::Present(at) => ("present", (*at).to_owned()),
+        crate::capture::tracefs::Tracefs::Mounted(at) => ("mounted", (*at).to_owned()),
+        crate::capture::tracefs::Tracefs::Missing(why) => ("missing", why.clone()),
+    };
+    let lockdown_mode = match &host.lockdown {
+        Lockdown::None => json!("none"),
+        Lockdown::Integrity => json!("integrity"),
+        Lockdown::Confidentiality => json!("confidentiality"),
+        Lockdown::Unknown(_) => Value::Null,
+    };
     json!({
         "kernel": crate::capture::kernel_release(),
         "privileges": {
-            "euid": euid,
-            "cap_bpf": has(CAP_BPF),
-            "cap_perfmon": has(CAP_PERFMON),
-            "cap_sys_admin": has(CAP_SYS_ADMIN),
+            "euid": p.euid,
+            "cap_eff": p.cap_eff.map(|c| format!("{c:016x}")),
+            "cap_bpf": p.has("CAP_BPF"),
+            "cap_perfmon": p.has("CAP_PERFMON"),
+            "cap_sys_admin": p.has("CAP_SYS_ADMIN"),
+            "cap_sys_resource": p.has("CAP_SYS_RESOURCE"),
             "missing": missing,
         },
+        "lockdown": {"mode": lockdown_mode, "detail": host.lockdown.name()},
+        "tracefs": {"state": tracefs_state, "detail": tracefs_detail},
+        "kprobes": {"present": host.kprobes, "pmu": diagnose::KPROBE_PMU},
         "btf": {
-            "vmlinux": Path::new("/sys/kernel/btf/vmlinux").exists(),
+            "vmlinux": host.vmlinux_btf,
             "modules": btf_modules,
         },
         "probe": probe,
-        "hooks": hooks,
+        "hooks": hooks.iter().map(hook_json).collect::<Vec<_>>(),
+        "causes": causes.iter().enumerate().map(|(i, c)| json!({
+            "id": i + 1,
+            "what": c.what,
+            "fix": c.fix,
+            "hooks": c.hooks,
+        })).collect::<Vec<_>>(),
         "sources": sources,
+        "source_causes": source_refs,
+        "rules": rules,
         "devices": vfio_devices(),
         "blind": blind,
     })
@@ -123,11 +207,244 @@ fn hook_json(h: &HookStatus) -> Value {
     }
 }
 
-/// Effective capabilities from /proc/self/status.
-fn cap_eff() -> Option<u64> {
-    let s = fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("CapEff:"))?;
-    u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
+fn cite(ids: &[usize]) -> String {
+    ids.iter().map(|i| format!("[{i}]")).collect()
+}
+
+/// For each rule of [`rule::EVIDENCE`]: can `record`/`watch` (the probe's sources) and
+/// `drive` (the probe plus its controller: its own SET/GET events, the memory witness,
+/// DMA logging) see what it needs here? `"ok"` or `"blind: why [causes]"`.
+fn rule_meanings(
+    sources: &BTreeMap<String, String>,
+    refs: &BTreeMap<&str, Vec<usize>>,
+) -> Vec<Value> {
+    let ok = |s: &str| sources.get(s).is_some_and(|v| v == "ok");
+    let steps_only_missing = sources
+        .get(source::TRANSITIONS)
+        .is_some_and(|v| v.contains(NO_STEPS));
+    let r = |s: &str| cite(refs.get(s).map_or(&[][..], Vec::as_slice));
+    rule::EVIDENCE
+        .iter()
+        .map(|n| {
+            let (record, drive) = if n.any_of == source::DMA_WITNESSES {
+                let record = if ok(source::MDEV_DMA) {
+                    "ok for mediated devices only (mdev_dma); blind for PCI devices: no DMA \
+                     witness (inconclusive unless --accept-blind dma)"
+                        .to_owned()
+                } else {
+                    "blind: no DMA witness for PCI devices (inconclusive unless --accept-blind \
+                     dma; `drive` has one)"
+                        .to_owned()
+                };
+                (record, "ok".to_owned())
+            } else if n.any_of == [source::IRQ] {
+                let s = if ok(source::IRQ) {
+                    "ok".to_owned()
+                } else {
+                    format!("blind: interrupts not traced {}", r(source::IRQ))
+                };
+                (s.clone(), s)
+            } else if n.steps {
+                let s = if ok(source::TRANSITIONS) {
+                    "ok".to_owned()
+                } else {
+                    format!(
+                        "blind: no FSM steps (vfio_mig_get_next_state) {}",
+                        r(source::TRANSITIONS)
+                    )
+                };
+                (s.clone(), s)
+            } else {
+                // SET/GET ioctls: the probe's syscall hooks; drive's controller sees its own.
+                let record = if ok(source::TRANSITIONS) || steps_only_missing {
+                    "ok".to_owned()
+                } else {
+                    format!("blind: VFIO ioctls not traced {}", r(source::TRANSITIONS))
+                };
+                (record, "ok".to_owned())
+            };
+            json!({"rule": n.rule, "needs": n.any_of, "steps": n.steps, "record": record, "drive": drive})
+        })
+        .collect()
+}
+
+/// The text report: each fact once, under 60 lines on a host without VFIO devices.
+fn text(r: &Value) -> String {
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
+    let mut o = String::new();
+    let _ = writeln!(o, "kernel      {}", s(&r["kernel"]));
+    let p = &r["privileges"];
+    let missing = p["missing"].as_array().cloned().unwrap_or_default();
+    let has: Vec<&str> = diagnose::CAPS
+        .iter()
+        .map(|c| c.0)
+        .filter(|c| p[c.to_lowercase()] == true)
+        .collect();
+    let has = if has.is_empty() {
+        "no capability the probe needs".to_owned()
+    } else {
+        has.join(" ")
+    };
+    let _ = writeln!(o, "privileges  euid {}; has {has}", p["euid"]);
+    for m in &missing {
+        let _ = writeln!(o, "  missing   {}", s(m));
+    }
+    let _ = writeln!(o, "lockdown    {}", s(&r["lockdown"]["detail"]));
+    let t = &r["tracefs"];
+    let _ = writeln!(
+        o,
+        "tracefs     {}",
+        match t["state"].as_str() {
+            Some("present") => s(&t["detail"]),
+            Some("mounted") => format!("was not mounted: mounted it at {}", s(&t["detail"])),
+            _ => "MISSING (causes below)".to_owned(),
+        }
+    );
+    let mut by_state: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    if let Some(mods) = r["btf"]["modules"].as_object() {
+        for (m, v) in mods {
+            let state = match (v["loaded"].as_bool(), v["btf"].as_bool()) {
+                (Some(true), Some(true)) => "loaded with BTF",
+                (Some(true), _) => "loaded without BTF",
+                _ => "not loaded",
+            };
+            by_state.entry(state).or_default().push(m);
+        }
+    }
+    let mods: Vec<String> = by_state
+        .iter()
+        .map(|(state, m)| format!("{} {state}", m.join(" ")))
+        .collect();
+    let _ = writeln!(
+        o,
+        "btf         vmlinux {}; {}",
+        if r["btf"]["vmlinux"] == true {
+            "yes"
+        } else {
+            "NO"
+        },
+        mods.join("; ")
+    );
+    let _ = writeln!(
+        o,
+        "kprobes     {}",
+        if r["kprobes"]["present"] == true {
+            "yes".to_owned()
+        } else {
+            format!("NO ({} missing)", s(&r["kprobes"]["pmu"]))
+        }
+    );
+    let hooks = r["hooks"].as_array().cloned().unwrap_or_default();
+    let attached = hooks.iter().filter(|h| h["attached"] == true).count();
+    if r["probe"]["loaded"] == true {
+        let _ = writeln!(
+            o,
+            "probe       loaded; {attached} of {} hooks attached",
+            hooks.len()
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "probe       NOT RUNNING: nothing can be recorded (causes below)"
+        );
+    }
+    let causes = r["causes"].as_array().cloned().unwrap_or_default();
+    if !causes.is_empty() {
+        let _ = writeln!(
+            o,
+            "\ncauses (each once, with the hooks it leaves unavailable)"
+        );
+        for c in &causes {
+            let _ = writeln!(o, "  [{}] {}", c["id"], s(&c["what"]));
+            if let Some(f) = c["fix"].as_str() {
+                let _ = writeln!(o, "      fix: {f}");
+            }
+            let names: Vec<String> = c["hooks"].as_array().into_iter().flatten().map(s).collect();
+            if !names.is_empty() {
+                let _ = writeln!(o, "      hooks: {}", diagnose::compact_hooks(&names));
+            }
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\nsources (what the probe gives record, watch and drive)"
+    );
+    if let Some(m) = r["sources"].as_object() {
+        for (k, v) in m {
+            let ids: Vec<usize> = r["source_causes"][k]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.as_u64().map(|i| i as usize))
+                .collect();
+            let v = s(v);
+            let line = if v == "ok" {
+                "ok".to_owned()
+            } else if v.contains(NO_STEPS) {
+                format!(
+                    "partial: SET/GET from the ioctl hooks, no FSM steps {}",
+                    cite(&ids)
+                )
+            } else if !ids.is_empty() {
+                format!("unavailable {}", cite(&ids))
+            } else {
+                v
+            };
+            let _ = writeln!(o, "  {k:<12} {line}");
+        }
+    }
+    let _ = writeln!(
+        o,
+        "  {:<12} drive only: its DMA buffers fingerprinted; dirty_log where the device has DMA logging",
+        source::WITNESS
+    );
+    let _ = writeln!(o, "\nwhat this means, per rule");
+    for rl in r["rules"].as_array().into_iter().flatten() {
+        let (rec, drv) = (s(&rl["record"]), s(&rl["drive"]));
+        let meaning = if rec == "ok" && drv == "ok" {
+            "ok".to_owned()
+        } else if rec == drv {
+            shout(&rec)
+        } else if drv == "ok" {
+            format!("drive: ok; record/watch: {rec}")
+        } else {
+            format!("record/watch: {rec}; drive: {drv}")
+        };
+        let _ = writeln!(o, "  {:<24} {meaning}", s(&rl["rule"]));
+    }
+    let devs = r["devices"].as_array().cloned().unwrap_or_default();
+    if devs.is_empty() {
+        let _ = writeln!(
+            o,
+            "\ndevices     none bound to vfio-pci or a vfio variant driver"
+        );
+    } else {
+        let _ = writeln!(o, "\ndevices");
+        for d in devs {
+            let flags = match d["migration_flags"].as_array() {
+                Some(f) => f.iter().map(s).collect::<Vec<_>>().join(","),
+                None => "unknown".to_owned(),
+            };
+            let _ = writeln!(
+                o,
+                "  {}  driver {}  iommu group {}  migration flags {}  ({})",
+                s(&d["dev"]),
+                s(&d["driver"]),
+                s(&d["iommu_group"]),
+                flags,
+                s(&d["note"])
+            );
+        }
+    }
+    o
+}
+
+/// "blind: ..." -> "BLIND: ...": a rule blind everywhere stands out in the list.
+fn shout(s: &str) -> String {
+    match s.split_once(':') {
+        Some((head, rest)) => format!("{}:{rest}", head.to_uppercase()),
+        None => s.to_owned(),
+    }
 }
 
 /// Migration flags of devices some process has open, asked through a duplicate of its fd
@@ -211,117 +528,4 @@ fn vfio_devices() -> Vec<Value> {
         }
     }
     out
-}
-
-/// Rules (DESIGN.md) that the unavailable sources leave without evidence.
-fn blind_rules(sources: &std::collections::BTreeMap<String, String>) -> Vec<Value> {
-    let ok = |s: &str| sources.get(s).is_some_and(|v| v == "ok");
-    let why = |s: &str| {
-        sources
-            .get(s)
-            .cloned()
-            .unwrap_or_else(|| "not probed".into())
-    };
-    let mut out = Vec::new();
-    let transitions = sources
-        .get(source::TRANSITIONS)
-        .cloned()
-        .unwrap_or_default();
-    if !ok(source::TRANSITIONS) {
-        if transitions.contains("FSM steps") {
-            out.push(
-                json!({"rule": "illegal-arc", "why": format!("no step events: {transitions}")}),
-            );
-        } else {
-            out.push(json!({"rule": "all", "why": format!("no ioctl evidence: {transitions}")}));
-        }
-    }
-    if !ok(source::IRQ) {
-        out.push(json!({"rule": "irq-after-quiesce", "why": why(source::IRQ)}));
-    }
-    let dma = if ok(source::MDEV_DMA) {
-        "record sees DMA only for mediated devices (mdev_dma); for PCI devices the witness, \
-         dirty_log and iommu_dirty sources come from `drive`"
-            .to_owned()
-    } else {
-        format!(
-            "record has no DMA witness (mdev_dma {}); witness, dirty_log and iommu_dirty come \
-             from `drive`: quiesced devices make `record` traces inconclusive unless \
-             --accept-blind dma",
-            why(source::MDEV_DMA)
-        )
-    };
-    out.push(json!({"rule": "dma-after-quiesce", "why": dma}));
-    if !ok(source::IOMMU_FAULT) {
-        out.push(
-            json!({"rule": "dma-after-quiesce (fault evidence)", "why": why(source::IOMMU_FAULT)}),
-        );
-    }
-    out
-}
-
-fn print_text(r: &Value) {
-    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
-    println!("kernel      {}", s(&r["kernel"]));
-    let p = &r["privileges"];
-    println!(
-        "privileges  euid {}  CAP_BPF {}  CAP_PERFMON {}  CAP_SYS_ADMIN {}",
-        p["euid"], p["cap_bpf"], p["cap_perfmon"], p["cap_sys_admin"]
-    );
-    for m in p["missing"].as_array().into_iter().flatten() {
-        println!("  missing   {}", s(m));
-    }
-    print!("btf         vmlinux {}", r["btf"]["vmlinux"]);
-    if let Some(mods) = r["btf"]["modules"].as_object() {
-        for (m, v) in mods {
-            let state = match (v["loaded"].as_bool(), v["btf"].as_bool()) {
-                (Some(true), Some(true)) => "btf",
-                (Some(true), _) => "no btf",
-                _ => "not loaded",
-            };
-            print!("  {m}: {state}");
-        }
-    }
-    println!();
-    if r["probe"]["loaded"].as_bool() != Some(true) {
-        println!("probe       NOT LOADED: {}", s(&r["probe"]["error"]));
-    }
-    println!("hooks");
-    for h in r["hooks"].as_array().into_iter().flatten() {
-        if h["attached"].as_bool() == Some(true) {
-            println!("  {:<28} attached ({})", s(&h["name"]), s(&h["how"]));
-        } else {
-            println!("  {:<28} unavailable: {}", s(&h["name"]), s(&h["why"]));
-        }
-    }
-    println!("sources");
-    if let Some(m) = r["sources"].as_object() {
-        for (k, v) in m {
-            println!("  {k:<12} {}", s(v));
-        }
-    }
-    let devs = r["devices"].as_array().cloned().unwrap_or_default();
-    if devs.is_empty() {
-        println!("devices     none bound to vfio-pci or a vfio variant driver");
-    } else {
-        println!("devices");
-        for d in devs {
-            let flags = match d["migration_flags"].as_array() {
-                Some(f) => f.iter().map(s).collect::<Vec<_>>().join(","),
-                None => "unknown".to_owned(),
-            };
-            println!(
-                "  {}  driver {}  iommu group {}  migration flags {}  ({})",
-                s(&d["dev"]),
-                s(&d["driver"]),
-                s(&d["iommu_group"]),
-                flags,
-                s(&d["note"])
-            );
-        }
-    }
-    println!("blind rules");
-    for b in r["blind"].as_array().into_iter().flatten() {
-        println!("  {:<24} {}", s(&b["rule"]), s(&b["why"]));
-    }
 }

@@ -137,21 +137,23 @@ pub fn drive_with<O: VfioOps>(ops: &mut O, args: &Args, stop: Arc<AtomicBool>) -
     opts.buffer_pages = args.buffer_pages;
     opts.stop = stop;
 
+    let progress = super::progress::Drive::start(&args.plan.to_string(), &args.devices);
     let probe = if args.no_probe {
         Err("disabled by --no-probe".to_owned())
     } else {
-        probe::start()
+        probe::start(progress.clone())
     };
     if let Err(why) = &probe {
-        eprintln!("migscope drive: probe not running: {why}");
+        progress.say(&format!("migscope drive: probe not running: {why}"));
     }
-    let mut log = |s: &str| eprintln!("migscope drive: {s}");
+    let mut log = |s: &str| progress.say(&format!("migscope drive: {s}"));
     let outcome = match vfio::drive(ops, &args.devices, &opts, &mut log) {
         Ok(o) => o,
         Err(e) => {
             if let Ok(p) = probe {
                 let _ = p.finish();
             }
+            progress.finish();
             return unusable_junit(args, &output, error_chain(&e));
         }
     };
@@ -174,6 +176,7 @@ pub fn drive_with<O: VfioOps>(ops: &mut O, args: &Args, stop: Arc<AtomicBool>) -
             Vec::new(),
         ),
     };
+    progress.finish();
     let header = build_header(probe_sources, &outcome);
     let events = merge(outcome.events.clone(), probe_events, std::process::id());
     let steps_traced = header.source_ok(source::TRANSITIONS);
@@ -245,16 +248,7 @@ fn unusable_junit(args: &Args, output: &Path, msg: String) -> i32 {
     super::unusable(msg)
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+use super::error_chain;
 
 fn unavailable_probe(why: &str) -> BTreeMap<String, String> {
     [
@@ -486,7 +480,7 @@ mod probe {
 
     /// Starts the capture (every VFIO user: the lab guest runs only us) before any device is
     /// opened, so the probe attributes our device fds from their GROUP_GET_DEVICE_FD.
-    pub fn start() -> Result<Probe, String> {
+    pub fn start(progress: crate::cli::progress::Drive) -> Result<Probe, String> {
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
@@ -494,14 +488,16 @@ mod probe {
             let mut cap = match Capture::start(&CaptureOptions::default()) {
                 Ok(c) => c,
                 Err(e) => {
-                    let _ = tx.send(Err(super::error_chain(&e)));
+                    let _ = tx.send(Err(crate::cli::capture_error(&e)));
                     return Ok(Vec::new());
                 }
             };
             let _ = tx.send(Ok(cap.sources()));
             let mut events = Vec::new();
             while !flag.load(Ordering::Relaxed) {
-                events.extend(cap.drain().map_err(|e| super::error_chain(&e))?);
+                let new = cap.drain().map_err(|e| super::error_chain(&e))?;
+                progress.saw(&new);
+                events.extend(new);
                 std::thread::sleep(Duration::from_millis(50));
             }
             events.extend(cap.stop().map_err(|e| super::error_chain(&e))?);

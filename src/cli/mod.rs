@@ -3,11 +3,13 @@
 
 use clap::{Parser, Subcommand};
 
+mod assets;
 mod check;
 mod doctor;
 mod drive;
 mod export;
 mod fsm;
+mod progress;
 mod record;
 pub mod view;
 
@@ -19,10 +21,23 @@ pub mod exit {
     pub const UNUSABLE: i32 = 3;
 }
 
+/// `migscope --version`: the version, the git commit it was built from (`-dirty` when a source
+/// differed), the SHA-256 of the embedded eBPF probe object and the aya version (build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MIGSCOPE_GIT_COMMIT"),
+    ", probe sha256 ",
+    env!("MIGSCOPE_PROBE_SHA256"),
+    ", aya ",
+    env!("MIGSCOPE_AYA_VERSION"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "migscope",
-    version,
+    version = VERSION,
     about = "Trace, drive and verify VFIO device live migration",
     long_about = "migscope proves whether a VFIO device really stopped issuing DMA and interrupts \
                   when it was quiesced for live migration (RUNNING_P2P / STOP), and whether the \
@@ -54,14 +69,30 @@ pub enum Command {
     Doctor(doctor::Args),
 }
 
+/// `migscope __dist-assets DIR` writes the man pages and completions into DIR for `cargo xtask
+/// dist`; outside the command line (and so outside the pages and completions themselves).
+pub fn dist_assets(args: &[std::ffi::OsString]) -> Option<i32> {
+    let [_, cmd, dir] = args else { return None };
+    if cmd != "__dist-assets" {
+        return None;
+    }
+    let dir = std::path::Path::new(dir);
+    Some(match assets::write(dir) {
+        Ok(()) => exit::PASS,
+        Err(e) => unusable(format!("{}: {e}", dir.display())),
+    })
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     if matches!(
         cli.command,
         Command::Record(_) | Command::Drive(_) | Command::Watch(_) | Command::Doctor(_)
     ) {
-        // Commands that attach the probe: tracefs first, said in one line when it was missing.
-        if let Some(line) = crate::capture::tracefs::ensure().notice() {
+        // Commands that attach the probe: tracefs first, said in one line when we mounted it
+        // (when it cannot be mounted, the hooks it leaves unavailable say so, once).
+        let t = crate::capture::tracefs::ensure();
+        if let (crate::capture::tracefs::Tracefs::Mounted(_), Some(line)) = (&t, t.notice()) {
             eprintln!("{line}");
         }
     }
@@ -126,6 +157,15 @@ impl RuleArgs {
     pub fn is_default(&self) -> bool {
         self.check_flags().is_empty()
     }
+}
+
+/// An error with its sources, `: `-separated (one function for every command).
+pub(crate) use crate::capture::diagnose::chain as error_chain;
+
+/// A capture that could not start, in one line naming the cause and its fix.
+pub(crate) fn capture_error(e: &crate::capture::CaptureError) -> String {
+    let host = crate::capture::diagnose::Host::read();
+    crate::capture::diagnose::explain(e, &host)
 }
 
 /// Prints an error for a command that could not start and returns [`exit::UNUSABLE`].

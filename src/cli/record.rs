@@ -14,7 +14,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
-use crate::capture::{Capture, CaptureOptions, HookState, kernel_release, monotonic_ns};
+use crate::capture::{Capture, CaptureOptions, kernel_release, monotonic_ns};
 use crate::trace::{Event, EventKind, Header, jsonl::JsonlWriter, source};
 use crate::verify::{self, Verifier};
 
@@ -84,6 +84,12 @@ impl Sink {
         }
         Ok(())
     }
+    fn bytes(&self) -> u64 {
+        match self {
+            Sink::File(w) => w.bytes(),
+            Sink::Stdout(w) => w.bytes(),
+        }
+    }
     fn finish(self) -> Result<(), RecordError> {
         match self {
             Sink::File(w) => w.finish()?,
@@ -137,7 +143,7 @@ pub fn run(args: Args) -> i32 {
     };
     let cap = match Capture::start(&opts) {
         Ok(c) => c,
-        Err(e) => return super::unusable(chain(&e)),
+        Err(e) => return super::unusable(super::capture_error(&e)),
     };
     let mut sources = cap.sources();
     // The DMA witnesses `drive` has and the probe alone does not: named, so a checker says
@@ -174,10 +180,9 @@ pub fn run(args: Args) -> i32 {
         Err(e) => return super::unusable(chain(&e)),
     };
     let attached = cap.hooks().iter().filter(|h| h.attached()).count();
-    for h in cap.hooks() {
-        if let HookState::Unavailable(_) = h.state {
-            eprintln!("migscope: {h}");
-        }
+    let host = crate::capture::diagnose::Host::read();
+    for line in crate::capture::diagnose::hook_summary(cap.hooks(), &host) {
+        eprintln!("migscope: {line}");
     }
     let ready = format!(
         "migscope: recording ({attached} of {} hooks attached){}; Ctrl-C to stop",
@@ -235,6 +240,7 @@ async fn record_loop(
         line: 1,
         count: 0,
         last_t: 0,
+        progress: super::progress::Record::start(),
     };
     loop {
         tokio::select! {
@@ -252,7 +258,7 @@ async fn record_loop(
             _ = sigterm.recv() => break,
             _ = &mut sleep, if deadline.is_some() => break,
             _ = wait_readable(traced.as_ref()), if traced.is_some() => {
-                eprintln!("migscope: traced process exited");
+                out.progress.say("migscope: traced process exited");
                 break;
             }
         }
@@ -266,6 +272,7 @@ async fn record_loop(
         kind: EventKind::End,
     };
     out.write_all(vec![end])?;
+    out.progress.finish();
     out.sink.finish()?;
     Ok((out.count, out.verifier.map(Verifier::finish)))
 }
@@ -278,6 +285,7 @@ struct Out {
     line: u64,
     count: u64,
     last_t: u64,
+    progress: super::progress::Record,
 }
 
 impl Out {
@@ -289,9 +297,12 @@ impl Out {
             if let Some(v) = self.verifier.as_mut() {
                 v.push(self.line, &ev);
             }
+            self.progress.saw(&ev);
             self.sink.write(&ev)?;
         }
-        self.sink.flush()
+        self.sink.flush()?;
+        self.progress.show(self.sink.bytes());
+        Ok(())
     }
 }
 
@@ -318,13 +329,4 @@ async fn wait_readable(fd: Option<&AsyncFd<OwnedFd>>) {
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
-}
+use super::error_chain as chain;

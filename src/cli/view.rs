@@ -107,7 +107,7 @@ fn watch_probe(args: WatchArgs) -> i32 {
     // Started before the terminal is taken, so a refusal is a plain error message.
     let cap = match Capture::start(&opts) {
         Ok(c) => c,
-        Err(e) => return super::unusable(error_chain(&e)),
+        Err(e) => return super::unusable(super::capture_error(&e)),
     };
     let header = Header {
         kernel: kernel_release(),
@@ -197,16 +197,7 @@ fn watch_probe(args: WatchArgs) -> i32 {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
-}
+use super::error_chain;
 
 /// Opens the trace to follow: `path`, or `path.partial` while a writer (`record -o`,
 /// `drive -o`) has not renamed it yet; waits for either to appear. `None` when the view is

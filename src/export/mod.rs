@@ -1,6 +1,7 @@
-//! Exporters: Perfetto (Chrome trace-event JSON), JUnit XML and the Markdown bug report; the
-//! native binary trace format itself lives in `trace::native`.
+//! Exporters: Perfetto (Chrome trace-event JSON), JUnit XML, GitHub workflow annotations and
+//! the Markdown bug report; the native binary trace format itself lives in `trace::native`.
 
+pub mod github;
 pub mod junit;
 pub mod markdown;
 pub mod perfetto;
@@ -31,10 +32,12 @@ pub enum ExportError {
     },
 }
 
-/// A file written under `<path>.partial` and renamed into place by [`OutFile::finish`], so a
-/// reader never sees a half-written export.
+/// A report written under `<path>.partial` and renamed into place by [`OutFile::finish`], so a
+/// reader never sees a half-written export. A report that cannot be completed (ENOSPC, ...)
+/// is removed, `.partial` included: it can be made again from its trace. (Traces themselves
+/// keep what they recorded: `trace::sink`.)
 pub struct OutFile {
-    out: BufWriter<File>,
+    out: Option<BufWriter<File>>,
     tmp: PathBuf,
     dst: PathBuf,
 }
@@ -47,7 +50,7 @@ impl OutFile {
             source,
         })?;
         Ok(OutFile {
-            out: BufWriter::with_capacity(1 << 16, f),
+            out: Some(BufWriter::with_capacity(1 << 16, f)),
             tmp,
             dst: path.to_owned(),
         })
@@ -61,18 +64,38 @@ impl OutFile {
     }
 
     pub fn write_str(&mut self, s: &str) -> Result<(), ExportError> {
-        self.out.write_all(s.as_bytes()).map_err(|e| self.err(e))
+        let res = match self.out.as_mut() {
+            Some(out) => out.write_all(s.as_bytes()),
+            None => Err(io::Error::other("already finished")),
+        };
+        res.map_err(|e| self.err(e))
     }
 
-    /// Flushes, syncs and renames the file into place.
-    pub fn finish(self) -> Result<(), ExportError> {
-        let OutFile { out, tmp, dst } = self;
-        let werr = |source| ExportError::Write {
-            file: dst.display().to_string(),
-            source,
+    /// Flushes, syncs and renames the file into place (on failure nothing is left).
+    pub fn finish(mut self) -> Result<(), ExportError> {
+        let out = self.out.take();
+        let res = match out {
+            Some(out) => out.into_inner().map_err(|e| e.into_error()).and_then(|f| {
+                drop(f);
+                crate::outfile::commit_partial(&self.tmp, &self.dst)
+            }),
+            None => Err(io::Error::other("already finished")),
         };
-        drop(out.into_inner().map_err(|e| werr(e.into_error()))?);
-        crate::outfile::commit_partial(&tmp, &dst).map_err(werr)
+        if let Err(e) = res {
+            let _ = std::fs::remove_file(&self.tmp);
+            return Err(self.err(e));
+        }
+        Ok(())
+    }
+}
+
+/// A report dropped before [`OutFile::finish`] (a write or its input failed) is removed.
+impl Drop for OutFile {
+    fn drop(&mut self) {
+        if let Some(out) = self.out.take() {
+            drop(out.into_parts());
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 

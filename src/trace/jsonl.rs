@@ -39,6 +39,10 @@ pub enum TraceError {
     },
     #[error("{file}: write failed: {source}")]
     Write { file: String, source: io::Error },
+    /// Input in neither format: binary data, an empty file, JSON that is not one object per
+    /// line (a pretty-printed document), a first line that is not the header.
+    #[error("{file}:1: not a migscope trace (neither JSONL nor native): {why}")]
+    NotATrace { file: String, why: String },
 }
 
 impl TraceError {
@@ -46,6 +50,7 @@ impl TraceError {
     pub fn line(&self) -> Option<u64> {
         match self {
             TraceError::Read { line, .. } | TraceError::Invalid { line, .. } => Some(*line),
+            TraceError::NotATrace { .. } => Some(1),
             TraceError::Open { .. } | TraceError::Write { .. } => None,
         }
     }
@@ -261,20 +266,57 @@ impl<R: BufRead> JsonlReader<R> {
             done: false,
             spare: Cell::new(Vec::new()),
         };
-        let missing = |r: &Self| {
-            r.invalid(
-                "migscope_trace",
-                "missing: the first line must be the trace header {\"migscope_trace\":1,...}",
-            )
+        let not_a_trace = |why: String| TraceError::NotATrace {
+            file: name.to_owned(),
+            why,
         };
-        if !r.next_line()? {
-            r.line = r.line.max(1);
-            return Err(missing(&r));
+        const HEADER: &str = "the first line must be the trace header {\"migscope_trace\":1,...}";
+        match r.next_line() {
+            Ok(true) => {}
+            Ok(false) => return Err(not_a_trace(format!("the input is empty ({HEADER})"))),
+            Err(TraceError::Read { source, .. }) if source.kind() == io::ErrorKind::InvalidData => {
+                return Err(not_a_trace(
+                    "line 1 is not UTF-8 text (binary data?)".to_owned(),
+                ));
+            }
+            Err(e) => return Err(e),
         }
         let line = std::mem::take(&mut r.buf);
+        // What line 1 is decides whether this is a trace at all; a header with a bad field
+        // is a trace and gets the usual field error below.
+        match serde_json::from_str::<serde_json::Value>(&line) {
+            Err(e) => {
+                let t = line.trim();
+                let hint = if t == "{" || t == "[" || t.starts_with("[{") || t.starts_with("[ {") {
+                    " (a JSON document, perhaps pretty-printed: a trace is one JSON object per line)"
+                } else {
+                    ""
+                };
+                return Err(not_a_trace(format!("line 1 is not JSON: {e}{hint}")));
+            }
+            Ok(serde_json::Value::Object(o)) if !o.contains_key("migscope_trace") => {
+                return Err(not_a_trace(format!(
+                    "line 1 has no `migscope_trace` field: {HEADER}"
+                )));
+            }
+            Ok(serde_json::Value::Object(_)) => {}
+            Ok(other) => {
+                let kind = match other {
+                    serde_json::Value::Array(_) => "an array",
+                    serde_json::Value::String(_) => "a string",
+                    serde_json::Value::Number(_) => "a number",
+                    _ => "a literal",
+                };
+                return Err(not_a_trace(format!(
+                    "line 1 is {kind}, not a JSON object: {HEADER}"
+                )));
+            }
+        }
         let raw = r.parse_raw(&line)?;
         let Some(version) = raw.migscope_trace else {
-            return Err(missing(&r));
+            return Err(not_a_trace(format!(
+                "line 1 has no `migscope_trace` field: {HEADER}"
+            )));
         };
         if version != u64::from(TRACE_VERSION) {
             return Err(r.invalid(
@@ -848,7 +890,8 @@ impl<W: Write> JsonlWriter<W> {
 
     fn line(&mut self, s: &str) -> Result<(), TraceError> {
         self.sink.write_all(s.as_bytes())?;
-        self.sink.write_all(b"\n")
+        self.sink.write_all(b"\n")?;
+        self.sink.end_record()
     }
 
     pub fn write(&mut self, ev: &Event) -> Result<(), TraceError> {
@@ -858,6 +901,11 @@ impl<W: Write> JsonlWriter<W> {
 
     pub fn flush(&mut self) -> Result<(), TraceError> {
         self.sink.flush()
+    }
+
+    /// Bytes written so far.
+    pub fn bytes(&self) -> u64 {
+        self.sink.bytes()
     }
 
     /// Flushes and, for [`JsonlWriter::create`], syncs and renames the file into place.
@@ -1226,8 +1274,26 @@ mod tests {
 
     #[test]
     fn errors_name_line_and_field() {
-        assert_eq!(err_of("").1, "migscope_trace");
-        assert_eq!(err_of("{\"t\":0,\"ev\":\"end\"}\n").1, "migscope_trace");
+        // No header at all: not a trace, said so (issue 15), still naming the header field.
+        for s in [
+            "",
+            "{\"t\":0,\"ev\":\"end\"}\n",
+            "{\n  \"migscope_trace\": 1\n}\n",
+        ] {
+            match read_all(s) {
+                Err(e @ TraceError::NotATrace { .. }) => {
+                    let m = e.to_string();
+                    assert!(m.starts_with("t.jsonl:1: not a migscope trace"), "{m}");
+                    assert!(
+                        m.contains("migscope_trace") || m.contains("pretty-printed"),
+                        "{m}"
+                    );
+                }
+                other => panic!("{s:?}: expected NotATrace, got {other:?}"),
+            }
+        }
+        // A header with a bad field is a trace with an error, not a foreign file.
+        assert_eq!(err_of("{\"migscope_trace\":2}\n").1, "migscope_trace");
         let (l, f, m) = err_of(&format!(
             "{H}{{\"t\":0,\"ev\":\"set\",\"dev\":\"d\",\"to\":\"HALF\"}}\n"
         ));

@@ -106,7 +106,9 @@ impl<R: BufRead> Iterator for AnyReader<R> {
 }
 
 /// Opens a trace in either format (`-` = standard input), telling them apart by the first
-/// byte: the native magic (0x89) or anything else (JSONL, whose reader names any problem).
+/// byte: the native magic (0x89) or `{` (JSONL, whose reader names any problem). Anything
+/// else, an empty input, or a first line that is not a trace header is
+/// [`TraceError::NotATrace`], naming the file.
 pub fn open_any(path: &Path) -> Result<AnyReader, TraceError> {
     let name = path.display().to_string();
     let mut input: SendBuf = if path.as_os_str() == "-" {
@@ -131,9 +133,23 @@ pub fn open_any(path: &Path) -> Result<AnyReader, TraceError> {
             }
         }
     };
-    if first == Some(native::MAGIC[0]) {
-        Ok(AnyReader::Native(NativeReader::new(&name, input)?))
-    } else {
-        Ok(AnyReader::Jsonl(JsonlReader::new(&name, input)?))
+    match first {
+        Some(b) if b == native::MAGIC[0] => Ok(AnyReader::Native(NativeReader::new(&name, input)?)),
+        // JSONL starts with its header object, after blank lines at most; anything else is
+        // refused before a line of it is read (a binary file may have no newline at all).
+        Some(b) if b != b'{' && !b.is_ascii_whitespace() => Err(TraceError::NotATrace {
+            file: name,
+            why: format!(
+                "it starts with the byte 0x{b:02x}{}; a JSONL trace starts with `{{`, a native one with 0x{:02x}",
+                match b {
+                    b'[' => " (`[`: a JSON array document? a trace is one JSON object per line)"
+                        .to_owned(),
+                    b if b.is_ascii_graphic() => format!(" (`{}`)", b as char),
+                    _ => String::new(),
+                },
+                native::MAGIC[0]
+            ),
+        }),
+        _ => Ok(AnyReader::Jsonl(JsonlReader::new(&name, input)?)),
     }
 }

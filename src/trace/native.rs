@@ -185,8 +185,10 @@ impl<W: Write> NativeWriter<W> {
         Ok(w)
     }
 
+    /// Writes one whole record (the header, or an event with the strings it defines).
     fn emit(&mut self, bytes: &[u8]) -> Result<(), TraceError> {
-        self.sink.write_all(bytes)
+        self.sink.write_all(bytes)?;
+        self.sink.end_record()
     }
 
     /// The id of `s`, defining it (into `self.buf`, ahead of the event) on first use.
@@ -619,6 +621,15 @@ impl<R: BufRead> NativeReader<R> {
                     r.src.offset
                 ),
             ),
+            Cut::Bad("magic", _) => TraceError::NotATrace {
+                file: r.name.clone(),
+                why: format!(
+                    "it starts with the byte 0x{:02x} but not with the native magic \\x{:02x}{}",
+                    MAGIC[0],
+                    MAGIC[0],
+                    String::from_utf8_lossy(&MAGIC[1..])
+                ),
+            },
             Cut::Bad(field, msg) => r.invalid(1, field, msg),
             Cut::Io(source) => TraceError::Read {
                 file: r.name.clone(),

@@ -51,6 +51,58 @@ pub mod rule {
         QUIESCE_BUDGET,
     ];
 
+    /// The evidence a violation rule needs to fire: any one of `any_of` (header source names,
+    /// TRACE-FORMAT.md); `steps`: the FSM steps themselves (`vfio_mig_get_next_state`), not
+    /// only the SET/GET ioctls that `transitions` also covers. A host or trace without them
+    /// leaves the rule blind (`doctor` reads this table).
+    pub struct Needs {
+        pub rule: &'static str,
+        pub any_of: &'static [&'static str],
+        pub steps: bool,
+    }
+
+    const fn needs(rule: &'static str, any_of: &'static [&'static str], steps: bool) -> Needs {
+        Needs {
+            rule,
+            any_of,
+            steps,
+        }
+    }
+
+    const TRANSITIONS: &[&str] = &[crate::trace::source::TRANSITIONS];
+
+    /// Every violation rule's evidence, in table order.
+    pub const EVIDENCE: [Needs; 11] = [
+        needs(ILLEGAL_ARC, TRANSITIONS, true),
+        needs(UNSUPPORTED_ACCEPTED, TRANSITIONS, false),
+        needs(SET_FAILED, TRANSITIONS, false),
+        needs(STATE_MISMATCH, TRANSITIONS, false),
+        needs(
+            DMA_AFTER_QUIESCE,
+            &crate::trace::source::DMA_WITNESSES,
+            false,
+        ),
+        needs(IRQ_AFTER_QUIESCE, &[crate::trace::source::IRQ], false),
+        needs(STOP_WHILE_PEER_RUNNING, TRANSITIONS, false),
+        needs(SAVE_WHILE_PEER_RUNNING, TRANSITIONS, false),
+        needs(RUN_WHILE_PEER_STOPPED, TRANSITIONS, false),
+        needs(ERROR_STATE, TRANSITIONS, false),
+        needs(QUIESCE_BUDGET, TRANSITIONS, false),
+    ];
+
+    #[cfg(test)]
+    #[test]
+    fn every_violation_rule_says_what_evidence_it_needs() {
+        let rules: Vec<&str> = EVIDENCE.iter().map(|n| n.rule).collect();
+        assert_eq!(rules, VIOLATIONS);
+        for n in &EVIDENCE {
+            assert!(!n.any_of.is_empty(), "{}", n.rule);
+            for s in n.any_of {
+                assert!(crate::trace::source::ALL.contains(s), "{}: {s}", n.rule);
+            }
+        }
+    }
+
     // Warnings: never a violation.
     pub const HAZARD_ARC: &str = "hazard-arc";
     pub const DMA_MAYBE_AFTER_QUIESCE: &str = "dma-maybe-after-quiesce";

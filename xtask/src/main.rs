@@ -1,7 +1,9 @@
 //! Developer tasks: the lab VM, the demo, the full test suite (the CI entry), set-up.
 
 mod bench;
+mod dist;
 mod lab;
+mod progress;
 mod setup;
 mod test;
 
@@ -39,6 +41,9 @@ enum Cmd {
         #[arg(long)]
         skip_lab: bool,
     },
+    /// The release: a static (musl) migscope with the probe embedded, man pages and shell
+    /// completions, packed as a tarball and a .deb with SHA256SUMS in target/dist (checked).
+    Dist,
     /// Install what building and testing needs (nightly + rust-src, bpf-linker, musl target,
     /// tmux, xmllint), idempotently.
     Setup,
@@ -110,6 +115,7 @@ fn run(cli: Cli) -> Result<u8> {
             ci().map(|(code, _)| code)
         }
         Cmd::Test { skip_lab } => test::run(skip_lab),
+        Cmd::Dist => dist::main(),
         Cmd::Setup => {
             setup::toolchain()?;
             setup::test_tools()?;

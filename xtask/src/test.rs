@@ -1,6 +1,6 @@
 //! `cargo xtask test`: the full suite as CI runs it — set-up, every cargo test of the default
-//! members (unit, property, CLI, TUI, and the privileged eBPF probe tests when root), then every
-//! lab scenario on 6.12 and on the 6.1 baseline. A lab that cannot run here is reported as
+//! members (unit, property, CLI, TUI, and the privileged eBPF probe tests when root), the
+//! release artefacts (`cargo xtask dist`, checked), then every lab scenario on 6.12 and on the 6.1 baseline. A lab that cannot run here is reported as
 //! skipped with the reason, never as passed.
 
 use std::process::Command;
@@ -19,6 +19,19 @@ pub fn run(skip_lab: bool) -> Result<u8> {
         .status()
         .context("cannot run cargo test")?;
     let cargo_ok = status.success();
+    // The release artefacts, checked (dpkg-deb --info/--contents, SHA256SUMS, static); the
+    // lab below boots the binary packed in the tarball.
+    eprintln!("xtask test: cargo xtask dist");
+    let dist_line = match crate::dist::run_dist() {
+        Ok(d) => format!(
+            "dist: {} and {} checked ({})",
+            d.tarball.display(),
+            d.deb.display(),
+            d.version_line
+        ),
+        Err(e) => format!("dist: FAILED: {e:#}"),
+    };
+    let dist_ok = !dist_line.starts_with("dist: FAILED");
     let mut lab_line = "lab: not run (--skip-lab)".to_owned();
     let mut lab_code = 0u8;
     if !skip_lab {
@@ -30,8 +43,9 @@ pub fn run(skip_lab: bool) -> Result<u8> {
         "xtask test: cargo test {}",
         if cargo_ok { "passed" } else { "FAILED" }
     );
+    eprintln!("xtask test: {dist_line}");
     eprintln!("xtask test: {lab_line}");
-    Ok(if !cargo_ok {
+    Ok(if !cargo_ok || !dist_ok {
         1
     } else if lab_code == EXIT_SKIPPED {
         0

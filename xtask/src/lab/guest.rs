@@ -1,5 +1,5 @@
 //! What runs in the guest: the edu-mig module built against the guest's headers, the driver
-//! self-test, the static (musl) migscope, and the initramfs that carries them with `/init`.
+//! self-test, the static (musl) migscope packed by `cargo xtask dist`, and the initramfs that carries them with `/init`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -76,52 +76,17 @@ pub fn build_selftest(p: &Paths) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// A static migscope for the busybox guest: `cargo build --release --target
-/// x86_64-unknown-linux-musl -p migscope`; when that does not compile, a static glibc build
-/// (`-C target-feature=+crt-static`, target-scoped so the eBPF build is untouched) instead.
-pub fn build_migscope(p: &Paths) -> Result<PathBuf> {
-    eprintln!("lab: building static migscope (musl)");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let musl = run_checked(Command::new(&cargo).current_dir(&p.root).args([
-        "build",
-        "--release",
-        "--target",
-        "x86_64-unknown-linux-musl",
-        "-p",
-        "migscope",
-    ]));
-    match musl {
-        Ok(()) => Ok(p
-            .root
-            .join("target/x86_64-unknown-linux-musl/release/migscope")),
-        Err(e) => {
-            let first = format!("{e:#}")
-                .lines()
-                .find(|l| l.starts_with("error"))
-                .unwrap_or("unknown error")
-                .to_string();
-            eprintln!("lab: the musl build failed ({first}); building a static glibc migscope");
-            run_checked(
-                Command::new(&cargo)
-                    .current_dir(&p.root)
-                    .env(
-                        "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-                        "-C target-feature=+crt-static",
-                    )
-                    .args([
-                        "build",
-                        "--release",
-                        "--target",
-                        "x86_64-unknown-linux-gnu",
-                        "-p",
-                        "migscope",
-                    ]),
-            )
-            .context("building a static migscope (musl failed too, see above)")?;
-            Ok(p.root
-                .join("target/x86_64-unknown-linux-gnu/release/migscope"))
-        }
-    }
+/// The migscope the busybox guest runs: the one packed in the release tarball (`cargo xtask
+/// dist`, a static musl build with the probe embedded): one build for the release and the lab.
+pub fn build_migscope() -> Result<crate::dist::Dist> {
+    eprintln!("lab: building the release for the guest (cargo xtask dist)");
+    let d = crate::dist::run_dist().context("building the release (cargo xtask dist)")?;
+    eprintln!(
+        "lab: the guest gets {} from {}",
+        d.version_line,
+        d.tarball.display()
+    );
+    Ok(d)
 }
 
 /// Everything the initramfs carries.

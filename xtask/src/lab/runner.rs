@@ -72,7 +72,9 @@ pub struct Prepared {
     pub tools: PathBuf,
     pub edu_mig: PathBuf,
     pub selftest: PathBuf,
+    /// The binary packed in the release tarball (`cargo xtask dist`), and its `--version`.
     pub migscope: PathBuf,
+    pub migscope_version: String,
 }
 
 pub fn prepare(kernel: Kernel, refresh: bool) -> Result<Prepared> {
@@ -92,7 +94,7 @@ pub fn prepare(kernel: Kernel, refresh: bool) -> Result<Prepared> {
     let t = Instant::now();
     let edu_mig = guest::build_module(&paths, &k, &tools)?;
     let selftest = guest::build_selftest(&paths)?;
-    let migscope = guest::build_migscope(&paths)?;
+    let release = guest::build_migscope()?;
     eprintln!(
         "lab: guest binaries ready in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -104,7 +106,8 @@ pub fn prepare(kernel: Kernel, refresh: bool) -> Result<Prepared> {
         tools,
         edu_mig,
         selftest,
-        migscope,
+        migscope: release.packed_binary,
+        migscope_version: release.version_line,
     })
 }
 
@@ -172,6 +175,7 @@ pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<Scenar
         },
         &initrd,
     )?;
+    let progress = crate::progress::Lab::new(opts.kernel.name(), scenarios.len());
     let (accel, why) = vm::detect_accel();
     eprintln!("lab: accel {} ({why})", accel.name());
     let per_scenario = Duration::from_secs(120);
@@ -187,6 +191,7 @@ pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<Scenar
         boot_timeout: Duration::from_secs(if accel == Accel::Kvm { 20 } else { 120 }),
         total_timeout: Duration::from_secs(120) + per_scenario * scenarios.len() as u32,
         echo_console: opts.verbose,
+        progress: &progress,
     };
     let mut used = accel;
     let mut vmrun = vm::boot(&cfg)?;
@@ -200,6 +205,26 @@ pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<Scenar
         used = Accel::Tcg;
         vmrun = vm::boot(&cfg)?;
     }
+    progress.finish();
+    // The guest (busybox, no libc) ran the binary packed in the release tarball: proof that
+    // it is static, and the same build as the tarball's (`--version` names commit and probe).
+    let packed_ok = match vmrun.marker("LAB:MIGSCOPE") {
+        Some(l) if l.text == format!("LAB:MIGSCOPE {}", p.migscope_version) => {
+            eprintln!(
+                "lab: guest ran the packed static binary: {}",
+                p.migscope_version
+            );
+            true
+        }
+        other => {
+            eprintln!(
+                "lab: the guest did not run the packed binary ({}): expected {}",
+                other.map_or("no LAB:MIGSCOPE line", |l| l.text.as_str()),
+                p.migscope_version
+            );
+            false
+        }
+    };
     let boot_s = vmrun.marker("LAB:BOOT").map(|l| l.at.as_secs_f64());
     let ready_s = vmrun.marker("LAB:READY").map(|l| l.at.as_secs_f64());
     eprintln!(
@@ -261,7 +286,7 @@ pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<Scenar
     if !opts.keep {
         let _ = fs::remove_file(&initrd);
     }
-    let ok = vmrun.timed_out.is_none() && results.iter().all(|r| r.ok);
+    let ok = packed_ok && vmrun.timed_out.is_none() && results.iter().all(|r| r.ok);
     Ok((if ok { Outcome::Ok } else { Outcome::Unexpected }, results))
 }
 

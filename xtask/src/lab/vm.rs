@@ -85,6 +85,8 @@ pub struct VmConfig<'a> {
     pub boot_timeout: Duration,
     pub total_timeout: Duration,
     pub echo_console: bool,
+    /// Scenario n of N on a terminal.
+    pub progress: &'a crate::progress::Lab,
 }
 
 /// A console line with its arrival time since QEMU was started.
@@ -214,8 +216,9 @@ pub fn boot(cfg: &VmConfig) -> Result<VmRun> {
                 let at = start.elapsed();
                 writeln!(log, "[{:8.3}] {text}", at.as_secs_f64())?;
                 if cfg.echo_console {
-                    eprintln!("  | {text}");
+                    cfg.progress.say(&format!("  | {text}"));
                 }
+                cfg.progress.line(&text);
                 if text.starts_with("LAB:BOOT") {
                     booted = true;
                 }
