@@ -1165,6 +1165,8 @@ impl Verifier {
                 }
             }
             EventKind::Map { .. } | EventKind::Unmap { .. } | EventKind::Mark { .. } => {}
+            // What the driver reported about its migration data: no rule judges it yet.
+            EventKind::PrecopyInfo { .. } | EventKind::DataSize { .. } => {}
             EventKind::Lost { n, .. } => self.lost = self.lost.saturating_add(*n),
             EventKind::End => self.ended = true,
         }
