@@ -35,9 +35,53 @@ pub mod ioctl {
     pub const IOMMU_UNMAP_DMA: u32 = 0x3B72;
     /// Device fd: VFIO_DEVICE_FEATURE; container fd: VFIO_IOMMU_DIRTY_PAGES.
     pub const DEVICE_FEATURE: u32 = 0x3B75;
+    /// Container fd: `VFIO_IOMMU_DIRTY_PAGES` (`_IO(VFIO_TYPE, VFIO_BASE + 17)`, the number of
+    /// VFIO_DEVICE_FEATURE on a device fd).
+    pub const IOMMU_DIRTY_PAGES: u32 = DEVICE_FEATURE;
     pub const DEVICE_BIND_IOMMUFD: u32 = 0x3B76;
     pub const DEVICE_ATTACH_IOMMUFD_PT: u32 = 0x3B77;
+    /// Data fd: VFIO_MIG_GET_PRECOPY_INFO (`VFIO_BASE + 21`; on a SPAPR container the same
+    /// number is VFIO_EEH_PE_OP: the fd kind tells).
     pub const MIG_GET_PRECOPY_INFO: u32 = 0x3B79;
+}
+
+/// iommufd: command numbers (`_IO(IOMMUFD_TYPE, IOMMUFD_CMD_*)`, `IOMMUFD_TYPE` = ';', the
+/// `enum` of `IOMMUFD_CMD_*` starting at 0x80) and the argument structs migscope decodes, from
+/// `include/uapi/linux/iommufd.h` (vfio-bindings has no iommufd).
+pub mod iommufd {
+    pub const HWPT_SET_DIRTY_TRACKING: u32 = 0x3B8B;
+    pub const HWPT_GET_DIRTY_BITMAP: u32 = 0x3B8C;
+    /// `IOMMU_HWPT_DIRTY_TRACKING_ENABLE` (`enum iommufd_hwpt_set_dirty_tracking_flags`).
+    pub const DIRTY_TRACKING_ENABLE: u32 = 1;
+    /// `IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR` (`enum iommufd_hwpt_get_dirty_bitmap_flags`).
+    pub const GET_DIRTY_BITMAP_NO_CLEAR: u32 = 1;
+
+    /// `struct iommu_hwpt_set_dirty_tracking`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct HwptSetDirtyTracking {
+        pub size: u32,
+        pub flags: u32,
+        pub hwpt_id: u32,
+        pub reserved: u32,
+    }
+    const _: () = assert!(core::mem::size_of::<HwptSetDirtyTracking>() == 16);
+
+    /// `struct iommu_hwpt_get_dirty_bitmap`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct HwptGetDirtyBitmap {
+        pub size: u32,
+        pub hwpt_id: u32,
+        pub flags: u32,
+        pub reserved: u32,
+        pub iova: u64,
+        pub length: u64,
+        pub page_size: u64,
+        /// User pointer to the bitmap.
+        pub data: u64,
+    }
+    const _: () = assert!(core::mem::size_of::<HwptGetDirtyBitmap>() == 48);
 }
 
 /// `VFIO_DEVICE_FEATURE_*` numbers (low 16 bits of `vfio_device_feature.flags`).

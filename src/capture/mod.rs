@@ -35,8 +35,14 @@
 //!   MAP/UNMAP_DMA returns (IOMMU tracepoint hits inside them are folded into them; those inside
 //!   other VFIO/iommufd ioctls become events of their own), `dma` with `src: fault` from
 //!   `iommu:io_page_fault` and `src: mdev_dma` from vfio_dma_rw/vfio_pin_pages, `data` from
-//!   read/write on a data fd, `mark` notes for DMA logging and SET_IRQS, `lost` for ring
-//!   buffer overflow (`source: ring_buffer`) and undecodable records (`source: decode`).
+//!   read/write on a data fd, `precopy_info` from the VMM's VFIO_MIG_GET_PRECOPY_INFO on a data
+//!   fd and `data_size` from its VFIO_DEVICE_FEATURE_MIG_DATA_SIZE GET (decoded from what the
+//!   kernel returned to the VMM: capture never asks the kernel itself), `mark` notes for
+//!   SET_IRQS and for dirty tracking with its extents — device DMA logging START / STOP /
+//!   REPORT, type1 VFIO_IOMMU_DIRTY_PAGES START / STOP / GET_BITMAP (0x3B75 on a container),
+//!   iommufd IOMMU_HWPT_SET_DIRTY_TRACKING / IOMMU_HWPT_GET_DIRTY_BITMAP — which are never DMA
+//!   evidence (type1 reports every pinned page dirty), `lost` for ring buffer overflow
+//!   (`source: ring_buffer`) and undecodable records (`source: decode`).
 //! - **Processes.** `--pid` keeps the given processes and their descendants: forks are
 //!   reported by the probe, so children that exit quickly are kept; /proc ancestry covers
 //!   children created before capture started. Interrupts, faults and mediated DMA (which run
@@ -247,6 +253,20 @@ impl Capture {
         flags: Option<crate::model::MigFlags>,
     ) {
         self.attrib.declare_fd(pid, fd, dev, ctx, flags);
+    }
+
+    /// Names a migration data fd capture did not see being returned by a SET (a VMM's data_fd
+    /// opened before `start`): `fd` of `pid` carries `dev`'s migration data. Its reads and
+    /// writes (`data`) and VFIO_MIG_GET_PRECOPY_INFO calls (`precopy_info`) are traced from
+    /// now on.
+    pub fn declare_data_fd(&mut self, pid: u32, fd: i32, dev: &str) {
+        self.attrib.declare_data_fd(pid, fd, dev);
+        // A full map only loses read/write tracking for that fd.
+        let _ = self.fds.insert(
+            probe_common::abi::fd_key(pid, fd),
+            probe_common::abi::fd_kind::DATA,
+            0,
+        );
     }
 
     /// Events recorded so far, in time order (non-blocking). The newest few milliseconds are
