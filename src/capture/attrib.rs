@@ -8,7 +8,8 @@ use std::collections::{HashMap, HashSet};
 
 use probe_common::abi::{
     DATA_WRITE, DataXfer, IoctlCall, IoctlRet, IommuFault, IommuMap, IommuUnmap, Irq,
-    MDEV_PIN_PAGES, MdevDma, MsiHandler, Step, VfioOpen, fd_kind, feature, ioctl, iommufd,
+    MDEV_PIN_PAGES, MdevDma, MsiHandler, Step, StepLost, VfioOpen, fd_kind, feature, ioctl,
+    iommufd,
 };
 use vfio_bindings::bindings::vfio as uapi;
 
@@ -374,7 +375,35 @@ impl Attributor {
                     filter.adopt(f.child_pid);
                 }
             }
+            Record::StepLost(l) => self.step_lost(l),
         }
+    }
+
+    /// FSM steps of a request the probe could not record: a `lost` for the device of that
+    /// request, stamped before its `set_done` (DESIGN.md: lost events make the trace
+    /// inconclusive; the verifier must not read the steps it does see as an illegal arc).
+    fn step_lost(&mut self, l: &StepLost) {
+        let pid = l.hdr.pid;
+        if !self.accepts(pid) {
+            return;
+        }
+        let dev = if l.cmd == ioctl::DEVICE_FEATURE
+            && self.kind_of(pid, l.fd) != Some(fd_kind::CONTAINER)
+        {
+            // The SET's device, named as its `set` names it.
+            Some(self.dev_of(pid, l.fd))
+        } else {
+            self.fds.get(&(pid, l.fd)).and_then(|f| f.dev.clone())
+        };
+        self.emit(
+            l.hdr.ts_ns,
+            Some(pid),
+            EventKind::Lost {
+                n: u64::from(l.n),
+                source: super::LOST_FSM_STEP.to_owned(),
+                dev,
+            },
+        );
     }
 
     fn ioctl_call(&mut self, c: &IoctlCall) {
@@ -1909,6 +1938,76 @@ mod tests {
                  ret=0",
                 "dma_logging stop 0000:7f:00.3 ret=0",
             ]
+        );
+    }
+
+    #[test]
+    fn missed_fsm_steps_are_lost_for_their_device_before_set_done() {
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
+        a.declare_fd(9, 6, "0000:7f:00.4", "vm", Some(MigFlags(3)));
+        a.push(&call(
+            1,
+            9,
+            6,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, MigState::Stop as u32, 0],
+        ));
+        // RUNNING -> RUNNING_P2P was seen; RUNNING_P2P -> STOP was not (its return half).
+        a.push(&Record::Step(Step {
+            hdr: hdr(K::Step, 2, 9, 9),
+            vdev: 0xabc0,
+            cur: 2,
+            new: 1,
+            next: 5,
+            ret: 0,
+            hook: 2,
+            has_next: 1,
+        }));
+        // The probe reports the loss at the SET's exit, just before the IoctlRet; the ring
+        // may deliver it after the return record: time orders them.
+        a.push(&ret(
+            5,
+            9,
+            6,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, SET_STATE, MigState::Stop as u32, u32::MAX],
+        ));
+        a.push(&Record::StepLost(StepLost {
+            hdr: hdr(K::StepLost, 4, 9, 9),
+            fd: 6,
+            cmd: ioctl::DEVICE_FEATURE,
+            n: 1,
+            _pad: 0,
+        }));
+        // A loss inside another ioctl on a non-device fd names no device.
+        a.push(&open(6, 9, 3, fd_kind::CONTAINER, "/dev/vfio/vfio"));
+        a.push(&Record::StepLost(StepLost {
+            hdr: hdr(K::StepLost, 7, 9, 9),
+            fd: 3,
+            cmd: ioctl::IOMMU_MAP_DMA,
+            n: 2,
+            _pad: 0,
+        }));
+        let evs = a.release(None);
+        let kinds: Vec<&str> = evs.iter().map(|e| e.kind.ev()).collect();
+        assert_eq!(kinds, ["device", "set", "step", "lost", "set_done", "lost"]);
+        assert_eq!(
+            evs[3].kind,
+            EventKind::Lost {
+                n: 1,
+                source: "fsm_step".into(),
+                dev: Some("0000:7f:00.4".into())
+            }
+        );
+        assert_eq!((evs[3].t, evs[3].pid), (4, Some(9)));
+        assert_eq!(
+            evs[5].kind,
+            EventKind::Lost {
+                n: 2,
+                source: "fsm_step".into(),
+                dev: None
+            }
         );
     }
 

@@ -3,7 +3,7 @@
 
 use probe_common::abi::{
     DataXfer, EventHeader, EventKind, FdClose, Fork, IoctlCall, IoctlRet, IommuFault, IommuMap,
-    IommuUnmap, Irq, MdevDma, MsiHandler, Step, VfioOpen, iommufd,
+    IommuUnmap, Irq, MdevDma, MsiHandler, Step, StepLost, VfioOpen, iommufd,
 };
 use vfio_bindings::bindings::vfio as uapi;
 
@@ -23,6 +23,7 @@ pub enum Record {
     MdevDma(MdevDma),
     MsiHandler(MsiHandler),
     Fork(Fork),
+    StepLost(StepLost),
 }
 
 impl Record {
@@ -41,6 +42,7 @@ impl Record {
             Record::MdevDma(r) => &r.hdr,
             Record::MsiHandler(r) => &r.hdr,
             Record::Fork(r) => &r.hdr,
+            Record::StepLost(r) => &r.hdr,
         }
     }
 }
@@ -83,6 +85,7 @@ pub fn parse(bytes: &[u8]) -> Result<Record, RecordError> {
         EventKind::MdevDma => Record::MdevDma(typed(k, bytes)?),
         EventKind::MsiHandler => Record::MsiHandler(typed(k, bytes)?),
         EventKind::Fork => Record::Fork(typed(k, bytes)?),
+        EventKind::StepLost => Record::StepLost(typed(k, bytes)?),
     })
 }
 
