@@ -587,19 +587,7 @@ impl<R: Read> Src<R> {
     #[cold]
     #[inline(never)]
     fn varint_slow(&mut self, field: &'static str) -> Result<u64, Cut> {
-        let mut v: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let b = self.u8()?;
-            let part = u64::from(b & 0x7f);
-            if shift == 63 && part > 1 {
-                break;
-            }
-            v |= part << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(Cut::Bad(field, "varint longer than 64 bits".to_owned()))
+        varint_from(|| self.u8(), field)
     }
 
     fn bytes(&mut self, n: u64, field: &'static str) -> Result<Vec<u8>, Cut> {
@@ -667,23 +655,34 @@ struct Payload<'a> {
 
 impl Payload<'_> {
     fn varint(&mut self, field: &'static str) -> Result<u64, Cut> {
-        let mut v: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let b = *self.b.get(self.i).ok_or_else(|| {
-                Cut::Bad(field, "extension payload ends inside this field".to_owned())
-            })?;
-            self.i += 1;
-            let part = u64::from(b & 0x7f);
-            if shift == 63 && part > 1 {
-                break;
-            }
-            v |= part << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(varint_too_long(field))
+        varint_from(
+            || {
+                let b = *self.b.get(self.i).ok_or_else(|| {
+                    Cut::Bad(field, "extension payload ends inside this field".to_owned())
+                })?;
+                self.i += 1;
+                Ok(b)
+            },
+            field,
+        )
     }
+}
+
+/// A varint of at most 64 bits, decoded byte by byte from `next`.
+fn varint_from(mut next: impl FnMut() -> Result<u8, Cut>, field: &'static str) -> Result<u64, Cut> {
+    let mut v: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let b = next()?;
+        let part = u64::from(b & 0x7f);
+        if shift == 63 && part > 1 {
+            break;
+        }
+        v |= part << shift;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(varint_too_long(field))
 }
 
 impl NativeReader<Box<dyn BufRead>> {
