@@ -40,9 +40,10 @@ pub fn maxactive(possible_cpus: usize) -> u32 {
 const PERF_TYPE_TRACEPOINT: u32 = 2;
 /// `PERF_FLAG_FD_CLOEXEC`.
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
-/// `PERF_EVENT_IOC_ENABLE` = `_IO('$', 0)`, `PERF_EVENT_IOC_SET_BPF` = `_IOW('$', 8, __u32)`.
-const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
-const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
+/// `PERF_EVENT_IOC_ENABLE` = `_IO('$', 0)`, `PERF_EVENT_IOC_SET_BPF` = `_IOW('$', 8, __u32)`
+/// (ioctl's request is `c_ulong` in glibc and `c_int` in musl: cast at the call).
+const PERF_EVENT_IOC_ENABLE: u32 = 0x2400;
+const PERF_EVENT_IOC_SET_BPF: u32 = 0x4004_2408;
 
 /// The first 64 bytes of `struct perf_event_attr` (`PERF_ATTR_SIZE_VER0`): all a tracepoint
 /// event needs; the kernel accepts this size from any caller.
@@ -111,14 +112,21 @@ impl Retprobe {
         let perf = open_tracepoint(id).map_err(|e| format!("perf_event_open: {e}"))?;
         // SAFETY: `perf` is a perf event fd we own; SET_BPF takes a BPF program fd as its
         // argument and ENABLE none.
-        if unsafe { libc::ioctl(perf.as_raw_fd(), PERF_EVENT_IOC_SET_BPF, prog.as_raw_fd()) } != 0 {
+        if unsafe {
+            libc::ioctl(
+                perf.as_raw_fd(),
+                PERF_EVENT_IOC_SET_BPF as _,
+                prog.as_raw_fd(),
+            )
+        } != 0
+        {
             return Err(format!(
                 "PERF_EVENT_IOC_SET_BPF: {}",
                 io::Error::last_os_error()
             ));
         }
         // SAFETY: as above.
-        if unsafe { libc::ioctl(perf.as_raw_fd(), PERF_EVENT_IOC_ENABLE, 0) } != 0 {
+        if unsafe { libc::ioctl(perf.as_raw_fd(), PERF_EVENT_IOC_ENABLE as _, 0) } != 0 {
             return Err(format!(
                 "PERF_EVENT_IOC_ENABLE: {}",
                 io::Error::last_os_error()
