@@ -31,6 +31,9 @@ pub enum Extra {
     StepsTraced,
     /// Passing runs must have had witness and irq sources ok and DMA in flight at the quiesce.
     Evidence,
+    /// The probe decoded drive's VFIO_MIG_GET_PRECOPY_INFO replies (`precopy_info`), the
+    /// same values drive itself got (its `precopy round` marks).
+    PrecopyInfo,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -109,7 +112,7 @@ pub const ALL: &[Scenario] = &[
         run: drive("precopy"),
         expected: "pass",
         rules: &[],
-        extras: &[Extra::Evidence],
+        extras: &[Extra::Evidence, Extra::PrecopyInfo],
         needs_precopy: true,
         on_request: false,
     },
