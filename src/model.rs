@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-pub use probe_common::mig::{MigFlags, MigState, StepError, candidate, is_hazard, next_state};
+pub use probe_common::mig::{
+    MigFlags, MigState, PrecopyInfo, StepError, candidate, is_hazard, next_state,
+};
 
 /// Longest path the kernel table can produce; anything longer is a table bug.
 const MAX_PATH: usize = 8;

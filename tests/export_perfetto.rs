@@ -17,6 +17,7 @@ struct Expect {
     map_unmap: usize,
     data: usize,
     marks: usize,
+    mig_info: usize,
 }
 
 fn expect(trace: &Path) -> Expect {
@@ -28,6 +29,7 @@ fn expect(trace: &Path) -> Expect {
         map_unmap: 0,
         data: 0,
         marks: 0,
+        mig_info: 0,
     };
     let mut open_set: BTreeMap<String, bool> = BTreeMap::new();
     let mut r = open_any(trace).expect("open");
@@ -45,6 +47,7 @@ fn expect(trace: &Path) -> Expect {
             EventKind::Map { .. } | EventKind::Unmap { .. } => e.map_unmap += 1,
             EventKind::Data { .. } => e.data += 1,
             EventKind::Mark { .. } => e.marks += 1,
+            EventKind::PrecopyInfo { .. } | EventKind::DataSize { .. } => e.mig_info += 1,
             _ => {}
         }
     }
@@ -161,6 +164,7 @@ fn check_one(trace: &Path, out: &Path) {
     assert_eq!(count("i", "iommu"), exp.map_unmap);
     assert_eq!(count("i", "data"), exp.data);
     assert_eq!(count("i", "mark"), exp.marks);
+    assert_eq!(count("i", "mig_info"), exp.mig_info);
     for d in evs.iter().filter(|e| e["cat"] == "dma") {
         assert!(
             d["args"]["iova"].is_u64() && d["args"]["len"].is_u64() && d["args"]["src"].is_string(),
@@ -214,6 +218,13 @@ fn perfetto_rich_trace_details() {
         names.contains(&"UNKNOWN"),
         "state unknown after the failed SET: {names:?}"
     );
+    for n in [
+        "precopy_info initial 80 B dirty 16 B",
+        "precopy_info ret=-22",
+        "data_size 1048576 B",
+    ] {
+        assert!(names.contains(&n), "{n}: {names:?}");
+    }
     // Timestamps are microseconds from the first event (t=100 ns): the quiesce SET began at
     // t=10000 ns -> 9.9 us and took 3 us.
     let q = evs

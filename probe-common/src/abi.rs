@@ -35,9 +35,53 @@ pub mod ioctl {
     pub const IOMMU_UNMAP_DMA: u32 = 0x3B72;
     /// Device fd: VFIO_DEVICE_FEATURE; container fd: VFIO_IOMMU_DIRTY_PAGES.
     pub const DEVICE_FEATURE: u32 = 0x3B75;
+    /// Container fd: `VFIO_IOMMU_DIRTY_PAGES` (`_IO(VFIO_TYPE, VFIO_BASE + 17)`, the number of
+    /// VFIO_DEVICE_FEATURE on a device fd).
+    pub const IOMMU_DIRTY_PAGES: u32 = DEVICE_FEATURE;
     pub const DEVICE_BIND_IOMMUFD: u32 = 0x3B76;
     pub const DEVICE_ATTACH_IOMMUFD_PT: u32 = 0x3B77;
+    /// Data fd: VFIO_MIG_GET_PRECOPY_INFO (`VFIO_BASE + 21`; on a SPAPR container the same
+    /// number is VFIO_EEH_PE_OP: the fd kind tells).
     pub const MIG_GET_PRECOPY_INFO: u32 = 0x3B79;
+}
+
+/// iommufd: command numbers (`_IO(IOMMUFD_TYPE, IOMMUFD_CMD_*)`, `IOMMUFD_TYPE` = ';', the
+/// `enum` of `IOMMUFD_CMD_*` starting at 0x80) and the argument structs migscope decodes, from
+/// `include/uapi/linux/iommufd.h` (vfio-bindings has no iommufd).
+pub mod iommufd {
+    pub const HWPT_SET_DIRTY_TRACKING: u32 = 0x3B8B;
+    pub const HWPT_GET_DIRTY_BITMAP: u32 = 0x3B8C;
+    /// `IOMMU_HWPT_DIRTY_TRACKING_ENABLE` (`enum iommufd_hwpt_set_dirty_tracking_flags`).
+    pub const DIRTY_TRACKING_ENABLE: u32 = 1;
+    /// `IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR` (`enum iommufd_hwpt_get_dirty_bitmap_flags`).
+    pub const GET_DIRTY_BITMAP_NO_CLEAR: u32 = 1;
+
+    /// `struct iommu_hwpt_set_dirty_tracking`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct HwptSetDirtyTracking {
+        pub size: u32,
+        pub flags: u32,
+        pub hwpt_id: u32,
+        pub reserved: u32,
+    }
+    const _: () = assert!(core::mem::size_of::<HwptSetDirtyTracking>() == 16);
+
+    /// `struct iommu_hwpt_get_dirty_bitmap`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct HwptGetDirtyBitmap {
+        pub size: u32,
+        pub hwpt_id: u32,
+        pub flags: u32,
+        pub reserved: u32,
+        pub iova: u64,
+        pub length: u64,
+        pub page_size: u64,
+        /// User pointer to the bitmap.
+        pub data: u64,
+    }
+    const _: () = assert!(core::mem::size_of::<HwptGetDirtyBitmap>() == 48);
 }
 
 /// `VFIO_DEVICE_FEATURE_*` numbers (low 16 bits of `vfio_device_feature.flags`).
@@ -116,6 +160,8 @@ pub enum EventKind {
     MsiHandler = 13,
     /// [`Fork`].
     Fork = 14,
+    /// [`StepLost`].
+    StepLost = 15,
 }
 
 impl EventKind {
@@ -135,6 +181,7 @@ impl EventKind {
             12 => EventKind::MdevDma,
             13 => EventKind::MsiHandler,
             14 => EventKind::Fork,
+            15 => EventKind::StepLost,
             _ => return None,
         })
     }
@@ -352,6 +399,25 @@ pub struct Fork {
 }
 const _: () = assert!(core::mem::size_of::<Fork>() == 32);
 
+/// FSM steps (`vfio_mig_get_next_state` calls) the current thread made that the probe could
+/// not record: a return half never seen (kretprobe maxactive exhausted: the entry saved for
+/// it was never consumed), an entry half never seen (no saved arguments at the return), or
+/// `*next` unreadable after a successful call. Emitted at the exit of the VFIO ioctl they
+/// happened in, just before its [`IoctlRet`], so the loss is stamped before that SET's
+/// `set_done`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepLost {
+    pub hdr: EventHeader,
+    /// The fd and command of the ioctl (the SET) the steps belonged to.
+    pub fd: i32,
+    pub cmd: u32,
+    /// Steps lost.
+    pub n: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<StepLost>() == 40);
+
 /// Per-thread state between `sys_enter_ioctl` and `sys_exit_ioctl` (map value).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -371,8 +437,11 @@ pub struct StepArgs {
     pub next_ptr: u64,
     pub cur: u32,
     pub new: u32,
+    /// `enter_ns` of the recorded VFIO ioctl the call happened in (0: none), so a call left
+    /// unconsumed is counted as lost only against the request it belonged to.
+    pub ioctl_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<StepArgs>() == 24);
+const _: () = assert!(core::mem::size_of::<StepArgs>() == 32);
 
 /// Key of the `VFIO_FDS` map: `(tgid << 32) | fd`.
 #[inline(always)]
@@ -397,6 +466,8 @@ pub mod names {
     pub const MAP_RW: &str = "RW";
     /// tid -> [`super::StepArgs`].
     pub const MAP_STEP_ARGS: &str = "STEP_ARGS";
+    /// tid -> FSM steps missed on that thread since its last VFIO ioctl exit.
+    pub const MAP_STEP_MISSED: &str = "STEP_MISSED";
 
     pub const TP_SYSCALLS: &str = "syscalls";
     pub const TP_SYS_ENTER_IOCTL: &str = "sys_enter_ioctl";
@@ -452,6 +523,10 @@ pub mod names {
     pub const PROG_FEXIT_NEXT_STATE: &str = "fexit_mig_get_next_state";
     pub const PROG_KPROBE_NEXT_STATE: &str = "kprobe_mig_get_next_state";
     pub const PROG_KRETPROBE_NEXT_STATE: &str = "kretprobe_mig_get_next_state";
+    /// The tracefs kprobe event group of the kretprobe on `vfio_mig_get_next_state`, created
+    /// with an explicit maxactive: this prefix and the recorder's pid (`migscope_1234`).
+    pub const KPROBE_GROUP_PREFIX: &str = "migscope_";
+    pub const KPROBE_EVENT_NEXT_STATE_RET: &str = "next_state_ret";
     pub const PROG_FENTRY_MSIHANDLER: &str = "fentry_msihandler";
     pub const PROG_KPROBE_MSIHANDLER: &str = "kprobe_msihandler";
     pub const PROG_FENTRY_DMA_RW: &str = "fentry_dma_rw";
@@ -479,6 +554,7 @@ mod pod {
     unsafe impl aya::Pod for super::MdevDma {}
     unsafe impl aya::Pod for super::MsiHandler {}
     unsafe impl aya::Pod for super::Fork {}
+    unsafe impl aya::Pod for super::StepLost {}
     unsafe impl aya::Pod for super::Inflight {}
     unsafe impl aya::Pod for super::StepArgs {}
 }

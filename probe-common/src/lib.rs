@@ -5,4 +5,4 @@
 pub mod abi;
 pub mod mig;
 
-pub use mig::{MigFlags, MigState};
+pub use mig::{MigFlags, MigState, PrecopyInfo};

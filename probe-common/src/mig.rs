@@ -156,6 +156,17 @@ impl MigFlags {
     }
 }
 
+/// What `VFIO_MIG_GET_PRECOPY_INFO` returned on a device's data_fd (`struct vfio_precopy_info`,
+/// include/uapi/linux/vfio.h, less its `argsz`): the driver's estimate of the pre-copy data
+/// still to read, and its `flags` exactly as returned (0 in the 6.2 uAPI; newer kernels define
+/// `VFIO_PRECOPY_INFO_REINIT` for users that enabled `VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct PrecopyInfo {
+    pub initial_bytes: u64,
+    pub dirty_bytes: u64,
+    pub flags: u32,
+}
+
 /// The kernel's candidate table `vfio_from_fsm_table[cur][new]`, indexed by uAPI number.
 const TABLE: [[MigState; 8]; 8] = {
     use MigState::{

@@ -19,8 +19,8 @@ use aya_ebpf::{
 use probe_common::abi::{
     DATA_READ, DATA_WRITE, DataXfer, EventHeader, EventKind, FdClose, Fork, Inflight, IoctlCall,
     IoctlRet, IommuFault, IommuMap, IommuUnmap, Irq, MDEV_DMA_RW, MDEV_PIN_PAGES, MdevDma,
-    MsiHandler, NAME_LEN, PATH_LEN, PAYLOAD_LEN, Step, StepArgs, VFIO_IOCTL_FIRST, VFIO_IOCTL_LAST,
-    VfioOpen, fd_key, fd_kind, feature, hook, ioctl,
+    MsiHandler, NAME_LEN, PATH_LEN, PAYLOAD_LEN, Step, StepArgs, StepLost, VFIO_IOCTL_FIRST,
+    VFIO_IOCTL_LAST, VfioOpen, fd_key, fd_kind, feature, hook, ioctl,
 };
 
 /// 1 MiB of records by default; userspace may resize it before loading (`ring_bytes`).
@@ -55,6 +55,11 @@ static RW: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
 /// tid -> arguments of a `vfio_mig_get_next_state` call (kprobe -> kretprobe).
 #[map(name = "STEP_ARGS")]
 static STEP_ARGS: LruHashMap<u32, StepArgs> = LruHashMap::with_max_entries(1024, 0);
+
+/// tid -> FSM steps that thread made but the probe could not record, reported (as a
+/// [`StepLost`] record) at the exit of the VFIO ioctl they happened in.
+#[map(name = "STEP_MISSED")]
+static STEP_MISSED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(1024, 0);
 
 // Offsets from the tracepoints' format files (/sys/kernel/tracing/events/*/*/format). The
 // syscall tracepoints lay each argument out as an 8-byte slot after __syscall_nr; userspace
@@ -131,6 +136,19 @@ fn try_sys_exit_ioctl(ctx: &TracePointContext) -> Result<u32, u32> {
     };
     let _ = INFLIGHT.remove(tid);
     let ret = tp_read::<i64>(ctx, SYS_EXIT_RET)?;
+    // Steps this ioctl made that were not recorded: reported first, so the loss is stamped
+    // before the SET's return.
+    let missed = take_missed_steps(tid, inf.enter_ns);
+    if missed > 0 {
+        let (hdr, _) = header(EventKind::StepLost, core::mem::size_of::<StepLost>());
+        emit(&StepLost {
+            hdr,
+            fd: inf.fd,
+            cmd: inf.cmd,
+            n: missed,
+            _pad: 0,
+        });
+    }
     let (hdr, _) = header(EventKind::IoctlRet, core::mem::size_of::<IoctlRet>());
     let mut rec = IoctlRet {
         hdr,
@@ -520,20 +538,34 @@ pub fn fexit_mig_get_next_state(ctx: FExitContext) -> u32 {
     let new: u32 = ctx.arg(2);
     let next_ptr: u64 = ctx.arg(3);
     let ret: i64 = ctx.arg(4);
-    emit_step(&ctx, vdev, cur, new, next_ptr, ret as i32, hook::FEXIT);
+    emit_step(vdev, cur, new, next_ptr, ret as i32, hook::FEXIT);
     0
 }
 
 #[kprobe]
 pub fn kprobe_mig_get_next_state(ctx: ProbeContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let ioctl_ns = current_inflight().map_or(0, |i| i.enter_ns);
     let args = StepArgs {
         vdev: ctx.arg(0).unwrap_or(0),
         next_ptr: ctx.arg(3).unwrap_or(0),
         cur: ctx.arg::<u64>(1).unwrap_or(u64::MAX) as u32,
         new: ctx.arg::<u64>(2).unwrap_or(u64::MAX) as u32,
+        ioctl_ns,
     };
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = STEP_ARGS.insert(tid, args, 0);
+    // The function does not recurse: arguments still saved from an earlier call of the same
+    // request mean that call's return half never ran (kretprobe maxactive exhausted).
+    // SAFETY: plain map lookup; the value is copied.
+    if let Some(old) = unsafe { STEP_ARGS.get(tid) }.copied()
+        && ioctl_ns != 0
+        && old.ioctl_ns == ioctl_ns
+    {
+        step_missed(tid);
+    }
+    if STEP_ARGS.insert(tid, args, 0).is_err() {
+        // The return half will find nothing and count the step.
+        count_lost();
+    }
     0
 }
 
@@ -542,19 +574,16 @@ pub fn kretprobe_mig_get_next_state(ctx: RetProbeContext) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: plain map lookup; the value is copied.
     let Some(args) = (unsafe { STEP_ARGS.get(tid) }).copied() else {
-        // The entry half was missed (kprobe recursion or an LRU eviction): a step is gone.
-        count_lost();
-        aya_log_ebpf::warn!(
-            &ctx,
-            "vfio_mig_get_next_state returned on tid {} without its entry arguments: one step lost",
-            tid
-        );
+        // The entry half was missed (an LRU eviction, or a call already running when the
+        // probe attached): the step is gone.
+        if current_inflight().is_some() {
+            step_missed(tid);
+        }
         return 0;
     };
     let _ = STEP_ARGS.remove(tid);
     let ret: i64 = ctx.ret();
     emit_step(
-        &ctx,
         args.vdev,
         args.cur,
         args.new,
@@ -566,24 +595,13 @@ pub fn kretprobe_mig_get_next_state(ctx: RetProbeContext) -> u32 {
 }
 
 #[inline(always)]
-fn emit_step<C: EbpfContext>(
-    ctx: &C,
-    vdev: u64,
-    cur: u32,
-    new: u32,
-    next_ptr: u64,
-    ret: i32,
-    hook: u32,
-) {
+fn emit_step(vdev: u64, cur: u32, new: u32, next_ptr: u64, ret: i32, hook: u32) {
     // SAFETY: kernel read through the helper; a fault is an error and leaves has_next 0.
     let next = unsafe { bpf_probe_read_kernel(next_ptr as *const u32) };
-    if next.is_err() && ret == 0 {
-        aya_log_ebpf::warn!(
-            ctx,
-            "vfio_mig_get_next_state({}, {}) returned 0 but *next was unreadable",
-            cur,
-            new
-        );
+    if next.is_err() && ret == 0 && current_inflight().is_some() {
+        // The arc was taken but which one is unknown: a lost step (the record still teaches
+        // userspace which device this vfio_device pointer is).
+        step_missed(bpf_get_current_pid_tgid() as u32);
     }
     let (hdr, _) = header(EventKind::Step, core::mem::size_of::<Step>());
     emit(&Step {
@@ -596,6 +614,41 @@ fn emit_step<C: EbpfContext>(
         hook,
         has_next: next.is_ok() as u32,
     });
+}
+
+/// Counts one FSM step the current thread made inside a recorded VFIO ioctl but the probe
+/// could not record. Callers count only steps inside a recorded ioctl: those of a SET already
+/// running when the probe attached belong to no request in the trace.
+#[inline(always)]
+fn step_missed(tid: u32) {
+    match STEP_MISSED.get_ptr_mut(tid) {
+        // SAFETY: this thread's own map value; only this thread updates it.
+        Some(n) => unsafe { *n = (*n).saturating_add(1) },
+        None => {
+            if STEP_MISSED.insert(tid, 1, 0).is_err() {
+                count_lost();
+            }
+        }
+    }
+}
+
+/// Takes the steps the ioctl that entered at `enter_ns` lost: those counted, and a call whose
+/// arguments were saved but whose return never ran (the kretprobe's maxactive instances were
+/// all in use).
+#[inline(always)]
+fn take_missed_steps(tid: u32, enter_ns: u64) -> u32 {
+    // SAFETY (both): plain map lookups; the values are copied.
+    let mut n = unsafe { STEP_MISSED.get(tid) }.copied().unwrap_or(0);
+    if n > 0 {
+        let _ = STEP_MISSED.remove(tid);
+    }
+    if let Some(args) = unsafe { STEP_ARGS.get(tid) }.copied() {
+        let _ = STEP_ARGS.remove(tid);
+        if args.ioctl_ns == enter_ns {
+            n = n.saturating_add(1);
+        }
+    }
+    n
 }
 
 // ---- vfio module functions: interrupts and mediated-device DMA ----------------------------

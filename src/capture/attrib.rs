@@ -9,13 +9,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use probe_common::abi::{
     DATA_WRITE, DataXfer, IoctlCall, IoctlRet, IommuFault, IommuMap, IommuUnmap, Irq,
-    MDEV_PIN_PAGES, MdevDma, MsiHandler, Step, VfioOpen, fd_kind, feature, ioctl,
+    MDEV_PIN_PAGES, MdevDma, MsiHandler, Step, StepLost, VfioOpen, fd_kind, feature, ioctl,
+    iommufd,
 };
+use vfio_bindings::bindings::vfio as uapi;
 
 use super::attach::{self, Attached, Resolution};
 use super::procfs::{self, SeedFd};
-use super::records::{Record, cstr, u32_at, u64_at};
-use crate::model::{MigFlags, MigState};
+use super::records::{Record, cstr, struct_at, u32_at, u64_at};
+use crate::model::{MigFlags, MigState, PrecopyInfo};
 use crate::trace::{DataDir, DmaSource, Event, EventKind, IrqKind, source};
 
 /// `sizeof(struct vfio_iommu_type1_dma_map)`: tells MAP_DMA from PCI_HOT_RESET on an fd of
@@ -23,6 +25,11 @@ use crate::trace::{DataDir, DmaSource, Event, EventKind, IrqKind, source};
 const DMA_MAP_ARGSZ: u32 = 32;
 /// `IOMMU_FAULT_WRITE` (include/linux/iommu.h), the write bit of io_page_fault's flags.
 const IOMMU_FAULT_WRITE: i32 = 0x1;
+/// `sizeof(struct vfio_device_feature)` (argsz, flags): a feature's data follows it.
+const FEATURE_HDR: usize = size_of::<uapi::vfio_device_feature>();
+/// `sizeof(struct vfio_iommu_type1_dirty_bitmap)` (argsz, flags): VFIO_IOMMU_DIRTY_PAGES'
+/// GET_BITMAP range follows it.
+const DIRTY_BITMAP_HDR: usize = size_of::<uapi::vfio_iommu_type1_dirty_bitmap>();
 /// Flags declared for a device whose VFIO_DEVICE_FEATURE_MIGRATION GET was never seen (see
 /// [`Attributor::release`]): STOP_COPY is what every migratable device must support.
 const UNSEEN_FLAGS: u32 = MigFlags::STOP_COPY;
@@ -343,6 +350,19 @@ impl Attributor {
         );
     }
 
+    /// Names a migration data fd capture did not see being returned (a VMM's data_fd opened
+    /// before recording started): `fd` of `pid` carries the migration data of `dev`, so its
+    /// reads, writes and VFIO_MIG_GET_PRECOPY_INFO calls are that device's.
+    pub fn declare_data_fd(&mut self, pid: u32, fd: i32, dev: &str) {
+        self.fds.insert(
+            (pid, fd),
+            FdInfo {
+                kind: fd_kind::DATA,
+                dev: Some(dev.to_owned()),
+            },
+        );
+    }
+
     /// Forgets every fd of processes that no longer exist (an exit closes fds without the
     /// close syscall, and pids are reused); returns the (pid, fd) pairs forgotten.
     pub fn purge_dead(&mut self, alive: impl Fn(u32) -> bool) -> Vec<(u32, i32)> {
@@ -488,6 +508,7 @@ impl Attributor {
                     filter.adopt(f.child_pid);
                 }
             }
+            Record::StepLost(l) => self.step_lost(l),
         }
     }
 
@@ -501,6 +522,33 @@ impl Attributor {
             d.fd = None;
         }
         self.not_vfio.remove(&(pid, fd));
+    }
+
+    /// FSM steps of a request the probe could not record: a `lost` for the device of that
+    /// request, stamped before its `set_done` (DESIGN.md: lost events make the trace
+    /// inconclusive; the verifier must not read the steps it does see as an illegal arc).
+    fn step_lost(&mut self, l: &StepLost) {
+        let pid = l.hdr.pid;
+        if !self.accepts(pid) {
+            return;
+        }
+        let dev = if l.cmd == ioctl::DEVICE_FEATURE
+            && self.kind_of(pid, l.fd) != Some(fd_kind::CONTAINER)
+        {
+            // The SET's device, named as its `set` names it.
+            Some(self.dev_of(pid, l.fd))
+        } else {
+            self.fds.get(&(pid, l.fd)).and_then(|f| f.dev.clone())
+        };
+        self.emit(
+            l.hdr.ts_ns,
+            Some(pid),
+            EventKind::Lost {
+                n: u64::from(l.n),
+                source: super::LOST_FSM_STEP.to_owned(),
+                dev,
+            },
+        );
     }
 
     fn ioctl_call(&mut self, c: &IoctlCall) {
@@ -570,6 +618,58 @@ impl Attributor {
             }
             ioctl::DEVICE_FEATURE if kind != Some(fd_kind::CONTAINER) => {
                 self.feature_ret(r, ret);
+            }
+            ioctl::IOMMU_DIRTY_PAGES => self.dirty_pages(r, ret),
+            ioctl::MIG_GET_PRECOPY_INFO if kind == Some(fd_kind::DATA) => {
+                let Some(dev) = self.fds.get(&(pid, r.fd)).and_then(|f| f.dev.clone()) else {
+                    return;
+                };
+                // The driver's data_fd ioctl copies the struct back only on success
+                // (e.g. mlx5vf_precopy_ioctl, drivers/vfio/pci/mlx5/main.c).
+                let result = if ret < 0 {
+                    Err(ret)
+                } else {
+                    match struct_at::<uapi::vfio_precopy_info>(p, n, 0) {
+                        Some(i) => Ok(PrecopyInfo {
+                            initial_bytes: i.initial_bytes,
+                            dirty_bytes: i.dirty_bytes,
+                            flags: i.flags,
+                        }),
+                        None => return,
+                    }
+                };
+                self.emit(t, Some(pid), EventKind::PrecopyInfo { dev, result });
+            }
+            iommufd::HWPT_SET_DIRTY_TRACKING => {
+                if let Some(a) = struct_at::<iommufd::HwptSetDirtyTracking>(p, n, 0) {
+                    let ctx = pid_ctx(pid);
+                    let what = if a.flags & iommufd::DIRTY_TRACKING_ENABLE != 0 {
+                        "enable"
+                    } else {
+                        "disable"
+                    };
+                    let label = format!(
+                        "iommu_hwpt_set_dirty_tracking {ctx} hwpt {} {what} ret={ret}",
+                        a.hwpt_id
+                    );
+                    self.emit(t, Some(pid), EventKind::Mark { label });
+                }
+            }
+            iommufd::HWPT_GET_DIRTY_BITMAP => {
+                if let Some(a) = struct_at::<iommufd::HwptGetDirtyBitmap>(p, n, 0) {
+                    let ctx = pid_ctx(pid);
+                    let clear = if a.flags & iommufd::GET_DIRTY_BITMAP_NO_CLEAR != 0 {
+                        " no_clear"
+                    } else {
+                        ""
+                    };
+                    let label = format!(
+                        "iommu_hwpt_get_dirty_bitmap {ctx} hwpt {} iova {:#x} length {:#x} \
+                         page_size {}{clear} ret={ret}",
+                        a.hwpt_id, a.iova, a.length, a.page_size
+                    );
+                    self.emit(t, Some(pid), EventKind::Mark { label });
+                }
             }
             ioctl::DEVICE_SET_IRQS if kind != Some(fd_kind::CONTAINER) => {
                 // struct vfio_irq_set {argsz, flags, index, start, count, data[]}: which
@@ -672,20 +772,85 @@ impl Attributor {
                     self.emit(t, Some(pid), EventKind::Get { dev, state });
                 }
             }
-            f @ (feature::DMA_LOGGING_START
-            | feature::DMA_LOGGING_STOP
-            | feature::DMA_LOGGING_REPORT) => {
-                let what = match f {
-                    feature::DMA_LOGGING_START => "start",
-                    feature::DMA_LOGGING_STOP => "stop",
-                    _ => "report",
-                };
+            uapi::VFIO_DEVICE_FEATURE_MIG_DATA_SIZE if get => {
                 let dev = self.dev_of(pid, r.fd);
-                let label = format!("dma_logging {what} {dev} ret={ret}");
+                // vfio_ioctl_device_feature_migration_data_size (drivers/vfio/vfio_main.c)
+                // copies stop_copy_length back only on success.
+                let result = if ret < 0 {
+                    Err(ret)
+                } else {
+                    match struct_at::<uapi::vfio_device_feature_mig_data_size>(p, n, FEATURE_HDR) {
+                        Some(d) => Ok(d.stop_copy_length),
+                        None => return,
+                    }
+                };
+                self.emit(t, Some(pid), EventKind::DataSize { dev, result });
+            }
+            // Device DMA logging: notes with their extents, never DMA evidence by themselves
+            // (the REPORT's bitmap is the user's; reading it is issue 14's dirty_log source).
+            feature::DMA_LOGGING_START => {
+                let dev = self.dev_of(pid, r.fd);
+                let sizes =
+                    struct_at::<uapi::vfio_device_feature_dma_logging_control>(p, n, FEATURE_HDR)
+                        .map(|c| format!(" page_size {} ranges {}", c.page_size, c.num_ranges))
+                        .unwrap_or_default();
+                let label = format!("dma_logging start {dev}{sizes} ret={ret}");
+                self.emit(t, Some(pid), EventKind::Mark { label });
+            }
+            feature::DMA_LOGGING_STOP => {
+                let dev = self.dev_of(pid, r.fd);
+                let label = format!("dma_logging stop {dev} ret={ret}");
+                self.emit(t, Some(pid), EventKind::Mark { label });
+            }
+            feature::DMA_LOGGING_REPORT => {
+                let dev = self.dev_of(pid, r.fd);
+                let sizes =
+                    struct_at::<uapi::vfio_device_feature_dma_logging_report>(p, n, FEATURE_HDR)
+                        .map(|r| {
+                            format!(
+                                " iova {:#x} length {:#x} page_size {}",
+                                r.iova, r.length, r.page_size
+                            )
+                        })
+                        .unwrap_or_default();
+                let label = format!("dma_logging report {dev}{sizes} ret={ret}");
                 self.emit(t, Some(pid), EventKind::Mark { label });
             }
             _ => {}
         }
+    }
+
+    /// type1 `VFIO_IOMMU_DIRTY_PAGES` on a container: a note with its extent. Never DMA
+    /// evidence: type1 reports every pinned page dirty (vfio_iommu_type1.c marks a whole
+    /// pinned range dirty when no device has pinned pages selectively).
+    fn dirty_pages(&mut self, r: &IoctlRet, ret: i32) {
+        let pid = r.hdr.pid;
+        let (p, n) = (&r.payload, r.payload_len);
+        let Some(flags) = u32_at(p, n, 4) else {
+            return;
+        };
+        let ctx = pid_ctx(pid);
+        // "Only one of the flags _START, _STOP and _GET may be specified at a time" (vfio.h);
+        // anything else is named as the raw flags the kernel refused.
+        let label = if flags == uapi::VFIO_IOMMU_DIRTY_PAGES_FLAG_START {
+            format!("dirty_pages start {ctx} ret={ret}")
+        } else if flags == uapi::VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP {
+            format!("dirty_pages stop {ctx} ret={ret}")
+        } else if flags == uapi::VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP {
+            let range =
+                struct_at::<uapi::vfio_iommu_type1_dirty_bitmap_get>(p, n, DIRTY_BITMAP_HDR)
+                    .map(|g| {
+                        format!(
+                            " iova {:#x} size {:#x} pgsize {} bitmap {} bytes",
+                            g.iova, g.size, g.bitmap.pgsize, g.bitmap.size
+                        )
+                    })
+                    .unwrap_or_default();
+            format!("dirty_pages get_bitmap {ctx}{range} ret={ret}")
+        } else {
+            format!("dirty_pages flags {flags:#x} {ctx} ret={ret}")
+        };
+        self.emit(r.hdr.ts_ns, Some(pid), EventKind::Mark { label });
     }
 
     fn open(&mut self, o: &VfioOpen) {
@@ -2001,13 +2166,13 @@ mod tests {
             0,
             &[16, GET_MIGRATION, 3, 0],
         ));
-        // 0x3B75 on the container is DIRTY_PAGES: ignored.
+        // 0x3B75 on the container is DIRTY_PAGES, even with a SET's payload: a note at most.
         a.push(&ret(
             7,
             9,
             3,
             ioctl::DEVICE_FEATURE,
-            0,
+            -22,
             &[16, SET_STATE, 1, 0],
         ));
         a.push(&call(
@@ -2051,7 +2216,13 @@ mod tests {
             0,
             &[32, 3, 0x1000, 0, 0x10_0000, 0, 0x2000, 0],
         ));
-        let evs = a.release(None);
+        let mut evs = a.release(None);
+        assert_eq!(
+            evs.remove(0).kind,
+            EventKind::Mark {
+                label: "dirty_pages flags 0x20002 pid9 ret=-22".into()
+            }
+        );
         let kinds: Vec<&str> = evs.iter().map(|e| e.kind.ev()).collect();
         assert_eq!(
             kinds,
@@ -2438,6 +2609,390 @@ mod tests {
         ]
         .map(|(d, s)| (d.to_owned(), s));
         assert_eq!(states, want);
+    }
+
+    /// The two native-endian words of a u64 (payloads are written as u32 words).
+    fn w64(v: u64) -> [u32; 2] {
+        let b = v.to_ne_bytes();
+        [
+            u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+            u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+        ]
+    }
+
+    fn words(parts: &[&[u32]]) -> Vec<u32> {
+        parts.concat()
+    }
+
+    /// A device fd 6 of pid 9 named 0000:7f:00.2, with a PRE_COPY data fd 8.
+    fn with_data_fd() -> Attributor {
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
+        a.declare_fd(9, 6, "0000:7f:00.2", "vm", Some(MigFlags(7)));
+        a.push(&ret(
+            1,
+            9,
+            6,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, SET_STATE, MigState::PreCopy as u32, 8],
+        ));
+        a
+    }
+
+    #[test]
+    fn precopy_info_replies_are_decoded_on_data_fds_only() {
+        let mut a = with_data_fd();
+        let info = |t, fd, r, initial: u64, dirty: u64, flags| {
+            ret(
+                t,
+                9,
+                fd,
+                ioctl::MIG_GET_PRECOPY_INFO,
+                r,
+                &words(&[&[24, flags], &w64(initial), &w64(dirty)]),
+            )
+        };
+        a.push(&info(2, 8, 0, 0x1_0000_0050, 16, 0));
+        // flags exactly as the driver returned them, even where the uAPI says 0.
+        a.push(&info(3, 8, 0, 0, 0, 1));
+        // A failed call copied nothing back: whatever the buffer holds is not a reply.
+        a.push(&info(4, 8, -22, 99, 99, 0));
+        // The same number on an fd that is not a data fd is not this ioctl.
+        a.push(&info(5, 6, 0, 1, 1, 0));
+        a.push(&info(6, 11, 0, 1, 1, 0));
+        // A short read of the reply (16 of its 24 bytes) is not decoded.
+        a.push(&ret(
+            7,
+            9,
+            8,
+            ioctl::MIG_GET_PRECOPY_INFO,
+            0,
+            &[24, 0, 1, 0],
+        ));
+        let got: Vec<(u64, EventKind)> = a
+            .release(None)
+            .into_iter()
+            .filter(|e| matches!(e.kind, EventKind::PrecopyInfo { .. }))
+            .map(|e| (e.t, e.kind))
+            .collect();
+        let dev = || "0000:7f:00.2".to_owned();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    2,
+                    EventKind::PrecopyInfo {
+                        dev: dev(),
+                        result: Ok(PrecopyInfo {
+                            initial_bytes: 0x1_0000_0050,
+                            dirty_bytes: 16,
+                            flags: 0
+                        })
+                    }
+                ),
+                (
+                    3,
+                    EventKind::PrecopyInfo {
+                        dev: dev(),
+                        result: Ok(PrecopyInfo {
+                            initial_bytes: 0,
+                            dirty_bytes: 0,
+                            flags: 1
+                        })
+                    }
+                ),
+                (
+                    4,
+                    EventKind::PrecopyInfo {
+                        dev: dev(),
+                        result: Err(-22)
+                    }
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn mig_data_size_gets_are_decoded() {
+        let mut a = with_data_fd();
+        let get = feature::GET | uapi::VFIO_DEVICE_FEATURE_MIG_DATA_SIZE;
+        a.push(&ret(
+            2,
+            9,
+            6,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &words(&[&[16, get], &w64(1 << 33)]),
+        ));
+        a.push(&ret(3, 9, 6, ioctl::DEVICE_FEATURE, -25, &[16, get, 7, 7]));
+        // A PROBE of the feature, or one without GET, reports no size.
+        a.push(&ret(
+            4,
+            9,
+            6,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, get | feature::PROBE, 7, 0],
+        ));
+        a.push(&ret(
+            5,
+            9,
+            6,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, uapi::VFIO_DEVICE_FEATURE_MIG_DATA_SIZE, 7, 0],
+        ));
+        // On an fd never seen, the device is named as a SET on it would be.
+        a.push(&ret(6, 9, 12, ioctl::DEVICE_FEATURE, 0, &[16, get, 80, 0]));
+        let got: Vec<EventKind> = a
+            .release(None)
+            .into_iter()
+            .filter(|e| matches!(e.kind, EventKind::DataSize { .. }))
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                EventKind::DataSize {
+                    dev: "0000:7f:00.2".into(),
+                    result: Ok(1 << 33)
+                },
+                EventKind::DataSize {
+                    dev: "0000:7f:00.2".into(),
+                    result: Err(-25)
+                },
+                EventKind::DataSize {
+                    dev: "fd:12@9".into(),
+                    result: Ok(80)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn dirty_tracking_calls_are_notes_with_sizes_never_dma() {
+        use uapi::{
+            VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP as GET_BITMAP,
+            VFIO_IOMMU_DIRTY_PAGES_FLAG_START as START, VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP as STOP,
+        };
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
+        a.push(&open(1, 4, 3, fd_kind::CONTAINER, "/dev/vfio/vfio"));
+        a.push(&open(1, 4, 5, fd_kind::IOMMUFD, "/dev/iommu"));
+        a.declare_fd(4, 6, "0000:7f:00.3", "vm", Some(MigFlags(3)));
+        a.push(&ret(2, 4, 3, ioctl::IOMMU_DIRTY_PAGES, 0, &[8, START]));
+        // struct vfio_iommu_type1_dirty_bitmap + _get: iova, size, bitmap {pgsize, size, data}.
+        a.push(&ret(
+            3,
+            4,
+            3,
+            ioctl::IOMMU_DIRTY_PAGES,
+            0,
+            &words(&[
+                &[48, GET_BITMAP],
+                &w64(0x10_0000),
+                &w64(0x4000_0000),
+                &w64(4096),
+                &w64(32768),
+                &w64(0x7f00_0000),
+            ]),
+        ));
+        a.push(&ret(4, 4, 3, ioctl::IOMMU_DIRTY_PAGES, -22, &[8, STOP]));
+        // iommufd: struct iommu_hwpt_set_dirty_tracking / iommu_hwpt_get_dirty_bitmap.
+        a.push(&ret(
+            5,
+            4,
+            5,
+            iommufd::HWPT_SET_DIRTY_TRACKING,
+            0,
+            &[16, iommufd::DIRTY_TRACKING_ENABLE, 2, 0],
+        ));
+        a.push(&ret(
+            6,
+            4,
+            5,
+            iommufd::HWPT_GET_DIRTY_BITMAP,
+            0,
+            &words(&[
+                &[48, 2, iommufd::GET_DIRTY_BITMAP_NO_CLEAR, 0],
+                &w64(0),
+                &w64(0x20_0000),
+                &w64(4096),
+                &w64(0x7f00_0000),
+            ]),
+        ));
+        // Device DMA logging START (the page size the device chose) and REPORT.
+        a.push(&ret(
+            7,
+            4,
+            6,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &words(&[
+                &[32, feature::SET | feature::DMA_LOGGING_START],
+                &w64(4096),
+                &[2, 0],
+                &w64(0x7f00_1000),
+            ]),
+        ));
+        a.push(&ret(
+            8,
+            4,
+            6,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &words(&[
+                &[40, feature::GET | feature::DMA_LOGGING_REPORT],
+                &w64(0x10_0000),
+                &w64(0x8000),
+                &w64(4096),
+                &w64(0x7f00_2000),
+            ]),
+        ));
+        a.push(&ret(
+            9,
+            4,
+            6,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[8, feature::SET | feature::DMA_LOGGING_STOP],
+        ));
+        // GET_BITMAP's flag bit on a device fd is another feature, not DIRTY_PAGES.
+        a.push(&ret(10, 4, 6, ioctl::DEVICE_FEATURE, 0, &[8, GET_BITMAP]));
+        let evs = a.release(None);
+        assert!(
+            !evs.iter().any(|e| matches!(e.kind, EventKind::Dma { .. })),
+            "dirty tracking is never DMA evidence: {evs:#?}"
+        );
+        let labels: Vec<String> = evs
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Mark { label } => Some(label),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "dirty_pages start pid4 ret=0",
+                "dirty_pages get_bitmap pid4 iova 0x100000 size 0x40000000 \
+                 pgsize 4096 bitmap 32768 bytes ret=0",
+                "dirty_pages stop pid4 ret=-22",
+                "iommu_hwpt_set_dirty_tracking pid4 hwpt 2 enable ret=0",
+                "iommu_hwpt_get_dirty_bitmap pid4 hwpt 2 iova 0x0 length 0x200000 \
+                 page_size 4096 no_clear ret=0",
+                "dma_logging start 0000:7f:00.3 page_size 4096 ranges 2 ret=0",
+                "dma_logging report 0000:7f:00.3 iova 0x100000 length 0x8000 page_size 4096 \
+                 ret=0",
+                "dma_logging stop 0000:7f:00.3 ret=0",
+            ]
+        );
+    }
+
+    #[test]
+    fn missed_fsm_steps_are_lost_for_their_device_before_set_done() {
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
+        a.declare_fd(9, 6, "0000:7f:00.4", "vm", Some(MigFlags(3)));
+        a.push(&call(
+            1,
+            9,
+            6,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, MigState::Stop as u32, 0],
+        ));
+        // RUNNING -> RUNNING_P2P was seen; RUNNING_P2P -> STOP was not (its return half).
+        a.push(&Record::Step(Step {
+            hdr: hdr(K::Step, 2, 9, 9),
+            vdev: 0xabc0,
+            cur: 2,
+            new: 1,
+            next: 5,
+            ret: 0,
+            hook: 2,
+            has_next: 1,
+        }));
+        // The probe reports the loss at the SET's exit, just before the IoctlRet; the ring
+        // may deliver it after the return record: time orders them.
+        a.push(&ret(
+            5,
+            9,
+            6,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, SET_STATE, MigState::Stop as u32, u32::MAX],
+        ));
+        a.push(&Record::StepLost(StepLost {
+            hdr: hdr(K::StepLost, 4, 9, 9),
+            fd: 6,
+            cmd: ioctl::DEVICE_FEATURE,
+            n: 1,
+            _pad: 0,
+        }));
+        // A loss inside another ioctl on a non-device fd names no device.
+        a.push(&open(6, 9, 3, fd_kind::CONTAINER, "/dev/vfio/vfio"));
+        a.push(&Record::StepLost(StepLost {
+            hdr: hdr(K::StepLost, 7, 9, 9),
+            fd: 3,
+            cmd: ioctl::IOMMU_MAP_DMA,
+            n: 2,
+            _pad: 0,
+        }));
+        let evs = a.release(None);
+        let kinds: Vec<&str> = evs.iter().map(|e| e.kind.ev()).collect();
+        assert_eq!(kinds, ["device", "set", "step", "lost", "set_done", "lost"]);
+        assert_eq!(
+            evs[3].kind,
+            EventKind::Lost {
+                n: 1,
+                source: "fsm_step".into(),
+                dev: Some("0000:7f:00.4".into())
+            }
+        );
+        assert_eq!((evs[3].t, evs[3].pid), (4, Some(9)));
+        assert_eq!(
+            evs[5].kind,
+            EventKind::Lost {
+                n: 2,
+                source: "fsm_step".into(),
+                dev: None
+            }
+        );
+    }
+
+    #[test]
+    fn declared_data_fds_carry_their_devices_data() {
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
+        a.declare_fd(9, 6, "0000:7f:00.5", "vm", Some(MigFlags(3)));
+        a.declare_data_fd(9, 21, "0000:7f:00.5");
+        a.push(&Record::DataXfer(DataXfer {
+            hdr: hdr(K::DataXfer, 1, 9, 9),
+            fd: 21,
+            dir: 0,
+            ret: 4096,
+        }));
+        a.push(&ret(
+            2,
+            9,
+            21,
+            ioctl::MIG_GET_PRECOPY_INFO,
+            -61,
+            &words(&[&[24, 0], &w64(0), &w64(0)]),
+        ));
+        let kinds: Vec<EventKind> = a.release(None).into_iter().map(|e| e.kind).collect();
+        assert!(matches!(&kinds[0], EventKind::Device { dev, .. } if dev == "0000:7f:00.5"));
+        assert_eq!(
+            kinds[1..],
+            [
+                EventKind::Data {
+                    dev: "0000:7f:00.5".into(),
+                    dir: DataDir::Save,
+                    bytes: 4096
+                },
+                EventKind::PrecopyInfo {
+                    dev: "0000:7f:00.5".into(),
+                    result: Err(-61)
+                },
+            ]
+        );
     }
 
     #[test]

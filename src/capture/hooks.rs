@@ -1,7 +1,7 @@
 //! The probe's hooks: attaching each one on its own, recording how (or why not), and what that
 //! means for the trace header's evidence `sources`.
 
-use std::{collections::BTreeMap, fmt, fs};
+use std::{collections::BTreeMap, fmt, fs, os::fd::AsFd};
 
 use aya::{
     Btf, Ebpf,
@@ -9,6 +9,7 @@ use aya::{
 };
 use probe_common::abi::names as n;
 
+use super::kretprobe::{self, Retprobe};
 use crate::trace::source;
 
 /// Hook names as `doctor` and the reasons show them.
@@ -192,8 +193,12 @@ pub fn fork_child_pid_offset() -> Option<usize> {
 }
 
 /// Attaches every hook the kernel allows; never fails as a whole. `fork_offset` is what the
-/// loader patched into the probe (`None`: the fork hook stays off).
-pub fn attach_all(ebpf: &mut Ebpf, fork_offset: Option<usize>) -> Vec<HookStatus> {
+/// loader patched into the probe (`None`: the fork hook stays off). The [`Retprobe`], when
+/// the FSM-step hook made one, must live as long as the probe.
+pub fn attach_all(
+    ebpf: &mut Ebpf,
+    fork_offset: Option<usize>,
+) -> (Vec<HookStatus>, Option<Retprobe>) {
     let mut out: Vec<HookStatus> = TRACEPOINTS
         .iter()
         .map(|tp| HookStatus {
@@ -225,10 +230,11 @@ pub fn attach_all(ebpf: &mut Ebpf, fork_offset: Option<usize>) -> Vec<HookStatus
         state: fork,
     });
     let btf = Btf::from_sys_fs().map_err(|e| format!("no vmlinux BTF: {e}"));
+    let (step, retprobe) = attach_step(ebpf, &btf);
     out.push(HookStatus {
         name: HOOK_STEP.to_owned(),
         serves: source::TRANSITIONS,
-        state: attach_step(ebpf, &btf),
+        state: step,
     });
     out.push(HookStatus {
         name: HOOK_MSI.to_owned(),
@@ -263,7 +269,7 @@ pub fn attach_all(ebpf: &mut Ebpf, fork_offset: Option<usize>) -> Vec<HookStatus
             n::PROG_KPROBE_PIN_PAGES,
         ),
     });
-    out
+    (out, retprobe)
 }
 
 fn attach_tracepoint(ebpf: &mut Ebpf, tp: &Tp) -> HookState {
@@ -324,8 +330,10 @@ pub fn format_offset(text: &str, field: &str) -> Option<usize> {
 }
 
 /// `vfio_mig_get_next_state`: fexit (reads `*next`) first; kprobe+kretprobe (6.1 refuses the
-/// enum pointer in fexit; aya 0.14 cannot aim fexit at module BTF) otherwise.
-fn attach_step(ebpf: &mut Ebpf, btf: &Result<Btf, String>) -> HookState {
+/// enum pointer in fexit; aya 0.14 cannot aim fexit at module BTF) otherwise, the kretprobe
+/// made through tracefs with [`kretprobe::maxactive`] instances, or through aya (the kernel's
+/// default maxactive) when tracefs cannot make it.
+fn attach_step(ebpf: &mut Ebpf, btf: &Result<Btf, String>) -> (HookState, Option<Retprobe>) {
     let f = n::FN_MIG_GET_NEXT_STATE;
     let fexit_err = match btf {
         Err(e) => e.clone(),
@@ -334,7 +342,7 @@ fn attach_step(ebpf: &mut Ebpf, btf: &Result<Btf, String>) -> HookState {
             Ok(p) => match p.load(f, btf) {
                 Err(e) => format!("load refused: {}", short(&e)),
                 Ok(()) => match p.attach() {
-                    Ok(_) => return HookState::Attached("fexit".to_owned()),
+                    Ok(_) => return (HookState::Attached("fexit".to_owned()), None),
                     Err(e) => format!("attach refused: {}", short(&e)),
                 },
             },
@@ -342,18 +350,52 @@ fn attach_step(ebpf: &mut Ebpf, btf: &Result<Btf, String>) -> HookState {
     };
     let entry = match attach_kprobe(ebpf, n::PROG_KPROBE_NEXT_STATE, f) {
         Ok(link) => link,
-        Err(e) => return HookState::Unavailable(format!("fexit: {fexit_err}; kprobe: {e}")),
+        Err(e) => {
+            let why = format!("fexit: {fexit_err}; kprobe: {e}");
+            return (HookState::Unavailable(why), None);
+        }
+    };
+    let tracefs_err = match tracefs_retprobe(ebpf, f) {
+        Ok(r) => {
+            let how = format!(
+                "kprobe+kretprobe (maxactive {} via tracefs; fexit: {fexit_err})",
+                r.maxactive
+            );
+            return (HookState::Attached(how), Some(r));
+        }
+        Err(e) => e,
     };
     match attach_kprobe(ebpf, n::PROG_KRETPROBE_NEXT_STATE, f) {
-        Ok(_) => HookState::Attached(format!("kprobe+kretprobe (fexit: {fexit_err})")),
+        Ok(_) => (
+            HookState::Attached(format!(
+                "kprobe+kretprobe (the kernel's default maxactive, max(10, 2 x CPUs): \
+                 tracefs kretprobe: {tracefs_err}; fexit: {fexit_err})"
+            )),
+            None,
+        ),
         Err(e) => {
             // Without the return half the entry half only fills a map: take it off again.
             if let Ok(p) = program::<KProbe>(ebpf, n::PROG_KPROBE_NEXT_STATE) {
                 let _ = p.detach(entry);
             }
-            HookState::Unavailable(format!("fexit: {fexit_err}; kretprobe: {e}"))
+            let why = format!("fexit: {fexit_err}; kretprobe: {tracefs_err}; {e}");
+            (HookState::Unavailable(why), None)
         }
     }
+}
+
+/// The kretprobe program loaded and attached to a tracefs return probe on `func` with our
+/// maxactive.
+fn tracefs_retprobe(ebpf: &mut Ebpf, func: &str) -> Result<Retprobe, String> {
+    let root = super::tracefs::MOUNT_POINTS
+        .iter()
+        .map(std::path::Path::new)
+        .find(|p| p.join("kprobe_events").exists())
+        .ok_or("no kprobe_events in tracefs (a kernel without CONFIG_KPROBE_EVENTS)")?;
+    let cpus = aya::util::nr_cpus().map_err(|(f, e)| format!("{f}: {e}"))?;
+    let p = loaded(ebpf, n::PROG_KRETPROBE_NEXT_STATE)?;
+    let fd = p.fd().map_err(|e| short(&e))?;
+    Retprobe::attach(root, func, kretprobe::maxactive(cpus), fd.as_fd())
 }
 
 /// A kernel function hook: fentry first, kprobe otherwise.
@@ -388,11 +430,19 @@ fn attach_kprobe(
     prog: &str,
     func: &str,
 ) -> Result<aya::programs::kprobe::KProbeLinkId, String> {
-    let p = program::<KProbe>(ebpf, prog)?;
-    p.load()
-        .map_err(|e| format!("load refused: {}", short(&e)))?;
-    p.attach(func, 0)
+    loaded(ebpf, prog)?
+        .attach(func, 0)
         .map_err(|e| format!("attach refused: {}", short(&e)))
+}
+
+/// A kprobe program, loaded (once: a failed tracefs attach leaves it loaded for aya's).
+fn loaded<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut KProbe, String> {
+    let p = program::<KProbe>(ebpf, name)?;
+    if p.fd().is_err() {
+        p.load()
+            .map_err(|e| format!("load refused: {}", short(&e)))?;
+    }
+    Ok(p)
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>

@@ -52,8 +52,31 @@
 //!   MAP/UNMAP_DMA returns (IOMMU tracepoint hits inside them are folded into them; those inside
 //!   other VFIO/iommufd ioctls become events of their own), `dma` with `src: fault` from
 //!   `iommu:io_page_fault` and `src: mdev_dma` from vfio_dma_rw/vfio_pin_pages, `data` from
-//!   read/write on a data fd, `mark` notes for DMA logging and SET_IRQS, `lost` for ring
-//!   buffer overflow (`source: ring_buffer`) and undecodable records (`source: decode`).
+//!   read/write on a data fd, `precopy_info` from the VMM's VFIO_MIG_GET_PRECOPY_INFO on a data
+//!   fd and `data_size` from its VFIO_DEVICE_FEATURE_MIG_DATA_SIZE GET (decoded from what the
+//!   kernel returned to the VMM: capture never asks the kernel itself), `mark` notes for
+//!   SET_IRQS and for dirty tracking with its extents — device DMA logging START / STOP /
+//!   REPORT, type1 VFIO_IOMMU_DIRTY_PAGES START / STOP / GET_BITMAP (0x3B75 on a container),
+//!   iommufd IOMMU_HWPT_SET_DIRTY_TRACKING / IOMMU_HWPT_GET_DIRTY_BITMAP — which are never DMA
+//!   evidence (type1 reports every pinned page dirty), `lost` for ring buffer overflow
+//!   (`source: ring_buffer`), undecodable records (`source: decode`) and missed FSM steps
+//!   (`source: fsm_step`, below).
+//! - **Missed FSM steps.** The probe counts, per thread, the `vfio_mig_get_next_state` calls
+//!   of a recorded VFIO ioctl it could not turn into a `step`: a return half that never ran
+//!   (the kretprobe's instances were all in use: the arguments its entry half saved are still
+//!   there at the next call or at the ioctl's exit), an entry half that never ran (the return
+//!   finds no arguments), and a successful call whose `*next` could not be read. At the
+//!   ioctl's exit it reports them just before the return, which becomes
+//!   `{"ev":"lost","source":"fsm_step","dev":BDF}` stamped before that SET's `set_done`:
+//!   the trace is inconclusive, and the verifier must not read the steps it did see as an
+//!   illegal arc. The kretprobe is made through tracefs with maxactive
+//!   `max(64, 4 x possible CPUs)` (at most 4096), where aya's perf-PMU kprobe would get the
+//!   kernel's default `max(10, 2 x CPUs)` (still used, and said in the hook's status, when
+//!   tracefs has no `kprobe_events`). Beyond it, the kernel skips the return handler of the
+//!   extra concurrent calls (counting them in `nmissed`) and each one is a lost step as
+//!   above. Not seen: a call both of whose halves are skipped (kprobe recursion, which this
+//!   non-recursive function called from process context does not meet), and steps of a SET
+//!   that was already running when capture started (they belong to no recorded request).
 //! - **Processes.** `--pid` keeps the given processes and their descendants: forks are
 //!   reported by the probe, so children that exit quickly are kept; /proc ancestry covers
 //!   children created before capture started. Interrupts, faults and mediated DMA (which run
@@ -75,6 +98,7 @@ pub mod attach;
 mod attrib;
 pub mod diagnose;
 mod hooks;
+mod kretprobe;
 pub mod procfs;
 pub mod records;
 pub mod tracefs;
@@ -111,6 +135,8 @@ const PURGE_NS: u64 = 1_000_000_000;
 /// Source name of `lost` events for ring buffer overflow and undecodable records.
 pub const LOST_RING: &str = "ring_buffer";
 pub const LOST_DECODE: &str = "decode";
+/// Source name of `lost` events for FSM steps the probe missed (with the device's `dev`).
+pub const LOST_FSM_STEP: &str = "fsm_step";
 
 /// What to record.
 #[derive(Clone, Debug, Default)]
@@ -144,6 +170,8 @@ pub struct Capture {
     /// Owns the programs and their links: dropping it detaches everything (the maps below
     /// were taken out of it and outlive it).
     ebpf: Option<Ebpf>,
+    /// The FSM-step return probe made through tracefs (its own link), if it was.
+    retprobe: Option<kretprobe::Retprobe>,
     ring: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
     /// The probe's (pid, fd) -> kind map, purged of exited processes.
@@ -194,7 +222,7 @@ impl Capture {
         let fork_global = fork_offset.map_or(0u32, |o| o as u32);
         loader.override_global(names::GLOBAL_FORK_CHILD_PID_OFFSET, &fork_global, true);
         let mut ebpf = loader.load(PROBE_OBJECT).map_err(CaptureError::Load)?;
-        let hooks = hooks::attach_all(&mut ebpf, fork_offset);
+        let (hooks, retprobe) = hooks::attach_all(&mut ebpf, fork_offset);
         if !hooks.iter().any(|h| h.attached()) {
             return Err(CaptureError::NothingAttached(hooks));
         }
@@ -237,6 +265,7 @@ impl Capture {
         })?;
         Ok(Capture {
             ebpf: Some(ebpf),
+            retprobe,
             ring,
             lost,
             fds,
@@ -276,6 +305,20 @@ impl Capture {
         self.attrib.declare_fd(pid, fd, dev, ctx, flags);
     }
 
+    /// Names a migration data fd capture did not see being returned by a SET (a VMM's data_fd
+    /// opened before `start`): `fd` of `pid` carries `dev`'s migration data. Its reads and
+    /// writes (`data`) and VFIO_MIG_GET_PRECOPY_INFO calls (`precopy_info`) are traced from
+    /// now on.
+    pub fn declare_data_fd(&mut self, pid: u32, fd: i32, dev: &str) {
+        self.attrib.declare_data_fd(pid, fd, dev);
+        // A full map only loses read/write tracking for that fd.
+        let _ = self.fds.insert(
+            probe_common::abi::fd_key(pid, fd),
+            probe_common::abi::fd_kind::DATA,
+            0,
+        );
+    }
+
     /// Events recorded so far, in time order (non-blocking). The newest few milliseconds are
     /// held back until the next call so records from different CPUs can be ordered.
     pub fn drain(&mut self) -> Result<Vec<Event>, CaptureError> {
@@ -288,6 +331,7 @@ impl Capture {
     pub fn stop(mut self) -> Result<Vec<Event>, CaptureError> {
         // Detach first, so nothing can be recorded after the last read of the ring and the
         // loss counters.
+        drop(self.retprobe.take());
         drop(self.ebpf.take());
         self.read_ring()?;
         Ok(self.attrib.release(None))

@@ -3,8 +3,9 @@
 
 use probe_common::abi::{
     DataXfer, EventHeader, EventKind, FdClose, Fork, IoctlCall, IoctlRet, IommuFault, IommuMap,
-    IommuUnmap, Irq, MdevDma, MsiHandler, Step, VfioOpen,
+    IommuUnmap, Irq, MdevDma, MsiHandler, Step, StepLost, VfioOpen, iommufd,
 };
+use vfio_bindings::bindings::vfio as uapi;
 
 /// One decoded record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +23,7 @@ pub enum Record {
     MdevDma(MdevDma),
     MsiHandler(MsiHandler),
     Fork(Fork),
+    StepLost(StepLost),
 }
 
 impl Record {
@@ -40,6 +42,7 @@ impl Record {
             Record::MdevDma(r) => &r.hdr,
             Record::MsiHandler(r) => &r.hdr,
             Record::Fork(r) => &r.hdr,
+            Record::StepLost(r) => &r.hdr,
         }
     }
 }
@@ -82,6 +85,7 @@ pub fn parse(bytes: &[u8]) -> Result<Record, RecordError> {
         EventKind::MdevDma => Record::MdevDma(typed(k, bytes)?),
         EventKind::MsiHandler => Record::MsiHandler(typed(k, bytes)?),
         EventKind::Fork => Record::Fork(typed(k, bytes)?),
+        EventKind::StepLost => Record::StepLost(typed(k, bytes)?),
     })
 }
 
@@ -117,6 +121,32 @@ pub fn u64_at(payload: &[u8], len: u32, off: usize) -> Option<u64> {
     let mut a = [0u8; 8];
     a.copy_from_slice(b);
     Some(u64::from_ne_bytes(a))
+}
+
+/// A uAPI argument struct an ioctl payload holds (layouts from vfio-bindings, generated from
+/// `include/uapi/linux/vfio.h`, and `probe_common::abi::iommufd`).
+///
+/// # Safety
+/// Implementors are `#[repr(C)]` structs of integer fields only: every bit pattern is a valid
+/// value.
+pub unsafe trait Uapi: Copy {}
+
+// SAFETY (all impls below): bindgen/repr(C) structs of integer fields only.
+unsafe impl Uapi for uapi::vfio_precopy_info {}
+unsafe impl Uapi for uapi::vfio_device_feature_mig_data_size {}
+unsafe impl Uapi for uapi::vfio_device_feature_dma_logging_control {}
+unsafe impl Uapi for uapi::vfio_device_feature_dma_logging_report {}
+unsafe impl Uapi for uapi::vfio_iommu_type1_dirty_bitmap_get {}
+unsafe impl Uapi for iommufd::HwptSetDirtyTracking {}
+unsafe impl Uapi for iommufd::HwptGetDirtyBitmap {}
+
+/// The uAPI struct at `off` of a payload of which `len` bytes are valid.
+pub fn struct_at<T: Uapi>(payload: &[u8], len: u32, off: usize) -> Option<T> {
+    let end = off.checked_add(size_of::<T>())?;
+    let b = payload.get(off..end).filter(|_| end <= len as usize)?;
+    // SAFETY: `b` holds size_of::<T>() bytes; T is Uapi (any bit pattern valid);
+    // read_unaligned has no alignment requirement.
+    Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) })
 }
 
 /// Raw bytes of a record (for tests and for replaying records).
@@ -169,6 +199,22 @@ mod tests {
                 want: 56
             })
         );
+    }
+
+    #[test]
+    fn uapi_structs_are_read_whole_or_not_at_all() {
+        let mut p = [0u8; PAYLOAD_LEN];
+        p[..4].copy_from_slice(&24u32.to_ne_bytes());
+        p[8..16].copy_from_slice(&4096u64.to_ne_bytes());
+        p[16..24].copy_from_slice(&7u64.to_ne_bytes());
+        let info: uapi::vfio_precopy_info = struct_at(&p, 24, 0).expect("24 bytes valid");
+        assert_eq!(
+            (info.argsz, info.initial_bytes, info.dirty_bytes),
+            (24, 4096, 7)
+        );
+        assert!(struct_at::<uapi::vfio_precopy_info>(&p, 23, 0).is_none());
+        assert!(struct_at::<iommufd::HwptGetDirtyBitmap>(&p, 48, 8).is_none());
+        assert!(struct_at::<iommufd::HwptGetDirtyBitmap>(&p, 48, 0).is_some());
     }
 
     #[test]

@@ -546,6 +546,14 @@ pub fn to_timeline(line: u64, ev: &Event) -> tui::TimelineEvent {
             label: label.clone(),
         },
         EventKind::End => K::End,
+        EventKind::PrecopyInfo { dev, result } => K::PrecopyInfo {
+            dev: dev.clone(),
+            result: *result,
+        },
+        EventKind::DataSize { dev, result } => K::DataSize {
+            dev: dev.clone(),
+            result: *result,
+        },
     };
     tui::TimelineEvent {
         t: ev.t,
@@ -654,6 +662,14 @@ pub fn from_timeline(e: &tui::TimelineEvent) -> Event {
             label: label.clone(),
         },
         K::End => EventKind::End,
+        K::PrecopyInfo { dev, result } => EventKind::PrecopyInfo {
+            dev: dev.clone(),
+            result: *result,
+        },
+        K::DataSize { dev, result } => EventKind::DataSize {
+            dev: dev.clone(),
+            result: *result,
+        },
     };
     Event {
         t: e.t,
@@ -695,4 +711,111 @@ pub fn export(app: &tui::App, header: &Header, path: &str) -> Result<String, Str
     }
     w.finish().map_err(|e| e.to_string())?;
     Ok(p.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{MigFlags, MigState, PrecopyInfo};
+
+    #[test]
+    fn every_event_kind_survives_the_view_and_back() {
+        let d = || "0000:00:02.0".to_owned();
+        let kinds = vec![
+            EventKind::Device {
+                dev: d(),
+                flags: MigFlags(7),
+                ctx: "vm".into(),
+                state: MigState::Stop,
+                driver: Some("edu-mig".into()),
+                sources: [("witness".to_owned(), "ok".to_owned())].into(),
+            },
+            EventKind::Set {
+                dev: d(),
+                to: MigState::PreCopy,
+            },
+            EventKind::Step {
+                dev: d(),
+                from: MigState::Running,
+                to: MigState::PreCopy,
+            },
+            EventKind::SetDone {
+                dev: d(),
+                to: MigState::PreCopy,
+                ret: 0,
+                data_fd: Some(9),
+            },
+            EventKind::Get {
+                dev: d(),
+                state: MigState::PreCopy,
+            },
+            EventKind::Reset { dev: d(), ret: -5 },
+            EventKind::Dma {
+                dev: d(),
+                src: DmaSource::DirtyLog,
+                iova: 1 << 40,
+                len: 4096,
+                write: true,
+                window: Some((1, 2)),
+                p2p: Some(false),
+            },
+            EventKind::Irq {
+                dev: d(),
+                kind: IrqKind::Msix,
+                vector: 3,
+            },
+            EventKind::Map {
+                ctx: "vm".into(),
+                iova: 1,
+                len: 2,
+            },
+            EventKind::Unmap {
+                ctx: "vm".into(),
+                iova: 1,
+                len: 2,
+            },
+            EventKind::Data {
+                dev: d(),
+                dir: DataDir::Save,
+                bytes: 80,
+            },
+            EventKind::PrecopyInfo {
+                dev: d(),
+                result: Ok(PrecopyInfo {
+                    initial_bytes: 80,
+                    dirty_bytes: 0,
+                    flags: 0,
+                }),
+            },
+            EventKind::PrecopyInfo {
+                dev: d(),
+                result: Err(-22),
+            },
+            EventKind::DataSize {
+                dev: d(),
+                result: Ok(80),
+            },
+            EventKind::DataSize {
+                dev: d(),
+                result: Err(-25),
+            },
+            EventKind::Lost {
+                n: 1,
+                source: "fsm_step".into(),
+                dev: Some(d()),
+            },
+            EventKind::Mark {
+                label: "note".into(),
+            },
+            EventKind::End,
+        ];
+        for (i, kind) in kinds.into_iter().enumerate() {
+            let ev = Event {
+                t: i as u64,
+                pid: Some(7),
+                kind,
+            };
+            assert_eq!(from_timeline(&to_timeline(i as u64 + 2, &ev)), ev);
+        }
+    }
 }

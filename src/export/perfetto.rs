@@ -331,6 +331,25 @@ pub fn export(input: &Path, output: &Path, opts: Options) -> Result<(Report, Cou
                 Some(instant(format!("mark: {label}"), "mark", TRACE_PID, 1, "g"))
             }
             EventKind::End => Some(instant("end".to_owned(), "end", TRACE_PID, 1, "t")),
+            EventKind::PrecopyInfo { dev, result } => {
+                let (p, t) = tracks.dev(dev, &mut out)?;
+                let name = match result {
+                    Ok(i) => format!(
+                        "precopy_info initial {} B dirty {} B",
+                        i.initial_bytes, i.dirty_bytes
+                    ),
+                    Err(e) => format!("precopy_info ret={e}"),
+                };
+                Some(instant(name, "mig_info", p, t, "t"))
+            }
+            EventKind::DataSize { dev, result } => {
+                let (p, t) = tracks.dev(dev, &mut out)?;
+                let name = match result {
+                    Ok(b) => format!("data_size {b} B"),
+                    Err(e) => format!("data_size ret={e}"),
+                };
+                Some(instant(name, "mig_info", p, t, "t"))
+            }
         };
         if let Some(v) = v {
             out.emit_raw(&v)?;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{MigFlags, MigState};
+use crate::model::{MigFlags, MigState, PrecopyInfo};
 
 /// Format version this code reads and writes.
 pub const TRACE_VERSION: u32 = 1;
@@ -166,7 +166,9 @@ impl DataDir {
     }
 }
 
-/// The `ev` of an event with its fields.
+/// The `ev` of an event with its fields. Kinds after `end` (the extension kinds) are written
+/// as native extension records (`native`): readers that predate them skip them with a
+/// warning, in both formats.
 #[derive(Clone, Debug, PartialEq)]
 pub enum EventKind {
     /// Declares a device; devices sharing `ctx` are one migration context.
@@ -256,6 +258,18 @@ pub enum EventKind {
     },
     /// The recorder closed the trace cleanly.
     End,
+    /// VFIO_MIG_GET_PRECOPY_INFO on the device's data_fd returned (the VMM asked; migscope
+    /// never asks itself): what the driver reported, or the negative errno.
+    PrecopyInfo {
+        dev: String,
+        result: Result<PrecopyInfo, i32>,
+    },
+    /// A VFIO_DEVICE_FEATURE_MIG_DATA_SIZE GET returned: the driver's estimate of the bytes
+    /// STOP_COPY will save (`stop_copy_length`), or the negative errno.
+    DataSize {
+        dev: String,
+        result: Result<u64, i32>,
+    },
 }
 
 impl EventKind {
@@ -276,6 +290,8 @@ impl EventKind {
             EventKind::Lost { .. } => "lost",
             EventKind::Mark { .. } => "mark",
             EventKind::End => "end",
+            EventKind::PrecopyInfo { .. } => "precopy_info",
+            EventKind::DataSize { .. } => "data_size",
         }
     }
 
@@ -290,7 +306,9 @@ impl EventKind {
             | EventKind::Reset { dev, .. }
             | EventKind::Dma { dev, .. }
             | EventKind::Irq { dev, .. }
-            | EventKind::Data { dev, .. } => Some(dev),
+            | EventKind::Data { dev, .. }
+            | EventKind::PrecopyInfo { dev, .. }
+            | EventKind::DataSize { dev, .. } => Some(dev),
             EventKind::Map { .. }
             | EventKind::Unmap { .. }
             | EventKind::Lost { .. }

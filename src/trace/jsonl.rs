@@ -12,11 +12,11 @@ use std::{
     path::Path,
 };
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, de};
 
 use super::event::{DataDir, DmaSource, Event, EventKind, Header, IrqKind, TRACE_VERSION};
 use super::sink::TraceSink;
-use crate::model::{MigFlags, MigState, flag_bit};
+use crate::model::{MigFlags, MigState, PrecopyInfo, flag_bit};
 
 /// What can go wrong reading or writing a trace.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +88,9 @@ pub(crate) fn recycle_strings(ev: Event, spare: &mut Vec<String>) {
         | EventKind::Reset { dev, .. }
         | EventKind::Dma { dev, .. }
         | EventKind::Irq { dev, .. }
-        | EventKind::Data { dev, .. } => put(dev),
+        | EventKind::Data { dev, .. }
+        | EventKind::PrecopyInfo { dev, .. }
+        | EventKind::DataSize { dev, .. } => put(dev),
         EventKind::Map { ctx, .. } | EventKind::Unmap { ctx, .. } => put(ctx),
         EventKind::Lost { source, dev, .. } => {
             put(source);
@@ -98,6 +100,37 @@ pub(crate) fn recycle_strings(ev: Event, spare: &mut Vec<String>) {
         }
         EventKind::Mark { label } => put(label),
         EventKind::End => {}
+    }
+}
+
+/// The `flags` field: a `device`'s flag names, or the flags word a driver returned
+/// (`precopy_info`).
+#[derive(Debug, PartialEq)]
+enum RawFlags<'a> {
+    Names(Vec<Cow<'a, str>>),
+    Bits(u64),
+}
+
+impl<'de, 'a> Deserialize<'de> for RawFlags<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de, 'a> de::Visitor<'de> for V<'a> {
+            type Value = RawFlags<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of flag names or a non-negative integer")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(RawFlags::Bits(v))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(Cow::Owned(s));
+                }
+                Ok(RawFlags::Names(out))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
@@ -120,8 +153,7 @@ struct Raw<'a> {
     pid: Option<u32>,
     #[serde(borrow)]
     dev: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    flags: Option<Vec<Cow<'a, str>>>,
+    flags: Option<RawFlags<'a>>,
     #[serde(borrow)]
     ctx: Option<Cow<'a, str>>,
     #[serde(borrow)]
@@ -152,6 +184,8 @@ struct Raw<'a> {
     source: Option<Cow<'a, str>>,
     #[serde(borrow)]
     label: Option<Cow<'a, str>>,
+    initial_bytes: Option<u64>,
+    dirty_bytes: Option<u64>,
 }
 
 /// JSON type each known field must have, for naming the field when fast parsing fails.
@@ -165,7 +199,7 @@ const FIELD_TYPES: &[(&str, &str)] = &[
     ("ev", "str"),
     ("pid", "u32"),
     ("dev", "str"),
-    ("flags", "strarr"),
+    ("flags", "flags"),
     ("ctx", "str"),
     ("state", "str"),
     ("driver", "str"),
@@ -186,6 +220,8 @@ const FIELD_TYPES: &[(&str, &str)] = &[
     ("n", "u64"),
     ("source", "str"),
     ("label", "str"),
+    ("initial_bytes", "u64"),
+    ("dirty_bytes", "u64"),
 ];
 
 fn type_ok(v: &serde_json::Value, ty: &str) -> bool {
@@ -197,7 +233,8 @@ fn type_ok(v: &serde_json::Value, ty: &str) -> bool {
         ("i64", Value::Number(n)) => n.as_i64().is_some(),
         ("str", Value::String(_)) => true,
         ("bool", Value::Bool(_)) => true,
-        ("strarr", Value::Array(a)) => a.iter().all(Value::is_string),
+        ("strarr" | "flags", Value::Array(a)) => a.iter().all(Value::is_string),
+        ("flags", Value::Number(n)) => n.as_u64().is_some(),
         ("strmap", Value::Object(o)) => o.values().all(Value::is_string),
         ("pair", Value::Array(a)) => a.len() == 2 && a.iter().all(|x| x.as_u64().is_some()),
         _ => false,
@@ -212,6 +249,7 @@ fn type_desc(ty: &str) -> &'static str {
         "str" => "a string",
         "bool" => "true or false",
         "strarr" => "an array of strings",
+        "flags" => "an array of flag names (device) or a non-negative integer (precopy_info)",
         "strmap" => "an object of strings",
         "pair" => "an array of two non-negative integers [t0, t1]",
         _ => "a value of the right type",
@@ -590,6 +628,25 @@ impl<R: BufRead> JsonlReader<R> {
                 label: raw.label.as_deref().unwrap_or_default().to_owned(),
             },
             "end" => EventKind::End,
+            "precopy_info" => EventKind::PrecopyInfo {
+                dev: self.req_str(&raw.dev, "dev")?,
+                // A failed ioctl copied nothing back: value fields, if any, are ignored.
+                result: match self.errno_ret(raw.ret, "ret")? {
+                    0 => Ok(PrecopyInfo {
+                        initial_bytes: self.req(raw.initial_bytes, "initial_bytes")?,
+                        dirty_bytes: self.req(raw.dirty_bytes, "dirty_bytes")?,
+                        flags: self.flag_word(&raw)?,
+                    }),
+                    e => Err(e),
+                },
+            },
+            "data_size" => EventKind::DataSize {
+                dev: self.req_str(&raw.dev, "dev")?,
+                result: match self.errno_ret(raw.ret, "ret")? {
+                    0 => Ok(self.req(raw.bytes, "bytes")?),
+                    e => Err(e),
+                },
+            },
             other => {
                 if !self.warned_ev.contains(other) {
                     self.warned_ev.insert(other.to_owned());
@@ -679,10 +736,16 @@ impl<R: BufRead> JsonlReader<R> {
     }
 
     fn flags(&self, raw: &Raw<'_>) -> Result<MigFlags, TraceError> {
-        let list = raw
-            .flags
-            .as_ref()
-            .ok_or_else(|| self.invalid("flags", "missing (required for this event type)"))?;
+        let list = match &raw.flags {
+            Some(RawFlags::Names(l)) => l,
+            Some(RawFlags::Bits(b)) => {
+                return Err(self.invalid(
+                    "flags",
+                    &format!("expected an array of flag names, found {b}"),
+                ));
+            }
+            None => return Err(self.invalid("flags", "missing (required for this event type)")),
+        };
         let mut bits = 0;
         for f in list {
             bits |= flag_bit(f).ok_or_else(|| {
@@ -693,6 +756,21 @@ impl<R: BufRead> JsonlReader<R> {
             })?;
         }
         Ok(MigFlags(bits))
+    }
+}
+
+impl<R: BufRead> JsonlReader<R> {
+    /// A driver's 32-bit flags word (`precopy_info`'s `flags`).
+    fn flag_word(&self, raw: &Raw<'_>) -> Result<u32, TraceError> {
+        match &raw.flags {
+            Some(RawFlags::Bits(b)) => u32::try_from(*b)
+                .map_err(|_| self.invalid("flags", &format!("{b} exceeds 32 bits"))),
+            Some(RawFlags::Names(_)) => Err(self.invalid(
+                "flags",
+                "expected the flags word the driver returned (an integer), found an array",
+            )),
+            None => Err(self.invalid("flags", "missing (required for this event type)")),
+        }
     }
 }
 
@@ -851,6 +929,30 @@ pub fn event_to_json(ev: &Event) -> String {
         }
         EventKind::Mark { label } => push_str(&mut o, "label", label),
         EventKind::End => {}
+        EventKind::PrecopyInfo { dev, result } => {
+            push_str(&mut o, "dev", dev);
+            let ret = match result {
+                Ok(i) => {
+                    push_num(&mut o, "initial_bytes", i.initial_bytes);
+                    push_num(&mut o, "dirty_bytes", i.dirty_bytes);
+                    push_num(&mut o, "flags", i.flags);
+                    0
+                }
+                Err(e) => *e,
+            };
+            push_num(&mut o, "ret", ret);
+        }
+        EventKind::DataSize { dev, result } => {
+            push_str(&mut o, "dev", dev);
+            let ret = match result {
+                Ok(bytes) => {
+                    push_num(&mut o, "bytes", bytes);
+                    0
+                }
+                Err(e) => *e,
+            };
+            push_num(&mut o, "ret", ret);
+        }
     }
     if let Some(pid) = ev.pid {
         push_num(&mut o, "pid", pid);
@@ -928,7 +1030,7 @@ impl<W: Write> JsonlWriter<W> {
 mod fast {
     use std::borrow::Cow;
 
-    use super::Raw;
+    use super::{Raw, RawFlags};
 
     struct Lex<'a> {
         src: &'a str,
@@ -1077,6 +1179,14 @@ mod fast {
             }
         }
 
+        /// `flags`: an array of names or an integer.
+        fn opt_flags(&mut self) -> Option<Option<RawFlags<'a>>> {
+            match self.peek()? {
+                b'0'..=b'9' => self.uint().map(|v| Some(RawFlags::Bits(v))),
+                _ => self.opt_strs().map(|o| o.map(RawFlags::Names)),
+            }
+        }
+
         /// A `sources` map: an object of strings (a later duplicate key wins, as with serde).
         fn opt_strmap(&mut self) -> Option<Option<std::collections::BTreeMap<String, String>>> {
             if self.null() {
@@ -1140,7 +1250,7 @@ mod fast {
     /// Sets `field` once; a second occurrence (serde: "duplicate field") leaves the fast path.
     macro_rules! once {
         ($seen:ident, $bit:expr, $slot:expr, $val:expr) => {{
-            let bit: u32 = 1 << $bit;
+            let bit: u64 = 1 << $bit;
             if $seen & bit != 0 {
                 return None;
             }
@@ -1165,7 +1275,7 @@ mod fast {
             b: line.as_bytes(),
             i: 0,
         };
-        let mut seen: u32 = 0;
+        let mut seen: u64 = 0;
         l.ws();
         l.eat(b'{')?;
         l.ws();
@@ -1181,7 +1291,7 @@ mod fast {
                     "ev" => once!(seen, 1, r.ev, l.opt_str()),
                     "pid" => once!(seen, 2, r.pid, l.opt_u32()),
                     "dev" => once!(seen, 3, r.dev, l.opt_str()),
-                    "flags" => once!(seen, 4, r.flags, l.opt_strs()),
+                    "flags" => once!(seen, 4, r.flags, l.opt_flags()),
                     "ctx" => once!(seen, 5, r.ctx, l.opt_str()),
                     "state" => once!(seen, 6, r.state, l.opt_str()),
                     "driver" => once!(seen, 7, r.driver, l.opt_str()),
@@ -1207,6 +1317,8 @@ mod fast {
                     "kernel" => once!(seen, 27, r.kernel, l.opt_str()),
                     "tool" => once!(seen, 28, r.tool, l.opt_str()),
                     "sources" => once!(seen, 29, r.sources, l.opt_strmap()),
+                    "initial_bytes" => once!(seen, 30, r.initial_bytes, l.opt_u64()),
+                    "dirty_bytes" => once!(seen, 31, r.dirty_bytes, l.opt_u64()),
                     _ => l.skip()?,
                 }
                 l.ws();
@@ -1465,6 +1577,26 @@ mod tests {
             EventKind::Mark {
                 label: "hello\nworld ✓".into(),
             },
+            EventKind::PrecopyInfo {
+                dev: d(),
+                result: Ok(PrecopyInfo {
+                    initial_bytes: 80,
+                    dirty_bytes: 0,
+                    flags: 1,
+                }),
+            },
+            EventKind::PrecopyInfo {
+                dev: d(),
+                result: Err(-22),
+            },
+            EventKind::DataSize {
+                dev: d(),
+                result: Ok(u64::MAX),
+            },
+            EventKind::DataSize {
+                dev: d(),
+                result: Err(-25),
+            },
             EventKind::End,
         ];
         let header = Header {
@@ -1542,6 +1674,13 @@ mod tests {
             r#"{"t":1,"flags":[],"window":[1,2]}"#,
             r#"{"t":1,"flags":[ "P2P" , "STOP_COPY" ],"window":[ 1 , 2 ]}"#,
             r#"{"t":1,"flags":["P2P",],"window":[1,2,3]}"#,
+            r#"{"t":1,"flags":7,"initial_bytes":0,"dirty_bytes":18446744073709551615}"#,
+            r#"{"t":1,"flags":-7}"#,
+            r#"{"t":1,"flags":7.5}"#,
+            r#"{"t":1,"flags":null,"initial_bytes":null}"#,
+            r#"{"t":1,"flags":"P2P"}"#,
+            r#"{"t":1,"flags":[1]}"#,
+            r#"{"t":1,"initial_bytes":1,"initial_bytes":2}"#,
             r#"{"t":1,"window":[1]}"#,
             r#"{"t":1,"future":{"x":1}}"#,
             r#"{"t":1,"future":[1,2],"other":-5,"s":"x","b":true,"c":null}"#,
@@ -1564,6 +1703,7 @@ mod tests {
         // The writer's lines take the fast path.
         assert!(fast::raw(r#"{"t":1,"ev":"end"}"#).is_some());
         assert!(fast::raw(r#"{"t":1,"ret":-22,"data_fd":0}"#).is_some());
+        assert!(fast::raw(r#"{"t":1,"flags":0,"initial_bytes":80,"dirty_bytes":0}"#).is_some());
     }
 
     fn state() -> impl Strategy<Value = MigState> {
@@ -1627,7 +1767,97 @@ mod tests {
             (s, any::<u64>(), proptest::option::of(s))
                 .prop_map(|(source, n, dev)| EventKind::Lost { n, source, dev }),
             ".{0,20}".prop_map(|label| EventKind::Mark { label }),
+            (s, precopy_result()).prop_map(|(dev, result)| EventKind::PrecopyInfo { dev, result }),
+            (
+                s,
+                prop_oneof![any::<u64>().prop_map(Ok), (i32::MIN..0).prop_map(Err)]
+            )
+                .prop_map(|(dev, result)| EventKind::DataSize { dev, result }),
         ]
+    }
+
+    fn precopy_result() -> impl Strategy<Value = Result<PrecopyInfo, i32>> {
+        prop_oneof![
+            (any::<u64>(), any::<u64>(), any::<u32>()).prop_map(
+                |(initial_bytes, dirty_bytes, flags)| Ok(PrecopyInfo {
+                    initial_bytes,
+                    dirty_bytes,
+                    flags
+                })
+            ),
+            (i32::MIN..0).prop_map(Err),
+        ]
+    }
+
+    #[test]
+    fn new_kinds_read_as_documented() {
+        let s = format!(
+            "{H}{}\n{}\n{}\n{}\n",
+            r#"{"t":1,"ev":"precopy_info","dev":"d","initial_bytes":80,"dirty_bytes":5,"flags":0,"ret":0}"#,
+            r#"{"t":2,"ev":"precopy_info","dev":"d","ret":-22}"#,
+            r#"{"t":3,"ev":"data_size","dev":"d","bytes":4096,"ret":0}"#,
+            r#"{"t":4,"ev":"data_size","dev":"d","bytes":7,"ret":-5}"#,
+        );
+        let (_, evs, w) = read_all(&s).expect("valid");
+        assert!(w.is_empty(), "{w:?}");
+        let kinds: Vec<EventKind> = evs.into_iter().map(|(_, e)| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::PrecopyInfo {
+                    dev: "d".into(),
+                    result: Ok(PrecopyInfo {
+                        initial_bytes: 80,
+                        dirty_bytes: 5,
+                        flags: 0
+                    })
+                },
+                EventKind::PrecopyInfo {
+                    dev: "d".into(),
+                    result: Err(-22)
+                },
+                EventKind::DataSize {
+                    dev: "d".into(),
+                    result: Ok(4096)
+                },
+                // A failed GET returned nothing: a stray `bytes` is not a value.
+                EventKind::DataSize {
+                    dev: "d".into(),
+                    result: Err(-5)
+                },
+            ]
+        );
+        // A successful reply needs its values; flags is an integer here and names on a device.
+        for (line, field) in [
+            (
+                r#"{"t":1,"ev":"precopy_info","dev":"d","dirty_bytes":5,"flags":0,"ret":0}"#,
+                "initial_bytes",
+            ),
+            (
+                r#"{"t":1,"ev":"precopy_info","dev":"d","initial_bytes":1,"dirty_bytes":5,"flags":["P2P"],"ret":0}"#,
+                "flags",
+            ),
+            (
+                r#"{"t":1,"ev":"precopy_info","dev":"d","initial_bytes":1,"dirty_bytes":5,"flags":4294967296,"ret":0}"#,
+                "flags",
+            ),
+            (
+                r#"{"t":1,"ev":"precopy_info","dev":"d","initial_bytes":1,"dirty_bytes":5,"flags":-1,"ret":0}"#,
+                "flags",
+            ),
+            (r#"{"t":1,"ev":"data_size","dev":"d","ret":0}"#, "bytes"),
+            (
+                r#"{"t":1,"ev":"data_size","dev":"d","bytes":1,"ret":1}"#,
+                "ret",
+            ),
+            (
+                r#"{"t":1,"ev":"device","dev":"d","flags":3,"ctx":"c"}"#,
+                "flags",
+            ),
+        ] {
+            let (l, f, m) = err_of(&format!("{H}{line}\n"));
+            assert_eq!((l, f.as_str()), (2, field), "{line}: {m}");
+        }
     }
 
     proptest! {

@@ -81,11 +81,12 @@ impl<R: BufRead> AnyReader<R> {
         }
     }
 
-    /// Non-fatal problems seen so far (unknown `ev` values; the native format has none).
+    /// Non-fatal problems seen so far (unknown `ev` values; in the native format, unknown
+    /// extension record kinds).
     pub fn warnings(&self) -> &[ReadWarning] {
         match self {
             AnyReader::Jsonl(r) => r.warnings(),
-            AnyReader::Native(_) => &[],
+            AnyReader::Native(r) => r.warnings(),
         }
     }
 

@@ -1,10 +1,11 @@
 //! The native binary trace format: compact records for recording at speed, convertible to and
 //! from the JSONL interchange format without loss.
 //!
-//! # Layout (version 2; version 1 files, which lack device `sources`, still read)
+//! # Layout (version 3; version 1 files, which lack device `sources`, and version 2 files,
+//! which have no extension records, still read)
 //!
 //! ```text
-//! file    = magic "\x89MIGTRC" (7 bytes), version u8 = 2, varint n, header JSON (n bytes),
+//! file    = magic "\x89MIGTRC" (7 bytes), version u8 = 3, varint n, header JSON (n bytes),
 //!           record*
 //! record  = 0x01 varint n, n bytes UTF-8           define the next string id (0, 1, 2, ...)
 //!         | tag u8, fields                          one event
@@ -13,6 +14,23 @@
 //! event   = varint dt (t minus the previous event's t; the first is relative to 0),
 //!           [varint pid], kind fields
 //! ```
+//!
+//! The 5-bit kind leaves room for two more tags; one of them, 0x1e, is the **extension
+//! record**, which carries every kind added since (and any later one) without a new tag:
+//!
+//! ```text
+//! ext     = tag 0x1e (| 0x20), varint dt, [varint pid], varint ext-kind, varint n, payload (n bytes)
+//! ```
+//!
+//! A reader decodes the ext-kinds it knows from the payload (ignoring bytes past the fields it
+//! knows, so a kind may grow fields at its end) and skips the others whole, with one warning
+//! per ext-kind, as the JSONL reader skips an unknown `ev`; a skipped event still counts in
+//! the line numbering and its `dt` still advances the time. Ext-kinds are never reused:
+//!
+//! | ext-kind | event | payload |
+//! |---|---|---|
+//! | 1 | precopy_info | id dev, zz ret, then with ret 0: v initial_bytes, v dirty_bytes, v flags |
+//! | 2 | data_size | id dev, zz ret, then with ret 0: v bytes |
 //!
 //! Kind fields (`id` = varint string id, `zz` = zigzag varint, `v` = varint, `st` = state byte):
 //!
@@ -31,6 +49,7 @@
 //! | lost 0x1b | v n, id source, v dev (0 = none, else id + 1) (version 2) |
 //! | mark 0x1c | v n, n bytes UTF-8 label (not interned: labels are free text) |
 //! | end 0x1d | |
+//! | extension 0x1e | see above (version 3) |
 //!
 //! dma bits: source index (0..4) in bits 0-2, write bit 3, p2p present bit 4, p2p value bit 5,
 //! window present bit 6. Window bounds are wrapping differences from `t`, so every `u64` pair
@@ -58,21 +77,25 @@ use std::{
 
 use super::{
     event::{DataDir, DmaSource, Event, EventKind, Header, IrqKind, TRACE_VERSION},
-    jsonl::{TraceError, header_to_json},
+    jsonl::{ReadWarning, TraceError, header_to_json},
     sink::TraceSink,
 };
-use crate::model::{MigFlags, MigState};
+use crate::model::{MigFlags, MigState, PrecopyInfo};
 
 /// The first bytes of a native trace. 0x89 never starts a JSONL file (not ASCII, not a valid
 /// UTF-8 lead byte), so one byte tells the formats apart.
 pub const MAGIC: &[u8; 7] = b"\x89MIGTRC";
 /// Native format version this code writes.
-pub const NATIVE_VERSION: u8 = 2;
+pub const NATIVE_VERSION: u8 = 3;
+/// The first version with extension records.
+const EXT_VERSION: u8 = 3;
 /// The oldest native format version this code reads.
 const NATIVE_VERSION_MIN: u8 = 1;
 
 const TAG_DEFSTR: u8 = 0x01;
 const TAG_EVENT_BASE: u8 = 0x10;
+/// Position of the extension record in the kind table (tag 0x1e).
+const KIND_EXT: u8 = 14;
 const TAG_PID: u8 = 0x20;
 const KIND_MASK: u8 = 0x1f;
 /// Longest header or string accepted on reading (a corrupt length must not allocate gigabytes).
@@ -102,7 +125,19 @@ fn kind_code(k: &EventKind) -> u8 {
             EventKind::Lost { .. } => 11,
             EventKind::Mark { .. } => 12,
             EventKind::End => 13,
+            EventKind::PrecopyInfo { .. } | EventKind::DataSize { .. } => KIND_EXT,
         }
+}
+
+/// Extension record kinds (never reused).
+mod ext {
+    pub const PRECOPY_INFO: u64 = 1;
+    pub const DATA_SIZE: u64 = 2;
+}
+
+/// A reply's `ret` (0 for a value) as the zigzag varint extension payloads start with.
+fn put_ret<T>(out: &mut Vec<u8>, result: &Result<T, i32>) {
+    put_varint(out, zigzag(i64::from(*result.as_ref().err().unwrap_or(&0))));
 }
 
 fn zigzag(v: i64) -> u64 {
@@ -367,6 +402,28 @@ impl<W: Write> NativeWriter<W> {
                 b.extend_from_slice(label.as_bytes());
             }
             EventKind::End => {}
+            EventKind::PrecopyInfo { dev, result } => {
+                let mut p = Vec::with_capacity(24);
+                let d = self.intern(dev, &mut defs);
+                put_varint(&mut p, d);
+                put_ret(&mut p, result);
+                if let Ok(i) = result {
+                    put_varint(&mut p, i.initial_bytes);
+                    put_varint(&mut p, i.dirty_bytes);
+                    put_varint(&mut p, u64::from(i.flags));
+                }
+                put_ext(&mut b, ext::PRECOPY_INFO, &p);
+            }
+            EventKind::DataSize { dev, result } => {
+                let mut p = Vec::with_capacity(16);
+                let d = self.intern(dev, &mut defs);
+                put_varint(&mut p, d);
+                put_ret(&mut p, result);
+                if let Ok(bytes) = result {
+                    put_varint(&mut p, *bytes);
+                }
+                put_ext(&mut b, ext::DATA_SIZE, &p);
+            }
         }
         let res = if defs.is_empty() {
             self.emit(&b)
@@ -394,6 +451,13 @@ impl<W: Write> NativeWriter<W> {
     pub fn into_inner(self) -> W {
         self.sink.into_inner()
     }
+}
+
+/// An extension record's body: its kind, the payload's length, the payload.
+fn put_ext(out: &mut Vec<u8>, kind: u64, payload: &[u8]) {
+    put_varint(out, kind);
+    put_varint(out, payload.len() as u64);
+    out.extend_from_slice(payload);
 }
 
 /// Why a record could not be decoded.
@@ -525,19 +589,7 @@ impl<R: Read> Src<R> {
     #[cold]
     #[inline(never)]
     fn varint_slow(&mut self, field: &'static str) -> Result<u64, Cut> {
-        let mut v: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let b = self.u8()?;
-            let part = u64::from(b & 0x7f);
-            if shift == 63 && part > 1 {
-                break;
-            }
-            v |= part << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(Cut::Bad(field, "varint longer than 64 bits".to_owned()))
+        varint_from(|| self.u8(), field)
     }
 
     fn bytes(&mut self, n: u64, field: &'static str) -> Result<Vec<u8>, Cut> {
@@ -583,6 +635,56 @@ pub struct NativeReader<R> {
     done: bool,
     /// String buffers handed back with [`NativeReader::recycle`].
     spare: Vec<String>,
+    /// Extension kinds this reader does not know, warned about once each.
+    warned_ext: Vec<u64>,
+    warnings: Vec<ReadWarning>,
+}
+
+/// What one record was.
+enum Rec {
+    /// A string definition.
+    Str,
+    Event(Event),
+    /// An extension record of a kind this reader does not know, skipped.
+    Skipped,
+}
+
+/// A cursor over an extension record's payload (fields past the end read as a cut record).
+struct Payload<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Payload<'_> {
+    fn varint(&mut self, field: &'static str) -> Result<u64, Cut> {
+        varint_from(
+            || {
+                let b = *self.b.get(self.i).ok_or_else(|| {
+                    Cut::Bad(field, "extension payload ends inside this field".to_owned())
+                })?;
+                self.i += 1;
+                Ok(b)
+            },
+            field,
+        )
+    }
+}
+
+/// A varint of at most 64 bits, decoded byte by byte from `next`.
+fn varint_from(mut next: impl FnMut() -> Result<u8, Cut>, field: &'static str) -> Result<u64, Cut> {
+    let mut v: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let b = next()?;
+        let part = u64::from(b & 0x7f);
+        if shift == 63 && part > 1 {
+            break;
+        }
+        v |= part << shift;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(varint_too_long(field))
 }
 
 impl NativeReader<Box<dyn BufRead>> {
@@ -611,6 +713,8 @@ impl<R: BufRead> NativeReader<R> {
             truncated_at: None,
             done: false,
             spare: Vec::new(),
+            warned_ext: Vec::new(),
+            warnings: Vec::new(),
         };
         let header = r.read_header().map_err(|c| match c {
             Cut::Eof => r.invalid(
@@ -698,6 +802,12 @@ impl<R: BufRead> NativeReader<R> {
         self.src.offset
     }
 
+    /// Non-fatal problems seen so far (extension records of kinds this reader does not know,
+    /// reported once per kind).
+    pub fn warnings(&self) -> &[ReadWarning] {
+        &self.warnings
+    }
+
     /// The byte offset of the incomplete record the file ends in, if it does (a cut
     /// recording). `None` while reading and when the file ended on a record boundary.
     pub fn truncated_at(&self) -> Option<u64> {
@@ -728,11 +838,15 @@ impl<R: BufRead> NativeReader<R> {
                 }
             }
             match self.record() {
-                Ok(Some(ev)) => {
+                Ok(Rec::Event(ev)) => {
                     self.events += 1;
                     return Some(Ok((self.events + 1, ev)));
                 }
-                Ok(None) => continue,
+                Ok(Rec::Skipped) => {
+                    self.events += 1;
+                    continue;
+                }
+                Ok(Rec::Str) => continue,
                 Err(cut) => {
                     self.done = true;
                     let line = self.events + 2;
@@ -772,6 +886,11 @@ impl<R: BufRead> NativeReader<R> {
 
     fn str_id(&mut self, field: &'static str) -> Result<String, Cut> {
         let id = self.src.varint(field)?;
+        self.string_of(id, field)
+    }
+
+    /// String `id` of the table (in a recycled buffer when there is one).
+    fn string_of(&mut self, id: u64, field: &'static str) -> Result<String, Cut> {
         let s = self
             .strings
             .get(id as usize)
@@ -800,15 +919,59 @@ impl<R: BufRead> NativeReader<R> {
     }
 
     fn ret(&mut self, field: &'static str) -> Result<i32, Cut> {
-        let v = unzigzag(self.src.varint(field)?);
-        match i32::try_from(v) {
-            Ok(r) if r <= 0 => Ok(r),
-            _ => Err(Cut::Bad(field, format!("{v} is not 0 or a negative errno"))),
-        }
+        errno(unzigzag(self.src.varint(field)?), field)
     }
 
-    /// One record: `Some(event)`, or `None` for a string definition.
-    fn record(&mut self) -> Result<Option<Event>, Cut> {
+    /// An extension record after its dt and pid: the event, or `None` for a kind this reader
+    /// does not know (skipped, warned about once per kind).
+    fn ext(&mut self) -> Result<Option<EventKind>, Cut> {
+        let kind = self.src.varint("ext")?;
+        let n = self.src.varint("ext")?;
+        let bytes = self.src.bytes(n, "ext")?;
+        let mut p = Payload { b: &bytes, i: 0 };
+        Ok(Some(match kind {
+            ext::PRECOPY_INFO => {
+                let dev = self.string_of(p.varint("dev")?, "dev")?;
+                let result = match errno(unzigzag(p.varint("ret")?), "ret")? {
+                    0 => Ok(PrecopyInfo {
+                        initial_bytes: p.varint("initial_bytes")?,
+                        dirty_bytes: p.varint("dirty_bytes")?,
+                        flags: {
+                            let f = p.varint("flags")?;
+                            u32::try_from(f)
+                                .map_err(|_| Cut::Bad("flags", format!("{f} exceeds 32 bits")))?
+                        },
+                    }),
+                    e => Err(e),
+                };
+                EventKind::PrecopyInfo { dev, result }
+            }
+            ext::DATA_SIZE => {
+                let dev = self.string_of(p.varint("dev")?, "dev")?;
+                let result = match errno(unzigzag(p.varint("ret")?), "ret")? {
+                    0 => Ok(p.varint("bytes")?),
+                    e => Err(e),
+                };
+                EventKind::DataSize { dev, result }
+            }
+            other => {
+                if !self.warned_ext.contains(&other) {
+                    self.warned_ext.push(other);
+                    self.warnings.push(ReadWarning {
+                        line: self.events + 2,
+                        msg: format!(
+                            "unknown extension record kind {other} skipped (written by a newer \
+                             migscope?; first seen here)"
+                        ),
+                    });
+                }
+                return Ok(None);
+            }
+        }))
+    }
+
+    /// One record: an event, a string definition, or a skipped extension record.
+    fn record(&mut self) -> Result<Rec, Cut> {
         let tag = self.src.u8()?;
         if tag == TAG_DEFSTR {
             let s = self.src.string("string")?;
@@ -819,11 +982,16 @@ impl<R: BufRead> NativeReader<R> {
                 ));
             }
             self.strings.push(s);
-            return Ok(None);
+            return Ok(Rec::Str);
         }
         let code = tag & KIND_MASK;
+        let last = if self.version >= EXT_VERSION {
+            KIND_EXT
+        } else {
+            13
+        };
         if tag & !(KIND_MASK | TAG_PID) != 0
-            || !(TAG_EVENT_BASE..=TAG_EVENT_BASE + 13).contains(&code)
+            || !(TAG_EVENT_BASE..=TAG_EVENT_BASE + last).contains(&code)
         {
             return Err(Cut::Bad(
                 "tag",
@@ -995,10 +1163,25 @@ impl<R: BufRead> NativeReader<R> {
             12 => EventKind::Mark {
                 label: self.src.string("label")?,
             },
-            _ => EventKind::End,
+            13 => EventKind::End,
+            _ => match self.ext()? {
+                Some(kind) => kind,
+                None => {
+                    self.last_t = t;
+                    return Ok(Rec::Skipped);
+                }
+            },
         };
         self.last_t = t;
-        Ok(Some(Event { t, pid, kind }))
+        Ok(Rec::Event(Event { t, pid, kind }))
+    }
+}
+
+/// A `ret` field: 0 or a negative errno that fits an `i32`.
+fn errno(v: i64, field: &'static str) -> Result<i32, Cut> {
+    match i32::try_from(v) {
+        Ok(r) if r <= 0 => Ok(r),
+        _ => Err(Cut::Bad(field, format!("{v} is not 0 or a negative errno"))),
     }
 }
 
@@ -1195,6 +1378,42 @@ mod tests {
                 },
             ),
             e(
+                u64::MAX / 2 + 4,
+                Some(7),
+                EventKind::PrecopyInfo {
+                    dev: "peer".into(),
+                    result: Ok(PrecopyInfo {
+                        initial_bytes: u64::MAX,
+                        dirty_bytes: 0,
+                        flags: u32::MAX,
+                    }),
+                },
+            ),
+            e(
+                u64::MAX / 2 + 4,
+                None,
+                EventKind::PrecopyInfo {
+                    dev: "new-dev".into(),
+                    result: Err(i32::MIN),
+                },
+            ),
+            e(
+                u64::MAX / 2 + 5,
+                None,
+                EventKind::DataSize {
+                    dev: "peer".into(),
+                    result: Ok(80),
+                },
+            ),
+            e(
+                u64::MAX / 2 + 5,
+                None,
+                EventKind::DataSize {
+                    dev: "peer".into(),
+                    result: Err(-25),
+                },
+            ),
+            e(
                 u64::MAX - 1,
                 None,
                 EventKind::Mark {
@@ -1271,7 +1490,7 @@ mod tests {
                 let rec = r
                     .record()
                     .unwrap_or_else(|_| panic!("record at {}", r.src.offset));
-                if rec.is_some() {
+                if matches!(rec, Rec::Event(_)) {
                     ends.push(r.src.offset);
                 }
                 boundaries.push(r.src.offset);
@@ -1363,10 +1582,112 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(evs[1].kind, EventKind::End);
-        let mut v3 = b.clone();
-        v3[7] = 3;
-        let e = NativeReader::new("v3", &v3[..]).err().expect("version 3");
-        assert!(e.to_string().contains("version 3"), "{e}");
+        let mut v4 = b.clone();
+        v4[7] = 4;
+        let e = NativeReader::new("v4", &v4[..]).err().expect("version 4");
+        assert!(e.to_string().contains("version 4"), "{e}");
+        // Version 2 had no extension records: tag 0x1e there is not a record.
+        let mut v2 = MAGIC.to_vec();
+        v2.push(2);
+        put_varint(&mut v2, json.len() as u64);
+        v2.extend_from_slice(json.as_bytes());
+        v2.extend_from_slice(&[TAG_EVENT_BASE + KIND_EXT, 1, 9, 0]);
+        let err = NativeReader::new("v2", &v2[..])
+            .expect("header")
+            .find_map(Result::err)
+            .expect("an error");
+        assert!(err.to_string().contains("unknown record tag 0x1e"), "{err}");
+    }
+
+    /// A file written by hand as a newer migscope would: a string, an extension record of a
+    /// kind this reader does not know (99, carrying a pid and a payload that even names a
+    /// string id), a known extension record whose payload has a field this reader does not
+    /// know appended, then `end`.
+    fn future_file() -> Vec<u8> {
+        let mut b = encode(&[]);
+        b.extend_from_slice(&[TAG_DEFSTR, 1, b'd']);
+        b.extend_from_slice(&[
+            (TAG_EVENT_BASE + KIND_EXT) | TAG_PID,
+            5,
+            42,
+            99,
+            4,
+            0,
+            1,
+            2,
+            3,
+        ]);
+        // data_size: dt 3, ext 2, 4 payload bytes: dev 0, ret 0, bytes 80, then an extra 7.
+        b.extend_from_slice(&[TAG_EVENT_BASE + KIND_EXT, 3, 2, 4, 0, 0, 80, 7]);
+        b.extend_from_slice(&[(TAG_EVENT_BASE + KIND_EXT) | TAG_PID, 1, 42, 99, 0]);
+        b.extend_from_slice(&[TAG_EVENT_BASE + 13, 2]);
+        b
+    }
+
+    #[test]
+    fn unknown_extension_records_are_skipped_with_one_warning() {
+        let bytes = future_file();
+        let mut r = NativeReader::new("future", &bytes[..]).expect("header");
+        let got: Vec<(u64, Event)> = r.by_ref().map(|x| x.expect("event")).collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    3,
+                    Event {
+                        t: 8,
+                        pid: None,
+                        kind: EventKind::DataSize {
+                            dev: "d".into(),
+                            result: Ok(80)
+                        }
+                    }
+                ),
+                (
+                    5,
+                    Event {
+                        t: 11,
+                        pid: None,
+                        kind: EventKind::End
+                    }
+                ),
+            ],
+            "skipped records keep their line and advance the time"
+        );
+        assert_eq!(r.truncated_at(), None);
+        assert_eq!(r.warnings().len(), 1, "{:?}", r.warnings());
+        assert_eq!(r.warnings()[0].line, 2);
+        assert!(
+            r.warnings()[0].msg.contains("kind 99"),
+            "{:?}",
+            r.warnings()
+        );
+        // Through open_any too: the warning reaches every command's reader.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("future.mtrc");
+        std::fs::write(&p, &bytes).expect("write");
+        let mut any = super::super::open_any(&p).expect("open");
+        while let Some(x) = any.next_event() {
+            x.expect("event");
+        }
+        assert_eq!(any.warnings().len(), 1);
+    }
+
+    #[test]
+    fn a_short_extension_payload_is_an_error_naming_the_field() {
+        let mut b = encode(&[]);
+        b.extend_from_slice(&[TAG_DEFSTR, 1, b'd']);
+        // precopy_info with ret 0 but no values.
+        b.extend_from_slice(&[TAG_EVENT_BASE + KIND_EXT, 3, 1, 2, 0, 0]);
+        let err = NativeReader::new("short", &b[..])
+            .expect("header")
+            .find_map(Result::err)
+            .expect("an error");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("initial_bytes") && msg.contains("byte offset"),
+            "{msg}"
+        );
     }
 
     use proptest::prelude::*;
@@ -1448,6 +1769,25 @@ mod tests {
                 .prop_map(|(source, n, dev)| EventKind::Lost { n, source, dev }),
             ".{0,20}".prop_map(|label| EventKind::Mark { label }),
             Just(EventKind::End),
+            (
+                s,
+                prop_oneof![
+                    (any::<u64>(), any::<u64>(), any::<u32>()).prop_map(|(i, d, f)| Ok(
+                        PrecopyInfo {
+                            initial_bytes: i,
+                            dirty_bytes: d,
+                            flags: f
+                        }
+                    )),
+                    (i32::MIN..0).prop_map(Err),
+                ]
+            )
+                .prop_map(|(dev, result)| EventKind::PrecopyInfo { dev, result }),
+            (
+                s,
+                prop_oneof![any::<u64>().prop_map(Ok), (i32::MIN..0).prop_map(Err)]
+            )
+                .prop_map(|(dev, result)| EventKind::DataSize { dev, result }),
         ]
     }
 

@@ -397,6 +397,8 @@ impl DeviceTimeline {
             }
             EventKind::Dma { .. }
             | EventKind::Irq { .. }
+            | EventKind::PrecopyInfo { .. }
+            | EventKind::DataSize { .. }
             | EventKind::Map { .. }
             | EventKind::Unmap { .. }
             | EventKind::Data { .. }

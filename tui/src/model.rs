@@ -3,7 +3,7 @@
 
 /// The migration model's own state and flag types (probe-common: no_std, no aya): the view
 /// shares them rather than restating the uAPI numbers.
-pub use probe_common::mig::{MigFlags as Flags, MigState as State};
+pub use probe_common::mig::{MigFlags as Flags, MigState as State, PrecopyInfo};
 
 /// Where DMA evidence came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -144,6 +144,16 @@ pub enum EvKind {
         label: String,
     },
     End,
+    /// VFIO_MIG_GET_PRECOPY_INFO's reply, or its negative errno.
+    PrecopyInfo {
+        dev: String,
+        result: Result<PrecopyInfo, i32>,
+    },
+    /// VFIO_DEVICE_FEATURE_MIG_DATA_SIZE's estimate of the STOP_COPY bytes, or its errno.
+    DataSize {
+        dev: String,
+        result: Result<u64, i32>,
+    },
 }
 
 /// A device declaration (`ev: device`).
@@ -175,10 +185,12 @@ pub enum Ev {
     Lost = 11,
     Mark = 12,
     End = 13,
+    PrecopyInfo = 14,
+    DataSize = 15,
 }
 
 impl Ev {
-    pub const ALL: [Ev; 14] = [
+    pub const ALL: [Ev; 16] = [
         Ev::Device,
         Ev::Set,
         Ev::Step,
@@ -193,6 +205,8 @@ impl Ev {
         Ev::Lost,
         Ev::Mark,
         Ev::End,
+        Ev::PrecopyInfo,
+        Ev::DataSize,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -210,6 +224,8 @@ impl Ev {
             Ev::Lost => "lost",
             Ev::Mark => "mark",
             Ev::End => "end",
+            Ev::PrecopyInfo => "precopy_info",
+            Ev::DataSize => "data_size",
         }
     }
     pub fn from_name(s: &str) -> Option<Ev> {
@@ -241,6 +257,8 @@ impl EvKind {
             EvKind::Lost { .. } => Ev::Lost,
             EvKind::Mark { .. } => Ev::Mark,
             EvKind::End => Ev::End,
+            EvKind::PrecopyInfo { .. } => Ev::PrecopyInfo,
+            EvKind::DataSize { .. } => Ev::DataSize,
         }
     }
 
@@ -255,7 +273,9 @@ impl EvKind {
             | EvKind::Reset { dev, .. }
             | EvKind::Dma { dev, .. }
             | EvKind::Irq { dev, .. }
-            | EvKind::Data { dev, .. } => Some(dev),
+            | EvKind::Data { dev, .. }
+            | EvKind::PrecopyInfo { dev, .. }
+            | EvKind::DataSize { dev, .. } => Some(dev),
             EvKind::Map { .. }
             | EvKind::Unmap { .. }
             | EvKind::Lost { .. }

@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 
-use crate::model::{DataDir, DeviceDecl, DmaSrc, Ev, EvKind, Flags, IrqKind, State, TimelineEvent};
+use crate::model::{
+    DataDir, DeviceDecl, DmaSrc, Ev, EvKind, Flags, IrqKind, PrecopyInfo, State, TimelineEvent,
+};
 
 /// Marks "no device" in the device column.
 const NO_DEV: u16 = u16::MAX;
@@ -142,6 +144,7 @@ pub struct Device {
     /// Rows by kind, as local row numbers (rebased on compaction).
     pub dma: Vec<u32>,
     pub irq: Vec<u32>,
+    /// `data` rows and the driver's size reports (`precopy_info`, `data_size`).
     pub data: Vec<u32>,
     /// set / step / set_done / get / reset rows.
     pub fsm: Vec<u32>,
@@ -577,6 +580,33 @@ impl Store {
                 self.notes.push(row);
             }
             EvKind::End => self.end_seen = true,
+            // s: 1 for a value; x: the errno, or precopy's flags word.
+            EvKind::PrecopyInfo { dev: n, result } => {
+                let i = self.dev_id(n, t);
+                dev = i as u16;
+                match result {
+                    Ok(p) => {
+                        s = 1;
+                        x = p.flags as i32;
+                        a = p.initial_bytes;
+                        b = p.dirty_bytes;
+                    }
+                    Err(e) => x = *e,
+                }
+                self.devices[i].data.push(row);
+            }
+            EvKind::DataSize { dev: n, result } => {
+                let i = self.dev_id(n, t);
+                dev = i as u16;
+                match result {
+                    Ok(bytes) => {
+                        s = 1;
+                        a = *bytes;
+                    }
+                    Err(e) => x = *e,
+                }
+                self.devices[i].data.push(row);
+            }
         }
         self.t.push(t);
         self.line.push(e.line);
@@ -739,6 +769,22 @@ impl Store {
                 label: self.string(x as u32),
             },
             Ev::End => EvKind::End,
+            Ev::PrecopyInfo => EvKind::PrecopyInfo {
+                dev: devname(),
+                result: if s == 1 {
+                    Ok(PrecopyInfo {
+                        initial_bytes: a,
+                        dirty_bytes: b,
+                        flags: x as u32,
+                    })
+                } else {
+                    Err(x)
+                },
+            },
+            Ev::DataSize => EvKind::DataSize {
+                dev: devname(),
+                result: if s == 1 { Ok(a) } else { Err(x) },
+            },
         };
         Some(TimelineEvent {
             t: self.t[r],
@@ -837,6 +883,19 @@ pub fn summary(e: &TimelineEvent) -> String {
         } => format!("lost {n} ({source}, {d})"),
         EvKind::Mark { label } => format!("mark {label}"),
         EvKind::End => "end".to_owned(),
+        EvKind::PrecopyInfo { dev, result: Ok(p) } => format!(
+            "precopy_info {dev} initial {} B dirty {} B flags {:#x}",
+            p.initial_bytes, p.dirty_bytes, p.flags
+        ),
+        EvKind::PrecopyInfo {
+            dev,
+            result: Err(e),
+        } => format!("precopy_info {dev} ret={e}"),
+        EvKind::DataSize { dev, result: Ok(b) } => format!("data_size {dev} {b} B"),
+        EvKind::DataSize {
+            dev,
+            result: Err(e),
+        } => format!("data_size {dev} ret={e}"),
     }
 }
 
@@ -965,6 +1024,38 @@ mod tests {
                     ret: -5,
                 },
             ),
+            ev(
+                10,
+                EvKind::PrecopyInfo {
+                    dev: "a".into(),
+                    result: Ok(PrecopyInfo {
+                        initial_bytes: u64::MAX,
+                        dirty_bytes: 3,
+                        flags: u32::MAX,
+                    }),
+                },
+            ),
+            ev(
+                10,
+                EvKind::PrecopyInfo {
+                    dev: "a".into(),
+                    result: Err(-22),
+                },
+            ),
+            ev(
+                10,
+                EvKind::DataSize {
+                    dev: "a".into(),
+                    result: Ok(80),
+                },
+            ),
+            ev(
+                10,
+                EvKind::DataSize {
+                    dev: "a".into(),
+                    result: Err(-25),
+                },
+            ),
             ev(11, EvKind::End),
         ];
         let mut s = Store::new();
@@ -981,6 +1072,9 @@ mod tests {
         assert_eq!(d.stats.quiesce_summary(), Some((2, 2, 2)));
         assert_eq!(d.stats.dma[State::RunningP2p as usize], 1);
         assert_eq!(d.segs.len(), 3);
+        // Size reports tick on the data list; only `data` moves bytes.
+        assert_eq!(d.data.len(), 5);
+        assert_eq!(d.stats.data_bytes, 9);
     }
 
     #[test]

@@ -432,6 +432,11 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
                     r.problems.push("the probe traced no FSM step".into());
                 }
             }
+            Extra::PrecopyInfo => {
+                if let Err(why) = precopy_info_agrees(&dir.join("trace.jsonl")) {
+                    r.problems.push(why);
+                }
+            }
             Extra::TrueStateReadBack => {
                 if !true_state_read_back(&dir.join("trace.jsonl")) {
                     r.problems
@@ -944,6 +949,47 @@ fn true_state_read_back(trace: &Path) -> bool {
     false
 }
 
+/// The `precopy_info` events the probe decoded from drive's VFIO_MIG_GET_PRECOPY_INFO calls
+/// against what drive itself got from the same calls (its `precopy round N: initial_bytes X
+/// dirty_bytes Y` marks, in order): the same non-empty sequence, each with `flags` 0.
+fn precopy_info_agrees(trace: &Path) -> Result<(), String> {
+    let text = fs::read_to_string(trace).unwrap_or_default();
+    let (mut probe, mut drive) = (Vec::new(), Vec::new());
+    for l in text.lines().skip(1) {
+        let Ok(v) = serde_json::from_str::<Value>(l) else {
+            continue;
+        };
+        let num = |k: &str| v.get(k).and_then(Value::as_u64);
+        match v.get("ev").and_then(Value::as_str) {
+            Some("precopy_info") if v.get("ret").and_then(Value::as_i64) == Some(0) => {
+                if num("flags") != Some(0) {
+                    return Err(format!("precopy_info with flags other than 0: {l}"));
+                }
+                probe.push((num("initial_bytes"), num("dirty_bytes")));
+            }
+            Some("mark") => {
+                let label = v.get("label").and_then(Value::as_str).unwrap_or("");
+                if let Some((_, rest)) = label.split_once(": initial_bytes ")
+                    && label.contains("precopy round ")
+                    && let Some((i, d)) = rest.split_once(" dirty_bytes ")
+                {
+                    drive.push((i.parse().ok(), d.trim().parse().ok()));
+                }
+            }
+            _ => {}
+        }
+    }
+    if probe.is_empty() {
+        return Err("the probe decoded no successful VFIO_MIG_GET_PRECOPY_INFO".into());
+    }
+    if probe != drive {
+        return Err(format!(
+            "precopy_info (initial, dirty) {probe:?} differ from drive's own {drive:?}"
+        ));
+    }
+    Ok(())
+}
+
 /// Prints the human summary.
 pub fn print_table(results: &[ScenarioResult]) {
     println!(
@@ -1117,6 +1163,48 @@ mod tests {
         )
         .unwrap();
         assert!(true_state_read_back(&t));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn precopy_info_must_match_drives_own_replies() {
+        let dir = std::env::temp_dir().join(format!("lab-pi-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let t = dir.join("t.jsonl");
+        let head = "{\"migscope_trace\":1}\n";
+        let mark = |r, i| {
+            format!(
+                "{{\"t\":1,\"ev\":\"mark\",\"label\":\"0000:00:02.0: precopy round {r}: \
+                 initial_bytes {i} dirty_bytes 80\"}}\n"
+            )
+        };
+        let info = |i, f| {
+            format!(
+                "{{\"t\":1,\"ev\":\"precopy_info\",\"dev\":\"0000:00:02.0\",\
+                 \"initial_bytes\":{i},\"dirty_bytes\":80,\"flags\":{f},\"ret\":0}}\n"
+            )
+        };
+        let failed = "{\"t\":1,\"ev\":\"precopy_info\",\"dev\":\"d\",\"ret\":-22}\n";
+        let cases = [
+            (
+                format!(
+                    "{head}{}{}{}{}{failed}",
+                    info(80, 0),
+                    mark(0, 80),
+                    info(0, 0),
+                    mark(1, 0)
+                ),
+                true,
+            ),
+            (format!("{head}{}", mark(0, 80)), false),
+            (format!("{head}{}{}", info(80, 0), mark(0, 0)), false),
+            (format!("{head}{}{}", info(80, 1), mark(0, 80)), false),
+            (format!("{head}{failed}"), false),
+        ];
+        for (text, ok) in cases {
+            fs::write(&t, &text).unwrap();
+            assert_eq!(precopy_info_agrees(&t).is_ok(), ok, "{text}");
+        }
         fs::remove_dir_all(&dir).unwrap();
     }
 }

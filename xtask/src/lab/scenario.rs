@@ -49,6 +49,9 @@ pub enum Extra {
     WitnessUnavailable,
     /// A `dma-after-quiesce` violation comes from the witness (not only from another source).
     WitnessCaught,
+    /// The probe decoded drive's VFIO_MIG_GET_PRECOPY_INFO replies (`precopy_info`), the
+    /// same values drive itself got (its `precopy round` marks).
+    PrecopyInfo,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -137,7 +140,7 @@ pub const ALL: &[Scenario] = &[
         run: drive("precopy"),
         expected: "pass",
         rules: &[],
-        extras: &[Extra::Evidence],
+        extras: &[Extra::Evidence, Extra::PrecopyInfo],
         needs_precopy: true,
         on_request: false,
     },
