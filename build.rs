@@ -39,8 +39,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The sources of the binary: what `-dirty` is judged on, and what reruns this script.
-const SOURCES: [&str; 7] = [
+const SOURCES: [&str; 8] = [
     "src",
+    "core",
     "tui",
     "probe-common",
     "probe-ebpf",

@@ -442,7 +442,7 @@ fn raise_memlock() {
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
 }
 
-pub use crate::trace::monotonic_ns;
+pub use crate::clock::monotonic_ns;
 
 /// The running kernel's release (`uname -r`), for trace headers and `doctor`.
 pub fn kernel_release() -> Option<String> {
