@@ -1,14 +1,14 @@
 //! migscope: trace, drive and verify VFIO device live-migration state transitions.
 //!
-//! Modules by concern: [`model`] (the migration FSM and v1 decoding), [`trace`] (the trace
-//! format), [`verify`] (the rules), [`capture`] (the eBPF probe), [`vfio`] (the controller),
-//! [`export`] (reports and formats), [`cli`] (the commands).
+//! The pipeline without the kernel lives in the `migscope-core` crate and is re-exported here
+//! under the same paths: [`model`] (the migration FSM and v1 decoding), [`trace`] (the trace
+//! formats), [`verify`] (the rules), [`export`] (reports and formats), [`outfile`]. This crate
+//! adds what needs the kernel or the terminal: [`capture`] (the eBPF probe), [`vfio`] (the
+//! controller), [`clock`] (the trace clock) and [`cli`] (the commands).
+
+pub use migscope_core::{export, model, outfile, trace, verify};
 
 pub mod capture;
 pub mod cli;
-pub mod export;
-pub mod model;
-pub mod outfile;
-pub mod trace;
-pub mod verify;
+pub mod clock;
 pub mod vfio;

@@ -42,8 +42,8 @@ use std::sync::Mutex;
 use probe_common::abi::fd_kind;
 
 use super::procfs::{self, PciId, Roots, SeedFd};
+use crate::clock::monotonic_ns;
 use crate::model::{MigFlags, MigState};
-use crate::trace::monotonic_ns;
 use crate::vfio::{errno_name, sys};
 
 /// Config space bytes that hold the identity fields (through subsystem device, 0x2e).

@@ -272,6 +272,34 @@ pub fn attach_all(
     (out, retprobe)
 }
 
+/// Every hook [`attach_all`] tries, each unavailable for `why` (a binary built without the
+/// probe: [`super::NO_PROBE`]), in the same order.
+pub fn unattached(why: &str) -> Vec<HookStatus> {
+    let tracepoints = TRACEPOINTS
+        .iter()
+        .map(|tp| (format!("{}:{}", tp.category, tp.name), tp.serves));
+    let fork = (
+        format!("{}:{}", n::TP_SCHED, n::TP_SCHED_PROCESS_FORK),
+        PID_FILTER,
+    );
+    let functions = [
+        (HOOK_STEP, source::TRANSITIONS),
+        (HOOK_MSI, source::IRQ),
+        (HOOK_DMA_RW, source::MDEV_DMA),
+        (HOOK_PIN_PAGES, source::MDEV_DMA),
+    ]
+    .map(|(name, serves)| (name.to_owned(), serves));
+    tracepoints
+        .chain([fork])
+        .chain(functions)
+        .map(|(name, serves)| HookStatus {
+            name,
+            serves,
+            state: HookState::Unavailable(why.to_owned()),
+        })
+        .collect()
+}
+
 fn attach_tracepoint(ebpf: &mut Ebpf, tp: &Tp) -> HookState {
     if let Err(why) = check_format(tp) {
         return HookState::Unavailable(why);
@@ -626,6 +654,28 @@ mod tests {
         assert_eq!(s["iommu_fault"], "ok");
         assert!(s["transitions"].starts_with("unavailable: FSM steps not observable"));
         assert!(s["mdev_dma"].contains("vfio_dma_rw: kprobe: refused"));
+    }
+
+    /// A binary built with AYA_BUILD_SKIP: every source says why, none claims `ok`.
+    #[test]
+    fn without_the_probe_every_source_is_unavailable_and_says_why() {
+        let hooks = unattached(super::super::NO_PROBE);
+        assert!(hooks.iter().any(|h| h.name == HOOK_STEP));
+        assert!(hooks.iter().any(|h| h.name == "syscalls:sys_enter_ioctl"));
+        let s = sources(&hooks, true);
+        for name in [
+            source::TRANSITIONS,
+            source::IRQ,
+            source::IOMMU_MAP,
+            source::IOMMU_FAULT,
+            source::MDEV_DMA,
+        ] {
+            assert!(
+                s[name].starts_with("unavailable: ") && s[name].contains("AYA_BUILD_SKIP"),
+                "{name}: {}",
+                s[name]
+            );
+        }
     }
 
     #[test]

@@ -120,8 +120,12 @@ pub use hooks::{HookState, HookStatus};
 
 use crate::trace::{Event, EventKind, source};
 
-/// The probe object built by `build.rs` from `probe-ebpf` (aya-build), embedded in the binary.
+/// The probe object built by `build.rs` from `probe-ebpf` (aya-build), embedded in the binary;
+/// empty when the binary was built with `AYA_BUILD_SKIP` ([`NO_PROBE`]).
 pub static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
+
+/// Why every hook is unavailable in a binary built without the probe.
+pub const NO_PROBE: &str = "built without the probe (AYA_BUILD_SKIP)";
 
 /// How long events are held back so records submitted out of order by different CPUs leave
 /// in time order (records carry their own timestamps; submission order can differ slightly).
@@ -206,6 +210,9 @@ impl Capture {
     /// Loads the probe and attaches every hook that this kernel allows. Fails only when
     /// nothing can load (no privileges, no BPF) or no hook at all attaches.
     pub fn start(opts: &CaptureOptions) -> Result<Capture, CaptureError> {
+        if PROBE_OBJECT.is_empty() {
+            return Err(CaptureError::NothingAttached(hooks::unattached(NO_PROBE)));
+        }
         raise_memlock();
         // Before anything looks for tracepoints (aya looks once per process).
         let _ = tracefs::ensure();
@@ -442,7 +449,7 @@ fn raise_memlock() {
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
 }
 
-pub use crate::trace::monotonic_ns;
+pub use crate::clock::monotonic_ns;
 
 /// The running kernel's release (`uname -r`), for trace headers and `doctor`.
 pub fn kernel_release() -> Option<String> {

@@ -116,6 +116,10 @@ pub fn run(args: Args) -> i32 {
             let opts = markdown::MdOptions {
                 verify: args.options(),
                 redact: args.redact,
+                hostname: args
+                    .redact
+                    .then(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+                    .flatten(),
                 doctor: args.doctor.clone(),
                 check_flags: check_flags(&args),
             };

@@ -17,8 +17,8 @@ pub use plan::{Order, Plan};
 pub use sys::{DevId, Vfio, VfioError, VfioOps, VfioPath};
 pub use workload::Workload;
 
-/// CLOCK_MONOTONIC in nanoseconds, the trace clock ([`crate::trace::monotonic_ns`]).
-pub use crate::trace::monotonic_ns as now_ns;
+/// CLOCK_MONOTONIC in nanoseconds, the trace clock ([`crate::clock::monotonic_ns`]).
+pub use crate::clock::monotonic_ns as now_ns;
 
 /// `EINVAL (Invalid argument)` style text for an errno.
 pub fn errno_name(e: i32) -> String {

@@ -10,8 +10,9 @@
 //!   written `0x...` in free text (details, marks, source reasons, doctor output) becomes
 //!   `0x<redacted>`;
 //! - process ids: the `pid` field of events is dropped;
-//! - host names: every occurrence of this machine's host name (`/proc/sys/kernel/hostname`,
-//!   short and full form) becomes `<host>`. The trace does not record the recording host's
+//! - host names: every occurrence of this machine's host name ([`MdOptions::hostname`], which
+//!   `migscope export` reads from `/proc/sys/kernel/hostname`; short and full form) becomes
+//!   `<host>`. The trace does not record the recording host's
 //!   name; if it was recorded elsewhere and a mark or the kernel string names that host, that
 //!   is not recognised — check marks before publishing.
 //!
@@ -35,6 +36,8 @@ use crate::{
 pub struct MdOptions {
     pub verify: Options,
     pub redact: bool,
+    /// The host name `redact` removes (the caller reads it: this crate does no host I/O).
+    pub hostname: Option<String>,
     /// A `migscope doctor --json` output to summarise.
     pub doctor: Option<PathBuf>,
     /// The `check` flags equivalent to `verify`, for the reproduce section.
@@ -64,9 +67,9 @@ struct Redactor {
 }
 
 impl Redactor {
-    fn new(on: bool) -> Self {
+    fn new(on: bool, hostname: Option<&str>) -> Self {
         let mut hosts = Vec::new();
-        if on && let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        if on && let Some(h) = hostname {
             let h = h.trim().to_owned();
             if h.len() >= 2 && h != "localhost" && h != "(none)" {
                 if let Some((short, _)) = h.split_once('.')
@@ -198,7 +201,7 @@ fn shell_quote(s: &str) -> String {
 
 /// Writes the Markdown report for the trace at `input` (either format) to `output`.
 pub fn export(input: &Path, output: &Path, opts: &MdOptions) -> Result<Report, ExportError> {
-    let red = Redactor::new(opts.redact);
+    let red = Redactor::new(opts.redact, opts.hostname.as_deref());
     // Pass 1: verify, collect the environment and the timelines.
     let mut reader = open_any(input)?;
     let format = reader.format();

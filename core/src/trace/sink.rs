@@ -192,6 +192,11 @@ impl<W: Write> TraceSink<W> {
 mod tests {
     use super::*;
 
+    /// ENOSPC (28 on every Linux architecture, `include/uapi/asm-generic/errno-base.h`).
+    fn enospc() -> std::io::Error {
+        std::io::Error::from_raw_os_error(28)
+    }
+
     /// A `/dev/full`-style writer: takes `room` bytes, then ENOSPC.
     struct Full {
         got: Vec<u8>,
@@ -202,7 +207,7 @@ mod tests {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
             let n = b.len().min(self.room - self.got.len());
             if n == 0 {
-                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+                return Err(enospc());
             }
             self.got.extend_from_slice(&b[..n]);
             Ok(n)
@@ -246,9 +251,7 @@ mod tests {
         s.end_record().expect("end");
         let half = 5;
         s.out.write_all(&s.buf[..half]).expect("half a record");
-        let e = s
-            .fail(std::io::Error::from_raw_os_error(libc::ENOSPC), Some(half))
-            .to_string();
+        let e = s.fail(enospc(), Some(half)).to_string();
         assert!(e.contains("t.jsonl.partial"), "names the kept file: {e}");
         assert!(e.contains("2 lines or records"), "{e}");
         assert!(s.finish().is_err(), "a failed trace is not renamed");
