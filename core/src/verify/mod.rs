@@ -375,6 +375,7 @@ impl Out {
     }
 }
 
+#[derive(Clone)]
 struct Dev {
     name: String,
     /// None when the device was never declared (flag-based rules are skipped).
@@ -753,6 +754,37 @@ impl Verifier {
             self.keep(f.clone());
         }
         out.list
+    }
+
+    /// The verdict if the trace ended cleanly now (a live session's interim verdict): `fail`
+    /// once any violation was found (it can only stay so), otherwise what the events so far
+    /// allow, with the blind spots they have; never `truncated` (the trace is still being
+    /// written). The findings themselves are not repeated (`violations` and `warnings` are
+    /// empty): they were returned by [`Verifier::push`] as they happened.
+    pub fn interim(&self) -> Report {
+        let v = Verifier {
+            opts: self.opts.clone(),
+            sources: self.sources.clone(),
+            devs: self.devs.clone(),
+            by_name: NameMap::default(),
+            last_dev: usize::MAX,
+            ctxs: Vec::new(),
+            ctx_by_name: NameMap::default(),
+            violations: Vec::new(),
+            warnings: Vec::new(),
+            dropped: 0,
+            lost: self.lost,
+            lost_named: self.lost_named.clone(),
+            ended: true,
+            events: self.events,
+            p2p_marked: self.p2p_marked,
+        };
+        let mut r = v.finish();
+        r.warnings.clear();
+        if !self.violations.is_empty() || self.dropped_violation() {
+            r.verdict = Verdict::Fail;
+        }
+        r
     }
 
     /// Ends the stream and computes the verdict.

@@ -1516,3 +1516,39 @@ fn declared_state_is_unknown_when_the_device_own_transitions_are_unavailable() {
     t.device_with(D, P2P, Running, &[]);
     assert_eq!(t.get(1000, D, StopCopy), vec![rule::STATE_MISMATCH]);
 }
+
+#[test]
+fn interim_verdicts_follow_the_trace_as_it_grows() {
+    let mut t = T::pair();
+    assert_eq!(t.v.interim().verdict, Verdict::Pass);
+    t.begin(10, D, RunningP2p);
+    t.step(11, D, Running, RunningP2p);
+    t.done(12, D, RunningP2p, 0);
+    // Still being written: not truncated, and what it shows so far passes.
+    let r = t.v.interim();
+    assert_eq!((r.verdict, r.truncated), (Verdict::Pass, false));
+    assert_eq!(r.devices[D].quiesce_count, 1);
+    let irq = EventKind::Irq {
+        dev: D.into(),
+        kind: IrqKind::Msi,
+        vector: 0,
+    };
+    assert_eq!(t.push(20, irq), ["irq-after-quiesce"]);
+    let r = t.v.interim();
+    assert_eq!(r.verdict, Verdict::Fail);
+    assert!(r.violations.is_empty(), "findings are not repeated");
+    // The interim look changed nothing: the final report has the violation.
+    let r = t.end(30);
+    assert_eq!(r.verdict, Verdict::Fail);
+    assert_eq!(r.violated_rules(), ["irq-after-quiesce"]);
+
+    // No DMA source: a quiesced device makes the interim verdict inconclusive already.
+    let mut t = T::on(&header(false), Options::default());
+    t.device(D, P2P, "vm", Running);
+    t.begin(10, D, RunningP2p);
+    t.step(11, D, Running, RunningP2p);
+    t.done(12, D, RunningP2p, 0);
+    let r = t.v.interim();
+    assert_eq!(r.verdict, Verdict::Inconclusive);
+    assert_eq!(r.blind_spots, ["dma"]);
+}
