@@ -124,6 +124,15 @@ pub struct RuleArgs {
     pub accept_blind: Vec<String>,
 }
 
+/// `--format` of the commands that write a trace as they record.
+fn parse_format(s: &str) -> Result<crate::trace::Format, String> {
+    match s {
+        "jsonl" => Ok(crate::trace::Format::Jsonl),
+        "native" => Ok(crate::trace::Format::Native),
+        _ => Err(format!("unknown format `{s}` (expected jsonl or native)")),
+    }
+}
+
 fn parse_policy(s: &str) -> Result<crate::verify::P2pPolicy, String> {
     crate::verify::P2pPolicy::parse(s)
         .ok_or_else(|| format!("unknown policy `{s}` (expected strict or p2p-only)"))

@@ -6,13 +6,15 @@
 
 pub mod buffer;
 pub mod controller;
+pub mod emit;
 pub mod plan;
 pub mod sim;
 pub mod sys;
 pub mod witness;
 pub mod workload;
 
-pub use controller::{ConfRow, Options, Outcome, PlanError, SetupError, drive, kernel_times};
+pub use controller::{ConfRow, Options, Outcome, PlanError, SetupError, drive};
+pub use emit::{Collect, Emit};
 pub use plan::{Order, Plan};
 pub use sys::{DevId, Vfio, VfioError, VfioOps, VfioPath};
 pub use workload::Workload;
