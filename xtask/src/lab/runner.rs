@@ -9,8 +9,9 @@ use anyhow::Result;
 use serde_json::{Value, json};
 
 use super::fetch::{self, Apt};
-use super::guest::{self, GuestFiles};
-use super::scenario::{self, Extra, Run, Scenario};
+use super::guest::{self, GuestFiles, QemuFiles};
+use super::qemutrace::{self, Op};
+use super::scenario::{self, Extra, Qemu, Run, Scenario};
 use super::vm::{self, Accel, VmConfig};
 use super::{Kernel, Paths};
 
@@ -50,6 +51,10 @@ pub struct ScenarioResult {
     pub sources: Value,
     pub guest_rc: Option<i32>,
     pub secs: Option<f64>,
+    /// QEMU scenarios: the SETs QEMU issued by its own trace, and how many source attempts
+    /// it took to have a transfer in flight at the quiesce.
+    pub qemu_sets: u64,
+    pub attempts: Option<u32>,
 }
 
 /// Fetches and builds everything the VM needs; returns the pieces (used by lab and demo).
@@ -61,6 +66,8 @@ pub struct Prepared {
     pub edu_mig: PathBuf,
     pub selftest: PathBuf,
     pub migscope: PathBuf,
+    /// The L2 guest of the QEMU scenarios.
+    pub l2: PathBuf,
 }
 
 pub fn prepare(kernel: Kernel, refresh: bool) -> Result<Prepared> {
@@ -80,6 +87,7 @@ pub fn prepare(kernel: Kernel, refresh: bool) -> Result<Prepared> {
     let t = Instant::now();
     let edu_mig = guest::build_module(&paths, &k, &tools)?;
     let selftest = guest::build_selftest(&paths)?;
+    let l2 = guest::build_l2(&paths)?;
     let migscope = guest::build_migscope(&paths)?;
     eprintln!(
         "lab: guest binaries ready in {:.1} s",
@@ -93,6 +101,7 @@ pub fn prepare(kernel: Kernel, refresh: bool) -> Result<Prepared> {
         edu_mig,
         selftest,
         migscope,
+        l2,
     })
 }
 
@@ -148,6 +157,9 @@ pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<Scenar
     }
     fs::create_dir_all(&work)?;
     let initrd = work.join("initrd.cpio");
+    // QEMU (and the memory it needs) only when a qemu-* scenario runs: other runs keep their
+    // initramfs size and boot time.
+    let with_qemu = scenarios.iter().any(|s| s.qemu());
     guest::write_initramfs(
         &GuestFiles {
             kernel: &p.kernel,
@@ -156,22 +168,31 @@ pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<Scenar
             selftest: p.selftest.clone(),
             migscope: p.migscope.clone(),
             run_sh,
+            qemu: with_qemu.then_some(QemuFiles {
+                root: &p.qemu,
+                l2: &p.l2,
+            }),
         },
         &initrd,
     )?;
     let (accel, why) = vm::detect_accel();
     eprintln!("lab: accel {} ({why})", accel.name());
-    let per_scenario = Duration::from_secs(120);
+    // A QEMU case runs two L2 VMMs under nested TCG and may repeat its source twice.
+    let budget: Duration = scenarios
+        .iter()
+        .map(|s| Duration::from_secs(if s.qemu() { 300 } else { 120 }))
+        .sum();
     let mut cfg = VmConfig {
         qemu_root: &p.qemu,
         vmlinux: &p.kernel.vmlinux,
         initrd: &initrd,
         edu_devices: devices,
+        memory: if with_qemu { "2G" } else { "1G" },
         accel,
         results: work.join("results.tar"),
         console_log: work.join("console.log"),
         boot_timeout: Duration::from_secs(if accel == Accel::Kvm { 20 } else { 120 }),
-        total_timeout: Duration::from_secs(120) + per_scenario * scenarios.len() as u32,
+        total_timeout: Duration::from_secs(120) + budget,
         echo_console: opts.verbose,
     };
     let mut used = accel;
@@ -310,6 +331,7 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
             };
         }
         Run::Shell(_) | Run::Drive { .. } => judge_trace(s, dir, migscope, &mut r),
+        Run::Qemu(q) => judge_qemu(&q, dir, migscope, &mut r),
     }
     if r.verdict != s.expected {
         r.problems
@@ -360,6 +382,59 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
                         .push("no GET reported the true state after the failed SET".into());
                 }
             }
+            Extra::BdfNamed => {
+                let bdfs = s.bdfs();
+                for (name, text) in traces(s, dir) {
+                    for p in qemutrace::bdf_problems(&text, &bdfs) {
+                        r.problems.push(format!("{name}: {p}"));
+                    }
+                }
+            }
+            Extra::DrainedAtQuiesce => {
+                let n = count_lines(source_dmesg(&dmesg), "drained in-flight DMA");
+                if n == 0 {
+                    r.problems.push(
+                        "edu-mig drained no in-flight transfer at the source QEMU's quiesce".into(),
+                    );
+                }
+            }
+            Extra::L2Dma => {
+                if let Run::Qemu(q) = s.run {
+                    for role in q.roles() {
+                        if let Some(p) = l2_dma_problem(dir, role) {
+                            r.problems.push(p);
+                        }
+                    }
+                }
+            }
+            Extra::CleanOpen => {
+                let opens: Vec<&str> = dmesg
+                    .lines()
+                    .filter(|l| l.contains("edu-mig: open:"))
+                    .collect();
+                let want = s.devices
+                    * match s.run {
+                        Run::Qemu(q) => q.roles().len(),
+                        _ => 1,
+                    };
+                if opens.len() < want {
+                    r.problems.push(format!(
+                        "edu-mig reported {} device opens, at least {want} expected",
+                        opens.len()
+                    ));
+                }
+                for l in opens.iter().filter(|l| !l.contains("edu quiet")) {
+                    r.problems
+                        .push(format!("an earlier user left edu busy: {}", l.trim()));
+                }
+            }
+            Extra::ResetPath => {
+                if let Run::Qemu(q) = s.run {
+                    for role in q.roles() {
+                        r.problems.extend(reset_path_problems(dir, role));
+                    }
+                }
+            }
         }
     }
     r.ok = r.problems.is_empty();
@@ -395,20 +470,161 @@ fn judge_trace(s: &Scenario, dir: &Path, migscope: &Path, r: &mut ScenarioResult
                 }
             }
         }
-        let rank = |v: &str| match v {
-            "fail" => 3,
-            "inconclusive" => 2,
-            "pass" => 1,
-            _ => 0,
-        };
-        if rank(&p.verdict) > rank(&r.verdict) {
-            r.verdict = p.verdict;
-        }
+        r.verdict = worse(&r.verdict, &p.verdict).into();
         r.rules.extend(p.rules);
         r.rules.sort();
         r.rules.dedup();
     }
     let _ = s;
+}
+
+/// The worse of two verdicts (fail > inconclusive > pass > none).
+fn worse<'a>(a: &'a str, b: &'a str) -> &'a str {
+    let rank = |v: &str| match v {
+        "fail" => 3,
+        "inconclusive" => 2,
+        "pass" => 1,
+        _ => 0,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
+
+/// The traces a scenario left: `src.jsonl`/`dst.jsonl` for QEMU cases, else `trace.jsonl`.
+fn traces(s: &Scenario, dir: &Path) -> Vec<(String, String)> {
+    let names: Vec<String> = match s.run {
+        Run::Qemu(q) => q.roles().iter().map(|r| format!("{r}.jsonl")).collect(),
+        _ => vec!["trace.jsonl".into()],
+    };
+    names
+        .into_iter()
+        .map(|n| {
+            let text = fs::read_to_string(dir.join(&n)).unwrap_or_default();
+            (n, text)
+        })
+        .collect()
+}
+
+/// Each QEMU's trace judged like any other (verdicts combined, the worse wins), plus QEMU's
+/// own account: the SETs it issued, in order and with their outcome, must be migscope's.
+fn judge_qemu(q: &Qemu, dir: &Path, migscope: &Path, r: &mut ScenarioResult) {
+    let stdout = fs::read_to_string(dir.join("stdout")).unwrap_or_default();
+    r.attempts = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("qemu: source attempts "))
+        .and_then(|n| n.trim().parse().ok());
+    for l in stdout.lines().filter(|l| l.starts_with("qemu: ")) {
+        if !l.starts_with("qemu: source attempts") && !l.contains("no transfer was in flight") {
+            r.problems.push(l.into());
+        }
+    }
+    for role in q.roles() {
+        let trace = dir.join(format!("{role}.jsonl"));
+        if !trace.exists() {
+            r.problems.push(format!(
+                "{role}: no trace came back (guest exit {:?})",
+                r.guest_rc
+            ));
+            r.verdict = worse(&r.verdict, "none").into();
+            continue;
+        }
+        let c = check_one(&trace, migscope, r);
+        exports_agree(&trace, &c.verdict, migscope, r);
+        if *role == "src" {
+            r.sources = c.sources.clone();
+        }
+        r.verdict = worse(&r.verdict, &c.verdict).into();
+        r.rules.extend(c.rules);
+        let text = fs::read_to_string(&trace).unwrap_or_default();
+        let qemu = qemu_account(dir, role);
+        r.qemu_sets += qemu
+            .ops
+            .iter()
+            .filter(|o| matches!(o, Op::Set { .. }))
+            .count() as u64;
+        if qemu.ops.is_empty() {
+            r.problems.push(format!(
+                "{role}: QEMU's own trace (qemu-{role}.trace) has no SET"
+            ));
+        }
+        let (ops, _) = qemutrace::trace_ops(&text);
+        if let Some(d) = qemutrace::compare(&qemu.ops, &ops, q.late) {
+            r.problems
+                .push(format!("{role}: QEMU's SETs and migscope's differ: {d}"));
+        }
+    }
+    r.rules.sort();
+    r.rules.dedup();
+}
+
+/// QEMU's SETs and resets from `qemu-ROLE.trace` and `qemu-ROLE.err`.
+fn qemu_account(dir: &Path, role: &str) -> qemutrace::QemuOps {
+    let read = |f: String| fs::read_to_string(dir.join(f)).unwrap_or_default();
+    qemutrace::qemu_ops(
+        &read(format!("qemu-{role}.trace")),
+        &read(format!("qemu-{role}.err")),
+    )
+}
+
+/// QEMU's reset path in migscope's trace: at least one reset, and every device's final state
+/// the one QEMU last recorded.
+fn reset_path_problems(dir: &Path, role: &str) -> Vec<String> {
+    let text = fs::read_to_string(dir.join(format!("{role}.jsonl"))).unwrap_or_default();
+    let (ops, last) = qemutrace::trace_ops(&text);
+    let mut problems = Vec::new();
+    if !ops.iter().any(|o| matches!(o, Op::Reset { .. })) {
+        problems.push(format!("{role}: no VFIO_DEVICE_RESET in migscope's trace"));
+    }
+    if !ops.iter().any(|o| {
+        matches!(
+            o,
+            Op::Set {
+                ok: Some(false),
+                ..
+            }
+        )
+    }) {
+        problems.push(format!("{role}: no failed SET in migscope's trace"));
+    }
+    let qemu = qemu_account(dir, role);
+    let mut devs: Vec<_> = qemu.last.iter().collect();
+    devs.sort();
+    for (dev, st) in devs {
+        if last.get(dev) != Some(st) {
+            problems.push(format!(
+                "{role}: {dev} ends in {st} by QEMU, in {} by migscope",
+                last.get(dev).map_or("an unknown state", String::as_str)
+            ));
+        }
+    }
+    problems
+}
+
+/// The L2 guest made DMA on `role`'s QEMU (the source before it migrated; the destination
+/// after it resumed), every transfer pair compared equal, no exception.
+fn l2_dma_problem(dir: &Path, role: &str) -> Option<String> {
+    let log = fs::read_to_string(dir.join(format!("l2-{role}.log"))).unwrap_or_default();
+    let pairs = count_lines(&log, " pair=");
+    let bad = log
+        .lines()
+        .find(|l| l.contains("MISMATCH") || l.contains("FATAL"));
+    match bad {
+        Some(l) => Some(format!("{role}: L2 guest: {l}")),
+        None if pairs < 2 => Some(format!(
+            "{role}: the L2 guest completed {pairs} DMA transfer pairs (l2-{role}.log)"
+        )),
+        None => None,
+    }
+}
+
+/// The dmesg lines of the last source QEMU run (between init.sh's `lab: qemu src start` and
+/// `lab: qemu src done` kernel log markers); empty without them.
+fn source_dmesg(dmesg: &str) -> &str {
+    let Some(start) = dmesg.rfind("lab: qemu src start") else {
+        return "";
+    };
+    let rest = &dmesg[start..];
+    rest.find("lab: qemu src done")
+        .map_or(rest, |end| &rest[..end])
 }
 
 /// Every exporter on the real trace (issue: exports run on the lab traces in CI): the native
@@ -425,12 +641,16 @@ fn exports_agree(trace: &Path, verdict: &str, migscope: &Path, r: &mut ScenarioR
             .map_err(|e| format!("running {}: {e}", migscope.display()))
     };
     let os = |s: &str| std::ffi::OsString::from(s);
-    let native = dir.join("trace.mst");
-    let canon = dir.join("trace.canon.jsonl");
-    let back = dir.join("trace.roundtrip.jsonl");
-    let perfetto = dir.join("trace.perfetto.json");
-    let junit = dir.join("trace.junit.xml");
-    let md = dir.join("trace.md");
+    let stem = trace
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("trace");
+    let native = dir.join(format!("{stem}.mst"));
+    let canon = dir.join(format!("{stem}.canon.jsonl"));
+    let back = dir.join(format!("{stem}.roundtrip.jsonl"));
+    let perfetto = dir.join(format!("{stem}.perfetto.json"));
+    let junit = dir.join(format!("{stem}.junit.xml"));
+    let md = dir.join(format!("{stem}.md"));
     let mut problems = Vec::new();
     for (input, fmt, out) in [
         (trace, "native", &native),
@@ -646,7 +866,7 @@ pub fn summary_json(results: &[ScenarioResult]) -> Value {
     json!({ "scenarios": results.iter().map(|r| json!({
         "name": r.name, "expected": r.expected, "verdict": r.verdict, "rules": r.rules,
         "ok": r.ok, "irq": r.irq, "dma": r.dma, "drained": r.drained, "secs": r.secs,
-        "problems": r.problems,
+        "qemu_sets": r.qemu_sets, "attempts": r.attempts, "problems": r.problems,
     })).collect::<Vec<_>>() })
 }
 

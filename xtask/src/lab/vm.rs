@@ -76,6 +76,8 @@ pub struct VmConfig<'a> {
     pub vmlinux: &'a Path,
     pub initrd: &'a Path,
     pub edu_devices: usize,
+    /// Guest memory (`-m`): 1G, or 2G when QEMU runs inside as the L2 VMM.
+    pub memory: &'static str,
     pub accel: Accel,
     /// Results tar written by the guest to its second serial port.
     pub results: PathBuf,
@@ -128,7 +130,7 @@ pub fn boot(cfg: &VmConfig) -> Result<VmRun> {
     ]);
     c.args([
         "-m",
-        "1G",
+        cfg.memory,
         "-smp",
         "2",
         "-nodefaults",
