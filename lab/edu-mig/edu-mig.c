@@ -375,28 +375,60 @@ static int edu_drain_dma(struct edu_mig_dev *edev)
 }
 
 /*
+ * The driver's own BAR0 accesses (quiesce, save, restore, quiet) need memory decoding, which
+ * the user owns: QEMU leaves it to its guest (an idle guest may never enable it) and its
+ * reset path clears it (hw/vfio/pci.c vfio_pci_pre_reset). Turn it on for the driver's work
+ * and put the user's value back, under vfio-pci-core's memory_lock as its own PCI_COMMAND
+ * writes are (drivers/vfio/pci/vfio_pci_config.c vfio_basic_config_write).
+ */
+static u16 edu_decode_begin(struct edu_mig_dev *edev)
+{
+	struct pci_dev *pdev = edev->core.pdev;
+	u16 cmd;
+
+	down_write(&edev->core.memory_lock);
+	pci_read_config_word(pdev, PCI_COMMAND, &cmd);
+	if (!(cmd & PCI_COMMAND_MEMORY))
+		pci_write_config_word(pdev, PCI_COMMAND, cmd | PCI_COMMAND_MEMORY);
+	return cmd;
+}
+
+static void edu_decode_end(struct edu_mig_dev *edev, u16 cmd)
+{
+	if (!(cmd & PCI_COMMAND_MEMORY))
+		pci_write_config_word(edev->core.pdev, PCI_COMMAND, cmd);
+	up_write(&edev->core.memory_lock);
+}
+
+/*
  * edu has no reset a VMM can use, so whatever one user leaves behind would reach the next:
  * a transfer still running (its DMA and completion interrupt land after the device changed
  * hands), an unacknowledged interrupt (with MSI off, edu keeps its INTx line asserted until
  * the status is acked: hw/misc/edu.c edu_raise_irq/edu_lower_irq), a factorial whose
  * completion interrupt is enabled. On open, close and VFIO_DEVICE_RESET the driver waits the
  * transfer out, disables the factorial interrupt and acks every status bit, as a variant
- * driver's open_device/close_device/reset quiesce their function.
+ * driver's open_device/close_device/reset quiesce their function. What it found is logged
+ * (always on open: the lab checks that no earlier user left anything).
  */
 static void edu_quiet(struct edu_mig_dev *edev, const char *why)
 {
 	void __iomem *b = edev->bar0;
+	u16 cmd = edu_decode_begin(edev);
 	int ms = edu_wait_dma(edev);
-	u32 irq;
+	u32 irq, status;
 
+	status = ioread32(b + EDU_REG_STATUS);
 	iowrite32(0, b + EDU_REG_STATUS);
 	irq = ioread32(b + EDU_REG_IRQ_STATUS);
 	/* ~0: every bit, and with the status clear and MSI off edu lowers INTx. */
 	iowrite32(~0u, b + EDU_REG_IRQ_ACK);
-	if (ms || irq)
+	edu_decode_end(edev, cmd);
+	if (ms || irq || (status & EDU_STATUS_IRQFACT))
 		pci_info(edev->core.pdev,
-			 "edu-mig: %s: waited %d ms for a transfer, cleared irq status %#x\n", why,
-			 ms, irq);
+			 "edu-mig: %s: waited %d ms for a transfer, cleared irq status %#x%s\n", why,
+			 ms, irq, status & EDU_STATUS_IRQFACT ? ", factorial interrupt off" : "");
+	else if (!strcmp(why, "open"))
+		pci_info(edev->core.pdev, "edu-mig: open: edu quiet (no transfer, no interrupt)\n");
 }
 
 /* Starts everything held while quiesced, in register order. */
@@ -646,8 +678,10 @@ static struct file *edu_set_state(struct vfio_device *vdev, enum vfio_device_mig
 	enum vfio_device_mig_state next;
 	struct file *res = NULL;
 	int ret;
+	u16 cmd;
 
 	mutex_lock(&edev->state_mutex);
+	cmd = edu_decode_begin(edev);
 	edev->bug = current_bug();
 	while (edev->state != new) {
 		ret = vfio_mig_get_next_state(vdev, edev->state, new, &next);
@@ -693,6 +727,7 @@ static struct file *edu_set_state(struct vfio_device *vdev, enum vfio_device_mig
 			break;
 		}
 	}
+	edu_decode_end(edev, cmd);
 	mutex_unlock(&edev->state_mutex);
 	return res;
 }
