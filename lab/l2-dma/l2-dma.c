@@ -400,18 +400,24 @@ static void find_devices(void)
 	}
 }
 
+/* The bytes of pair `n` on device `i` (the destination buffer is checked against it). */
+static u8 pattern(u32 n, u32 i, u32 k)
+{
+	return (u8)(n * 7 + k * 13 + i);
+}
+
 static void start(struct edu *d, u32 i, enum phase p)
 {
 	if (p == TO_DEV) {
 		for (u32 k = 0; k < XFER; k++)
-			src_buf[i][k] = (u8)(d->pairs * 7 + k * 13 + i);
-		for (u32 k = 0; k < XFER; k++)
-			dst_buf[i][k] = 0;
+			src_buf[i][k] = pattern(d->pairs, i, k);
 		wr32(d->bar + EDU_DMA_SRC, (u32)src_buf[i]);
 		wr32(d->bar + EDU_DMA_DST, EDU_BUF);
 		wr32(d->bar + EDU_DMA_CNT, XFER);
 		wr32(d->bar + EDU_DMA_CMD, EDU_DMA_RUN | EDU_DMA_IRQ);
 	} else {
+		for (u32 k = 0; k < XFER; k++)
+			dst_buf[i][k] = 0;
 		wr32(d->bar + EDU_DMA_SRC, EDU_BUF);
 		wr32(d->bar + EDU_DMA_DST, (u32)dst_buf[i]);
 		wr32(d->bar + EDU_DMA_CNT, XFER);
@@ -421,22 +427,29 @@ static void start(struct edu *d, u32 i, enum phase p)
 	d->since = ticks;
 }
 
+/*
+ * A transfer finished: the next one is started first (the engine idles as briefly as the
+ * guest can make it: a migration's quiesce should find a transfer in flight), then the pair
+ * just completed is checked and reported.
+ */
 static void completed(struct edu *d, u32 i)
 {
+	u32 n = d->pairs;
+
 	if (d->phase == TO_DEV) {
 		start(d, i, TO_RAM);
 		return;
 	}
 	d->pairs++;
+	start(d, i, TO_DEV);
 	for (u32 k = 0; k < XFER; k++) {
-		if (dst_buf[i][k] != src_buf[i][k]) {
+		if (dst_buf[i][k] != pattern(n, i, k)) {
 			d->bad++;
 			say("dma dev=%u pair=%u MISMATCH at byte %u", i, d->pairs, k);
 			break;
 		}
 	}
 	say("dma dev=%u pair=%u irqs=%u bad=%u lost=%u", i, d->pairs, d->irqs, d->bad, d->lost);
-	start(d, i, TO_DEV);
 }
 
 void l2_main(u32 magic, u32 mbi)

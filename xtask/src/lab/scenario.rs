@@ -31,7 +31,7 @@ pub struct Qemu {
     /// The L2 guest `lab/l2-dma` keeps edu DMA running through the migration.
     pub dma: bool,
     /// The source must have a transfer in flight at its quiesce: an attempt where the L2
-    /// guest was between two transfers is repeated (at most 3 attempts; edu-mig's dmesg says).
+    /// guest was between two transfers is repeated (at most 5 attempts; edu-mig's dmesg says).
     pub inflight: bool,
     /// The destination runs too (not when the source's migration is meant to fail).
     pub dest: bool,
