@@ -342,7 +342,7 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
             r.problems.push(format!("rule {rule} not reported"));
         }
     }
-    for e in s.extras {
+    for e in s.all_extras() {
         match e {
             Extra::RestoreVerified => {
                 if !dmesg.contains("restore verified") || dmesg.contains("restore MISMATCH") {
@@ -837,12 +837,12 @@ fn true_state_read_back(trace: &Path) -> bool {
 /// Prints the human summary.
 pub fn print_table(results: &[ScenarioResult]) {
     println!(
-        "{:<22} {:<8} {:<13} {:>4} {:>4} {:>7} {:>6} {:>6}  rules",
+        "{:<26} {:<12} {:<15} {:>4} {:>4} {:>7} {:>6} {:>6}  rules",
         "scenario", "expected", "verdict", "irq", "dma", "drained", "held", "secs"
     );
     for r in results {
         println!(
-            "{:<22} {:<8} {:<13} {:>4} {:>4} {:>7} {:>6} {:>6}  {}",
+            "{:<26} {:<12} {:<15} {:>4} {:>4} {:>7} {:>6} {:>6}  {}",
             r.name,
             r.expected,
             format!("{}{}", r.verdict, if r.ok { "" } else { " !!" }),

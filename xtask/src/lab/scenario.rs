@@ -115,8 +115,44 @@ const QEMU_DMA: Qemu = Qemu {
     ..QEMU
 };
 
+/// A QEMU case whose migration is meant to fail or whose bug shows on the source: no
+/// destination, record attached late.
+const QEMU_LATE_SRC: Qemu = Qemu {
+    dest: false,
+    ..QEMU_LATE
+};
+
 /// What `record` alone can say of a good device (no DMA witness): inconclusive, never pass.
-const RECORD_GOOD: &str = "inconclusive";
+const RECORD_GOOD: (&str, &[&str]) = ("inconclusive", &[]);
+/// An interrupt after the quiesce.
+const FAIL_IRQ: (&str, &[&str]) = ("fail", &["irq-after-quiesce"]);
+
+/// What every QEMU scenario checks beside its own extras.
+pub const QEMU_EXTRAS: &[Extra] = &[Extra::BdfNamed, Extra::CleanOpen];
+
+/// A QEMU scenario (no PRE_COPY unless `.with_precopy()`; `QEMU_EXTRAS` always checked).
+const fn qemu(
+    name: &'static str,
+    about: &'static str,
+    bug: &'static str,
+    devices: usize,
+    run: Qemu,
+    (expected, rules): (&'static str, &'static [&'static str]),
+) -> Scenario {
+    Scenario {
+        name,
+        about,
+        bug,
+        precopy: false,
+        devices,
+        run: Run::Qemu(run),
+        expected,
+        rules,
+        extras: &[],
+        needs_precopy: false,
+        on_request: false,
+    }
+}
 
 pub const ALL: &[Scenario] = &[
     Scenario {
@@ -348,179 +384,138 @@ pub const ALL: &[Scenario] = &[
         needs_precopy: false,
         on_request: false,
     },
-    Scenario {
-        name: "qemu-irq-in-stop",
-        about: "QEMU drives, bug=irq_in_stop, record --pid attached after QEMU opened the device: \
-                the interrupt raised in STOP is caught on the device's BDF",
-        bug: "irq_in_stop",
-        precopy: false,
-        devices: 1,
-        run: Run::Qemu(Qemu {
-            dest: false,
-            ..QEMU_LATE
-        }),
-        expected: "fail",
-        rules: &["irq-after-quiesce"],
-        extras: &[Extra::BdfNamed, Extra::CleanOpen],
-        needs_precopy: false,
-        on_request: false,
-    },
-    Scenario {
-        name: "qemu-irq-in-stop-two-dev",
-        about: "QEMU drives two devices, bug=irq_in_stop, record --pid attached late",
-        bug: "irq_in_stop",
-        precopy: false,
-        devices: 2,
-        run: Run::Qemu(Qemu {
-            dest: false,
-            ..QEMU_LATE
-        }),
-        expected: "fail",
-        rules: &["irq-after-quiesce"],
-        extras: &[Extra::BdfNamed, Extra::CleanOpen],
-        needs_precopy: false,
-        on_request: false,
-    },
-    Scenario {
-        name: "qemu-stopcopy",
-        about: "QEMU migrates one good device (STOP_COPY) to a file and loads it, record started \
-                first; right after the irq_in_stop cases on the same device: nothing they left \
-                may reach it (edu-mig quiets edu on open, close and reset)",
-        bug: "none",
-        precopy: false,
-        devices: 1,
-        run: Run::Qemu(QEMU),
-        expected: RECORD_GOOD,
-        rules: &[],
-        extras: &[Extra::BdfNamed, Extra::CleanOpen],
-        needs_precopy: false,
-        on_request: false,
-    },
-    Scenario {
-        name: "qemu-precopy",
-        about: "QEMU migrates one good device with PRE_COPY (edu-mig precopy=1)",
-        bug: "none",
-        precopy: true,
-        devices: 1,
-        run: Run::Qemu(QEMU),
-        expected: RECORD_GOOD,
-        rules: &[],
-        extras: &[Extra::BdfNamed, Extra::CleanOpen],
-        needs_precopy: true,
-        on_request: false,
-    },
-    Scenario {
-        name: "qemu-two-dev",
-        about: "QEMU migrates two good devices (every device to RUNNING_P2P before any stops), \
-                record started first",
-        bug: "none",
-        precopy: false,
-        devices: 2,
-        run: Run::Qemu(QEMU),
-        expected: RECORD_GOOD,
-        rules: &[],
-        extras: &[Extra::BdfNamed, Extra::CleanOpen],
-        needs_precopy: false,
-        on_request: false,
-    },
-    Scenario {
-        name: "qemu-two-dev-precopy",
-        about: "QEMU migrates two good devices with PRE_COPY (PRE_COPY_P2P on every device first)",
-        bug: "none",
-        precopy: true,
-        devices: 2,
-        run: Run::Qemu(QEMU),
-        expected: RECORD_GOOD,
-        rules: &[],
-        extras: &[Extra::BdfNamed, Extra::CleanOpen],
-        needs_precopy: true,
-        on_request: false,
-    },
-    Scenario {
-        name: "qemu-attach-late",
-        about: "QEMU migrates two good devices, record --pid attached after each QEMU opened them: \
-                declared at once by BDF with their current state",
-        bug: "none",
-        precopy: false,
-        devices: 2,
-        run: Run::Qemu(QEMU_LATE),
-        expected: RECORD_GOOD,
-        rules: &[],
-        extras: &[Extra::BdfNamed, Extra::CleanOpen],
-        needs_precopy: false,
-        on_request: false,
-    },
-    Scenario {
-        name: "qemu-no-steps",
-        about: "QEMU drives, bug=no_steps: the destination's multi-arc SETs (RUNNING -> RESUMING, \
-                RESUMING -> RUNNING_P2P) skip the kernel's steps",
-        bug: "no_steps",
-        precopy: false,
-        devices: 1,
-        run: Run::Qemu(QEMU),
-        expected: "fail",
-        rules: &["illegal-arc"],
-        extras: &[Extra::BdfNamed, Extra::CleanOpen],
-        needs_precopy: false,
-        on_request: false,
-    },
-    Scenario {
-        name: "qemu-fail-p2p",
-        about: "QEMU drives, bug=fail_p2p: the P2P arc fails, QEMU resets the device and the \
-                migration fails; every failed SET and reset decoded, final state right",
-        bug: "fail_p2p",
-        precopy: false,
-        devices: 1,
-        run: Run::Qemu(Qemu {
+    qemu(
+        "qemu-irq-in-stop",
+        "QEMU drives, bug=irq_in_stop, record --pid attached after QEMU opened the device: the \
+         interrupt raised in STOP is caught on the device's BDF",
+        "irq_in_stop",
+        1,
+        QEMU_LATE_SRC,
+        FAIL_IRQ,
+    ),
+    qemu(
+        "qemu-irq-in-stop-two-dev",
+        "QEMU drives two devices, bug=irq_in_stop, record --pid attached late",
+        "irq_in_stop",
+        2,
+        QEMU_LATE_SRC,
+        FAIL_IRQ,
+    ),
+    qemu(
+        "qemu-stopcopy",
+        "QEMU migrates one good device (STOP_COPY) to a file and loads it, record started first; \
+         right after the irq_in_stop cases on the same device: nothing they left may reach it \
+         (edu-mig quiets edu on open, close and reset)",
+        "none",
+        1,
+        QEMU,
+        RECORD_GOOD,
+    ),
+    qemu(
+        "qemu-precopy",
+        "QEMU migrates one good device with PRE_COPY (edu-mig precopy=1)",
+        "none",
+        1,
+        QEMU,
+        RECORD_GOOD,
+    )
+    .with_precopy(),
+    qemu(
+        "qemu-two-dev",
+        "QEMU migrates two good devices (every device to RUNNING_P2P before any stops), record \
+         started first",
+        "none",
+        2,
+        QEMU,
+        RECORD_GOOD,
+    ),
+    qemu(
+        "qemu-two-dev-precopy",
+        "QEMU migrates two good devices with PRE_COPY (PRE_COPY_P2P on every device first)",
+        "none",
+        2,
+        QEMU,
+        RECORD_GOOD,
+    )
+    .with_precopy(),
+    qemu(
+        "qemu-attach-late",
+        "QEMU migrates two good devices, record --pid attached after each QEMU opened them: \
+         declared at once by BDF with their current state",
+        "none",
+        2,
+        QEMU_LATE,
+        RECORD_GOOD,
+    ),
+    qemu(
+        "qemu-no-steps",
+        "QEMU drives, bug=no_steps: the destination's multi-arc SETs (RUNNING -> RESUMING, \
+         RESUMING -> RUNNING_P2P) skip the kernel's steps",
+        "no_steps",
+        1,
+        QEMU,
+        ("fail", &["illegal-arc"]),
+    ),
+    qemu(
+        "qemu-fail-p2p",
+        "QEMU drives, bug=fail_p2p: the P2P arc fails, QEMU resets the device and the migration \
+         fails; every failed SET and reset decoded, final state right",
+        "fail_p2p",
+        1,
+        Qemu {
             dest: false,
             ..QEMU
-        }),
-        expected: "fail",
-        rules: &["set-failed"],
-        extras: &[Extra::BdfNamed, Extra::CleanOpen, Extra::ResetPath],
-        needs_precopy: false,
-        on_request: false,
-    },
-    Scenario {
-        name: "qemu-dma-early-p2p",
-        about: "QEMU drives, the L2 guest keeps edu DMA running, bug=early_p2p: the transfer in \
-                flight at RUNNING_P2P completes after it and its interrupt is caught",
-        bug: "early_p2p",
-        precopy: false,
-        devices: 1,
-        run: Run::Qemu(Qemu {
+        },
+        ("fail", &["set-failed"]),
+    )
+    .with(&[Extra::ResetPath]),
+    qemu(
+        "qemu-dma-early-p2p",
+        "QEMU drives, the L2 guest keeps edu DMA running, bug=early_p2p: the transfer in flight \
+         at RUNNING_P2P completes after it and its interrupt is caught",
+        "early_p2p",
+        1,
+        Qemu {
             dest: false,
             ..QEMU_DMA
-        }),
-        expected: "fail",
-        rules: &["irq-after-quiesce"],
-        extras: &[Extra::BdfNamed, Extra::CleanOpen, Extra::L2Dma],
-        needs_precopy: false,
-        on_request: false,
-    },
-    Scenario {
-        name: "qemu-dma-drain",
-        about: "QEMU drives, the L2 guest keeps edu DMA running, good driver: the transfer in \
-                flight at RUNNING_P2P is drained before the arc returns; the guest's DMA carries \
-                on at the destination",
-        bug: "none",
-        precopy: false,
-        devices: 1,
-        run: Run::Qemu(QEMU_DMA),
-        expected: RECORD_GOOD,
-        rules: &[],
-        extras: &[
-            Extra::BdfNamed,
-            Extra::CleanOpen,
-            Extra::DrainedAtQuiesce,
-            Extra::L2Dma,
-        ],
-        needs_precopy: false,
-        on_request: false,
-    },
+        },
+        FAIL_IRQ,
+    )
+    .with(&[Extra::L2Dma]),
+    qemu(
+        "qemu-dma-drain",
+        "QEMU drives, the L2 guest keeps edu DMA running, good driver: the transfer in flight at \
+         RUNNING_P2P is drained before the arc returns; the guest's DMA carries on at the \
+         destination",
+        "none",
+        1,
+        QEMU_DMA,
+        RECORD_GOOD,
+    )
+    .with(&[Extra::DrainedAtQuiesce, Extra::L2Dma]),
 ];
 
 impl Scenario {
+    /// With edu-mig `precopy=1` (PRE_COPY: not on 6.1).
+    const fn with_precopy(self) -> Scenario {
+        Scenario {
+            precopy: true,
+            needs_precopy: true,
+            ..self
+        }
+    }
+
+    /// With these extras.
+    const fn with(self, extras: &'static [Extra]) -> Scenario {
+        Scenario { extras, ..self }
+    }
+
+    /// The extras to check: the scenario's own and, for a QEMU case, `QEMU_EXTRAS`.
+    pub fn all_extras(&self) -> impl Iterator<Item = Extra> + '_ {
+        let implied = if self.qemu() { QEMU_EXTRAS } else { &[] };
+        self.extras.iter().chain(implied).copied()
+    }
+
     /// Runs QEMU in the guest (the initramfs then carries it and the VM gets more memory).
     pub fn qemu(&self) -> bool {
         matches!(self.run, Run::Qemu(_))
@@ -650,8 +645,9 @@ mod tests {
         for s in ALL.iter().filter(|s| s.qemu()) {
             // record has no DMA witness for a PCI device: a good device is inconclusive (dma).
             assert_ne!(s.expected, "pass", "{}", s.name);
-            assert!(s.extras.contains(&Extra::BdfNamed), "{}", s.name);
-            assert!(s.extras.contains(&Extra::CleanOpen), "{}", s.name);
+            let extras: Vec<Extra> = s.all_extras().collect();
+            assert!(extras.contains(&Extra::BdfNamed), "{}", s.name);
+            assert!(extras.contains(&Extra::CleanOpen), "{}", s.name);
         }
     }
 }
