@@ -54,6 +54,8 @@ pub struct ScenarioResult {
     /// QEMU scenarios: the SETs QEMU issued by its own trace, and how many source attempts
     /// it took to have a transfer in flight at the quiesce.
     pub qemu_sets: u64,
+    /// `vfio_migration_set_state` calls for the state QEMU already had: traced, no ioctl.
+    pub qemu_noops: u64,
     pub attempts: Option<u32>,
 }
 
@@ -866,7 +868,8 @@ pub fn summary_json(results: &[ScenarioResult]) -> Value {
     json!({ "scenarios": results.iter().map(|r| json!({
         "name": r.name, "expected": r.expected, "verdict": r.verdict, "rules": r.rules,
         "ok": r.ok, "irq": r.irq, "dma": r.dma, "drained": r.drained, "secs": r.secs,
-        "qemu_sets": r.qemu_sets, "attempts": r.attempts, "problems": r.problems,
+        "qemu_sets": r.qemu_sets, "qemu_noops": r.qemu_noops, "attempts": r.attempts,
+        "problems": r.problems,
     })).collect::<Vec<_>>() })
 }
 
