@@ -12,7 +12,7 @@
 //! failed too, which QEMU reports on stderr: "DEV: Failed setting device in recover state").
 //! QEMU's initial state is RUNNING (`vfio_migration_init`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde_json::Value;
@@ -270,6 +270,60 @@ pub fn compare(qemu: &[Op], traced: &[Op], late: bool) -> Option<String> {
     None
 }
 
+/// Migration data bytes per (device, `save`/`load`).
+pub type DataBytes = BTreeMap<(String, &'static str), u64>;
+
+/// The bytes QEMU moved through each device's data_fd by its own trace: every
+/// `vfio_save_block (DEV) data_size N` read, every `vfio_load_state_device_data (DEV) size N
+/// ret R` write that returned 0.
+pub fn qemu_data(trace: &str) -> DataBytes {
+    let mut out = DataBytes::new();
+    for l in trace.lines() {
+        if let Some((dev, tail)) = event(l, "vfio_save_block") {
+            if let Some(n) = tail
+                .strip_prefix("data_size ")
+                .and_then(|n| n.trim().parse::<u64>().ok())
+            {
+                *out.entry((dev.into(), "save")).or_default() += n;
+            }
+        } else if let Some((dev, tail)) = event(l, "vfio_load_state_device_data")
+            && let Some((n, ret)) = tail
+                .strip_prefix("size ")
+                .and_then(|t| t.split_once(" ret "))
+            && ret.trim() == "0"
+            && let Ok(n) = n.trim().parse::<u64>()
+        {
+            *out.entry((dev.into(), "load")).or_default() += n;
+        }
+    }
+    out
+}
+
+/// The bytes migscope's `data` events account for, per device and direction.
+pub fn trace_data(jsonl: &str) -> DataBytes {
+    let mut out = DataBytes::new();
+    for l in jsonl.lines().skip(1) {
+        let Ok(v) = serde_json::from_str::<Value>(l) else {
+            continue;
+        };
+        if v.get("ev").and_then(Value::as_str) != Some("data") {
+            continue;
+        }
+        let dir = match v.get("dir").and_then(Value::as_str) {
+            Some("save") => "save",
+            Some("load") => "load",
+            _ => continue,
+        };
+        if let (Some(dev), Some(n)) = (
+            v.get("dev").and_then(Value::as_str),
+            v.get("bytes").and_then(Value::as_u64),
+        ) {
+            *out.entry((dev.into(), dir)).or_default() += n;
+        }
+    }
+    out
+}
+
 /// Every event that names a device names one of `bdfs`, declared before its first use.
 pub fn bdf_problems(jsonl: &str, bdfs: &[String]) -> Vec<String> {
     let mut declared: Vec<String> = Vec::new();
@@ -451,6 +505,58 @@ vfio_migration_set_device_state  (0000:00:02.0) state RUNNING
                 .unwrap()
                 .contains("QEMU nothing")
         );
+    }
+
+    /// A real lab run (qemu-fail-p2p on 6.1): QEMU's trace and stderr, and record's trace.
+    const FAIL_P2P_QEMU: &str = include_str!("testdata/fail-p2p-6.1.qemu.trace");
+    const FAIL_P2P_ERR: &str = include_str!("testdata/fail-p2p-6.1.qemu.err");
+    const FAIL_P2P_TRACE: &str = include_str!("testdata/fail-p2p-6.1.jsonl");
+
+    #[test]
+    fn real_fail_p2p_run_agrees_with_qemu() {
+        let q = qemu_ops(FAIL_P2P_QEMU, FAIL_P2P_ERR);
+        // Startup, the migration's P2P and STOP, the restart after the failed migration, the
+        // shutdown: each SET refused, each followed by VFIO_DEVICE_RESET.
+        let failed_then_reset = |to: &str| [set("RUNNING", to, false), Op::Reset { dev: D.into() }];
+        let want: Vec<Op> = [
+            "RUNNING_P2P",
+            "RUNNING_P2P",
+            "STOP",
+            "RUNNING_P2P",
+            "RUNNING_P2P",
+        ]
+        .into_iter()
+        .flat_map(failed_then_reset)
+        .collect();
+        assert_eq!(q.ops, want);
+        // QEMU asked for RUNNING three times while it believed the device RUNNING: no ioctl.
+        assert_eq!(q.noops, 3);
+        let (ops, last) = trace_ops(FAIL_P2P_TRACE);
+        assert_eq!(compare(&q.ops, &ops, false), None);
+        assert_eq!(last[D], q.last[D]);
+        assert_eq!(q.last[D], "RUNNING");
+        assert!(bdf_problems(FAIL_P2P_TRACE, &[D.to_string()]).is_empty());
+    }
+
+    #[test]
+    fn data_bytes_by_qemu_and_by_the_trace() {
+        let q = "\
+vfio_save_block  (0000:00:02.0) data_size 80
+vfio_save_block_precopy_empty_hit  (0000:00:02.0)
+vfio_save_block  (0000:00:02.0) data_size 80
+vfio_load_state_device_data  (0000:00:03.0) size 80 ret 0
+vfio_load_state_device_data  (0000:00:03.0) size 80 ret -22
+";
+        let mut want = DataBytes::new();
+        want.insert((D.into(), "save"), 160);
+        want.insert(("0000:00:03.0".into(), "load"), 80);
+        assert_eq!(qemu_data(q), want);
+        let t = r#"{"migscope_trace":1}
+{"t":1,"ev":"data","dev":"0000:00:02.0","dir":"save","bytes":80}
+{"t":2,"ev":"data","dev":"0000:00:02.0","dir":"save","bytes":80}
+{"t":3,"ev":"data","dev":"0000:00:03.0","dir":"load","bytes":80}
+"#;
+        assert_eq!(trace_data(t), want);
     }
 
     #[test]

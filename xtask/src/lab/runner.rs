@@ -333,7 +333,7 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
             };
         }
         Run::Shell(_) | Run::Drive { .. } => judge_trace(s, dir, migscope, &mut r),
-        Run::Qemu(q) => judge_qemu(&q, dir, migscope, &mut r),
+        Run::Qemu(q) => judge_qemu(s, &q, dir, migscope, &mut r),
     }
     if r.verdict != s.expected {
         r.problems
@@ -508,7 +508,7 @@ fn traces(s: &Scenario, dir: &Path) -> Vec<(String, String)> {
 
 /// Each QEMU's trace judged like any other (verdicts combined, the worse wins), plus QEMU's
 /// own account: the SETs it issued, in order and with their outcome, must be migscope's.
-fn judge_qemu(q: &Qemu, dir: &Path, migscope: &Path, r: &mut ScenarioResult) {
+fn judge_qemu(s: &Scenario, q: &Qemu, dir: &Path, migscope: &Path, r: &mut ScenarioResult) {
     let stdout = fs::read_to_string(dir.join("stdout")).unwrap_or_default();
     r.attempts = stdout
         .lines()
@@ -517,6 +517,20 @@ fn judge_qemu(q: &Qemu, dir: &Path, migscope: &Path, r: &mut ScenarioResult) {
     for l in stdout.lines().filter(|l| l.starts_with("qemu: ")) {
         if !l.starts_with("qemu: source attempts") && !l.contains("no transfer was in flight") {
             r.problems.push(l.into());
+        }
+    }
+    // "qemu ROLE: qemu exit N, ...": with a correct driver QEMU must end cleanly (with a
+    // broken one QEMU 10.0.2 may not: after a failed migration it aborts at quit).
+    for l in stdout
+        .lines()
+        .filter(|l| l.starts_with("qemu src:") || l.starts_with("qemu dst:"))
+    {
+        let exit = l
+            .split_once("qemu exit ")
+            .and_then(|(_, t)| t.split(',').next())
+            .map(str::trim);
+        if s.bug == "none" && exit.is_some_and(|e| e != "0") {
+            r.problems.push(format!("QEMU did not end cleanly: {l}"));
         }
     }
     for role in q.roles() {
@@ -543,6 +557,7 @@ fn judge_qemu(q: &Qemu, dir: &Path, migscope: &Path, r: &mut ScenarioResult) {
             .iter()
             .filter(|o| matches!(o, Op::Set { .. }))
             .count() as u64;
+        r.qemu_noops += qemu.noops as u64;
         if qemu.ops.is_empty() {
             r.problems.push(format!(
                 "{role}: QEMU's own trace (qemu-{role}.trace) has no SET"
@@ -552,6 +567,17 @@ fn judge_qemu(q: &Qemu, dir: &Path, migscope: &Path, r: &mut ScenarioResult) {
         if let Some(d) = qemutrace::compare(&qemu.ops, &ops, q.late) {
             r.problems
                 .push(format!("{role}: QEMU's SETs and migscope's differ: {d}"));
+        }
+        let qemu_trace =
+            fs::read_to_string(dir.join(format!("qemu-{role}.trace"))).unwrap_or_default();
+        let (qd, td) = (
+            qemutrace::qemu_data(&qemu_trace),
+            qemutrace::trace_data(&text),
+        );
+        if qd != td {
+            r.problems.push(format!(
+                "{role}: migration data bytes differ: QEMU {qd:?}, migscope {td:?}"
+            ));
         }
     }
     r.rules.sort();
@@ -884,6 +910,37 @@ mod tests {
             (Some(1), Some(1.5))
         );
         assert_eq!(parse_marker("LAB:RESULT x"), (None, None));
+    }
+
+    #[test]
+    fn source_dmesg_is_the_last_source_run() {
+        let d = "[1] lab: qemu src start\n[2] edu-mig: drained in-flight DMA in 9 ms\n\
+                 [3] lab: qemu src done\n[4] lab: qemu src start\n[5] x\n[6] lab: qemu src done\n\
+                 [7] lab: qemu dst start\n[8] edu-mig: drained in-flight DMA in 9 ms\n";
+        let last = source_dmesg(d);
+        assert!(last.starts_with("lab: qemu src start\n[5] x"));
+        assert_eq!(count_lines(last, "drained in-flight DMA"), 0);
+        assert_eq!(source_dmesg("no markers"), "");
+    }
+
+    #[test]
+    fn l2_dma_needs_two_good_pairs() {
+        let dir = std::env::temp_dir().join(format!("lab-l2-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let line = |n| format!("L2: t={n} dma dev=0 pair={n} irqs=2 bad=0 lost=0\n");
+        fs::write(dir.join("l2-src.log"), line(1)).unwrap();
+        assert!(
+            l2_dma_problem(&dir, "src")
+                .unwrap()
+                .contains("completed 1 DMA")
+        );
+        fs::write(dir.join("l2-src.log"), line(1) + &line(2)).unwrap();
+        assert_eq!(l2_dma_problem(&dir, "src"), None);
+        let bad = "L2: t=3 dma dev=0 pair=3 MISMATCH at byte 0\n";
+        fs::write(dir.join("l2-src.log"), line(1) + &line(2) + bad).unwrap();
+        assert!(l2_dma_problem(&dir, "src").unwrap().contains("MISMATCH"));
+        assert!(l2_dma_problem(&dir, "dst").is_some(), "no log is no DMA");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
