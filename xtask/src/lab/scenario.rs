@@ -800,16 +800,17 @@ mod tests {
         // holds them (record-attach-ambiguous shows that inconclusive); a QEMU case that
         // expects them named must give QEMU the bridged ones.
         for s in ALL {
-            if let Run::Qemu(q) = s.run {
-                if q.late && s.devices > 1 {
-                    assert_eq!(s.bridged, s.devices, "{}", s.name);
-                    assert!(
-                        s.bdfs().iter().all(|b| !b.starts_with("0000:00:")),
-                        "{}",
-                        s.name
-                    );
-                    assert!(guest_line(s).contains(&bridged_bdf(1)), "{}", s.name);
-                }
+            if let Run::Qemu(q) = s.run
+                && q.late
+                && s.devices > 1
+            {
+                assert_eq!(s.bridged, s.devices, "{}", s.name);
+                assert!(
+                    s.bdfs().iter().all(|b| !b.starts_with("0000:00:")),
+                    "{}",
+                    s.name
+                );
+                assert!(guest_line(s).contains(&bridged_bdf(1)), "{}", s.name);
             }
         }
     }
