@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 mod assets;
 mod check;
 mod doctor;
-mod drive;
+pub mod drive;
 mod export;
 mod fsm;
 mod progress;
