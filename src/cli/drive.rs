@@ -13,7 +13,7 @@ use crate::capture::{Capture, CaptureOptions};
 use crate::session::sinks::trace::{Dest, TraceOut};
 use crate::session::sinks::tui::{self as tui_sink, Pace};
 use crate::session::sources::{controller, probe::Probe};
-use crate::session::{self, Session, Signals, Stop};
+use crate::session::{self, Session, Stop};
 use crate::trace::{Event, EventKind, Format, Header, source};
 use crate::vfio::{self, Order, Outcome, Plan, Vfio, VfioOps, VfioPath, Workload};
 
@@ -172,14 +172,12 @@ pub fn drive_with<O: VfioOps + Send>(ops: &mut O, args: &Args, stop: Stop) -> i3
     opts.buffer_pages = args.buffer_pages;
     opts.stop = stop.flag();
 
-    let rt = match session::runtime() {
-        Ok(rt) => rt,
-        Err(e) => return super::unusable(error_chain(&e)),
-    };
     // Signals first: a Ctrl-C while the probe loads still ends in a complete run.
-    let mut signals = match rt.block_on(async { Signals::install() }) {
+    let session::Started {
+        rt, mut signals, ..
+    } = match session::start(None) {
         Ok(s) => s,
-        Err(e) => return super::unusable(format!("failed to install a signal handler: {e}")),
+        Err(e) => return super::unusable(error_chain(&e)),
     };
     let header_out = Arc::new(Mutex::new(Header::default()));
     let (tui, view, say) = if args.tui {

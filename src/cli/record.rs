@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::capture::{Capture, CaptureOptions, kernel_release};
 use crate::session::sinks::trace::{Dest, TraceOut};
 use crate::session::sources::probe::Probe;
-use crate::session::{self, Session, Signals, Stop, Until};
+use crate::session::{self, Session, Stop, Until};
 use crate::trace::{Event, Format, Header, source};
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -76,26 +76,17 @@ pub fn run(args: Args) -> i32 {
     if args.format == Format::Native && args.output.is_none() {
         return super::unusable("--format native needs -o FILE (standard output carries JSONL)");
     }
-    // The runtime and the signal handlers come first, so a Ctrl-C while the probe loads
-    // still ends in a complete trace.
-    let rt = match session::runtime() {
-        Ok(rt) => rt,
+    // The runtime, the signals and the traced process come first (session::start).
+    let session::Started {
+        rt,
+        mut signals,
+        process,
+    } = match session::start(args.pid) {
+        Ok(s) => s,
         Err(e) => return super::unusable(chain(&e)),
     };
-    // Registered with this runtime: the signals, the pidfd, the ring buffer.
+    // Registered with this runtime: the ring buffer.
     let entered = rt.enter();
-    let mut signals = match Signals::install() {
-        Ok(s) => s,
-        Err(e) => return super::unusable(format!("failed to install a signal handler: {e}")),
-    };
-    // The traced process must exist before anything is loaded or written.
-    let process = match args.pid {
-        Some(p) => match session::pid_exit(p) {
-            Ok(fd) => Some(fd),
-            Err(e) => return super::unusable(format!("cannot watch process {p}: {e}")),
-        },
-        None => None,
-    };
     let opts = CaptureOptions {
         pids: args.pid.map(|p| vec![p]),
         ring_bytes: args.ring_bytes,

@@ -115,15 +115,13 @@ fn run_on_file(
     header: Arc<Mutex<Header>>,
     rules: &RuleArgs,
 ) -> i32 {
-    let rt = match session::runtime() {
-        Ok(rt) => rt,
+    let session::Started {
+        rt, mut signals, ..
+    } = match session::start(None) {
+        Ok(s) => s,
         Err(e) => return super::unusable(error_chain(&e)),
     };
     let entered = rt.enter();
-    let mut signals = match Signals::install() {
-        Ok(s) => s,
-        Err(e) => return super::unusable(format!("failed to install a signal handler: {e}")),
-    };
     let file = match file {
         Ok(f) => f,
         Err(e) => return super::unusable(format!("{name}: cannot read: {e}")),
@@ -183,22 +181,15 @@ fn finish_view(
 /// into a trace file with `-o`. With `--pid` the session ends when that process exits; the
 /// view stays open with the final verdict.
 fn watch_probe(args: WatchArgs) -> i32 {
-    let rt = match session::runtime() {
-        Ok(rt) => rt,
+    let session::Started {
+        rt,
+        mut signals,
+        process,
+    } = match session::start(args.pid) {
+        Ok(s) => s,
         Err(e) => return super::unusable(error_chain(&e)),
     };
     let entered = rt.enter();
-    let mut signals = match Signals::install() {
-        Ok(s) => s,
-        Err(e) => return super::unusable(format!("failed to install a signal handler: {e}")),
-    };
-    let process = match args.pid {
-        Some(p) => match session::pid_exit(p) {
-            Ok(fd) => Some(fd),
-            Err(e) => return super::unusable(format!("cannot watch process {p}: {e}")),
-        },
-        None => None,
-    };
     let opts = CaptureOptions {
         pids: args.pid.map(|p| vec![p]),
         ring_bytes: args.ring_bytes,

@@ -47,6 +47,14 @@ use sources::probe::Probe;
 pub enum SessionError {
     #[error("failed to set up the event loop")]
     Runtime(#[source] std::io::Error),
+    #[error("failed to install a signal handler")]
+    Signals(#[source] std::io::Error),
+    #[error("cannot watch process {pid}")]
+    Process {
+        pid: u32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("failed to read the probe")]
     Capture(#[from] CaptureError),
 }
@@ -75,6 +83,33 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, SessionError> {
         .enable_all()
         .build()
         .map_err(SessionError::Runtime)
+}
+
+/// What every live command sets up first, before the probe loads or a device is touched.
+pub struct Started {
+    pub rt: tokio::runtime::Runtime,
+    /// SIGINT and SIGTERM are the session's from here on: a Ctrl-C while the probe loads
+    /// still ends in a complete trace.
+    pub signals: Signals,
+    /// The traced process's exit (`--pid`; it must exist before anything is written).
+    pub process: Option<AsyncFd<std::os::fd::OwnedFd>>,
+}
+
+/// The runtime, the signals and the traced process of a session about to start.
+pub fn start(pid: Option<u32>) -> Result<Started, SessionError> {
+    let rt = runtime()?;
+    let entered = rt.enter();
+    let signals = Signals::install().map_err(SessionError::Signals)?;
+    let process = match pid {
+        Some(pid) => Some(pid_exit(pid).map_err(|source| SessionError::Process { pid, source })?),
+        None => None,
+    };
+    drop(entered);
+    Ok(Started {
+        rt,
+        signals,
+        process,
+    })
 }
 
 /// What ends a recording besides a stop request.

@@ -762,22 +762,18 @@ impl Verifier {
     /// written). The findings themselves are not repeated (`violations` and `warnings` are
     /// empty): they were returned by [`Verifier::push`] as they happened.
     pub fn interim(&self) -> Report {
-        let v = Verifier {
-            opts: self.opts.clone(),
+        let header = Header {
             sources: self.sources.clone(),
+            ..Header::default()
+        };
+        let v = Verifier {
             devs: self.devs.clone(),
-            by_name: NameMap::default(),
-            last_dev: usize::MAX,
-            ctxs: Vec::new(),
-            ctx_by_name: NameMap::default(),
-            violations: Vec::new(),
-            warnings: Vec::new(),
-            dropped: 0,
             lost: self.lost,
             lost_named: self.lost_named.clone(),
             ended: true,
             events: self.events,
             p2p_marked: self.p2p_marked,
+            ..Verifier::new(&header, self.opts.clone())
         };
         let mut r = v.finish();
         r.warnings.clear();
