@@ -6,7 +6,8 @@
 //! ```text
 //! <testsuites name="migscope" tests failures errors skipped>
 //!   <testsuite name="<trace>: <device>">     one per device, in name order
-//!     <properties> ctx, flags, quiesce numbers </properties>
+//!     <properties> device, ctx, flags, the numbers check --json gives it (quiesce_count,
+//!       quiesce_{min,max,mean}_ns, dma_quiesced, irq_quiesced, violations) </properties>
 //!     <testcase classname="migscope.<device>" name="transitions|quiesce|ordering">
 //!       <failure type=<first rule> message="N violation(s): ...">one line per violation:
 //!         rule, t, line, detail</failure>     or <skipped message=...> for a blind spot
@@ -20,7 +21,7 @@
 use std::{fmt::Write as _, path::Path};
 
 use super::{ExportError, write_atomic};
-use crate::verify::{Finding, Report, rule};
+use crate::verify::{DeviceSummary, Finding, Report, rule};
 
 /// The rule families, each a test case.
 pub const FAMILIES: [&str; 3] = ["transitions", "quiesce", "ordering"];
@@ -104,6 +105,41 @@ fn fail_case(found: &[&Finding]) -> Case {
     }
 }
 
+/// A device suite's properties: its facts and the numbers `check --json` gives it
+/// (`export::agree` reads them back).
+fn device_props(report: &Report, dev: &str, d: &DeviceSummary) -> Vec<(String, String)> {
+    let mut props = vec![
+        ("device".to_owned(), dev.to_owned()),
+        ("ctx".to_owned(), d.ctx.clone()),
+    ];
+    if let Some(fl) = d.flags {
+        props.push(("flags".to_owned(), crate::model::flag_names(fl).join(",")));
+    }
+    let mut num = |k: &str, v: u64| props.push((k.to_owned(), v.to_string()));
+    num("quiesce_count", d.quiesce_count);
+    if let Some(mean) = d.quiesce_total_ns.checked_div(d.quiesce_count) {
+        num("quiesce_min_ns", d.quiesce_min_ns);
+        num("quiesce_max_ns", d.quiesce_max_ns);
+        num("quiesce_mean_ns", mean);
+    }
+    num("dma_quiesced", d.dma_quiesced);
+    num("irq_quiesced", d.irq_quiesced);
+    let violations = report
+        .violations
+        .iter()
+        .filter(|v| v.dev.as_deref() == Some(dev))
+        .count();
+    num("violations", violations as u64);
+    props.push((
+        "quiesce_max_ms".to_owned(),
+        format!("{:.3}", d.quiesce_max_ns as f64 / 1e6),
+    ));
+    if let Some(s) = d.final_state {
+        props.push(("final_state".to_owned(), s.name().to_owned()));
+    }
+    props
+}
+
 struct Suite {
     name: String,
     props: Vec<(String, String)>,
@@ -116,18 +152,7 @@ pub fn render(report: &Report, trace_name: &str) -> String {
     let mut suites = Vec::new();
     let dma_blind = report.blind_spots.iter().any(|b| b == "dma");
     for (dev, d) in &report.devices {
-        let mut props = vec![("ctx".to_owned(), d.ctx.clone())];
-        if let Some(fl) = d.flags {
-            props.push(("flags".to_owned(), crate::model::flag_names(fl).join(",")));
-        }
-        props.push(("quiesce_count".to_owned(), d.quiesce_count.to_string()));
-        props.push((
-            "quiesce_max_ms".to_owned(),
-            format!("{:.3}", d.quiesce_max_ns as f64 / 1e6),
-        ));
-        if let Some(s) = d.final_state {
-            props.push(("final_state".to_owned(), s.name().to_owned()));
-        }
+        let props = device_props(report, dev, d);
         let mut cases = Vec::new();
         for fam in FAMILIES {
             let found: Vec<&Finding> = report
@@ -252,7 +277,10 @@ pub fn render(report: &Report, trace_name: &str) -> String {
     );
     suites.push(Suite {
         name: format!("{trace_name}: trace"),
-        props: vec![("verdict".to_owned(), report.verdict.name().to_owned())],
+        props: vec![
+            ("verdict".to_owned(), report.verdict.name().to_owned()),
+            ("violations".to_owned(), report.violations.len().to_string()),
+        ],
         cases,
         out,
     });

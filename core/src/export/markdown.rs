@@ -24,11 +24,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{ExportError, SegKind, Segment, Timeline, write_atomic};
+use super::{ExportError, write_atomic};
 use crate::{
     model::MigState,
     trace::{Event, EventKind, Header, jsonl::event_to_json, open_any},
-    verify::{Finding, Options, Report, Verifier, rule},
+    verify::{Finding, Options, Report, SegKind, Segment, Verifier, rule},
 };
 
 /// Options of `export --format markdown`.
@@ -170,8 +170,10 @@ struct Window {
     after: Vec<(u64, String)>,
 }
 
+/// Milliseconds with three decimals, cut (not rounded) to the microsecond: exact, so the
+/// report's durations read back as `check --json`'s nanoseconds to the microsecond.
 fn ms(ns: u64) -> String {
-    format!("{:.3} ms", ns as f64 / 1e6)
+    format!("{}.{:03} ms", ns / 1_000_000, ns / 1_000 % 1_000)
 }
 
 /// Markdown-safe inline code.
@@ -199,6 +201,31 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
+/// A device's numbers, the ones `check --json` gives it (`export::agree` reads them back):
+/// `2 quiesce(s): min 1.000 ms, max 3.000 ms, mean 2.000 ms; DMA evidence 4 (1 while
+/// quiesced), IRQs 2 (0 while quiesced); 1 violation(s).`
+fn device_numbers(report: &Report, dev: &str, s: &crate::verify::DeviceSummary) -> String {
+    let quiesces = match s.quiesce_total_ns.checked_div(s.quiesce_count) {
+        Some(mean) => format!(
+            "{} quiesce(s): min {}, max {}, mean {}",
+            s.quiesce_count,
+            ms(s.quiesce_min_ns),
+            ms(s.quiesce_max_ns),
+            ms(mean)
+        ),
+        None => "0 quiesce(s)".to_owned(),
+    };
+    let violations = report
+        .violations
+        .iter()
+        .filter(|v| v.dev.as_deref() == Some(dev))
+        .count();
+    format!(
+        "{quiesces}; DMA evidence {} ({} while quiesced), IRQs {} ({} while quiesced); {violations} violation(s).",
+        s.dma, s.dma_quiesced, s.irq, s.irq_quiesced
+    )
+}
+
 /// Writes the Markdown report for the trace at `input` (either format) to `output`.
 pub fn export(input: &Path, output: &Path, opts: &MdOptions) -> Result<Report, ExportError> {
     let red = Redactor::new(opts.redact, opts.hostname.as_deref());
@@ -207,24 +234,25 @@ pub fn export(input: &Path, output: &Path, opts: &MdOptions) -> Result<Report, E
     let format = reader.format();
     let header: Header = reader.header().clone();
     let mut verifier = Verifier::new(&header, opts.verify.clone());
+    // The timeline is the verifier's own: what the report draws is what the rules judged.
+    verifier.keep_segments();
     let mut devices: BTreeMap<String, DevInfo> = BTreeMap::new();
     let mut segs: BTreeMap<String, (Vec<Segment>, u64)> = BTreeMap::new();
-    let mut timeline = Timeline::default();
     let mut marks: Vec<(u64, String)> = Vec::new();
     let mut n_marks = 0u64;
     let mut drive_cmds: Vec<String> = Vec::new();
     let mut t0 = None;
     let mut t_last = 0;
     let mut warned = 0;
-    let mut closed = Vec::new();
-    let keep = |closed: &mut Vec<Segment>, segs: &mut BTreeMap<String, (Vec<Segment>, u64)>| {
-        for s in closed.drain(..) {
-            let e = segs.entry(s.dev.clone()).or_default();
-            if e.0.len() < MAX_SEGMENTS {
-                e.0.push(s);
-            } else {
-                e.1 += 1;
-            }
+    let keep = |dev: &str, s: Segment, segs: &mut BTreeMap<String, (Vec<Segment>, u64)>| {
+        let e = match segs.get_mut(dev) {
+            Some(e) => e,
+            None => segs.entry(dev.to_owned()).or_default(),
+        };
+        if e.0.len() < MAX_SEGMENTS {
+            e.0.push(s);
+        } else {
+            e.1 += 1;
         }
     };
     while let Some(item) = reader.next_event() {
@@ -262,15 +290,17 @@ pub fn export(input: &Path, output: &Path, opts: &MdOptions) -> Result<Report, E
             }
             _ => {}
         }
-        timeline.push(&ev, &mut closed);
-        keep(&mut closed, &mut segs);
         verifier.push(line, &ev);
+        for (dev, s) in verifier.drain_segments() {
+            keep(dev, s, &mut segs);
+        }
     }
     verifier.forward_warnings(reader.warnings(), &mut warned);
     let truncated_at = reader.truncated_at();
     drop(reader);
-    timeline.finish(&mut closed);
-    keep(&mut closed, &mut segs);
+    for (dev, s) in verifier.open_segments() {
+        keep(dev, s, &mut segs);
+    }
     let report = verifier.finish();
     let t0 = t0.unwrap_or(0);
     let rel = |t: u64| ms(t.saturating_sub(t0));
@@ -587,24 +617,12 @@ pub fn export(input: &Path, output: &Path, opts: &MdOptions) -> Result<Report, E
     }
 
     o.push_str("## Timeline\n\nTimes are from the first event. Quiesce = a SET entering a quiescent state; its duration is the time the SET took.\n\n");
-    for (dev, (list, more)) in &segs {
+    for (dev, s) in &report.devices {
         let _ = writeln!(o, "### {}\n", red.text(dev));
-        if let Some(s) = report.devices.get(dev)
-            && s.quiesce_count > 0
-        {
-            let _ = writeln!(
-                o,
-                "{} quiesce(s): min {}, max {}, mean {}; DMA evidence {} ({} while quiesced), IRQs {} ({} while quiesced).\n",
-                s.quiesce_count,
-                ms(s.quiesce_min_ns),
-                ms(s.quiesce_max_ns),
-                ms(s.quiesce_total_ns / s.quiesce_count),
-                s.dma,
-                s.dma_quiesced,
-                s.irq,
-                s.irq_quiesced
-            );
-        }
+        let _ = writeln!(o, "{}\n", device_numbers(&report, dev, s));
+        let Some((list, more)) = segs.get(dev) else {
+            continue;
+        };
         o.push_str("```\n");
         for s in list {
             let tag = match s.what {
@@ -617,7 +635,7 @@ pub fn export(input: &Path, output: &Path, opts: &MdOptions) -> Result<Report, E
                 "{tag} {:>14} .. {:>14}  {:>12}  {}",
                 rel(s.start),
                 rel(s.end),
-                ms(s.end.saturating_sub(s.start)),
+                ms(s.duration()),
                 s.what.label()
             );
         }

@@ -21,7 +21,7 @@ use crate::{
 mod rules;
 pub mod timeline;
 
-pub use timeline::{DeviceTimeline, Judgement, Period, Phase, Scope, Transition};
+pub use timeline::{DeviceTimeline, Judgement, Period, Phase, Scope, SegKind, Segment, Transition};
 
 /// Stable rule identifiers (DESIGN.md rule table), violations first, then warnings.
 pub mod rule {
@@ -485,6 +485,11 @@ pub struct Verifier {
     events: u64,
     /// `dma` evidence marked `p2p: true` (for the p2p-only warning).
     p2p_marked: u64,
+    /// The time of the last event.
+    last_t: u64,
+    /// Closed timeline segments not yet taken, by device index: kept only for a caller that
+    /// asked ([`Verifier::keep_segments`]), so `check` stores nothing.
+    segments: Option<Vec<(usize, Segment)>>,
 }
 
 fn ms(ns: u64) -> String {
@@ -509,7 +514,44 @@ impl Verifier {
             ended: false,
             events: 0,
             p2p_marked: 0,
+            last_t: 0,
+            segments: None,
         }
+    }
+
+    /// Keeps the timeline [`Segment`]s each event closes, for [`Verifier::drain_segments`]:
+    /// what a report draws is what the rules judged.
+    pub fn keep_segments(&mut self) {
+        self.segments.get_or_insert_with(Vec::new);
+    }
+
+    /// The segments closed since the last call, with their device's name, in the order the
+    /// events closed them.
+    pub fn drain_segments(&mut self) -> impl Iterator<Item = (&str, Segment)> + '_ {
+        let devs = &self.devs;
+        self.segments
+            .iter_mut()
+            .flat_map(|v| v.drain(..))
+            .map(move |(i, s)| (devs[i].name.as_str(), s))
+    }
+
+    /// Every device's segment still in progress, closed at the last event's time (call after
+    /// the last [`Verifier::push`]), in declaration order.
+    pub fn open_segments(&self) -> impl Iterator<Item = (&str, Segment)> + '_ {
+        self.devs
+            .iter()
+            .map(|d| (d.name.as_str(), d.tl.open_segment(self.last_t)))
+    }
+
+    /// Feeds device `i`'s timeline; the segment the event closed is kept when asked for.
+    fn feed(&mut self, i: usize, t: u64, kind: &EventKind) -> Option<Segment> {
+        let closed = self.devs[i].tl.feed(t, kind);
+        if let (Some(keep), Some(seg)) = (self.segments.as_mut(), closed)
+            && !(seg.start == seg.end && matches!(seg.what, SegKind::State(_)))
+        {
+            keep.push((i, seg));
+        }
+        closed
     }
 
     /// Records an unknown-event warning coming from the reader.
@@ -641,6 +683,7 @@ impl Verifier {
     /// Feeds one event. `line` is its 1-based line (0 if none). Returns the findings it caused.
     pub fn push(&mut self, line: u64, ev: &Event) -> Vec<Finding> {
         self.events += 1;
+        self.last_t = ev.t;
         let mut out = Out {
             t: ev.t,
             line,
@@ -684,7 +727,7 @@ impl Verifier {
             }
             EventKind::Reset { dev, .. } => {
                 let i = self.dev(dev, &mut out);
-                self.devs[i].tl.feed(ev.t, kind);
+                self.feed(i, ev.t, kind);
             }
             EventKind::Dma {
                 dev,
@@ -726,16 +769,16 @@ impl Verifier {
                     Some(name) => {
                         if let Some(&i) = self.by_name.get(name.as_str()) {
                             self.devs[i].lost = true;
-                            self.devs[i].tl.feed(ev.t, kind);
+                            self.feed(i, ev.t, kind);
                         }
                         if !self.lost_named.contains(name) {
                             self.lost_named.push(name.clone());
                         }
                     }
                     None => {
-                        for d in &mut self.devs {
-                            d.lost = true;
-                            d.tl.feed(ev.t, kind);
+                        for i in 0..self.devs.len() {
+                            self.devs[i].lost = true;
+                            self.feed(i, ev.t, kind);
                         }
                     }
                 }
@@ -744,8 +787,8 @@ impl Verifier {
             EventKind::PrecopyInfo { .. } | EventKind::DataSize { .. } => {}
             EventKind::End => {
                 self.ended = true;
-                for d in &mut self.devs {
-                    d.tl.feed(ev.t, kind);
+                for i in 0..self.devs.len() {
+                    self.feed(i, ev.t, kind);
                 }
             }
         }
