@@ -82,7 +82,7 @@ pub const RICH: &str = r#"{"migscope_trace":1,"clock":"monotonic_ns","kernel":"6
 {"t":21000,"ev":"reset","dev":"0000:00:03.0","ret":0}
 {"t":21500,"ev":"data","dev":"mdev-1","dir":"load","bytes":0}
 {"t":22000,"ev":"mark","label":"done \"quoted\" <tag> & 0xdeadbeef"}
-{"t":22100,"ev":"precopy_info","dev":"0000:00:03.0","initial_bytes":80,"dirty_bytes":16,"flags":0,"ret":0}
+{"t":22100,"ev":"precopy_info","dev":"0000:00:03.0","initial_bytes":80,"dirty_bytes":16,"precopy_flags":0,"ret":0}
 {"t":22200,"ev":"precopy_info","dev":"0000:00:03.0","ret":-22}
 {"t":22300,"ev":"data_size","dev":"0000:00:03.0","bytes":1048576,"ret":0}
 {"t":23000,"ev":"end"}

@@ -12,7 +12,7 @@ use std::{
     path::Path,
 };
 
-use serde::{Deserialize, Deserializer, de};
+use serde::Deserialize;
 
 use super::event::{DataDir, DmaSource, Event, EventKind, Header, IrqKind, TRACE_VERSION};
 use super::sink::TraceSink;
@@ -103,37 +103,6 @@ pub(crate) fn recycle_strings(ev: Event, spare: &mut Vec<String>) {
     }
 }
 
-/// The `flags` field: a `device`'s flag names, or the flags word a driver returned
-/// (`precopy_info`).
-#[derive(Debug, PartialEq)]
-enum RawFlags<'a> {
-    Names(Vec<Cow<'a, str>>),
-    Bits(u64),
-}
-
-impl<'de, 'a> Deserialize<'de> for RawFlags<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de, 'a> de::Visitor<'de> for V<'a> {
-            type Value = RawFlags<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an array of flag names or a non-negative integer")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(RawFlags::Bits(v))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::new();
-                while let Some(s) = seq.next_element::<String>()? {
-                    out.push(Cow::Owned(s));
-                }
-                Ok(RawFlags::Names(out))
-            }
-        }
-        d.deserialize_any(V(std::marker::PhantomData))
-    }
-}
-
 /// Every field any line may carry; absent ones are `None`, unknown ones are ignored.
 #[derive(Deserialize, Default, Debug, PartialEq)]
 struct Raw<'a> {
@@ -153,7 +122,7 @@ struct Raw<'a> {
     pid: Option<u32>,
     #[serde(borrow)]
     dev: Option<Cow<'a, str>>,
-    flags: Option<RawFlags<'a>>,
+    flags: Option<Vec<Cow<'a, str>>>,
     #[serde(borrow)]
     ctx: Option<Cow<'a, str>>,
     #[serde(borrow)]
@@ -186,6 +155,9 @@ struct Raw<'a> {
     label: Option<Cow<'a, str>>,
     initial_bytes: Option<u64>,
     dirty_bytes: Option<u64>,
+    /// `precopy_info`'s flags word, as the driver returned it (not `flags`: a reader that
+    /// predates `precopy_info` checks `flags` as a device's flag names and would refuse it).
+    precopy_flags: Option<u64>,
 }
 
 /// JSON type each known field must have, for naming the field when fast parsing fails.
@@ -199,7 +171,7 @@ const FIELD_TYPES: &[(&str, &str)] = &[
     ("ev", "str"),
     ("pid", "u32"),
     ("dev", "str"),
-    ("flags", "flags"),
+    ("flags", "strarr"),
     ("ctx", "str"),
     ("state", "str"),
     ("driver", "str"),
@@ -222,6 +194,7 @@ const FIELD_TYPES: &[(&str, &str)] = &[
     ("label", "str"),
     ("initial_bytes", "u64"),
     ("dirty_bytes", "u64"),
+    ("precopy_flags", "u64"),
 ];
 
 fn type_ok(v: &serde_json::Value, ty: &str) -> bool {
@@ -233,8 +206,7 @@ fn type_ok(v: &serde_json::Value, ty: &str) -> bool {
         ("i64", Value::Number(n)) => n.as_i64().is_some(),
         ("str", Value::String(_)) => true,
         ("bool", Value::Bool(_)) => true,
-        ("strarr" | "flags", Value::Array(a)) => a.iter().all(Value::is_string),
-        ("flags", Value::Number(n)) => n.as_u64().is_some(),
+        ("strarr", Value::Array(a)) => a.iter().all(Value::is_string),
         ("strmap", Value::Object(o)) => o.values().all(Value::is_string),
         ("pair", Value::Array(a)) => a.len() == 2 && a.iter().all(|x| x.as_u64().is_some()),
         _ => false,
@@ -249,11 +221,39 @@ fn type_desc(ty: &str) -> &'static str {
         "str" => "a string",
         "bool" => "true or false",
         "strarr" => "an array of strings",
-        "flags" => "an array of flag names (device) or a non-negative integer (precopy_info)",
         "strmap" => "an object of strings",
         "pair" => "an array of two non-negative integers [t0, t1]",
         _ => "a value of the right type",
     }
+}
+
+/// The `ev` values this reader decodes (the arms of `JsonlReader::parse_event`).
+const KNOWN_EVS: &[&str] = &[
+    "device",
+    "set",
+    "step",
+    "set_done",
+    "get",
+    "reset",
+    "dma",
+    "irq",
+    "data",
+    "lost",
+    "mark",
+    "end",
+    "precopy_info",
+    "data_size",
+];
+
+/// For a line that did not decode: its `ev` when it is a JSON object with a string `ev` this
+/// reader does not know (so the line is a newer event, to be skipped), else `None`.
+fn unknown_ev(line: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Ev {
+        ev: String,
+    }
+    let e = serde_json::from_str::<Ev>(line).ok()?;
+    (!KNOWN_EVS.contains(&e.ev.as_str())).then_some(e.ev)
 }
 
 /// Streams events out of a JSONL trace.
@@ -493,7 +493,17 @@ impl<R: BufRead> JsonlReader<R> {
 
     fn parse_event(&mut self, line: &str) -> Result<Option<Event>, TraceError> {
         let mut raw = Raw::default();
-        self.parse_raw_into(line, &mut raw)?;
+        if let Err(e) = self.parse_raw_into(line, &mut raw) {
+            // A field this reader knows, with another type, on an event type it does not know
+            // is that newer event's own field: skip the event, as any unknown `ev` is.
+            return match unknown_ev(line) {
+                Some(ev) => {
+                    self.warn_unknown_ev(&ev);
+                    Ok(None)
+                }
+                None => Err(e),
+            };
+        }
         let t = raw
             .t
             .ok_or_else(|| self.invalid("t", "missing (every event needs `t`)"))?;
@@ -648,13 +658,8 @@ impl<R: BufRead> JsonlReader<R> {
                 },
             },
             other => {
-                if !self.warned_ev.contains(other) {
-                    self.warned_ev.insert(other.to_owned());
-                    self.warnings.push(ReadWarning {
-                        line: self.line,
-                        msg: format!("unknown event type `{other}` skipped (first seen here)"),
-                    });
-                }
+                let other = other.to_owned();
+                self.warn_unknown_ev(&other);
                 return Ok(None);
             }
         };
@@ -663,6 +668,17 @@ impl<R: BufRead> JsonlReader<R> {
             pid: raw.pid,
             kind,
         }))
+    }
+
+    /// Warns once per unknown event type.
+    fn warn_unknown_ev(&mut self, ev: &str) {
+        if !self.warned_ev.contains(ev) {
+            self.warned_ev.insert(ev.to_owned());
+            self.warnings.push(ReadWarning {
+                line: self.line,
+                msg: format!("unknown event type `{ev}` skipped (first seen here)"),
+            });
+        }
     }
 
     fn req<T>(&self, v: Option<T>, field: &str) -> Result<T, TraceError> {
@@ -736,16 +752,10 @@ impl<R: BufRead> JsonlReader<R> {
     }
 
     fn flags(&self, raw: &Raw<'_>) -> Result<MigFlags, TraceError> {
-        let list = match &raw.flags {
-            Some(RawFlags::Names(l)) => l,
-            Some(RawFlags::Bits(b)) => {
-                return Err(self.invalid(
-                    "flags",
-                    &format!("expected an array of flag names, found {b}"),
-                ));
-            }
-            None => return Err(self.invalid("flags", "missing (required for this event type)")),
-        };
+        let list = raw
+            .flags
+            .as_ref()
+            .ok_or_else(|| self.invalid("flags", "missing (required for this event type)"))?;
         let mut bits = 0;
         for f in list {
             bits |= flag_bit(f).ok_or_else(|| {
@@ -760,17 +770,10 @@ impl<R: BufRead> JsonlReader<R> {
 }
 
 impl<R: BufRead> JsonlReader<R> {
-    /// A driver's 32-bit flags word (`precopy_info`'s `flags`).
+    /// A driver's 32-bit flags word (`precopy_info`'s `precopy_flags`).
     fn flag_word(&self, raw: &Raw<'_>) -> Result<u32, TraceError> {
-        match &raw.flags {
-            Some(RawFlags::Bits(b)) => u32::try_from(*b)
-                .map_err(|_| self.invalid("flags", &format!("{b} exceeds 32 bits"))),
-            Some(RawFlags::Names(_)) => Err(self.invalid(
-                "flags",
-                "expected the flags word the driver returned (an integer), found an array",
-            )),
-            None => Err(self.invalid("flags", "missing (required for this event type)")),
-        }
+        let b = self.req(raw.precopy_flags, "precopy_flags")?;
+        u32::try_from(b).map_err(|_| self.invalid("precopy_flags", &format!("{b} exceeds 32 bits")))
     }
 }
 
@@ -935,7 +938,7 @@ pub fn event_to_json(ev: &Event) -> String {
                 Ok(i) => {
                     push_num(&mut o, "initial_bytes", i.initial_bytes);
                     push_num(&mut o, "dirty_bytes", i.dirty_bytes);
-                    push_num(&mut o, "flags", i.flags);
+                    push_num(&mut o, "precopy_flags", i.flags);
                     0
                 }
                 Err(e) => *e,
@@ -1030,7 +1033,7 @@ impl<W: Write> JsonlWriter<W> {
 mod fast {
     use std::borrow::Cow;
 
-    use super::{Raw, RawFlags};
+    use super::Raw;
 
     struct Lex<'a> {
         src: &'a str,
@@ -1180,13 +1183,6 @@ mod fast {
         }
 
         /// `flags`: an array of names or an integer.
-        fn opt_flags(&mut self) -> Option<Option<RawFlags<'a>>> {
-            match self.peek()? {
-                b'0'..=b'9' => self.uint().map(|v| Some(RawFlags::Bits(v))),
-                _ => self.opt_strs().map(|o| o.map(RawFlags::Names)),
-            }
-        }
-
         /// A `sources` map: an object of strings (a later duplicate key wins, as with serde).
         fn opt_strmap(&mut self) -> Option<Option<std::collections::BTreeMap<String, String>>> {
             if self.null() {
@@ -1291,7 +1287,7 @@ mod fast {
                     "ev" => once!(seen, 1, r.ev, l.opt_str()),
                     "pid" => once!(seen, 2, r.pid, l.opt_u32()),
                     "dev" => once!(seen, 3, r.dev, l.opt_str()),
-                    "flags" => once!(seen, 4, r.flags, l.opt_flags()),
+                    "flags" => once!(seen, 4, r.flags, l.opt_strs()),
                     "ctx" => once!(seen, 5, r.ctx, l.opt_str()),
                     "state" => once!(seen, 6, r.state, l.opt_str()),
                     "driver" => once!(seen, 7, r.driver, l.opt_str()),
@@ -1319,6 +1315,7 @@ mod fast {
                     "sources" => once!(seen, 29, r.sources, l.opt_strmap()),
                     "initial_bytes" => once!(seen, 30, r.initial_bytes, l.opt_u64()),
                     "dirty_bytes" => once!(seen, 31, r.dirty_bytes, l.opt_u64()),
+                    "precopy_flags" => once!(seen, 32, r.precopy_flags, l.opt_u64()),
                     _ => l.skip()?,
                 }
                 l.ws();
@@ -1674,9 +1671,10 @@ mod tests {
             r#"{"t":1,"flags":[],"window":[1,2]}"#,
             r#"{"t":1,"flags":[ "P2P" , "STOP_COPY" ],"window":[ 1 , 2 ]}"#,
             r#"{"t":1,"flags":["P2P",],"window":[1,2,3]}"#,
-            r#"{"t":1,"flags":7,"initial_bytes":0,"dirty_bytes":18446744073709551615}"#,
-            r#"{"t":1,"flags":-7}"#,
-            r#"{"t":1,"flags":7.5}"#,
+            r#"{"t":1,"precopy_flags":7,"initial_bytes":0,"dirty_bytes":18446744073709551615}"#,
+            r#"{"t":1,"precopy_flags":-7}"#,
+            r#"{"t":1,"precopy_flags":7.5}"#,
+            r#"{"t":1,"flags":7}"#,
             r#"{"t":1,"flags":null,"initial_bytes":null}"#,
             r#"{"t":1,"flags":"P2P"}"#,
             r#"{"t":1,"flags":[1]}"#,
@@ -1703,7 +1701,9 @@ mod tests {
         // The writer's lines take the fast path.
         assert!(fast::raw(r#"{"t":1,"ev":"end"}"#).is_some());
         assert!(fast::raw(r#"{"t":1,"ret":-22,"data_fd":0}"#).is_some());
-        assert!(fast::raw(r#"{"t":1,"flags":0,"initial_bytes":80,"dirty_bytes":0}"#).is_some());
+        assert!(
+            fast::raw(r#"{"t":1,"precopy_flags":0,"initial_bytes":80,"dirty_bytes":0}"#).is_some()
+        );
     }
 
     fn state() -> impl Strategy<Value = MigState> {
@@ -1793,7 +1793,7 @@ mod tests {
     fn new_kinds_read_as_documented() {
         let s = format!(
             "{H}{}\n{}\n{}\n{}\n",
-            r#"{"t":1,"ev":"precopy_info","dev":"d","initial_bytes":80,"dirty_bytes":5,"flags":0,"ret":0}"#,
+            r#"{"t":1,"ev":"precopy_info","dev":"d","initial_bytes":80,"dirty_bytes":5,"precopy_flags":0,"ret":0}"#,
             r#"{"t":2,"ev":"precopy_info","dev":"d","ret":-22}"#,
             r#"{"t":3,"ev":"data_size","dev":"d","bytes":4096,"ret":0}"#,
             r#"{"t":4,"ev":"data_size","dev":"d","bytes":7,"ret":-5}"#,
@@ -1827,23 +1827,23 @@ mod tests {
                 },
             ]
         );
-        // A successful reply needs its values; flags is an integer here and names on a device.
+        // A successful reply needs its values; its flags word is `precopy_flags`, an integer.
         for (line, field) in [
             (
-                r#"{"t":1,"ev":"precopy_info","dev":"d","dirty_bytes":5,"flags":0,"ret":0}"#,
+                r#"{"t":1,"ev":"precopy_info","dev":"d","dirty_bytes":5,"precopy_flags":0,"ret":0}"#,
                 "initial_bytes",
             ),
             (
-                r#"{"t":1,"ev":"precopy_info","dev":"d","initial_bytes":1,"dirty_bytes":5,"flags":["P2P"],"ret":0}"#,
-                "flags",
+                r#"{"t":1,"ev":"precopy_info","dev":"d","initial_bytes":1,"dirty_bytes":5,"ret":0}"#,
+                "precopy_flags",
             ),
             (
-                r#"{"t":1,"ev":"precopy_info","dev":"d","initial_bytes":1,"dirty_bytes":5,"flags":4294967296,"ret":0}"#,
-                "flags",
+                r#"{"t":1,"ev":"precopy_info","dev":"d","initial_bytes":1,"dirty_bytes":5,"precopy_flags":4294967296,"ret":0}"#,
+                "precopy_flags",
             ),
             (
-                r#"{"t":1,"ev":"precopy_info","dev":"d","initial_bytes":1,"dirty_bytes":5,"flags":-1,"ret":0}"#,
-                "flags",
+                r#"{"t":1,"ev":"precopy_info","dev":"d","initial_bytes":1,"dirty_bytes":5,"precopy_flags":-1,"ret":0}"#,
+                "precopy_flags",
             ),
             (r#"{"t":1,"ev":"data_size","dev":"d","ret":0}"#, "bytes"),
             (
@@ -1909,6 +1909,45 @@ mod tests {
         fn garbage_lines_error_cleanly(line in ".{0,60}") {
             let s = format!("{H}{line}\n");
             let _ = read_all(&s); // must not panic, whatever it says
+        }
+    }
+
+    #[test]
+    fn an_unknown_event_reusing_a_known_field_with_another_type_is_skipped() {
+        let s = format!(
+            "{H}{}\n{}\n",
+            r#"{"t":1,"ev":"from_the_future","flags":7,"window":"later","vector":-1}"#,
+            r#"{"t":2,"ev":"end"}"#,
+        );
+        let (_, evs, w) = read_all(&s).expect("a newer event is skipped, not refused");
+        assert_eq!(evs.len(), 1);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].msg.contains("from_the_future"), "{w:?}");
+        // The same field on an event this reader knows is still an error naming it.
+        let (l, f, _) = err_of(&format!(
+            "{H}{}\n",
+            r#"{"t":1,"ev":"device","dev":"d","flags":7,"ctx":"c"}"#
+        ));
+        assert_eq!((l, f.as_str()), (2, "flags"));
+    }
+
+    proptest! {
+        /// Every field the writer puts on any event has the JSON type readers check that field
+        /// name for: a reader older than an event type meets its fields as known names on an
+        /// unknown `ev`, and must be able to skip it (`precopy_info`'s flags word is
+        /// `precopy_flags` for this reason: `flags` is a device's array of names).
+        #[test]
+        fn written_fields_keep_the_type_of_their_name(kind in kind(), pid in proptest::option::of(any::<u32>())) {
+            let line = event_to_json(&Event { t: 1, pid, kind });
+            let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+            let obj = v.as_object().expect("object");
+            let ev = obj["ev"].as_str().expect("ev");
+            prop_assert!(KNOWN_EVS.contains(&ev), "{} not in KNOWN_EVS", ev);
+            for (name, ty) in FIELD_TYPES {
+                if let Some(val) = obj.get(*name) {
+                    prop_assert!(type_ok(val, ty), "{}: field {} is {} (expected {})", line, name, val, type_desc(ty));
+                }
+            }
         }
     }
 }
