@@ -1,6 +1,11 @@
 //! `export --format perfetto`: the JSON is parsed and its tracks, slices and instants are
 //! counted against the trace and the verdict.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers panic with context (STYLE.md: tests panic, never return Result)"
+)]
+
 mod export_common;
 
 use std::{collections::BTreeMap, path::Path};

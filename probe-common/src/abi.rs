@@ -537,24 +537,33 @@ pub mod names {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY (all impls below): plain-old-data records: repr(C), integer and byte-array fields
-    // only, no padding (sizes asserted next to each definition).
-    unsafe impl aya::Pod for super::EventHeader {}
-    unsafe impl aya::Pod for super::IoctlEnter {}
-    unsafe impl aya::Pod for super::IoctlCall {}
-    unsafe impl aya::Pod for super::IoctlRet {}
-    unsafe impl aya::Pod for super::VfioOpen {}
-    unsafe impl aya::Pod for super::FdClose {}
-    unsafe impl aya::Pod for super::Step {}
-    unsafe impl aya::Pod for super::Irq {}
-    unsafe impl aya::Pod for super::IommuMap {}
-    unsafe impl aya::Pod for super::IommuUnmap {}
-    unsafe impl aya::Pod for super::IommuFault {}
-    unsafe impl aya::Pod for super::DataXfer {}
-    unsafe impl aya::Pod for super::MdevDma {}
-    unsafe impl aya::Pod for super::MsiHandler {}
-    unsafe impl aya::Pod for super::Fork {}
-    unsafe impl aya::Pod for super::StepLost {}
-    unsafe impl aya::Pod for super::Inflight {}
-    unsafe impl aya::Pod for super::StepArgs {}
+    /// `aya::Pod` for ring buffer and map records.
+    macro_rules! pod {
+        ($($t:ident),* $(,)?) => {$(
+            // SAFETY: a plain-old-data record: repr(C), integer and byte-array fields only, no
+            // padding (its size is asserted next to its definition), so any bytes are a value.
+            unsafe impl aya::Pod for super::$t {}
+        )*};
+    }
+
+    pod!(
+        EventHeader,
+        IoctlEnter,
+        IoctlCall,
+        IoctlRet,
+        VfioOpen,
+        FdClose,
+        Step,
+        Irq,
+        IommuMap,
+        IommuUnmap,
+        IommuFault,
+        DataXfer,
+        MdevDma,
+        MsiHandler,
+        Fork,
+        StepLost,
+        Inflight,
+        StepArgs,
+    );
 }

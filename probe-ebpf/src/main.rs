@@ -221,7 +221,8 @@ fn read_payload(cmd: u32, arg: u64, out: &mut [u8; PAYLOAD_LEN]) -> u32 {
             Err(_) => 0,
         };
     }
-    // SAFETY (each read): the helper validates the user address; a fault is an error.
+    // SAFETY: the helper validates the user address (a fault is an error) and writes at most
+    // the slice it is given.
     if unsafe { bpf_probe_read_user_buf(src, &mut out[..48]) }.is_ok() {
         return 48;
     }
@@ -519,8 +520,9 @@ fn try_iommu_io_page_fault(ctx: &TracePointContext) -> Result<u32, u32> {
     };
     let dev = data_loc(ctx, tp_read::<u32>(ctx, IOMMU_FAULT_DEVICE_LOC)?);
     let drv = data_loc(ctx, tp_read::<u32>(ctx, IOMMU_FAULT_DRIVER_LOC)?);
-    // SAFETY (both): kernel reads through the helper; a fault is an error.
+    // SAFETY: a kernel read through the helper (a fault is an error), bounded by the buffer.
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(dev, &mut rec.device) };
+    // SAFETY: as above.
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(drv, &mut rec.driver) };
     emit(&rec);
     Ok(0)
@@ -637,11 +639,12 @@ fn step_missed(tid: u32) {
 /// all in use).
 #[inline(always)]
 fn take_missed_steps(tid: u32, enter_ns: u64) -> u32 {
-    // SAFETY (both): plain map lookups; the values are copied.
+    // SAFETY: a plain map lookup; the value is copied before anything can remove it.
     let mut n = unsafe { STEP_MISSED.get(tid) }.copied().unwrap_or(0);
     if n > 0 {
         let _ = STEP_MISSED.remove(tid);
     }
+    // SAFETY: as above.
     if let Some(args) = unsafe { STEP_ARGS.get(tid) }.copied() {
         let _ = STEP_ARGS.remove(tid);
         if args.ioctl_ns == enter_ns {
