@@ -6,7 +6,7 @@
 //! adds what needs the kernel or the terminal: [`capture`] (the eBPF probe), [`vfio`] (the
 //! controller), [`clock`] (the trace clock) and [`cli`] (the commands).
 
-pub use migscope_core::{export, model, outfile, trace, verify};
+pub use migscope_core::{errno, export, model, outfile, trace, verify};
 
 pub mod capture;
 pub mod cli;

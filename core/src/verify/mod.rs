@@ -978,24 +978,8 @@ fn dma_coverage_text(
     }
 }
 
-/// A short errno name for messages.
-pub fn errno_name(ret: i32) -> &'static str {
-    match -ret {
-        1 => "EPERM",
-        5 => "EIO",
-        11 => "EAGAIN",
-        12 => "ENOMEM",
-        16 => "EBUSY",
-        19 => "ENODEV",
-        22 => "EINVAL",
-        25 => "ENOTTY",
-        61 => "ENODATA",
-        42 => "ENOMSG",
-        95 => "EOPNOTSUPP",
-        110 => "ETIMEDOUT",
-        _ => "errno",
-    }
-}
+/// A short errno name for a negative return value, for messages ([`crate::errno`]).
+pub use crate::errno::name_of_ret as errno_name;
 
 /// Reads a trace (JSONL or native, told apart by content) from `path` (`-` = stdin) and
 /// verifies it.
