@@ -7,6 +7,7 @@
 pub mod buffer;
 pub mod controller;
 pub mod plan;
+pub mod probe_events;
 pub mod sim;
 pub mod sys;
 pub mod witness;
