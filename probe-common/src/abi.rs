@@ -29,6 +29,8 @@ pub mod ioctl {
     pub const DEVICE_RESET: u32 = 0x3B6F;
     /// Container fd: VFIO_IOMMU_GET_INFO; device fd: VFIO_DEVICE_GET_PCI_HOT_RESET_INFO.
     pub const IOMMU_GET_INFO: u32 = 0x3B70;
+    /// Device fd: VFIO_DEVICE_GET_PCI_HOT_RESET_INFO (the number of VFIO_IOMMU_GET_INFO).
+    pub const DEVICE_GET_PCI_HOT_RESET_INFO: u32 = IOMMU_GET_INFO;
     /// Container fd: VFIO_IOMMU_MAP_DMA; device fd: VFIO_DEVICE_PCI_HOT_RESET.
     pub const IOMMU_MAP_DMA: u32 = 0x3B71;
     /// Container fd: VFIO_IOMMU_UNMAP_DMA; device fd: VFIO_DEVICE_QUERY_GFX_PLANE.
@@ -49,6 +51,9 @@ pub mod ioctl {
 /// `enum` of `IOMMUFD_CMD_*` starting at 0x80) and the argument structs migscope decodes, from
 /// `include/uapi/linux/iommufd.h` (vfio-bindings has no iommufd).
 pub mod iommufd {
+    pub const IOAS_ALLOC: u32 = 0x3B81;
+    pub const IOAS_MAP: u32 = 0x3B85;
+    pub const IOAS_UNMAP: u32 = 0x3B86;
     pub const HWPT_SET_DIRTY_TRACKING: u32 = 0x3B8B;
     pub const HWPT_GET_DIRTY_BITMAP: u32 = 0x3B8C;
     /// `IOMMU_HWPT_DIRTY_TRACKING_ENABLE` (`enum iommufd_hwpt_set_dirty_tracking_flags`).
@@ -119,6 +124,29 @@ pub mod hook {
     pub const KRETPROBE: u32 = 2;
     pub const FENTRY: u32 = 3;
     pub const KPROBE: u32 = 4;
+}
+
+/// Tracepoint field offsets, from the format files (`/sys/kernel/tracing/events/*/*/format`):
+/// the probe reads at them, and userspace checks each against the running kernel's format
+/// file before attaching (`capture::hooks`). The syscall tracepoints lay each argument out as
+/// an 8-byte slot after `__syscall_nr`.
+pub mod tp {
+    pub const SYS_ARG0: usize = 16;
+    pub const SYS_ARG1: usize = 24;
+    pub const SYS_ARG2: usize = 32;
+    pub const SYS_EXIT_RET: usize = 16;
+    pub const IRQ_IRQ: usize = 8;
+    pub const IRQ_NAME_LOC: usize = 12;
+    pub const IOMMU_MAP_IOVA: usize = 8;
+    pub const IOMMU_MAP_PADDR: usize = 16;
+    pub const IOMMU_MAP_SIZE: usize = 24;
+    pub const IOMMU_UNMAP_IOVA: usize = 8;
+    pub const IOMMU_UNMAP_SIZE: usize = 16;
+    pub const IOMMU_UNMAP_UNMAPPED: usize = 24;
+    pub const IOMMU_FAULT_DEVICE_LOC: usize = 8;
+    pub const IOMMU_FAULT_DRIVER_LOC: usize = 12;
+    pub const IOMMU_FAULT_IOVA: usize = 16;
+    pub const IOMMU_FAULT_FLAGS: usize = 24;
 }
 
 /// Bytes of an ioctl argument struct (or device name string) copied from user memory.

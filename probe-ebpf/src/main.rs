@@ -61,25 +61,13 @@ static STEP_ARGS: LruHashMap<u32, StepArgs> = LruHashMap::with_max_entries(1024,
 #[map(name = "STEP_MISSED")]
 static STEP_MISSED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(1024, 0);
 
-// Offsets from the tracepoints' format files (/sys/kernel/tracing/events/*/*/format). The
-// syscall tracepoints lay each argument out as an 8-byte slot after __syscall_nr; userspace
-// checks the others against the running kernel's format files before attaching.
-const SYS_ARG0: usize = 16;
-const SYS_ARG1: usize = 24;
-const SYS_ARG2: usize = 32;
-const SYS_EXIT_RET: usize = 16;
-const IRQ_IRQ: usize = 8;
-const IRQ_NAME_LOC: usize = 12;
-const IOMMU_MAP_IOVA: usize = 8;
-const IOMMU_MAP_PADDR: usize = 16;
-const IOMMU_MAP_SIZE: usize = 24;
-const IOMMU_UNMAP_IOVA: usize = 8;
-const IOMMU_UNMAP_SIZE: usize = 16;
-const IOMMU_UNMAP_UNMAPPED: usize = 24;
-const IOMMU_FAULT_DEVICE_LOC: usize = 8;
-const IOMMU_FAULT_DRIVER_LOC: usize = 12;
-const IOMMU_FAULT_IOVA: usize = 16;
-const IOMMU_FAULT_FLAGS: usize = 24;
+// Tracepoint field offsets: probe_common::abi::tp, the one table userspace also checks
+// against the running kernel's format files before attaching.
+use probe_common::abi::tp::{
+    IOMMU_FAULT_DEVICE_LOC, IOMMU_FAULT_DRIVER_LOC, IOMMU_FAULT_FLAGS, IOMMU_FAULT_IOVA,
+    IOMMU_MAP_IOVA, IOMMU_MAP_PADDR, IOMMU_MAP_SIZE, IOMMU_UNMAP_IOVA, IOMMU_UNMAP_SIZE,
+    IOMMU_UNMAP_UNMAPPED, IRQ_IRQ, IRQ_NAME_LOC, SYS_ARG0, SYS_ARG1, SYS_ARG2, SYS_EXIT_RET,
+};
 
 /// `IOMMU_WRITE` from include/linux/iommu.h (the `prot` bits of vfio_pin_pages).
 const IOMMU_WRITE: u64 = 1 << 1;

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::buffer::{DmaBuffer, PAGE};
-use super::sys::{DevId, DeviceIo, Errno, IrqSetup, Opened, PrecopyInfo, VfioError, VfioOps};
+use super::sys::{DevId, DeviceIo, Errno, IrqSetup, Opened, VfioError, VfioOps};
+use crate::model::PrecopyInfo;
 use crate::model::{self, MigFlags, MigState, StepError};
 use crate::trace::IrqKind;
 
@@ -488,6 +489,7 @@ impl VfioOps for SimVfio {
             }) if matches!(d.state, MigState::PreCopy | MigState::PreCopyP2p) => Ok(PrecopyInfo {
                 initial_bytes: (*precopy_limit).min(bytes.len()).saturating_sub(*pos) as u64,
                 dirty_bytes: 0,
+                flags: 0,
             }),
             _ => Err(libc::EINVAL),
         }
