@@ -2,7 +2,8 @@
 //! kprobes, every probe hook (really loaded and attached, then detached), VFIO devices and
 //! their drivers. Each distinct cause of a missing hook is named once with the hooks it
 //! affects and its fix, then what that means for each rule (the rule's evidence comes from
-//! [`crate::verify::rule::EVIDENCE`]). `--json` keeps every detail.
+//! [`crate::verify::rule::EVIDENCE`], judged by `capture::diagnose::rule_sight`). `--json`
+//! keeps every detail.
 
 use std::{collections::BTreeMap, fmt::Write as _, fs, path::Path};
 
@@ -11,7 +12,6 @@ use serde_json::{Value, json};
 use crate::capture::diagnose::{self, Host, Key, Lockdown};
 use crate::capture::{Capture, CaptureError, CaptureOptions, HookState, HookStatus, PROBE_SOURCES};
 use crate::trace::source;
-use crate::verify::rule;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -28,10 +28,6 @@ const VFIO_MODULES: [&str; 5] = [
     "vfio_iommu_type1",
     "iommufd",
 ];
-
-/// The text a source's reason starts with when the ioctls are traced but the FSM steps are
-/// not (`capture::hooks::sources`).
-const NO_STEPS: &str = "FSM steps not observable";
 
 pub fn run(args: Args) -> i32 {
     let report = collect();
@@ -211,59 +207,16 @@ fn cite(ids: &[usize]) -> String {
     ids.iter().map(|i| format!("[{i}]")).collect()
 }
 
-/// For each rule of [`rule::EVIDENCE`]: can `record`/`watch` (the probe's sources) and
-/// `drive` (the probe plus its controller: its own SET/GET events, the memory witness,
-/// DMA logging) see what it needs here? `"ok"` or `"blind: why [causes]"`.
+/// [`diagnose::rule_sight`] as doctor's JSON rows.
 fn rule_meanings(
     sources: &BTreeMap<String, String>,
     refs: &BTreeMap<&str, Vec<usize>>,
 ) -> Vec<Value> {
-    let ok = |s: &str| sources.get(s).is_some_and(|v| v == "ok");
-    let steps_only_missing = sources
-        .get(source::TRANSITIONS)
-        .is_some_and(|v| v.contains(NO_STEPS));
     let r = |s: &str| cite(refs.get(s).map_or(&[][..], Vec::as_slice));
-    rule::EVIDENCE
-        .iter()
+    diagnose::rule_sight(sources, r)
+        .into_iter()
         .map(|n| {
-            let (record, drive) = if n.any_of == source::DMA_WITNESSES {
-                let record = if ok(source::MDEV_DMA) {
-                    "ok for mediated devices only (mdev_dma); blind for PCI devices: no DMA \
-                     witness (inconclusive unless --accept-blind dma)"
-                        .to_owned()
-                } else {
-                    "blind: no DMA witness for PCI devices (inconclusive unless --accept-blind \
-                     dma; `drive` has one)"
-                        .to_owned()
-                };
-                (record, "ok".to_owned())
-            } else if n.any_of == [source::IRQ] {
-                let s = if ok(source::IRQ) {
-                    "ok".to_owned()
-                } else {
-                    format!("blind: interrupts not traced {}", r(source::IRQ))
-                };
-                (s.clone(), s)
-            } else if n.steps {
-                let s = if ok(source::TRANSITIONS) {
-                    "ok".to_owned()
-                } else {
-                    format!(
-                        "blind: no FSM steps (vfio_mig_get_next_state) {}",
-                        r(source::TRANSITIONS)
-                    )
-                };
-                (s.clone(), s)
-            } else {
-                // SET/GET ioctls: the probe's syscall hooks; drive's controller sees its own.
-                let record = if ok(source::TRANSITIONS) || steps_only_missing {
-                    "ok".to_owned()
-                } else {
-                    format!("blind: VFIO ioctls not traced {}", r(source::TRANSITIONS))
-                };
-                (record, "ok".to_owned())
-            };
-            json!({"rule": n.rule, "needs": n.any_of, "steps": n.steps, "record": record, "drive": drive})
+            json!({"rule": n.rule, "needs": n.needs, "steps": n.steps, "record": n.record, "drive": n.drive})
         })
         .collect()
 }
@@ -380,7 +333,7 @@ fn text(r: &Value) -> String {
             let v = s(v);
             let line = if v == "ok" {
                 "ok".to_owned()
-            } else if v.contains(NO_STEPS) {
+            } else if v.contains(crate::capture::NO_STEPS) {
                 format!(
                     "partial: SET/GET from the ioctl hooks, no FSM steps {}",
                     cite(&ids)
