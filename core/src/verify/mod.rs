@@ -689,6 +689,17 @@ impl Verifier {
             line,
             list: Vec::new(),
         };
+        self.judge(&mut out, ev);
+        for f in &out.list {
+            self.keep(f.clone());
+        }
+        out.list
+    }
+
+    /// Hands one event to the rule family that judges it: declarations here, the FSM's
+    /// requests and steps, DMA and interrupts against quiesce, and migration data in
+    /// `rules`; losses and the end feed every timeline they concern.
+    fn judge(&mut self, out: &mut Out, ev: &Event) {
         let kind = &ev.kind;
         match kind {
             EventKind::Device {
@@ -698,35 +709,25 @@ impl Verifier {
                 state,
                 driver: _,
                 sources,
-            } => {
-                self.declare(dev, Some(*flags), ctx, *state, sources, ev.t);
-                if *state == MigState::Error {
-                    out.add(
-                        rule::ERROR_STATE,
-                        dev,
-                        format!("{dev} declared in ERROR"),
-                        false,
-                    );
-                }
-            }
+            } => self.device_rules(out, dev, *flags, ctx, *state, sources),
             EventKind::Set { dev, to } => {
-                let i = self.dev(dev, &mut out);
-                self.set_rules(&mut out, i, *to, kind);
+                let i = self.dev(dev, out);
+                self.set_rules(out, i, *to, kind);
             }
             EventKind::Step { dev, from, to } => {
-                let i = self.dev(dev, &mut out);
-                self.step_rules(&mut out, i, *from, *to, kind);
+                let i = self.dev(dev, out);
+                self.step_rules(out, i, *from, *to, kind);
             }
             EventKind::SetDone { dev, to, ret, .. } => {
-                let i = self.dev(dev, &mut out);
-                self.set_done_rules(&mut out, i, *to, *ret, kind);
+                let i = self.dev(dev, out);
+                self.set_done_rules(out, i, *to, *ret, kind);
             }
             EventKind::Get { dev, state } => {
-                let i = self.dev(dev, &mut out);
-                self.get_rules(&mut out, i, *state, kind);
+                let i = self.dev(dev, out);
+                self.get_rules(out, i, *state, kind);
             }
             EventKind::Reset { dev, .. } => {
-                let i = self.dev(dev, &mut out);
+                let i = self.dev(dev, out);
                 self.feed(i, ev.t, kind);
             }
             EventKind::Dma {
@@ -738,7 +739,7 @@ impl Verifier {
                 window,
                 p2p,
             } => {
-                let i = self.dev(dev, &mut out);
+                let i = self.dev(dev, out);
                 let what = rules::DmaWhat {
                     src: *src,
                     iova: *iova,
@@ -746,56 +747,78 @@ impl Verifier {
                     write: *write,
                     p2p: *p2p == Some(true),
                 };
-                self.dma_rules(&mut out, i, &what, *window);
+                self.dma_rules(out, i, &what, *window);
             }
             EventKind::Irq {
                 dev,
                 kind: k,
                 vector,
             } => {
-                let i = self.dev(dev, &mut out);
-                self.irq_rules(&mut out, i, *k, *vector);
+                let i = self.dev(dev, out);
+                self.irq_rules(out, i, *k, *vector);
             }
             EventKind::Data { dev, dir, bytes } => {
-                let i = self.dev(dev, &mut out);
-                self.data_rules(&mut out, i, *dir, *bytes);
+                let i = self.dev(dev, out);
+                self.data_rules(out, i, *dir, *bytes);
             }
             EventKind::Map { .. } | EventKind::Unmap { .. } | EventKind::Mark { .. } => {}
-            EventKind::Lost { n, dev, .. } => {
-                self.lost = self.lost.saturating_add(*n);
-                // A loss naming a device concerns its open request (FSM steps the probe missed);
-                // one naming none may concern any device.
-                match dev {
-                    Some(name) => {
-                        if let Some(&i) = self.by_name.get(name.as_str()) {
-                            self.devs[i].lost = true;
-                            self.feed(i, ev.t, kind);
-                        }
-                        if !self.lost_named.contains(name) {
-                            self.lost_named.push(name.clone());
-                        }
-                    }
-                    None => {
-                        for i in 0..self.devs.len() {
-                            self.devs[i].lost = true;
-                            self.feed(i, ev.t, kind);
-                        }
-                    }
-                }
-            }
+            EventKind::Lost { n, dev, .. } => self.lost_event(*n, dev.as_deref(), ev.t, kind),
             // What the driver reported about its migration data: no rule judges it yet.
             EventKind::PrecopyInfo { .. } | EventKind::DataSize { .. } => {}
-            EventKind::End => {
-                self.ended = true;
+            EventKind::End => self.end_event(ev.t, kind),
+        }
+    }
+
+    /// A `device` declaration: (re)declares it; one declared in ERROR is an error-state.
+    fn device_rules(
+        &mut self,
+        out: &mut Out,
+        dev: &str,
+        flags: MigFlags,
+        ctx: &str,
+        state: MigState,
+        sources: &BTreeMap<String, String>,
+    ) {
+        self.declare(dev, Some(flags), ctx, state, sources, out.t);
+        if state == MigState::Error {
+            out.add(
+                rule::ERROR_STATE,
+                dev,
+                format!("{dev} declared in ERROR"),
+                false,
+            );
+        }
+    }
+
+    /// `n` events the probe lost. A loss naming a device concerns its open request (FSM steps
+    /// the probe missed); one naming none may concern any device.
+    fn lost_event(&mut self, n: u64, dev: Option<&str>, t: u64, kind: &EventKind) {
+        self.lost = self.lost.saturating_add(n);
+        match dev {
+            Some(name) => {
+                if let Some(&i) = self.by_name.get(name) {
+                    self.devs[i].lost = true;
+                    self.feed(i, t, kind);
+                }
+                if !self.lost_named.iter().any(|d| d == name) {
+                    self.lost_named.push(name.to_owned());
+                }
+            }
+            None => {
                 for i in 0..self.devs.len() {
-                    self.feed(i, ev.t, kind);
+                    self.devs[i].lost = true;
+                    self.feed(i, t, kind);
                 }
             }
         }
-        for f in &out.list {
-            self.keep(f.clone());
+    }
+
+    /// The trace's `end`: every device's timeline closes its open piece there.
+    fn end_event(&mut self, t: u64, kind: &EventKind) {
+        self.ended = true;
+        for i in 0..self.devs.len() {
+            self.feed(i, t, kind);
         }
-        out.list
     }
 
     /// Ends the stream and computes the verdict.
