@@ -102,6 +102,37 @@ pub mod feature {
     pub const DMA_LOGGING_REPORT: u32 = 8;
 }
 
+/// Byte offsets inside the ioctl argument structs the probe and the attributor read, from
+/// `include/uapi/linux/vfio.h` (the probe cannot use vfio-bindings; `migscope`'s tests hold
+/// every one to vfio-bindings' layout).
+pub mod uapi {
+    /// `struct vfio_device_feature { argsz, flags, data[] }`: `flags`.
+    pub const FEATURE_FLAGS: usize = 4;
+    /// Where a feature's data starts (`sizeof(struct vfio_device_feature)`).
+    pub const FEATURE_DATA: usize = 8;
+    /// `struct vfio_device_feature_migration { flags }` (a u64) after the feature header.
+    pub const MIGRATION_FLAGS: usize = FEATURE_DATA;
+    /// `struct vfio_device_feature_mig_state { device_state, data_fd }` after the header.
+    pub const MIG_STATE_DEVICE_STATE: usize = FEATURE_DATA;
+    pub const MIG_STATE_DATA_FD: usize = FEATURE_DATA + 4;
+    /// `struct vfio_irq_set { argsz, flags, index, start, count, data[] }`.
+    pub const IRQ_SET_FLAGS: usize = 4;
+    pub const IRQ_SET_INDEX: usize = 8;
+    pub const IRQ_SET_START: usize = 12;
+    pub const IRQ_SET_COUNT: usize = 16;
+    /// `struct vfio_iommu_type1_dma_map { argsz, flags, vaddr, iova, size }`.
+    pub const DMA_MAP_IOVA: usize = 16;
+    pub const DMA_MAP_SIZE: usize = 24;
+    /// `sizeof(struct vfio_iommu_type1_dma_map)`: tells MAP_DMA from PCI_HOT_RESET on an fd
+    /// of unknown kind (both are 0x3B71).
+    pub const DMA_MAP_ARGSZ: u32 = 32;
+    /// `struct vfio_iommu_type1_dma_unmap { argsz, flags, iova, size, data[] }`.
+    pub const DMA_UNMAP_IOVA: usize = 8;
+    pub const DMA_UNMAP_SIZE: usize = 16;
+    /// `struct vfio_iommu_type1_dirty_bitmap { argsz, flags, data[] }`: `flags`.
+    pub const DIRTY_BITMAP_FLAGS: usize = 4;
+}
+
 /// What a tracked file descriptor is (the probe's `VFIO_FDS` map values and [`VfioOpen::fd_kind`]).
 pub mod fd_kind {
     /// `/dev/vfio/vfio`: a type1 container.

@@ -20,7 +20,7 @@ use probe_common::abi::{
     DATA_READ, DATA_WRITE, DataXfer, EventHeader, EventKind, FdClose, Fork, Inflight, IoctlCall,
     IoctlRet, IommuFault, IommuMap, IommuUnmap, Irq, MDEV_DMA_RW, MDEV_PIN_PAGES, MdevDma,
     MsiHandler, NAME_LEN, PATH_LEN, PAYLOAD_LEN, Step, StepArgs, StepLost, VFIO_IOCTL_FIRST,
-    VFIO_IOCTL_LAST, VfioOpen, fd_key, fd_kind, feature, hook, ioctl,
+    VFIO_IOCTL_LAST, VfioOpen, fd_key, fd_kind, feature, hook, ioctl, uapi,
 };
 
 /// 1 MiB of records by default; userspace may resize it before loading (`ring_bytes`).
@@ -163,7 +163,10 @@ fn track_ioctl_fds(rec: &IoctlRet) {
         let _ = VFIO_FDS.insert(fd_key(tgid, rec.ret as i32), fd_kind::DEVICE, 0);
         return;
     }
-    if rec.cmd != ioctl::DEVICE_FEATURE || rec.ret != 0 || rec.payload_len < 16 {
+    if rec.cmd != ioctl::DEVICE_FEATURE
+        || rec.ret != 0
+        || (rec.payload_len as usize) < uapi::MIG_STATE_DATA_FD + 4
+    {
         return;
     }
     // SAFETY: plain map lookup; the value is copied.
@@ -172,25 +175,27 @@ fn track_ioctl_fds(rec: &IoctlRet) {
         // 0x3B75 on a container is VFIO_IOMMU_DIRTY_PAGES.
         return;
     }
-    let flags = u32::from_ne_bytes([
-        rec.payload[4],
-        rec.payload[5],
-        rec.payload[6],
-        rec.payload[7],
-    ]);
+    let flags = payload_u32(rec, uapi::FEATURE_FLAGS);
     let want = feature::SET | feature::MIG_DEVICE_STATE;
     if flags & (feature::MASK | feature::SET | feature::PROBE) != want {
         return;
     }
-    let data_fd = i32::from_ne_bytes([
-        rec.payload[12],
-        rec.payload[13],
-        rec.payload[14],
-        rec.payload[15],
-    ]);
+    let data_fd = payload_u32(rec, uapi::MIG_STATE_DATA_FD) as i32;
     if data_fd >= 0 {
         let _ = VFIO_FDS.insert(fd_key(tgid, data_fd), fd_kind::DATA, 0);
     }
+}
+
+/// The u32 at byte `off` of an ioctl's copied argument struct (`off` a constant of
+/// `abi::uapi`, inside the payload).
+#[inline(always)]
+fn payload_u32(rec: &IoctlRet, off: usize) -> u32 {
+    u32::from_ne_bytes([
+        rec.payload[off],
+        rec.payload[off + 1],
+        rec.payload[off + 2],
+        rec.payload[off + 3],
+    ])
 }
 
 /// Copies the ioctl's argument struct (or, for GROUP_GET_DEVICE_FD, the device name) from

@@ -1229,6 +1229,39 @@ mod tests {
         }
     }
 
+    /// probe-common's argument-struct offsets (the probe's and the attributor's) are
+    /// vfio-bindings' layout of the same structs.
+    #[test]
+    fn the_shared_offsets_are_the_uapi_layout() {
+        use probe_common::abi::uapi as off;
+        use std::mem::{offset_of, size_of};
+        use uapi::{
+            vfio_device_feature as Feature, vfio_device_feature_mig_state as MigState,
+            vfio_device_feature_migration as Migration, vfio_iommu_type1_dirty_bitmap as Dirty,
+            vfio_iommu_type1_dma_map as Map, vfio_iommu_type1_dma_unmap as Unmap,
+            vfio_irq_set as IrqSet,
+        };
+        let hdr = size_of::<Feature>();
+        assert_eq!(off::FEATURE_FLAGS, offset_of!(Feature, flags));
+        assert_eq!(off::FEATURE_DATA, hdr);
+        assert_eq!(off::MIGRATION_FLAGS, hdr + offset_of!(Migration, flags));
+        assert_eq!(
+            off::MIG_STATE_DEVICE_STATE,
+            hdr + offset_of!(MigState, device_state)
+        );
+        assert_eq!(off::MIG_STATE_DATA_FD, hdr + offset_of!(MigState, data_fd));
+        assert_eq!(off::IRQ_SET_FLAGS, offset_of!(IrqSet, flags));
+        assert_eq!(off::IRQ_SET_INDEX, offset_of!(IrqSet, index));
+        assert_eq!(off::IRQ_SET_START, offset_of!(IrqSet, start));
+        assert_eq!(off::IRQ_SET_COUNT, offset_of!(IrqSet, count));
+        assert_eq!(off::DMA_MAP_IOVA, offset_of!(Map, iova));
+        assert_eq!(off::DMA_MAP_SIZE, offset_of!(Map, size));
+        assert_eq!(off::DMA_MAP_ARGSZ as usize, size_of::<Map>());
+        assert_eq!(off::DMA_UNMAP_IOVA, offset_of!(Unmap, iova));
+        assert_eq!(off::DMA_UNMAP_SIZE, offset_of!(Unmap, size));
+        assert_eq!(off::DIRTY_BITMAP_FLAGS, offset_of!(Dirty, flags));
+    }
+
     #[test]
     fn ioctl_numbers_match_the_uapi() {
         assert_eq!(VFIO_GET_API_VERSION, 0x3B64);
