@@ -54,81 +54,17 @@ fn collect() -> Value {
             ((*m).to_owned(), json!({"loaded": loaded, "btf": btf}))
         })
         .collect();
-
-    let (probe, hooks, sources, mut causes) = match Capture::start(&CaptureOptions::default()) {
-        Ok(cap) => {
-            let hooks = cap.hooks().to_vec();
-            let sources = cap.sources();
-            // Detach everything again: doctor only tries.
-            let _ = cap.stop();
-            let causes = diagnose::causes(&hooks, &host);
-            (json!({"loaded": true}), hooks, sources, causes)
-        }
-        Err(e) => {
-            let msg = diagnose::explain(&e, &host);
-            let (hooks, causes) = match e {
-                CaptureError::NothingAttached(hooks) => {
-                    let causes = diagnose::causes(&hooks, &host);
-                    (hooks, causes)
-                }
-                other => (
-                    Vec::new(),
-                    vec![diagnose::Cause {
-                        key: Key::Other(diagnose::chain(&other)),
-                        what: msg.clone(),
-                        fix: None,
-                        hooks: Vec::new(),
-                    }],
-                ),
-            };
-            let sources = PROBE_SOURCES
-                .iter()
-                .map(|s| {
-                    (
-                        (*s).to_owned(),
-                        "unavailable: the probe is not running".to_owned(),
-                    )
-                })
-                .collect();
-            (
-                json!({"loaded": false, "error": msg}),
-                hooks,
-                sources,
-                causes,
-            )
-        }
-    };
-    // A probe that could not load at all: every source depends on cause 1.
-    let not_loaded = probe["loaded"] != true && hooks.is_empty();
-    if causes.is_empty() && not_loaded {
-        causes.push(diagnose::Cause {
-            key: Key::Other("probe".into()),
-            what: probe["error"].as_str().unwrap_or("").to_owned(),
-            fix: None,
-            hooks: Vec::new(),
-        });
-    }
-    let refs = |src: &str| -> Vec<usize> {
-        if not_loaded {
-            return vec![1];
-        }
-        let mut ids: Vec<usize> = causes
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| {
-                c.hooks.iter().any(|h| {
-                    hooks
-                        .iter()
-                        .any(|x| &x.name == h && x.serves == src && !x.attached())
-                })
-            })
-            .map(|(i, _)| i + 1)
-            .collect();
-        ids.dedup();
-        ids
-    };
-    let source_refs: BTreeMap<&str, Vec<usize>> =
-        PROBE_SOURCES.iter().map(|s| (*s, refs(s))).collect();
+    let Attempt {
+        probe,
+        hooks,
+        sources,
+        causes,
+        not_loaded,
+    } = try_probe(&host);
+    let source_refs: BTreeMap<&str, Vec<usize>> = PROBE_SOURCES
+        .iter()
+        .map(|s| (*s, source_causes(s, &causes, &hooks, not_loaded)))
+        .collect();
     let rules = rule_meanings(&sources, &source_refs);
     let blind: Vec<Value> = rules
         .iter()
@@ -192,6 +128,105 @@ fn collect() -> Value {
     })
 }
 
+/// What loading and attaching the probe once found.
+struct Attempt {
+    probe: Value,
+    hooks: Vec<HookStatus>,
+    sources: BTreeMap<String, String>,
+    causes: Vec<diagnose::Cause>,
+    /// The probe could not load at all: every source depends on cause 1.
+    not_loaded: bool,
+}
+
+/// Loads and attaches every hook, then detaches them again (doctor only tries), and names
+/// the causes of what failed.
+fn try_probe(host: &Host) -> Attempt {
+    let (probe, hooks, sources, mut causes) = match Capture::start(&CaptureOptions::default()) {
+        Ok(cap) => {
+            let hooks = cap.hooks().to_vec();
+            let sources = cap.sources();
+            let _ = cap.stop();
+            let causes = diagnose::causes(&hooks, host);
+            (json!({"loaded": true}), hooks, sources, causes)
+        }
+        Err(e) => {
+            let msg = diagnose::explain(&e, host);
+            let (hooks, causes) = match e {
+                CaptureError::NothingAttached(hooks) => {
+                    let causes = diagnose::causes(&hooks, host);
+                    (hooks, causes)
+                }
+                other => (
+                    Vec::new(),
+                    vec![diagnose::Cause {
+                        key: Key::Other(diagnose::chain(&other)),
+                        what: msg.clone(),
+                        fix: None,
+                        hooks: Vec::new(),
+                    }],
+                ),
+            };
+            let sources = PROBE_SOURCES
+                .iter()
+                .map(|s| {
+                    (
+                        (*s).to_owned(),
+                        "unavailable: the probe is not running".to_owned(),
+                    )
+                })
+                .collect();
+            (
+                json!({"loaded": false, "error": msg}),
+                hooks,
+                sources,
+                causes,
+            )
+        }
+    };
+    let not_loaded = probe["loaded"] != true && hooks.is_empty();
+    if causes.is_empty() && not_loaded {
+        causes.push(diagnose::Cause {
+            key: Key::Other("probe".into()),
+            what: probe["error"].as_str().unwrap_or("").to_owned(),
+            fix: None,
+            hooks: Vec::new(),
+        });
+    }
+    Attempt {
+        probe,
+        hooks,
+        sources,
+        causes,
+        not_loaded,
+    }
+}
+
+/// The ids of the causes behind source `src`: those that left one of its hooks unattached.
+fn source_causes(
+    src: &str,
+    causes: &[diagnose::Cause],
+    hooks: &[HookStatus],
+    not_loaded: bool,
+) -> Vec<usize> {
+    if not_loaded {
+        return vec![1];
+    }
+    let mut ids: Vec<usize> = causes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            c.hooks.iter().any(|h| {
+                hooks
+                    .iter()
+                    .any(|x| &x.name == h && x.serves == src && !x.attached())
+            })
+        })
+        .map(|(i, _)| i + 1)
+        .collect();
+    ids.dedup();
+    ids
+}
+
 fn hook_json(h: &HookStatus) -> Value {
     match &h.state {
         HookState::Attached(how) => {
@@ -223,8 +258,18 @@ fn rule_meanings(
 
 /// The text report: each fact once, under 60 lines on a host without VFIO devices.
 fn text(r: &Value) -> String {
-    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
     let mut o = String::new();
+    text_host(&mut o, r);
+    text_probe(&mut o, r);
+    text_sources(&mut o, r);
+    text_rules(&mut o, r);
+    text_devices(&mut o, r);
+    o
+}
+
+/// Kernel, privileges, lockdown, tracefs, BTF and kprobes: one line each.
+fn text_host(o: &mut String, r: &Value) {
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
     let _ = writeln!(o, "kernel      {}", s(&r["kernel"]));
     let p = &r["privileges"];
     let missing = p["missing"].as_array().cloned().unwrap_or_default();
@@ -287,6 +332,11 @@ fn text(r: &Value) -> String {
             format!("NO ({} missing)", s(&r["kprobes"]["pmu"]))
         }
     );
+}
+
+/// Whether the probe runs, and each cause of a missing hook once.
+fn text_probe(o: &mut String, r: &Value) {
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
     let hooks = r["hooks"].as_array().cloned().unwrap_or_default();
     let attached = hooks.iter().filter(|h| h["attached"] == true).count();
     if r["probe"]["loaded"] == true {
@@ -318,6 +368,11 @@ fn text(r: &Value) -> String {
             }
         }
     }
+}
+
+/// Each source with the causes it depends on.
+fn text_sources(o: &mut String, r: &Value) {
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
     let _ = writeln!(
         o,
         "\nsources (what the probe gives record, watch and drive)"
@@ -351,6 +406,11 @@ fn text(r: &Value) -> String {
         "  {:<12} drive only: its DMA buffers fingerprinted; dirty_log where the device has DMA logging",
         source::WITNESS
     );
+}
+
+/// What that means for each rule, for record/watch and for drive.
+fn text_rules(o: &mut String, r: &Value) {
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
     let _ = writeln!(o, "\nwhat this means, per rule");
     for rl in r["rules"].as_array().into_iter().flatten() {
         let (rec, drv) = (s(&rl["record"]), s(&rl["drive"]));
@@ -365,6 +425,11 @@ fn text(r: &Value) -> String {
         };
         let _ = writeln!(o, "  {:<24} {meaning}", s(&rl["rule"]));
     }
+}
+
+/// The VFIO devices and their migration flags.
+fn text_devices(o: &mut String, r: &Value) {
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
     let devs = r["devices"].as_array().cloned().unwrap_or_default();
     if devs.is_empty() {
         let _ = writeln!(
@@ -389,7 +454,6 @@ fn text(r: &Value) -> String {
             );
         }
     }
-    o
 }
 
 /// "blind: ..." -> "BLIND: ...": a rule blind everywhere stands out in the list.
