@@ -823,131 +823,9 @@ impl Verifier {
 
     /// Ends the stream and computes the verdict.
     pub fn finish(mut self) -> Report {
-        let mut blind_spots = Vec::new();
-        let mut details = BTreeMap::new();
-        let mut uncovered = Vec::new();
-        let mut unfinished = Vec::new();
-        let mut at_finish = Vec::new();
-        let warn = |rule: &'static str, dev: Option<&str>, t: u64, detail: String| Finding {
-            rule,
-            dev: dev.map(str::to_owned),
-            t,
-            line: 0,
-            detail,
-            warning: true,
-        };
-        for d in &mut self.devs {
-            let s = &mut d.summary;
-            s.dma_sources = source::DMA_WITNESSES
-                .into_iter()
-                .filter(|name| covers(&self.sources, &d.sources, &d.name, name))
-                .collect();
-            s.irq_source = covers(&self.sources, &d.sources, &d.name, source::IRQ);
-            s.final_state = d.tl.known();
-            let quiesced = d.tl.ever_quiescent();
-            if d.lost {
-                s.blind.push("lost");
-            }
-            if quiesced && s.dma_sources.is_empty() {
-                s.blind.push("dma");
-                uncovered.push(format!(
-                    "{} ({})",
-                    d.name,
-                    dma_coverage_text(&self.sources, &d.sources, &d.name)
-                ));
-            }
-            if let Some(r) = d.tl.request() {
-                let open_at_end = matches!(d.tl.phase(), Phase::Unfinished(_));
-                if open_at_end {
-                    s.blind.push("unfinished");
-                    unfinished.push(format!(
-                        "{} (SET {} began at {} ns)",
-                        d.name,
-                        r.toward.name(),
-                        r.t
-                    ));
-                }
-                at_finish.push(warn(
-                    rule::UNFINISHED_SET,
-                    Some(&d.name),
-                    r.t,
-                    format!(
-                        "SET {} never returned before the trace {}",
-                        r.toward.name(),
-                        if open_at_end { "ended" } else { "was cut off" }
-                    ),
-                ));
-            }
-            if quiesced && !s.irq_source {
-                let why = status(&self.sources, &d.sources, source::IRQ).unwrap_or("not declared");
-                at_finish.push(warn(
-                    rule::NO_IRQ_SOURCE,
-                    Some(&d.name),
-                    0,
-                    format!(
-                        "{} was quiesced but its `irq` source is not ok ({why}): irq-after-quiesce was not checked for it (its irq events, if any, were judged)",
-                        d.name
-                    ),
-                ));
-            }
-        }
-        if self.lost > 0 {
-            blind_spots.push("lost".to_owned());
-            let mut why = format!("{} events were lost while recording", self.lost);
-            if !self.lost_named.is_empty() {
-                why.push_str(&format!(
-                    "; losses named {}: the FSM steps of the request open then were not judged",
-                    self.lost_named.join(", ")
-                ));
-            }
-            details.insert("lost".to_owned(), why);
-        }
-        if !self.ended {
-            blind_spots.push("truncated".to_owned());
-            details.insert(
-                "truncated".to_owned(),
-                "the trace has no `end` event: the recorder did not close it cleanly".to_owned(),
-            );
-        }
-        if !uncovered.is_empty() {
-            let why = format!(
-                "no DMA evidence source (witness, dirty_log, iommu_dirty, mdev_dma) covered {} while quiesced: interrupts alone cannot prove the absence of DMA",
-                uncovered.join("; ")
-            );
-            if self.opts.accept_blind_dma {
-                at_finish.push(warn(
-                    rule::BLIND_SPOT_ACCEPTED,
-                    None,
-                    0,
-                    format!("dma (accepted with --accept-blind dma): {why}"),
-                ));
-            } else {
-                blind_spots.push("dma".to_owned());
-                details.insert("dma".to_owned(), why);
-            }
-        }
-        if !unfinished.is_empty() {
-            blind_spots.push("unfinished".to_owned());
-            details.insert(
-                "unfinished".to_owned(),
-                format!(
-                    "a SET was still open at `end`, so nothing after it could be judged: {}",
-                    unfinished.join("; ")
-                ),
-            );
-        }
-        if self.opts.p2p_policy == P2pPolicy::P2pOnly {
-            at_finish.push(warn(
-                rule::P2P_DMA_INVISIBLE,
-                None,
-                0,
-                format!(
-                    "--p2p-policy p2p-only: in RUNNING_P2P / PRE_COPY_P2P only DMA marked `p2p: true` was judged, and peer-to-peer DMA is invisible unless a source marks it so ({} DMA event(s) in this trace were marked p2p: true)",
-                    self.p2p_marked
-                ),
-            ));
-        }
-        for f in at_finish {
+        let mut closing = self.close_devices();
+        let (blind_spots, details) = self.blind_spots(&mut closing);
+        for f in closing.warnings {
             self.keep(f);
         }
         let verdict = if !self.violations.is_empty() || self.dropped_violation() {
@@ -972,8 +850,157 @@ impl Verifier {
         }
     }
 
+    /// Completes each device's summary (its sources, final state, what it was blind to) and
+    /// notes what the trace's blind spots and warnings need from it.
+    fn close_devices(&mut self) -> Closing {
+        let mut c = Closing::default();
+        for d in &mut self.devs {
+            let s = &mut d.summary;
+            s.dma_sources = source::DMA_WITNESSES
+                .into_iter()
+                .filter(|name| covers(&self.sources, &d.sources, &d.name, name))
+                .collect();
+            s.irq_source = covers(&self.sources, &d.sources, &d.name, source::IRQ);
+            s.final_state = d.tl.known();
+            let quiesced = d.tl.ever_quiescent();
+            if d.lost {
+                s.blind.push("lost");
+            }
+            if quiesced && s.dma_sources.is_empty() {
+                s.blind.push("dma");
+                c.uncovered.push(format!(
+                    "{} ({})",
+                    d.name,
+                    dma_coverage_text(&self.sources, &d.sources, &d.name)
+                ));
+            }
+            if let Some(r) = d.tl.request() {
+                let open_at_end = matches!(d.tl.phase(), Phase::Unfinished(_));
+                if open_at_end {
+                    s.blind.push("unfinished");
+                    c.unfinished.push(format!(
+                        "{} (SET {} began at {} ns)",
+                        d.name,
+                        r.toward.name(),
+                        r.t
+                    ));
+                }
+                c.warnings.push(end_warning(
+                    rule::UNFINISHED_SET,
+                    Some(&d.name),
+                    r.t,
+                    format!(
+                        "SET {} never returned before the trace {}",
+                        r.toward.name(),
+                        if open_at_end { "ended" } else { "was cut off" }
+                    ),
+                ));
+            }
+            if quiesced && !s.irq_source {
+                let why = status(&self.sources, &d.sources, source::IRQ).unwrap_or("not declared");
+                c.warnings.push(end_warning(
+                    rule::NO_IRQ_SOURCE,
+                    Some(&d.name),
+                    0,
+                    format!(
+                        "{} was quiesced but its `irq` source is not ok ({why}): irq-after-quiesce was not checked for it (its irq events, if any, were judged)",
+                        d.name
+                    ),
+                ));
+            }
+        }
+        c
+    }
+
+    /// The trace's blind spots (lost, truncated, dma, unfinished, in that order) with why;
+    /// an accepted DMA blind spot and the p2p-only policy become warnings instead.
+    fn blind_spots(&self, c: &mut Closing) -> (Vec<String>, BTreeMap<String, String>) {
+        let mut blind_spots = Vec::new();
+        let mut details = BTreeMap::new();
+        if self.lost > 0 {
+            blind_spots.push("lost".to_owned());
+            let mut why = format!("{} events were lost while recording", self.lost);
+            if !self.lost_named.is_empty() {
+                why.push_str(&format!(
+                    "; losses named {}: the FSM steps of the request open then were not judged",
+                    self.lost_named.join(", ")
+                ));
+            }
+            details.insert("lost".to_owned(), why);
+        }
+        if !self.ended {
+            blind_spots.push("truncated".to_owned());
+            details.insert(
+                "truncated".to_owned(),
+                "the trace has no `end` event: the recorder did not close it cleanly".to_owned(),
+            );
+        }
+        if !c.uncovered.is_empty() {
+            let why = format!(
+                "no DMA evidence source (witness, dirty_log, iommu_dirty, mdev_dma) covered {} while quiesced: interrupts alone cannot prove the absence of DMA",
+                c.uncovered.join("; ")
+            );
+            if self.opts.accept_blind_dma {
+                c.warnings.push(end_warning(
+                    rule::BLIND_SPOT_ACCEPTED,
+                    None,
+                    0,
+                    format!("dma (accepted with --accept-blind dma): {why}"),
+                ));
+            } else {
+                blind_spots.push("dma".to_owned());
+                details.insert("dma".to_owned(), why);
+            }
+        }
+        if !c.unfinished.is_empty() {
+            blind_spots.push("unfinished".to_owned());
+            details.insert(
+                "unfinished".to_owned(),
+                format!(
+                    "a SET was still open at `end`, so nothing after it could be judged: {}",
+                    c.unfinished.join("; ")
+                ),
+            );
+        }
+        if self.opts.p2p_policy == P2pPolicy::P2pOnly {
+            c.warnings.push(end_warning(
+                rule::P2P_DMA_INVISIBLE,
+                None,
+                0,
+                format!(
+                    "--p2p-policy p2p-only: in RUNNING_P2P / PRE_COPY_P2P only DMA marked `p2p: true` was judged, and peer-to-peer DMA is invisible unless a source marks it so ({} DMA event(s) in this trace were marked p2p: true)",
+                    self.p2p_marked
+                ),
+            ));
+        }
+        (blind_spots, details)
+    }
+
     fn dropped_violation(&self) -> bool {
         self.dropped > 0 && self.violations.len() >= MAX_FINDINGS
+    }
+}
+
+/// What closing the devices found, for the trace's blind spots and warnings.
+#[derive(Default)]
+struct Closing {
+    /// Devices quiesced with no DMA source, with why.
+    uncovered: Vec<String>,
+    /// Devices whose SET was still open at `end`.
+    unfinished: Vec<String>,
+    /// Warnings found at the end, in order.
+    warnings: Vec<Finding>,
+}
+
+/// A warning found when the trace ends (no line of its own).
+fn end_warning(rule: &'static str, dev: Option<&str>, t: u64, detail: String) -> Finding {
+    Finding {
+        rule,
+        dev: dev.map(str::to_owned),
+        t,
+        line: 0,
+        detail,
+        warning: true,
     }
 }
 
