@@ -2,7 +2,9 @@
 //! saves and restores device state, and gathers DMA evidence.
 //!
 //! [`sys`] holds every raw ioctl behind [`sys::VfioOps`]; [`sim`] is the test double with the
-//! same trait; [`controller`] is the one code path both run.
+//! same trait; [`controller`] is the one code path both run. [`probe_events`] puts the
+//! controller's events beside the probe's (and checks conformance rows against the traced FSM
+//! steps).
 
 pub mod buffer;
 pub mod controller;
