@@ -15,7 +15,7 @@ use crate::session::sinks::tui::{self as tui_sink, Pace};
 use crate::session::sources::{controller, probe::Probe};
 use crate::session::{self, Session, Stop};
 use crate::trace::{Event, EventKind, Format, Header, source};
-use crate::vfio::{self, Order, Outcome, Plan, Vfio, VfioOps, VfioPath, Workload};
+use crate::vfio::{self, Order, Outcome, Plan, Vfio, VfioOps, VfioPath, Workload, probe_events};
 
 const AFTER_HELP: &str = "\
 Plans (--plan):
@@ -291,7 +291,7 @@ pub fn drive_with<O: VfioOps + Send>(ops: &mut O, args: &Args, stop: Stop) -> i3
         Err(_) => return unusable_junit(args, &output, "the controller panicked".to_owned()),
     };
     let mut outcome = outcome;
-    annotate_steps(&mut outcome.conformance, &steps.borrow(), steps_traced);
+    probe_events::annotate_steps(&mut outcome.conformance, &steps.borrow(), steps_traced);
     if let Some(e) = &ended.trace_error {
         report_outcome(&outcome, args.json);
         return unusable_junit(
@@ -370,45 +370,6 @@ fn unavailable_probe(why: &str) -> BTreeMap<String, String> {
         .into_iter()
         .map(|s| (s.to_owned(), format!("unavailable: {why}")))
         .collect()
-}
-
-/// Compares each conformance SET's traced `step`s (the probe's view of the kernel's
-/// `vfio_mig_get_next_state` calls) with the path the model expects; a row whose steps differ
-/// fails. Without the probe the steps are not checked (`steps` stays `None`).
-pub fn annotate_steps(rows: &mut [vfio::ConfRow], events: &[Event], traced: bool) {
-    if !traced {
-        return;
-    }
-    for r in rows.iter_mut() {
-        let (Some((t0, t1)), Some(want)) = (r.window, &r.expected_path) else {
-            continue;
-        };
-        let steps: Vec<(crate::model::MigState, crate::model::MigState)> = events
-            .iter()
-            .filter(|e| e.t >= t0 && e.t <= t1)
-            .filter_map(|e| match &e.kind {
-                EventKind::Step { dev, from, to } if *dev == r.dev => Some((*from, *to)),
-                _ => None,
-            })
-            .collect();
-        let want: Vec<_> = want.windows(2).map(|w| (w[0], w[1])).collect();
-        let ok = steps == want;
-        r.got.push_str(&format!(
-            "; steps {}",
-            if steps.is_empty() {
-                "none".to_owned()
-            } else {
-                steps
-                    .iter()
-                    .map(|(a, b)| format!("{}>{}", a.name(), b.name()))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            }
-        ));
-        if !ok {
-            r.pass = Some(false);
-        }
-    }
 }
 
 /// Prints the run's results (to stderr when stdout carries `--json`).
@@ -549,7 +510,9 @@ mod tests {
         let (code, report, _) = run(&mut two(), &naive);
         assert_eq!(code, 1);
         assert!(
-            report.violated_rules().contains(&"stop-while-peer-running"),
+            report
+                .violated_rules()
+                .contains(&verify::rule::STOP_WHILE_PEER_RUNNING),
             "{:?}",
             report.violations
         );
@@ -564,7 +527,11 @@ mod tests {
             &["--device", "0000:00:02.0", "--plan", "stopcopy"],
         );
         assert_eq!(code, 1);
-        assert!(report.violated_rules().contains(&"dma-after-quiesce"));
+        assert!(
+            report
+                .violated_rules()
+                .contains(&verify::rule::DMA_AFTER_QUIESCE)
+        );
         assert_eq!(sim.state_of("0000:00:02.0"), Some(MigState::Running));
     }
 
@@ -590,7 +557,7 @@ mod tests {
         );
         assert_eq!(code, 1);
         let xml = std::fs::read_to_string(&junit).expect("junit written");
-        assert!(xml.contains("stop-while-peer-running"), "{xml}");
+        assert!(xml.contains(verify::rule::STOP_WHILE_PEER_RUNNING), "{xml}");
 
         let out = dir.path().join("t.jsonl");
         let a = args(&[
@@ -606,51 +573,6 @@ mod tests {
         assert_eq!(drive_with(&mut two(), &a, Stop::new()), 3);
         let xml = std::fs::read_to_string(&junit).expect("junit written");
         assert!(xml.contains("0000:00:09.0"), "{xml}");
-    }
-
-    #[test]
-    fn conformance_rows_are_checked_against_traced_steps() {
-        use crate::model::MigState::*;
-        let row = |from, to, path: Vec<MigState>, window| vfio::ConfRow {
-            dev: "d".into(),
-            from,
-            to,
-            expected: String::new(),
-            got: "0, GET X".into(),
-            pass: Some(true),
-            expected_path: Some(path),
-            window: Some(window),
-        };
-        let step = |t, from, to| Event {
-            t,
-            pid: None,
-            kind: EventKind::Step {
-                dev: "d".into(),
-                from,
-                to,
-            },
-        };
-        let mut rows = vec![
-            row(Running, Stop, vec![Running, RunningP2p, Stop], (10, 20)),
-            row(Stop, Running, vec![Stop, RunningP2p, Running], (30, 40)),
-        ];
-        let events = vec![
-            step(12, Running, RunningP2p),
-            step(15, RunningP2p, Stop),
-            // The second SET jumped straight to RUNNING (a driver that skips arcs).
-            step(35, Stop, Running),
-        ];
-        let mut untraced = rows.clone();
-        annotate_steps(&mut untraced, &events, false);
-        assert!(untraced.iter().all(|r| r.pass == Some(true)));
-        annotate_steps(&mut rows, &events, true);
-        assert_eq!(rows[0].pass, Some(true), "{}", rows[0].got);
-        assert!(
-            rows[0]
-                .got
-                .ends_with("steps RUNNING>RUNNING_P2P,RUNNING_P2P>STOP")
-        );
-        assert_eq!(rows[1].pass, Some(false));
     }
 
     #[test]
