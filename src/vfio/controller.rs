@@ -1182,6 +1182,7 @@ impl<O: VfioOps> Ctl<'_, O> {
             dev: bdf.clone(),
             dir: DataDir::Save,
             bytes,
+            file: None,
         });
         let all = std::mem::take(&mut self.devs[i].session);
         let n = self.devs[i].saves.len();
@@ -1227,6 +1228,7 @@ impl<O: VfioOps> Ctl<'_, O> {
                     dev: bdf.clone(),
                     dir: DataDir::Save,
                     bytes,
+                    file: None,
                 });
             } else {
                 break;
@@ -1272,6 +1274,7 @@ impl<O: VfioOps> Ctl<'_, O> {
             dev: bdf.clone(),
             dir: DataDir::Load,
             bytes: off as u64,
+            file: None,
         });
         (self.log)(&format!("{bdf}: loaded {off} bytes of device state"));
         Ok(())
