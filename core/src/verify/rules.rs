@@ -634,6 +634,8 @@ impl Verifier {
             if now != expected {
                 let how = if now > p.initial {
                     format!("grew from {} to {now}", p.initial)
+                } else if now == p.initial {
+                    format!("stayed at {now} although {} bytes were read", p.read)
                 } else if now < expected {
                     format!(
                         "fell from {} to {now}, by more than the {} bytes read",
