@@ -656,6 +656,34 @@ pub const ALL: &[Scenario] = &[
         RECORD_GOOD,
     )
     .with(&[Extra::DrainedAtQuiesce, Extra::L2Dma]),
+    Scenario {
+        name: "fw-crash",
+        about: "bug=fw_crash: the firmware dies after 2 SETs: every SET fails -EIO, ERROR until drive's reset",
+        bug: "fw_crash",
+        precopy: false,
+        devices: 1,
+        bridged: 0,
+        run: drive("stopcopy"),
+        expected: "fail",
+        rules: &["set-failed", "error-state"],
+        extras: &[Extra::TrueStateReadBack],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "fw-crash-good",
+        about: "bug=none on the fw-crash plan: the correct driver raises nothing",
+        bug: "none",
+        precopy: false,
+        devices: 1,
+        bridged: 0,
+        run: drive("stopcopy"),
+        expected: "pass",
+        rules: &[],
+        extras: &[Extra::Evidence],
+        needs_precopy: false,
+        on_request: false,
+    },
 ];
 
 impl Scenario {
