@@ -1212,7 +1212,8 @@ fn precopy_info_agrees(trace: &Path) -> Result<(), String> {
         let num = |k: &str| v.get(k).and_then(Value::as_u64);
         match v.get("ev").and_then(Value::as_str) {
             Some("precopy_info") if v.get("ret").and_then(Value::as_i64) == Some(0) => {
-                if num("flags") != Some(0) {
+                // The flags word is `precopy_flags` (README: `flags` is a device's flag names).
+                if num("precopy_flags") != Some(0) {
                     return Err(format!("precopy_info with flags other than 0: {l}"));
                 }
                 probe.push((num("initial_bytes"), num("dirty_bytes")));
@@ -1464,7 +1465,7 @@ mod tests {
         let info = |i, f| {
             format!(
                 "{{\"t\":1,\"ev\":\"precopy_info\",\"dev\":\"0000:00:02.0\",\
-                 \"initial_bytes\":{i},\"dirty_bytes\":80,\"flags\":{f},\"ret\":0}}\n"
+                 \"initial_bytes\":{i},\"dirty_bytes\":80,\"precopy_flags\":{f},\"ret\":0}}\n"
             )
         };
         let failed = "{\"t\":1,\"ev\":\"precopy_info\",\"dev\":\"d\",\"ret\":-22}\n";
