@@ -219,7 +219,7 @@ fn perfetto_rich_trace_details() {
         "state unknown after the failed SET: {names:?}"
     );
     for n in [
-        "precopy_info initial 80 B dirty 16 B",
+        "precopy_info initial 80 B dirty 16 B flags 0x0",
         "precopy_info ret=-22",
         "data_size 1048576 B",
     ] {

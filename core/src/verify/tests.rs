@@ -1667,7 +1667,8 @@ fn initial_bytes_fall_by_exactly_what_was_read() {
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!(f[0].rule, rule::PRECOPY_INITIAL_BYTES);
     assert!(
-        f[0].detail.contains("not by the 80 bytes read"),
+        f[0].detail
+            .contains("stayed at 80 although 80 bytes were read"),
         "{}",
         f[0].detail
     );

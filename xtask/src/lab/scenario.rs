@@ -663,8 +663,7 @@ pub const ALL: &[Scenario] = &[
         "stopcopy",
         "fail",
         &["set-failed", "error-state"],
-    )
-    .with(&[Extra::TrueStateReadBack]),
+    ),
     drive_bug(
         "fw-crash-good",
         "bug=none on the fw-crash plan: the correct driver raises nothing",
@@ -681,8 +680,7 @@ pub const ALL: &[Scenario] = &[
         "stopcopy",
         "fail",
         &["set-failed"],
-    )
-    .with(&[Extra::TrueStateReadBack]),
+    ),
     drive_bug(
         "fail-stopcopy-good",
         "bug=none on the fail-stopcopy plan: the correct driver raises nothing",
