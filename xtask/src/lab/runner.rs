@@ -1201,7 +1201,7 @@ fn true_state_read_back(trace: &Path) -> bool {
 
 /// The `precopy_info` events the probe decoded from drive's VFIO_MIG_GET_PRECOPY_INFO calls
 /// against what drive itself got from the same calls (its `precopy round N: initial_bytes X
-/// dirty_bytes Y` marks, in order): the same non-empty sequence, each with `flags` 0.
+/// dirty_bytes Y` marks, in order): the same non-empty sequence, each with `precopy_flags` 0.
 fn precopy_info_agrees(trace: &Path) -> Result<(), String> {
     let text = fs::read_to_string(trace).unwrap_or_default();
     let (mut probe, mut drive) = (Vec::new(), Vec::new());
@@ -1212,9 +1212,8 @@ fn precopy_info_agrees(trace: &Path) -> Result<(), String> {
         let num = |k: &str| v.get(k).and_then(Value::as_u64);
         match v.get("ev").and_then(Value::as_str) {
             Some("precopy_info") if v.get("ret").and_then(Value::as_i64) == Some(0) => {
-                // The flags word is `precopy_flags` (README: `flags` is a device's flag names).
                 if num("precopy_flags") != Some(0) {
-                    return Err(format!("precopy_info with flags other than 0: {l}"));
+                    return Err(format!("precopy_info with precopy_flags other than 0: {l}"));
                 }
                 probe.push((num("initial_bytes"), num("dirty_bytes")));
             }
