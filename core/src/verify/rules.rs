@@ -176,9 +176,8 @@ impl Verifier {
                 );
             }
         }
-        let d = &mut self.devs[i];
-        d.summary.sets += 1;
-        d.tl.feed(out.t, kind);
+        self.devs[i].summary.sets += 1;
+        self.feed(i, out.t, kind);
     }
 
     /// `step`: illegal-arc (the kernel's next step from where the steps had taken the device,
@@ -256,9 +255,8 @@ impl Verifier {
                 false,
             );
         }
-        let d = &mut self.devs[i];
-        d.summary.steps += 1;
-        d.tl.feed(out.t, kind);
+        self.devs[i].summary.steps += 1;
+        self.feed(i, out.t, kind);
     }
 
     /// `set_done`: unsupported-accepted, set-failed, illegal-arc (steps that stopped short),
@@ -291,7 +289,6 @@ impl Verifier {
             (Some(f), Some(s)) if supported => Some(fsm_path(f, s, to)),
             _ => None,
         };
-        let mut entered = None;
         if ret == 0 {
             if to == MigState::Error {
                 out.add(
@@ -361,10 +358,6 @@ impl Verifier {
                         false,
                     );
                 }
-                // The quiesce statistics: SETs entering quiescence (the DMA stop itself).
-                if to.quiescent() && !from.is_some_and(MigState::quiescent) {
-                    entered = Some(dur);
-                }
             }
         }
         if let (Some(r), Some(limit)) = (req, self.opts.max_set_ms) {
@@ -383,6 +376,8 @@ impl Verifier {
             }
         }
         let reachable = supported && matches!(route, Some(Ok(_)) | None);
+        // The quiesce statistics: the segments the timeline calls a quiesce (a SET entering
+        // quiescence, the DMA stop itself), the ones every report draws.
         let new_file = matches!(
             kind,
             EventKind::SetDone {
@@ -390,11 +385,10 @@ impl Verifier {
                 ..
             }
         );
-        let d = &mut self.devs[i];
-        if let Some(dur) = entered {
-            record_quiesce(&mut d.summary, dur);
+        if let Some(dur) = self.feed(i, t, kind).and_then(|s| s.quiesce_ns()) {
+            record_quiesce(&mut self.devs[i].summary, dur);
         }
-        d.tl.feed(t, kind);
+        let d = &mut self.devs[i];
         // A new data_fd starts a new pre-copy session; leaving the pre-copy states ends one.
         if (ret == 0 && new_file) || !in_precopy(d.tl.known()) {
             d.precopy = None;
@@ -403,6 +397,7 @@ impl Verifier {
         if ret == 0 && to == MigState::Running {
             d.estimate = None;
         }
+        let d = &self.devs[i];
         if ret != 0 && reachable {
             let after = match d.tl.phase() {
                 Phase::Known(s) => format!(
@@ -451,7 +446,7 @@ impl Verifier {
                 false,
             );
         }
-        self.devs[i].tl.feed(out.t, kind);
+        self.feed(i, out.t, kind);
     }
 
     /// `dma`: dma-after-quiesce, and dma-maybe-after-quiesce for a window partly in a quiescent
@@ -579,9 +574,9 @@ impl Verifier {
 
 impl Verifier {
     /// `reset`: a successful reset ends every migration session of the device.
-    pub(super) fn reset_rules(&mut self, _out: &mut Out, i: usize, ret: i32, kind: &EventKind) {
+    pub(super) fn reset_rules(&mut self, out: &mut Out, i: usize, ret: i32, kind: &EventKind) {
+        self.feed(i, out.t, kind);
         let d = &mut self.devs[i];
-        d.tl.feed(_out.t, kind);
         if ret == 0 {
             d.precopy = None;
             d.estimate = None;

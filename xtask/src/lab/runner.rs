@@ -884,6 +884,12 @@ fn exports_agree(trace: &Path, verdict: &str, migscope: &Path, r: &mut ScenarioR
             "markdown report does not state the verdict {verdict}"
         ));
     }
+    problems.extend(crate::agree::exports_state_check_numbers(
+        &trace.with_extension("check.json"),
+        &perfetto,
+        &junit,
+        &md,
+    ));
     r.problems.extend(problems);
 }
 
