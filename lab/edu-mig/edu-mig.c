@@ -15,7 +15,7 @@
  *  - STOP_COPY streams the register state through a data fd, RESUMING restores it;
  *  - VFIO_DEVICE_RESET returns the device to RUNNING.
  * bug= makes it misbehave like real drivers can: early_p2p, irq_in_stop, fail_p2p, no_steps,
- * late_dma.
+ * late_dma; and (issue 14) fw_crash, fail_stopcopy, late_flush, precopy_lie, echo_flags, size_lie.
  */
 
 #include <linux/anon_inodes.h>
@@ -70,7 +70,12 @@ MODULE_PARM_DESC(precopy, "also report PRE_COPY (6.2+ kernels), read at bind tim
 
 static char bug[32];
 module_param_string(bug, bug, sizeof(bug), 0644);
-MODULE_PARM_DESC(bug, "misbehave: early_p2p, irq_in_stop, fail_p2p, no_steps, late_dma (read at each SET)");
+MODULE_PARM_DESC(bug, "misbehave: early_p2p, irq_in_stop, fail_p2p, no_steps, late_dma, fw_crash, fail_stopcopy, late_flush, precopy_lie, echo_flags, size_lie (read at each SET)");
+
+static unsigned int fw_crash_after = 2;
+module_param(fw_crash_after, uint, 0644);
+MODULE_PARM_DESC(fw_crash_after,
+		 "bug=fw_crash: SETs that succeed after open or reset before the firmware \"crashes\" (then every SET fails -EIO, ERROR until VFIO_DEVICE_RESET)");
 
 static unsigned int late_dma_us = 50000;
 module_param(late_dma_us, uint, 0644);
@@ -84,6 +89,12 @@ enum edu_bug {
 	EDU_BUG_FAIL_P2P,
 	EDU_BUG_NO_STEPS,
 	EDU_BUG_LATE_DMA,
+	EDU_BUG_FW_CRASH,
+	EDU_BUG_FAIL_STOPCOPY,
+	EDU_BUG_LATE_FLUSH,
+	EDU_BUG_PRECOPY_LIE,
+	EDU_BUG_ECHO_FLAGS,
+	EDU_BUG_SIZE_LIE,
 };
 
 static enum edu_bug current_bug(void)
@@ -98,6 +109,18 @@ static enum edu_bug current_bug(void)
 		return EDU_BUG_NO_STEPS;
 	if (sysfs_streq(bug, "late_dma"))
 		return EDU_BUG_LATE_DMA;
+	if (sysfs_streq(bug, "fw_crash"))
+		return EDU_BUG_FW_CRASH;
+	if (sysfs_streq(bug, "fail_stopcopy"))
+		return EDU_BUG_FAIL_STOPCOPY;
+	if (sysfs_streq(bug, "late_flush"))
+		return EDU_BUG_LATE_FLUSH;
+	if (sysfs_streq(bug, "precopy_lie"))
+		return EDU_BUG_PRECOPY_LIE;
+	if (sysfs_streq(bug, "echo_flags"))
+		return EDU_BUG_ECHO_FLAGS;
+	if (sysfs_streq(bug, "size_lie"))
+		return EDU_BUG_SIZE_LIE;
 	return EDU_BUG_NONE;
 }
 
@@ -162,6 +185,9 @@ struct edu_mig_dev {
 	struct callback_head late_twork;
 	u64 late_iova;
 	u64 late_arc_ns; /* CLOCK_MONOTONIC (ktime_get_ns), the trace clock */
+	const char *late_what; /* which bug= armed the late write, and after which arc */
+	/* bug=fw_crash: SETs since open or the last reset. */
+	unsigned int fw_sets;
 };
 
 static struct edu_mig_dev *to_edev(struct vfio_device *vdev)
@@ -254,6 +280,38 @@ out:
 	return done;
 }
 
+#ifdef EDU_HAVE_PRECOPY
+#ifndef VFIO_PRECOPY_INFO_REINIT
+/* include/uapi/linux/vfio.h since the PRECOPY_INFOv2 series; absent from older headers. */
+#define VFIO_PRECOPY_INFO_REINIT (1 << 0)
+#endif
+
+/*
+ * bug=precopy_lie: initial_bytes does not fall as the initial data is read (it reports the
+ * whole precopy record however much was read: the accounting bug class of mlx5's "fix
+ * dirty_bytes/initial_bytes reporting" fixes). bug=echo_flags: the flags word comes back with
+ * VFIO_PRECOPY_INFO_REINIT although the caller never enabled
+ * VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2, when the word is reserved and must be 0
+ * (vfio.h: "flags ... must be 0" without the opt-in). Caller holds f->lock.
+ */
+static void edu_precopy_bugs(struct edu_mig_dev *edev, struct edu_mig_file *f,
+			     struct vfio_precopy_info *info)
+{
+	if (edev->bug == EDU_BUG_PRECOPY_LIE) {
+		info->initial_bytes = f->len;
+		pci_info(edev->core.pdev,
+			 "edu-mig: bug=precopy_lie: initial_bytes %llu with %zu of %zu bytes read\n",
+			 info->initial_bytes, f->pos, f->len);
+	}
+	if (edev->bug == EDU_BUG_ECHO_FLAGS) {
+		info->flags = VFIO_PRECOPY_INFO_REINIT;
+		pci_info(edev->core.pdev,
+			 "edu-mig: bug=echo_flags: precopy_info flags %#x without the v2 opt-in\n",
+			 info->flags);
+	}
+}
+#endif
+
 static long edu_file_ioctl(struct file *filp, unsigned int cmd, unsigned long arg)
 {
 #ifdef EDU_HAVE_PRECOPY
@@ -280,6 +338,7 @@ static long edu_file_ioctl(struct file *filp, unsigned int cmd, unsigned long ar
 	info.initial_bytes = f->len > f->pos ? f->len - f->pos : 0;
 	/* The register file is re-sent whole in STOP_COPY: report it as dirty. */
 	info.dirty_bytes = sizeof(struct edu_mig_record);
+	edu_precopy_bugs(edev, f, &info);
 	mutex_unlock(&f->lock);
 	if (copy_to_user((void __user *)arg, &info, minsz))
 		ret = -EFAULT;
@@ -551,6 +610,7 @@ static void edu_reset_mig(struct edu_mig_dev *edev)
 	edev->held_irq = 0;
 	edev->held_fact_valid = false;
 	edev->pending_irq_restore = 0;
+	edev->fw_sets = 0;
 	edu_disable_files(edev);
 	edev->state = VFIO_DEVICE_STATE_RUNNING;
 }
@@ -667,8 +727,9 @@ static void edu_late_dma_twork(struct callback_head *head)
 	at = ktime_get_ns();
 	/* The lab reads this line: when (trace clock) and where the late write landed. */
 	pci_info(edev->core.pdev,
-		 "edu-mig: bug=late_dma: wrote %zu bytes at iova %#llx at %llu ns, %llu us after the P2P arc returned (ret %d)\n",
-		 sizeof(data) - 1, edev->late_iova, at, (at - edev->late_arc_ns) / NSEC_PER_USEC, ret);
+		 "edu-mig: %s: wrote %zu bytes at iova %#llx at %llu ns, %llu us after the arc returned (ret %d)\n",
+		 edev->late_what, sizeof(data) - 1, edev->late_iova, at,
+		 (at - edev->late_arc_ns) / NSEC_PER_USEC, ret);
 	module_put(THIS_MODULE);
 }
 
@@ -678,8 +739,8 @@ static void edu_schedule_late_dma(struct edu_mig_dev *edev)
 	int ret;
 
 	if (!edev->to_ram_seen) {
-		pci_info(edev->core.pdev,
-			 "edu-mig: bug=late_dma: no edu->RAM transfer seen yet: no late write\n");
+		pci_info(edev->core.pdev, "edu-mig: %s: no edu->RAM transfer seen yet: no late write\n",
+			 edev->late_what);
 		return;
 	}
 	edev->late_iova = edev->to_ram_dst;
@@ -690,8 +751,51 @@ static void edu_schedule_late_dma(struct edu_mig_dev *edev)
 	ret = task_work_add(current, &edev->late_twork, TWA_RESUME);
 	if (ret) {
 		module_put(THIS_MODULE);
-		pci_warn(edev->core.pdev, "edu-mig: bug=late_dma: task_work_add failed (%d)\n", ret);
+		pci_warn(edev->core.pdev, "edu-mig: %s: task_work_add failed (%d)\n", edev->late_what,
+			 ret);
 	}
+}
+
+/*
+ * The STOP -> STOP_COPY arc's injections. bug=fail_stopcopy: the arc fails -EIO and the device
+ * stays in STOP (what QEMU's vfio_migration_set_state() then recovers from, resetting the
+ * device when the recover state fails too). bug=late_flush: a cache written back after the
+ * device stopped (hisi_acc_vfio_pci writes its cache back during the save, the "cache
+ * write-back" fix): one DMA write into the user's memory after this arc left the kernel,
+ * with the same task_work and vfio_dma_rw() as bug=late_dma.
+ */
+static int edu_stopcopy_bugs(struct edu_mig_dev *edev)
+{
+	if (edev->bug == EDU_BUG_FAIL_STOPCOPY) {
+		pci_info(edev->core.pdev, "edu-mig: bug=fail_stopcopy: refusing the STOP_COPY arc\n");
+		return -EIO;
+	}
+	if (edev->bug == EDU_BUG_LATE_FLUSH) {
+		edev->late_what = "bug=late_flush (STOP -> STOP_COPY)";
+		edu_schedule_late_dma(edev);
+	}
+	return 0;
+}
+
+/*
+ * bug=fw_crash: the device's firmware dies after fw_crash_after SETs (pds_vfio_pci's firmware
+ * recovery: every command fails until the host resets the device): from then every SET fails
+ * -EIO and the device reports ERROR until VFIO_DEVICE_RESET (edu_reset_mig() clears it).
+ * Returns true when this SET must fail. Caller holds state_mutex.
+ */
+static bool edu_fw_crashed(struct edu_mig_dev *edev)
+{
+	if (edev->bug != EDU_BUG_FW_CRASH)
+		return false;
+	if (edev->state == VFIO_DEVICE_STATE_ERROR)
+		return true;
+	if (++edev->fw_sets <= fw_crash_after)
+		return false;
+	pci_info(edev->core.pdev, "edu-mig: bug=fw_crash: firmware crashed at SET %u: ERROR\n",
+		 edev->fw_sets);
+	edu_disable_files(edev);
+	edev->state = VFIO_DEVICE_STATE_ERROR;
+	return true;
 }
 
 static int edu_quiesce(struct edu_mig_dev *edev)
@@ -725,8 +829,10 @@ static struct file *edu_step(struct edu_mig_dev *edev, enum vfio_device_mig_stat
 		if (ret)
 			return ERR_PTR(ret);
 		if (cur == VFIO_DEVICE_STATE_RUNNING && next == VFIO_DEVICE_STATE_RUNNING_P2P &&
-		    edev->bug == EDU_BUG_LATE_DMA)
+		    edev->bug == EDU_BUG_LATE_DMA) {
+			edev->late_what = "bug=late_dma (RUNNING -> RUNNING_P2P)";
 			edu_schedule_late_dma(edev);
+		}
 	}
 	if (cur == VFIO_DEVICE_STATE_RUNNING_P2P && next == VFIO_DEVICE_STATE_STOP &&
 	    edev->bug == EDU_BUG_IRQ_IN_STOP) {
@@ -747,8 +853,12 @@ static struct file *edu_step(struct edu_mig_dev *edev, enum vfio_device_mig_stat
 		}
 		return NULL;
 	}
-	if (cur == VFIO_DEVICE_STATE_STOP && next == VFIO_DEVICE_STATE_STOP_COPY)
+	if (cur == VFIO_DEVICE_STATE_STOP && next == VFIO_DEVICE_STATE_STOP_COPY) {
+		ret = edu_stopcopy_bugs(edev);
+		if (ret)
+			return ERR_PTR(ret);
 		return edu_save_file(edev, EDU_REC_FINAL);
+	}
 	if (cur == VFIO_DEVICE_STATE_STOP_COPY && next == VFIO_DEVICE_STATE_STOP) {
 		edu_disable_files(edev);
 		return NULL;
@@ -832,7 +942,9 @@ static struct file *edu_set_state(struct vfio_device *vdev, enum vfio_device_mig
 	mutex_lock(&edev->state_mutex);
 	cmd = edu_decode_begin(edev);
 	edev->bug = current_bug();
-	while (edev->state != new) {
+	if (edu_fw_crashed(edev))
+		res = ERR_PTR(-EIO);
+	while (!IS_ERR(res) && edev->state != new) {
 		ret = vfio_mig_get_next_state(vdev, edev->state, new, &next);
 		if (ret) {
 			res = ERR_PTR(ret);
@@ -892,9 +1004,25 @@ static int edu_get_state(struct vfio_device *vdev, enum vfio_device_mig_state *c
 }
 
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
+/*
+ * bug=size_lie: VFIO_DEVICE_FEATURE_MIG_DATA_SIZE answers half of what STOP_COPY will save
+ * (the estimate QEMU sizes its downtime on, "vfio/migration: Add VFIO migration pre-copy
+ * support"'s stop-copy size, 3b5948f808e3).
+ */
+static void edu_size_bugs(struct edu_mig_dev *edev, unsigned long *len)
+{
+	if (current_bug() == EDU_BUG_SIZE_LIE) {
+		*len /= 2;
+		pci_info(edev->core.pdev, "edu-mig: bug=size_lie: estimating %lu bytes\n", *len);
+	}
+}
+
 static int edu_get_data_size(struct vfio_device *vdev, unsigned long *len)
 {
+	struct edu_mig_dev *edev = to_edev(vdev);
+
 	*len = sizeof(struct edu_mig_record);
+	edu_size_bugs(edev, len);
 	return 0;
 }
 #endif

@@ -134,6 +134,8 @@ pub enum EvKind {
         dev: String,
         dir: DataDir,
         bytes: u64,
+        /// The file the bytes moved through, when the trace names it.
+        file: Option<DataFile>,
     },
     Lost {
         n: u64,
@@ -154,6 +156,20 @@ pub enum EvKind {
         dev: String,
         result: Result<u64, i32>,
     },
+    /// A VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2 SET (the VMM opted in to REINIT): its return.
+    PrecopyInfoV2 {
+        dev: String,
+        ret: i32,
+    },
+}
+
+/// A `data` event's migration file: its fd number, the device's reset generation when the SET
+/// that returned it completed, and the device's reset generation when the bytes moved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DataFile {
+    pub fd: i32,
+    pub fd_gen: u64,
+    pub reset_gen: u64,
 }
 
 /// A device declaration (`ev: device`).
@@ -187,10 +203,11 @@ pub enum Ev {
     End = 13,
     PrecopyInfo = 14,
     DataSize = 15,
+    PrecopyInfoV2 = 16,
 }
 
 impl Ev {
-    pub const ALL: [Ev; 16] = [
+    pub const ALL: [Ev; 17] = [
         Ev::Device,
         Ev::Set,
         Ev::Step,
@@ -207,6 +224,7 @@ impl Ev {
         Ev::End,
         Ev::PrecopyInfo,
         Ev::DataSize,
+        Ev::PrecopyInfoV2,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -226,6 +244,7 @@ impl Ev {
             Ev::End => "end",
             Ev::PrecopyInfo => "precopy_info",
             Ev::DataSize => "data_size",
+            Ev::PrecopyInfoV2 => "precopy_info_v2",
         }
     }
     pub fn from_name(s: &str) -> Option<Ev> {
@@ -259,6 +278,7 @@ impl EvKind {
             EvKind::End => Ev::End,
             EvKind::PrecopyInfo { .. } => Ev::PrecopyInfo,
             EvKind::DataSize { .. } => Ev::DataSize,
+            EvKind::PrecopyInfoV2 { .. } => Ev::PrecopyInfoV2,
         }
     }
 
@@ -275,7 +295,8 @@ impl EvKind {
             | EvKind::Irq { dev, .. }
             | EvKind::Data { dev, .. }
             | EvKind::PrecopyInfo { dev, .. }
-            | EvKind::DataSize { dev, .. } => Some(dev),
+            | EvKind::DataSize { dev, .. }
+            | EvKind::PrecopyInfoV2 { dev, .. } => Some(dev),
             EvKind::Map { .. }
             | EvKind::Unmap { .. }
             | EvKind::Lost { .. }

@@ -520,6 +520,7 @@ impl DeviceTimeline {
             | EventKind::Irq { .. }
             | EventKind::PrecopyInfo { .. }
             | EventKind::DataSize { .. }
+            | EventKind::PrecopyInfoV2 { .. }
             | EventKind::Map { .. }
             | EventKind::Unmap { .. }
             | EventKind::Data { .. }

@@ -656,9 +656,153 @@ pub const ALL: &[Scenario] = &[
         RECORD_GOOD,
     )
     .with(&[Extra::DrainedAtQuiesce, Extra::L2Dma]),
+    drive_bug(
+        "fw-crash",
+        "bug=fw_crash: the firmware dies after 2 SETs: every SET fails -EIO, ERROR until drive's reset",
+        "fw_crash",
+        "stopcopy",
+        "fail",
+        &["set-failed", "error-state"],
+    ),
+    drive_bug(
+        "fw-crash-good",
+        "bug=none on the fw-crash plan: the correct driver raises nothing",
+        "none",
+        "stopcopy",
+        "pass",
+        &[],
+    )
+    .with(&[Extra::Evidence]),
+    drive_bug(
+        "fail-stopcopy",
+        "bug=fail_stopcopy: the STOP -> STOP_COPY arc fails -EIO, the device stays in STOP; drive returns it to RUNNING",
+        "fail_stopcopy",
+        "stopcopy",
+        "fail",
+        &["set-failed"],
+    ),
+    drive_bug(
+        "fail-stopcopy-good",
+        "bug=none on the fail-stopcopy plan: the correct driver raises nothing",
+        "none",
+        "stopcopy",
+        "pass",
+        &[],
+    )
+    .with(&[Extra::Evidence]),
+    drive_bug(
+        "late-flush",
+        "bug=late_flush: one DMA write (a cache written back) after the STOP -> STOP_COPY arc left the kernel; caught by the witness",
+        "late_flush",
+        "stopcopy",
+        "fail",
+        &["dma-after-quiesce"],
+    )
+    .with(&[Extra::WitnessCaught]),
+    drive_bug(
+        "late-flush-good",
+        "bug=none on the late-flush plan: the correct driver raises nothing",
+        "none",
+        "stopcopy",
+        "pass",
+        &[],
+    )
+    .with(&[Extra::Evidence]),
+    drive_bug(
+        "precopy-lie",
+        "bug=precopy_lie: VFIO_MIG_GET_PRECOPY_INFO's initial_bytes does not fall as the initial data is read",
+        "precopy_lie",
+        "precopy",
+        "fail",
+        &["precopy-initial-bytes"],
+    )
+    .with(&[Extra::PrecopyInfo])
+    .with_precopy(),
+    drive_bug(
+        "precopy-lie-good",
+        "bug=none on the precopy-lie plan: the correct driver raises nothing",
+        "none",
+        "precopy",
+        "pass",
+        &[],
+    )
+    .with(&[Extra::Evidence, Extra::PrecopyInfo])
+    .with_precopy(),
+    drive_bug(
+        "echo-flags",
+        "bug=echo_flags: VFIO_MIG_GET_PRECOPY_INFO returns VFIO_PRECOPY_INFO_REINIT in flags without the PRECOPY_INFOv2 opt-in",
+        "echo_flags",
+        "precopy",
+        "fail",
+        &["precopy-flags"],
+    )
+    .with_precopy(),
+    drive_bug(
+        "echo-flags-good",
+        "bug=none on the echo-flags plan: the correct driver raises nothing",
+        "none",
+        "precopy",
+        "pass",
+        &[],
+    )
+    .with(&[Extra::Evidence, Extra::PrecopyInfo])
+    .with_precopy(),
+    drive_bug(
+        "size-lie",
+        "bug=size_lie: VFIO_DEVICE_FEATURE_MIG_DATA_SIZE estimates half of what STOP_COPY then saves (MIG_DATA_SIZE is 6.4+)",
+        "size_lie",
+        "stopcopy",
+        "fail",
+        &["data-size-exceeded"],
+    )
+    .not_on_6_1(),
+    drive_bug(
+        "size-lie-good",
+        "bug=none on the size-lie plan: the correct driver raises nothing",
+        "none",
+        "stopcopy",
+        "pass",
+        &[],
+    )
+    .with(&[Extra::Evidence])
+    .not_on_6_1(),
 ];
 
+/// A `drive` case on one root-bus device with edu-mig `bug=` (issue 14's pairs: `NAME` with
+/// the bug, `NAME-good` with `none` on the same plan).
+const fn drive_bug(
+    name: &'static str,
+    about: &'static str,
+    bug: &'static str,
+    plan: &'static str,
+    expected: &'static str,
+    rules: &'static [&'static str],
+) -> Scenario {
+    Scenario {
+        name,
+        about,
+        bug,
+        precopy: false,
+        devices: 1,
+        bridged: 0,
+        run: drive(plan),
+        expected,
+        rules,
+        extras: &[],
+        needs_precopy: false,
+        on_request: false,
+    }
+}
+
 impl Scenario {
+    /// Skipped on 6.1 without PRE_COPY (a feature 6.1 lacks, e.g. MIG_DATA_SIZE, 6.4+).
+    const fn not_on_6_1(self) -> Scenario {
+        Scenario {
+            needs_precopy: true,
+            ..self
+        }
+    }
+
     /// With edu-mig `precopy=1` (PRE_COPY: not on 6.1).
     const fn with_precopy(self) -> Scenario {
         Scenario {
