@@ -14,7 +14,9 @@ use std::{
 
 use serde::Deserialize;
 
-use super::event::{DataDir, DmaSource, Event, EventKind, Header, IrqKind, TRACE_VERSION};
+use super::event::{
+    Corruption, DataDir, DmaSource, Event, EventKind, Header, IrqKind, RegStage, TRACE_VERSION,
+};
 use super::sink::TraceSink;
 use crate::model::{MigFlags, MigState, PrecopyInfo, flag_bit};
 
@@ -90,7 +92,9 @@ pub(crate) fn recycle_strings(ev: Event, spare: &mut Vec<String>) {
         | EventKind::Irq { dev, .. }
         | EventKind::Data { dev, .. }
         | EventKind::PrecopyInfo { dev, .. }
-        | EventKind::DataSize { dev, .. } => put(dev),
+        | EventKind::DataSize { dev, .. }
+        | EventKind::CorruptLoad { dev, .. }
+        | EventKind::Regs { dev, .. } => put(dev),
         EventKind::Map { ctx, .. } | EventKind::Unmap { ctx, .. } => put(ctx),
         EventKind::Lost { source, dev, .. } => {
             put(source);
@@ -158,6 +162,13 @@ struct Raw<'a> {
     /// `precopy_info`'s flags word, as the driver returned it (not `flags`: a reader that
     /// predates `precopy_info` checks `flags` as a device's flag names and would refuse it).
     precopy_flags: Option<u64>,
+    #[serde(borrow)]
+    corruption: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    stage: Option<Cow<'a, str>>,
+    bar: Option<u32>,
+    /// `regs`: register offset (`"0x80"`) -> value.
+    registers: Option<BTreeMap<String, u64>>,
 }
 
 /// JSON type each known field must have, for naming the field when fast parsing fails.
@@ -195,6 +206,10 @@ const FIELD_TYPES: &[(&str, &str)] = &[
     ("initial_bytes", "u64"),
     ("dirty_bytes", "u64"),
     ("precopy_flags", "u64"),
+    ("corruption", "str"),
+    ("stage", "str"),
+    ("bar", "u32"),
+    ("registers", "u64map"),
 ];
 
 fn type_ok(v: &serde_json::Value, ty: &str) -> bool {
@@ -208,6 +223,7 @@ fn type_ok(v: &serde_json::Value, ty: &str) -> bool {
         ("bool", Value::Bool(_)) => true,
         ("strarr", Value::Array(a)) => a.iter().all(Value::is_string),
         ("strmap", Value::Object(o)) => o.values().all(Value::is_string),
+        ("u64map", Value::Object(o)) => o.values().all(|x| x.as_u64().is_some()),
         ("pair", Value::Array(a)) => a.len() == 2 && a.iter().all(|x| x.as_u64().is_some()),
         _ => false,
     }
@@ -222,6 +238,7 @@ fn type_desc(ty: &str) -> &'static str {
         "bool" => "true or false",
         "strarr" => "an array of strings",
         "strmap" => "an object of strings",
+        "u64map" => "an object of non-negative integers",
         "pair" => "an array of two non-negative integers [t0, t1]",
         _ => "a value of the right type",
     }
@@ -243,6 +260,8 @@ const KNOWN_EVS: &[&str] = &[
     "end",
     "precopy_info",
     "data_size",
+    "corrupt_load",
+    "regs",
 ];
 
 /// For a line that did not decode: its `ev` when it is a JSON object with a string `ev` this
@@ -657,6 +676,37 @@ impl<R: BufRead> JsonlReader<R> {
                     e => Err(e),
                 },
             },
+            "corrupt_load" => {
+                let c = self.req_name(&raw.corruption, "corruption")?;
+                EventKind::CorruptLoad {
+                    dev: self.req_str(&raw.dev, "dev")?,
+                    corruption: Corruption::from_name(c).ok_or_else(|| {
+                        self.invalid(
+                            "corruption",
+                            &format!(
+                                "unknown corruption `{c}` (expected one of {})",
+                                Corruption::ALL.map(Corruption::name).join(", ")
+                            ),
+                        )
+                    })?,
+                    bytes: self.req(raw.bytes, "bytes")?,
+                    ret: self.errno_ret(raw.ret, "ret")?,
+                }
+            }
+            "regs" => {
+                let st = self.req_name(&raw.stage, "stage")?;
+                EventKind::Regs {
+                    dev: self.req_str(&raw.dev, "dev")?,
+                    stage: RegStage::from_name(st).ok_or_else(|| {
+                        self.invalid(
+                            "stage",
+                            &format!("unknown stage `{st}` (expected saved or restored)"),
+                        )
+                    })?,
+                    bar: self.req(raw.bar, "bar")?,
+                    regs: self.registers(raw.registers.take())?,
+                }
+            }
             other => {
                 let other = other.to_owned();
                 self.warn_unknown_ev(&other);
@@ -770,6 +820,31 @@ impl<R: BufRead> JsonlReader<R> {
 }
 
 impl<R: BufRead> JsonlReader<R> {
+    /// `regs`' `registers`: each key an offset written `0x` + hex digits, each given once.
+    fn registers(
+        &self,
+        map: Option<BTreeMap<String, u64>>,
+    ) -> Result<BTreeMap<u64, u64>, TraceError> {
+        let map = self.req(map, "registers")?;
+        let mut out = BTreeMap::new();
+        for (k, v) in map {
+            let off = k
+                .strip_prefix("0x")
+                .filter(|h| !h.is_empty())
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    self.invalid(
+                        "registers",
+                        &format!("key `{k}` is not a register offset (0x followed by hex digits)"),
+                    )
+                })?;
+            if out.insert(off, v).is_some() {
+                return Err(self.invalid("registers", &format!("offset {off:#x} is given twice")));
+            }
+        }
+        Ok(out)
+    }
+
     /// A driver's 32-bit flags word (`precopy_info`'s `precopy_flags`).
     fn flag_word(&self, raw: &Raw<'_>) -> Result<u32, TraceError> {
         let b = self.req(raw.precopy_flags, "precopy_flags")?;
@@ -955,6 +1030,35 @@ pub fn event_to_json(ev: &Event) -> String {
                 Err(e) => *e,
             };
             push_num(&mut o, "ret", ret);
+        }
+        EventKind::CorruptLoad {
+            dev,
+            corruption,
+            bytes,
+            ret,
+        } => {
+            push_str(&mut o, "dev", dev);
+            push_str(&mut o, "corruption", corruption.name());
+            push_num(&mut o, "bytes", bytes);
+            push_num(&mut o, "ret", ret);
+        }
+        EventKind::Regs {
+            dev,
+            stage,
+            bar,
+            regs,
+        } => {
+            push_str(&mut o, "dev", dev);
+            push_str(&mut o, "stage", stage.name());
+            push_num(&mut o, "bar", bar);
+            o.push_str(",\"registers\":{");
+            for (i, (off, v)) in regs.iter().enumerate() {
+                if i > 0 {
+                    o.push(',');
+                }
+                let _ = write!(o, "\"{off:#x}\":{v}");
+            }
+            o.push('}');
         }
     }
     if let Some(pid) = ev.pid {
@@ -1230,6 +1334,37 @@ mod fast {
             Some(Some((a, b)))
         }
 
+        /// `regs`' `registers`: an object of non-negative integers.
+        fn opt_u64map(&mut self) -> Option<Option<std::collections::BTreeMap<String, u64>>> {
+            if self.null() {
+                return Some(None);
+            }
+            self.eat(b'{')?;
+            let mut out = std::collections::BTreeMap::new();
+            self.ws();
+            if self.eat(b'}').is_some() {
+                return Some(Some(out));
+            }
+            loop {
+                self.ws();
+                let k = self.string()?;
+                self.ws();
+                self.eat(b':')?;
+                self.ws();
+                let v = self.uint()?;
+                out.insert(k.to_owned(), v);
+                self.ws();
+                match self.peek()? {
+                    b',' => self.i += 1,
+                    b'}' => {
+                        self.i += 1;
+                        return Some(Some(out));
+                    }
+                    _ => return None,
+                }
+            }
+        }
+
         /// The value of a field this format does not know: only scalars take the fast path.
         fn skip(&mut self) -> Option<()> {
             match self.peek()? {
@@ -1316,6 +1451,10 @@ mod fast {
                     "initial_bytes" => once!(seen, 30, r.initial_bytes, l.opt_u64()),
                     "dirty_bytes" => once!(seen, 31, r.dirty_bytes, l.opt_u64()),
                     "precopy_flags" => once!(seen, 32, r.precopy_flags, l.opt_u64()),
+                    "corruption" => once!(seen, 33, r.corruption, l.opt_str()),
+                    "stage" => once!(seen, 34, r.stage, l.opt_str()),
+                    "bar" => once!(seen, 35, r.bar, l.opt_u32()),
+                    "registers" => once!(seen, 36, r.registers, l.opt_u64map()),
                     _ => l.skip()?,
                 }
                 l.ws();

@@ -31,6 +31,8 @@
 //! |---|---|---|
 //! | 1 | precopy_info | id dev, zz ret, then with ret 0: v initial_bytes, v dirty_bytes, v flags |
 //! | 2 | data_size | id dev, zz ret, then with ret 0: v bytes |
+//! | 20 | corrupt_load | id dev, u8 corruption (index in `Corruption::ALL`), v bytes, zz ret |
+//! | 21 | regs | id dev, u8 stage (0 saved, 1 restored), v bar, v n, n × (v offset, v value) |
 //!
 //! Kind fields (`id` = varint string id, `zz` = zigzag varint, `v` = varint, `st` = state byte):
 //!
@@ -76,7 +78,9 @@ use std::{
 };
 
 use super::{
-    event::{DataDir, DmaSource, Event, EventKind, Header, IrqKind, TRACE_VERSION},
+    event::{
+        Corruption, DataDir, DmaSource, Event, EventKind, Header, IrqKind, RegStage, TRACE_VERSION,
+    },
     jsonl::{ReadWarning, TraceError, header_to_json},
     sink::TraceSink,
 };
@@ -125,7 +129,10 @@ fn kind_code(k: &EventKind) -> u8 {
             EventKind::Lost { .. } => 11,
             EventKind::Mark { .. } => 12,
             EventKind::End => 13,
-            EventKind::PrecopyInfo { .. } | EventKind::DataSize { .. } => KIND_EXT,
+            EventKind::PrecopyInfo { .. }
+            | EventKind::DataSize { .. }
+            | EventKind::CorruptLoad { .. }
+            | EventKind::Regs { .. } => KIND_EXT,
         }
 }
 
@@ -133,6 +140,9 @@ fn kind_code(k: &EventKind) -> u8 {
 mod ext {
     pub const PRECOPY_INFO: u64 = 1;
     pub const DATA_SIZE: u64 = 2;
+    // 20-29: issue 14 part B (resume validation, restore divergence).
+    pub const CORRUPT_LOAD: u64 = 20;
+    pub const REGS: u64 = 21;
 }
 
 /// A reply's `ret` (0 for a value) as the zigzag varint extension payloads start with.
@@ -167,6 +177,15 @@ fn dma_src_index(s: DmaSource) -> u8 {
         DmaSource::IommuDirty => 2,
         DmaSource::MdevDma => 3,
         DmaSource::Fault => 4,
+    }
+}
+
+fn corruption_index(c: Corruption) -> u8 {
+    match c {
+        Corruption::Truncated => 0,
+        Corruption::BitFlip => 1,
+        Corruption::Oversized => 2,
+        Corruption::Empty => 3,
     }
 }
 
@@ -424,6 +443,41 @@ impl<W: Write> NativeWriter<W> {
                 }
                 put_ext(&mut b, ext::DATA_SIZE, &p);
             }
+            EventKind::CorruptLoad {
+                dev,
+                corruption,
+                bytes,
+                ret,
+            } => {
+                let mut p = Vec::with_capacity(16);
+                let d = self.intern(dev, &mut defs);
+                put_varint(&mut p, d);
+                p.push(corruption_index(*corruption));
+                put_varint(&mut p, *bytes);
+                put_varint(&mut p, zigzag(i64::from(*ret)));
+                put_ext(&mut b, ext::CORRUPT_LOAD, &p);
+            }
+            EventKind::Regs {
+                dev,
+                stage,
+                bar,
+                regs,
+            } => {
+                let mut p = Vec::with_capacity(8 + regs.len() * 6);
+                let d = self.intern(dev, &mut defs);
+                put_varint(&mut p, d);
+                p.push(match stage {
+                    RegStage::Saved => 0,
+                    RegStage::Restored => 1,
+                });
+                put_varint(&mut p, u64::from(*bar));
+                put_varint(&mut p, regs.len() as u64);
+                for (off, v) in regs {
+                    put_varint(&mut p, *off);
+                    put_varint(&mut p, *v);
+                }
+                put_ext(&mut b, ext::REGS, &p);
+            }
         }
         let res = if defs.is_empty() {
             self.emit(&b)
@@ -667,6 +721,14 @@ impl Payload<'_> {
             },
             field,
         )
+    }
+
+    fn u8(&mut self, field: &'static str) -> Result<u8, Cut> {
+        let b = *self.b.get(self.i).ok_or_else(|| {
+            Cut::Bad(field, "extension payload ends inside this field".to_owned())
+        })?;
+        self.i += 1;
+        Ok(b)
     }
 }
 
@@ -953,6 +1015,51 @@ impl<R: BufRead> NativeReader<R> {
                     e => Err(e),
                 };
                 EventKind::DataSize { dev, result }
+            }
+            ext::CORRUPT_LOAD => {
+                let dev = self.string_of(p.varint("dev")?, "dev")?;
+                let c = p.u8("corruption")?;
+                let corruption = Corruption::ALL
+                    .get(usize::from(c))
+                    .copied()
+                    .ok_or_else(|| Cut::Bad("corruption", format!("corruption {c} unknown")))?;
+                let bytes = p.varint("bytes")?;
+                let ret = errno(unzigzag(p.varint("ret")?), "ret")?;
+                EventKind::CorruptLoad {
+                    dev,
+                    corruption,
+                    bytes,
+                    ret,
+                }
+            }
+            ext::REGS => {
+                let dev = self.string_of(p.varint("dev")?, "dev")?;
+                let stage = match p.u8("stage")? {
+                    0 => RegStage::Saved,
+                    1 => RegStage::Restored,
+                    v => return Err(Cut::Bad("stage", format!("stage {v} unknown"))),
+                };
+                let bar = p.varint("bar")?;
+                let bar = u32::try_from(bar)
+                    .map_err(|_| Cut::Bad("bar", format!("{bar} exceeds 32 bits")))?;
+                let n = p.varint("registers")?;
+                let mut regs = std::collections::BTreeMap::new();
+                for _ in 0..n {
+                    let off = p.varint("registers")?;
+                    let v = p.varint("registers")?;
+                    if regs.insert(off, v).is_some() {
+                        return Err(Cut::Bad(
+                            "registers",
+                            format!("offset {off:#x} is given twice"),
+                        ));
+                    }
+                }
+                EventKind::Regs {
+                    dev,
+                    stage,
+                    bar,
+                    regs,
+                }
             }
             other => {
                 if !self.warned_ext.contains(&other) {

@@ -18,6 +18,7 @@ use crate::{
     trace::{AnyReader, Event, EventKind, Header, ReadWarning, TraceError, open_any, source},
 };
 
+mod resume;
 mod rules;
 pub mod timeline;
 
@@ -36,8 +37,10 @@ pub mod rule {
     pub const RUN_WHILE_PEER_STOPPED: &str = "run-while-peer-stopped";
     pub const ERROR_STATE: &str = "error-state";
     pub const QUIESCE_BUDGET: &str = "quiesce-budget";
+    pub const RESUME_ACCEPTED_CORRUPT: &str = "resume-accepted-corrupt";
+    pub const RESUME_DIVERGENCE: &str = "resume-divergence";
     /// Every violation rule, in table order.
-    pub const VIOLATIONS: [&str; 11] = [
+    pub const VIOLATIONS: [&str; 13] = [
         ILLEGAL_ARC,
         UNSUPPORTED_ACCEPTED,
         SET_FAILED,
@@ -49,6 +52,8 @@ pub mod rule {
         RUN_WHILE_PEER_STOPPED,
         ERROR_STATE,
         QUIESCE_BUDGET,
+        RESUME_ACCEPTED_CORRUPT,
+        RESUME_DIVERGENCE,
     ];
 
     /// The evidence a violation rule needs to fire: any one of `any_of` (header source names,
@@ -72,7 +77,7 @@ pub mod rule {
     const TRANSITIONS: &[&str] = &[crate::trace::source::TRANSITIONS];
 
     /// Every violation rule's evidence, in table order.
-    pub const EVIDENCE: [Needs; 11] = [
+    pub const EVIDENCE: [Needs; 13] = [
         needs(ILLEGAL_ARC, TRANSITIONS, true),
         needs(UNSUPPORTED_ACCEPTED, TRANSITIONS, false),
         needs(SET_FAILED, TRANSITIONS, false),
@@ -88,6 +93,8 @@ pub mod rule {
         needs(RUN_WHILE_PEER_STOPPED, TRANSITIONS, false),
         needs(ERROR_STATE, TRANSITIONS, false),
         needs(QUIESCE_BUDGET, TRANSITIONS, false),
+        needs(RESUME_ACCEPTED_CORRUPT, TRANSITIONS, false),
+        needs(RESUME_DIVERGENCE, TRANSITIONS, false),
     ];
 
     #[cfg(test)]
@@ -154,6 +161,12 @@ pub mod rule {
                 "the device was seen in ERROR, or a SET was issued from ERROR (only a reset leaves ERROR)"
             }
             QUIESCE_BUDGET => "a SET into a quiescent state took longer than the budget",
+            RESUME_ACCEPTED_CORRUPT => {
+                "the driver accepted a corrupted stream in RESUMING (truncated, bit-flipped, oversized or empty: every byte written and the SET out of RESUMING returned 0) instead of refusing it"
+            }
+            RESUME_DIVERGENCE => {
+                "after RESUMING the device's registers (read through its BAR by the controller) differ from what they were when its state was saved"
+            }
             HAZARD_ARC => {
                 "a request along a blocked arc (STOP_COPY -> PRE_COPY[_P2P]) that hangs kernels without the 2026 fix"
             }
@@ -386,6 +399,7 @@ struct Dev {
     /// A `lost` named this device, or named none.
     lost: bool,
     summary: DeviceSummary,
+    resume: resume::ResumeState,
 }
 
 /// What source `name` says for a device: its own `sources` entry, else the header's.
@@ -604,6 +618,7 @@ impl Verifier {
             sources: sources.clone(),
             tl: DeviceTimeline::new(t, declared_state(state, sources), observable),
             lost: false,
+            resume: resume::ResumeState::default(),
             summary: DeviceSummary {
                 ctx: ctx.to_owned(),
                 flags,
@@ -684,6 +699,7 @@ impl Verifier {
             }
             EventKind::Reset { dev, .. } => {
                 let i = self.dev(dev, &mut out);
+                self.resume_reset(i);
                 self.devs[i].tl.feed(ev.t, kind);
             }
             EventKind::Dma {
@@ -742,6 +758,24 @@ impl Verifier {
             }
             // What the driver reported about its migration data: no rule judges it yet.
             EventKind::PrecopyInfo { .. } | EventKind::DataSize { .. } => {}
+            EventKind::CorruptLoad {
+                dev,
+                corruption,
+                bytes,
+                ret,
+            } => {
+                let i = self.dev(dev, &mut out);
+                self.corrupt_load_rules(&out, i, *corruption, *bytes, *ret);
+            }
+            EventKind::Regs {
+                dev,
+                stage,
+                bar,
+                regs,
+            } => {
+                let i = self.dev(dev, &mut out);
+                self.regs_rules(&mut out, i, *stage, *bar, regs);
+            }
             EventKind::End => {
                 self.ended = true;
                 for d in &mut self.devs {

@@ -399,6 +399,8 @@ impl DeviceTimeline {
             | EventKind::Irq { .. }
             | EventKind::PrecopyInfo { .. }
             | EventKind::DataSize { .. }
+            | EventKind::CorruptLoad { .. }
+            | EventKind::Regs { .. }
             | EventKind::Map { .. }
             | EventKind::Unmap { .. }
             | EventKind::Data { .. }
