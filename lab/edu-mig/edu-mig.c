@@ -372,8 +372,12 @@ static void edu_snapshot(struct edu_mig_dev *edev, struct edu_mig_record *r, u32
 	r->csum = cpu_to_le32(edu_record_csum(r));
 }
 
-/* Waits for the in-flight transfer to finish (cmd bit 0 clears). */
-static int edu_drain_dma(struct edu_mig_dev *edev)
+/*
+ * Waits for the in-flight transfer to finish (cmd bit 0 clears) and, when it raised its
+ * completion MSI, for that interrupt to be handled. Returns the ms waited (0: nothing was in
+ * flight) or -ETIMEDOUT.
+ */
+static int edu_wait_dma(struct edu_mig_dev *edev)
 {
 	unsigned long start = jiffies;
 	unsigned long deadline = start + msecs_to_jiffies(EDU_DRAIN_TIMEOUT_MS);
@@ -400,11 +404,74 @@ static int edu_drain_dma(struct edu_mig_dev *edev)
 		msleep(EDU_IRQ_SETTLE_MS);
 		synchronize_irq(pci_irq_vector(pdev, 0));
 	}
-	/* The lab counts these lines: proof that DMA was in flight at the quiesce. */
-	if (waited)
-		pci_info(edev->core.pdev, "edu-mig: drained in-flight DMA in %u ms\n",
-			 jiffies_to_msecs(jiffies - start));
-	return 0;
+	return waited ? max(1u, jiffies_to_msecs(jiffies - start)) : 0;
+}
+
+/* Quiesce: waits for the in-flight transfer; the lab counts the line (DMA was in flight). */
+static int edu_drain_dma(struct edu_mig_dev *edev)
+{
+	int ms = edu_wait_dma(edev);
+
+	if (ms > 0)
+		pci_info(edev->core.pdev, "edu-mig: drained in-flight DMA in %d ms\n", ms);
+	return ms < 0 ? ms : 0;
+}
+
+/*
+ * The driver's own BAR0 accesses (quiesce, save, restore, quiet) need memory decoding, which
+ * the user owns: QEMU leaves it to its guest (an idle guest may never enable it) and its
+ * reset path clears it (hw/vfio/pci.c vfio_pci_pre_reset). Turn it on for the driver's work
+ * and put the user's value back, under vfio-pci-core's memory_lock as its own PCI_COMMAND
+ * writes are (drivers/vfio/pci/vfio_pci_config.c vfio_basic_config_write).
+ */
+static u16 edu_decode_begin(struct edu_mig_dev *edev)
+{
+	struct pci_dev *pdev = edev->core.pdev;
+	u16 cmd;
+
+	down_write(&edev->core.memory_lock);
+	pci_read_config_word(pdev, PCI_COMMAND, &cmd);
+	if (!(cmd & PCI_COMMAND_MEMORY))
+		pci_write_config_word(pdev, PCI_COMMAND, cmd | PCI_COMMAND_MEMORY);
+	return cmd;
+}
+
+static void edu_decode_end(struct edu_mig_dev *edev, u16 cmd)
+{
+	if (!(cmd & PCI_COMMAND_MEMORY))
+		pci_write_config_word(edev->core.pdev, PCI_COMMAND, cmd);
+	up_write(&edev->core.memory_lock);
+}
+
+/*
+ * edu has no reset a VMM can use, so whatever one user leaves behind would reach the next:
+ * a transfer still running (its DMA and completion interrupt land after the device changed
+ * hands), an unacknowledged interrupt (with MSI off, edu keeps its INTx line asserted until
+ * the status is acked: hw/misc/edu.c edu_raise_irq/edu_lower_irq), a factorial whose
+ * completion interrupt is enabled. On open, close and VFIO_DEVICE_RESET the driver waits the
+ * transfer out, disables the factorial interrupt and acks every status bit, as a variant
+ * driver's open_device/close_device/reset quiesce their function. What it found is logged
+ * (always on open: the lab checks that no earlier user left anything).
+ */
+static void edu_quiet(struct edu_mig_dev *edev, const char *why)
+{
+	void __iomem *b = edev->bar0;
+	u16 cmd = edu_decode_begin(edev);
+	int ms = edu_wait_dma(edev);
+	u32 irq, status;
+
+	status = ioread32(b + EDU_REG_STATUS);
+	iowrite32(0, b + EDU_REG_STATUS);
+	irq = ioread32(b + EDU_REG_IRQ_STATUS);
+	/* ~0: every bit, and with the status clear and MSI off edu lowers INTx. */
+	iowrite32(~0u, b + EDU_REG_IRQ_ACK);
+	edu_decode_end(edev, cmd);
+	if (ms || irq || (status & EDU_STATUS_IRQFACT))
+		pci_info(edev->core.pdev,
+			 "edu-mig: %s: waited %d ms for a transfer, cleared irq status %#x%s\n", why,
+			 ms, irq, status & EDU_STATUS_IRQFACT ? ", factorial interrupt off" : "");
+	else if (!strcmp(why, "open"))
+		pci_info(edev->core.pdev, "edu-mig: open: edu quiet (no transfer, no interrupt)\n");
 }
 
 /* Starts everything held while quiesced, in register order. */
@@ -643,7 +710,9 @@ static int edu_quiesce(struct edu_mig_dev *edev)
 		return -EIO;
 	}
 	if (edev->bug == EDU_BUG_EARLY_P2P) {
-		pci_info(edev->core.pdev, "edu-mig: bug=early_p2p: not waiting for DMA\n");
+		pci_info(edev->core.pdev, "edu-mig: bug=early_p2p: not waiting for DMA (%s)\n",
+			 readq(edev->bar0 + EDU_REG_DMA_CMD) & EDU_DMA_RUN ?
+				 "a transfer is in flight" : "none in flight");
 		return 0;
 	}
 	edev->hold = true;
@@ -760,8 +829,10 @@ static struct file *edu_set_state(struct vfio_device *vdev, enum vfio_device_mig
 	enum vfio_device_mig_state next;
 	struct file *res = NULL;
 	int ret;
+	u16 cmd;
 
 	mutex_lock(&edev->state_mutex);
+	cmd = edu_decode_begin(edev);
 	edev->bug = current_bug();
 	while (edev->state != new) {
 		ret = vfio_mig_get_next_state(vdev, edev->state, new, &next);
@@ -807,6 +878,7 @@ static struct file *edu_set_state(struct vfio_device *vdev, enum vfio_device_mig
 			break;
 		}
 	}
+	edu_decode_end(edev, cmd);
 	mutex_unlock(&edev->state_mutex);
 	return res;
 }
@@ -967,10 +1039,8 @@ static long edu_ioctl(struct vfio_device *vdev, unsigned int cmd, unsigned long 
 	/* edu has no function reset: the driver resets its migration state and registers. */
 	ret = vfio_pci_core_ioctl(vdev, cmd, arg);
 	mutex_lock(&edev->state_mutex);
-	if (edev->bar0) {
-		edu_drain_dma(edev);
-		iowrite32(ioread32(edev->bar0 + EDU_REG_IRQ_STATUS), edev->bar0 + EDU_REG_IRQ_ACK);
-	}
+	if (edev->bar0)
+		edu_quiet(edev, "reset");
 	edu_reset_mig(edev);
 	mutex_unlock(&edev->state_mutex);
 	if (ret == -EINVAL && !edev->core.reset_works)
@@ -994,6 +1064,7 @@ static int edu_open_device(struct vfio_device *vdev)
 		return -ENOMEM;
 	}
 	mutex_lock(&edev->state_mutex);
+	edu_quiet(edev, "open");
 	edu_reset_mig(edev);
 	edev->to_ram_seen = false;
 	mutex_unlock(&edev->state_mutex);
@@ -1011,6 +1082,9 @@ static void edu_close_device(struct vfio_device *vdev)
 	struct edu_mig_dev *edev = to_edev(vdev);
 
 	mutex_lock(&edev->state_mutex);
+	/* Before vfio_pci_core_close_device: the user's DMA mappings are still in place. */
+	if (edev->bar0)
+		edu_quiet(edev, "close");
 	edu_reset_mig(edev);
 	if (edev->bar0)
 		pci_iounmap(edev->core.pdev, edev->bar0);

@@ -127,6 +127,245 @@ drive_rec() {
 	return $rc
 }
 
+# ---- QEMU as the L2 VMM (the qemu-* scenarios) -------------------------------------------
+# The lab's own QEMU (appended to the initramfs only when a qemu-* scenario runs) assigns the
+# edu devices bound to edu-mig, migrates them to a file, and a second QEMU loads them. Each QEMU
+# is traced by its own `migscope record`, as a user beside a real migration runs one per host:
+# started before QEMU (no --pid: every VFIO user) or attached after QEMU opened its devices
+# (`--pid`, ending with QEMU). QEMU's own trace, stderr, HMP log and L2 serial come back too.
+QEMU_L2="qemu-system-x86_64 -L /usr/share/qemu -L /usr/share/seabios -machine q35 -accel tcg -m 64 -nodefaults -display none"
+
+# lab_say TEXT: a progress line on the console (`cargo xtask lab -v` shows it).
+lab_say() {
+	echo "LAB:SAY $*" > /dev/console
+}
+
+# up10: the uptime in tenths of a second (loops below wait by the clock, not by iterations:
+# under TCG a loop's own commands take long).
+up10() {
+	read -r u _ < /proc/uptime
+	f=${u#*.}
+	echo $((${u%.*} * 10 + ${f%?}))
+}
+
+# wait_for FILE PATTERN TENTHS: until grep finds PATTERN in FILE (0) or TENTHS/10 s pass (1).
+wait_for() {
+	wend=$(($(up10) + $3))
+	while ! grep -q "$2" "$1" 2> /dev/null; do
+		[ "$(up10)" -ge $wend ] && return 1
+		sleep 0.1
+	done
+	return 0
+}
+
+# alive_for PID TENTHS: waits while PID lives, at most TENTHS/10 s; 0 once it is gone.
+alive_for() {
+	aend=$(($(up10) + $2))
+	while kill -0 "$1" 2> /dev/null; do
+		[ "$(up10)" -ge $aend ] && return 1
+		sleep 0.1
+	done
+	return 0
+}
+
+# count_of FILE PATTERN: how many lines of FILE match.
+count_of() {
+	grep -c "$2" "$1" 2> /dev/null || true
+}
+
+# hmp CMD...: one HMP command to the running QEMU (fd 3 is its pipe chardev's input).
+hmp() {
+	echo "$*" >&3
+}
+
+# hmp_until PATTERN TENTHS CMD...: repeats CMD every 0.2 s until PATTERN (extended regex)
+# shows in the HMP log; 1 when it never does or QEMU is gone.
+hmp_until() {
+	hpat=$1 hend=$(($(up10) + $2))
+	shift 2
+	while ! grep -Eq "$hpat" hmp-$role.log 2> /dev/null; do
+		[ "$(up10)" -ge $hend ] || ! kill -0 $qpid 2> /dev/null && return 1
+		hmp "$@"
+		sleep 0.2
+	done
+	return 0
+}
+
+# rec_begin FILE [PID]: migscope record into FILE (beside the QEMU with PID when given), once it
+# says it is recording.
+rec_begin() {
+	if [ -n "$2" ]; then
+		migscope record --pid "$2" -o "$1" 2> "$1.err" &
+	else
+		migscope record -o "$1" 2> "$1.err" &
+	fi
+	recpid=$!
+	wait_for "$1.err" recording 300 || echo "qemu: record never said recording ($1)"
+}
+
+# qemu_side ROLE LATE DMA BDF...: one QEMU (ROLE src: runs, migrates to /tmp/x.mig, quits;
+# ROLE dst: -incoming defer, loads /tmp/x.mig, runs, quits), traced into ROLE.jsonl.
+qemu_side() {
+	role=$1 late=$2 dma=$3
+	shift 3
+	args=""
+	for b in "$@"; do
+		args="$args -device vfio-pci,host=$b,enable-migration=on"
+	done
+	[ "$dma" = 1 ] && args="$args -kernel /lab/l2-dma.elf"
+	[ $role = dst ] && args="$args -incoming defer"
+	rm -f /tmp/$role.in /tmp/$role.out $role.jsonl* qemu-$role.* l2-$role.log hmp-$role.log
+	[ $role = src ] && rm -f /tmp/x.mig
+	mkfifo /tmp/$role.in /tmp/$role.out
+	echo "lab: qemu $role start" > /dev/kmsg
+	[ "$late" = 0 ] && rec_begin $role.jsonl
+	$QEMU_L2 $args -chardev pipe,id=hmp,path=/tmp/$role -mon chardev=hmp,mode=readline \
+		-serial file:l2-$role.log -trace events=/lab/qemu-trace-events,file=qemu-$role.trace \
+		2> qemu-$role.err &
+	qpid=$!
+	lab_say "qemu $role started (pid $qpid)"
+	# Both fifos opened read-write: neither open blocks, whether or not QEMU got that far.
+	exec 3<> /tmp/$role.in
+	cat 0<> /tmp/$role.out > hmp-$role.log &
+	catpid=$!
+	ok=0
+	# Every device realized with migration (QEMU has opened it) and the monitor answering.
+	n=$#
+	rend=$(($(up10) + 600))
+	while [ "$(count_of qemu-$role.trace vfio_migration_realize)" -lt $n ]; do
+		[ "$(up10)" -ge $rend ] || ! kill -0 $qpid 2> /dev/null && break
+		sleep 0.1
+	done
+	if hmp_until "VM status" 300 info status; then
+		ok=1
+	else
+		echo "qemu: $role QEMU never answered on HMP"
+	fi
+	lab_say "qemu $role: devices realized $(count_of qemu-$role.trace vfio_migration_realize)/$n, monitor ok=$ok"
+	if [ $ok = 1 ] && [ "$late" = 1 ]; then
+		rec_begin $role.jsonl $qpid
+	fi
+	if [ $ok = 1 ] && [ $role = src ]; then
+		if [ "$dma" = 1 ] && ! wait_for l2-src.log "pair=2 " 600; then
+			echo "qemu: the L2 guest made no DMA before the migration"
+		fi
+		lab_say "qemu src: migrate (L2 DMA pairs so far: $(count_of l2-src.log pair=))"
+		# QEMU switches over once what is left fits its downtime limit (300 ms by default).
+		# Without device or IOMMU dirty tracking it counts every pinned page dirty (type1
+		# VFIO_IOMMU_DIRTY_PAGES), which never fits: allow the most QEMU accepts.
+		hmp migrate_set_parameter downtime-limit 2000000
+		hmp migrate -d file:/tmp/x.mig
+		big=0
+		mend=$(($(up10) + 1200))
+		while ! grep -Eq "igration status: *(completed|failed|cancelled)" hmp-$role.log; do
+			if [ "$(up10)" -ge $mend ] || ! kill -0 $qpid 2> /dev/null; then
+				echo "qemu: migration did not finish"
+				break
+			fi
+			# A kernel without VFIO_DEVICE_FEATURE_MIG_DATA_SIZE (6.1) gives QEMU no stop-copy
+			# size: it assumes 100 GiB (hw/vfio/migration.c VFIO_MIG_STOP_COPY_SIZE), which
+			# fits no downtime at the measured bandwidth. Tell QEMU the bandwidth instead.
+			if [ $big = 0 ] && grep -q "stopcopy size 107374182400" qemu-$role.trace; then
+				big=1
+				echo "qemu src: QEMU assumes 100 GiB of device state (no MIG_DATA_SIZE): avail-switchover-bandwidth 1G"
+				hmp migrate_set_parameter avail-switchover-bandwidth 1G
+			fi
+			hmp info migrate
+			sleep 0.2
+		done
+		lab_say "qemu src: $(grep -a 'igration status:' hmp-$role.log | tail -1)"
+	elif [ $ok = 1 ]; then
+		lab_say "qemu dst: migrate_incoming"
+		hmp migrate_incoming file:/tmp/x.mig
+		if hmp_until "VM status: running" 1200 info status; then
+			lab_say "qemu dst: running"
+			if [ "$dma" = 1 ]; then
+				want=$(($(count_of l2-dst.log "pair=") + 2))
+				dend=$(($(up10) + 600))
+				while [ "$(count_of l2-dst.log "pair=")" -lt $want ] && [ "$(up10)" -lt $dend ]; do
+					sleep 0.1
+				done
+			fi
+		else
+			echo "qemu: the destination never ran"
+		fi
+	fi
+	hmp info migrate
+	hmp quit
+	if ! alive_for $qpid 300; then
+		echo "qemu: $role QEMU did not quit: killed"
+		for t in /proc/$qpid/task/*; do
+			echo "== $t $(cat $t/comm 2> /dev/null)"
+			cat $t/stack 2> /dev/null
+		done > qemu-$role.stacks
+		kill -9 $qpid 2> /dev/null
+		sleep 1
+	fi
+	if kill -0 $qpid 2> /dev/null; then
+		# Stuck in the kernel (D state): say where, and go on without it.
+		echo "qemu: $role QEMU is stuck in the kernel (qemu-$role.stacks)"
+		echo w > /proc/sysrq-trigger
+		qrc=137
+	else
+		wait $qpid
+		qrc=$?
+	fi
+	exec 3>&-
+	sleep 0.2
+	kill $catpid 2> /dev/null
+	wait $catpid 2> /dev/null
+	# record --pid ends with its QEMU; the one started first is stopped like Ctrl-C.
+	[ "$late" = 0 ] && kill -INT $recpid 2> /dev/null
+	if ! alive_for $recpid 300; then
+		echo "qemu: $role record did not end: stopped"
+		kill -INT $recpid
+		sleep 2
+		kill -9 $recpid 2> /dev/null
+	fi
+	wait $recpid
+	rrc=$?
+	echo "lab: qemu $role done" > /dev/kmsg
+	echo "qemu $role: qemu exit $qrc, record exit $rrc, $(grep -a 'igration status:' hmp-$role.log | tail -1)"
+	lab_say "qemu $role: qemu exit $qrc, record exit $rrc"
+	[ $ok = 1 ] && [ $rrc -le 2 ]
+}
+
+# inflight_at_quiesce: edu-mig reported a transfer in flight at the source's quiesce (drained,
+# or let through by bug=early_p2p) since the last source start.
+inflight_at_quiesce() {
+	dmesg | awk '/lab: qemu src start/ { buf = "" } { buf = buf $0 "\n" } END { printf "%s", buf }' |
+		grep -q "drained in-flight DMA\|early_p2p: not waiting for DMA (a transfer is in flight)"
+}
+
+# qemu_case [-late] [-dma] [-inflight] [-src-only] BDF...: the source then (unless -src-only)
+# the destination. -inflight: the source needs a transfer in flight at its quiesce; an attempt
+# where the L2 guest happened to be between two transfers is repeated (at most 5 attempts).
+qemu_case() {
+	late=0 dma=0 inflight=0 dest=1
+	while :; do
+		case $1 in
+		-late) late=1 ;;
+		-dma) dma=1 ;;
+		-inflight) inflight=1 ;;
+		-src-only) dest=0 ;;
+		*) break ;;
+		esac
+		shift
+	done
+	attempt=1
+	while :; do
+		qemu_side src $late $dma "$@"
+		st=$?
+		[ $inflight = 0 ] || inflight_at_quiesce || [ $attempt -ge 5 ] && break
+		echo "qemu: attempt $attempt: no transfer was in flight at the quiesce; again"
+		attempt=$((attempt + 1))
+	done
+	echo "qemu: source attempts $attempt"
+	[ $st = 0 ] || return $st
+	[ $dest = 1 ] || return 0
+	qemu_side dst $late $dma "$@"
+}
+
 [ -f /lab/run.sh ] && . /lab/run.sh
 
 if [ -e /dev/ttyS1 ]; then

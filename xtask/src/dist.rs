@@ -10,7 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use sha2::Digest as _;
 
 pub const TARGET: &str = "x86_64-unknown-linux-musl";
@@ -39,19 +39,31 @@ fn run(what: &str, c: &mut Command) -> Result<String> {
     crate::lab::run_output(c).with_context(|| format!("{what} failed"))
 }
 
-/// The package version, from the main crate's manifest.
+/// The package version, from the main crate's manifest: its `[package]` `version`, or the
+/// `[workspace.package]` one when the package says `version.workspace = true`.
 fn version(root: &Path) -> Result<String> {
     let toml = fs::read_to_string(root.join("Cargo.toml"))?;
-    let mut in_pkg = false;
+    manifest_version(&toml).context("no [package] version in Cargo.toml")
+}
+
+fn manifest_version(toml: &str) -> Option<String> {
+    let (mut section, mut package, mut workspace, mut inherits) = ("", None, None, false);
     for l in toml.lines() {
         let l = l.trim();
         if l.starts_with('[') {
-            in_pkg = l == "[package]";
-        } else if in_pkg && let Some(v) = l.strip_prefix("version = \"") {
-            return Ok(v.trim_end_matches('"').to_owned());
+            section = l;
+        } else if let Some(v) = l.strip_prefix("version = \"") {
+            let v = Some(v.trim_end_matches('"').to_owned());
+            match section {
+                "[package]" => package = v,
+                "[workspace.package]" => workspace = v,
+                _ => {}
+            }
+        } else if section == "[package]" && l.replace(' ', "") == "version.workspace=true" {
+            inherits = true;
         }
     }
-    bail!("no [package] version in Cargo.toml")
+    if inherits { workspace } else { package }
 }
 
 /// Whether an ELF file asks for a dynamic loader (a `PT_INTERP` program header).
@@ -448,5 +460,14 @@ mod tests {
         fake[64..68].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD only
         assert!(!has_interpreter(&fake).expect("ELF"));
         assert!(has_interpreter(b"not an elf").is_err());
+    }
+
+    #[test]
+    fn the_version_is_the_package_s_or_the_workspace_s_it_inherits() {
+        let own = "[workspace.package]\nversion = \"9.9.9\"\n[package]\nname = \"m\"\nversion = \"0.2.0\"\n";
+        assert_eq!(manifest_version(own).as_deref(), Some("0.2.0"));
+        let inherited = "[workspace.package]\nversion = \"0.3.0\"\n\n[package]\nname = \"m\"\nversion.workspace = true\n[dependencies]\nx = { version = \"1\" }\n";
+        assert_eq!(manifest_version(inherited).as_deref(), Some("0.3.0"));
+        assert_eq!(manifest_version("[package]\nname = \"m\"\n"), None);
     }
 }

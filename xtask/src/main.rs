@@ -132,7 +132,7 @@ fn select(names: &[String]) -> Result<Vec<&'static scenario::Scenario>> {
             } else {
                 ""
             };
-            println!("{:<22} expect {:<12} {}{when}", s.name, s.expected, s.about);
+            println!("{:<26} expect {:<12} {}{when}", s.name, s.expected, s.about);
         }
         std::process::exit(0);
     }

@@ -1,5 +1,7 @@
 //! What runs in the guest: the edu-mig module built against the guest's headers, the driver
-//! self-test, the static (musl) migscope packed by `cargo xtask dist`, and the initramfs that carries them with `/init`.
+//! self-test, the static (musl) migscope packed by `cargo xtask dist`, the L2 guest for the
+//! QEMU cases, and the initramfs that carries them with `/init` (plus QEMU itself when a qemu-*
+//! scenario runs).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,8 @@ const VFIO_MODULES: &[&str] = &[
 ];
 
 const INIT: &str = include_str!("../../../lab/guest/init.sh");
+/// The `-trace events=` file of the L2 QEMUs.
+const QEMU_TRACE_EVENTS: &str = include_str!("../../../lab/guest/qemu-trace-events");
 
 /// Builds `lab/edu-mig` against `k`'s headers in a copy under `target/lab-build`; returns the .ko.
 pub fn build_module(p: &Paths, k: &KernelFiles, tools: &Path) -> Result<PathBuf> {
@@ -76,6 +80,52 @@ pub fn build_selftest(p: &Paths) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// The L2 guest `lab/l2-dma` (a multiboot ELF32, no libc) with the host's gcc and ld.
+pub fn build_l2(p: &Paths) -> Result<PathBuf> {
+    let dir = p.root.join("lab/l2-dma");
+    let (src, script) = (dir.join("l2-dma.c"), dir.join("l2-dma.ld"));
+    let out = p.build.join("l2-dma/l2-dma.elf");
+    fs::create_dir_all(out.parent().context("l2-dma path")?)?;
+    let built = fs::metadata(&out).and_then(|m| m.modified()).ok();
+    let mut fresh = built.is_some();
+    for f in [&src, &script] {
+        let m = fs::metadata(f)
+            .and_then(|m| m.modified())
+            .with_context(|| format!("reading {}", f.display()))?;
+        fresh &= built.is_some_and(|b| b >= m);
+    }
+    if !fresh {
+        run_checked(
+            Command::new("cc")
+                .args([
+                    "-m32",
+                    "-march=i686",
+                    "-ffreestanding",
+                    "-nostdlib",
+                    "-static",
+                    "-fno-pic",
+                    "-no-pie",
+                    "-fno-stack-protector",
+                    "-fno-asynchronous-unwind-tables",
+                    "-mgeneral-regs-only",
+                    "-O2",
+                    "-Wall",
+                    "-Wextra",
+                    "-Werror",
+                    "-Wl,-m,elf_i386",
+                    "-Wl,--build-id=none",
+                    "-Wl,--no-warn-rwx-segments",
+                ])
+                .arg(format!("-Wl,-T,{}", script.display()))
+                .arg("-o")
+                .arg(&out)
+                .arg(&src),
+        )
+        .context("building lab/l2-dma (needs gcc with -m32 code generation and GNU ld)")?;
+    }
+    Ok(out)
+}
+
 /// The migscope the busybox guest runs: the one packed in the release tarball (`cargo xtask
 /// dist`, a static musl build with the probe embedded): one build for the release and the lab.
 pub fn build_migscope() -> Result<crate::dist::Dist> {
@@ -97,6 +147,14 @@ pub struct GuestFiles<'a> {
     pub selftest: PathBuf,
     pub migscope: PathBuf,
     pub run_sh: String,
+    /// QEMU for the qemu-* scenarios (only then: other runs keep their size).
+    pub qemu: Option<QemuFiles<'a>>,
+}
+
+/// What the qemu-* scenarios add: the lab's QEMU (extracted root) and the L2 guest.
+pub struct QemuFiles<'a> {
+    pub root: &'a Path,
+    pub l2: &'a Path,
 }
 
 /// Writes the initramfs (newc cpio, uncompressed) to `out`.
@@ -138,8 +196,100 @@ pub fn write_initramfs(g: &GuestFiles, out: &Path) -> Result<()> {
             c.file(&format!("lib/modules/{m}.ko"), 0o644, &ko)?;
         }
     }
-    c.finish()?;
+    let w = c.finish()?;
+    if let Some(q) = &g.qemu {
+        // A second newc archive: the kernel unpacks concatenated archives in order.
+        write_qemu(Cpio::new(w), q)?.finish()?;
+    }
     fs::rename(&tmp, out)?;
+    Ok(())
+}
+
+/// QEMU's binary as `/bin/qemu-system-x86_64`, its `ldd` closure (libraries into
+/// `/lib/x86_64-linux-gnu`, the loader where the binary names it), its firmware
+/// (`/usr/share/qemu`, `/usr/share/seabios`), the L2 guest and the QEMU trace event list.
+fn write_qemu<W: std::io::Write>(mut c: Cpio<W>, q: &QemuFiles) -> Result<Cpio<W>> {
+    let bin = q.root.join("usr/bin/qemu-system-x86_64");
+    let ldd = super::run_output(
+        Command::new("ldd")
+            .arg(&bin)
+            .env("LD_LIBRARY_PATH", super::fetch::qemu_lib_path(q.root)),
+    )
+    .context("ldd on the lab's qemu-system-x86_64")?;
+    let libs = ldd_closure(&ldd).context("reading ldd's output for qemu-system-x86_64")?;
+    for d in [
+        "lib",
+        "lib/x86_64-linux-gnu",
+        "lib64",
+        "usr",
+        "usr/share",
+        "lab",
+    ] {
+        c.dir(d)?;
+    }
+    c.file("bin/qemu-system-x86_64", 0o755, &fs::read(&bin)?)?;
+    for (dest, from) in &libs {
+        let data = fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+        c.file(dest, 0o755, &data)?;
+    }
+    for share in ["usr/share/qemu", "usr/share/seabios"] {
+        add_tree(&mut c, &q.root.join(share), share)?;
+    }
+    c.file("lab/l2-dma.elf", 0o644, &fs::read(q.l2)?)?;
+    c.file("lab/qemu-trace-events", 0o644, QEMU_TRACE_EVENTS.as_bytes())?;
+    Ok(c)
+}
+
+/// Parses `ldd` output into (path in the guest, file on the host): `name => /path (addr)` goes
+/// to `lib/x86_64-linux-gnu/name`, the loader (`/lib64/ld-linux-x86-64.so.2 (addr)`) to its
+/// own path; the vDSO is skipped; a library `not found` is an error.
+fn ldd_closure(out: &str) -> Result<Vec<(String, PathBuf)>> {
+    let mut libs = Vec::new();
+    for l in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let addr = |s: &str| s.split(" (").next().unwrap_or(s).trim().to_owned();
+        match l.split_once(" => ") {
+            Some((name, path)) => {
+                if path.starts_with("not found") {
+                    bail!("{name} not found");
+                }
+                libs.push((
+                    format!("lib/x86_64-linux-gnu/{name}"),
+                    PathBuf::from(addr(path)),
+                ));
+            }
+            None if l.starts_with('/') => {
+                let p = addr(l);
+                libs.push((p.trim_start_matches('/').to_owned(), PathBuf::from(p)));
+            }
+            None => {} // linux-vdso.so.1: in the kernel
+        }
+    }
+    if !libs.iter().any(|(d, _)| d.starts_with("lib64/")) {
+        bail!("no dynamic loader in ldd's output");
+    }
+    Ok(libs)
+}
+
+/// Adds the directory tree `dir` as `prefix` (symlinks followed: the copy is self-contained).
+fn add_tree<W: std::io::Write>(c: &mut Cpio<W>, dir: &Path, prefix: &str) -> Result<()> {
+    c.dir(prefix)?;
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        let Some(name) = p.file_name().and_then(|f| f.to_str()) else {
+            continue;
+        };
+        let dest = format!("{prefix}/{name}");
+        let meta = fs::metadata(&p).with_context(|| format!("reading {}", p.display()))?;
+        if meta.is_dir() {
+            add_tree(c, &p, &dest)?;
+        } else {
+            c.file(&dest, 0o644, &fs::read(&p)?)?;
+        }
+    }
     Ok(())
 }
 
@@ -180,4 +330,38 @@ fn find_module(modules: &Path, name: &str) -> Result<Option<Vec<u8>>> {
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_output_maps_libraries_and_the_loader() {
+        let out = "\tlinux-vdso.so.1 (0x00007ffd5a1e2000)
+\tlibcapstone.so.4 => /cache/qemu/usr/lib/x86_64-linux-gnu/libcapstone.so.4 (0x00007f3a1c000000)
+\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f3a1b000000)
+\t/lib64/ld-linux-x86-64.so.2 (0x00007f3a1d000000)
+";
+        assert_eq!(
+            ldd_closure(out).unwrap(),
+            vec![
+                (
+                    "lib/x86_64-linux-gnu/libcapstone.so.4".to_string(),
+                    PathBuf::from("/cache/qemu/usr/lib/x86_64-linux-gnu/libcapstone.so.4")
+                ),
+                (
+                    "lib/x86_64-linux-gnu/libc.so.6".to_string(),
+                    PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6")
+                ),
+                (
+                    "lib64/ld-linux-x86-64.so.2".to_string(),
+                    PathBuf::from("/lib64/ld-linux-x86-64.so.2")
+                ),
+            ]
+        );
+        let missing = "\tlibfoo.so.1 => not found\n\t/lib64/ld-linux-x86-64.so.2 (0x1)\n";
+        assert!(format!("{:#}", ldd_closure(missing).unwrap_err()).contains("libfoo.so.1"));
+        assert!(ldd_closure("\tlinux-vdso.so.1 (0x1)\n").is_err());
+    }
 }

@@ -5,6 +5,7 @@ pub mod cpio;
 pub mod demo;
 pub mod fetch;
 pub mod guest;
+pub mod qemutrace;
 pub mod runner;
 pub mod scenario;
 pub mod vm;

@@ -9,8 +9,9 @@ use anyhow::Result;
 use serde_json::{Value, json};
 
 use super::fetch::{self, Apt};
-use super::guest::{self, GuestFiles};
-use super::scenario::{self, Extra, Run, Scenario};
+use super::guest::{self, GuestFiles, QemuFiles};
+use super::qemutrace::{self, Op};
+use super::scenario::{self, Extra, Qemu, Run, Scenario};
 use super::vm::{self, Accel, VmConfig};
 use super::{Kernel, Paths};
 
@@ -62,6 +63,12 @@ pub struct ScenarioResult {
     pub sweep_max_us: Option<u64>,
     pub guest_rc: Option<i32>,
     pub secs: Option<f64>,
+    /// QEMU scenarios: the SETs QEMU issued by its own trace, and how many source attempts
+    /// it took to have a transfer in flight at the quiesce.
+    pub qemu_sets: u64,
+    /// `vfio_migration_set_state` calls for the state QEMU already had: traced, no ioctl.
+    pub qemu_noops: u64,
+    pub attempts: Option<u32>,
 }
 
 /// Fetches and builds everything the VM needs; returns the pieces (used by lab and demo).
@@ -75,6 +82,8 @@ pub struct Prepared {
     /// The binary packed in the release tarball (`cargo xtask dist`), and its `--version`.
     pub migscope: PathBuf,
     pub migscope_version: String,
+    /// The L2 guest of the QEMU scenarios.
+    pub l2: PathBuf,
 }
 
 pub fn prepare(kernel: Kernel, refresh: bool) -> Result<Prepared> {
@@ -95,6 +104,7 @@ pub fn prepare(kernel: Kernel, refresh: bool) -> Result<Prepared> {
     let edu_mig = guest::build_module(&paths, &k, &tools)?;
     let selftest = guest::build_selftest(&paths)?;
     let release = guest::build_migscope()?;
+    let l2 = guest::build_l2(&paths)?;
     eprintln!(
         "lab: guest binaries ready in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -108,6 +118,7 @@ pub fn prepare(kernel: Kernel, refresh: bool) -> Result<Prepared> {
         selftest,
         migscope: release.packed_binary,
         migscope_version: release.version_line,
+        l2,
     })
 }
 
@@ -164,6 +175,9 @@ pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<Scenar
     }
     fs::create_dir_all(&work)?;
     let initrd = work.join("initrd.cpio");
+    // QEMU (and the memory it needs) only when a qemu-* scenario runs: other runs keep their
+    // initramfs size and boot time.
+    let with_qemu = scenarios.iter().any(|s| s.qemu());
     guest::write_initramfs(
         &GuestFiles {
             kernel: &p.kernel,
@@ -172,24 +186,33 @@ pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<Scenar
             selftest: p.selftest.clone(),
             migscope: p.migscope.clone(),
             run_sh,
+            qemu: with_qemu.then_some(QemuFiles {
+                root: &p.qemu,
+                l2: &p.l2,
+            }),
         },
         &initrd,
     )?;
     let progress = crate::progress::Lab::new(opts.kernel.name(), scenarios.len());
     let (accel, why) = vm::detect_accel();
     eprintln!("lab: accel {} ({why})", accel.name());
-    let per_scenario = Duration::from_secs(120);
+    // A QEMU case runs two L2 VMMs under nested TCG and may repeat its source twice.
+    let budget: Duration = scenarios
+        .iter()
+        .map(|s| Duration::from_secs(if s.qemu() { 300 } else { 120 }))
+        .sum();
     let mut cfg = VmConfig {
         qemu_root: &p.qemu,
         vmlinux: &p.kernel.vmlinux,
         initrd: &initrd,
         edu_devices: devices,
         bridged_edu: bridged,
+        memory: if with_qemu { "2G" } else { "1G" },
         accel,
         results: work.join("results.tar"),
         console_log: work.join("console.log"),
         boot_timeout: Duration::from_secs(if accel == Accel::Kvm { 20 } else { 120 }),
-        total_timeout: Duration::from_secs(120) + per_scenario * scenarios.len() as u32,
+        total_timeout: Duration::from_secs(120) + budget,
         echo_console: opts.verbose,
         progress: &progress,
     };
@@ -355,6 +378,7 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
             };
         }
         Run::Shell(_) | Run::Drive { .. } => judge_trace(s, dir, migscope, &mut r),
+        Run::Qemu(q) => judge_qemu(s, &q, dir, migscope, &mut r),
     }
     if r.verdict != s.expected {
         r.problems
@@ -365,7 +389,7 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
             r.problems.push(format!("rule {rule} not reported"));
         }
     }
-    for e in s.extras {
+    for e in s.all_extras() {
         match e {
             Extra::RestoreVerified => {
                 if !dmesg.contains("restore verified") || dmesg.contains("restore MISMATCH") {
@@ -444,8 +468,8 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
                 }
             }
             Extra::NamedByBdf(devs) => {
-                r.problems
-                    .extend(naming_problems(&dir.join("trace.jsonl"), devs));
+                let text = fs::read_to_string(dir.join("trace.jsonl")).unwrap_or_default();
+                r.problems.extend(naming_problems(&text, devs));
             }
             Extra::RuleOnEach(rule, devs) => {
                 let check = fs::read_to_string(dir.join("trace.check.json")).unwrap_or_default();
@@ -458,7 +482,7 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
                     .filter(|f| f.get("rule").and_then(Value::as_str) == Some(rule))
                     .filter_map(|f| f.get("dev").and_then(Value::as_str).map(String::from))
                     .collect();
-                for d in *devs {
+                for d in devs {
                     if !on.iter().any(|x| x == d) {
                         r.problems.push(format!("no {rule} on {d}"));
                     }
@@ -470,11 +494,64 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
             }
             Extra::DeclaredState(dev, state) => {
                 let got = declared_state(&dir.join("trace.jsonl"), dev);
-                if got.as_deref() != Some(*state) {
+                if got.as_deref() != Some(state) {
                     r.problems.push(format!(
                         "{dev} declared in {} (expected {state})",
                         got.as_deref().unwrap_or("no declaration")
                     ));
+                }
+            }
+            Extra::BdfNamed => {
+                let bdfs = s.bdfs();
+                for (name, text) in traces(s, dir) {
+                    for p in naming_problems(&text, &bdfs) {
+                        r.problems.push(format!("{name}: {p}"));
+                    }
+                }
+            }
+            Extra::DrainedAtQuiesce => {
+                let n = count_lines(source_dmesg(&dmesg), "drained in-flight DMA");
+                if n == 0 {
+                    r.problems.push(
+                        "edu-mig drained no in-flight transfer at the source QEMU's quiesce".into(),
+                    );
+                }
+            }
+            Extra::L2Dma => {
+                if let Run::Qemu(q) = s.run {
+                    for role in q.roles() {
+                        if let Some(p) = l2_dma_problem(dir, role) {
+                            r.problems.push(p);
+                        }
+                    }
+                }
+            }
+            Extra::CleanOpen => {
+                let opens: Vec<&str> = dmesg
+                    .lines()
+                    .filter(|l| l.contains("edu-mig: open:"))
+                    .collect();
+                let want = s.devices
+                    * match s.run {
+                        Run::Qemu(q) => q.roles().len(),
+                        _ => 1,
+                    };
+                if opens.len() < want {
+                    r.problems.push(format!(
+                        "edu-mig reported {} device opens, at least {want} expected",
+                        opens.len()
+                    ));
+                }
+                for l in opens.iter().filter(|l| !l.contains("edu quiet")) {
+                    r.problems
+                        .push(format!("an earlier user left edu busy: {}", l.trim()));
+                }
+            }
+            Extra::ResetPath => {
+                if let Run::Qemu(q) = s.run {
+                    for role in q.roles() {
+                        r.problems.extend(reset_path_problems(dir, role));
+                    }
                 }
             }
         }
@@ -516,20 +593,187 @@ fn judge_trace(s: &Scenario, dir: &Path, migscope: &Path, r: &mut ScenarioResult
                 }
             }
         }
-        let rank = |v: &str| match v {
-            "fail" => 3,
-            "inconclusive" => 2,
-            "pass" => 1,
-            _ => 0,
-        };
-        if rank(&p.verdict) > rank(&r.verdict) {
-            r.verdict = p.verdict;
-        }
+        r.verdict = worse(&r.verdict, &p.verdict).into();
         r.rules.extend(p.rules);
         r.rules.sort();
         r.rules.dedup();
     }
     let _ = s;
+}
+
+/// The worse of two verdicts (fail > inconclusive > pass > none).
+fn worse<'a>(a: &'a str, b: &'a str) -> &'a str {
+    let rank = |v: &str| match v {
+        "fail" => 3,
+        "inconclusive" => 2,
+        "pass" => 1,
+        _ => 0,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
+
+/// The traces a scenario left: `src.jsonl`/`dst.jsonl` for QEMU cases, else `trace.jsonl`.
+fn traces(s: &Scenario, dir: &Path) -> Vec<(String, String)> {
+    let names: Vec<String> = match s.run {
+        Run::Qemu(q) => q.roles().iter().map(|r| format!("{r}.jsonl")).collect(),
+        _ => vec!["trace.jsonl".into()],
+    };
+    names
+        .into_iter()
+        .map(|n| {
+            let text = fs::read_to_string(dir.join(&n)).unwrap_or_default();
+            (n, text)
+        })
+        .collect()
+}
+
+/// Each QEMU's trace judged like any other (verdicts combined, the worse wins), plus QEMU's
+/// own account: the SETs it issued, in order and with their outcome, must be migscope's.
+fn judge_qemu(s: &Scenario, q: &Qemu, dir: &Path, migscope: &Path, r: &mut ScenarioResult) {
+    let stdout = fs::read_to_string(dir.join("stdout")).unwrap_or_default();
+    r.attempts = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("qemu: source attempts "))
+        .and_then(|n| n.trim().parse().ok());
+    for l in stdout.lines().filter(|l| l.starts_with("qemu: ")) {
+        if !l.starts_with("qemu: source attempts") && !l.contains("no transfer was in flight") {
+            r.problems.push(l.into());
+        }
+    }
+    // "qemu ROLE: qemu exit N, ...": with a correct driver QEMU must end cleanly (with a
+    // broken one QEMU 10.0.2 may not: after a failed migration it aborts at quit).
+    for l in stdout
+        .lines()
+        .filter(|l| l.starts_with("qemu src:") || l.starts_with("qemu dst:"))
+    {
+        let exit = l
+            .split_once("qemu exit ")
+            .and_then(|(_, t)| t.split(',').next())
+            .map(str::trim);
+        if s.bug == "none" && exit.is_some_and(|e| e != "0") {
+            r.problems.push(format!("QEMU did not end cleanly: {l}"));
+        }
+    }
+    for role in q.roles() {
+        let trace = dir.join(format!("{role}.jsonl"));
+        if !trace.exists() {
+            r.problems.push(format!(
+                "{role}: no trace came back (guest exit {:?})",
+                r.guest_rc
+            ));
+            r.verdict = worse(&r.verdict, "none").into();
+            continue;
+        }
+        let c = check_one(&trace, migscope, r);
+        exports_agree(&trace, &c.verdict, migscope, r);
+        if *role == "src" {
+            r.sources = c.sources.clone();
+        }
+        r.verdict = worse(&r.verdict, &c.verdict).into();
+        r.rules.extend(c.rules);
+        let text = fs::read_to_string(&trace).unwrap_or_default();
+        let qemu = qemu_account(dir, role);
+        r.qemu_sets += qemu
+            .ops
+            .iter()
+            .filter(|o| matches!(o, Op::Set { .. }))
+            .count() as u64;
+        r.qemu_noops += qemu.noops as u64;
+        if qemu.ops.is_empty() {
+            r.problems.push(format!(
+                "{role}: QEMU's own trace (qemu-{role}.trace) has no SET"
+            ));
+        }
+        let (ops, _) = qemutrace::trace_ops(&text);
+        if let Some(d) = qemutrace::compare(&qemu.ops, &ops, q.late) {
+            r.problems
+                .push(format!("{role}: QEMU's SETs and migscope's differ: {d}"));
+        }
+        let qemu_trace =
+            fs::read_to_string(dir.join(format!("qemu-{role}.trace"))).unwrap_or_default();
+        let (qd, td) = (
+            qemutrace::qemu_data(&qemu_trace),
+            qemutrace::trace_data(&text),
+        );
+        if qd != td {
+            r.problems.push(format!(
+                "{role}: migration data bytes differ: QEMU {qd:?}, migscope {td:?}"
+            ));
+        }
+    }
+    r.rules.sort();
+    r.rules.dedup();
+}
+
+/// QEMU's SETs and resets from `qemu-ROLE.trace` and `qemu-ROLE.err`.
+fn qemu_account(dir: &Path, role: &str) -> qemutrace::QemuOps {
+    let read = |f: String| fs::read_to_string(dir.join(f)).unwrap_or_default();
+    qemutrace::qemu_ops(
+        &read(format!("qemu-{role}.trace")),
+        &read(format!("qemu-{role}.err")),
+    )
+}
+
+/// QEMU's reset path in migscope's trace: at least one reset, and every device's final state
+/// the one QEMU last recorded.
+fn reset_path_problems(dir: &Path, role: &str) -> Vec<String> {
+    let text = fs::read_to_string(dir.join(format!("{role}.jsonl"))).unwrap_or_default();
+    let (ops, last) = qemutrace::trace_ops(&text);
+    let mut problems = Vec::new();
+    if !ops.iter().any(|o| matches!(o, Op::Reset { .. })) {
+        problems.push(format!("{role}: no VFIO_DEVICE_RESET in migscope's trace"));
+    }
+    if !ops.iter().any(|o| {
+        matches!(
+            o,
+            Op::Set {
+                ok: Some(false),
+                ..
+            }
+        )
+    }) {
+        problems.push(format!("{role}: no failed SET in migscope's trace"));
+    }
+    let qemu = qemu_account(dir, role);
+    let mut devs: Vec<_> = qemu.last.iter().collect();
+    devs.sort();
+    for (dev, st) in devs {
+        if last.get(dev) != Some(st) {
+            problems.push(format!(
+                "{role}: {dev} ends in {st} by QEMU, in {} by migscope",
+                last.get(dev).map_or("an unknown state", String::as_str)
+            ));
+        }
+    }
+    problems
+}
+
+/// The L2 guest made DMA on `role`'s QEMU (the source before it migrated; the destination
+/// after it resumed), every transfer pair compared equal, no exception.
+fn l2_dma_problem(dir: &Path, role: &str) -> Option<String> {
+    let log = fs::read_to_string(dir.join(format!("l2-{role}.log"))).unwrap_or_default();
+    let pairs = count_lines(&log, " pair=");
+    let bad = log
+        .lines()
+        .find(|l| l.contains("MISMATCH") || l.contains("FATAL"));
+    match bad {
+        Some(l) => Some(format!("{role}: L2 guest: {l}")),
+        None if pairs < 2 => Some(format!(
+            "{role}: the L2 guest completed {pairs} DMA transfer pairs (l2-{role}.log)"
+        )),
+        None => None,
+    }
+}
+
+/// The dmesg lines of the last source QEMU run (between init.sh's `lab: qemu src start` and
+/// `lab: qemu src done` kernel log markers); empty without them.
+fn source_dmesg(dmesg: &str) -> &str {
+    let Some(start) = dmesg.rfind("lab: qemu src start") else {
+        return "";
+    };
+    let rest = &dmesg[start..];
+    rest.find("lab: qemu src done")
+        .map_or(rest, |end| &rest[..end])
 }
 
 /// Every exporter on the real trace (issue: exports run on the lab traces in CI): the native
@@ -546,12 +790,16 @@ fn exports_agree(trace: &Path, verdict: &str, migscope: &Path, r: &mut ScenarioR
             .map_err(|e| format!("running {}: {e}", migscope.display()))
     };
     let os = |s: &str| std::ffi::OsString::from(s);
-    let native = dir.join("trace.mst");
-    let canon = dir.join("trace.canon.jsonl");
-    let back = dir.join("trace.roundtrip.jsonl");
-    let perfetto = dir.join("trace.perfetto.json");
-    let junit = dir.join("trace.junit.xml");
-    let md = dir.join("trace.md");
+    let stem = trace
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("trace");
+    let native = dir.join(format!("{stem}.mst"));
+    let canon = dir.join(format!("{stem}.canon.jsonl"));
+    let back = dir.join(format!("{stem}.roundtrip.jsonl"));
+    let perfetto = dir.join(format!("{stem}.perfetto.json"));
+    let junit = dir.join(format!("{stem}.junit.xml"));
+    let md = dir.join(format!("{stem}.md"));
     let mut problems = Vec::new();
     for (input, fmt, out) in [
         (trace, "native", &native),
@@ -742,11 +990,12 @@ fn check_one(trace: &Path, migscope: &Path, r: &mut ScenarioResult) -> Checked {
     c
 }
 
-/// What breaks "every device named by its PCI address": an event naming any other device
-/// (`fd:N@pid`, a phantom), an event of a device before its `device` declaration, one of
-/// `devs` never declared.
-fn naming_problems(trace: &Path, devs: &[&str]) -> Vec<String> {
-    let text = fs::read_to_string(trace).unwrap_or_default();
+/// What breaks "every device named by its PCI address" in a trace's text: an event naming any
+/// other device (`fd:N@pid`, a phantom), an event of a device before its `device`
+/// declaration, one of `devs` never declared. The one check behind `Extra::NamedByBdf` and the
+/// QEMU scenarios' implied `Extra::BdfNamed`.
+pub fn naming_problems<S: AsRef<str>>(text: &str, devs: &[S]) -> Vec<String> {
+    let known = |d: &str| devs.iter().any(|x| x.as_ref() == d);
     let mut declared: Vec<String> = Vec::new();
     let mut problems = Vec::new();
     for (i, l) in text.lines().enumerate().skip(1) {
@@ -757,9 +1006,10 @@ fn naming_problems(trace: &Path, devs: &[&str]) -> Vec<String> {
             continue;
         };
         let ev = v.get("ev").and_then(Value::as_str).unwrap_or("?");
-        if !devs.contains(&dev) {
+        if !known(dev) {
+            let all: Vec<&str> = devs.iter().map(AsRef::as_ref).collect();
             problems.push(format!(
-                "line {}: {ev} names {dev}, not one of {devs:?}",
+                "line {}: {ev} names {dev}, not one of {all:?}",
                 i + 1
             ));
         } else if ev == "device" {
@@ -772,8 +1022,8 @@ fn naming_problems(trace: &Path, devs: &[&str]) -> Vec<String> {
         }
     }
     for d in devs {
-        if !declared.iter().any(|x| x == d) {
-            problems.push(format!("{d} was never declared"));
+        if !declared.iter().any(|x| x == d.as_ref()) {
+            problems.push(format!("{} was never declared", d.as_ref()));
         }
     }
     problems.truncate(5);
@@ -993,12 +1243,12 @@ fn precopy_info_agrees(trace: &Path) -> Result<(), String> {
 /// Prints the human summary.
 pub fn print_table(results: &[ScenarioResult]) {
     println!(
-        "{:<22} {:<8} {:<13} {:>4} {:>4} {:>7} {:>6} {:>11} {:>6}  rules",
+        "{:<26} {:<12} {:<15} {:>4} {:>4} {:>7} {:>6} {:>11} {:>6}  rules",
         "scenario", "expected", "verdict", "irq", "dma", "drained", "held", "sweep µs", "secs"
     );
     for r in results {
         println!(
-            "{:<22} {:<8} {:<13} {:>4} {:>4} {:>7} {:>6} {:>11} {:>6}  {}",
+            "{:<26} {:<12} {:<15} {:>4} {:>4} {:>7} {:>6} {:>11} {:>6}  {}",
             r.name,
             r.expected,
             format!("{}{}", r.verdict, if r.ok { "" } else { " !!" }),
@@ -1027,6 +1277,7 @@ pub fn summary_json(results: &[ScenarioResult]) -> Value {
         "name": r.name, "expected": r.expected, "verdict": r.verdict, "rules": r.rules,
         "ok": r.ok, "irq": r.irq, "dma": r.dma, "drained": r.drained, "secs": r.secs,
         "devices": r.devices,
+        "qemu_sets": r.qemu_sets, "qemu_noops": r.qemu_noops, "attempts": r.attempts,
         "problems": r.problems, "witness_dma": r.witness_dma,
         "witness_violations": r.witness_violations, "blind_spots": r.blind_spots,
         "device_witness": r.device_witness, "sweep_median_us": r.sweep_median_us,
@@ -1058,7 +1309,8 @@ mod tests {
             format!("{{\"t\":2,\"ev\":\"irq\",\"dev\":\"{dev}\",\"kind\":\"msi\",\"vector\":0}}\n")
         };
         fs::write(&t, format!("{head}{decl}{}", irq("0000:00:02.0"))).unwrap();
-        assert!(naming_problems(&t, &["0000:00:02.0"]).is_empty());
+        let text = |t: &Path| fs::read_to_string(t).unwrap();
+        assert!(naming_problems(&text(&t), &["0000:00:02.0"]).is_empty());
         assert_eq!(
             declared_state(&t, "0000:00:02.0").as_deref(),
             Some("STOP_COPY")
@@ -1069,7 +1321,7 @@ mod tests {
             format!("{head}{}{decl}{}", irq("0000:00:02.0"), irq("fd:7@9")),
         )
         .unwrap();
-        let p = naming_problems(&t, &["0000:00:02.0", "0000:00:03.0"]);
+        let p = naming_problems(&text(&t), &["0000:00:02.0", "0000:00:03.0"]);
         assert_eq!(p.len(), 3, "{p:?}");
         assert!(p[0].contains("before its declaration"), "{p:?}");
         assert!(p[1].contains("fd:7@9"), "{p:?}");
@@ -1142,6 +1394,37 @@ mod tests {
         );
         fs::write(&t, text).unwrap();
         assert_eq!(sweep_interval(&t), (Some(18), Some(12000)));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn source_dmesg_is_the_last_source_run() {
+        let d = "[1] lab: qemu src start\n[2] edu-mig: drained in-flight DMA in 9 ms\n\
+                 [3] lab: qemu src done\n[4] lab: qemu src start\n[5] x\n[6] lab: qemu src done\n\
+                 [7] lab: qemu dst start\n[8] edu-mig: drained in-flight DMA in 9 ms\n";
+        let last = source_dmesg(d);
+        assert!(last.starts_with("lab: qemu src start\n[5] x"));
+        assert_eq!(count_lines(last, "drained in-flight DMA"), 0);
+        assert_eq!(source_dmesg("no markers"), "");
+    }
+
+    #[test]
+    fn l2_dma_needs_two_good_pairs() {
+        let dir = std::env::temp_dir().join(format!("lab-l2-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let line = |n| format!("L2: t={n} dma dev=0 pair={n} irqs=2 bad=0 lost=0\n");
+        fs::write(dir.join("l2-src.log"), line(1)).unwrap();
+        assert!(
+            l2_dma_problem(&dir, "src")
+                .unwrap()
+                .contains("completed 1 DMA")
+        );
+        fs::write(dir.join("l2-src.log"), line(1) + &line(2)).unwrap();
+        assert_eq!(l2_dma_problem(&dir, "src"), None);
+        let bad = "L2: t=3 dma dev=0 pair=3 MISMATCH at byte 0\n";
+        fs::write(dir.join("l2-src.log"), line(1) + &line(2) + bad).unwrap();
+        assert!(l2_dma_problem(&dir, "src").unwrap().contains("MISMATCH"));
+        assert!(l2_dma_problem(&dir, "dst").is_some(), "no log is no DMA");
         fs::remove_dir_all(&dir).unwrap();
     }
 

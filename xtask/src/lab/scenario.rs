@@ -16,6 +16,32 @@ pub enum Run {
         plan: &'static str,
         order: Option<&'static str>,
     },
+    /// QEMU as the L2 VMM (`qemu_case` in lab/guest/init.sh): a source QEMU migrates the
+    /// devices to a file, a destination QEMU loads them, each beside its own `migscope
+    /// record`; every trace judged by `migscope check` and against QEMU's own trace.
+    Qemu(Qemu),
+}
+
+/// How a QEMU scenario runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Qemu {
+    /// `record --pid` attached after QEMU opened its devices; otherwise `record` (every VFIO
+    /// user) started before QEMU.
+    pub late: bool,
+    /// The L2 guest `lab/l2-dma` keeps edu DMA running through the migration.
+    pub dma: bool,
+    /// The source must have a transfer in flight at its quiesce: an attempt where the L2
+    /// guest was between two transfers is repeated (at most 5 attempts; edu-mig's dmesg says).
+    pub inflight: bool,
+    /// The destination runs too (not when the source's migration is meant to fail).
+    pub dest: bool,
+}
+
+impl Qemu {
+    /// The roles that leave a trace, in order (`src.jsonl`, `dst.jsonl`).
+    pub fn roles(&self) -> &'static [&'static str] {
+        if self.dest { &["src", "dst"] } else { &["src"] }
+    }
 }
 
 /// An extra fact a scenario must show beyond verdict and rules.
@@ -52,6 +78,19 @@ pub enum Extra {
     /// The probe decoded drive's VFIO_MIG_GET_PRECOPY_INFO replies (`precopy_info`), the
     /// same values drive itself got (its `precopy round` marks).
     PrecopyInfo,
+    /// Every event names its device by one of the scenario's BDFs, declared before its first
+    /// use (no `fd:N@pid`, no `vdev:`, no undeclared device).
+    BdfNamed,
+    /// edu-mig drained a transfer in flight at the source QEMU's quiesce (its dmesg says so).
+    DrainedAtQuiesce,
+    /// The L2 guest's DMA ran on the source and kept running, data intact, on the destination.
+    L2Dma,
+    /// QEMU's reset path: every failed SET and VFIO_DEVICE_RESET is in the trace, and each
+    /// device's final state there is QEMU's final state.
+    ResetPath,
+    /// Every open of every device found edu quiet (edu-mig's `open:` lines): nothing an
+    /// earlier case left — a transfer, an interrupt — reached this one.
+    CleanOpen,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -86,6 +125,62 @@ const fn drive(plan: &'static str) -> Run {
 const REC: &str = "rec_selftest 0000:00:02.0";
 /// The bridged devices (`bridged_bdf`) the two-device attach scenario uses.
 const BRIDGED_TWO: &[&str] = &["0000:01:00.0", "0000:02:00.0"];
+
+/// A QEMU case: record started before QEMU, no L2 DMA guest, source and destination.
+const QEMU: Qemu = Qemu {
+    late: false,
+    dma: false,
+    inflight: false,
+    dest: true,
+};
+/// The same with `record --pid` attached after QEMU opened its devices.
+const QEMU_LATE: Qemu = Qemu { late: true, ..QEMU };
+/// The L2 guest's DMA running, a transfer in flight at the source's quiesce.
+const QEMU_DMA: Qemu = Qemu {
+    dma: true,
+    inflight: true,
+    ..QEMU
+};
+
+/// A QEMU case whose migration is meant to fail or whose bug shows on the source: no
+/// destination, record attached late.
+const QEMU_LATE_SRC: Qemu = Qemu {
+    dest: false,
+    ..QEMU_LATE
+};
+
+/// What `record` alone can say of a good device (no DMA witness): inconclusive, never pass.
+const RECORD_GOOD: (&str, &[&str]) = ("inconclusive", &[]);
+/// An interrupt after the quiesce.
+const FAIL_IRQ: (&str, &[&str]) = ("fail", &["irq-after-quiesce"]);
+
+/// What every QEMU scenario checks beside its own extras.
+pub const QEMU_EXTRAS: &[Extra] = &[Extra::BdfNamed, Extra::CleanOpen];
+
+/// A QEMU scenario (no PRE_COPY unless `.with_precopy()`; `QEMU_EXTRAS` always checked).
+const fn qemu(
+    name: &'static str,
+    about: &'static str,
+    bug: &'static str,
+    devices: usize,
+    run: Qemu,
+    (expected, rules): (&'static str, &'static [&'static str]),
+) -> Scenario {
+    Scenario {
+        name,
+        about,
+        bug,
+        precopy: false,
+        devices,
+        bridged: 0,
+        run: Run::Qemu(run),
+        expected,
+        rules,
+        extras: &[],
+        needs_precopy: false,
+        on_request: false,
+    }
+}
 
 pub const ALL: &[Scenario] = &[
     Scenario {
@@ -445,7 +540,148 @@ pub const ALL: &[Scenario] = &[
         needs_precopy: false,
         on_request: false,
     },
+    qemu(
+        "qemu-irq-in-stop",
+        "QEMU drives, bug=irq_in_stop, record --pid attached after QEMU opened the device: the \
+         interrupt raised in STOP is caught on the device's BDF",
+        "irq_in_stop",
+        1,
+        QEMU_LATE_SRC,
+        FAIL_IRQ,
+    ),
+    qemu(
+        "qemu-irq-in-stop-two-dev",
+        "QEMU drives two devices, bug=irq_in_stop, record --pid attached late",
+        "irq_in_stop",
+        2,
+        QEMU_LATE_SRC,
+        FAIL_IRQ,
+    ),
+    qemu(
+        "qemu-stopcopy",
+        "QEMU migrates one good device (STOP_COPY) to a file and loads it, record started first; \
+         right after the irq_in_stop cases on the same device: nothing they left may reach it \
+         (edu-mig quiets edu on open, close and reset)",
+        "none",
+        1,
+        QEMU,
+        RECORD_GOOD,
+    ),
+    qemu(
+        "qemu-precopy",
+        "QEMU migrates one good device with PRE_COPY (edu-mig precopy=1)",
+        "none",
+        1,
+        QEMU,
+        RECORD_GOOD,
+    )
+    .with_precopy(),
+    qemu(
+        "qemu-two-dev",
+        "QEMU migrates two good devices (every device to RUNNING_P2P before any stops), record \
+         started first",
+        "none",
+        2,
+        QEMU,
+        RECORD_GOOD,
+    ),
+    qemu(
+        "qemu-two-dev-precopy",
+        "QEMU migrates two good devices with PRE_COPY (PRE_COPY_P2P on every device first)",
+        "none",
+        2,
+        QEMU,
+        RECORD_GOOD,
+    )
+    .with_precopy(),
+    qemu(
+        "qemu-attach-late",
+        "QEMU migrates two good devices, record --pid attached after each QEMU opened them: \
+         declared at once by BDF with their current state",
+        "none",
+        2,
+        QEMU_LATE,
+        RECORD_GOOD,
+    ),
+    qemu(
+        "qemu-no-steps",
+        "QEMU drives, bug=no_steps: the destination's multi-arc SETs (RUNNING -> RESUMING, \
+         RESUMING -> RUNNING_P2P) skip the kernel's steps",
+        "no_steps",
+        1,
+        QEMU,
+        ("fail", &["illegal-arc"]),
+    ),
+    qemu(
+        "qemu-fail-p2p",
+        "QEMU drives, bug=fail_p2p: the P2P arc fails, QEMU resets the device and the migration \
+         fails; every failed SET and reset decoded, final state right",
+        "fail_p2p",
+        1,
+        Qemu {
+            dest: false,
+            ..QEMU
+        },
+        ("fail", &["set-failed"]),
+    )
+    .with(&[Extra::ResetPath]),
+    qemu(
+        "qemu-dma-early-p2p",
+        "QEMU drives, the L2 guest keeps edu DMA running, bug=early_p2p: the transfer in flight \
+         at RUNNING_P2P completes after it and its interrupt is caught",
+        "early_p2p",
+        1,
+        Qemu {
+            dest: false,
+            ..QEMU_DMA
+        },
+        FAIL_IRQ,
+    )
+    .with(&[Extra::L2Dma]),
+    qemu(
+        "qemu-dma-drain",
+        "QEMU drives, the L2 guest keeps edu DMA running, good driver: the transfer in flight at \
+         RUNNING_P2P is drained before the arc returns; the guest's DMA carries on at the \
+         destination",
+        "none",
+        1,
+        QEMU_DMA,
+        RECORD_GOOD,
+    )
+    .with(&[Extra::DrainedAtQuiesce, Extra::L2Dma]),
 ];
+
+impl Scenario {
+    /// With edu-mig `precopy=1` (PRE_COPY: not on 6.1).
+    const fn with_precopy(self) -> Scenario {
+        Scenario {
+            precopy: true,
+            needs_precopy: true,
+            ..self
+        }
+    }
+
+    /// With these extras.
+    const fn with(self, extras: &'static [Extra]) -> Scenario {
+        Scenario { extras, ..self }
+    }
+
+    /// The extras to check: the scenario's own and, for a QEMU case, `QEMU_EXTRAS`.
+    pub fn all_extras(&self) -> impl Iterator<Item = Extra> + '_ {
+        let implied = if self.qemu() { QEMU_EXTRAS } else { &[] };
+        self.extras.iter().chain(implied).copied()
+    }
+
+    /// Runs QEMU in the guest (the initramfs then carries it and the VM gets more memory).
+    pub fn qemu(&self) -> bool {
+        matches!(self.run, Run::Qemu(_))
+    }
+
+    /// The guest BDFs of the scenario's devices.
+    pub fn bdfs(&self) -> Vec<String> {
+        (0..self.devices).map(bdf).collect()
+    }
+}
 
 pub fn find(name: &str) -> Option<&'static Scenario> {
     ALL.iter().find(|s| s.name == name)
@@ -471,6 +707,22 @@ pub fn guest_line(s: &Scenario) -> String {
         }
         Run::Shell(script) => {
             cmd.push_str(script);
+        }
+        Run::Qemu(q) => {
+            cmd.push_str("qemu_case");
+            for (on, flag) in [
+                (q.late, " -late"),
+                (q.dma, " -dma"),
+                (q.inflight, " -inflight"),
+                (!q.dest, " -src-only"),
+            ] {
+                if on {
+                    cmd.push_str(flag);
+                }
+            }
+            for i in 0..s.devices {
+                let _ = write!(cmd, " {}", bdf(i));
+            }
         }
         Run::Drive { plan, order } => {
             cmd.push_str("drive_rec migscope drive");
@@ -561,5 +813,32 @@ mod tests {
              trace.jsonl\n"
         );
         assert!(guest_line(find("early-p2p").unwrap()).contains(" early_p2p 0 -- "));
+    }
+
+    #[test]
+    fn qemu_lines_name_the_mode_and_every_device() {
+        assert_eq!(
+            guest_line(find("qemu-irq-in-stop-two-dev").unwrap()),
+            "lab_scenario qemu-irq-in-stop-two-dev irq_in_stop 0 -- qemu_case -late -src-only \
+             0000:00:02.0 \
+             0000:00:03.0\n"
+        );
+        assert_eq!(
+            guest_line(find("qemu-dma-drain").unwrap()),
+            "lab_scenario qemu-dma-drain none 0 -- qemu_case -dma -inflight 0000:00:02.0\n"
+        );
+        assert!(guest_line(find("qemu-fail-p2p").unwrap()).ends_with(" -src-only 0000:00:02.0\n"));
+        assert!(guest_line(find("qemu-precopy").unwrap()).contains(" none 1 -- qemu_case 0000"));
+    }
+
+    #[test]
+    fn qemu_good_scenarios_are_never_pass() {
+        for s in ALL.iter().filter(|s| s.qemu()) {
+            // record has no DMA witness for a PCI device: a good device is inconclusive (dma).
+            assert_ne!(s.expected, "pass", "{}", s.name);
+            let extras: Vec<Extra> = s.all_extras().collect();
+            assert!(extras.contains(&Extra::BdfNamed), "{}", s.name);
+            assert!(extras.contains(&Extra::CleanOpen), "{}", s.name);
+        }
     }
 }

@@ -78,6 +78,8 @@ pub struct VmConfig<'a> {
     pub edu_devices: usize,
     /// edu devices each behind its own PCIe root port (`scenario::bridged_bdf`).
     pub bridged_edu: usize,
+    /// Guest memory (`-m`): 1G, or 2G when QEMU runs inside as the L2 VMM.
+    pub memory: &'static str,
     pub accel: Accel,
     /// Results tar written by the guest to its second serial port.
     pub results: PathBuf,
@@ -132,7 +134,7 @@ pub fn boot(cfg: &VmConfig) -> Result<VmRun> {
     ]);
     c.args([
         "-m",
-        "1G",
+        cfg.memory,
         "-smp",
         "2",
         "-nodefaults",
