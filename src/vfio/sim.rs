@@ -70,6 +70,11 @@ pub struct SimSpec {
     pub dirty_log: bool,
     /// The state the device is in when opened (RUNNING unless an earlier user left it).
     pub initial: MigState,
+    /// The device validates what is loaded in RESUMING, as vfio.h asks: a write past twice
+    /// its state's size fails with ENOSPC, and RESUMING -> STOP fails with EINVAL (the device
+    /// staying in RESUMING) unless the stream is the one it saves. Off, it takes anything (the
+    /// `accept_corrupt` class).
+    pub validates: bool,
 }
 
 impl SimSpec {
@@ -81,7 +86,13 @@ impl SimSpec {
             state: format!("sim-device-state:{bdf}:").into_bytes().repeat(40),
             dirty_log: false,
             initial: MigState::Running,
+            validates: false,
         }
+    }
+
+    pub fn validating(mut self) -> SimSpec {
+        self.validates = true;
+        self
     }
 
     pub fn with_dirty_log(mut self) -> SimSpec {
@@ -333,6 +344,10 @@ impl VfioOps for SimVfio {
                 }
                 (MigState::Resuming, MigState::Stop) => {
                     if let Some(DataSession::Load(bytes)) = d.data.take() {
+                        if d.spec.validates && bytes != d.spec.state {
+                            result = Err(libc::EINVAL);
+                            break;
+                        }
                         d.spec.state = bytes;
                     }
                 }
@@ -471,6 +486,9 @@ impl VfioOps for SimVfio {
         let d = self.dev(dev)?;
         match d.data.as_mut() {
             Some(DataSession::Load(bytes)) => {
+                if d.spec.validates && bytes.len() + buf.len() > 2 * d.spec.state.len() {
+                    return Err(libc::ENOSPC);
+                }
                 bytes.extend_from_slice(buf);
                 Ok(buf.len())
             }
@@ -700,6 +718,7 @@ impl DeviceIo for EduBar {
     fn read64(&self, off: u64) -> Result<u64, Errno> {
         use super::workload::edu;
         self.with(|e| match off {
+            edu::ID => 0x0100_00ed,
             edu::SRC => e.src,
             edu::DST => e.dst,
             edu::CNT => e.cnt,

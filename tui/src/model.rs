@@ -154,6 +154,21 @@ pub enum EvKind {
         dev: String,
         result: Result<u64, i32>,
     },
+    /// drive's resume-fuzz wrote a corrupted stream (`corruption` names how) of `bytes` bytes
+    /// in RESUMING; `ret` 0 when every byte was taken, else the negative errno.
+    CorruptLoad {
+        dev: String,
+        corruption: String,
+        bytes: u64,
+        ret: i32,
+    },
+    /// Registers drive read through BAR `bar` (`stage`: saved or restored): offset, value.
+    Regs {
+        dev: String,
+        stage: String,
+        bar: u32,
+        regs: Vec<(u64, u64)>,
+    },
 }
 
 /// A device declaration (`ev: device`).
@@ -187,10 +202,12 @@ pub enum Ev {
     End = 13,
     PrecopyInfo = 14,
     DataSize = 15,
+    CorruptLoad = 16,
+    Regs = 17,
 }
 
 impl Ev {
-    pub const ALL: [Ev; 16] = [
+    pub const ALL: [Ev; 18] = [
         Ev::Device,
         Ev::Set,
         Ev::Step,
@@ -207,6 +224,8 @@ impl Ev {
         Ev::End,
         Ev::PrecopyInfo,
         Ev::DataSize,
+        Ev::CorruptLoad,
+        Ev::Regs,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -226,6 +245,8 @@ impl Ev {
             Ev::End => "end",
             Ev::PrecopyInfo => "precopy_info",
             Ev::DataSize => "data_size",
+            Ev::CorruptLoad => "corrupt_load",
+            Ev::Regs => "regs",
         }
     }
     pub fn from_name(s: &str) -> Option<Ev> {
@@ -259,6 +280,8 @@ impl EvKind {
             EvKind::End => Ev::End,
             EvKind::PrecopyInfo { .. } => Ev::PrecopyInfo,
             EvKind::DataSize { .. } => Ev::DataSize,
+            EvKind::CorruptLoad { .. } => Ev::CorruptLoad,
+            EvKind::Regs { .. } => Ev::Regs,
         }
     }
 
@@ -275,7 +298,9 @@ impl EvKind {
             | EvKind::Irq { dev, .. }
             | EvKind::Data { dev, .. }
             | EvKind::PrecopyInfo { dev, .. }
-            | EvKind::DataSize { dev, .. } => Some(dev),
+            | EvKind::DataSize { dev, .. }
+            | EvKind::CorruptLoad { dev, .. }
+            | EvKind::Regs { dev, .. } => Some(dev),
             EvKind::Map { .. }
             | EvKind::Unmap { .. }
             | EvKind::Lost { .. }

@@ -1912,6 +1912,34 @@ mod tests {
                 prop_oneof![any::<u64>().prop_map(Ok), (i32::MIN..0).prop_map(Err)]
             )
                 .prop_map(|(dev, result)| EventKind::DataSize { dev, result }),
+            (
+                s,
+                0usize..4,
+                any::<u64>(),
+                prop_oneof![Just(0), i32::MIN..0]
+            )
+                .prop_map(|(dev, c, bytes, ret)| EventKind::CorruptLoad {
+                    dev,
+                    corruption: crate::trace::Corruption::ALL[c],
+                    bytes,
+                    ret,
+                }),
+            (
+                s,
+                any::<bool>(),
+                any::<u32>(),
+                proptest::collection::btree_map(any::<u64>(), any::<u64>(), 0..6)
+            )
+                .prop_map(|(dev, restored, bar, regs)| EventKind::Regs {
+                    dev,
+                    stage: if restored {
+                        crate::trace::RegStage::Restored
+                    } else {
+                        crate::trace::RegStage::Saved
+                    },
+                    bar,
+                    regs,
+                }),
         ]
     }
 

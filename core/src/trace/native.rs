@@ -1521,6 +1521,28 @@ mod tests {
                 },
             ),
             e(
+                u64::MAX / 2 + 6,
+                Some(7),
+                EventKind::CorruptLoad {
+                    dev: "peer".into(),
+                    corruption: Corruption::Oversized,
+                    bytes: 65_616,
+                    ret: -28,
+                },
+            ),
+            e(
+                u64::MAX / 2 + 7,
+                None,
+                EventKind::Regs {
+                    dev: "peer".into(),
+                    stage: RegStage::Restored,
+                    bar: 0,
+                    regs: [(0x04, 0xffff_fffe), (0x80, u64::MAX)]
+                        .into_iter()
+                        .collect(),
+                },
+            ),
+            e(
                 u64::MAX - 1,
                 None,
                 EventKind::Mark {
@@ -1895,6 +1917,34 @@ mod tests {
                 prop_oneof![any::<u64>().prop_map(Ok), (i32::MIN..0).prop_map(Err)]
             )
                 .prop_map(|(dev, result)| EventKind::DataSize { dev, result }),
+            (
+                s,
+                0usize..4,
+                any::<u64>(),
+                prop_oneof![Just(0), i32::MIN..0]
+            )
+                .prop_map(|(dev, c, bytes, ret)| EventKind::CorruptLoad {
+                    dev,
+                    corruption: crate::trace::Corruption::ALL[c],
+                    bytes,
+                    ret,
+                }),
+            (
+                s,
+                any::<bool>(),
+                any::<u32>(),
+                proptest::collection::btree_map(any::<u64>(), any::<u64>(), 0..6)
+            )
+                .prop_map(|(dev, restored, bar, regs)| EventKind::Regs {
+                    dev,
+                    stage: if restored {
+                        crate::trace::RegStage::Restored
+                    } else {
+                        crate::trace::RegStage::Saved
+                    },
+                    bar,
+                    regs,
+                }),
         ]
     }
 

@@ -91,6 +91,12 @@ pub enum Extra {
     /// Every open of every device found edu quiet (edu-mig's `open:` lines): nothing an
     /// earlier case left — a transfer, an interrupt — reached this one.
     CleanOpen,
+    /// resume-fuzz ran whole: a `corrupt_load` of each corruption (truncated, bitflip,
+    /// oversized, empty), then the good stream loaded (`data` load) and the device RUNNING at
+    /// its last GET.
+    ResumeFuzzed,
+    /// drive read the device's registers when saved and once restored (`regs` of both stages).
+    RegsCompared,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -649,6 +655,68 @@ pub const ALL: &[Scenario] = &[
         RECORD_GOOD,
     )
     .with(&[Extra::DrainedAtQuiesce, Extra::L2Dma]),
+    Scenario {
+        name: "accept-corrupt",
+        about: "bug=accept_corrupt, drive --plan resume-fuzz: truncated, bit-flipped, oversized and \
+                empty streams in RESUMING are taken and restored (hisi/qat before their \
+                resume_write checks); caught from the trace's corrupt_load and set_done",
+        bug: "accept_corrupt",
+        precopy: false,
+        devices: 1,
+        bridged: 0,
+        run: drive("resume-fuzz"),
+        expected: "fail",
+        rules: &["resume-accepted-corrupt"],
+        extras: &[Extra::ResumeFuzzed],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "accept-corrupt-good",
+        about: "correct driver, drive --plan resume-fuzz: every corrupted stream is refused (the \
+                write or the SET out of RESUMING fails), the good one resumes and the device runs",
+        bug: "none",
+        precopy: false,
+        devices: 1,
+        bridged: 0,
+        run: drive("resume-fuzz"),
+        expected: "pass",
+        rules: &[],
+        extras: &[Extra::Evidence, Extra::ResumeFuzzed],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "swap-addr",
+        about: "bug=swap_addr, drive --plan roundtrip: restore puts DMA src and dst in each \
+                other's registers (hisi XQE address swap); the driver's own read-back still says \
+                verified, BAR0 read by drive before and after says otherwise",
+        bug: "swap_addr",
+        precopy: false,
+        devices: 1,
+        bridged: 0,
+        run: drive("roundtrip"),
+        expected: "fail",
+        rules: &["resume-divergence"],
+        extras: &[Extra::RestoreVerified, Extra::RegsCompared],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "swap-addr-good",
+        about: "correct driver, drive --plan roundtrip: BAR0 read after RESUMING equals BAR0 read \
+                when the state was saved",
+        bug: "none",
+        precopy: false,
+        devices: 1,
+        bridged: 0,
+        run: drive("roundtrip"),
+        expected: "pass",
+        rules: &[],
+        extras: &[Extra::Evidence, Extra::RestoreVerified, Extra::RegsCompared],
+        needs_precopy: false,
+        on_request: false,
+    },
 ];
 
 impl Scenario {
