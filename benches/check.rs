@@ -2,6 +2,11 @@
 //! process start): the JSONL reader, the native reader, the verifier alone, and reader +
 //! verifier as `check` runs them. `cargo bench --bench check`; throughput is in events.
 
+#![expect(
+    clippy::expect_used,
+    reason = "a benchmark's set-up panics with context"
+)]
+
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -39,8 +39,9 @@ struct Fds {
 
 impl Fds {
     fn open() -> Result<Fds, String> {
-        // SAFETY: eventfd and open take no pointers we own beyond the static C string.
+        // SAFETY: eventfd takes no pointers; the fd it returns is checked below.
         let event = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        // SAFETY: open reads only the static NUL-terminated C string; the fd is checked below.
         let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
         if event < 0 || null < 0 {
             return Err(format!(

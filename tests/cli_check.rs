@@ -1,6 +1,11 @@
 //! `migscope check` on the rule fixtures: the real binary, every rule triggered by one trace and
 //! left alone by a near miss, the policy switches, blind spots, and unusable input.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers panic with context (STYLE.md: tests panic, never return Result)"
+)]
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},

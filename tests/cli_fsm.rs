@@ -1,5 +1,10 @@
 //! `migscope fsm` through the real binary: paths, the table, v1 values, exit codes.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers panic with context (STYLE.md: tests panic, never return Result)"
+)]
+
 use std::process::Command;
 
 use serde_json::{Value, json};

@@ -2,6 +2,11 @@
 //! commands (`::error file=F,line=L,title=RULE::...`, `::warning` for warnings and blind
 //! spots) naming the trace file and the offending line.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers panic with context (STYLE.md: tests panic, never return Result)"
+)]
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},

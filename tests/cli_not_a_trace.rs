@@ -2,6 +2,11 @@
 //! pretty-printed JSON document, a first line that is not the header): refused with "not a
 //! migscope trace (neither JSONL nor native)", naming the file (exit 3), by every reader.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers panic with context (STYLE.md: tests panic, never return Result)"
+)]
+
 use std::process::{Command, Output};
 
 fn run(args: &[&str]) -> Output {

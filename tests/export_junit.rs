@@ -1,6 +1,11 @@
 //! `check --junit`: the XML is parsed back with a real XML parser (quick-xml) and its suites,
 //! cases, failures and skips are counted against the verdict JSON.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers panic with context (STYLE.md: tests panic, never return Result)"
+)]
+
 mod export_common;
 
 use std::{collections::BTreeMap, path::Path};

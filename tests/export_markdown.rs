@@ -1,6 +1,11 @@
 //! `export --format markdown`: sections, violation context windows, reproduce commands, the
 //! doctor summary and `--redact`.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers panic with context (STYLE.md: tests panic, never return Result)"
+)]
+
 mod export_common;
 
 use export_common::{RICH, run, write};

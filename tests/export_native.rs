@@ -1,6 +1,11 @@
 //! Native format: lossless round trips with JSONL on every fixture, content detection by
 //! `check`/`export`, and truncation at every byte offset.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers panic with context (STYLE.md: tests panic, never return Result)"
+)]
+
 mod export_common;
 
 use std::path::Path;

@@ -5,6 +5,11 @@
 //! `/dev/vfio/...` on its own tmpfs, which /proc shows under those names (nothing outside the
 //! namespace changes). Skips, saying so, when not root or without `unshare`.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers panic with context (STYLE.md: tests panic, never return Result)"
+)]
+
 use std::ffi::CString;
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -2,6 +2,11 @@
 //! every hook as attached or unavailable with a reason, and names the blind rules. Skips,
 //! saying so, when not root.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers panic with context (STYLE.md: tests panic, never return Result)"
+)]
+
 use std::process::Command;
 
 #[test]

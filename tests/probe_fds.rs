@@ -5,6 +5,11 @@
 //! (`unshare(CLONE_FS)` + `chroot` into a temporary directory holding plain files at those
 //! paths): no mount, nothing outside the thread changes. Skips, saying so, when not root.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers panic with context (STYLE.md: tests panic, never return Result)"
+)]
+
 use std::{ffi::CString, time::Duration};
 
 use migscope::capture::{Capture, CaptureOptions};

@@ -3,6 +3,11 @@
 //! ENOTTY) and checks the probe still decodes and attributes them. Skips, saying so, when not
 //! root.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers panic with context (STYLE.md: tests panic, never return Result)"
+)]
+
 use std::{os::fd::AsRawFd, time::Duration};
 
 use migscope::capture::{Capture, CaptureOptions};

@@ -1,6 +1,11 @@
 //! `update` behaviour for every key, on fixture traces loaded as `migscope view` loads them,
 //! and on a live (bounded) stream.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers panic with context (STYLE.md: tests panic, never return Result)"
+)]
+
 use std::path::PathBuf;
 
 use migscope::cli::view::{load_messages, trace_info};

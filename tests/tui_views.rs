@@ -1,6 +1,11 @@
 //! Snapshots of every TUI view (ratatui `TestBackend`) on fixture traces loaded and verified
 //! exactly as `migscope view` does.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers panic with context (STYLE.md: tests panic, never return Result)"
+)]
+
 use std::path::PathBuf;
 
 use migscope::cli::view::{load_messages, trace_info};

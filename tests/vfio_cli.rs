@@ -1,6 +1,11 @@
 //! The `migscope drive` binary: help, usage errors and a device that cannot be opened (the real
 //! VFIO backend on a host without the device), all before any device state is touched.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers panic with context (STYLE.md: tests panic, never return Result)"
+)]
+
 use std::process::Command;
 
 fn drive(args: &[&str]) -> std::process::Output {

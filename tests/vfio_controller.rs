@@ -2,6 +2,11 @@
 //! cleanup, through the same `vfio::drive` code path production uses; traces it produces are
 //! run through the real verifier.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers panic with context (STYLE.md: tests panic, never return Result)"
+)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 

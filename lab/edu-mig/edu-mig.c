@@ -25,6 +25,8 @@
 #include <linux/delay.h>
 #include <linux/file.h>
 #include <linux/interrupt.h>
+#include <linux/irq.h>
+#include <linux/irqdesc.h>
 #include <linux/ktime.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
@@ -53,6 +55,8 @@
 #define EDU_DMA_RUN 0x1
 #define EDU_DMA_TO_RAM 0x2
 #define EDU_DMA_IRQ 0x4
+/* irq status bit of a DMA completion (hw/misc/edu.c DMA_IRQ) */
+#define EDU_IRQ_DMA 0x100
 #define EDU_IRQ_SETTLE_MS 20
 #define EDU_STATUS_IRQFACT 0x80
 
@@ -373,6 +377,54 @@ static void edu_snapshot(struct edu_mig_dev *edev, struct edu_mig_record *r, u32
 }
 
 /*
+ * Interrupts of the device's MSI vector handled so far, summed over CPUs: the descriptor's
+ * kstat_irqs, which handle_edge_irq() (kernel/irq/chip.c) counts before it runs the handler
+ * (where irq:irq_handler_entry fires). 0 without MSI.
+ */
+static unsigned int edu_irqs_handled(struct pci_dev *pdev)
+{
+	struct irq_data *data;
+	struct irq_desc *desc;
+	unsigned int n = 0;
+	int irq, cpu;
+
+	if (!pdev->msi_enabled)
+		return 0;
+	irq = pci_irq_vector(pdev, 0);
+	data = irq < 0 ? NULL : irq_get_irq_data(irq);
+	if (!data)
+		return 0;
+	desc = irq_data_to_desc(data);
+	for_each_possible_cpu(cpu)
+		n += irq_desc_kstat_cpu(desc, cpu);
+	return n;
+}
+
+/*
+ * Waits until an MSI the device has sent is handled: its vector's count moves past `before`,
+ * taken before the device could send it. edu sends a DMA completion MSI in the same step that
+ * clears EDU_DMA_RUN (hw/misc/edu.c edu_dma_timer), and a raise on the write to 0x60, so it
+ * has left the device when the driver sees it, but it is a posted write that reaches its
+ * handler later (1 ms to tens of ms under a loaded TCG host): a drain must not report the
+ * device quiesced before its transfer's interrupt is in, nor bug=irq_in_stop leave STOP
+ * before its interrupt is.
+ */
+static void edu_wait_irq_handled(struct edu_mig_dev *edev, unsigned int before)
+{
+	unsigned long deadline = jiffies + msecs_to_jiffies(EDU_DRAIN_TIMEOUT_MS);
+
+	while (edu_irqs_handled(edev->core.pdev) == before) {
+		if (time_after(jiffies, deadline)) {
+			pci_warn(edev->core.pdev,
+				 "edu-mig: an interrupt it waited for was not handled in %d ms\n",
+				 EDU_DRAIN_TIMEOUT_MS);
+			return;
+		}
+		usleep_range(500, 1000);
+	}
+}
+
+/*
  * Waits for the in-flight transfer to finish (cmd bit 0 clears) and, when it raised its
  * completion MSI, for that interrupt to be handled. Returns the ms waited (0: nothing was in
  * flight) or -ETIMEDOUT.
@@ -382,6 +434,8 @@ static int edu_wait_dma(struct edu_mig_dev *edev)
 	unsigned long start = jiffies;
 	unsigned long deadline = start + msecs_to_jiffies(EDU_DRAIN_TIMEOUT_MS);
 	struct pci_dev *pdev = edev->core.pdev;
+	/* Taken before the read that finds the transfer running: its MSI is not sent yet. */
+	unsigned int handled = edu_irqs_handled(pdev);
 	u64 cmd = readq(edev->bar0 + EDU_REG_DMA_CMD);
 	bool waited = false;
 
@@ -395,13 +449,16 @@ static int edu_wait_dma(struct edu_mig_dev *edev)
 		usleep_range(2000, 5000);
 		cmd = readq(edev->bar0 + EDU_REG_DMA_CMD);
 	}
-	/*
-	 * The completion MSI is a posted write that reaches its handler a little after the
-	 * transfer ends (measured ~1 ms under TCG): let it arrive and its handler finish before
-	 * the device is reported quiesced, so no interrupt of this transfer lands afterwards.
-	 */
-	if (waited && (cmd & EDU_DMA_IRQ) && pdev->msi_enabled) {
-		msleep(EDU_IRQ_SETTLE_MS);
+	if ((cmd & EDU_DMA_IRQ) && pdev->msi_enabled) {
+		if (waited)
+			edu_wait_irq_handled(edev, handled);
+		else if (ioread32(edev->bar0 + EDU_REG_IRQ_STATUS) & EDU_IRQ_DMA)
+			/*
+			 * A transfer that ended just before this quiesce, its completion not
+			 * yet acknowledged: its MSI may still be on its way to the handler,
+			 * and no count taken here can tell. Give it the time it takes.
+			 */
+			msleep(EDU_IRQ_SETTLE_MS);
 		synchronize_irq(pci_irq_vector(pdev, 0));
 	}
 	return waited ? max(1u, jiffies_to_msecs(jiffies - start)) : 0;
@@ -737,6 +794,8 @@ static struct file *edu_step(struct edu_mig_dev *edev, enum vfio_device_mig_stat
 	}
 	if (cur == VFIO_DEVICE_STATE_RUNNING_P2P && next == VFIO_DEVICE_STATE_STOP &&
 	    edev->bug == EDU_BUG_IRQ_IN_STOP) {
+		unsigned int handled = edu_irqs_handled(edev->core.pdev);
+
 		/* Entering STOP (then done): the interrupt below fires while stopped. */
 		edev->state = next;
 		iowrite32(0x1, edev->bar0 + EDU_REG_IRQ_RAISE);
@@ -744,9 +803,12 @@ static struct file *edu_step(struct edu_mig_dev *edev, enum vfio_device_mig_stat
 			 "edu-mig: bug=irq_in_stop: raised an interrupt in STOP (irq status %#x, msi %d)\n",
 			 ioread32(edev->bar0 + EDU_REG_IRQ_STATUS), edev->core.pdev->msi_enabled);
 		/* Let the interrupt reach its handler while the device is stopped. */
-		msleep(EDU_IRQ_SETTLE_MS);
-		if (edev->core.pdev->msi_enabled)
+		if (edev->core.pdev->msi_enabled) {
+			edu_wait_irq_handled(edev, handled);
 			synchronize_irq(pci_irq_vector(edev->core.pdev, 0));
+		} else {
+			msleep(EDU_IRQ_SETTLE_MS);
+		}
 		return NULL;
 	}
 	if (cur == VFIO_DEVICE_STATE_STOP && next == VFIO_DEVICE_STATE_STOP_COPY)

@@ -29,6 +29,8 @@ pub mod ioctl {
     pub const DEVICE_RESET: u32 = 0x3B6F;
     /// Container fd: VFIO_IOMMU_GET_INFO; device fd: VFIO_DEVICE_GET_PCI_HOT_RESET_INFO.
     pub const IOMMU_GET_INFO: u32 = 0x3B70;
+    /// Device fd: VFIO_DEVICE_GET_PCI_HOT_RESET_INFO (the number of VFIO_IOMMU_GET_INFO).
+    pub const DEVICE_GET_PCI_HOT_RESET_INFO: u32 = IOMMU_GET_INFO;
     /// Container fd: VFIO_IOMMU_MAP_DMA; device fd: VFIO_DEVICE_PCI_HOT_RESET.
     pub const IOMMU_MAP_DMA: u32 = 0x3B71;
     /// Container fd: VFIO_IOMMU_UNMAP_DMA; device fd: VFIO_DEVICE_QUERY_GFX_PLANE.
@@ -49,6 +51,9 @@ pub mod ioctl {
 /// `enum` of `IOMMUFD_CMD_*` starting at 0x80) and the argument structs migscope decodes, from
 /// `include/uapi/linux/iommufd.h` (vfio-bindings has no iommufd).
 pub mod iommufd {
+    pub const IOAS_ALLOC: u32 = 0x3B81;
+    pub const IOAS_MAP: u32 = 0x3B85;
+    pub const IOAS_UNMAP: u32 = 0x3B86;
     pub const HWPT_SET_DIRTY_TRACKING: u32 = 0x3B8B;
     pub const HWPT_GET_DIRTY_BITMAP: u32 = 0x3B8C;
     /// `IOMMU_HWPT_DIRTY_TRACKING_ENABLE` (`enum iommufd_hwpt_set_dirty_tracking_flags`).
@@ -97,6 +102,37 @@ pub mod feature {
     pub const DMA_LOGGING_REPORT: u32 = 8;
 }
 
+/// Byte offsets inside the ioctl argument structs the probe and the attributor read, from
+/// `include/uapi/linux/vfio.h` (the probe cannot use vfio-bindings; `migscope`'s tests hold
+/// every one to vfio-bindings' layout).
+pub mod uapi {
+    /// `struct vfio_device_feature { argsz, flags, data[] }`: `flags`.
+    pub const FEATURE_FLAGS: usize = 4;
+    /// Where a feature's data starts (`sizeof(struct vfio_device_feature)`).
+    pub const FEATURE_DATA: usize = 8;
+    /// `struct vfio_device_feature_migration { flags }` (a u64) after the feature header.
+    pub const MIGRATION_FLAGS: usize = FEATURE_DATA;
+    /// `struct vfio_device_feature_mig_state { device_state, data_fd }` after the header.
+    pub const MIG_STATE_DEVICE_STATE: usize = FEATURE_DATA;
+    pub const MIG_STATE_DATA_FD: usize = FEATURE_DATA + 4;
+    /// `struct vfio_irq_set { argsz, flags, index, start, count, data[] }`.
+    pub const IRQ_SET_FLAGS: usize = 4;
+    pub const IRQ_SET_INDEX: usize = 8;
+    pub const IRQ_SET_START: usize = 12;
+    pub const IRQ_SET_COUNT: usize = 16;
+    /// `struct vfio_iommu_type1_dma_map { argsz, flags, vaddr, iova, size }`.
+    pub const DMA_MAP_IOVA: usize = 16;
+    pub const DMA_MAP_SIZE: usize = 24;
+    /// `sizeof(struct vfio_iommu_type1_dma_map)`: tells MAP_DMA from PCI_HOT_RESET on an fd
+    /// of unknown kind (both are 0x3B71).
+    pub const DMA_MAP_ARGSZ: u32 = 32;
+    /// `struct vfio_iommu_type1_dma_unmap { argsz, flags, iova, size, data[] }`.
+    pub const DMA_UNMAP_IOVA: usize = 8;
+    pub const DMA_UNMAP_SIZE: usize = 16;
+    /// `struct vfio_iommu_type1_dirty_bitmap { argsz, flags, data[] }`: `flags`.
+    pub const DIRTY_BITMAP_FLAGS: usize = 4;
+}
+
 /// What a tracked file descriptor is (the probe's `VFIO_FDS` map values and [`VfioOpen::fd_kind`]).
 pub mod fd_kind {
     /// `/dev/vfio/vfio`: a type1 container.
@@ -119,6 +155,29 @@ pub mod hook {
     pub const KRETPROBE: u32 = 2;
     pub const FENTRY: u32 = 3;
     pub const KPROBE: u32 = 4;
+}
+
+/// Tracepoint field offsets, from the format files (`/sys/kernel/tracing/events/*/*/format`):
+/// the probe reads at them, and userspace checks each against the running kernel's format
+/// file before attaching (`capture::hooks`). The syscall tracepoints lay each argument out as
+/// an 8-byte slot after `__syscall_nr`.
+pub mod tp {
+    pub const SYS_ARG0: usize = 16;
+    pub const SYS_ARG1: usize = 24;
+    pub const SYS_ARG2: usize = 32;
+    pub const SYS_EXIT_RET: usize = 16;
+    pub const IRQ_IRQ: usize = 8;
+    pub const IRQ_NAME_LOC: usize = 12;
+    pub const IOMMU_MAP_IOVA: usize = 8;
+    pub const IOMMU_MAP_PADDR: usize = 16;
+    pub const IOMMU_MAP_SIZE: usize = 24;
+    pub const IOMMU_UNMAP_IOVA: usize = 8;
+    pub const IOMMU_UNMAP_SIZE: usize = 16;
+    pub const IOMMU_UNMAP_UNMAPPED: usize = 24;
+    pub const IOMMU_FAULT_DEVICE_LOC: usize = 8;
+    pub const IOMMU_FAULT_DRIVER_LOC: usize = 12;
+    pub const IOMMU_FAULT_IOVA: usize = 16;
+    pub const IOMMU_FAULT_FLAGS: usize = 24;
 }
 
 /// Bytes of an ioctl argument struct (or device name string) copied from user memory.
@@ -537,24 +596,33 @@ pub mod names {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY (all impls below): plain-old-data records: repr(C), integer and byte-array fields
-    // only, no padding (sizes asserted next to each definition).
-    unsafe impl aya::Pod for super::EventHeader {}
-    unsafe impl aya::Pod for super::IoctlEnter {}
-    unsafe impl aya::Pod for super::IoctlCall {}
-    unsafe impl aya::Pod for super::IoctlRet {}
-    unsafe impl aya::Pod for super::VfioOpen {}
-    unsafe impl aya::Pod for super::FdClose {}
-    unsafe impl aya::Pod for super::Step {}
-    unsafe impl aya::Pod for super::Irq {}
-    unsafe impl aya::Pod for super::IommuMap {}
-    unsafe impl aya::Pod for super::IommuUnmap {}
-    unsafe impl aya::Pod for super::IommuFault {}
-    unsafe impl aya::Pod for super::DataXfer {}
-    unsafe impl aya::Pod for super::MdevDma {}
-    unsafe impl aya::Pod for super::MsiHandler {}
-    unsafe impl aya::Pod for super::Fork {}
-    unsafe impl aya::Pod for super::StepLost {}
-    unsafe impl aya::Pod for super::Inflight {}
-    unsafe impl aya::Pod for super::StepArgs {}
+    /// `aya::Pod` for ring buffer and map records.
+    macro_rules! pod {
+        ($($t:ident),* $(,)?) => {$(
+            // SAFETY: a plain-old-data record: repr(C), integer and byte-array fields only, no
+            // padding (its size is asserted next to its definition), so any bytes are a value.
+            unsafe impl aya::Pod for super::$t {}
+        )*};
+    }
+
+    pod!(
+        EventHeader,
+        IoctlEnter,
+        IoctlCall,
+        IoctlRet,
+        VfioOpen,
+        FdClose,
+        Step,
+        Irq,
+        IommuMap,
+        IommuUnmap,
+        IommuFault,
+        DataXfer,
+        MdevDma,
+        MsiHandler,
+        Fork,
+        StepLost,
+        Inflight,
+        StepArgs,
+    );
 }

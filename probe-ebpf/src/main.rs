@@ -20,7 +20,7 @@ use probe_common::abi::{
     DATA_READ, DATA_WRITE, DataXfer, EventHeader, EventKind, FdClose, Fork, Inflight, IoctlCall,
     IoctlRet, IommuFault, IommuMap, IommuUnmap, Irq, MDEV_DMA_RW, MDEV_PIN_PAGES, MdevDma,
     MsiHandler, NAME_LEN, PATH_LEN, PAYLOAD_LEN, Step, StepArgs, StepLost, VFIO_IOCTL_FIRST,
-    VFIO_IOCTL_LAST, VfioOpen, fd_key, fd_kind, feature, hook, ioctl,
+    VFIO_IOCTL_LAST, VfioOpen, fd_key, fd_kind, feature, hook, ioctl, uapi,
 };
 
 /// 1 MiB of records by default; userspace may resize it before loading (`ring_bytes`).
@@ -61,25 +61,13 @@ static STEP_ARGS: LruHashMap<u32, StepArgs> = LruHashMap::with_max_entries(1024,
 #[map(name = "STEP_MISSED")]
 static STEP_MISSED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(1024, 0);
 
-// Offsets from the tracepoints' format files (/sys/kernel/tracing/events/*/*/format). The
-// syscall tracepoints lay each argument out as an 8-byte slot after __syscall_nr; userspace
-// checks the others against the running kernel's format files before attaching.
-const SYS_ARG0: usize = 16;
-const SYS_ARG1: usize = 24;
-const SYS_ARG2: usize = 32;
-const SYS_EXIT_RET: usize = 16;
-const IRQ_IRQ: usize = 8;
-const IRQ_NAME_LOC: usize = 12;
-const IOMMU_MAP_IOVA: usize = 8;
-const IOMMU_MAP_PADDR: usize = 16;
-const IOMMU_MAP_SIZE: usize = 24;
-const IOMMU_UNMAP_IOVA: usize = 8;
-const IOMMU_UNMAP_SIZE: usize = 16;
-const IOMMU_UNMAP_UNMAPPED: usize = 24;
-const IOMMU_FAULT_DEVICE_LOC: usize = 8;
-const IOMMU_FAULT_DRIVER_LOC: usize = 12;
-const IOMMU_FAULT_IOVA: usize = 16;
-const IOMMU_FAULT_FLAGS: usize = 24;
+// Tracepoint field offsets: probe_common::abi::tp, the one table userspace also checks
+// against the running kernel's format files before attaching.
+use probe_common::abi::tp::{
+    IOMMU_FAULT_DEVICE_LOC, IOMMU_FAULT_DRIVER_LOC, IOMMU_FAULT_FLAGS, IOMMU_FAULT_IOVA,
+    IOMMU_MAP_IOVA, IOMMU_MAP_PADDR, IOMMU_MAP_SIZE, IOMMU_UNMAP_IOVA, IOMMU_UNMAP_SIZE,
+    IOMMU_UNMAP_UNMAPPED, IRQ_IRQ, IRQ_NAME_LOC, SYS_ARG0, SYS_ARG1, SYS_ARG2, SYS_EXIT_RET,
+};
 
 /// `IOMMU_WRITE` from include/linux/iommu.h (the `prot` bits of vfio_pin_pages).
 const IOMMU_WRITE: u64 = 1 << 1;
@@ -175,7 +163,10 @@ fn track_ioctl_fds(rec: &IoctlRet) {
         let _ = VFIO_FDS.insert(fd_key(tgid, rec.ret as i32), fd_kind::DEVICE, 0);
         return;
     }
-    if rec.cmd != ioctl::DEVICE_FEATURE || rec.ret != 0 || rec.payload_len < 16 {
+    if rec.cmd != ioctl::DEVICE_FEATURE
+        || rec.ret != 0
+        || (rec.payload_len as usize) < uapi::MIG_STATE_DATA_FD + 4
+    {
         return;
     }
     // SAFETY: plain map lookup; the value is copied.
@@ -184,25 +175,27 @@ fn track_ioctl_fds(rec: &IoctlRet) {
         // 0x3B75 on a container is VFIO_IOMMU_DIRTY_PAGES.
         return;
     }
-    let flags = u32::from_ne_bytes([
-        rec.payload[4],
-        rec.payload[5],
-        rec.payload[6],
-        rec.payload[7],
-    ]);
+    let flags = payload_u32(rec, uapi::FEATURE_FLAGS);
     let want = feature::SET | feature::MIG_DEVICE_STATE;
     if flags & (feature::MASK | feature::SET | feature::PROBE) != want {
         return;
     }
-    let data_fd = i32::from_ne_bytes([
-        rec.payload[12],
-        rec.payload[13],
-        rec.payload[14],
-        rec.payload[15],
-    ]);
+    let data_fd = payload_u32(rec, uapi::MIG_STATE_DATA_FD) as i32;
     if data_fd >= 0 {
         let _ = VFIO_FDS.insert(fd_key(tgid, data_fd), fd_kind::DATA, 0);
     }
+}
+
+/// The u32 at byte `off` of an ioctl's copied argument struct (`off` a constant of
+/// `abi::uapi`, inside the payload).
+#[inline(always)]
+fn payload_u32(rec: &IoctlRet, off: usize) -> u32 {
+    u32::from_ne_bytes([
+        rec.payload[off],
+        rec.payload[off + 1],
+        rec.payload[off + 2],
+        rec.payload[off + 3],
+    ])
 }
 
 /// Copies the ioctl's argument struct (or, for GROUP_GET_DEVICE_FD, the device name) from
@@ -221,7 +214,8 @@ fn read_payload(cmd: u32, arg: u64, out: &mut [u8; PAYLOAD_LEN]) -> u32 {
             Err(_) => 0,
         };
     }
-    // SAFETY (each read): the helper validates the user address; a fault is an error.
+    // SAFETY: the helper validates the user address (a fault is an error) and writes at most
+    // the slice it is given.
     if unsafe { bpf_probe_read_user_buf(src, &mut out[..48]) }.is_ok() {
         return 48;
     }
@@ -519,8 +513,9 @@ fn try_iommu_io_page_fault(ctx: &TracePointContext) -> Result<u32, u32> {
     };
     let dev = data_loc(ctx, tp_read::<u32>(ctx, IOMMU_FAULT_DEVICE_LOC)?);
     let drv = data_loc(ctx, tp_read::<u32>(ctx, IOMMU_FAULT_DRIVER_LOC)?);
-    // SAFETY (both): kernel reads through the helper; a fault is an error.
+    // SAFETY: a kernel read through the helper (a fault is an error), bounded by the buffer.
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(dev, &mut rec.device) };
+    // SAFETY: as above.
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(drv, &mut rec.driver) };
     emit(&rec);
     Ok(0)
@@ -637,11 +632,12 @@ fn step_missed(tid: u32) {
 /// all in use).
 #[inline(always)]
 fn take_missed_steps(tid: u32, enter_ns: u64) -> u32 {
-    // SAFETY (both): plain map lookups; the values are copied.
+    // SAFETY: a plain map lookup; the value is copied before anything can remove it.
     let mut n = unsafe { STEP_MISSED.get(tid) }.copied().unwrap_or(0);
     if n > 0 {
         let _ = STEP_MISSED.remove(tid);
     }
+    // SAFETY: as above.
     if let Some(args) = unsafe { STEP_ARGS.get(tid) }.copied() {
         let _ = STEP_ARGS.remove(tid);
         if args.ioctl_ns == enter_ns {

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use probe_common::abi::{
     DATA_WRITE, DataXfer, IoctlCall, IoctlRet, IommuFault, IommuMap, IommuUnmap, Irq,
     MDEV_PIN_PAGES, MdevDma, MsiHandler, Step, StepLost, VfioOpen, fd_kind, feature, ioctl,
-    iommufd,
+    iommufd, uapi as off,
 };
 use vfio_bindings::bindings::vfio as uapi;
 
@@ -20,9 +20,6 @@ use super::records::{Record, cstr, struct_at, u32_at, u64_at};
 use crate::model::{MigFlags, MigState, PrecopyInfo};
 use crate::trace::{DataDir, DmaSource, Event, EventKind, IrqKind, source};
 
-/// `sizeof(struct vfio_iommu_type1_dma_map)`: tells MAP_DMA from PCI_HOT_RESET on an fd of
-/// unknown kind (both are 0x3B71).
-const DMA_MAP_ARGSZ: u32 = 32;
 /// `IOMMU_FAULT_WRITE` (include/linux/iommu.h), the write bit of io_page_fault's flags.
 const IOMMU_FAULT_WRITE: i32 = 0x1;
 /// `sizeof(struct vfio_device_feature)` (argsz, flags): a feature's data follows it.
@@ -561,7 +558,7 @@ impl Attributor {
         if c.cmd != ioctl::DEVICE_FEATURE || self.kind_of(pid, c.fd) == Some(fd_kind::CONTAINER) {
             return;
         }
-        let Some(flags) = u32_at(&c.payload, c.payload_len, 4) else {
+        let Some(flags) = u32_at(&c.payload, c.payload_len, off::FEATURE_FLAGS) else {
             return;
         };
         if flags & feature::PROBE != 0
@@ -570,7 +567,9 @@ impl Attributor {
         {
             return;
         }
-        let Some(to) = u32_at(&c.payload, c.payload_len, 8).and_then(MigState::from_u32) else {
+        let Some(to) = u32_at(&c.payload, c.payload_len, off::MIG_STATE_DEVICE_STATE)
+            .and_then(MigState::from_u32)
+        else {
             return;
         };
         let dev = self.dev_of(pid, c.fd);
@@ -675,10 +674,10 @@ impl Attributor {
                 // struct vfio_irq_set {argsz, flags, index, start, count, data[]}: which
                 // vectors the user wired up or tore down, as a note on the timeline.
                 if let (Some(flags), Some(index), Some(start), Some(count)) = (
-                    u32_at(p, n, 4),
-                    u32_at(p, n, 8),
-                    u32_at(p, n, 12),
-                    u32_at(p, n, 16),
+                    u32_at(p, n, off::IRQ_SET_FLAGS),
+                    u32_at(p, n, off::IRQ_SET_INDEX),
+                    u32_at(p, n, off::IRQ_SET_START),
+                    u32_at(p, n, off::IRQ_SET_COUNT),
                 ) {
                     let dev = self.dev_of(pid, r.fd);
                     let label = format!(
@@ -693,13 +692,19 @@ impl Attributor {
                 self.emit(t, Some(pid), EventKind::Reset { dev, ret });
             }
             ioctl::IOMMU_MAP_DMA if ret == 0 && self.is_container_cmd(kind, p, n) => {
-                if let (Some(iova), Some(len)) = (u64_at(p, n, 16), u64_at(p, n, 24)) {
+                if let (Some(iova), Some(len)) = (
+                    u64_at(p, n, off::DMA_MAP_IOVA),
+                    u64_at(p, n, off::DMA_MAP_SIZE),
+                ) {
                     let ctx = pid_ctx(pid);
                     self.emit(t, Some(pid), EventKind::Map { ctx, iova, len });
                 }
             }
             ioctl::IOMMU_UNMAP_DMA if ret == 0 && self.is_container_cmd(kind, p, n) => {
-                if let (Some(iova), Some(len)) = (u64_at(p, n, 8), u64_at(p, n, 16)) {
+                if let (Some(iova), Some(len)) = (
+                    u64_at(p, n, off::DMA_UNMAP_IOVA),
+                    u64_at(p, n, off::DMA_UNMAP_SIZE),
+                ) {
                     let ctx = pid_ctx(pid);
                     self.emit(t, Some(pid), EventKind::Unmap { ctx, iova, len });
                 }
@@ -713,7 +718,7 @@ impl Attributor {
         match kind {
             Some(fd_kind::CONTAINER) => true,
             Some(_) => false,
-            None => u32_at(p, n, 0).is_some_and(|argsz| argsz >= DMA_MAP_ARGSZ - 8),
+            None => u32_at(p, n, 0).is_some_and(|argsz| argsz >= off::DMA_MAP_ARGSZ - 8),
         }
     }
 
@@ -721,7 +726,7 @@ impl Attributor {
         let pid = r.hdr.pid;
         let t = r.hdr.ts_ns;
         let (p, n) = (&r.payload, r.payload_len);
-        let Some(flags) = u32_at(p, n, 4) else {
+        let Some(flags) = u32_at(p, n, off::FEATURE_FLAGS) else {
             return;
         };
         if flags & feature::PROBE != 0 {
@@ -731,7 +736,7 @@ impl Attributor {
         let set = flags & feature::SET != 0;
         match flags & feature::MASK {
             feature::MIGRATION if get && ret == 0 => {
-                if let Some(bits) = u64_at(p, n, 8) {
+                if let Some(bits) = u64_at(p, n, off::MIGRATION_FLAGS) {
                     let dev = self.dev_of(pid, r.fd);
                     if let Some(d) = self.devices.get_mut(&dev) {
                         d.flags = Some(MigFlags(bits as u32));
@@ -739,11 +744,13 @@ impl Attributor {
                 }
             }
             feature::MIG_DEVICE_STATE if set => {
-                let Some(to) = u32_at(p, n, 8).and_then(MigState::from_u32) else {
+                let Some(to) =
+                    u32_at(p, n, off::MIG_STATE_DEVICE_STATE).and_then(MigState::from_u32)
+                else {
                     return;
                 };
                 let dev = self.dev_of(pid, r.fd);
-                let data_fd = u32_at(p, n, 12)
+                let data_fd = u32_at(p, n, off::MIG_STATE_DATA_FD)
                     .map(|v| v as i32)
                     .filter(|&fd| ret == 0 && fd >= 0);
                 if let Some(fd) = data_fd {
@@ -767,7 +774,9 @@ impl Attributor {
                 );
             }
             feature::MIG_DEVICE_STATE if get && ret == 0 => {
-                if let Some(state) = u32_at(p, n, 8).and_then(MigState::from_u32) {
+                if let Some(state) =
+                    u32_at(p, n, off::MIG_STATE_DEVICE_STATE).and_then(MigState::from_u32)
+                {
                     let dev = self.dev_of(pid, r.fd);
                     self.emit(t, Some(pid), EventKind::Get { dev, state });
                 }
@@ -826,7 +835,7 @@ impl Attributor {
     fn dirty_pages(&mut self, r: &IoctlRet, ret: i32) {
         let pid = r.hdr.pid;
         let (p, n) = (&r.payload, r.payload_len);
-        let Some(flags) = u32_at(p, n, 4) else {
+        let Some(flags) = u32_at(p, n, off::DIRTY_BITMAP_FLAGS) else {
             return;
         };
         let ctx = pid_ctx(pid);

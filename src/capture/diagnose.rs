@@ -5,7 +5,8 @@
 
 use std::{collections::BTreeMap, fs, path::Path};
 
-use super::{CaptureError, HookState, HookStatus, tracefs};
+use super::{CaptureError, HookState, HookStatus, NO_STEPS, tracefs};
+use crate::{trace::source, verify::rule};
 
 /// Capabilities the probe needs (bits of include/uapi/linux/capability.h), with what each
 /// one is for. CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON (kernel/bpf/syscall.c
@@ -424,6 +425,84 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// What one violation rule can see here: for `record`/`watch` (the probe's sources alone) and
+/// for `drive` (the probe plus its controller: its own SET/GET events, the memory witness, DMA
+/// logging). `"ok"` or `"blind: why [causes]"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleSight {
+    pub rule: &'static str,
+    /// The evidence it needs, any one of (from [`rule::EVIDENCE`]).
+    pub needs: &'static [&'static str],
+    /// It needs the FSM steps themselves.
+    pub steps: bool,
+    pub record: String,
+    pub drive: String,
+}
+
+/// For each rule of the verifier's own [`rule::EVIDENCE`] table, what the probe's `sources`
+/// here let it see; `cite(source)` names the causes behind a source that is not ok.
+pub fn rule_sight(
+    sources: &BTreeMap<String, String>,
+    cite: impl Fn(&str) -> String,
+) -> Vec<RuleSight> {
+    let ok = |s: &str| sources.get(s).is_some_and(|v| v == "ok");
+    let steps_only_missing = sources
+        .get(source::TRANSITIONS)
+        .is_some_and(|v| v.contains(NO_STEPS));
+    rule::EVIDENCE
+        .iter()
+        .map(|n| {
+            let (record, drive) = if n.any_of == source::DMA_WITNESSES {
+                let record = if ok(source::MDEV_DMA) {
+                    "ok for mediated devices only (mdev_dma); blind for PCI devices: no DMA \
+                     witness (inconclusive unless --accept-blind dma)"
+                        .to_owned()
+                } else {
+                    "blind: no DMA witness for PCI devices (inconclusive unless --accept-blind \
+                     dma; `drive` has one)"
+                        .to_owned()
+                };
+                (record, "ok".to_owned())
+            } else if n.any_of == [source::IRQ] {
+                let s = if ok(source::IRQ) {
+                    "ok".to_owned()
+                } else {
+                    format!("blind: interrupts not traced {}", cite(source::IRQ))
+                };
+                (s.clone(), s)
+            } else if n.steps {
+                let s = if ok(source::TRANSITIONS) {
+                    "ok".to_owned()
+                } else {
+                    format!(
+                        "blind: no FSM steps (vfio_mig_get_next_state) {}",
+                        cite(source::TRANSITIONS)
+                    )
+                };
+                (s.clone(), s)
+            } else {
+                // SET/GET ioctls: the probe's syscall hooks; drive's controller sees its own.
+                let record = if ok(source::TRANSITIONS) || steps_only_missing {
+                    "ok".to_owned()
+                } else {
+                    format!(
+                        "blind: VFIO ioctls not traced {}",
+                        cite(source::TRANSITIONS)
+                    )
+                };
+                (record, "ok".to_owned())
+            };
+            RuleSight {
+                rule: n.rule,
+                needs: n.any_of,
+                steps: n.steps,
+                record,
+                drive,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -570,5 +649,51 @@ mod tests {
         h.privileges.euid = 1000;
         let (what, _) = describe(&Key::Denied, &h);
         assert!(what.contains("CAP_BPF"), "{what}");
+    }
+
+    /// Each rule's sight follows the evidence the verifier's table names for it: IRQ rules go
+    /// blind without the irq source, step rules without transitions, SET/GET rules stay ok for
+    /// record when only the steps are missing, the DMA rule is blind for record on PCI.
+    #[test]
+    fn rule_sight_follows_the_verifiers_evidence_table() {
+        let sources: BTreeMap<String, String> = [
+            (
+                source::TRANSITIONS,
+                format!(
+                    "unavailable: {NO_STEPS} (no BTF); set/set_done/get come from syscalls only"
+                ),
+            ),
+            (source::IRQ, "unavailable: no tracepoint".to_owned()),
+            (source::MDEV_DMA, "unavailable".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let rows = rule_sight(&sources, |s| format!("[{s}]"));
+        let rules: Vec<&str> = rows.iter().map(|r| r.rule).collect();
+        assert_eq!(rules, rule::VIOLATIONS);
+        let get = |name: &str| rows.iter().find(|r| r.rule == name).unwrap();
+        let irq = get(rule::IRQ_AFTER_QUIESCE);
+        assert_eq!(irq.record, "blind: interrupts not traced [irq]");
+        assert_eq!(
+            irq.drive, irq.record,
+            "drive has no interrupt source of its own"
+        );
+        let arc = get(rule::ILLEGAL_ARC);
+        assert!(arc.steps);
+        assert!(
+            arc.record.starts_with("blind: no FSM steps"),
+            "{}",
+            arc.record
+        );
+        let set = get(rule::SET_FAILED);
+        assert_eq!((set.record.as_str(), set.drive.as_str()), ("ok", "ok"));
+        let dma = get(rule::DMA_AFTER_QUIESCE);
+        assert!(
+            dma.record.starts_with("blind: no DMA witness"),
+            "{}",
+            dma.record
+        );
+        assert_eq!(dma.drive, "ok");
     }
 }

@@ -7,7 +7,7 @@ use aya::{
     Btf, Ebpf,
     programs::{FEntry, FExit, KProbe, ProgramError, TracePoint},
 };
-use probe_common::abi::names as n;
+use probe_common::abi::{names as n, tp};
 
 use super::kretprobe::{self, Retprobe};
 use crate::trace::source;
@@ -71,28 +71,32 @@ const TRACEPOINTS: &[Tp] = &[
         category: n::TP_SYSCALLS,
         name: n::TP_SYS_ENTER_IOCTL,
         serves: source::TRANSITIONS,
-        fields: &[("fd", 16), ("cmd", 24), ("arg", 32)],
+        fields: &[
+            ("fd", tp::SYS_ARG0),
+            ("cmd", tp::SYS_ARG1),
+            ("arg", tp::SYS_ARG2),
+        ],
     },
     Tp {
         prog: n::PROG_SYS_EXIT_IOCTL,
         category: n::TP_SYSCALLS,
         name: n::TP_SYS_EXIT_IOCTL,
         serves: source::TRANSITIONS,
-        fields: &[("ret", 16)],
+        fields: &[("ret", tp::SYS_EXIT_RET)],
     },
     Tp {
         prog: n::PROG_SYS_ENTER_OPENAT,
         category: n::TP_SYSCALLS,
         name: n::TP_SYS_ENTER_OPENAT,
         serves: FD_TRACKING,
-        fields: &[("filename", 24)],
+        fields: &[("filename", tp::SYS_ARG1)],
     },
     Tp {
         prog: n::PROG_SYS_EXIT_OPENAT,
         category: n::TP_SYSCALLS,
         name: n::TP_SYS_EXIT_OPENAT,
         serves: FD_TRACKING,
-        fields: &[("ret", 16)],
+        fields: &[("ret", tp::SYS_EXIT_RET)],
     },
     // open(2) exists on x86_64 only (musl's open() uses it); elsewhere this hook is reported
     // unavailable and openat covers every open.
@@ -101,77 +105,90 @@ const TRACEPOINTS: &[Tp] = &[
         category: n::TP_SYSCALLS,
         name: n::TP_SYS_ENTER_OPEN,
         serves: FD_TRACKING,
-        fields: &[("filename", 16)],
+        fields: &[("filename", tp::SYS_ARG0)],
     },
     Tp {
         prog: n::PROG_SYS_EXIT_OPEN,
         category: n::TP_SYSCALLS,
         name: n::TP_SYS_EXIT_OPEN,
         serves: FD_TRACKING,
-        fields: &[("ret", 16)],
+        fields: &[("ret", tp::SYS_EXIT_RET)],
     },
     Tp {
         prog: n::PROG_SYS_ENTER_CLOSE,
         category: n::TP_SYSCALLS,
         name: n::TP_SYS_ENTER_CLOSE,
         serves: FD_TRACKING,
-        fields: &[("fd", 16)],
+        fields: &[("fd", tp::SYS_ARG0)],
     },
     Tp {
         prog: n::PROG_SYS_ENTER_READ,
         category: n::TP_SYSCALLS,
         name: n::TP_SYS_ENTER_READ,
         serves: DATA,
-        fields: &[("fd", 16)],
+        fields: &[("fd", tp::SYS_ARG0)],
     },
     Tp {
         prog: n::PROG_SYS_EXIT_READ,
         category: n::TP_SYSCALLS,
         name: n::TP_SYS_EXIT_READ,
         serves: DATA,
-        fields: &[("ret", 16)],
+        fields: &[("ret", tp::SYS_EXIT_RET)],
     },
     Tp {
         prog: n::PROG_SYS_ENTER_WRITE,
         category: n::TP_SYSCALLS,
         name: n::TP_SYS_ENTER_WRITE,
         serves: DATA,
-        fields: &[("fd", 16)],
+        fields: &[("fd", tp::SYS_ARG0)],
     },
     Tp {
         prog: n::PROG_SYS_EXIT_WRITE,
         category: n::TP_SYSCALLS,
         name: n::TP_SYS_EXIT_WRITE,
         serves: DATA,
-        fields: &[("ret", 16)],
+        fields: &[("ret", tp::SYS_EXIT_RET)],
     },
     Tp {
         prog: n::PROG_IRQ_HANDLER_ENTRY,
         category: n::TP_IRQ,
         name: n::TP_IRQ_HANDLER_ENTRY,
         serves: source::IRQ,
-        fields: &[("irq", 8), ("name", 12)],
+        fields: &[("irq", tp::IRQ_IRQ), ("name", tp::IRQ_NAME_LOC)],
     },
     Tp {
         prog: n::PROG_IOMMU_MAP,
         category: n::TP_IOMMU,
         name: n::TP_IOMMU_MAP,
         serves: source::IOMMU_MAP,
-        fields: &[("iova", 8), ("paddr", 16), ("size", 24)],
+        fields: &[
+            ("iova", tp::IOMMU_MAP_IOVA),
+            ("paddr", tp::IOMMU_MAP_PADDR),
+            ("size", tp::IOMMU_MAP_SIZE),
+        ],
     },
     Tp {
         prog: n::PROG_IOMMU_UNMAP,
         category: n::TP_IOMMU,
         name: n::TP_IOMMU_UNMAP,
         serves: source::IOMMU_MAP,
-        fields: &[("iova", 8), ("size", 16), ("unmapped_size", 24)],
+        fields: &[
+            ("iova", tp::IOMMU_UNMAP_IOVA),
+            ("size", tp::IOMMU_UNMAP_SIZE),
+            ("unmapped_size", tp::IOMMU_UNMAP_UNMAPPED),
+        ],
     },
     Tp {
         prog: n::PROG_IOMMU_FAULT,
         category: n::TP_IOMMU,
         name: n::TP_IOMMU_FAULT,
         serves: source::IOMMU_FAULT,
-        fields: &[("device", 8), ("driver", 12), ("iova", 16), ("flags", 24)],
+        fields: &[
+            ("device", tp::IOMMU_FAULT_DEVICE_LOC),
+            ("driver", tp::IOMMU_FAULT_DRIVER_LOC),
+            ("iova", tp::IOMMU_FAULT_IOVA),
+            ("flags", tp::IOMMU_FAULT_FLAGS),
+        ],
     },
 ];
 
@@ -552,7 +569,8 @@ pub fn sources(hooks: &[HookStatus], mdev_present: bool) -> BTreeMap<String, Str
         format!("unavailable: {w}")
     } else if !ok(step) {
         format!(
-            "unavailable: FSM steps not observable ({}); set/set_done/get come from syscalls only",
+            "unavailable: {} ({}); set/set_done/get come from syscalls only",
+            super::NO_STEPS,
             why(step)
         )
     } else {

@@ -124,6 +124,9 @@ use crate::trace::{Event, EventKind, source};
 /// empty when the binary was built with `AYA_BUILD_SKIP` ([`NO_PROBE`]).
 pub static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
 
+/// What the `transitions` source says when the ioctls are traced but the FSM steps are not.
+pub const NO_STEPS: &str = "FSM steps not observable";
+
 /// Why every hook is unavailable in a binary built without the probe.
 pub const NO_PROBE: &str = "built without the probe (AYA_BUILD_SKIP)";
 

@@ -131,14 +131,23 @@ pub fn u64_at(payload: &[u8], len: u32, off: usize) -> Option<u64> {
 /// value.
 pub unsafe trait Uapi: Copy {}
 
-// SAFETY (all impls below): bindgen/repr(C) structs of integer fields only.
-unsafe impl Uapi for uapi::vfio_precopy_info {}
-unsafe impl Uapi for uapi::vfio_device_feature_mig_data_size {}
-unsafe impl Uapi for uapi::vfio_device_feature_dma_logging_control {}
-unsafe impl Uapi for uapi::vfio_device_feature_dma_logging_report {}
-unsafe impl Uapi for uapi::vfio_iommu_type1_dirty_bitmap_get {}
-unsafe impl Uapi for iommufd::HwptSetDirtyTracking {}
-unsafe impl Uapi for iommufd::HwptGetDirtyBitmap {}
+macro_rules! uapi {
+    ($($t:path),* $(,)?) => {$(
+        // SAFETY: a bindgen (vfio-bindings) or probe-common repr(C) struct of integer fields
+        // only: every bit pattern is a valid value.
+        unsafe impl Uapi for $t {}
+    )*};
+}
+
+uapi!(
+    uapi::vfio_precopy_info,
+    uapi::vfio_device_feature_mig_data_size,
+    uapi::vfio_device_feature_dma_logging_control,
+    uapi::vfio_device_feature_dma_logging_report,
+    uapi::vfio_iommu_type1_dirty_bitmap_get,
+    iommufd::HwptSetDirtyTracking,
+    iommufd::HwptGetDirtyBitmap,
+);
 
 /// The uAPI struct at `off` of a payload of which `len` bytes are valid.
 pub fn struct_at<T: Uapi>(payload: &[u8], len: u32, off: usize) -> Option<T> {

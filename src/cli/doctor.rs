@@ -2,7 +2,8 @@
 //! kprobes, every probe hook (really loaded and attached, then detached), VFIO devices and
 //! their drivers. Each distinct cause of a missing hook is named once with the hooks it
 //! affects and its fix, then what that means for each rule (the rule's evidence comes from
-//! [`crate::verify::rule::EVIDENCE`]). `--json` keeps every detail.
+//! [`crate::verify::rule::EVIDENCE`], judged by `capture::diagnose::rule_sight`). `--json`
+//! keeps every detail.
 
 use std::{collections::BTreeMap, fmt::Write as _, fs, path::Path};
 
@@ -11,7 +12,6 @@ use serde_json::{Value, json};
 use crate::capture::diagnose::{self, Host, Key, Lockdown};
 use crate::capture::{Capture, CaptureError, CaptureOptions, HookState, HookStatus, PROBE_SOURCES};
 use crate::trace::source;
-use crate::verify::rule;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -28,10 +28,6 @@ const VFIO_MODULES: [&str; 5] = [
     "vfio_iommu_type1",
     "iommufd",
 ];
-
-/// The text a source's reason starts with when the ioctls are traced but the FSM steps are
-/// not (`capture::hooks::sources`).
-const NO_STEPS: &str = "FSM steps not observable";
 
 pub fn run(args: Args) -> i32 {
     let report = collect();
@@ -58,81 +54,17 @@ fn collect() -> Value {
             ((*m).to_owned(), json!({"loaded": loaded, "btf": btf}))
         })
         .collect();
-
-    let (probe, hooks, sources, mut causes) = match Capture::start(&CaptureOptions::default()) {
-        Ok(cap) => {
-            let hooks = cap.hooks().to_vec();
-            let sources = cap.sources();
-            // Detach everything again: doctor only tries.
-            let _ = cap.stop();
-            let causes = diagnose::causes(&hooks, &host);
-            (json!({"loaded": true}), hooks, sources, causes)
-        }
-        Err(e) => {
-            let msg = diagnose::explain(&e, &host);
-            let (hooks, causes) = match e {
-                CaptureError::NothingAttached(hooks) => {
-                    let causes = diagnose::causes(&hooks, &host);
-                    (hooks, causes)
-                }
-                other => (
-                    Vec::new(),
-                    vec![diagnose::Cause {
-                        key: Key::Other(diagnose::chain(&other)),
-                        what: msg.clone(),
-                        fix: None,
-                        hooks: Vec::new(),
-                    }],
-                ),
-            };
-            let sources = PROBE_SOURCES
-                .iter()
-                .map(|s| {
-                    (
-                        (*s).to_owned(),
-                        "unavailable: the probe is not running".to_owned(),
-                    )
-                })
-                .collect();
-            (
-                json!({"loaded": false, "error": msg}),
-                hooks,
-                sources,
-                causes,
-            )
-        }
-    };
-    // A probe that could not load at all: every source depends on cause 1.
-    let not_loaded = probe["loaded"] != true && hooks.is_empty();
-    if causes.is_empty() && not_loaded {
-        causes.push(diagnose::Cause {
-            key: Key::Other("probe".into()),
-            what: probe["error"].as_str().unwrap_or("").to_owned(),
-            fix: None,
-            hooks: Vec::new(),
-        });
-    }
-    let refs = |src: &str| -> Vec<usize> {
-        if not_loaded {
-            return vec![1];
-        }
-        let mut ids: Vec<usize> = causes
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| {
-                c.hooks.iter().any(|h| {
-                    hooks
-                        .iter()
-                        .any(|x| &x.name == h && x.serves == src && !x.attached())
-                })
-            })
-            .map(|(i, _)| i + 1)
-            .collect();
-        ids.dedup();
-        ids
-    };
-    let source_refs: BTreeMap<&str, Vec<usize>> =
-        PROBE_SOURCES.iter().map(|s| (*s, refs(s))).collect();
+    let Attempt {
+        probe,
+        hooks,
+        sources,
+        causes,
+        not_loaded,
+    } = try_probe(&host);
+    let source_refs: BTreeMap<&str, Vec<usize>> = PROBE_SOURCES
+        .iter()
+        .map(|s| (*s, source_causes(s, &causes, &hooks, not_loaded)))
+        .collect();
     let rules = rule_meanings(&sources, &source_refs);
     let blind: Vec<Value> = rules
         .iter()
@@ -196,6 +128,105 @@ fn collect() -> Value {
     })
 }
 
+/// What loading and attaching the probe once found.
+struct Attempt {
+    probe: Value,
+    hooks: Vec<HookStatus>,
+    sources: BTreeMap<String, String>,
+    causes: Vec<diagnose::Cause>,
+    /// The probe could not load at all: every source depends on cause 1.
+    not_loaded: bool,
+}
+
+/// Loads and attaches every hook, then detaches them again (doctor only tries), and names
+/// the causes of what failed.
+fn try_probe(host: &Host) -> Attempt {
+    let (probe, hooks, sources, mut causes) = match Capture::start(&CaptureOptions::default()) {
+        Ok(cap) => {
+            let hooks = cap.hooks().to_vec();
+            let sources = cap.sources();
+            let _ = cap.stop();
+            let causes = diagnose::causes(&hooks, host);
+            (json!({"loaded": true}), hooks, sources, causes)
+        }
+        Err(e) => {
+            let msg = diagnose::explain(&e, host);
+            let (hooks, causes) = match e {
+                CaptureError::NothingAttached(hooks) => {
+                    let causes = diagnose::causes(&hooks, host);
+                    (hooks, causes)
+                }
+                other => (
+                    Vec::new(),
+                    vec![diagnose::Cause {
+                        key: Key::Other(diagnose::chain(&other)),
+                        what: msg.clone(),
+                        fix: None,
+                        hooks: Vec::new(),
+                    }],
+                ),
+            };
+            let sources = PROBE_SOURCES
+                .iter()
+                .map(|s| {
+                    (
+                        (*s).to_owned(),
+                        "unavailable: the probe is not running".to_owned(),
+                    )
+                })
+                .collect();
+            (
+                json!({"loaded": false, "error": msg}),
+                hooks,
+                sources,
+                causes,
+            )
+        }
+    };
+    let not_loaded = probe["loaded"] != true && hooks.is_empty();
+    if causes.is_empty() && not_loaded {
+        causes.push(diagnose::Cause {
+            key: Key::Other("probe".into()),
+            what: probe["error"].as_str().unwrap_or("").to_owned(),
+            fix: None,
+            hooks: Vec::new(),
+        });
+    }
+    Attempt {
+        probe,
+        hooks,
+        sources,
+        causes,
+        not_loaded,
+    }
+}
+
+/// The ids of the causes behind source `src`: those that left one of its hooks unattached.
+fn source_causes(
+    src: &str,
+    causes: &[diagnose::Cause],
+    hooks: &[HookStatus],
+    not_loaded: bool,
+) -> Vec<usize> {
+    if not_loaded {
+        return vec![1];
+    }
+    let mut ids: Vec<usize> = causes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            c.hooks.iter().any(|h| {
+                hooks
+                    .iter()
+                    .any(|x| &x.name == h && x.serves == src && !x.attached())
+            })
+        })
+        .map(|(i, _)| i + 1)
+        .collect();
+    ids.dedup();
+    ids
+}
+
 fn hook_json(h: &HookStatus) -> Value {
     match &h.state {
         HookState::Attached(how) => {
@@ -211,67 +242,34 @@ fn cite(ids: &[usize]) -> String {
     ids.iter().map(|i| format!("[{i}]")).collect()
 }
 
-/// For each rule of [`rule::EVIDENCE`]: can `record`/`watch` (the probe's sources) and
-/// `drive` (the probe plus its controller: its own SET/GET events, the memory witness,
-/// DMA logging) see what it needs here? `"ok"` or `"blind: why [causes]"`.
+/// [`diagnose::rule_sight`] as doctor's JSON rows.
 fn rule_meanings(
     sources: &BTreeMap<String, String>,
     refs: &BTreeMap<&str, Vec<usize>>,
 ) -> Vec<Value> {
-    let ok = |s: &str| sources.get(s).is_some_and(|v| v == "ok");
-    let steps_only_missing = sources
-        .get(source::TRANSITIONS)
-        .is_some_and(|v| v.contains(NO_STEPS));
     let r = |s: &str| cite(refs.get(s).map_or(&[][..], Vec::as_slice));
-    rule::EVIDENCE
-        .iter()
+    diagnose::rule_sight(sources, r)
+        .into_iter()
         .map(|n| {
-            let (record, drive) = if n.any_of == source::DMA_WITNESSES {
-                let record = if ok(source::MDEV_DMA) {
-                    "ok for mediated devices only (mdev_dma); blind for PCI devices: no DMA \
-                     witness (inconclusive unless --accept-blind dma)"
-                        .to_owned()
-                } else {
-                    "blind: no DMA witness for PCI devices (inconclusive unless --accept-blind \
-                     dma; `drive` has one)"
-                        .to_owned()
-                };
-                (record, "ok".to_owned())
-            } else if n.any_of == [source::IRQ] {
-                let s = if ok(source::IRQ) {
-                    "ok".to_owned()
-                } else {
-                    format!("blind: interrupts not traced {}", r(source::IRQ))
-                };
-                (s.clone(), s)
-            } else if n.steps {
-                let s = if ok(source::TRANSITIONS) {
-                    "ok".to_owned()
-                } else {
-                    format!(
-                        "blind: no FSM steps (vfio_mig_get_next_state) {}",
-                        r(source::TRANSITIONS)
-                    )
-                };
-                (s.clone(), s)
-            } else {
-                // SET/GET ioctls: the probe's syscall hooks; drive's controller sees its own.
-                let record = if ok(source::TRANSITIONS) || steps_only_missing {
-                    "ok".to_owned()
-                } else {
-                    format!("blind: VFIO ioctls not traced {}", r(source::TRANSITIONS))
-                };
-                (record, "ok".to_owned())
-            };
-            json!({"rule": n.rule, "needs": n.any_of, "steps": n.steps, "record": record, "drive": drive})
+            json!({"rule": n.rule, "needs": n.needs, "steps": n.steps, "record": n.record, "drive": n.drive})
         })
         .collect()
 }
 
 /// The text report: each fact once, under 60 lines on a host without VFIO devices.
 fn text(r: &Value) -> String {
-    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
     let mut o = String::new();
+    text_host(&mut o, r);
+    text_probe(&mut o, r);
+    text_sources(&mut o, r);
+    text_rules(&mut o, r);
+    text_devices(&mut o, r);
+    o
+}
+
+/// Kernel, privileges, lockdown, tracefs, BTF and kprobes: one line each.
+fn text_host(o: &mut String, r: &Value) {
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
     let _ = writeln!(o, "kernel      {}", s(&r["kernel"]));
     let p = &r["privileges"];
     let missing = p["missing"].as_array().cloned().unwrap_or_default();
@@ -334,6 +332,11 @@ fn text(r: &Value) -> String {
             format!("NO ({} missing)", s(&r["kprobes"]["pmu"]))
         }
     );
+}
+
+/// Whether the probe runs, and each cause of a missing hook once.
+fn text_probe(o: &mut String, r: &Value) {
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
     let hooks = r["hooks"].as_array().cloned().unwrap_or_default();
     let attached = hooks.iter().filter(|h| h["attached"] == true).count();
     if r["probe"]["loaded"] == true {
@@ -365,6 +368,11 @@ fn text(r: &Value) -> String {
             }
         }
     }
+}
+
+/// Each source with the causes it depends on.
+fn text_sources(o: &mut String, r: &Value) {
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
     let _ = writeln!(
         o,
         "\nsources (what the probe gives record, watch and drive)"
@@ -380,7 +388,7 @@ fn text(r: &Value) -> String {
             let v = s(v);
             let line = if v == "ok" {
                 "ok".to_owned()
-            } else if v.contains(NO_STEPS) {
+            } else if v.contains(crate::capture::NO_STEPS) {
                 format!(
                     "partial: SET/GET from the ioctl hooks, no FSM steps {}",
                     cite(&ids)
@@ -398,6 +406,11 @@ fn text(r: &Value) -> String {
         "  {:<12} drive only: its DMA buffers fingerprinted; dirty_log where the device has DMA logging",
         source::WITNESS
     );
+}
+
+/// What that means for each rule, for record/watch and for drive.
+fn text_rules(o: &mut String, r: &Value) {
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
     let _ = writeln!(o, "\nwhat this means, per rule");
     for rl in r["rules"].as_array().into_iter().flatten() {
         let (rec, drv) = (s(&rl["record"]), s(&rl["drive"]));
@@ -412,6 +425,11 @@ fn text(r: &Value) -> String {
         };
         let _ = writeln!(o, "  {:<24} {meaning}", s(&rl["rule"]));
     }
+}
+
+/// The VFIO devices and their migration flags.
+fn text_devices(o: &mut String, r: &Value) {
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
     let devs = r["devices"].as_array().cloned().unwrap_or_default();
     if devs.is_empty() {
         let _ = writeln!(
@@ -436,7 +454,6 @@ fn text(r: &Value) -> String {
             );
         }
     }
-    o
 }
 
 /// "blind: ..." -> "BLIND: ...": a rule blind everywhere stands out in the list.

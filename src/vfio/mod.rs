@@ -2,11 +2,14 @@
 //! saves and restores device state, and gathers DMA evidence.
 //!
 //! [`sys`] holds every raw ioctl behind [`sys::VfioOps`]; [`sim`] is the test double with the
-//! same trait; [`controller`] is the one code path both run.
+//! same trait; [`controller`] is the one code path both run. [`probe_events`] puts the
+//! controller's events beside the probe's (and checks conformance rows against the traced FSM
+//! steps).
 
 pub mod buffer;
 pub mod controller;
 pub mod plan;
+pub mod probe_events;
 pub mod sim;
 pub mod sys;
 pub mod witness;
@@ -20,23 +23,42 @@ pub use workload::Workload;
 /// CLOCK_MONOTONIC in nanoseconds, the trace clock ([`crate::clock::monotonic_ns`]).
 pub use crate::clock::monotonic_ns as now_ns;
 
-/// `EINVAL (Invalid argument)` style text for an errno.
+/// `EINVAL (Invalid argument)` style text for an errno (the name from the one table,
+/// [`crate::errno`]).
 pub fn errno_name(e: i32) -> String {
-    let name = match e {
-        libc::EINVAL => "EINVAL",
-        libc::ENOTTY => "ENOTTY",
-        libc::EIO => "EIO",
-        libc::ENOMSG => "ENOMSG",
-        libc::EAGAIN => "EAGAIN",
-        libc::EBUSY => "EBUSY",
-        libc::ENODEV => "ENODEV",
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EBADF => "EBADF",
-        libc::ENOMEM => "ENOMEM",
-        libc::EFAULT => "EFAULT",
-        libc::ETIMEDOUT => "ETIMEDOUT",
-        _ => "errno",
-    };
-    format!("{name} ({})", std::io::Error::from_raw_os_error(e))
+    format!(
+        "{} ({})",
+        crate::errno::name(e),
+        std::io::Error::from_raw_os_error(e)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    /// The core's errno table (no libc there) is libc's numbers.
+    #[test]
+    fn the_errno_table_is_libcs() {
+        for (n, name) in crate::errno::NAMES {
+            let libc = match name {
+                "EPERM" => libc::EPERM,
+                "ENOENT" => libc::ENOENT,
+                "EIO" => libc::EIO,
+                "EBADF" => libc::EBADF,
+                "EAGAIN" => libc::EAGAIN,
+                "ENOMEM" => libc::ENOMEM,
+                "EFAULT" => libc::EFAULT,
+                "EBUSY" => libc::EBUSY,
+                "ENODEV" => libc::ENODEV,
+                "EINVAL" => libc::EINVAL,
+                "ENOTTY" => libc::ENOTTY,
+                "ENOMSG" => libc::ENOMSG,
+                "ENODATA" => libc::ENODATA,
+                "EOPNOTSUPP" => libc::EOPNOTSUPP,
+                "ETIMEDOUT" => libc::ETIMEDOUT,
+                other => panic!("{other}: add it here"),
+            };
+            assert_eq!(n, libc, "{name}");
+        }
+        assert!(super::errno_name(libc::EINVAL).starts_with("EINVAL (Invalid argument"));
+    }
 }

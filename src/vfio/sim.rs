@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::buffer::{DmaBuffer, PAGE};
-use super::sys::{DevId, DeviceIo, Errno, IrqSetup, Opened, PrecopyInfo, VfioError, VfioOps};
+use super::sys::{DevId, DeviceIo, Errno, IrqSetup, Opened, VfioError, VfioOps};
+use crate::model::PrecopyInfo;
 use crate::model::{self, MigFlags, MigState, StepError};
 use crate::trace::IrqKind;
 
@@ -313,48 +314,13 @@ impl VfioOps for SimVfio {
                 result = Err(errno);
                 break;
             }
-            // Arc actions (vfio.h, "The FSM takes actions on the arcs between FSM states").
-            match (d.state, next) {
-                (MigState::Stop, MigState::StopCopy) if d.data.is_none() => {
-                    d.data = Some(DataSession::Save {
-                        bytes: d.spec.state.clone(),
-                        pos: 0,
-                        precopy_limit: usize::MAX,
-                    });
-                    new_fd = Some(next_fd);
+            match arc_action(d, next) {
+                Ok(true) => new_fd = Some(next_fd),
+                Ok(false) => {}
+                Err(errno) => {
+                    result = Err(errno);
+                    break;
                 }
-                (MigState::Running, MigState::PreCopy)
-                | (MigState::RunningP2p, MigState::PreCopyP2p) => {
-                    let half = d.spec.state.len() / 2;
-                    d.data = Some(DataSession::Save {
-                        bytes: d.spec.state.clone(),
-                        pos: 0,
-                        precopy_limit: half,
-                    });
-                    new_fd = Some(next_fd);
-                }
-                (MigState::PreCopyP2p, MigState::StopCopy) => {
-                    if let Some(DataSession::Save { precopy_limit, .. }) = d.data.as_mut() {
-                        *precopy_limit = usize::MAX;
-                    }
-                }
-                (MigState::Stop, MigState::Resuming) => {
-                    d.data = Some(DataSession::Load(Vec::new()));
-                    new_fd = Some(next_fd);
-                }
-                (MigState::Resuming, MigState::Stop) => {
-                    if let Some(DataSession::Load(bytes)) = d.data.take() {
-                        if d.spec.validates && bytes != d.spec.state {
-                            result = Err(libc::EINVAL);
-                            break;
-                        }
-                        d.spec.state = bytes;
-                    }
-                }
-                (MigState::StopCopy, MigState::Stop)
-                | (MigState::PreCopy, MigState::Running)
-                | (MigState::PreCopyP2p, MigState::RunningP2p) => d.data = None,
-                _ => {}
             }
             d.state = next;
         }
@@ -506,6 +472,7 @@ impl VfioOps for SimVfio {
             }) if matches!(d.state, MigState::PreCopy | MigState::PreCopyP2p) => Ok(PrecopyInfo {
                 initial_bytes: (*precopy_limit).min(bytes.len()).saturating_sub(*pos) as u64,
                 dirty_bytes: 0,
+                flags: 0,
             }),
             _ => Err(libc::EINVAL),
         }
@@ -624,6 +591,55 @@ impl VfioOps for SimVfio {
 
 fn spec_has(specs: &BTreeMap<String, SimSpec>, bdf: &str, m: &Misbehave) -> bool {
     specs.get(bdf).is_some_and(|s| s.misbehave.contains(m))
+}
+
+/// The action on the arc from `d.state` to `next` (vfio.h, "The FSM takes actions on the arcs
+/// between FSM states"): a save or load session starts, ends or widens. Returns whether the arc
+/// opens a data fd.
+/// `Err` when the arc fails (a validating device refusing its stream; it stays where it was).
+fn arc_action(d: &mut SimDev, next: MigState) -> Result<bool, Errno> {
+    let mut opens = false;
+    match (d.state, next) {
+        (MigState::Stop, MigState::StopCopy) if d.data.is_none() => {
+            d.data = Some(DataSession::Save {
+                bytes: d.spec.state.clone(),
+                pos: 0,
+                precopy_limit: usize::MAX,
+            });
+            opens = true;
+        }
+        (MigState::Running, MigState::PreCopy) | (MigState::RunningP2p, MigState::PreCopyP2p) => {
+            let half = d.spec.state.len() / 2;
+            d.data = Some(DataSession::Save {
+                bytes: d.spec.state.clone(),
+                pos: 0,
+                precopy_limit: half,
+            });
+            opens = true;
+        }
+        (MigState::PreCopyP2p, MigState::StopCopy) => {
+            if let Some(DataSession::Save { precopy_limit, .. }) = d.data.as_mut() {
+                *precopy_limit = usize::MAX;
+            }
+        }
+        (MigState::Stop, MigState::Resuming) => {
+            d.data = Some(DataSession::Load(Vec::new()));
+            opens = true;
+        }
+        (MigState::Resuming, MigState::Stop) => {
+            if let Some(DataSession::Load(bytes)) = d.data.take() {
+                if d.spec.validates && bytes != d.spec.state {
+                    return Err(libc::EINVAL);
+                }
+                d.spec.state = bytes;
+            }
+        }
+        (MigState::StopCopy, MigState::Stop)
+        | (MigState::PreCopy, MigState::Running)
+        | (MigState::PreCopyP2p, MigState::RunningP2p) => d.data = None,
+        _ => {}
+    }
+    Ok(opens)
 }
 
 /// QEMU's edu register model (hw/misc/edu.c) reduced to the DMA engine, executing a command

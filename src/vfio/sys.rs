@@ -17,43 +17,45 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use probe_common::abi::{ioctl, iommufd};
 use vfio_bindings::bindings::vfio as uapi;
 
 use super::buffer::DmaBuffer;
-use crate::model::{MigFlags, MigState};
+use crate::model::{MigFlags, MigState, PrecopyInfo};
 use crate::trace::IrqKind;
 
 /// A positive errno value.
 pub type Errno = i32;
 
-/// `_IO(VFIO_TYPE, VFIO_BASE + n)` with `VFIO_TYPE` = ';' (include/uapi/linux/vfio.h).
-const fn vfio_io(n: u32) -> libc::c_ulong {
-    ((b';' as u32) << 8 | (uapi::VFIO_BASE + n)) as libc::c_ulong
+/// A request number of `probe_common::abi` (the one table the probe and userspace share) as
+/// `ioctl(2)` takes it.
+const fn req(n: u32) -> libc::c_ulong {
+    n as libc::c_ulong
 }
 
-pub const VFIO_GET_API_VERSION: libc::c_ulong = vfio_io(0);
-pub const VFIO_CHECK_EXTENSION: libc::c_ulong = vfio_io(1);
-pub const VFIO_SET_IOMMU: libc::c_ulong = vfio_io(2);
-pub const VFIO_GROUP_GET_STATUS: libc::c_ulong = vfio_io(3);
-pub const VFIO_GROUP_SET_CONTAINER: libc::c_ulong = vfio_io(4);
-pub const VFIO_GROUP_GET_DEVICE_FD: libc::c_ulong = vfio_io(6);
-pub const VFIO_DEVICE_GET_REGION_INFO: libc::c_ulong = vfio_io(8);
-pub const VFIO_DEVICE_GET_IRQ_INFO: libc::c_ulong = vfio_io(9);
-pub const VFIO_DEVICE_SET_IRQS: libc::c_ulong = vfio_io(10);
-pub const VFIO_DEVICE_RESET: libc::c_ulong = vfio_io(11);
-pub const VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: libc::c_ulong = vfio_io(12);
-pub const VFIO_IOMMU_MAP_DMA: libc::c_ulong = vfio_io(13);
-pub const VFIO_IOMMU_UNMAP_DMA: libc::c_ulong = vfio_io(14);
-pub const VFIO_DEVICE_BIND_IOMMUFD: libc::c_ulong = vfio_io(18);
-pub const VFIO_DEVICE_ATTACH_IOMMUFD_PT: libc::c_ulong = vfio_io(19);
+pub const VFIO_GET_API_VERSION: libc::c_ulong = req(ioctl::GET_API_VERSION);
+pub const VFIO_CHECK_EXTENSION: libc::c_ulong = req(ioctl::CHECK_EXTENSION);
+pub const VFIO_SET_IOMMU: libc::c_ulong = req(ioctl::SET_IOMMU);
+pub const VFIO_GROUP_GET_STATUS: libc::c_ulong = req(ioctl::GROUP_GET_STATUS);
+pub const VFIO_GROUP_SET_CONTAINER: libc::c_ulong = req(ioctl::GROUP_SET_CONTAINER);
+pub const VFIO_GROUP_GET_DEVICE_FD: libc::c_ulong = req(ioctl::GROUP_GET_DEVICE_FD);
+pub const VFIO_DEVICE_GET_REGION_INFO: libc::c_ulong = req(ioctl::DEVICE_GET_REGION_INFO);
+pub const VFIO_DEVICE_GET_IRQ_INFO: libc::c_ulong = req(ioctl::DEVICE_GET_IRQ_INFO);
+pub const VFIO_DEVICE_SET_IRQS: libc::c_ulong = req(ioctl::DEVICE_SET_IRQS);
+pub const VFIO_DEVICE_RESET: libc::c_ulong = req(ioctl::DEVICE_RESET);
+pub const VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: libc::c_ulong =
+    req(ioctl::DEVICE_GET_PCI_HOT_RESET_INFO);
+pub const VFIO_IOMMU_MAP_DMA: libc::c_ulong = req(ioctl::IOMMU_MAP_DMA);
+pub const VFIO_IOMMU_UNMAP_DMA: libc::c_ulong = req(ioctl::IOMMU_UNMAP_DMA);
+pub const VFIO_DEVICE_BIND_IOMMUFD: libc::c_ulong = req(ioctl::DEVICE_BIND_IOMMUFD);
+pub const VFIO_DEVICE_ATTACH_IOMMUFD_PT: libc::c_ulong = req(ioctl::DEVICE_ATTACH_IOMMUFD_PT);
 /// 0x3B75, as DESIGN.md states.
-pub const VFIO_DEVICE_FEATURE: libc::c_ulong = vfio_io(17);
+pub const VFIO_DEVICE_FEATURE: libc::c_ulong = req(ioctl::DEVICE_FEATURE);
 /// Issued on the data_fd, not the device fd (vfio.h, "VFIO_MIG_GET_PRECOPY_INFO").
-pub const VFIO_MIG_GET_PRECOPY_INFO: libc::c_ulong = vfio_io(21);
-/// `_IO(IOMMUFD_TYPE, IOMMUFD_CMD_*)` (include/uapi/linux/iommufd.h, IOMMUFD_TYPE = ';').
-pub const IOMMU_IOAS_ALLOC: libc::c_ulong = ((b';' as u32) << 8 | 0x81) as libc::c_ulong;
-pub const IOMMU_IOAS_MAP: libc::c_ulong = ((b';' as u32) << 8 | 0x85) as libc::c_ulong;
-pub const IOMMU_IOAS_UNMAP: libc::c_ulong = ((b';' as u32) << 8 | 0x86) as libc::c_ulong;
+pub const VFIO_MIG_GET_PRECOPY_INFO: libc::c_ulong = req(ioctl::MIG_GET_PRECOPY_INFO);
+pub const IOMMU_IOAS_ALLOC: libc::c_ulong = req(iommufd::IOAS_ALLOC);
+pub const IOMMU_IOAS_MAP: libc::c_ulong = req(iommufd::IOAS_MAP);
+pub const IOMMU_IOAS_UNMAP: libc::c_ulong = req(iommufd::IOAS_UNMAP);
 /// `enum iommufd_ioas_map_flags`.
 const IOMMU_IOAS_MAP_FIXED_IOVA: u32 = 1;
 const IOMMU_IOAS_MAP_WRITEABLE: u32 = 2;
@@ -110,13 +112,6 @@ pub struct Opened {
     pub ctx: String,
     /// The bound driver from sysfs (`edu-mig`, `vfio-pci`, ...).
     pub driver: Option<String>,
-}
-
-/// `struct vfio_precopy_info` as returned by VFIO_MIG_GET_PRECOPY_INFO.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PrecopyInfo {
-    pub initial_bytes: u64,
-    pub dirty_bytes: u64,
 }
 
 /// An interrupt wired to an eventfd by SET_IRQS.
@@ -770,6 +765,7 @@ impl VfioOps for Vfio {
         Ok(PrecopyInfo {
             initial_bytes: info.initial_bytes,
             dirty_bytes: info.dirty_bytes,
+            flags: info.flags,
         })
     }
 
@@ -1203,6 +1199,68 @@ impl DeviceIo for Region {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// probe-common's table (the probe's and ours) against vfio-bindings' `VFIO_TYPE` and
+    /// `VFIO_BASE`: `_IO(VFIO_TYPE, VFIO_BASE + n)` with the `n` of include/uapi/linux/vfio.h.
+    #[test]
+    fn the_shared_table_is_the_uapi_arithmetic() {
+        let io =
+            |n: u32| ((u32::from(uapi::VFIO_TYPE) << 8) | (uapi::VFIO_BASE + n)) as libc::c_ulong;
+        for (req, n) in [
+            (VFIO_GET_API_VERSION, 0),
+            (VFIO_CHECK_EXTENSION, 1),
+            (VFIO_SET_IOMMU, 2),
+            (VFIO_GROUP_GET_STATUS, 3),
+            (VFIO_GROUP_SET_CONTAINER, 4),
+            (VFIO_GROUP_GET_DEVICE_FD, 6),
+            (VFIO_DEVICE_GET_REGION_INFO, 8),
+            (VFIO_DEVICE_GET_IRQ_INFO, 9),
+            (VFIO_DEVICE_SET_IRQS, 10),
+            (VFIO_DEVICE_RESET, 11),
+            (VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, 12),
+            (VFIO_IOMMU_MAP_DMA, 13),
+            (VFIO_IOMMU_UNMAP_DMA, 14),
+            (VFIO_DEVICE_FEATURE, 17),
+            (VFIO_DEVICE_BIND_IOMMUFD, 18),
+            (VFIO_DEVICE_ATTACH_IOMMUFD_PT, 19),
+            (VFIO_MIG_GET_PRECOPY_INFO, 21),
+        ] {
+            assert_eq!(req, io(n), "VFIO_BASE + {n}");
+        }
+    }
+
+    /// probe-common's argument-struct offsets (the probe's and the attributor's) are
+    /// vfio-bindings' layout of the same structs.
+    #[test]
+    fn the_shared_offsets_are_the_uapi_layout() {
+        use probe_common::abi::uapi as off;
+        use std::mem::{offset_of, size_of};
+        use uapi::{
+            vfio_device_feature as Feature, vfio_device_feature_mig_state as MigState,
+            vfio_device_feature_migration as Migration, vfio_iommu_type1_dirty_bitmap as Dirty,
+            vfio_iommu_type1_dma_map as Map, vfio_iommu_type1_dma_unmap as Unmap,
+            vfio_irq_set as IrqSet,
+        };
+        let hdr = size_of::<Feature>();
+        assert_eq!(off::FEATURE_FLAGS, offset_of!(Feature, flags));
+        assert_eq!(off::FEATURE_DATA, hdr);
+        assert_eq!(off::MIGRATION_FLAGS, hdr + offset_of!(Migration, flags));
+        assert_eq!(
+            off::MIG_STATE_DEVICE_STATE,
+            hdr + offset_of!(MigState, device_state)
+        );
+        assert_eq!(off::MIG_STATE_DATA_FD, hdr + offset_of!(MigState, data_fd));
+        assert_eq!(off::IRQ_SET_FLAGS, offset_of!(IrqSet, flags));
+        assert_eq!(off::IRQ_SET_INDEX, offset_of!(IrqSet, index));
+        assert_eq!(off::IRQ_SET_START, offset_of!(IrqSet, start));
+        assert_eq!(off::IRQ_SET_COUNT, offset_of!(IrqSet, count));
+        assert_eq!(off::DMA_MAP_IOVA, offset_of!(Map, iova));
+        assert_eq!(off::DMA_MAP_SIZE, offset_of!(Map, size));
+        assert_eq!(off::DMA_MAP_ARGSZ as usize, size_of::<Map>());
+        assert_eq!(off::DMA_UNMAP_IOVA, offset_of!(Unmap, iova));
+        assert_eq!(off::DMA_UNMAP_SIZE, offset_of!(Unmap, size));
+        assert_eq!(off::DIRTY_BITMAP_FLAGS, offset_of!(Dirty, flags));
+    }
 
     #[test]
     fn ioctl_numbers_match_the_uapi() {

@@ -1,5 +1,9 @@
 //! Shared helpers of the export tests: the binary, fixture lists, a rich generated trace.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers panic with context (STYLE.md: tests panic, never return Result)"
+)]
 // `allow`, not `expect`: each test crate that includes this module uses a different subset, so
 // the lint fires in some crates and not others, and an `expect` would be unfulfilled there.
 #![allow(dead_code)]

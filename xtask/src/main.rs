@@ -1,5 +1,6 @@
 //! Developer tasks: the lab VM, the demo, the full test suite (the CI entry), set-up.
 
+mod agree;
 mod bench;
 mod dist;
 mod lab;

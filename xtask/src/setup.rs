@@ -1,6 +1,6 @@
 //! Installs what building and testing migscope needs on a fresh machine, idempotently: the
-//! nightly toolchain with rust-src and bpf-linker (the eBPF probe), the musl target (the lab's
-//! static guest binary), and the Debian tools the tests drive (tmux, xmllint).
+//! nightly toolchain with rust-src, clippy and bpf-linker (the eBPF probe), the musl target
+//! (the lab's static guest binary), and the Debian tools the tests drive (tmux, xmllint).
 
 use std::process::{Command, Stdio};
 
@@ -35,7 +35,7 @@ fn run(what: &str, cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// nightly + rust-src + bpf-linker + the musl target.
+/// nightly + rust-src + clippy + bpf-linker + the musl target.
 pub fn toolchain() -> Result<()> {
     if !quiet_ok(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
         run(
@@ -59,11 +59,20 @@ pub fn toolchain() -> Result<()> {
         "--installed",
     ]))
     .unwrap_or_default();
-    if !installed.lines().any(|l| l.starts_with("rust-src")) {
-        run(
-            "rustup component add rust-src --toolchain nightly",
-            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
-        )?;
+    // rust-src builds the probe; clippy lints it for the bpf target (.ci/run).
+    for component in ["rust-src", "clippy"] {
+        if !installed.lines().any(|l| l.starts_with(component)) {
+            run(
+                &format!("rustup component add {component} --toolchain nightly"),
+                Command::new("rustup").args([
+                    "component",
+                    "add",
+                    component,
+                    "--toolchain",
+                    "nightly",
+                ]),
+            )?;
+        }
     }
     let linker = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
     if !linker.contains(BPF_LINKER_VERSION) {

@@ -6,7 +6,8 @@
 //! ```text
 //! <testsuites name="migscope" tests failures errors skipped>
 //!   <testsuite name="<trace>: <device>">     one per device, in name order
-//!     <properties> ctx, flags, quiesce numbers </properties>
+//!     <properties> device, ctx, flags, the numbers check --json gives it (quiesce_count,
+//!       quiesce_{min,max,mean}_ns, dma_quiesced, irq_quiesced, violations) </properties>
 //!     <testcase classname="migscope.<device>" name="transitions|quiesce|ordering">
 //!       <failure type=<first rule> message="N violation(s): ...">one line per violation:
 //!         rule, t, line, detail</failure>     or <skipped message=...> for a blind spot
@@ -20,7 +21,7 @@
 use std::{fmt::Write as _, path::Path};
 
 use super::{ExportError, write_atomic};
-use crate::verify::{Finding, Report, rule};
+use crate::verify::{DeviceSummary, Finding, Report, rule};
 
 /// The rule families, each a test case.
 pub const FAMILIES: [&str; 3] = ["transitions", "quiesce", "ordering"];
@@ -104,6 +105,41 @@ fn fail_case(found: &[&Finding]) -> Case {
     }
 }
 
+/// A device suite's properties: its facts and the numbers `check --json` gives it
+/// (`export::agree` reads them back).
+fn device_props(report: &Report, dev: &str, d: &DeviceSummary) -> Vec<(String, String)> {
+    let mut props = vec![
+        ("device".to_owned(), dev.to_owned()),
+        ("ctx".to_owned(), d.ctx.clone()),
+    ];
+    if let Some(fl) = d.flags {
+        props.push(("flags".to_owned(), crate::model::flag_names(fl).join(",")));
+    }
+    let mut num = |k: &str, v: u64| props.push((k.to_owned(), v.to_string()));
+    num("quiesce_count", d.quiesce_count);
+    if let Some(mean) = d.quiesce_total_ns.checked_div(d.quiesce_count) {
+        num("quiesce_min_ns", d.quiesce_min_ns);
+        num("quiesce_max_ns", d.quiesce_max_ns);
+        num("quiesce_mean_ns", mean);
+    }
+    num("dma_quiesced", d.dma_quiesced);
+    num("irq_quiesced", d.irq_quiesced);
+    let violations = report
+        .violations
+        .iter()
+        .filter(|v| v.dev.as_deref() == Some(dev))
+        .count();
+    num("violations", violations as u64);
+    props.push((
+        "quiesce_max_ms".to_owned(),
+        format!("{:.3}", d.quiesce_max_ns as f64 / 1e6),
+    ));
+    if let Some(s) = d.final_state {
+        props.push(("final_state".to_owned(), s.name().to_owned()));
+    }
+    props
+}
+
 struct Suite {
     name: String,
     props: Vec<(String, String)>,
@@ -113,63 +149,64 @@ struct Suite {
 
 /// The JUnit document for a report; `trace_name` names the suites (usually the file name).
 pub fn render(report: &Report, trace_name: &str) -> String {
-    let mut suites = Vec::new();
+    let mut suites: Vec<Suite> = report
+        .devices
+        .iter()
+        .map(|(dev, d)| device_suite(report, trace_name, dev, d))
+        .collect();
+    suites.push(trace_suite(report, trace_name));
+    to_xml(&suites)
+}
+
+/// One device's suite: a case per rule family (failed by its violations, skipped where the
+/// device had no DMA source), its numbers as properties, its warnings as output.
+fn device_suite(report: &Report, trace_name: &str, dev: &str, d: &DeviceSummary) -> Suite {
     let dma_blind = report.blind_spots.iter().any(|b| b == "dma");
-    for (dev, d) in &report.devices {
-        let mut props = vec![("ctx".to_owned(), d.ctx.clone())];
-        if let Some(fl) = d.flags {
-            props.push(("flags".to_owned(), crate::model::flag_names(fl).join(",")));
-        }
-        props.push(("quiesce_count".to_owned(), d.quiesce_count.to_string()));
-        props.push((
-            "quiesce_max_ms".to_owned(),
-            format!("{:.3}", d.quiesce_max_ns as f64 / 1e6),
-        ));
-        if let Some(s) = d.final_state {
-            props.push(("final_state".to_owned(), s.name().to_owned()));
-        }
-        let mut cases = Vec::new();
-        for fam in FAMILIES {
-            let found: Vec<&Finding> = report
-                .violations
-                .iter()
-                .filter(|v| v.dev.as_deref() == Some(dev.as_str()) && family(v.rule) == fam)
-                .collect();
-            let case = if !found.is_empty() {
-                fail_case(&found)
-            } else if fam == "quiesce" && dma_blind && d.blind.contains(&"dma") {
-                // Coverage is per device: only the devices no DMA source covered are unproven.
-                Case::Skip(format!(
-                    "blind spot dma: {}",
-                    report
-                        .blind_spot_details
-                        .get("dma")
-                        .map(String::as_str)
-                        .unwrap_or("no DMA evidence source")
-                ))
-            } else {
-                Case::Pass
-            };
-            cases.push((format!("migscope.{dev}"), fam.to_owned(), case));
-        }
-        let mut out = String::new();
-        for w in report
-            .warnings
+    let mut cases = Vec::new();
+    for fam in FAMILIES {
+        let found: Vec<&Finding> = report
+            .violations
             .iter()
-            .filter(|w| w.dev.as_deref() == Some(dev.as_str()))
-        {
-            out.push_str("warning ");
-            out.push_str(&finding_line(w));
-            out.push('\n');
-        }
-        suites.push(Suite {
-            name: format!("{trace_name}: {dev}"),
-            props,
-            cases,
-            out,
-        });
+            .filter(|v| v.dev.as_deref() == Some(dev) && family(v.rule) == fam)
+            .collect();
+        let case = if !found.is_empty() {
+            fail_case(&found)
+        } else if fam == "quiesce" && dma_blind && d.blind.contains(&"dma") {
+            // Coverage is per device: only the devices no DMA source covered are unproven.
+            Case::Skip(format!(
+                "blind spot dma: {}",
+                report
+                    .blind_spot_details
+                    .get("dma")
+                    .map(String::as_str)
+                    .unwrap_or("no DMA evidence source")
+            ))
+        } else {
+            Case::Pass
+        };
+        cases.push((format!("migscope.{dev}"), fam.to_owned(), case));
     }
-    // Trace-level suite.
+    let mut out = String::new();
+    for w in report
+        .warnings
+        .iter()
+        .filter(|w| w.dev.as_deref() == Some(dev))
+    {
+        out.push_str("warning ");
+        out.push_str(&finding_line(w));
+        out.push('\n');
+    }
+    Suite {
+        name: format!("{trace_name}: {dev}"),
+        props: device_props(report, dev, d),
+        cases,
+        out,
+    }
+}
+
+/// The trace's suite: completeness, lost events, DMA evidence and every other blind spot,
+/// violations and warnings no declared device owns, findings not stored, the verdict.
+fn trace_suite(report: &Report, trace_name: &str) -> Suite {
     let mut cases = Vec::new();
     let blind = |key: &str| {
         if report.blind_spots.iter().any(|b| b == key) {
@@ -185,28 +222,13 @@ pub fn render(report: &Report, trace_name: &str) -> String {
             Case::Pass
         }
     };
-    cases.push((
-        "migscope.trace".to_owned(),
-        "complete".to_owned(),
-        blind("truncated"),
-    ));
-    cases.push((
-        "migscope.trace".to_owned(),
-        "no-lost-events".to_owned(),
-        blind("lost"),
-    ));
-    cases.push((
-        "migscope.trace".to_owned(),
-        "dma-evidence".to_owned(),
-        blind("dma"),
-    ));
+    let mut case = |name: String, c: Case| cases.push(("migscope.trace".to_owned(), name, c));
+    case("complete".to_owned(), blind("truncated"));
+    case("no-lost-events".to_owned(), blind("lost"));
+    case("dma-evidence".to_owned(), blind("dma"));
     for b in &report.blind_spots {
         if !["truncated", "lost", "dma"].contains(&b.as_str()) {
-            cases.push((
-                "migscope.trace".to_owned(),
-                format!("blind-spot-{b}"),
-                blind(b),
-            ));
+            case(format!("blind-spot-{b}"), blind(b));
         }
     }
     let known: Vec<&str> = report.devices.keys().map(String::as_str).collect();
@@ -216,21 +238,16 @@ pub fn render(report: &Report, trace_name: &str) -> String {
         .filter(|v| v.dev.as_deref().is_none_or(|d| !known.contains(&d)))
         .collect();
     if !orphans.is_empty() {
-        cases.push((
-            "migscope.trace".to_owned(),
-            "unattributed".to_owned(),
-            fail_case(&orphans),
-        ));
+        case("unattributed".to_owned(), fail_case(&orphans));
     }
     if report.dropped_findings > 0 {
-        cases.push((
-            "migscope.trace".to_owned(),
+        case(
             "findings-stored".to_owned(),
             Case::Skip(format!(
                 "{} further findings were counted but not stored",
                 report.dropped_findings
             )),
-        ));
+        );
     }
     let mut out = String::new();
     for w in report
@@ -250,13 +267,19 @@ pub fn render(report: &Report, trace_name: &str) -> String {
         report.lost,
         report.truncated
     );
-    suites.push(Suite {
+    Suite {
         name: format!("{trace_name}: trace"),
-        props: vec![("verdict".to_owned(), report.verdict.name().to_owned())],
+        props: vec![
+            ("verdict".to_owned(), report.verdict.name().to_owned()),
+            ("violations".to_owned(), report.violations.len().to_string()),
+        ],
         cases,
         out,
-    });
+    }
+}
 
+/// The suites as a JUnit XML document, with their totals.
+fn to_xml(suites: &[Suite]) -> String {
     let count = |s: &Suite, f: fn(&Case) -> bool| s.cases.iter().filter(|c| f(&c.2)).count();
     let is_fail = |c: &Case| matches!(c, Case::Fail { .. });
     let is_skip = |c: &Case| matches!(c, Case::Skip(_));
@@ -290,33 +313,7 @@ pub fn render(report: &Report, trace_name: &str) -> String {
         }
         x.push_str("    </properties>\n");
         for (class, name, case) in &s.cases {
-            let _ = write!(
-                x,
-                "    <testcase classname=\"{}\" name=\"{}\" time=\"0\"",
-                esc(class),
-                esc(name)
-            );
-            match case {
-                Case::Pass => x.push_str("/>\n"),
-                Case::Skip(m) => {
-                    let _ = writeln!(x, ">\n      <skipped message=\"{}\"/>", esc(m));
-                    x.push_str("    </testcase>\n");
-                }
-                Case::Fail {
-                    kind,
-                    message,
-                    body,
-                } => {
-                    let _ = writeln!(
-                        x,
-                        ">\n      <failure type=\"{}\" message=\"{}\">{}</failure>",
-                        esc(kind),
-                        esc(message),
-                        body_esc(body)
-                    );
-                    x.push_str("    </testcase>\n");
-                }
-            }
+            case_xml(&mut x, class, name, case);
         }
         if !s.out.is_empty() {
             let _ = writeln!(x, "    <system-out>{}</system-out>", body_esc(&s.out));
@@ -325,6 +322,37 @@ pub fn render(report: &Report, trace_name: &str) -> String {
     }
     x.push_str("</testsuites>\n");
     x
+}
+
+/// One `<testcase>`.
+fn case_xml(x: &mut String, class: &str, name: &str, case: &Case) {
+    let _ = write!(
+        x,
+        "    <testcase classname=\"{}\" name=\"{}\" time=\"0\"",
+        esc(class),
+        esc(name)
+    );
+    match case {
+        Case::Pass => x.push_str("/>\n"),
+        Case::Skip(m) => {
+            let _ = writeln!(x, ">\n      <skipped message=\"{}\"/>", esc(m));
+            x.push_str("    </testcase>\n");
+        }
+        Case::Fail {
+            kind,
+            message,
+            body,
+        } => {
+            let _ = writeln!(
+                x,
+                ">\n      <failure type=\"{}\" message=\"{}\">{}</failure>",
+                esc(kind),
+                esc(message),
+                body_esc(body)
+            );
+            x.push_str("    </testcase>\n");
+        }
+    }
 }
 
 /// Element text: like [`esc`] but keeping newlines as they are.

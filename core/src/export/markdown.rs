@@ -24,11 +24,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{ExportError, SegKind, Segment, Timeline, write_atomic};
+use super::{ExportError, write_atomic};
 use crate::{
     model::MigState,
-    trace::{Event, EventKind, Header, jsonl::event_to_json, open_any},
-    verify::{Finding, Options, Report, Verifier, rule},
+    trace::{Event, EventKind, Format, Header, jsonl::event_to_json, open_any},
+    verify::{Finding, Options, Report, SegKind, Segment, Verifier, rule},
 };
 
 /// Options of `export --format markdown`.
@@ -164,14 +164,17 @@ fn replace_word(s: &str, word: &str, with: &str) -> String {
 }
 
 /// A violation's window of events, being filled during the second pass.
+#[derive(Default)]
 struct Window {
     before: Vec<(u64, String)>,
     at: Option<(u64, String)>,
     after: Vec<(u64, String)>,
 }
 
+/// Milliseconds with three decimals, cut (not rounded) to the microsecond: exact, so the
+/// report's durations read back as `check --json`'s nanoseconds to the microsecond.
 fn ms(ns: u64) -> String {
-    format!("{:.3} ms", ns as f64 / 1e6)
+    format!("{}.{:03} ms", ns / 1_000_000, ns / 1_000 % 1_000)
 }
 
 /// Markdown-safe inline code.
@@ -199,39 +202,102 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
+/// A device's numbers, the ones `check --json` gives it (`export::agree` reads them back):
+/// `2 quiesce(s): min 1.000 ms, max 3.000 ms, mean 2.000 ms; DMA evidence 4 (1 while
+/// quiesced), IRQs 2 (0 while quiesced); 1 violation(s).`
+fn device_numbers(report: &Report, dev: &str, s: &crate::verify::DeviceSummary) -> String {
+    let quiesces = match s.quiesce_total_ns.checked_div(s.quiesce_count) {
+        Some(mean) => format!(
+            "{} quiesce(s): min {}, max {}, mean {}",
+            s.quiesce_count,
+            ms(s.quiesce_min_ns),
+            ms(s.quiesce_max_ns),
+            ms(mean)
+        ),
+        None => "0 quiesce(s)".to_owned(),
+    };
+    let violations = report
+        .violations
+        .iter()
+        .filter(|v| v.dev.as_deref() == Some(dev))
+        .count();
+    format!(
+        "{quiesces}; DMA evidence {} ({} while quiesced), IRQs {} ({} while quiesced); {violations} violation(s).",
+        s.dma, s.dma_quiesced, s.irq, s.irq_quiesced
+    )
+}
+
 /// Writes the Markdown report for the trace at `input` (either format) to `output`.
 pub fn export(input: &Path, output: &Path, opts: &MdOptions) -> Result<Report, ExportError> {
     let red = Redactor::new(opts.redact, opts.hostname.as_deref());
-    // Pass 1: verify, collect the environment and the timelines.
-    let mut reader = open_any(input)?;
-    let format = reader.format();
-    let header: Header = reader.header().clone();
-    let mut verifier = Verifier::new(&header, opts.verify.clone());
-    let mut devices: BTreeMap<String, DevInfo> = BTreeMap::new();
-    let mut segs: BTreeMap<String, (Vec<Segment>, u64)> = BTreeMap::new();
-    let mut timeline = Timeline::default();
-    let mut marks: Vec<(u64, String)> = Vec::new();
-    let mut n_marks = 0u64;
-    let mut drive_cmds: Vec<String> = Vec::new();
-    let mut t0 = None;
-    let mut t_last = 0;
-    let mut warned = 0;
-    let mut closed = Vec::new();
-    let keep = |closed: &mut Vec<Segment>, segs: &mut BTreeMap<String, (Vec<Segment>, u64)>| {
-        for s in closed.drain(..) {
-            let e = segs.entry(s.dev.clone()).or_default();
-            if e.0.len() < MAX_SEGMENTS {
-                e.0.push(s);
-            } else {
-                e.1 += 1;
-            }
-        }
+    let (c, report) = first_pass(input, &opts.verify)?;
+    let shown: Vec<&Finding> = report
+        .violations
+        .iter()
+        .take(MAX_CONTEXT_VIOLATIONS)
+        .collect();
+    let stdin = input.as_os_str() == "-";
+    let (windows, second_pass_error) = if shown.is_empty() || stdin {
+        (shown.iter().map(|_| Window::default()).collect(), None)
+    } else {
+        context_windows(input, &red, &shown)
     };
-    while let Some(item) = reader.next_event() {
-        let (line, ev) = item?;
-        verifier.forward_warnings(reader.warnings(), &mut warned);
-        t0.get_or_insert(ev.t);
-        t_last = ev.t;
+    let r = Render {
+        red: &red,
+        report: &report,
+        c: &c,
+        input,
+        opts,
+    };
+    let mut o = String::new();
+    r.summary(&mut o);
+    r.environment(&mut o);
+    r.doctor(&mut o)?;
+    r.violations(
+        &mut o,
+        &shown,
+        &windows,
+        stdin,
+        second_pass_error.as_deref(),
+    );
+    r.blind_spots(&mut o);
+    r.timeline(&mut o);
+    r.reproduce(&mut o);
+    write_atomic(output, &o)?;
+    Ok(report)
+}
+
+/// What the first pass collects beside the verifier's report.
+struct Collected {
+    header: Header,
+    format: Format,
+    devices: BTreeMap<String, DevInfo>,
+    /// Each device's timeline segments (the first [`MAX_SEGMENTS`]) and how many more.
+    segs: BTreeMap<String, (Vec<Segment>, u64)>,
+    marks: Vec<(u64, String)>,
+    n_marks: u64,
+    drive_cmds: Vec<String>,
+    t0: u64,
+    t_last: u64,
+    truncated_at: Option<u64>,
+}
+
+impl Collected {
+    fn keep(&mut self, dev: &str, s: Segment) {
+        let e = match self.segs.get_mut(dev) {
+            Some(e) => e,
+            None => self.segs.entry(dev.to_owned()).or_default(),
+        };
+        if e.0.len() < MAX_SEGMENTS {
+            e.0.push(s);
+        } else {
+            e.1 += 1;
+        }
+    }
+
+    /// Notes what the report shows of one event: a device's first declaration, marks (and the
+    /// `migscope drive` command lines among them).
+    fn note(&mut self, ev: &Event) {
         match &ev.kind {
             EventKind::Device {
                 dev,
@@ -241,7 +307,7 @@ pub fn export(input: &Path, output: &Path, opts: &MdOptions) -> Result<Report, E
                 driver,
                 sources: _,
             } => {
-                devices.entry(dev.clone()).or_insert_with(|| DevInfo {
+                self.devices.entry(dev.clone()).or_insert_with(|| DevInfo {
                     ctx: ctx.clone(),
                     flags: crate::model::flag_names(*flags).join(", "),
                     driver: driver.clone(),
@@ -250,418 +316,473 @@ pub fn export(input: &Path, output: &Path, opts: &MdOptions) -> Result<Report, E
                 });
             }
             EventKind::Mark { label } => {
-                n_marks += 1;
-                if marks.len() < MAX_MARKS {
-                    marks.push((ev.t, label.clone()));
+                self.n_marks += 1;
+                if self.marks.len() < MAX_MARKS {
+                    self.marks.push((ev.t, label.clone()));
                 }
                 if let Some(pos) = label.find("migscope drive")
-                    && drive_cmds.len() < 5
+                    && self.drive_cmds.len() < 5
                 {
-                    drive_cmds.push(label[pos..].trim().to_owned());
+                    self.drive_cmds.push(label[pos..].trim().to_owned());
                 }
             }
             _ => {}
         }
-        timeline.push(&ev, &mut closed);
-        keep(&mut closed, &mut segs);
+    }
+}
+
+/// Pass 1: verifies the trace and collects the environment and the timelines (the verifier's
+/// own segments: what the report draws is what the rules judged).
+fn first_pass(input: &Path, verify: &Options) -> Result<(Collected, Report), ExportError> {
+    let mut reader = open_any(input)?;
+    let header: Header = reader.header().clone();
+    let mut verifier = Verifier::new(&header, verify.clone());
+    verifier.keep_segments();
+    let mut c = Collected {
+        format: reader.format(),
+        header,
+        devices: BTreeMap::new(),
+        segs: BTreeMap::new(),
+        marks: Vec::new(),
+        n_marks: 0,
+        drive_cmds: Vec::new(),
+        t0: 0,
+        t_last: 0,
+        truncated_at: None,
+    };
+    let mut t0 = None;
+    let mut warned = 0;
+    while let Some(item) = reader.next_event() {
+        let (line, ev) = item?;
+        verifier.forward_warnings(reader.warnings(), &mut warned);
+        t0.get_or_insert(ev.t);
+        c.t_last = ev.t;
+        c.note(&ev);
         verifier.push(line, &ev);
+        for (dev, s) in verifier.drain_segments() {
+            c.keep(dev, s);
+        }
     }
     verifier.forward_warnings(reader.warnings(), &mut warned);
-    let truncated_at = reader.truncated_at();
+    c.truncated_at = reader.truncated_at();
     drop(reader);
-    timeline.finish(&mut closed);
-    keep(&mut closed, &mut segs);
-    let report = verifier.finish();
-    let t0 = t0.unwrap_or(0);
-    let rel = |t: u64| ms(t.saturating_sub(t0));
+    for (dev, s) in verifier.open_segments() {
+        c.keep(dev, s);
+    }
+    c.t0 = t0.unwrap_or(0);
+    Ok((c, verifier.finish()))
+}
 
-    // Pass 2: the events around the first violations.
-    let shown: Vec<&Finding> = report
-        .violations
-        .iter()
-        .take(MAX_CONTEXT_VIOLATIONS)
-        .collect();
-    let mut windows: Vec<Window> = shown
-        .iter()
-        .map(|_| Window {
-            before: Vec::new(),
-            at: None,
-            after: Vec::new(),
-        })
-        .collect();
-    let stdin = input.as_os_str() == "-";
-    let mut second_pass_error = None;
-    if !shown.is_empty() && !stdin {
-        let mut by_line: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
-        for (i, v) in shown.iter().enumerate() {
-            if v.line > 0 {
-                by_line.entry(v.line).or_default().push(i);
-            }
-        }
-        let mut ring: VecDeque<(u64, String)> = VecDeque::with_capacity(CONTEXT + 1);
-        let mut open: Vec<usize> = Vec::new();
-        let last_line = by_line.keys().next_back().copied().unwrap_or(0);
-        match open_any(input) {
-            Err(e) => second_pass_error = Some(e.to_string()),
-            Ok(mut r) => {
-                while let Some(item) = r.next_event() {
-                    let (line, ev) = match item {
-                        Ok(x) => x,
-                        Err(e) => {
-                            second_pass_error = Some(e.to_string());
-                            break;
-                        }
-                    };
-                    let text = red.event(&ev);
-                    open.retain(|&i| {
-                        windows[i].after.push((line, text.clone()));
-                        windows[i].after.len() < CONTEXT
-                    });
-                    if let Some(idx) = by_line.get(&line) {
-                        for &i in idx {
-                            windows[i].before = ring.iter().cloned().collect();
-                            windows[i].at = Some((line, text.clone()));
-                            open.push(i);
-                        }
-                    }
-                    ring.push_back((line, text));
-                    if ring.len() > CONTEXT {
-                        ring.pop_front();
-                    }
-                    if open.is_empty() && line >= last_line {
-                        break;
-                    }
-                }
-            }
+/// Pass 2: the events around each of the `shown` violations (by their line), and the error
+/// that ended the pass early, if one did.
+fn context_windows(
+    input: &Path,
+    red: &Redactor,
+    shown: &[&Finding],
+) -> (Vec<Window>, Option<String>) {
+    let mut windows: Vec<Window> = shown.iter().map(|_| Window::default()).collect();
+    let mut by_line: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    for (i, v) in shown.iter().enumerate() {
+        if v.line > 0 {
+            by_line.entry(v.line).or_default().push(i);
         }
     }
-
-    // Render.
-    let mut o = String::new();
-    let name = super::trace_name(input);
-    let _ = writeln!(o, "# migscope report: {}\n", red.text(&name));
-    let _ = writeln!(
-        o,
-        "**Verdict: {}** — {} violation(s), {} warning(s), {} blind spot(s), {} events over {}.\n",
-        report.verdict.name().to_uppercase(),
-        report.violations.len(),
-        report.warnings.len(),
-        report.blind_spots.len(),
-        report.events,
-        ms(t_last.saturating_sub(t0))
-    );
-    if !report.violations.is_empty() {
-        let _ = writeln!(
-            o,
-            "Violated rules: {}.\n",
-            report
-                .violated_rules()
-                .iter()
-                .map(|r| format!("{} ({})", code(r), rule::explain(r)))
-                .collect::<Vec<_>>()
-                .join("; ")
-        );
-    }
-
-    o.push_str("## Environment\n\n");
-    let opt = |s: &Option<String>| {
-        s.as_deref()
-            .map_or("(not recorded)".to_owned(), |s| red.text(s))
+    let mut ring: VecDeque<(u64, String)> = VecDeque::with_capacity(CONTEXT + 1);
+    let mut open: Vec<usize> = Vec::new();
+    let last_line = by_line.keys().next_back().copied().unwrap_or(0);
+    let mut r = match open_any(input) {
+        Err(e) => return (windows, Some(e.to_string())),
+        Ok(r) => r,
     };
-    let _ = writeln!(o, "- Kernel: {}", opt(&header.kernel));
-    let _ = writeln!(o, "- Recorded by: {}", opt(&header.tool));
-    let _ = writeln!(
-        o,
-        "- Report by: migscope {} ({})",
-        env!("CARGO_PKG_VERSION"),
-        if opts.redact {
-            "redacted"
-        } else {
-            "not redacted"
+    while let Some(item) = r.next_event() {
+        let (line, ev) = match item {
+            Ok(x) => x,
+            Err(e) => return (windows, Some(e.to_string())),
+        };
+        let text = red.event(&ev);
+        open.retain(|&i| {
+            windows[i].after.push((line, text.clone()));
+            windows[i].after.len() < CONTEXT
+        });
+        if let Some(idx) = by_line.get(&line) {
+            for &i in idx {
+                windows[i].before = ring.iter().cloned().collect();
+                windows[i].at = Some((line, text.clone()));
+                open.push(i);
+            }
         }
-    );
-    let _ = writeln!(
-        o,
-        "- Trace: {} format, clock `{}`, {} events, first at t={} ns{}",
-        format.name(),
-        red.text(&header.clock),
-        report.events,
-        t0,
-        match truncated_at {
-            Some(off) => format!(", file cut inside a record at byte offset {off}"),
-            None => String::new(),
+        ring.push_back((line, text));
+        if ring.len() > CONTEXT {
+            ring.pop_front();
         }
-    );
-    o.push_str("\n| source | status |\n|---|---|\n");
-    if header.sources.is_empty() {
-        o.push_str("| (none recorded) | |\n");
+        if open.is_empty() && line >= last_line {
+            break;
+        }
     }
-    for (k, v) in &header.sources {
-        let _ = writeln!(o, "| {} | {} |", cell(k), cell(&red.text(v)));
+    (windows, None)
+}
+
+/// The report's sections, each appended to the text being built.
+struct Render<'a> {
+    red: &'a Redactor,
+    report: &'a Report,
+    c: &'a Collected,
+    input: &'a Path,
+    opts: &'a MdOptions,
+}
+
+impl Render<'_> {
+    /// A time from the first event.
+    fn rel(&self, t: u64) -> String {
+        ms(t.saturating_sub(self.c.t0))
     }
-    o.push_str("\n| device | driver | flags | ctx | declared state | final state |\n|---|---|---|---|---|---|\n");
-    for (dev, d) in &devices {
-        let fin = report
-            .devices
-            .get(dev)
-            .and_then(|s| s.final_state)
-            .map_or("unknown", MigState::name);
+
+    /// The title, the verdict line and the violated rules.
+    fn summary(&self, o: &mut String) {
+        let (red, report) = (self.red, self.report);
+        let name = super::trace_name(self.input);
+        let _ = writeln!(o, "# migscope report: {}\n", red.text(&name));
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} at +{} | {} |",
-            cell(dev),
-            cell(&d.driver.as_deref().map_or("-".to_owned(), |s| red.text(s))),
-            cell(&d.flags),
-            cell(&red.text(&d.ctx)),
-            d.state.name(),
-            rel(d.t),
-            fin
+            "**Verdict: {}** — {} violation(s), {} warning(s), {} blind spot(s), {} events over {}.\n",
+            report.verdict.name().to_uppercase(),
+            report.violations.len(),
+            report.warnings.len(),
+            report.blind_spots.len(),
+            report.events,
+            ms(self.c.t_last.saturating_sub(self.c.t0))
         );
+        if !report.violations.is_empty() {
+            let _ = writeln!(
+                o,
+                "Violated rules: {}.\n",
+                report
+                    .violated_rules()
+                    .iter()
+                    .map(|r| format!("{} ({})", code(r), rule::explain(r)))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
     }
-    for dev in report.devices.keys().filter(|d| !devices.contains_key(*d)) {
-        let _ = writeln!(o, "| {} | (undeclared) | | | | |", cell(dev));
-    }
-    o.push('\n');
 
-    o.push_str("### Host check (`migscope doctor`)\n\n");
-    match &opts.doctor {
-        None => o.push_str(
-            "No `migscope doctor` output was given (`export --doctor FILE` with the output of \
-             `migscope doctor --json` on the recording host adds it here).\n\n",
-        ),
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|source| ExportError::ReadInput {
+    /// Kernel, tools, the trace, its sources and its devices.
+    fn environment(&self, o: &mut String) {
+        let (red, report, c) = (self.red, self.report, self.c);
+        let header = &c.header;
+        o.push_str("## Environment\n\n");
+        let opt = |s: &Option<String>| {
+            s.as_deref()
+                .map_or("(not recorded)".to_owned(), |s| red.text(s))
+        };
+        let _ = writeln!(o, "- Kernel: {}", opt(&header.kernel));
+        let _ = writeln!(o, "- Recorded by: {}", opt(&header.tool));
+        let _ = writeln!(
+            o,
+            "- Report by: migscope {} ({})",
+            env!("CARGO_PKG_VERSION"),
+            if self.opts.redact {
+                "redacted"
+            } else {
+                "not redacted"
+            }
+        );
+        let _ = writeln!(
+            o,
+            "- Trace: {} format, clock `{}`, {} events, first at t={} ns{}",
+            c.format.name(),
+            red.text(&header.clock),
+            report.events,
+            c.t0,
+            match c.truncated_at {
+                Some(off) => format!(", file cut inside a record at byte offset {off}"),
+                None => String::new(),
+            }
+        );
+        o.push_str("\n| source | status |\n|---|---|\n");
+        if header.sources.is_empty() {
+            o.push_str("| (none recorded) | |\n");
+        }
+        for (k, v) in &header.sources {
+            let _ = writeln!(o, "| {} | {} |", cell(k), cell(&red.text(v)));
+        }
+        o.push_str("\n| device | driver | flags | ctx | declared state | final state |\n|---|---|---|---|---|---|\n");
+        for (dev, d) in &c.devices {
+            let fin = report
+                .devices
+                .get(dev)
+                .and_then(|s| s.final_state)
+                .map_or("unknown", MigState::name);
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} at +{} | {} |",
+                cell(dev),
+                cell(&d.driver.as_deref().map_or("-".to_owned(), |s| red.text(s))),
+                cell(&d.flags),
+                cell(&red.text(&d.ctx)),
+                d.state.name(),
+                self.rel(d.t),
+                fin
+            );
+        }
+        for dev in report
+            .devices
+            .keys()
+            .filter(|d| !c.devices.contains_key(*d))
+        {
+            let _ = writeln!(o, "| {} | (undeclared) | | | | |", cell(dev));
+        }
+        o.push('\n');
+    }
+
+    /// The `migscope doctor --json` output given with `--doctor`, one line per key.
+    fn doctor(&self, o: &mut String) -> Result<(), ExportError> {
+        let red = self.red;
+        o.push_str("### Host check (`migscope doctor`)\n\n");
+        let Some(p) = &self.opts.doctor else {
+            o.push_str(
+                "No `migscope doctor` output was given (`export --doctor FILE` with the output of \
+                 `migscope doctor --json` on the recording host adds it here).\n\n",
+            );
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(p).map_err(|source| ExportError::ReadInput {
+            file: p.display().to_string(),
+            source,
+        })?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| ExportError::InputJson {
                 file: p.display().to_string(),
                 source,
             })?;
-            let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|source| ExportError::InputJson {
-                    file: p.display().to_string(),
-                    source,
-                })?;
-            match v.as_object() {
-                Some(obj) => {
-                    for (k, val) in obj {
-                        let s = match val {
-                            serde_json::Value::String(s) => s.clone(),
-                            other => {
-                                let mut s = other.to_string();
-                                if s.len() > 300 {
-                                    let mut cut = 300;
-                                    while !s.is_char_boundary(cut) {
-                                        cut -= 1;
-                                    }
-                                    s.truncate(cut);
-                                    s.push_str(" …");
+        match v.as_object() {
+            Some(obj) => {
+                for (k, val) in obj {
+                    let s = match val {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => {
+                            let mut s = other.to_string();
+                            if s.len() > 300 {
+                                let mut cut = 300;
+                                while !s.is_char_boundary(cut) {
+                                    cut -= 1;
                                 }
-                                s
+                                s.truncate(cut);
+                                s.push_str(" …");
                             }
-                        };
-                        let _ = writeln!(o, "- **{}**: {}", cell(k), code(&red.text(&s)));
+                            s
+                        }
+                    };
+                    let _ = writeln!(o, "- **{}**: {}", cell(k), code(&red.text(&s)));
+                }
+            }
+            None => {
+                let _ = writeln!(o, "{}", code(&red.text(&v.to_string())));
+            }
+        }
+        o.push('\n');
+        Ok(())
+    }
+
+    /// The first violations with their events around them, then the rest as a table.
+    fn violations(
+        &self,
+        o: &mut String,
+        shown: &[&Finding],
+        windows: &[Window],
+        stdin: bool,
+        second_pass_error: Option<&str>,
+    ) {
+        let (red, report) = (self.red, self.report);
+        o.push_str("## Violations\n\n");
+        if report.violations.is_empty() {
+            o.push_str("None.\n\n");
+        }
+        for (i, v) in shown.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "### {}. {} on {} at +{} (line {})\n",
+                i + 1,
+                code(v.rule),
+                red.text(v.dev.as_deref().unwrap_or("(no device)")),
+                self.rel(v.t),
+                v.line
+            );
+            let _ = writeln!(o, "{}\n", red.text(&v.detail));
+            let _ = writeln!(o, "_{}_\n", rule::explain(v.rule));
+            let w = &windows[i];
+            match &w.at {
+                Some(at) => {
+                    o.push_str("```\n");
+                    for (l, t) in &w.before {
+                        let _ = writeln!(o, "   {l:>8}  {t}");
                     }
+                    let _ = writeln!(o, ">> {:>8}  {}", at.0, at.1);
+                    for (l, t) in &w.after {
+                        let _ = writeln!(o, "   {l:>8}  {t}");
+                    }
+                    o.push_str("```\n\n");
+                }
+                None if stdin => o.push_str(
+                    "(surrounding events not shown: the trace was read from standard input)\n\n",
+                ),
+                None if v.line == 0 => {
+                    o.push_str("(found at the end of the trace; no single event)\n\n")
                 }
                 None => {
-                    let _ = writeln!(o, "{}", code(&red.text(&v.to_string())));
+                    let _ = writeln!(
+                        o,
+                        "(surrounding events not shown{})\n",
+                        second_pass_error
+                            .map(|e| format!(": {}", red.text(e)))
+                            .unwrap_or_default()
+                    );
                 }
+            }
+        }
+        let rest = report.violations.len().saturating_sub(shown.len());
+        if rest > 0 {
+            let _ = writeln!(o, "{rest} more violation(s) without context:\n");
+            o.push_str("| rule | device | time | line | detail |\n|---|---|---|---|---|\n");
+            for v in report.violations.iter().skip(shown.len()).take(200) {
+                let _ = writeln!(
+                    o,
+                    "| {} | {} | +{} | {} | {} |",
+                    v.rule,
+                    cell(&red.text(v.dev.as_deref().unwrap_or("-"))),
+                    self.rel(v.t),
+                    v.line,
+                    cell(&red.text(&v.detail))
+                );
+            }
+            if rest > 200 {
+                let _ = writeln!(
+                    o,
+                    "\n(and {} more: run `migscope check` for all)",
+                    rest - 200
+                );
+            }
+            o.push('\n');
+        }
+        if report.dropped_findings > 0 {
+            let _ = writeln!(
+                o,
+                "{} further finding(s) were counted but not stored.\n",
+                report.dropped_findings
+            );
+        }
+    }
+
+    /// The blind spots with why, then the warnings.
+    fn blind_spots(&self, o: &mut String) {
+        let (red, report) = (self.red, self.report);
+        o.push_str("## Blind spots\n\n");
+        if report.blind_spots.is_empty() {
+            o.push_str("None: every rule that matters had its evidence.\n\n");
+        }
+        for b in &report.blind_spots {
+            let _ = writeln!(
+                o,
+                "- **{b}**: {}",
+                red.text(
+                    report
+                        .blind_spot_details
+                        .get(b)
+                        .map(String::as_str)
+                        .unwrap_or("")
+                )
+            );
+        }
+        if !report.blind_spots.is_empty() {
+            o.push('\n');
+        }
+        if !report.warnings.is_empty() {
+            o.push_str("### Warnings\n\n");
+            for w in report.warnings.iter().take(50) {
+                let _ = writeln!(
+                    o,
+                    "- {} {} at +{} (line {}): {}",
+                    code(w.rule),
+                    red.text(w.dev.as_deref().unwrap_or("")),
+                    self.rel(w.t),
+                    w.line,
+                    red.text(&w.detail)
+                );
+            }
+            if report.warnings.len() > 50 {
+                let _ = writeln!(o, "- … {} more", report.warnings.len() - 50);
             }
             o.push('\n');
         }
     }
 
-    o.push_str("## Violations\n\n");
-    if report.violations.is_empty() {
-        o.push_str("None.\n\n");
-    }
-    for (i, v) in shown.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "### {}. {} on {} at +{} (line {})\n",
-            i + 1,
-            code(v.rule),
-            red.text(v.dev.as_deref().unwrap_or("(no device)")),
-            rel(v.t),
-            v.line
-        );
-        let _ = writeln!(o, "{}\n", red.text(&v.detail));
-        let _ = writeln!(o, "_{}_\n", rule::explain(v.rule));
-        let w = &windows[i];
-        match &w.at {
-            Some(at) => {
-                o.push_str("```\n");
-                for (l, t) in &w.before {
-                    let _ = writeln!(o, "   {l:>8}  {t}");
-                }
-                let _ = writeln!(o, ">> {:>8}  {}", at.0, at.1);
-                for (l, t) in &w.after {
-                    let _ = writeln!(o, "   {l:>8}  {t}");
-                }
-                o.push_str("```\n\n");
-            }
-            None if stdin => o.push_str(
-                "(surrounding events not shown: the trace was read from standard input)\n\n",
-            ),
-            None if v.line == 0 => {
-                o.push_str("(found at the end of the trace; no single event)\n\n")
-            }
-            None => {
+    /// Each device's numbers and segments, then the marks.
+    fn timeline(&self, o: &mut String) {
+        let (red, report, c) = (self.red, self.report, self.c);
+        o.push_str("## Timeline\n\nTimes are from the first event. Quiesce = a SET entering a quiescent state; its duration is the time the SET took.\n\n");
+        for (dev, s) in &report.devices {
+            let _ = writeln!(o, "### {}\n", red.text(dev));
+            let _ = writeln!(o, "{}\n", device_numbers(report, dev, s));
+            let Some((list, more)) = c.segs.get(dev) else {
+                continue;
+            };
+            o.push_str("```\n");
+            for s in list {
+                let tag = match s.what {
+                    SegKind::State(_) => "  ",
+                    SegKind::Transition { quiesce: true, .. } => "Q ",
+                    SegKind::Transition { .. } => "->",
+                };
                 let _ = writeln!(
                     o,
-                    "(surrounding events not shown{})\n",
-                    second_pass_error
-                        .as_deref()
-                        .map(|e| format!(": {}", red.text(e)))
-                        .unwrap_or_default()
+                    "{tag} {:>14} .. {:>14}  {:>12}  {}",
+                    self.rel(s.start),
+                    self.rel(s.end),
+                    ms(s.duration()),
+                    s.what.label()
                 );
             }
+            if *more > 0 {
+                let _ = writeln!(o, "… {more} more segment(s)");
+            }
+            o.push_str("```\n\n");
         }
-    }
-    let rest = report.violations.len().saturating_sub(shown.len());
-    if rest > 0 {
-        let _ = writeln!(o, "{rest} more violation(s) without context:\n");
-        o.push_str("| rule | device | time | line | detail |\n|---|---|---|---|---|\n");
-        for v in report.violations.iter().skip(shown.len()).take(200) {
-            let _ = writeln!(
-                o,
-                "| {} | {} | +{} | {} | {} |",
-                v.rule,
-                cell(&red.text(v.dev.as_deref().unwrap_or("-"))),
-                rel(v.t),
-                v.line,
-                cell(&red.text(&v.detail))
-            );
+        if c.n_marks > 0 {
+            o.push_str("### Marks\n\n");
+            for (t, l) in &c.marks {
+                let _ = writeln!(o, "- +{}: {}", self.rel(*t), code(&red.text(l)));
+            }
+            if c.n_marks > c.marks.len() as u64 {
+                let _ = writeln!(o, "- … {} more", c.n_marks - c.marks.len() as u64);
+            }
+            o.push('\n');
         }
-        if rest > 200 {
-            let _ = writeln!(
-                o,
-                "\n(and {} more: run `migscope check` for all)",
-                rest - 200
-            );
-        }
-        o.push('\n');
-    }
-    if report.dropped_findings > 0 {
-        let _ = writeln!(
-            o,
-            "{} further finding(s) were counted but not stored.\n",
-            report.dropped_findings
-        );
     }
 
-    o.push_str("## Blind spots\n\n");
-    if report.blind_spots.is_empty() {
-        o.push_str("None: every rule that matters had its evidence.\n\n");
-    }
-    for b in &report.blind_spots {
+    /// The commands that verify the trace again, and the drive command lines its marks hold.
+    fn reproduce(&self, o: &mut String) {
+        let red = self.red;
+        let input = shell_quote(&red.text(&self.input.display().to_string()));
+        o.push_str("## Reproduce\n\nVerify this trace again (exit status 0 pass, 1 fail, 2 inconclusive, 3 unusable):\n\n```sh\n");
+        let mut check = format!("migscope check {input}");
+        for f in &self.opts.check_flags {
+            check.push(' ');
+            check.push_str(f);
+        }
+        let _ = writeln!(o, "{check}");
         let _ = writeln!(
             o,
-            "- **{b}**: {}",
-            red.text(
-                report
-                    .blind_spot_details
-                    .get(b)
-                    .map(String::as_str)
-                    .unwrap_or("")
-            )
+            "migscope export {input} --format perfetto -o trace.json   # open in ui.perfetto.dev"
         );
-    }
-    if !report.blind_spots.is_empty() {
-        o.push('\n');
-    }
-    if !report.warnings.is_empty() {
-        o.push_str("### Warnings\n\n");
-        for w in report.warnings.iter().take(50) {
-            let _ = writeln!(
-                o,
-                "- {} {} at +{} (line {}): {}",
-                code(w.rule),
-                red.text(w.dev.as_deref().unwrap_or("")),
-                rel(w.t),
-                w.line,
-                red.text(&w.detail)
-            );
-        }
-        if report.warnings.len() > 50 {
-            let _ = writeln!(o, "- … {} more", report.warnings.len() - 50);
-        }
-        o.push('\n');
-    }
-
-    o.push_str("## Timeline\n\nTimes are from the first event. Quiesce = a SET entering a quiescent state; its duration is the time the SET took.\n\n");
-    for (dev, (list, more)) in &segs {
-        let _ = writeln!(o, "### {}\n", red.text(dev));
-        if let Some(s) = report.devices.get(dev)
-            && s.quiesce_count > 0
-        {
-            let _ = writeln!(
-                o,
-                "{} quiesce(s): min {}, max {}, mean {}; DMA evidence {} ({} while quiesced), IRQs {} ({} while quiesced).\n",
-                s.quiesce_count,
-                ms(s.quiesce_min_ns),
-                ms(s.quiesce_max_ns),
-                ms(s.quiesce_total_ns / s.quiesce_count),
-                s.dma,
-                s.dma_quiesced,
-                s.irq,
-                s.irq_quiesced
-            );
-        }
-        o.push_str("```\n");
-        for s in list {
-            let tag = match s.what {
-                SegKind::State(_) => "  ",
-                SegKind::Transition { quiesce: true, .. } => "Q ",
-                SegKind::Transition { .. } => "->",
-            };
-            let _ = writeln!(
-                o,
-                "{tag} {:>14} .. {:>14}  {:>12}  {}",
-                rel(s.start),
-                rel(s.end),
-                ms(s.end.saturating_sub(s.start)),
-                s.what.label()
-            );
-        }
-        if *more > 0 {
-            let _ = writeln!(o, "… {more} more segment(s)");
-        }
         o.push_str("```\n\n");
-    }
-    if n_marks > 0 {
-        o.push_str("### Marks\n\n");
-        for (t, l) in &marks {
-            let _ = writeln!(o, "- +{}: {}", rel(*t), code(&red.text(l)));
+        if self.c.drive_cmds.is_empty() {
+            o.push_str("The trace has no mark with a `migscope drive` command line, so how the devices were driven is not recorded here.\n");
+        } else {
+            o.push_str("The devices were driven with (from the trace's marks):\n\n```sh\n");
+            for c in &self.c.drive_cmds {
+                let _ = writeln!(o, "{}", red.text(c));
+            }
+            o.push_str("```\n");
         }
-        if n_marks > marks.len() as u64 {
-            let _ = writeln!(o, "- … {} more", n_marks - marks.len() as u64);
-        }
-        o.push('\n');
     }
-
-    o.push_str("## Reproduce\n\nVerify this trace again (exit status 0 pass, 1 fail, 2 inconclusive, 3 unusable):\n\n```sh\n");
-    let mut check = format!(
-        "migscope check {}",
-        shell_quote(&red.text(&input.display().to_string()))
-    );
-    for f in &opts.check_flags {
-        check.push(' ');
-        check.push_str(f);
-    }
-    let _ = writeln!(o, "{check}");
-    let _ = writeln!(
-        o,
-        "migscope export {} --format perfetto -o trace.json   # open in ui.perfetto.dev",
-        shell_quote(&red.text(&input.display().to_string()))
-    );
-    o.push_str("```\n\n");
-    if drive_cmds.is_empty() {
-        o.push_str("The trace has no mark with a `migscope drive` command line, so how the devices were driven is not recorded here.\n");
-    } else {
-        o.push_str("The devices were driven with (from the trace's marks):\n\n```sh\n");
-        for c in &drive_cmds {
-            let _ = writeln!(o, "{}", red.text(c));
-        }
-        o.push_str("```\n");
-    }
-    write_atomic(output, &o)?;
-    Ok(report)
 }

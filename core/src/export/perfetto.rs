@@ -9,15 +9,19 @@
 //! (`ph: "i"`) with every field in `args`. Violations are process-wide instants named
 //! `VIOLATION <rule>` (category `violation`), warnings `WARNING <rule>`. Timestamps are
 //! microseconds from the first event (`ts`, three decimals: nanosecond precision).
+//!
+//! The slices are the verifier's own [`crate::verify::DeviceTimeline`] segments (each with
+//! `args.dev` and `args.dur_ns`), so the quiesce slices are exactly the quiesces `check`
+//! counts.
 
 use std::{collections::BTreeMap, path::Path};
 
 use serde_json::{Value, json};
 
-use super::{ExportError, OutFile, SegKind, Segment, Timeline};
+use super::{ExportError, OutFile};
 use crate::{
     trace::{EventKind, open_any},
-    verify::{Finding, Options, Report, Verifier},
+    verify::{Finding, Options, Report, SegKind, Segment, Verifier},
 };
 
 /// Process id of the `trace` process (marks, lost events, verdict).
@@ -138,13 +142,15 @@ pub struct Counts {
     pub violations: u64,
 }
 
+/// One timeline segment of the verifier's `DeviceTimeline` as a complete slice.
 fn emit_segment(
+    dev: &str,
     s: &Segment,
     tracks: &mut Tracks,
     out: &mut Out,
     counts: &mut Counts,
 ) -> Result<(), ExportError> {
-    let (pid, tid) = tracks.dev(&s.dev, out)?;
+    let (pid, tid) = tracks.dev(dev, out)?;
     let dur = s.end.saturating_sub(s.start);
     let (cat, mut args) = match &s.what {
         SegKind::State(_) => ("state", json!({})),
@@ -158,7 +164,9 @@ fn emit_segment(
             json!({"from": from.map(|s| s.name()), "to": to.name(), "ret": ret}),
         ),
     };
+    args["dev"] = json!(dev);
     args["dur_ms"] = json!(dur as f64 / 1e6);
+    args["dur_ns"] = json!(dur);
     args["start_ns"] = json!(s.start);
     let ts = out.ts(s.start);
     out.emit(
@@ -202,6 +210,8 @@ pub fn export(input: &Path, output: &Path, opts: Options) -> Result<(Report, Cou
     let mut reader = open_any(input)?;
     let header = reader.header().clone();
     let mut verifier = Verifier::new(&header, opts);
+    // The state slices are the verifier's own timeline: what is drawn is what was judged.
+    verifier.keep_segments();
     let mut out = Out {
         file: OutFile::create(output)?,
         first: true,
@@ -209,9 +219,7 @@ pub fn export(input: &Path, output: &Path, opts: Options) -> Result<(Report, Cou
     };
     out.file.write_str("{\"traceEvents\":[")?;
     let mut tracks = Tracks::default();
-    let mut timeline = Timeline::default();
     let mut counts = Counts::default();
-    let mut segs = Vec::new();
     out.emit(
         &json!({"ph":"M","name":"process_name","pid":TRACE_PID,"tid":0,
         "args":{"name":"trace"}}),
@@ -241,10 +249,6 @@ pub fn export(input: &Path, output: &Path, opts: Options) -> Result<(Report, Cou
         {
             tracks.declare(dev, ctx, driver.as_deref(), &mut out)?;
             counts.devices += 1;
-        }
-        timeline.push(&ev, &mut segs);
-        for s in segs.drain(..) {
-            emit_segment(&s, &mut tracks, &mut out, &mut counts)?;
         }
         let ts = out.ts(ev.t);
         // The event's JSONL line is its args (every field, `t` in ns): written as is, no
@@ -378,11 +382,13 @@ pub fn export(input: &Path, output: &Path, opts: Options) -> Result<(Report, Cou
             emitted.insert((f.rule, f.t, f.line));
             emit_finding(&f, &mut tracks, &mut out, &mut counts)?;
         }
+        for (dev, s) in verifier.drain_segments() {
+            emit_segment(dev, &s, &mut tracks, &mut out, &mut counts)?;
+        }
     }
     verifier.forward_warnings(reader.warnings(), &mut warned);
-    timeline.finish(&mut segs);
-    for s in &segs {
-        emit_segment(s, &mut tracks, &mut out, &mut counts)?;
+    for (dev, s) in verifier.open_segments() {
+        emit_segment(dev, &s, &mut tracks, &mut out, &mut counts)?;
     }
     let report = verifier.finish();
     // Findings not returned by `push`: known only at the end (a SET that never returned) or

@@ -22,7 +22,7 @@ mod resume;
 mod rules;
 pub mod timeline;
 
-pub use timeline::{DeviceTimeline, Judgement, Period, Phase, Scope, Transition};
+pub use timeline::{DeviceTimeline, Judgement, Period, Phase, Scope, SegKind, Segment, Transition};
 
 /// Stable rule identifiers (DESIGN.md rule table), violations first, then warnings.
 pub mod rule {
@@ -499,6 +499,11 @@ pub struct Verifier {
     events: u64,
     /// `dma` evidence marked `p2p: true` (for the p2p-only warning).
     p2p_marked: u64,
+    /// The time of the last event.
+    last_t: u64,
+    /// Closed timeline segments not yet taken, by device index: kept only for a caller that
+    /// asked ([`Verifier::keep_segments`]), so `check` stores nothing.
+    segments: Option<Vec<(usize, Segment)>>,
 }
 
 fn ms(ns: u64) -> String {
@@ -523,7 +528,44 @@ impl Verifier {
             ended: false,
             events: 0,
             p2p_marked: 0,
+            last_t: 0,
+            segments: None,
         }
+    }
+
+    /// Keeps the timeline [`Segment`]s each event closes, for [`Verifier::drain_segments`]:
+    /// what a report draws is what the rules judged.
+    pub fn keep_segments(&mut self) {
+        self.segments.get_or_insert_with(Vec::new);
+    }
+
+    /// The segments closed since the last call, with their device's name, in the order the
+    /// events closed them.
+    pub fn drain_segments(&mut self) -> impl Iterator<Item = (&str, Segment)> + '_ {
+        let devs = &self.devs;
+        self.segments
+            .iter_mut()
+            .flat_map(|v| v.drain(..))
+            .map(move |(i, s)| (devs[i].name.as_str(), s))
+    }
+
+    /// Every device's segment still in progress, closed at the last event's time (call after
+    /// the last [`Verifier::push`]), in declaration order.
+    pub fn open_segments(&self) -> impl Iterator<Item = (&str, Segment)> + '_ {
+        self.devs
+            .iter()
+            .map(|d| (d.name.as_str(), d.tl.open_segment(self.last_t)))
+    }
+
+    /// Feeds device `i`'s timeline; the segment the event closed is kept when asked for.
+    fn feed(&mut self, i: usize, t: u64, kind: &EventKind) -> Option<Segment> {
+        let closed = self.devs[i].tl.feed(t, kind);
+        if let (Some(keep), Some(seg)) = (self.segments.as_mut(), closed)
+            && !(seg.start == seg.end && matches!(seg.what, SegKind::State(_)))
+        {
+            keep.push((i, seg));
+        }
+        closed
     }
 
     /// Records an unknown-event warning coming from the reader.
@@ -656,11 +698,25 @@ impl Verifier {
     /// Feeds one event. `line` is its 1-based line (0 if none). Returns the findings it caused.
     pub fn push(&mut self, line: u64, ev: &Event) -> Vec<Finding> {
         self.events += 1;
+        self.last_t = ev.t;
         let mut out = Out {
             t: ev.t,
             line,
             list: Vec::new(),
         };
+        self.judge(&mut out, ev);
+        for f in &out.list {
+            self.keep(f.clone());
+        }
+        out.list
+    }
+
+    /// Hands one event to the rule family that judges it: declarations here, the FSM's
+    /// requests and steps, DMA and interrupts against quiesce, and migration data in
+    /// `rules`; losses and the end feed every timeline they concern. Inlined into `push`: as a
+    /// call it cost 19 instructions per event (callgrind, `scripts/bench/instructions.sh`).
+    #[inline(always)]
+    fn judge(&mut self, out: &mut Out, ev: &Event) {
         let kind = &ev.kind;
         match kind {
             EventKind::Device {
@@ -670,37 +726,27 @@ impl Verifier {
                 state,
                 driver: _,
                 sources,
-            } => {
-                self.declare(dev, Some(*flags), ctx, *state, sources, ev.t);
-                if *state == MigState::Error {
-                    out.add(
-                        rule::ERROR_STATE,
-                        dev,
-                        format!("{dev} declared in ERROR"),
-                        false,
-                    );
-                }
-            }
+            } => self.device_rules(out, dev, *flags, ctx, *state, sources),
             EventKind::Set { dev, to } => {
-                let i = self.dev(dev, &mut out);
-                self.set_rules(&mut out, i, *to, kind);
+                let i = self.dev(dev, out);
+                self.set_rules(out, i, *to, kind);
             }
             EventKind::Step { dev, from, to } => {
-                let i = self.dev(dev, &mut out);
-                self.step_rules(&mut out, i, *from, *to, kind);
+                let i = self.dev(dev, out);
+                self.step_rules(out, i, *from, *to, kind);
             }
             EventKind::SetDone { dev, to, ret, .. } => {
-                let i = self.dev(dev, &mut out);
-                self.set_done_rules(&mut out, i, *to, *ret, kind);
+                let i = self.dev(dev, out);
+                self.set_done_rules(out, i, *to, *ret, kind);
             }
             EventKind::Get { dev, state } => {
-                let i = self.dev(dev, &mut out);
-                self.get_rules(&mut out, i, *state, kind);
+                let i = self.dev(dev, out);
+                self.get_rules(out, i, *state, kind);
             }
             EventKind::Reset { dev, .. } => {
-                let i = self.dev(dev, &mut out);
+                let i = self.dev(dev, out);
                 self.resume_reset(i);
-                self.devs[i].tl.feed(ev.t, kind);
+                self.feed(i, ev.t, kind);
             }
             EventKind::Dma {
                 dev,
@@ -711,7 +757,7 @@ impl Verifier {
                 window,
                 p2p,
             } => {
-                let i = self.dev(dev, &mut out);
+                let i = self.dev(dev, out);
                 let what = rules::DmaWhat {
                     src: *src,
                     iova: *iova,
@@ -719,43 +765,22 @@ impl Verifier {
                     write: *write,
                     p2p: *p2p == Some(true),
                 };
-                self.dma_rules(&mut out, i, &what, *window);
+                self.dma_rules(out, i, &what, *window);
             }
             EventKind::Irq {
                 dev,
                 kind: k,
                 vector,
             } => {
-                let i = self.dev(dev, &mut out);
-                self.irq_rules(&mut out, i, *k, *vector);
+                let i = self.dev(dev, out);
+                self.irq_rules(out, i, *k, *vector);
             }
             EventKind::Data { dev, dir, bytes } => {
-                let i = self.dev(dev, &mut out);
-                self.data_rules(&mut out, i, *dir, *bytes);
+                let i = self.dev(dev, out);
+                self.data_rules(out, i, *dir, *bytes);
             }
             EventKind::Map { .. } | EventKind::Unmap { .. } | EventKind::Mark { .. } => {}
-            EventKind::Lost { n, dev, .. } => {
-                self.lost = self.lost.saturating_add(*n);
-                // A loss naming a device concerns its open request (FSM steps the probe missed);
-                // one naming none may concern any device.
-                match dev {
-                    Some(name) => {
-                        if let Some(&i) = self.by_name.get(name.as_str()) {
-                            self.devs[i].lost = true;
-                            self.devs[i].tl.feed(ev.t, kind);
-                        }
-                        if !self.lost_named.contains(name) {
-                            self.lost_named.push(name.clone());
-                        }
-                    }
-                    None => {
-                        for d in &mut self.devs {
-                            d.lost = true;
-                            d.tl.feed(ev.t, kind);
-                        }
-                    }
-                }
-            }
+            EventKind::Lost { n, dev, .. } => self.lost_event(*n, dev.as_deref(), ev.t, kind),
             // What the driver reported about its migration data: no rule judges it yet.
             EventKind::PrecopyInfo { .. } | EventKind::DataSize { .. } => {}
             EventKind::CorruptLoad {
@@ -764,8 +789,8 @@ impl Verifier {
                 bytes,
                 ret,
             } => {
-                let i = self.dev(dev, &mut out);
-                self.corrupt_load_rules(&out, i, *corruption, *bytes, *ret);
+                let i = self.dev(dev, out);
+                self.corrupt_load_rules(out, i, *corruption, *bytes, *ret);
             }
             EventKind::Regs {
                 dev,
@@ -773,149 +798,70 @@ impl Verifier {
                 bar,
                 regs,
             } => {
-                let i = self.dev(dev, &mut out);
-                self.regs_rules(&mut out, i, *stage, *bar, regs);
+                let i = self.dev(dev, out);
+                self.regs_rules(out, i, *stage, *bar, regs);
             }
-            EventKind::End => {
-                self.ended = true;
-                for d in &mut self.devs {
-                    d.tl.feed(ev.t, kind);
+            EventKind::End => self.end_event(ev.t, kind),
+        }
+    }
+
+    /// A `device` declaration: (re)declares it; one declared in ERROR is an error-state.
+    fn device_rules(
+        &mut self,
+        out: &mut Out,
+        dev: &str,
+        flags: MigFlags,
+        ctx: &str,
+        state: MigState,
+        sources: &BTreeMap<String, String>,
+    ) {
+        self.declare(dev, Some(flags), ctx, state, sources, out.t);
+        if state == MigState::Error {
+            out.add(
+                rule::ERROR_STATE,
+                dev,
+                format!("{dev} declared in ERROR"),
+                false,
+            );
+        }
+    }
+
+    /// `n` events the probe lost. A loss naming a device concerns its open request (FSM steps
+    /// the probe missed); one naming none may concern any device.
+    fn lost_event(&mut self, n: u64, dev: Option<&str>, t: u64, kind: &EventKind) {
+        self.lost = self.lost.saturating_add(n);
+        match dev {
+            Some(name) => {
+                if let Some(&i) = self.by_name.get(name) {
+                    self.devs[i].lost = true;
+                    self.feed(i, t, kind);
+                }
+                if !self.lost_named.iter().any(|d| d == name) {
+                    self.lost_named.push(name.to_owned());
+                }
+            }
+            None => {
+                for i in 0..self.devs.len() {
+                    self.devs[i].lost = true;
+                    self.feed(i, t, kind);
                 }
             }
         }
-        for f in &out.list {
-            self.keep(f.clone());
+    }
+
+    /// The trace's `end`: every device's timeline closes its open piece there.
+    fn end_event(&mut self, t: u64, kind: &EventKind) {
+        self.ended = true;
+        for i in 0..self.devs.len() {
+            self.feed(i, t, kind);
         }
-        out.list
     }
 
     /// Ends the stream and computes the verdict.
     pub fn finish(mut self) -> Report {
-        let mut blind_spots = Vec::new();
-        let mut details = BTreeMap::new();
-        let mut uncovered = Vec::new();
-        let mut unfinished = Vec::new();
-        let mut at_finish = Vec::new();
-        let warn = |rule: &'static str, dev: Option<&str>, t: u64, detail: String| Finding {
-            rule,
-            dev: dev.map(str::to_owned),
-            t,
-            line: 0,
-            detail,
-            warning: true,
-        };
-        for d in &mut self.devs {
-            let s = &mut d.summary;
-            s.dma_sources = source::DMA_WITNESSES
-                .into_iter()
-                .filter(|name| covers(&self.sources, &d.sources, &d.name, name))
-                .collect();
-            s.irq_source = covers(&self.sources, &d.sources, &d.name, source::IRQ);
-            s.final_state = d.tl.known();
-            let quiesced = d.tl.ever_quiescent();
-            if d.lost {
-                s.blind.push("lost");
-            }
-            if quiesced && s.dma_sources.is_empty() {
-                s.blind.push("dma");
-                uncovered.push(format!(
-                    "{} ({})",
-                    d.name,
-                    dma_coverage_text(&self.sources, &d.sources, &d.name)
-                ));
-            }
-            if let Some(r) = d.tl.request() {
-                let open_at_end = matches!(d.tl.phase(), Phase::Unfinished(_));
-                if open_at_end {
-                    s.blind.push("unfinished");
-                    unfinished.push(format!(
-                        "{} (SET {} began at {} ns)",
-                        d.name,
-                        r.toward.name(),
-                        r.t
-                    ));
-                }
-                at_finish.push(warn(
-                    rule::UNFINISHED_SET,
-                    Some(&d.name),
-                    r.t,
-                    format!(
-                        "SET {} never returned before the trace {}",
-                        r.toward.name(),
-                        if open_at_end { "ended" } else { "was cut off" }
-                    ),
-                ));
-            }
-            if quiesced && !s.irq_source {
-                let why = status(&self.sources, &d.sources, source::IRQ).unwrap_or("not declared");
-                at_finish.push(warn(
-                    rule::NO_IRQ_SOURCE,
-                    Some(&d.name),
-                    0,
-                    format!(
-                        "{} was quiesced but its `irq` source is not ok ({why}): irq-after-quiesce was not checked for it (its irq events, if any, were judged)",
-                        d.name
-                    ),
-                ));
-            }
-        }
-        if self.lost > 0 {
-            blind_spots.push("lost".to_owned());
-            let mut why = format!("{} events were lost while recording", self.lost);
-            if !self.lost_named.is_empty() {
-                why.push_str(&format!(
-                    "; losses named {}: the FSM steps of the request open then were not judged",
-                    self.lost_named.join(", ")
-                ));
-            }
-            details.insert("lost".to_owned(), why);
-        }
-        if !self.ended {
-            blind_spots.push("truncated".to_owned());
-            details.insert(
-                "truncated".to_owned(),
-                "the trace has no `end` event: the recorder did not close it cleanly".to_owned(),
-            );
-        }
-        if !uncovered.is_empty() {
-            let why = format!(
-                "no DMA evidence source (witness, dirty_log, iommu_dirty, mdev_dma) covered {} while quiesced: interrupts alone cannot prove the absence of DMA",
-                uncovered.join("; ")
-            );
-            if self.opts.accept_blind_dma {
-                at_finish.push(warn(
-                    rule::BLIND_SPOT_ACCEPTED,
-                    None,
-                    0,
-                    format!("dma (accepted with --accept-blind dma): {why}"),
-                ));
-            } else {
-                blind_spots.push("dma".to_owned());
-                details.insert("dma".to_owned(), why);
-            }
-        }
-        if !unfinished.is_empty() {
-            blind_spots.push("unfinished".to_owned());
-            details.insert(
-                "unfinished".to_owned(),
-                format!(
-                    "a SET was still open at `end`, so nothing after it could be judged: {}",
-                    unfinished.join("; ")
-                ),
-            );
-        }
-        if self.opts.p2p_policy == P2pPolicy::P2pOnly {
-            at_finish.push(warn(
-                rule::P2P_DMA_INVISIBLE,
-                None,
-                0,
-                format!(
-                    "--p2p-policy p2p-only: in RUNNING_P2P / PRE_COPY_P2P only DMA marked `p2p: true` was judged, and peer-to-peer DMA is invisible unless a source marks it so ({} DMA event(s) in this trace were marked p2p: true)",
-                    self.p2p_marked
-                ),
-            ));
-        }
-        for f in at_finish {
+        let mut closing = self.close_devices();
+        let (blind_spots, details) = self.blind_spots(&mut closing);
+        for f in closing.warnings {
             self.keep(f);
         }
         let verdict = if !self.violations.is_empty() || self.dropped_violation() {
@@ -940,8 +886,157 @@ impl Verifier {
         }
     }
 
+    /// Completes each device's summary (its sources, final state, what it was blind to) and
+    /// notes what the trace's blind spots and warnings need from it.
+    fn close_devices(&mut self) -> Closing {
+        let mut c = Closing::default();
+        for d in &mut self.devs {
+            let s = &mut d.summary;
+            s.dma_sources = source::DMA_WITNESSES
+                .into_iter()
+                .filter(|name| covers(&self.sources, &d.sources, &d.name, name))
+                .collect();
+            s.irq_source = covers(&self.sources, &d.sources, &d.name, source::IRQ);
+            s.final_state = d.tl.known();
+            let quiesced = d.tl.ever_quiescent();
+            if d.lost {
+                s.blind.push("lost");
+            }
+            if quiesced && s.dma_sources.is_empty() {
+                s.blind.push("dma");
+                c.uncovered.push(format!(
+                    "{} ({})",
+                    d.name,
+                    dma_coverage_text(&self.sources, &d.sources, &d.name)
+                ));
+            }
+            if let Some(r) = d.tl.request() {
+                let open_at_end = matches!(d.tl.phase(), Phase::Unfinished(_));
+                if open_at_end {
+                    s.blind.push("unfinished");
+                    c.unfinished.push(format!(
+                        "{} (SET {} began at {} ns)",
+                        d.name,
+                        r.toward.name(),
+                        r.t
+                    ));
+                }
+                c.warnings.push(end_warning(
+                    rule::UNFINISHED_SET,
+                    Some(&d.name),
+                    r.t,
+                    format!(
+                        "SET {} never returned before the trace {}",
+                        r.toward.name(),
+                        if open_at_end { "ended" } else { "was cut off" }
+                    ),
+                ));
+            }
+            if quiesced && !s.irq_source {
+                let why = status(&self.sources, &d.sources, source::IRQ).unwrap_or("not declared");
+                c.warnings.push(end_warning(
+                    rule::NO_IRQ_SOURCE,
+                    Some(&d.name),
+                    0,
+                    format!(
+                        "{} was quiesced but its `irq` source is not ok ({why}): irq-after-quiesce was not checked for it (its irq events, if any, were judged)",
+                        d.name
+                    ),
+                ));
+            }
+        }
+        c
+    }
+
+    /// The trace's blind spots (lost, truncated, dma, unfinished, in that order) with why;
+    /// an accepted DMA blind spot and the p2p-only policy become warnings instead.
+    fn blind_spots(&self, c: &mut Closing) -> (Vec<String>, BTreeMap<String, String>) {
+        let mut blind_spots = Vec::new();
+        let mut details = BTreeMap::new();
+        if self.lost > 0 {
+            blind_spots.push("lost".to_owned());
+            let mut why = format!("{} events were lost while recording", self.lost);
+            if !self.lost_named.is_empty() {
+                why.push_str(&format!(
+                    "; losses named {}: the FSM steps of the request open then were not judged",
+                    self.lost_named.join(", ")
+                ));
+            }
+            details.insert("lost".to_owned(), why);
+        }
+        if !self.ended {
+            blind_spots.push("truncated".to_owned());
+            details.insert(
+                "truncated".to_owned(),
+                "the trace has no `end` event: the recorder did not close it cleanly".to_owned(),
+            );
+        }
+        if !c.uncovered.is_empty() {
+            let why = format!(
+                "no DMA evidence source (witness, dirty_log, iommu_dirty, mdev_dma) covered {} while quiesced: interrupts alone cannot prove the absence of DMA",
+                c.uncovered.join("; ")
+            );
+            if self.opts.accept_blind_dma {
+                c.warnings.push(end_warning(
+                    rule::BLIND_SPOT_ACCEPTED,
+                    None,
+                    0,
+                    format!("dma (accepted with --accept-blind dma): {why}"),
+                ));
+            } else {
+                blind_spots.push("dma".to_owned());
+                details.insert("dma".to_owned(), why);
+            }
+        }
+        if !c.unfinished.is_empty() {
+            blind_spots.push("unfinished".to_owned());
+            details.insert(
+                "unfinished".to_owned(),
+                format!(
+                    "a SET was still open at `end`, so nothing after it could be judged: {}",
+                    c.unfinished.join("; ")
+                ),
+            );
+        }
+        if self.opts.p2p_policy == P2pPolicy::P2pOnly {
+            c.warnings.push(end_warning(
+                rule::P2P_DMA_INVISIBLE,
+                None,
+                0,
+                format!(
+                    "--p2p-policy p2p-only: in RUNNING_P2P / PRE_COPY_P2P only DMA marked `p2p: true` was judged, and peer-to-peer DMA is invisible unless a source marks it so ({} DMA event(s) in this trace were marked p2p: true)",
+                    self.p2p_marked
+                ),
+            ));
+        }
+        (blind_spots, details)
+    }
+
     fn dropped_violation(&self) -> bool {
         self.dropped > 0 && self.violations.len() >= MAX_FINDINGS
+    }
+}
+
+/// What closing the devices found, for the trace's blind spots and warnings.
+#[derive(Default)]
+struct Closing {
+    /// Devices quiesced with no DMA source, with why.
+    uncovered: Vec<String>,
+    /// Devices whose SET was still open at `end`.
+    unfinished: Vec<String>,
+    /// Warnings found at the end, in order.
+    warnings: Vec<Finding>,
+}
+
+/// A warning found when the trace ends (no line of its own).
+fn end_warning(rule: &'static str, dev: Option<&str>, t: u64, detail: String) -> Finding {
+    Finding {
+        rule,
+        dev: dev.map(str::to_owned),
+        t,
+        line: 0,
+        detail,
+        warning: true,
     }
 }
 
@@ -969,24 +1064,8 @@ fn dma_coverage_text(
     }
 }
 
-/// A short errno name for messages.
-pub fn errno_name(ret: i32) -> &'static str {
-    match -ret {
-        1 => "EPERM",
-        5 => "EIO",
-        11 => "EAGAIN",
-        12 => "ENOMEM",
-        16 => "EBUSY",
-        19 => "ENODEV",
-        22 => "EINVAL",
-        25 => "ENOTTY",
-        61 => "ENODATA",
-        42 => "ENOMSG",
-        95 => "EOPNOTSUPP",
-        110 => "ETIMEDOUT",
-        _ => "errno",
-    }
-}
+/// A short errno name for a negative return value, for messages ([`crate::errno`]).
+pub use crate::errno::name_of_ret as errno_name;
 
 /// Reads a trace (JSONL or native, told apart by content) from `path` (`-` = stdin) and
 /// verifies it.

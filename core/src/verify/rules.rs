@@ -140,9 +140,8 @@ impl Verifier {
                 );
             }
         }
-        let d = &mut self.devs[i];
-        d.summary.sets += 1;
-        d.tl.feed(out.t, kind);
+        self.devs[i].summary.sets += 1;
+        self.feed(i, out.t, kind);
     }
 
     /// `step`: illegal-arc (the kernel's next step from where the steps had taken the device,
@@ -220,9 +219,8 @@ impl Verifier {
                 false,
             );
         }
-        let d = &mut self.devs[i];
-        d.summary.steps += 1;
-        d.tl.feed(out.t, kind);
+        self.devs[i].summary.steps += 1;
+        self.feed(i, out.t, kind);
     }
 
     /// `set_done`: unsupported-accepted, set-failed, illegal-arc (steps that stopped short),
@@ -256,7 +254,6 @@ impl Verifier {
             (Some(f), Some(s)) if supported => Some(fsm_path(f, s, to)),
             _ => None,
         };
-        let mut entered = None;
         if ret == 0 {
             if to == MigState::Error {
                 out.add(
@@ -326,18 +323,15 @@ impl Verifier {
                         false,
                     );
                 }
-                // The quiesce statistics: SETs entering quiescence (the DMA stop itself).
-                if to.quiescent() && !from.is_some_and(MigState::quiescent) {
-                    entered = Some(dur);
-                }
             }
         }
         let reachable = supported && matches!(route, Some(Ok(_)) | None);
-        let d = &mut self.devs[i];
-        if let Some(dur) = entered {
-            record_quiesce(&mut d.summary, dur);
+        // The quiesce statistics: the segments the timeline calls a quiesce (a SET entering
+        // quiescence, the DMA stop itself), the ones every report draws.
+        if let Some(dur) = self.feed(i, t, kind).and_then(|s| s.quiesce_ns()) {
+            record_quiesce(&mut self.devs[i].summary, dur);
         }
-        d.tl.feed(t, kind);
+        let d = &self.devs[i];
         if ret != 0 && reachable && !refused_corrupt {
             let after = match d.tl.phase() {
                 Phase::Known(s) => format!(
@@ -386,7 +380,7 @@ impl Verifier {
                 false,
             );
         }
-        self.devs[i].tl.feed(out.t, kind);
+        self.feed(i, out.t, kind);
     }
 
     /// `dma`: dma-after-quiesce, and dma-maybe-after-quiesce for a window partly in a quiescent

@@ -1516,3 +1516,112 @@ fn declared_state_is_unknown_when_the_device_own_transitions_are_unavailable() {
     t.device_with(D, P2P, Running, &[]);
     assert_eq!(t.get(1000, D, StopCopy), vec![rule::STATE_MISMATCH]);
 }
+
+/// The segments a device's timeline closes, by hand: a quiesce (RUNNING -> RUNNING_P2P), a
+/// SET on from a quiescent state (no second quiesce), a refused SET (the state stays), a reset
+/// (back to RUNNING), and a request still open at the end.
+#[test]
+fn timeline_segments_and_quiesces() {
+    use crate::verify::{SegKind, Segment};
+    let mut tl = DeviceTimeline::new(0, Some(Running), true);
+    let dev = || D.to_owned();
+    let mut closed = Vec::new();
+    let mut feed = |t, kind: EventKind| closed.extend(tl.feed(t, &kind));
+    feed(
+        100,
+        EventKind::Set {
+            dev: dev(),
+            to: RunningP2p,
+        },
+    );
+    feed(
+        110,
+        EventKind::Step {
+            dev: dev(),
+            from: Running,
+            to: RunningP2p,
+        },
+    );
+    feed(130, set_done(RunningP2p, 0));
+    feed(
+        200,
+        EventKind::Set {
+            dev: dev(),
+            to: Stop,
+        },
+    );
+    feed(
+        205,
+        EventKind::Step {
+            dev: dev(),
+            from: RunningP2p,
+            to: Stop,
+        },
+    );
+    feed(210, set_done(Stop, 0));
+    feed(
+        300,
+        EventKind::Set {
+            dev: dev(),
+            to: Running,
+        },
+    );
+    feed(310, set_done(Running, -5));
+    feed(
+        320,
+        EventKind::Get {
+            dev: dev(),
+            state: Stop,
+        },
+    );
+    feed(400, EventKind::Reset { dev: dev(), ret: 0 });
+    feed(
+        500,
+        EventKind::Set {
+            dev: dev(),
+            to: StopCopy,
+        },
+    );
+    feed(600, EventKind::End);
+    let seg = |start, end, what| Segment { start, end, what };
+    let tr = |from, to, ret, quiesce| SegKind::Transition {
+        from: Some(from),
+        to,
+        ret,
+        quiesce,
+    };
+    assert_eq!(
+        closed,
+        [
+            seg(0, 100, SegKind::State(Some(Running))),
+            seg(100, 130, tr(Running, RunningP2p, Some(0), true)),
+            seg(130, 200, SegKind::State(Some(RunningP2p))),
+            seg(200, 210, tr(RunningP2p, Stop, Some(0), false)),
+            seg(210, 300, SegKind::State(Some(Stop))),
+            seg(300, 310, tr(Stop, Running, Some(-5), false)),
+            // Refused before any arc: STOP again from 310; the GET agrees, nothing closes.
+            seg(310, 400, SegKind::State(Some(Stop))),
+            seg(400, 500, SegKind::State(Some(Running))),
+        ]
+    );
+    assert_eq!(closed[1].quiesce_ns(), Some(30));
+    assert_eq!(
+        tl.open_segment(600),
+        seg(500, 600, tr(Running, StopCopy, None, false))
+    );
+    assert_eq!(
+        closed[1].what.label(),
+        "quiesce RUNNING -> RUNNING_P2P",
+        "the label reports draw"
+    );
+    assert_eq!(closed[5].what.label(), "STOP -> RUNNING (failed EIO)");
+}
+
+fn set_done(to: MigState, ret: i32) -> EventKind {
+    EventKind::SetDone {
+        dev: D.to_owned(),
+        to,
+        ret,
+        data_fd: None,
+    }
+}

@@ -16,8 +16,13 @@
 //!   before any arc ran (no `step` for it while steps are observable and none were lost), which
 //!   leaves the state as it was, as if the request had never begun.
 //! - A SET still open at `end` leaves the device unfinished.
+//!
+//! Reports draw the same facts as [`Segment`]s: [`DeviceTimeline::feed`] returns the piece of
+//! the timeline an event closed (a stable state, or a request from its `set` to its
+//! `set_done`), and a request that entered quiescence is a *quiesce*, the one definition the
+//! verifier's quiesce statistics and every exporter count.
 
-use crate::{model::MigState, trace::EventKind};
+use crate::{model::MigState, trace::EventKind, verify::errno_name};
 
 /// `Period::end` of a period that has not ended.
 pub const OPEN: u64 = u64::MAX;
@@ -79,6 +84,68 @@ pub struct Period {
     /// The state whose arrival began it (None for an unknown span).
     pub state: Option<MigState>,
     pub entry: Entry,
+}
+
+/// A closed piece of a device's timeline, `[start, end]` in trace time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub start: u64,
+    pub end: u64,
+    pub what: SegKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegKind {
+    /// A stable state (`None`: unknown, after a failed SET or reset until a GET tells).
+    State(Option<MigState>),
+    /// A request from its `set` to its end (`from` None: unknown).
+    Transition {
+        from: Option<MigState>,
+        to: MigState,
+        /// The SET's return value; `None`: it never returned in the trace (open at the end,
+        /// or a reset or another SET came first).
+        ret: Option<i32>,
+        /// A successful SET into a quiescent state from a state that was not quiescent: the
+        /// DMA stop itself, whose duration is the quiesce time.
+        quiesce: bool,
+    },
+}
+
+impl Segment {
+    pub fn duration(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+
+    /// The quiesce time, when this segment is a quiesce.
+    pub fn quiesce_ns(&self) -> Option<u64> {
+        matches!(self.what, SegKind::Transition { quiesce: true, .. }).then(|| self.duration())
+    }
+}
+
+impl SegKind {
+    /// `RUNNING`, `UNKNOWN`, `RUNNING -> RUNNING_P2P`, `quiesce RUNNING -> RUNNING_P2P`.
+    pub fn label(&self) -> String {
+        let n = |s: &Option<MigState>| s.map_or("UNKNOWN", |s| s.name());
+        match self {
+            SegKind::State(s) => n(s).to_owned(),
+            SegKind::Transition {
+                from,
+                to,
+                ret,
+                quiesce,
+            } => format!(
+                "{}{} -> {}{}",
+                if *quiesce { "quiesce " } else { "" },
+                n(from),
+                to.name(),
+                match ret {
+                    Some(0) => String::new(),
+                    Some(r) => format!(" (failed {})", errno_name(*r)),
+                    None => " (never returned)".to_owned(),
+                }
+            ),
+        }
+    }
 }
 
 /// Which periods evidence is judged against.
@@ -190,7 +257,8 @@ impl Periods {
 #[derive(Clone, Debug)]
 pub struct DeviceTimeline {
     phase: Phase,
-    /// When `phase` began (a transition: its `set`).
+    /// When the current [`Segment`] began: the `set` of an open request, else the event that
+    /// put the device in its state.
     since: u64,
     /// The device's FSM steps are observable (its `transitions` source is ok).
     steps_observable: bool,
@@ -231,9 +299,51 @@ impl DeviceTimeline {
         self.phase
     }
 
-    /// When the current phase began.
+    /// When the current phase began (a request: its `set`).
     pub fn since(&self) -> u64 {
         self.since
+    }
+
+    /// The piece of the timeline in progress, closed at `end` (a request still open is one
+    /// that never returned).
+    pub fn open_segment(&self, end: u64) -> Segment {
+        self.segment_until(end, None, None)
+    }
+
+    /// The current piece, ended at `t`: a request with `ret` (`to`: the state a successful
+    /// SET entered), or the stable state.
+    fn segment_until(&self, t: u64, ret: Option<i32>, to: Option<MigState>) -> Segment {
+        let what = match self.phase {
+            Phase::Transition(tr) | Phase::Unfinished(tr) => {
+                let entered = if ret == Some(0) { to } else { None };
+                SegKind::Transition {
+                    from: tr.from,
+                    to: tr.toward,
+                    ret,
+                    quiesce: entered.is_some_and(MigState::quiescent)
+                        && !tr.from.is_some_and(MigState::quiescent),
+                }
+            }
+            Phase::Known(s) => SegKind::State(Some(s)),
+            Phase::Unknown => SegKind::State(None),
+        };
+        Segment {
+            start: self.since,
+            end: t,
+            what,
+        }
+    }
+
+    /// Moves to `phase` at `t`: the segment in progress closes, unless the device stays in
+    /// the same stable state.
+    fn enter(&mut self, t: u64, phase: Phase, closed: Segment) -> Option<Segment> {
+        let same = self.phase == phase && matches!(phase, Phase::Known(_) | Phase::Unknown);
+        self.phase = phase;
+        if same {
+            return None;
+        }
+        self.since = t;
+        Some(closed)
     }
 
     /// The known state (None in transition, unknown or unfinished).
@@ -314,15 +424,16 @@ impl DeviceTimeline {
     }
 
     /// Feeds one event about this device (a `lost` naming it or naming no device, and `end`,
-    /// count too). Events are fed in trace order.
-    pub fn feed(&mut self, t: u64, kind: &EventKind) {
+    /// count too). Events are fed in trace order. Returns the [`Segment`] the event closed.
+    pub fn feed(&mut self, t: u64, kind: &EventKind) -> Option<Segment> {
         match kind {
             // A re-declaration brings new facts (flags, sources) but not a new history: its
             // `state` (RUNNING when omitted) is not a transition the trace saw.
-            EventKind::Device { .. } => {}
+            EventKind::Device { .. } => None,
             EventKind::Set { to, .. } => {
                 let from = self.current();
-                self.phase = Phase::Transition(Transition {
+                let closed = self.segment_until(t, None, None);
+                let phase = Phase::Transition(Transition {
                     from,
                     toward: *to,
                     reached: from,
@@ -331,9 +442,10 @@ impl DeviceTimeline {
                     steps_lost: false,
                     t,
                 });
-                self.since = t;
+                let closed = self.enter(t, phase, closed);
                 self.steps_unknown = false;
                 self.refresh(t, Entry::Reached);
+                closed
             }
             EventKind::Step { from, to, .. } => {
                 self.steps_seen = true;
@@ -343,38 +455,41 @@ impl DeviceTimeline {
                     tr.stepped_to = Some(*to);
                     self.refresh(t, Entry::Reached);
                 }
+                None
             }
             EventKind::SetDone { to, ret, .. } => {
                 let req = self.request().copied();
+                let closed = self.segment_until(t, Some(*ret), Some(*to));
                 if *ret == 0 {
-                    self.phase = Phase::Known(*to);
-                    self.since = t;
+                    let closed = self.enter(t, Phase::Known(*to), closed);
                     self.refresh(t, Entry::Completed);
+                    closed
                 } else if let Some(r) = req
                     && r.steps == 0
                     && !r.steps_lost
                     && self.steps_observable
                 {
                     // Refused up front: the request never happened.
-                    self.phase = r.from.map_or(Phase::Unknown, Phase::Known);
+                    let closed = self.enter(t, r.from.map_or(Phase::Unknown, Phase::Known), closed);
                     for p in [&mut self.quiet, &mut self.stopped, &mut self.unknown] {
                         p.reopen_ended_at(r.t);
                     }
                     self.refresh(t, Entry::Refused);
+                    closed
                 } else {
-                    self.phase = Phase::Unknown;
-                    self.since = t;
+                    let closed = self.enter(t, Phase::Unknown, closed);
                     self.refresh(t, Entry::Failed);
+                    closed
                 }
             }
             EventKind::Get { state, .. } => {
-                if self.request().is_none() {
-                    if self.phase != Phase::Known(*state) {
-                        self.since = t;
-                    }
-                    self.phase = Phase::Known(*state);
-                    self.refresh(t, Entry::ReadBack);
+                if self.request().is_some() {
+                    return None;
                 }
+                let closed = self.segment_until(t, None, None);
+                let closed = self.enter(t, Phase::Known(*state), closed);
+                self.refresh(t, Entry::ReadBack);
+                closed
             }
             EventKind::Reset { ret, .. } => {
                 let (phase, entry) = if *ret == 0 {
@@ -382,18 +497,24 @@ impl DeviceTimeline {
                 } else {
                     (Phase::Unknown, Entry::Failed)
                 };
-                self.phase = phase;
-                self.since = t;
+                // A reset during a SET: the SET never returned in the trace.
+                let closed = self.segment_until(t, None, None);
+                let closed = self.enter(t, phase, closed);
                 self.refresh(t, entry);
+                closed
             }
-            EventKind::Lost { .. } => match &mut self.phase {
-                Phase::Transition(tr) | Phase::Unfinished(tr) => tr.steps_lost = true,
-                Phase::Known(_) | Phase::Unknown => self.steps_unknown = true,
-            },
+            EventKind::Lost { .. } => {
+                match &mut self.phase {
+                    Phase::Transition(tr) | Phase::Unfinished(tr) => tr.steps_lost = true,
+                    Phase::Known(_) | Phase::Unknown => self.steps_unknown = true,
+                }
+                None
+            }
             EventKind::End => {
                 if let Phase::Transition(tr) = self.phase {
                     self.phase = Phase::Unfinished(tr);
                 }
+                None
             }
             EventKind::Dma { .. }
             | EventKind::Irq { .. }
@@ -404,7 +525,7 @@ impl DeviceTimeline {
             | EventKind::Map { .. }
             | EventKind::Unmap { .. }
             | EventKind::Data { .. }
-            | EventKind::Mark { .. } => {}
+            | EventKind::Mark { .. } => None,
         }
     }
 

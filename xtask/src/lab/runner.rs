@@ -894,6 +894,12 @@ fn exports_agree(trace: &Path, verdict: &str, migscope: &Path, r: &mut ScenarioR
             "markdown report does not state the verdict {verdict}"
         ));
     }
+    problems.extend(crate::agree::exports_state_check_numbers(
+        &trace.with_extension("check.json"),
+        &perfetto,
+        &junit,
+        &md,
+    ));
     r.problems.extend(problems);
 }
 
@@ -1273,7 +1279,7 @@ fn regs_compared(trace: &Path) -> Result<(), String> {
 
 /// The `precopy_info` events the probe decoded from drive's VFIO_MIG_GET_PRECOPY_INFO calls
 /// against what drive itself got from the same calls (its `precopy round N: initial_bytes X
-/// dirty_bytes Y` marks, in order): the same non-empty sequence, each with `flags` 0.
+/// dirty_bytes Y` marks, in order): the same non-empty sequence, each with `precopy_flags` 0.
 fn precopy_info_agrees(trace: &Path) -> Result<(), String> {
     let text = fs::read_to_string(trace).unwrap_or_default();
     let (mut probe, mut drive) = (Vec::new(), Vec::new());
@@ -1284,8 +1290,8 @@ fn precopy_info_agrees(trace: &Path) -> Result<(), String> {
         let num = |k: &str| v.get(k).and_then(Value::as_u64);
         match v.get("ev").and_then(Value::as_str) {
             Some("precopy_info") if v.get("ret").and_then(Value::as_i64) == Some(0) => {
-                if num("flags") != Some(0) {
-                    return Err(format!("precopy_info with flags other than 0: {l}"));
+                if num("precopy_flags") != Some(0) {
+                    return Err(format!("precopy_info with precopy_flags other than 0: {l}"));
                 }
                 probe.push((num("initial_bytes"), num("dirty_bytes")));
             }
@@ -1536,7 +1542,7 @@ mod tests {
         let info = |i, f| {
             format!(
                 "{{\"t\":1,\"ev\":\"precopy_info\",\"dev\":\"0000:00:02.0\",\
-                 \"initial_bytes\":{i},\"dirty_bytes\":80,\"flags\":{f},\"ret\":0}}\n"
+                 \"initial_bytes\":{i},\"dirty_bytes\":80,\"precopy_flags\":{f},\"ret\":0}}\n"
             )
         };
         let failed = "{\"t\":1,\"ev\":\"precopy_info\",\"dev\":\"d\",\"ret\":-22}\n";

@@ -109,7 +109,9 @@ pub struct Scenario {
     /// edu devices on the root bus, at `bdf(0)`, `bdf(1)`, ...
     pub devices: usize,
     /// edu devices each behind its own PCIe root port, at `bridged_bdf(0)`, ... (a slot or
-    /// bus reset is possible there: VFIO_DEVICE_GET_PCI_HOT_RESET_INFO answers).
+    /// bus reset is possible there: VFIO_DEVICE_GET_PCI_HOT_RESET_INFO answers). A QEMU case
+    /// with `bridged > 0` gives QEMU these devices instead of the root-bus ones
+    /// ([`Scenario::behind_root_ports`]).
     pub bridged: usize,
     pub run: Run,
     /// "pass" or "fail".
@@ -557,12 +559,14 @@ pub const ALL: &[Scenario] = &[
     ),
     qemu(
         "qemu-irq-in-stop-two-dev",
-        "QEMU drives two devices, bug=irq_in_stop, record --pid attached late",
+        "QEMU drives two devices, each behind a PCIe root port, bug=irq_in_stop, record --pid \
+         attached late: both fds named through VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, both caught",
         "irq_in_stop",
         2,
         QEMU_LATE_SRC,
         FAIL_IRQ,
-    ),
+    )
+    .behind_root_ports(),
     qemu(
         "qemu-stopcopy",
         "QEMU migrates one good device (STOP_COPY) to a file and loads it, record started first; \
@@ -602,13 +606,16 @@ pub const ALL: &[Scenario] = &[
     .with_precopy(),
     qemu(
         "qemu-attach-late",
-        "QEMU migrates two good devices, record --pid attached after each QEMU opened them: \
-         declared at once by BDF with their current state",
+        "QEMU migrates two good devices, each behind a PCIe root port, record --pid attached \
+         after each QEMU opened them: declared at once by BDF with their current state (two \
+         identical devices on the root bus cannot be told apart by an attached recorder: see \
+         record-attach-ambiguous)",
         "none",
         2,
         QEMU_LATE,
         RECORD_GOOD,
-    ),
+    )
+    .behind_root_ports(),
     qemu(
         "qemu-no-steps",
         "QEMU drives, bug=no_steps: the destination's multi-arc SETs (RUNNING -> RESUMING, \
@@ -729,6 +736,15 @@ impl Scenario {
         }
     }
 
+    /// QEMU gets the devices behind root ports (`bridged_bdf`), which an attached recorder
+    /// can tell apart by their reset scope, instead of the root-bus ones.
+    const fn behind_root_ports(self) -> Scenario {
+        Scenario {
+            bridged: self.devices,
+            ..self
+        }
+    }
+
     /// With these extras.
     const fn with(self, extras: &'static [Extra]) -> Scenario {
         Scenario { extras, ..self }
@@ -745,9 +761,13 @@ impl Scenario {
         matches!(self.run, Run::Qemu(_))
     }
 
-    /// The guest BDFs of the scenario's devices.
+    /// The guest BDFs of the scenario's devices (a QEMU case's: the ones QEMU is given).
     pub fn bdfs(&self) -> Vec<String> {
-        (0..self.devices).map(bdf).collect()
+        if self.qemu() && self.bridged > 0 {
+            (0..self.bridged).map(bridged_bdf).collect()
+        } else {
+            (0..self.devices).map(bdf).collect()
+        }
     }
 }
 
@@ -788,8 +808,8 @@ pub fn guest_line(s: &Scenario) -> String {
                     cmd.push_str(flag);
                 }
             }
-            for i in 0..s.devices {
-                let _ = write!(cmd, " {}", bdf(i));
+            for b in s.bdfs() {
+                let _ = write!(cmd, " {b}");
             }
         }
         Run::Drive { plan, order } => {
@@ -843,6 +863,27 @@ mod tests {
     }
 
     #[test]
+    fn late_attached_qemu_cases_with_several_devices_use_root_ports() {
+        // Identical devices on the root bus have no reset scope to tell them apart once QEMU
+        // holds them (record-attach-ambiguous shows that inconclusive); a QEMU case that
+        // expects them named must give QEMU the bridged ones.
+        for s in ALL {
+            if let Run::Qemu(q) = s.run
+                && q.late
+                && s.devices > 1
+            {
+                assert_eq!(s.bridged, s.devices, "{}", s.name);
+                assert!(
+                    s.bdfs().iter().all(|b| !b.starts_with("0000:00:")),
+                    "{}",
+                    s.name
+                );
+                assert!(guest_line(s).contains(&bridged_bdf(1)), "{}", s.name);
+            }
+        }
+    }
+
+    #[test]
     fn extras_name_devices_the_vm_has() {
         for s in ALL {
             let have: Vec<String> = (0..s.devices)
@@ -888,8 +929,8 @@ mod tests {
         assert_eq!(
             guest_line(find("qemu-irq-in-stop-two-dev").unwrap()),
             "lab_scenario qemu-irq-in-stop-two-dev irq_in_stop 0 -- qemu_case -late -src-only \
-             0000:00:02.0 \
-             0000:00:03.0\n"
+             0000:01:00.0 \
+             0000:02:00.0\n"
         );
         assert_eq!(
             guest_line(find("qemu-dma-drain").unwrap()),
