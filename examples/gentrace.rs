@@ -138,6 +138,7 @@ fn main() -> anyhow::Result<()> {
                                 dev: d.clone(),
                                 dir: migscope::trace::DataDir::Save,
                                 bytes: 4160,
+                                file: None,
                             },
                         )?;
                     }

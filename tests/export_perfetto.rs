@@ -239,7 +239,7 @@ fn perfetto_rich_trace_details() {
         "{names:?}"
     );
     for n in [
-        "precopy_info initial 80 B dirty 16 B",
+        "precopy_info initial 80 B dirty 16 B flags 0x0",
         "precopy_info ret=-22",
         "data_size 1048576 B",
     ] {

@@ -120,12 +120,13 @@ fn decodes_data_size_and_precopy_info_replies() {
         "{evs:#?}"
     );
     assert!(
-        evs.iter().any(|e| e.kind
-            == EventKind::Data {
-                dev: bdf.into(),
+        evs.iter().any(|e| matches!(&e.kind,
+            EventKind::Data {
+                dev,
                 dir: migscope::trace::DataDir::Load,
                 bytes: 8,
-            }),
+                file: Some(f),
+            } if dev == bdf && f.fd_gen == 0 && f.reset_gen == 0)),
         "the declared data fd's write: {evs:#?}"
     );
     assert!(

@@ -1218,3 +1218,50 @@ fn plans_without_a_restore_read_no_registers() {
             .any(|e| matches!(e.kind, EventKind::Regs { .. }))
     );
 }
+
+#[test]
+fn the_stop_copy_size_is_asked_in_stop_copy_before_the_save() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = SimSpec::new(A, ALL);
+    let state = spec.state.clone();
+    let mut sim = SimVfio::new([spec]);
+    let out = run(&mut sim, &[A], &opts(Plan::PreCopy, dir.path()));
+    assert_eq!(out.error, None);
+    let at = |want: &dyn Fn(&EventKind) -> bool| out.events.iter().position(|e| want(&e.kind));
+    let asked = at(&|k| {
+        matches!(k, EventKind::Mark { label }
+            if label.contains("VFIO_DEVICE_FEATURE_MIG_DATA_SIZE in STOP_COPY"))
+    })
+    .expect("drive asks MIG_DATA_SIZE");
+    let entered = at(&|k| {
+        matches!(
+            k,
+            EventKind::SetDone {
+                to: StopCopy,
+                ret: 0,
+                ..
+            }
+        )
+    })
+    .expect("STOP_COPY reached");
+    let saved = out
+        .events
+        .iter()
+        .rposition(|e| {
+            matches!(
+                e.kind,
+                EventKind::Data {
+                    dir: DataDir::Save,
+                    ..
+                }
+            )
+        })
+        .expect("a save");
+    assert!(entered < asked && asked < saved, "{:#?}", out.events);
+    // The double answers what its save session still holds: the second half.
+    let EventKind::Mark { label } = &out.events[asked].kind else {
+        unreachable!()
+    };
+    let rest = state.len() - state.len() / 2;
+    assert!(label.ends_with(&format!("{rest} bytes")), "{label}");
+}

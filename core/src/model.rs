@@ -4,7 +4,8 @@
 use std::fmt;
 
 pub use probe_common::mig::{
-    MigFlags, MigState, PrecopyInfo, StepError, candidate, is_hazard, next_state,
+    MigFlags, MigState, PRECOPY_INFO_REINIT, PrecopyInfo, StepError, candidate, is_hazard,
+    next_state,
 };
 
 /// Longest path the kernel table can produce; anything longer is a table bug.

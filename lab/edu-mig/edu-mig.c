@@ -17,7 +17,8 @@
  *    oversized or corrupt stream fails the write or the SET out of RESUMING) and restores it;
  *  - VFIO_DEVICE_RESET returns the device to RUNNING.
  * bug= makes it misbehave like real drivers can: early_p2p, irq_in_stop, fail_p2p, no_steps,
- * late_dma, accept_corrupt, swap_addr.
+ * late_dma, accept_corrupt, swap_addr; and (issue 14) fw_crash, fail_stopcopy, late_flush,
+ * precopy_lie, echo_flags, size_lie.
  */
 
 #include <linux/anon_inodes.h>
@@ -73,7 +74,12 @@ MODULE_PARM_DESC(precopy, "also report PRE_COPY (6.2+ kernels), read at bind tim
 
 static char bug[32];
 module_param_string(bug, bug, sizeof(bug), 0644);
-MODULE_PARM_DESC(bug, "misbehave: early_p2p, irq_in_stop, fail_p2p, no_steps, late_dma, accept_corrupt, swap_addr (read at each SET)");
+MODULE_PARM_DESC(bug, "misbehave: early_p2p, irq_in_stop, fail_p2p, no_steps, late_dma, accept_corrupt, swap_addr, fw_crash, fail_stopcopy, late_flush, precopy_lie, echo_flags, size_lie (read at each SET)");
+
+static unsigned int fw_crash_after = 2;
+module_param(fw_crash_after, uint, 0644);
+MODULE_PARM_DESC(fw_crash_after,
+		 "bug=fw_crash: SETs that succeed after open or reset before the firmware \"crashes\" (then every SET fails -EIO, ERROR until VFIO_DEVICE_RESET)");
 
 static unsigned int late_dma_us = 50000;
 module_param(late_dma_us, uint, 0644);
@@ -87,6 +93,12 @@ enum edu_bug {
 	EDU_BUG_FAIL_P2P,
 	EDU_BUG_NO_STEPS,
 	EDU_BUG_LATE_DMA,
+	EDU_BUG_FW_CRASH,
+	EDU_BUG_FAIL_STOPCOPY,
+	EDU_BUG_LATE_FLUSH,
+	EDU_BUG_PRECOPY_LIE,
+	EDU_BUG_ECHO_FLAGS,
+	EDU_BUG_SIZE_LIE,
 	/* issue 14, proof power part B */
 	EDU_BUG_ACCEPT_CORRUPT,
 	EDU_BUG_SWAP_ADDR,
@@ -104,6 +116,18 @@ static enum edu_bug current_bug(void)
 		return EDU_BUG_NO_STEPS;
 	if (sysfs_streq(bug, "late_dma"))
 		return EDU_BUG_LATE_DMA;
+	if (sysfs_streq(bug, "fw_crash"))
+		return EDU_BUG_FW_CRASH;
+	if (sysfs_streq(bug, "fail_stopcopy"))
+		return EDU_BUG_FAIL_STOPCOPY;
+	if (sysfs_streq(bug, "late_flush"))
+		return EDU_BUG_LATE_FLUSH;
+	if (sysfs_streq(bug, "precopy_lie"))
+		return EDU_BUG_PRECOPY_LIE;
+	if (sysfs_streq(bug, "echo_flags"))
+		return EDU_BUG_ECHO_FLAGS;
+	if (sysfs_streq(bug, "size_lie"))
+		return EDU_BUG_SIZE_LIE;
 	if (sysfs_streq(bug, "accept_corrupt"))
 		return EDU_BUG_ACCEPT_CORRUPT;
 	if (sysfs_streq(bug, "swap_addr"))
@@ -172,6 +196,9 @@ struct edu_mig_dev {
 	struct callback_head late_twork;
 	u64 late_iova;
 	u64 late_arc_ns; /* CLOCK_MONOTONIC (ktime_get_ns), the trace clock */
+	const char *late_what; /* which bug= armed the late write, and after which arc */
+	/* bug=fw_crash: SETs since open or the last reset. */
+	unsigned int fw_sets;
 };
 
 static struct edu_mig_dev *to_edev(struct vfio_device *vdev)
@@ -237,6 +264,17 @@ out:
 	return done;
 }
 
+/*
+ * bug=accept_corrupt: the driver takes whatever RESUMING is given, as hisi_acc_vfio_pci and
+ * qat_vfio_pci did before their resume_write/load checks of the stream's length and match
+ * data: no length, magic, version, kind or checksum check, and an oversized write keeps what
+ * fits and claims the rest. True when those checks are skipped.
+ */
+static bool edu_accepts_corrupt(const struct edu_mig_dev *edev)
+{
+	return edev->bug == EDU_BUG_ACCEPT_CORRUPT;
+}
+
 static ssize_t edu_file_write(struct file *filp, const char __user *ubuf, size_t len, loff_t *pos)
 {
 	struct edu_mig_file *f = filp->private_data;
@@ -252,7 +290,7 @@ static ssize_t edu_file_write(struct file *filp, const char __user *ubuf, size_t
 	done = len;
 	if (len > sizeof(f->buf) - f->len) {
 		/* More than any edu-mig stream: refused whole (the checks hisi and qat added). */
-		if (f->edev->bug != EDU_BUG_ACCEPT_CORRUPT) {
+		if (!edu_accepts_corrupt(f->edev)) {
 			done = -ENOSPC;
 			goto out;
 		}
@@ -268,6 +306,38 @@ out:
 	mutex_unlock(&f->lock);
 	return done;
 }
+
+#ifdef EDU_HAVE_PRECOPY
+#ifndef VFIO_PRECOPY_INFO_REINIT
+/* include/uapi/linux/vfio.h since the PRECOPY_INFOv2 series; absent from older headers. */
+#define VFIO_PRECOPY_INFO_REINIT (1 << 0)
+#endif
+
+/*
+ * bug=precopy_lie: initial_bytes does not fall as the initial data is read (it reports the
+ * whole precopy record however much was read: the accounting bug class of mlx5's "fix
+ * dirty_bytes/initial_bytes reporting" fixes). bug=echo_flags: the flags word comes back with
+ * VFIO_PRECOPY_INFO_REINIT although the caller never enabled
+ * VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2, when the word is reserved and must be 0
+ * (vfio.h: "flags ... must be 0" without the opt-in). Caller holds f->lock.
+ */
+static void edu_precopy_bugs(struct edu_mig_dev *edev, struct edu_mig_file *f,
+			     struct vfio_precopy_info *info)
+{
+	if (edev->bug == EDU_BUG_PRECOPY_LIE) {
+		info->initial_bytes = f->len;
+		pci_info(edev->core.pdev,
+			 "edu-mig: bug=precopy_lie: initial_bytes %llu with %zu of %zu bytes read\n",
+			 info->initial_bytes, f->pos, f->len);
+	}
+	if (edev->bug == EDU_BUG_ECHO_FLAGS) {
+		info->flags = VFIO_PRECOPY_INFO_REINIT;
+		pci_info(edev->core.pdev,
+			 "edu-mig: bug=echo_flags: precopy_info flags %#x without the v2 opt-in\n",
+			 info->flags);
+	}
+}
+#endif
 
 static long edu_file_ioctl(struct file *filp, unsigned int cmd, unsigned long arg)
 {
@@ -295,6 +365,7 @@ static long edu_file_ioctl(struct file *filp, unsigned int cmd, unsigned long ar
 	info.initial_bytes = f->len > f->pos ? f->len - f->pos : 0;
 	/* The register file is re-sent whole in STOP_COPY: report it as dirty. */
 	info.dirty_bytes = sizeof(struct edu_mig_record);
+	edu_precopy_bugs(edev, f, &info);
 	mutex_unlock(&f->lock);
 	if (copy_to_user((void __user *)arg, &info, minsz))
 		ret = -EFAULT;
@@ -569,6 +640,7 @@ static void edu_reset_mig(struct edu_mig_dev *edev)
 	edev->held_irq = 0;
 	edev->held_fact_valid = false;
 	edev->pending_irq_restore = 0;
+	edev->fw_sets = 0;
 	edu_disable_files(edev);
 	edev->state = VFIO_DEVICE_STATE_RUNNING;
 }
@@ -593,6 +665,19 @@ static const char *edu_record_invalid(const struct edu_mig_record *r)
 }
 
 /*
+ * bug=swap_addr: hisi_acc_vfio_pci "fix XQE dma address error": two DMA addresses put back in
+ * each other's registers. edu_restore()'s read-back still checks out: it compares the
+ * registers with what this driver wrote, not with what the source had.
+ */
+static void edu_restore_bugs(struct edu_mig_dev *edev, u64 *src, u64 *dst)
+{
+	if (edev->bug != EDU_BUG_SWAP_ADDR)
+		return;
+	swap(*src, *dst);
+	pci_info(edev->core.pdev, "edu-mig: bug=swap_addr: restoring DMA src and dst swapped\n");
+}
+
+/*
  * RESUMING -> STOP: validates the stream written in RESUMING and restores it. vfio.h: "If the
  * user provided data is found to be incomplete, inconsistent, or otherwise invalid, the
  * migration driver must fail the SET_STATE ioctl": an empty stream, a length that is not whole
@@ -604,7 +689,7 @@ static const char *edu_record_invalid(const struct edu_mig_record *r)
 static int edu_restore(struct edu_mig_dev *edev)
 {
 	struct edu_mig_file *f = edev->resume;
-	bool lax = edev->bug == EDU_BUG_ACCEPT_CORRUPT;
+	bool lax = edu_accepts_corrupt(edev);
 	struct pci_dev *pdev = edev->core.pdev;
 	struct edu_mig_record r;
 	void __iomem *b = edev->bar0;
@@ -645,15 +730,7 @@ static int edu_restore(struct edu_mig_dev *edev)
 	src = le64_to_cpu(r.dma_src);
 	dst = le64_to_cpu(r.dma_dst);
 	cnt = le64_to_cpu(r.dma_cnt);
-	if (edev->bug == EDU_BUG_SWAP_ADDR) {
-		/*
-		 * hisi_acc_vfio_pci "fix XQE dma address error": two DMA addresses put back in each
-		 * other's registers. The read-back below still checks out: it compares the registers
-		 * with what this driver wrote, not with what the source had.
-		 */
-		swap(src, dst);
-		pci_info(pdev, "edu-mig: bug=swap_addr: restoring DMA src and dst swapped\n");
-	}
+	edu_restore_bugs(edev, &src, &dst);
 	/* The device is stopped: nothing runs until the next RUNNING. */
 	iowrite32(~live, b + EDU_REG_LIVENESS);
 	iowrite32(irqfact ? EDU_STATUS_IRQFACT : 0, b + EDU_REG_STATUS);
@@ -731,8 +808,9 @@ static void edu_late_dma_twork(struct callback_head *head)
 	at = ktime_get_ns();
 	/* The lab reads this line: when (trace clock) and where the late write landed. */
 	pci_info(edev->core.pdev,
-		 "edu-mig: bug=late_dma: wrote %zu bytes at iova %#llx at %llu ns, %llu us after the P2P arc returned (ret %d)\n",
-		 sizeof(data) - 1, edev->late_iova, at, (at - edev->late_arc_ns) / NSEC_PER_USEC, ret);
+		 "edu-mig: %s: wrote %zu bytes at iova %#llx at %llu ns, %llu us after the arc returned (ret %d)\n",
+		 edev->late_what, sizeof(data) - 1, edev->late_iova, at,
+		 (at - edev->late_arc_ns) / NSEC_PER_USEC, ret);
 	module_put(THIS_MODULE);
 }
 
@@ -742,8 +820,8 @@ static void edu_schedule_late_dma(struct edu_mig_dev *edev)
 	int ret;
 
 	if (!edev->to_ram_seen) {
-		pci_info(edev->core.pdev,
-			 "edu-mig: bug=late_dma: no edu->RAM transfer seen yet: no late write\n");
+		pci_info(edev->core.pdev, "edu-mig: %s: no edu->RAM transfer seen yet: no late write\n",
+			 edev->late_what);
 		return;
 	}
 	edev->late_iova = edev->to_ram_dst;
@@ -754,8 +832,51 @@ static void edu_schedule_late_dma(struct edu_mig_dev *edev)
 	ret = task_work_add(current, &edev->late_twork, TWA_RESUME);
 	if (ret) {
 		module_put(THIS_MODULE);
-		pci_warn(edev->core.pdev, "edu-mig: bug=late_dma: task_work_add failed (%d)\n", ret);
+		pci_warn(edev->core.pdev, "edu-mig: %s: task_work_add failed (%d)\n", edev->late_what,
+			 ret);
 	}
+}
+
+/*
+ * The STOP -> STOP_COPY arc's injections. bug=fail_stopcopy: the arc fails -EIO and the device
+ * stays in STOP (what QEMU's vfio_migration_set_state() then recovers from, resetting the
+ * device when the recover state fails too). bug=late_flush: a cache written back after the
+ * device stopped (hisi_acc_vfio_pci writes its cache back during the save, the "cache
+ * write-back" fix): one DMA write into the user's memory after this arc left the kernel,
+ * with the same task_work and vfio_dma_rw() as bug=late_dma.
+ */
+static int edu_stopcopy_bugs(struct edu_mig_dev *edev)
+{
+	if (edev->bug == EDU_BUG_FAIL_STOPCOPY) {
+		pci_info(edev->core.pdev, "edu-mig: bug=fail_stopcopy: refusing the STOP_COPY arc\n");
+		return -EIO;
+	}
+	if (edev->bug == EDU_BUG_LATE_FLUSH) {
+		edev->late_what = "bug=late_flush (STOP -> STOP_COPY)";
+		edu_schedule_late_dma(edev);
+	}
+	return 0;
+}
+
+/*
+ * bug=fw_crash: the device's firmware dies after fw_crash_after SETs (pds_vfio_pci's firmware
+ * recovery: every command fails until the host resets the device): from then every SET fails
+ * -EIO and the device reports ERROR until VFIO_DEVICE_RESET (edu_reset_mig() clears it).
+ * Returns true when this SET must fail. Caller holds state_mutex.
+ */
+static bool edu_fw_crashed(struct edu_mig_dev *edev)
+{
+	if (edev->bug != EDU_BUG_FW_CRASH)
+		return false;
+	if (edev->state == VFIO_DEVICE_STATE_ERROR)
+		return true;
+	if (++edev->fw_sets <= fw_crash_after)
+		return false;
+	pci_info(edev->core.pdev, "edu-mig: bug=fw_crash: firmware crashed at SET %u: ERROR\n",
+		 edev->fw_sets);
+	edu_disable_files(edev);
+	edev->state = VFIO_DEVICE_STATE_ERROR;
+	return true;
 }
 
 static int edu_quiesce(struct edu_mig_dev *edev)
@@ -789,8 +910,10 @@ static struct file *edu_step(struct edu_mig_dev *edev, enum vfio_device_mig_stat
 		if (ret)
 			return ERR_PTR(ret);
 		if (cur == VFIO_DEVICE_STATE_RUNNING && next == VFIO_DEVICE_STATE_RUNNING_P2P &&
-		    edev->bug == EDU_BUG_LATE_DMA)
+		    edev->bug == EDU_BUG_LATE_DMA) {
+			edev->late_what = "bug=late_dma (RUNNING -> RUNNING_P2P)";
 			edu_schedule_late_dma(edev);
+		}
 	}
 	if (cur == VFIO_DEVICE_STATE_RUNNING_P2P && next == VFIO_DEVICE_STATE_STOP &&
 	    edev->bug == EDU_BUG_IRQ_IN_STOP) {
@@ -811,8 +934,12 @@ static struct file *edu_step(struct edu_mig_dev *edev, enum vfio_device_mig_stat
 		}
 		return NULL;
 	}
-	if (cur == VFIO_DEVICE_STATE_STOP && next == VFIO_DEVICE_STATE_STOP_COPY)
+	if (cur == VFIO_DEVICE_STATE_STOP && next == VFIO_DEVICE_STATE_STOP_COPY) {
+		ret = edu_stopcopy_bugs(edev);
+		if (ret)
+			return ERR_PTR(ret);
 		return edu_save_file(edev, EDU_REC_FINAL);
+	}
 	if (cur == VFIO_DEVICE_STATE_STOP_COPY && next == VFIO_DEVICE_STATE_STOP) {
 		edu_disable_files(edev);
 		return NULL;
@@ -896,7 +1023,9 @@ static struct file *edu_set_state(struct vfio_device *vdev, enum vfio_device_mig
 	mutex_lock(&edev->state_mutex);
 	cmd = edu_decode_begin(edev);
 	edev->bug = current_bug();
-	while (edev->state != new) {
+	if (edu_fw_crashed(edev))
+		res = ERR_PTR(-EIO);
+	while (!IS_ERR(res) && edev->state != new) {
 		ret = vfio_mig_get_next_state(vdev, edev->state, new, &next);
 		if (ret) {
 			res = ERR_PTR(ret);
@@ -956,9 +1085,25 @@ static int edu_get_state(struct vfio_device *vdev, enum vfio_device_mig_state *c
 }
 
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
+/*
+ * bug=size_lie: VFIO_DEVICE_FEATURE_MIG_DATA_SIZE answers half of what STOP_COPY will save
+ * (the estimate QEMU sizes its downtime on, "vfio/migration: Add VFIO migration pre-copy
+ * support"'s stop-copy size, 3b5948f808e3).
+ */
+static void edu_size_bugs(struct edu_mig_dev *edev, unsigned long *len)
+{
+	if (current_bug() == EDU_BUG_SIZE_LIE) {
+		*len /= 2;
+		pci_info(edev->core.pdev, "edu-mig: bug=size_lie: estimating %lu bytes\n", *len);
+	}
+}
+
 static int edu_get_data_size(struct vfio_device *vdev, unsigned long *len)
 {
+	struct edu_mig_dev *edev = to_edev(vdev);
+
 	*len = sizeof(struct edu_mig_record);
+	edu_size_bugs(edev, len);
 	return 0;
 }
 #endif

@@ -167,6 +167,12 @@ pub struct PrecopyInfo {
     pub flags: u32,
 }
 
+/// `VFIO_PRECOPY_INFO_REINIT` (include/uapi/linux/vfio.h): the only bit a driver may return in
+/// `vfio_precopy_info.flags`, and only to a user that enabled
+/// `VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2`: new initial data is on the stream, `initial_bytes`
+/// starts over. Without the opt-in the word is reserved.
+pub const PRECOPY_INFO_REINIT: u32 = 1;
+
 /// The kernel's candidate table `vfio_from_fsm_table[cur][new]`, indexed by uAPI number.
 const TABLE: [[MigState; 8]; 8] = {
     use MigState::{

@@ -18,7 +18,7 @@ use super::attach::{self, Attached, Resolution};
 use super::procfs::{self, SeedFd};
 use super::records::{Record, cstr, struct_at, u32_at, u64_at};
 use crate::model::{MigFlags, MigState, PrecopyInfo};
-use crate::trace::{DataDir, DmaSource, Event, EventKind, IrqKind, source};
+use crate::trace::{DataDir, DataFile, DmaSource, Event, EventKind, IrqKind, source};
 
 /// `IOMMU_FAULT_WRITE` (include/linux/iommu.h), the write bit of io_page_fault's flags.
 const IOMMU_FAULT_WRITE: i32 = 0x1;
@@ -82,6 +82,9 @@ impl PidFilter {
 struct FdInfo {
     kind: u32,
     dev: Option<String>,
+    /// A migration data fd: its device's reset generation when the fd was returned (or, for one
+    /// recording did not see returned, when it was learned).
+    born: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -149,6 +152,8 @@ pub struct Attributor {
     ambiguous_noted: HashSet<String>,
     /// fds learned from /proc, for the probe's fd map (so their `close` is seen).
     learned: Vec<(u32, i32, u32)>,
+    /// Successful VFIO_DEVICE_RESETs seen per device: its reset generation.
+    resets: HashMap<String, u64>,
 }
 
 impl Attributor {
@@ -195,6 +200,7 @@ impl Attributor {
             ambiguous: HashMap::new(),
             ambiguous_noted: HashSet::new(),
             learned: Vec::new(),
+            resets: HashMap::new(),
         }
     }
 
@@ -218,6 +224,7 @@ impl Attributor {
                 FdInfo {
                     kind: s.kind,
                     dev: s.dev.clone(),
+                    born: 0,
                 },
             );
         }
@@ -269,11 +276,13 @@ impl Attributor {
             state,
         } = a;
         let kind = self.kind_of(pid, fd).unwrap_or(fd_kind::DEVICE);
+        let born = self.reset_gen(&dev);
         self.fds.insert(
             (pid, fd),
             FdInfo {
                 kind,
                 dev: Some(dev.clone()),
+                born,
             },
         );
         let entry = self.device_entry(&dev, pid);
@@ -343,6 +352,7 @@ impl Attributor {
             FdInfo {
                 kind: fd_kind::DEVICE,
                 dev: Some(dev.to_owned()),
+                born: 0,
             },
         );
     }
@@ -351,13 +361,20 @@ impl Attributor {
     /// before recording started): `fd` of `pid` carries the migration data of `dev`, so its
     /// reads, writes and VFIO_MIG_GET_PRECOPY_INFO calls are that device's.
     pub fn declare_data_fd(&mut self, pid: u32, fd: i32, dev: &str) {
+        let born = self.reset_gen(dev);
         self.fds.insert(
             (pid, fd),
             FdInfo {
                 kind: fd_kind::DATA,
                 dev: Some(dev.to_owned()),
+                born,
             },
         );
+    }
+
+    /// The reset generation of `dev`: the successful VFIO_DEVICE_RESETs seen for it.
+    fn reset_gen(&self, dev: &str) -> u64 {
+        self.resets.get(dev).copied().unwrap_or(0)
     }
 
     /// Forgets every fd of processes that no longer exist (an exit closes fds without the
@@ -603,6 +620,7 @@ impl Attributor {
                     FdInfo {
                         kind: fd_kind::DEVICE,
                         dev: Some(dev),
+                        born: 0,
                     },
                 );
             }
@@ -689,6 +707,9 @@ impl Attributor {
             }
             ioctl::DEVICE_RESET => {
                 let dev = self.dev_of(pid, r.fd);
+                if ret == 0 {
+                    *self.resets.entry(dev.clone()).or_default() += 1;
+                }
                 self.emit(t, Some(pid), EventKind::Reset { dev, ret });
             }
             ioctl::IOMMU_MAP_DMA if ret == 0 && self.is_container_cmd(kind, p, n) => {
@@ -754,11 +775,13 @@ impl Attributor {
                     .map(|v| v as i32)
                     .filter(|&fd| ret == 0 && fd >= 0);
                 if let Some(fd) = data_fd {
+                    let born = self.reset_gen(&dev);
                     self.fds.insert(
                         (pid, fd),
                         FdInfo {
                             kind: fd_kind::DATA,
                             dev: Some(dev.clone()),
+                            born,
                         },
                     );
                 }
@@ -780,6 +803,12 @@ impl Attributor {
                     let dev = self.dev_of(pid, r.fd);
                     self.emit(t, Some(pid), EventKind::Get { dev, state });
                 }
+            }
+            // The VMM opts in to VFIO_PRECOPY_INFO_REINIT (a SET without data): from here the
+            // driver must clear precopy_info's flags word.
+            uapi::VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2 if set => {
+                let dev = self.dev_of(pid, r.fd);
+                self.emit(t, Some(pid), EventKind::PrecopyInfoV2 { dev, ret });
             }
             uapi::VFIO_DEVICE_FEATURE_MIG_DATA_SIZE if get => {
                 let dev = self.dev_of(pid, r.fd);
@@ -883,11 +912,13 @@ impl Attributor {
             let entry = self.device_entry(d, pid);
             entry.fd.get_or_insert(o.fd);
         }
+        let born = dev.as_deref().map_or(0, |d| self.reset_gen(d));
         self.fds.insert(
             (pid, o.fd),
             FdInfo {
                 kind: o.fd_kind,
                 dev,
+                born,
             },
         );
     }
@@ -1028,7 +1059,11 @@ impl Attributor {
         if d.ret <= 0 || !self.accepts(pid) {
             return;
         }
-        let Some(dev) = self.fds.get(&(pid, d.fd)).and_then(|f| f.dev.clone()) else {
+        let Some((dev, fd_gen)) = self
+            .fds
+            .get(&(pid, d.fd))
+            .and_then(|f| Some((f.dev.clone()?, f.born)))
+        else {
             return;
         };
         let dir = if d.dir == DATA_WRITE {
@@ -1037,7 +1072,21 @@ impl Attributor {
             DataDir::Save
         };
         let bytes = d.ret as u64;
-        self.emit(d.hdr.ts_ns, Some(pid), EventKind::Data { dev, dir, bytes });
+        let file = Some(DataFile {
+            fd: d.fd,
+            fd_gen,
+            reset_gen: self.reset_gen(&dev),
+        });
+        self.emit(
+            d.hdr.ts_ns,
+            Some(pid),
+            EventKind::Data {
+                dev,
+                dir,
+                bytes,
+                file,
+            },
+        );
     }
 
     fn mdev(&mut self, m: &MdevDma) {
@@ -2160,6 +2209,73 @@ mod tests {
     }
 
     #[test]
+    fn a_data_fd_carries_the_reset_generation_it_was_returned_in() {
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
+        a.push(&open(1, 9, 4, fd_kind::GROUP, "/dev/vfio/12"));
+        a.push(&name_ret(2, 9, 4, 6, "0000:7f:1f.7"));
+        a.push(&call(
+            3,
+            9,
+            6,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, 3, 0],
+        ));
+        a.push(&ret(
+            4,
+            9,
+            6,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, SET_STATE, 3, 8],
+        ));
+        let xfer = |t| {
+            Record::DataXfer(DataXfer {
+                hdr: hdr(K::DataXfer, t, 9, 9),
+                fd: 8,
+                dir: 0,
+                ret: 16,
+            })
+        };
+        a.push(&xfer(5));
+        // A failed reset changes nothing; a successful one starts generation 1.
+        a.push(&ret(6, 9, 6, ioctl::DEVICE_RESET, -5, &[]));
+        a.push(&xfer(7));
+        a.push(&ret(8, 9, 6, ioctl::DEVICE_RESET, 0, &[]));
+        a.push(&xfer(9));
+        // A file returned after the reset is of generation 1.
+        a.push(&call(
+            10,
+            9,
+            6,
+            ioctl::DEVICE_FEATURE,
+            &[16, SET_STATE, 3, 0],
+        ));
+        a.push(&ret(
+            11,
+            9,
+            6,
+            ioctl::DEVICE_FEATURE,
+            0,
+            &[16, SET_STATE, 3, 8],
+        ));
+        a.push(&xfer(12));
+        let files: Vec<DataFile> = a
+            .release(None)
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Data { file, .. } => file,
+                _ => None,
+            })
+            .collect();
+        let f = |fd_gen, reset_gen| DataFile {
+            fd: 8,
+            fd_gen,
+            reset_gen,
+        };
+        assert_eq!(files, [f(0, 0), f(0, 0), f(0, 1), f(1, 1)]);
+    }
+
+    #[test]
     fn group_device_flags_context_steps_and_data() {
         let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
         a.push(&open(1, 9, 3, fd_kind::CONTAINER, "/dev/vfio/vfio"));
@@ -2272,7 +2388,12 @@ mod tests {
             EventKind::Data {
                 dev: "0000:7f:1f.7".into(),
                 dir: DataDir::Save,
-                bytes: 4096
+                bytes: 4096,
+                file: Some(DataFile {
+                    fd: 8,
+                    fd_gen: 0,
+                    reset_gen: 0
+                })
             }
         );
         assert_eq!(
@@ -2994,7 +3115,12 @@ mod tests {
                 EventKind::Data {
                     dev: "0000:7f:00.5".into(),
                     dir: DataDir::Save,
-                    bytes: 4096
+                    bytes: 4096,
+                    file: Some(DataFile {
+                        fd: 21,
+                        fd_gen: 0,
+                        reset_gen: 0
+                    })
                 },
                 EventKind::PrecopyInfo {
                     dev: "0000:7f:00.5".into(),

@@ -119,6 +119,10 @@ pub struct RuleArgs {
     /// Fail a SET into a quiescent state that takes longer than N milliseconds.
     #[arg(long, value_name = "N")]
     pub max_quiesce_ms: Option<u64>,
+    /// Fail any SET that stays open longer than N milliseconds (`set-timeout`: a hung arc),
+    /// including one still open when the trace ends.
+    #[arg(long, value_name = "N")]
+    pub max_set_ms: Option<u64>,
     /// Accept a blind spot as a warning instead of an inconclusive verdict (only `dma`).
     #[arg(long, value_name = "SPOT", value_parser = ["dma"])]
     pub accept_blind: Vec<String>,
@@ -134,6 +138,7 @@ impl RuleArgs {
         crate::verify::Options {
             p2p_policy: self.p2p_policy,
             max_quiesce_ms: self.max_quiesce_ms,
+            max_set_ms: self.max_set_ms,
             accept_blind_dma: self.accept_blind.iter().any(|s| s == "dma"),
         }
     }
@@ -146,6 +151,9 @@ impl RuleArgs {
         }
         if let Some(n) = self.max_quiesce_ms {
             v.push(format!("--max-quiesce-ms {n}"));
+        }
+        if let Some(n) = self.max_set_ms {
+            v.push(format!("--max-set-ms {n}"));
         }
         for b in &self.accept_blind {
             v.push(format!("--accept-blind {b}"));

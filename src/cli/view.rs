@@ -529,13 +529,23 @@ pub fn to_timeline(line: u64, ev: &Event) -> tui::TimelineEvent {
             iova: *iova,
             len: *len,
         },
-        EventKind::Data { dev, dir, bytes } => K::Data {
+        EventKind::Data {
+            dev,
+            dir,
+            bytes,
+            file,
+        } => K::Data {
             dev: dev.clone(),
             dir: match dir {
                 DataDir::Save => tui::DataDir::Save,
                 DataDir::Load => tui::DataDir::Load,
             },
             bytes: *bytes,
+            file: file.map(|f| tui::DataFile {
+                fd: f.fd,
+                fd_gen: f.fd_gen,
+                reset_gen: f.reset_gen,
+            }),
         },
         EventKind::Lost { n, source, dev } => K::Lost {
             n: *n,
@@ -575,6 +585,10 @@ pub fn to_timeline(line: u64, ev: &Event) -> tui::TimelineEvent {
             stage: stage.name().to_owned(),
             bar: *bar,
             regs: regs.iter().map(|(o, v)| (*o, *v)).collect(),
+        },
+        EventKind::PrecopyInfoV2 { dev, ret } => K::PrecopyInfoV2 {
+            dev: dev.clone(),
+            ret: *ret,
         },
     };
     tui::TimelineEvent {
@@ -667,13 +681,23 @@ pub fn from_timeline(e: &tui::TimelineEvent) -> Event {
             iova: *iova,
             len: *len,
         },
-        K::Data { dev, dir, bytes } => EventKind::Data {
+        K::Data {
+            dev,
+            dir,
+            bytes,
+            file,
+        } => EventKind::Data {
             dev: dev.clone(),
             dir: match dir {
                 tui::DataDir::Save => DataDir::Save,
                 tui::DataDir::Load => DataDir::Load,
             },
             bytes: *bytes,
+            file: file.map(|f| crate::trace::DataFile {
+                fd: f.fd,
+                fd_gen: f.fd_gen,
+                reset_gen: f.reset_gen,
+            }),
         },
         K::Lost { n, source, dev } => EventKind::Lost {
             n: *n,
@@ -714,6 +738,10 @@ pub fn from_timeline(e: &tui::TimelineEvent) -> Event {
             stage: RegStage::from_name(stage).unwrap_or(RegStage::Saved),
             bar: *bar,
             regs: regs.iter().copied().collect(),
+        },
+        K::PrecopyInfoV2 { dev, ret } => EventKind::PrecopyInfoV2 {
+            dev: dev.clone(),
+            ret: *ret,
         },
     };
     Event {
@@ -823,7 +851,19 @@ mod tests {
                 dev: d(),
                 dir: DataDir::Save,
                 bytes: 80,
+                file: None,
             },
+            EventKind::Data {
+                dev: d(),
+                dir: DataDir::Save,
+                bytes: 80,
+                file: Some(crate::trace::DataFile {
+                    fd: 7,
+                    fd_gen: 0,
+                    reset_gen: u64::MAX,
+                }),
+            },
+            EventKind::PrecopyInfoV2 { dev: d(), ret: 0 },
             EventKind::PrecopyInfo {
                 dev: d(),
                 result: Ok(PrecopyInfo {

@@ -1192,12 +1192,23 @@ impl<O: VfioOps> Ctl<'_, O> {
     }
 
     fn save(&mut self, i: usize) -> Result<(), PlanError> {
-        let bdf = self.devs[i].bdf.clone();
+        let (id, bdf) = (self.devs[i].id, self.devs[i].bdf.clone());
+        // The stop-copy size estimate, asked once the device is stopped and before the save
+        // (as QEMU's vfio_query_stop_copy_size): the probe records it as `data_size`, and
+        // `check` holds the bytes saved to it.
+        let estimate = match self.ops.data_size(id) {
+            Ok(n) => format!("{n} bytes"),
+            Err(e) => format!("failed: {}", errno_name(e)),
+        };
+        self.mark(format!(
+            "{bdf}: VFIO_DEVICE_FEATURE_MIG_DATA_SIZE in STOP_COPY: {estimate}"
+        ));
         let bytes = self.read_data(i, false)?;
         self.emit(EventKind::Data {
             dev: bdf.clone(),
             dir: DataDir::Save,
             bytes,
+            file: None,
         });
         let all = std::mem::take(&mut self.devs[i].session);
         let n = self.devs[i].saves.len();
@@ -1243,6 +1254,7 @@ impl<O: VfioOps> Ctl<'_, O> {
                     dev: bdf.clone(),
                     dir: DataDir::Save,
                     bytes,
+                    file: None,
                 });
             } else {
                 break;
@@ -1288,6 +1300,7 @@ impl<O: VfioOps> Ctl<'_, O> {
             dev: bdf.clone(),
             dir: DataDir::Load,
             bytes: off as u64,
+            file: None,
         });
         (self.log)(&format!("{bdf}: loaded {off} bytes of device state"));
         Ok(())

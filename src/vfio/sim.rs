@@ -478,6 +478,16 @@ impl VfioOps for SimVfio {
         }
     }
 
+    /// What the open save session still holds (the double has no estimate outside one).
+    fn data_size(&mut self, dev: DevId) -> Result<u64, Errno> {
+        match self.dev(dev)?.data.as_ref() {
+            Some(DataSession::Save { bytes, pos, .. }) => {
+                Ok(bytes.len().saturating_sub(*pos) as u64)
+            }
+            _ => Err(libc::EINVAL),
+        }
+    }
+
     fn data_close(&mut self, _dev: DevId) {}
 
     fn map_dma(&mut self, dev: DevId, buf: &Arc<DmaBuffer>, iova: u64) -> Result<(), Errno> {

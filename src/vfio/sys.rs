@@ -226,6 +226,9 @@ pub trait VfioOps {
     fn data_write(&mut self, dev: DevId, buf: &[u8]) -> Result<usize, Errno>;
     /// VFIO_MIG_GET_PRECOPY_INFO on the current data_fd.
     fn precopy_info(&mut self, dev: DevId) -> Result<PrecopyInfo, Errno>;
+    /// VFIO_DEVICE_FEATURE_MIG_DATA_SIZE GET: the driver's estimate of the bytes a STOP_COPY
+    /// save still has to move (QEMU asks before and during the stop-copy phase).
+    fn data_size(&mut self, dev: DevId) -> Result<u64, Errno>;
     /// Closes the data_fd (after the device left the data states).
     fn data_close(&mut self, dev: DevId);
     /// VFIO_IOMMU_MAP_DMA of `buf` at `iova` in the device's container.
@@ -767,6 +770,16 @@ impl VfioOps for Vfio {
             dirty_bytes: info.dirty_bytes,
             flags: info.flags,
         })
+    }
+
+    fn data_size(&mut self, dev: DevId) -> Result<u64, Errno> {
+        let d = self.dev(dev)?;
+        let mut f = Feature::<uapi::vfio_device_feature_mig_data_size>::new(
+            uapi::VFIO_DEVICE_FEATURE_GET | uapi::VFIO_DEVICE_FEATURE_MIG_DATA_SIZE,
+        );
+        // SAFETY: DEVICE_FEATURE reads/writes at most argsz bytes of `f`.
+        unsafe { ioctl_ptr(d.fd.as_raw_fd(), VFIO_DEVICE_FEATURE, &mut f) }?;
+        Ok(f.payload.stop_copy_length)
     }
 
     fn data_close(&mut self, dev: DevId) {

@@ -12,8 +12,8 @@ pub mod ui;
 
 pub use app::{App, Effect, Key, Msg, Pane, update};
 pub use model::{
-    DataDir, DeviceDecl, DmaSrc, Ev, EvKind, Finding, Flags, IrqKind, State, TimelineEvent,
-    TraceInfo, Verdict, VerdictUpdate,
+    DataDir, DataFile, DeviceDecl, DmaSrc, Ev, EvKind, Finding, Flags, IrqKind, State,
+    TimelineEvent, TraceInfo, Verdict, VerdictUpdate,
 };
 
 /// The ratatui version the views are drawn with (for callers' tests with `TestBackend`).

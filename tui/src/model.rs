@@ -134,6 +134,8 @@ pub enum EvKind {
         dev: String,
         dir: DataDir,
         bytes: u64,
+        /// The file the bytes moved through, when the trace names it.
+        file: Option<DataFile>,
     },
     Lost {
         n: u64,
@@ -169,6 +171,20 @@ pub enum EvKind {
         bar: u32,
         regs: Vec<(u64, u64)>,
     },
+    /// A VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2 SET (the VMM opted in to REINIT): its return.
+    PrecopyInfoV2 {
+        dev: String,
+        ret: i32,
+    },
+}
+
+/// A `data` event's migration file: its fd number, the device's reset generation when the SET
+/// that returned it completed, and the device's reset generation when the bytes moved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DataFile {
+    pub fd: i32,
+    pub fd_gen: u64,
+    pub reset_gen: u64,
 }
 
 /// A device declaration (`ev: device`).
@@ -202,12 +218,13 @@ pub enum Ev {
     End = 13,
     PrecopyInfo = 14,
     DataSize = 15,
-    CorruptLoad = 16,
-    Regs = 17,
+    PrecopyInfoV2 = 16,
+    CorruptLoad = 17,
+    Regs = 18,
 }
 
 impl Ev {
-    pub const ALL: [Ev; 18] = [
+    pub const ALL: [Ev; 19] = [
         Ev::Device,
         Ev::Set,
         Ev::Step,
@@ -224,6 +241,7 @@ impl Ev {
         Ev::End,
         Ev::PrecopyInfo,
         Ev::DataSize,
+        Ev::PrecopyInfoV2,
         Ev::CorruptLoad,
         Ev::Regs,
     ];
@@ -245,6 +263,7 @@ impl Ev {
             Ev::End => "end",
             Ev::PrecopyInfo => "precopy_info",
             Ev::DataSize => "data_size",
+            Ev::PrecopyInfoV2 => "precopy_info_v2",
             Ev::CorruptLoad => "corrupt_load",
             Ev::Regs => "regs",
         }
@@ -280,6 +299,7 @@ impl EvKind {
             EvKind::End => Ev::End,
             EvKind::PrecopyInfo { .. } => Ev::PrecopyInfo,
             EvKind::DataSize { .. } => Ev::DataSize,
+            EvKind::PrecopyInfoV2 { .. } => Ev::PrecopyInfoV2,
             EvKind::CorruptLoad { .. } => Ev::CorruptLoad,
             EvKind::Regs { .. } => Ev::Regs,
         }
@@ -299,6 +319,7 @@ impl EvKind {
             | EvKind::Data { dev, .. }
             | EvKind::PrecopyInfo { dev, .. }
             | EvKind::DataSize { dev, .. }
+            | EvKind::PrecopyInfoV2 { dev, .. }
             | EvKind::CorruptLoad { dev, .. }
             | EvKind::Regs { dev, .. } => Some(dev),
             EvKind::Map { .. }

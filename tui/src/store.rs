@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 
 use crate::model::{
-    DataDir, DeviceDecl, DmaSrc, Ev, EvKind, Flags, IrqKind, PrecopyInfo, State, TimelineEvent,
+    DataDir, DataFile, DeviceDecl, DmaSrc, Ev, EvKind, Flags, IrqKind, PrecopyInfo, State,
+    TimelineEvent,
 };
 
 /// Marks "no device" in the device column.
@@ -186,6 +187,8 @@ pub struct Store {
     b: Vec<u64>,
     /// Sparse DMA windows: (local row, t0, t1), rows increasing.
     windows: Vec<(u32, u64, u64)>,
+    /// Sparse `data` files: (local row, file), rows increasing.
+    files: Vec<(u32, DataFile)>,
     strings: Vec<String>,
     string_ids: HashMap<String, u32>,
     /// Rows dropped from the front by the ring bound.
@@ -559,11 +562,21 @@ impl Store {
                 b = *len;
                 self.ctxs[c].maps.push(row);
             }
-            EvKind::Data { dev: n, dir, bytes } => {
+            // s: the direction, 0x10 when a file is named (kept in `files`).
+            EvKind::Data {
+                dev: n,
+                dir,
+                bytes,
+                file,
+            } => {
                 let i = self.dev_id(n, t);
                 dev = i as u16;
                 s = *dir as u8;
                 a = *bytes;
+                if let Some(f) = file {
+                    s |= 0x10;
+                    self.files.push((row, *f));
+                }
                 let dv = &mut self.devices[i];
                 dv.data.push(row);
                 dv.stats.data_bytes += bytes;
@@ -636,6 +649,12 @@ impl Store {
                 b = u64::from(self.intern(&text.join(",")));
                 self.devices[i].data.push(row);
             }
+            EvKind::PrecopyInfoV2 { dev: n, ret } => {
+                let i = self.dev_id(n, t);
+                dev = i as u16;
+                x = *ret;
+                self.devices[i].data.push(row);
+            }
         }
         self.t.push(t);
         self.line.push(e.line);
@@ -692,6 +711,11 @@ impl Store {
         self.windows.drain(..k);
         for w in &mut self.windows {
             w.0 -= n32;
+        }
+        let k = self.files.partition_point(|f| f.0 < n32);
+        self.files.drain(..k);
+        for f in &mut self.files {
+            f.0 -= n32;
         }
         self.base += n as u64;
     }
@@ -786,8 +810,18 @@ impl Store {
             },
             Ev::Data => EvKind::Data {
                 dev: devname(),
-                dir: if s == 1 { DataDir::Load } else { DataDir::Save },
+                dir: if s & 0x0f == 1 {
+                    DataDir::Load
+                } else {
+                    DataDir::Save
+                },
                 bytes: a,
+                file: if s & 0x10 != 0 {
+                    let k = self.files.partition_point(|f| (f.0 as usize) < r);
+                    self.files.get(k).filter(|f| f.0 as usize == r).map(|f| f.1)
+                } else {
+                    None
+                },
             },
             Ev::Lost => EvKind::Lost {
                 n: a,
@@ -835,6 +869,10 @@ impl Store {
                         ))
                     })
                     .collect(),
+            },
+            Ev::PrecopyInfoV2 => EvKind::PrecopyInfoV2 {
+                dev: devname(),
+                ret: x,
             },
         };
         Some(TimelineEvent {
@@ -921,7 +959,24 @@ pub fn summary(e: &TimelineEvent) -> String {
         EvKind::Irq { dev, kind, vector } => format!("irq {dev} {}[{vector}]", kind.name()),
         EvKind::Map { ctx, iova, len } => format!("map {ctx} {iova:#x}+{len:#x}"),
         EvKind::Unmap { ctx, iova, len } => format!("unmap {ctx} {iova:#x}+{len:#x}"),
-        EvKind::Data { dev, dir, bytes } => format!("data {dev} {} {bytes} B", dir.name()),
+        EvKind::Data {
+            dev,
+            dir,
+            bytes,
+            file: None,
+        } => format!("data {dev} {} {bytes} B", dir.name()),
+        EvKind::Data {
+            dev,
+            dir,
+            bytes,
+            file: Some(f),
+        } => format!(
+            "data {dev} {} {bytes} B fd {} gen {} (reset gen {})",
+            dir.name(),
+            f.fd,
+            f.fd_gen,
+            f.reset_gen
+        ),
         EvKind::Lost {
             n,
             source,
@@ -962,6 +1017,7 @@ pub fn summary(e: &TimelineEvent) -> String {
             let r: Vec<String> = regs.iter().map(|(o, v)| format!("{o:#x}={v:#x}")).collect();
             format!("regs {dev} {stage} bar{bar} {}", r.join(" "))
         }
+        EvKind::PrecopyInfoV2 { dev, ret } => format!("precopy_info_v2 {dev} ret={ret}"),
     }
 }
 
@@ -1072,6 +1128,7 @@ mod tests {
                     dev: "a".into(),
                     dir: DataDir::Load,
                     bytes: 9,
+                    file: None,
                 },
             ),
             ev(

@@ -303,10 +303,18 @@ pub fn export(input: &Path, output: &Path, opts: Options) -> Result<(Report, Cou
                     "t",
                 ))
             }
-            EventKind::Data { dev, dir, bytes } => {
+            EventKind::Data {
+                dev,
+                dir,
+                bytes,
+                file,
+            } => {
                 let (p, t) = tracks.dev(dev, &mut out)?;
+                let via = file.map_or_else(String::new, |f| {
+                    format!(" fd {} (gen {}, reset gen {})", f.fd, f.fd_gen, f.reset_gen)
+                });
                 Some(instant(
-                    format!("data {} {bytes} B", dir.name()),
+                    format!("data {} {bytes} B{via}", dir.name()),
                     "data",
                     p,
                     t,
@@ -339,8 +347,8 @@ pub fn export(input: &Path, output: &Path, opts: Options) -> Result<(Report, Cou
                 let (p, t) = tracks.dev(dev, &mut out)?;
                 let name = match result {
                     Ok(i) => format!(
-                        "precopy_info initial {} B dirty {} B",
-                        i.initial_bytes, i.dirty_bytes
+                        "precopy_info initial {} B dirty {} B flags {:#x}",
+                        i.initial_bytes, i.dirty_bytes, i.flags
                     ),
                     Err(e) => format!("precopy_info ret={e}"),
                 };
@@ -372,6 +380,16 @@ pub fn export(input: &Path, output: &Path, opts: Options) -> Result<(Report, Cou
             EventKind::Regs { dev, stage, .. } => {
                 let (p, t) = tracks.dev(dev, &mut out)?;
                 Some(instant(format!("regs {}", stage.name()), "regs", p, t, "t"))
+            }
+            EventKind::PrecopyInfoV2 { dev, ret } => {
+                let (p, t) = tracks.dev(dev, &mut out)?;
+                Some(instant(
+                    format!("precopy_info_v2 opt-in ret={ret}"),
+                    "mig_info",
+                    p,
+                    t,
+                    "t",
+                ))
             }
         };
         if let Some(v) = v {

@@ -298,6 +298,9 @@ pub enum EventKind {
         dev: String,
         dir: DataDir,
         bytes: u64,
+        /// Which file the bytes moved through and the device's reset generations, when the
+        /// recorder knows them (`data_fd`, `fd_gen`, `reset_gen`).
+        file: Option<DataFile>,
     },
     /// `n` events were dropped.
     Lost {
@@ -344,6 +347,31 @@ pub enum EventKind {
         bar: u32,
         regs: BTreeMap<u64, u64>,
     },
+    /// A VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2 SET returned (the VMM asked): with `ret` 0 the
+    /// caller opted in, so the driver clears `precopy_info`'s flags word and may report
+    /// `VFIO_PRECOPY_INFO_REINIT` in it from then on.
+    PrecopyInfoV2 {
+        dev: String,
+        ret: i32,
+    },
+}
+
+/// The migration file a `data` event's bytes moved through.
+///
+/// A file is named by its fd number and by the device's *reset generation* when the SET that
+/// returned it completed; the generation counts the successful VFIO_DEVICE_RESETs of the device
+/// the recorder saw (from 0 when it started). Together they survive the reuse of an fd number,
+/// and a file whose `gen` is older than the device's `reset_gen` was created before the device's
+/// last reset: a driver that clears its migration files on reset (pds_vfio_pci "Always clear the
+/// save/restore FDs on reset") refuses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DataFile {
+    /// The data_fd's number in the process that moved the bytes (`data_fd`).
+    pub fd: i32,
+    /// The device's reset generation when the SET that returned this fd completed (`fd_gen`).
+    pub fd_gen: u64,
+    /// The device's reset generation when the bytes moved (`reset_gen`).
+    pub reset_gen: u64,
 }
 
 impl EventKind {
@@ -366,6 +394,7 @@ impl EventKind {
             EventKind::End => "end",
             EventKind::PrecopyInfo { .. } => "precopy_info",
             EventKind::DataSize { .. } => "data_size",
+            EventKind::PrecopyInfoV2 { .. } => "precopy_info_v2",
             EventKind::CorruptLoad { .. } => "corrupt_load",
             EventKind::Regs { .. } => "regs",
         }
@@ -385,6 +414,7 @@ impl EventKind {
             | EventKind::Data { dev, .. }
             | EventKind::PrecopyInfo { dev, .. }
             | EventKind::DataSize { dev, .. }
+            | EventKind::PrecopyInfoV2 { dev, .. }
             | EventKind::CorruptLoad { dev, .. }
             | EventKind::Regs { dev, .. } => Some(dev),
             EventKind::Map { .. }

@@ -15,7 +15,8 @@ use std::{
 use serde::Deserialize;
 
 use super::event::{
-    Corruption, DataDir, DmaSource, Event, EventKind, Header, IrqKind, RegStage, TRACE_VERSION,
+    Corruption, DataDir, DataFile, DmaSource, Event, EventKind, Header, IrqKind, RegStage,
+    TRACE_VERSION,
 };
 use super::sink::TraceSink;
 use crate::model::{MigFlags, MigState, PrecopyInfo, flag_bit};
@@ -93,6 +94,7 @@ pub(crate) fn recycle_strings(ev: Event, spare: &mut Vec<String>) {
         | EventKind::Data { dev, .. }
         | EventKind::PrecopyInfo { dev, .. }
         | EventKind::DataSize { dev, .. }
+        | EventKind::PrecopyInfoV2 { dev, .. }
         | EventKind::CorruptLoad { dev, .. }
         | EventKind::Regs { dev, .. } => put(dev),
         EventKind::Map { ctx, .. } | EventKind::Unmap { ctx, .. } => put(ctx),
@@ -162,6 +164,10 @@ struct Raw<'a> {
     /// `precopy_info`'s flags word, as the driver returned it (not `flags`: a reader that
     /// predates `precopy_info` checks `flags` as a device's flag names and would refuse it).
     precopy_flags: Option<u64>,
+    /// `data`: the device's reset generation when the SET that returned its data_fd completed.
+    fd_gen: Option<u64>,
+    /// `data`: the device's reset generation when the bytes moved.
+    reset_gen: Option<u64>,
     #[serde(borrow)]
     corruption: Option<Cow<'a, str>>,
     #[serde(borrow)]
@@ -206,6 +212,8 @@ const FIELD_TYPES: &[(&str, &str)] = &[
     ("initial_bytes", "u64"),
     ("dirty_bytes", "u64"),
     ("precopy_flags", "u64"),
+    ("fd_gen", "u64"),
+    ("reset_gen", "u64"),
     ("corruption", "str"),
     ("stage", "str"),
     ("bar", "u32"),
@@ -260,6 +268,7 @@ const KNOWN_EVS: &[&str] = &[
     "end",
     "precopy_info",
     "data_size",
+    "precopy_info_v2",
     "corrupt_load",
     "regs",
 ];
@@ -646,6 +655,7 @@ impl<R: BufRead> JsonlReader<R> {
                         )
                     })?,
                     bytes: self.req(raw.bytes, "bytes")?,
+                    file: self.data_file(&raw)?,
                 }
             }
             "lost" => EventKind::Lost {
@@ -707,6 +717,10 @@ impl<R: BufRead> JsonlReader<R> {
                     regs: self.registers(raw.registers.take())?,
                 }
             }
+            "precopy_info_v2" => EventKind::PrecopyInfoV2 {
+                dev: self.req_str(&raw.dev, "dev")?,
+                ret: self.errno_ret(raw.ret, "ret")?,
+            },
             other => {
                 let other = other.to_owned();
                 self.warn_unknown_ev(&other);
@@ -843,6 +857,28 @@ impl<R: BufRead> JsonlReader<R> {
             }
         }
         Ok(out)
+    }
+
+    /// A `data` event's file (`data_fd`, `fd_gen`, `reset_gen`): all three or none.
+    fn data_file(&self, raw: &Raw<'_>) -> Result<Option<DataFile>, TraceError> {
+        if raw.data_fd.is_none() && raw.fd_gen.is_none() && raw.reset_gen.is_none() {
+            return Ok(None);
+        }
+        let fd = self.req(raw.data_fd, "data_fd")?;
+        let fd = i32::try_from(fd)
+            .ok()
+            .filter(|fd| *fd >= 0)
+            .ok_or_else(|| self.invalid("data_fd", &format!("{fd} is not a file descriptor")))?;
+        let need = "missing (a `data` event with a file has data_fd, fd_gen and reset_gen)";
+        let fd_gen = raw.fd_gen.ok_or_else(|| self.invalid("fd_gen", need))?;
+        let reset_gen = raw
+            .reset_gen
+            .ok_or_else(|| self.invalid("reset_gen", need))?;
+        Ok(Some(DataFile {
+            fd,
+            fd_gen,
+            reset_gen,
+        }))
     }
 
     /// A driver's 32-bit flags word (`precopy_info`'s `precopy_flags`).
@@ -993,10 +1029,20 @@ pub fn event_to_json(ev: &Event) -> String {
             push_num(&mut o, "iova", iova);
             push_num(&mut o, "len", len);
         }
-        EventKind::Data { dev, dir, bytes } => {
+        EventKind::Data {
+            dev,
+            dir,
+            bytes,
+            file,
+        } => {
             push_str(&mut o, "dev", dev);
             push_str(&mut o, "dir", dir.name());
             push_num(&mut o, "bytes", bytes);
+            if let Some(f) = file {
+                push_num(&mut o, "data_fd", f.fd);
+                push_num(&mut o, "fd_gen", f.fd_gen);
+                push_num(&mut o, "reset_gen", f.reset_gen);
+            }
         }
         EventKind::Lost { n, source, dev } => {
             push_num(&mut o, "n", n);
@@ -1059,6 +1105,10 @@ pub fn event_to_json(ev: &Event) -> String {
                 let _ = write!(o, "\"{off:#x}\":{v}");
             }
             o.push('}');
+        }
+        EventKind::PrecopyInfoV2 { dev, ret } => {
+            push_str(&mut o, "dev", dev);
+            push_num(&mut o, "ret", ret);
         }
     }
     if let Some(pid) = ev.pid {
@@ -1451,10 +1501,12 @@ mod fast {
                     "initial_bytes" => once!(seen, 30, r.initial_bytes, l.opt_u64()),
                     "dirty_bytes" => once!(seen, 31, r.dirty_bytes, l.opt_u64()),
                     "precopy_flags" => once!(seen, 32, r.precopy_flags, l.opt_u64()),
-                    "corruption" => once!(seen, 33, r.corruption, l.opt_str()),
-                    "stage" => once!(seen, 34, r.stage, l.opt_str()),
-                    "bar" => once!(seen, 35, r.bar, l.opt_u32()),
-                    "registers" => once!(seen, 36, r.registers, l.opt_u64map()),
+                    "fd_gen" => once!(seen, 33, r.fd_gen, l.opt_u64()),
+                    "reset_gen" => once!(seen, 34, r.reset_gen, l.opt_u64()),
+                    "corruption" => once!(seen, 35, r.corruption, l.opt_str()),
+                    "stage" => once!(seen, 36, r.stage, l.opt_str()),
+                    "bar" => once!(seen, 37, r.bar, l.opt_u32()),
+                    "registers" => once!(seen, 38, r.registers, l.opt_u64map()),
                     _ => l.skip()?,
                 }
                 l.ws();
@@ -1704,6 +1756,17 @@ mod tests {
                 dev: d(),
                 dir: DataDir::Load,
                 bytes: 77,
+                file: None,
+            },
+            EventKind::Data {
+                dev: d(),
+                dir: DataDir::Save,
+                bytes: 80,
+                file: Some(DataFile {
+                    fd: 9,
+                    fd_gen: 0,
+                    reset_gen: u64::MAX,
+                }),
             },
             EventKind::Lost {
                 n: 4,
@@ -1733,6 +1796,8 @@ mod tests {
                 dev: d(),
                 result: Err(-25),
             },
+            EventKind::PrecopyInfoV2 { dev: d(), ret: 0 },
+            EventKind::PrecopyInfoV2 { dev: d(), ret: -25 },
             EventKind::End,
         ];
         let header = Header {
@@ -1914,6 +1979,23 @@ mod tests {
                 .prop_map(|(dev, result)| EventKind::DataSize { dev, result }),
             (
                 s,
+                any::<bool>(),
+                any::<u64>(),
+                proptest::option::of((0i32..=i32::MAX, any::<u64>(), any::<u64>()))
+            )
+                .prop_map(|(dev, load, bytes, file)| EventKind::Data {
+                    dev,
+                    dir: if load { DataDir::Load } else { DataDir::Save },
+                    bytes,
+                    file: file.map(|(fd, fd_gen, reset_gen)| DataFile {
+                        fd,
+                        fd_gen,
+                        reset_gen
+                    }),
+                }),
+            (s, i32::MIN..=0).prop_map(|(dev, ret)| EventKind::PrecopyInfoV2 { dev, ret }),
+            (
+                s,
                 0usize..4,
                 any::<u64>(),
                 prop_oneof![Just(0), i32::MIN..0]
@@ -2025,6 +2107,73 @@ mod tests {
             let (l, f, m) = err_of(&format!("{H}{line}\n"));
             assert_eq!((l, f.as_str()), (2, field), "{line}: {m}");
         }
+    }
+
+    #[test]
+    fn data_files_and_the_precopy_v2_opt_in_read_as_documented() {
+        let s = format!(
+            "{H}{}\n{}\n{}\n{}\n",
+            r#"{"t":1,"ev":"data","dev":"d","dir":"save","bytes":80}"#,
+            r#"{"t":2,"ev":"data","dev":"d","dir":"save","bytes":80,"data_fd":7,"fd_gen":0,"reset_gen":1}"#,
+            r#"{"t":3,"ev":"precopy_info_v2","dev":"d","ret":0}"#,
+            r#"{"t":4,"ev":"precopy_info_v2","dev":"d","ret":-25}"#,
+        );
+        let (_, evs, w) = read_all(&s).expect("valid");
+        assert!(w.is_empty(), "{w:?}");
+        let kinds: Vec<EventKind> = evs.into_iter().map(|(_, e)| e.kind).collect();
+        let data = |file| EventKind::Data {
+            dev: "d".into(),
+            dir: DataDir::Save,
+            bytes: 80,
+            file,
+        };
+        assert_eq!(
+            kinds,
+            [
+                data(None),
+                data(Some(DataFile {
+                    fd: 7,
+                    fd_gen: 0,
+                    reset_gen: 1
+                })),
+                EventKind::PrecopyInfoV2 {
+                    dev: "d".into(),
+                    ret: 0
+                },
+                EventKind::PrecopyInfoV2 {
+                    dev: "d".into(),
+                    ret: -25
+                },
+            ]
+        );
+        // A file is named whole: its fd and both generations, or nothing.
+        for (line, field) in [
+            (
+                r#"{"t":1,"ev":"data","dev":"d","dir":"save","bytes":1,"data_fd":7,"reset_gen":1}"#,
+                "fd_gen",
+            ),
+            (
+                r#"{"t":1,"ev":"data","dev":"d","dir":"save","bytes":1,"fd_gen":0,"reset_gen":1}"#,
+                "data_fd",
+            ),
+            (
+                r#"{"t":1,"ev":"data","dev":"d","dir":"save","bytes":1,"data_fd":-1,"fd_gen":0,"reset_gen":0}"#,
+                "data_fd",
+            ),
+            (
+                r#"{"t":1,"ev":"data","dev":"d","dir":"save","bytes":1,"data_fd":7,"fd_gen":0,"reset_gen":-1}"#,
+                "reset_gen",
+            ),
+            (r#"{"t":1,"ev":"precopy_info_v2","dev":"d"}"#, "ret"),
+        ] {
+            let (l, f, m) = err_of(&format!("{H}{line}\n"));
+            assert_eq!((l, f.as_str()), (2, field), "{line}: {m}");
+        }
+        // The writer's lines take the fast path.
+        assert!(
+            fast::raw(r#"{"t":2,"ev":"data","dev":"d","dir":"save","bytes":80,"data_fd":7,"fd_gen":0,"reset_gen":1}"#)
+                .is_some()
+        );
     }
 
     proptest! {

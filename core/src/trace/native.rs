@@ -31,6 +31,8 @@
 //! |---|---|---|
 //! | 1 | precopy_info | id dev, zz ret, then with ret 0: v initial_bytes, v dirty_bytes, v flags |
 //! | 2 | data_size | id dev, zz ret, then with ret 0: v bytes |
+//! | 10 | data with its file | id dev, u8 dir, v bytes, zz data_fd, v fd_gen, v reset_gen (a `data` event without a file stays a 0x1a record) |
+//! | 11 | precopy_info_v2 | id dev, zz ret |
 //! | 20 | corrupt_load | id dev, u8 corruption (index in `Corruption::ALL`), v bytes, zz ret |
 //! | 21 | regs | id dev, u8 stage (0 saved, 1 restored), v bar, v n, n × (v offset, v value) |
 //!
@@ -79,7 +81,8 @@ use std::{
 
 use super::{
     event::{
-        Corruption, DataDir, DmaSource, Event, EventKind, Header, IrqKind, RegStage, TRACE_VERSION,
+        Corruption, DataDir, DataFile, DmaSource, Event, EventKind, Header, IrqKind, RegStage,
+        TRACE_VERSION,
     },
     jsonl::{ReadWarning, TraceError, header_to_json},
     sink::TraceSink,
@@ -125,12 +128,14 @@ fn kind_code(k: &EventKind) -> u8 {
             EventKind::Irq { .. } => 7,
             EventKind::Map { .. } => 8,
             EventKind::Unmap { .. } => 9,
-            EventKind::Data { .. } => 10,
+            EventKind::Data { file: None, .. } => 10,
             EventKind::Lost { .. } => 11,
             EventKind::Mark { .. } => 12,
             EventKind::End => 13,
             EventKind::PrecopyInfo { .. }
             | EventKind::DataSize { .. }
+            | EventKind::Data { file: Some(_), .. }
+            | EventKind::PrecopyInfoV2 { .. }
             | EventKind::CorruptLoad { .. }
             | EventKind::Regs { .. } => KIND_EXT,
         }
@@ -140,9 +145,27 @@ fn kind_code(k: &EventKind) -> u8 {
 mod ext {
     pub const PRECOPY_INFO: u64 = 1;
     pub const DATA_SIZE: u64 = 2;
+    /// A `data` event that names its file (issue 14's kinds are 10-19).
+    pub const DATA_FILE: u64 = 10;
+    pub const PRECOPY_INFO_V2: u64 = 11;
     // 20-29: issue 14 part B (resume validation, restore divergence).
     pub const CORRUPT_LOAD: u64 = 20;
     pub const REGS: u64 = 21;
+}
+
+fn dir_byte(d: DataDir) -> u8 {
+    match d {
+        DataDir::Save => 0,
+        DataDir::Load => 1,
+    }
+}
+
+fn dir_of(d: u8) -> Result<DataDir, Cut> {
+    match d {
+        0 => Ok(DataDir::Save),
+        1 => Ok(DataDir::Load),
+        _ => Err(Cut::Bad("dir", format!("direction {d} unknown"))),
+    }
 }
 
 /// A reply's `ret` (0 for a value) as the zigzag varint extension payloads start with.
@@ -395,14 +418,39 @@ impl<W: Write> NativeWriter<W> {
                 put_varint(&mut b, *iova);
                 put_varint(&mut b, *len);
             }
-            EventKind::Data { dev, dir, bytes } => {
+            EventKind::Data {
+                dev,
+                dir,
+                bytes,
+                file: None,
+            } => {
                 let d = self.intern(dev, &mut defs);
                 put_varint(&mut b, d);
-                b.push(match dir {
-                    DataDir::Save => 0,
-                    DataDir::Load => 1,
-                });
+                b.push(dir_byte(*dir));
                 put_varint(&mut b, *bytes);
+            }
+            EventKind::Data {
+                dev,
+                dir,
+                bytes,
+                file: Some(f),
+            } => {
+                let mut p = Vec::with_capacity(24);
+                let d = self.intern(dev, &mut defs);
+                put_varint(&mut p, d);
+                p.push(dir_byte(*dir));
+                put_varint(&mut p, *bytes);
+                put_varint(&mut p, zigzag(i64::from(f.fd)));
+                put_varint(&mut p, f.fd_gen);
+                put_varint(&mut p, f.reset_gen);
+                put_ext(&mut b, ext::DATA_FILE, &p);
+            }
+            EventKind::PrecopyInfoV2 { dev, ret } => {
+                let mut p = Vec::with_capacity(8);
+                let d = self.intern(dev, &mut defs);
+                put_varint(&mut p, d);
+                put_varint(&mut p, zigzag(i64::from(*ret)));
+                put_ext(&mut b, ext::PRECOPY_INFO_V2, &p);
             }
             EventKind::Lost { n, source, dev } => {
                 put_varint(&mut b, *n);
@@ -710,6 +758,14 @@ struct Payload<'a> {
 }
 
 impl Payload<'_> {
+    fn byte(&mut self, field: &'static str) -> Result<u8, Cut> {
+        let b = *self.b.get(self.i).ok_or_else(|| {
+            Cut::Bad(field, "extension payload ends inside this field".to_owned())
+        })?;
+        self.i += 1;
+        Ok(b)
+    }
+
     fn varint(&mut self, field: &'static str) -> Result<u64, Cut> {
         varint_from(
             || {
@@ -1016,6 +1072,31 @@ impl<R: BufRead> NativeReader<R> {
                 };
                 EventKind::DataSize { dev, result }
             }
+            ext::DATA_FILE => {
+                let dev = self.string_of(p.varint("dev")?, "dev")?;
+                let dir = dir_of(p.byte("dir")?)?;
+                let bytes = p.varint("bytes")?;
+                let fd = unzigzag(p.varint("data_fd")?);
+                let fd = i32::try_from(fd)
+                    .ok()
+                    .filter(|fd| *fd >= 0)
+                    .ok_or_else(|| Cut::Bad("data_fd", format!("{fd} is not a file descriptor")))?;
+                let file = DataFile {
+                    fd,
+                    fd_gen: p.varint("fd_gen")?,
+                    reset_gen: p.varint("reset_gen")?,
+                };
+                EventKind::Data {
+                    dev,
+                    dir,
+                    bytes,
+                    file: Some(file),
+                }
+            }
+            ext::PRECOPY_INFO_V2 => EventKind::PrecopyInfoV2 {
+                dev: self.string_of(p.varint("dev")?, "dev")?,
+                ret: errno(unzigzag(p.varint("ret")?), "ret")?,
+            },
             ext::CORRUPT_LOAD => {
                 let dev = self.string_of(p.varint("dev")?, "dev")?;
                 let c = p.u8("corruption")?;
@@ -1246,16 +1327,12 @@ impl<R: BufRead> NativeReader<R> {
             }
             10 => {
                 let dev = self.str_id("dev")?;
-                let d = self.src.u8()?;
-                let dir = match d {
-                    0 => DataDir::Save,
-                    1 => DataDir::Load,
-                    _ => return Err(Cut::Bad("dir", format!("direction {d} unknown"))),
-                };
+                let dir = dir_of(self.src.u8()?)?;
                 EventKind::Data {
                     dev,
                     dir,
                     bytes: self.src.varint("bytes")?,
+                    file: None,
                 }
             }
             11 => EventKind::Lost {
@@ -1466,6 +1543,21 @@ mod tests {
                     dev: "peer".into(),
                     dir: DataDir::Load,
                     bytes: 123_456_789,
+                    file: None,
+                },
+            ),
+            e(
+                u64::MAX / 2 + 3,
+                Some(3),
+                EventKind::Data {
+                    dev: "peer".into(),
+                    dir: DataDir::Save,
+                    bytes: 80,
+                    file: Some(DataFile {
+                        fd: i32::MAX,
+                        fd_gen: 0,
+                        reset_gen: u64::MAX,
+                    }),
                 },
             ),
             e(
@@ -1518,6 +1610,22 @@ mod tests {
                 EventKind::DataSize {
                     dev: "peer".into(),
                     result: Err(-25),
+                },
+            ),
+            e(
+                u64::MAX / 2 + 5,
+                None,
+                EventKind::PrecopyInfoV2 {
+                    dev: "peer".into(),
+                    ret: 0,
+                },
+            ),
+            e(
+                u64::MAX / 2 + 5,
+                Some(9),
+                EventKind::PrecopyInfoV2 {
+                    dev: "v2-dev".into(),
+                    ret: -25,
                 },
             ),
             e(
@@ -1889,11 +1997,23 @@ mod tests {
                 iova,
                 len
             }),
-            (s, any::<bool>(), any::<u64>()).prop_map(|(dev, save, bytes)| EventKind::Data {
-                dev,
-                dir: if save { DataDir::Save } else { DataDir::Load },
-                bytes
-            }),
+            (
+                s,
+                any::<bool>(),
+                any::<u64>(),
+                proptest::option::of((0i32..=i32::MAX, any::<u64>(), any::<u64>()))
+            )
+                .prop_map(|(dev, save, bytes, file)| EventKind::Data {
+                    dev,
+                    dir: if save { DataDir::Save } else { DataDir::Load },
+                    bytes,
+                    file: file.map(|(fd, fd_gen, reset_gen)| DataFile {
+                        fd,
+                        fd_gen,
+                        reset_gen
+                    }),
+                }),
+            (s, i32::MIN..=0).prop_map(|(dev, ret)| EventKind::PrecopyInfoV2 { dev, ret }),
             (s, any::<u64>(), proptest::option::of(s))
                 .prop_map(|(source, n, dev)| EventKind::Lost { n, source, dev }),
             ".{0,20}".prop_map(|label| EventKind::Mark { label }),

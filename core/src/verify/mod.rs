@@ -37,10 +37,15 @@ pub mod rule {
     pub const RUN_WHILE_PEER_STOPPED: &str = "run-while-peer-stopped";
     pub const ERROR_STATE: &str = "error-state";
     pub const QUIESCE_BUDGET: &str = "quiesce-budget";
+    pub const SET_TIMEOUT: &str = "set-timeout";
+    pub const STALE_DATA_FD: &str = "stale-data-fd";
+    pub const PRECOPY_INITIAL_BYTES: &str = "precopy-initial-bytes";
+    pub const PRECOPY_FLAGS: &str = "precopy-flags";
+    pub const DATA_SIZE_EXCEEDED: &str = "data-size-exceeded";
     pub const RESUME_ACCEPTED_CORRUPT: &str = "resume-accepted-corrupt";
     pub const RESUME_DIVERGENCE: &str = "resume-divergence";
     /// Every violation rule, in table order.
-    pub const VIOLATIONS: [&str; 13] = [
+    pub const VIOLATIONS: [&str; 18] = [
         ILLEGAL_ARC,
         UNSUPPORTED_ACCEPTED,
         SET_FAILED,
@@ -52,6 +57,11 @@ pub mod rule {
         RUN_WHILE_PEER_STOPPED,
         ERROR_STATE,
         QUIESCE_BUDGET,
+        SET_TIMEOUT,
+        STALE_DATA_FD,
+        PRECOPY_INITIAL_BYTES,
+        PRECOPY_FLAGS,
+        DATA_SIZE_EXCEEDED,
         RESUME_ACCEPTED_CORRUPT,
         RESUME_DIVERGENCE,
     ];
@@ -76,8 +86,11 @@ pub mod rule {
 
     const TRANSITIONS: &[&str] = &[crate::trace::source::TRANSITIONS];
 
-    /// Every violation rule's evidence, in table order.
-    pub const EVIDENCE: [Needs; 13] = [
+    /// Every violation rule's evidence, in table order. The `data`, `precopy_info`,
+    /// `precopy_info_v2` and `data_size` events that `stale-data-fd`, `precopy-initial-bytes`,
+    /// `precopy-flags` and `data-size-exceeded` judge come from the same ioctl and read/write
+    /// tracing as the transitions (or from drive's own calls).
+    pub const EVIDENCE: [Needs; 18] = [
         needs(ILLEGAL_ARC, TRANSITIONS, true),
         needs(UNSUPPORTED_ACCEPTED, TRANSITIONS, false),
         needs(SET_FAILED, TRANSITIONS, false),
@@ -93,6 +106,11 @@ pub mod rule {
         needs(RUN_WHILE_PEER_STOPPED, TRANSITIONS, false),
         needs(ERROR_STATE, TRANSITIONS, false),
         needs(QUIESCE_BUDGET, TRANSITIONS, false),
+        needs(SET_TIMEOUT, TRANSITIONS, false),
+        needs(STALE_DATA_FD, TRANSITIONS, false),
+        needs(PRECOPY_INITIAL_BYTES, TRANSITIONS, false),
+        needs(PRECOPY_FLAGS, TRANSITIONS, false),
+        needs(DATA_SIZE_EXCEEDED, TRANSITIONS, false),
         needs(RESUME_ACCEPTED_CORRUPT, TRANSITIONS, false),
         needs(RESUME_DIVERGENCE, TRANSITIONS, false),
     ];
@@ -120,6 +138,7 @@ pub mod rule {
     pub const NO_IRQ_SOURCE: &str = "no-irq-source";
     pub const BLIND_SPOT_ACCEPTED: &str = "blind-spot-accepted";
     pub const P2P_DMA_INVISIBLE: &str = "p2p-dma-invisible";
+    pub const DATA_SIZE_MAYBE_EXCEEDED: &str = "data-size-maybe-exceeded";
     /// Warnings only [`super::Verifier::finish`] produces (they concern the whole trace or a
     /// device's coverage, known only at the end, and have no event line).
     pub const AT_FINISH: [&str; 4] = [
@@ -161,6 +180,24 @@ pub mod rule {
                 "the device was seen in ERROR, or a SET was issued from ERROR (only a reset leaves ERROR)"
             }
             QUIESCE_BUDGET => "a SET into a quiescent state took longer than the budget",
+            SET_TIMEOUT => {
+                "a SET stayed open longer than --max-set-ms allows (a hung arc: a state_mutex deadlock, a device that never answers)"
+            }
+            STALE_DATA_FD => {
+                "migration data moved through a data_fd created before the device's last reset (a reset must invalidate the migration files)"
+            }
+            PRECOPY_INITIAL_BYTES => {
+                "VFIO_MIG_GET_PRECOPY_INFO's initial_bytes did not fall by exactly the bytes read since the previous call (initial data precedes dirty data on the stream), without VFIO_PRECOPY_INFO_REINIT"
+            }
+            PRECOPY_FLAGS => {
+                "VFIO_MIG_GET_PRECOPY_INFO returned a flags word other than 0, or other than VFIO_PRECOPY_INFO_REINIT after the VMM opted in with VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2"
+            }
+            DATA_SIZE_EXCEEDED => {
+                "STOP_COPY saved more bytes than VFIO_DEVICE_FEATURE_MIG_DATA_SIZE estimated while the device was stopped (the VMM sized its downtime on it)"
+            }
+            DATA_SIZE_MAYBE_EXCEEDED => {
+                "STOP_COPY saved more bytes than a VFIO_DEVICE_FEATURE_MIG_DATA_SIZE estimate taken while the device could still change its state"
+            }
             RESUME_ACCEPTED_CORRUPT => {
                 "the driver accepted a corrupted stream in RESUMING (truncated, bit-flipped, oversized or empty: every byte written and the SET out of RESUMING returned 0) instead of refusing it"
             }
@@ -217,6 +254,8 @@ pub struct Options {
     pub p2p_policy: P2pPolicy,
     /// `quiesce-budget`: a SET into a quiescent state must complete within this many ms.
     pub max_quiesce_ms: Option<u64>,
+    /// `set-timeout`: any SET must return within this many ms.
+    pub max_set_ms: Option<u64>,
     /// Downgrade the `dma` blind spot to a warning.
     pub accept_blind_dma: bool,
 }
@@ -399,6 +438,12 @@ struct Dev {
     /// A `lost` named this device, or named none.
     lost: bool,
     summary: DeviceSummary,
+    /// The VMM opted in to VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2 for this device.
+    precopy_v2: bool,
+    /// The last VFIO_MIG_GET_PRECOPY_INFO answer of the current pre-copy session.
+    precopy: Option<rules::PrecopyTrack>,
+    /// The latest VFIO_DEVICE_FEATURE_MIG_DATA_SIZE estimate not yet judged.
+    estimate: Option<rules::SizeTrack>,
     resume: resume::ResumeState,
 }
 
@@ -660,6 +705,9 @@ impl Verifier {
             sources: sources.clone(),
             tl: DeviceTimeline::new(t, declared_state(state, sources), observable),
             lost: false,
+            precopy_v2: false,
+            precopy: None,
+            estimate: None,
             resume: resume::ResumeState::default(),
             summary: DeviceSummary {
                 ctx: ctx.to_owned(),
@@ -743,10 +791,10 @@ impl Verifier {
                 let i = self.dev(dev, out);
                 self.get_rules(out, i, *state, kind);
             }
-            EventKind::Reset { dev, .. } => {
+            EventKind::Reset { dev, ret } => {
                 let i = self.dev(dev, out);
                 self.resume_reset(i);
-                self.feed(i, ev.t, kind);
+                self.reset_rules(out, i, *ret, kind);
             }
             EventKind::Dma {
                 dev,
@@ -775,14 +823,35 @@ impl Verifier {
                 let i = self.dev(dev, out);
                 self.irq_rules(out, i, *k, *vector);
             }
-            EventKind::Data { dev, dir, bytes } => {
+            EventKind::Data {
+                dev,
+                dir,
+                bytes,
+                file,
+            } => {
                 let i = self.dev(dev, out);
-                self.data_rules(out, i, *dir, *bytes);
+                self.data_rules(out, i, *dir, *bytes, file.as_ref());
             }
             EventKind::Map { .. } | EventKind::Unmap { .. } | EventKind::Mark { .. } => {}
             EventKind::Lost { n, dev, .. } => self.lost_event(*n, dev.as_deref(), ev.t, kind),
-            // What the driver reported about its migration data: no rule judges it yet.
-            EventKind::PrecopyInfo { .. } | EventKind::DataSize { .. } => {}
+            EventKind::PrecopyInfo { dev, result } => {
+                let i = self.dev(dev, out);
+                if let Ok(info) = result {
+                    self.precopy_info_rules(out, i, info);
+                }
+            }
+            EventKind::DataSize { dev, result } => {
+                let i = self.dev(dev, out);
+                if let Ok(bytes) = result {
+                    self.data_size_rules(out, i, *bytes);
+                }
+            }
+            EventKind::PrecopyInfoV2 { dev, ret } => {
+                let i = self.dev(dev, out);
+                if *ret == 0 {
+                    self.devs[i].precopy_v2 = true;
+                }
+            }
             EventKind::CorruptLoad {
                 dev,
                 corruption,
@@ -801,7 +870,10 @@ impl Verifier {
                 let i = self.dev(dev, out);
                 self.regs_rules(out, i, *stage, *bar, regs);
             }
-            EventKind::End => self.end_event(ev.t, kind),
+            EventKind::End => {
+                self.end_rules(out);
+                self.end_event(ev.t, kind);
+            }
         }
     }
 

@@ -6,9 +6,41 @@ use super::{
     timeline::{Entry, Judgement, OPEN, Period, Phase, Scope, StepTracking},
 };
 use crate::{
-    model::{MigFlags, MigState, StepError, is_hazard, next_state, path as fsm_path},
-    trace::{DataDir, DmaSource, EventKind, IrqKind},
+    model::{
+        MigFlags, MigState, PRECOPY_INFO_REINIT, PrecopyInfo, StepError, is_hazard, next_state,
+        path as fsm_path,
+    },
+    trace::{DataDir, DataFile, DmaSource, EventKind, IrqKind},
 };
+
+/// A device's pre-copy session between two VFIO_MIG_GET_PRECOPY_INFO answers.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PrecopyTrack {
+    /// `initial_bytes` of the last answer.
+    pub initial: u64,
+    /// Bytes saved from the device since that answer (its `data` save events).
+    pub read: u64,
+    /// When it was answered.
+    pub t: u64,
+}
+
+/// A VFIO_DEVICE_FEATURE_MIG_DATA_SIZE estimate waiting for the STOP_COPY save it sizes.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct SizeTrack {
+    pub estimate: u64,
+    /// The device's state when it was taken (None: in transition or unknown).
+    pub state: Option<MigState>,
+    pub t: u64,
+    /// Bytes saved from the device since.
+    pub saved: u64,
+    /// Some of them were saved in STOP_COPY.
+    pub stop_copy: bool,
+}
+
+/// The states in which VFIO_MIG_GET_PRECOPY_INFO answers (vfio.h: EINVAL in any other).
+fn in_precopy(s: Option<MigState>) -> bool {
+    matches!(s, Some(MigState::PreCopy | MigState::PreCopyP2p))
+}
 
 /// What a `dma` event says was accessed (for messages).
 pub(super) struct DmaWhat {
@@ -71,6 +103,10 @@ impl Verifier {
 
     /// `set`: error-state (a SET from ERROR), hazard-arc, and the ordering rules among peers.
     pub(super) fn set_rules(&mut self, out: &mut Out, i: usize, to: MigState, kind: &EventKind) {
+        // Leaving STOP_COPY ends the save an estimate sized.
+        if self.devs[i].tl.known() == Some(MigState::StopCopy) && to != MigState::StopCopy {
+            self.judge_estimate(out, i);
+        }
         let d = &self.devs[i];
         let dev = d.name.as_str();
         if let Some(r) = d.tl.request() {
@@ -325,11 +361,42 @@ impl Verifier {
                 }
             }
         }
+        if let (Some(r), Some(limit)) = (req, self.opts.max_set_ms) {
+            let dur = t.saturating_sub(r.t);
+            if dur > limit.saturating_mul(1_000_000) {
+                out.add(
+                    rule::SET_TIMEOUT,
+                    dev,
+                    format!(
+                        "SET {from_name} -> {} took {} before it returned {ret} (limit {limit} ms)",
+                        to.name(),
+                        ms(dur)
+                    ),
+                    false,
+                );
+            }
+        }
         let reachable = supported && matches!(route, Some(Ok(_)) | None);
         // The quiesce statistics: the segments the timeline calls a quiesce (a SET entering
         // quiescence, the DMA stop itself), the ones every report draws.
+        let new_file = matches!(
+            kind,
+            EventKind::SetDone {
+                data_fd: Some(_),
+                ..
+            }
+        );
         if let Some(dur) = self.feed(i, t, kind).and_then(|s| s.quiesce_ns()) {
             record_quiesce(&mut self.devs[i].summary, dur);
+        }
+        let d = &mut self.devs[i];
+        // A new data_fd starts a new pre-copy session; leaving the pre-copy states ends one.
+        if (ret == 0 && new_file) || !in_precopy(d.tl.known()) {
+            d.precopy = None;
+        }
+        // Back in RUNNING, no STOP_COPY followed the estimate: nothing to compare it with.
+        if ret == 0 && to == MigState::Running {
+            d.estimate = None;
         }
         let d = &self.devs[i];
         if ret != 0 && reachable && !refused_corrupt {
@@ -450,12 +517,47 @@ impl Verifier {
         }
     }
 
-    /// `data`: save-while-peer-running.
-    pub(super) fn data_rules(&mut self, out: &mut Out, i: usize, dir: DataDir, bytes: u64) {
-        let s = &mut self.devs[i].summary;
+    /// `data`: save-while-peer-running, stale-data-fd, and the bytes the pre-copy and
+    /// data-size rules relate their answers to.
+    pub(super) fn data_rules(
+        &mut self,
+        out: &mut Out,
+        i: usize,
+        dir: DataDir,
+        bytes: u64,
+        file: Option<&DataFile>,
+    ) {
+        let d = &mut self.devs[i];
         match dir {
-            DataDir::Save => s.data_saved += bytes,
-            DataDir::Load => s.data_loaded += bytes,
+            DataDir::Save => d.summary.data_saved += bytes,
+            DataDir::Load => d.summary.data_loaded += bytes,
+        }
+        if dir == DataDir::Save {
+            let in_stop_copy = d.tl.current() == Some(MigState::StopCopy);
+            if let Some(p) = &mut d.precopy {
+                p.read = p.read.saturating_add(bytes);
+            }
+            if let Some(e) = &mut d.estimate {
+                e.saved = e.saved.saturating_add(bytes);
+                e.stop_copy |= in_stop_copy;
+            }
+        }
+        if let Some(f) = file
+            && f.fd_gen < f.reset_gen
+        {
+            let (verb, prep) = match dir {
+                DataDir::Save => ("read", "from"),
+                DataDir::Load => ("written", "to"),
+            };
+            out.add(
+                rule::STALE_DATA_FD,
+                &d.name,
+                format!(
+                    "{bytes} bytes {verb} {prep} data_fd {}, a file created at reset generation {} while {} is at reset generation {}: the device was reset since and the file still moves data",
+                    f.fd, f.fd_gen, d.name, f.reset_gen
+                ),
+                false,
+            );
         }
         if dir == DataDir::Save && self.devs[i].tl.current() == Some(MigState::StopCopy) {
             let dev = &self.devs[i].name;
@@ -466,6 +568,171 @@ impl Verifier {
                     format!("{bytes} bytes of {dev}'s state saved while peer {peer} is {what}"),
                     false,
                 );
+            }
+        }
+    }
+}
+
+impl Verifier {
+    /// `reset`: a successful reset ends every migration session of the device.
+    pub(super) fn reset_rules(&mut self, out: &mut Out, i: usize, ret: i32, kind: &EventKind) {
+        self.feed(i, out.t, kind);
+        let d = &mut self.devs[i];
+        if ret == 0 {
+            d.precopy = None;
+            d.estimate = None;
+        }
+    }
+
+    /// `precopy_info` (a successful answer): precopy-flags and precopy-initial-bytes.
+    pub(super) fn precopy_info_rules(&mut self, out: &mut Out, i: usize, info: &PrecopyInfo) {
+        let t = out.t;
+        let d = &mut self.devs[i];
+        let v2 = d.precopy_v2;
+        let flags = info.flags;
+        let why = if flags == 0 || (v2 && flags == PRECOPY_INFO_REINIT) {
+            None
+        } else if v2 {
+            Some(format!(
+                "bits {:#x} outside VFIO_PRECOPY_INFO_REINIT after the VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2 opt-in, which makes the driver clear the word (a driver that echoes the caller's flags back)",
+                flags & !PRECOPY_INFO_REINIT
+            ))
+        } else if flags == PRECOPY_INFO_REINIT {
+            Some("VFIO_PRECOPY_INFO_REINIT without the VMM's VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2 opt-in, when the word is reserved".to_owned())
+        } else {
+            Some(
+                "a reserved word: the VMM did not opt in to VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2"
+                    .to_owned(),
+            )
+        };
+        if let Some(why) = why {
+            out.add(
+                rule::PRECOPY_FLAGS,
+                &d.name,
+                format!("VFIO_MIG_GET_PRECOPY_INFO returned flags {flags:#x}: {why}"),
+                false,
+            );
+        }
+        // Judged only within a pre-copy session whose every read the trace holds.
+        if !in_precopy(d.tl.current()) || d.lost {
+            d.precopy = None;
+            return;
+        }
+        let reinit = v2 && flags & PRECOPY_INFO_REINIT != 0;
+        if let Some(p) = d.precopy
+            && !reinit
+        {
+            // vfio.h: initial_bytes "should ... decrease as migration data is read", and initial
+            // data precedes dirty data on the stream (the REINIT series' statement of the
+            // contract): what was read came off initial_bytes first.
+            let expected = p.initial.saturating_sub(p.read);
+            let now = info.initial_bytes;
+            if now != expected {
+                let how = if now > p.initial {
+                    format!("grew from {} to {now}", p.initial)
+                } else if now == p.initial {
+                    format!("stayed at {now} although {} bytes were read", p.read)
+                } else if now < expected {
+                    format!(
+                        "fell from {} to {now}, by more than the {} bytes read",
+                        p.initial, p.read
+                    )
+                } else {
+                    format!(
+                        "fell from {} to {now}, not by the {} bytes read (expected {expected})",
+                        p.initial, p.read
+                    )
+                };
+                out.add(
+                    rule::PRECOPY_INITIAL_BYTES,
+                    &d.name,
+                    format!(
+                        "initial_bytes {how} since the answer at {} ns, without VFIO_PRECOPY_INFO_REINIT",
+                        p.t
+                    ),
+                    false,
+                );
+            }
+        }
+        d.precopy = Some(PrecopyTrack {
+            initial: info.initial_bytes,
+            read: 0,
+            t,
+        });
+    }
+
+    /// `data_size` (a successful answer): the latest estimate waits for the STOP_COPY save.
+    pub(super) fn data_size_rules(&mut self, out: &mut Out, i: usize, bytes: u64) {
+        let d = &mut self.devs[i];
+        d.estimate = Some(SizeTrack {
+            estimate: bytes,
+            state: d.tl.known(),
+            t: out.t,
+            saved: 0,
+            stop_copy: false,
+        });
+    }
+
+    /// The pending estimate of device `i` against what was saved since, once its STOP_COPY
+    /// save is over: a violation when it was taken while the device was stopped (nothing could
+    /// change the state it sized any more), else the maybe-warning.
+    pub(super) fn judge_estimate(&mut self, out: &mut Out, i: usize) {
+        let d = &mut self.devs[i];
+        let Some(e) = d.estimate.take_if(|e| e.stop_copy) else {
+            return;
+        };
+        if e.saved <= e.estimate {
+            return;
+        }
+        let stopped = matches!(e.state, Some(MigState::Stop | MigState::StopCopy));
+        let (rule, warning) = if stopped {
+            (rule::DATA_SIZE_EXCEEDED, false)
+        } else {
+            (rule::DATA_SIZE_MAYBE_EXCEEDED, true)
+        };
+        let when = e
+            .state
+            .map_or("in transition or an unknown state", MigState::name);
+        out.add(
+            rule,
+            &d.name,
+            format!(
+                "the save through STOP_COPY moved {} bytes after VFIO_DEVICE_FEATURE_MIG_DATA_SIZE estimated {} at {} ns (device {when}{})",
+                e.saved,
+                e.estimate,
+                e.t,
+                if stopped {
+                    ": stopped, nothing could add to its state"
+                } else {
+                    ": it could still change its state"
+                }
+            ),
+            warning,
+        );
+    }
+
+    /// `end`: set-timeout for SETs still open, and estimates whose STOP_COPY was the last state.
+    pub(super) fn end_rules(&mut self, out: &mut Out) {
+        for i in 0..self.devs.len() {
+            if self.devs[i].tl.known() == Some(MigState::StopCopy) {
+                self.judge_estimate(out, i);
+            }
+            let d = &self.devs[i];
+            if let (Some(r), Some(limit)) = (d.tl.request(), self.opts.max_set_ms) {
+                let open = out.t.saturating_sub(r.t);
+                if open > limit.saturating_mul(1_000_000) {
+                    out.add(
+                        rule::SET_TIMEOUT,
+                        &d.name,
+                        format!(
+                            "SET {} begun at {} ns was still open {} later when the trace ended (limit {limit} ms)",
+                            r.toward.name(),
+                            r.t,
+                            ms(open)
+                        ),
+                        false,
+                    );
+                }
             }
         }
     }

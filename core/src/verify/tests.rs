@@ -105,6 +105,11 @@ impl T {
         assert!(self.push(t, EventKind::End).is_empty());
         self.v.finish()
     }
+    /// Ends the trace whatever `end` itself finds (rules judged at `end`).
+    fn finish_at(mut self, t: u64) -> Report {
+        self.push(t, EventKind::End);
+        self.v.finish()
+    }
     /// Every finding of one event, warnings included.
     fn findings(&mut self, t: u64, kind: EventKind) -> Vec<Finding> {
         self.line += 1;
@@ -459,6 +464,7 @@ fn qemu_order_passes_naive_order_fails() {
             dev: D.into(),
             dir: crate::trace::DataDir::Save,
             bytes: 10,
+            file: None,
         },
     ));
     v.extend(t.set(5000, D, P2P, StopCopy, RunningP2p));
@@ -715,7 +721,7 @@ proptest! {
                 5 => EventKind::Reset { dev, ret },
                 6 => EventKind::Dma { dev, src: DmaSource::Fault, iova: 0, len: 1, write: false, window: Some((0, i as u64)), p2p: Some(ret == 0) },
                 7 => EventKind::Irq { dev, kind: IrqKind::Intx, vector: 0 },
-                8 => EventKind::Data { dev, dir: crate::trace::DataDir::Save, bytes: 1 },
+                8 => EventKind::Data { dev, dir: crate::trace::DataDir::Save, bytes: 1, file: None },
                 9 => EventKind::Lost { n: 1, source: "x".into(), dev: None },
                 10 => EventKind::Map { ctx: "x".into(), iova: 0, len: 1 },
                 _ => EventKind::End,
@@ -1126,6 +1132,7 @@ fn qemu_destination_order_passes() {
                 dev: dev.into(),
                 dir: crate::trace::DataDir::Load,
                 bytes: 4096,
+                file: None,
             },
         ));
     }
@@ -1515,6 +1522,267 @@ fn declared_state_is_unknown_when_the_device_own_transitions_are_unavailable() {
     let mut t = T::on(&h, Options::default());
     t.device_with(D, P2P, Running, &[]);
     assert_eq!(t.get(1000, D, StopCopy), vec![rule::STATE_MISMATCH]);
+}
+
+// ---- issue 14: the bug classes real migration drivers shipped ----------------------------
+
+fn data_kind(
+    dev: &str,
+    dir: crate::trace::DataDir,
+    bytes: u64,
+    file: Option<(i32, u64, u64)>,
+) -> EventKind {
+    EventKind::Data {
+        dev: dev.into(),
+        dir,
+        bytes,
+        file: file.map(|(fd, fd_gen, reset_gen)| crate::trace::DataFile {
+            fd,
+            fd_gen,
+            reset_gen,
+        }),
+    }
+}
+
+fn save(bytes: u64) -> EventKind {
+    data_kind(D, crate::trace::DataDir::Save, bytes, None)
+}
+
+fn info(initial_bytes: u64, flags: u32) -> EventKind {
+    EventKind::PrecopyInfo {
+        dev: D.into(),
+        result: Ok(crate::model::PrecopyInfo {
+            initial_bytes,
+            dirty_bytes: 80,
+            flags,
+        }),
+    }
+}
+
+#[test]
+fn data_through_a_file_created_before_the_last_reset_is_stale() {
+    use crate::trace::DataDir::{Load, Save};
+    let mut t = T::new();
+    t.device(D, P2P, "vm", StopCopy);
+    // The file of generation 0 still reads after the device was reset (generation 1).
+    assert_eq!(
+        t.push(10, data_kind(D, Save, 80, Some((7, 0, 1)))),
+        vec![rule::STALE_DATA_FD]
+    );
+    assert_eq!(
+        t.push(20, data_kind(D, Load, 80, Some((8, 2, 5)))),
+        vec![rule::STALE_DATA_FD]
+    );
+    // Near misses: a file of the current generation, and a data event naming no file.
+    assert!(
+        t.push(30, data_kind(D, Save, 80, Some((7, 1, 1))))
+            .is_empty()
+    );
+    assert!(t.push(40, data_kind(D, Save, 80, None)).is_empty());
+    let f = t.findings(50, data_kind(D, Save, 16, Some((7, 0, 1))));
+    assert!(
+        f[0].detail.contains("data_fd 7") && f[0].detail.contains("generation 1"),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn max_set_ms_fails_a_set_open_longer_than_the_limit() {
+    let ms = 1_000_000;
+    let opts = Options {
+        max_set_ms: Some(1000),
+        ..Options::default()
+    };
+    // A SET that returned after 1.5 s (successful or not) breaks a 1000 ms limit.
+    for ret in [0, -5] {
+        let mut t = T::with(opts.clone());
+        t.device(D, P2P, "vm", Running);
+        t.begin(0, D, RunningP2p);
+        t.step(1, D, Running, RunningP2p);
+        let v = t.done(1500 * ms, D, RunningP2p, ret);
+        assert!(v.contains(&rule::SET_TIMEOUT), "ret {ret}: {v:?}");
+    }
+    // Near miss: 999 ms.
+    let mut t = T::with(opts.clone());
+    t.device(D, P2P, "vm", Running);
+    t.begin(0, D, RunningP2p);
+    t.step(1, D, Running, RunningP2p);
+    assert!(t.done(999 * ms, D, RunningP2p, 0).is_empty());
+    // Open at `end` longer than the limit: the violation, and the blind spot as ever.
+    let mut t = T::with(opts.clone());
+    t.device(D, P2P, "vm", Running);
+    t.begin(0, D, RunningP2p);
+    let r = t.finish_at(3000 * ms);
+    assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+    assert_eq!(r.violated_rules(), vec![rule::SET_TIMEOUT]);
+    assert_eq!(r.blind_spots, vec!["unfinished".to_owned()]);
+    // Without the option the same trace is unfinished, nothing more.
+    let mut t = T::new();
+    t.device(D, P2P, "vm", Running);
+    t.begin(0, D, RunningP2p);
+    let r = t.end(3000 * ms);
+    assert_eq!(r.verdict, Verdict::Inconclusive, "{r:?}");
+    assert!(r.violations.is_empty());
+}
+
+/// A PRE_COPY device in its pre-copy session (data_fd 5) from t 100.
+fn in_precopy() -> T {
+    let mut t = T::new();
+    t.device(D, ALL, "vm", Running);
+    t.begin(10, D, PreCopy);
+    t.step(11, D, Running, PreCopy);
+    assert!(
+        t.push(
+            100,
+            EventKind::SetDone {
+                dev: D.into(),
+                to: PreCopy,
+                ret: 0,
+                data_fd: Some(5),
+            },
+        )
+        .is_empty()
+    );
+    t
+}
+
+#[test]
+fn initial_bytes_fall_by_exactly_what_was_read() {
+    // The correct driver (edu-mig: 80 then 0 once its 80-byte record was read).
+    let mut t = in_precopy();
+    assert!(t.push(200, info(80, 0)).is_empty());
+    assert!(t.push(300, save(80)).is_empty());
+    assert!(t.push(400, info(0, 0)).is_empty());
+    assert!(t.push(500, info(0, 0)).is_empty());
+    // Partial reads count too.
+    let mut t = in_precopy();
+    assert!(t.push(200, info(80, 0)).is_empty());
+    assert!(t.push(300, save(30)).is_empty());
+    assert!(t.push(400, info(50, 0)).is_empty());
+    // A lie: the record was read, initial_bytes stays (bug=precopy_lie).
+    let mut t = in_precopy();
+    t.push(200, info(80, 0));
+    t.push(300, save(80));
+    let f = t.findings(400, info(80, 0));
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].rule, rule::PRECOPY_INITIAL_BYTES);
+    assert!(
+        f[0].detail
+            .contains("stayed at 80 although 80 bytes were read"),
+        "{}",
+        f[0].detail
+    );
+    // Grew without REINIT; shrank by more than was read.
+    let mut t = in_precopy();
+    t.push(200, info(80, 0));
+    assert_eq!(t.push(300, info(100, 0)), vec![rule::PRECOPY_INITIAL_BYTES]);
+    let mut t = in_precopy();
+    t.push(200, info(80, 0));
+    t.push(300, save(10));
+    assert_eq!(t.push(400, info(20, 0)), vec![rule::PRECOPY_INITIAL_BYTES]);
+    // A new session (a new data_fd) starts over; so does a lost event.
+    let mut t = in_precopy();
+    t.push(200, info(80, 0));
+    t.set(300, D, ALL, PreCopy, Running);
+    t.begin(500, D, PreCopy);
+    t.step(501, D, Running, PreCopy);
+    t.push(
+        600,
+        EventKind::SetDone {
+            dev: D.into(),
+            to: PreCopy,
+            ret: 0,
+            data_fd: Some(6),
+        },
+    );
+    assert!(t.push(700, info(80, 0)).is_empty());
+    t.lost(800, Some(D));
+    assert!(t.push(900, info(300, 0)).is_empty());
+}
+
+#[test]
+fn precopy_flags_are_zero_unless_reinit_after_the_v2_opt_in() {
+    let v2 = |ret| EventKind::PrecopyInfoV2 { dev: D.into(), ret };
+    // Without the opt-in the word is reserved: REINIT or anything else is a finding.
+    let mut t = in_precopy();
+    assert_eq!(t.push(200, info(80, 1)), vec![rule::PRECOPY_FLAGS]);
+    assert_eq!(
+        t.push(300, info(80, 0x8000_0000)),
+        vec![rule::PRECOPY_FLAGS]
+    );
+    // A failed opt-in opts in to nothing.
+    assert!(t.push(350, v2(-25)).is_empty());
+    assert_eq!(t.push(360, info(80, 1)), vec![rule::PRECOPY_FLAGS]);
+    // After it, REINIT is legal and restarts initial_bytes (here: larger than before).
+    let mut t = in_precopy();
+    assert!(t.push(150, v2(0)).is_empty());
+    assert!(t.push(200, info(80, 0)).is_empty());
+    assert!(t.push(300, info(500, 1)).is_empty());
+    assert!(t.push(400, save(100)).is_empty());
+    assert!(t.push(500, info(400, 0)).is_empty());
+    // Other bits are not (a driver echoing what the caller passed: bug=echo_flags).
+    let f = t.findings(600, info(400, 0x8000_0000));
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].rule, rule::PRECOPY_FLAGS);
+    assert!(f[0].detail.contains("0x80000000"), "{}", f[0].detail);
+}
+
+#[test]
+fn a_stop_copy_larger_than_a_stopped_estimate_fails_a_running_one_warns() {
+    let size = |bytes| EventKind::DataSize {
+        dev: D.into(),
+        result: Ok(bytes),
+    };
+    let run = |estimate: u64, at: MigState| -> Report {
+        let mut t = T::new();
+        t.device(D, P2P, "vm", Running);
+        t.set(100, D, P2P, Running, at);
+        t.push(300, size(estimate));
+        t.set(400, D, P2P, at, StopCopy);
+        t.push(600, save(80));
+        t.set(700, D, P2P, StopCopy, Stop);
+        t.set(900, D, P2P, Stop, Running);
+        t.finish_at(2000)
+    };
+    // Estimated 40 in STOP, saved 80 (bug=size_lie).
+    let r = run(40, Stop);
+    assert_eq!(r.violated_rules(), vec![rule::DATA_SIZE_EXCEEDED], "{r:?}");
+    let v = &r.violations[0];
+    assert!(
+        v.detail.contains("moved 80 bytes") && v.detail.contains("estimated 40"),
+        "{}",
+        v.detail
+    );
+    // An upper bound is fine; so is an exact one.
+    assert_eq!(run(4096, Stop).verdict, Verdict::Pass);
+    assert_eq!(run(80, Stop).verdict, Verdict::Pass);
+    // Estimated while the device could still change (RUNNING_P2P): a warning, not a violation.
+    let r = run(40, RunningP2p);
+    assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.rule == rule::DATA_SIZE_MAYBE_EXCEEDED),
+        "{r:?}"
+    );
+    // A trace that ends in STOP_COPY is judged at `end`.
+    let mut t = T::new();
+    t.device(D, P2P, "vm", Stop);
+    t.push(300, size(40));
+    t.set(400, D, P2P, Stop, StopCopy);
+    t.push(600, save(80));
+    assert_eq!(
+        t.finish_at(900).violated_rules(),
+        vec![rule::DATA_SIZE_EXCEEDED]
+    );
+    // An estimate followed by no STOP_COPY (back to RUNNING, or a reset) is never judged.
+    let mut t = T::new();
+    t.device(D, P2P, "vm", Stop);
+    t.push(300, size(1));
+    t.set(400, D, P2P, Stop, Running);
+    t.set(500, D, P2P, Running, StopCopy);
+    t.push(600, save(80));
+    assert_eq!(t.end(900).verdict, Verdict::Pass);
 }
 
 /// The segments a device's timeline closes, by hand: a quiesce (RUNNING -> RUNNING_P2P), a

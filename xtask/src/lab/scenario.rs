@@ -662,71 +662,195 @@ pub const ALL: &[Scenario] = &[
         RECORD_GOOD,
     )
     .with(&[Extra::DrainedAtQuiesce, Extra::L2Dma]),
-    Scenario {
-        name: "accept-corrupt",
-        about: "bug=accept_corrupt, drive --plan resume-fuzz: truncated, bit-flipped, oversized and \
-                empty streams in RESUMING are taken and restored (hisi/qat before their \
-                resume_write checks); caught from the trace's corrupt_load and set_done",
-        bug: "accept_corrupt",
-        precopy: false,
-        devices: 1,
-        bridged: 0,
-        run: drive("resume-fuzz"),
-        expected: "fail",
-        rules: &["resume-accepted-corrupt"],
-        extras: &[Extra::ResumeFuzzed],
-        needs_precopy: false,
-        on_request: false,
-    },
-    Scenario {
-        name: "accept-corrupt-good",
-        about: "correct driver, drive --plan resume-fuzz: every corrupted stream is refused (the \
-                write or the SET out of RESUMING fails), the good one resumes and the device runs",
-        bug: "none",
-        precopy: false,
-        devices: 1,
-        bridged: 0,
-        run: drive("resume-fuzz"),
-        expected: "pass",
-        rules: &[],
-        extras: &[Extra::Evidence, Extra::ResumeFuzzed],
-        needs_precopy: false,
-        on_request: false,
-    },
-    Scenario {
-        name: "swap-addr",
-        about: "bug=swap_addr, drive --plan roundtrip: restore puts DMA src and dst in each \
-                other's registers (hisi XQE address swap); the driver's own read-back still says \
-                verified, BAR0 read by drive before and after says otherwise",
-        bug: "swap_addr",
-        precopy: false,
-        devices: 1,
-        bridged: 0,
-        run: drive("roundtrip"),
-        expected: "fail",
-        rules: &["resume-divergence"],
-        extras: &[Extra::RestoreVerified, Extra::RegsCompared],
-        needs_precopy: false,
-        on_request: false,
-    },
-    Scenario {
-        name: "swap-addr-good",
-        about: "correct driver, drive --plan roundtrip: BAR0 read after RESUMING equals BAR0 read \
-                when the state was saved",
-        bug: "none",
-        precopy: false,
-        devices: 1,
-        bridged: 0,
-        run: drive("roundtrip"),
-        expected: "pass",
-        rules: &[],
-        extras: &[Extra::Evidence, Extra::RestoreVerified, Extra::RegsCompared],
-        needs_precopy: false,
-        on_request: false,
-    },
+    drive_bug(
+        "fw-crash",
+        "bug=fw_crash: the firmware dies after 2 SETs: every SET fails -EIO, ERROR until drive's reset",
+        "fw_crash",
+        "stopcopy",
+        "fail",
+        &["set-failed", "error-state"],
+    ),
+    drive_bug(
+        "fw-crash-good",
+        "bug=none on the fw-crash plan: the correct driver raises nothing",
+        "none",
+        "stopcopy",
+        "pass",
+        &[],
+    )
+    .with(&[Extra::Evidence]),
+    drive_bug(
+        "fail-stopcopy",
+        "bug=fail_stopcopy: the STOP -> STOP_COPY arc fails -EIO, the device stays in STOP; drive returns it to RUNNING",
+        "fail_stopcopy",
+        "stopcopy",
+        "fail",
+        &["set-failed"],
+    ),
+    drive_bug(
+        "fail-stopcopy-good",
+        "bug=none on the fail-stopcopy plan: the correct driver raises nothing",
+        "none",
+        "stopcopy",
+        "pass",
+        &[],
+    )
+    .with(&[Extra::Evidence]),
+    drive_bug(
+        "late-flush",
+        "bug=late_flush: one DMA write (a cache written back) after the STOP -> STOP_COPY arc left the kernel; caught by the witness",
+        "late_flush",
+        "stopcopy",
+        "fail",
+        &["dma-after-quiesce"],
+    )
+    .with(&[Extra::WitnessCaught]),
+    drive_bug(
+        "late-flush-good",
+        "bug=none on the late-flush plan: the correct driver raises nothing",
+        "none",
+        "stopcopy",
+        "pass",
+        &[],
+    )
+    .with(&[Extra::Evidence]),
+    drive_bug(
+        "precopy-lie",
+        "bug=precopy_lie: VFIO_MIG_GET_PRECOPY_INFO's initial_bytes does not fall as the initial data is read",
+        "precopy_lie",
+        "precopy",
+        "fail",
+        &["precopy-initial-bytes"],
+    )
+    .with(&[Extra::PrecopyInfo])
+    .with_precopy(),
+    drive_bug(
+        "precopy-lie-good",
+        "bug=none on the precopy-lie plan: the correct driver raises nothing",
+        "none",
+        "precopy",
+        "pass",
+        &[],
+    )
+    .with(&[Extra::Evidence, Extra::PrecopyInfo])
+    .with_precopy(),
+    drive_bug(
+        "echo-flags",
+        "bug=echo_flags: VFIO_MIG_GET_PRECOPY_INFO returns VFIO_PRECOPY_INFO_REINIT in flags without the PRECOPY_INFOv2 opt-in",
+        "echo_flags",
+        "precopy",
+        "fail",
+        &["precopy-flags"],
+    )
+    .with_precopy(),
+    drive_bug(
+        "echo-flags-good",
+        "bug=none on the echo-flags plan: the correct driver raises nothing",
+        "none",
+        "precopy",
+        "pass",
+        &[],
+    )
+    .with(&[Extra::Evidence, Extra::PrecopyInfo])
+    .with_precopy(),
+    drive_bug(
+        "size-lie",
+        "bug=size_lie: VFIO_DEVICE_FEATURE_MIG_DATA_SIZE estimates half of what STOP_COPY then saves (MIG_DATA_SIZE is 6.4+)",
+        "size_lie",
+        "stopcopy",
+        "fail",
+        &["data-size-exceeded"],
+    )
+    .not_on_6_1(),
+    drive_bug(
+        "size-lie-good",
+        "bug=none on the size-lie plan: the correct driver raises nothing",
+        "none",
+        "stopcopy",
+        "pass",
+        &[],
+    )
+    .with(&[Extra::Evidence])
+    .not_on_6_1(),
+    drive_bug(
+        "accept-corrupt",
+        "bug=accept_corrupt, drive --plan resume-fuzz: truncated, bit-flipped, oversized and \
+         empty streams in RESUMING are taken and restored (hisi/qat before their resume_write \
+         checks); caught from the trace's corrupt_load and set_done",
+        "accept_corrupt",
+        "resume-fuzz",
+        "fail",
+        &["resume-accepted-corrupt"],
+    )
+    .with(&[Extra::ResumeFuzzed]),
+    drive_bug(
+        "accept-corrupt-good",
+        "correct driver, drive --plan resume-fuzz: every corrupted stream is refused (the write \
+         or the SET out of RESUMING fails), the good one resumes and the device runs",
+        "none",
+        "resume-fuzz",
+        "pass",
+        &[],
+    )
+    .with(&[Extra::Evidence, Extra::ResumeFuzzed]),
+    drive_bug(
+        "swap-addr",
+        "bug=swap_addr, drive --plan roundtrip: restore puts DMA src and dst in each other's \
+         registers (hisi XQE address swap); the driver's own read-back still says verified, \
+         BAR0 read by drive before and after says otherwise",
+        "swap_addr",
+        "roundtrip",
+        "fail",
+        &["resume-divergence"],
+    )
+    .with(&[Extra::RestoreVerified, Extra::RegsCompared]),
+    drive_bug(
+        "swap-addr-good",
+        "correct driver, drive --plan roundtrip: BAR0 read after RESUMING equals BAR0 read when \
+         the state was saved",
+        "none",
+        "roundtrip",
+        "pass",
+        &[],
+    )
+    .with(&[Extra::Evidence, Extra::RestoreVerified, Extra::RegsCompared]),
 ];
 
+/// A `drive` case on one root-bus device with edu-mig `bug=` (issue 14's pairs: `NAME` with
+/// the bug, `NAME-good` with `none` on the same plan).
+const fn drive_bug(
+    name: &'static str,
+    about: &'static str,
+    bug: &'static str,
+    plan: &'static str,
+    expected: &'static str,
+    rules: &'static [&'static str],
+) -> Scenario {
+    Scenario {
+        name,
+        about,
+        bug,
+        precopy: false,
+        devices: 1,
+        bridged: 0,
+        run: drive(plan),
+        expected,
+        rules,
+        extras: &[],
+        needs_precopy: false,
+        on_request: false,
+    }
+}
+
 impl Scenario {
+    /// Skipped on 6.1 without PRE_COPY (a feature 6.1 lacks, e.g. MIG_DATA_SIZE, 6.4+).
+    const fn not_on_6_1(self) -> Scenario {
+        Scenario {
+            needs_precopy: true,
+            ..self
+        }
+    }
+
     /// With edu-mig `precopy=1` (PRE_COPY: not on 6.1).
     const fn with_precopy(self) -> Scenario {
         Scenario {
