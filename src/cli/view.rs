@@ -14,7 +14,7 @@ use migscope_tui as tui;
 
 use crate::capture::{Capture, CaptureOptions, kernel_release, monotonic_ns};
 use crate::trace::jsonl::{JsonlReader, JsonlWriter, TraceError, partial_path};
-use crate::trace::{DataDir, DmaSource, Event, EventKind, Header, IrqKind};
+use crate::trace::{Corruption, DataDir, DmaSource, Event, EventKind, Header, IrqKind, RegStage};
 use crate::verify::{self, Options, Verdict, Verifier};
 
 use super::RuleArgs;
@@ -564,6 +564,28 @@ pub fn to_timeline(line: u64, ev: &Event) -> tui::TimelineEvent {
             dev: dev.clone(),
             result: *result,
         },
+        EventKind::CorruptLoad {
+            dev,
+            corruption,
+            bytes,
+            ret,
+        } => K::CorruptLoad {
+            dev: dev.clone(),
+            corruption: corruption.name().to_owned(),
+            bytes: *bytes,
+            ret: *ret,
+        },
+        EventKind::Regs {
+            dev,
+            stage,
+            bar,
+            regs,
+        } => K::Regs {
+            dev: dev.clone(),
+            stage: stage.name().to_owned(),
+            bar: *bar,
+            regs: regs.iter().map(|(o, v)| (*o, *v)).collect(),
+        },
         EventKind::PrecopyInfoV2 { dev, ret } => K::PrecopyInfoV2 {
             dev: dev.clone(),
             ret: *ret,
@@ -693,6 +715,29 @@ pub fn from_timeline(e: &tui::TimelineEvent) -> Event {
         K::DataSize { dev, result } => EventKind::DataSize {
             dev: dev.clone(),
             result: *result,
+        },
+        // The view holds only what a trace gave it: names it was given are known.
+        K::CorruptLoad {
+            dev,
+            corruption,
+            bytes,
+            ret,
+        } => EventKind::CorruptLoad {
+            dev: dev.clone(),
+            corruption: Corruption::from_name(corruption).unwrap_or(Corruption::Empty),
+            bytes: *bytes,
+            ret: *ret,
+        },
+        K::Regs {
+            dev,
+            stage,
+            bar,
+            regs,
+        } => EventKind::Regs {
+            dev: dev.clone(),
+            stage: RegStage::from_name(stage).unwrap_or(RegStage::Saved),
+            bar: *bar,
+            regs: regs.iter().copied().collect(),
         },
         K::PrecopyInfoV2 { dev, ret } => EventKind::PrecopyInfoV2 {
             dev: dev.clone(),
@@ -834,6 +879,24 @@ mod tests {
             EventKind::DataSize {
                 dev: d(),
                 result: Ok(80),
+            },
+            EventKind::CorruptLoad {
+                dev: d(),
+                corruption: Corruption::BitFlip,
+                bytes: 88,
+                ret: 0,
+            },
+            EventKind::CorruptLoad {
+                dev: d(),
+                corruption: Corruption::Oversized,
+                bytes: 65624,
+                ret: -28,
+            },
+            EventKind::Regs {
+                dev: d(),
+                stage: RegStage::Restored,
+                bar: 0,
+                regs: [(0x4, 0x1234), (0x80, 0x18_0000)].into_iter().collect(),
             },
             EventKind::DataSize {
                 dev: d(),

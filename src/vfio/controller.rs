@@ -24,7 +24,9 @@ use super::witness::Witness;
 use super::workload::{self, EduJob, Workload};
 use super::{errno_name, now_ns};
 use crate::model::{self, MigFlags, MigState, StepError};
-use crate::trace::{DataDir, DmaSource, Event, EventKind, IrqKind, source};
+use crate::trace::{DataDir, DmaSource, Event, EventKind, IrqKind, RegStage, source};
+
+mod resume;
 
 /// First IOVA used for witnessed buffers (each device gets a 1 MiB slot; edu masks DMA
 /// addresses to 28 bits, so everything stays below 256 MiB).
@@ -326,6 +328,8 @@ pub fn drive<O: VfioOps>(
     let mut conformance = Vec::new();
     let result = if opts.plan == Plan::Conformance {
         ctl.conformance(&mut conformance)
+    } else if opts.plan == Plan::ResumeFuzz {
+        ctl.resume_fuzz()
     } else {
         ctl.run_plan(&opts.plan.steps())
     };
@@ -1122,9 +1126,21 @@ impl<O: VfioOps> Ctl<'_, O> {
         if step.optional && !self.devs[i].flags.supports(step.to) {
             return Ok(());
         }
+        let before = self.devs[i].state;
         self.set(i, step.to, true)?;
+        // The plans that restore compare the device's registers (`regs`) when saved and once
+        // restored.
+        let regs = matches!(self.opts.plan, Plan::RoundTrip | Plan::ResumeFuzz);
+        if regs && before == Some(MigState::Resuming) && step.to != MigState::Resuming {
+            self.read_regs(i, RegStage::Restored);
+        }
         match step.to {
-            MigState::StopCopy => self.save(i)?,
+            MigState::StopCopy => {
+                self.save(i)?;
+                if regs {
+                    self.read_regs(i, RegStage::Saved);
+                }
+            }
             MigState::PreCopy | MigState::PreCopyP2p => self.precopy(i)?,
             MigState::Resuming => self.load(i)?,
             _ => {}
