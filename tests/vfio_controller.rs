@@ -289,6 +289,30 @@ fn conformance_matches_the_kernel_fsm_and_never_sends_hazards() {
 }
 
 #[test]
+fn conformance_loads_saved_state_into_every_resuming_a_validating_device_leaves() {
+    // A driver must fail the SET out of RESUMING on incomplete data (vfio.h): the table gives
+    // each RESUMING it enters the device's own saved stream, as a VMM does, so a correct
+    // validating device matches the kernel FSM on every pair out of RESUMING.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P).validating()]);
+    let out = run(&mut sim, &[A], &opts(Plan::Conformance, dir.path()));
+    assert_eq!(out.error, None);
+    let from_resuming: Vec<_> = out
+        .conformance
+        .iter()
+        .filter(|r| r.from == MigState::Resuming)
+        .collect();
+    assert_eq!(from_resuming.len(), 8);
+    let bad: Vec<_> = out
+        .conformance
+        .iter()
+        .filter(|r| r.pass == Some(false))
+        .collect();
+    assert!(bad.is_empty(), "{bad:?}");
+    assert_eq!(sim.state_of(A), Some(Running));
+}
+
+#[test]
 fn conformance_with_allow_hazard_sends_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sim = SimVfio::new([SimSpec::new(A, ALL)]);

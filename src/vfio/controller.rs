@@ -1381,6 +1381,14 @@ impl<O: VfioOps> Ctl<'_, O> {
             }
             let flags = self.devs[i].flags;
             let bdf = self.devs[i].bdf.clone();
+            // Leaving RESUMING asks the driver to take what was written, and a driver must
+            // refuse incomplete data (vfio.h, RESUMING -> STOP): as a VMM does, every RESUMING
+            // the table enters gets the device's own saved state, taken once here.
+            let loads = flags.supports(MigState::Resuming) && flags.supports(MigState::StopCopy);
+            if loads {
+                self.reach(i, MigState::StopCopy)?;
+                self.save(i)?;
+            }
             for from in MigState::ALL.into_iter().filter(|s| flags.supports(*s)) {
                 for to in MigState::ALL {
                     if self.interrupted() {
@@ -1407,7 +1415,12 @@ impl<O: VfioOps> Ctl<'_, O> {
                         rows.push(row);
                         continue;
                     }
-                    if let Err(e) = self.reach(i, from) {
+                    let entered = self.devs[i].state != Some(from);
+                    let reached = match self.reach(i, from) {
+                        Ok(()) if loads && entered && from == MigState::Resuming => self.load(i),
+                        r => r,
+                    };
+                    if let Err(e) = reached {
                         if matches!(e, PlanError::Interrupted) {
                             return Err(e);
                         }
@@ -1437,6 +1450,22 @@ impl<O: VfioOps> Ctl<'_, O> {
                         }
                         _ => false,
                     });
+                    // A pair that entered RESUMING gets the saved stream too, so the next pair
+                    // can leave it.
+                    if loads
+                        && to == MigState::Resuming
+                        && from != MigState::Resuming
+                        && self.devs[i].state == Some(MigState::Resuming)
+                    {
+                        match self.load(i) {
+                            Err(PlanError::Interrupted) => return Err(PlanError::Interrupted),
+                            Err(e) => {
+                                self.mark(format!("{bdf}: loading the saved state failed: {e}"));
+                                self.reset(i);
+                            }
+                            Ok(()) => {}
+                        }
+                    }
                     // Leaving RESUMING/STOP_COPY without data is legal but may fail on real
                     // devices: recover from whatever happened before the next pair.
                     if !matches!(self.devs[i].state, Some(s) if s != MigState::Error) {
