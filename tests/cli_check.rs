@@ -200,6 +200,21 @@ const CASES: &[Case] = &[
         &["error-state", "set-failed"],
     ),
     case("rules/error-state-near-miss.jsonl", &[], 0, &[]),
+    // Resume validation and restore divergence (issue 14, part B).
+    case(
+        "rules/resume-accepted-corrupt.jsonl",
+        &[],
+        1,
+        &["resume-accepted-corrupt"],
+    ),
+    case("rules/resume-accepted-corrupt-near-miss.jsonl", &[], 0, &[]),
+    case(
+        "rules/resume-divergence.jsonl",
+        &[],
+        1,
+        &["resume-divergence"],
+    ),
+    case("rules/resume-divergence-near-miss.jsonl", &[], 0, &[]),
     Case {
         warnings: &["hazard-arc"],
         ..case("rules/hazard-arc.jsonl", &[], 0, &[])

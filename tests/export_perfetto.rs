@@ -50,7 +50,8 @@ fn expect(trace: &Path) -> Expect {
             EventKind::Dma { .. } => e.dma += 1,
             EventKind::Irq { .. } => e.irq += 1,
             EventKind::Map { .. } | EventKind::Unmap { .. } => e.map_unmap += 1,
-            EventKind::Data { .. } => e.data += 1,
+            // A corrupted load is data through the data_fd too (drive's resume-fuzz).
+            EventKind::Data { .. } | EventKind::CorruptLoad { .. } => e.data += 1,
             EventKind::Mark { .. } => e.marks += 1,
             EventKind::PrecopyInfo { .. } | EventKind::DataSize { .. } => e.mig_info += 1,
             _ => {}

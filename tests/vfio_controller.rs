@@ -311,6 +311,30 @@ fn conformance_matches_the_kernel_fsm_and_never_sends_hazards() {
 }
 
 #[test]
+fn conformance_loads_saved_state_into_every_resuming_a_validating_device_leaves() {
+    // A driver must fail the SET out of RESUMING on incomplete data (vfio.h): the table gives
+    // each RESUMING it enters the device's own saved stream, as a VMM does, so a correct
+    // validating device matches the kernel FSM on every pair out of RESUMING.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P).validating()]);
+    let out = run(&mut sim, &[A], &opts(Plan::Conformance, dir.path()));
+    assert_eq!(out.error, None);
+    let from_resuming: Vec<_> = out
+        .conformance
+        .iter()
+        .filter(|r| r.from == MigState::Resuming)
+        .collect();
+    assert_eq!(from_resuming.len(), 8);
+    let bad: Vec<_> = out
+        .conformance
+        .iter()
+        .filter(|r| r.pass == Some(false))
+        .collect();
+    assert!(bad.is_empty(), "{bad:?}");
+    assert_eq!(sim.state_of(A), Some(Running));
+}
+
+#[test]
 fn conformance_with_allow_hazard_sends_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sim = SimVfio::new([SimSpec::new(A, ALL)]);
@@ -1126,6 +1150,136 @@ fn a_device_opened_quiescent_declares_its_witness_unavailable() {
     assert_eq!(decl.len(), 1, "decided at the declaration: {decl:?}");
     let w = own_witness(&out, A).expect("own witness");
     assert!(w.contains("already in STOP when opened"), "{w}");
+}
+
+/// The `corrupt_load` events of a drive: (corruption, bytes, ret).
+fn corrupt_loads(out: &Outcome) -> Vec<(&'static str, u64, i32)> {
+    out.events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::CorruptLoad {
+                corruption,
+                bytes,
+                ret,
+                ..
+            } => Some((corruption.name(), *bytes, *ret)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn violated(out: &Outcome) -> Vec<&'static str> {
+    verify_events(out)
+        .violations
+        .iter()
+        .map(|f| f.rule)
+        .collect()
+}
+
+#[test]
+fn resume_fuzz_against_a_validating_device_is_refused_each_time_and_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = SimSpec::new(A, P2P).validating();
+    let state = spec.state.clone();
+    let n = state.len() as u64;
+    let mut sim = SimVfio::new([spec]);
+    let out = run(&mut sim, &[A], &opts(Plan::ResumeFuzz, dir.path()));
+    assert_eq!(out.error, None);
+    assert_eq!(
+        corrupt_loads(&out),
+        vec![
+            ("truncated", n / 2, 0),
+            ("bitflip", n, 0),
+            ("oversized", n + 64 * 1024, -libc::ENOSPC),
+            ("empty", 0, 0),
+        ]
+    );
+    // Each refusal is followed by a reset; the good stream is loaded last and the device runs
+    // with the state it saved.
+    let resets = sim
+        .calls
+        .iter()
+        .filter(|c| matches!(c, SimCall::Reset(_)))
+        .count();
+    assert_eq!(resets, 4);
+    assert_eq!(sim.state_of(A), Some(Running));
+    assert_eq!(sim.saved_state_of(A), Some(&state[..]));
+    let loads = out
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::Data {
+                    dir: DataDir::Load,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(loads, 1);
+    assert_eq!(violated(&out), Vec::<&str>::new());
+}
+
+#[test]
+fn resume_fuzz_against_a_device_that_takes_anything_is_caught() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = SimSpec::new(A, P2P);
+    let state = spec.state.clone();
+    let mut sim = SimVfio::new([spec]);
+    let out = run(&mut sim, &[A], &opts(Plan::ResumeFuzz, dir.path()));
+    assert_eq!(out.error, None);
+    assert!(corrupt_loads(&out).iter().all(|c| c.2 == 0), "{out:?}");
+    let v = violated(&out);
+    assert_eq!(
+        v,
+        vec!["resume-accepted-corrupt"; 4],
+        "one per corrupted stream taken and restored"
+    );
+    // Nothing was refused, so nothing was reset; the good stream still restores last.
+    assert!(!sim.calls.iter().any(|c| matches!(c, SimCall::Reset(_))));
+    assert_eq!(sim.saved_state_of(A), Some(&state[..]));
+    assert_eq!(sim.state_of(A), Some(Running));
+}
+
+#[test]
+fn roundtrip_reads_the_registers_when_saved_and_once_restored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P)]);
+    // No workload: nothing writes the double's registers between the readings.
+    let out = run(&mut sim, &[A], &opts(Plan::RoundTrip, dir.path()));
+    assert_eq!(out.error, None);
+    let regs: Vec<_> = out
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Regs {
+                stage, bar, regs, ..
+            } => Some((stage.name(), *bar, regs.clone())),
+            _ => None,
+        })
+        .collect();
+    // Saved at each STOP_COPY (two in roundtrip), restored once after RESUMING.
+    let stages: Vec<_> = regs.iter().map(|r| r.0).collect();
+    assert_eq!(stages, vec!["saved", "restored", "saved"]);
+    let offsets: Vec<u64> = regs[0].2.keys().copied().collect();
+    assert_eq!(offsets, vec![0x04, 0x20, 0x80, 0x88, 0x90, 0x98]);
+    assert!(regs.iter().all(|r| r.1 == 0));
+    // The double restores nothing but its stream, and its registers stay put: equal readings.
+    assert_eq!(regs[0].2, regs[1].2);
+    assert!(!violated(&out).contains(&"resume-divergence"));
+}
+
+#[test]
+fn plans_without_a_restore_read_no_registers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P)]);
+    let out = run(&mut sim, &[A], &opts(Plan::StopCopy, dir.path()));
+    assert!(
+        !out.events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Regs { .. }))
+    );
 }
 
 #[test]

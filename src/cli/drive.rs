@@ -23,7 +23,12 @@ Plans (--plan):
   precopy      RUNNING -> PRE_COPY (iterative reads, VFIO_MIG_GET_PRECOPY_INFO, ENOMSG handled) ->
                PRE_COPY_P2P -> STOP_COPY (rest saved) -> STOP -> RUNNING_P2P -> RUNNING (needs PRE_COPY)
   roundtrip    stopcopy's save, then STOP -> RESUMING (the saved data written back) -> STOP ->
-               STOP_COPY (saved again) -> STOP -> RUNNING_P2P -> RUNNING; compares the two saves
+               STOP_COPY (saved again) -> STOP -> RUNNING_P2P -> RUNNING; compares the two saves, and
+               on an edu device its BAR0 registers when saved with the ones after RESUMING (`regs`)
+  resume-fuzz  stopcopy's save, then for each of a truncated, a bit-flipped, an oversized and an
+               empty stream: STOP -> RESUMING, the stream written (`corrupt_load`), SET STOP (each
+               must be refused; a refused device is reset and stopped again); then the good stream
+               is loaded, STOP, RUNNING_P2P, RUNNING (the device must resume and run)
   conformance  for every supported state FROM and every state TO (unsupported ones and ERROR too):
                reach FROM by a legal path, SET TO, GET, and compare the outcome with the kernel FSM;
                prints a table; blocked arcs (hazards) are skipped unless --allow-hazard
@@ -51,7 +56,7 @@ pub struct Args {
     /// one container and form one migration context).
     #[arg(long = "device", value_name = "BDF", required = true)]
     pub devices: Vec<String>,
-    /// stopcopy | precopy | roundtrip | conformance | STATE,STATE,... (see below).
+    /// stopcopy | precopy | roundtrip | conformance | resume-fuzz | STATE,STATE,... (see below).
     #[arg(long, value_parser = Plan::parse)]
     pub plan: Plan,
     /// Multi-device order: `qemu` (every device to a P2P state before any stops, and to
@@ -601,6 +606,7 @@ mod tests {
             "precopy",
             "roundtrip",
             "conformance",
+            "resume-fuzz",
             "RUNNING_P2P,STOP,RUNNING",
             "--order",
             "--allow-hazard",

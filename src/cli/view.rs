@@ -14,7 +14,9 @@ use crate::session::sinks::tui::{self as tui_sink, Pace};
 use crate::session::sources::{file::FileSource, probe::Probe};
 use crate::session::{self, Session, Signals, Stop, Until};
 use crate::trace::jsonl::{JsonlWriter, TraceError};
-use crate::trace::{DataDir, DmaSource, Event, EventKind, Format, Header, IrqKind};
+use crate::trace::{
+    Corruption, DataDir, DmaSource, Event, EventKind, Format, Header, IrqKind, RegStage,
+};
 use crate::verify::{self, Options};
 
 use super::RuleArgs;
@@ -413,6 +415,28 @@ pub fn to_timeline(line: u64, ev: &Event) -> tui::TimelineEvent {
             dev: dev.clone(),
             result: *result,
         },
+        EventKind::CorruptLoad {
+            dev,
+            corruption,
+            bytes,
+            ret,
+        } => K::CorruptLoad {
+            dev: dev.clone(),
+            corruption: corruption.name().to_owned(),
+            bytes: *bytes,
+            ret: *ret,
+        },
+        EventKind::Regs {
+            dev,
+            stage,
+            bar,
+            regs,
+        } => K::Regs {
+            dev: dev.clone(),
+            stage: stage.name().to_owned(),
+            bar: *bar,
+            regs: regs.iter().map(|(o, v)| (*o, *v)).collect(),
+        },
         EventKind::PrecopyInfoV2 { dev, ret } => K::PrecopyInfoV2 {
             dev: dev.clone(),
             ret: *ret,
@@ -542,6 +566,29 @@ pub fn from_timeline(e: &tui::TimelineEvent) -> Event {
         K::DataSize { dev, result } => EventKind::DataSize {
             dev: dev.clone(),
             result: *result,
+        },
+        // The view holds only what a trace gave it: names it was given are known.
+        K::CorruptLoad {
+            dev,
+            corruption,
+            bytes,
+            ret,
+        } => EventKind::CorruptLoad {
+            dev: dev.clone(),
+            corruption: Corruption::from_name(corruption).unwrap_or(Corruption::Empty),
+            bytes: *bytes,
+            ret: *ret,
+        },
+        K::Regs {
+            dev,
+            stage,
+            bar,
+            regs,
+        } => EventKind::Regs {
+            dev: dev.clone(),
+            stage: RegStage::from_name(stage).unwrap_or(RegStage::Saved),
+            bar: *bar,
+            regs: regs.iter().copied().collect(),
         },
         K::PrecopyInfoV2 { dev, ret } => EventKind::PrecopyInfoV2 {
             dev: dev.clone(),
@@ -719,6 +766,24 @@ mod tests {
             EventKind::DataSize {
                 dev: d(),
                 result: Ok(80),
+            },
+            EventKind::CorruptLoad {
+                dev: d(),
+                corruption: Corruption::BitFlip,
+                bytes: 88,
+                ret: 0,
+            },
+            EventKind::CorruptLoad {
+                dev: d(),
+                corruption: Corruption::Oversized,
+                bytes: 65624,
+                ret: -28,
+            },
+            EventKind::Regs {
+                dev: d(),
+                stage: RegStage::Restored,
+                bar: 0,
+                regs: [(0x4, 0x1234), (0x80, 0x18_0000)].into_iter().collect(),
             },
             EventKind::DataSize {
                 dev: d(),

@@ -25,7 +25,9 @@ use super::witness::Witness;
 use super::workload::{self, EduJob, Workload};
 use super::{errno_name, now_ns};
 use crate::model::{self, MigFlags, MigState, StepError};
-use crate::trace::{DataDir, DmaSource, Event, EventKind, IrqKind, source};
+use crate::trace::{DataDir, DmaSource, Event, EventKind, IrqKind, RegStage, source};
+
+mod resume;
 
 /// First IOVA used for witnessed buffers (each device gets a 1 MiB slot; edu masks DMA
 /// addresses to 28 bits, so everything stays below 256 MiB).
@@ -339,6 +341,8 @@ pub fn drive<O: VfioOps>(
     let mut conformance = Vec::new();
     let result = if opts.plan == Plan::Conformance {
         ctl.conformance(&mut conformance)
+    } else if opts.plan == Plan::ResumeFuzz {
+        ctl.resume_fuzz()
     } else {
         ctl.run_plan(&opts.plan.steps())
     };
@@ -1092,9 +1096,21 @@ impl<O: VfioOps> Ctl<'_, O> {
         if step.optional && !self.devs[i].flags.supports(step.to) {
             return Ok(());
         }
+        let before = self.devs[i].state;
         self.set(i, step.to, true)?;
+        // The plans that restore compare the device's registers (`regs`) when saved and once
+        // restored.
+        let regs = matches!(self.opts.plan, Plan::RoundTrip | Plan::ResumeFuzz);
+        if regs && before == Some(MigState::Resuming) && step.to != MigState::Resuming {
+            self.read_regs(i, RegStage::Restored);
+        }
         match step.to {
-            MigState::StopCopy => self.save(i)?,
+            MigState::StopCopy => {
+                self.save(i)?;
+                if regs {
+                    self.read_regs(i, RegStage::Saved);
+                }
+            }
             MigState::PreCopy | MigState::PreCopyP2p => self.precopy(i)?,
             MigState::Resuming => self.load(i)?,
             _ => {}
@@ -1335,6 +1351,14 @@ impl<O: VfioOps> Ctl<'_, O> {
             }
             let flags = self.devs[i].flags;
             let bdf = self.devs[i].bdf.clone();
+            // Leaving RESUMING asks the driver to take what was written, and a driver must
+            // refuse incomplete data (vfio.h, RESUMING -> STOP): as a VMM does, every RESUMING
+            // the table enters gets the device's own saved state, taken once here.
+            let loads = flags.supports(MigState::Resuming) && flags.supports(MigState::StopCopy);
+            if loads {
+                self.reach(i, MigState::StopCopy)?;
+                self.save(i)?;
+            }
             for from in MigState::ALL.into_iter().filter(|s| flags.supports(*s)) {
                 for to in MigState::ALL {
                     if self.interrupted() {
@@ -1361,7 +1385,12 @@ impl<O: VfioOps> Ctl<'_, O> {
                         rows.push(row);
                         continue;
                     }
-                    if let Err(e) = self.reach(i, from) {
+                    let entered = self.devs[i].state != Some(from);
+                    let reached = match self.reach(i, from) {
+                        Ok(()) if loads && entered && from == MigState::Resuming => self.load(i),
+                        r => r,
+                    };
+                    if let Err(e) = reached {
                         if matches!(e, PlanError::Interrupted) {
                             return Err(e);
                         }
@@ -1391,6 +1420,22 @@ impl<O: VfioOps> Ctl<'_, O> {
                         }
                         _ => false,
                     });
+                    // A pair that entered RESUMING gets the saved stream too, so the next pair
+                    // can leave it.
+                    if loads
+                        && to == MigState::Resuming
+                        && from != MigState::Resuming
+                        && self.devs[i].state == Some(MigState::Resuming)
+                    {
+                        match self.load(i) {
+                            Err(PlanError::Interrupted) => return Err(PlanError::Interrupted),
+                            Err(e) => {
+                                self.mark(format!("{bdf}: loading the saved state failed: {e}"));
+                                self.reset(i);
+                            }
+                            Ok(()) => {}
+                        }
+                    }
                     // Leaving RESUMING/STOP_COPY without data is legal but may fail on real
                     // devices: recover from whatever happened before the next pair.
                     if !matches!(self.devs[i].state, Some(s) if s != MigState::Error) {

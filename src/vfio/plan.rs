@@ -22,6 +22,8 @@ pub enum Plan {
     PreCopy,
     RoundTrip,
     Conformance,
+    /// Corrupted streams in RESUMING, each to be refused, then the good one (issue 14).
+    ResumeFuzz,
     Custom(Vec<MigState>),
 }
 
@@ -32,6 +34,7 @@ impl Plan {
             "precopy" | "pre_copy" => Ok(Plan::PreCopy),
             "roundtrip" => Ok(Plan::RoundTrip),
             "conformance" => Ok(Plan::Conformance),
+            "resume-fuzz" | "resume_fuzz" => Ok(Plan::ResumeFuzz),
             _ => {
                 let states = s
                     .split(',')
@@ -41,7 +44,7 @@ impl Plan {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| {
                         format!(
-                            "{e}; a plan is stopcopy, precopy, roundtrip, conformance or a comma list of states"
+                            "{e}; a plan is stopcopy, precopy, roundtrip, conformance, resume-fuzz or a comma list of states"
                         )
                     })?;
                 if states.is_empty() {
@@ -52,7 +55,7 @@ impl Plan {
         }
     }
 
-    /// The steps of a plan (not for conformance, which has its own loop).
+    /// The steps of a plan (not for conformance and resume-fuzz, which have their own loops).
     pub fn steps(&self) -> Vec<Step> {
         use MigState::*;
         let req = |to| Step {
@@ -87,7 +90,7 @@ impl Plan {
                 opt(RunningP2p),
                 req(Running),
             ],
-            Plan::Conformance => Vec::new(),
+            Plan::Conformance | Plan::ResumeFuzz => Vec::new(),
             Plan::Custom(states) => states.iter().map(|s| req(*s)).collect(),
         }
     }
@@ -111,6 +114,7 @@ impl fmt::Display for Plan {
             Plan::PreCopy => f.write_str("precopy"),
             Plan::RoundTrip => f.write_str("roundtrip"),
             Plan::Conformance => f.write_str("conformance"),
+            Plan::ResumeFuzz => f.write_str("resume-fuzz"),
             Plan::Custom(s) => {
                 f.write_str(&s.iter().map(|s| s.name()).collect::<Vec<_>>().join(","))
             }
@@ -158,6 +162,8 @@ mod tests {
     fn parse_plans() {
         assert_eq!(Plan::parse("stopcopy").unwrap(), Plan::StopCopy);
         assert_eq!(Plan::parse("PreCopy").unwrap(), Plan::PreCopy);
+        assert_eq!(Plan::parse("resume-fuzz").unwrap(), Plan::ResumeFuzz);
+        assert_eq!(Plan::ResumeFuzz.to_string(), "resume-fuzz");
         assert_eq!(
             Plan::parse("RUNNING_P2P, stop ,2").unwrap(),
             Plan::Custom(vec![RunningP2p, Stop, Running])

@@ -71,6 +71,11 @@ pub struct SimSpec {
     pub dirty_log: bool,
     /// The state the device is in when opened (RUNNING unless an earlier user left it).
     pub initial: MigState,
+    /// The device validates what is loaded in RESUMING, as vfio.h asks: a write past twice
+    /// its state's size fails with ENOSPC, and RESUMING -> STOP fails with EINVAL (the device
+    /// staying in RESUMING) unless the stream is the one it saves. Off, it takes anything (the
+    /// `accept_corrupt` class).
+    pub validates: bool,
 }
 
 impl SimSpec {
@@ -82,7 +87,13 @@ impl SimSpec {
             state: format!("sim-device-state:{bdf}:").into_bytes().repeat(40),
             dirty_log: false,
             initial: MigState::Running,
+            validates: false,
         }
+    }
+
+    pub fn validating(mut self) -> SimSpec {
+        self.validates = true;
+        self
     }
 
     pub fn with_dirty_log(mut self) -> SimSpec {
@@ -303,8 +314,13 @@ impl VfioOps for SimVfio {
                 result = Err(errno);
                 break;
             }
-            if arc_action(d, next) {
-                new_fd = Some(next_fd);
+            match arc_action(d, next) {
+                Ok(true) => new_fd = Some(next_fd),
+                Ok(false) => {}
+                Err(errno) => {
+                    result = Err(errno);
+                    break;
+                }
             }
             d.state = next;
         }
@@ -436,6 +452,9 @@ impl VfioOps for SimVfio {
         let d = self.dev(dev)?;
         match d.data.as_mut() {
             Some(DataSession::Load(bytes)) => {
+                if d.spec.validates && bytes.len() + buf.len() > 2 * d.spec.state.len() {
+                    return Err(libc::ENOSPC);
+                }
                 bytes.extend_from_slice(buf);
                 Ok(buf.len())
             }
@@ -587,7 +606,8 @@ fn spec_has(specs: &BTreeMap<String, SimSpec>, bdf: &str, m: &Misbehave) -> bool
 /// The action on the arc from `d.state` to `next` (vfio.h, "The FSM takes actions on the arcs
 /// between FSM states"): a save or load session starts, ends or widens. Returns whether the arc
 /// opens a data fd.
-fn arc_action(d: &mut SimDev, next: MigState) -> bool {
+/// `Err` when the arc fails (a validating device refusing its stream; it stays where it was).
+fn arc_action(d: &mut SimDev, next: MigState) -> Result<bool, Errno> {
     let mut opens = false;
     match (d.state, next) {
         (MigState::Stop, MigState::StopCopy) if d.data.is_none() => {
@@ -618,6 +638,9 @@ fn arc_action(d: &mut SimDev, next: MigState) -> bool {
         }
         (MigState::Resuming, MigState::Stop) => {
             if let Some(DataSession::Load(bytes)) = d.data.take() {
+                if d.spec.validates && bytes != d.spec.state {
+                    return Err(libc::EINVAL);
+                }
                 d.spec.state = bytes;
             }
         }
@@ -626,7 +649,7 @@ fn arc_action(d: &mut SimDev, next: MigState) -> bool {
         | (MigState::PreCopyP2p, MigState::RunningP2p) => d.data = None,
         _ => {}
     }
-    opens
+    Ok(opens)
 }
 
 /// QEMU's edu register model (hw/misc/edu.c) reduced to the DMA engine, executing a command
@@ -721,6 +744,7 @@ impl DeviceIo for EduBar {
     fn read64(&self, off: u64) -> Result<u64, Errno> {
         use super::workload::edu;
         self.with(|e| match off {
+            edu::ID => 0x0100_00ed,
             edu::SRC => e.src,
             edu::DST => e.dst,
             edu::CNT => e.cnt,

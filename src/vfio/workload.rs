@@ -17,6 +17,17 @@ use super::buffer::{DmaBuffer, PAGE};
 use super::sys::DeviceIo;
 
 pub mod edu {
+    /// Identification, `0xRRrr00ed` (major, minor revision): its low 16 bits are [`ID_LOW`].
+    pub const ID: u64 = 0x00;
+    pub const ID_LOW: u32 = 0x00ed;
+    /// The registers that hold the device's state, as migrated by edu-mig (`edu_snapshot`):
+    /// liveness (reads back the complement of what was written), status (factorial interrupt
+    /// enable), DMA source, destination, count and command. Read 32 bits wide: vfio-pci on 6.1
+    /// splits an 8-byte BAR read into 4-byte ones (`vfio_pci_core_do_io_rw` has no 8-byte
+    /// access there) and edu answers a 4-byte read of an upper half (0x84, ...) with all ones
+    /// (`edu_mmio_read`), so only the low halves read the same on every kernel; edu's DMA
+    /// addresses are 28 bits and its count at most 4096, so the low halves are the whole state.
+    pub const STATE_REGS: &[u64] = &[0x04, 0x20, SRC, DST, CNT, CMD];
     pub const SRC: u64 = 0x80;
     pub const DST: u64 = 0x88;
     pub const CNT: u64 = 0x90;

@@ -156,6 +156,21 @@ pub enum EvKind {
         dev: String,
         result: Result<u64, i32>,
     },
+    /// drive's resume-fuzz wrote a corrupted stream (`corruption` names how) of `bytes` bytes
+    /// in RESUMING; `ret` 0 when every byte was taken, else the negative errno.
+    CorruptLoad {
+        dev: String,
+        corruption: String,
+        bytes: u64,
+        ret: i32,
+    },
+    /// Registers drive read through BAR `bar` (`stage`: saved or restored): offset, value.
+    Regs {
+        dev: String,
+        stage: String,
+        bar: u32,
+        regs: Vec<(u64, u64)>,
+    },
     /// A VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2 SET (the VMM opted in to REINIT): its return.
     PrecopyInfoV2 {
         dev: String,
@@ -204,10 +219,12 @@ pub enum Ev {
     PrecopyInfo = 14,
     DataSize = 15,
     PrecopyInfoV2 = 16,
+    CorruptLoad = 17,
+    Regs = 18,
 }
 
 impl Ev {
-    pub const ALL: [Ev; 17] = [
+    pub const ALL: [Ev; 19] = [
         Ev::Device,
         Ev::Set,
         Ev::Step,
@@ -225,6 +242,8 @@ impl Ev {
         Ev::PrecopyInfo,
         Ev::DataSize,
         Ev::PrecopyInfoV2,
+        Ev::CorruptLoad,
+        Ev::Regs,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -245,6 +264,8 @@ impl Ev {
             Ev::PrecopyInfo => "precopy_info",
             Ev::DataSize => "data_size",
             Ev::PrecopyInfoV2 => "precopy_info_v2",
+            Ev::CorruptLoad => "corrupt_load",
+            Ev::Regs => "regs",
         }
     }
     pub fn from_name(s: &str) -> Option<Ev> {
@@ -279,6 +300,8 @@ impl EvKind {
             EvKind::PrecopyInfo { .. } => Ev::PrecopyInfo,
             EvKind::DataSize { .. } => Ev::DataSize,
             EvKind::PrecopyInfoV2 { .. } => Ev::PrecopyInfoV2,
+            EvKind::CorruptLoad { .. } => Ev::CorruptLoad,
+            EvKind::Regs { .. } => Ev::Regs,
         }
     }
 
@@ -296,7 +319,9 @@ impl EvKind {
             | EvKind::Data { dev, .. }
             | EvKind::PrecopyInfo { dev, .. }
             | EvKind::DataSize { dev, .. }
-            | EvKind::PrecopyInfoV2 { dev, .. } => Some(dev),
+            | EvKind::PrecopyInfoV2 { dev, .. }
+            | EvKind::CorruptLoad { dev, .. }
+            | EvKind::Regs { dev, .. } => Some(dev),
             EvKind::Map { .. }
             | EvKind::Unmap { .. }
             | EvKind::Lost { .. }

@@ -620,6 +620,35 @@ impl Store {
                 }
                 self.devices[i].data.push(row);
             }
+            // x: ret; a: bytes; b: the corruption's name.
+            EvKind::CorruptLoad {
+                dev: n,
+                corruption,
+                bytes,
+                ret,
+            } => {
+                let i = self.dev_id(n, t);
+                dev = i as u16;
+                x = *ret;
+                a = *bytes;
+                b = u64::from(self.intern(corruption));
+                self.devices[i].data.push(row);
+            }
+            // x: the stage's name; a: bar; b: the registers as `offset=value,...` (hex).
+            EvKind::Regs {
+                dev: n,
+                stage,
+                bar,
+                regs,
+            } => {
+                let i = self.dev_id(n, t);
+                dev = i as u16;
+                x = self.intern(stage) as i32;
+                a = u64::from(*bar);
+                let text: Vec<String> = regs.iter().map(|(o, v)| format!("{o:x}={v:x}")).collect();
+                b = u64::from(self.intern(&text.join(",")));
+                self.devices[i].data.push(row);
+            }
             EvKind::PrecopyInfoV2 { dev: n, ret } => {
                 let i = self.dev_id(n, t);
                 dev = i as u16;
@@ -819,6 +848,28 @@ impl Store {
                 dev: devname(),
                 result: if s == 1 { Ok(a) } else { Err(x) },
             },
+            Ev::CorruptLoad => EvKind::CorruptLoad {
+                dev: devname(),
+                corruption: self.string(b as u32),
+                bytes: a,
+                ret: x,
+            },
+            Ev::Regs => EvKind::Regs {
+                dev: devname(),
+                stage: self.string(x as u32),
+                bar: a as u32,
+                regs: self
+                    .string(b as u32)
+                    .split(',')
+                    .filter_map(|kv| {
+                        let (o, v) = kv.split_once('=')?;
+                        Some((
+                            u64::from_str_radix(o, 16).ok()?,
+                            u64::from_str_radix(v, 16).ok()?,
+                        ))
+                    })
+                    .collect(),
+            },
             Ev::PrecopyInfoV2 => EvKind::PrecopyInfoV2 {
                 dev: devname(),
                 ret: x,
@@ -951,6 +1002,21 @@ pub fn summary(e: &TimelineEvent) -> String {
             dev,
             result: Err(e),
         } => format!("data_size {dev} ret={e}"),
+        EvKind::CorruptLoad {
+            dev,
+            corruption,
+            bytes,
+            ret,
+        } => format!("corrupt_load {dev} {corruption} {bytes} B ret={ret}"),
+        EvKind::Regs {
+            dev,
+            stage,
+            bar,
+            regs,
+        } => {
+            let r: Vec<String> = regs.iter().map(|(o, v)| format!("{o:#x}={v:#x}")).collect();
+            format!("regs {dev} {stage} bar{bar} {}", r.join(" "))
+        }
         EvKind::PrecopyInfoV2 { dev, ret } => format!("precopy_info_v2 {dev} ret={ret}"),
     }
 }

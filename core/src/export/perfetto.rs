@@ -362,6 +362,25 @@ pub fn export(input: &Path, output: &Path, opts: Options) -> Result<(Report, Cou
                 };
                 Some(instant(name, "mig_info", p, t, "t"))
             }
+            EventKind::CorruptLoad {
+                dev,
+                corruption,
+                bytes,
+                ret,
+            } => {
+                let (p, t) = tracks.dev(dev, &mut out)?;
+                Some(instant(
+                    format!("corrupt load {} {bytes} B ret={ret}", corruption.name()),
+                    "data",
+                    p,
+                    t,
+                    "t",
+                ))
+            }
+            EventKind::Regs { dev, stage, .. } => {
+                let (p, t) = tracks.dev(dev, &mut out)?;
+                Some(instant(format!("regs {}", stage.name()), "regs", p, t, "t"))
+            }
             EventKind::PrecopyInfoV2 { dev, ret } => {
                 let (p, t) = tracks.dev(dev, &mut out)?;
                 Some(instant(

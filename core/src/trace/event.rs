@@ -166,6 +166,61 @@ impl DataDir {
     }
 }
 
+/// How `drive --plan resume-fuzz` spoiled a stream it loads in RESUMING (`corrupt_load`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Corruption {
+    /// The first half of a stream the device saved.
+    Truncated,
+    /// A saved stream with one bit flipped in its middle byte.
+    BitFlip,
+    /// A saved stream with more bytes appended than any stream of the device holds.
+    Oversized,
+    /// Nothing written at all.
+    Empty,
+}
+
+impl Corruption {
+    pub const ALL: [Corruption; 4] = [
+        Corruption::Truncated,
+        Corruption::BitFlip,
+        Corruption::Oversized,
+        Corruption::Empty,
+    ];
+    pub const fn name(self) -> &'static str {
+        match self {
+            Corruption::Truncated => "truncated",
+            Corruption::BitFlip => "bitflip",
+            Corruption::Oversized => "oversized",
+            Corruption::Empty => "empty",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.name() == s)
+    }
+}
+
+/// When a `regs` reading was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RegStage {
+    /// When the device's state was saved (stopped, STOP_COPY's data produced).
+    Saved,
+    /// After RESUMING was left with success: the state the device was restored to.
+    Restored,
+}
+
+impl RegStage {
+    pub const ALL: [RegStage; 2] = [RegStage::Saved, RegStage::Restored];
+    pub const fn name(self) -> &'static str {
+        match self {
+            RegStage::Saved => "saved",
+            RegStage::Restored => "restored",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.name() == s)
+    }
+}
+
 /// The `ev` of an event with its fields. Kinds after `end` (the extension kinds) are written
 /// as native extension records (`native`): readers that predate them skip them with a
 /// warning, in both formats.
@@ -273,6 +328,25 @@ pub enum EventKind {
         dev: String,
         result: Result<u64, i32>,
     },
+    /// `drive --plan resume-fuzz` wrote a deliberately corrupted stream of `bytes` bytes into
+    /// the device's RESUMING data_fd (`empty`: nothing); `ret` is the write's result (0: every
+    /// byte accepted, else the negative errno). A correct driver refuses it: a failed write,
+    /// or a failed SET out of RESUMING.
+    CorruptLoad {
+        dev: String,
+        corruption: Corruption,
+        bytes: u64,
+        ret: i32,
+    },
+    /// Device registers the controller read itself (BAR `bar`, offset -> value), when the
+    /// device's state was saved or once it was restored: what the device shows, not what its
+    /// driver says it restored.
+    Regs {
+        dev: String,
+        stage: RegStage,
+        bar: u32,
+        regs: BTreeMap<u64, u64>,
+    },
     /// A VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2 SET returned (the VMM asked): with `ret` 0 the
     /// caller opted in, so the driver clears `precopy_info`'s flags word and may report
     /// `VFIO_PRECOPY_INFO_REINIT` in it from then on.
@@ -321,6 +395,8 @@ impl EventKind {
             EventKind::PrecopyInfo { .. } => "precopy_info",
             EventKind::DataSize { .. } => "data_size",
             EventKind::PrecopyInfoV2 { .. } => "precopy_info_v2",
+            EventKind::CorruptLoad { .. } => "corrupt_load",
+            EventKind::Regs { .. } => "regs",
         }
     }
 
@@ -338,7 +414,9 @@ impl EventKind {
             | EventKind::Data { dev, .. }
             | EventKind::PrecopyInfo { dev, .. }
             | EventKind::DataSize { dev, .. }
-            | EventKind::PrecopyInfoV2 { dev, .. } => Some(dev),
+            | EventKind::PrecopyInfoV2 { dev, .. }
+            | EventKind::CorruptLoad { dev, .. }
+            | EventKind::Regs { dev, .. } => Some(dev),
             EventKind::Map { .. }
             | EventKind::Unmap { .. }
             | EventKind::Lost { .. }

@@ -15,7 +15,8 @@ use std::{
 use serde::Deserialize;
 
 use super::event::{
-    DataDir, DataFile, DmaSource, Event, EventKind, Header, IrqKind, TRACE_VERSION,
+    Corruption, DataDir, DataFile, DmaSource, Event, EventKind, Header, IrqKind, RegStage,
+    TRACE_VERSION,
 };
 use super::sink::TraceSink;
 use crate::model::{MigFlags, MigState, PrecopyInfo, flag_bit};
@@ -93,7 +94,9 @@ pub(crate) fn recycle_strings(ev: Event, spare: &mut Vec<String>) {
         | EventKind::Data { dev, .. }
         | EventKind::PrecopyInfo { dev, .. }
         | EventKind::DataSize { dev, .. }
-        | EventKind::PrecopyInfoV2 { dev, .. } => put(dev),
+        | EventKind::PrecopyInfoV2 { dev, .. }
+        | EventKind::CorruptLoad { dev, .. }
+        | EventKind::Regs { dev, .. } => put(dev),
         EventKind::Map { ctx, .. } | EventKind::Unmap { ctx, .. } => put(ctx),
         EventKind::Lost { source, dev, .. } => {
             put(source);
@@ -165,6 +168,13 @@ struct Raw<'a> {
     fd_gen: Option<u64>,
     /// `data`: the device's reset generation when the bytes moved.
     reset_gen: Option<u64>,
+    #[serde(borrow)]
+    corruption: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    stage: Option<Cow<'a, str>>,
+    bar: Option<u32>,
+    /// `regs`: register offset (`"0x80"`) -> value.
+    registers: Option<BTreeMap<String, u64>>,
 }
 
 /// JSON type each known field must have, for naming the field when fast parsing fails.
@@ -204,6 +214,10 @@ const FIELD_TYPES: &[(&str, &str)] = &[
     ("precopy_flags", "u64"),
     ("fd_gen", "u64"),
     ("reset_gen", "u64"),
+    ("corruption", "str"),
+    ("stage", "str"),
+    ("bar", "u32"),
+    ("registers", "u64map"),
 ];
 
 fn type_ok(v: &serde_json::Value, ty: &str) -> bool {
@@ -217,6 +231,7 @@ fn type_ok(v: &serde_json::Value, ty: &str) -> bool {
         ("bool", Value::Bool(_)) => true,
         ("strarr", Value::Array(a)) => a.iter().all(Value::is_string),
         ("strmap", Value::Object(o)) => o.values().all(Value::is_string),
+        ("u64map", Value::Object(o)) => o.values().all(|x| x.as_u64().is_some()),
         ("pair", Value::Array(a)) => a.len() == 2 && a.iter().all(|x| x.as_u64().is_some()),
         _ => false,
     }
@@ -231,6 +246,7 @@ fn type_desc(ty: &str) -> &'static str {
         "bool" => "true or false",
         "strarr" => "an array of strings",
         "strmap" => "an object of strings",
+        "u64map" => "an object of non-negative integers",
         "pair" => "an array of two non-negative integers [t0, t1]",
         _ => "a value of the right type",
     }
@@ -253,6 +269,8 @@ const KNOWN_EVS: &[&str] = &[
     "precopy_info",
     "data_size",
     "precopy_info_v2",
+    "corrupt_load",
+    "regs",
 ];
 
 /// For a line that did not decode: its `ev` when it is a JSON object with a string `ev` this
@@ -668,6 +686,37 @@ impl<R: BufRead> JsonlReader<R> {
                     e => Err(e),
                 },
             },
+            "corrupt_load" => {
+                let c = self.req_name(&raw.corruption, "corruption")?;
+                EventKind::CorruptLoad {
+                    dev: self.req_str(&raw.dev, "dev")?,
+                    corruption: Corruption::from_name(c).ok_or_else(|| {
+                        self.invalid(
+                            "corruption",
+                            &format!(
+                                "unknown corruption `{c}` (expected one of {})",
+                                Corruption::ALL.map(Corruption::name).join(", ")
+                            ),
+                        )
+                    })?,
+                    bytes: self.req(raw.bytes, "bytes")?,
+                    ret: self.errno_ret(raw.ret, "ret")?,
+                }
+            }
+            "regs" => {
+                let st = self.req_name(&raw.stage, "stage")?;
+                EventKind::Regs {
+                    dev: self.req_str(&raw.dev, "dev")?,
+                    stage: RegStage::from_name(st).ok_or_else(|| {
+                        self.invalid(
+                            "stage",
+                            &format!("unknown stage `{st}` (expected saved or restored)"),
+                        )
+                    })?,
+                    bar: self.req(raw.bar, "bar")?,
+                    regs: self.registers(raw.registers.take())?,
+                }
+            }
             "precopy_info_v2" => EventKind::PrecopyInfoV2 {
                 dev: self.req_str(&raw.dev, "dev")?,
                 ret: self.errno_ret(raw.ret, "ret")?,
@@ -785,6 +834,31 @@ impl<R: BufRead> JsonlReader<R> {
 }
 
 impl<R: BufRead> JsonlReader<R> {
+    /// `regs`' `registers`: each key an offset written `0x` + hex digits, each given once.
+    fn registers(
+        &self,
+        map: Option<BTreeMap<String, u64>>,
+    ) -> Result<BTreeMap<u64, u64>, TraceError> {
+        let map = self.req(map, "registers")?;
+        let mut out = BTreeMap::new();
+        for (k, v) in map {
+            let off = k
+                .strip_prefix("0x")
+                .filter(|h| !h.is_empty())
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    self.invalid(
+                        "registers",
+                        &format!("key `{k}` is not a register offset (0x followed by hex digits)"),
+                    )
+                })?;
+            if out.insert(off, v).is_some() {
+                return Err(self.invalid("registers", &format!("offset {off:#x} is given twice")));
+            }
+        }
+        Ok(out)
+    }
+
     /// A `data` event's file (`data_fd`, `fd_gen`, `reset_gen`): all three or none.
     fn data_file(&self, raw: &Raw<'_>) -> Result<Option<DataFile>, TraceError> {
         if raw.data_fd.is_none() && raw.fd_gen.is_none() && raw.reset_gen.is_none() {
@@ -1002,6 +1076,35 @@ pub fn event_to_json(ev: &Event) -> String {
                 Err(e) => *e,
             };
             push_num(&mut o, "ret", ret);
+        }
+        EventKind::CorruptLoad {
+            dev,
+            corruption,
+            bytes,
+            ret,
+        } => {
+            push_str(&mut o, "dev", dev);
+            push_str(&mut o, "corruption", corruption.name());
+            push_num(&mut o, "bytes", bytes);
+            push_num(&mut o, "ret", ret);
+        }
+        EventKind::Regs {
+            dev,
+            stage,
+            bar,
+            regs,
+        } => {
+            push_str(&mut o, "dev", dev);
+            push_str(&mut o, "stage", stage.name());
+            push_num(&mut o, "bar", bar);
+            o.push_str(",\"registers\":{");
+            for (i, (off, v)) in regs.iter().enumerate() {
+                if i > 0 {
+                    o.push(',');
+                }
+                let _ = write!(o, "\"{off:#x}\":{v}");
+            }
+            o.push('}');
         }
         EventKind::PrecopyInfoV2 { dev, ret } => {
             push_str(&mut o, "dev", dev);
@@ -1281,6 +1384,37 @@ mod fast {
             Some(Some((a, b)))
         }
 
+        /// `regs`' `registers`: an object of non-negative integers.
+        fn opt_u64map(&mut self) -> Option<Option<std::collections::BTreeMap<String, u64>>> {
+            if self.null() {
+                return Some(None);
+            }
+            self.eat(b'{')?;
+            let mut out = std::collections::BTreeMap::new();
+            self.ws();
+            if self.eat(b'}').is_some() {
+                return Some(Some(out));
+            }
+            loop {
+                self.ws();
+                let k = self.string()?;
+                self.ws();
+                self.eat(b':')?;
+                self.ws();
+                let v = self.uint()?;
+                out.insert(k.to_owned(), v);
+                self.ws();
+                match self.peek()? {
+                    b',' => self.i += 1,
+                    b'}' => {
+                        self.i += 1;
+                        return Some(Some(out));
+                    }
+                    _ => return None,
+                }
+            }
+        }
+
         /// The value of a field this format does not know: only scalars take the fast path.
         fn skip(&mut self) -> Option<()> {
             match self.peek()? {
@@ -1369,6 +1503,10 @@ mod fast {
                     "precopy_flags" => once!(seen, 32, r.precopy_flags, l.opt_u64()),
                     "fd_gen" => once!(seen, 33, r.fd_gen, l.opt_u64()),
                     "reset_gen" => once!(seen, 34, r.reset_gen, l.opt_u64()),
+                    "corruption" => once!(seen, 35, r.corruption, l.opt_str()),
+                    "stage" => once!(seen, 36, r.stage, l.opt_str()),
+                    "bar" => once!(seen, 37, r.bar, l.opt_u32()),
+                    "registers" => once!(seen, 38, r.registers, l.opt_u64map()),
                     _ => l.skip()?,
                 }
                 l.ws();
@@ -1856,6 +1994,34 @@ mod tests {
                     }),
                 }),
             (s, i32::MIN..=0).prop_map(|(dev, ret)| EventKind::PrecopyInfoV2 { dev, ret }),
+            (
+                s,
+                0usize..4,
+                any::<u64>(),
+                prop_oneof![Just(0), i32::MIN..0]
+            )
+                .prop_map(|(dev, c, bytes, ret)| EventKind::CorruptLoad {
+                    dev,
+                    corruption: crate::trace::Corruption::ALL[c],
+                    bytes,
+                    ret,
+                }),
+            (
+                s,
+                any::<bool>(),
+                any::<u32>(),
+                proptest::collection::btree_map(any::<u64>(), any::<u64>(), 0..6)
+            )
+                .prop_map(|(dev, restored, bar, regs)| EventKind::Regs {
+                    dev,
+                    stage: if restored {
+                        crate::trace::RegStage::Restored
+                    } else {
+                        crate::trace::RegStage::Saved
+                    },
+                    bar,
+                    regs,
+                }),
         ]
     }
 

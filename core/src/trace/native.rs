@@ -33,6 +33,8 @@
 //! | 2 | data_size | id dev, zz ret, then with ret 0: v bytes |
 //! | 10 | data with its file | id dev, u8 dir, v bytes, zz data_fd, v fd_gen, v reset_gen (a `data` event without a file stays a 0x1a record) |
 //! | 11 | precopy_info_v2 | id dev, zz ret |
+//! | 20 | corrupt_load | id dev, u8 corruption (index in `Corruption::ALL`), v bytes, zz ret |
+//! | 21 | regs | id dev, u8 stage (0 saved, 1 restored), v bar, v n, n × (v offset, v value) |
 //!
 //! Kind fields (`id` = varint string id, `zz` = zigzag varint, `v` = varint, `st` = state byte):
 //!
@@ -78,7 +80,10 @@ use std::{
 };
 
 use super::{
-    event::{DataDir, DataFile, DmaSource, Event, EventKind, Header, IrqKind, TRACE_VERSION},
+    event::{
+        Corruption, DataDir, DataFile, DmaSource, Event, EventKind, Header, IrqKind, RegStage,
+        TRACE_VERSION,
+    },
     jsonl::{ReadWarning, TraceError, header_to_json},
     sink::TraceSink,
 };
@@ -130,7 +135,9 @@ fn kind_code(k: &EventKind) -> u8 {
             EventKind::PrecopyInfo { .. }
             | EventKind::DataSize { .. }
             | EventKind::Data { file: Some(_), .. }
-            | EventKind::PrecopyInfoV2 { .. } => KIND_EXT,
+            | EventKind::PrecopyInfoV2 { .. }
+            | EventKind::CorruptLoad { .. }
+            | EventKind::Regs { .. } => KIND_EXT,
         }
 }
 
@@ -141,6 +148,9 @@ mod ext {
     /// A `data` event that names its file (issue 14's kinds are 10-19).
     pub const DATA_FILE: u64 = 10;
     pub const PRECOPY_INFO_V2: u64 = 11;
+    // 20-29: issue 14 part B (resume validation, restore divergence).
+    pub const CORRUPT_LOAD: u64 = 20;
+    pub const REGS: u64 = 21;
 }
 
 fn dir_byte(d: DataDir) -> u8 {
@@ -190,6 +200,15 @@ fn dma_src_index(s: DmaSource) -> u8 {
         DmaSource::IommuDirty => 2,
         DmaSource::MdevDma => 3,
         DmaSource::Fault => 4,
+    }
+}
+
+fn corruption_index(c: Corruption) -> u8 {
+    match c {
+        Corruption::Truncated => 0,
+        Corruption::BitFlip => 1,
+        Corruption::Oversized => 2,
+        Corruption::Empty => 3,
     }
 }
 
@@ -472,6 +491,41 @@ impl<W: Write> NativeWriter<W> {
                 }
                 put_ext(&mut b, ext::DATA_SIZE, &p);
             }
+            EventKind::CorruptLoad {
+                dev,
+                corruption,
+                bytes,
+                ret,
+            } => {
+                let mut p = Vec::with_capacity(16);
+                let d = self.intern(dev, &mut defs);
+                put_varint(&mut p, d);
+                p.push(corruption_index(*corruption));
+                put_varint(&mut p, *bytes);
+                put_varint(&mut p, zigzag(i64::from(*ret)));
+                put_ext(&mut b, ext::CORRUPT_LOAD, &p);
+            }
+            EventKind::Regs {
+                dev,
+                stage,
+                bar,
+                regs,
+            } => {
+                let mut p = Vec::with_capacity(8 + regs.len() * 6);
+                let d = self.intern(dev, &mut defs);
+                put_varint(&mut p, d);
+                p.push(match stage {
+                    RegStage::Saved => 0,
+                    RegStage::Restored => 1,
+                });
+                put_varint(&mut p, u64::from(*bar));
+                put_varint(&mut p, regs.len() as u64);
+                for (off, v) in regs {
+                    put_varint(&mut p, *off);
+                    put_varint(&mut p, *v);
+                }
+                put_ext(&mut b, ext::REGS, &p);
+            }
         }
         let res = if defs.is_empty() {
             self.emit(&b)
@@ -723,6 +777,14 @@ impl Payload<'_> {
             },
             field,
         )
+    }
+
+    fn u8(&mut self, field: &'static str) -> Result<u8, Cut> {
+        let b = *self.b.get(self.i).ok_or_else(|| {
+            Cut::Bad(field, "extension payload ends inside this field".to_owned())
+        })?;
+        self.i += 1;
+        Ok(b)
     }
 }
 
@@ -1035,6 +1097,51 @@ impl<R: BufRead> NativeReader<R> {
                 dev: self.string_of(p.varint("dev")?, "dev")?,
                 ret: errno(unzigzag(p.varint("ret")?), "ret")?,
             },
+            ext::CORRUPT_LOAD => {
+                let dev = self.string_of(p.varint("dev")?, "dev")?;
+                let c = p.u8("corruption")?;
+                let corruption = Corruption::ALL
+                    .get(usize::from(c))
+                    .copied()
+                    .ok_or_else(|| Cut::Bad("corruption", format!("corruption {c} unknown")))?;
+                let bytes = p.varint("bytes")?;
+                let ret = errno(unzigzag(p.varint("ret")?), "ret")?;
+                EventKind::CorruptLoad {
+                    dev,
+                    corruption,
+                    bytes,
+                    ret,
+                }
+            }
+            ext::REGS => {
+                let dev = self.string_of(p.varint("dev")?, "dev")?;
+                let stage = match p.u8("stage")? {
+                    0 => RegStage::Saved,
+                    1 => RegStage::Restored,
+                    v => return Err(Cut::Bad("stage", format!("stage {v} unknown"))),
+                };
+                let bar = p.varint("bar")?;
+                let bar = u32::try_from(bar)
+                    .map_err(|_| Cut::Bad("bar", format!("{bar} exceeds 32 bits")))?;
+                let n = p.varint("registers")?;
+                let mut regs = std::collections::BTreeMap::new();
+                for _ in 0..n {
+                    let off = p.varint("registers")?;
+                    let v = p.varint("registers")?;
+                    if regs.insert(off, v).is_some() {
+                        return Err(Cut::Bad(
+                            "registers",
+                            format!("offset {off:#x} is given twice"),
+                        ));
+                    }
+                }
+                EventKind::Regs {
+                    dev,
+                    stage,
+                    bar,
+                    regs,
+                }
+            }
             other => {
                 if !self.warned_ext.contains(&other) {
                     self.warned_ext.push(other);
@@ -1522,6 +1629,28 @@ mod tests {
                 },
             ),
             e(
+                u64::MAX / 2 + 6,
+                Some(7),
+                EventKind::CorruptLoad {
+                    dev: "peer".into(),
+                    corruption: Corruption::Oversized,
+                    bytes: 65_616,
+                    ret: -28,
+                },
+            ),
+            e(
+                u64::MAX / 2 + 7,
+                None,
+                EventKind::Regs {
+                    dev: "peer".into(),
+                    stage: RegStage::Restored,
+                    bar: 0,
+                    regs: [(0x04, 0xffff_fffe), (0x80, u64::MAX)]
+                        .into_iter()
+                        .collect(),
+                },
+            ),
+            e(
                 u64::MAX - 1,
                 None,
                 EventKind::Mark {
@@ -1908,6 +2037,34 @@ mod tests {
                 prop_oneof![any::<u64>().prop_map(Ok), (i32::MIN..0).prop_map(Err)]
             )
                 .prop_map(|(dev, result)| EventKind::DataSize { dev, result }),
+            (
+                s,
+                0usize..4,
+                any::<u64>(),
+                prop_oneof![Just(0), i32::MIN..0]
+            )
+                .prop_map(|(dev, c, bytes, ret)| EventKind::CorruptLoad {
+                    dev,
+                    corruption: crate::trace::Corruption::ALL[c],
+                    bytes,
+                    ret,
+                }),
+            (
+                s,
+                any::<bool>(),
+                any::<u32>(),
+                proptest::collection::btree_map(any::<u64>(), any::<u64>(), 0..6)
+            )
+                .prop_map(|(dev, restored, bar, regs)| EventKind::Regs {
+                    dev,
+                    stage: if restored {
+                        crate::trace::RegStage::Restored
+                    } else {
+                        crate::trace::RegStage::Saved
+                    },
+                    bar,
+                    regs,
+                }),
         ]
     }
 

@@ -18,6 +18,7 @@ use crate::{
     trace::{AnyReader, Event, EventKind, Header, ReadWarning, TraceError, open_any, source},
 };
 
+mod resume;
 mod rules;
 pub mod timeline;
 
@@ -41,8 +42,10 @@ pub mod rule {
     pub const PRECOPY_INITIAL_BYTES: &str = "precopy-initial-bytes";
     pub const PRECOPY_FLAGS: &str = "precopy-flags";
     pub const DATA_SIZE_EXCEEDED: &str = "data-size-exceeded";
+    pub const RESUME_ACCEPTED_CORRUPT: &str = "resume-accepted-corrupt";
+    pub const RESUME_DIVERGENCE: &str = "resume-divergence";
     /// Every violation rule, in table order.
-    pub const VIOLATIONS: [&str; 16] = [
+    pub const VIOLATIONS: [&str; 18] = [
         ILLEGAL_ARC,
         UNSUPPORTED_ACCEPTED,
         SET_FAILED,
@@ -59,6 +62,8 @@ pub mod rule {
         PRECOPY_INITIAL_BYTES,
         PRECOPY_FLAGS,
         DATA_SIZE_EXCEEDED,
+        RESUME_ACCEPTED_CORRUPT,
+        RESUME_DIVERGENCE,
     ];
 
     /// The evidence a violation rule needs to fire: any one of `any_of` (header source names,
@@ -82,9 +87,10 @@ pub mod rule {
     const TRANSITIONS: &[&str] = &[crate::trace::source::TRANSITIONS];
 
     /// Every violation rule's evidence, in table order. The `data`, `precopy_info`,
-    /// `precopy_info_v2` and `data_size` events the last four judge come from the same ioctl and
-    /// read/write tracing as the transitions (or from drive's own calls).
-    pub const EVIDENCE: [Needs; 16] = [
+    /// `precopy_info_v2` and `data_size` events that `stale-data-fd`, `precopy-initial-bytes`,
+    /// `precopy-flags` and `data-size-exceeded` judge come from the same ioctl and read/write
+    /// tracing as the transitions (or from drive's own calls).
+    pub const EVIDENCE: [Needs; 18] = [
         needs(ILLEGAL_ARC, TRANSITIONS, true),
         needs(UNSUPPORTED_ACCEPTED, TRANSITIONS, false),
         needs(SET_FAILED, TRANSITIONS, false),
@@ -105,6 +111,8 @@ pub mod rule {
         needs(PRECOPY_INITIAL_BYTES, TRANSITIONS, false),
         needs(PRECOPY_FLAGS, TRANSITIONS, false),
         needs(DATA_SIZE_EXCEEDED, TRANSITIONS, false),
+        needs(RESUME_ACCEPTED_CORRUPT, TRANSITIONS, false),
+        needs(RESUME_DIVERGENCE, TRANSITIONS, false),
     ];
 
     #[cfg(test)]
@@ -189,6 +197,12 @@ pub mod rule {
             }
             DATA_SIZE_MAYBE_EXCEEDED => {
                 "STOP_COPY saved more bytes than a VFIO_DEVICE_FEATURE_MIG_DATA_SIZE estimate taken while the device could still change its state"
+            }
+            RESUME_ACCEPTED_CORRUPT => {
+                "the driver accepted a corrupted stream in RESUMING (truncated, bit-flipped, oversized or empty: every byte written and the SET out of RESUMING returned 0) instead of refusing it"
+            }
+            RESUME_DIVERGENCE => {
+                "after RESUMING the device's registers (read through its BAR by the controller) differ from what they were when its state was saved"
             }
             HAZARD_ARC => {
                 "a request along a blocked arc (STOP_COPY -> PRE_COPY[_P2P]) that hangs kernels without the 2026 fix"
@@ -431,6 +445,7 @@ struct Dev {
     precopy: Option<rules::PrecopyTrack>,
     /// The latest VFIO_DEVICE_FEATURE_MIG_DATA_SIZE estimate not yet judged.
     estimate: Option<rules::SizeTrack>,
+    resume: resume::ResumeState,
 }
 
 /// What source `name` says for a device: its own `sources` entry, else the header's.
@@ -694,6 +709,7 @@ impl Verifier {
             precopy_v2: false,
             precopy: None,
             estimate: None,
+            resume: resume::ResumeState::default(),
             summary: DeviceSummary {
                 ctx: ctx.to_owned(),
                 flags,
@@ -778,6 +794,7 @@ impl Verifier {
             }
             EventKind::Reset { dev, ret } => {
                 let i = self.dev(dev, out);
+                self.resume_reset(i);
                 self.reset_rules(out, i, *ret, kind);
             }
             EventKind::Dma {
@@ -835,6 +852,24 @@ impl Verifier {
                 if *ret == 0 {
                     self.devs[i].precopy_v2 = true;
                 }
+            }
+            EventKind::CorruptLoad {
+                dev,
+                corruption,
+                bytes,
+                ret,
+            } => {
+                let i = self.dev(dev, out);
+                self.corrupt_load_rules(out, i, *corruption, *bytes, *ret);
+            }
+            EventKind::Regs {
+                dev,
+                stage,
+                bar,
+                regs,
+            } => {
+                let i = self.dev(dev, out);
+                self.regs_rules(out, i, *stage, *bar, regs);
             }
             EventKind::End => {
                 self.end_rules(out);

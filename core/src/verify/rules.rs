@@ -270,6 +270,7 @@ impl Verifier {
         kind: &EventKind,
     ) {
         let t = out.t;
+        let refused_corrupt = self.resume_set_done(out, i, to, ret);
         let d = &self.devs[i];
         let dev = d.name.as_str();
         let req = d.tl.request().copied();
@@ -398,7 +399,7 @@ impl Verifier {
             d.estimate = None;
         }
         let d = &self.devs[i];
-        if ret != 0 && reachable {
+        if ret != 0 && reachable && !refused_corrupt {
             let after = match d.tl.phase() {
                 Phase::Known(s) => format!(
                     "the kernel refused it before any arc ran, so {} stays {}",

@@ -520,6 +520,8 @@ impl DeviceTimeline {
             | EventKind::Irq { .. }
             | EventKind::PrecopyInfo { .. }
             | EventKind::DataSize { .. }
+            | EventKind::CorruptLoad { .. }
+            | EventKind::Regs { .. }
             | EventKind::PrecopyInfoV2 { .. }
             | EventKind::Map { .. }
             | EventKind::Unmap { .. }

@@ -461,6 +461,16 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
                     r.problems.push(why);
                 }
             }
+            Extra::ResumeFuzzed => {
+                if let Err(why) = resume_fuzzed(&dir.join("trace.jsonl")) {
+                    r.problems.push(why);
+                }
+            }
+            Extra::RegsCompared => {
+                if let Err(why) = regs_compared(&dir.join("trace.jsonl")) {
+                    r.problems.push(why);
+                }
+            }
             Extra::TrueStateReadBack => {
                 if !true_state_read_back(&dir.join("trace.jsonl")) {
                     r.problems
@@ -1203,6 +1213,68 @@ fn true_state_read_back(trace: &Path) -> bool {
         }
     }
     false
+}
+
+/// The trace's events as JSON values (the header skipped).
+fn trace_values(trace: &Path) -> Vec<Value> {
+    let text = fs::read_to_string(trace).unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect()
+}
+
+/// resume-fuzz ran whole ([`Extra::ResumeFuzzed`]).
+fn resume_fuzzed(trace: &Path) -> Result<(), String> {
+    let evs = trace_values(trace);
+    let ev = |v: &Value| v.get("ev").and_then(Value::as_str).map(str::to_owned);
+    for c in ["truncated", "bitflip", "oversized", "empty"] {
+        if !evs.iter().any(|v| {
+            ev(v).as_deref() == Some("corrupt_load")
+                && v.get("corruption").and_then(Value::as_str) == Some(c)
+        }) {
+            return Err(format!("no corrupt_load of a {c} stream"));
+        }
+    }
+    let last_corrupt = evs
+        .iter()
+        .rposition(|v| ev(v).as_deref() == Some("corrupt_load"))
+        .unwrap_or(0);
+    let after = &evs[last_corrupt..];
+    if !after.iter().any(|v| {
+        ev(v).as_deref() == Some("data") && v.get("dir").and_then(Value::as_str) == Some("load")
+    }) {
+        return Err("the good stream was not loaded after the corrupted ones".into());
+    }
+    let last_get = after
+        .iter()
+        .rev()
+        .find(|v| ev(v).as_deref() == Some("get"))
+        .and_then(|v| v.get("state").and_then(Value::as_str));
+    if last_get != Some("RUNNING") {
+        return Err(format!(
+            "the device's last GET after resume-fuzz is {} (expected RUNNING)",
+            last_get.unwrap_or("missing")
+        ));
+    }
+    Ok(())
+}
+
+/// drive read the registers when saved and once restored ([`Extra::RegsCompared`]).
+fn regs_compared(trace: &Path) -> Result<(), String> {
+    let evs = trace_values(trace);
+    for stage in ["saved", "restored"] {
+        if !evs.iter().any(|v| {
+            v.get("ev").and_then(Value::as_str) == Some("regs")
+                && v.get("stage").and_then(Value::as_str) == Some(stage)
+                && v.get("registers")
+                    .and_then(Value::as_object)
+                    .is_some_and(|o| !o.is_empty())
+        }) {
+            return Err(format!("no `regs` event of stage {stage}"));
+        }
+    }
+    Ok(())
 }
 
 /// The `precopy_info` events the probe decoded from drive's VFIO_MIG_GET_PRECOPY_INFO calls

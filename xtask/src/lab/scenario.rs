@@ -91,6 +91,12 @@ pub enum Extra {
     /// Every open of every device found edu quiet (edu-mig's `open:` lines): nothing an
     /// earlier case left — a transfer, an interrupt — reached this one.
     CleanOpen,
+    /// resume-fuzz ran whole: a `corrupt_load` of each corruption (truncated, bitflip,
+    /// oversized, empty), then the good stream loaded (`data` load) and the device RUNNING at
+    /// its last GET.
+    ResumeFuzzed,
+    /// drive read the device's registers when saved and once restored (`regs` of both stages).
+    RegsCompared,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -766,6 +772,48 @@ pub const ALL: &[Scenario] = &[
     )
     .with(&[Extra::Evidence])
     .not_on_6_1(),
+    drive_bug(
+        "accept-corrupt",
+        "bug=accept_corrupt, drive --plan resume-fuzz: truncated, bit-flipped, oversized and \
+         empty streams in RESUMING are taken and restored (hisi/qat before their resume_write \
+         checks); caught from the trace's corrupt_load and set_done",
+        "accept_corrupt",
+        "resume-fuzz",
+        "fail",
+        &["resume-accepted-corrupt"],
+    )
+    .with(&[Extra::ResumeFuzzed]),
+    drive_bug(
+        "accept-corrupt-good",
+        "correct driver, drive --plan resume-fuzz: every corrupted stream is refused (the write \
+         or the SET out of RESUMING fails), the good one resumes and the device runs",
+        "none",
+        "resume-fuzz",
+        "pass",
+        &[],
+    )
+    .with(&[Extra::Evidence, Extra::ResumeFuzzed]),
+    drive_bug(
+        "swap-addr",
+        "bug=swap_addr, drive --plan roundtrip: restore puts DMA src and dst in each other's \
+         registers (hisi XQE address swap); the driver's own read-back still says verified, \
+         BAR0 read by drive before and after says otherwise",
+        "swap_addr",
+        "roundtrip",
+        "fail",
+        &["resume-divergence"],
+    )
+    .with(&[Extra::RestoreVerified, Extra::RegsCompared]),
+    drive_bug(
+        "swap-addr-good",
+        "correct driver, drive --plan roundtrip: BAR0 read after RESUMING equals BAR0 read when \
+         the state was saved",
+        "none",
+        "roundtrip",
+        "pass",
+        &[],
+    )
+    .with(&[Extra::Evidence, Extra::RestoreVerified, Extra::RegsCompared]),
 ];
 
 /// A `drive` case on one root-bus device with edu-mig `bug=` (issue 14's pairs: `NAME` with
