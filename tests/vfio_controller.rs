@@ -1153,7 +1153,7 @@ fn a_device_opened_quiescent_declares_its_witness_unavailable() {
 }
 
 /// The `corrupt_load` events of a drive: (corruption, bytes, ret).
-fn corrupt_loads(out: &Outcome) -> Vec<(&'static str, u64, i32)> {
+fn corrupt_loads(out: &Drove) -> Vec<(&'static str, u64, i32)> {
     out.events
         .iter()
         .filter_map(|e| match &e.kind {
@@ -1168,7 +1168,7 @@ fn corrupt_loads(out: &Outcome) -> Vec<(&'static str, u64, i32)> {
         .collect()
 }
 
-fn violated(out: &Outcome) -> Vec<&'static str> {
+fn violated(out: &Drove) -> Vec<&'static str> {
     verify_events(out)
         .violations
         .iter()
@@ -1229,7 +1229,7 @@ fn resume_fuzz_against_a_device_that_takes_anything_is_caught() {
     let mut sim = SimVfio::new([spec]);
     let out = run(&mut sim, &[A], &opts(Plan::ResumeFuzz, dir.path()));
     assert_eq!(out.error, None);
-    assert!(corrupt_loads(&out).iter().all(|c| c.2 == 0), "{out:?}");
+    assert!(corrupt_loads(&out).iter().all(|c| c.2 == 0), "{:?}", out.events);
     let v = violated(&out);
     assert_eq!(
         v,
