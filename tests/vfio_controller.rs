@@ -1229,7 +1229,11 @@ fn resume_fuzz_against_a_device_that_takes_anything_is_caught() {
     let mut sim = SimVfio::new([spec]);
     let out = run(&mut sim, &[A], &opts(Plan::ResumeFuzz, dir.path()));
     assert_eq!(out.error, None);
-    assert!(corrupt_loads(&out).iter().all(|c| c.2 == 0), "{:?}", out.events);
+    assert!(
+        corrupt_loads(&out).iter().all(|c| c.2 == 0),
+        "{:?}",
+        out.events
+    );
     let v = violated(&out);
     assert_eq!(
         v,
