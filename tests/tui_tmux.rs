@@ -200,7 +200,8 @@ fn watch_follows_a_growing_trace_until_its_end() {
         writeln!(f, "{l}").expect("write");
     }
     f.flush().expect("flush");
-    wait_all(&socket, &["events 4/4", "LIVE:follow", "pending"]);
+    // The verdict of the events so far (interim: nothing quiesced yet).
+    wait_all(&socket, &["events 4/4", "LIVE:follow", "PASS so far"]);
     // The quiesce and the late interrupt arrive: the verdict so far turns to failing.
     for l in &lines[5..9] {
         writeln!(f, "{l}").expect("write");
@@ -312,4 +313,107 @@ fn watch_shows_live_probe_events_and_writes_the_trace() {
         evs.last().map(|e| &e.kind),
         Some(&migscope::trace::EventKind::End)
     );
+}
+
+/// Where the `drive --tui` child writes its trace and its device's final state.
+const DRIVE_DIR: &str = "MIGSCOPE_TUI_DRIVE_DIR";
+
+/// `migscope drive --tui` over the simulated device (a driver that lets DMA land after the
+/// quiesce), dwelling long in its first quiescent state: run in tmux only by
+/// [`drive_tui_shows_the_quiesce_and_the_verdict_mid_drive`].
+#[test]
+#[ignore = "the child of drive_tui_shows_the_quiesce_and_the_verdict_mid_drive"]
+fn drive_tui_child() {
+    use clap::Parser as _;
+    use migscope::cli::{Cli, Command as Cmd, drive};
+    use migscope::vfio::sim::{Misbehave, SimSpec, SimVfio};
+    let dir = PathBuf::from(std::env::var(DRIVE_DIR).expect("run by the parent test"));
+    let out = dir.join("drive.jsonl");
+    let cli = Cli::try_parse_from([
+        "migscope",
+        "drive",
+        "--tui",
+        "--no-probe",
+        "--device",
+        "0000:00:02.0",
+        "--plan",
+        "stopcopy",
+        "--dwell-ms",
+        "600000",
+        "-o",
+        out.to_str().expect("utf-8"),
+    ])
+    .expect("parse");
+    let Cmd::Drive(args) = cli.command else {
+        panic!("not drive");
+    };
+    let mut sim =
+        SimVfio::new([SimSpec::new("0000:00:02.0", 3).with(Misbehave::DmaAfterQuiesce(2))]);
+    let code = drive::drive_with(&mut sim, &args, migscope::session::Stop::new());
+    let state = sim.state_of("0000:00:02.0").map_or("?", |s| s.name());
+    std::fs::write(dir.join("final"), format!("{code} {state}")).expect("write final");
+}
+
+#[test]
+fn drive_tui_shows_the_quiesce_and_the_verdict_mid_drive() {
+    if !tmux_available() {
+        eprintln!("SKIP: tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = format!("migscope-e2e-{}-drive", std::process::id());
+    let _server = Server(socket.clone());
+    let exe = std::env::current_exe().expect("test binary");
+    let cmd = format!(
+        "{} --exact drive_tui_child --ignored --nocapture; echo EXITED:$?:END; sleep 30",
+        exe.display()
+    );
+    let dir_env = format!("{DRIVE_DIR}={}", dir.path().display());
+    let out = tmux(
+        &socket,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "e2e",
+            "-e",
+            &dir_env,
+            "-x",
+            "120",
+            "-y",
+            "30",
+            &cmd,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Mid-drive (the device dwells in RUNNING_P2P for minutes): the lane shows the quiesce, the
+    // violation is there as it happened and the verdict so far is failing.
+    let screen = wait_all(&socket, &["LIVE", "RUNNING_P2P", "FAILING", "1 viol"]);
+    println!("{screen}");
+    assert!(
+        !dir.path().join("final").exists(),
+        "the drive ended before the capture"
+    );
+    // The trace is being written meanwhile.
+    let partial = migscope::trace::jsonl::partial_path(&dir.path().join("drive.jsonl"));
+    assert!(partial.exists(), "no {}", partial.display());
+    // `q` stops the plan safely: the device back to RUNNING, the trace completed, the
+    // terminal restored, the run's verdict printed.
+    tmux(&socket, &["send-keys", "-t", "e2e", "q"]);
+    let screen = wait_for(&socket, ":END");
+    assert!(screen.contains("EXITED:0"), "{screen}");
+    assert!(screen.contains("dma-after-quiesce"), "{screen}");
+    let fin = std::fs::read_to_string(dir.path().join("final")).expect("final state");
+    assert_eq!(fin, "1 RUNNING", "exit status and the device's state");
+    let report = migscope::verify::check_path(
+        &dir.path().join("drive.jsonl"),
+        migscope::verify::Options::default(),
+    )
+    .expect("complete trace");
+    assert!(!report.truncated);
+    assert!(report.violated_rules().contains(&"dma-after-quiesce"));
 }

@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use MigState::*;
 use migscope::model::{MigFlags, MigState};
+use migscope::session::merge::{Merger, Origin};
 use migscope::trace::{DataDir, DmaSource, Event, EventKind, Header, source};
 use migscope::verify::{self, Verifier};
 use migscope::vfio::sim::{Misbehave, SimCall, SimSpec, SimVfio};
-use migscope::vfio::{self, Order, Outcome, Plan, SetupError};
+use migscope::vfio::{self, Collect, Order, Outcome, Plan, SetupError};
 
 const A: &str = "0000:00:02.0";
 const B: &str = "0000:00:03.0";
@@ -31,9 +32,28 @@ fn opts(plan: Plan, dir: &std::path::Path) -> vfio::Options {
     o
 }
 
-fn run(sim: &mut SimVfio, devs: &[&str], o: &vfio::Options) -> Outcome {
+/// A drive's outcome with the events it emitted, collected in emission order.
+struct Drove {
+    outcome: Outcome,
+    events: Vec<Event>,
+}
+
+impl std::ops::Deref for Drove {
+    type Target = Outcome;
+    fn deref(&self) -> &Outcome {
+        &self.outcome
+    }
+}
+
+fn run(sim: &mut SimVfio, devs: &[&str], o: &vfio::Options) -> Drove {
     let devs: Vec<String> = devs.iter().map(|s| s.to_string()).collect();
-    vfio::drive(sim, &devs, o, &mut |s| eprintln!("{s}")).expect("drive set-up")
+    let mut c = Collect::default();
+    let outcome =
+        vfio::drive(sim, &devs, o, &mut |s| eprintln!("{s}"), &mut c).expect("drive set-up");
+    Drove {
+        outcome,
+        events: c.events,
+    }
 }
 
 fn sets(sim: &SimVfio) -> Vec<(String, MigState)> {
@@ -57,7 +77,7 @@ fn arcs(sim: &SimVfio, dev: &str) -> Vec<(MigState, MigState)> {
 }
 
 /// Verifies the controller's events as `drive` would (witness ok, no probe).
-fn verify_events(out: &Outcome) -> verify::Report {
+fn verify_events(out: &Drove) -> verify::Report {
     let mut h = Header {
         sources: out.sources.clone(),
         ..Header::default()
@@ -197,6 +217,7 @@ fn precopy_on_a_device_without_pre_copy_is_refused_before_touching_it() {
         &[A.to_string()],
         &opts(Plan::PreCopy, dir.path()),
         &mut |_| {},
+        &mut Collect::default(),
     )
     .expect_err("precopy needs PRE_COPY");
     assert!(matches!(e, SetupError::PlanUnsupported { .. }), "{e}");
@@ -214,6 +235,7 @@ fn device_without_migration_is_a_clear_error() {
         &[A.to_string()],
         &opts(Plan::StopCopy, dir.path()),
         &mut |_| {},
+        &mut Collect::default(),
     )
     .expect_err("no migration");
     let text = format!(
@@ -556,12 +578,23 @@ fn a_signal_mid_plan_returns_every_device_to_running() {
     let o = opts(Plan::StopCopy, dir.path());
     let stop: Arc<AtomicBool> = Arc::clone(&o.stop);
     // The "signal" arrives as soon as the first device's state has been saved.
-    let out = vfio::drive(&mut sim, &[A.to_string(), B.to_string()], &o, &mut |s| {
-        if s.contains("saved") {
-            stop.store(true, Ordering::Relaxed);
-        }
-    })
+    let mut c = Collect::default();
+    let outcome = vfio::drive(
+        &mut sim,
+        &[A.to_string(), B.to_string()],
+        &o,
+        &mut |s| {
+            if s.contains("saved") {
+                stop.store(true, Ordering::Relaxed);
+            }
+        },
+        &mut c,
+    )
     .expect("drive");
+    let out = Drove {
+        outcome,
+        events: c.events,
+    };
     assert_eq!(out.error.as_deref(), Some("interrupted by a signal"));
     assert_eq!(sim.state_of(A), Some(Running));
     assert_eq!(sim.state_of(B), Some(Running));
@@ -775,6 +808,7 @@ fn duplicate_devices_are_refused() {
         &[A.to_string(), A.to_string()],
         &opts(Plan::StopCopy, dir.path()),
         &mut |_| {},
+        &mut Collect::default(),
     )
     .expect_err("duplicate");
     assert!(matches!(e, SetupError::Duplicate(_)), "{e}");
@@ -868,7 +902,7 @@ fn a_device_found_in_error_is_reset_before_the_plan() {
 }
 
 /// The device's `device` events (declaration and re-declarations), in order.
-fn declarations(out: &Outcome, dev: &str) -> Vec<Event> {
+fn declarations(out: &Drove, dev: &str) -> Vec<Event> {
     out.events
         .iter()
         .filter(|e| matches!(&e.kind, EventKind::Device { dev: d, .. } if d == dev))
@@ -877,7 +911,7 @@ fn declarations(out: &Outcome, dev: &str) -> Vec<Event> {
 }
 
 /// The device's own `witness` source in its latest declaration, if it has one.
-fn own_witness(out: &Outcome, dev: &str) -> Option<String> {
+fn own_witness(out: &Drove, dev: &str) -> Option<String> {
     declarations(out, dev).last().and_then(|e| match &e.kind {
         EventKind::Device { sources, .. } => sources.get(source::WITNESS).cloned(),
         _ => None,
@@ -924,11 +958,16 @@ fn a_write_landing_right_after_the_set_returns_is_wholly_after_set_done() {
             ]
         })
         .collect();
-    // drive's merge restamps our SETs with the probe's kernel times; the double's SETs are the
-    // only ioctls here, so restamping is all there is to merge.
-    let mut events = out.events.clone();
-    vfio::kernel_times(&mut events, &probe, pid);
-    events.sort_by_key(|e| e.t);
+    // The session's merger restamps our SETs with the probe's kernel times; the double's SETs
+    // are the only ioctls here, so restamping is all there is to merge.
+    let mut m = Merger::new(&[Origin::Probe, Origin::Controller], pid, true);
+    for ev in out.events.iter().cloned() {
+        m.push(Origin::Controller, ev);
+    }
+    for ev in probe {
+        m.push(Origin::Probe, ev);
+    }
+    let events = m.finish();
     let quiesced = first_p2p_done(&events);
     assert_eq!(
         quiesced, sim.returns[0].returned,
@@ -1114,7 +1153,7 @@ fn a_device_opened_quiescent_declares_its_witness_unavailable() {
 }
 
 /// The `corrupt_load` events of a drive: (corruption, bytes, ret).
-fn corrupt_loads(out: &Outcome) -> Vec<(&'static str, u64, i32)> {
+fn corrupt_loads(out: &Drove) -> Vec<(&'static str, u64, i32)> {
     out.events
         .iter()
         .filter_map(|e| match &e.kind {
@@ -1129,7 +1168,7 @@ fn corrupt_loads(out: &Outcome) -> Vec<(&'static str, u64, i32)> {
         .collect()
 }
 
-fn violated(out: &Outcome) -> Vec<&'static str> {
+fn violated(out: &Drove) -> Vec<&'static str> {
     verify_events(out)
         .violations
         .iter()
@@ -1190,7 +1229,11 @@ fn resume_fuzz_against_a_device_that_takes_anything_is_caught() {
     let mut sim = SimVfio::new([spec]);
     let out = run(&mut sim, &[A], &opts(Plan::ResumeFuzz, dir.path()));
     assert_eq!(out.error, None);
-    assert!(corrupt_loads(&out).iter().all(|c| c.2 == 0), "{out:?}");
+    assert!(
+        corrupt_loads(&out).iter().all(|c| c.2 == 0),
+        "{:?}",
+        out.events
+    );
     let v = violated(&out);
     assert_eq!(
         v,

@@ -1118,6 +1118,12 @@ impl Attributor {
         self.emit(m.hdr.ts_ns, owner, ev);
     }
 
+    /// While the states read at attach wait for every record before their read: until when
+    /// ([`Attributor::release`] releases nothing before it).
+    pub fn settling_until(&self) -> Option<u64> {
+        self.attach_at.as_ref().map(|(_, settled, _)| *settled)
+    }
+
     /// Takes the events with `t <= upto` (all with `None`) in time order, each device declared
     /// before its first use; devices held when recording started are declared at the attach
     /// time, before every event after it ([`Attributor::attach`]).

@@ -81,8 +81,9 @@
 //!   reported by the probe, so children that exit quickly are kept; /proc ancestry covers
 //!   children created before capture started. Interrupts, faults and mediated DMA (which run
 //!   in no particular process) carry the pid of the device's user.
-//! - **Order.** Records carry their own timestamps; the newest 20 ms are held back at each
-//!   `drain` so records submitted by different CPUs leave in time order; `stop` releases all.
+//! - **Order.** Records carry their own timestamps; the newest 20 ms (the session's one
+//!   hold-back, `session::merge::HOLD_BACK_NS`) are held back at each `drain` so records
+//!   submitted by different CPUs leave in time order; `stop` releases all.
 //! - **Closes.** The probe reports `close(2)` of every fd it knows, including those learned
 //!   from /proc (they are added to its fd map), so a reused fd number is looked up afresh.
 //!
@@ -130,9 +131,6 @@ pub const NO_STEPS: &str = "FSM steps not observable";
 /// Why every hook is unavailable in a binary built without the probe.
 pub const NO_PROBE: &str = "built without the probe (AYA_BUILD_SKIP)";
 
-/// How long events are held back so records submitted out of order by different CPUs leave
-/// in time order (records carry their own timestamps; submission order can differ slightly).
-const REORDER_NS: u64 = 20_000_000;
 /// The ring buffer's size unless `ring_bytes` says otherwise.
 const DEFAULT_RING_BYTES: u32 = 1 << 20;
 /// A reader blocked on the ring buffer is woken once 1/8 of it is filled.
@@ -184,6 +182,8 @@ pub struct Capture {
     /// The probe's (pid, fd) -> kind map, purged of exited processes.
     fds: BpfHashMap<MapData, u64, u32>,
     last_purge: u64,
+    /// What [`Capture::drain_upto`] last promised: nothing earlier is released after it.
+    watermark: u64,
     lost_seen: u64,
     decode_errors: u64,
     hooks: Vec<HookStatus>,
@@ -280,6 +280,7 @@ impl Capture {
             lost,
             fds,
             last_purge: 0,
+            watermark: 0,
             lost_seen: 0,
             decode_errors: 0,
             hooks,
@@ -329,12 +330,26 @@ impl Capture {
         );
     }
 
-    /// Events recorded so far, in time order (non-blocking). The newest few milliseconds are
-    /// held back until the next call so records from different CPUs can be ordered.
+    /// Events recorded so far, in time order (non-blocking). The newest
+    /// [`HOLD_BACK_NS`](crate::session::merge::HOLD_BACK_NS) are held back until a later call
+    /// so records from different CPUs can be ordered.
     pub fn drain(&mut self) -> Result<Vec<Event>, CaptureError> {
+        let upto = monotonic_ns().saturating_sub(crate::session::merge::HOLD_BACK_NS);
+        Ok(self.drain_upto(upto)?.0)
+    }
+
+    /// The events recorded at or before `upto`, in time order (non-blocking), and the
+    /// watermark: no later call returns an event before it (`upto`, or less while the states
+    /// read at attach wait for the records before them).
+    pub fn drain_upto(&mut self, upto: u64) -> Result<(Vec<Event>, u64), CaptureError> {
         self.read_ring()?;
-        let upto = monotonic_ns().saturating_sub(REORDER_NS);
-        Ok(self.attrib.release(Some(upto)))
+        let evs = self.attrib.release(Some(upto));
+        let mark = match self.attrib.settling_until() {
+            Some(settled) if upto < settled => self.watermark,
+            _ => upto,
+        };
+        self.watermark = self.watermark.max(mark);
+        Ok((evs, self.watermark))
     }
 
     /// Detaches the probe and returns every remaining event, including `lost` accounting.

@@ -1,15 +1,20 @@
 //! `migscope drive`: drive real VFIO devices through a migration plan with the probe alongside,
-//! write one trace, verify it, and exit with `check`'s code.
+//! as one streaming session (the controller and the probe are its sources; the trace file, the
+//! verifier and, with `--tui`, the live timeline its sinks), and exit with `check`'s code.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::trace::jsonl::JsonlWriter;
-use crate::trace::{Event, EventKind, Header, source};
-use crate::verify;
+use crate::capture::{Capture, CaptureOptions};
+use crate::session::sinks::trace::{Dest, TraceOut};
+use crate::session::sinks::tui::{self as tui_sink, Pace};
+use crate::session::sources::{controller, probe::Probe};
+use crate::session::{self, Session, Stop};
+use crate::trace::{Event, EventKind, Format, Header, source};
 use crate::vfio::{self, Order, Outcome, Plan, Vfio, VfioOps, VfioPath, Workload, probe_events};
 
 const AFTER_HELP: &str = "\
@@ -35,8 +40,10 @@ sweeps the DMA buffers from the SET's issue until 10 ms after its return, and re
 each quiescent step dwells --dwell-ms. It counts for a device only once a workload write landed in
 that device's buffers before its first quiesce: with --workload none (or a workload that never
 wrote there) the device is re-declared with `witness: unavailable` and the run is at best
-inconclusive. On any error, SIGINT or SIGTERM every device is returned to RUNNING (through
-RUNNING_P2P, or VFIO_DEVICE_RESET from ERROR) and the trace is completed.
+inconclusive. On any error, SIGINT or SIGTERM (or `q` in --tui) every device is returned to
+RUNNING (through RUNNING_P2P, or VFIO_DEVICE_RESET from ERROR) and the trace is completed. The
+trace is written as the drive runs (FILE.partial until it is complete, flushed at least every
+100 ms): a drive killed outright leaves FILE.partial, which `check` reads as truncated.
 
 Exit status: 0 pass, 1 fail (also: a conformance row did not match the kernel FSM), 2 inconclusive
 (also: the plan stopped early without a violation),
@@ -63,9 +70,18 @@ pub struct Args {
     /// witness counts only if CMD makes the device DMA there).
     #[arg(long, default_value = "none", value_parser = Workload::parse)]
     pub workload: Workload,
-    /// Trace to write (JSONL, write-then-rename). Default: migscope-drive-<plan>-<time>.jsonl.
+    /// Trace to write as the drive runs (FILE.partial until complete, then renamed). Default:
+    /// migscope-drive-<plan>-<time>.jsonl (.mst with --format native).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// The trace's format: `jsonl` (TRACE-FORMAT.md) or `native`.
+    #[arg(long, default_value = "jsonl", value_parser = super::parse_format)]
+    pub format: Format,
+    /// Show the live timeline while driving: the verdict and every violation as it happens;
+    /// `q` stops the plan safely (devices back to RUNNING, the trace completed). The results
+    /// are printed once the view is closed.
+    #[arg(long)]
+    pub tui: bool,
     /// Do not run the eBPF probe alongside.
     #[arg(long)]
     pub no_probe: bool,
@@ -99,28 +115,47 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> i32 {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
-            return super::unusable(format!("failed to install a signal handler: {e}"));
-        }
+    if args.tui && !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        return super::unusable("`drive --tui` needs a terminal");
     }
     let mut ops = Vfio::with_path(args.vfio_path);
-    drive_with(&mut ops, &args, stop)
+    drive_with(&mut ops, &args, Stop::new())
+}
+
+/// Where the controller's and the session's messages go: above the progress line, or to the
+/// view's status bar.
+#[derive(Clone)]
+enum Say {
+    Progress(super::progress::Drive),
+    View(tui_sink::Notes),
+}
+
+impl Say {
+    fn say(&self, line: &str) {
+        match self {
+            Say::Progress(p) => p.say(line),
+            Say::View(n) => n.say(line),
+        }
+    }
 }
 
 /// The whole command over any [`VfioOps`] (the real one in production, the double in tests).
-pub fn drive_with<O: VfioOps>(ops: &mut O, args: &Args, stop: Arc<AtomicBool>) -> i32 {
+/// `stop` is the session's stop request (tests ask for one to interrupt a plan).
+pub fn drive_with<O: VfioOps + Send>(ops: &mut O, args: &Args, stop: Stop) -> i32 {
     let output = args.output.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
-            "migscope-drive-{}-{}.jsonl",
+            "migscope-drive-{}-{}.{}",
             match &args.plan {
                 Plan::Custom(_) => "custom".to_owned(),
                 p => p.to_string(),
             },
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
+                .map_or(0, |d| d.as_secs()),
+            match args.format {
+                Format::Jsonl => "jsonl",
+                Format::Native => "mst",
+            }
         ))
     });
     let save_dir = args.save_dir.clone().unwrap_or_else(|| {
@@ -140,77 +175,145 @@ pub fn drive_with<O: VfioOps>(ops: &mut O, args: &Args, stop: Arc<AtomicBool>) -
     opts.resume_from = args.resume_from.clone();
     opts.dwell = Duration::from_millis(args.dwell_ms);
     opts.buffer_pages = args.buffer_pages;
-    opts.stop = stop;
+    opts.stop = stop.flag();
 
-    let progress = super::progress::Drive::start(&args.plan.to_string(), &args.devices);
+    // Signals first: a Ctrl-C while the probe loads still ends in a complete run.
+    let session::Started {
+        rt, mut signals, ..
+    } = match session::start(None) {
+        Ok(s) => s,
+        Err(e) => return super::unusable(error_chain(&e)),
+    };
+    let header_out = Arc::new(Mutex::new(Header::default()));
+    let (tui, view, say) = if args.tui {
+        let name = format!("drive {} {}", args.plan, args.devices.join(" "));
+        let (sink, view) = tui_sink::start(
+            super::view::trace_info(&name, &Header::default(), true),
+            false,
+            Some(super::view::DEFAULT_WINDOW),
+            Pace::Live,
+            Arc::clone(&header_out),
+            stop.clone(),
+        );
+        let notes = sink.notes();
+        (Some(sink), Some(view), Say::View(notes))
+    } else {
+        let p = super::progress::Drive::start(&args.plan.to_string(), &args.devices);
+        (None, None, Say::Progress(p))
+    };
+    // Before any device is opened, so the probe attributes our device fds from their
+    // GROUP_GET_DEVICE_FD (every VFIO user: the lab guest runs only us).
     let probe = if args.no_probe {
         Err("disabled by --no-probe".to_owned())
     } else {
-        probe::start(progress.clone())
-    };
-    if let Err(why) = &probe {
-        progress.say(&format!("migscope drive: probe not running: {why}"));
-    }
-    let mut log = |s: &str| progress.say(&format!("migscope drive: {s}"));
-    let outcome = match vfio::drive(ops, &args.devices, &opts, &mut log) {
-        Ok(o) => o,
-        Err(e) => {
-            if let Ok(p) = probe {
-                let _ = p.finish();
+        match Capture::start(&CaptureOptions::default()) {
+            Ok(cap) => {
+                let _rt = rt.enter();
+                Probe::new(cap).map_err(|e| format!("failed to watch the ring buffer: {e}"))
             }
-            progress.finish();
+            Err(e) => Err(super::capture_error(&e)),
+        }
+    };
+    let sources = match &probe {
+        Ok(p) => p.sources(),
+        Err(why) => {
+            say.say(&format!("migscope drive: probe not running: {why}"));
+            unavailable_probe(&format!("probe not running: {why}"))
+        }
+    };
+    let mut header = Header {
+        kernel: crate::capture::kernel_release(),
+        sources,
+        ..Header::default()
+    };
+    header.sources.insert(
+        source::IOMMU_DIRTY.to_owned(),
+        "unavailable: type1 container path (IOMMU dirty tracking needs iommufd)".to_owned(),
+    );
+    let steps_traced = header.source_ok(source::TRANSITIONS);
+    // The conformance rows' traced steps (a few per SET of the plan).
+    let steps: Rc<RefCell<Vec<Event>>> = Rc::default();
+    let mut watch: Vec<session::Watcher> = Vec::new();
+    if args.plan == Plan::Conformance && steps_traced {
+        let steps = Rc::clone(&steps);
+        watch.push(Box::new(move |ev: &Event| {
+            if matches!(ev.kind, EventKind::Step { .. }) {
+                steps.borrow_mut().push(ev.clone());
+            }
+        }));
+    }
+    if let Say::Progress(p) = &say {
+        let p = p.clone();
+        watch.push(Box::new(move |ev: &Event| p.saw(std::slice::from_ref(ev))));
+    }
+    let (emitter, ctl_source) = controller::channel();
+    let session = Session {
+        probe: probe.ok(),
+        controller: Some(ctl_source),
+        file: None,
+        header,
+        until: session::Until::default(),
+        sinks: session::Sinks {
+            trace: Some(TraceOut::new(Dest::File(output.clone()), args.format)),
+            verify: Some(crate::verify::Options::default()),
+            tui,
+            name: format!("drive {} {}", args.plan, args.devices.join(" ")),
+            watch,
+            flushed: None,
+            header_out: Some(header_out),
+        },
+        stop: stop.clone(),
+        pid: std::process::id(),
+    };
+    let (ended, outcome) = std::thread::scope(|s| {
+        let say_ctl = say.clone();
+        let devices = &args.devices;
+        let ctl = s.spawn(move || {
+            let mut em = emitter;
+            let mut log = |l: &str| say_ctl.say(&format!("migscope drive: {l}"));
+            vfio::drive(ops, devices, &opts, &mut log, &mut em)
+        });
+        let ended = rt.block_on(session.run(Some(&mut signals)));
+        if ended.is_err() {
+            // The session is gone: the plan must not go on unrecorded.
+            stop.request("the session failed");
+        }
+        (ended, ctl.join())
+    });
+    let mut ended = match ended {
+        Ok(e) => e,
+        Err(e) => {
+            finish_view(view, &say);
             return unusable_junit(args, &output, error_chain(&e));
         }
     };
-    let (probe_sources, kernel_events) = match probe {
-        Ok(p) => {
-            let sources = p.sources();
-            match p.finish() {
-                Ok(ev) => (sources, ev),
-                Err(why) => {
-                    eprintln!("migscope drive: probe failed: {why}");
-                    (
-                        unavailable_probe(&format!("probe failed: {why}")),
-                        Vec::new(),
-                    )
-                }
-            }
-        }
-        Err(why) => (
-            unavailable_probe(&format!("probe not running: {why}")),
-            Vec::new(),
-        ),
+    rt.block_on(ended.linger(&mut signals));
+    drop(ended.tui.take());
+    finish_view(view, &say);
+    let outcome = match outcome {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => return unusable_junit(args, &output, error_chain(&e)),
+        Err(_) => return unusable_junit(args, &output, "the controller panicked".to_owned()),
     };
-    progress.finish();
-    let header = build_header(probe_sources, &outcome);
-    let events = probe_events::merge(outcome.events.clone(), kernel_events, std::process::id());
-    let steps_traced = header.source_ok(source::TRANSITIONS);
     let mut outcome = outcome;
-    probe_events::annotate_steps(&mut outcome.conformance, &events, steps_traced);
-    if let Err(e) = write_trace(&output, &header, &events) {
+    probe_events::annotate_steps(&mut outcome.conformance, &steps.borrow(), steps_traced);
+    if let Some(e) = &ended.trace_error {
         report_outcome(&outcome, args.json);
         return unusable_junit(
             args,
             &output,
-            format!("failed to write {}: {e}", output.display()),
+            format!("failed to write the trace: {}", error_chain(e)),
         );
     }
     report_outcome(&outcome, args.json);
-    let trace_line = format!("trace: {} ({} events)", output.display(), events.len() + 1);
+    let trace_line = format!("trace: {} ({} events)", output.display(), ended.events + 1);
     if args.json {
         eprintln!("{trace_line}");
     } else {
         println!("{trace_line}");
     }
-    let report = match verify::check_path(&output, verify::Options::default()) {
-        Ok(r) => r,
-        Err(e) => {
-            return unusable_junit(
-                args,
-                &output,
-                format!("failed to verify {}: {e}", output.display()),
-            );
-        }
+    let Some(report) = ended.report else {
+        return unusable_junit(args, &output, "the trace was never begun".to_owned());
     };
     if args.json {
         println!("{}", report.to_json());
@@ -242,6 +345,18 @@ pub fn drive_with<O: VfioOps>(ops: &mut O, args: &Args, stop: Arc<AtomicBool>) -
     code
 }
 
+/// Waits for the view to close (the terminal is restored by then), or ends the progress line.
+fn finish_view(view: Option<tui_sink::View>, say: &Say) {
+    if let Some(v) = view
+        && let Err(e) = v.join()
+    {
+        eprintln!("migscope drive: {e}");
+    }
+    if let Say::Progress(p) = say {
+        p.finish();
+    }
+}
+
 /// Reports an unusable run (and writes it as a JUnit error case with `--junit`).
 fn unusable_junit(args: &Args, output: &Path, msg: String) -> i32 {
     if let Some(j) = &args.junit
@@ -256,50 +371,10 @@ fn unusable_junit(args: &Args, output: &Path, msg: String) -> i32 {
 use super::error_chain;
 
 fn unavailable_probe(why: &str) -> BTreeMap<String, String> {
-    [
-        source::TRANSITIONS,
-        source::IRQ,
-        source::IOMMU_MAP,
-        source::IOMMU_FAULT,
-        source::MDEV_DMA,
-    ]
-    .into_iter()
-    .map(|s| (s.to_owned(), format!("unavailable: {why}")))
-    .collect()
-}
-
-fn build_header(probe_sources: BTreeMap<String, String>, outcome: &Outcome) -> Header {
-    let mut h = Header {
-        kernel: crate::capture::kernel_release(),
-        ..Header::default()
-    };
-    h.sources = probe_sources;
-    // The controller's own evidence overrides what the probe says about the same source.
-    for (k, v) in &outcome.sources {
-        h.sources.insert(k.clone(), v.clone());
-    }
-    h.sources
-        .entry(source::IOMMU_DIRTY.to_owned())
-        .or_insert_with(|| {
-            "unavailable: type1 container path (IOMMU dirty tracking needs iommufd)".to_owned()
-        });
-    h
-}
-
-fn write_trace(path: &Path, header: &Header, events: &[Event]) -> Result<(), String> {
-    let mut w = JsonlWriter::create(path, header).map_err(|e| e.to_string())?;
-    let mut last = 0;
-    for ev in events {
-        w.write(ev).map_err(|e| e.to_string())?;
-        last = ev.t;
-    }
-    w.write(&Event {
-        t: vfio::now_ns().max(last),
-        pid: Some(std::process::id()),
-        kind: EventKind::End,
-    })
-    .map_err(|e| e.to_string())?;
-    w.finish().map_err(|e| e.to_string())
+    crate::capture::PROBE_SOURCES
+        .into_iter()
+        .map(|s| (s.to_owned(), format!("unavailable: {why}")))
+        .collect()
 }
 
 /// Prints the run's results (to stderr when stdout carries `--json`).
@@ -371,84 +446,12 @@ fn outcome_text(o: &Outcome) -> String {
     s
 }
 
-/// Adapter over the eBPF capture ([`crate::capture::Capture`]). The capture lives on its own
-/// thread, drained every 50 ms so the ring buffer never fills while the controller works.
-mod probe {
-    use std::collections::BTreeMap;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::mpsc;
-    use std::thread::JoinHandle;
-    use std::time::Duration;
-
-    use crate::capture::{Capture, CaptureOptions};
-    use crate::trace::Event;
-
-    pub struct Probe {
-        stop: Arc<AtomicBool>,
-        thread: JoinHandle<Result<Vec<Event>, String>>,
-        sources: BTreeMap<String, String>,
-    }
-
-    impl Probe {
-        pub fn sources(&self) -> BTreeMap<String, String> {
-            self.sources.clone()
-        }
-
-        /// Stops the capture and returns every event it recorded.
-        pub fn finish(self) -> Result<Vec<Event>, String> {
-            self.stop.store(true, Ordering::Relaxed);
-            self.thread
-                .join()
-                .map_err(|_| "the capture thread panicked".to_owned())?
-        }
-    }
-
-    /// Starts the capture (every VFIO user: the lab guest runs only us) before any device is
-    /// opened, so the probe attributes our device fds from their GROUP_GET_DEVICE_FD.
-    pub fn start(progress: crate::cli::progress::Drive) -> Result<Probe, String> {
-        let (tx, rx) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut cap = match Capture::start(&CaptureOptions::default()) {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = tx.send(Err(crate::cli::capture_error(&e)));
-                    return Ok(Vec::new());
-                }
-            };
-            let _ = tx.send(Ok(cap.sources()));
-            let mut events = Vec::new();
-            while !flag.load(Ordering::Relaxed) {
-                let new = cap.drain().map_err(|e| super::error_chain(&e))?;
-                progress.saw(&new);
-                events.extend(new);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            events.extend(cap.stop().map_err(|e| super::error_chain(&e))?);
-            Ok(events)
-        });
-        match rx.recv() {
-            Ok(Ok(sources)) => Ok(Probe {
-                stop,
-                thread,
-                sources,
-            }),
-            Ok(Err(why)) => {
-                let _ = thread.join();
-                Err(why)
-            }
-            Err(_) => Err("the capture thread ended before starting".to_owned()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use crate::model::MigState;
+    use crate::verify;
     use crate::vfio::sim::{Misbehave, SimSpec, SimVfio};
     use clap::Parser as _;
 
@@ -474,7 +477,7 @@ mod tests {
         let out_s = out.to_str().expect("utf-8 path");
         let mut a = vec!["-o", out_s];
         a.extend_from_slice(extra);
-        let code = drive_with(sim, &args(&a), Arc::new(AtomicBool::new(false)));
+        let code = drive_with(sim, &args(&a), Stop::new());
         let report = verify::check_path(&out, verify::Options::default()).expect("trace written");
         let header = crate::trace::jsonl::JsonlReader::open(&out)
             .expect("open")
@@ -572,10 +575,7 @@ mod tests {
             "--junit",
             j,
         ]);
-        assert_eq!(
-            drive_with(&mut two(), &a, Arc::new(AtomicBool::new(false))),
-            3
-        );
+        assert_eq!(drive_with(&mut two(), &a, Stop::new()), 3);
         let xml = std::fs::read_to_string(&junit).expect("junit written");
         assert!(xml.contains("0000:00:09.0"), "{xml}");
     }
@@ -593,10 +593,7 @@ mod tests {
             "-o",
             out.to_str().expect("utf-8"),
         ]);
-        assert_eq!(
-            drive_with(&mut sim, &a, Arc::new(AtomicBool::new(false))),
-            3
-        );
+        assert_eq!(drive_with(&mut sim, &a, Stop::new()), 3);
         assert!(!out.exists());
     }
 

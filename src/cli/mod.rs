@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 mod assets;
 mod check;
 mod doctor;
-mod drive;
+pub mod drive;
 mod export;
 mod fsm;
 mod progress;
@@ -126,6 +126,15 @@ pub struct RuleArgs {
     /// Accept a blind spot as a warning instead of an inconclusive verdict (only `dma`).
     #[arg(long, value_name = "SPOT", value_parser = ["dma"])]
     pub accept_blind: Vec<String>,
+}
+
+/// `--format` of the commands that write a trace as they record.
+fn parse_format(s: &str) -> Result<crate::trace::Format, String> {
+    match s {
+        "jsonl" => Ok(crate::trace::Format::Jsonl),
+        "native" => Ok(crate::trace::Format::Native),
+        _ => Err(format!("unknown format `{s}` (expected jsonl or native)")),
+    }
 }
 
 fn parse_policy(s: &str) -> Result<crate::verify::P2pPolicy, String> {

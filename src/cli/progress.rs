@@ -122,10 +122,6 @@ impl Record {
         )
     }
 
-    pub fn say(&self, line: &str) {
-        self.line.say(line);
-    }
-
     pub fn finish(&self) {
         self.line.finish();
     }

@@ -2,20 +2,22 @@
 //! growing trace). Converts trace events and verifier findings into the view's own types and
 //! streams them to it from a loader thread, so a large trace is browsable while it loads.
 
-use std::cell::RefCell;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, IsTerminal, Read};
+use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
-use std::sync::mpsc::{Sender, channel};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use migscope_tui as tui;
 
-use crate::capture::{Capture, CaptureOptions, kernel_release, monotonic_ns};
-use crate::trace::jsonl::{JsonlReader, JsonlWriter, TraceError, partial_path};
-use crate::trace::{Corruption, DataDir, DmaSource, Event, EventKind, Header, IrqKind, RegStage};
-use crate::verify::{self, Options, Verdict, Verifier};
+use crate::capture::{Capture, CaptureOptions, kernel_release};
+use crate::session::sinks::trace::{Dest, TraceOut};
+use crate::session::sinks::tui::{self as tui_sink, Pace};
+use crate::session::sources::{file::FileSource, probe::Probe};
+use crate::session::{self, Session, Signals, Stop, Until};
+use crate::trace::jsonl::{JsonlWriter, TraceError};
+use crate::trace::{
+    Corruption, DataDir, DmaSource, Event, EventKind, Format, Header, IrqKind, RegStage,
+};
+use crate::verify::{self, Options};
 
 use super::RuleArgs;
 
@@ -31,7 +33,7 @@ pub struct ViewArgs {
 #[derive(Debug, clap::Args)]
 pub struct WatchArgs {
     /// Instead of the probe: follow a trace file another process is writing (`migscope record
-    /// -o` writes as it goes; `drive -o` writes when its plan ends), showing events as they are
+    /// -o` and `drive -o` write as they go), showing events and the interim verdict as they are
     /// appended, until its `end` event (`FILE.partial` is followed while the writer has not
     /// renamed it; waits for it to appear).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["pid", "ring_bytes", "output"])]
@@ -47,11 +49,14 @@ pub struct WatchArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Events held in memory (older ones leave the window; per-device summaries stay).
-    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_WINDOW, value_name = "N")]
     pub window: usize,
     #[command(flatten)]
     pub rules: RuleArgs,
 }
+
+/// Events the live views hold by default (`watch --window`, `drive --tui`).
+pub const DEFAULT_WINDOW: usize = 1_000_000;
 
 pub fn run_view(args: ViewArgs) -> i32 {
     if !io::stdout().is_terminal() {
@@ -66,23 +71,16 @@ pub fn run_view(args: ViewArgs) -> i32 {
     };
     let header = reader.header().clone();
     let info = trace_info(&name, &header, false);
-    let opts = args.rules.options();
-    let (tx, rx) = channel();
-    let loader = std::thread::spawn(move || {
-        let batch = Rc::new(RefCell::new(Batch::default()));
-        if let Err(e) = stream(reader, opts, &tx, &batch, false) {
-            let _ = tx.send(tui::Msg::SourceError(e.to_string()));
-        }
-    });
-    let app = tui::App::new(info, None);
-    let res = tui::term::run(app, rx, &mut |app, path| export(app, &header, path));
-    // The loader stops by itself when the view is gone (its sends fail); do not wait for a
-    // long trace to finish loading before returning.
-    drop(loader);
-    match res {
-        Ok(_) => super::exit::PASS,
-        Err(e) => super::unusable(format!("terminal: {e}")),
-    }
+    let file = FileSource::whole(reader);
+    run_on_file(
+        file,
+        info,
+        true,
+        None,
+        name,
+        Arc::new(Mutex::new(header)),
+        &args.rules,
+    )
 }
 
 pub fn run_watch(args: WatchArgs) -> i32 {
@@ -90,16 +88,110 @@ pub fn run_watch(args: WatchArgs) -> i32 {
         return super::unusable("`watch` needs a terminal");
     }
     match args.follow.clone() {
-        Some(path) => watch_file(path, args),
+        Some(path) => {
+            let name = path.display().to_string();
+            let info = trace_info(&name, &Header::default(), true);
+            let header = Arc::new(Mutex::new(Header::default()));
+            let file = FileSource::follow(path);
+            run_on_file(
+                file,
+                info,
+                false,
+                Some(args.window),
+                name,
+                header,
+                &args.rules,
+            )
+        }
         None => watch_probe(args),
     }
 }
 
-/// How often the probe is drained while watching.
-const DRAIN_EVERY: Duration = Duration::from_millis(20);
+/// `view` and `watch --follow`: a trace file into the verifier and the view.
+fn run_on_file(
+    file: std::io::Result<FileSource>,
+    info: tui::TraceInfo,
+    known: bool,
+    window: Option<usize>,
+    name: String,
+    header: Arc<Mutex<Header>>,
+    rules: &RuleArgs,
+) -> i32 {
+    let session::Started {
+        rt, mut signals, ..
+    } = match session::start(None) {
+        Ok(s) => s,
+        Err(e) => return super::unusable(error_chain(&e)),
+    };
+    let entered = rt.enter();
+    let file = match file {
+        Ok(f) => f,
+        Err(e) => return super::unusable(format!("{name}: cannot read: {e}")),
+    };
+    let stop = Stop::new();
+    let (sink, view) = tui_sink::start(
+        info,
+        known,
+        window,
+        Pace::Wait,
+        Arc::clone(&header),
+        stop.clone(),
+    );
+    let session = Session {
+        file: Some(file),
+        sinks: session::Sinks {
+            verify: Some(rules.options()),
+            tui: Some(sink),
+            name,
+            header_out: Some(header),
+            ..session::Sinks::default()
+        },
+        stop: stop.clone(),
+        ..Session::new()
+    };
+    drop(entered);
+    finish_view(&rt, session, &mut signals, &stop, view)
+        .map_or_else(super::unusable, |_| super::exit::PASS)
+}
 
-/// Live from the eBPF probe (needs root or CAP_BPF + CAP_PERFMON).
+/// Runs a session with a view to its end, keeps the view open until the user closes it (or a
+/// signal does), and waits for the terminal to be restored.
+fn finish_view(
+    rt: &tokio::runtime::Runtime,
+    session: Session,
+    signals: &mut Signals,
+    stop: &Stop,
+    view: tui_sink::View,
+) -> Result<session::Ended, String> {
+    let ended = rt.block_on(session.run(Some(signals)));
+    let mut ended = match ended {
+        Ok(e) => e,
+        Err(e) => {
+            stop.request("the session failed");
+            let _ = view.join();
+            return Err(error_chain(&e));
+        }
+    };
+    rt.block_on(ended.linger(signals));
+    drop(ended.tui.take());
+    view.join()?;
+    Ok(ended)
+}
+
+/// Live from the eBPF probe (needs root or CAP_BPF + CAP_PERFMON): the probe into the
+/// verifier (interim verdicts while it runs, the final one when it ends) and the view, and
+/// into a trace file with `-o`. With `--pid` the session ends when that process exits; the
+/// view stays open with the final verdict.
 fn watch_probe(args: WatchArgs) -> i32 {
+    let session::Started {
+        rt,
+        mut signals,
+        process,
+    } = match session::start(args.pid) {
+        Ok(s) => s,
+        Err(e) => return super::unusable(error_chain(&e)),
+    };
+    let entered = rt.enter();
     let opts = CaptureOptions {
         pids: args.pid.map(|p| vec![p]),
         ring_bytes: args.ring_bytes,
@@ -109,183 +201,71 @@ fn watch_probe(args: WatchArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return super::unusable(super::capture_error(&e)),
     };
+    let probe = match Probe::new(cap) {
+        Ok(p) => p,
+        Err(e) => return super::unusable(format!("failed to watch the ring buffer: {e}")),
+    };
+    let mut sources = probe.sources();
+    for (src, why) in super::record::NOT_RECORDED {
+        sources
+            .entry(src.to_owned())
+            .or_insert_with(|| why.to_owned());
+    }
     let header = Header {
         kernel: kernel_release(),
-        sources: cap.sources(),
+        sources,
         ..Header::default()
-    };
-    let mut sink = match &args.output {
-        Some(p) => match JsonlWriter::create(p, &header) {
-            Ok(w) => Some(w),
-            Err(e) => return super::unusable(e),
-        },
-        None => None,
     };
     let name = match args.pid {
         Some(p) => format!("probe (pid {p})"),
         None => "probe".to_owned(),
     };
-    let info = trace_info(&name, &header, true);
-    let verifier_opts = args.rules.options();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop_r = stop.clone();
-    let (tx, rx) = channel();
-    let th_header = header.clone();
-    let capture = std::thread::spawn(move || -> Result<u64, String> {
-        let mut cap = cap;
-        let mut v = Verifier::new(&th_header, verifier_opts);
-        // Lines as the JSONL form of this trace would number them (header = line 1).
-        let line = std::cell::Cell::new(1u64);
-        let last_t = std::cell::Cell::new(0u64);
-        let mut forward = |evs: Vec<Event>,
-                           sink: &mut Option<JsonlWriter<std::io::BufWriter<File>>>|
-         -> Result<bool, String> {
-            let mut batch = Vec::with_capacity(evs.len());
-            let mut found = Vec::new();
-            for ev in &evs {
-                line.set(line.get() + 1);
-                last_t.set(last_t.get().max(ev.t));
-                found.extend(v.push(line.get(), ev).iter().map(to_finding));
-                batch.push(to_timeline(line.get(), ev));
-                if let Some(w) = sink.as_mut() {
-                    w.write(ev).map_err(|e| e.to_string())?;
-                }
-            }
-            if let Some(w) = sink.as_mut() {
-                w.flush().map_err(|e| e.to_string())?;
-            }
-            let alive = (batch.is_empty() || tx.send(tui::Msg::Events(batch)).is_ok())
-                && (found.is_empty() || tx.send(tui::Msg::Findings(found)).is_ok());
-            Ok(alive)
-        };
-        while !stop_r.load(std::sync::atomic::Ordering::Relaxed) {
-            let evs = cap.drain().map_err(|e| error_chain(&e))?;
-            if !forward(evs, &mut sink)? {
-                break;
-            }
-            std::thread::sleep(DRAIN_EVERY);
-        }
-        // Detach, keep what is left, close the trace cleanly.
-        let mut evs = cap.stop().map_err(|e| error_chain(&e))?;
-        evs.push(Event {
-            t: last_t.get().max(monotonic_ns()),
-            pid: None,
-            kind: EventKind::End,
-        });
-        forward(evs, &mut sink)?;
-        if let Some(w) = sink {
-            w.finish().map_err(|e| e.to_string())?;
-        }
-        Ok(line.get() - 1)
-    });
-    let app = tui::App::new(info, Some(args.window));
-    let res = tui::term::run(app, rx, &mut |app, out| export(app, &header, out));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let recorded = capture.join();
-    if let Err(e) = res {
-        return super::unusable(format!("terminal: {e}"));
+    let stop = Stop::new();
+    let header_out = Arc::new(Mutex::new(header.clone()));
+    let (sink, view) = tui_sink::start(
+        trace_info(&name, &header, true),
+        true,
+        Some(args.window),
+        Pace::Live,
+        Arc::clone(&header_out),
+        stop.clone(),
+    );
+    let session = Session {
+        probe: Some(probe),
+        header,
+        until: Until {
+            duration: None,
+            process,
+        },
+        sinks: session::Sinks {
+            trace: args
+                .output
+                .clone()
+                .map(|p| TraceOut::new(Dest::File(p), Format::Jsonl)),
+            verify: Some(args.rules.options()),
+            tui: Some(sink),
+            name,
+            header_out: Some(header_out),
+            ..session::Sinks::default()
+        },
+        stop: stop.clone(),
+        ..Session::new()
+    };
+    drop(entered);
+    let ended = match finish_view(&rt, session, &mut signals, &stop, view) {
+        Ok(e) => e,
+        Err(e) => return super::unusable(e),
+    };
+    if let Some(e) = &ended.trace_error {
+        return super::unusable(format!("failed to write the trace: {}", error_chain(e)));
     }
-    match recorded {
-        Ok(Ok(n)) => {
-            if let Some(p) = &args.output {
-                eprintln!("migscope: wrote {n} events to {}", p.display());
-            }
-            super::exit::PASS
-        }
-        Ok(Err(e)) => super::unusable(format!("capture: {e}")),
-        Err(_) => super::unusable("capture thread panicked"),
+    if let Some(p) = &args.output {
+        eprintln!("migscope: wrote {} events to {}", ended.events, p.display());
     }
+    super::exit::PASS
 }
 
 use super::error_chain;
-
-/// Opens the trace to follow: `path`, or `path.partial` while a writer (`record -o`,
-/// `drive -o`) has not renamed it yet; waits for either to appear. `None` when the view is
-/// gone or the file cannot be opened (the view is told why).
-fn wait_for_trace(path: &Path, tx: &Sender<tui::Msg>) -> Option<File> {
-    let partial = partial_path(path);
-    let mut told = false;
-    loop {
-        for p in [path, partial.as_path()] {
-            match File::open(p) {
-                Ok(f) => {
-                    let _ = tx.send(tui::Msg::Note(format!("following {}", p.display())));
-                    return Some(f);
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    let _ = tx.send(tui::Msg::SourceError(format!(
-                        "{}: cannot open: {e}",
-                        p.display()
-                    )));
-                    return None;
-                }
-            }
-        }
-        if !told {
-            told = true;
-            let msg = format!("waiting for {} to appear", path.display());
-            if tx.send(tui::Msg::Note(msg)).is_err() {
-                return None;
-            }
-        }
-        if tx.send(tui::Msg::Tick).is_err() {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Follows a growing trace file.
-fn watch_file(path: PathBuf, args: WatchArgs) -> i32 {
-    let name = path.display().to_string();
-    let opts = args.rules.options();
-    let (tx, rx) = channel();
-    let header = std::sync::Arc::new(std::sync::Mutex::new(Header::default()));
-    let header_w = header.clone();
-    let loader_name = name.clone();
-    std::thread::spawn(move || {
-        let Some(file) = wait_for_trace(&path, &tx) else {
-            return;
-        };
-        let batch = Rc::new(RefCell::new(Batch::default()));
-        let tail = Tail {
-            file,
-            batch: batch.clone(),
-            tx: tx.clone(),
-        };
-        let reader = match JsonlReader::new(&loader_name, BufReader::with_capacity(1 << 16, tail)) {
-            Ok(r) => ViewReader::Jsonl(r),
-            Err(e) => {
-                let _ = tx.send(tui::Msg::SourceError(e.to_string()));
-                return;
-            }
-        };
-        if let Ok(mut h) = header_w.lock() {
-            *h = reader.header().clone();
-        }
-        let _ = tx.send(tui::Msg::Info(trace_info(
-            &loader_name,
-            reader.header(),
-            true,
-        )));
-        if let Err(e) = stream(reader, opts, &tx, &batch, true) {
-            let _ = tx.send(tui::Msg::SourceError(e.to_string()));
-        }
-    });
-    let app = tui::App::new(
-        trace_info(&name, &Header::default(), true),
-        Some(args.window),
-    );
-    let res = tui::term::run(app, rx, &mut |app, out| {
-        let h = header.lock().map(|h| h.clone()).unwrap_or_default();
-        export(app, &h, out)
-    });
-    match res {
-        Ok(_) => super::exit::PASS,
-        Err(e) => super::unusable(format!("terminal: {e}")),
-    }
-}
 
 /// A trace reader of either format, movable to the loader thread.
 pub use crate::trace::AnyReader as ViewReader;
@@ -308,135 +288,6 @@ pub fn trace_info(name: &str, h: &Header, live: bool) -> tui::TraceInfo {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         live,
-    }
-}
-
-/// Events and findings not yet sent to the view.
-#[derive(Default)]
-struct Batch {
-    events: Vec<tui::TimelineEvent>,
-    findings: Vec<tui::Finding>,
-}
-
-/// Events per message while loading.
-const BATCH: usize = 4096;
-
-/// Sends the pending batch (events before the findings that refer to them). False when the
-/// view is gone.
-fn flush(tx: &Sender<tui::Msg>, batch: &RefCell<Batch>) -> bool {
-    let mut b = batch.borrow_mut();
-    if !b.events.is_empty()
-        && tx
-            .send(tui::Msg::Events(std::mem::take(&mut b.events)))
-            .is_err()
-    {
-        return false;
-    }
-    if !b.findings.is_empty()
-        && tx
-            .send(tui::Msg::Findings(std::mem::take(&mut b.findings)))
-            .is_err()
-    {
-        return false;
-    }
-    true
-}
-
-/// Reads every event, verifies it, and streams both to the view. `live`: stop at `end`, and
-/// send interim verdicts.
-fn stream<R: BufRead>(
-    mut reader: ViewReader<R>,
-    opts: Options,
-    tx: &Sender<tui::Msg>,
-    batch: &RefCell<Batch>,
-    live: bool,
-) -> Result<(), TraceError> {
-    let mut v = Verifier::new(reader.header(), opts);
-    let mut warned = 0;
-    while let Some(item) = reader.next_event() {
-        let (line, ev) = item?;
-        for w in v.forward_warnings(reader.warnings(), &mut warned) {
-            batch.borrow_mut().findings.push(tui::Finding {
-                rule: verify::rule::UNKNOWN_EVENT.to_owned(),
-                dev: None,
-                t: ev.t,
-                line: w.line,
-                detail: w.msg.clone(),
-                explain: verify::rule::explain(verify::rule::UNKNOWN_EVENT).to_owned(),
-                warning: true,
-            });
-        }
-        let found = v.push(line, &ev);
-        let end = matches!(ev.kind, EventKind::End);
-        {
-            let mut b = batch.borrow_mut();
-            b.events.push(to_timeline(line, &ev));
-            b.findings.extend(found.iter().map(to_finding));
-        }
-        if (batch.borrow().events.len() >= BATCH || end) && !flush(tx, batch) {
-            return Ok(());
-        }
-        if live && end {
-            break;
-        }
-    }
-    if let Some(off) = reader.truncated_at() {
-        let _ = tx.send(tui::Msg::SourceError(format!(
-            "the trace ends inside a record at byte {off} (truncated)"
-        )));
-    }
-    let report = v.finish();
-    // Findings only `finish` produces (they have no event line).
-    batch.borrow_mut().findings.extend(
-        report
-            .warnings
-            .iter()
-            .filter(|f| verify::rule::AT_FINISH.contains(&f.rule))
-            .map(to_finding),
-    );
-    if !flush(tx, batch) {
-        return Ok(());
-    }
-    let _ = tx.send(tui::Msg::Verdict(tui::VerdictUpdate {
-        verdict: match report.verdict {
-            Verdict::Pass => tui::Verdict::Pass,
-            Verdict::Fail => tui::Verdict::Fail,
-            Verdict::Inconclusive => tui::Verdict::Inconclusive,
-        },
-        blind_spots: report
-            .blind_spots
-            .iter()
-            .map(|b| match report.blind_spot_details.get(b) {
-                Some(why) => format!("{b}: {why}"),
-                None => b.clone(),
-            })
-            .collect(),
-    }));
-    let _ = tx.send(tui::Msg::SourceDone);
-    Ok(())
-}
-
-/// A growing file: at its current end, sends what is pending to the view and waits for more
-/// (the trace's `end` event or the view going away ends the wait).
-struct Tail {
-    file: File,
-    batch: Rc<RefCell<Batch>>,
-    tx: Sender<tui::Msg>,
-}
-
-impl Read for Tail {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let n = self.file.read(buf)?;
-            if n > 0 {
-                return Ok(n);
-            }
-            if !flush(&self.tx, &self.batch) || self.tx.send(tui::Msg::Tick).is_err() {
-                // The view is gone: report end of input.
-                return Ok(0);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
 }
 
@@ -765,14 +616,50 @@ pub fn to_finding(f: &verify::Finding) -> tui::Finding {
 }
 
 /// Verifies a whole trace and returns everything the view needs, as messages (tests and
-/// non-interactive use; the interactive commands stream the same messages from a thread).
-pub fn load_messages(path: &Path, opts: Options) -> Result<Vec<tui::Msg>, TraceError> {
+/// benchmarks): the same session `view` runs, with a sink that collects instead of drawing.
+pub fn load_messages(path: &Path, opts: Options) -> Result<Vec<tui::Msg>, LoadError> {
     let reader = open_trace(path)?;
-    let (tx, rx) = channel();
-    let batch = RefCell::new(Batch::default());
-    stream(reader, opts, &tx, &batch, false)?;
-    drop(tx);
-    Ok(rx.into_iter().collect())
+    let name = path.display().to_string();
+    let rt = session::runtime()?;
+    let (sink, rx) = tui_sink::collect();
+    let file = FileSource::whole(reader).map_err(LoadError::Io)?;
+    let session = Session {
+        file: Some(file),
+        sinks: session::Sinks {
+            verify: Some(opts),
+            tui: Some(sink),
+            name,
+            ..session::Sinks::default()
+        },
+        ..Session::new()
+    };
+    let collector = std::thread::spawn(move || rx.into_iter().collect::<Vec<_>>());
+    let ended = rt.block_on(session.run(None));
+    // The sink goes with the session's end: the collector sees the channel close.
+    let ended = ended.map(|mut e| {
+        drop(e.tui.take());
+        e
+    });
+    let msgs = collector.join().map_err(|_| LoadError::Collector)?;
+    match ended?.source_error {
+        Some(e) => Err(LoadError::Read(e)),
+        None => Ok(msgs),
+    }
+}
+
+/// Why [`load_messages`] could not load a trace.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Open(#[from] TraceError),
+    #[error("{0}")]
+    Read(String),
+    #[error("cannot start the reader")]
+    Io(#[source] io::Error),
+    #[error(transparent)]
+    Session(#[from] session::SessionError),
+    #[error("the collecting thread panicked")]
+    Collector,
 }
 
 /// Writes the events the view holds as a JSONL trace (write-then-rename).

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::buffer::{DmaBuffer, PAGE};
+use super::emit::Emit;
 use super::plan::{Order, Plan, Step, quiesce_target};
 use super::sys::{DevId, Errno, VfioError, VfioOps};
 use super::witness::Witness;
@@ -50,6 +51,8 @@ pub const WITNESS_LINGER: Duration = Duration::from_millis(10);
 /// The environment variable naming each device's witnessed IOVA ranges for `exec:` workloads
 /// (`BDF=0xIOVA+0xLEN`, space separated): a command that programs a device itself may DMA there.
 pub const WITNESS_ENV: &str = "MIGSCOPE_WITNESS";
+/// Why the witness sees nothing under `--workload none`.
+const NO_WORKLOAD: &str = "no DMA workload (--workload none): nothing wrote to the witnessed pages before the first quiesce";
 
 /// How to drive.
 #[derive(Clone, Debug)]
@@ -200,12 +203,11 @@ pub struct ConfRow {
     pub window: Option<(u64, u64)>,
 }
 
-/// Everything a drive produced.
+/// Everything a drive produced besides its events (those went to the [`Emit`] as they
+/// happened).
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// Controller events, in time order.
-    pub events: Vec<Event>,
-    /// Evidence sources the controller had (witness, dirty_log).
+    /// Evidence sources the controller had (witness, dirty_log), as known at the end.
     pub sources: BTreeMap<String, String>,
     /// Why the plan stopped early, if it did.
     pub error: Option<String>,
@@ -246,7 +248,9 @@ struct Ctl<'a, O: VfioOps> {
     ops: &'a mut O,
     opts: &'a Options,
     devs: Vec<Dev>,
-    events: Vec<Event>,
+    out: &'a mut dyn Emit,
+    /// `[set, set_done]` of the last SET issued (conformance rows match steps against it).
+    last_set: Option<(u64, u64)>,
     witness: Witness,
     pid: u32,
     log: &'a mut dyn FnMut(&str),
@@ -258,13 +262,15 @@ struct Ctl<'a, O: VfioOps> {
     counters: Option<Arc<workload::Counters>>,
 }
 
-/// Drives `bdfs` through `opts.plan`. Set-up errors (nothing touched yet) are returned as
-/// errors; anything after that ends in [`Outcome::error`] with every device recovered.
+/// Drives `bdfs` through `opts.plan`, each event to `out` as it happens. Set-up errors
+/// (nothing touched yet) are returned as errors; anything after that ends in
+/// [`Outcome::error`] with every device recovered.
 pub fn drive<O: VfioOps>(
     ops: &mut O,
     bdfs: &[String],
     opts: &Options,
     log: &mut dyn FnMut(&str),
+    out: &mut dyn Emit,
 ) -> Result<Outcome, SetupError> {
     if bdfs.is_empty() {
         return Err(SetupError::NoDevice);
@@ -278,7 +284,8 @@ pub fn drive<O: VfioOps>(
         ops,
         opts,
         devs: Vec::new(),
-        events: Vec::new(),
+        out,
+        last_set: None,
         witness: Witness::new(Arc::clone(&opts.witness_sweeps)),
         pid: std::process::id(),
         log,
@@ -293,7 +300,8 @@ pub fn drive<O: VfioOps>(
         ctl.teardown_dma();
         return Err(e);
     }
-    sources.insert(source::DIRTY_LOG.to_owned(), ctl.start_dirty_log());
+    let dirty_log = ctl.start_dirty_log();
+    sources.insert(source::DIRTY_LOG.to_owned(), dirty_log.clone());
     // A device opened already quiescent is watched from now on (its witness is not live).
     for i in 0..ctl.devs.len() {
         if ctl.devs[i].state.is_some_and(MigState::quiescent) {
@@ -309,6 +317,11 @@ pub fn drive<O: VfioOps>(
     if opts.workload != Workload::None {
         ctl.counters = Some(Arc::clone(&running.counters));
     }
+    let at_start = BTreeMap::from([
+        (source::DIRTY_LOG.to_owned(), dirty_log),
+        (source::WITNESS.to_owned(), ctl.witness_at_start()),
+    ]);
+    ctl.out.ready(&at_start);
     ctl.mark(format!(
         "plan {} order {:?} workload {:?}",
         opts.plan, opts.order, opts.workload
@@ -354,7 +367,6 @@ pub fn drive<O: VfioOps>(
     let roundtrip = ctl.compare_roundtrip();
     ctl.teardown_dma();
     Ok(Outcome {
-        events: ctl.events,
         sources,
         error,
         final_states,
@@ -365,72 +377,14 @@ pub fn drive<O: VfioOps>(
     })
 }
 
-/// Restamps each controller `set` and `set_done` (pid `pid`) with the probe's `set` (syscall
-/// entry) and `set_done` (syscall return) for the same SET: same device, target and result,
-/// inside the controller's own `[set, set_done]`. The controller stamps them in userspace,
-/// before the ioctl and after it returned; the kernel's instants are the transition's true
-/// bounds, so evidence windows are judged against the moment the device was quiescent, not
-/// the moment the controller noticed.
-pub fn kernel_times(ours: &mut [Event], probe: &[Event], pid: u32) {
-    use std::collections::HashMap;
-    // Probe SETs of our pid per device: (t, is_done, to, ret), in time order.
-    let mut seen: HashMap<&str, Vec<(u64, bool, MigState, i32)>> = HashMap::new();
-    for e in probe.iter().filter(|e| e.pid == Some(pid)) {
-        match &e.kind {
-            EventKind::Set { dev, to } => seen.entry(dev).or_default().push((e.t, false, *to, 0)),
-            EventKind::SetDone { dev, to, ret, .. } => {
-                seen.entry(dev).or_default().push((e.t, true, *to, *ret));
-            }
-            _ => {}
-        }
-    }
-    if seen.is_empty() {
-        return;
-    }
-    for v in seen.values_mut() {
-        v.sort_by_key(|x| x.0);
-    }
-    let mut open: HashMap<String, usize> = HashMap::new();
-    for i in 0..ours.len() {
-        if ours[i].pid != Some(pid) {
-            continue;
-        }
-        match &ours[i].kind {
-            EventKind::Set { dev, .. } => {
-                open.insert(dev.clone(), i);
-            }
-            EventKind::SetDone { dev, to, ret, .. } => {
-                let Some(si) = open.remove(dev) else {
-                    continue;
-                };
-                let (t0, t1) = (ours[si].t, ours[i].t);
-                let Some(list) = seen.get(dev.as_str()) else {
-                    continue;
-                };
-                let within = |x: &&(u64, bool, MigState, i32)| x.0 >= t0 && x.0 <= t1 && x.2 == *to;
-                let entry = list.iter().filter(within).find(|x| !x.1).map(|x| x.0);
-                let exit = list
-                    .iter()
-                    .filter(within)
-                    .filter(|x| x.1 && x.3 == *ret && entry.is_none_or(|e| x.0 >= e))
-                    .map(|x| x.0)
-                    .next_back();
-                if let Some(e) = entry {
-                    ours[si].t = e;
-                }
-                if let Some(x) = exit {
-                    ours[i].t = x;
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
 impl<O: VfioOps> Ctl<'_, O> {
     fn emit(&mut self, kind: EventKind) {
-        self.events.push(Event {
-            t: now_ns(),
+        self.emit_at(now_ns(), kind);
+    }
+
+    fn emit_at(&mut self, t: u64, kind: EventKind) {
+        self.out.emit(Event {
+            t,
             pid: Some(self.pid),
             kind,
         });
@@ -687,10 +641,9 @@ impl<O: VfioOps> Ctl<'_, O> {
                     "{bdf}: dirty log: DMA write at iova {:#x} while quiescent",
                     iova + (first * PAGE) as u64
                 ));
-                self.events.push(Event {
-                    t: now,
-                    pid: Some(self.pid),
-                    kind: EventKind::Dma {
+                self.emit_at(
+                    now,
+                    EventKind::Dma {
                         dev: bdf.clone(),
                         src: DmaSource::DirtyLog,
                         iova: iova + (first * PAGE) as u64,
@@ -699,7 +652,7 @@ impl<O: VfioOps> Ctl<'_, O> {
                         window: Some((t0, now)),
                         p2p: None,
                     },
-                });
+                );
             }
         }
         if since.is_some() {
@@ -718,6 +671,7 @@ impl<O: VfioOps> Ctl<'_, O> {
             let all_landed = |ctl: &Self| ctl.devs.iter().all(|d| ctl.witness.landed(&d.bdf));
             while !all_landed(self) && Instant::now() < end && !self.interrupted() {
                 std::thread::sleep(Duration::from_millis(10));
+                self.out.idle();
             }
             let label = format!("warm-up: {}", c.summary());
             if !all_landed(self) {
@@ -777,9 +731,12 @@ impl<O: VfioOps> Ctl<'_, O> {
         self.opts.stop.load(Ordering::Relaxed)
     }
 
-    /// Compares witnessed buffers (of one device or all) and records any DMA found.
+    /// Compares witnessed buffers (of one device or all) and records any DMA found. The DMA
+    /// log's reports are stamped when the check began, before the marks a failed report
+    /// emits: held until the check is done.
     fn witness_check(&mut self, dev: Option<&str>) {
         let now = now_ns();
+        self.out.hold(now);
         for i in 0..self.devs.len() {
             if dev.is_none_or(|d| d == self.devs[i].bdf) && self.devs[i].dirty_clean.is_some() {
                 self.dirty_check(i, now, true);
@@ -787,22 +744,13 @@ impl<O: VfioOps> Ctl<'_, O> {
         }
         let found = self.witness.check(dev);
         self.record_witnessed(found);
+        self.out.release();
     }
 
     /// Records witness findings, each stamped at its detection instant (the end of its
-    /// window), in time order among the events already recorded.
+    /// window). They may be earlier than events already emitted: callers hold the output from
+    /// before the comparisons began.
     fn record_witnessed(&mut self, found: Vec<(u64, EventKind)>) {
-        if found.is_empty() {
-            return;
-        }
-        let earliest = found.iter().map(|(t, _)| *t).min().unwrap_or(0);
-        // Only the tail can be out of order (findings of a watcher that ran beside a SET): from
-        // the first recorded event later than the earliest finding.
-        let from = self
-            .events
-            .iter()
-            .rposition(|e| e.t <= earliest)
-            .map_or(0, |i| i + 1);
         for (t, ev) in found {
             if let EventKind::Dma {
                 dev,
@@ -817,13 +765,8 @@ impl<O: VfioOps> Ctl<'_, O> {
                 );
                 (self.log)(&msg);
             }
-            self.events.push(Event {
-                t,
-                pid: Some(self.pid),
-                kind: ev,
-            });
+            self.emit_at(t, ev);
         }
-        self.events[from..].sort_by_key(|e| e.t);
     }
 
     /// Decides, at `i`'s first quiesce, whether its witness is live (a workload write landed
@@ -838,7 +781,7 @@ impl<O: VfioOps> Ctl<'_, O> {
             return;
         }
         let why = match &self.opts.workload {
-            Workload::None => "no DMA workload (--workload none): nothing wrote to the witnessed pages before the first quiesce".to_owned(),
+            Workload::None => NO_WORKLOAD.to_owned(),
             Workload::Exec(cmd) => format!(
                 "the exec workload `{cmd}` wrote nothing into the witnessed pages before the first quiesce (they are migscope's own mappings: only a command that programs the device to DMA to the IOVAs in ${WITNESS_ENV} can reach them)"
             ),
@@ -869,6 +812,20 @@ impl<O: VfioOps> Ctl<'_, O> {
             sources: [(source::WITNESS.to_owned(), value)].into(),
         };
         self.emit(kind);
+    }
+
+    /// The trace header's `witness` when the plan begins (the header is written before any
+    /// device is quiesced): unavailable for every device without buffers or without a
+    /// workload; otherwise ok, and each device whose witness turns out not to be live is
+    /// re-declared with its own `unavailable` before its first quiesce ([`Self::decide_witness`]).
+    fn witness_at_start(&self) -> String {
+        if !self.witness.has_buffers() {
+            return "unavailable: no DMA buffer mapped".to_owned();
+        }
+        match self.opts.workload {
+            Workload::None => format!("unavailable: {NO_WORKLOAD}"),
+            _ => "ok".to_owned(),
+        }
     }
 
     /// The header's `witness`: ok when it was live for some device (the others carry their own
@@ -972,7 +929,12 @@ impl<O: VfioOps> Ctl<'_, O> {
         }
         // An armed device is swept from the issue on: into quiescence until the linger after
         // the return; out of it (DMA allowed once the SET began) only to its return.
-        let watch = self.witness.is_armed(&bdf).then(|| {
+        // The watcher's findings are stamped from its start on and reported after the return.
+        let held = self.witness.is_armed(&bdf);
+        if held {
+            self.out.hold(now_ns());
+        }
+        let watch = held.then(|| {
             let linger = if to.quiescent() {
                 self.opts.witness_linger
             } else {
@@ -981,12 +943,17 @@ impl<O: VfioOps> Ctl<'_, O> {
             self.witness.watch(&bdf, linger)
         });
         self.devs[i].touched = true;
-        self.emit(EventKind::Set {
-            dev: bdf.clone(),
-            to,
-        });
+        let issued = now_ns();
+        self.emit_at(
+            issued,
+            EventKind::Set {
+                dev: bdf.clone(),
+                to,
+            },
+        );
         let r = self.ops.set_state(id, to);
         let done = now_ns();
+        self.last_set = Some((issued, done));
         if let Some(w) = &watch {
             w.returned(done);
         }
@@ -994,16 +961,15 @@ impl<O: VfioOps> Ctl<'_, O> {
             Ok(fd) => (0, fd),
             Err(e) => (-e, None),
         };
-        self.events.push(Event {
-            t: done,
-            pid: Some(self.pid),
-            kind: EventKind::SetDone {
+        self.emit_at(
+            done,
+            EventKind::SetDone {
                 dev: bdf.clone(),
                 to,
                 ret,
                 data_fd,
             },
-        });
+        );
         match r {
             Ok(_) => {
                 self.devs[i].state = Some(to);
@@ -1031,6 +997,9 @@ impl<O: VfioOps> Ctl<'_, O> {
                 rep.interval_max / 1000
             ));
             self.record_witnessed(rep.found);
+        }
+        if held {
+            self.out.release();
         }
         let got = self.get(i);
         if let Some(c) = &self.counters {
@@ -1073,6 +1042,7 @@ impl<O: VfioOps> Ctl<'_, O> {
                     .min(end.saturating_duration_since(Instant::now())),
             );
             self.witness_check(None);
+            self.out.idle();
         }
     }
 
@@ -1430,9 +1400,9 @@ impl<O: VfioOps> Ctl<'_, O> {
                         self.recover(i);
                         continue;
                     }
-                    let first = self.events.len();
+                    self.last_set = None;
                     let r = self.set(i, to, true);
-                    row.window = self.set_window(&bdf, first);
+                    row.window = self.last_set;
                     let got_state = self.devs[i].state;
                     let got_name = got_state.map_or("?", MigState::name);
                     row.got = match &r {
@@ -1484,20 +1454,6 @@ impl<O: VfioOps> Ctl<'_, O> {
             })?;
         }
         Ok(())
-    }
-
-    /// The `[set, set_done]` times of the first SET recorded at or after event `first`.
-    fn set_window(&self, dev: &str, first: usize) -> Option<(u64, u64)> {
-        let evs = &self.events[first.min(self.events.len())..];
-        let t0 = evs.iter().find_map(|e| match &e.kind {
-            EventKind::Set { dev: d, .. } if d == dev => Some(e.t),
-            _ => None,
-        })?;
-        let t1 = evs.iter().find_map(|e| match &e.kind {
-            EventKind::SetDone { dev: d, .. } if d == dev && e.t >= t0 => Some(e.t),
-            _ => None,
-        })?;
-        Some((t0, t1))
     }
 
     /// Gets a device out of ERROR / an unknown state: GET, then reset if needed.

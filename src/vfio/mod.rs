@@ -2,12 +2,12 @@
 //! saves and restores device state, and gathers DMA evidence.
 //!
 //! [`sys`] holds every raw ioctl behind [`sys::VfioOps`]; [`sim`] is the test double with the
-//! same trait; [`controller`] is the one code path both run. [`probe_events`] puts the
-//! controller's events beside the probe's (and checks conformance rows against the traced FSM
-//! steps).
+//! same trait; [`controller`] is the one code path both run. [`probe_events`] checks
+//! conformance rows against the FSM steps the probe traced.
 
 pub mod buffer;
 pub mod controller;
+pub mod emit;
 pub mod plan;
 pub mod probe_events;
 pub mod sim;
@@ -15,7 +15,8 @@ pub mod sys;
 pub mod witness;
 pub mod workload;
 
-pub use controller::{ConfRow, Options, Outcome, PlanError, SetupError, drive, kernel_times};
+pub use controller::{ConfRow, Options, Outcome, PlanError, SetupError, drive};
+pub use emit::{Collect, Emit};
 pub use plan::{Order, Plan};
 pub use sys::{DevId, Vfio, VfioError, VfioOps, VfioPath};
 pub use workload::Workload;

@@ -46,6 +46,8 @@ pub enum Msg {
     Verdict(VerdictUpdate),
     /// The source has no more events (replay loaded, or live capture ended).
     SourceDone,
+    /// The outside world asks the view to close (SIGTERM, the session ended by a signal).
+    Quit,
     /// The source failed; the message says why.
     SourceError(String),
     /// Something the source wants the user to know (shown in the status bar).
@@ -180,6 +182,7 @@ impl App {
             verdict: VerdictUpdate {
                 verdict: Verdict::Pending,
                 blind_spots: Vec::new(),
+                interim: false,
             },
             findings: Vec::new(),
             violations: Vec::new(),
@@ -812,6 +815,7 @@ pub fn update(app: &mut App, msg: Msg) {
             app.status = format!("error: {e}");
         }
         Msg::Note(s) => app.status = s,
+        Msg::Quit => app.quit = true,
         Msg::Exported(Ok(path)) => app.status = format!("exported {path}"),
         Msg::Exported(Err(e)) => app.status = format!("export failed: {e}"),
     }

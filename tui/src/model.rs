@@ -383,4 +383,7 @@ pub struct TraceInfo {
 pub struct VerdictUpdate {
     pub verdict: Verdict,
     pub blind_spots: Vec<String>,
+    /// The verdict of the events so far while the source goes on (live): it may still change
+    /// (except `Fail`, which stays).
+    pub interim: bool,
 }

@@ -427,6 +427,7 @@ impl Out {
     }
 }
 
+#[derive(Clone)]
 struct Dev {
     name: String,
     /// None when the device was never declared (flag-based rules are skipped).
@@ -927,6 +928,33 @@ impl Verifier {
         for i in 0..self.devs.len() {
             self.feed(i, t, kind);
         }
+    }
+
+    /// The verdict if the trace ended cleanly now (a live session's interim verdict): `fail`
+    /// once any violation was found (it can only stay so), otherwise what the events so far
+    /// allow, with the blind spots they have; never `truncated` (the trace is still being
+    /// written). The findings themselves are not repeated (`violations` and `warnings` are
+    /// empty): they were returned by [`Verifier::push`] as they happened.
+    pub fn interim(&self) -> Report {
+        let header = Header {
+            sources: self.sources.clone(),
+            ..Header::default()
+        };
+        let v = Verifier {
+            devs: self.devs.clone(),
+            lost: self.lost,
+            lost_named: self.lost_named.clone(),
+            ended: true,
+            events: self.events,
+            p2p_marked: self.p2p_marked,
+            ..Verifier::new(&header, self.opts.clone())
+        };
+        let mut r = v.finish();
+        r.warnings.clear();
+        if !self.violations.is_empty() || self.dropped_violation() {
+            r.verdict = Verdict::Fail;
+        }
+        r
     }
 
     /// Ends the stream and computes the verdict.

@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// Per device: what the resume rules remember between events.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct ResumeState {
     /// A corrupted stream every byte of which was taken in RESUMING, not yet judged: its kind,
     /// size and line.

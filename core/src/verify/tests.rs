@@ -1893,3 +1893,39 @@ fn set_done(to: MigState, ret: i32) -> EventKind {
         data_fd: None,
     }
 }
+
+#[test]
+fn interim_verdicts_follow_the_trace_as_it_grows() {
+    let mut t = T::pair();
+    assert_eq!(t.v.interim().verdict, Verdict::Pass);
+    t.begin(10, D, RunningP2p);
+    t.step(11, D, Running, RunningP2p);
+    t.done(12, D, RunningP2p, 0);
+    // Still being written: not truncated, and what it shows so far passes.
+    let r = t.v.interim();
+    assert_eq!((r.verdict, r.truncated), (Verdict::Pass, false));
+    assert_eq!(r.devices[D].quiesce_count, 1);
+    let irq = EventKind::Irq {
+        dev: D.into(),
+        kind: IrqKind::Msi,
+        vector: 0,
+    };
+    assert_eq!(t.push(20, irq), ["irq-after-quiesce"]);
+    let r = t.v.interim();
+    assert_eq!(r.verdict, Verdict::Fail);
+    assert!(r.violations.is_empty(), "findings are not repeated");
+    // The interim look changed nothing: the final report has the violation.
+    let r = t.end(30);
+    assert_eq!(r.verdict, Verdict::Fail);
+    assert_eq!(r.violated_rules(), ["irq-after-quiesce"]);
+
+    // No DMA source: a quiesced device makes the interim verdict inconclusive already.
+    let mut t = T::on(&header(false), Options::default());
+    t.device(D, P2P, "vm", Running);
+    t.begin(10, D, RunningP2p);
+    t.step(11, D, Running, RunningP2p);
+    t.done(12, D, RunningP2p, 0);
+    let r = t.v.interim();
+    assert_eq!(r.verdict, Verdict::Inconclusive);
+    assert_eq!(r.blind_spots, ["dma"]);
+}

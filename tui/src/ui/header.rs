@@ -20,10 +20,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         Verdict::Pending => Style::new().fg(Color::Black).bg(Color::Gray),
     }
     .add_modifier(Modifier::BOLD);
-    let vtext = if verdict == Verdict::Pending && v > 0 {
-        " FAILING ".to_owned()
-    } else {
-        format!(" {} ", verdict.name())
+    let vtext = match (verdict, app.verdict.interim) {
+        (Verdict::Pending, _) if v > 0 => " FAILING ".to_owned(),
+        (Verdict::Fail, true) => " FAILING ".to_owned(),
+        (_, true) => format!(" {} so far ", verdict.name()),
+        _ => format!(" {} ", verdict.name()),
     };
     let mode = if app.info.live {
         if app.paused {
