@@ -24,6 +24,13 @@
 //!   noticed. Until the probe's entry of an open SET arrived, nothing at or after the
 //!   controller's `set` leaves; a `set_done` waits for the probe's exit, or for the probe to
 //!   pass the controller's return without one (it then keeps the controller's time).
+//! - The probe's side of a SET can come first: the controller holds its events while the
+//!   witness watches across a SET ([`super::sources::controller`]), and a SET that takes
+//!   longer than [`HOLD_BACK_NS`] (a driver draining DMA, a task_work delaying the return) is
+//!   read from the probe before the controller's `set` is sent. Such entries and returns wait
+//!   for the controller's `set` until its watermark passes them (the controller stamps its
+//!   `set` before the kernel's entry: a `set` the controller has not sent by then never
+//!   comes).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -110,6 +117,16 @@ impl OpenSet {
     }
 }
 
+/// The probe's entry (`ret` None) or return of one of our SETs, waiting for the controller's
+/// `set`.
+#[derive(Debug)]
+struct ProbeSet {
+    dev: String,
+    to: MigState,
+    t: u64,
+    ret: Option<i32>,
+}
+
 /// Events from every source, out in one time order.
 pub struct Merger {
     /// Held events by (time, arrival) so ties keep arrival order.
@@ -126,6 +143,8 @@ pub struct Merger {
     pair: bool,
     /// The controller's SETs whose times are not settled, oldest first.
     open: Vec<OpenSet>,
+    /// The probe's entries and returns of our SETs that came before the controller's `set`.
+    early: Vec<ProbeSet>,
     declared: HashSet<String>,
 }
 
@@ -147,6 +166,7 @@ impl Merger {
             pid,
             pair: pair && sources.contains(&Origin::Probe) && sources.contains(&Origin::Controller),
             open: Vec::new(),
+            early: Vec::new(),
             declared: HashSet::new(),
         }
     }
@@ -166,8 +186,10 @@ impl Merger {
         if let Mark::At(w) = &mut self.marks[slot(origin)] {
             *w = (*w).max(t);
         }
-        if origin == Origin::Probe {
-            self.settle_open();
+        match origin {
+            Origin::Probe => self.settle_open(),
+            // Every `set` stamped before `t` has been sent: what none claimed is not ours.
+            Origin::Controller => self.early.retain(|p| p.t >= t),
         }
     }
 
@@ -175,6 +197,9 @@ impl Merger {
     pub fn end(&mut self, origin: Origin) {
         if self.marks[slot(origin)] != Mark::Absent {
             self.marks[slot(origin)] = Mark::Ended;
+        }
+        if origin == Origin::Controller {
+            self.early.clear();
         }
         self.settle_open();
     }
@@ -202,16 +227,31 @@ impl Merger {
                 self.declared.insert(dev.clone());
             }
             EventKind::Set { dev, to } if self.pair => {
-                self.open.push(OpenSet {
+                let mut o = OpenSet {
                     dev: dev.clone(),
                     to: *to,
                     t_a: ev.t,
-                    set: Some(ev),
+                    set: None,
                     entry: None,
                     done: None,
                     exit: None,
                     settled: false,
+                };
+                // The probe's side may already be here (in time order: the entry first).
+                self.early.retain(|p| match p.ret {
+                    None if o.takes_entry(&p.dev, p.to, p.t) => {
+                        o.entry = Some(p.t);
+                        false
+                    }
+                    Some(ret) if o.takes_exit(&p.dev, p.to, ret, p.t) => {
+                        o.exit = Some((p.t, ret));
+                        false
+                    }
+                    _ => true,
                 });
+                o.set = Some(ev);
+                self.open.push(o);
+                self.settle_open();
                 return;
             }
             EventKind::SetDone { dev, .. } if self.pair => {
@@ -242,6 +282,13 @@ impl Merger {
                 if let Some(o) = self.open.iter_mut().find(|o| o.takes_entry(dev, *to, ev.t)) {
                     o.entry = Some(ev.t);
                     self.settle_open();
+                } else if self.pair {
+                    self.early.push(ProbeSet {
+                        dev: dev.clone(),
+                        to: *to,
+                        t: ev.t,
+                        ret: None,
+                    });
                 }
                 return;
             }
@@ -253,6 +300,13 @@ impl Merger {
                 {
                     o.exit = Some((ev.t, *ret));
                     self.settle_open();
+                } else if self.pair {
+                    self.early.push(ProbeSet {
+                        dev: dev.clone(),
+                        to: *to,
+                        t: ev.t,
+                        ret: Some(*ret),
+                    });
                 }
                 return;
             }
