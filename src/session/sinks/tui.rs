@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 use migscope_tui as tui;
 
+use super::frames::FrameTimes;
 use crate::cli::view::{export, to_finding, to_timeline, trace_info};
 use crate::session::Stop;
 use crate::trace::{Event, EventKind, Header};
@@ -142,11 +143,25 @@ fn run_view(
     stop: &Stop,
 ) -> std::io::Result<()> {
     let app = tui::App::new(info, window);
-    let r = tui::term::run(app, rx, &mut |app, out| {
-        let h = header.lock().map(|h| h.clone()).unwrap_or_default();
-        export(app, &h, out)
-    });
+    let mut frames = FrameTimes::from_env();
+    let r = tui::term::run_timed(
+        app,
+        rx,
+        &mut |app, out| {
+            let h = header.lock().map(|h| h.clone()).unwrap_or_default();
+            export(app, &h, out)
+        },
+        &mut |d| {
+            if let Some(f) = frames.as_mut() {
+                f.add(d);
+            }
+        },
+    );
     stop.request("the view was closed");
+    // The terminal is restored by now: the summary lands on the user's stderr.
+    if let Some(f) = &frames {
+        eprintln!("{}", f.summary());
+    }
     r.map(|_| ())
 }
 
