@@ -323,18 +323,7 @@ impl Counts {
                     let (n, stats) = q.split_once(": ").unwrap_or((q, ""));
                     d.quiesces = n.parse().map_err(|_| what(format!("`{l}`")))?;
                     if !stats.is_empty() {
-                        let mut it = stats.split(", ").map(|p| {
-                            p.split_once(' ')
-                                .map(|(_, v)| v)
-                                .ok_or_else(|| format!("`{p}`"))
-                                .and_then(md_ms)
-                        });
-                        let mut next = || it.next().unwrap_or_else(|| Err(format!("`{stats}`")));
-                        d.quiesce_us = Some((
-                            next().map_err(what)?,
-                            next().map_err(what)?,
-                            next().map_err(what)?,
-                        ));
+                        d.quiesce_us = Some(md_stats(stats).map_err(what)?);
                     }
                 } else if l.starts_with("dma ") {
                     let (dma, irq) = l
@@ -371,6 +360,18 @@ fn md_ms(s: &str) -> Result<u64, String> {
     Ok(whole * 1_000 + frac)
 }
 
+/// `min 1.000 ms, max 3.250 ms, mean 2.125 ms` -> (1000, 3250, 2125) (µs).
+fn md_stats(stats: &str) -> Result<(u64, u64, u64), String> {
+    let mut it = stats.split(", ").map(|p| {
+        p.split_once(' ')
+            .map(|(_, v)| v)
+            .ok_or_else(|| format!("`{p}`"))
+            .and_then(md_ms)
+    });
+    let mut next = || it.next().unwrap_or_else(|| Err(format!("`{stats}`")));
+    Ok((next()?, next()?, next()?))
+}
+
 /// The number before `what` in `s` (`"4 (1 while quiesced)"`, `"(1 while"` -> 1).
 fn md_count(s: &str, what: &str) -> Result<u64, String> {
     let before = s.split(what).next().ok_or_else(|| format!("no `{what}`"))?;
@@ -391,16 +392,7 @@ fn md_device(line: &str) -> Result<DeviceCounts, String> {
     let quiesces = md_count(q, " quiesce(s)")?;
     let quiesce_us = match q.split_once(": ") {
         None => None,
-        Some((_, stats)) => {
-            let mut it = stats.split(", ").map(|p| {
-                p.split_once(' ')
-                    .map(|(_, v)| v)
-                    .ok_or_else(|| format!("`{p}`"))
-                    .and_then(md_ms)
-            });
-            let mut next = || it.next().unwrap_or_else(|| Err(format!("`{stats}`")));
-            Some((next()?, next()?, next()?))
-        }
+        Some((_, stats)) => Some(md_stats(stats)?),
     };
     let (dma, irq) = dma_irq
         .split_once("), ")
