@@ -851,7 +851,7 @@ pub const ALL: &[Scenario] = &[
         "pass",
         &[],
     )
-    .with(&[Extra::Evidence, Extra::ResetReadBack, Extra::StaleReadRefused]),
+    .with(RESET_GOOD),
     drive_bug(
         "lost-reset",
         "bug=lost_reset, drive --plan reset: VFIO_DEVICE_RESET in STOP_COPY returns 0 but the \
@@ -871,7 +871,7 @@ pub const ALL: &[Scenario] = &[
         "pass",
         &[],
     )
-    .with(&[Extra::Evidence, Extra::ResetReadBack, Extra::StaleReadRefused]),
+    .with(RESET_GOOD),
     drive_bug(
         "slow-arc",
         "bug=slow_arc: the RUNNING_P2P -> STOP arc stalls 5 s under state_mutex (a blocked \
@@ -913,6 +913,14 @@ pub const ALL: &[Scenario] = &[
         &[],
     )
     .with(&[Extra::Evidence, Extra::QuiescedGets]),
+];
+
+/// What the reset plan shows on a correct driver: evidence, the GET after each reset, the old
+/// data_fd refused.
+const RESET_GOOD: &[Extra] = &[
+    Extra::Evidence,
+    Extra::ResetReadBack,
+    Extra::StaleReadRefused,
 ];
 
 /// slow-arc's limit: 14 times the longest SET measured on a correct driver in the lab (~140 ms,
