@@ -23,14 +23,12 @@
 //!   judged against the moment the device was quiescent, not the moment the controller
 //!   noticed. Until the probe's entry of an open SET arrived, nothing at or after the
 //!   controller's `set` leaves; a `set_done` waits for the probe's exit, or for the probe to
-//!   pass the controller's return without one (it then keeps the controller's time).
-//! - The probe's side of a SET can come first: the controller holds its events while the
-//!   witness watches across a SET ([`super::sources::controller`]), and a SET that takes
-//!   longer than [`HOLD_BACK_NS`] (a driver draining DMA, a task_work delaying the return) is
-//!   read from the probe before the controller's `set` is sent. Such entries and returns wait
-//!   for the controller's `set` until its watermark passes them (the controller stamps its
-//!   `set` before the kernel's entry: a `set` the controller has not sent by then never
-//!   comes).
+//!   pass the controller's return without one (it then keeps the controller's time). The
+//!   probe's side may come first: a SET the witness watches is emitted inside a hold
+//!   ([`crate::vfio::Emit::hold`]) and reaches the merger only after the SET returned, by
+//!   when the probe already showed its entry and exit. Those wait (unpaired) until the
+//!   controller's SET arrives, or until the controller's watermark passes them (no SET of
+//!   the controller can then contain them).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -117,14 +115,14 @@ impl OpenSet {
     }
 }
 
-/// The probe's entry (`ret` None) or return of one of our SETs, waiting for the controller's
-/// `set`.
+/// The probe's side of one of our SETs, seen before the controller's.
 #[derive(Debug)]
-struct ProbeSet {
+struct Unpaired {
     dev: String,
     to: MigState,
     t: u64,
-    ret: Option<i32>,
+    /// `None`: the entry (`set`); `Some(ret)`: the exit (`set_done`).
+    exit: Option<i32>,
 }
 
 /// Events from every source, out in one time order.
@@ -143,8 +141,8 @@ pub struct Merger {
     pair: bool,
     /// The controller's SETs whose times are not settled, oldest first.
     open: Vec<OpenSet>,
-    /// The probe's entries and returns of our SETs that came before the controller's `set`.
-    early: Vec<ProbeSet>,
+    /// The probe's entries and exits of our SETs that came before the controller's own.
+    unpaired: Vec<Unpaired>,
     declared: HashSet<String>,
 }
 
@@ -166,7 +164,7 @@ impl Merger {
             pid,
             pair: pair && sources.contains(&Origin::Probe) && sources.contains(&Origin::Controller),
             open: Vec::new(),
-            early: Vec::new(),
+            unpaired: Vec::new(),
             declared: HashSet::new(),
         }
     }
@@ -186,10 +184,12 @@ impl Merger {
         if let Mark::At(w) = &mut self.marks[slot(origin)] {
             *w = (*w).max(t);
         }
-        match origin {
-            Origin::Probe => self.settle_open(),
-            // Every `set` stamped before `t` has been sent: what none claimed is not ours.
-            Origin::Controller => self.early.retain(|p| p.t >= t),
+        if origin == Origin::Probe {
+            self.settle_open();
+        } else if let Mark::At(w) = self.marks[slot(origin)] {
+            // Nothing the controller sends from now on is stamped before `w`, and the probe's
+            // entry of a SET is at or after the controller's `set`.
+            self.unpaired.retain(|u| u.t >= w);
         }
     }
 
@@ -199,7 +199,7 @@ impl Merger {
             self.marks[slot(origin)] = Mark::Ended;
         }
         if origin == Origin::Controller {
-            self.early.clear();
+            self.unpaired.clear();
         }
         self.settle_open();
     }
@@ -237,18 +237,13 @@ impl Merger {
                     exit: None,
                     settled: false,
                 };
-                // The probe's side may already be here (in time order: the entry first).
-                self.early.retain(|p| match p.ret {
-                    None if o.takes_entry(&p.dev, p.to, p.t) => {
-                        o.entry = Some(p.t);
-                        false
-                    }
-                    Some(ret) if o.takes_exit(&p.dev, p.to, ret, p.t) => {
-                        o.exit = Some((p.t, ret));
-                        false
-                    }
-                    _ => true,
-                });
+                if let Some(k) = self
+                    .unpaired
+                    .iter()
+                    .position(|u| u.exit.is_none() && o.takes_entry(&u.dev, u.to, u.t))
+                {
+                    o.entry = Some(self.unpaired.remove(k).t);
+                }
                 o.set = Some(ev);
                 self.open.push(o);
                 self.settle_open();
@@ -262,6 +257,13 @@ impl Merger {
                     .find(|o| o.dev == *dev && o.done.is_none() && !o.settled)
                 {
                     o.done = Some(ev);
+                    if let Some(k) = self.unpaired.iter().position(|u| {
+                        u.exit
+                            .is_some_and(|ret| o.takes_exit(&u.dev, u.to, ret, u.t))
+                    }) {
+                        let u = self.unpaired.remove(k);
+                        o.exit = u.exit.map(|ret| (u.t, ret));
+                    }
                     self.settle_open();
                     return;
                 }
@@ -283,11 +285,11 @@ impl Merger {
                     o.entry = Some(ev.t);
                     self.settle_open();
                 } else if self.pair {
-                    self.early.push(ProbeSet {
+                    self.unpaired.push(Unpaired {
                         dev: dev.clone(),
                         to: *to,
                         t: ev.t,
-                        ret: None,
+                        exit: None,
                     });
                 }
                 return;
@@ -301,11 +303,11 @@ impl Merger {
                     o.exit = Some((ev.t, *ret));
                     self.settle_open();
                 } else if self.pair {
-                    self.early.push(ProbeSet {
+                    self.unpaired.push(Unpaired {
                         dev: dev.clone(),
                         to: *to,
                         t: ev.t,
-                        ret: Some(*ret),
+                        exit: Some(*ret),
                     });
                 }
                 return;
