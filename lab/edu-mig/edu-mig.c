@@ -657,27 +657,32 @@ static void edu_log_mark(struct edu_mig_dev *edev, u64 iova, u64 len, bool trans
 
 /*
  * Notes a command about to reach edu's CMD register: the edu->RAM transfer it starts is
- * logged, and stays in flight (re-marked at each report) until edu clears its run bit.
+ * logged, and stays in flight (re-marked at each report) until edu clears its run bit. Returns
+ * with log_lock held: the caller writes the command and then calls edu_log_command_end(), so
+ * no report can see the transfer marked but edu not yet running it (and drop it as done).
  */
-static void edu_log_command(struct edu_mig_dev *edev, u64 cmd)
+static void edu_log_command_begin(struct edu_mig_dev *edev, u64 cmd)
 {
 	void __iomem *b = edev->bar0;
 	u64 dst, cnt;
 
-	if (!b || (cmd & (EDU_DMA_RUN | EDU_DMA_TO_RAM)) != (EDU_DMA_RUN | EDU_DMA_TO_RAM))
+	mutex_lock(&edev->log_lock);
+	if (!b || !edev->logging ||
+	    (cmd & (EDU_DMA_RUN | EDU_DMA_TO_RAM)) != (EDU_DMA_RUN | EDU_DMA_TO_RAM))
 		return;
 	/* edu ignores a command while a transfer runs (hw/misc/edu.c, edu_mmio_write). */
 	if (readq(b + EDU_REG_DMA_CMD) & EDU_DMA_RUN)
 		return;
 	dst = readq(b + EDU_REG_DMA_DST) & EDU_DMA_MASK;
 	cnt = readq(b + EDU_REG_DMA_CNT);
-	mutex_lock(&edev->log_lock);
-	if (edev->logging) {
-		edev->log_inflight = true;
-		edev->log_inflight_iova = dst;
-		edev->log_inflight_len = cnt;
-		edu_log_mark_locked(edev, dst, cnt, true);
-	}
+	edev->log_inflight = true;
+	edev->log_inflight_iova = dst;
+	edev->log_inflight_len = cnt;
+	edu_log_mark_locked(edev, dst, cnt, true);
+}
+
+static void edu_log_command_end(struct edu_mig_dev *edev)
+{
 	mutex_unlock(&edev->log_lock);
 }
 
@@ -888,8 +893,9 @@ static void edu_release_held(struct edu_mig_dev *edev)
 	if (edev->held_cmd) {
 		pci_info(edev->core.pdev, "edu-mig: released held DMA command %#llx\n",
 			 edev->held_cmd);
-		edu_log_command(edev, edev->held_cmd);
+		edu_log_command_begin(edev, edev->held_cmd);
 		writeq(edev->held_cmd, b + EDU_REG_DMA_CMD);
+		edu_log_command_end(edev);
 	}
 	edev->held_cmd = 0;
 	if (edev->held_irq)
@@ -1451,9 +1457,13 @@ static ssize_t edu_write(struct vfio_device *vdev, const char __user *buf, size_
 		*ppos += count;
 		ret = count;
 	} else {
-		if (off == EDU_REG_DMA_CMD)
-			edu_log_command(edev, le64_to_cpu(val));
+		bool cmd = off == EDU_REG_DMA_CMD;
+
+		if (cmd)
+			edu_log_command_begin(edev, le64_to_cpu(val));
 		ret = vfio_pci_core_write(vdev, buf, count, ppos);
+		if (cmd)
+			edu_log_command_end(edev);
 	}
 	mutex_unlock(&edev->state_mutex);
 	return ret;
