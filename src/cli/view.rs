@@ -441,6 +441,21 @@ pub fn to_timeline(line: u64, ev: &Event) -> tui::TimelineEvent {
             dev: dev.clone(),
             ret: *ret,
         },
+        EventKind::DirtyReport {
+            dev,
+            iova,
+            len,
+            page_size,
+            window,
+            dirty_pages,
+        } => K::DirtyReport {
+            dev: dev.clone(),
+            iova: *iova,
+            len: *len,
+            page_size: *page_size,
+            window: *window,
+            dirty_pages: *dirty_pages,
+        },
     };
     tui::TimelineEvent {
         t: ev.t,
@@ -593,6 +608,21 @@ pub fn from_timeline(e: &tui::TimelineEvent) -> Event {
         K::PrecopyInfoV2 { dev, ret } => EventKind::PrecopyInfoV2 {
             dev: dev.clone(),
             ret: *ret,
+        },
+        K::DirtyReport {
+            dev,
+            iova,
+            len,
+            page_size,
+            window,
+            dirty_pages,
+        } => EventKind::DirtyReport {
+            dev: dev.clone(),
+            iova: *iova,
+            len: *len,
+            page_size: *page_size,
+            window: *window,
+            dirty_pages: *dirty_pages,
         },
     };
     Event {
@@ -784,6 +814,14 @@ mod tests {
                 stage: RegStage::Restored,
                 bar: 0,
                 regs: [(0x4, 0x1234), (0x80, 0x18_0000)].into_iter().collect(),
+            },
+            EventKind::DirtyReport {
+                dev: d(),
+                iova: 0x10_0000,
+                len: 0x4000,
+                page_size: 4096,
+                window: (7, 9),
+                dirty_pages: 2,
             },
             EventKind::DataSize {
                 dev: d(),

@@ -176,6 +176,16 @@ pub enum EvKind {
         dev: String,
         ret: i32,
     },
+    /// A device DMA logging REPORT of `[iova, iova + len)` at `page_size` over `window`:
+    /// `dirty_pages` pages were dirty.
+    DirtyReport {
+        dev: String,
+        iova: u64,
+        len: u64,
+        page_size: u64,
+        window: (u64, u64),
+        dirty_pages: u64,
+    },
 }
 
 /// A `data` event's migration file: its fd number, the device's reset generation when the SET
@@ -221,10 +231,11 @@ pub enum Ev {
     PrecopyInfoV2 = 16,
     CorruptLoad = 17,
     Regs = 18,
+    DirtyReport = 19,
 }
 
 impl Ev {
-    pub const ALL: [Ev; 19] = [
+    pub const ALL: [Ev; 20] = [
         Ev::Device,
         Ev::Set,
         Ev::Step,
@@ -244,6 +255,7 @@ impl Ev {
         Ev::PrecopyInfoV2,
         Ev::CorruptLoad,
         Ev::Regs,
+        Ev::DirtyReport,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -266,6 +278,7 @@ impl Ev {
             Ev::PrecopyInfoV2 => "precopy_info_v2",
             Ev::CorruptLoad => "corrupt_load",
             Ev::Regs => "regs",
+            Ev::DirtyReport => "dirty_report",
         }
     }
     pub fn from_name(s: &str) -> Option<Ev> {
@@ -302,6 +315,7 @@ impl EvKind {
             EvKind::PrecopyInfoV2 { .. } => Ev::PrecopyInfoV2,
             EvKind::CorruptLoad { .. } => Ev::CorruptLoad,
             EvKind::Regs { .. } => Ev::Regs,
+            EvKind::DirtyReport { .. } => Ev::DirtyReport,
         }
     }
 
@@ -321,7 +335,8 @@ impl EvKind {
             | EvKind::DataSize { dev, .. }
             | EvKind::PrecopyInfoV2 { dev, .. }
             | EvKind::CorruptLoad { dev, .. }
-            | EvKind::Regs { dev, .. } => Some(dev),
+            | EvKind::Regs { dev, .. }
+            | EvKind::DirtyReport { dev, .. } => Some(dev),
             EvKind::Map { .. }
             | EvKind::Unmap { .. }
             | EvKind::Lost { .. }

@@ -655,6 +655,25 @@ impl Store {
                 x = *ret;
                 self.devices[i].data.push(row);
             }
+            // a: iova; b: len; s: log2 of page_size; x: dirty pages (as u32 bits); the window
+            // in `windows`.
+            EvKind::DirtyReport {
+                dev: n,
+                iova,
+                len,
+                page_size,
+                window: (t0, t1),
+                dirty_pages,
+            } => {
+                let i = self.dev_id(n, t);
+                dev = i as u16;
+                a = *iova;
+                b = *len;
+                s = page_size.trailing_zeros() as u8;
+                x = (*dirty_pages).min(u64::from(u32::MAX)) as u32 as i32;
+                self.windows.push((row, *t0, *t1));
+                self.devices[i].data.push(row);
+            }
         }
         self.t.push(t);
         self.line.push(e.line);
@@ -874,6 +893,20 @@ impl Store {
                 dev: devname(),
                 ret: x,
             },
+            Ev::DirtyReport => EvKind::DirtyReport {
+                dev: devname(),
+                iova: a,
+                len: b,
+                page_size: 1u64.checked_shl(u32::from(s)).unwrap_or(0),
+                window: {
+                    let k = self.windows.partition_point(|w| (w.0 as usize) < r);
+                    self.windows
+                        .get(k)
+                        .filter(|w| w.0 as usize == r)
+                        .map_or((0, 0), |w| (w.1, w.2))
+                },
+                dirty_pages: u64::from(x as u32),
+            },
         };
         Some(TimelineEvent {
             t: self.t[r],
@@ -1018,6 +1051,14 @@ pub fn summary(e: &TimelineEvent) -> String {
             format!("regs {dev} {stage} bar{bar} {}", r.join(" "))
         }
         EvKind::PrecopyInfoV2 { dev, ret } => format!("precopy_info_v2 {dev} ret={ret}"),
+        EvKind::DirtyReport {
+            dev,
+            iova,
+            len,
+            window: (t0, t1),
+            dirty_pages,
+            ..
+        } => format!("dirty_report {dev} {iova:#x}+{len} ({t0}, {t1}] {dirty_pages} dirty"),
     }
 }
 

@@ -354,6 +354,20 @@ pub enum EventKind {
         dev: String,
         ret: i32,
     },
+    /// A VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT over `[iova, iova + len)` at `page_size`
+    /// returned 0: the device's log of that range was read and cleared. It covers the window
+    /// `(t0, t1]`: from when the previous report of the range (or DMA_LOGGING_START) was
+    /// issued to when this one returned. `dirty_pages` pages were dirty, each run of them a
+    /// `dma` event with `src: dirty_log` and the same window; a report with none proves the
+    /// device wrote nothing in the range over the whole window.
+    DirtyReport {
+        dev: String,
+        iova: u64,
+        len: u64,
+        page_size: u64,
+        window: (u64, u64),
+        dirty_pages: u64,
+    },
 }
 
 /// The migration file a `data` event's bytes moved through.
@@ -395,6 +409,7 @@ impl EventKind {
             EventKind::PrecopyInfo { .. } => "precopy_info",
             EventKind::DataSize { .. } => "data_size",
             EventKind::PrecopyInfoV2 { .. } => "precopy_info_v2",
+            EventKind::DirtyReport { .. } => "dirty_report",
             EventKind::CorruptLoad { .. } => "corrupt_load",
             EventKind::Regs { .. } => "regs",
         }
@@ -416,7 +431,8 @@ impl EventKind {
             | EventKind::DataSize { dev, .. }
             | EventKind::PrecopyInfoV2 { dev, .. }
             | EventKind::CorruptLoad { dev, .. }
-            | EventKind::Regs { dev, .. } => Some(dev),
+            | EventKind::Regs { dev, .. }
+            | EventKind::DirtyReport { dev, .. } => Some(dev),
             EventKind::Map { .. }
             | EventKind::Unmap { .. }
             | EventKind::Lost { .. }

@@ -15,9 +15,12 @@ use std::{
 
 use crate::{
     model::{MigFlags, MigState},
-    trace::{AnyReader, Event, EventKind, Header, ReadWarning, TraceError, open_any, source},
+    trace::{
+        AnyReader, DmaSource, Event, EventKind, Header, ReadWarning, TraceError, open_any, source,
+    },
 };
 
+mod dirty;
 mod resume;
 mod rules;
 pub mod timeline;
@@ -44,8 +47,9 @@ pub mod rule {
     pub const DATA_SIZE_EXCEEDED: &str = "data-size-exceeded";
     pub const RESUME_ACCEPTED_CORRUPT: &str = "resume-accepted-corrupt";
     pub const RESUME_DIVERGENCE: &str = "resume-divergence";
+    pub const DIRTY_LOG_MISSED: &str = "dirty-log-missed";
     /// Every violation rule, in table order.
-    pub const VIOLATIONS: [&str; 18] = [
+    pub const VIOLATIONS: [&str; 19] = [
         ILLEGAL_ARC,
         UNSUPPORTED_ACCEPTED,
         SET_FAILED,
@@ -64,6 +68,7 @@ pub mod rule {
         DATA_SIZE_EXCEEDED,
         RESUME_ACCEPTED_CORRUPT,
         RESUME_DIVERGENCE,
+        DIRTY_LOG_MISSED,
     ];
 
     /// The evidence a violation rule needs to fire: any one of `any_of` (header source names,
@@ -90,7 +95,9 @@ pub mod rule {
     /// `precopy_info_v2` and `data_size` events that `stale-data-fd`, `precopy-initial-bytes`,
     /// `precopy-flags` and `data-size-exceeded` judge come from the same ioctl and read/write
     /// tracing as the transitions (or from drive's own calls).
-    pub const EVIDENCE: [Needs; 18] = [
+    /// `dirty-log-missed` judges the device's DMA log reports against the witness's findings:
+    /// the reports are what it cannot do without.
+    pub const EVIDENCE: [Needs; 19] = [
         needs(ILLEGAL_ARC, TRANSITIONS, true),
         needs(UNSUPPORTED_ACCEPTED, TRANSITIONS, false),
         needs(SET_FAILED, TRANSITIONS, false),
@@ -113,6 +120,7 @@ pub mod rule {
         needs(DATA_SIZE_EXCEEDED, TRANSITIONS, false),
         needs(RESUME_ACCEPTED_CORRUPT, TRANSITIONS, false),
         needs(RESUME_DIVERGENCE, TRANSITIONS, false),
+        needs(DIRTY_LOG_MISSED, &[crate::trace::source::DIRTY_LOG], false),
     ];
 
     #[cfg(test)]
@@ -203,6 +211,9 @@ pub mod rule {
             }
             RESUME_DIVERGENCE => {
                 "after RESUMING the device's registers (read through its BAR by the controller) differ from what they were when its state was saved"
+            }
+            DIRTY_LOG_MISSED => {
+                "a page the memory witness saw the device write is in no device DMA logging report (VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT) of its range over that time: a VMM trusting the log would not re-send it"
             }
             HAZARD_ARC => {
                 "a request along a blocked arc (STOP_COPY -> PRE_COPY[_P2P]) that hangs kernels without the 2026 fix"
@@ -446,6 +457,7 @@ struct Dev {
     /// The latest VFIO_DEVICE_FEATURE_MIG_DATA_SIZE estimate not yet judged.
     estimate: Option<rules::SizeTrack>,
     resume: resume::ResumeState,
+    dirty: dirty::DirtyState,
 }
 
 /// What source `name` says for a device: its own `sources` entry, else the header's.
@@ -710,6 +722,7 @@ impl Verifier {
             precopy: None,
             estimate: None,
             resume: resume::ResumeState::default(),
+            dirty: dirty::DirtyState::default(),
             summary: DeviceSummary {
                 ctx: ctx.to_owned(),
                 flags,
@@ -807,6 +820,13 @@ impl Verifier {
                 p2p,
             } => {
                 let i = self.dev(dev, out);
+                match src {
+                    DmaSource::Witness if *write => {
+                        self.dirty_witnessed(out, i, *iova, *len, *window);
+                    }
+                    DmaSource::DirtyLog => self.dirty_run(i, *iova, *len, *window),
+                    _ => {}
+                }
                 let what = rules::DmaWhat {
                     src: *src,
                     iova: *iova,
@@ -870,6 +890,16 @@ impl Verifier {
             } => {
                 let i = self.dev(dev, out);
                 self.regs_rules(out, i, *stage, *bar, regs);
+            }
+            EventKind::DirtyReport {
+                dev,
+                iova,
+                len,
+                window,
+                ..
+            } => {
+                let i = self.dev(dev, out);
+                self.dirty_report_rules(out, i, *iova, *len, *window);
             }
             EventKind::End => {
                 self.end_rules(out);
