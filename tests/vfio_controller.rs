@@ -799,10 +799,18 @@ fn a_dma_log_that_drops_pages_is_dirty_log_missed() {
     let out = run(&mut sim, &[A], &edu_opts(dir.path()));
     assert_eq!(out.sources.get("dirty_log").map(String::as_str), Some("ok"));
     let (reports, writes) = reports_and_running_writes(&out);
-    assert!(reports > 0 && writes > 0, "{reports} reports, {writes} writes");
+    assert!(
+        reports > 0 && writes > 0,
+        "{reports} reports, {writes} writes"
+    );
     let r = verify_events(&out);
     // The log drops every (one-page) edu transfer: the witness saw them land while running.
-    assert_eq!(r.violated_rules(), ["dirty-log-missed"], "{:?}", r.violations);
+    assert_eq!(
+        r.violated_rules(),
+        ["dirty-log-missed"],
+        "{:?}",
+        r.violations
+    );
     assert_eq!(sim.state_of(A), Some(Running));
 }
 
@@ -812,7 +820,10 @@ fn a_dma_log_that_has_every_page_raises_nothing() {
     let mut sim = SimVfio::new([SimSpec::new(A, P2P).with_dirty_log()]);
     let out = run(&mut sim, &[A], &edu_opts(dir.path()));
     let (reports, writes) = reports_and_running_writes(&out);
-    assert!(reports > 0 && writes > 0, "{reports} reports, {writes} writes");
+    assert!(
+        reports > 0 && writes > 0,
+        "{reports} reports, {writes} writes"
+    );
     // Every report is in the trace, dirty or clean, each over the time since the previous one.
     let dirty_runs = out
         .events

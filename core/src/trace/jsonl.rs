@@ -742,10 +742,9 @@ impl<R: BufRead> JsonlReader<R> {
                 }
                 let page_size = self.req(raw.page_size, "page_size")?;
                 if !page_size.is_power_of_two() {
-                    return Err(self.invalid(
-                        "page_size",
-                        &format!("{page_size} is not a power of two"),
-                    ));
+                    return Err(
+                        self.invalid("page_size", &format!("{page_size} is not a power of two"))
+                    );
                 }
                 EventKind::DirtyReport {
                     dev: self.req_str(&raw.dev, "dev")?,

@@ -46,9 +46,7 @@ struct Report {
 
 impl Report {
     fn holds(&self, page: u64) -> bool {
-        self.runs
-            .iter()
-            .any(|&(a, l)| overlaps(a, l, page, PAGE))
+        self.runs.iter().any(|&(a, l)| overlaps(a, l, page, PAGE))
     }
 
     fn tracks(&self, page: u64) -> bool {
@@ -185,7 +183,8 @@ impl Verifier {
                 continue;
             }
             // Every report of this range that could hold the write has been read.
-            let (gone, kept): (Vec<u64>, Vec<u64>) = p.pages.iter().partition(|&&pg| rep.tracks(pg));
+            let (gone, kept): (Vec<u64>, Vec<u64>) =
+                p.pages.iter().partition(|&&pg| rep.tracks(pg));
             p.pages = kept;
             if !gone.is_empty() && chain <= p.window.0 {
                 missed.push((gone, p.window, p.line));
@@ -274,7 +273,12 @@ mod tests {
     }
 
     /// A report of RANGE over `window` with these dirty pages: its runs, then itself.
-    fn report(v: &mut Verifier, line: &mut u64, window: (u64, u64), dirty: &[u64]) -> Vec<&'static str> {
+    fn report(
+        v: &mut Verifier,
+        line: &mut u64,
+        window: (u64, u64),
+        dirty: &[u64],
+    ) -> Vec<&'static str> {
         let mut got = Vec::new();
         for &a in dirty {
             got.extend(push(

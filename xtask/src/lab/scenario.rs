@@ -97,6 +97,9 @@ pub enum Extra {
     ResumeFuzzed,
     /// drive read the device's registers when saved and once restored (`regs` of both stages).
     RegsCompared,
+    /// Device DMA logging ran: edu-mig's dmesg has its DMA_LOGGING_START, the trace's
+    /// `dirty_log` source is ok, and drive's REPORTs are in it (`dirty_report`s).
+    DirtyLogged,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -123,6 +126,9 @@ pub struct Scenario {
     pub needs_precopy: bool,
     /// Run only when named with --scenario (a known open question, not a gate).
     pub on_request: bool,
+    /// With edu-mig `dma_log=1` (device DMA logging through log_ops): skipped on a kernel
+    /// that does not export the iova_bitmap helpers a log_ops driver needs (`runner`).
+    pub dma_log: bool,
 }
 
 const fn drive(plan: &'static str) -> Run {
@@ -187,6 +193,7 @@ const fn qemu(
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     }
 }
 
@@ -204,6 +211,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "driver-selftest",
@@ -218,6 +226,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "good-stopcopy",
@@ -232,6 +241,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::Evidence],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "good-precopy",
@@ -246,6 +256,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::Evidence, Extra::PrecopyInfo],
         needs_precopy: true,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "roundtrip",
@@ -260,6 +271,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::Evidence, Extra::RestoreVerified],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "conformance",
@@ -274,6 +286,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::ConformanceTable],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "early-p2p",
@@ -288,6 +301,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "irq-in-stop",
@@ -302,6 +316,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "fail-p2p",
@@ -316,6 +331,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::TrueStateReadBack],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "no-steps",
@@ -330,6 +346,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "two-dev-qemu-order",
@@ -347,6 +364,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::Evidence],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "two-dev-naive-order",
@@ -364,6 +382,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-good",
@@ -380,6 +399,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::StepsTraced],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-early-p2p",
@@ -394,6 +414,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-irq-in-stop",
@@ -408,6 +429,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-fail-p2p",
@@ -422,6 +444,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::TrueStateReadBack],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-no-steps",
@@ -436,6 +459,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-attach-late",
@@ -456,6 +480,7 @@ pub const ALL: &[Scenario] = &[
         ],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-attach-late-2dev",
@@ -475,6 +500,7 @@ pub const ALL: &[Scenario] = &[
         ],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-attach-ambiguous",
@@ -493,6 +519,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::Unresolved(&["0000:00:02.0", "0000:00:03.0"])],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-mid-migration",
@@ -512,6 +539,7 @@ pub const ALL: &[Scenario] = &[
         ],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "no-workload",
@@ -531,6 +559,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::WitnessUnavailable],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "late-dma",
@@ -547,6 +576,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::WitnessCaught],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     qemu(
         "qemu-irq-in-stop",
@@ -814,6 +844,30 @@ pub const ALL: &[Scenario] = &[
         &[],
     )
     .with(&[Extra::Evidence, Extra::RestoreVerified, Extra::RegsCompared]),
+    // ---- branch dirty: issue 14's dirty_miss row (device DMA logging, edu-mig dma_log=1) ----
+    drive_bug(
+        "dirty-miss",
+        "bug=dirty_miss, edu-mig dma_log=1, drive --plan stopcopy: the device's DMA log drops \
+         the last page of each transfer (pds dirty_sync, mlx5 report size, QEMU's 64-bit \
+         window); drive's own REPORTs lack pages its witness saw written",
+        "dirty_miss",
+        "stopcopy",
+        "fail",
+        &["dirty-log-missed"],
+    )
+    .with_dma_log()
+    .with(&[Extra::DirtyLogged]),
+    drive_bug(
+        "dirty-miss-good",
+        "correct driver, edu-mig dma_log=1, drive --plan stopcopy: every page the witness saw \
+         written is in a REPORT over that time",
+        "none",
+        "stopcopy",
+        "pass",
+        &[],
+    )
+    .with_dma_log()
+    .with(&[Extra::Evidence, Extra::DirtyLogged]),
 ];
 
 /// A `drive` case on one root-bus device with edu-mig `bug=` (issue 14's pairs: `NAME` with
@@ -839,6 +893,7 @@ const fn drive_bug(
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     }
 }
 
@@ -865,6 +920,15 @@ impl Scenario {
     const fn behind_root_ports(self) -> Scenario {
         Scenario {
             bridged: self.devices,
+            ..self
+        }
+    }
+
+    /// With edu-mig `dma_log=1`: device DMA logging (6.1 here; not where the kernel lacks the
+    /// iova_bitmap helpers).
+    const fn with_dma_log(self) -> Scenario {
+        Scenario {
+            dma_log: true,
             ..self
         }
     }
@@ -953,10 +1017,11 @@ pub fn guest_line(s: &Scenario) -> String {
         }
     }
     format!(
-        "lab_scenario {} {} {} -- {cmd}\n",
+        "lab_scenario {} {} {} {} -- {cmd}\n",
         s.name,
         s.bug,
-        u8::from(s.precopy)
+        u8::from(s.precopy),
+        u8::from(s.dma_log)
     )
 }
 
@@ -1041,27 +1106,27 @@ mod tests {
         let s = find("two-dev-naive-order").unwrap();
         assert_eq!(
             guest_line(s),
-            "lab_scenario two-dev-naive-order none 0 -- drive_rec migscope drive --device 0000:00:02.0 \
+            "lab_scenario two-dev-naive-order none 0 0 -- drive_rec migscope drive --device 0000:00:02.0 \
              --device 0000:00:03.0 --plan stopcopy --order naive --workload edu --dwell-ms 250 -o \
              trace.jsonl\n"
         );
-        assert!(guest_line(find("early-p2p").unwrap()).contains(" early_p2p 0 -- "));
+        assert!(guest_line(find("early-p2p").unwrap()).contains(" early_p2p 0 0 -- "));
     }
 
     #[test]
     fn qemu_lines_name_the_mode_and_every_device() {
         assert_eq!(
             guest_line(find("qemu-irq-in-stop-two-dev").unwrap()),
-            "lab_scenario qemu-irq-in-stop-two-dev irq_in_stop 0 -- qemu_case -late -src-only \
+            "lab_scenario qemu-irq-in-stop-two-dev irq_in_stop 0 0 -- qemu_case -late -src-only \
              0000:01:00.0 \
              0000:02:00.0\n"
         );
         assert_eq!(
             guest_line(find("qemu-dma-drain").unwrap()),
-            "lab_scenario qemu-dma-drain none 0 -- qemu_case -dma -inflight 0000:00:02.0\n"
+            "lab_scenario qemu-dma-drain none 0 0 -- qemu_case -dma -inflight 0000:00:02.0\n"
         );
         assert!(guest_line(find("qemu-fail-p2p").unwrap()).ends_with(" -src-only 0000:00:02.0\n"));
-        assert!(guest_line(find("qemu-precopy").unwrap()).contains(" none 1 -- qemu_case 0000"));
+        assert!(guest_line(find("qemu-precopy").unwrap()).contains(" none 1 0 -- qemu_case 0000"));
     }
 
     #[test]
