@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 
+use super::timeline::{OPEN, Periods, Scope};
 use super::{Out, Verifier, rule};
 
 /// Witness page granule (the controller's buffers are 4 KiB pages).
@@ -61,6 +62,37 @@ struct Chain {
     len: u64,
     start: u64,
     end: u64,
+    reports: u64,
+    /// Quiescent time inside clean reports' windows (each instant once), and up to where
+    /// it was counted.
+    clean_quiesced_ns: u64,
+    counted: u64,
+}
+
+/// One tracked range of a device's DMA log, for the verdict's `devices` map.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DirtyRange {
+    pub iova: u64,
+    pub len: u64,
+    /// Its `dirty_report`s.
+    pub reports: u64,
+    /// Time the device was quiescent inside the windows of its clean reports: time a clean
+    /// report proves the device wrote nothing to the range.
+    pub clean_quiesced_ns: u64,
+}
+
+/// How much of `(t0, t1]` lies in `periods`.
+fn quiesced_within(periods: &Periods, t0: u64, t1: u64) -> u64 {
+    periods
+        .all()
+        .iter()
+        .rev()
+        .take_while(|p| p.end == OPEN || p.end > t0)
+        .map(|p| {
+            let end = if p.end == OPEN { t1 } else { p.end.min(t1) };
+            end.saturating_sub(p.start.max(t0))
+        })
+        .sum()
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +113,19 @@ pub(super) struct DirtyState {
 }
 
 impl DirtyState {
+    /// Every tracked range, in the order its first report came.
+    pub(super) fn ranges(&self) -> Vec<DirtyRange> {
+        self.chains
+            .iter()
+            .map(|c| DirtyRange {
+                iova: c.iova,
+                len: c.len,
+                reports: c.reports,
+                clean_quiesced_ns: c.clean_quiesced_ns,
+            })
+            .collect()
+    }
+
     fn credit(reports: &VecDeque<Report>, p: &mut Pending) {
         for r in reports.iter().filter(|r| meets(r.window, p.window)) {
             p.pages.retain(|&pg| !r.holds(pg));
@@ -150,19 +195,21 @@ impl Verifier {
             }
             !mine
         });
+        let clean = runs.is_empty();
         let rep = Report {
             iova,
             len,
             window,
             runs,
         };
-        let chain = match s.chains.iter_mut().find(|c| c.iova == iova && c.len == len) {
-            Some(c) => {
+        let c = match s.chains.iter().position(|c| c.iova == iova && c.len == len) {
+            Some(k) => {
+                let c = &mut s.chains[k];
                 if window.0 > c.end {
                     c.start = window.0;
                 }
                 c.end = window.1;
-                c.start
+                c
             }
             None => {
                 s.chains.push(Chain {
@@ -170,10 +217,25 @@ impl Verifier {
                     len,
                     start: window.0,
                     end: window.1,
+                    reports: 0,
+                    clean_quiesced_ns: 0,
+                    counted: 0,
                 });
-                window.0
+                let k = s.chains.len() - 1;
+                &mut s.chains[k]
             }
         };
+        c.reports += 1;
+        if clean {
+            let from = window.0.max(c.counted);
+            c.clean_quiesced_ns = c.clean_quiesced_ns.saturating_add(quiesced_within(
+                d.tl.periods(Scope::Quiescent),
+                from,
+                window.1,
+            ));
+            c.counted = c.counted.max(window.1);
+        }
+        let chain = c.start;
         let mut missed = Vec::new();
         for p in &mut s.pending {
             if meets(rep.window, p.window) {
@@ -362,6 +424,46 @@ mod tests {
         assert!(push(&mut v, &mut l, 130, witness(RANGE.0 + RANGE.1, (100, 130))).is_empty());
         assert!(report(&mut v, &mut l, (100, 200), &[]).is_empty());
         assert!(report(&mut v, &mut l, (190, 300), &[]).is_empty());
+    }
+
+    #[test]
+    fn clean_reports_count_the_quiescent_time_they_cover_once() {
+        let (mut v, mut l) = (verifier(), 1);
+        assert!(report(&mut v, &mut l, (10, 100), &[]).is_empty());
+        // Quiescent from 200 on.
+        for kind in [
+            EventKind::Set {
+                dev: DEV.to_owned(),
+                to: MigState::RunningP2p,
+            },
+            EventKind::SetDone {
+                dev: DEV.to_owned(),
+                to: MigState::RunningP2p,
+                ret: 0,
+                data_fd: None,
+            },
+        ] {
+            assert!(push(&mut v, &mut l, 200, kind).is_empty());
+        }
+        // (90, 300]: 100 ns quiesced; (250, 400]: 100 more (250-300 already counted); a dirty
+        // report proves nothing (its page is dma-after-quiesce); (480, 600]: 120.
+        assert!(report(&mut v, &mut l, (90, 300), &[]).is_empty());
+        assert!(report(&mut v, &mut l, (250, 400), &[]).is_empty());
+        assert_eq!(
+            report(&mut v, &mut l, (390, 500), &[P1]),
+            [rule::DMA_AFTER_QUIESCE]
+        );
+        assert!(report(&mut v, &mut l, (480, 600), &[]).is_empty());
+        let r = v.finish();
+        let ranges = &r.devices[DEV].dirty_log;
+        assert_eq!(ranges.len(), 1);
+        assert_eq!((ranges[0].iova, ranges[0].len), RANGE);
+        assert_eq!(ranges[0].reports, 5);
+        assert_eq!(ranges[0].clean_quiesced_ns, 320);
+        assert_eq!(
+            r.to_json()["devices"][DEV]["dirty_log"][0]["clean_quiesced_ns"],
+            320
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod resume;
 mod rules;
 pub mod timeline;
 
+pub use dirty::DirtyRange;
 pub use timeline::{DeviceTimeline, Judgement, Period, Phase, Scope, SegKind, Segment, Transition};
 
 /// Stable rule identifiers (DESIGN.md rule table), violations first, then warnings.
@@ -336,6 +337,9 @@ pub struct DeviceSummary {
     pub irq_source: bool,
     /// The blind spots that concern this device (`lost`, `dma`, `unfinished`).
     pub blind: Vec<&'static str>,
+    /// Its device DMA log's tracked ranges (`dirty_report`s), with the quiescent time their
+    /// clean reports cover.
+    pub dirty_log: Vec<dirty::DirtyRange>,
 }
 
 /// The outcome of a check.
@@ -370,9 +374,7 @@ impl Report {
                     q["min"] = d.quiesce_min_ns.into();
                     q["mean"] = mean.into();
                 }
-                (
-                    k.clone(),
-                    json!({
+                let mut dev = json!({
                         "ctx": d.ctx,
                         "flags": d.flags.map(crate::model::flag_names),
                         "quiesce_ns": q,
@@ -388,8 +390,22 @@ impl Report {
                         "dma_sources": d.dma_sources,
                         "irq_source": d.irq_source,
                         "blind": d.blind,
-                    }),
-                )
+                });
+                if !d.dirty_log.is_empty() {
+                    dev["dirty_log"] = d
+                        .dirty_log
+                        .iter()
+                        .map(|r| {
+                            json!({
+                                "iova": r.iova,
+                                "len": r.len,
+                                "reports": r.reports,
+                                "clean_quiesced_ns": r.clean_quiesced_ns,
+                            })
+                        })
+                        .collect();
+                }
+                (k.clone(), dev)
             })
             .collect();
         json!({
@@ -1028,6 +1044,7 @@ impl Verifier {
                 .collect();
             s.irq_source = covers(&self.sources, &d.sources, &d.name, source::IRQ);
             s.final_state = d.tl.known();
+            s.dirty_log = d.dirty.ranges();
             let quiesced = d.tl.ever_quiescent();
             if d.lost {
                 s.blind.push("lost");
