@@ -169,6 +169,11 @@ pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<Scenar
             !skip
         })
         .collect();
+    if scenarios.is_empty() && !opts.scenarios.is_empty() {
+        // Every scenario asked for was skipped, each with its reason: no VM to boot.
+        eprintln!("lab: nothing left to run on {}", opts.kernel.name());
+        return Ok((Outcome::Ok, Vec::new()));
+    }
     let devices = scenarios.iter().map(|s| s.devices).max().unwrap_or(1);
     let bridged = scenarios.iter().map(|s| s.bridged).max().unwrap_or(0);
     let mut run_sh = String::new();
