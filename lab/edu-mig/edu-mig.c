@@ -21,7 +21,7 @@
  *  - VFIO_DEVICE_RESET returns the device to RUNNING.
  * bug= makes it misbehave like real drivers can: early_p2p, irq_in_stop, fail_p2p, no_steps,
  * late_dma, accept_corrupt, swap_addr; and (issue 14) fw_crash, fail_stopcopy, late_flush,
- * precopy_lie, echo_flags, size_lie, dirty_miss.
+ * precopy_lie, echo_flags, size_lie, stale_fd, lost_reset, slow_arc, async_state, dirty_miss.
  */
 
 #include <linux/anon_inodes.h>
@@ -103,7 +103,12 @@ MODULE_PARM_DESC(precopy, "also report PRE_COPY (6.2+ kernels), read at bind tim
 
 static char bug[32];
 module_param_string(bug, bug, sizeof(bug), 0644);
-MODULE_PARM_DESC(bug, "misbehave: early_p2p, irq_in_stop, fail_p2p, no_steps, late_dma, accept_corrupt, swap_addr, fw_crash, fail_stopcopy, late_flush, precopy_lie, echo_flags, size_lie, dirty_miss (read at each SET; dirty_miss at each transfer)");
+MODULE_PARM_DESC(bug, "misbehave: early_p2p, irq_in_stop, fail_p2p, no_steps, late_dma, accept_corrupt, swap_addr, fw_crash, fail_stopcopy, late_flush, precopy_lie, echo_flags, size_lie, stale_fd, lost_reset, slow_arc, async_state, dirty_miss (read at each SET, reset and BAR0 write; dirty_miss at each transfer)");
+
+static unsigned int slow_arc_ms = 5000;
+module_param(slow_arc_ms, uint, 0644);
+MODULE_PARM_DESC(slow_arc_ms,
+		 "bug=slow_arc: milliseconds the RUNNING_P2P -> STOP arc stalls under state_mutex (keep it far below hung-task and RCU stall timeouts)");
 
 static bool dma_log;
 module_param(dma_log, bool, 0644);
@@ -136,6 +141,11 @@ enum edu_bug {
 	/* issue 14, proof power part B */
 	EDU_BUG_ACCEPT_CORRUPT,
 	EDU_BUG_SWAP_ADDR,
+	/* issue 14, proof power part C */
+	EDU_BUG_STALE_FD,
+	EDU_BUG_LOST_RESET,
+	EDU_BUG_SLOW_ARC,
+	EDU_BUG_ASYNC_STATE,
 	EDU_BUG_DIRTY_MISS,
 };
 
@@ -167,6 +177,14 @@ static enum edu_bug current_bug(void)
 		return EDU_BUG_ACCEPT_CORRUPT;
 	if (sysfs_streq(bug, "swap_addr"))
 		return EDU_BUG_SWAP_ADDR;
+	if (sysfs_streq(bug, "stale_fd"))
+		return EDU_BUG_STALE_FD;
+	if (sysfs_streq(bug, "lost_reset"))
+		return EDU_BUG_LOST_RESET;
+	if (sysfs_streq(bug, "slow_arc"))
+		return EDU_BUG_SLOW_ARC;
+	if (sysfs_streq(bug, "async_state"))
+		return EDU_BUG_ASYNC_STATE;
 	if (sysfs_streq(bug, "dirty_miss"))
 		return EDU_BUG_DIRTY_MISS;
 	return EDU_BUG_NONE;
@@ -243,6 +261,8 @@ struct edu_mig_dev {
 	const char *late_what; /* which bug= armed the late write, and after which arc */
 	/* bug=fw_crash: SETs since open or the last reset. */
 	unsigned int fw_sets;
+	/* bug=async_state: the device already dropped to RUNNING once since open or reset. */
+	bool async_fired;
 	/*
 	 * Device DMA logging (dma_log=1). log_lock nests inside state_mutex. A transfer started on
 	 * the device marks its pages at once and again at every report while it is in flight: edu
@@ -906,6 +926,27 @@ static void edu_release_held(struct edu_mig_dev *edev)
 	edev->pending_irq_restore = 0;
 }
 
+/*
+ * bug=stale_fd: pds_vfio_pci's "clear the save/restore FDs on reset": VFIO_DEVICE_RESET drops
+ * the driver's references to its migration files but leaves them working, so a data_fd
+ * returned before the reset still reads the pre-reset stream. The correct driver disables
+ * them (reads and writes fail -ENODEV, as edu_file_read/edu_file_write do).
+ */
+static void edu_forget_files(struct edu_mig_dev *edev)
+{
+	pci_info(edev->core.pdev,
+		 "edu-mig: bug=stale_fd: reset leaves the migration files working (save %d, resume %d)\n",
+		 !!edev->save, !!edev->resume);
+	if (edev->save) {
+		fput(edev->save->filp);
+		edev->save = NULL;
+	}
+	if (edev->resume) {
+		fput(edev->resume->filp);
+		edev->resume = NULL;
+	}
+}
+
 static void edu_reset_mig(struct edu_mig_dev *edev)
 {
 	edev->hold = false;
@@ -915,6 +956,7 @@ static void edu_reset_mig(struct edu_mig_dev *edev)
 	edev->held_fact_valid = false;
 	edev->pending_irq_restore = 0;
 	edev->fw_sets = 0;
+	edev->async_fired = false;
 	edu_disable_files(edev);
 	edev->state = VFIO_DEVICE_STATE_RUNNING;
 }
@@ -1210,6 +1252,20 @@ static struct file *edu_step(struct edu_mig_dev *edev, enum vfio_device_mig_stat
 		}
 		return NULL;
 	}
+	if (cur == VFIO_DEVICE_STATE_RUNNING_P2P && next == VFIO_DEVICE_STATE_STOP &&
+	    edev->bug == EDU_BUG_SLOW_ARC) {
+		/*
+		 * bug=slow_arc: the arc where a real driver waits on its device (mlx5_vfio_pci's
+		 * RUNNING_P2P -> STOP suspends the function with a firmware command and its
+		 * timeout) stalls under state_mutex, as a SET blocked on a deadlocked mutex or a
+		 * hung command would: every GET waits behind it. msleep: the task sleeps, no RCU
+		 * stall; slow_arc_ms stays far below the hung-task timeout.
+		 */
+		pci_info(edev->core.pdev, "edu-mig: bug=slow_arc: RUNNING_P2P -> STOP stalls %u ms\n",
+			 slow_arc_ms);
+		msleep(slow_arc_ms);
+		pci_info(edev->core.pdev, "edu-mig: bug=slow_arc: stall over\n");
+	}
 	if (cur == VFIO_DEVICE_STATE_STOP && next == VFIO_DEVICE_STATE_STOP_COPY) {
 		ret = edu_stopcopy_bugs(edev);
 		if (ret)
@@ -1433,6 +1489,25 @@ static bool edu_hold_write(struct edu_mig_dev *edev, u64 off, u64 val, size_t co
 	}
 }
 
+/*
+ * bug=async_state: the migration state changes without a SET (a reset_done handler run behind
+ * the VMM's back, libvfio-user issue #853): the first DMA command written while quiesced
+ * (held) drops the device to RUNNING, ends its data sessions and starts the held work, once
+ * per open or reset. Caller holds state_mutex.
+ */
+static void edu_async_bugs(struct edu_mig_dev *edev)
+{
+	if (current_bug() != EDU_BUG_ASYNC_STATE || edev->async_fired)
+		return;
+	edev->async_fired = true;
+	pci_info(edev->core.pdev,
+		 "edu-mig: bug=async_state: DMA command written in state %u: RUNNING without a SET\n",
+		 edev->state);
+	edu_disable_files(edev);
+	edev->state = VFIO_DEVICE_STATE_RUNNING;
+	edu_release_held(edev);
+}
+
 static ssize_t edu_write(struct vfio_device *vdev, const char __user *buf, size_t count,
 			 loff_t *ppos)
 {
@@ -1456,6 +1531,8 @@ static ssize_t edu_write(struct vfio_device *vdev, const char __user *buf, size_
 	if (edu_hold_write(edev, off, le64_to_cpu(val), count)) {
 		*ppos += count;
 		ret = count;
+		if (off == EDU_REG_DMA_CMD && edev->held_cmd)
+			edu_async_bugs(edev);
 	} else {
 		bool cmd = off == EDU_REG_DMA_CMD;
 
@@ -1530,7 +1607,24 @@ static long edu_ioctl(struct vfio_device *vdev, unsigned int cmd, unsigned long 
 	mutex_lock(&edev->state_mutex);
 	if (edev->bar0)
 		edu_quiet(edev, "reset");
-	edu_reset_mig(edev);
+	switch (current_bug()) {
+	case EDU_BUG_LOST_RESET:
+		/*
+		 * The deferred reset of hisi_acc_vfio_pci / mlx5_vfio_pci (their reset_done handler
+		 * only flags it when state_mutex is busy; the unlock path runs it) lost: the
+		 * migration state, its held work and its files stay as they were.
+		 */
+		pci_info(edev->core.pdev,
+			 "edu-mig: bug=lost_reset: reset left the migration state at %u\n",
+			 edev->state);
+		break;
+	case EDU_BUG_STALE_FD:
+		edu_forget_files(edev);
+		edu_reset_mig(edev);
+		break;
+	default:
+		edu_reset_mig(edev);
+	}
 	mutex_unlock(&edev->state_mutex);
 	if (ret == -EINVAL && !edev->core.reset_works)
 		ret = 0;

@@ -25,8 +25,9 @@ use super::witness::Witness;
 use super::workload::{self, EduJob, Workload};
 use super::{errno_name, now_ns};
 use crate::model::{self, MigFlags, MigState, StepError};
-use crate::trace::{DataDir, DmaSource, Event, EventKind, IrqKind, RegStage, source};
+use crate::trace::{DataDir, DataFile, DmaSource, Event, EventKind, IrqKind, RegStage, source};
 
+mod reset;
 mod resume;
 
 /// First IOVA used for witnessed buffers (each device gets a 1 MiB slot; edu masks DMA
@@ -45,6 +46,9 @@ const QUIESCE_AWAIT: Duration = Duration::from_secs(2);
 const WARMUP_LIMIT: Duration = Duration::from_secs(5);
 /// How long a PRE_COPY read waits for data before calling it a temporary end of stream.
 const PRECOPY_POLL_MS: i32 = 200;
+/// While dwelling, how often each quiesced device's state is read back (GET): a device that
+/// leaves its state without a SET (a reset_done handler, libvfio-user #853) shows in the trace.
+pub const QUIESCED_GET_EVERY: Duration = Duration::from_millis(100);
 /// Default [`Options::witness_linger`]: a write posted by the device before the driver
 /// returned lands within microseconds; under TCG a vCPU may be descheduled for milliseconds.
 pub const WITNESS_LINGER: Duration = Duration::from_millis(10);
@@ -244,6 +248,10 @@ struct Dev {
     /// The device's `witness` source, decided at its first quiesce: `ok`, or
     /// `unavailable: <why>`.
     witness: Option<String>,
+    /// Successful VFIO_DEVICE_RESETs issued: the device's reset generation (`reset_gen`).
+    resets: u64,
+    /// The open data_fd and the reset generation it was returned in (`data_fd`, `fd_gen`).
+    data_file: Option<(i32, u64)>,
 }
 
 struct Ctl<'a, O: VfioOps> {
@@ -345,6 +353,8 @@ pub fn drive<O: VfioOps>(
         ctl.conformance(&mut conformance)
     } else if opts.plan == Plan::ResumeFuzz {
         ctl.resume_fuzz()
+    } else if opts.plan == Plan::Reset {
+        ctl.reset_plan()
     } else {
         ctl.run_plan(&opts.plan.steps())
     };
@@ -472,6 +482,8 @@ impl<O: VfioOps> Ctl<'_, O> {
                 logging: false,
                 dirty_since: Vec::new(),
                 witness,
+                resets: 0,
+                data_file: None,
             });
         }
         Ok(())
@@ -879,6 +891,22 @@ impl<O: VfioOps> Ctl<'_, O> {
         }
     }
 
+    /// The data_fd data moves through now: its number, the reset generation it was returned
+    /// in and the device's current one (`stale-data-fd` compares them).
+    fn data_file(&self, i: usize) -> Option<DataFile> {
+        let d = &self.devs[i];
+        d.data_file.map(|(fd, fd_gen)| DataFile {
+            fd,
+            fd_gen,
+            reset_gen: d.resets,
+        })
+    }
+
+    fn close_data(&mut self, i: usize) {
+        self.ops.data_close(self.devs[i].id);
+        self.devs[i].data_file = None;
+    }
+
     fn get(&mut self, i: usize) -> Option<MigState> {
         let (id, bdf) = (self.devs[i].id, self.devs[i].bdf.clone());
         match self.ops.get_state(id) {
@@ -988,6 +1016,9 @@ impl<O: VfioOps> Ctl<'_, O> {
             Ok(fd) => (0, fd),
             Err(e) => (-e, None),
         };
+        if let Some(fd) = data_fd {
+            self.devs[i].data_file = Some((fd, self.devs[i].resets));
+        }
         self.emit_at(
             done,
             EventKind::SetDone {
@@ -1007,7 +1038,7 @@ impl<O: VfioOps> Ctl<'_, O> {
                         | MigState::PreCopyP2p
                         | MigState::Resuming
                 ) {
-                    self.ops.data_close(id);
+                    self.close_data(i);
                 }
             }
             Err(_) => self.devs[i].state = None,
@@ -1069,6 +1100,7 @@ impl<O: VfioOps> Ctl<'_, O> {
             return;
         }
         let end = Instant::now() + self.opts.dwell;
+        let mut next_get = Instant::now() + QUIESCED_GET_EVERY;
         while Instant::now() < end && !self.interrupted() {
             std::thread::sleep(
                 self.opts
@@ -1076,7 +1108,29 @@ impl<O: VfioOps> Ctl<'_, O> {
                     .min(end.saturating_duration_since(Instant::now())),
             );
             self.witness_check(None);
+            if Instant::now() >= next_get {
+                self.get_quiesced();
+                next_get += QUIESCED_GET_EVERY;
+            }
             self.out.idle();
+        }
+    }
+
+    /// Reads back the state of every device that should be quiescent (every
+    /// [`QUIESCED_GET_EVERY`] while dwelling): `get` records it and takes what it says.
+    fn get_quiesced(&mut self) {
+        for i in 0..self.devs.len() {
+            if let Some(known) = self.devs[i].state.filter(|s| s.quiescent())
+                && let Some(got) = self.get(i)
+                && got != known
+            {
+                let bdf = self.devs[i].bdf.clone();
+                self.mark(format!(
+                    "{bdf}: left {} without a SET: GET {} while dwelling",
+                    known.name(),
+                    got.name()
+                ));
+            }
         }
     }
 
@@ -1212,7 +1266,7 @@ impl<O: VfioOps> Ctl<'_, O> {
             dev: bdf.clone(),
             dir: DataDir::Save,
             bytes,
-            file: None,
+            file: self.data_file(i),
         });
         let all = std::mem::take(&mut self.devs[i].session);
         let n = self.devs[i].saves.len();
@@ -1258,7 +1312,7 @@ impl<O: VfioOps> Ctl<'_, O> {
                     dev: bdf.clone(),
                     dir: DataDir::Save,
                     bytes,
-                    file: None,
+                    file: self.data_file(i),
                 });
             } else {
                 break;
@@ -1304,7 +1358,7 @@ impl<O: VfioOps> Ctl<'_, O> {
             dev: bdf.clone(),
             dir: DataDir::Load,
             bytes: off as u64,
-            file: None,
+            file: self.data_file(i),
         });
         (self.log)(&format!("{bdf}: loaded {off} bytes of device state"));
         Ok(())
@@ -1348,6 +1402,12 @@ impl<O: VfioOps> Ctl<'_, O> {
     }
 
     fn reset(&mut self, i: usize) {
+        self.reset_device(i, false);
+    }
+
+    /// VFIO_DEVICE_RESET, then a GET ("has it got there?": a reset returns the device to
+    /// RUNNING). `keep_data_fd` leaves the data_fd open, for the plan that reads it after.
+    fn reset_device(&mut self, i: usize, keep_data_fd: bool) {
         let (id, bdf) = (self.devs[i].id, self.devs[i].bdf.clone());
         self.witness_check(Some(&bdf));
         self.witness.disarm(&bdf);
@@ -1362,11 +1422,14 @@ impl<O: VfioOps> Ctl<'_, O> {
         self.devs[i].touched = true;
         self.devs[i].session.clear();
         self.devs[i].state = if r.is_ok() {
+            self.devs[i].resets += 1;
             Some(MigState::Running)
         } else {
             None
         };
-        self.ops.data_close(id);
+        if !keep_data_fd {
+            self.close_data(i);
+        }
         if let Err(e) = r {
             (self.log)(&format!(
                 "{bdf}: VFIO_DEVICE_RESET failed: {}",

@@ -44,6 +44,17 @@ pub enum Misbehave {
     LateDma,
     /// edu transfers to RAM complete (with their interrupt) but their data never lands.
     EduDropsDma,
+    /// VFIO_DEVICE_RESET leaves the data session working: a data_fd from before it still
+    /// reads (pds "clear the save/restore FDs on reset" not applied). A correct device's old
+    /// fd fails with ENODEV.
+    StaleFd,
+    /// VFIO_DEVICE_RESET returns 0 but leaves the migration state (and data) as it was (a
+    /// lost deferred reset, hisi/mlx5).
+    LostReset,
+    /// After a SET leaves the device quiescent, it drops to RUNNING without a SET just before
+    /// its `n`-th GET since (once; a reset_done handler behind the VMM's back,
+    /// libvfio-user #853). The GET right after the SET is the first.
+    RunsBeforeGet(u32),
     /// The device's DMA log drops the last page of every edu transfer (edu-mig's
     /// `bug=dirty_miss`): a transfer within one page is not logged at all.
     DirtyMiss,
@@ -146,6 +157,11 @@ struct SimDev {
     spec: SimSpec,
     state: MigState,
     data: Option<DataSession>,
+    /// GETs since the last SET that left the device quiescent ([`Misbehave::RunsBeforeGet`]);
+    /// `None` once it fired or while not armed.
+    gets_since_quiesce: Option<u32>,
+    /// [`Misbehave::RunsBeforeGet`] fired.
+    ran_async: bool,
     pending_dma: u32,
     dma_counter: u8,
     maps: Vec<(u64, Arc<DmaBuffer>)>,
@@ -160,6 +176,9 @@ enum DataSession {
         precopy_limit: usize,
     },
     Load(Vec<u8>),
+    /// A session a reset invalidated: its fd fails every read and write with ENODEV (as
+    /// edu-mig's and pds_vfio_pci's do).
+    Invalidated,
 }
 
 /// The double: a set of devices sharing one "container".
@@ -241,6 +260,8 @@ impl VfioOps for SimVfio {
             spec,
             state: initial,
             data: None,
+            gets_since_quiesce: None,
+            ran_async: false,
             pending_dma: 0,
             dma_counter: 0,
             maps: Vec::new(),
@@ -329,6 +350,13 @@ impl VfioOps for SimVfio {
             d.state = next;
         }
         let now_quiescent = d.state.quiescent();
+        let runs_later = d
+            .spec
+            .misbehave
+            .iter()
+            .any(|m| matches!(m, Misbehave::RunsBeforeGet(_)));
+        d.gets_since_quiesce =
+            (result.is_ok() && now_quiescent && runs_later && !d.ran_async).then_some(0);
         if result.is_ok()
             && now_quiescent
             && let Some(n) = d.spec.misbehave.iter().find_map(|m| match m {
@@ -384,6 +412,24 @@ impl VfioOps for SimVfio {
     fn get_state(&mut self, dev: DevId) -> Result<MigState, Errno> {
         let d = self.dev(dev)?;
         let bdf = d.spec.bdf.clone();
+        if let Some(n) = d.gets_since_quiesce.as_mut() {
+            *n += 1;
+            let fire = d
+                .spec
+                .misbehave
+                .iter()
+                .any(|m| matches!(m, Misbehave::RunsBeforeGet(k) if k == n));
+            if fire {
+                d.gets_since_quiesce = None;
+                d.ran_async = true;
+                d.state = MigState::Running;
+                d.data = None;
+                if let Ok(mut e) = d.edu.lock() {
+                    e.quiesced = false;
+                    e.release();
+                }
+            }
+        }
         let s = d
             .spec
             .misbehave
@@ -404,9 +450,12 @@ impl VfioOps for SimVfio {
             Misbehave::ResetFails(e) => Some(*e),
             _ => None,
         });
-        if fails.is_none() {
+        let lost = d.spec.misbehave.contains(&Misbehave::LostReset);
+        if fails.is_none() && !lost {
             d.state = MigState::Running;
-            d.data = None;
+            if !d.spec.misbehave.contains(&Misbehave::StaleFd) && d.data.is_some() {
+                d.data = Some(DataSession::Invalidated);
+            }
         }
         self.calls.push(SimCall::Reset(bdf));
         fails.map_or(Ok(()), Err)
@@ -439,6 +488,7 @@ impl VfioOps for SimVfio {
                 *pos += n;
                 Ok(n)
             }
+            Some(DataSession::Invalidated) => Err(libc::ENODEV),
             _ => Err(libc::EINVAL),
         }
     }
@@ -462,6 +512,7 @@ impl VfioOps for SimVfio {
                 bytes.extend_from_slice(buf);
                 Ok(buf.len())
             }
+            Some(DataSession::Invalidated) => Err(libc::ENODEV),
             _ => Err(libc::EINVAL),
         }
     }
@@ -614,7 +665,9 @@ fn spec_has(specs: &BTreeMap<String, SimSpec>, bdf: &str, m: &Misbehave) -> bool
 fn arc_action(d: &mut SimDev, next: MigState) -> Result<bool, Errno> {
     let mut opens = false;
     match (d.state, next) {
-        (MigState::Stop, MigState::StopCopy) if d.data.is_none() => {
+        (MigState::Stop, MigState::StopCopy)
+            if matches!(d.data, None | Some(DataSession::Invalidated)) =>
+        {
             d.data = Some(DataSession::Save {
                 bytes: d.spec.state.clone(),
                 pos: 0,

@@ -228,3 +228,45 @@ fn an_event_behind_what_left_is_counted_lost_not_written_out_of_order() {
         EventKind::Lost { n: 1, source, .. } if source == LOST_LATE
     ));
 }
+
+/// The late-dma lab case: the witness watches across the SET, so the controller's `set` and
+/// `set_done` leave its hold only after the SET returned — after the probe already showed the
+/// kernel's entry and exit. They must still take the kernel's times (the late write lands
+/// between the kernel's exit and the controller's return).
+#[test]
+fn a_set_held_by_the_witness_still_takes_the_kernels_times_that_came_first() {
+    use MigState::*;
+    let mut m = Merger::new(&[Origin::Controller, Origin::Probe], PID, true);
+    m.advance(Origin::Controller, 90);
+    m.push(Origin::Probe, set(110, PID, RunningP2p));
+    m.push(Origin::Probe, done(150, PID, RunningP2p, 0));
+    m.push(Origin::Probe, irq(170));
+    m.advance(Origin::Probe, 300);
+    // The controller is inside its hold: its watermark stays before the SET.
+    m.advance(Origin::Controller, 90);
+    assert!(m.release().is_empty());
+    m.push(Origin::Controller, set(100, PID, RunningP2p));
+    m.push(Origin::Controller, done(200, PID, RunningP2p, 0));
+    m.advance(Origin::Controller, 200);
+    assert_eq!(
+        times(&m.release()),
+        [(110, "set"), (150, "set_done"), (170, "irq")]
+    );
+}
+
+/// A probe SET of ours that no controller SET can contain any more (the controller's
+/// watermark passed it) is forgotten, not paired with a later SET of the same target.
+#[test]
+fn an_unpaired_kernel_set_does_not_pair_with_a_later_controller_set() {
+    use MigState::*;
+    let mut m = Merger::new(&[Origin::Controller, Origin::Probe], PID, true);
+    m.push(Origin::Probe, set(110, PID, Stop));
+    m.push(Origin::Probe, done(120, PID, Stop, 0));
+    m.advance(Origin::Probe, 130);
+    m.advance(Origin::Controller, 140);
+    m.push(Origin::Controller, set(150, PID, Stop));
+    m.push(Origin::Controller, done(160, PID, Stop, 0));
+    m.advance(Origin::Controller, 170);
+    m.advance(Origin::Probe, 200);
+    assert_eq!(times(&m.release()), [(150, "set"), (160, "set_done")]);
+}

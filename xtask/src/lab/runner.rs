@@ -580,6 +580,27 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
                     }
                 }
             }
+            // Applied by judge_trace / judge_qemu.
+            Extra::CheckedWith(_) => {}
+            Extra::ResetReadBack => {
+                r.problems
+                    .extend(reset_read_back_problems(&dir.join("trace.jsonl")));
+            }
+            Extra::StaleReadRefused => {
+                r.problems
+                    .extend(stale_read_problems(&dir.join("trace.jsonl"), &s.bdfs()));
+            }
+            Extra::QuiescedGets => {
+                if !quiesced_gets(&dir.join("trace.jsonl")) {
+                    r.problems
+                        .push("drive read no quiesced device's state back while dwelling".into());
+                }
+            }
+            Extra::CutWhileOpen => {
+                if let Err(why) = cut_while_open(&dir.join("trace.jsonl"), migscope) {
+                    r.problems.push(why);
+                }
+            }
         }
     }
     r.ok = r.problems.is_empty();
@@ -597,8 +618,9 @@ fn judge_trace(s: &Scenario, dir: &Path, migscope: &Path, r: &mut ScenarioResult
         ));
         return;
     }
-    let main = check_one(&trace, migscope, r);
-    exports_agree(&trace, &main.verdict, migscope, r);
+    let opts = s.check_options();
+    let main = check_one(&trace, migscope, &opts, r);
+    exports_agree(&trace, &main.verdict, migscope, &opts, r);
     r.sources = main.sources.clone();
     r.verdict = main.verdict.clone();
     r.rules = main.rules.clone();
@@ -611,7 +633,7 @@ fn judge_trace(s: &Scenario, dir: &Path, migscope: &Path, r: &mut ScenarioResult
     let side = dir.join("probe.jsonl");
     let own_probe = main.sources.get("transitions").and_then(Value::as_str) == Some("ok");
     if side.exists() && !own_probe {
-        let p = check_one(&side, migscope, r);
+        let p = check_one(&side, migscope, &opts, r);
         if let (Some(m), Some(ps)) = (r.sources.as_object_mut(), p.sources.as_object()) {
             for (k, v) in ps {
                 if v.as_str() == Some("ok") && k != "mdev_dma" {
@@ -624,7 +646,6 @@ fn judge_trace(s: &Scenario, dir: &Path, migscope: &Path, r: &mut ScenarioResult
         r.rules.sort();
         r.rules.dedup();
     }
-    let _ = s;
 }
 
 /// The worse of two verdicts (fail > inconclusive > pass > none).
@@ -690,8 +711,8 @@ fn judge_qemu(s: &Scenario, q: &Qemu, dir: &Path, migscope: &Path, r: &mut Scena
             r.verdict = worse(&r.verdict, "none").into();
             continue;
         }
-        let c = check_one(&trace, migscope, r);
-        exports_agree(&trace, &c.verdict, migscope, r);
+        let c = check_one(&trace, migscope, &s.check_options(), r);
+        exports_agree(&trace, &c.verdict, migscope, &s.check_options(), r);
         if *role == "src" {
             r.sources = c.sources.clone();
         }
@@ -807,7 +828,13 @@ fn source_dmesg(dmesg: &str) -> &str {
 /// verdict; Perfetto JSON parses and marks a violation iff the verdict is fail; the JUnit
 /// report carries failures iff fail; the Markdown report states the verdict. Files are left
 /// beside the trace for a bug report.
-fn exports_agree(trace: &Path, verdict: &str, migscope: &Path, r: &mut ScenarioResult) {
+fn exports_agree(
+    trace: &Path,
+    verdict: &str,
+    migscope: &Path,
+    opts: &[&str],
+    r: &mut ScenarioResult,
+) {
     let dir = trace.parent().unwrap_or(Path::new("."));
     let run = |args: &[&std::ffi::OsStr]| -> Result<std::process::Output, String> {
         Command::new(migscope)
@@ -834,7 +861,7 @@ fn exports_agree(trace: &Path, verdict: &str, migscope: &Path, r: &mut ScenarioR
         (trace, "perfetto", &perfetto),
         (trace, "markdown", &md),
     ] {
-        let args = [
+        let mut args = vec![
             os("export"),
             input.as_os_str().to_owned(),
             os("--format"),
@@ -842,6 +869,7 @@ fn exports_agree(trace: &Path, verdict: &str, migscope: &Path, r: &mut ScenarioR
             os("-o"),
             out.as_os_str().to_owned(),
         ];
+        args.extend(opts.iter().map(|o| os(o)));
         let argv: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
         match run(&argv) {
             Ok(o) if o.status.success() => {}
@@ -856,14 +884,15 @@ fn exports_agree(trace: &Path, verdict: &str, migscope: &Path, r: &mut ScenarioR
     if fs::read(&canon).ok() != fs::read(&back).ok() || !back.exists() {
         problems.push("JSONL -> native -> JSONL is not byte-identical".into());
     }
-    let native_verdict = run(&[
-        os("check").as_os_str(),
-        os("--json").as_os_str(),
-        native.as_os_str(),
-    ])
-    .ok()
-    .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
-    .and_then(|v| v.get("verdict").and_then(Value::as_str).map(String::from));
+    let opt_args: Vec<std::ffi::OsString> = opts.iter().map(|o| os(o)).collect();
+    let (check, json, junit_flag) = (os("check"), os("--json"), os("--junit"));
+    let mut native_check: Vec<&std::ffi::OsStr> = vec![&check, &json];
+    native_check.extend(opt_args.iter().map(|a| a.as_os_str()));
+    native_check.push(native.as_os_str());
+    let native_verdict = run(&native_check)
+        .ok()
+        .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
+        .and_then(|v| v.get("verdict").and_then(Value::as_str).map(String::from));
     if native_verdict.as_deref() != Some(verdict) {
         problems.push(format!(
             "check on the native form says {native_verdict:?}, not {verdict}"
@@ -894,12 +923,10 @@ fn exports_agree(trace: &Path, verdict: &str, migscope: &Path, r: &mut ScenarioR
         }
         None => problems.push("perfetto export is not JSON".into()),
     }
-    let _ = run(&[
-        os("check").as_os_str(),
-        os("--junit").as_os_str(),
-        junit.as_os_str(),
-        trace.as_os_str(),
-    ]);
+    let mut junit_check: Vec<&std::ffi::OsStr> = vec![&check, &junit_flag, junit.as_os_str()];
+    junit_check.extend(opt_args.iter().map(|a| a.as_os_str()));
+    junit_check.push(trace.as_os_str());
+    let _ = run(&junit_check);
     let xml = fs::read_to_string(&junit).unwrap_or_default();
     if !xml.contains("<testsuites") || xml.contains("<failure") != fail {
         problems.push(format!("junit report does not match verdict {verdict}"));
@@ -928,7 +955,7 @@ struct Checked {
 }
 
 /// `migscope check --json` of one trace (saved beside it), and its event counts added to `r`.
-fn check_one(trace: &Path, migscope: &Path, r: &mut ScenarioResult) -> Checked {
+fn check_one(trace: &Path, migscope: &Path, opts: &[&str], r: &mut ScenarioResult) -> Checked {
     let mut c = Checked {
         verdict: "none".into(),
         rules: Vec::new(),
@@ -970,6 +997,7 @@ fn check_one(trace: &Path, migscope: &Path, r: &mut ScenarioResult) -> Checked {
     let out = Command::new(migscope)
         .arg("check")
         .arg("--json")
+        .args(opts)
         .arg(trace)
         .output();
     match out {
@@ -1229,6 +1257,167 @@ fn true_state_read_back(trace: &Path) -> bool {
         }
     }
     false
+}
+
+/// [`Extra::ResetReadBack`]: what breaks "every successful reset is followed by a GET of its
+/// device before any other SET or reset of it", and a trace without any reset.
+fn reset_read_back_problems(trace: &Path) -> Vec<String> {
+    let evs = trace_values(trace);
+    let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    let mut problems = Vec::new();
+    let mut resets = 0;
+    for (n, v) in evs.iter().enumerate() {
+        if field(v, "ev").as_deref() != Some("reset")
+            || v.get("ret").and_then(Value::as_i64) != Some(0)
+        {
+            continue;
+        }
+        resets += 1;
+        let dev = field(v, "dev");
+        let next = evs[n + 1..]
+            .iter()
+            .find(|w| {
+                field(w, "dev") == dev
+                    && matches!(field(w, "ev").as_deref(), Some("get" | "set" | "reset"))
+            })
+            .and_then(|w| field(w, "ev"));
+        if next.as_deref() != Some("get") {
+            problems.push(format!(
+                "{}: the reset at t {} is followed by {} before any GET",
+                dev.unwrap_or_default(),
+                v.get("t").and_then(Value::as_u64).unwrap_or(0),
+                next.map_or("nothing".to_owned(), |e| format!("a {e}"))
+            ));
+        }
+    }
+    if resets == 0 {
+        problems.push("the trace has no successful reset".into());
+    }
+    problems
+}
+
+/// [`Extra::StaleReadRefused`]: drive's mark of a refused read of the pre-reset data_fd for
+/// each device, and no `data` event of a file older than its device's last reset.
+fn stale_read_problems(trace: &Path, bdfs: &[String]) -> Vec<String> {
+    let evs = trace_values(trace);
+    let mut problems = Vec::new();
+    for b in bdfs {
+        let refused = evs.iter().any(|v| {
+            v.get("ev").and_then(Value::as_str) == Some("mark")
+                && v.get("label").and_then(Value::as_str).is_some_and(|l| {
+                    l.starts_with(&format!("{b}: data_fd "))
+                        && l.contains("from before the reset refused the read")
+                })
+        });
+        if !refused {
+            problems.push(format!(
+                "{b}: no refused read of the data_fd from before the reset"
+            ));
+        }
+    }
+    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64);
+    for v in &evs {
+        if v.get("ev").and_then(Value::as_str) == Some("data")
+            && let (Some(f), Some(g)) = (num(v, "fd_gen"), num(v, "reset_gen"))
+            && f < g
+        {
+            problems.push(format!("data moved through a stale data_fd: {v}"));
+        }
+    }
+    problems
+}
+
+/// [`Extra::QuiescedGets`].
+fn quiesced_gets(trace: &Path) -> bool {
+    let evs = trace_values(trace);
+    let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    // Per device: GETs since its last SET returned.
+    let mut since: std::collections::BTreeMap<String, u32> = Default::default();
+    for v in &evs {
+        let Some(dev) = field(v, "dev") else {
+            continue;
+        };
+        match field(v, "ev").as_deref() {
+            Some("set_done") => {
+                since.insert(dev, 0);
+            }
+            Some("set") | Some("reset") => {
+                since.remove(&dev);
+            }
+            Some("get") => {
+                if let Some(n) = since.get_mut(&dev) {
+                    *n += 1;
+                    if *n >= 2 {
+                        return true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// [`Extra::CutWhileOpen`]: the trace up to (not including) the `set_done` of its slowest SET,
+/// an `end` appended, checked without options.
+fn cut_while_open(trace: &Path, migscope: &Path) -> Result<(), String> {
+    let text = fs::read_to_string(trace).map_err(|e| format!("{}: {e}", trace.display()))?;
+    let lines: Vec<&str> = text.lines().collect();
+    let mut open: std::collections::BTreeMap<String, u64> = Default::default();
+    // (duration, line index of the set_done, t of the set_done)
+    let mut slowest: Option<(u64, usize, u64)> = None;
+    for (n, l) in lines.iter().enumerate().skip(1) {
+        let Ok(v) = serde_json::from_str::<Value>(l) else {
+            continue;
+        };
+        let (Some(ev), Some(dev), Some(t)) = (
+            v.get("ev").and_then(Value::as_str),
+            v.get("dev").and_then(Value::as_str),
+            v.get("t").and_then(Value::as_u64),
+        ) else {
+            continue;
+        };
+        match ev {
+            "set" => {
+                open.insert(dev.to_owned(), t);
+            }
+            "set_done" => {
+                if let Some(t0) = open.remove(dev)
+                    && slowest.is_none_or(|(d, _, _)| t - t0 > d)
+                {
+                    slowest = Some((t - t0, n, t));
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some((_, at, t)) = slowest else {
+        return Err("the trace has no completed SET to cut".into());
+    };
+    let mut cut: String = lines[..at].iter().map(|l| format!("{l}\n")).collect();
+    cut.push_str(&format!("{{\"t\":{t},\"ev\":\"end\"}}\n"));
+    let path = trace.with_extension("cut.jsonl");
+    fs::write(&path, cut).map_err(|e| format!("{}: {e}", path.display()))?;
+    let out = Command::new(migscope)
+        .arg("check")
+        .arg("--json")
+        .arg(&path)
+        .output()
+        .map_err(|e| format!("running {}: {e}", migscope.display()))?;
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("check of the cut trace gave no JSON: {e}"))?;
+    let verdict = v.get("verdict").and_then(Value::as_str).unwrap_or("none");
+    let unfinished = v
+        .get("blind_spots")
+        .and_then(Value::as_array)
+        .is_some_and(|b| b.iter().any(|x| x.as_str() == Some("unfinished")));
+    if verdict != "inconclusive" || !unfinished {
+        return Err(format!(
+            "the trace cut while its slowest SET was open is {verdict} (blind spots {}), not inconclusive with unfinished",
+            v.get("blind_spots").cloned().unwrap_or(Value::Null)
+        ));
+    }
+    Ok(())
 }
 
 /// The trace's events as JSON values (the header skipped).

@@ -97,6 +97,22 @@ pub enum Extra {
     ResumeFuzzed,
     /// drive read the device's registers when saved and once restored (`regs` of both stages).
     RegsCompared,
+    /// `migscope check` and every export judge the trace with these verifier options (e.g.
+    /// `--max-set-ms N`); the verdict and rules are theirs.
+    CheckedWith(&'static [&'static str]),
+    /// Every successful `reset` in the trace is followed by a `get` of its device before any
+    /// other SET or reset of it (drive's "has it got there?" after a reset).
+    ResetReadBack,
+    /// The correct driver refused the read of each device's data_fd from before its reset
+    /// (drive's mark says so) and no `data` moved through a file older than the last reset.
+    StaleReadRefused,
+    /// drive read a quiesced device's state back while dwelling: some `get` of a device comes
+    /// after the `get` that follows its quiescing SET and before its next SET.
+    QuiescedGets,
+    /// The trace cut just before the slowest SET's `set_done` (an `end` appended) is
+    /// `inconclusive` with the blind spot `unfinished` when checked without options: an open
+    /// SET is never a pass.
+    CutWhileOpen,
     /// Device DMA logging ran: edu-mig's dmesg has its DMA_LOGGING_START, the trace's
     /// `dirty_log` source is ok, and drive's REPORTs are in it (`dirty_report`s).
     DirtyLogged,
@@ -844,6 +860,89 @@ pub const ALL: &[Scenario] = &[
         &[],
     )
     .with(&[Extra::Evidence, Extra::RestoreVerified, Extra::RegsCompared]),
+    // bugs-c: issue 14 part C (lost_reset, stale_fd, slow_arc, async_state).
+    drive_bug(
+        "stale-fd",
+        "bug=stale_fd, drive --plan reset: a reset in STOP_COPY leaves the data_fd working \
+         (pds \"clear the save/restore FDs on reset\"): drive's read of it after the reset \
+         still moves the pre-reset stream",
+        "stale_fd",
+        "reset",
+        "fail",
+        &["stale-data-fd"],
+    )
+    .with(&[Extra::ResetReadBack]),
+    drive_bug(
+        "stale-fd-good",
+        "correct driver, drive --plan reset: the reset invalidates the migration file, the read \
+         of the old data_fd fails ENODEV",
+        "none",
+        "reset",
+        "pass",
+        &[],
+    )
+    .with(RESET_GOOD),
+    drive_bug(
+        "lost-reset",
+        "bug=lost_reset, drive --plan reset: VFIO_DEVICE_RESET in STOP_COPY returns 0 but the \
+         migration state stays STOP_COPY (hisi/mlx5 deferred reset lost): drive's GET after \
+         the reset says so",
+        "lost_reset",
+        "reset",
+        "fail",
+        &["state-mismatch"],
+    )
+    .with(&[Extra::ResetReadBack]),
+    drive_bug(
+        "lost-reset-good",
+        "correct driver, drive --plan reset: the GET after the reset says RUNNING",
+        "none",
+        "reset",
+        "pass",
+        &[],
+    )
+    .with(RESET_GOOD),
+    drive_bug(
+        "slow-arc",
+        "bug=slow_arc: the RUNNING_P2P -> STOP arc stalls 5 s under state_mutex (a blocked \
+         arc); check --max-set-ms 2000 fails it, and the trace cut while it is open is \
+         unfinished",
+        "slow_arc",
+        "stopcopy",
+        "fail",
+        &["set-timeout"],
+    )
+    .with(&[Extra::CheckedWith(SLOW_ARC_CHECK), Extra::CutWhileOpen]),
+    drive_bug(
+        "slow-arc-good",
+        "correct driver on the slow-arc plan with check --max-set-ms 2000: every SET returns \
+         in time",
+        "none",
+        "stopcopy",
+        "pass",
+        &[],
+    )
+    .with(&[Extra::Evidence, Extra::CheckedWith(SLOW_ARC_CHECK)]),
+    drive_bug(
+        "async-state",
+        "bug=async_state: the first DMA command written while quiesced drops the device to \
+         RUNNING without a SET (libvfio-user #853); drive's GET while dwelling sees it",
+        "async_state",
+        "stopcopy",
+        "fail",
+        &["state-mismatch"],
+    )
+    .with(&[Extra::QuiescedGets]),
+    drive_bug(
+        "async-state-good",
+        "correct driver on the async-state plan: every GET while dwelling says the state drive \
+         set",
+        "none",
+        "stopcopy",
+        "pass",
+        &[],
+    )
+    .with(&[Extra::Evidence, Extra::QuiescedGets]),
     // ---- branch dirty: issue 14's dirty_miss row (device DMA logging, edu-mig dma_log=1) ----
     drive_bug(
         "dirty-miss",
@@ -869,6 +968,18 @@ pub const ALL: &[Scenario] = &[
     .with_dma_log()
     .with(&[Extra::Evidence, Extra::DirtyLogged]),
 ];
+
+/// What the reset plan shows on a correct driver: evidence, the GET after each reset, the old
+/// data_fd refused.
+const RESET_GOOD: &[Extra] = &[
+    Extra::Evidence,
+    Extra::ResetReadBack,
+    Extra::StaleReadRefused,
+];
+
+/// slow-arc's limit: 14 times the longest SET measured on a correct driver in the lab (~140 ms,
+/// a drain of edu's in-flight transfer under TCG), 2.5 times below edu-mig's `slow_arc_ms`.
+const SLOW_ARC_CHECK: &[&str] = &["--max-set-ms", "2000"];
 
 /// A `drive` case on one root-bus device with edu-mig `bug=` (issue 14's pairs: `NAME` with
 /// the bug, `NAME-good` with `none` on the same plan).
@@ -936,6 +1047,19 @@ impl Scenario {
     /// With these extras.
     const fn with(self, extras: &'static [Extra]) -> Scenario {
         Scenario { extras, ..self }
+    }
+
+    /// The verifier options `check` runs with ([`Extra::CheckedWith`]).
+    pub fn check_options(&self) -> Vec<&'static str> {
+        self.extras
+            .iter()
+            .filter_map(|e| match e {
+                Extra::CheckedWith(o) => Some(*o),
+                _ => None,
+            })
+            .flatten()
+            .copied()
+            .collect()
     }
 
     /// The extras to check: the scenario's own and, for a QEMU case, `QEMU_EXTRAS`.
