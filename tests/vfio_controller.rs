@@ -766,6 +766,83 @@ fn device_dma_logging_clears_pre_quiesce_writes() {
     assert!(verify_events(&out).violations.is_empty());
 }
 
+/// The `dirty_report`s of a drive, and the witness's writes found while the device was in a
+/// DMA-allowed state (the witness of a logging device stays armed there).
+fn reports_and_running_writes(out: &Drove) -> (usize, usize) {
+    let reports = out
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::DirtyReport { .. }))
+        .count();
+    let mut running = true;
+    let mut writes = 0;
+    for e in &out.events {
+        match &e.kind {
+            EventKind::SetDone { to, ret: 0, .. } => running = to.dma_allowed(),
+            EventKind::Set { to, .. } if to.quiescent() => running = false,
+            EventKind::Dma {
+                src: DmaSource::Witness,
+                ..
+            } if running => writes += 1,
+            _ => {}
+        }
+    }
+    (reports, writes)
+}
+
+#[test]
+fn a_dma_log_that_drops_pages_is_dirty_log_missed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P)
+        .with_dirty_log()
+        .with(Misbehave::DirtyMiss)]);
+    let out = run(&mut sim, &[A], &edu_opts(dir.path()));
+    assert_eq!(out.sources.get("dirty_log").map(String::as_str), Some("ok"));
+    let (reports, writes) = reports_and_running_writes(&out);
+    assert!(
+        reports > 0 && writes > 0,
+        "{reports} reports, {writes} writes"
+    );
+    let r = verify_events(&out);
+    // The log drops every (one-page) edu transfer: the witness saw them land while running.
+    assert_eq!(
+        r.violated_rules(),
+        ["dirty-log-missed"],
+        "{:?}",
+        r.violations
+    );
+    assert_eq!(sim.state_of(A), Some(Running));
+}
+
+#[test]
+fn a_dma_log_that_has_every_page_raises_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P).with_dirty_log()]);
+    let out = run(&mut sim, &[A], &edu_opts(dir.path()));
+    let (reports, writes) = reports_and_running_writes(&out);
+    assert!(
+        reports > 0 && writes > 0,
+        "{reports} reports, {writes} writes"
+    );
+    // Every report is in the trace, dirty or clean, each over the time since the previous one.
+    let dirty_runs = out
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::Dma {
+                    src: DmaSource::DirtyLog,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(dirty_runs > 0);
+    let r = verify_events(&out);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+}
+
 #[test]
 fn conformance_reports_a_misbehaving_device() {
     let dir = tempfile::tempdir().expect("tempdir");

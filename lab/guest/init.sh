@@ -37,13 +37,14 @@ for b in $EDU_DEVS; do
 done
 echo "LAB:READY uptime=$(cut -d' ' -f1 /proc/uptime) devices=$(echo $EDU_DEVS)"
 
-# lab_scenario NAME BUG PRECOPY -- CMD...: configure edu-mig, rebind (flags are read at
-# probe), run CMD with its output in /out/NAME, print one result marker.
+# lab_scenario NAME BUG PRECOPY DMA_LOG -- CMD...: configure edu-mig, rebind (flags and log_ops
+# are read at probe), run CMD with its output in /out/NAME, print one result marker.
 lab_scenario() {
-	name=$1 bug=$2 precopy=$3
-	shift 4
+	name=$1 bug=$2 precopy=$3 dma_log=$4
+	shift 5
 	echo "$bug" > /sys/module/edu_mig/parameters/bug
 	echo "$precopy" > /sys/module/edu_mig/parameters/precopy
+	echo "$dma_log" > /sys/module/edu_mig/parameters/dma_log
 	for b in $EDU_DEVS; do
 		echo $b > /sys/bus/pci/drivers/edu_mig/unbind
 		echo $b > /sys/bus/pci/drivers_probe

@@ -55,6 +55,9 @@ pub enum Misbehave {
     /// its `n`-th GET since (once; a reset_done handler behind the VMM's back,
     /// libvfio-user #853). The GET right after the SET is the first.
     RunsBeforeGet(u32),
+    /// The device's DMA log drops the last page of every edu transfer (edu-mig's
+    /// `bug=dirty_miss`): a transfer within one page is not logged at all.
+    DirtyMiss,
 }
 
 /// One SET as the "kernel" saw it: the times a probe would stamp on its syscall entry and
@@ -265,6 +268,7 @@ impl VfioOps for SimVfio {
             edu: Arc::new(Mutex::new(EduSim {
                 ignore_quiesce: spec_has(&self.specs, bdf, &Misbehave::EduIgnoresQuiesce),
                 drops_dma: spec_has(&self.specs, bdf, &Misbehave::EduDropsDma),
+                dirty_miss: spec_has(&self.specs, bdf, &Misbehave::DirtyMiss),
                 dirty: Arc::clone(&dirty),
                 ..EduSim::default()
             })),
@@ -719,6 +723,7 @@ struct EduSim {
     quiesced: bool,
     ignore_quiesce: bool,
     drops_dma: bool,
+    dirty_miss: bool,
     maps: Vec<(u64, Arc<DmaBuffer>)>,
     irq: Option<OwnedFd>,
     dirty: SharedDirty,
@@ -752,7 +757,16 @@ impl EduSim {
             let data = self.buf[off..off + n].to_vec();
             if let Some((b, at)) = self.find(self.dst, n as u64) {
                 let _ = b.write(at, &data);
-                log_write(&self.dirty, self.dst, n as u64);
+                // bug=dirty_miss logs up to the start of the transfer's last page.
+                let last_page = (self.dst + (n as u64).max(1) - 1) / PAGE as u64 * PAGE as u64;
+                let logged = if self.dirty_miss {
+                    last_page.saturating_sub(self.dst)
+                } else {
+                    n as u64
+                };
+                if logged > 0 {
+                    log_write(&self.dirty, self.dst, logged);
+                }
             }
         }
         let irq = self.cmd & edu::CMD_IRQ != 0;

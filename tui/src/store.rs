@@ -626,6 +626,25 @@ impl Store {
                 x = *ret;
                 self.devices[i].data.push(row);
             }
+            // a: iova; b: len; s: log2 of page_size; x: dirty pages (as u32 bits); the window
+            // in `windows`.
+            EventKind::DirtyReport {
+                dev: n,
+                iova,
+                len,
+                page_size,
+                window: (t0, t1),
+                dirty_pages,
+            } => {
+                let i = self.dev_id(n);
+                dev = i as u16;
+                a = *iova;
+                b = *len;
+                s = page_size.trailing_zeros() as u8;
+                x = (*dirty_pages).min(u64::from(u32::MAX)) as u32 as i32;
+                self.windows.push((row, *t0, *t1));
+                self.devices[i].data.push(row);
+            }
         }
         if let Some(n) = e.kind.dev() {
             let i = dev as usize;
@@ -855,6 +874,20 @@ impl Store {
                 dev: devname(),
                 ret: x,
             },
+            "dirty_report" => EventKind::DirtyReport {
+                dev: devname(),
+                iova: a,
+                len: b,
+                page_size: 1u64.checked_shl(u32::from(s)).unwrap_or(0),
+                window: {
+                    let k = self.windows.partition_point(|w| (w.0 as usize) < r);
+                    self.windows
+                        .get(k)
+                        .filter(|w| w.0 as usize == r)
+                        .map_or((0, 0), |w| (w.1, w.2))
+                },
+                dirty_pages: u64::from(x as u32),
+            },
             _ => return None,
         };
         Some((
@@ -1009,6 +1042,14 @@ pub fn summary(e: &Event) -> String {
             format!("regs {dev} {} bar{bar} {}", stage.name(), r.join(" "))
         }
         EventKind::PrecopyInfoV2 { dev, ret } => format!("precopy_info_v2 {dev} ret={ret}"),
+        EventKind::DirtyReport {
+            dev,
+            iova,
+            len,
+            window: (t0, t1),
+            dirty_pages,
+            ..
+        } => format!("dirty_report {dev} {iova:#x}+{len} ({t0}, {t1}] {dirty_pages} dirty"),
     }
 }
 
@@ -1184,6 +1225,14 @@ mod tests {
                 stage: RegStage::Restored,
                 bar: 0,
                 regs: [(0x4, 0x1234), (0x80, 0x18_0000)].into_iter().collect(),
+            },
+            EventKind::DirtyReport {
+                dev: d(),
+                iova: 0x10_0000,
+                len: 0x4000,
+                page_size: 4096,
+                window: (17, 19),
+                dirty_pages: 2,
             },
             EventKind::End,
         ];

@@ -354,6 +354,20 @@ pub enum EventKind {
         dev: String,
         ret: i32,
     },
+    /// A VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT over `[iova, iova + len)` at `page_size`
+    /// returned 0: the device's log of that range was read and cleared. It covers the window
+    /// `(t0, t1]`: from when the previous report of the range (or DMA_LOGGING_START) was
+    /// issued to when this one returned. `dirty_pages` pages were dirty, each run of them a
+    /// `dma` event with `src: dirty_log` and the same window; a report with none proves the
+    /// device wrote nothing in the range over the whole window.
+    DirtyReport {
+        dev: String,
+        iova: u64,
+        len: u64,
+        page_size: u64,
+        window: (u64, u64),
+        dirty_pages: u64,
+    },
 }
 
 /// The migration file a `data` event's bytes moved through.
@@ -376,7 +390,7 @@ pub struct DataFile {
 
 /// Every `ev` value, indexed by [`EventKind::code`] (a small number for columnar storage and
 /// filters, e.g. the TUI's event store; not a file format: the native format has its own kinds).
-pub const EV_NAMES: [&str; 19] = [
+pub const EV_NAMES: [&str; 20] = [
     "device",
     "set",
     "step",
@@ -396,6 +410,7 @@ pub const EV_NAMES: [&str; 19] = [
     "precopy_info_v2",
     "corrupt_load",
     "regs",
+    "dirty_report",
 ];
 
 impl EventKind {
@@ -426,6 +441,7 @@ impl EventKind {
             EventKind::PrecopyInfoV2 { .. } => 16,
             EventKind::CorruptLoad { .. } => 17,
             EventKind::Regs { .. } => 18,
+            EventKind::DirtyReport { .. } => 19,
         }
     }
 
@@ -450,7 +466,8 @@ impl EventKind {
             | EventKind::DataSize { dev, .. }
             | EventKind::PrecopyInfoV2 { dev, .. }
             | EventKind::CorruptLoad { dev, .. }
-            | EventKind::Regs { dev, .. } => Some(dev),
+            | EventKind::Regs { dev, .. }
+            | EventKind::DirtyReport { dev, .. } => Some(dev),
             EventKind::Map { .. }
             | EventKind::Unmap { .. }
             | EventKind::Lost { .. }

@@ -96,7 +96,8 @@ pub(crate) fn recycle_strings(ev: Event, spare: &mut Vec<String>) {
         | EventKind::DataSize { dev, .. }
         | EventKind::PrecopyInfoV2 { dev, .. }
         | EventKind::CorruptLoad { dev, .. }
-        | EventKind::Regs { dev, .. } => put(dev),
+        | EventKind::Regs { dev, .. }
+        | EventKind::DirtyReport { dev, .. } => put(dev),
         EventKind::Map { ctx, .. } | EventKind::Unmap { ctx, .. } => put(ctx),
         EventKind::Lost { source, dev, .. } => {
             put(source);
@@ -175,6 +176,10 @@ struct Raw<'a> {
     bar: Option<u32>,
     /// `regs`: register offset (`"0x80"`) -> value.
     registers: Option<BTreeMap<String, u64>>,
+    /// `dirty_report`: the granule of its bitmap, bytes.
+    page_size: Option<u64>,
+    /// `dirty_report`: pages the report found dirty.
+    dirty_pages: Option<u64>,
 }
 
 /// JSON type each known field must have, for naming the field when fast parsing fails.
@@ -218,6 +223,8 @@ const FIELD_TYPES: &[(&str, &str)] = &[
     ("stage", "str"),
     ("bar", "u32"),
     ("registers", "u64map"),
+    ("page_size", "u64"),
+    ("dirty_pages", "u64"),
 ];
 
 fn type_ok(v: &serde_json::Value, ty: &str) -> bool {
@@ -269,6 +276,7 @@ const KNOWN_EVS: &[&str] = &[
     "precopy_info",
     "data_size",
     "precopy_info_v2",
+    "dirty_report",
     "corrupt_load",
     "regs",
 ];
@@ -721,6 +729,32 @@ impl<R: BufRead> JsonlReader<R> {
                 dev: self.req_str(&raw.dev, "dev")?,
                 ret: self.errno_ret(raw.ret, "ret")?,
             },
+            "dirty_report" => {
+                let window = self.req(raw.window, "window")?;
+                if window.0 > window.1 {
+                    return Err(self.invalid(
+                        "window",
+                        &format!(
+                            "[{}, {}] is backwards: t0 must not exceed t1",
+                            window.0, window.1
+                        ),
+                    ));
+                }
+                let page_size = self.req(raw.page_size, "page_size")?;
+                if !page_size.is_power_of_two() {
+                    return Err(
+                        self.invalid("page_size", &format!("{page_size} is not a power of two"))
+                    );
+                }
+                EventKind::DirtyReport {
+                    dev: self.req_str(&raw.dev, "dev")?,
+                    iova: self.req(raw.iova, "iova")?,
+                    len: self.req(raw.len, "len")?,
+                    page_size,
+                    window,
+                    dirty_pages: self.req(raw.dirty_pages, "dirty_pages")?,
+                }
+            }
             other => {
                 let other = other.to_owned();
                 self.warn_unknown_ev(&other);
@@ -1109,6 +1143,21 @@ pub fn event_to_json(ev: &Event) -> String {
         EventKind::PrecopyInfoV2 { dev, ret } => {
             push_str(&mut o, "dev", dev);
             push_num(&mut o, "ret", ret);
+        }
+        EventKind::DirtyReport {
+            dev,
+            iova,
+            len,
+            page_size,
+            window: (a, b),
+            dirty_pages,
+        } => {
+            push_str(&mut o, "dev", dev);
+            push_num(&mut o, "iova", iova);
+            push_num(&mut o, "len", len);
+            push_num(&mut o, "page_size", page_size);
+            let _ = write!(o, ",\"window\":[{a},{b}]");
+            push_num(&mut o, "dirty_pages", dirty_pages);
         }
     }
     if let Some(pid) = ev.pid {
@@ -1507,6 +1556,8 @@ mod fast {
                     "stage" => once!(seen, 36, r.stage, l.opt_str()),
                     "bar" => once!(seen, 37, r.bar, l.opt_u32()),
                     "registers" => once!(seen, 38, r.registers, l.opt_u64map()),
+                    "page_size" => once!(seen, 39, r.page_size, l.opt_u64()),
+                    "dirty_pages" => once!(seen, 40, r.dirty_pages, l.opt_u64()),
                     _ => l.skip()?,
                 }
                 l.ws();
@@ -1798,6 +1849,14 @@ mod tests {
             },
             EventKind::PrecopyInfoV2 { dev: d(), ret: 0 },
             EventKind::PrecopyInfoV2 { dev: d(), ret: -25 },
+            EventKind::DirtyReport {
+                dev: d(),
+                iova: 0x10_0000,
+                len: 0x4000,
+                page_size: 4096,
+                window: (0, u64::MAX),
+                dirty_pages: 3,
+            },
             EventKind::End,
         ];
         let header = Header {
@@ -2022,6 +2081,24 @@ mod tests {
                     bar,
                     regs,
                 }),
+            (
+                s,
+                any::<u64>(),
+                any::<u64>(),
+                0u32..40,
+                (0u64..10, 10u64..20),
+                any::<u64>()
+            )
+                .prop_map(|(dev, iova, len, shift, window, dirty_pages)| {
+                    EventKind::DirtyReport {
+                        dev,
+                        iova,
+                        len,
+                        page_size: 1 << shift,
+                        window,
+                        dirty_pages,
+                    }
+                }),
         ]
     }
 
@@ -2165,6 +2242,22 @@ mod tests {
                 "reset_gen",
             ),
             (r#"{"t":1,"ev":"precopy_info_v2","dev":"d"}"#, "ret"),
+            (
+                r#"{"t":9,"ev":"dirty_report","dev":"d","iova":0,"len":4096,"page_size":4096,"dirty_pages":0}"#,
+                "window",
+            ),
+            (
+                r#"{"t":9,"ev":"dirty_report","dev":"d","iova":0,"len":4096,"page_size":4096,"window":[9,3],"dirty_pages":0}"#,
+                "window",
+            ),
+            (
+                r#"{"t":9,"ev":"dirty_report","dev":"d","iova":0,"len":4096,"page_size":4000,"window":[3,9],"dirty_pages":0}"#,
+                "page_size",
+            ),
+            (
+                r#"{"t":9,"ev":"dirty_report","dev":"d","iova":0,"len":4096,"page_size":4096,"window":[3,9]}"#,
+                "dirty_pages",
+            ),
         ] {
             let (l, f, m) = err_of(&format!("{H}{line}\n"));
             assert_eq!((l, f.as_str()), (2, field), "{line}: {m}");

@@ -169,9 +169,20 @@ pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<Scenar
                     opts.kernel.name()
                 );
             }
+            if s.dma_log
+                && let Some(why) = no_dma_logging(&p.kernel)
+            {
+                eprintln!("lab: {} skipped: {why}", s.name);
+                return false;
+            }
             !skip
         })
         .collect();
+    if scenarios.is_empty() && !opts.scenarios.is_empty() {
+        // Every scenario asked for was skipped, each with its reason: no VM to boot.
+        eprintln!("lab: nothing left to run on {}", opts.kernel.name());
+        return Ok((Outcome::Ok, Vec::new()));
+    }
     let devices = scenarios.iter().map(|s| s.devices).max().unwrap_or(1);
     let bridged = scenarios.iter().map(|s| s.bridged).max().unwrap_or(0);
     let mut run_sh = String::new();
@@ -516,6 +527,11 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
             }
             Extra::RegsCompared => {
                 if let Err(why) = regs_compared(&dir.join("trace.jsonl")) {
+                    r.problems.push(why);
+                }
+            }
+            Extra::DirtyLogged => {
+                if let Err(why) = dirty_logged(dir) {
                     r.problems.push(why);
                 }
             }
@@ -1599,6 +1615,66 @@ fn resume_fuzzed(trace: &Path) -> Result<(), String> {
 }
 
 /// drive read the registers when saved and once restored ([`Extra::RegsCompared`]).
+/// Why a log_ops driver cannot offer device DMA logging on this kernel, from its headers: the
+/// iova_bitmap helpers (`iova_bitmap_set`, which a driver's log_read_and_clear reports through)
+/// are not exported in its Module.symvers. Up to 6.6 vfio.ko exports them; from 6.7 only
+/// CONFIG_IOMMUFD_DRIVER builds them (drivers/iommu/iommufd/iova_bitmap.c).
+fn no_dma_logging(k: &fetch::KernelFiles) -> Option<String> {
+    let symvers = k.headers.join("Module.symvers");
+    let text = match fs::read_to_string(&symvers) {
+        Ok(t) => t,
+        Err(e) => return Some(format!("cannot read {}: {e}", symvers.display())),
+    };
+    if text
+        .lines()
+        .any(|l| l.split('\t').nth(1) == Some("iova_bitmap_set"))
+    {
+        return None;
+    }
+    let config = fs::read_to_string(k.headers.join(".config")).unwrap_or_default();
+    let said: Vec<&str> = config
+        .lines()
+        .filter(|l| l.contains("CONFIG_IOMMUFD"))
+        .collect();
+    Some(format!(
+        "{} exports no iova_bitmap_set (not in {}; its .config: {}): vfio_pci_core drivers have no DMA logging there",
+        k.release,
+        symvers.display(),
+        if said.is_empty() {
+            "no CONFIG_IOMMUFD* line".to_owned()
+        } else {
+            said.join(", ")
+        }
+    ))
+}
+
+/// Device DMA logging ran in a `dma_log` scenario: edu-mig logged its START, the trace's
+/// `dirty_log` source is ok, and drive's REPORTs are in it.
+fn dirty_logged(dir: &Path) -> Result<(), String> {
+    let dmesg = fs::read_to_string(dir.join("dmesg")).unwrap_or_default();
+    if !dmesg.contains("edu-mig: DMA logging started") {
+        return Err("edu-mig's dmesg has no `DMA logging started`".into());
+    }
+    let trace = dir.join("trace.jsonl");
+    let text = fs::read_to_string(&trace).unwrap_or_default();
+    let src = text
+        .lines()
+        .next()
+        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        .and_then(|h| h.pointer("/sources/dirty_log").cloned());
+    if src.as_ref().and_then(Value::as_str) != Some("ok") {
+        return Err(format!("the trace's dirty_log source is {src:?}, not ok"));
+    }
+    let reports = trace_values(&trace)
+        .iter()
+        .filter(|v| v.get("ev").and_then(Value::as_str) == Some("dirty_report"))
+        .count();
+    if reports == 0 {
+        return Err("no dirty_report in the trace".into());
+    }
+    Ok(())
+}
+
 fn regs_compared(trace: &Path) -> Result<(), String> {
     let evs = trace_values(trace);
     for stage in ["saved", "restored"] {
@@ -1775,6 +1851,40 @@ mod tests {
             (Some(1), Some(1.5))
         );
         assert_eq!(parse_marker("LAB:RESULT x"), (None, None));
+    }
+
+    #[test]
+    fn dma_logging_is_skipped_from_the_headers_exports() {
+        let dir = std::env::temp_dir().join(format!("lab-iovab-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let k = fetch::KernelFiles {
+            release: "6.12.95+deb12-amd64".into(),
+            vmlinux: dir.join("vmlinux"),
+            modules: dir.join("modules"),
+            headers: dir.clone(),
+        };
+        // 6.12 without IOMMUFD: vfio's exports, no iova_bitmap.
+        fs::write(
+            dir.join("Module.symvers"),
+            "0x1\tvfio_pci_core_register_device\tdrivers/vfio/pci/vfio-pci-core\tEXPORT_SYMBOL_GPL\t\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join(".config"),
+            "CONFIG_VFIO=m\n# CONFIG_IOMMUFD is not set\n",
+        )
+        .unwrap();
+        let why = no_dma_logging(&k).expect("no iova_bitmap_set: skipped");
+        assert!(why.contains("exports no iova_bitmap_set"), "{why}");
+        assert!(why.contains("# CONFIG_IOMMUFD is not set"), "{why}");
+        // 6.1: vfio.ko exports it.
+        fs::write(
+            dir.join("Module.symvers"),
+            "0x7d2ed4c3\tiova_bitmap_set\tdrivers/vfio/vfio\tEXPORT_SYMBOL_GPL\t\n",
+        )
+        .unwrap();
+        assert_eq!(no_dma_logging(&k), None);
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -119,6 +119,9 @@ pub enum Extra {
     /// `inconclusive` with the blind spot `unfinished` when checked without options: an open
     /// SET is never a pass.
     CutWhileOpen,
+    /// Device DMA logging ran: edu-mig's dmesg has its DMA_LOGGING_START, the trace's
+    /// `dirty_log` source is ok, and drive's REPORTs are in it (`dirty_report`s).
+    DirtyLogged,
     /// `drive --tui` ran in a tmux pane (`drive_tui` in lab/guest/init.sh): the pane captured
     /// while the device was quiesced (`mid.txt`, taken once drive's trace has the device in
     /// STOP_COPY and the view shows that SET) has the device's lane in a quiescent state and
@@ -152,6 +155,9 @@ pub struct Scenario {
     pub needs_precopy: bool,
     /// Run only when named with --scenario (a known open question, not a gate).
     pub on_request: bool,
+    /// With edu-mig `dma_log=1` (device DMA logging through log_ops): skipped on a kernel
+    /// that does not export the iova_bitmap helpers a log_ops driver needs (`runner`).
+    pub dma_log: bool,
 }
 
 const fn drive(plan: &'static str) -> Run {
@@ -216,6 +222,7 @@ const fn qemu(
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     }
 }
 
@@ -233,6 +240,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "driver-selftest",
@@ -247,6 +255,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "good-stopcopy",
@@ -261,6 +270,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::Evidence],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "good-precopy",
@@ -275,6 +285,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::Evidence, Extra::PrecopyInfo],
         needs_precopy: true,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "roundtrip",
@@ -289,6 +300,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::Evidence, Extra::RestoreVerified],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "conformance",
@@ -303,6 +315,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::ConformanceTable],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "early-p2p",
@@ -317,6 +330,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "irq-in-stop",
@@ -331,6 +345,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "fail-p2p",
@@ -345,6 +360,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::TrueStateReadBack],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "no-steps",
@@ -359,6 +375,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "two-dev-qemu-order",
@@ -376,6 +393,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::Evidence],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "two-dev-naive-order",
@@ -393,6 +411,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-good",
@@ -409,6 +428,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::StepsTraced],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-early-p2p",
@@ -423,6 +443,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-irq-in-stop",
@@ -437,6 +458,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-fail-p2p",
@@ -451,6 +473,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::TrueStateReadBack],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-no-steps",
@@ -465,6 +488,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-attach-late",
@@ -485,6 +509,7 @@ pub const ALL: &[Scenario] = &[
         ],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-attach-late-2dev",
@@ -504,6 +529,7 @@ pub const ALL: &[Scenario] = &[
         ],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-attach-ambiguous",
@@ -522,6 +548,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::Unresolved(&["0000:00:02.0", "0000:00:03.0"])],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-mid-migration",
@@ -541,6 +568,7 @@ pub const ALL: &[Scenario] = &[
         ],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "no-workload",
@@ -560,6 +588,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::WitnessUnavailable],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "late-dma",
@@ -576,6 +605,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::WitnessCaught],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     qemu(
         "qemu-irq-in-stop",
@@ -926,6 +956,30 @@ pub const ALL: &[Scenario] = &[
         &[],
     )
     .with(&[Extra::Evidence, Extra::QuiescedGets]),
+    // ---- branch dirty: issue 14's dirty_miss row (device DMA logging, edu-mig dma_log=1) ----
+    drive_bug(
+        "dirty-miss",
+        "bug=dirty_miss, edu-mig dma_log=1, drive --plan stopcopy: the device's DMA log drops \
+         the last page of each transfer (pds dirty_sync, mlx5 report size, QEMU's 64-bit \
+         window); drive's own REPORTs lack pages its witness saw written",
+        "dirty_miss",
+        "stopcopy",
+        "fail",
+        &["dirty-log-missed"],
+    )
+    .with_dma_log()
+    .with(&[Extra::DirtyLogged]),
+    drive_bug(
+        "dirty-miss-good",
+        "correct driver, edu-mig dma_log=1, drive --plan stopcopy: every page the witness saw \
+         written is in a REPORT over that time",
+        "none",
+        "stopcopy",
+        "pass",
+        &[],
+    )
+    .with_dma_log()
+    .with(&[Extra::Evidence, Extra::DirtyLogged]),
     // ---- session (issue 13): the live timeline of a drive, read back from a real terminal ----
     Scenario {
         name: "drive-tui",
@@ -935,6 +989,7 @@ pub const ALL: &[Scenario] = &[
                 verdict, check's",
         bug: "none",
         precopy: false,
+        dma_log: false,
         devices: 1,
         bridged: 0,
         run: Run::Shell("drive_tui 0000:00:02.0"),
@@ -951,6 +1006,7 @@ pub const ALL: &[Scenario] = &[
                 4 minutes, for before/after)",
         bug: "none",
         precopy: false,
+        dma_log: false,
         devices: 1,
         bridged: 0,
         run: Run::Memory {
@@ -1000,6 +1056,7 @@ const fn drive_bug(
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     }
 }
 
@@ -1026,6 +1083,15 @@ impl Scenario {
     const fn behind_root_ports(self) -> Scenario {
         Scenario {
             bridged: self.devices,
+            ..self
+        }
+    }
+
+    /// With edu-mig `dma_log=1`: device DMA logging (6.1 here; not where the kernel lacks the
+    /// iova_bitmap helpers).
+    const fn with_dma_log(self) -> Scenario {
+        Scenario {
+            dma_log: true,
             ..self
         }
     }
@@ -1135,10 +1201,11 @@ pub fn guest_line(s: &Scenario) -> String {
         }
     }
     format!(
-        "lab_scenario {} {} {} -- {cmd}\n",
+        "lab_scenario {} {} {} {} -- {cmd}\n",
         s.name,
         s.bug,
-        u8::from(s.precopy)
+        u8::from(s.precopy),
+        u8::from(s.dma_log)
     )
 }
 
@@ -1223,27 +1290,27 @@ mod tests {
         let s = find("two-dev-naive-order").unwrap();
         assert_eq!(
             guest_line(s),
-            "lab_scenario two-dev-naive-order none 0 -- drive_rec migscope drive --device 0000:00:02.0 \
+            "lab_scenario two-dev-naive-order none 0 0 -- drive_rec migscope drive --device 0000:00:02.0 \
              --device 0000:00:03.0 --plan stopcopy --order naive --workload edu --dwell-ms 250 -o \
              trace.jsonl\n"
         );
-        assert!(guest_line(find("early-p2p").unwrap()).contains(" early_p2p 0 -- "));
+        assert!(guest_line(find("early-p2p").unwrap()).contains(" early_p2p 0 0 -- "));
     }
 
     #[test]
     fn qemu_lines_name_the_mode_and_every_device() {
         assert_eq!(
             guest_line(find("qemu-irq-in-stop-two-dev").unwrap()),
-            "lab_scenario qemu-irq-in-stop-two-dev irq_in_stop 0 -- qemu_case -late -src-only \
+            "lab_scenario qemu-irq-in-stop-two-dev irq_in_stop 0 0 -- qemu_case -late -src-only \
              0000:01:00.0 \
              0000:02:00.0\n"
         );
         assert_eq!(
             guest_line(find("qemu-dma-drain").unwrap()),
-            "lab_scenario qemu-dma-drain none 0 -- qemu_case -dma -inflight 0000:00:02.0\n"
+            "lab_scenario qemu-dma-drain none 0 0 -- qemu_case -dma -inflight 0000:00:02.0\n"
         );
         assert!(guest_line(find("qemu-fail-p2p").unwrap()).ends_with(" -src-only 0000:00:02.0\n"));
-        assert!(guest_line(find("qemu-precopy").unwrap()).contains(" none 1 -- qemu_case 0000"));
+        assert!(guest_line(find("qemu-precopy").unwrap()).contains(" none 1 0 -- qemu_case 0000"));
     }
 
     #[test]
