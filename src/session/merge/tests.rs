@@ -109,6 +109,53 @@ fn our_sets_take_the_kernels_entry_and_return_times() {
 }
 
 #[test]
+fn a_set_the_controller_holds_past_the_hold_back_still_takes_the_kernels_times() {
+    // As in the lab's late-dma and good-stopcopy runs: the witness watches across a SET
+    // that takes longer than the probe's hold-back, so the probe's entry and return are read
+    // before the controller sends its `set` and `set_done` (held until the watch ends). They
+    // must still pair: the verdict judges evidence against the kernel's return (here the
+    // return at 150, a DMA at 170 lands after it), not the controller's (at 260).
+    use MigState::*;
+    let mut m = Merger::new(&[Origin::Controller, Origin::Probe], PID, true);
+    // The controller's last event before the hold: its watermark stays there.
+    m.push(Origin::Controller, irq(90));
+    m.advance(Origin::Controller, 90);
+    m.push(Origin::Probe, set(110, PID, RunningP2p));
+    m.push(Origin::Probe, done(150, PID, RunningP2p, 0));
+    m.push(Origin::Probe, irq(170));
+    m.advance(Origin::Probe, 250);
+    // Held by the controller's watermark: nothing after 90 left yet.
+    assert_eq!(times(&m.release()), vec![(90, "irq")]);
+    // The hold ends: the controller's own stamps (before the ioctl, after it returned).
+    m.push(Origin::Controller, set(100, PID, RunningP2p));
+    m.push(Origin::Controller, done(260, PID, RunningP2p, 0));
+    m.advance(Origin::Controller, 260);
+    m.advance(Origin::Probe, 300);
+    assert_eq!(
+        times(&m.release()),
+        vec![(110, "set"), (150, "set_done"), (170, "irq")]
+    );
+    assert!(m.finish().is_empty());
+}
+
+#[test]
+fn an_early_probe_set_the_controller_never_claims_is_dropped_at_its_watermark() {
+    // A SET of ours the controller did not emit as a SET (none here) is not kept waiting:
+    // once the controller's watermark passed it, nothing can claim it.
+    let mut m = Merger::new(&[Origin::Controller, Origin::Probe], PID, true);
+    m.push(Origin::Probe, set(110, PID, MigState::Stop));
+    m.push(Origin::Probe, done(150, PID, MigState::Stop, 0));
+    m.advance(Origin::Probe, 200);
+    m.advance(Origin::Controller, 200);
+    // A later controller SET of the same device and target keeps its own times.
+    m.push(Origin::Controller, set(210, PID, MigState::Stop));
+    m.push(Origin::Controller, done(230, PID, MigState::Stop, 0));
+    m.end(Origin::Controller);
+    m.end(Origin::Probe);
+    assert_eq!(times(&m.finish()), vec![(210, "set"), (230, "set_done")]);
+}
+
+#[test]
 fn kernel_events_stay_and_our_ioctl_events_go() {
     let ours = vec![
         device(5, Some(PID)),

@@ -9,6 +9,7 @@
 //! losses, `end`), the findings and the latest verdict still go through. The trace and the
 //! verifier get every event whatever the view does.
 
+use super::frames::FrameTimes;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -143,11 +144,25 @@ fn run_view(
     stop: &Stop,
 ) -> std::io::Result<()> {
     let app = tui::App::new(info, window);
-    let r = tui::term::run(app, rx, &mut |app, out| {
-        let h = header.lock().map(|h| h.clone()).unwrap_or_default();
-        export(app, &h, out)
-    });
+    let mut frames = FrameTimes::from_env();
+    let r = tui::term::run_timed(
+        app,
+        rx,
+        &mut |app, out| {
+            let h = header.lock().map(|h| h.clone()).unwrap_or_default();
+            export(app, &h, out)
+        },
+        &mut |d| {
+            if let Some(f) = frames.as_mut() {
+                f.add(d);
+            }
+        },
+    );
     stop.request("the view was closed");
+    // The terminal is restored by now: the summary lands on the user's stderr.
+    if let Some(f) = &frames {
+        eprintln!("{}", f.summary());
+    }
     r.map(|_| ())
 }
 

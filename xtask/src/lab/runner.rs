@@ -6,6 +6,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use migscope_core::model::MigState;
+use migscope_core::verify::SegKind;
+use migscope_tui::ui::timeline::state_look;
 use serde_json::{Value, json};
 
 use super::fetch::{self, Apt};
@@ -69,6 +72,12 @@ pub struct ScenarioResult {
     /// `vfio_migration_set_state` calls for the state QEMU already had: traced, no ioctl.
     pub qemu_noops: u64,
     pub attempts: Option<u32>,
+    /// drive-tui: frames the view drew and their p99 draw time, from its summary
+    /// (`MIGSCOPE_TUI_FRAMES`).
+    pub tui_frames: Option<u64>,
+    pub tui_frame_p99_ms: Option<f64>,
+    /// drive-memory: one summary line per binary (`rss BIN secs=.. first=.. last=.. hwm=..`).
+    pub memory: Vec<String>,
 }
 
 /// Fetches and builds everything the VM needs; returns the pieces (used by lab and demo).
@@ -189,6 +198,23 @@ pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<Scenar
     // QEMU (and the memory it needs) only when a qemu-* scenario runs: other runs keep their
     // initramfs size and boot time.
     let with_qemu = scenarios.iter().any(|s| s.qemu());
+    // An earlier build beside ours for drive-memory's before/after.
+    let base = std::env::var_os("MIGSCOPE_LAB_BASE")
+        .filter(|_| {
+            scenarios
+                .iter()
+                .any(|s| matches!(s.run, Run::Memory { .. }))
+        })
+        .map(PathBuf::from);
+    // tmux likewise only for drive-tui.
+    let tmux = if scenarios.iter().any(|s| s.tmux()) {
+        Some(fetch::fetch_tmux(
+            &Apt::new(&p.paths.cache),
+            &p.paths.cache,
+        )?)
+    } else {
+        None
+    };
     guest::write_initramfs(
         &GuestFiles {
             kernel: &p.kernel,
@@ -201,6 +227,8 @@ pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<Scenar
                 root: &p.qemu,
                 l2: &p.l2,
             }),
+            tmux: tmux.as_deref(),
+            base: base.clone(),
         },
         &initrd,
     )?;
@@ -210,7 +238,14 @@ pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<Scenar
     // A QEMU case runs two L2 VMMs under nested TCG and may repeat its source twice.
     let budget: Duration = scenarios
         .iter()
-        .map(|s| Duration::from_secs(if s.qemu() { 300 } else { 120 }))
+        .map(|s| {
+            Duration::from_secs(match s.run {
+                Run::Qemu(_) => 300,
+                // Two drives (with a base build) and their set-up.
+                Run::Memory { secs, base_secs } => secs + base_secs + 180,
+                _ => 120,
+            })
+        })
         .sum();
     let mut cfg = VmConfig {
         qemu_root: &p.qemu,
@@ -380,6 +415,19 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
                 .filter(|l| l.starts_with("FAIL"))
                 .map(String::from)
                 .collect();
+        }
+        Run::Memory { .. } => {
+            let out = fs::read_to_string(dir.join("stdout")).unwrap_or_default();
+            r.memory = out
+                .lines()
+                .filter(|l| l.starts_with("rss "))
+                .map(String::from)
+                .collect();
+            r.verdict = if r.guest_rc == Some(0) && !r.memory.is_empty() {
+                "pass".into()
+            } else {
+                "fail".into()
+            };
         }
         Run::Shell(_) if !dir.join("trace.jsonl").exists() => {
             r.verdict = if r.guest_rc == Some(0) {
@@ -578,6 +626,22 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
                     for role in q.roles() {
                         r.problems.extend(reset_path_problems(dir, role));
                     }
+                }
+            }
+            Extra::TuiLive => {
+                let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap_or_default();
+                let live = TuiCaptures {
+                    mid: read("mid.txt"),
+                    mid_sets: read("mid.sets"),
+                    last: read("final.txt"),
+                    stderr: read("drive.err"),
+                };
+                for dev in s.bdfs() {
+                    r.problems.extend(live.problems(&dev, &r.verdict));
+                }
+                if let Some((frames, p99)) = live.frames() {
+                    r.tui_frames = Some(frames);
+                    r.tui_frame_p99_ms = Some(p99);
                 }
             }
             // Applied by judge_trace / judge_qemu.
@@ -1048,6 +1112,91 @@ fn check_one(trace: &Path, migscope: &Path, opts: &[&str], r: &mut ScenarioResul
             .push(format!("running {}: {e}", migscope.display())),
     }
     c
+}
+
+/// What drive-tui brought back ([`Extra::TuiLive`]): the pane mid-drive and after the plan,
+/// the SETs the trace had at the mid capture, and drive's stderr.
+struct TuiCaptures {
+    mid: String,
+    mid_sets: String,
+    last: String,
+    stderr: String,
+}
+
+impl TuiCaptures {
+    /// What the captures fail to show for device `dev`, given `check`'s verdict on the trace.
+    fn problems(&self, dev: &str, verdict: &str) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.mid.is_empty() {
+            p.push("no pane was captured mid-drive (mid.txt)".to_owned());
+        } else {
+            match lane_state(&self.mid, dev) {
+                Some(st) if st.quiescent() => {}
+                Some(st) => p.push(format!(
+                    "mid-drive the lane of {dev} ends in {}, not a quiescent state",
+                    st.name()
+                )),
+                None => p.push(format!("mid-drive the pane has no state lane for {dev}")),
+            }
+            let head = self.mid.lines().next().unwrap_or("");
+            if !(head.contains(" so far ") || head.contains(" FAILING ")) {
+                p.push(format!(
+                    "mid-drive the header shows no interim verdict: {head:?}"
+                ));
+            }
+        }
+        // The trace agrees that the device was quiesced then: its last completed SET.
+        let last_set = self
+            .mid_sets
+            .lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["ev"] == "set_done" && v["dev"] == dev && v["ret"] == 0)
+            .find_map(|v| v["to"].as_str().and_then(MigState::from_name));
+        if !last_set.is_some_and(MigState::quiescent) {
+            p.push(format!(
+                "the trace at the mid capture has {dev}'s last SET to {}, not a quiescent state",
+                last_set.map_or("nothing", MigState::name)
+            ));
+        }
+        let head = self.last.lines().next().unwrap_or("");
+        let want = format!(" {} ", verdict.to_uppercase());
+        if !head.contains(&want) || head.contains(" so far ") {
+            p.push(format!(
+                "after the plan the header does not show check's verdict ({}): {head:?}",
+                want.trim()
+            ));
+        }
+        if self.frames().is_none() {
+            p.push("the view printed no frame-time summary (drive.err)".to_owned());
+        }
+        p
+    }
+
+    /// Frames drawn and their p99 in ms, from the view's summary line ("migscope: tui frames
+    /// N: draw p50 A ms, p99 B ms, ...").
+    fn frames(&self) -> Option<(u64, f64)> {
+        let l = self
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("migscope: tui frames "))?;
+        let (n, rest) = l.split_once(':')?;
+        let p99 = rest.split_once("p99 ")?.1.split_once(" ms")?.0;
+        Some((n.trim().parse().ok()?, p99.parse().ok()?))
+    }
+}
+
+/// The state the lane of `dev` ends in on a captured pane: the last cell of the lane row drawn
+/// with a state's fill glyph (the view's own [`state_look`]; ticks, labels and the border are
+/// skipped). `None` without such a lane.
+fn lane_state(pane: &str, dev: &str) -> Option<MigState> {
+    let glyph = |st: MigState| state_look(SegKind::State(Some(st))).0;
+    let row = pane
+        .lines()
+        .find_map(|l| l.trim_start_matches('┃').strip_prefix(dev))?;
+    row.chars()
+        .rev()
+        .find_map(|c| MigState::ALL.into_iter().find(|&st| glyph(st) == c))
 }
 
 /// What breaks "every device named by its PCI address" in a trace's text: an event naming any
@@ -1608,6 +1757,12 @@ pub fn print_table(results: &[ScenarioResult]) {
                 .unwrap_or_else(|| "-".into()),
             r.rules.join(",")
         );
+        for m in &r.memory {
+            println!("    {m}");
+        }
+        if let (Some(n), Some(p99)) = (r.tui_frames, r.tui_frame_p99_ms) {
+            println!("    tui: {n} frames drawn, p99 {p99:.2} ms");
+        }
         for p in &r.problems {
             println!("    !! {p}");
         }
@@ -1624,13 +1779,70 @@ pub fn summary_json(results: &[ScenarioResult]) -> Value {
         "problems": r.problems, "witness_dma": r.witness_dma,
         "witness_violations": r.witness_violations, "blind_spots": r.blind_spots,
         "device_witness": r.device_witness, "sweep_median_us": r.sweep_median_us,
-        "sweep_max_us": r.sweep_max_us,
+        "sweep_max_us": r.sweep_max_us, "tui_frames": r.tui_frames,
+        "tui_frame_p99_ms": r.tui_frame_p99_ms, "memory": r.memory,
     })).collect::<Vec<_>>() })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// drive-tui's captures from a 6.12 lab run (testdata/drive-tui-6.12.*).
+    fn tui_captures() -> TuiCaptures {
+        TuiCaptures {
+            mid: include_str!("testdata/drive-tui-6.12.mid.txt").to_owned(),
+            mid_sets: include_str!("testdata/drive-tui-6.12.mid.sets").to_owned(),
+            last: include_str!("testdata/drive-tui-6.12.final.txt").to_owned(),
+            stderr: include_str!("testdata/drive-tui-6.12.drive.err").to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_lab_drive_tui_run_shows_the_quiesce_and_both_verdicts() {
+        let c = tui_captures();
+        // The lane ends in `####` (STOP_COPY), after `~RUNNING_P2P~` and ticks.
+        assert_eq!(lane_state(&c.mid, "0000:00:02.0"), Some(MigState::StopCopy));
+        // After the plan the lane ends in RUNNING.
+        assert_eq!(lane_state(&c.last, "0000:00:02.0"), Some(MigState::Running));
+        assert_eq!(lane_state(&c.mid, "0000:00:03.0"), None);
+        assert_eq!(c.problems("0000:00:02.0", "pass"), Vec::<String>::new());
+        assert_eq!(c.frames().map(|(n, _)| n), Some(200));
+    }
+
+    #[test]
+    fn drive_tui_problems_name_what_the_panes_lack() {
+        let c = tui_captures();
+        // check said otherwise than the final pane.
+        let p = c.problems("0000:00:02.0", "fail");
+        assert!(
+            p.len() == 1 && p[0].contains("check's verdict (FAIL)"),
+            "{p:?}"
+        );
+        // The mid capture taken once the device ran again, with a final header.
+        let ran = TuiCaptures {
+            mid: c.last.clone(),
+            ..tui_captures()
+        };
+        let p = ran.problems("0000:00:02.0", "pass");
+        assert!(p.iter().any(|x| x.contains("ends in RUNNING")), "{p:?}");
+        assert!(p.iter().any(|x| x.contains("no interim verdict")), "{p:?}");
+        // The trace had the device back in RUNNING at the mid capture; no frame summary.
+        let resumed = TuiCaptures {
+            mid_sets: format!(
+                "{}{{\"t\":1,\"ev\":\"set_done\",\"dev\":\"0000:00:02.0\",\"to\":\"RUNNING\",\"ret\":0}}\n",
+                c.mid_sets
+            ),
+            stderr: String::new(),
+            ..tui_captures()
+        };
+        let p = resumed.problems("0000:00:02.0", "pass");
+        assert!(p.iter().any(|x| x.contains("last SET to RUNNING")), "{p:?}");
+        assert!(
+            p.iter().any(|x| x.contains("no frame-time summary")),
+            "{p:?}"
+        );
+    }
 
     #[test]
     fn result_marker_parses() {

@@ -16,6 +16,12 @@ pub enum Run {
         plan: &'static str,
         order: Option<&'static str>,
     },
+    /// A benchmark (`drive_rss` in lab/guest/init.sh): `migscope drive` through a long plan
+    /// of STOP_COPY cycles with the edu workload for `secs`, then SIGINT, its VmRSS and VmHWM
+    /// sampled every 10 s; with `/bin/migscope-base` (`MIGSCOPE_LAB_BASE`: an earlier build)
+    /// the same for that one first, for `base_secs`. Judged by its exit status (every drive
+    /// left a trace).
+    Memory { secs: u64, base_secs: u64 },
     /// QEMU as the L2 VMM (`qemu_case` in lab/guest/init.sh): a source QEMU migrates the
     /// devices to a file, a destination QEMU loads them, each beside its own `migscope
     /// record`; every trace judged by `migscope check` and against QEMU's own trace.
@@ -116,6 +122,13 @@ pub enum Extra {
     /// Device DMA logging ran: edu-mig's dmesg has its DMA_LOGGING_START, the trace's
     /// `dirty_log` source is ok, and drive's REPORTs are in it (`dirty_report`s).
     DirtyLogged,
+    /// `drive --tui` ran in a tmux pane (`drive_tui` in lab/guest/init.sh): the pane captured
+    /// while the device was quiesced (`mid.txt`, taken once drive's trace has the device in
+    /// STOP_COPY and the view shows that SET) has the device's lane in a quiescent state and
+    /// an interim verdict; the one captured after the plan (`final.txt`, once the trace is
+    /// complete) has the final verdict, `check`'s on the same trace; `q` ended drive with its
+    /// verdict's exit status; the view's frame times came back (`drive.err`).
+    TuiLive,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -967,6 +980,45 @@ pub const ALL: &[Scenario] = &[
     )
     .with_dma_log()
     .with(&[Extra::Evidence, Extra::DirtyLogged]),
+    // ---- session (issue 13): the live timeline of a drive, read back from a real terminal ----
+    Scenario {
+        name: "drive-tui",
+        about: "drive --tui on a good device in a tmux pane (tmux and its library closure in the \
+                initramfs): captured mid-drive while the device is quiesced, the lane shows the \
+                quiescent state and the verdict so far; captured after the plan, the final \
+                verdict, check's",
+        bug: "none",
+        precopy: false,
+        dma_log: false,
+        devices: 1,
+        bridged: 0,
+        run: Run::Shell("drive_tui 0000:00:02.0"),
+        expected: "pass",
+        rules: &[],
+        extras: &[Extra::TuiLive],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "drive-memory",
+        about: "benchmark, on request: a 10-minute drive through STOP_COPY cycles with the edu \
+                workload, its VmRSS/VmHWM every 10 s (MIGSCOPE_LAB_BASE=BIN: that build first, \
+                4 minutes, for before/after)",
+        bug: "none",
+        precopy: false,
+        dma_log: false,
+        devices: 1,
+        bridged: 0,
+        run: Run::Memory {
+            secs: 600,
+            base_secs: 240,
+        },
+        expected: "pass",
+        rules: &[],
+        extras: &[],
+        needs_precopy: false,
+        on_request: true,
+    },
 ];
 
 /// What the reset plan shows on a correct driver: evidence, the GET after each reset, the old
@@ -1068,6 +1120,11 @@ impl Scenario {
         self.extras.iter().chain(implied).copied()
     }
 
+    /// Runs `drive --tui` in tmux (the initramfs then carries tmux).
+    pub fn tmux(&self) -> bool {
+        self.extras.contains(&Extra::TuiLive)
+    }
+
     /// Runs QEMU in the guest (the initramfs then carries it and the VM gets more memory).
     pub fn qemu(&self) -> bool {
         matches!(self.run, Run::Qemu(_))
@@ -1107,6 +1164,9 @@ pub fn guest_line(s: &Scenario) -> String {
         }
         Run::Shell(script) => {
             cmd.push_str(script);
+        }
+        Run::Memory { secs, base_secs } => {
+            let _ = write!(cmd, "drive_rss {secs} {base_secs}");
         }
         Run::Qemu(q) => {
             cmd.push_str("qemu_case");
