@@ -151,6 +151,21 @@ pub fn run(opts: &Options) -> Result<(Outcome, Vec<ScenarioResult>)> {
     run_prepared(&p, opts)
 }
 
+/// Why `s` cannot run on `kernel` (the guest kernel's `headers`), if it cannot: the scenario
+/// is then skipped with this reason, never run and never counted as failed.
+pub fn skip_reason(s: &Scenario, kernel: Kernel, headers: &fetch::KernelFiles) -> Option<String> {
+    if s.needs_precopy && kernel == Kernel::K61 {
+        return Some(format!(
+            "needs PRE_COPY (6.2+): not run on {}",
+            kernel.name()
+        ));
+    }
+    if s.dma_log {
+        return no_dma_logging(headers).map(|why| format!("skipped: {why}"));
+    }
+    None
+}
+
 /// Runs the scenarios with everything already fetched and built.
 pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<ScenarioResult>)> {
     if let Some(why) = vm::cannot_run(&p.qemu) {
@@ -160,22 +175,12 @@ pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<Scenar
         .scenarios
         .iter()
         .copied()
-        .filter(|s| {
-            let skip = s.needs_precopy && opts.kernel == Kernel::K61;
-            if skip {
-                eprintln!(
-                    "lab: {} needs PRE_COPY (6.2+): not run on {}",
-                    s.name,
-                    opts.kernel.name()
-                );
+        .filter(|s| match skip_reason(s, opts.kernel, &p.kernel) {
+            Some(why) => {
+                eprintln!("lab: {} {why}", s.name);
+                false
             }
-            if s.dma_log
-                && let Some(why) = no_dma_logging(&p.kernel)
-            {
-                eprintln!("lab: {} skipped: {why}", s.name);
-                return false;
-            }
-            !skip
+            None => true,
         })
         .collect();
     if scenarios.is_empty() && !opts.scenarios.is_empty() {
@@ -1884,6 +1889,42 @@ mod tests {
         )
         .unwrap();
         assert_eq!(no_dma_logging(&k), None);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The lab's skips, counted by `cargo xtask test` as skipped (not as scenarios that never
+    /// reported): PRE_COPY scenarios on 6.1, DMA-logging ones where the headers lack it.
+    #[test]
+    fn skip_reasons_name_the_missing_feature() {
+        let dir = std::env::temp_dir().join(format!("lab-skip-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let k = fetch::KernelFiles {
+            release: "6.12.95+deb12-amd64".into(),
+            vmlinux: dir.join("vmlinux"),
+            modules: dir.join("modules"),
+            headers: dir.clone(),
+        };
+        fs::write(dir.join("Module.symvers"), "").unwrap();
+        fs::write(dir.join(".config"), "# CONFIG_IOMMUFD is not set\n").unwrap();
+        let by_name = |n: &str| {
+            scenario::ALL
+                .iter()
+                .find(|s| s.name == n)
+                .unwrap_or_else(|| panic!("no scenario {n}"))
+        };
+        let precopy = by_name("good-precopy");
+        let logged = by_name("dirty-miss");
+        let plain = by_name("good-stopcopy");
+        assert_eq!(skip_reason(precopy, Kernel::K612, &k), None);
+        assert!(
+            skip_reason(precopy, Kernel::K61, &k).is_some_and(|w| w.contains("needs PRE_COPY"))
+        );
+        assert!(
+            skip_reason(logged, Kernel::K612, &k)
+                .is_some_and(|w| w.contains("exports no iova_bitmap_set"))
+        );
+        assert_eq!(skip_reason(plain, Kernel::K612, &k), None);
+        assert_eq!(skip_reason(plain, Kernel::K61, &k), None);
         fs::remove_dir_all(&dir).unwrap();
     }
 
