@@ -15,8 +15,8 @@ use std::{
 use serde::Deserialize;
 
 use super::event::{
-    Corruption, DataDir, DataFile, DmaSource, Event, EventKind, Header, IrqKind, RegStage,
-    TRACE_VERSION,
+    Corruption, DataDir, DataFile, DmaSource, EV_NAMES, Event, EventKind, Header, IrqKind,
+    RegStage, TRACE_VERSION,
 };
 use super::sink::TraceSink;
 use crate::model::{MigFlags, MigState, PrecopyInfo, flag_bit};
@@ -259,28 +259,6 @@ fn type_desc(ty: &str) -> &'static str {
     }
 }
 
-/// The `ev` values this reader decodes (the arms of `JsonlReader::parse_event`).
-const KNOWN_EVS: &[&str] = &[
-    "device",
-    "set",
-    "step",
-    "set_done",
-    "get",
-    "reset",
-    "dma",
-    "irq",
-    "data",
-    "lost",
-    "mark",
-    "end",
-    "precopy_info",
-    "data_size",
-    "precopy_info_v2",
-    "dirty_report",
-    "corrupt_load",
-    "regs",
-];
-
 /// For a line that did not decode: its `ev` when it is a JSON object with a string `ev` this
 /// reader does not know (so the line is a newer event, to be skipped), else `None`.
 fn unknown_ev(line: &str) -> Option<String> {
@@ -289,7 +267,8 @@ fn unknown_ev(line: &str) -> Option<String> {
         ev: String,
     }
     let e = serde_json::from_str::<Ev>(line).ok()?;
-    (!KNOWN_EVS.contains(&e.ev.as_str())).then_some(e.ev)
+    // Every kind this reader decodes has its name in EV_NAMES (one list, with EventKind).
+    (!EV_NAMES.contains(&e.ev.as_str())).then_some(e.ev)
 }
 
 /// Streams events out of a JSONL trace.
@@ -1674,6 +1653,18 @@ mod tests {
         assert_eq!(f, "ret");
     }
 
+    /// A `map`/`unmap` line with a bad field is an error naming it, not an unknown (newer)
+    /// event skipped with a warning: the reader knows these kinds.
+    #[test]
+    fn a_bad_map_line_is_an_error_not_an_unknown_event() {
+        for ev in ["map", "unmap"] {
+            let (_, f, _) = err_of(&format!(
+                "{H}{{\"t\":1,\"ev\":\"{ev}\",\"ctx\":\"c\",\"iova\":\"x\",\"len\":4096}}\n"
+            ));
+            assert_eq!(f, "iova", "{ev}");
+        }
+    }
+
     #[test]
     fn unknown_ev_warns_once_per_value() {
         let s = format!(
@@ -2351,7 +2342,7 @@ mod tests {
             let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
             let obj = v.as_object().expect("object");
             let ev = obj["ev"].as_str().expect("ev");
-            prop_assert!(KNOWN_EVS.contains(&ev), "{} not in KNOWN_EVS", ev);
+            prop_assert!(EV_NAMES.contains(&ev), "{} not in EV_NAMES", ev);
             for (name, ty) in FIELD_TYPES {
                 if let Some(val) = obj.get(*name) {
                     prop_assert!(type_ok(val, ty), "{}: field {} is {} (expected {})", line, name, val, type_desc(ty));
