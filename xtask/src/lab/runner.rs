@@ -1858,9 +1858,10 @@ mod tests {
         assert_eq!(parse_marker("LAB:RESULT x"), (None, None));
     }
 
-    #[test]
-    fn dma_logging_is_skipped_from_the_headers_exports() {
-        let dir = std::env::temp_dir().join(format!("lab-iovab-{}", std::process::id()));
+    /// A scratch directory standing for a 6.12 kernel's headers (the tests write its
+    /// Module.symvers and .config).
+    fn headers_dir(tag: &str) -> (std::path::PathBuf, fetch::KernelFiles) {
+        let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let k = fetch::KernelFiles {
             release: "6.12.95+deb12-amd64".into(),
@@ -1868,6 +1869,12 @@ mod tests {
             modules: dir.join("modules"),
             headers: dir.clone(),
         };
+        (dir, k)
+    }
+
+    #[test]
+    fn dma_logging_is_skipped_from_the_headers_exports() {
+        let (dir, k) = headers_dir("lab-iovab");
         // 6.12 without IOMMUFD: vfio's exports, no iova_bitmap.
         fs::write(
             dir.join("Module.symvers"),
@@ -1896,14 +1903,7 @@ mod tests {
     /// reported): PRE_COPY scenarios on 6.1, DMA-logging ones where the headers lack it.
     #[test]
     fn skip_reasons_name_the_missing_feature() {
-        let dir = std::env::temp_dir().join(format!("lab-skip-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let k = fetch::KernelFiles {
-            release: "6.12.95+deb12-amd64".into(),
-            vmlinux: dir.join("vmlinux"),
-            modules: dir.join("modules"),
-            headers: dir.clone(),
-        };
+        let (dir, k) = headers_dir("lab-skip");
         fs::write(dir.join("Module.symvers"), "").unwrap();
         fs::write(dir.join(".config"), "# CONFIG_IOMMUFD is not set\n").unwrap();
         let by_name = |n: &str| {
