@@ -3078,6 +3078,16 @@ mod tests {
         }
     }
 
+    /// A DMA_LOGGING_START SET of one range at 4 KiB pages.
+    fn log_start_words() -> Vec<u32> {
+        words(&[
+            &[32, feature::SET | feature::DMA_LOGGING_START],
+            &w64(4096),
+            &[1, 0],
+            &w64(0x7f00_1000),
+        ])
+    }
+
     fn report_words(iova: u64, len: u64) -> Vec<u32> {
         words(&[
             &[40, feature::GET | feature::DMA_LOGGING_REPORT],
@@ -3105,12 +3115,7 @@ mod tests {
     fn the_bitmaps_a_vmm_received_are_dirty_reports_over_their_windows() {
         let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
         a.declare_fd(4, 6, "0000:7f:00.3", "vm", Some(MigFlags(3)));
-        let start = words(&[
-            &[32, feature::SET | feature::DMA_LOGGING_START],
-            &w64(4096),
-            &[1, 0],
-            &w64(0x7f00_1000),
-        ]);
+        let start = log_start_words();
         a.push(&ret_from(
             10,
             ret(11, 4, 6, ioctl::DEVICE_FEATURE, 0, &start),
@@ -3167,12 +3172,7 @@ mod tests {
         let me = std::process::id();
         let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
         a.declare_fd(me, 6, "0000:7f:00.3", "drive", Some(MigFlags(3)));
-        let start = words(&[
-            &[32, feature::SET | feature::DMA_LOGGING_START],
-            &w64(4096),
-            &[1, 0],
-            &w64(0x7f00_1000),
-        ]);
+        let start = log_start_words();
         a.push(&ret_from(
             10,
             ret(11, me, 6, ioctl::DEVICE_FEATURE, 0, &start),

@@ -239,15 +239,16 @@ fn assemble(chunks: &[Piece], want: u64) -> Vec<u8> {
 }
 
 /// The runs of dirty pages (`(iova, len)` in bytes) of the first `pages` bits of `bitmap`
-/// (little-endian u64 words, bit `p % 64` of word `p / 64` is page `p`), and how many pages
-/// the bytes present decode.
+/// (the bytes of native-endian u64 words, as the kernel writes them: bit `p % 64` of word
+/// `p / 64` is page `p`), and how many pages the bytes present decode. drive's own REPORTs
+/// and the VMM's (the probe's copy) are decoded by this one function.
 pub fn dirty_runs(bitmap: &[u8], pages: u64, iova: u64, page_size: u64) -> (Vec<(u64, u64)>, u64) {
     let decoded = pages.min(bitmap.len() as u64 / 8 * 64);
     let dirty = |p: u64| {
         let at = (p / 64 * 8) as usize;
         let mut w = [0u8; 8];
         w.copy_from_slice(&bitmap[at..at + 8]);
-        u64::from_le_bytes(w) & (1 << (p % 64)) != 0
+        u64::from_ne_bytes(w) & (1 << (p % 64)) != 0
     };
     let mut runs = Vec::new();
     let mut p = 0;
@@ -292,13 +293,24 @@ mod tests {
         }
     }
 
-    /// A bitmap of `words` u64s with the pages `dirty` set (written out by hand, bit by bit).
+    /// The bytes of `words` native u64s with the pages `dirty` set.
     fn bitmap(words: usize, dirty: &[u64]) -> Vec<u8> {
-        let mut b = vec![0u8; words * 8];
+        let mut w = vec![0u64; words];
         for &p in dirty {
-            b[(p / 8) as usize] |= 1 << (p % 8);
+            w[(p / 64) as usize] |= 1 << (p % 64);
         }
-        b
+        w.iter().flat_map(|w| w.to_ne_bytes()).collect()
+    }
+
+    fn report_of(len: u64, window: (u64, u64), dirty_pages: u64) -> EventKind {
+        EventKind::DirtyReport {
+            dev: DEV.into(),
+            iova: 0,
+            len,
+            page_size: PS,
+            window,
+            dirty_pages,
+        }
     }
 
     fn report(l: &mut DirtyLogs, enter: u64, ret_t: u64, iova: u64, len: u64) -> Decoded {
@@ -309,8 +321,6 @@ mod tests {
     fn set_bits_are_runs_of_dirty_pages() {
         // Pages 0, 1, 2 and 65 of a 128-page range; bit 0 of byte 8 is page 64.
         let b = bitmap(2, &[0, 1, 2, 65]);
-        assert_eq!(b[0], 0b111);
-        assert_eq!(b[8], 0b10);
         let (runs, n) = dirty_runs(&b, 128, 0x10_0000, PS);
         assert_eq!(n, 128);
         assert_eq!(runs, vec![(0x10_0000, 3 * PS), (0x10_0000 + 65 * PS, PS)]);
@@ -339,30 +349,13 @@ mod tests {
                     window: Some((100, 210)),
                     p2p: None,
                 },
-                EventKind::DirtyReport {
-                    dev: DEV.into(),
-                    iova: 0,
-                    len: 64 * PS,
-                    page_size: PS,
-                    window: (100, 210),
-                    dirty_pages: 1,
-                },
+                report_of(64 * PS, (100, 210), 1),
             ]
         );
         // Second report of the same range, clean: (previous issue, this return].
         l.chunk(&chunk(9, 300, 0, &bitmap(1, &[])));
         let d = report(&mut l, 300, 320, 0, 64 * PS);
-        assert_eq!(
-            d.events,
-            vec![EventKind::DirtyReport {
-                dev: DEV.into(),
-                iova: 0,
-                len: 64 * PS,
-                page_size: PS,
-                window: (200, 320),
-                dirty_pages: 0,
-            }]
-        );
+        assert_eq!(d.events, vec![report_of(64 * PS, (200, 320), 0)]);
     }
 
     #[test]
@@ -372,17 +365,7 @@ mod tests {
         // 128 pages need 16 bytes; only the first 8 came (the second chunk was lost).
         l.chunk(&chunk(9, 200, 0, &bitmap(1, &[])));
         let d = report(&mut l, 200, 210, 0, 128 * PS);
-        assert_eq!(
-            d.events,
-            vec![EventKind::DirtyReport {
-                dev: DEV.into(),
-                iova: 0,
-                len: 64 * PS,
-                page_size: PS,
-                window: (100, 210),
-                dirty_pages: 0,
-            }]
-        );
+        assert_eq!(d.events, vec![report_of(64 * PS, (100, 210), 0)]);
         assert_eq!(d.marks.len(), 1);
         assert!(
             d.marks[0]
