@@ -244,6 +244,16 @@ const CASES: &[Case] = &[
         blind: &["dma"],
         ..case("rules/coverage-mdev-beside-pci.jsonl", &[], 2, &[])
     },
+    // A device whose only DMA source is its DMA log: covered for the tracked ranges when its
+    // reports' windows cover all its quiescent time (the pass names the limit), else blind.
+    Case {
+        warnings: &["dirty-log-only"],
+        ..case("rules/coverage-dirty-log-only.jsonl", &[], 0, &[])
+    },
+    Case {
+        blind: &["dma"],
+        ..case("rules/coverage-dirty-log-short.jsonl", &[], 2, &[])
+    },
     case(
         "rules/coverage-mdev-only-quiesced-near-miss.jsonl",
         &[],

@@ -67,6 +67,10 @@ struct Chain {
     /// it was counted.
     clean_quiesced_ns: u64,
     counted: u64,
+    /// Quiescent time inside any report's window, clean or dirty (each instant once): time the
+    /// log saw the range, and up to where it was counted.
+    seen_quiesced_ns: u64,
+    seen_counted: u64,
 }
 
 /// One tracked range of a device's DMA log, for the verdict's `devices` map.
@@ -82,7 +86,7 @@ pub struct DirtyRange {
 }
 
 /// How much of `(t0, t1]` lies in `periods`.
-fn quiesced_within(periods: &Periods, t0: u64, t1: u64) -> u64 {
+pub(super) fn quiesced_within(periods: &Periods, t0: u64, t1: u64) -> u64 {
     periods
         .all()
         .iter()
@@ -124,6 +128,22 @@ impl DirtyState {
                 clean_quiesced_ns: c.clean_quiesced_ns,
             })
             .collect()
+    }
+
+    /// The quiescent time the log saw every tracked range of the device over (the least of
+    /// its ranges' report windows inside quiescent periods), or `None` without a report.
+    pub(super) fn quiesced_seen(&self) -> Option<u64> {
+        self.chains.iter().map(|c| c.seen_quiesced_ns).min()
+    }
+
+    /// The tracked ranges, for a human: `[iova, end)` each.
+    pub(super) fn ranges_text(&self) -> String {
+        let r: Vec<String> = self
+            .chains
+            .iter()
+            .map(|c| format!("[{:#x}, {:#x})", c.iova, c.iova.saturating_add(c.len)))
+            .collect();
+        r.join(", ")
     }
 
     fn credit(reports: &VecDeque<Report>, p: &mut Pending) {
@@ -220,12 +240,20 @@ impl Verifier {
                     reports: 0,
                     clean_quiesced_ns: 0,
                     counted: 0,
+                    seen_quiesced_ns: 0,
+                    seen_counted: 0,
                 });
                 let k = s.chains.len() - 1;
                 &mut s.chains[k]
             }
         };
         c.reports += 1;
+        let quiet = d.tl.periods(Scope::Quiescent);
+        let from = window.0.max(c.seen_counted);
+        c.seen_quiesced_ns = c
+            .seen_quiesced_ns
+            .saturating_add(quiesced_within(quiet, from, window.1));
+        c.seen_counted = c.seen_counted.max(window.1);
         if clean {
             let from = window.0.max(c.counted);
             c.clean_quiesced_ns = c.clean_quiesced_ns.saturating_add(quiesced_within(

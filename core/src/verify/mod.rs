@@ -148,13 +148,15 @@ pub mod rule {
     pub const BLIND_SPOT_ACCEPTED: &str = "blind-spot-accepted";
     pub const P2P_DMA_INVISIBLE: &str = "p2p-dma-invisible";
     pub const DATA_SIZE_MAYBE_EXCEEDED: &str = "data-size-maybe-exceeded";
+    pub const DIRTY_LOG_ONLY: &str = "dirty-log-only";
     /// Warnings only [`super::Verifier::finish`] produces (they concern the whole trace or a
     /// device's coverage, known only at the end, and have no event line).
-    pub const AT_FINISH: [&str; 4] = [
+    pub const AT_FINISH: [&str; 5] = [
         UNFINISHED_SET,
         BLIND_SPOT_ACCEPTED,
         NO_IRQ_SOURCE,
         P2P_DMA_INVISIBLE,
+        DIRTY_LOG_ONLY,
     ];
 
     /// One line a human can act on, for reports.
@@ -232,6 +234,9 @@ pub mod rule {
                 "a quiesced device's interrupts were not traced (its irq source is not ok), so irq-after-quiesce could not be checked for it"
             }
             BLIND_SPOT_ACCEPTED => "a blind spot accepted with --accept-blind",
+            DIRTY_LOG_ONLY => {
+                "a quiesced device's only DMA evidence was its device DMA log: its reports prove no write to the tracked ranges over their windows, and nothing about memory outside them"
+            }
             P2P_DMA_INVISIBLE => {
                 "under --p2p-policy p2p-only only DMA marked p2p: true counts in the P2P states, and no source sees peer-to-peer DMA unless it marks it so"
             }
@@ -1056,6 +1061,33 @@ impl Verifier {
                     d.name,
                     dma_coverage_text(&self.sources, &d.sources, &d.name)
                 ));
+            } else if quiesced && s.dma_sources == [source::DIRTY_LOG] {
+                // A DMA log sees only its tracked ranges, and only over its reports' windows:
+                // a device with no other DMA source is covered for that alone.
+                let total = dirty::quiesced_within(d.tl.periods(Scope::Quiescent), 0, self.last_t);
+                let seen = d.dirty.quiesced_seen().unwrap_or(0);
+                if seen < total {
+                    s.blind.push("dma");
+                    c.uncovered.push(format!(
+                        "{} (its only DMA source is dirty_log, and the windows of its reports of {} covered {seen} of the {total} ns it was quiesced)",
+                        d.name,
+                        match d.dirty.ranges_text() {
+                            r if r.is_empty() => "no range".to_owned(),
+                            r => format!("every range ({r})"),
+                        }
+                    ));
+                } else {
+                    c.warnings.push(end_warning(
+                        rule::DIRTY_LOG_ONLY,
+                        Some(&d.name),
+                        0,
+                        format!(
+                            "{}'s only DMA evidence while quiesced is its DMA log: its reports covered the {total} ns it was quiesced for the tracked ranges {} alone; DMA outside them is not seen",
+                            d.name,
+                            d.dirty.ranges_text()
+                        ),
+                    ));
+                }
             }
             if let Some(r) = d.tl.request() {
                 let open_at_end = matches!(d.tl.phase(), Phase::Unfinished(_));
