@@ -766,7 +766,8 @@ pub struct NativeReader<R> {
     /// The event [`NativeReader::current`] lends: one with a borrowed form (names by id),
     /// or `None` for `owned`, the last event of a kind without one.
     cur: Option<(u64, Option<u32>, KindRef<'static>)>,
-    owned: Event,
+    /// Boxed: an `Event` is large, and most events are not lent from here.
+    owned: Box<Event>,
 }
 
 /// What one record was.
@@ -869,11 +870,11 @@ impl<R: BufRead> NativeReader<R> {
             warned_ext: Vec::new(),
             warnings: Vec::new(),
             cur: None,
-            owned: Event {
+            owned: Box::new(Event {
                 t: 0,
                 pid: None,
                 kind: EventKind::End,
-            },
+            }),
         };
         let header = r.read_header().map_err(|c| match c {
             Cut::Eof => r.invalid(
@@ -996,7 +997,7 @@ impl<R: BufRead> NativeReader<R> {
         match got {
             Got::Ref(t, pid, kind) => self.cur = Some((t, pid, kind)),
             Got::Event(ev) => {
-                self.owned = ev;
+                *self.owned = ev;
                 self.cur = None;
             }
         }
