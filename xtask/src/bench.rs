@@ -325,7 +325,8 @@ fn check_rows(
             value: rate(&cj),
             unit: "ev/s",
             base: Some(("wc -l same bytes".to_owned(), rate(&wj))),
-            target: Some(("≥ 2M ev/s".to_owned(), rate(&cj) >= 2e6)),
+            // Issue 8 asked for 2M; issue 16: no slower than the 6M it reached.
+            target: Some(("≥ 6M ev/s".to_owned(), rate(&cj) >= 6e6)),
             note: format!(
                 "cpu {:.2} s of {:.2} s wall ({:.2}M ev/s per cpu-second)",
                 cj.cpu,
@@ -348,7 +349,8 @@ fn check_rows(
             value: rate(&cn),
             unit: "ev/s",
             base: Some(("wc -l same bytes".to_owned(), rate(&wn))),
-            target: Some(("≥ 20M ev/s".to_owned(), rate(&cn) >= 2e7)),
+            // Issue 16 (issue 8 asked for 20M).
+            target: Some(("≥ 40M ev/s".to_owned(), rate(&cn) >= 4e7)),
             note: format!(
                 "cpu {:.2} s of {:.2} s wall ({:.1}M ev/s per cpu-second)",
                 cn.cpu,

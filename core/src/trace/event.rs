@@ -476,3 +476,267 @@ impl EventKind {
         }
     }
 }
+
+/// A device or context name as a reader holds it: the text, and the reader's interned id for
+/// it when the reader has one (a native trace's string table id), so that a consumer can index
+/// by the id instead of hashing the text. Ids are unique within one reader only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Name<'a> {
+    pub text: &'a str,
+    pub id: Option<u32>,
+}
+
+impl<'a> Name<'a> {
+    /// A name with no interned id.
+    pub const fn text(text: &'a str) -> Self {
+        Name { text, id: None }
+    }
+}
+
+/// An event borrowed from where it was read: the kinds a trace is mostly made of as borrowed
+/// fields (names from the reader, nothing allocated), every other kind as the [`EventKind`] it
+/// is. [`EventKind::as_ref`] gives the view of an owned event, so a consumer handles each kind
+/// in one place; `Owned` never holds a kind that has a borrowed variant.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum KindRef<'a> {
+    Set {
+        dev: Name<'a>,
+        to: MigState,
+    },
+    Step {
+        dev: Name<'a>,
+        from: MigState,
+        to: MigState,
+    },
+    SetDone {
+        dev: Name<'a>,
+        to: MigState,
+        ret: i32,
+        data_fd: Option<i32>,
+    },
+    Get {
+        dev: Name<'a>,
+        state: MigState,
+    },
+    Reset {
+        dev: Name<'a>,
+        ret: i32,
+    },
+    Dma {
+        dev: Name<'a>,
+        src: DmaSource,
+        iova: u64,
+        len: u64,
+        write: bool,
+        window: Option<(u64, u64)>,
+        p2p: Option<bool>,
+    },
+    Irq {
+        dev: Name<'a>,
+        kind: IrqKind,
+        vector: u32,
+    },
+    Map {
+        ctx: Name<'a>,
+        iova: u64,
+        len: u64,
+    },
+    Unmap {
+        ctx: Name<'a>,
+        iova: u64,
+        len: u64,
+    },
+    Data {
+        dev: Name<'a>,
+        dir: DataDir,
+        bytes: u64,
+        file: Option<DataFile>,
+    },
+    End,
+    /// Declarations, losses, marks and the replies of the extension kinds.
+    Owned(&'a EventKind),
+}
+
+/// An [`Event`] borrowed from where it was read (see [`KindRef`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EventRef<'a> {
+    pub t: u64,
+    pub pid: Option<u32>,
+    pub kind: KindRef<'a>,
+}
+
+impl EventKind {
+    /// The borrowed view of this event.
+    pub fn as_ref(&self) -> KindRef<'_> {
+        fn n(s: &str) -> Name<'_> {
+            Name::text(s)
+        }
+        match self {
+            EventKind::Set { dev, to } => KindRef::Set {
+                dev: n(dev),
+                to: *to,
+            },
+            EventKind::Step { dev, from, to } => KindRef::Step {
+                dev: n(dev),
+                from: *from,
+                to: *to,
+            },
+            EventKind::SetDone {
+                dev,
+                to,
+                ret,
+                data_fd,
+            } => KindRef::SetDone {
+                dev: n(dev),
+                to: *to,
+                ret: *ret,
+                data_fd: *data_fd,
+            },
+            EventKind::Get { dev, state } => KindRef::Get {
+                dev: n(dev),
+                state: *state,
+            },
+            EventKind::Reset { dev, ret } => KindRef::Reset {
+                dev: n(dev),
+                ret: *ret,
+            },
+            EventKind::Dma {
+                dev,
+                src,
+                iova,
+                len,
+                write,
+                window,
+                p2p,
+            } => KindRef::Dma {
+                dev: n(dev),
+                src: *src,
+                iova: *iova,
+                len: *len,
+                write: *write,
+                window: *window,
+                p2p: *p2p,
+            },
+            EventKind::Irq { dev, kind, vector } => KindRef::Irq {
+                dev: n(dev),
+                kind: *kind,
+                vector: *vector,
+            },
+            EventKind::Map { ctx, iova, len } => KindRef::Map {
+                ctx: n(ctx),
+                iova: *iova,
+                len: *len,
+            },
+            EventKind::Unmap { ctx, iova, len } => KindRef::Unmap {
+                ctx: n(ctx),
+                iova: *iova,
+                len: *len,
+            },
+            EventKind::Data {
+                dev,
+                dir,
+                bytes,
+                file,
+            } => KindRef::Data {
+                dev: n(dev),
+                dir: *dir,
+                bytes: *bytes,
+                file: *file,
+            },
+            EventKind::End => KindRef::End,
+            EventKind::Device { .. }
+            | EventKind::Lost { .. }
+            | EventKind::Mark { .. }
+            | EventKind::PrecopyInfo { .. }
+            | EventKind::DataSize { .. }
+            | EventKind::PrecopyInfoV2 { .. }
+            | EventKind::CorruptLoad { .. }
+            | EventKind::Regs { .. }
+            | EventKind::DirtyReport { .. } => KindRef::Owned(self),
+        }
+    }
+}
+
+impl KindRef<'_> {
+    /// The owned event, its names copied into buffers taken from `spare` where it has them (a
+    /// reader's recycled strings).
+    pub fn to_owned_with(&self, spare: &mut Vec<String>) -> EventKind {
+        let mut s = |n: &Name<'_>| match spare.pop() {
+            Some(mut b) => {
+                b.clear();
+                b.push_str(n.text);
+                b
+            }
+            None => n.text.to_owned(),
+        };
+        match *self {
+            KindRef::Set { dev, to } => EventKind::Set { dev: s(&dev), to },
+            KindRef::Step { dev, from, to } => EventKind::Step {
+                dev: s(&dev),
+                from,
+                to,
+            },
+            KindRef::SetDone {
+                dev,
+                to,
+                ret,
+                data_fd,
+            } => EventKind::SetDone {
+                dev: s(&dev),
+                to,
+                ret,
+                data_fd,
+            },
+            KindRef::Get { dev, state } => EventKind::Get {
+                dev: s(&dev),
+                state,
+            },
+            KindRef::Reset { dev, ret } => EventKind::Reset { dev: s(&dev), ret },
+            KindRef::Dma {
+                dev,
+                src,
+                iova,
+                len,
+                write,
+                window,
+                p2p,
+            } => EventKind::Dma {
+                dev: s(&dev),
+                src,
+                iova,
+                len,
+                write,
+                window,
+                p2p,
+            },
+            KindRef::Irq { dev, kind, vector } => EventKind::Irq {
+                dev: s(&dev),
+                kind,
+                vector,
+            },
+            KindRef::Map { ctx, iova, len } => EventKind::Map {
+                ctx: s(&ctx),
+                iova,
+                len,
+            },
+            KindRef::Unmap { ctx, iova, len } => EventKind::Unmap {
+                ctx: s(&ctx),
+                iova,
+                len,
+            },
+            KindRef::Data {
+                dev,
+                dir,
+                bytes,
+                file,
+            } => EventKind::Data {
+                dev: s(&dev),
+                dir,
+                bytes,
+                file,
+            },
+            KindRef::End => EventKind::End,
+            KindRef::Owned(k) => k.clone(),
+        }
+    }
+}

@@ -99,10 +99,71 @@ pub(super) fn quiesced_within(periods: &Periods, t0: u64, t1: u64) -> u64 {
         .sum()
 }
 
+/// Witnessed pages (their addresses, ascending): a write of up to 64 pages, which nearly all
+/// are, as a bit mask over its first page (no allocation per witnessed write), longer ones as
+/// a list.
+#[derive(Debug, Clone)]
+enum Pages {
+    Few { first: u64, mask: u64 },
+    Many(Vec<u64>),
+}
+
+impl Pages {
+    /// The pages `[iova, iova + len)` touches.
+    fn of(iova: u64, len: u64) -> Self {
+        let first = iova / PAGE * PAGE;
+        let end = iova.saturating_add(len);
+        let n = (end - first).div_ceil(PAGE);
+        if n <= 64 {
+            let mask = if n == 64 { u64::MAX } else { (1 << n) - 1 };
+            Pages::Few { first, mask }
+        } else {
+            Pages::Many((first..end).step_by(PAGE as usize).collect())
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Pages::Few { mask, .. } => *mask == 0,
+            Pages::Many(v) => v.is_empty(),
+        }
+    }
+
+    /// Keeps the pages `keep` says to.
+    fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) {
+        match self {
+            Pages::Few { first, mask } => {
+                let mut m = *mask;
+                while m != 0 {
+                    let k = m.trailing_zeros();
+                    m &= m - 1;
+                    if !keep(*first + u64::from(k) * PAGE) {
+                        *mask &= !(1 << k);
+                    }
+                }
+            }
+            Pages::Many(v) => v.retain(|&pg| keep(pg)),
+        }
+    }
+
+    /// Removes the pages `take` says to, and returns them in order.
+    fn take(&mut self, take: impl Fn(u64) -> bool) -> Vec<u64> {
+        let mut out = Vec::new();
+        self.retain(|pg| {
+            let t = take(pg);
+            if t {
+                out.push(pg);
+            }
+            !t
+        });
+        out
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Pending {
     /// Witnessed pages no report has shown yet.
-    pages: Vec<u64>,
+    pages: Pages,
     window: Window,
     line: u64,
 }
@@ -148,7 +209,7 @@ impl DirtyState {
 
     fn credit(reports: &VecDeque<Report>, p: &mut Pending) {
         for r in reports.iter().filter(|r| meets(r.window, p.window)) {
-            p.pages.retain(|&pg| !r.holds(pg));
+            p.pages.retain(|pg| !r.holds(pg));
         }
     }
 }
@@ -168,11 +229,8 @@ impl Verifier {
             return;
         }
         let window = window.unwrap_or((out.t.saturating_sub(1), out.t));
-        let first = iova / PAGE * PAGE;
-        let end = iova.saturating_add(len);
-        let pages: Vec<u64> = (first..end).step_by(PAGE as usize).collect();
         let mut p = Pending {
-            pages,
+            pages: Pages::of(iova, len),
             window,
             line: out.line,
         };
@@ -267,15 +325,13 @@ impl Verifier {
         let mut missed = Vec::new();
         for p in &mut s.pending {
             if meets(rep.window, p.window) {
-                p.pages.retain(|&pg| !rep.holds(pg));
+                p.pages.retain(|pg| !rep.holds(pg));
             }
             if window.0 < p.window.1 {
                 continue;
             }
             // Every report of this range that could hold the write has been read.
-            let (gone, kept): (Vec<u64>, Vec<u64>) =
-                p.pages.iter().partition(|&&pg| rep.tracks(pg));
-            p.pages = kept;
+            let gone = p.pages.take(|pg| rep.tracks(pg));
             if !gone.is_empty() && chain <= p.window.0 {
                 missed.push((gone, p.window, p.line));
             }

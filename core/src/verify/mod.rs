@@ -16,7 +16,8 @@ use std::{
 use crate::{
     model::{MigFlags, MigState},
     trace::{
-        AnyReader, DmaSource, Event, EventKind, Header, ReadWarning, TraceError, open_any, source,
+        AnyReader, DmaSource, Event, EventKind, EventRef, Header, KindRef, Name, ReadWarning,
+        TraceError, open_any, source,
     },
 };
 
@@ -556,6 +557,9 @@ impl Hasher for FxHasher {
     }
 }
 
+/// [`Verifier::by_id`]'s empty slot.
+const NO_DEV: u32 = u32::MAX;
+
 /// The streaming verifier. Feed it events in trace order with [`Verifier::push`], then call
 /// [`Verifier::finish`].
 pub struct Verifier {
@@ -566,6 +570,8 @@ pub struct Verifier {
     by_name: NameMap,
     /// The device of the previous event: runs of events about one device skip the lookup.
     last_dev: usize,
+    /// Device index by the reader's interned name id ([`Name::id`]; [`NO_DEV`]: not known yet).
+    by_id: Vec<u32>,
     ctxs: Vec<(String, Vec<usize>)>,
     ctx_by_name: NameMap,
     violations: Vec<Finding>,
@@ -597,6 +603,7 @@ impl Verifier {
             devs: Vec::new(),
             by_name: NameMap::default(),
             last_dev: usize::MAX,
+            by_id: Vec::new(),
             ctxs: Vec::new(),
             ctx_by_name: NameMap::default(),
             violations: Vec::new(),
@@ -637,8 +644,8 @@ impl Verifier {
     }
 
     /// Feeds device `i`'s timeline; the segment the event closed is kept when asked for.
-    fn feed(&mut self, i: usize, t: u64, kind: &EventKind) -> Option<Segment> {
-        let closed = self.devs[i].tl.feed(t, kind);
+    fn feed(&mut self, i: usize, t: u64, kind: KindRef<'_>) -> Option<Segment> {
+        let closed = self.devs[i].tl.feed_ref(t, kind);
         if let (Some(keep), Some(seg)) = (self.segments.as_mut(), closed)
             && !(seg.start == seg.end && matches!(seg.what, SegKind::State(_)))
         {
@@ -755,8 +762,28 @@ impl Verifier {
         i
     }
 
-    /// The device index, declaring it (with a warning) on first use.
-    fn dev(&mut self, name: &str, out: &mut Out) -> usize {
+    /// The device index, declaring it (with a warning) on first use. A name with the reader's
+    /// interned id is found by the id once it was found by its text.
+    #[inline]
+    fn dev(&mut self, name: Name<'_>, out: &mut Out) -> usize {
+        if let Some(id) = name.id
+            && let Some(&i) = self.by_id.get(id as usize)
+            && i != NO_DEV
+        {
+            return i as usize;
+        }
+        let i = self.dev_by_text(name.text, out);
+        if let Some(id) = name.id {
+            let id = id as usize;
+            if self.by_id.len() <= id {
+                self.by_id.resize(id + 1, NO_DEV);
+            }
+            self.by_id[id] = i as u32;
+        }
+        i
+    }
+
+    fn dev_by_text(&mut self, name: &str, out: &mut Out) -> usize {
         if let Some(d) = self.devs.get(self.last_dev)
             && d.name == name
         {
@@ -780,6 +807,20 @@ impl Verifier {
 
     /// Feeds one event. `line` is its 1-based line (0 if none). Returns the findings it caused.
     pub fn push(&mut self, line: u64, ev: &Event) -> Vec<Finding> {
+        self.push_ref(
+            line,
+            EventRef {
+                t: ev.t,
+                pid: ev.pid,
+                kind: ev.kind.as_ref(),
+            },
+        )
+    }
+
+    /// [`Verifier::push`] for a borrowed event (what `check` feeds from a native trace: names
+    /// by the reader's interned ids, nothing copied). The ids of one verifier's events must
+    /// all come from one reader.
+    pub fn push_ref(&mut self, line: u64, ev: EventRef<'_>) -> Vec<Finding> {
         self.events += 1;
         self.last_t = ev.t;
         let mut out = Out {
@@ -787,7 +828,7 @@ impl Verifier {
             line,
             list: Vec::new(),
         };
-        self.judge(&mut out, ev);
+        self.judge(&mut out, ev.kind);
         for f in &out.list {
             self.keep(f.clone());
         }
@@ -799,39 +840,30 @@ impl Verifier {
     /// `rules`; losses and the end feed every timeline they concern. Inlined into `push`: as a
     /// call it cost 19 instructions per event (callgrind, `scripts/bench/instructions.sh`).
     #[inline(always)]
-    fn judge(&mut self, out: &mut Out, ev: &Event) {
-        let kind = &ev.kind;
+    fn judge(&mut self, out: &mut Out, kind: KindRef<'_>) {
         match kind {
-            EventKind::Device {
-                dev,
-                flags,
-                ctx,
-                state,
-                driver: _,
-                sources,
-            } => self.device_rules(out, dev, *flags, ctx, *state, sources),
-            EventKind::Set { dev, to } => {
+            KindRef::Set { dev, to } => {
                 let i = self.dev(dev, out);
-                self.set_rules(out, i, *to, kind);
+                self.set_rules(out, i, to, kind);
             }
-            EventKind::Step { dev, from, to } => {
+            KindRef::Step { dev, from, to } => {
                 let i = self.dev(dev, out);
-                self.step_rules(out, i, *from, *to, kind);
+                self.step_rules(out, i, from, to, kind);
             }
-            EventKind::SetDone { dev, to, ret, .. } => {
+            KindRef::SetDone { dev, to, ret, .. } => {
                 let i = self.dev(dev, out);
-                self.set_done_rules(out, i, *to, *ret, kind);
+                self.set_done_rules(out, i, to, ret, kind);
             }
-            EventKind::Get { dev, state } => {
+            KindRef::Get { dev, state } => {
                 let i = self.dev(dev, out);
-                self.get_rules(out, i, *state, kind);
+                self.get_rules(out, i, state, kind);
             }
-            EventKind::Reset { dev, ret } => {
+            KindRef::Reset { dev, ret } => {
                 let i = self.dev(dev, out);
                 self.resume_reset(i);
-                self.reset_rules(out, i, *ret, kind);
+                self.reset_rules(out, i, ret, kind);
             }
-            EventKind::Dma {
+            KindRef::Dma {
                 dev,
                 src,
                 iova,
@@ -842,54 +874,74 @@ impl Verifier {
             } => {
                 let i = self.dev(dev, out);
                 match src {
-                    DmaSource::Witness if *write => {
-                        self.dirty_witnessed(out, i, *iova, *len, *window);
+                    DmaSource::Witness if write => {
+                        self.dirty_witnessed(out, i, iova, len, window);
                     }
-                    DmaSource::DirtyLog => self.dirty_run(i, *iova, *len, *window),
+                    DmaSource::DirtyLog => self.dirty_run(i, iova, len, window),
                     _ => {}
                 }
                 let what = rules::DmaWhat {
-                    src: *src,
-                    iova: *iova,
-                    len: *len,
-                    write: *write,
-                    p2p: *p2p == Some(true),
+                    src,
+                    iova,
+                    len,
+                    write,
+                    p2p: p2p == Some(true),
                 };
-                self.dma_rules(out, i, &what, *window);
+                self.dma_rules(out, i, &what, window);
             }
-            EventKind::Irq {
+            KindRef::Irq {
                 dev,
                 kind: k,
                 vector,
             } => {
                 let i = self.dev(dev, out);
-                self.irq_rules(out, i, *k, *vector);
+                self.irq_rules(out, i, k, vector);
             }
-            EventKind::Data {
+            KindRef::Data {
                 dev,
                 dir,
                 bytes,
                 file,
             } => {
                 let i = self.dev(dev, out);
-                self.data_rules(out, i, *dir, *bytes, file.as_ref());
+                self.data_rules(out, i, dir, bytes, file.as_ref());
             }
-            EventKind::Map { .. } | EventKind::Unmap { .. } | EventKind::Mark { .. } => {}
-            EventKind::Lost { n, dev, .. } => self.lost_event(*n, dev.as_deref(), ev.t, kind),
+            KindRef::Map { .. } | KindRef::Unmap { .. } => {}
+            KindRef::End => {
+                self.end_rules(out);
+                self.end_event(out.t, kind);
+            }
+            KindRef::Owned(k) => self.judge_owned(out, k, kind),
+        }
+    }
+
+    /// The kinds without a borrowed form (`kind` is their view).
+    fn judge_owned(&mut self, out: &mut Out, k: &EventKind, kind: KindRef<'_>) {
+        match k {
+            EventKind::Device {
+                dev,
+                flags,
+                ctx,
+                state,
+                driver: _,
+                sources,
+            } => self.device_rules(out, dev, *flags, ctx, *state, sources),
+            EventKind::Mark { .. } => {}
+            EventKind::Lost { n, dev, .. } => self.lost_event(*n, dev.as_deref(), out.t, kind),
             EventKind::PrecopyInfo { dev, result } => {
-                let i = self.dev(dev, out);
+                let i = self.dev(Name::text(dev), out);
                 if let Ok(info) = result {
                     self.precopy_info_rules(out, i, info);
                 }
             }
             EventKind::DataSize { dev, result } => {
-                let i = self.dev(dev, out);
+                let i = self.dev(Name::text(dev), out);
                 if let Ok(bytes) = result {
                     self.data_size_rules(out, i, *bytes);
                 }
             }
             EventKind::PrecopyInfoV2 { dev, ret } => {
-                let i = self.dev(dev, out);
+                let i = self.dev(Name::text(dev), out);
                 if *ret == 0 {
                     self.devs[i].precopy_v2 = true;
                 }
@@ -900,7 +952,7 @@ impl Verifier {
                 bytes,
                 ret,
             } => {
-                let i = self.dev(dev, out);
+                let i = self.dev(Name::text(dev), out);
                 self.corrupt_load_rules(out, i, *corruption, *bytes, *ret);
             }
             EventKind::Regs {
@@ -909,7 +961,7 @@ impl Verifier {
                 bar,
                 regs,
             } => {
-                let i = self.dev(dev, out);
+                let i = self.dev(Name::text(dev), out);
                 self.regs_rules(out, i, *stage, *bar, regs);
             }
             EventKind::DirtyReport {
@@ -919,13 +971,21 @@ impl Verifier {
                 window,
                 ..
             } => {
-                let i = self.dev(dev, out);
+                let i = self.dev(Name::text(dev), out);
                 self.dirty_report_rules(out, i, *iova, *len, *window);
             }
-            EventKind::End => {
-                self.end_rules(out);
-                self.end_event(ev.t, kind);
-            }
+            // Never here: `EventKind::as_ref` gives these their borrowed variants.
+            EventKind::Set { .. }
+            | EventKind::Step { .. }
+            | EventKind::SetDone { .. }
+            | EventKind::Get { .. }
+            | EventKind::Reset { .. }
+            | EventKind::Dma { .. }
+            | EventKind::Irq { .. }
+            | EventKind::Map { .. }
+            | EventKind::Unmap { .. }
+            | EventKind::Data { .. }
+            | EventKind::End => self.judge(out, k.as_ref()),
         }
     }
 
@@ -952,7 +1012,7 @@ impl Verifier {
 
     /// `n` events the probe lost. A loss naming a device concerns its open request (FSM steps
     /// the probe missed); one naming none may concern any device.
-    fn lost_event(&mut self, n: u64, dev: Option<&str>, t: u64, kind: &EventKind) {
+    fn lost_event(&mut self, n: u64, dev: Option<&str>, t: u64, kind: KindRef<'_>) {
         self.lost = self.lost.saturating_add(n);
         match dev {
             Some(name) => {
@@ -974,7 +1034,7 @@ impl Verifier {
     }
 
     /// The trace's `end`: every device's timeline closes its open piece there.
-    fn end_event(&mut self, t: u64, kind: &EventKind) {
+    fn end_event(&mut self, t: u64, kind: KindRef<'_>) {
         self.ended = true;
         for i in 0..self.devs.len() {
             self.feed(i, t, kind);
@@ -1249,21 +1309,31 @@ pub use crate::errno::name_of_ret as errno_name;
 /// Reads a trace (JSONL or native, told apart by content) from `path` (`-` = stdin) and
 /// verifies it.
 pub fn check_path(path: &Path, opts: Options) -> Result<Report, TraceError> {
-    let mut reader = open_any(path)?;
+    let reader = open_any(path)?;
     let mut v = Verifier::new(reader.header(), opts);
     let mut warned = 0;
-    while let Some(item) = reader.next_event() {
-        let (line, ev) = item?;
-        // Surface reader warnings (unknown `ev`) as they appear.
-        v.forward_warnings(reader.warnings(), &mut warned);
-        v.push(line, &ev);
-        // Reuse the event's string buffers for the next one.
-        match &mut reader {
-            AnyReader::Jsonl(r) => r.recycle(ev),
-            AnyReader::Native(r) => r.recycle(ev),
+    match reader {
+        AnyReader::Jsonl(mut r) => {
+            while let Some(item) = r.next_event() {
+                let (line, ev) = item?;
+                // Surface reader warnings (unknown `ev`) as they appear.
+                v.forward_warnings(r.warnings(), &mut warned);
+                v.push(line, &ev);
+                // Reuse the event's string buffers for the next one.
+                r.recycle(ev);
+            }
+            v.forward_warnings(r.warnings(), &mut warned);
+        }
+        AnyReader::Native(mut r) => {
+            // Borrowed events: names by their string ids, nothing copied per event.
+            while let Some(line) = r.next_line() {
+                let line = line?;
+                v.forward_warnings(r.warnings(), &mut warned);
+                v.push_ref(line, r.current());
+            }
+            v.forward_warnings(r.warnings(), &mut warned);
         }
     }
-    v.forward_warnings(reader.warnings(), &mut warned);
     Ok(v.finish())
 }
 

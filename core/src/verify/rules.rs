@@ -10,7 +10,7 @@ use crate::{
         MigFlags, MigState, PRECOPY_INFO_REINIT, PrecopyInfo, StepError, is_hazard, next_state,
         path as fsm_path,
     },
-    trace::{DataDir, DataFile, DmaSource, EventKind, IrqKind},
+    trace::{DataDir, DataFile, DmaSource, IrqKind, KindRef},
 };
 
 /// A device's pre-copy session between two VFIO_MIG_GET_PRECOPY_INFO answers.
@@ -102,7 +102,7 @@ impl Verifier {
     }
 
     /// `set`: error-state (a SET from ERROR), hazard-arc, and the ordering rules among peers.
-    pub(super) fn set_rules(&mut self, out: &mut Out, i: usize, to: MigState, kind: &EventKind) {
+    pub(super) fn set_rules(&mut self, out: &mut Out, i: usize, to: MigState, kind: KindRef<'_>) {
         // Leaving STOP_COPY ends the save an estimate sized.
         if self.devs[i].tl.known() == Some(MigState::StopCopy) && to != MigState::StopCopy {
             self.judge_estimate(out, i);
@@ -188,7 +188,7 @@ impl Verifier {
         i: usize,
         from: MigState,
         to: MigState,
-        kind: &EventKind,
+        kind: KindRef<'_>,
     ) {
         let d = &self.devs[i];
         let dev = d.name.as_str();
@@ -267,7 +267,7 @@ impl Verifier {
         i: usize,
         to: MigState,
         ret: i32,
-        kind: &EventKind,
+        kind: KindRef<'_>,
     ) {
         let t = out.t;
         let refused_corrupt = self.resume_set_done(out, i, to, ret);
@@ -381,7 +381,7 @@ impl Verifier {
         // quiescence, the DMA stop itself), the ones every report draws.
         let new_file = matches!(
             kind,
-            EventKind::SetDone {
+            KindRef::SetDone {
                 data_fd: Some(_),
                 ..
             }
@@ -422,7 +422,13 @@ impl Verifier {
     }
 
     /// `get`: state-mismatch ("has it got there?") and error-state.
-    pub(super) fn get_rules(&mut self, out: &mut Out, i: usize, state: MigState, kind: &EventKind) {
+    pub(super) fn get_rules(
+        &mut self,
+        out: &mut Out,
+        i: usize,
+        state: MigState,
+        kind: KindRef<'_>,
+    ) {
         let d = &self.devs[i];
         let dev = d.name.as_str();
         if let Some(known) = d.tl.known()
@@ -575,7 +581,7 @@ impl Verifier {
 
 impl Verifier {
     /// `reset`: a successful reset ends every migration session of the device.
-    pub(super) fn reset_rules(&mut self, out: &mut Out, i: usize, ret: i32, kind: &EventKind) {
+    pub(super) fn reset_rules(&mut self, out: &mut Out, i: usize, ret: i32, kind: KindRef<'_>) {
         self.feed(i, out.t, kind);
         let d = &mut self.devs[i];
         if ret == 0 {

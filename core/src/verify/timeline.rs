@@ -22,7 +22,11 @@
 //! `set_done`), and a request that entered quiescence is a *quiesce*, the one definition the
 //! verifier's quiesce statistics and every exporter count.
 
-use crate::{model::MigState, trace::EventKind, verify::errno_name};
+use crate::{
+    model::MigState,
+    trace::{EventKind, KindRef},
+    verify::errno_name,
+};
 
 /// `Period::end` of a period that has not ended.
 pub const OPEN: u64 = u64::MAX;
@@ -426,16 +430,18 @@ impl DeviceTimeline {
     /// Feeds one event about this device (a `lost` naming it or naming no device, and `end`,
     /// count too). Events are fed in trace order. Returns the [`Segment`] the event closed.
     pub fn feed(&mut self, t: u64, kind: &EventKind) -> Option<Segment> {
+        self.feed_ref(t, kind.as_ref())
+    }
+
+    /// [`DeviceTimeline::feed`] for a borrowed event.
+    pub fn feed_ref(&mut self, t: u64, kind: KindRef<'_>) -> Option<Segment> {
         match kind {
-            // A re-declaration brings new facts (flags, sources) but not a new history: its
-            // `state` (RUNNING when omitted) is not a transition the trace saw.
-            EventKind::Device { .. } => None,
-            EventKind::Set { to, .. } => {
+            KindRef::Set { to, .. } => {
                 let from = self.current();
                 let closed = self.segment_until(t, None, None);
                 let phase = Phase::Transition(Transition {
                     from,
-                    toward: *to,
+                    toward: to,
                     reached: from,
                     stepped_to: from,
                     steps: 0,
@@ -447,21 +453,21 @@ impl DeviceTimeline {
                 self.refresh(t, Entry::Reached);
                 closed
             }
-            EventKind::Step { from, to, .. } => {
+            KindRef::Step { from, to, .. } => {
                 self.steps_seen = true;
                 if let Phase::Transition(tr) | Phase::Unfinished(tr) = &mut self.phase {
                     tr.steps += 1;
-                    tr.reached = Some(*from);
-                    tr.stepped_to = Some(*to);
+                    tr.reached = Some(from);
+                    tr.stepped_to = Some(to);
                     self.refresh(t, Entry::Reached);
                 }
                 None
             }
-            EventKind::SetDone { to, ret, .. } => {
+            KindRef::SetDone { to, ret, .. } => {
                 let req = self.request().copied();
-                let closed = self.segment_until(t, Some(*ret), Some(*to));
-                if *ret == 0 {
-                    let closed = self.enter(t, Phase::Known(*to), closed);
+                let closed = self.segment_until(t, Some(ret), Some(to));
+                if ret == 0 {
+                    let closed = self.enter(t, Phase::Known(to), closed);
                     self.refresh(t, Entry::Completed);
                     closed
                 } else if let Some(r) = req
@@ -482,17 +488,17 @@ impl DeviceTimeline {
                     closed
                 }
             }
-            EventKind::Get { state, .. } => {
+            KindRef::Get { state, .. } => {
                 if self.request().is_some() {
                     return None;
                 }
                 let closed = self.segment_until(t, None, None);
-                let closed = self.enter(t, Phase::Known(*state), closed);
+                let closed = self.enter(t, Phase::Known(state), closed);
                 self.refresh(t, Entry::ReadBack);
                 closed
             }
-            EventKind::Reset { ret, .. } => {
-                let (phase, entry) = if *ret == 0 {
+            KindRef::Reset { ret, .. } => {
+                let (phase, entry) = if ret == 0 {
                     (Phase::Known(MigState::Running), Entry::Completed)
                 } else {
                     (Phase::Unknown, Entry::Failed)
@@ -503,31 +509,48 @@ impl DeviceTimeline {
                 self.refresh(t, entry);
                 closed
             }
-            EventKind::Lost { .. } => {
-                match &mut self.phase {
-                    Phase::Transition(tr) | Phase::Unfinished(tr) => tr.steps_lost = true,
-                    Phase::Known(_) | Phase::Unknown => self.steps_unknown = true,
-                }
-                None
-            }
-            EventKind::End => {
+            KindRef::End => {
                 if let Phase::Transition(tr) = self.phase {
                     self.phase = Phase::Unfinished(tr);
                 }
                 None
             }
-            EventKind::Dma { .. }
-            | EventKind::Irq { .. }
-            | EventKind::PrecopyInfo { .. }
-            | EventKind::DataSize { .. }
-            | EventKind::CorruptLoad { .. }
-            | EventKind::Regs { .. }
-            | EventKind::DirtyReport { .. }
-            | EventKind::PrecopyInfoV2 { .. }
-            | EventKind::Map { .. }
-            | EventKind::Unmap { .. }
-            | EventKind::Data { .. }
-            | EventKind::Mark { .. } => None,
+            KindRef::Dma { .. }
+            | KindRef::Irq { .. }
+            | KindRef::Map { .. }
+            | KindRef::Unmap { .. }
+            | KindRef::Data { .. } => None,
+            KindRef::Owned(k) => match k {
+                EventKind::Lost { .. } => {
+                    match &mut self.phase {
+                        Phase::Transition(tr) | Phase::Unfinished(tr) => tr.steps_lost = true,
+                        Phase::Known(_) | Phase::Unknown => self.steps_unknown = true,
+                    }
+                    None
+                }
+                // A re-declaration brings new facts (flags, sources) but not a new history: its
+                // `state` (RUNNING when omitted) is not a transition the trace saw.
+                EventKind::Device { .. }
+                | EventKind::PrecopyInfo { .. }
+                | EventKind::DataSize { .. }
+                | EventKind::CorruptLoad { .. }
+                | EventKind::Regs { .. }
+                | EventKind::DirtyReport { .. }
+                | EventKind::PrecopyInfoV2 { .. }
+                | EventKind::Mark { .. } => None,
+                // Never here: `EventKind::as_ref` gives these their borrowed variants.
+                EventKind::Set { .. }
+                | EventKind::Step { .. }
+                | EventKind::SetDone { .. }
+                | EventKind::Get { .. }
+                | EventKind::Reset { .. }
+                | EventKind::Dma { .. }
+                | EventKind::Irq { .. }
+                | EventKind::Map { .. }
+                | EventKind::Unmap { .. }
+                | EventKind::Data { .. }
+                | EventKind::End => self.feed_ref(t, k.as_ref()),
+            },
         }
     }
 
