@@ -27,6 +27,7 @@
 //! the view's.
 
 pub mod app;
+pub mod index;
 pub mod store;
 pub mod term;
 pub mod ui;
