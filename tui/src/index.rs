@@ -219,7 +219,7 @@ fn pair_sums(v: &[u32]) -> Vec<u32> {
 /// delta (the row of the event that began it, +1; 0 for none) and 1-2 bytes of [`SegKind`]
 /// (+ a zigzag varint for a failed SET's errno), in chunks of [`SEG_CHUNK`] with their first
 /// time (binary search, then decode one chunk).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SegList {
     /// (first segment's time, byte offset, row base) of each chunk.
     chunks: Vec<(u64, u32, u64)>,
@@ -427,7 +427,7 @@ pub struct Block {
 }
 
 /// A device as the trace declared it (the last declaration wins, as in the store).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IxDevice {
     pub name: String,
     pub ctx: usize,
@@ -447,7 +447,7 @@ impl IxDevice {
 }
 
 /// A migration context: its devices (in order of appearance) and its map/unmap counts.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IxCtx {
     pub name: String,
     pub devs: Vec<usize>,
@@ -471,7 +471,7 @@ pub struct Progress {
 }
 
 /// The index of one native trace file.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TraceIndex {
     pub name: String,
     pub path: PathBuf,
@@ -869,9 +869,39 @@ impl TraceIndex {
         Ok(out)
     }
 
+    /// The answer to an [`Effect::Load`](crate::Effect::Load): the rows as a
+    /// [`Msg::Window`](crate::Msg::Window), or a note saying why they could not be read.
+    pub fn load(&self, rows: Range<u64>) -> crate::Msg {
+        match self.read(rows.clone()) {
+            Ok(events) => crate::Msg::Window { rows, events },
+            Err(e) => crate::Msg::Note(format!("error: {e}")),
+        }
+    }
+
     /// The index of device `name`.
     pub fn device_index(&self, name: &str) -> Option<usize> {
         self.devices.iter().position(|d| d.name == name)
+    }
+}
+
+/// Answers the view's [`Effect::Load`](crate::Effect::Load)s from its index (the runner's
+/// I/O: `update` stays pure), until the window holds what the screen needs; other effects
+/// stay queued for the caller.
+pub fn serve_loads(app: &mut crate::App) {
+    // A load can ask for one more (the cursor moved to the exact row of a time): a few rounds.
+    for _ in 0..4 {
+        let (loads, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut app.effects)
+            .into_iter()
+            .partition(|e| matches!(e, crate::Effect::Load(_)));
+        app.effects = rest;
+        if loads.is_empty() {
+            return;
+        }
+        for e in loads {
+            if let (crate::Effect::Load(rows), Some(ix)) = (e, app.index.clone()) {
+                crate::update(app, ix.load(rows));
+            }
+        }
     }
 }
 
@@ -924,7 +954,7 @@ mod tests {
             } else {
                 700 + k % 13 * 100
             };
-            let d = devs[(k % 3 == 0) as usize].to_owned();
+            let d = devs[k.is_multiple_of(3) as usize].to_owned();
             let kind = match k % 11 {
                 0..=3 => EventKind::Irq {
                     dev: d,
@@ -951,7 +981,7 @@ mod tests {
                     bytes: 9,
                     file: None,
                 },
-                9 if k % 5 == 0 => EventKind::Mark {
+                9 if k.is_multiple_of(5) => EventKind::Mark {
                     label: format!("m{k}"),
                 },
                 _ => EventKind::Irq {
@@ -961,7 +991,7 @@ mod tests {
                 },
             };
             out.push(ev(t, kind));
-            if k % 500 == 0 {
+            if k.is_multiple_of(500) {
                 // A round trip through RUNNING_P2P for both devices.
                 for (from, to) in [
                     (MigState::Running, MigState::RunningP2p),
@@ -1192,6 +1222,94 @@ mod tests {
             TraceIndex::build(&q, |_| true),
             Err(IndexError::NotNative { .. })
         ));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The view on an indexed trace: the window follows the cursor (the event list shows the
+    /// file's events at every position), panning puts the cursor on the exact first row at
+    /// the centre time once its window arrives, the held rows stay bounded, and the frame is
+    /// drawn from the index (header says verifying until a report comes).
+    #[test]
+    fn the_view_follows_the_index_with_a_bounded_window() {
+        use crate::app::{NEAR_ROWS, VIEW_ROWS};
+        use crate::{App, Key, Msg, TraceInfo, update};
+        use ratatui::{Terminal, backend::TestBackend};
+        let dir = scratch("view");
+        let evs = trace(40_000);
+        let p = write(&dir, "t.mgt", &evs);
+        let ix = std::sync::Arc::new(TraceIndex::build(&p, |_| true).expect("index"));
+        let info = TraceInfo {
+            name: "t.mgt".into(),
+            header: header(),
+            live: false,
+        };
+        let mut app = App::new(info, None);
+        update(&mut app, Msg::Index(ix.clone()));
+        serve_loads(&mut app);
+        let mut term = Terminal::new(TestBackend::new(160, 40)).expect("terminal");
+        let held_ok = |app: &App| {
+            assert!(
+                (app.store.len() as u64) <= VIEW_ROWS + NEAR_ROWS + 2 * BLOCK,
+                "held {}",
+                app.store.len()
+            );
+        };
+        let at_cursor = |app: &App| {
+            let g = app.cursor.expect("cursor");
+            let (line, e) = app.store.get(g).expect("cursor row held");
+            assert_eq!(line, g + 2);
+            assert_eq!(e, evs[g as usize], "row {g}");
+        };
+        at_cursor(&app);
+        let screen = |term: &mut Terminal<TestBackend>, app: &App| -> String {
+            term.draw(|f| crate::ui::draw(f, app)).expect("draw");
+            let b = term.backend().buffer();
+            b.content.iter().map(|c| c.symbol()).collect()
+        };
+        let s = screen(&mut term, &app);
+        assert!(s.contains("verifying"), "{s}");
+        assert!(s.contains("0000:00:01.0"), "{s}");
+        assert!(
+            s.contains(" D") || s.contains("D"),
+            "DMA ticks drawn from the counts"
+        );
+        for _ in 0..300 {
+            update(&mut app, Msg::Key(Key::PageDown));
+            serve_loads(&mut app);
+            held_ok(&app);
+        }
+        assert_eq!(app.cursor, Some(3000));
+        at_cursor(&app);
+        update(&mut app, Msg::Key(Key::End));
+        serve_loads(&mut app);
+        assert_eq!(app.cursor, Some(ix.rows - 1));
+        at_cursor(&app);
+        // Zoom in around the middle, then pan: the cursor is the first row at the centre.
+        update(&mut app, Msg::Key(Key::Home));
+        serve_loads(&mut app);
+        for _ in 0..6 {
+            update(&mut app, Msg::Key(Key::Char('+')));
+            serve_loads(&mut app);
+        }
+        for k in 0..40 {
+            update(&mut app, Msg::Key(Key::Right));
+            serve_loads(&mut app);
+            held_ok(&app);
+            let centre = app.view_start + app.view_span / 2;
+            let want = evs.partition_point(|e| e.t < centre) as u64;
+            if want < ix.rows {
+                assert_eq!(app.cursor, Some(want), "pan {k}");
+                at_cursor(&app);
+            }
+            screen(&mut term, &app);
+        }
+        // Filters need every event in memory.
+        update(&mut app, Msg::Key(Key::Char('/')));
+        for c in "irq".chars() {
+            update(&mut app, Msg::Key(Key::Char(c)));
+        }
+        update(&mut app, Msg::Key(Key::Enter));
+        assert!(app.status.contains("indexed trace"), "{}", app.status);
         std::fs::remove_dir_all(&dir).ok();
     }
 }
