@@ -120,29 +120,31 @@ fn every_format_states_checks_numbers_on_every_fixture() {
             Ok(d) => problems.extend(d.into_iter().map(|d| format!("{name}: {d}"))),
             Err(e) => problems.push(format!("{name}: {e}")),
         }
-        let tui = tui_stats(&trace, false).and_then(|pane| Counts::from_tui_stats(&pane));
-        match (Counts::from_check_json(&check), tui) {
-            (Ok(want), Ok(got)) => problems.extend(
-                agree::disagreements("tui stats pane", &want, &got)
-                    .into_iter()
-                    .map(|d| format!("{name}: {d}")),
-            ),
-            (Err(e), _) | (_, Err(e)) => problems.push(format!("{name}: {e}")),
-        }
+        let mut pane =
+            |what: &str, label: String, check: &serde_json::Value, t: &std::path::Path| {
+                let indexed = what.starts_with("indexed");
+                let tui = tui_stats(t, indexed).and_then(|pane| Counts::from_tui_stats(&pane));
+                match (Counts::from_check_json(check), tui) {
+                    (Ok(want), Ok(got)) => problems.extend(
+                        agree::disagreements(what, &want, &got)
+                            .into_iter()
+                            .map(|d| format!("{label}: {d}")),
+                    ),
+                    (Err(e), _) | (_, Err(e)) => problems.push(format!("{label}: {e}")),
+                }
+            };
+        pane("tui stats pane", name.clone(), &check, &trace);
         // The same trace in native form, opened through its index (issue 16 point 3).
         export(&name, "native", &p("t.mgt"));
-        let (native_check, native_code) = check_json(std::path::Path::new(&p("t.mgt")), &[]);
+        let native = std::path::PathBuf::from(p("t.mgt"));
+        let (native_check, native_code) = check_json(&native, &[]);
         assert_eq!(native_code, code, "check of {name} in native form");
-        let tui = tui_stats(std::path::Path::new(&p("t.mgt")), true)
-            .and_then(|pane| Counts::from_tui_stats(&pane));
-        match (Counts::from_check_json(&native_check), tui) {
-            (Ok(want), Ok(got)) => problems.extend(
-                agree::disagreements("indexed tui stats pane", &want, &got)
-                    .into_iter()
-                    .map(|d| format!("{name} (native, indexed): {d}")),
-            ),
-            (Err(e), _) | (_, Err(e)) => problems.push(format!("{name} (native, indexed): {e}")),
-        }
+        pane(
+            "indexed tui stats pane",
+            format!("{name} (native, indexed)"),
+            &native_check,
+            &native,
+        );
         compared += 1;
     }
     assert!(

@@ -33,7 +33,7 @@ use migscope_core::model::{MigFlags, MigState};
 use migscope_core::trace::{Checkpoint, Event, EventKind, Header, NativeReader, TraceError};
 use migscope_core::verify::{Options, SegKind, Verifier};
 
-use crate::store::Seg;
+use crate::store::{Device, Seg};
 
 /// Events per block (checkpoint).
 pub const BLOCK: u64 = 4096;
@@ -429,12 +429,8 @@ pub struct Block {
 /// A device as the trace declared it (the last declaration wins, as in the store).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IxDevice {
-    pub name: String,
-    pub ctx: usize,
-    pub flags: MigFlags,
-    pub driver: Option<String>,
-    pub sources: BTreeMap<String, String>,
-    pub declared: bool,
+    /// The lane's facts (the store's type; its own segments and row lists stay empty).
+    pub facts: Device,
     pub segs: SegList,
     /// Counts per [`Tick`] (in [`Tick::ALL`] order).
     pub counts: [Counts; 4],
@@ -537,12 +533,19 @@ impl Builder {
     fn new_dev(&mut self, name: &str, ctx: usize) -> usize {
         let i = self.ix.devices.len();
         self.ix.devices.push(IxDevice {
-            name: name.to_owned(),
-            ctx,
-            flags: MigFlags::default(),
-            driver: None,
-            sources: BTreeMap::new(),
-            declared: false,
+            facts: Device {
+                name: name.to_owned(),
+                ctx,
+                flags: MigFlags::default(),
+                driver: None,
+                sources: BTreeMap::new(),
+                declared: false,
+                segs: Vec::new(),
+                dma: Vec::new(),
+                irq: Vec::new(),
+                data: Vec::new(),
+                fsm: Vec::new(),
+            },
             segs: SegList::default(),
             counts: Default::default(),
         });
@@ -569,12 +572,12 @@ impl Builder {
             Some(&i) => i,
             None => self.new_dev(dev, c),
         };
-        let old = self.ix.devices[i].ctx;
+        let old = self.ix.devices[i].facts.ctx;
         if old != c {
             self.ix.ctxs[old].devs.retain(|&x| x != i);
             self.ix.ctxs[c].devs.push(i);
         }
-        let d = &mut self.ix.devices[i];
+        let d = &mut self.ix.devices[i].facts;
         d.ctx = c;
         d.flags = *flags;
         d.driver.clone_from(driver);
@@ -653,7 +656,7 @@ impl Builder {
             None => (0..self.ix.devices.len()).collect(),
         };
         for i in touched {
-            let name = &self.ix.devices[i].name;
+            let name = &self.ix.devices[i].facts.name;
             if let Some(tl) = self.timelines.timeline(name) {
                 let start = tl.open_segment(t).start;
                 let q = &mut self.open[i];
@@ -880,7 +883,7 @@ impl TraceIndex {
 
     /// The index of device `name`.
     pub fn device_index(&self, name: &str) -> Option<usize> {
-        self.devices.iter().position(|d| d.name == name)
+        self.devices.iter().position(|d| d.facts.name == name)
     }
 }
 
@@ -1088,12 +1091,12 @@ mod tests {
                 (Tick::Data, "data"),
                 (Tick::Fsm, "fsm"),
             ] {
-                let w = want.get(&(d.name.clone(), what)).expect("counted");
+                let w = want.get(&(d.facts.name.clone(), what)).expect("counted");
                 let c = d.counts(k);
                 assert!(
                     &pad(c.level(0)) == w,
                     "{} {what}: level-0 counts differ",
-                    d.name
+                    d.facts.name
                 );
                 for l in 1..c.depth() {
                     let below = c.level(l - 1);
@@ -1101,7 +1104,7 @@ mod tests {
                     assert!(
                         c.level(l) == &sums[..],
                         "{} {what}: level {l} differs",
-                        d.name
+                        d.facts.name
                     );
                 }
                 let total: u32 = w.iter().sum();
@@ -1111,7 +1114,12 @@ mod tests {
                 let exact: u32 = w[b0..b1].iter().sum();
                 let t0 = bk.origin + b0 as u64 * bk.width;
                 let t1 = bk.origin + b1 as u64 * bk.width;
-                assert_eq!(c.around(&bk, t0, t1), u64::from(exact), "{} {what}", d.name);
+                assert_eq!(
+                    c.around(&bk, t0, t1),
+                    u64::from(exact),
+                    "{} {what}",
+                    d.facts.name
+                );
             }
         }
         let maps = want.get(&("vm".to_owned(), "map")).expect("maps");
@@ -1151,13 +1159,13 @@ mod tests {
             store.push(i as u64 + 2, e);
         }
         for d in &ix.devices {
-            let sd = &store.devices[store.device_index(&d.name).expect("dev")];
+            let sd = &store.devices[store.device_index(&d.facts.name).expect("dev")];
             let got = d.segs.all();
             assert!(got.len() > 40, "{} segments", got.len());
-            assert_eq!(got, sd.segs, "{}", d.name);
+            assert_eq!(got, sd.segs, "{}", d.facts.name);
             let (t0, t1) = (got[10].t, got[30].t);
             let r = d.segs.range(t0 + 1, t1);
-            assert_eq!(r, got[10..30], "{}", d.name);
+            assert_eq!(r, got[10..30], "{}", d.facts.name);
             let mut buf = Vec::new();
             let (at, change) = d
                 .segs

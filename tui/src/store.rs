@@ -49,7 +49,7 @@ pub fn seg_label(what: &SegKind) -> String {
 }
 
 /// One device lane.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Device {
     pub name: String,
     pub ctx: usize,
@@ -206,7 +206,7 @@ impl Store {
         for c in &ix.ctxs {
             s.ctx_id(&c.name);
         }
-        for d in &ix.devices {
+        for d in ix.devices.iter().map(|d| &d.facts) {
             let ctx = ix.ctxs.get(d.ctx).map_or("?", |c| c.name.as_str());
             s.add_device(
                 &d.name,

@@ -284,20 +284,29 @@ fn native_trace(root: &Path, dir: &Path, n: u64) -> Result<PathBuf> {
     let native = dir.join(format!("trace-{n}.native.mgt"));
     if !native.exists() {
         eprintln!("xtask bench: generating a {n}-event native trace");
-        let partial = dir.join(format!("trace-{n}.native.mgt.partial"));
-        let out = fs::File::create(&partial)?;
-        let o = Command::new(root.join("target/release/examples/gentrace"))
-            .args([n.to_string(), "8".to_owned(), "--native".to_owned()])
-            .stdout(out)
-            .stderr(Stdio::piped())
-            .output()
-            .context("running gentrace --native")?;
-        if !o.status.success() {
-            bail!("gentrace failed: {}", String::from_utf8_lossy(&o.stderr));
-        }
-        fs::rename(&partial, &native)?;
+        gentrace(root, n, &["--native"], &native)?;
     }
     Ok(native)
+}
+
+/// Runs gentrace for `n` events on 8 devices into `out` (write-then-rename); its stderr.
+fn gentrace(root: &Path, n: u64, extra: &[&str], out: &Path) -> Result<String> {
+    let mut partial = out.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let f = fs::File::create(&partial)?;
+    let o = Command::new(root.join("target/release/examples/gentrace"))
+        .args([n.to_string(), "8".to_owned()])
+        .args(extra)
+        .stdout(f)
+        .stderr(Stdio::piped())
+        .output()
+        .context("running gentrace")?;
+    if !o.status.success() {
+        bail!("gentrace failed: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    fs::rename(&partial, out)?;
+    Ok(String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
 /// Generated traces are cached under target/bench (they take a while at 10M events).
@@ -307,18 +316,7 @@ fn traces(root: &Path, dir: &Path, bin: &Path, n: u64) -> Result<(PathBuf, PathB
     let count = dir.join(format!("trace-{n}.events"));
     if !(jsonl.exists() && native.exists() && count.exists()) {
         eprintln!("xtask bench: generating a {n}-event trace");
-        let partial = dir.join(format!("trace-{n}.jsonl.partial"));
-        let out = fs::File::create(&partial)?;
-        let o = Command::new(root.join("target/release/examples/gentrace"))
-            .args([n.to_string(), "8".to_owned()])
-            .stdout(out)
-            .stderr(Stdio::piped())
-            .output()
-            .context("running gentrace")?;
-        if !o.status.success() {
-            bail!("gentrace failed: {}", String::from_utf8_lossy(&o.stderr));
-        }
-        fs::rename(&partial, &jsonl)?;
+        let msg = gentrace(root, n, &[], &jsonl)?;
         let st = Command::new(bin)
             .args(["export", "--format", "native", "-o"])
             .arg(&native)
@@ -329,7 +327,6 @@ fn traces(root: &Path, dir: &Path, bin: &Path, n: u64) -> Result<(PathBuf, PathB
             bail!("migscope export --format native failed");
         }
         // gentrace: "gentrace: N events, ..." on stderr.
-        let msg = String::from_utf8_lossy(&o.stderr);
         let events: u64 = msg
             .split_whitespace()
             .nth(1)
