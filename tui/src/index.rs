@@ -611,7 +611,20 @@ impl Builder {
             };
         }
         self.ix.last_t = t;
-        drop(self.timelines.push(line, e));
+        // The timelines change on the events that shape the lanes only (DeviceTimeline::feed
+        // ignores evidence, data and maps), and on a device's first appearance (its timeline
+        // starts there): the verifier's rules on evidence are not needed here (the session's
+        // verifier judges), and windowed evidence is judged against every past quiesce.
+        let first_seen = e.kind.dev().is_some_and(|n| !self.dev_ids.contains_key(n));
+        if first_seen
+            || !matches!(tick(&e.kind), Some(Tick::Dma | Tick::Irq | Tick::Data))
+                && !matches!(
+                    e.kind,
+                    EventKind::Map { .. } | EventKind::Unmap { .. } | EventKind::Mark { .. }
+                )
+        {
+            drop(self.timelines.push(line, e));
+        }
         let b = self.bucket(t);
         match &e.kind {
             EventKind::Device { .. } => self.declare(&e.kind),
