@@ -23,6 +23,8 @@ use probe_common::abi::{
     VFIO_IOCTL_LAST, VfioOpen, fd_key, fd_kind, feature, hook, ioctl, uapi,
 };
 
+mod dirty;
+
 /// 1 MiB of records by default; userspace may resize it before loading (`ring_bytes`).
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
@@ -150,6 +152,7 @@ fn try_sys_exit_ioctl(ctx: &TracePointContext) -> Result<u32, u32> {
     };
     rec.payload_len = read_payload(inf.cmd, inf.arg, &mut rec.payload);
     track_ioctl_fds(&rec);
+    dirty::report_bitmap(&rec);
     emit(&rec);
     Ok(0)
 }

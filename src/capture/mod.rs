@@ -98,6 +98,7 @@
 pub mod attach;
 mod attrib;
 pub mod diagnose;
+pub mod dirtylog;
 mod hooks;
 mod kretprobe;
 pub mod procfs;
