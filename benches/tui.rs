@@ -8,9 +8,15 @@
 //! Frames: `ui::draw` into a ratatui `TestBackend` (200x50) after each pan step (`l`), zoom
 //! (`+`/`-`) and cursor move; the time of the draw alone (the terminal write is not included).
 //!
+//! With `--indexed` (a native trace), the view as `view` runs it on a native file: the index
+//! built in one pass (`migscope_tui::index`) while the session's verifier runs on another
+//! thread (summaries only: the view holds no events), the first frame drawn once the index is
+//! in, then the same keys, each answered with the window loads it asks for (decoding rows from
+//! the file) before its frame is drawn: the key-to-frame time.
+//!
 //! Output: tab-separated `ROW` / `NOTE` lines on stdout (xtask reads them).
 
-use std::{path::PathBuf, time::Instant};
+use std::{path::PathBuf, sync::Arc, time::Instant};
 
 use migscope::{cli::view, trace::open_any};
 use migscope_tui::{
@@ -31,14 +37,141 @@ fn peak_rss_kb() -> i64 {
     }
 }
 
+/// The keys of a user panning and zooming over the timeline and scrolling the list.
+const PATTERN: [Key; 10] = [
+    Key::Right,
+    Key::Right,
+    Key::Char('+'),
+    Key::Right,
+    Key::Down,
+    Key::PageDown,
+    Key::Right,
+    Key::Char('-'),
+    Key::Left,
+    Key::Right,
+];
+
+fn p99(times: &mut [f64]) -> (f64, f64, f64) {
+    times.sort_by(f64::total_cmp);
+    let n = times.len().max(1);
+    let mean = times.iter().sum::<f64>() / n as f64;
+    let p = times
+        .get((times.len() * 99 / 100).min(times.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(f64::NAN);
+    (p, mean, times.last().copied().unwrap_or(f64::NAN))
+}
+
+/// `view` of a native trace through its index (see the module docs).
+fn indexed_rows(
+    trace: &std::path::Path,
+    name: &str,
+    header: &migscope::trace::Header,
+    frames: usize,
+) {
+    eprintln!("tui bench: indexing {name}");
+    let t0 = Instant::now();
+    let vp = trace.to_owned();
+    let verifier = std::thread::spawn(move || {
+        let r = view::verify_messages(&vp, Default::default(), true);
+        (r, t0.elapsed().as_secs_f64())
+    });
+    let mut term = match Terminal::new(TestBackend::new(200, 50)) {
+        Ok(t) => t,
+        Err(e) => {
+            println!("NOTE\tSKIP tui indexed: {e}");
+            return;
+        }
+    };
+    let mut app = App::new(view::trace_info(name, header, false), None);
+    // The frame `view` shows at once (header, "indexing…").
+    if let Err(e) = term.draw(|f| migscope_tui::ui::draw(f, &app)) {
+        println!("NOTE\tSKIP tui indexed: draw failed: {e}");
+        return;
+    }
+    let at_once = t0.elapsed().as_secs_f64();
+    let ix = match migscope_tui::index::TraceIndex::build(trace, |_| true) {
+        Ok(ix) => ix,
+        Err(e) => {
+            println!("NOTE\tSKIP tui indexed: {e}");
+            return;
+        }
+    };
+    let built = t0.elapsed().as_secs_f64();
+    let rows = ix.rows;
+    let blocks = ix.blocks.len();
+    let segs: usize = ix.devices.iter().map(|d| d.segs.len()).sum();
+    update(&mut app, Msg::Index(Arc::new(ix)));
+    migscope_tui::index::serve_loads(&mut app);
+    if let Err(e) = term.draw(|f| migscope_tui::ui::draw(f, &app)) {
+        println!("NOTE\tSKIP tui indexed: draw failed: {e}");
+        return;
+    }
+    let first = t0.elapsed().as_secs_f64();
+    let (msgs, verified) = match verifier.join() {
+        Ok((Ok(m), t)) => (m, t),
+        Ok((Err(e), _)) => {
+            println!("NOTE\tSKIP tui indexed: verifier: {e}");
+            return;
+        }
+        Err(_) => {
+            println!("NOTE\tSKIP tui indexed: the verifier thread panicked");
+            return;
+        }
+    };
+    let verdict = msgs.iter().rev().find_map(|m| match m {
+        Msg::Verdict { report, .. } => Some(report.verdict.name()),
+        _ => None,
+    });
+    app.feed(msgs);
+    let mut times = Vec::with_capacity(frames);
+    let mut loads = 0usize;
+    for i in 0..frames {
+        let t = Instant::now();
+        update(&mut app, Msg::Key(PATTERN[i % PATTERN.len()]));
+        loads += app
+            .effects
+            .iter()
+            .filter(|e| matches!(e, migscope_tui::Effect::Load(_)))
+            .count();
+        migscope_tui::index::serve_loads(&mut app);
+        if let Err(e) = term.draw(|f| migscope_tui::ui::draw(f, &app)) {
+            println!("NOTE\tSKIP tui indexed frames: draw failed: {e}");
+            return;
+        }
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let held = app.store.len();
+    let rss_mb = peak_rss_kb() as f64 / 1024.0;
+    let (p, mean, max) = p99(&mut times);
+    let m = rows as f64 / 1e6;
+    println!(
+        "ROW\ttui\tindexed view {m:.0}M events: first frame with the whole trace's summaries\t{first}\ts\t\tNaN\t< 1 s\t{}\tindex built in {built:.2} s ({:.1}M ev/s, {blocks} blocks, {segs} state segments); a frame with the header and progress at {:.3} s; verdict {} at {verified:.2} s (the verifier ran beside it)",
+        if first < 1.0 { "yes" } else { "no" },
+        rows as f64 / built / 1e6,
+        at_once,
+        verdict.unwrap_or("?"),
+    );
+    println!(
+        "ROW\ttui\tindexed view {m:.0}M events: peak RSS\t{rss_mb}\tMB\t\tNaN\t< 256 MB\t{}\tindex, the verifier's state, {held} events held after {frames} keys",
+        if rss_mb < 256.0 { "yes" } else { "no" }
+    );
+    println!(
+        "ROW\ttui\tindexed view {m:.0}M events: key to frame while panning/zooming, p99 ms\t{p}\tms\t\tNaN\t< 16 ms\t{}\tmean {mean:.2} ms, max {max:.2} ms over {frames} keys, {loads} window loads decoded from the file (200x50 TestBackend)",
+        if p < 16.0 { "yes" } else { "no" }
+    );
+}
+
 fn main() {
     let mut trace: Option<PathBuf> = None;
     let mut frames = 300usize;
+    let mut indexed = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--trace" => trace = args.next().map(PathBuf::from),
             "--frames" => frames = args.next().and_then(|s| s.parse().ok()).unwrap_or(frames),
+            "--indexed" => indexed = true,
             _ => {} // `--bench` from cargo
         }
     }
@@ -54,6 +187,10 @@ fn main() {
             return;
         }
     };
+    if indexed {
+        indexed_rows(&trace, &name, &header, frames);
+        return;
+    }
     eprintln!("tui bench: loading {name}");
     let t0 = Instant::now();
     let msgs = match view::load_messages(&trace, Default::default()) {
@@ -76,19 +213,7 @@ fn main() {
             return;
         }
     };
-    // The keys of a user panning and zooming over the timeline and scrolling the list.
-    let pattern = [
-        Key::Right,
-        Key::Right,
-        Key::Char('+'),
-        Key::Right,
-        Key::Down,
-        Key::PageDown,
-        Key::Right,
-        Key::Char('-'),
-        Key::Left,
-        Key::Right,
-    ];
+    let pattern = PATTERN;
     let mut times = Vec::with_capacity(frames);
     let mut upd = 0.0f64;
     for i in 0..frames {
@@ -102,10 +227,7 @@ fn main() {
         }
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    times.sort_by(f64::total_cmp);
-    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
-    let p99 = times[(times.len() * 99 / 100).min(times.len() - 1)];
-    let max = times.last().copied().unwrap_or(f64::NAN);
+    let (p99, mean, max) = p99(&mut times);
     let evs = events as f64;
     println!(
         "ROW\ttui\topen a {events}-event trace (load + verify + feed)\t{open}\ts\t\tNaN\t\tno\tload+verify {loaded:.2} s, feed {:.2} s; {:.2}M ev/s; peak RSS {} MB (the view holds every event)",

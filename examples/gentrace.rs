@@ -1,5 +1,6 @@
 //! Generates a large, realistic, valid trace for benchmarks and the streaming-memory check:
-//! `cargo run --release --example gentrace -- EVENTS [DEVICES] > big.jsonl`.
+//! `cargo run --release --example gentrace -- EVENTS [DEVICES] [--native] > big.jsonl` (with
+//! `--native`, the native format: a 100M-event trace without its ~10 GB of JSONL).
 //!
 //! Devices (in contexts of up to four) repeatedly migrate in QEMU order (every device to
 //! RUNNING_P2P before any stops, STOP_COPY with a save, STOP, back through RUNNING_P2P to
@@ -10,11 +11,36 @@ use std::io::{self, BufWriter, Write as _};
 
 use migscope::{
     model::{MigFlags, MigState, path},
-    trace::{DmaSource, Event, EventKind, Header, IrqKind, JsonlWriter, source},
+    trace::{DmaSource, Event, EventKind, Header, IrqKind, JsonlWriter, NativeWriter, source},
 };
 
+/// The writer of the chosen format.
+enum Out<W: io::Write> {
+    Jsonl(JsonlWriter<W>),
+    Native(NativeWriter<W>),
+}
+
+impl<W: io::Write> Out<W> {
+    fn write(&mut self, e: &Event) -> anyhow::Result<()> {
+        match self {
+            Out::Jsonl(w) => w.write(e)?,
+            Out::Native(w) => w.write(e)?,
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        match self {
+            Out::Jsonl(w) => w.flush()?,
+            Out::Native(w) => w.flush()?,
+        }
+        Ok(())
+    }
+}
+
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
+    let native = std::env::args().any(|a| a == "--native");
+    let mut args = std::env::args().skip(1).filter(|a| a != "--native");
     let total: u64 = args.next().map_or(Ok(1_000_000), |s| s.parse())?;
     let ndev: usize = args.next().map_or(Ok(8), |s| s.parse())?;
     let flags = MigFlags(MigFlags::STOP_COPY | MigFlags::P2P);
@@ -33,9 +59,13 @@ fn main() -> anyhow::Result<()> {
     }
     header.tool = Some("gentrace".to_owned());
     let out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
-    let mut w = JsonlWriter::new(out, &header)?;
+    let mut w = if native {
+        Out::Native(NativeWriter::new(out, &header)?)
+    } else {
+        Out::Jsonl(JsonlWriter::new(out, &header)?)
+    };
     let mut t = 1_000u64;
-    let emit = |w: &mut JsonlWriter<_>, t: &mut u64, kind: EventKind| -> anyhow::Result<()> {
+    let emit = |w: &mut Out<_>, t: &mut u64, kind: EventKind| -> anyhow::Result<()> {
         *t += 1_000;
         w.write(&Event {
             t: *t,

@@ -13,17 +13,29 @@ use migscope_tui::ratatui::{Terminal, backend::TestBackend};
 /// The TUI's stats pane for `trace`, loaded as `migscope view` loads it (the same session and
 /// verifier, its messages fed to the view), drawn wide and tall enough that nothing wraps or
 /// scrolls away, as text.
-fn tui_stats(trace: &std::path::Path) -> Result<String, String> {
+/// With `indexed`, `trace` is a native file loaded as `view` loads one: through its index,
+/// the view holding no events (`cli::view::load_indexed`).
+fn tui_stats(trace: &std::path::Path, indexed: bool) -> Result<String, String> {
     let name = trace.display().to_string();
     let header = migscope::trace::open_any(trace)
         .map_err(|e| e.to_string())?
         .header()
         .clone();
-    let msgs =
-        migscope::cli::view::load_messages(trace, Default::default()).map_err(|e| e.to_string())?;
+    let msgs = if indexed {
+        migscope::cli::view::load_indexed(trace, Default::default())
+    } else {
+        migscope::cli::view::load_messages(trace, Default::default())
+    }
+    .map_err(|e| e.to_string())?;
     let mut app =
         migscope_tui::App::new(migscope::cli::view::trace_info(&name, &header, false), None);
-    app.feed(msgs);
+    for m in msgs {
+        migscope_tui::update(&mut app, m);
+        migscope_tui::index::serve_loads(&mut app);
+    }
+    if indexed && app.index.is_none() {
+        return Err("the indexed view has no index".to_owned());
+    }
     let findings = app.findings.len() as u16;
     let devices = app.report.as_ref().map_or(0, |r| r.devices.len()) as u16;
     let (w, h) = (400, 16 + findings.min(2000) + devices * 6);
@@ -108,15 +120,31 @@ fn every_format_states_checks_numbers_on_every_fixture() {
             Ok(d) => problems.extend(d.into_iter().map(|d| format!("{name}: {d}"))),
             Err(e) => problems.push(format!("{name}: {e}")),
         }
-        let tui = tui_stats(&trace).and_then(|pane| Counts::from_tui_stats(&pane));
-        match (Counts::from_check_json(&check), tui) {
-            (Ok(want), Ok(got)) => problems.extend(
-                agree::disagreements("tui stats pane", &want, &got)
-                    .into_iter()
-                    .map(|d| format!("{name}: {d}")),
-            ),
-            (Err(e), _) | (_, Err(e)) => problems.push(format!("{name}: {e}")),
-        }
+        let mut pane =
+            |what: &str, label: String, check: &serde_json::Value, t: &std::path::Path| {
+                let indexed = what.starts_with("indexed");
+                let tui = tui_stats(t, indexed).and_then(|pane| Counts::from_tui_stats(&pane));
+                match (Counts::from_check_json(check), tui) {
+                    (Ok(want), Ok(got)) => problems.extend(
+                        agree::disagreements(what, &want, &got)
+                            .into_iter()
+                            .map(|d| format!("{label}: {d}")),
+                    ),
+                    (Err(e), _) | (_, Err(e)) => problems.push(format!("{label}: {e}")),
+                }
+            };
+        pane("tui stats pane", name.clone(), &check, &trace);
+        // The same trace in native form, opened through its index (issue 16 point 3).
+        export(&name, "native", &p("t.mgt"));
+        let native = std::path::PathBuf::from(p("t.mgt"));
+        let (native_check, native_code) = check_json(&native, &[]);
+        assert_eq!(native_code, code, "check of {name} in native form");
+        pane(
+            "indexed tui stats pane",
+            format!("{name} (native, indexed)"),
+            &native_check,
+            &native,
+        );
         compared += 1;
     }
     assert!(
@@ -167,7 +195,7 @@ fn a_redeclared_quiesced_device_has_one_quiesce_in_every_format() {
     assert_eq!(got.devices["0000:00:02.0"].quiesces, 1);
     assert!(agree::disagreements("perfetto", &want, &got).is_empty());
     // The TUI's own state machine drew two here (it restarted the lane at the declaration).
-    let pane = tui_stats(&trace).expect("tui stats");
+    let pane = tui_stats(&trace, false).expect("tui stats");
     let got = Counts::from_tui_stats(&pane).expect("tui stats parse");
     assert_eq!(got.devices["0000:00:02.0"].quiesces, 1, "{pane}");
     assert!(

@@ -70,16 +70,46 @@ pub fn run_view(args: ViewArgs) -> i32 {
     };
     let header = reader.header().clone();
     let info = trace_info(&name, &header, false);
+    // A native file is indexed (bounded memory at any length); JSONL is held in the view.
+    let held = if reader.format() == Format::Native && args.trace.as_os_str() != "-" {
+        Held::Index(args.trace.clone())
+    } else {
+        Held::All
+    };
     let file = FileSource::whole(reader);
     run_on_file(
         file,
         info,
         true,
-        None,
+        held,
         name,
         Arc::new(Mutex::new(header)),
         &args.rules,
     )
+}
+
+/// Indexes the native trace `path` on its own thread for the view (`tx`): progress while it
+/// reads, then the index (or a note saying why not). Stops when the view is gone.
+pub fn spawn_indexer(path: PathBuf, tx: std::sync::mpsc::SyncSender<tui::Msg>) {
+    std::thread::spawn(move || {
+        let mut last = std::time::Instant::now();
+        let r = tui::index::TraceIndex::build(&path, |p| {
+            if last.elapsed() < std::time::Duration::from_millis(200) {
+                return true;
+            }
+            last = std::time::Instant::now();
+            !matches!(
+                tx.try_send(tui::Msg::Indexing(p)),
+                Err(std::sync::mpsc::TrySendError::Disconnected(_))
+            )
+        });
+        let m = match r {
+            Ok(ix) => tui::Msg::Index(Arc::new(ix)),
+            Err(tui::index::IndexError::Cancelled) => return,
+            Err(e) => tui::Msg::Note(format!("cannot index the trace: {e}")),
+        };
+        let _ = tx.send(m);
+    });
 }
 
 pub fn run_watch(args: WatchArgs) -> i32 {
@@ -96,7 +126,7 @@ pub fn run_watch(args: WatchArgs) -> i32 {
                 file,
                 info,
                 false,
-                Some(args.window),
+                Held::Window(args.window),
                 name,
                 header,
                 &args.rules,
@@ -106,12 +136,22 @@ pub fn run_watch(args: WatchArgs) -> i32 {
     }
 }
 
+/// What the view holds of a trace file.
+enum Held {
+    /// Every event (`view` of JSONL).
+    All,
+    /// The last N events (`watch --follow`).
+    Window(usize),
+    /// A window of rows decoded through the file's index (`view` of a native file).
+    Index(PathBuf),
+}
+
 /// `view` and `watch --follow`: a trace file into the verifier and the view.
 fn run_on_file(
     file: std::io::Result<FileSource>,
     info: tui::TraceInfo,
     known: bool,
-    window: Option<usize>,
+    held: Held,
     name: String,
     header: Arc<Mutex<Header>>,
     rules: &RuleArgs,
@@ -128,7 +168,11 @@ fn run_on_file(
         Err(e) => return super::unusable(format!("{name}: cannot read: {e}")),
     };
     let stop = Stop::new();
-    let (sink, view) = tui_sink::start(
+    let window = match held {
+        Held::Window(n) => Some(n),
+        Held::All | Held::Index(_) => None,
+    };
+    let (mut sink, view) = tui_sink::start(
         info,
         known,
         window,
@@ -136,6 +180,10 @@ fn run_on_file(
         Arc::clone(&header),
         stop.clone(),
     );
+    if let Held::Index(path) = held {
+        sink.summaries_only();
+        spawn_indexer(path, sink.view_sender());
+    }
     let session = Session {
         file: Some(file),
         sinks: session::Sinks {
@@ -287,10 +335,23 @@ pub fn trace_info(name: &str, h: &Header, live: bool) -> tui::TraceInfo {
 /// Verifies a whole trace and returns everything the view needs, as messages (tests and
 /// benchmarks): the same session `view` runs, with a sink that collects instead of drawing.
 pub fn load_messages(path: &Path, opts: Options) -> Result<Vec<tui::Msg>, LoadError> {
+    verify_messages(path, opts, false)
+}
+
+/// [`load_messages`]; with `summaries_only`, as the session feeds a view that draws from the
+/// trace's index (`TuiSink::summaries_only`: findings, verdicts and notes, no events).
+pub fn verify_messages(
+    path: &Path,
+    opts: Options,
+    summaries_only: bool,
+) -> Result<Vec<tui::Msg>, LoadError> {
     let reader = open_trace(path)?;
     let name = path.display().to_string();
     let rt = session::runtime()?;
-    let (sink, rx) = tui_sink::collect();
+    let (mut sink, rx) = tui_sink::collect();
+    if summaries_only {
+        sink.summaries_only();
+    }
     let file = FileSource::whole(reader).map_err(LoadError::Io)?;
     let session = Session {
         file: Some(file),
@@ -316,6 +377,17 @@ pub fn load_messages(path: &Path, opts: Options) -> Result<Vec<tui::Msg>, LoadEr
     }
 }
 
+/// [`load_messages`] as `view` runs it on a native file: the index first (built here, on
+/// this thread), then the session's messages to a view that draws from the index (findings,
+/// verdicts, no events: `TuiSink::summaries_only`). Tests and benchmarks.
+pub fn load_indexed(path: &Path, opts: Options) -> Result<Vec<tui::Msg>, LoadError> {
+    let ix = tui::index::TraceIndex::build(path, |_| true).map_err(LoadError::Index)?;
+    let msgs = verify_messages(path, opts, true)?;
+    Ok(std::iter::once(tui::Msg::Index(Arc::new(ix)))
+        .chain(msgs)
+        .collect())
+}
+
 /// Why [`load_messages`] could not load a trace.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -329,13 +401,23 @@ pub enum LoadError {
     Session(#[from] session::SessionError),
     #[error("the collecting thread panicked")]
     Collector,
+    #[error(transparent)]
+    Index(tui::index::IndexError),
 }
 
-/// Writes the events the view holds as a JSONL trace (write-then-rename).
+/// Writes the events the view holds as a JSONL trace (write-then-rename); an indexed trace
+/// is the whole file, read again.
 pub fn export(app: &tui::App, header: &Header, path: &str) -> Result<String, String> {
     let p = Path::new(path);
     let mut w = JsonlWriter::create(p, header).map_err(|e| e.to_string())?;
-    for (_, e) in app.store.iter() {
+    if let Some(ix) = &app.index {
+        let r = crate::trace::open_any(&ix.path).map_err(|e| e.to_string())?;
+        for x in r {
+            let (_, e) = x.map_err(|e| e.to_string())?;
+            w.write(&e).map_err(|e| e.to_string())?;
+        }
+    }
+    for (_, e) in app.store.iter().filter(|_| app.index.is_none()) {
         w.write(&e).map_err(|e| e.to_string())?;
     }
     w.finish().map_err(|e| e.to_string())?;

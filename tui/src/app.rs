@@ -2,10 +2,20 @@
 //! [`Msg`] is everything that can happen, [`update`] applies one message without any I/O.
 //! Work the view asks of the outside world (exporting) is queued as [`Effect`]s.
 
+use std::ops::Range;
+use std::sync::Arc;
+
 use migscope_core::trace::{Event, EventKind, Header};
 use migscope_core::verify::{Finding, Report};
 
+use crate::index::{BLOCK, Progress, TraceIndex};
 use crate::store::{Lane, Store, summary};
+
+/// Rows held around the cursor of an indexed trace (the event list and the detail pane).
+pub const NEAR_ROWS: u64 = 512;
+/// Most rows decoded for the visible time range of an indexed trace; a wider view draws
+/// from the index's counts.
+pub const VIEW_ROWS: u64 = 1 << 16;
 
 /// Findings held for navigation; more are counted (see [`App::dropped`]).
 pub const MAX_FINDINGS: usize = 100_000;
@@ -62,6 +72,16 @@ pub enum Msg {
     Note(String),
     /// An export finished: the file written, or why not.
     Exported(Result<String, String>),
+    /// How far indexing the trace file got (before [`Msg::Index`]).
+    Indexing(Progress),
+    /// The trace file's index: the view draws from it and holds only a window of events
+    /// (asked for with [`Effect::Load`]). Events are not sent then.
+    Index(Arc<TraceIndex>),
+    /// The rows an [`Effect::Load`] asked for, decoded from the file (with their lines).
+    Window {
+        rows: Range<u64>,
+        events: Vec<(u64, Event)>,
+    },
 }
 
 /// Work for the runner.
@@ -69,6 +89,8 @@ pub enum Msg {
 pub enum Effect {
     /// Write the retained trace as JSONL to this path (write-then-rename).
     Export(String),
+    /// Decode these rows of the indexed trace and send them as [`Msg::Window`].
+    Load(Range<u64>),
 }
 
 /// Where the trace came from: its name (a file name or `live`), its header (what the recorder
@@ -190,6 +212,15 @@ pub struct App {
     pub live_span: u64,
     /// Scroll offset of the stats and detail panes.
     pub scroll: u16,
+    /// The trace file's index, when the view draws from it ([`Msg::Index`]); `store` then
+    /// holds a window of its rows.
+    pub index: Option<Arc<TraceIndex>>,
+    /// Rows asked for and not arrived yet.
+    loading: Option<Range<u64>>,
+    /// The rows the window was asked to hold (it may hold fewer: skipped records).
+    held: Range<u64>,
+    /// Where the cursor goes once the window holding that time arrives.
+    pending_t: Option<u64>,
 }
 
 impl App {
@@ -230,6 +261,103 @@ impl App {
             effects: Vec::new(),
             live_span: 10_000_000_000,
             scroll: 0,
+            index: None,
+            loading: None,
+            held: 0..0,
+            pending_t: None,
+        }
+    }
+
+    /// The index arrived: the lanes, segments and counts are its own from now on, the store
+    /// a window of its rows.
+    fn set_index(&mut self, ix: Arc<TraceIndex>) {
+        self.store = Store::window(&ix, 0, &[]);
+        self.index = Some(ix);
+        self.loading = None;
+        self.held = 0..0;
+        self.cursor = Some(0);
+        if self.auto_view {
+            self.fit_view();
+        }
+        let truncated = self
+            .index
+            .as_ref()
+            .and_then(|ix| ix.truncated_at)
+            .map(|o| format!("; the file ends inside a record at byte offset {o}"))
+            .unwrap_or_default();
+        self.status = format!("indexed {} events{truncated}", self.store.total);
+        for i in 0..self.findings.len() {
+            self.findings[i].row = None;
+            self.resolve_finding(i);
+        }
+        self.want_window();
+    }
+
+    /// The rows of an [`Effect::Load`] arrived.
+    fn set_window(&mut self, rows: Range<u64>, events: Vec<(u64, Event)>) {
+        let Some(ix) = self.index.clone() else {
+            return;
+        };
+        if self.loading.as_ref() == Some(&rows) {
+            self.loading = None;
+        }
+        self.store = Store::window(&ix, rows.start, &events);
+        self.held = rows;
+        if let Some(t) = self.pending_t
+            && self.store.covers(t, t.saturating_add(1), self.store.total)
+        {
+            self.pending_t = None;
+            let g = self
+                .store
+                .row_at_time(t)
+                .min(self.store.total.saturating_sub(1));
+            self.cursor = Some(g);
+        }
+        self.want_window();
+    }
+
+    /// Asks for the rows the screen needs when the window does not hold them: those around
+    /// the cursor, and every row of the visible time range when there are few enough.
+    fn want_window(&mut self) {
+        let Some(ix) = &self.index else {
+            return;
+        };
+        let rows = ix.rows;
+        if rows == 0 {
+            return;
+        }
+        let c = self.cursor.unwrap_or(0).min(rows - 1);
+        let near = c.saturating_sub(NEAR_ROWS / 2)..(c + NEAR_ROWS / 2).min(rows);
+        let (v0, v1) = (self.view_start, self.view_end());
+        let mut want = near.clone();
+        if ix.rows_between(v0, v1) <= VIEW_ROWS {
+            let a = ix.approx_row_at_time(v0).saturating_sub(1);
+            let z = ix.approx_row_at_time(v1).saturating_add(BLOCK).min(rows);
+            if a <= near.start && z >= near.end {
+                want = a..z;
+            }
+        }
+        let held = &self.held;
+        let covered = held.start <= want.start && held.end >= want.end;
+        if covered || self.loading.as_ref().is_some_and(|l| *l == want) {
+            return;
+        }
+        self.loading = Some(want.clone());
+        self.effects.push(Effect::Load(want));
+    }
+
+    /// The first row at or after time `t`: exact when the window holds it, else the start of
+    /// its block (the cursor moves there once the window arrives).
+    fn row_at_time(&mut self, t: u64) -> u64 {
+        match &self.index {
+            Some(ix) if !self.store.covers(t, t.saturating_add(1), ix.rows) => {
+                self.pending_t = Some(t);
+                ix.approx_row_at_time(t).min(ix.rows.saturating_sub(1))
+            }
+            _ => {
+                self.pending_t = None;
+                self.store.row_at_time(t)
+            }
         }
     }
 
@@ -285,6 +413,9 @@ impl App {
 
     /// Rows the event list shows (the filter's, or all).
     pub fn list_len(&self) -> u64 {
+        if let Some(ix) = &self.index {
+            return ix.rows;
+        }
         match &self.filter.rows {
             Some(r) => r.len() as u64,
             None => self.store.len() as u64,
@@ -292,6 +423,9 @@ impl App {
     }
     /// The global row at list position `i`.
     pub fn list_row(&self, i: u64) -> Option<u64> {
+        if let Some(ix) = &self.index {
+            return (i < ix.rows).then_some(i);
+        }
         match &self.filter.rows {
             Some(r) => r.get(i as usize).copied(),
             None => (i < self.store.len() as u64).then_some(self.store.base() + i),
@@ -299,6 +433,9 @@ impl App {
     }
     /// List position of the first listed row >= `g`.
     pub fn list_pos(&self, g: u64) -> u64 {
+        if self.index.is_some() {
+            return g;
+        }
         match &self.filter.rows {
             Some(r) => r.partition_point(|&x| x < g) as u64,
             None => g.saturating_sub(self.store.base()),
@@ -329,7 +466,7 @@ impl App {
     /// Cursor to the listed row nearest the view centre.
     fn cursor_to_centre(&mut self) {
         let t = self.view_start.saturating_add(self.view_span / 2);
-        let g = self.store.row_at_time(t);
+        let g = self.row_at_time(t);
         let pos = self.list_pos(g);
         let n = self.list_len();
         if n > 0 {
@@ -375,11 +512,17 @@ impl App {
         let Some(rec) = self.findings.get(fi) else {
             return;
         };
-        let t = rec.f.t;
-        let row = rec.row.or_else(|| {
-            let g = self.store.row_at_time(t);
-            (g < self.store.end()).then_some(g)
-        });
+        let (t, rec_row, rec_dev) = (rec.f.t, rec.row, rec.dev);
+        let rule = rec.f.rule;
+        let row = match rec_row {
+            Some(r) => Some(r),
+            // An indexed trace: the row at that time (exact once the window holds it).
+            None if self.index.is_some() => Some(self.row_at_time(t)),
+            None => {
+                let g = self.store.row_at_time(t);
+                (g < self.store.end()).then_some(g)
+            }
+        };
         self.selected_finding = Some(fi);
         self.cursor = row;
         self.scroll = 0;
@@ -388,7 +531,7 @@ impl App {
             self.view_start = t.saturating_sub(self.view_span / 2);
             self.auto_view = false;
         }
-        if let Some(d) = rec.dev {
+        if let Some(d) = rec_dev {
             let lanes = self.store.lanes();
             if let Some(i) = lanes.iter().position(|l| *l == Lane::Dev(d)) {
                 self.lane = i;
@@ -401,7 +544,7 @@ impl App {
                 .map_or(0, |p| p + 1),
             self.violations.len(),
         );
-        self.status = format!("violation {n}/{total}: {}", rec.f.rule);
+        self.status = format!("violation {n}/{total}: {rule}");
     }
 
     fn next_violation(&mut self, forward: bool) {
@@ -445,6 +588,10 @@ impl App {
     /// words match the event's summary (case-insensitive). Empty clears.
     fn apply_filter(&mut self, text: &str) {
         let text = text.trim();
+        if self.index.is_some() {
+            self.status = "filters need every event in memory: not on an indexed trace (use `migscope export` with a filter, or a JSONL trace)".to_owned();
+            return;
+        }
         if text.is_empty() {
             self.filter = Filter::default();
             self.status = "filter cleared".to_owned();
@@ -576,6 +723,10 @@ impl App {
     }
 
     fn ingest(&mut self, evs: Vec<(u64, Event)>) {
+        if self.index.is_some() {
+            // The index is the trace: its rows are decoded from the file.
+            return;
+        }
         for (line, e) in &evs {
             self.store.push(*line, e);
         }
@@ -606,10 +757,16 @@ impl App {
     /// Links finding `i` to its row and device lane once they are known.
     fn resolve_finding(&mut self, i: usize) {
         let rec = &self.findings[i];
-        let row = rec.row.or_else(|| {
-            (rec.f.line != 0)
+        let row = rec.row.or_else(|| match &self.index {
+            // An indexed trace's rows are its events in order: line - 2.
+            Some(ix) => rec
+                .f
+                .line
+                .checked_sub(2)
+                .filter(|&r| rec.f.line != 0 && r < ix.rows),
+            None => (rec.f.line != 0)
                 .then(|| self.store.row_of_line(rec.f.line))
-                .flatten()
+                .flatten(),
         });
         let new_dev = rec.dev.is_none();
         let dev = rec.dev.or_else(|| {
@@ -854,5 +1011,17 @@ pub fn update(app: &mut App, msg: Msg) {
         Msg::Quit => app.quit = true,
         Msg::Exported(Ok(path)) => app.status = format!("exported {path}"),
         Msg::Exported(Err(e)) => app.status = format!("export failed: {e}"),
+        Msg::Indexing(p) => {
+            app.status = format!(
+                "indexing {}% ({} events)…",
+                p.bytes.saturating_mul(100) / p.total_bytes.max(1),
+                p.events
+            );
+        }
+        Msg::Index(ix) => app.set_index(ix),
+        Msg::Window { rows, events } => app.set_window(rows, events),
+    }
+    if app.index.is_some() {
+        app.want_window();
     }
 }

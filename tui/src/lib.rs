@@ -22,11 +22,18 @@
 //!   [`Msg::Key`]; [`App::effects`] carries the view's requests (export), answered with
 //!   [`Msg::Exported`]. [`store::Store::iter`] gives back the held events as core events.
 //!
+//! - A native trace file can instead be shown through its [`index::TraceIndex`] (bounded
+//!   memory at any length): send [`Msg::Index`] (after [`Msg::Indexing`] progress) and no
+//!   events; the view asks for the rows it needs with [`Effect::Load`], answered with
+//!   [`Msg::Window`] ([`index::serve_loads`] does both from the index); findings and
+//!   verdicts come as before.
+//!
 //! The lanes' state segments are the core's `DeviceTimeline` segments (the store feeds its own
 //! copy of the verifier, as the Perfetto and Markdown exports do), never a state machine of
 //! the view's.
 
 pub mod app;
+pub mod index;
 pub mod store;
 pub mod term;
 pub mod ui;

@@ -20,6 +20,8 @@ use migscope_core::trace::{
 };
 use migscope_core::verify::{Options, SegKind, Segment, Verifier};
 
+use crate::index::{Tick, TraceIndex, tick};
+
 /// Marks "no device" in the device column.
 const NO_DEV: u16 = u16::MAX;
 /// Lanes the 16-bit device column can tell apart.
@@ -47,7 +49,7 @@ pub fn seg_label(what: &SegKind) -> String {
 }
 
 /// One device lane.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Device {
     pub name: String,
     pub ctx: usize,
@@ -124,6 +126,9 @@ pub struct Store {
     pub end_seen: bool,
     /// Events whose time went backwards (kept, but the time index is approximate there).
     pub out_of_order: u64,
+    /// A window of an indexed trace ([`Store::window`]): lanes, segments and totals are the
+    /// index's.
+    window: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -187,7 +192,64 @@ impl Store {
             lost: 0,
             end_seen: false,
             out_of_order: 0,
+            window: false,
         }
+    }
+
+    /// The events of rows `base..` of an indexed trace (`evs`, in order, with their lines):
+    /// its lanes are the index's devices and contexts in the index's order (so device indices
+    /// are the index's), each with the index's state segments over the window's time range;
+    /// the totals (events, lost, `end`, first and last times) are the whole trace's.
+    pub fn window(ix: &TraceIndex, base: u64, evs: &[(u64, Event)]) -> Self {
+        let mut s = Self::build(&ix.header, None);
+        s.window = true;
+        for c in &ix.ctxs {
+            s.ctx_id(&c.name);
+        }
+        for d in ix.devices.iter().map(|d| &d.facts) {
+            let ctx = ix.ctxs.get(d.ctx).map_or("?", |c| c.name.as_str());
+            s.add_device(
+                &d.name,
+                ctx,
+                d.flags,
+                d.driver.as_deref(),
+                &d.sources,
+                d.declared,
+            );
+        }
+        for (c, ixc) in s.ctxs.iter_mut().zip(&ix.ctxs) {
+            c.devs.clone_from(&ixc.devs);
+        }
+        s.base = base;
+        s.first_t = ix.first_t;
+        for (line, e) in evs {
+            s.push(*line, e);
+        }
+        let t0 = evs.first().map_or(0, |x| x.1.t);
+        let t1 = evs.last().map_or(0, |x| x.1.t);
+        for (dv, ixd) in s.devices.iter_mut().zip(&ix.devices) {
+            dv.segs = ixd.segs.range(t0, t1.saturating_add(1));
+        }
+        s.last_t = ix.last_t;
+        s.total = ix.rows;
+        s.lost = ix.lost;
+        s.end_seen = ix.end_seen;
+        s
+    }
+
+    /// Whether this is a window of an indexed trace.
+    pub fn is_window(&self) -> bool {
+        self.window
+    }
+
+    /// Whether the held rows are every event with a time in `[t0, t1)`: rows before the
+    /// first held one are earlier than `t0` (or there are none), rows after the last held
+    /// one are not earlier than `t1` (or there are none; `rows`: how many the trace has).
+    pub fn covers(&self, t0: u64, t1: u64, rows: u64) -> bool {
+        let (Some(&first), Some(&last)) = (self.t.first(), self.t.last()) else {
+            return rows == 0;
+        };
+        (self.base == 0 || first < t0) && (self.end() >= rows || last >= t1)
     }
 
     /// The ring bound, if any.
@@ -428,7 +490,10 @@ impl Store {
         self.last_t = self.last_t.max(t);
         self.total += 1;
         // The core's timelines first: the findings are the session's verifier's to report.
-        drop(self.timelines.push(line, e));
+        // (A window of an indexed trace takes its segments from the index instead.)
+        if !self.window {
+            drop(self.timelines.push(line, e));
+        }
         let row = self.t.len() as u32;
         let g = self.base + row as u64;
         let mut dev = NO_DEV;
@@ -442,7 +507,12 @@ impl Store {
                 driver,
                 sources,
             } => {
-                let i = self.add_device(n, ctx, *flags, driver.as_deref(), sources, true);
+                // A window's lanes are the index's (its last declaration), not this row's.
+                let i = if self.window {
+                    self.dev_id(n)
+                } else {
+                    self.add_device(n, ctx, *flags, driver.as_deref(), sources, true)
+                };
                 dev = i as u16;
                 s = *state as u8;
                 x = flags.0 as i32;
@@ -455,13 +525,11 @@ impl Store {
                 let i = self.dev_id(n);
                 dev = i as u16;
                 s = *to as u8;
-                self.devices[i].fsm.push(row);
             }
             EventKind::Step { dev: n, from, to } => {
                 let i = self.dev_id(n);
                 dev = i as u16;
                 s = (*from as u8) | ((*to as u8) << 4);
-                self.devices[i].fsm.push(row);
             }
             EventKind::SetDone {
                 dev: n,
@@ -474,19 +542,16 @@ impl Store {
                 s = (*to as u8) | if data_fd.is_some() { 0x10 } else { 0 };
                 x = *ret;
                 a = data_fd.map_or(0, |fd| fd as i64 as u64);
-                self.devices[i].fsm.push(row);
             }
             EventKind::Get { dev: n, state } => {
                 let i = self.dev_id(n);
                 dev = i as u16;
                 s = *state as u8;
-                self.devices[i].fsm.push(row);
             }
             EventKind::Reset { dev: n, ret } => {
                 let i = self.dev_id(n);
                 dev = i as u16;
                 x = *ret;
-                self.devices[i].fsm.push(row);
             }
             EventKind::Dma {
                 dev: n,
@@ -512,7 +577,6 @@ impl Store {
                 if let Some((t0, t1)) = window {
                     self.windows.push((row, *t0, *t1));
                 }
-                self.devices[i].dma.push(row);
             }
             EventKind::Irq {
                 dev: n,
@@ -523,7 +587,6 @@ impl Store {
                 dev = i as u16;
                 s = pos(&IrqKind::ALL, kind);
                 x = *vector as i32;
-                self.devices[i].irq.push(row);
             }
             EventKind::Map { ctx, iova, len } | EventKind::Unmap { ctx, iova, len } => {
                 let c = self.ctx_id(ctx);
@@ -550,7 +613,6 @@ impl Store {
                     s |= 0x10;
                     self.files.push((row, *f));
                 }
-                self.devices[i].data.push(row);
             }
             EventKind::Lost { n, source, dev: d } => {
                 a = *n;
@@ -577,7 +639,6 @@ impl Store {
                     }
                     Err(e) => x = *e,
                 }
-                self.devices[i].data.push(row);
             }
             EventKind::DataSize { dev: n, result } => {
                 let i = self.dev_id(n);
@@ -589,7 +650,6 @@ impl Store {
                     }
                     Err(e) => x = *e,
                 }
-                self.devices[i].data.push(row);
             }
             // s: the corruption; x: ret; a: bytes.
             EventKind::CorruptLoad {
@@ -603,7 +663,6 @@ impl Store {
                 s = pos(&Corruption::ALL, corruption);
                 x = *ret;
                 a = *bytes;
-                self.devices[i].data.push(row);
             }
             // s: the stage; a: bar; b: the registers as `offset=value,...` (hex).
             EventKind::Regs {
@@ -618,13 +677,11 @@ impl Store {
                 a = u64::from(*bar);
                 let text: Vec<String> = regs.iter().map(|(o, v)| format!("{o:x}={v:x}")).collect();
                 b = u64::from(self.intern(&text.join(",")));
-                self.devices[i].data.push(row);
             }
             EventKind::PrecopyInfoV2 { dev: n, ret } => {
                 let i = self.dev_id(n);
                 dev = i as u16;
                 x = *ret;
-                self.devices[i].data.push(row);
             }
             // a: iova; b: len; s: log2 of page_size; x: dirty pages (as u32 bits); the window
             // in `windows`.
@@ -643,17 +700,29 @@ impl Store {
                 s = page_size.trailing_zeros() as u8;
                 x = (*dirty_pages).min(u64::from(u32::MAX)) as u32 as i32;
                 self.windows.push((row, *t0, *t1));
-                self.devices[i].data.push(row);
             }
         }
-        if let Some(n) = e.kind.dev() {
-            let i = dev as usize;
-            self.sync_segments(Some((i, n)), t, g);
-        } else if matches!(e.kind, EventKind::End) {
-            // `end` leaves an open request unfinished: every lane's open segment says so.
-            for i in 0..self.devices.len() {
-                let name = self.devices[i].name.clone();
-                self.sync_segments(Some((i, &name)), t, g);
+        if let Some(k) = tick(&e.kind)
+            && let Some(dv) = self.devices.get_mut(dev as usize)
+        {
+            match k {
+                Tick::Dma => dv.dma.push(row),
+                Tick::Irq => dv.irq.push(row),
+                Tick::Data => dv.data.push(row),
+                Tick::Fsm => dv.fsm.push(row),
+            }
+        }
+        // A window's segments are the index's.
+        if !self.window {
+            if let Some(n) = e.kind.dev() {
+                let i = dev as usize;
+                self.sync_segments(Some((i, n)), t, g);
+            } else if matches!(e.kind, EventKind::End) {
+                // `end` leaves an open request unfinished: every lane's open segment says so.
+                for i in 0..self.devices.len() {
+                    let name = self.devices[i].name.clone();
+                    self.sync_segments(Some((i, &name)), t, g);
+                }
             }
         }
         self.t.push(t);

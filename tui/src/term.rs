@@ -123,12 +123,15 @@ pub fn run_timed(
             }
         }
         update(&mut app, Msg::Tick);
+        crate::index::serve_loads(&mut app);
         for eff in std::mem::take(&mut app.effects) {
             match eff {
                 Effect::Export(name) => {
                     let r = export(&app, &name);
                     update(&mut app, Msg::Exported(r));
                 }
+                // Answered by serve_loads above; one asked since goes on the next round.
+                Effect::Load(rows) => app.effects.push(Effect::Load(rows)),
             }
         }
         if app.quit {

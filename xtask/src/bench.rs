@@ -37,11 +37,16 @@ struct Opts {
     probe: bool,
     check: bool,
     tui: bool,
+    /// Run the 100M-event indexed TUI rows (not with `--quick`).
+    quick: bool,
+    /// Keep the 100M-event native trace (~1.1 GB) after measuring.
+    keep_big: bool,
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask bench [--runs N] [--sizes 1000000,10000000] [--quick] [--no-probe] [--no-check] [--no-tui]\n\
-     --quick: 1M events only, one run each"
+    "usage: cargo xtask bench [--runs N] [--sizes 1000000,10000000] [--quick] [--no-probe] [--no-check] [--no-tui] [--keep-big]\n\
+     --quick: 1M events only, one run each, no 100M-event TUI rows\n\
+     --keep-big: keep target/bench/trace-100000000.native.mgt (~1.1 GB) after the TUI rows"
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -51,6 +56,8 @@ fn parse(args: &[String]) -> Result<Opts> {
         probe: true,
         check: true,
         tui: true,
+        quick: false,
+        keep_big: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -72,7 +79,9 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--quick" => {
                 o.runs = 1;
                 o.sizes = vec![1_000_000];
+                o.quick = true;
             }
+            "--keep-big" => o.keep_big = true,
             "--no-probe" => o.probe = false,
             "--no-check" => o.check = false,
             "--no-tui" => o.tui = false,
@@ -136,6 +145,31 @@ fn run(args: &[String]) -> Result<()> {
         let (_, native, _) = traces(&root, &out_dir, &bin, n)?;
         let t = native.display().to_string();
         extra_rows(&root, "tui", &["--trace", &t], &mut rows, &mut notes)?;
+        // The indexed view (issue 16 point 3), each size in its own process (peak RSS).
+        extra_rows(
+            &root,
+            "tui",
+            &["--indexed", "--trace", &t],
+            &mut rows,
+            &mut notes,
+        )?;
+        if !opts.quick {
+            let big = native_trace(&root, &out_dir, BIG_TUI)?;
+            let b = big.display().to_string();
+            extra_rows(
+                &root,
+                "tui",
+                &["--indexed", "--trace", &b],
+                &mut rows,
+                &mut notes,
+            )?;
+            if opts.keep_big {
+                notes.push(format!("tui: {} kept", big.display()));
+            } else {
+                // ~1.1 GB: the disk is small.
+                fs::remove_file(&big).ok();
+            }
+        }
     }
     let machine = machine();
     print!("{}", table(&rows, &notes, &machine));
@@ -242,6 +276,39 @@ fn ensure_tool(tool: &str, package: &str) -> Result<()> {
     Ok(())
 }
 
+/// Events of the trace the indexed TUI is measured on beside the largest `--sizes` one.
+const BIG_TUI: u64 = 100_000_000;
+
+/// A generated native trace of `n` events (gentrace `--native`: no JSONL on the way).
+fn native_trace(root: &Path, dir: &Path, n: u64) -> Result<PathBuf> {
+    let native = dir.join(format!("trace-{n}.native.mgt"));
+    if !native.exists() {
+        eprintln!("xtask bench: generating a {n}-event native trace");
+        gentrace(root, n, &["--native"], &native)?;
+    }
+    Ok(native)
+}
+
+/// Runs gentrace for `n` events on 8 devices into `out` (write-then-rename); its stderr.
+fn gentrace(root: &Path, n: u64, extra: &[&str], out: &Path) -> Result<String> {
+    let mut partial = out.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let f = fs::File::create(&partial)?;
+    let o = Command::new(root.join("target/release/examples/gentrace"))
+        .args([n.to_string(), "8".to_owned()])
+        .args(extra)
+        .stdout(f)
+        .stderr(Stdio::piped())
+        .output()
+        .context("running gentrace")?;
+    if !o.status.success() {
+        bail!("gentrace failed: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    fs::rename(&partial, out)?;
+    Ok(String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
 /// Generated traces are cached under target/bench (they take a while at 10M events).
 fn traces(root: &Path, dir: &Path, bin: &Path, n: u64) -> Result<(PathBuf, PathBuf, u64)> {
     let jsonl = dir.join(format!("trace-{n}.jsonl"));
@@ -249,18 +316,7 @@ fn traces(root: &Path, dir: &Path, bin: &Path, n: u64) -> Result<(PathBuf, PathB
     let count = dir.join(format!("trace-{n}.events"));
     if !(jsonl.exists() && native.exists() && count.exists()) {
         eprintln!("xtask bench: generating a {n}-event trace");
-        let partial = dir.join(format!("trace-{n}.jsonl.partial"));
-        let out = fs::File::create(&partial)?;
-        let o = Command::new(root.join("target/release/examples/gentrace"))
-            .args([n.to_string(), "8".to_owned()])
-            .stdout(out)
-            .stderr(Stdio::piped())
-            .output()
-            .context("running gentrace")?;
-        if !o.status.success() {
-            bail!("gentrace failed: {}", String::from_utf8_lossy(&o.stderr));
-        }
-        fs::rename(&partial, &jsonl)?;
+        let msg = gentrace(root, n, &[], &jsonl)?;
         let st = Command::new(bin)
             .args(["export", "--format", "native", "-o"])
             .arg(&native)
@@ -271,7 +327,6 @@ fn traces(root: &Path, dir: &Path, bin: &Path, n: u64) -> Result<(PathBuf, PathB
             bail!("migscope export --format native failed");
         }
         // gentrace: "gentrace: N events, ..." on stderr.
-        let msg = String::from_utf8_lossy(&o.stderr);
         let events: u64 = msg
             .split_whitespace()
             .nth(1)
@@ -449,6 +504,7 @@ fn extra_rows(
                     "%" => "%",
                     "s" => "s",
                     "ms" => "ms",
+                    "MB" => "MB",
                     _ => "",
                 };
                 rows.push(Row {

@@ -14,7 +14,7 @@ pub use jsonl::{JsonlReader, JsonlWriter, ReadWarning, TraceError};
 pub mod native;
 pub mod sink;
 
-pub use native::{NativeReader, NativeWriter};
+pub use native::{Checkpoint, NativeReader, NativeWriter};
 
 use std::{
     fs::File,

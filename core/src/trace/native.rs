@@ -1730,6 +1730,87 @@ fn errno_value(v: i64) -> Result<i32, String> {
     }
 }
 
+/// Where a [`NativeReader`] stands between two records: enough to start another reader there
+/// ([`NativeReader::resume`]) without reading what comes before. Times are delta-coded and
+/// strings are defined as they are first used, so a record can only be decoded knowing the
+/// previous event's time and the strings defined so far: a checkpoint keeps the first and how
+/// many of the second (the table itself is the reader's, [`NativeReader::strings`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Byte offset of the next record.
+    pub offset: u64,
+    /// Time of the last event before it (what the next `dt` is relative to).
+    pub last_t: u64,
+    /// Events (and skipped records) before it: the next event's number is `events + 2`.
+    pub events: u64,
+    /// Strings defined before it.
+    pub strings: usize,
+    /// The file's native format version.
+    pub version: u8,
+}
+
+impl<R: BufRead> NativeReader<R> {
+    /// Where the reader stands now (after [`NativeReader::next_event`] returned an event: just
+    /// past it).
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            offset: self.src.offset,
+            last_t: self.last_t,
+            events: self.events,
+            strings: self.strings.len(),
+            version: self.version,
+        }
+    }
+
+    /// The strings defined so far, by id.
+    pub fn strings(&self) -> &[String] {
+        &self.strings
+    }
+
+    /// A reader of the file `name` (header `header`) that starts at checkpoint `at`: `input`
+    /// must be positioned at `at.offset`, `strings` must hold at least the `at.strings` first
+    /// strings of the file (a later table is fine: the rest is dropped and read again). Its
+    /// events, numbers, offsets and errors are those a reader from the start would give from
+    /// there on.
+    pub fn resume(
+        name: &str,
+        input: R,
+        header: &Header,
+        strings: &[String],
+        at: &Checkpoint,
+    ) -> Result<Self, TraceError> {
+        let Some(strings) = strings.get(..at.strings) else {
+            return Err(TraceError::Invalid {
+                file: name.to_owned(),
+                line: at.events + 2,
+                field: "checkpoint".to_owned(),
+                msg: format!(
+                    "the checkpoint at byte offset {} needs {} strings, {} given",
+                    at.offset,
+                    at.strings,
+                    strings.len()
+                ),
+            });
+        };
+        let mut src = Src::new(input);
+        src.offset = at.offset;
+        Ok(NativeReader {
+            name: name.to_owned(),
+            src,
+            header: header.clone(),
+            version: at.version,
+            strings: strings.to_vec(),
+            last_t: at.last_t,
+            events: at.events,
+            truncated_at: None,
+            done: false,
+            spare: Vec::new(),
+            warned_ext: Vec::new(),
+            warnings: Vec::new(),
+        })
+    }
+}
+
 impl<R: BufRead> Iterator for NativeReader<R> {
     type Item = Result<(u64, Event), TraceError>;
     fn next(&mut self) -> Option<Self::Item> {
@@ -2063,6 +2144,40 @@ mod tests {
         assert_eq!(lines, (2..2 + evs.len() as u64).collect::<Vec<_>>());
         let got: Vec<Event> = got.into_iter().map(|g| g.1).collect();
         assert_eq!(got, evs);
+    }
+
+    /// A reader resumed at any checkpoint gives what the reader from the start gave from
+    /// there on: the same events, numbers and offsets (strings defined after the checkpoint
+    /// are read again, not shifted).
+    #[test]
+    fn a_resumed_reader_continues_where_the_checkpoint_was() {
+        let evs = all_kinds();
+        let bytes = encode(&evs);
+        let mut r = NativeReader::new("mem", &bytes[..]).expect("header");
+        let mut cps = vec![r.checkpoint()];
+        let mut all = Vec::new();
+        while let Some(x) = r.next_event() {
+            all.push((x.expect("event"), r.offset()));
+            cps.push(r.checkpoint());
+        }
+        let table = r.strings().to_vec();
+        for (k, cp) in cps.iter().enumerate() {
+            let at = usize::try_from(cp.offset).expect("offset");
+            let mut q =
+                NativeReader::resume("mem", &bytes[at..], &header(), &table, cp).expect("resume");
+            let mut got = Vec::new();
+            while let Some(x) = q.next_event() {
+                got.push((x.expect("event"), q.offset()));
+            }
+            assert_eq!(got, all[k..], "resumed at checkpoint {k}");
+            assert_eq!(q.strings(), &table[..], "resumed at checkpoint {k}");
+        }
+        let short = &table[..cps[cps.len() - 1].strings.saturating_sub(1)];
+        let last = cps[cps.len() - 1];
+        let e = NativeReader::resume("mem", &bytes[..], &header(), short, &last)
+            .err()
+            .expect("too few strings");
+        assert!(e.to_string().contains("checkpoint"), "{e}");
     }
 
     #[test]

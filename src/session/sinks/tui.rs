@@ -56,6 +56,8 @@ pub struct TuiSink {
     /// Whether the view learns the trace's header from the session (it was started before
     /// the header was known).
     send_info: bool,
+    /// The view draws an index of the file ([`TuiSink::summaries_only`]): events are not sent.
+    no_events: bool,
     gone: Arc<Gone>,
 }
 
@@ -194,8 +196,20 @@ impl TuiSink {
             verdict: None,
             closed: false,
             send_info,
+            no_events: false,
             gone,
         }
+    }
+
+    /// The view reads the trace through its index (`view` of a native file): only findings,
+    /// verdicts and notes go to it, so it holds no events; the verifier still sees every one.
+    pub fn summaries_only(&mut self) {
+        self.no_events = true;
+    }
+
+    /// A sender to the view (the indexer's progress and index).
+    pub fn view_sender(&self) -> SyncSender<tui::Msg> {
+        self.tx.clone()
     }
 
     /// Log lines for the status bar.
@@ -211,7 +225,7 @@ impl TuiSink {
     }
 
     pub fn event(&mut self, line: u64, ev: &Event) {
-        if self.closed {
+        if self.closed || self.no_events {
             return;
         }
         if self.pace == Pace::Live && self.backlog_events >= BACKLOG && !shapes_lanes(&ev.kind) {

@@ -24,6 +24,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     .add_modifier(Modifier::BOLD);
     let vtext = match (verdict, app.interim) {
         (None, _) if v > 0 => " FAILING ".to_owned(),
+        // An indexed trace is drawn while the streaming verifier still runs.
+        (None, _) if app.index.is_some() => " verifying… ".to_owned(),
         (None, _) => " pending ".to_owned(),
         (Some(Verdict::Fail), true) => " FAILING ".to_owned(),
         (Some(x), true) => format!(" {} so far ", x.name().to_uppercase()),

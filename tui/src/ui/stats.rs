@@ -41,7 +41,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             Span::raw(r.warnings.len().to_string()),
         ])),
         None => lines.push(Line::styled(
-            "verdict pending (the verifier has not reported yet)",
+            if app.index.is_some() {
+                "verifying… (the summaries are drawn; the verdict is the verifier's when it finishes)"
+            } else {
+                "verdict pending (the verifier has not reported yet)"
+            },
             dim,
         )),
     }

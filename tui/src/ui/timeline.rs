@@ -12,7 +12,8 @@ use migscope_core::model::MigState as State;
 use migscope_core::trace::EventKind;
 use migscope_core::verify::SegKind;
 
-use crate::store::{Device, Lane, fmt_dur, seg_label};
+use crate::index::{Tick, TraceIndex};
+use crate::store::{Device, Lane, Seg, fmt_dur, seg_label};
 
 use super::pane_block;
 
@@ -103,29 +104,53 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                     },
                 );
                 let notes = &app.store.notes;
+                let ix = summaries(app);
                 for i in 0..w {
                     let (t0, t1) = cell_range(app.view_start, app.view_span, w, i);
-                    let lo = ctx
-                        .maps
-                        .partition_point(|&r| app.store.t_local(r as usize) < t0);
-                    let hi = ctx
-                        .maps
-                        .partition_point(|&r| app.store.t_local(r as usize) < t1);
-                    let nlo = notes.partition_point(|&r| app.store.t_local(r as usize) < t0);
-                    let nhi = notes.partition_point(|&r| app.store.t_local(r as usize) < t1);
-                    // A few notes per cell at most matter; look at no more than 8.
-                    let lost = notes[nlo..nhi]
-                        .iter()
-                        .take(8)
-                        .any(|&r| app.store.ev_at(app.store.base() + r as u64) == Some("lost"));
+                    let (mut lo, mut hi) = (0, 0);
+                    let (lost, any_note) = match ix {
+                        // The index's counts and notes (the window does not hold the view).
+                        Some(ix) => {
+                            if ix
+                                .ctxs
+                                .get(c)
+                                .is_some_and(|x| x.maps.around(&ix.buckets, t0, t1) > 0)
+                            {
+                                hi = 1;
+                            }
+                            let nlo = ix.notes.partition_point(|n| n.t < t0);
+                            let nhi = ix.notes.partition_point(|n| n.t < t1);
+                            let lost = ix.notes[nlo..nhi].iter().take(8).any(|n| n.lost);
+                            (lost, nhi > nlo)
+                        }
+                        None => {
+                            lo = ctx
+                                .maps
+                                .partition_point(|&r| app.store.t_local(r as usize) < t0);
+                            hi = ctx
+                                .maps
+                                .partition_point(|&r| app.store.t_local(r as usize) < t1);
+                            let nlo =
+                                notes.partition_point(|&r| app.store.t_local(r as usize) < t0);
+                            let nhi =
+                                notes.partition_point(|&r| app.store.t_local(r as usize) < t1);
+                            // A few notes per cell at most matter; look at no more than 8.
+                            let lost = notes[nlo..nhi].iter().take(8).any(|&r| {
+                                app.store.ev_at(app.store.base() + r as u64) == Some("lost")
+                            });
+                            (lost, nhi > nlo)
+                        }
+                    };
                     let (ch, style) = if lost {
                         let st = Style::new().fg(Color::Black).bg(Color::Yellow);
                         ('L', st.add_modifier(Modifier::BOLD))
-                    } else if nhi > nlo {
+                    } else if any_note {
                         (
                             '*',
                             Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD),
                         )
+                    } else if hi > lo && ix.is_some() {
+                        ('m', Style::new().fg(Color::LightBlue))
                     } else if hi > lo {
                         let g = app.store.base() + ctx.maps[lo] as u64;
                         let c = if app.store.ev_at(g) == Some("unmap") {
@@ -178,25 +203,59 @@ fn put(buf: &mut Buffer, x: u16, y: u16, ch: char, style: Style) {
     }
 }
 
+/// The index, when the view must draw from its summaries: an indexed trace whose window
+/// does not hold every event of the visible time range.
+fn summaries(app: &App) -> Option<&TraceIndex> {
+    app.index
+        .as_deref()
+        .filter(|ix| !app.store.covers(app.view_start, app.view_end(), ix.rows))
+}
+
 fn draw_lane(buf: &mut Buffer, app: &App, dv: &Device, d: usize, x0: u16, y: u16, w: u16) {
     let s = &app.store;
     let viol = app.dev_viol.get(d).map(Vec::as_slice).unwrap_or(&[]);
+    // An indexed trace's segments are the index's (the window holds those of its rows only);
+    // its ticks are the index's counts unless the window holds the whole view.
+    let ixd = app.index.as_deref().and_then(|ix| ix.devices.get(d));
+    let counts = summaries(app).and_then(|ix| ix.devices.get(d).map(|x| (ix, x)));
+    let mut segbuf = Vec::new();
     // Pass 1: each cell's glyph, whether it is a mark (tick or boundary), its segment.
-    let mut cells: Vec<(char, Style, bool, Option<usize>)> = Vec::with_capacity(w as usize);
+    let mut cells: Vec<(char, Style, bool, Option<Seg>)> = Vec::with_capacity(w as usize);
     for i in 0..w {
         let (t0, t1) = cell_range(app.view_start, app.view_span, w, i);
         let mid = t0 + (t1 - t0) / 2;
-        let Some(seg_i) = dv.segs.partition_point(|sg| sg.t <= mid).checked_sub(1) else {
+        let (seg, boundary) = match ixd {
+            Some(x) => x.segs.cell(t0, mid, t1, &mut segbuf),
+            None => {
+                let seg = dv
+                    .segs
+                    .partition_point(|sg| sg.t <= mid)
+                    .checked_sub(1)
+                    .map(|k| dv.segs[k]);
+                // A state change inside this cell (a segment other than the first starts in it).
+                let lo = dv.segs.partition_point(|sg| sg.t < t0);
+                let hi = dv.segs.partition_point(|sg| sg.t < t1);
+                (seg, hi > lo.max(1))
+            }
+        };
+        let Some(seg) = seg else {
             cells.push((' ', Style::new(), true, None));
             continue;
         };
-        let seg = dv.segs[seg_i];
         let (fill, color) = state_look(seg.what);
         let base = Style::new().fg(Color::Black).bg(color);
-        // A state change inside this cell (a segment other than the first starts in it).
-        let lo = dv.segs.partition_point(|sg| sg.t < t0);
-        let hi = dv.segs.partition_point(|sg| sg.t < t1);
-        let boundary = hi > lo.max(1);
+        let has = |k: Tick| match counts {
+            Some((ix, x)) => x.counts(k).around(&ix.buckets, t0, t1) > 0,
+            None => {
+                let list = match k {
+                    Tick::Dma => &dv.dma,
+                    Tick::Irq => &dv.irq,
+                    Tick::Data => &dv.data,
+                    Tick::Fsm => &dv.fsm,
+                };
+                s.count_in(list, t0, t1) > 0
+            }
+        };
         let nv = viol.partition_point(|&t| t < t0) < viol.partition_point(|&t| t < t1);
         let cell = if nv {
             let st = Style::new()
@@ -204,31 +263,31 @@ fn draw_lane(buf: &mut Buffer, app: &App, dv: &Device, d: usize, x0: u16, y: u16
                 .bg(Color::Red)
                 .add_modifier(Modifier::BOLD);
             ('!', st, true)
-        } else if s.count_in(&dv.dma, t0, t1) > 0 {
+        } else if has(Tick::Dma) {
             ('D', base.fg(Color::Red).add_modifier(Modifier::BOLD), true)
-        } else if s.count_in(&dv.irq, t0, t1) > 0 {
+        } else if has(Tick::Irq) {
             ('i', base.fg(Color::Red), true)
-        } else if s.count_in(&dv.data, t0, t1) > 0 {
+        } else if has(Tick::Data) {
             ('s', base.fg(Color::Blue).add_modifier(Modifier::BOLD), true)
         } else if boundary {
             ('|', base.add_modifier(Modifier::BOLD), true)
         } else {
             (fill, base, false)
         };
-        cells.push((cell.0, cell.1, cell.2, Some(seg_i)));
+        cells.push((cell.0, cell.1, cell.2, Some(seg)));
     }
     // Pass 2: a segment's name in the first gap of unmarked cells wide enough for it.
     let mut i = 0usize;
     while i < cells.len() {
-        let Some(seg_i) = cells[i].3 else {
+        let Some(seg) = cells[i].3 else {
             i += 1;
             continue;
         };
         let mut end = i;
-        while end < cells.len() && cells[end].3 == Some(seg_i) {
+        while end < cells.len() && cells[end].3.is_some_and(|x| x.t == seg.t) {
             end += 1;
         }
-        let name = seg_label(&dv.segs[seg_i].what);
+        let name = seg_label(&seg.what);
         let need = name.chars().count() + 2;
         let mut run = 0usize;
         for j in i..end {
