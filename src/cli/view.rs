@@ -292,6 +292,22 @@ pub fn trace_info(name: &str, h: &Header, live: bool) -> tui::TraceInfo {
 }
 
 /// A trace event in the view's terms.
+fn tui_irq_kind(k: IrqKind) -> tui::IrqKind {
+    match k {
+        IrqKind::Msi => tui::IrqKind::Msi,
+        IrqKind::Msix => tui::IrqKind::Msix,
+        IrqKind::Intx => tui::IrqKind::Intx,
+    }
+}
+
+fn core_irq_kind(k: tui::IrqKind) -> IrqKind {
+    match k {
+        tui::IrqKind::Msi => IrqKind::Msi,
+        tui::IrqKind::Msix => IrqKind::Msix,
+        tui::IrqKind::Intx => IrqKind::Intx,
+    }
+}
+
 pub fn to_timeline(line: u64, ev: &Event) -> tui::TimelineEvent {
     use tui::EvKind as K;
     let kind = match &ev.kind {
@@ -363,12 +379,21 @@ pub fn to_timeline(line: u64, ev: &Event) -> tui::TimelineEvent {
         },
         EventKind::Irq { dev, kind, vector } => K::Irq {
             dev: dev.clone(),
-            kind: match kind {
-                IrqKind::Msi => tui::IrqKind::Msi,
-                IrqKind::Msix => tui::IrqKind::Msix,
-                IrqKind::Intx => tui::IrqKind::Intx,
-            },
+            kind: tui_irq_kind(*kind),
             vector: *vector,
+        },
+        EventKind::IrqBin {
+            dev,
+            kind,
+            vector,
+            n,
+            window,
+        } => K::IrqBin {
+            dev: dev.clone(),
+            kind: tui_irq_kind(*kind),
+            vector: *vector,
+            n: *n,
+            window: *window,
         },
         EventKind::Map { ctx, iova, len } => K::Map {
             ctx: ctx.clone(),
@@ -515,12 +540,21 @@ pub fn from_timeline(e: &tui::TimelineEvent) -> Event {
         },
         K::Irq { dev, kind, vector } => EventKind::Irq {
             dev: dev.clone(),
-            kind: match kind {
-                tui::IrqKind::Msi => IrqKind::Msi,
-                tui::IrqKind::Msix => IrqKind::Msix,
-                tui::IrqKind::Intx => IrqKind::Intx,
-            },
+            kind: core_irq_kind(*kind),
             vector: *vector,
+        },
+        K::IrqBin {
+            dev,
+            kind,
+            vector,
+            n,
+            window,
+        } => EventKind::IrqBin {
+            dev: dev.clone(),
+            kind: core_irq_kind(*kind),
+            vector: *vector,
+            n: *n,
+            window: *window,
         },
         K::Map { ctx, iova, len } => EventKind::Map {
             ctx: ctx.clone(),
@@ -723,6 +757,13 @@ mod tests {
                 dev: d(),
                 kind: IrqKind::Msix,
                 vector: 3,
+            },
+            EventKind::IrqBin {
+                dev: d(),
+                kind: IrqKind::Msi,
+                vector: 0,
+                n: 2000,
+                window: (5, 9_999_999),
             },
             EventKind::Map {
                 ctx: "vm".into(),

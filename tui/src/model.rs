@@ -120,6 +120,14 @@ pub enum EvKind {
         kind: IrqKind,
         vector: u32,
     },
+    /// `n` interrupts counted in the kernel, the first at `window.0`, the last at `window.1`.
+    IrqBin {
+        dev: String,
+        kind: IrqKind,
+        vector: u32,
+        n: u64,
+        window: (u64, u64),
+    },
     Map {
         ctx: String,
         iova: u64,
@@ -221,10 +229,11 @@ pub enum Ev {
     PrecopyInfoV2 = 16,
     CorruptLoad = 17,
     Regs = 18,
+    IrqBin = 19,
 }
 
 impl Ev {
-    pub const ALL: [Ev; 19] = [
+    pub const ALL: [Ev; 20] = [
         Ev::Device,
         Ev::Set,
         Ev::Step,
@@ -244,6 +253,7 @@ impl Ev {
         Ev::PrecopyInfoV2,
         Ev::CorruptLoad,
         Ev::Regs,
+        Ev::IrqBin,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -266,6 +276,7 @@ impl Ev {
             Ev::PrecopyInfoV2 => "precopy_info_v2",
             Ev::CorruptLoad => "corrupt_load",
             Ev::Regs => "regs",
+            Ev::IrqBin => "irq_bin",
         }
     }
     pub fn from_name(s: &str) -> Option<Ev> {
@@ -302,6 +313,7 @@ impl EvKind {
             EvKind::PrecopyInfoV2 { .. } => Ev::PrecopyInfoV2,
             EvKind::CorruptLoad { .. } => Ev::CorruptLoad,
             EvKind::Regs { .. } => Ev::Regs,
+            EvKind::IrqBin { .. } => Ev::IrqBin,
         }
     }
 
@@ -316,6 +328,7 @@ impl EvKind {
             | EvKind::Reset { dev, .. }
             | EvKind::Dma { dev, .. }
             | EvKind::Irq { dev, .. }
+            | EvKind::IrqBin { dev, .. }
             | EvKind::Data { dev, .. }
             | EvKind::PrecopyInfo { dev, .. }
             | EvKind::DataSize { dev, .. }

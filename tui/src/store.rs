@@ -185,7 +185,7 @@ pub struct Store {
     x: Vec<i32>,
     a: Vec<u64>,
     b: Vec<u64>,
-    /// Sparse DMA windows: (local row, t0, t1), rows increasing.
+    /// Sparse DMA and irq_bin windows: (local row, t0, t1), rows increasing.
     windows: Vec<(u32, u64, u64)>,
     /// Sparse `data` files: (local row, file), rows increasing.
     files: Vec<(u32, DataFile)>,
@@ -555,6 +555,24 @@ impl Store {
                 dv.irq.push(row);
                 dv.stats.irq[slot] += 1;
             }
+            EvKind::IrqBin {
+                dev: n,
+                kind,
+                vector,
+                n: count,
+                window: (t0, t1),
+            } => {
+                let i = self.dev_id(n, t);
+                dev = i as u16;
+                s = *kind as u8;
+                x = *vector as i32;
+                a = *count;
+                self.windows.push((row, *t0, *t1));
+                let slot = self.devices[i].current().map_or(9, SegState::slot);
+                let dv = &mut self.devices[i];
+                dv.irq.push(row);
+                dv.stats.irq[slot] += *count;
+            }
             EvKind::Map { ctx, iova, len } | EvKind::Unmap { ctx, iova, len } => {
                 let c = self.ctx_id(ctx);
                 x = self.intern(ctx) as i32;
@@ -874,6 +892,22 @@ impl Store {
                 dev: devname(),
                 ret: x,
             },
+            Ev::IrqBin => EvKind::IrqBin {
+                dev: devname(),
+                kind: IrqKind::ALL
+                    .get(s as usize)
+                    .copied()
+                    .unwrap_or(IrqKind::Msi),
+                vector: x as u32,
+                n: a,
+                window: {
+                    let k = self.windows.partition_point(|w| (w.0 as usize) < r);
+                    self.windows
+                        .get(k)
+                        .filter(|w| w.0 as usize == r)
+                        .map_or((self.t[r], self.t[r]), |w| (w.1, w.2))
+                },
+            },
         };
         Some(TimelineEvent {
             t: self.t[r],
@@ -957,6 +991,16 @@ pub fn summary(e: &TimelineEvent) -> String {
             if *p2p == Some(true) { " p2p" } else { "" }
         ),
         EvKind::Irq { dev, kind, vector } => format!("irq {dev} {}[{vector}]", kind.name()),
+        EvKind::IrqBin {
+            dev,
+            kind,
+            vector,
+            n,
+            window: (t0, t1),
+        } => format!(
+            "irq_bin {dev} {}[{vector}] x{n} in [{t0}, {t1}]",
+            kind.name()
+        ),
         EvKind::Map { ctx, iova, len } => format!("map {ctx} {iova:#x}+{len:#x}"),
         EvKind::Unmap { ctx, iova, len } => format!("unmap {ctx} {iova:#x}+{len:#x}"),
         EvKind::Data {

@@ -354,6 +354,17 @@ pub enum EventKind {
         dev: String,
         ret: i32,
     },
+    /// `n` interrupts of one vector of the device, counted in the kernel instead of emitted one
+    /// by one (`record --irq-detail bins`, while the device may DMA and no SET is open): the
+    /// first at `window.0`, the last at `window.1`, the rest somewhere between. The event's `t`
+    /// is the window's end.
+    IrqBin {
+        dev: String,
+        kind: IrqKind,
+        vector: u32,
+        n: u64,
+        window: (u64, u64),
+    },
 }
 
 /// The migration file a `data` event's bytes moved through.
@@ -395,6 +406,7 @@ impl EventKind {
             EventKind::PrecopyInfo { .. } => "precopy_info",
             EventKind::DataSize { .. } => "data_size",
             EventKind::PrecopyInfoV2 { .. } => "precopy_info_v2",
+            EventKind::IrqBin { .. } => "irq_bin",
             EventKind::CorruptLoad { .. } => "corrupt_load",
             EventKind::Regs { .. } => "regs",
         }
@@ -416,7 +428,8 @@ impl EventKind {
             | EventKind::DataSize { dev, .. }
             | EventKind::PrecopyInfoV2 { dev, .. }
             | EventKind::CorruptLoad { dev, .. }
-            | EventKind::Regs { dev, .. } => Some(dev),
+            | EventKind::Regs { dev, .. }
+            | EventKind::IrqBin { dev, .. } => Some(dev),
             EventKind::Map { .. }
             | EventKind::Unmap { .. }
             | EventKind::Lost { .. }

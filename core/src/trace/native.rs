@@ -35,6 +35,7 @@
 //! | 11 | precopy_info_v2 | id dev, zz ret |
 //! | 20 | corrupt_load | id dev, u8 corruption (index in `Corruption::ALL`), v bytes, zz ret |
 //! | 21 | regs | id dev, u8 stage (0 saved, 1 restored), v bar, v n, n × (v offset, v value) |
+//! | 30 | irq_bin | id dev, u8 kind, v vector, v n, v t - t1, v t1 - t0 |
 //!
 //! Kind fields (`id` = varint string id, `zz` = zigzag varint, `v` = varint, `st` = state byte):
 //!
@@ -137,7 +138,8 @@ fn kind_code(k: &EventKind) -> u8 {
             | EventKind::Data { file: Some(_), .. }
             | EventKind::PrecopyInfoV2 { .. }
             | EventKind::CorruptLoad { .. }
-            | EventKind::Regs { .. } => KIND_EXT,
+            | EventKind::Regs { .. }
+            | EventKind::IrqBin { .. } => KIND_EXT,
         }
 }
 
@@ -151,6 +153,8 @@ mod ext {
     // 20-29: issue 14 part B (resume validation, restore divergence).
     pub const CORRUPT_LOAD: u64 = 20;
     pub const REGS: u64 = 21;
+    // 30-39: issue 16 (performance at scale).
+    pub const IRQ_BIN: u64 = 30;
 }
 
 fn dir_byte(d: DataDir) -> u8 {
@@ -525,6 +529,36 @@ impl<W: Write> NativeWriter<W> {
                     put_varint(&mut p, *v);
                 }
                 put_ext(&mut b, ext::REGS, &p);
+            }
+            EventKind::IrqBin {
+                dev,
+                kind,
+                vector,
+                n,
+                window: (t0, t1),
+            } => {
+                let (Some(to_end), Some(span)) = (ev.t.checked_sub(*t1), t1.checked_sub(*t0))
+                else {
+                    return Err(TraceError::Write {
+                        file: self.sink.name().to_owned(),
+                        source: io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!(
+                                "irq_bin at t {} has window [{t0}, {t1}]: t0 <= t1 <= t is required",
+                                ev.t
+                            ),
+                        ),
+                    });
+                };
+                let mut p = Vec::with_capacity(16);
+                let d = self.intern(dev, &mut defs);
+                put_varint(&mut p, d);
+                p.push(irq_index(*kind));
+                put_varint(&mut p, u64::from(*vector));
+                put_varint(&mut p, *n);
+                put_varint(&mut p, to_end);
+                put_varint(&mut p, span);
+                put_ext(&mut b, ext::IRQ_BIN, &p);
             }
         }
         let res = if defs.is_empty() {
@@ -1042,7 +1076,7 @@ impl<R: BufRead> NativeReader<R> {
 
     /// An extension record after its dt and pid: the event, or `None` for a kind this reader
     /// does not know (skipped, warned about once per kind).
-    fn ext(&mut self) -> Result<Option<EventKind>, Cut> {
+    fn ext(&mut self, t: u64) -> Result<Option<EventKind>, Cut> {
         let kind = self.src.varint("ext")?;
         let n = self.src.varint("ext")?;
         let bytes = self.src.bytes(n, "ext")?;
@@ -1140,6 +1174,44 @@ impl<R: BufRead> NativeReader<R> {
                     stage,
                     bar,
                     regs,
+                }
+            }
+            ext::IRQ_BIN => {
+                let dev = self.string_of(p.varint("dev")?, "dev")?;
+                let k = p.u8("kind")?;
+                let kind = IrqKind::ALL
+                    .get(usize::from(k))
+                    .copied()
+                    .ok_or_else(|| Cut::Bad("kind", format!("interrupt kind {k} unknown")))?;
+                let vector = p.varint("vector")?;
+                let vector = u32::try_from(vector)
+                    .map_err(|_| Cut::Bad("vector", format!("{vector} exceeds 32 bits")))?;
+                let n = p.varint("n")?;
+                let to_end = p.varint("window")?;
+                let span = p.varint("window")?;
+                let window = t
+                    .checked_sub(to_end)
+                    .and_then(|t1| Some((t1.checked_sub(span)?, t1)))
+                    .ok_or_else(|| {
+                        Cut::Bad(
+                            "window",
+                            format!("ends {to_end} ns and spans {span} ns before t {t}: before 0"),
+                        )
+                    })?;
+                if n == 0 || (n == 1 && span != 0) {
+                    return Err(Cut::Bad(
+                        "n",
+                        format!(
+                            "{n} interrupts cannot span {span} ns (the first is at t0, the last at t1)"
+                        ),
+                    ));
+                }
+                EventKind::IrqBin {
+                    dev,
+                    kind,
+                    vector,
+                    n,
+                    window,
                 }
             }
             other => {
@@ -1348,7 +1420,7 @@ impl<R: BufRead> NativeReader<R> {
                 label: self.src.string("label")?,
             },
             13 => EventKind::End,
-            _ => match self.ext()? {
+            _ => match self.ext(t)? {
                 Some(kind) => kind,
                 None => {
                     self.last_t = t;
@@ -1651,6 +1723,17 @@ mod tests {
                 },
             ),
             e(
+                u64::MAX / 2 + 8,
+                Some(3),
+                EventKind::IrqBin {
+                    dev: "peer".into(),
+                    kind: IrqKind::Msix,
+                    vector: u32::MAX,
+                    n: u64::MAX,
+                    window: (0, u64::MAX / 2 + 7),
+                },
+            ),
+            e(
                 u64::MAX - 1,
                 None,
                 EventKind::Mark {
@@ -1676,6 +1759,50 @@ mod tests {
             w.write(e).expect("write");
         }
         w.into_inner()
+    }
+
+    #[test]
+    fn irq_bin_windows_that_cannot_be_are_refused() {
+        let bin = |t, window, n| Event {
+            t,
+            pid: None,
+            kind: EventKind::IrqBin {
+                dev: "d".into(),
+                kind: IrqKind::Msi,
+                vector: 0,
+                n,
+                window,
+            },
+        };
+        // A window ending after its event, or backwards: refused on writing.
+        for ev in [bin(10, (5, 11), 2), bin(10, (7, 5), 2)] {
+            let mut w = NativeWriter::new(Vec::new(), &header()).expect("header");
+            let e = w.write(&ev).expect_err("refused").to_string();
+            assert!(e.contains("t0 <= t1 <= t"), "{e}");
+        }
+        // Written with a window starting before 0 or an impossible count: refused on reading,
+        // naming the field.
+        let mut head = Vec::new();
+        head.extend_from_slice(MAGIC);
+        head.push(NATIVE_VERSION);
+        let json = header_to_json(&header());
+        put_varint(&mut head, json.len() as u64);
+        head.extend_from_slice(json.as_bytes());
+        head.extend_from_slice(&[TAG_DEFSTR, 1, b'd']);
+        for (payload, field) in [
+            (vec![0, 0, 0, 2, 0, 20], "window"),
+            (vec![0, 0, 0, 0, 0, 0], "n"),
+            (vec![0, 0, 0, 1, 0, 3], "n"),
+            (vec![0, 9, 0, 2, 0, 3], "kind"),
+        ] {
+            let mut b = head.clone();
+            b.extend_from_slice(&[TAG_EVENT_BASE + KIND_EXT, 10]);
+            put_ext(&mut b, ext::IRQ_BIN, &payload);
+            let r = NativeReader::new("mem", &b[..]).expect("header");
+            let errs: Vec<String> = r.filter_map(Result::err).map(|e| e.to_string()).collect();
+            assert_eq!(errs.len(), 1, "{payload:?}");
+            assert!(errs[0].contains(field), "{payload:?}: {}", errs[0]);
+        }
     }
 
     #[test]

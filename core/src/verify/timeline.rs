@@ -518,6 +518,7 @@ impl DeviceTimeline {
             }
             EventKind::Dma { .. }
             | EventKind::Irq { .. }
+            | EventKind::IrqBin { .. }
             | EventKind::PrecopyInfo { .. }
             | EventKind::DataSize { .. }
             | EventKind::CorruptLoad { .. }
