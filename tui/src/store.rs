@@ -212,7 +212,24 @@ pub struct Store {
     pub out_of_order: u64,
 }
 
+/// The interrupt kind stored as byte `s` (its `IrqKind` discriminant).
+fn irq_kind_of(s: u8) -> IrqKind {
+    IrqKind::ALL
+        .get(s as usize)
+        .copied()
+        .unwrap_or(IrqKind::Msi)
+}
+
 impl Store {
+    /// The window (t0, t1) kept for local row `r` (a windowed `dma`, an `irq_bin`).
+    fn window_of(&self, r: usize) -> Option<(u64, u64)> {
+        let k = self.windows.partition_point(|w| (w.0 as usize) < r);
+        self.windows
+            .get(k)
+            .filter(|w| w.0 as usize == r)
+            .map(|w| (w.1, w.2))
+    }
+
     /// A store keeping every event.
     pub fn new() -> Self {
         Self::default()
@@ -794,11 +811,7 @@ impl Store {
                 len: b,
                 write: s & 0x08 != 0,
                 window: if s & 0x40 != 0 {
-                    let k = self.windows.partition_point(|w| (w.0 as usize) < r);
-                    self.windows
-                        .get(k)
-                        .filter(|w| w.0 as usize == r)
-                        .map(|w| (w.1, w.2))
+                    self.window_of(r)
                 } else {
                     None
                 },
@@ -810,10 +823,7 @@ impl Store {
             },
             Ev::Irq => EvKind::Irq {
                 dev: devname(),
-                kind: IrqKind::ALL
-                    .get(s as usize)
-                    .copied()
-                    .unwrap_or(IrqKind::Msi),
+                kind: irq_kind_of(s),
                 vector: x as u32,
             },
             Ev::Map => EvKind::Map {
@@ -894,19 +904,10 @@ impl Store {
             },
             Ev::IrqBin => EvKind::IrqBin {
                 dev: devname(),
-                kind: IrqKind::ALL
-                    .get(s as usize)
-                    .copied()
-                    .unwrap_or(IrqKind::Msi),
+                kind: irq_kind_of(s),
                 vector: x as u32,
                 n: a,
-                window: {
-                    let k = self.windows.partition_point(|w| (w.0 as usize) < r);
-                    self.windows
-                        .get(k)
-                        .filter(|w| w.0 as usize == r)
-                        .map_or((self.t[r], self.t[r]), |w| (w.1, w.2))
-                },
+                window: self.window_of(r).unwrap_or((self.t[r], self.t[r])),
             },
         };
         Some(TimelineEvent {
@@ -1156,6 +1157,16 @@ mod tests {
                     dev: "a".into(),
                     kind: IrqKind::Intx,
                     vector: 7,
+                },
+            ),
+            ev(
+                5,
+                EvKind::IrqBin {
+                    dev: "a".into(),
+                    kind: IrqKind::Msix,
+                    vector: 2,
+                    n: 4000,
+                    window: (1, 5),
                 },
             ),
             ev(

@@ -216,6 +216,14 @@ fn corruption_index(c: Corruption) -> u8 {
     }
 }
 
+/// The interrupt kind of byte `k` (its index, as [`irq_index`] writes it).
+fn irq_kind_of(k: u8) -> Result<IrqKind, Cut> {
+    IrqKind::ALL
+        .get(usize::from(k))
+        .copied()
+        .ok_or_else(|| Cut::Bad("kind", format!("interrupt kind {k} unknown")))
+}
+
 fn irq_index(k: IrqKind) -> u8 {
     match k {
         IrqKind::Msi => 0,
@@ -1179,10 +1187,7 @@ impl<R: BufRead> NativeReader<R> {
             ext::IRQ_BIN => {
                 let dev = self.string_of(p.varint("dev")?, "dev")?;
                 let k = p.u8("kind")?;
-                let kind = IrqKind::ALL
-                    .get(usize::from(k))
-                    .copied()
-                    .ok_or_else(|| Cut::Bad("kind", format!("interrupt kind {k} unknown")))?;
+                let kind = irq_kind_of(k)?;
                 let vector = p.varint("vector")?;
                 let vector = u32::try_from(vector)
                     .map_err(|_| Cut::Bad("vector", format!("{vector} exceeds 32 bits")))?;
@@ -1375,10 +1380,7 @@ impl<R: BufRead> NativeReader<R> {
             7 => {
                 let dev = self.str_id("dev")?;
                 let k = self.src.u8()?;
-                let kind = IrqKind::ALL
-                    .get(usize::from(k))
-                    .copied()
-                    .ok_or_else(|| Cut::Bad("kind", format!("interrupt kind {k} unknown")))?;
+                let kind = irq_kind_of(k)?;
                 let vector = self.src.varint("vector")?;
                 EventKind::Irq {
                     dev,
