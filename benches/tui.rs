@@ -2,7 +2,7 @@
 //! `cargo bench --bench tui -- --trace target/bench/trace-10000000.mgt`.
 //!
 //! Open: the trace loaded and verified exactly as `migscope view` does it
-//! (`cli::view::load_messages`: reader, verifier, conversion to the view's types), then fed to
+//! (`cli::view::load_messages`: reader, verifier, the core's events as messages), then fed to
 //! the `App`. `view` streams the same messages from a thread and is browsable while they
 //! arrive; this is the time until the whole trace is in.
 //! Frames: `ui::draw` into a ratatui `TestBackend` (200x50) after each pan step (`l`), zoom

@@ -1,6 +1,6 @@
 //! One answer everywhere (issue 13 point 4): on every fixture — the rule fixtures, the shared
-//! ones and this suite's own — the Markdown report, the Perfetto export and the JUnit report
-//! state the same numbers as `check --json`: per device its quiesces (count, min, max, mean),
+//! ones and this suite's own — the Markdown report, the Perfetto export, the JUnit report and
+//! the TUI's stats pane state the same numbers as `check --json`: per device its quiesces (count, min, max, mean),
 //! DMA and interrupts while quiesced and violations; the trace's violations and verdict. Each
 //! format is read back by its own visible structure (`migscope::export::agree`).
 
@@ -8,6 +8,36 @@ mod export_common;
 
 use export_common::{check_json, fixtures, run};
 use migscope::export::agree::{self, Counts};
+use migscope_tui::ratatui::{Terminal, backend::TestBackend};
+
+/// The TUI's stats pane for `trace`, loaded as `migscope view` loads it (the same session and
+/// verifier, its messages fed to the view), drawn wide and tall enough that nothing wraps or
+/// scrolls away, as text.
+fn tui_stats(trace: &std::path::Path) -> Result<String, String> {
+    let name = trace.display().to_string();
+    let header = migscope::trace::open_any(trace)
+        .map_err(|e| e.to_string())?
+        .header()
+        .clone();
+    let msgs =
+        migscope::cli::view::load_messages(trace, Default::default()).map_err(|e| e.to_string())?;
+    let mut app =
+        migscope_tui::App::new(migscope::cli::view::trace_info(&name, &header, false), None);
+    app.feed(msgs);
+    let findings = app.findings.len() as u16;
+    let devices = app.report.as_ref().map_or(0, |r| r.devices.len()) as u16;
+    let (w, h) = (400, 16 + findings.min(2000) + devices * 6);
+    let mut term = Terminal::new(TestBackend::new(w, h)).map_err(|e| e.to_string())?;
+    term.draw(|f| migscope_tui::ui::stats::draw(f, f.area(), &app))
+        .map_err(|e| e.to_string())?;
+    let buf = term.backend().buffer();
+    let rows: Vec<String> = buf
+        .content
+        .chunks(w as usize)
+        .map(|row| row.iter().map(|c| c.symbol()).collect::<String>())
+        .collect();
+    Ok(rows.join("\n"))
+}
 
 fn export(trace: &str, format: &str, out: &str) {
     let o = run(&["export", trace, "--format", format, "-o", out]);
@@ -78,6 +108,15 @@ fn every_format_states_checks_numbers_on_every_fixture() {
             Ok(d) => problems.extend(d.into_iter().map(|d| format!("{name}: {d}"))),
             Err(e) => problems.push(format!("{name}: {e}")),
         }
+        let tui = tui_stats(&trace).and_then(|pane| Counts::from_tui_stats(&pane));
+        match (Counts::from_check_json(&check), tui) {
+            (Ok(want), Ok(got)) => problems.extend(
+                agree::disagreements("tui stats pane", &want, &got)
+                    .into_iter()
+                    .map(|d| format!("{name}: {d}")),
+            ),
+            (Err(e), _) | (_, Err(e)) => problems.push(format!("{name}: {e}")),
+        }
         compared += 1;
     }
     assert!(
@@ -87,7 +126,9 @@ fn every_format_states_checks_numbers_on_every_fixture() {
         problems.join("\n")
     );
     assert!(compared > 40, "only {compared} traces compared");
-    eprintln!("{compared} traces agree in every format; {unusable} unusable skipped");
+    eprintln!(
+        "{compared} traces agree in every format and the TUI stats pane; {unusable} unusable skipped"
+    );
 }
 
 /// The case the exporters' own state tracking got wrong: a device re-declared while quiesced
@@ -125,4 +166,12 @@ fn a_redeclared_quiesced_device_has_one_quiesce_in_every_format() {
     let got = Counts::from_perfetto(&perfetto).expect("perfetto");
     assert_eq!(got.devices["0000:00:02.0"].quiesces, 1);
     assert!(agree::disagreements("perfetto", &want, &got).is_empty());
+    // The TUI's own state machine drew two here (it restarted the lane at the declaration).
+    let pane = tui_stats(&trace).expect("tui stats");
+    let got = Counts::from_tui_stats(&pane).expect("tui stats parse");
+    assert_eq!(got.devices["0000:00:02.0"].quiesces, 1, "{pane}");
+    assert!(
+        agree::disagreements("tui", &want, &got).is_empty(),
+        "{pane}"
+    );
 }

@@ -348,7 +348,7 @@ fn drive_tui_child() {
         panic!("not drive");
     };
     let mut sim =
-        SimVfio::new([SimSpec::new("0000:00:02.0", 3).with(Misbehave::DmaAfterQuiesce(2))]);
+        SimVfio::new([SimSpec::new("0000:00:02.0", 3).with(Misbehave::DmaAfterQuiesce(1))]);
     let code = drive::drive_with(&mut sim, &args, migscope::session::Stop::new());
     let state = sim.state_of("0000:00:02.0").map_or("?", |s| s.name());
     std::fs::write(dir.join("final"), format!("{code} {state}")).expect("write final");

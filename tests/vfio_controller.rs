@@ -766,6 +766,83 @@ fn device_dma_logging_clears_pre_quiesce_writes() {
     assert!(verify_events(&out).violations.is_empty());
 }
 
+/// The `dirty_report`s of a drive, and the witness's writes found while the device was in a
+/// DMA-allowed state (the witness of a logging device stays armed there).
+fn reports_and_running_writes(out: &Drove) -> (usize, usize) {
+    let reports = out
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::DirtyReport { .. }))
+        .count();
+    let mut running = true;
+    let mut writes = 0;
+    for e in &out.events {
+        match &e.kind {
+            EventKind::SetDone { to, ret: 0, .. } => running = to.dma_allowed(),
+            EventKind::Set { to, .. } if to.quiescent() => running = false,
+            EventKind::Dma {
+                src: DmaSource::Witness,
+                ..
+            } if running => writes += 1,
+            _ => {}
+        }
+    }
+    (reports, writes)
+}
+
+#[test]
+fn a_dma_log_that_drops_pages_is_dirty_log_missed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P)
+        .with_dirty_log()
+        .with(Misbehave::DirtyMiss)]);
+    let out = run(&mut sim, &[A], &edu_opts(dir.path()));
+    assert_eq!(out.sources.get("dirty_log").map(String::as_str), Some("ok"));
+    let (reports, writes) = reports_and_running_writes(&out);
+    assert!(
+        reports > 0 && writes > 0,
+        "{reports} reports, {writes} writes"
+    );
+    let r = verify_events(&out);
+    // The log drops every (one-page) edu transfer: the witness saw them land while running.
+    assert_eq!(
+        r.violated_rules(),
+        ["dirty-log-missed"],
+        "{:?}",
+        r.violations
+    );
+    assert_eq!(sim.state_of(A), Some(Running));
+}
+
+#[test]
+fn a_dma_log_that_has_every_page_raises_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P).with_dirty_log()]);
+    let out = run(&mut sim, &[A], &edu_opts(dir.path()));
+    let (reports, writes) = reports_and_running_writes(&out);
+    assert!(
+        reports > 0 && writes > 0,
+        "{reports} reports, {writes} writes"
+    );
+    // Every report is in the trace, dirty or clean, each over the time since the previous one.
+    let dirty_runs = out
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::Dma {
+                    src: DmaSource::DirtyLog,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(dirty_runs > 0);
+    let r = verify_events(&out);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+}
+
 #[test]
 fn conformance_reports_a_misbehaving_device() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1331,4 +1408,217 @@ fn the_stop_copy_size_is_asked_in_stop_copy_before_the_save() {
     };
     let rest = state.len() - state.len() / 2;
     assert!(label.ends_with(&format!("{rest} bytes")), "{label}");
+}
+
+// ---- issue 14 part C: resets and state read back while quiesced ----------------------------
+
+/// The `reset` plan on device A of the double with `m`.
+fn reset_plan(m: Option<Misbehave>) -> (Drove, SimVfio) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spec = SimSpec::new(A, P2P);
+    if let Some(m) = m {
+        spec = spec.with(m);
+    }
+    let mut sim = SimVfio::new([spec]);
+    let out = run(&mut sim, &[A], &opts(Plan::Reset, dir.path()));
+    (out, sim)
+}
+
+/// Each successful reset's next event of its device, which must be a GET: its state.
+fn states_after_resets(out: &Drove) -> Vec<MigState> {
+    let evs = &out.events;
+    let mut v = Vec::new();
+    for (n, e) in evs.iter().enumerate() {
+        if let EventKind::Reset { dev, ret: 0 } = &e.kind {
+            let next = evs[n + 1..].iter().find_map(|w| match &w.kind {
+                EventKind::Get { dev: d, state } if d == dev => Some(Some(*state)),
+                EventKind::Set { dev: d, .. } | EventKind::Reset { dev: d, .. } if d == dev => {
+                    Some(None)
+                }
+                _ => None,
+            });
+            v.push(next.flatten().expect("a GET follows the reset"));
+        }
+    }
+    v
+}
+
+fn data_files(out: &Drove) -> Vec<(DataDir, u64, migscope::trace::DataFile)> {
+    out.events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Data {
+                dir,
+                bytes,
+                file: Some(f),
+                ..
+            } => Some((*dir, *bytes, *f)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn marks(out: &Drove) -> Vec<String> {
+    out.events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Mark { label } => Some(label.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn reset_plan_resets_in_stop_copy_reads_back_and_a_correct_device_refuses_the_old_fd() {
+    let (out, sim) = reset_plan(None);
+    assert_eq!(out.error, None);
+    // RUNNING_P2P, STOP_COPY, the reset in STOP_COPY: the device is RUNNING, cleanup has
+    // nothing to do.
+    assert_eq!(
+        sets(&sim).into_iter().map(|(_, s)| s).collect::<Vec<_>>(),
+        vec![RunningP2p, StopCopy]
+    );
+    let resets: Vec<_> = sim
+        .calls
+        .iter()
+        .filter(|c| matches!(c, SimCall::Reset(_)))
+        .collect();
+    assert_eq!(resets.len(), 1);
+    assert_eq!(states_after_resets(&out), vec![Running]);
+    // The refused read is the expected outcome, named as such; no data moved after the reset.
+    let m = marks(&out);
+    assert!(
+        m.iter()
+            .any(|l| l.contains("from before the reset refused the read: ENODEV")),
+        "{m:?}"
+    );
+    assert!(data_files(&out).is_empty(), "{:?}", data_files(&out));
+    assert_eq!(violated(&out), Vec::<&str>::new());
+    assert_eq!(sim.state_of(A), Some(Running));
+}
+
+#[test]
+fn a_data_fd_that_still_reads_after_a_reset_is_stale_data_fd() {
+    let (out, sim) = reset_plan(Some(Misbehave::StaleFd));
+    assert_eq!(out.error, None);
+    let files = data_files(&out);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let (dir, bytes, f) = &files[0];
+    assert_eq!(*dir, DataDir::Save);
+    assert!(*bytes > 0);
+    // The fd STOP_COPY returned (generation 0) read at reset generation 1.
+    let fd = out
+        .events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::SetDone {
+                to: StopCopy,
+                data_fd,
+                ..
+            } => *data_fd,
+            _ => None,
+        })
+        .expect("STOP_COPY returned a data_fd");
+    assert_eq!((f.fd, f.fd_gen, f.reset_gen), (fd, 0, 1));
+    assert_eq!(violated(&out), vec!["stale-data-fd"]);
+    assert_eq!(sim.state_of(A), Some(Running));
+}
+
+#[test]
+fn a_reset_that_leaves_the_migration_state_is_a_state_mismatch_and_the_device_still_ends_running() {
+    let (out, sim) = reset_plan(Some(Misbehave::LostReset));
+    assert_eq!(states_after_resets(&out), vec![StopCopy]);
+    let v = violated(&out);
+    assert!(v.contains(&"state-mismatch"), "{v:?}");
+    // drive takes the GET's word: cleanup walks the device back from STOP_COPY.
+    assert_eq!(sim.state_of(A), Some(Running));
+    assert_eq!(out.final_states, vec![(A.to_owned(), "RUNNING".to_owned())]);
+}
+
+#[test]
+fn data_events_carry_the_data_fd_and_its_reset_generation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P)]);
+    let out = run(&mut sim, &[A], &opts(Plan::StopCopy, dir.path()));
+    let files = data_files(&out);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!((files[0].2.fd_gen, files[0].2.reset_gen), (0, 0));
+    assert_eq!(violated(&out), Vec::<&str>::new());
+}
+
+/// GETs of `dev` that follow the GET right after a SET, before the next SET (the ones drive
+/// made while dwelling).
+fn dwell_gets(out: &Drove, dev: &str) -> Vec<MigState> {
+    let mut v = Vec::new();
+    let mut since_done: Option<u32> = None;
+    for e in &out.events {
+        match &e.kind {
+            EventKind::SetDone { dev: d, .. } if d == dev => since_done = Some(0),
+            EventKind::Set { dev: d, .. } | EventKind::Reset { dev: d, .. } if d == dev => {
+                since_done = None;
+            }
+            EventKind::Get { dev: d, state } if d == dev => {
+                if let Some(n) = since_done.as_mut() {
+                    *n += 1;
+                    if *n >= 2 {
+                        v.push(*state);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    v
+}
+
+fn dwelling_opts(dir: &std::path::Path, dwell_ms: u64) -> vfio::Options {
+    let mut o = opts(Plan::StopCopy, dir);
+    o.dwell = std::time::Duration::from_millis(dwell_ms);
+    o.poll = std::time::Duration::from_millis(5);
+    o
+}
+
+#[test]
+fn dwelling_reads_each_quiesced_device_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimVfio::new([SimSpec::new(A, P2P)]);
+    // Longer than the read-back period: at least one GET while dwelling in each quiescent step.
+    let dwell = 2 * vfio::controller::QUIESCED_GET_EVERY.as_millis() as u64;
+    let out = run(&mut sim, &[A], &dwelling_opts(dir.path(), dwell));
+    let gets = dwell_gets(&out, A);
+    // RUNNING_P2P, STOP_COPY, STOP and the second RUNNING_P2P dwell; RUNNING does not.
+    for s in [RunningP2p, StopCopy, Stop] {
+        assert!(
+            gets.contains(&s),
+            "no GET while dwelling in {s:?}: {gets:?}"
+        );
+    }
+    assert!(!gets.contains(&Running), "{gets:?}");
+    assert_eq!(violated(&out), Vec::<&str>::new());
+}
+
+#[test]
+fn a_device_that_runs_without_a_set_while_quiesced_is_caught_by_the_read_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = || SimSpec::new(A, P2P).with(Misbehave::RunsBeforeGet(2));
+    let dwell = 2 * vfio::controller::QUIESCED_GET_EVERY.as_millis() as u64;
+    let mut sim = SimVfio::new([spec()]);
+    let out = run(&mut sim, &[A], &dwelling_opts(dir.path(), dwell));
+    // The second GET after the RUNNING_P2P SET is a dwell's: it finds the device RUNNING.
+    assert_eq!(dwell_gets(&out, A).first(), Some(&Running));
+    let v = violated(&out);
+    assert!(v.contains(&"state-mismatch"), "{v:?}");
+    assert!(
+        marks(&out)
+            .iter()
+            .any(|l| l.contains("left RUNNING_P2P without a SET: GET RUNNING")),
+        "{:?}",
+        marks(&out)
+    );
+    assert_eq!(sim.state_of(A), Some(Running));
+    // Without dwelling there is no second GET: the same device goes unseen (what the
+    // read-back adds).
+    let mut sim = SimVfio::new([spec()]);
+    let out = run(&mut sim, &[A], &dwelling_opts(dir.path(), 0));
+    assert!(!violated(&out).contains(&"state-mismatch"));
 }

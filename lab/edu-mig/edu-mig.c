@@ -15,10 +15,13 @@
  *  - STOP_COPY streams the register state through a data fd (one checksummed record),
  *    RESUMING validates it (length, magic, version, kind, checksum: an empty, truncated,
  *    oversized or corrupt stream fails the write or the SET out of RESUMING) and restores it;
+ *  - dma_log=1 offers device DMA logging through vfio_pci_core's log_ops (where the kernel
+ *    has the iova_bitmap helpers): every edu->RAM transfer userspace starts through BAR0 marks
+ *    its IOVA pages dirty in per-range bitmaps, reported through the core's iova_bitmap_set();
  *  - VFIO_DEVICE_RESET returns the device to RUNNING.
  * bug= makes it misbehave like real drivers can: early_p2p, irq_in_stop, fail_p2p, no_steps,
  * late_dma, accept_corrupt, swap_addr; and (issue 14) fw_crash, fail_stopcopy, late_flush,
- * precopy_lie, echo_flags, size_lie.
+ * precopy_lie, echo_flags, size_lie, stale_fd, lost_reset, slow_arc, async_state, dirty_miss.
  */
 
 #include <linux/anon_inodes.h>
@@ -26,6 +29,8 @@
 #include <linux/delay.h>
 #include <linux/file.h>
 #include <linux/interrupt.h>
+#include <linux/interval_tree.h>
+#include <linux/iova_bitmap.h>
 #include <linux/irq.h>
 #include <linux/irqdesc.h>
 #include <linux/ktime.h>
@@ -37,6 +42,7 @@
 #include <linux/version.h>
 #include <linux/vfio.h>
 #include <linux/vfio_pci_core.h>
+#include <linux/vmalloc.h>
 #include <linux/task_work.h>
 
 #define EDU_VENDOR 0x1234
@@ -68,13 +74,46 @@
 #define EDU_HAVE_PRECOPY 1
 #endif
 
+/*
+ * Device DMA logging needs the core's iova_bitmap helpers. Up to 6.6 they are part of vfio.ko
+ * (drivers/vfio/iova_bitmap.c, exported iova_bitmap_set); from 6.7 they live in
+ * drivers/iommu/iommufd/iova_bitmap.c, built only with CONFIG_IOMMUFD_DRIVER, and without it
+ * include/linux/iova_bitmap.h stubs them out (iova_bitmap_alloc() returns -EOPNOTSUPP), so
+ * vfio_ioctl_device_feature_logging_report() fails whatever the driver does. Debian's 6.12
+ * config has neither CONFIG_IOMMUFD nor a driver selecting IOMMUFD_DRIVER: there edu-mig offers
+ * no DMA logging (dma_log=1 is noted at bind and ignored; the lab skips its dirty-miss cases).
+ */
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 7, 0) || IS_ENABLED(CONFIG_IOMMUFD_DRIVER)
+#define EDU_HAVE_DMA_LOGGING 1
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 13, 0)
+MODULE_IMPORT_NS("IOMMUFD");
+#elif LINUX_VERSION_CODE >= KERNEL_VERSION(6, 7, 0)
+MODULE_IMPORT_NS(IOMMUFD);
+#endif
+#endif
+/* Device DMA logging: most ranges and pages one START may track. */
+#define EDU_LOG_MAX_RANGES 16
+#define EDU_LOG_MAX_PAGES (1UL << 26)
+/* edu's default DMA mask (hw/misc/edu.c, edu_clamp_addr): 28 address bits. */
+#define EDU_DMA_MASK ((1ULL << 28) - 1)
+
 static bool precopy;
 module_param(precopy, bool, 0644);
 MODULE_PARM_DESC(precopy, "also report PRE_COPY (6.2+ kernels), read at bind time");
 
 static char bug[32];
 module_param_string(bug, bug, sizeof(bug), 0644);
-MODULE_PARM_DESC(bug, "misbehave: early_p2p, irq_in_stop, fail_p2p, no_steps, late_dma, accept_corrupt, swap_addr, fw_crash, fail_stopcopy, late_flush, precopy_lie, echo_flags, size_lie (read at each SET)");
+MODULE_PARM_DESC(bug, "misbehave: early_p2p, irq_in_stop, fail_p2p, no_steps, late_dma, accept_corrupt, swap_addr, fw_crash, fail_stopcopy, late_flush, precopy_lie, echo_flags, size_lie, stale_fd, lost_reset, slow_arc, async_state, dirty_miss (read at each SET, reset and BAR0 write; dirty_miss at each transfer)");
+
+static unsigned int slow_arc_ms = 5000;
+module_param(slow_arc_ms, uint, 0644);
+MODULE_PARM_DESC(slow_arc_ms,
+		 "bug=slow_arc: milliseconds the RUNNING_P2P -> STOP arc stalls under state_mutex (keep it far below hung-task and RCU stall timeouts)");
+
+static bool dma_log;
+module_param(dma_log, bool, 0644);
+MODULE_PARM_DESC(dma_log,
+		 "offer device DMA logging (VFIO_DEVICE_FEATURE_DMA_LOGGING_*), read at bind time; needs the kernel's iova_bitmap helpers (up to 6.6, or CONFIG_IOMMUFD_DRIVER)");
 
 static unsigned int fw_crash_after = 2;
 module_param(fw_crash_after, uint, 0644);
@@ -102,6 +141,12 @@ enum edu_bug {
 	/* issue 14, proof power part B */
 	EDU_BUG_ACCEPT_CORRUPT,
 	EDU_BUG_SWAP_ADDR,
+	/* issue 14, proof power part C */
+	EDU_BUG_STALE_FD,
+	EDU_BUG_LOST_RESET,
+	EDU_BUG_SLOW_ARC,
+	EDU_BUG_ASYNC_STATE,
+	EDU_BUG_DIRTY_MISS,
 };
 
 static enum edu_bug current_bug(void)
@@ -132,6 +177,16 @@ static enum edu_bug current_bug(void)
 		return EDU_BUG_ACCEPT_CORRUPT;
 	if (sysfs_streq(bug, "swap_addr"))
 		return EDU_BUG_SWAP_ADDR;
+	if (sysfs_streq(bug, "stale_fd"))
+		return EDU_BUG_STALE_FD;
+	if (sysfs_streq(bug, "lost_reset"))
+		return EDU_BUG_LOST_RESET;
+	if (sysfs_streq(bug, "slow_arc"))
+		return EDU_BUG_SLOW_ARC;
+	if (sysfs_streq(bug, "async_state"))
+		return EDU_BUG_ASYNC_STATE;
+	if (sysfs_streq(bug, "dirty_miss"))
+		return EDU_BUG_DIRTY_MISS;
 	return EDU_BUG_NONE;
 }
 
@@ -158,6 +213,13 @@ struct edu_mig_record {
 #define EDU_REC_FINAL 2
 
 struct edu_mig_dev;
+
+/* One range of a DMA logging START: a dirty bit per page of [start, last]. */
+struct edu_log_range {
+	unsigned long start;
+	unsigned long last;
+	unsigned long *bits;
+};
 
 struct edu_mig_file {
 	struct file *filp;
@@ -199,6 +261,23 @@ struct edu_mig_dev {
 	const char *late_what; /* which bug= armed the late write, and after which arc */
 	/* bug=fw_crash: SETs since open or the last reset. */
 	unsigned int fw_sets;
+	/* bug=async_state: the device already dropped to RUNNING once since open or reset. */
+	bool async_fired;
+	/*
+	 * Device DMA logging (dma_log=1). log_lock nests inside state_mutex. A transfer started on
+	 * the device marks its pages at once and again at every report while it is in flight: edu
+	 * writes RAM ~100 ms after the command, so a page reported and cleared before the data
+	 * landed must show up in the next report too.
+	 */
+	struct mutex log_lock;
+	bool logging;
+	u32 log_nranges;
+	struct edu_log_range log[EDU_LOG_MAX_RANGES];
+	bool log_inflight;
+	u64 log_inflight_iova;
+	u64 log_inflight_len;
+	/* Pages bug=dirty_miss left out of the log since logging started (the lab reads it). */
+	u64 log_dropped;
 };
 
 static struct edu_mig_dev *to_edev(struct vfio_device *vdev)
@@ -552,6 +631,219 @@ static int edu_drain_dma(struct edu_mig_dev *edev)
  * and put the user's value back, under vfio-pci-core's memory_lock as its own PCI_COMMAND
  * writes are (drivers/vfio/pci/vfio_pci_config.c vfio_basic_config_write).
  */
+/* ---- device DMA logging (dma_log=1) ----------------------------------------------------- */
+
+/*
+ * Marks [iova, iova + len) dirty in the range that holds each page (caller holds log_lock).
+ * bug=dirty_miss drops the last page of every edu transfer from the log, so a transfer within
+ * one page (the lab's workload) is not logged at all: the class of mlx5's tracker losing the
+ * tail of a report, pds_vfio_pci's dirty_sync and QEMU's missed 64-bit window.
+ */
+static void edu_log_mark_locked(struct edu_mig_dev *edev, u64 iova, u64 len, bool transfer)
+{
+	u64 first, last, p;
+	u32 i;
+
+	if (!edev->logging || !len)
+		return;
+	first = iova >> PAGE_SHIFT;
+	last = (iova + len - 1) >> PAGE_SHIFT;
+	if (transfer && current_bug() == EDU_BUG_DIRTY_MISS) {
+		edev->log_dropped++;
+		if (last == first)
+			return;
+		last--;
+	}
+	for (p = first; p <= last; p++) {
+		unsigned long a = p << PAGE_SHIFT;
+
+		for (i = 0; i < edev->log_nranges; i++) {
+			struct edu_log_range *r = &edev->log[i];
+
+			if (a >= r->start && a <= r->last) {
+				set_bit((a - r->start) >> PAGE_SHIFT, r->bits);
+				break;
+			}
+		}
+	}
+}
+
+static void edu_log_mark(struct edu_mig_dev *edev, u64 iova, u64 len, bool transfer)
+{
+	mutex_lock(&edev->log_lock);
+	edu_log_mark_locked(edev, iova, len, transfer);
+	mutex_unlock(&edev->log_lock);
+}
+
+/*
+ * Notes a command about to reach edu's CMD register: the edu->RAM transfer it starts is
+ * logged, and stays in flight (re-marked at each report) until edu clears its run bit. Returns
+ * with log_lock held: the caller writes the command and then calls edu_log_command_end(), so
+ * no report can see the transfer marked but edu not yet running it (and drop it as done).
+ */
+static void edu_log_command_begin(struct edu_mig_dev *edev, u64 cmd)
+{
+	void __iomem *b = edev->bar0;
+	u64 dst, cnt;
+
+	mutex_lock(&edev->log_lock);
+	if (!b || !edev->logging ||
+	    (cmd & (EDU_DMA_RUN | EDU_DMA_TO_RAM)) != (EDU_DMA_RUN | EDU_DMA_TO_RAM))
+		return;
+	/* edu ignores a command while a transfer runs (hw/misc/edu.c, edu_mmio_write). */
+	if (readq(b + EDU_REG_DMA_CMD) & EDU_DMA_RUN)
+		return;
+	dst = readq(b + EDU_REG_DMA_DST) & EDU_DMA_MASK;
+	cnt = readq(b + EDU_REG_DMA_CNT);
+	edev->log_inflight = true;
+	edev->log_inflight_iova = dst;
+	edev->log_inflight_len = cnt;
+	edu_log_mark_locked(edev, dst, cnt, true);
+}
+
+static void edu_log_command_end(struct edu_mig_dev *edev)
+{
+	mutex_unlock(&edev->log_lock);
+}
+
+static void edu_log_free(struct edu_mig_dev *edev)
+{
+	u32 i;
+
+	for (i = 0; i < edev->log_nranges; i++) {
+		vfree(edev->log[i].bits);
+		edev->log[i].bits = NULL;
+	}
+	edev->log_nranges = 0;
+	edev->logging = false;
+	edev->log_inflight = false;
+}
+
+#ifdef EDU_HAVE_DMA_LOGGING
+/*
+ * DMA_LOGGING_START: vfio_ioctl_device_feature_logging_start() (drivers/vfio/vfio_main.c) has
+ * checked the ranges (page aligned, not overlapping) and built the interval tree; one bitmap
+ * of pages per range. vfio.h (struct vfio_log_ops): a second START without a STOP is refused.
+ */
+static int edu_log_start(struct vfio_device *vdev, struct rb_root_cached *ranges, u32 nnodes,
+			 u64 *page_size)
+{
+	struct edu_mig_dev *edev = to_edev(vdev);
+	struct interval_tree_node *node;
+	unsigned long total = 0;
+	int ret = 0;
+	u32 n = 0;
+
+	if (nnodes > EDU_LOG_MAX_RANGES)
+		return -E2BIG;
+	mutex_lock(&edev->log_lock);
+	if (edev->logging) {
+		ret = -EBUSY;
+		goto out;
+	}
+	for (node = interval_tree_iter_first(ranges, 0, ULONG_MAX); node;
+	     node = interval_tree_iter_next(node, 0, ULONG_MAX)) {
+		struct edu_log_range *r = &edev->log[n];
+		unsigned long start = node->start & PAGE_MASK;
+		unsigned long pages = ((node->last - start) >> PAGE_SHIFT) + 1;
+
+		if (n == EDU_LOG_MAX_RANGES || pages > EDU_LOG_MAX_PAGES - total) {
+			ret = -E2BIG;
+			break;
+		}
+		r->bits = vzalloc(BITS_TO_LONGS(pages) * sizeof(unsigned long));
+		if (!r->bits) {
+			ret = -ENOMEM;
+			break;
+		}
+		r->start = start;
+		r->last = start + (pages << PAGE_SHIFT) - 1;
+		total += pages;
+		edev->log_nranges = ++n;
+	}
+	if (ret) {
+		edu_log_free(edev);
+		goto out;
+	}
+	edev->logging = true;
+	edev->log_dropped = 0;
+	/* The page size asked for is a hint; the driver tracks at its own granularity (vfio.h). */
+	*page_size = PAGE_SIZE;
+	pci_info(edev->core.pdev, "edu-mig: DMA logging started: %u ranges, %lu pages%s\n", n,
+		 total, current_bug() == EDU_BUG_DIRTY_MISS ? " (bug=dirty_miss)" : "");
+out:
+	mutex_unlock(&edev->log_lock);
+	return ret;
+}
+
+static int edu_log_stop(struct vfio_device *vdev)
+{
+	struct edu_mig_dev *edev = to_edev(vdev);
+
+	mutex_lock(&edev->log_lock);
+	/* The lab reads this line. */
+	if (edev->logging)
+		pci_info(edev->core.pdev,
+			 "edu-mig: DMA logging stopped: %llu transfers' last pages dropped (bug=dirty_miss)\n",
+			 edev->log_dropped);
+	edu_log_free(edev);
+	mutex_unlock(&edev->log_lock);
+	return 0;
+}
+
+/*
+ * DMA_LOGGING_REPORT, one chunk of the user's bitmap at a time (iova_bitmap_for_each() from
+ * vfio_ioctl_device_feature_logging_report()): every dirty page of [iova, iova + length) is
+ * set with iova_bitmap_set() and cleared here; a transfer still in flight is marked again for
+ * the next report (its data may land after this one).
+ */
+static int edu_log_read_and_clear(struct vfio_device *vdev, unsigned long iova,
+				  unsigned long length, struct iova_bitmap *dirty)
+{
+	struct edu_mig_dev *edev = to_edev(vdev);
+	unsigned long end = iova + length - 1;
+	u32 i;
+
+	mutex_lock(&edev->log_lock);
+	if (!edev->logging) {
+		mutex_unlock(&edev->log_lock);
+		return -EINVAL;
+	}
+	for (i = 0; i < edev->log_nranges; i++) {
+		struct edu_log_range *r = &edev->log[i];
+		unsigned long lo = max(iova, r->start), hi = min(end, r->last), bit, stop;
+
+		if (lo > hi)
+			continue;
+		stop = ((hi - r->start) >> PAGE_SHIFT) + 1;
+		for (bit = find_next_bit(r->bits, stop, (lo - r->start) >> PAGE_SHIFT); bit < stop;
+		     bit = find_next_bit(r->bits, stop, bit + 1)) {
+			unsigned long a = r->start + (bit << PAGE_SHIFT);
+
+			clear_bit(bit, r->bits);
+			iova_bitmap_set(dirty, max(a, iova), PAGE_SIZE);
+		}
+	}
+	if (edev->log_inflight) {
+		u64 cmd = edev->bar0 ? readq(edev->bar0 + EDU_REG_DMA_CMD) : 0;
+
+		if (cmd & EDU_DMA_RUN)
+			edu_log_mark_locked(edev, edev->log_inflight_iova, edev->log_inflight_len,
+					    true);
+		else
+			edev->log_inflight = false;
+	}
+	mutex_unlock(&edev->log_lock);
+	return 0;
+}
+
+static const struct vfio_log_ops edu_log_ops = {
+	.log_start = edu_log_start,
+	.log_stop = edu_log_stop,
+	.log_read_and_clear = edu_log_read_and_clear,
+};
+#endif
+
 static u16 edu_decode_begin(struct edu_mig_dev *edev)
 {
 	struct pci_dev *pdev = edev->core.pdev;
@@ -621,7 +913,9 @@ static void edu_release_held(struct edu_mig_dev *edev)
 	if (edev->held_cmd) {
 		pci_info(edev->core.pdev, "edu-mig: released held DMA command %#llx\n",
 			 edev->held_cmd);
+		edu_log_command_begin(edev, edev->held_cmd);
 		writeq(edev->held_cmd, b + EDU_REG_DMA_CMD);
+		edu_log_command_end(edev);
 	}
 	edev->held_cmd = 0;
 	if (edev->held_irq)
@@ -630,6 +924,27 @@ static void edu_release_held(struct edu_mig_dev *edev)
 	if (edev->pending_irq_restore)
 		iowrite32(edev->pending_irq_restore, b + EDU_REG_IRQ_RAISE);
 	edev->pending_irq_restore = 0;
+}
+
+/*
+ * bug=stale_fd: pds_vfio_pci's "clear the save/restore FDs on reset": VFIO_DEVICE_RESET drops
+ * the driver's references to its migration files but leaves them working, so a data_fd
+ * returned before the reset still reads the pre-reset stream. The correct driver disables
+ * them (reads and writes fail -ENODEV, as edu_file_read/edu_file_write do).
+ */
+static void edu_forget_files(struct edu_mig_dev *edev)
+{
+	pci_info(edev->core.pdev,
+		 "edu-mig: bug=stale_fd: reset leaves the migration files working (save %d, resume %d)\n",
+		 !!edev->save, !!edev->resume);
+	if (edev->save) {
+		fput(edev->save->filp);
+		edev->save = NULL;
+	}
+	if (edev->resume) {
+		fput(edev->resume->filp);
+		edev->resume = NULL;
+	}
 }
 
 static void edu_reset_mig(struct edu_mig_dev *edev)
@@ -641,6 +956,7 @@ static void edu_reset_mig(struct edu_mig_dev *edev)
 	edev->held_fact_valid = false;
 	edev->pending_irq_restore = 0;
 	edev->fw_sets = 0;
+	edev->async_fired = false;
 	edu_disable_files(edev);
 	edev->state = VFIO_DEVICE_STATE_RUNNING;
 }
@@ -806,6 +1122,8 @@ static void edu_late_dma_twork(struct callback_head *head)
 	fsleep(late_dma_us);
 	ret = vfio_dma_rw(&edev->core.vdev, edev->late_iova, data, sizeof(data) - 1, true);
 	at = ktime_get_ns();
+	/* A device write like any other: its own DMA log has it. */
+	edu_log_mark(edev, edev->late_iova, sizeof(data) - 1, false);
 	/* The lab reads this line: when (trace clock) and where the late write landed. */
 	pci_info(edev->core.pdev,
 		 "edu-mig: %s: wrote %zu bytes at iova %#llx at %llu ns, %llu us after the arc returned (ret %d)\n",
@@ -933,6 +1251,20 @@ static struct file *edu_step(struct edu_mig_dev *edev, enum vfio_device_mig_stat
 			msleep(EDU_IRQ_SETTLE_MS);
 		}
 		return NULL;
+	}
+	if (cur == VFIO_DEVICE_STATE_RUNNING_P2P && next == VFIO_DEVICE_STATE_STOP &&
+	    edev->bug == EDU_BUG_SLOW_ARC) {
+		/*
+		 * bug=slow_arc: the arc where a real driver waits on its device (mlx5_vfio_pci's
+		 * RUNNING_P2P -> STOP suspends the function with a firmware command and its
+		 * timeout) stalls under state_mutex, as a SET blocked on a deadlocked mutex or a
+		 * hung command would: every GET waits behind it. msleep: the task sleeps, no RCU
+		 * stall; slow_arc_ms stays far below the hung-task timeout.
+		 */
+		pci_info(edev->core.pdev, "edu-mig: bug=slow_arc: RUNNING_P2P -> STOP stalls %u ms\n",
+			 slow_arc_ms);
+		msleep(slow_arc_ms);
+		pci_info(edev->core.pdev, "edu-mig: bug=slow_arc: stall over\n");
 	}
 	if (cur == VFIO_DEVICE_STATE_STOP && next == VFIO_DEVICE_STATE_STOP_COPY) {
 		ret = edu_stopcopy_bugs(edev);
@@ -1157,6 +1489,25 @@ static bool edu_hold_write(struct edu_mig_dev *edev, u64 off, u64 val, size_t co
 	}
 }
 
+/*
+ * bug=async_state: the migration state changes without a SET (a reset_done handler run behind
+ * the VMM's back, libvfio-user issue #853): the first DMA command written while quiesced
+ * (held) drops the device to RUNNING, ends its data sessions and starts the held work, once
+ * per open or reset. Caller holds state_mutex.
+ */
+static void edu_async_bugs(struct edu_mig_dev *edev)
+{
+	if (current_bug() != EDU_BUG_ASYNC_STATE || edev->async_fired)
+		return;
+	edev->async_fired = true;
+	pci_info(edev->core.pdev,
+		 "edu-mig: bug=async_state: DMA command written in state %u: RUNNING without a SET\n",
+		 edev->state);
+	edu_disable_files(edev);
+	edev->state = VFIO_DEVICE_STATE_RUNNING;
+	edu_release_held(edev);
+}
+
 static ssize_t edu_write(struct vfio_device *vdev, const char __user *buf, size_t count,
 			 loff_t *ppos)
 {
@@ -1180,8 +1531,16 @@ static ssize_t edu_write(struct vfio_device *vdev, const char __user *buf, size_
 	if (edu_hold_write(edev, off, le64_to_cpu(val), count)) {
 		*ppos += count;
 		ret = count;
+		if (off == EDU_REG_DMA_CMD && edev->held_cmd)
+			edu_async_bugs(edev);
 	} else {
+		bool cmd = off == EDU_REG_DMA_CMD;
+
+		if (cmd)
+			edu_log_command_begin(edev, le64_to_cpu(val));
 		ret = vfio_pci_core_write(vdev, buf, count, ppos);
+		if (cmd)
+			edu_log_command_end(edev);
 	}
 	mutex_unlock(&edev->state_mutex);
 	return ret;
@@ -1248,7 +1607,24 @@ static long edu_ioctl(struct vfio_device *vdev, unsigned int cmd, unsigned long 
 	mutex_lock(&edev->state_mutex);
 	if (edev->bar0)
 		edu_quiet(edev, "reset");
-	edu_reset_mig(edev);
+	switch (current_bug()) {
+	case EDU_BUG_LOST_RESET:
+		/*
+		 * The deferred reset of hisi_acc_vfio_pci / mlx5_vfio_pci (their reset_done handler
+		 * only flags it when state_mutex is busy; the unlock path runs it) lost: the
+		 * migration state, its held work and its files stay as they were.
+		 */
+		pci_info(edev->core.pdev,
+			 "edu-mig: bug=lost_reset: reset left the migration state at %u\n",
+			 edev->state);
+		break;
+	case EDU_BUG_STALE_FD:
+		edu_forget_files(edev);
+		edu_reset_mig(edev);
+		break;
+	default:
+		edu_reset_mig(edev);
+	}
 	mutex_unlock(&edev->state_mutex);
 	if (ret == -EINVAL && !edev->core.reset_works)
 		ret = 0;
@@ -1293,6 +1669,10 @@ static void edu_close_device(struct vfio_device *vdev)
 	if (edev->bar0)
 		edu_quiet(edev, "close");
 	edu_reset_mig(edev);
+	/* The core does not stop DMA logging at close (vfio_device_last_close): this does. */
+	mutex_lock(&edev->log_lock);
+	edu_log_free(edev);
+	mutex_unlock(&edev->log_lock);
 	if (edev->bar0)
 		pci_iounmap(edev->core.pdev, edev->bar0);
 	edev->bar0 = NULL;
@@ -1305,12 +1685,18 @@ static int edu_init_dev(struct vfio_device *vdev)
 	struct edu_mig_dev *edev = to_edev(vdev);
 
 	mutex_init(&edev->state_mutex);
+	mutex_init(&edev->log_lock);
 	vdev->migration_flags = VFIO_MIGRATION_STOP_COPY | VFIO_MIGRATION_P2P;
 #ifdef EDU_HAVE_PRECOPY
 	if (precopy)
 		vdev->migration_flags |= VFIO_MIGRATION_PRE_COPY;
 #endif
 	vdev->mig_ops = &edu_mig_ops;
+#ifdef EDU_HAVE_DMA_LOGGING
+	/* A static property of the device, set before it is registered (include/linux/vfio.h). */
+	if (dma_log)
+		vdev->log_ops = &edu_log_ops;
+#endif
 	edev->state = VFIO_DEVICE_STATE_RUNNING;
 	return vfio_pci_core_init_dev(vdev);
 }
@@ -1319,6 +1705,7 @@ static void edu_release_dev(struct vfio_device *vdev)
 {
 	struct edu_mig_dev *edev = to_edev(vdev);
 
+	mutex_destroy(&edev->log_lock);
 	mutex_destroy(&edev->state_mutex);
 	vfio_pci_core_release_dev(vdev);
 }
@@ -1352,8 +1739,13 @@ static int edu_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		vfio_put_device(&edev->core.vdev);
 		return ret;
 	}
-	pci_info(pdev, "edu-mig: migration flags %#llx%s%s\n",
-		 (unsigned long long)edev->core.vdev.migration_flags, bug[0] ? " bug=" : "", bug);
+	/* The lab reads this line: " dma_log" when DMA logging is offered. */
+	pci_info(pdev, "edu-mig: migration flags %#llx%s%s%s\n",
+		 (unsigned long long)edev->core.vdev.migration_flags,
+		 edev->core.vdev.log_ops ? " dma_log" : "", bug[0] ? " bug=" : "", bug);
+	if (dma_log && !edev->core.vdev.log_ops)
+		pci_info(pdev,
+			 "edu-mig: dma_log=1 not offered: this kernel has no iova_bitmap helpers (6.7+ without CONFIG_IOMMUFD_DRIVER)\n");
 	return 0;
 }
 

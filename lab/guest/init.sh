@@ -37,13 +37,14 @@ for b in $EDU_DEVS; do
 done
 echo "LAB:READY uptime=$(cut -d' ' -f1 /proc/uptime) devices=$(echo $EDU_DEVS)"
 
-# lab_scenario NAME BUG PRECOPY -- CMD...: configure edu-mig, rebind (flags are read at
-# probe), run CMD with its output in /out/NAME, print one result marker.
+# lab_scenario NAME BUG PRECOPY DMA_LOG -- CMD...: configure edu-mig, rebind (flags and log_ops
+# are read at probe), run CMD with its output in /out/NAME, print one result marker.
 lab_scenario() {
-	name=$1 bug=$2 precopy=$3
-	shift 4
+	name=$1 bug=$2 precopy=$3 dma_log=$4
+	shift 5
 	echo "$bug" > /sys/module/edu_mig/parameters/bug
 	echo "$precopy" > /sys/module/edu_mig/parameters/precopy
+	echo "$dma_log" > /sys/module/edu_mig/parameters/dma_log
 	for b in $EDU_DEVS; do
 		echo $b > /sys/bus/pci/drivers/edu_mig/unbind
 		echo $b > /sys/bus/pci/drivers_probe
@@ -125,6 +126,96 @@ drive_rec() {
 	kill -INT $p
 	wait $p
 	return $rc
+}
+
+# tui_wait CMD: until the shell command CMD succeeds, at most 120 s by the clock.
+tui_wait() {
+	tw_end=$(($(up10) + 1200))
+	until eval "$1"; do
+		[ "$(up10)" -lt $tw_end ] || return 1
+		sleep 0.1
+	done
+}
+
+# tui_give_up WHY: a drive_tui wait ran out: say why, keep the pane (fail.txt), quit the view
+# and end tmux.
+tui_give_up() {
+	echo "drive_tui: $1" >&2
+	tmux -L lab capture-pane -p -t drive > fail.txt 2>&1
+	tmux -L lab send-keys -t drive q
+	tui_wait '[ -s drive.rc ]'
+	tmux -L lab kill-server
+}
+
+# drive_tui BDF: `migscope drive --tui` on the device in a tmux pane (120x40, in this
+# directory), read back with `tmux capture-pane -p`: mid.txt once drive's trace has the SET to
+# STOP_COPY done and the view lists it (the device is quiesced: RUNNING_P2P, STOP_COPY and
+# STOP each dwell 2 s), with the SETs the trace had right then (mid.sets); final.txt once the
+# trace is complete (renamed from .partial: the verdict is final) and the view shows a final
+# verdict; then `q`, and after.txt (the terminal given back, drive's results printed). Every
+# wait is on such a fact, at most 120 s each. drive's stderr, with the view's frame times
+# (MIGSCOPE_TUI_FRAMES), in drive.err. Returns drive's exit status.
+drive_tui() {
+	bdf=$1
+	# tmux clients whose stdin is a terminal (the console) make the server read its terminfo,
+	# which the guest does not carry ("can't find terminfo database"); no client needs one.
+	exec < /dev/null
+	rm -f drive.rc trace.jsonl trace.jsonl.partial
+	tmux -L lab new-session -d -s drive -x 120 -y 40 -c "$PWD" \
+		"MIGSCOPE_TUI_FRAMES=1 migscope drive --device $bdf --plan stopcopy --workload edu --dwell-ms 2000 -o trace.jsonl --tui 2> drive.err; echo \$? > drive.rc; sleep 600" ||
+		return 3
+	stopcopy="\"ev\":\"set_done\",\"dev\":\"$bdf\",\"to\":\"STOP_COPY\",\"ret\":0"
+	tui_wait 'grep -q "$stopcopy" trace.jsonl.partial 2> /dev/null' ||
+		{ tui_give_up "the trace never had the SET to STOP_COPY done"; return 3; }
+	tui_wait 'tmux -L lab capture-pane -p -t drive > mid.txt && grep -q "set_done $bdf STOP_COPY" mid.txt' ||
+		{ tui_give_up "the view never listed the SET to STOP_COPY"; return 3; }
+	grep '"ev":"set' trace.jsonl.partial > mid.sets
+	tui_wait '[ -f trace.jsonl ]' || { tui_give_up "the trace was never completed"; return 3; }
+	tui_wait 'tmux -L lab capture-pane -p -t drive > final.txt && head -n 1 final.txt | grep -qE " (PASS|FAIL|INCONCLUSIVE)  [0-9]+ viol"' ||
+		{ tui_give_up "the view never showed a final verdict"; return 3; }
+	tmux -L lab send-keys -t drive q
+	tui_wait '[ -s drive.rc ]' || { tui_give_up "drive did not end on q"; return 3; }
+	tmux -L lab capture-pane -p -t drive > after.txt
+	tmux -L lab kill-server
+	return "$(cat drive.rc)"
+}
+
+# drive_rss SECS BASE_SECS: `migscope drive` on 0000:00:02.0 with the edu workload through 1500 cycles
+# of RUNNING_P2P,STOP_COPY,STOP,RUNNING_P2P,RUNNING, ended with SIGINT after SECS seconds
+# (drive returns the device to RUNNING and completes the trace); its VmRSS and VmHWM every
+# 10 s (`rss-sample` lines), then one `rss BIN secs= first= last= hwm= events= exit=` line
+# (first: the first sample 60 s in, past the set-up). With /bin/migscope-base (an earlier
+# build, MIGSCOPE_LAB_BASE) the same for it first, for BASE_SECS. Returns 1 when a drive left
+# no trace.
+drive_rss() {
+	cycle=RUNNING_P2P,STOP_COPY,STOP,RUNNING_P2P,RUNNING
+	plan=$(awk -v c=$cycle 'BEGIN { s = c; for (i = 1; i < 1500; i++) s = s "," c; print s }')
+	rss_rc=0
+	for bin in migscope-base migscope; do
+		command -v $bin > /dev/null || continue
+		$bin drive --device 0000:00:02.0 --plan "$plan" --workload edu -o $bin.jsonl > $bin.out 2> $bin.err &
+		p=$!
+		secs=$1
+		[ $bin = migscope ] || secs=$2
+		t0=$(up10)
+		first="" rss="" hwm=""
+		while kill -0 $p 2> /dev/null && [ "$(up10)" -lt $((t0 + secs * 10)) ]; do
+			s=$((($(up10) - t0) / 10))
+			rss=$(awk '/^VmRSS/ { print $2 }' /proc/$p/status)
+			hwm=$(awk '/^VmHWM/ { print $2 }' /proc/$p/status)
+			[ -n "$first" ] || [ $s -lt 60 ] || first=$rss
+			echo "rss-sample $bin t=$s rss=$rss hwm=$hwm"
+			sleep 10
+		done
+		kill -INT $p
+		wait $p
+		st=$?
+		events=$(grep -c . $bin.jsonl 2> /dev/null)
+		echo "rss $bin secs=$((($(up10) - t0) / 10)) first=$first last=$rss hwm=$hwm events=$events exit=$st"
+		[ -f $bin.jsonl ] || rss_rc=1
+		rm -f ./*.mig
+	done
+	return $rss_rc
 }
 
 # ---- QEMU as the L2 VMM (the qemu-* scenarios) -------------------------------------------

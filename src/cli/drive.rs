@@ -29,13 +29,18 @@ Plans (--plan):
                empty stream: STOP -> RESUMING, the stream written (`corrupt_load`), SET STOP (each
                must be refused; a refused device is reset and stopped again); then the good stream
                is loaded, STOP, RUNNING_P2P, RUNNING (the device must resume and run)
+  reset        RUNNING -> RUNNING_P2P -> STOP_COPY, then VFIO_DEVICE_RESET with the data_fd open and
+               nothing read, a GET (a reset returns the device to RUNNING) and one read of the old
+               data_fd (a reset must invalidate it: data it still moves is `stale-data-fd`)
   conformance  for every supported state FROM and every state TO (unsupported ones and ERROR too):
                reach FROM by a legal path, SET TO, GET, and compare the outcome with the kernel FSM;
                prints a table; blocked arcs (hazards) are skipped unless --allow-hazard
   S1,S2,...    a custom list of states, e.g. RUNNING_P2P,STOP,RUNNING (names or uAPI numbers)
   RUNNING_P2P is skipped by the built-in plans on devices without P2P (as QEMU does).
 
-Every SET is followed by a GET. The memory witness takes its baseline before each quiescing SET,
+Every SET and every VFIO_DEVICE_RESET is followed by a GET, and while a quiescent step dwells each
+quiesced device is read back every 100 ms (a device leaving its state without a SET shows as a GET
+the verifier holds against the state it was put in). The memory witness takes its baseline before each quiescing SET,
 sweeps the DMA buffers from the SET's issue until 10 ms after its return, and re-checks them while
 each quiescent step dwells --dwell-ms. It counts for a device only once a workload write landed in
 that device's buffers before its first quiesce: with --workload none (or a workload that never
@@ -56,7 +61,8 @@ pub struct Args {
     /// one container and form one migration context).
     #[arg(long = "device", value_name = "BDF", required = true)]
     pub devices: Vec<String>,
-    /// stopcopy | precopy | roundtrip | conformance | resume-fuzz | STATE,STATE,... (see below).
+    /// stopcopy | precopy | roundtrip | conformance | resume-fuzz | reset | STATE,STATE,... (see
+    /// below).
     #[arg(long, value_parser = Plan::parse)]
     pub plan: Plan,
     /// Multi-device order: `qemu` (every device to a P2P state before any stops, and to
@@ -607,6 +613,7 @@ mod tests {
             "roundtrip",
             "conformance",
             "resume-fuzz",
+            "reset",
             "RUNNING_P2P,STOP,RUNNING",
             "--order",
             "--allow-hazard",
@@ -614,5 +621,9 @@ mod tests {
         ] {
             assert!(text.contains(p), "help lacks {p}");
         }
+        // The help's period is the controller's (one fact, one place).
+        let every = crate::vfio::controller::QUIESCED_GET_EVERY.as_millis();
+        let period = format!("quiesced device is read back every {every} ms");
+        assert!(text.contains(&period), "help lacks {period}");
     }
 }

@@ -23,7 +23,12 @@
 //!   judged against the moment the device was quiescent, not the moment the controller
 //!   noticed. Until the probe's entry of an open SET arrived, nothing at or after the
 //!   controller's `set` leaves; a `set_done` waits for the probe's exit, or for the probe to
-//!   pass the controller's return without one (it then keeps the controller's time).
+//!   pass the controller's return without one (it then keeps the controller's time). The
+//!   probe's side may come first: a SET the witness watches is emitted inside a hold
+//!   ([`crate::vfio::Emit::hold`]) and reaches the merger only after the SET returned, by
+//!   when the probe already showed its entry and exit. Those wait (unpaired) until the
+//!   controller's SET arrives, or until the controller's watermark passes them (no SET of
+//!   the controller can then contain them).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -110,6 +115,16 @@ impl OpenSet {
     }
 }
 
+/// The probe's side of one of our SETs, seen before the controller's.
+#[derive(Debug)]
+struct Unpaired {
+    dev: String,
+    to: MigState,
+    t: u64,
+    /// `None`: the entry (`set`); `Some(ret)`: the exit (`set_done`).
+    exit: Option<i32>,
+}
+
 /// Events from every source, out in one time order.
 pub struct Merger {
     /// Held events by (time, arrival) so ties keep arrival order.
@@ -126,6 +141,8 @@ pub struct Merger {
     pair: bool,
     /// The controller's SETs whose times are not settled, oldest first.
     open: Vec<OpenSet>,
+    /// The probe's entries and exits of our SETs that came before the controller's own.
+    unpaired: Vec<Unpaired>,
     declared: HashSet<String>,
 }
 
@@ -147,6 +164,7 @@ impl Merger {
             pid,
             pair: pair && sources.contains(&Origin::Probe) && sources.contains(&Origin::Controller),
             open: Vec::new(),
+            unpaired: Vec::new(),
             declared: HashSet::new(),
         }
     }
@@ -168,6 +186,10 @@ impl Merger {
         }
         if origin == Origin::Probe {
             self.settle_open();
+        } else if let Mark::At(w) = self.marks[slot(origin)] {
+            // Nothing the controller sends from now on is stamped before `w`, and the probe's
+            // entry of a SET is at or after the controller's `set`.
+            self.unpaired.retain(|u| u.t >= w);
         }
     }
 
@@ -175,6 +197,9 @@ impl Merger {
     pub fn end(&mut self, origin: Origin) {
         if self.marks[slot(origin)] != Mark::Absent {
             self.marks[slot(origin)] = Mark::Ended;
+        }
+        if origin == Origin::Controller {
+            self.unpaired.clear();
         }
         self.settle_open();
     }
@@ -202,16 +227,26 @@ impl Merger {
                 self.declared.insert(dev.clone());
             }
             EventKind::Set { dev, to } if self.pair => {
-                self.open.push(OpenSet {
+                let mut o = OpenSet {
                     dev: dev.clone(),
                     to: *to,
                     t_a: ev.t,
-                    set: Some(ev),
+                    set: None,
                     entry: None,
                     done: None,
                     exit: None,
                     settled: false,
-                });
+                };
+                if let Some(k) = self
+                    .unpaired
+                    .iter()
+                    .position(|u| u.exit.is_none() && o.takes_entry(&u.dev, u.to, u.t))
+                {
+                    o.entry = Some(self.unpaired.remove(k).t);
+                }
+                o.set = Some(ev);
+                self.open.push(o);
+                self.settle_open();
                 return;
             }
             EventKind::SetDone { dev, .. } if self.pair => {
@@ -222,6 +257,13 @@ impl Merger {
                     .find(|o| o.dev == *dev && o.done.is_none() && !o.settled)
                 {
                     o.done = Some(ev);
+                    if let Some(k) = self.unpaired.iter().position(|u| {
+                        u.exit
+                            .is_some_and(|ret| o.takes_exit(&u.dev, u.to, ret, u.t))
+                    }) {
+                        let u = self.unpaired.remove(k);
+                        o.exit = u.exit.map(|ret| (u.t, ret));
+                    }
                     self.settle_open();
                     return;
                 }
@@ -242,6 +284,13 @@ impl Merger {
                 if let Some(o) = self.open.iter_mut().find(|o| o.takes_entry(dev, *to, ev.t)) {
                     o.entry = Some(ev.t);
                     self.settle_open();
+                } else if self.pair {
+                    self.unpaired.push(Unpaired {
+                        dev: dev.clone(),
+                        to: *to,
+                        t: ev.t,
+                        exit: None,
+                    });
                 }
                 return;
             }
@@ -253,6 +302,13 @@ impl Merger {
                 {
                     o.exit = Some((ev.t, *ret));
                     self.settle_open();
+                } else if self.pair {
+                    self.unpaired.push(Unpaired {
+                        dev: dev.clone(),
+                        to: *to,
+                        t: ev.t,
+                        exit: Some(*ret),
+                    });
                 }
                 return;
             }

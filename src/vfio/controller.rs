@@ -25,8 +25,9 @@ use super::witness::Witness;
 use super::workload::{self, EduJob, Workload};
 use super::{errno_name, now_ns};
 use crate::model::{self, MigFlags, MigState, StepError};
-use crate::trace::{DataDir, DmaSource, Event, EventKind, IrqKind, RegStage, source};
+use crate::trace::{DataDir, DataFile, DmaSource, Event, EventKind, IrqKind, RegStage, source};
 
+mod reset;
 mod resume;
 
 /// First IOVA used for witnessed buffers (each device gets a 1 MiB slot; edu masks DMA
@@ -45,6 +46,9 @@ const QUIESCE_AWAIT: Duration = Duration::from_secs(2);
 const WARMUP_LIMIT: Duration = Duration::from_secs(5);
 /// How long a PRE_COPY read waits for data before calling it a temporary end of stream.
 const PRECOPY_POLL_MS: i32 = 200;
+/// While dwelling, how often each quiesced device's state is read back (GET): a device that
+/// leaves its state without a SET (a reset_done handler, libvfio-user #853) shows in the trace.
+pub const QUIESCED_GET_EVERY: Duration = Duration::from_millis(100);
 /// Default [`Options::witness_linger`]: a write posted by the device before the driver
 /// returned lands within microseconds; under TCG a vCPU may be descheduled for milliseconds.
 pub const WITNESS_LINGER: Duration = Duration::from_millis(10);
@@ -237,11 +241,17 @@ struct Dev {
     maps: Vec<(u64, u64)>,
     /// Device DMA logging is on.
     logging: bool,
-    /// While quiesced with logging on: when the dirty bits were last known clean.
-    dirty_clean: Option<u64>,
+    /// With logging on, per mapped range (`maps` order): when the log of the range was last
+    /// read (the issue of its last successful REPORT, or of DMA_LOGGING_START), the start of
+    /// the next report's window.
+    dirty_since: Vec<u64>,
     /// The device's `witness` source, decided at its first quiesce: `ok`, or
     /// `unavailable: <why>`.
     witness: Option<String>,
+    /// Successful VFIO_DEVICE_RESETs issued: the device's reset generation (`reset_gen`).
+    resets: u64,
+    /// The open data_fd and the reset generation it was returned in (`data_fd`, `fd_gen`).
+    data_file: Option<(i32, u64)>,
 }
 
 struct Ctl<'a, O: VfioOps> {
@@ -343,6 +353,8 @@ pub fn drive<O: VfioOps>(
         ctl.conformance(&mut conformance)
     } else if opts.plan == Plan::ResumeFuzz {
         ctl.resume_fuzz()
+    } else if opts.plan == Plan::Reset {
+        ctl.reset_plan()
     } else {
         ctl.run_plan(&opts.plan.steps())
     };
@@ -468,8 +480,10 @@ impl<O: VfioOps> Ctl<'_, O> {
                 irq: None,
                 maps: Vec::new(),
                 logging: false,
-                dirty_clean: None,
+                dirty_since: Vec::new(),
                 witness,
+                resets: 0,
+                data_file: None,
             });
         }
         Ok(())
@@ -579,16 +593,24 @@ impl<O: VfioOps> Ctl<'_, O> {
         }
     }
 
-    /// Starts device DMA logging over every mapped range; the `dirty_log` source value.
+    /// Starts device DMA logging over every mapped range; the `dirty_log` source value. A
+    /// logging device's witness is armed from here on, in every state, so each write it sees
+    /// can be looked for in the log's reports (`dirty-log-missed`).
     fn start_dirty_log(&mut self) -> String {
         let mut missing = Vec::new();
         for i in 0..self.devs.len() {
             let ranges = self.devs[i].maps.clone();
+            let issued = now_ns();
             match self
                 .ops
                 .dma_logging_start(self.devs[i].id, &ranges, PAGE as u64)
             {
-                Ok(()) => self.devs[i].logging = true,
+                Ok(()) => {
+                    self.devs[i].logging = true;
+                    self.devs[i].dirty_since = vec![issued; ranges.len()];
+                    let bdf = self.devs[i].bdf.clone();
+                    self.witness.arm(&bdf);
+                }
                 Err(e) => missing.push(format!("{} {}", self.devs[i].bdf, errno_name(e))),
             }
         }
@@ -602,32 +624,38 @@ impl<O: VfioOps> Ctl<'_, O> {
         }
     }
 
-    /// Reads (and clears) device `i`'s DMA log; with `report`, dirty pages become `dma` events
-    /// over the window since the log was last known clean.
-    fn dirty_check(&mut self, i: usize, now: u64, report: bool) {
+    /// Reads (and clears) device `i`'s DMA log, range by range: each report is a
+    /// `dirty_report` over `(since, return]` (`since`: when the range was last read), after a
+    /// `dma` event with `src: dirty_log` and the same window for each run of dirty pages, all
+    /// stamped at the REPORT's return.
+    fn dirty_check(&mut self, i: usize) {
         if !self.devs[i].logging {
             return;
         }
         let (id, bdf) = (self.devs[i].id, self.devs[i].bdf.clone());
-        let since = self.devs[i].dirty_clean;
-        for (iova, len) in self.devs[i].maps.clone() {
+        let quiesced = self.devs[i].state.is_some_and(MigState::quiescent);
+        for (k, (iova, len)) in self.devs[i].maps.clone().into_iter().enumerate() {
+            let Some(&since) = self.devs[i].dirty_since.get(k) else {
+                continue;
+            };
             let pages = len.div_ceil(PAGE as u64) as usize;
             let mut bitmap = vec![0u64; pages.div_ceil(64)];
-            if let Err(e) = self
+            let issued = now_ns();
+            let r = self
                 .ops
-                .dma_logging_report(id, iova, len, PAGE as u64, &mut bitmap)
-            {
+                .dma_logging_report(id, iova, len, PAGE as u64, &mut bitmap);
+            let done = now_ns().max(since);
+            if let Err(e) = r {
                 self.mark(format!(
                     "{bdf}: DMA_LOGGING_REPORT failed: {}",
                     errno_name(e)
                 ));
                 continue;
             }
-            let (Some(t0), true) = (since, report) else {
-                continue;
-            };
+            self.devs[i].dirty_since[k] = issued;
+            let window = Some((since, done));
             let dirty = |p: usize| bitmap[p / 64] & (1 << (p % 64)) != 0;
-            let mut p = 0;
+            let (mut p, mut n) = (0, 0u64);
             while p < pages {
                 if !dirty(p) {
                     p += 1;
@@ -637,26 +665,37 @@ impl<O: VfioOps> Ctl<'_, O> {
                 while p < pages && dirty(p) {
                     p += 1;
                 }
-                (self.log)(&format!(
-                    "{bdf}: dirty log: DMA write at iova {:#x} while quiescent",
-                    iova + (first * PAGE) as u64
-                ));
+                n += (p - first) as u64;
+                let at = iova + (first * PAGE) as u64;
+                if quiesced {
+                    (self.log)(&format!(
+                        "{bdf}: dirty log: DMA write at iova {at:#x} while quiescent"
+                    ));
+                }
                 self.emit_at(
-                    now,
+                    done,
                     EventKind::Dma {
                         dev: bdf.clone(),
                         src: DmaSource::DirtyLog,
-                        iova: iova + (first * PAGE) as u64,
+                        iova: at,
                         len: ((p - first) * PAGE) as u64,
                         write: true,
-                        window: Some((t0, now)),
+                        window,
                         p2p: None,
                     },
                 );
             }
-        }
-        if since.is_some() {
-            self.devs[i].dirty_clean = Some(now);
+            self.emit_at(
+                done,
+                EventKind::DirtyReport {
+                    dev: bdf.clone(),
+                    iova,
+                    len,
+                    page_size: PAGE as u64,
+                    window: (since, done),
+                    dirty_pages: n,
+                },
+            );
         }
     }
 
@@ -738,8 +777,8 @@ impl<O: VfioOps> Ctl<'_, O> {
         let now = now_ns();
         self.out.hold(now);
         for i in 0..self.devs.len() {
-            if dev.is_none_or(|d| d == self.devs[i].bdf) && self.devs[i].dirty_clean.is_some() {
-                self.dirty_check(i, now, true);
+            if dev.is_none_or(|d| d == self.devs[i].bdf) {
+                self.dirty_check(i);
             }
         }
         let found = self.witness.check(dev);
@@ -759,6 +798,10 @@ impl<O: VfioOps> Ctl<'_, O> {
                 window: Some((t0, t1)),
                 ..
             } = &ev
+                && self
+                    .devs
+                    .iter()
+                    .any(|d| d.bdf == *dev && !d.state.is_some_and(MigState::dma_allowed))
             {
                 let msg = format!(
                     "{dev}: witness: DMA write at iova {iova:#x} ({len} bytes) in ({t0}, {t1}]"
@@ -848,6 +891,22 @@ impl<O: VfioOps> Ctl<'_, O> {
         }
     }
 
+    /// The data_fd data moves through now: its number, the reset generation it was returned
+    /// in and the device's current one (`stale-data-fd` compares them).
+    fn data_file(&self, i: usize) -> Option<DataFile> {
+        let d = &self.devs[i];
+        d.data_file.map(|(fd, fd_gen)| DataFile {
+            fd,
+            fd_gen,
+            reset_gen: d.resets,
+        })
+    }
+
+    fn close_data(&mut self, i: usize) {
+        self.ops.data_close(self.devs[i].id);
+        self.devs[i].data_file = None;
+    }
+
     fn get(&mut self, i: usize) -> Option<MigState> {
         let (id, bdf) = (self.devs[i].id, self.devs[i].bdf.clone());
         match self.ops.get_state(id) {
@@ -916,16 +975,12 @@ impl<O: VfioOps> Ctl<'_, O> {
         }
         // Evidence up to the SET's start.
         self.witness_check(Some(&bdf));
-        // Entering quiescence: the baseline is taken and the DMA log cleared before the SET,
-        // so nothing landing after the issue is absorbed unseen.
+        // Entering quiescence: the baseline is taken and the DMA log read (cleared) right
+        // before the SET, so nothing landing after the issue is absorbed unseen.
         if to.quiescent() {
             self.decide_witness(i);
             self.witness.arm(&bdf);
-            if self.devs[i].logging && self.devs[i].dirty_clean.is_none() {
-                let now = now_ns();
-                self.dirty_check(i, now, false);
-                self.devs[i].dirty_clean = Some(now);
-            }
+            self.dirty_check(i);
         }
         // An armed device is swept from the issue on: into quiescence until the linger after
         // the return; out of it (DMA allowed once the SET began) only to its return.
@@ -961,6 +1016,9 @@ impl<O: VfioOps> Ctl<'_, O> {
             Ok(fd) => (0, fd),
             Err(e) => (-e, None),
         };
+        if let Some(fd) = data_fd {
+            self.devs[i].data_file = Some((fd, self.devs[i].resets));
+        }
         self.emit_at(
             done,
             EventKind::SetDone {
@@ -980,7 +1038,7 @@ impl<O: VfioOps> Ctl<'_, O> {
                         | MigState::PreCopyP2p
                         | MigState::Resuming
                 ) {
-                    self.ops.data_close(id);
+                    self.close_data(i);
                 }
             }
             Err(_) => self.devs[i].state = None,
@@ -1001,15 +1059,22 @@ impl<O: VfioOps> Ctl<'_, O> {
         if held {
             self.out.release();
         }
+        // And read right after it returned: what landed across the SET.
+        if to.quiescent() {
+            self.dirty_check(i);
+        }
         let got = self.get(i);
         if let Some(c) = &self.counters {
             let label = format!("{bdf}: after SET {}: {}", to.name(), c.summary());
             self.mark(label);
         }
-        // A device heading to a DMA-allowed state may DMA from the SET's issue on.
+        // A device heading to a DMA-allowed state may DMA from the SET's issue on: its witness
+        // starts over (a logging device's stays armed, for the log's reports).
         if to.dma_allowed() {
             self.witness.disarm(&bdf);
-            self.devs[i].dirty_clean = None;
+            if self.devs[i].logging {
+                self.witness.arm(&bdf);
+            }
         }
         if r.is_ok() && got.is_some_and(|g| g != to) {
             self.mark(format!(
@@ -1035,6 +1100,7 @@ impl<O: VfioOps> Ctl<'_, O> {
             return;
         }
         let end = Instant::now() + self.opts.dwell;
+        let mut next_get = Instant::now() + QUIESCED_GET_EVERY;
         while Instant::now() < end && !self.interrupted() {
             std::thread::sleep(
                 self.opts
@@ -1042,7 +1108,29 @@ impl<O: VfioOps> Ctl<'_, O> {
                     .min(end.saturating_duration_since(Instant::now())),
             );
             self.witness_check(None);
+            if Instant::now() >= next_get {
+                self.get_quiesced();
+                next_get += QUIESCED_GET_EVERY;
+            }
             self.out.idle();
+        }
+    }
+
+    /// Reads back the state of every device that should be quiescent (every
+    /// [`QUIESCED_GET_EVERY`] while dwelling): `get` records it and takes what it says.
+    fn get_quiesced(&mut self) {
+        for i in 0..self.devs.len() {
+            if let Some(known) = self.devs[i].state.filter(|s| s.quiescent())
+                && let Some(got) = self.get(i)
+                && got != known
+            {
+                let bdf = self.devs[i].bdf.clone();
+                self.mark(format!(
+                    "{bdf}: left {} without a SET: GET {} while dwelling",
+                    known.name(),
+                    got.name()
+                ));
+            }
         }
     }
 
@@ -1178,7 +1266,7 @@ impl<O: VfioOps> Ctl<'_, O> {
             dev: bdf.clone(),
             dir: DataDir::Save,
             bytes,
-            file: None,
+            file: self.data_file(i),
         });
         let all = std::mem::take(&mut self.devs[i].session);
         let n = self.devs[i].saves.len();
@@ -1224,7 +1312,7 @@ impl<O: VfioOps> Ctl<'_, O> {
                     dev: bdf.clone(),
                     dir: DataDir::Save,
                     bytes,
-                    file: None,
+                    file: self.data_file(i),
                 });
             } else {
                 break;
@@ -1270,7 +1358,7 @@ impl<O: VfioOps> Ctl<'_, O> {
             dev: bdf.clone(),
             dir: DataDir::Load,
             bytes: off as u64,
-            file: None,
+            file: self.data_file(i),
         });
         (self.log)(&format!("{bdf}: loaded {off} bytes of device state"));
         Ok(())
@@ -1314,11 +1402,19 @@ impl<O: VfioOps> Ctl<'_, O> {
     }
 
     fn reset(&mut self, i: usize) {
+        self.reset_device(i, false);
+    }
+
+    /// VFIO_DEVICE_RESET, then a GET ("has it got there?": a reset returns the device to
+    /// RUNNING). `keep_data_fd` leaves the data_fd open, for the plan that reads it after.
+    fn reset_device(&mut self, i: usize, keep_data_fd: bool) {
         let (id, bdf) = (self.devs[i].id, self.devs[i].bdf.clone());
         self.witness_check(Some(&bdf));
         self.witness.disarm(&bdf);
-        self.devs[i].dirty_clean = None;
         let r = self.ops.reset(id);
+        if self.devs[i].logging {
+            self.witness.arm(&bdf);
+        }
         self.emit(EventKind::Reset {
             dev: bdf.clone(),
             ret: r.err().map_or(0, |e| -e),
@@ -1326,11 +1422,14 @@ impl<O: VfioOps> Ctl<'_, O> {
         self.devs[i].touched = true;
         self.devs[i].session.clear();
         self.devs[i].state = if r.is_ok() {
+            self.devs[i].resets += 1;
             Some(MigState::Running)
         } else {
             None
         };
-        self.ops.data_close(id);
+        if !keep_data_fd {
+            self.close_data(i);
+        }
         if let Err(e) = r {
             (self.log)(&format!(
                 "{bdf}: VFIO_DEVICE_RESET failed: {}",

@@ -24,6 +24,9 @@ pub enum Plan {
     Conformance,
     /// Corrupted streams in RESUMING, each to be refused, then the good one (issue 14).
     ResumeFuzz,
+    /// A VFIO_DEVICE_RESET in STOP_COPY with the data_fd still open, before any byte is
+    /// read: the GET after it must say RUNNING, and the old data_fd must be refused (issue 14).
+    Reset,
     Custom(Vec<MigState>),
 }
 
@@ -35,6 +38,7 @@ impl Plan {
             "roundtrip" => Ok(Plan::RoundTrip),
             "conformance" => Ok(Plan::Conformance),
             "resume-fuzz" | "resume_fuzz" => Ok(Plan::ResumeFuzz),
+            "reset" => Ok(Plan::Reset),
             _ => {
                 let states = s
                     .split(',')
@@ -44,7 +48,7 @@ impl Plan {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| {
                         format!(
-                            "{e}; a plan is stopcopy, precopy, roundtrip, conformance, resume-fuzz or a comma list of states"
+                            "{e}; a plan is stopcopy, precopy, roundtrip, conformance, resume-fuzz, reset or a comma list of states"
                         )
                     })?;
                 if states.is_empty() {
@@ -55,7 +59,8 @@ impl Plan {
         }
     }
 
-    /// The steps of a plan (not for conformance and resume-fuzz, which have their own loops).
+    /// The steps of a plan (not for conformance, resume-fuzz and reset, which have their own
+    /// loops).
     pub fn steps(&self) -> Vec<Step> {
         use MigState::*;
         let req = |to| Step {
@@ -90,7 +95,7 @@ impl Plan {
                 opt(RunningP2p),
                 req(Running),
             ],
-            Plan::Conformance | Plan::ResumeFuzz => Vec::new(),
+            Plan::Conformance | Plan::ResumeFuzz | Plan::Reset => Vec::new(),
             Plan::Custom(states) => states.iter().map(|s| req(*s)).collect(),
         }
     }
@@ -115,6 +120,7 @@ impl fmt::Display for Plan {
             Plan::RoundTrip => f.write_str("roundtrip"),
             Plan::Conformance => f.write_str("conformance"),
             Plan::ResumeFuzz => f.write_str("resume-fuzz"),
+            Plan::Reset => f.write_str("reset"),
             Plan::Custom(s) => {
                 f.write_str(&s.iter().map(|s| s.name()).collect::<Vec<_>>().join(","))
             }
@@ -164,6 +170,8 @@ mod tests {
         assert_eq!(Plan::parse("PreCopy").unwrap(), Plan::PreCopy);
         assert_eq!(Plan::parse("resume-fuzz").unwrap(), Plan::ResumeFuzz);
         assert_eq!(Plan::ResumeFuzz.to_string(), "resume-fuzz");
+        assert_eq!(Plan::parse("reset").unwrap(), Plan::Reset);
+        assert_eq!(Plan::Reset.to_string(), "reset");
         assert_eq!(
             Plan::parse("RUNNING_P2P, stop ,2").unwrap(),
             Plan::Custom(vec![RunningP2p, Stop, Running])

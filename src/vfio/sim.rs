@@ -44,6 +44,20 @@ pub enum Misbehave {
     LateDma,
     /// edu transfers to RAM complete (with their interrupt) but their data never lands.
     EduDropsDma,
+    /// VFIO_DEVICE_RESET leaves the data session working: a data_fd from before it still
+    /// reads (pds "clear the save/restore FDs on reset" not applied). A correct device's old
+    /// fd fails with ENODEV.
+    StaleFd,
+    /// VFIO_DEVICE_RESET returns 0 but leaves the migration state (and data) as it was (a
+    /// lost deferred reset, hisi/mlx5).
+    LostReset,
+    /// After a SET leaves the device quiescent, it drops to RUNNING without a SET just before
+    /// its `n`-th GET since (once; a reset_done handler behind the VMM's back,
+    /// libvfio-user #853). The GET right after the SET is the first.
+    RunsBeforeGet(u32),
+    /// The device's DMA log drops the last page of every edu transfer (edu-mig's
+    /// `bug=dirty_miss`): a transfer within one page is not logged at all.
+    DirtyMiss,
 }
 
 /// One SET as the "kernel" saw it: the times a probe would stamp on its syscall entry and
@@ -143,6 +157,11 @@ struct SimDev {
     spec: SimSpec,
     state: MigState,
     data: Option<DataSession>,
+    /// GETs since the last SET that left the device quiescent ([`Misbehave::RunsBeforeGet`]);
+    /// `None` once it fired or while not armed.
+    gets_since_quiesce: Option<u32>,
+    /// [`Misbehave::RunsBeforeGet`] fired.
+    ran_async: bool,
     pending_dma: u32,
     dma_counter: u8,
     maps: Vec<(u64, Arc<DmaBuffer>)>,
@@ -157,6 +176,9 @@ enum DataSession {
         precopy_limit: usize,
     },
     Load(Vec<u8>),
+    /// A session a reset invalidated: its fd fails every read and write with ENODEV (as
+    /// edu-mig's and pds_vfio_pci's do).
+    Invalidated,
 }
 
 /// The double: a set of devices sharing one "container".
@@ -238,12 +260,15 @@ impl VfioOps for SimVfio {
             spec,
             state: initial,
             data: None,
+            gets_since_quiesce: None,
+            ran_async: false,
             pending_dma: 0,
             dma_counter: 0,
             maps: Vec::new(),
             edu: Arc::new(Mutex::new(EduSim {
                 ignore_quiesce: spec_has(&self.specs, bdf, &Misbehave::EduIgnoresQuiesce),
                 drops_dma: spec_has(&self.specs, bdf, &Misbehave::EduDropsDma),
+                dirty_miss: spec_has(&self.specs, bdf, &Misbehave::DirtyMiss),
                 dirty: Arc::clone(&dirty),
                 ..EduSim::default()
             })),
@@ -325,6 +350,13 @@ impl VfioOps for SimVfio {
             d.state = next;
         }
         let now_quiescent = d.state.quiescent();
+        let runs_later = d
+            .spec
+            .misbehave
+            .iter()
+            .any(|m| matches!(m, Misbehave::RunsBeforeGet(_)));
+        d.gets_since_quiesce =
+            (result.is_ok() && now_quiescent && runs_later && !d.ran_async).then_some(0);
         if result.is_ok()
             && now_quiescent
             && let Some(n) = d.spec.misbehave.iter().find_map(|m| match m {
@@ -380,6 +412,24 @@ impl VfioOps for SimVfio {
     fn get_state(&mut self, dev: DevId) -> Result<MigState, Errno> {
         let d = self.dev(dev)?;
         let bdf = d.spec.bdf.clone();
+        if let Some(n) = d.gets_since_quiesce.as_mut() {
+            *n += 1;
+            let fire = d
+                .spec
+                .misbehave
+                .iter()
+                .any(|m| matches!(m, Misbehave::RunsBeforeGet(k) if k == n));
+            if fire {
+                d.gets_since_quiesce = None;
+                d.ran_async = true;
+                d.state = MigState::Running;
+                d.data = None;
+                if let Ok(mut e) = d.edu.lock() {
+                    e.quiesced = false;
+                    e.release();
+                }
+            }
+        }
         let s = d
             .spec
             .misbehave
@@ -400,9 +450,12 @@ impl VfioOps for SimVfio {
             Misbehave::ResetFails(e) => Some(*e),
             _ => None,
         });
-        if fails.is_none() {
+        let lost = d.spec.misbehave.contains(&Misbehave::LostReset);
+        if fails.is_none() && !lost {
             d.state = MigState::Running;
-            d.data = None;
+            if !d.spec.misbehave.contains(&Misbehave::StaleFd) && d.data.is_some() {
+                d.data = Some(DataSession::Invalidated);
+            }
         }
         self.calls.push(SimCall::Reset(bdf));
         fails.map_or(Ok(()), Err)
@@ -435,6 +488,7 @@ impl VfioOps for SimVfio {
                 *pos += n;
                 Ok(n)
             }
+            Some(DataSession::Invalidated) => Err(libc::ENODEV),
             _ => Err(libc::EINVAL),
         }
     }
@@ -458,6 +512,7 @@ impl VfioOps for SimVfio {
                 bytes.extend_from_slice(buf);
                 Ok(buf.len())
             }
+            Some(DataSession::Invalidated) => Err(libc::ENODEV),
             _ => Err(libc::EINVAL),
         }
     }
@@ -610,7 +665,9 @@ fn spec_has(specs: &BTreeMap<String, SimSpec>, bdf: &str, m: &Misbehave) -> bool
 fn arc_action(d: &mut SimDev, next: MigState) -> Result<bool, Errno> {
     let mut opens = false;
     match (d.state, next) {
-        (MigState::Stop, MigState::StopCopy) if d.data.is_none() => {
+        (MigState::Stop, MigState::StopCopy)
+            if matches!(d.data, None | Some(DataSession::Invalidated)) =>
+        {
             d.data = Some(DataSession::Save {
                 bytes: d.spec.state.clone(),
                 pos: 0,
@@ -666,6 +723,7 @@ struct EduSim {
     quiesced: bool,
     ignore_quiesce: bool,
     drops_dma: bool,
+    dirty_miss: bool,
     maps: Vec<(u64, Arc<DmaBuffer>)>,
     irq: Option<OwnedFd>,
     dirty: SharedDirty,
@@ -699,7 +757,16 @@ impl EduSim {
             let data = self.buf[off..off + n].to_vec();
             if let Some((b, at)) = self.find(self.dst, n as u64) {
                 let _ = b.write(at, &data);
-                log_write(&self.dirty, self.dst, n as u64);
+                // bug=dirty_miss logs up to the start of the transfer's last page.
+                let last_page = (self.dst + (n as u64).max(1) - 1) / PAGE as u64 * PAGE as u64;
+                let logged = if self.dirty_miss {
+                    last_page.saturating_sub(self.dst)
+                } else {
+                    n as u64
+                };
+                if logged > 0 {
+                    log_write(&self.dirty, self.dst, logged);
+                }
             }
         }
         let irq = self.cmd & edu::CMD_IRQ != 0;

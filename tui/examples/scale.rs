@@ -4,11 +4,11 @@
 
 use std::time::Instant;
 
+use migscope_tui::core::model::{MigFlags, MigState as State};
+use migscope_tui::core::trace::{DmaSource, Event, EventKind as EvKind, IrqKind};
+use migscope_tui::core::verify::{Finding, rule};
 use migscope_tui::ratatui::{Terminal, backend::TestBackend};
-use migscope_tui::{
-    App, DeviceDecl, DmaSrc, EvKind, Finding, Flags, IrqKind, Key, Msg, State, TimelineEvent,
-    TraceInfo, update,
-};
+use migscope_tui::{App, Key, Msg, TraceInfo, update};
 
 fn main() {
     let n: u64 = std::env::args()
@@ -32,14 +32,16 @@ fn main() {
     let mut batch = Vec::with_capacity(4096);
     let mut findings = Vec::new();
     let mut line = 1u64;
-    let mut push = |app: &mut App, batch: &mut Vec<TimelineEvent>, e: EvKind, t: u64| {
+    let mut push = |app: &mut App, batch: &mut Vec<(u64, Event)>, e: EvKind, t: u64| {
         line += 1;
-        batch.push(TimelineEvent {
-            t,
+        batch.push((
             line,
-            pid: None,
-            kind: e,
-        });
+            Event {
+                t,
+                pid: None,
+                kind: e,
+            },
+        ));
         if batch.len() == 4096 {
             update(app, Msg::Events(std::mem::take(batch)));
         }
@@ -49,14 +51,14 @@ fn main() {
         push(
             &mut app,
             &mut batch,
-            EvKind::Device(DeviceDecl {
+            EvKind::Device {
                 dev: (*d).into(),
                 ctx: if i < 2 { "vm1".into() } else { "vm2".into() },
-                flags: Flags(3),
+                flags: MigFlags(3),
                 state: State::Running,
                 driver: None,
                 sources: Default::default(),
-            }),
+            },
             0,
         );
     }
@@ -87,7 +89,7 @@ fn main() {
             },
             x if x % 2 == 0 => EvKind::Dma {
                 dev: d,
-                src: DmaSrc::Witness,
+                src: DmaSource::Witness,
                 iova: k,
                 len: 4096,
                 write: true,
@@ -103,12 +105,11 @@ fn main() {
         let l = push(&mut app, &mut batch, e, t);
         if k % 100_000 == 7 {
             findings.push(Finding {
-                rule: "irq-after-quiesce".into(),
+                rule: rule::IRQ_AFTER_QUIESCE,
                 dev: Some(devs[(k % 4) as usize].into()),
                 t,
                 line: l,
                 detail: "synthetic".into(),
-                explain: String::new(),
                 warning: false,
             });
         }
@@ -203,19 +204,19 @@ fn main() {
     let t = Instant::now();
     let mut line = 1u64;
     for b in 0..(n / 2000) {
-        let evs: Vec<TimelineEvent> = (0..2000u64)
+        let evs: Vec<(u64, Event)> = (0..2000u64)
             .map(|i| {
                 line += 1;
-                TimelineEvent {
+                let ev = Event {
                     t: (b * 2000 + i) * 10_000, // 100k events/s of trace time
-                    line,
                     pid: None,
                     kind: EvKind::Irq {
                         dev: devs[(i % 4) as usize].into(),
                         kind: IrqKind::Msix,
                         vector: 1,
                     },
-                }
+                };
+                (line, ev)
             })
             .collect();
         update(&mut live, Msg::Events(evs));

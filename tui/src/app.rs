@@ -2,7 +2,9 @@
 //! [`Msg`] is everything that can happen, [`update`] applies one message without any I/O.
 //! Work the view asks of the outside world (exporting) is queued as [`Effect`]s.
 
-use crate::model::{Ev, Finding, TimelineEvent, TraceInfo, Verdict, VerdictUpdate};
+use migscope_core::trace::{Event, EventKind, Header};
+use migscope_core::verify::{Finding, Report};
+
 use crate::store::{Lane, Store, summary};
 
 /// Findings held for navigation; more are counted (see [`App::dropped`]).
@@ -36,14 +38,20 @@ pub enum Msg {
     Key(Key),
     /// Periodic tick (live follow).
     Tick,
-    /// The trace's header information.
+    /// The trace's header information (before any event: the lanes' timelines read its
+    /// sources).
     Info(TraceInfo),
-    /// A batch of events, in time order.
-    Events(Vec<TimelineEvent>),
+    /// A batch of events with their 1-based source lines (0: none), in time order.
+    Events(Vec<(u64, Event)>),
     /// Findings the verifier produced (violations and warnings).
     Findings(Vec<Finding>),
-    /// The verifier's verdict (final for a replay, interim while live).
-    Verdict(VerdictUpdate),
+    /// The verifier's report: interim while the source goes on (it may still change, except
+    /// a `fail`), else final. The verdict, the blind spots and the stats pane's numbers are
+    /// its own.
+    Verdict {
+        report: Box<Report>,
+        interim: bool,
+    },
     /// The source has no more events (replay loaded, or live capture ended).
     SourceDone,
     /// The outside world asks the view to close (SIGTERM, the session ended by a signal).
@@ -61,6 +69,15 @@ pub enum Msg {
 pub enum Effect {
     /// Write the retained trace as JSONL to this path (write-then-rename).
     Export(String),
+}
+
+/// Where the trace came from: its name (a file name or `live`), its header (what the recorder
+/// could see), and whether it is still being recorded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceInfo {
+    pub name: String,
+    pub header: Header,
+    pub live: bool,
 }
 
 /// The focused pane.
@@ -115,7 +132,8 @@ pub struct Filter {
     /// Matching rows (global indices, increasing); `None` when no filter is set.
     pub rows: Option<Vec<u64>>,
     devs: Option<Vec<usize>>,
-    evs: Option<Vec<Ev>>,
+    /// Kind codes ([`EventKind::code`]).
+    evs: Option<Vec<u8>>,
     words: Vec<String>,
     /// Next row to scan (a text search proceeds a step per tick).
     next: u64,
@@ -128,7 +146,10 @@ pub struct Filter {
 pub struct App {
     pub store: Store,
     pub info: TraceInfo,
-    pub verdict: VerdictUpdate,
+    /// The verifier's latest report (None: none yet, the verdict is pending).
+    pub report: Option<Box<Report>>,
+    /// Whether `report` is interim.
+    pub interim: bool,
     pub findings: Vec<FindingRec>,
     /// Indices into `findings` of the violations (not warnings), in time order.
     pub violations: Vec<usize>,
@@ -177,13 +198,13 @@ impl App {
     pub fn new(info: TraceInfo, cap: Option<usize>) -> Self {
         let live = info.live;
         App {
-            store: cap.map_or_else(Store::new, Store::with_cap),
-            info,
-            verdict: VerdictUpdate {
-                verdict: Verdict::Pending,
-                blind_spots: Vec::new(),
-                interim: false,
+            store: match cap {
+                Some(c) => Store::with_cap(&info.header, c),
+                None => Store::new(&info.header),
             },
+            info,
+            report: None,
+            interim: false,
             findings: Vec::new(),
             violations: Vec::new(),
             dev_viol: Vec::new(),
@@ -210,6 +231,18 @@ impl App {
             live_span: 10_000_000_000,
             scroll: 0,
         }
+    }
+
+    /// The trace's header arrived: before any event (the usual case) the lanes' timelines
+    /// start over with its sources.
+    fn set_info(&mut self, info: TraceInfo) {
+        if self.store.total == 0 {
+            self.store = match self.store.cap() {
+                Some(c) => Store::with_cap(&info.header, c),
+                None => Store::new(&info.header),
+            };
+        }
+        self.info = info;
     }
 
     /// Feeds a whole list of messages (tests, replay).
@@ -418,7 +451,7 @@ impl App {
             return;
         }
         let mut devs: Option<Vec<usize>> = None;
-        let mut evs: Option<Vec<Ev>> = None;
+        let mut evs: Option<Vec<u8>> = None;
         let mut words = Vec::new();
         for w in text.split_whitespace() {
             if let Some(d) = w.strip_prefix("dev:") {
@@ -434,7 +467,7 @@ impl App {
             } else if let Some(k) = w.strip_prefix("ev:").or_else(|| w.strip_prefix("kind:")) {
                 let set = evs.get_or_insert_with(Vec::new);
                 for k in k.split(',') {
-                    match Ev::from_name(k) {
+                    match EventKind::code_of(k) {
                         Some(e) => set.push(e),
                         None => {
                             self.status = format!("unknown event kind `{k}`");
@@ -525,7 +558,7 @@ impl App {
         if f.words.is_empty() {
             return true;
         }
-        let Some(e) = self.store.get(g) else {
+        let Some((_, e)) = self.store.get(g) else {
             return false;
         };
         let s = summary(&e).to_lowercase();
@@ -542,9 +575,9 @@ impl App {
         format!("{stem}.export-{}.jsonl", self.exports + 1)
     }
 
-    fn ingest(&mut self, evs: Vec<TimelineEvent>) {
-        for e in &evs {
-            self.store.push(e);
+    fn ingest(&mut self, evs: Vec<(u64, Event)>) {
+        for (line, e) in &evs {
+            self.store.push(*line, e);
         }
         self.advance_filter();
         // Findings that arrived before their event was stored.
@@ -800,10 +833,13 @@ pub fn update(app: &mut App, msg: Msg) {
                 app.advance_filter();
             }
         }
-        Msg::Info(info) => app.info = info,
+        Msg::Info(info) => app.set_info(info),
         Msg::Events(evs) => app.ingest(evs),
         Msg::Findings(fs) => app.add_findings(fs),
-        Msg::Verdict(v) => app.verdict = v,
+        Msg::Verdict { report, interim } => {
+            app.report = Some(report);
+            app.interim = interim;
+        }
         Msg::SourceDone => {
             app.done = true;
             if app.info.live {

@@ -1,131 +1,48 @@
-//! Compact columnar event storage with the indexes drawing needs: per-device state segments,
-//! per-device tick lists (DMA, IRQ, data, transitions), per-context map lists, incremental
-//! per-device statistics, and an optional ring bound for live mode.
+//! Compact columnar storage of the core's trace [`Event`]s with the indexes drawing needs:
+//! per-device state segments, per-device tick lists (DMA, IRQ, data, transitions), per-context
+//! map lists, and an optional ring bound for live mode.
+//!
+//! The state segments are the core's own: the store feeds every event to a
+//! [`Verifier`] that keeps its [`DeviceTimeline`](migscope_core::verify::DeviceTimeline)
+//! segments, the same ones the Perfetto and Markdown exports draw, so a lane shows what the
+//! rules judged. The store counts nothing the verifier reports: quiesces, evidence while
+//! quiesced and violations are the [`Report`](migscope_core::verify::Report)'s (the stats pane).
 //!
 //! Rows are addressed by a *global index* (`base + row`) that stays valid when the ring drops
 //! old rows. Times are assumed non-decreasing (the trace format requires it); the time column
 //! is the time index, searched with binary search.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use crate::model::{
-    DataDir, DataFile, DeviceDecl, DmaSrc, Ev, EvKind, Flags, IrqKind, PrecopyInfo, State,
-    TimelineEvent,
+use migscope_core::model::{MigFlags, MigState, PrecopyInfo};
+use migscope_core::trace::{
+    Corruption, DataDir, DataFile, DmaSource, EV_NAMES, Event, EventKind, Header, IrqKind, RegStage,
 };
+use migscope_core::verify::{Options, SegKind, Segment, Verifier};
 
 /// Marks "no device" in the device column.
 const NO_DEV: u16 = u16::MAX;
 /// Lanes the 16-bit device column can tell apart.
 const MAX_DEVICES: usize = NO_DEV as usize;
-/// Quiesce durations kept per device for the median (min, max and count are exact).
-pub const QUIESCE_SAMPLES: usize = 4096;
 /// Marks "no pid" in the pid column.
 const NO_PID: u32 = u32::MAX;
 
-/// What a device was doing over a span of time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SegState {
-    Stable(State),
-    /// Between `set` and `set_done`: from (if known) toward `to`.
-    Transition {
-        from: Option<State>,
-        to: State,
-    },
-    /// After a failed SET, until the next GET or reset.
-    Unknown,
-}
-
-impl SegState {
-    pub fn label(self) -> String {
-        match self {
-            SegState::Stable(s) => s.name().to_owned(),
-            SegState::Transition { from: Some(f), to } => format!("{f}->{to}"),
-            SegState::Transition { from: None, to } => format!("?->{to}"),
-            SegState::Unknown => "UNKNOWN".to_owned(),
-        }
-    }
-    /// Index into per-state counters: 0..8 states, 8 transition, 9 unknown.
-    pub const fn slot(self) -> usize {
-        match self {
-            SegState::Stable(s) => s as usize,
-            SegState::Transition { .. } => 8,
-            SegState::Unknown => 9,
-        }
-    }
-    pub fn slot_name(slot: usize) -> &'static str {
-        match slot {
-            0..8 => State::ALL[slot].name(),
-            8 => "in-transition",
-            _ => "unknown",
-        }
-    }
-}
-
-/// A state segment starting at `t` (it ends where the next one starts).
+/// A state segment starting at `t`: what the core's timeline says the device was doing (it
+/// ends where the next one starts; the last one is still open).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Seg {
     pub t: u64,
-    pub st: SegState,
-    /// Global index of the event that began it (None for the initial state).
+    pub what: SegKind,
+    /// Global index of the event that began it (None when it was not held).
     pub row: Option<u64>,
 }
 
-/// Incremental per-device summary; survives ring compaction.
-#[derive(Clone, Debug, Default)]
-pub struct DevStats {
-    /// Successful SETs.
-    pub transitions: u64,
-    pub failed_sets: u64,
-    /// Durations (ns) of SETs into a quiescent state, set -> set_done: a sample of at most
-    /// [`QUIESCE_SAMPLES`] (every other one is dropped when full), for the median.
-    pub quiesce_ns: Vec<u64>,
-    /// Exact count, min and max of those durations.
-    pub quiesce_count: u64,
-    pub quiesce_min: u64,
-    pub quiesce_max: u64,
-    /// Every `stride`-th duration enters the sample (doubles each time the sample is halved).
-    quiesce_stride: u64,
-    /// Per state slot (see [`SegState::slot`]): DMA evidence and interrupts.
-    pub dma: [u64; 10],
-    pub irq: [u64; 10],
-    pub data_bytes: u64,
-}
-
-impl DevStats {
-    /// (min, median, max) of the quiesce durations.
-    pub fn quiesce_summary(&self) -> Option<(u64, u64, u64)> {
-        let mut v = self.quiesce_ns.clone();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_unstable();
-        Some((self.quiesce_min, v[v.len() / 2], self.quiesce_max))
-    }
-
-    fn add_quiesce(&mut self, ns: u64) {
-        if self.quiesce_count == 0 {
-            self.quiesce_min = ns;
-        }
-        self.quiesce_count += 1;
-        self.quiesce_min = self.quiesce_min.min(ns);
-        self.quiesce_max = self.quiesce_max.max(ns);
-        let stride = self.quiesce_stride.max(1);
-        if !(self.quiesce_count - 1).is_multiple_of(stride) {
-            return;
-        }
-        if self.quiesce_ns.len() >= QUIESCE_SAMPLES {
-            // Keep every other sample and take half as many from now on: a uniform sample.
-            let mut k = 0;
-            self.quiesce_ns.retain(|_| {
-                k += 1;
-                k % 2 == 1
-            });
-            self.quiesce_stride = stride * 2;
-            if !(self.quiesce_count - 1).is_multiple_of(self.quiesce_stride) {
-                return;
-            }
-        }
-        self.quiesce_ns.push(ns);
+/// A lane's short label of a segment: `RUNNING`, `UNKNOWN`, `RUNNING->STOP`.
+pub fn seg_label(what: &SegKind) -> String {
+    let n = |s: &Option<MigState>| s.map_or("UNKNOWN", MigState::name);
+    match what {
+        SegKind::State(s) => n(s).to_owned(),
+        SegKind::Transition { from, to, .. } => format!("{}->{}", n(from), to.name()),
     }
 }
 
@@ -134,24 +51,20 @@ impl DevStats {
 pub struct Device {
     pub name: String,
     pub ctx: usize,
-    pub flags: Flags,
-    pub initial: State,
+    pub flags: MigFlags,
     pub driver: Option<String>,
     /// The device's own evidence sources, as declared.
-    pub sources: std::collections::BTreeMap<String, String>,
+    pub sources: BTreeMap<String, String>,
     /// Whether a `device` event declared it (otherwise it appeared in an event first).
     pub declared: bool,
     pub segs: Vec<Seg>,
     /// Rows by kind, as local row numbers (rebased on compaction).
     pub dma: Vec<u32>,
     pub irq: Vec<u32>,
-    /// `data` rows and the driver's size reports (`precopy_info`, `data_size`).
+    /// `data` rows and the driver's size reports (`precopy_info`, `data_size`, ...).
     pub data: Vec<u32>,
     /// set / step / set_done / get / reset rows.
     pub fsm: Vec<u32>,
-    pub stats: DevStats,
-    /// The open SET: (time it began, target).
-    open_set: Option<(u64, State)>,
 }
 
 impl Device {
@@ -160,8 +73,8 @@ impl Device {
         let i = self.segs.partition_point(|s| s.t <= t);
         i.checked_sub(1).and_then(|i| self.segs.get(i))
     }
-    pub fn current(&self) -> Option<SegState> {
-        self.segs.last().map(|s| s.st)
+    pub fn current(&self) -> Option<SegKind> {
+        self.segs.last().map(|s| s.what)
     }
 }
 
@@ -174,7 +87,6 @@ pub struct Ctx {
 }
 
 /// The event store.
-#[derive(Debug, Default)]
 pub struct Store {
     t: Vec<u64>,
     line: Vec<u64>,
@@ -195,6 +107,8 @@ pub struct Store {
     base: u64,
     /// Ring bound (live); `None` keeps everything (replay).
     cap: Option<usize>,
+    /// The core's timelines (its findings are the session's business, not the store's).
+    timelines: Verifier,
     pub devices: Vec<Device>,
     dev_ids: HashMap<String, usize>,
     pub ctxs: Vec<Ctx>,
@@ -212,16 +126,34 @@ pub struct Store {
     pub out_of_order: u64,
 }
 
-/// The interrupt kind stored as byte `s` (its `IrqKind` discriminant).
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("rows", &self.t.len())
+            .field("base", &self.base)
+            .field("cap", &self.cap)
+            .field("devices", &self.devices.len())
+            .field("total", &self.total)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The interrupt kind stored as column byte `s` (its position in `IrqKind::ALL`).
 fn irq_kind_of(s: u8) -> IrqKind {
     IrqKind::ALL
-        .get(s as usize)
+        .get(usize::from(s))
         .copied()
         .unwrap_or(IrqKind::Msi)
 }
 
+/// Position of `x` in `all` (the core's `ALL` tables), as a column byte.
+fn pos<T: PartialEq>(all: &[T], x: &T) -> u8 {
+    all.iter().position(|a| a == x).unwrap_or(0) as u8
+}
+
 impl Store {
-    /// The window (t0, t1) kept for local row `r` (a windowed `dma`, an `irq_bin`).
+    /// The window (t0, t1) kept for local row `r` (a windowed `dma`, an `irq_bin`, a
+    /// `dirty_report`).
     fn window_of(&self, r: usize) -> Option<(u64, u64)> {
         let k = self.windows.partition_point(|w| (w.0 as usize) < r);
         self.windows
@@ -230,18 +162,55 @@ impl Store {
             .map(|w| (w.1, w.2))
     }
 
-    /// A store keeping every event.
-    pub fn new() -> Self {
-        Self::default()
+    /// A store keeping every event of a trace with this header (its sources say which
+    /// transitions the timelines can see).
+    pub fn new(header: &Header) -> Self {
+        Self::build(header, None)
     }
 
-    /// A store keeping at most about `cap` recent events (live mode); per-device summaries
-    /// and state segments are kept for the whole run.
-    pub fn with_cap(cap: usize) -> Self {
+    /// A store keeping at most about `cap` recent events (live mode); the state segments are
+    /// kept for the whole run.
+    pub fn with_cap(header: &Header, cap: usize) -> Self {
+        Self::build(header, Some(cap.max(16)))
+    }
+
+    fn build(header: &Header, cap: Option<usize>) -> Self {
+        let mut timelines = Verifier::new(header, Options::default());
+        timelines.keep_segments();
         Store {
-            cap: Some(cap.max(16)),
-            ..Self::default()
+            t: Vec::new(),
+            line: Vec::new(),
+            pid: Vec::new(),
+            dev: Vec::new(),
+            ev: Vec::new(),
+            s: Vec::new(),
+            x: Vec::new(),
+            a: Vec::new(),
+            b: Vec::new(),
+            windows: Vec::new(),
+            files: Vec::new(),
+            strings: Vec::new(),
+            string_ids: HashMap::new(),
+            base: 0,
+            cap,
+            timelines,
+            devices: Vec::new(),
+            dev_ids: HashMap::new(),
+            ctxs: Vec::new(),
+            ctx_ids: HashMap::new(),
+            notes: Vec::new(),
+            first_t: None,
+            last_t: 0,
+            total: 0,
+            lost: 0,
+            end_seen: false,
+            out_of_order: 0,
         }
+    }
+
+    /// The ring bound, if any.
+    pub fn cap(&self) -> Option<usize> {
+        self.cap
     }
 
     pub fn len(&self) -> usize {
@@ -268,8 +237,10 @@ impl Store {
     pub fn t_local(&self, r: usize) -> u64 {
         self.t[r]
     }
-    pub fn ev_at(&self, g: u64) -> Option<Ev> {
-        self.local(g).and_then(|r| Ev::from_u8(self.ev[r]))
+    /// The `ev` of a row.
+    pub fn ev_at(&self, g: u64) -> Option<&'static str> {
+        self.local(g)
+            .and_then(|r| EV_NAMES.get(self.ev[r] as usize).copied())
     }
     pub fn line_at(&self, g: u64) -> Option<u64> {
         self.local(g).map(|r| self.line[r])
@@ -303,13 +274,14 @@ impl Store {
 
     /// The last row of `list` with time <= `t` and kind `ev`, looking back at most `limit`
     /// rows (a SET's steps sit between it and its set_done).
-    pub fn last_of_before(&self, list: &[u32], t: u64, ev: Ev, limit: usize) -> Option<u64> {
+    pub fn last_of_before(&self, list: &[u32], t: u64, ev: &str, limit: usize) -> Option<u64> {
+        let code = EventKind::code_of(ev)?;
         let i = list.partition_point(|&r| self.t[r as usize] <= t);
         list[..i]
             .iter()
             .rev()
             .take(limit)
-            .find(|&&r| self.ev[r as usize] == ev as u8)
+            .find(|&&r| self.ev[r as usize] == code)
             .map(|&r| self.base + r as u64)
     }
 
@@ -340,30 +312,34 @@ impl Store {
         i
     }
 
-    /// The device index, creating an undeclared device (context `?`, RUNNING) if new.
-    fn dev_id(&mut self, name: &str, t: u64) -> usize {
+    /// The device index, creating an undeclared device (context `?`) if new.
+    fn dev_id(&mut self, name: &str) -> usize {
         if let Some(&i) = self.dev_ids.get(name) {
             return i;
         }
         self.add_device(
-            &DeviceDecl {
-                dev: name.to_owned(),
-                ctx: "?".to_owned(),
-                flags: Flags::default(),
-                state: State::Running,
-                driver: None,
-                sources: Default::default(),
-            },
-            t,
+            name,
+            "?",
+            MigFlags::default(),
             None,
+            &BTreeMap::new(),
             false,
         )
     }
 
-    fn add_device(&mut self, d: &DeviceDecl, t: u64, row: Option<u64>, declared: bool) -> usize {
-        let ctx = self.ctx_id(&d.ctx);
-        if let Some(&i) = self.dev_ids.get(&d.dev) {
-            // A re-declaration (or a declaration after first use) updates the lane.
+    fn add_device(
+        &mut self,
+        name: &str,
+        ctx: &str,
+        flags: MigFlags,
+        driver: Option<&str>,
+        sources: &BTreeMap<String, String>,
+        declared: bool,
+    ) -> usize {
+        let ctx = self.ctx_id(ctx);
+        if let Some(&i) = self.dev_ids.get(name) {
+            // A re-declaration (or a declaration after first use) updates the lane's facts;
+            // its history is the timeline's (a re-declaration is no transition).
             let old_ctx = self.devices[i].ctx;
             if old_ctx != ctx {
                 self.ctxs[old_ctx].devs.retain(|&x| x != i);
@@ -371,16 +347,10 @@ impl Store {
             }
             let dv = &mut self.devices[i];
             dv.ctx = ctx;
-            dv.flags = d.flags;
-            dv.initial = d.state;
-            dv.driver = d.driver.clone();
-            dv.sources = d.sources.clone();
+            dv.flags = flags;
+            dv.driver = driver.map(str::to_owned);
+            dv.sources.clone_from(sources);
             dv.declared = declared;
-            dv.segs.push(Seg {
-                t,
-                st: SegState::Stable(d.state),
-                row,
-            });
             return i;
         }
         // The device column is 16 bits; past that many lanes, the rest share the last one.
@@ -389,27 +359,20 @@ impl Store {
         }
         let i = self.devices.len();
         self.devices.push(Device {
-            name: d.dev.clone(),
+            name: name.to_owned(),
             ctx,
-            flags: d.flags,
-            initial: d.state,
-            driver: d.driver.clone(),
-            sources: d.sources.clone(),
+            flags,
+            driver: driver.map(str::to_owned),
+            sources: sources.clone(),
             declared,
-            segs: vec![Seg {
-                t,
-                st: SegState::Stable(d.state),
-                row,
-            }],
+            segs: Vec::new(),
             dma: Vec::new(),
             irq: Vec::new(),
             data: Vec::new(),
             fsm: Vec::new(),
-            stats: DevStats::default(),
-            open_set: None,
         });
         self.ctxs[ctx].devs.push(i);
-        self.dev_ids.insert(d.dev.clone(), i);
+        self.dev_ids.insert(name.to_owned(), i);
         i
     }
 
@@ -430,20 +393,49 @@ impl Store {
         out
     }
 
-    fn push_seg(&mut self, d: usize, t: u64, st: SegState, row: u64) {
-        let dv = &mut self.devices[d];
-        if dv.segs.last().map(|s| s.st) == Some(st) {
-            return;
+    /// Takes the segments the timelines closed and the one now open for device `d` (named
+    /// `name`) into its lane. `g` is the row of the event that changed it.
+    fn sync_segments(&mut self, d: Option<(usize, &str)>, t: u64, g: u64) {
+        let mut closed: Vec<(String, Segment)> = Vec::new();
+        for (name, s) in self.timelines.drain_segments() {
+            closed.push((name.to_owned(), s));
         }
-        dv.segs.push(Seg {
-            t,
-            st,
-            row: Some(row),
-        });
+        for (name, s) in closed {
+            let Some(&i) = self.dev_ids.get(&name) else {
+                continue;
+            };
+            // The closed segment's final word (a request's return, whether it was a quiesce).
+            if let Some(seg) = self.devices[i]
+                .segs
+                .iter_mut()
+                .rev()
+                .find(|x| x.t == s.start)
+            {
+                seg.what = s.what;
+            }
+        }
+        let Some((i, name)) = d else { return };
+        let Some(open) = self.timelines.timeline(name).map(|tl| tl.open_segment(t)) else {
+            return;
+        };
+        let segs = &mut self.devices[i].segs;
+        match segs.last_mut() {
+            Some(last) if last.t == open.start => {
+                if last.what != open.what {
+                    last.what = open.what;
+                    last.row = Some(g);
+                }
+            }
+            _ => segs.push(Seg {
+                t: open.start,
+                what: open.what,
+                row: Some(g),
+            }),
+        }
     }
 
-    /// Appends one event.
-    pub fn push(&mut self, e: &TimelineEvent) {
+    /// Appends one event (`line`: its 1-based line in the source, 0 when none).
+    pub fn push(&mut self, line: u64, e: &Event) {
         let t = e.t;
         if self.first_t.is_none() {
             self.first_t = Some(t);
@@ -453,83 +445,68 @@ impl Store {
         }
         self.last_t = self.last_t.max(t);
         self.total += 1;
+        // The core's timelines first: the findings are the session's verifier's to report.
+        drop(self.timelines.push(line, e));
         let row = self.t.len() as u32;
         let g = self.base + row as u64;
         let mut dev = NO_DEV;
         let (mut s, mut x, mut a, mut b) = (0u8, 0i32, 0u64, 0u64);
         match &e.kind {
-            EvKind::Device(d) => {
-                let i = self.add_device(d, t, Some(g), true);
+            EventKind::Device {
+                dev: n,
+                flags,
+                ctx,
+                state,
+                driver,
+                sources,
+            } => {
+                let i = self.add_device(n, ctx, *flags, driver.as_deref(), sources, true);
                 dev = i as u16;
-                s = d.state as u8;
-                x = d.flags.0 as i32;
-                a = self.intern(&d.ctx) as u64;
-                b = d.driver.as_deref().map_or(0, |n| self.intern(n) as u64 + 1);
+                s = *state as u8;
+                x = flags.0 as i32;
+                a = u64::from(self.intern(ctx));
+                b = driver
+                    .as_deref()
+                    .map_or(0, |n| u64::from(self.intern(n)) + 1);
             }
-            EvKind::Set { dev: n, to } => {
-                let i = self.dev_id(n, t);
+            EventKind::Set { dev: n, to } => {
+                let i = self.dev_id(n);
                 dev = i as u16;
                 s = *to as u8;
-                let from = match self.devices[i].current() {
-                    Some(SegState::Stable(f)) => Some(f),
-                    Some(SegState::Transition { from, .. }) => from,
-                    _ => None,
-                };
-                self.devices[i].open_set = Some((t, *to));
                 self.devices[i].fsm.push(row);
-                self.push_seg(i, t, SegState::Transition { from, to: *to }, g);
             }
-            EvKind::Step { dev: n, from, to } => {
-                let i = self.dev_id(n, t);
+            EventKind::Step { dev: n, from, to } => {
+                let i = self.dev_id(n);
                 dev = i as u16;
                 s = (*from as u8) | ((*to as u8) << 4);
                 self.devices[i].fsm.push(row);
             }
-            EvKind::SetDone {
+            EventKind::SetDone {
                 dev: n,
                 to,
                 ret,
                 data_fd,
             } => {
-                let i = self.dev_id(n, t);
+                let i = self.dev_id(n);
                 dev = i as u16;
                 s = (*to as u8) | if data_fd.is_some() { 0x10 } else { 0 };
                 x = *ret;
                 a = data_fd.map_or(0, |fd| fd as i64 as u64);
                 self.devices[i].fsm.push(row);
-                let open = self.devices[i].open_set.take();
-                if *ret == 0 {
-                    let dv = &mut self.devices[i];
-                    dv.stats.transitions += 1;
-                    if let Some((t0, _)) = open.filter(|_| to.quiescent()) {
-                        dv.stats.add_quiesce(t.saturating_sub(t0));
-                    }
-                    self.push_seg(i, t, SegState::Stable(*to), g);
-                } else {
-                    self.devices[i].stats.failed_sets += 1;
-                    self.push_seg(i, t, SegState::Unknown, g);
-                }
             }
-            EvKind::Get { dev: n, state } => {
-                let i = self.dev_id(n, t);
+            EventKind::Get { dev: n, state } => {
+                let i = self.dev_id(n);
                 dev = i as u16;
                 s = *state as u8;
                 self.devices[i].fsm.push(row);
-                if self.devices[i].current() == Some(SegState::Unknown) {
-                    self.push_seg(i, t, SegState::Stable(*state), g);
-                }
             }
-            EvKind::Reset { dev: n, ret } => {
-                let i = self.dev_id(n, t);
+            EventKind::Reset { dev: n, ret } => {
+                let i = self.dev_id(n);
                 dev = i as u16;
                 x = *ret;
                 self.devices[i].fsm.push(row);
-                if *ret == 0 {
-                    self.devices[i].open_set = None;
-                    self.push_seg(i, t, SegState::Stable(State::Running), g);
-                }
             }
-            EvKind::Dma {
+            EventKind::Dma {
                 dev: n,
                 src,
                 iova,
@@ -538,9 +515,9 @@ impl Store {
                 window,
                 p2p,
             } => {
-                let i = self.dev_id(n, t);
+                let i = self.dev_id(n);
                 dev = i as u16;
-                s = (*src as u8)
+                s = pos(&DmaSource::ALL, src)
                     | if *write { 0x08 } else { 0 }
                     | match p2p {
                         None => 0,
@@ -553,44 +530,35 @@ impl Store {
                 if let Some((t0, t1)) = window {
                     self.windows.push((row, *t0, *t1));
                 }
-                let slot = self.devices[i].current().map_or(9, SegState::slot);
-                let dv = &mut self.devices[i];
-                dv.dma.push(row);
-                dv.stats.dma[slot] += 1;
+                self.devices[i].dma.push(row);
             }
-            EvKind::Irq {
+            EventKind::Irq {
                 dev: n,
                 kind,
                 vector,
             } => {
-                let i = self.dev_id(n, t);
+                let i = self.dev_id(n);
                 dev = i as u16;
-                s = *kind as u8;
+                s = pos(&IrqKind::ALL, kind);
                 x = *vector as i32;
-                let slot = self.devices[i].current().map_or(9, SegState::slot);
-                let dv = &mut self.devices[i];
-                dv.irq.push(row);
-                dv.stats.irq[slot] += 1;
+                self.devices[i].irq.push(row);
             }
-            EvKind::IrqBin {
+            EventKind::IrqBin {
                 dev: n,
                 kind,
                 vector,
                 n: count,
                 window: (t0, t1),
             } => {
-                let i = self.dev_id(n, t);
+                let i = self.dev_id(n);
                 dev = i as u16;
-                s = *kind as u8;
+                s = pos(&IrqKind::ALL, kind);
                 x = *vector as i32;
                 a = *count;
                 self.windows.push((row, *t0, *t1));
-                let slot = self.devices[i].current().map_or(9, SegState::slot);
-                let dv = &mut self.devices[i];
-                dv.irq.push(row);
-                dv.stats.irq[slot] += *count;
+                self.devices[i].irq.push(row);
             }
-            EvKind::Map { ctx, iova, len } | EvKind::Unmap { ctx, iova, len } => {
+            EventKind::Map { ctx, iova, len } | EventKind::Unmap { ctx, iova, len } => {
                 let c = self.ctx_id(ctx);
                 x = self.intern(ctx) as i32;
                 a = *iova;
@@ -598,39 +566,40 @@ impl Store {
                 self.ctxs[c].maps.push(row);
             }
             // s: the direction, 0x10 when a file is named (kept in `files`).
-            EvKind::Data {
+            EventKind::Data {
                 dev: n,
                 dir,
                 bytes,
                 file,
             } => {
-                let i = self.dev_id(n, t);
+                let i = self.dev_id(n);
                 dev = i as u16;
-                s = *dir as u8;
+                s = match dir {
+                    DataDir::Save => 0,
+                    DataDir::Load => 1,
+                };
                 a = *bytes;
                 if let Some(f) = file {
                     s |= 0x10;
                     self.files.push((row, *f));
                 }
-                let dv = &mut self.devices[i];
-                dv.data.push(row);
-                dv.stats.data_bytes += bytes;
+                self.devices[i].data.push(row);
             }
-            EvKind::Lost { n, source, dev: d } => {
+            EventKind::Lost { n, source, dev: d } => {
                 a = *n;
                 x = self.intern(source) as i32;
                 b = d.as_ref().map_or(0, |d| u64::from(self.intern(d)) + 1);
                 self.lost += n;
                 self.notes.push(row);
             }
-            EvKind::Mark { label } => {
+            EventKind::Mark { label } => {
                 x = self.intern(label) as i32;
                 self.notes.push(row);
             }
-            EvKind::End => self.end_seen = true,
+            EventKind::End => self.end_seen = true,
             // s: 1 for a value; x: the errno, or precopy's flags word.
-            EvKind::PrecopyInfo { dev: n, result } => {
-                let i = self.dev_id(n, t);
+            EventKind::PrecopyInfo { dev: n, result } => {
+                let i = self.dev_id(n);
                 dev = i as u16;
                 match result {
                     Ok(p) => {
@@ -643,8 +612,8 @@ impl Store {
                 }
                 self.devices[i].data.push(row);
             }
-            EvKind::DataSize { dev: n, result } => {
-                let i = self.dev_id(n, t);
+            EventKind::DataSize { dev: n, result } => {
+                let i = self.dev_id(n);
                 dev = i as u16;
                 match result {
                     Ok(bytes) => {
@@ -655,47 +624,76 @@ impl Store {
                 }
                 self.devices[i].data.push(row);
             }
-            // x: ret; a: bytes; b: the corruption's name.
-            EvKind::CorruptLoad {
+            // s: the corruption; x: ret; a: bytes.
+            EventKind::CorruptLoad {
                 dev: n,
                 corruption,
                 bytes,
                 ret,
             } => {
-                let i = self.dev_id(n, t);
+                let i = self.dev_id(n);
                 dev = i as u16;
+                s = pos(&Corruption::ALL, corruption);
                 x = *ret;
                 a = *bytes;
-                b = u64::from(self.intern(corruption));
                 self.devices[i].data.push(row);
             }
-            // x: the stage's name; a: bar; b: the registers as `offset=value,...` (hex).
-            EvKind::Regs {
+            // s: the stage; a: bar; b: the registers as `offset=value,...` (hex).
+            EventKind::Regs {
                 dev: n,
                 stage,
                 bar,
                 regs,
             } => {
-                let i = self.dev_id(n, t);
+                let i = self.dev_id(n);
                 dev = i as u16;
-                x = self.intern(stage) as i32;
+                s = pos(&RegStage::ALL, stage);
                 a = u64::from(*bar);
                 let text: Vec<String> = regs.iter().map(|(o, v)| format!("{o:x}={v:x}")).collect();
                 b = u64::from(self.intern(&text.join(",")));
                 self.devices[i].data.push(row);
             }
-            EvKind::PrecopyInfoV2 { dev: n, ret } => {
-                let i = self.dev_id(n, t);
+            EventKind::PrecopyInfoV2 { dev: n, ret } => {
+                let i = self.dev_id(n);
                 dev = i as u16;
                 x = *ret;
                 self.devices[i].data.push(row);
             }
+            // a: iova; b: len; s: log2 of page_size; x: dirty pages (as u32 bits); the window
+            // in `windows`.
+            EventKind::DirtyReport {
+                dev: n,
+                iova,
+                len,
+                page_size,
+                window: (t0, t1),
+                dirty_pages,
+            } => {
+                let i = self.dev_id(n);
+                dev = i as u16;
+                a = *iova;
+                b = *len;
+                s = page_size.trailing_zeros() as u8;
+                x = (*dirty_pages).min(u64::from(u32::MAX)) as u32 as i32;
+                self.windows.push((row, *t0, *t1));
+                self.devices[i].data.push(row);
+            }
+        }
+        if let Some(n) = e.kind.dev() {
+            let i = dev as usize;
+            self.sync_segments(Some((i, n)), t, g);
+        } else if matches!(e.kind, EventKind::End) {
+            // `end` leaves an open request unfinished: every lane's open segment says so.
+            for i in 0..self.devices.len() {
+                let name = self.devices[i].name.clone();
+                self.sync_segments(Some((i, &name)), t, g);
+            }
         }
         self.t.push(t);
-        self.line.push(e.line);
+        self.line.push(line);
         self.pid.push(e.pid.unwrap_or(NO_PID));
         self.dev.push(dev);
-        self.ev.push(e.kind.ev() as u8);
+        self.ev.push(e.kind.code());
         self.s.push(s);
         self.x.push(x);
         self.a.push(a);
@@ -755,8 +753,8 @@ impl Store {
         self.base += n as u64;
     }
 
-    /// Reconstructs the event at a global index.
-    pub fn get(&self, g: u64) -> Option<TimelineEvent> {
+    /// The event at a global index, with its source line.
+    pub fn get(&self, g: u64) -> Option<(u64, Event)> {
         let r = self.local(g)?;
         let devname = || {
             self.devices
@@ -764,49 +762,49 @@ impl Store {
                 .map(|d| d.name.clone())
                 .unwrap_or_default()
         };
-        let st = |v: u8| State::from_u32(u32::from(v & 0x0f)).unwrap_or(State::Error);
+        let st = |v: u8| MigState::from_u32(u32::from(v & 0x0f)).unwrap_or(MigState::Error);
         let (s, x, a, b) = (self.s[r], self.x[r], self.a[r], self.b[r]);
-        let kind = match Ev::from_u8(self.ev[r])? {
-            Ev::Device => {
+        let kind = match *EV_NAMES.get(self.ev[r] as usize)? {
+            "device" => {
                 let dv = self.devices.get(self.dev[r] as usize)?;
-                EvKind::Device(DeviceDecl {
+                EventKind::Device {
                     dev: dv.name.clone(),
+                    flags: MigFlags(x as u32),
                     ctx: self.string(a as u32),
-                    flags: Flags(x as u32),
                     state: st(s),
                     driver: (b != 0).then(|| self.string((b - 1) as u32)),
                     sources: dv.sources.clone(),
-                })
+                }
             }
-            Ev::Set => EvKind::Set {
+            "set" => EventKind::Set {
                 dev: devname(),
                 to: st(s),
             },
-            Ev::Step => EvKind::Step {
+            "step" => EventKind::Step {
                 dev: devname(),
                 from: st(s),
                 to: st(s >> 4),
             },
-            Ev::SetDone => EvKind::SetDone {
+            "set_done" => EventKind::SetDone {
                 dev: devname(),
                 to: st(s),
                 ret: x,
                 data_fd: (s & 0x10 != 0).then_some(a as i64 as i32),
             },
-            Ev::Get => EvKind::Get {
+            "get" => EventKind::Get {
                 dev: devname(),
                 state: st(s),
             },
-            Ev::Reset => EvKind::Reset {
+            "reset" => EventKind::Reset {
                 dev: devname(),
                 ret: x,
             },
-            Ev::Dma => EvKind::Dma {
+            "dma" => EventKind::Dma {
                 dev: devname(),
-                src: DmaSrc::ALL
+                src: DmaSource::ALL
                     .get((s & 0x07) as usize)
                     .copied()
-                    .unwrap_or(DmaSrc::Witness),
+                    .unwrap_or(DmaSource::Witness),
                 iova: a,
                 len: b,
                 write: s & 0x08 != 0,
@@ -821,22 +819,22 @@ impl Store {
                     _ => None,
                 },
             },
-            Ev::Irq => EvKind::Irq {
+            "irq" => EventKind::Irq {
                 dev: devname(),
                 kind: irq_kind_of(s),
                 vector: x as u32,
             },
-            Ev::Map => EvKind::Map {
+            "map" => EventKind::Map {
                 ctx: self.string(x as u32),
                 iova: a,
                 len: b,
             },
-            Ev::Unmap => EvKind::Unmap {
+            "unmap" => EventKind::Unmap {
                 ctx: self.string(x as u32),
                 iova: a,
                 len: b,
             },
-            Ev::Data => EvKind::Data {
+            "data" => EventKind::Data {
                 dev: devname(),
                 dir: if s & 0x0f == 1 {
                     DataDir::Load
@@ -851,16 +849,16 @@ impl Store {
                     None
                 },
             },
-            Ev::Lost => EvKind::Lost {
+            "lost" => EventKind::Lost {
                 n: a,
                 source: self.string(x as u32),
                 dev: (b != 0).then(|| self.string((b - 1) as u32)),
             },
-            Ev::Mark => EvKind::Mark {
+            "mark" => EventKind::Mark {
                 label: self.string(x as u32),
             },
-            Ev::End => EvKind::End,
-            Ev::PrecopyInfo => EvKind::PrecopyInfo {
+            "end" => EventKind::End,
+            "precopy_info" => EventKind::PrecopyInfo {
                 dev: devname(),
                 result: if s == 1 {
                     Ok(PrecopyInfo {
@@ -872,19 +870,19 @@ impl Store {
                     Err(x)
                 },
             },
-            Ev::DataSize => EvKind::DataSize {
+            "data_size" => EventKind::DataSize {
                 dev: devname(),
                 result: if s == 1 { Ok(a) } else { Err(x) },
             },
-            Ev::CorruptLoad => EvKind::CorruptLoad {
+            "corrupt_load" => EventKind::CorruptLoad {
                 dev: devname(),
-                corruption: self.string(b as u32),
+                corruption: *Corruption::ALL.get(s as usize)?,
                 bytes: a,
                 ret: x,
             },
-            Ev::Regs => EvKind::Regs {
+            "regs" => EventKind::Regs {
                 dev: devname(),
-                stage: self.string(x as u32),
+                stage: *RegStage::ALL.get(s as usize)?,
                 bar: a as u32,
                 regs: self
                     .string(b as u32)
@@ -898,33 +896,47 @@ impl Store {
                     })
                     .collect(),
             },
-            Ev::PrecopyInfoV2 => EvKind::PrecopyInfoV2 {
+            "precopy_info_v2" => EventKind::PrecopyInfoV2 {
                 dev: devname(),
                 ret: x,
             },
-            Ev::IrqBin => EvKind::IrqBin {
+            "irq_bin" => EventKind::IrqBin {
                 dev: devname(),
-                kind: irq_kind_of(s),
+                kind: IrqKind::ALL
+                    .get(usize::from(s))
+                    .copied()
+                    .unwrap_or(IrqKind::Msi),
                 vector: x as u32,
                 n: a,
                 window: self.window_of(r).unwrap_or((self.t[r], self.t[r])),
             },
+            "dirty_report" => EventKind::DirtyReport {
+                dev: devname(),
+                iova: a,
+                len: b,
+                page_size: 1u64.checked_shl(u32::from(s)).unwrap_or(0),
+                window: self.window_of(r).unwrap_or((0, 0)),
+                dirty_pages: u64::from(x as u32),
+            },
+            _ => return None,
         };
-        Some(TimelineEvent {
-            t: self.t[r],
-            line: self.line[r],
-            pid: (self.pid[r] != NO_PID).then_some(self.pid[r]),
-            kind,
-        })
+        Some((
+            self.line[r],
+            Event {
+                t: self.t[r],
+                pid: (self.pid[r] != NO_PID).then_some(self.pid[r]),
+                kind,
+            },
+        ))
     }
 
-    /// Every retained event, oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = TimelineEvent> + '_ {
+    /// Every retained event with its line, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, Event)> + '_ {
         (self.base..self.end()).filter_map(|g| self.get(g))
     }
 
-    /// Whether row `g` passes a device / kind filter (cheap: columns only).
-    pub fn row_matches(&self, g: u64, dev: Option<&[usize]>, evs: Option<&[Ev]>) -> bool {
+    /// Whether row `g` passes a device / kind-code filter (cheap: columns only).
+    pub fn row_matches(&self, g: u64, dev: Option<&[usize]>, evs: Option<&[u8]>) -> bool {
         let Some(r) = self.local(g) else {
             return false;
         };
@@ -935,7 +947,7 @@ impl Store {
             }
         }
         if let Some(evs) = evs
-            && !evs.iter().any(|e| *e as u8 == self.ev[r])
+            && !evs.contains(&self.ev[r])
         {
             return false;
         }
@@ -952,31 +964,35 @@ pub enum Lane {
 }
 
 /// One-line summary of an event (event list, search).
-pub fn summary(e: &TimelineEvent) -> String {
+pub fn summary(e: &Event) -> String {
     match &e.kind {
-        EvKind::Device(d) => format!(
-            "device {} ctx={} flags={} state={}{}",
-            d.dev,
-            d.ctx,
-            d.flags.names().collect::<Vec<_>>().join(","),
-            d.state,
-            d.driver
+        EventKind::Device {
+            dev,
+            flags,
+            ctx,
+            state,
+            driver,
+            ..
+        } => format!(
+            "device {dev} ctx={ctx} flags={} state={state}{}",
+            flags.names().collect::<Vec<_>>().join(","),
+            driver
                 .as_deref()
                 .map(|x| format!(" driver={x}"))
                 .unwrap_or_default()
         ),
-        EvKind::Set { dev, to } => format!("set {dev} -> {to}"),
-        EvKind::Step { dev, from, to } => format!("step {dev} {from} -> {to}"),
-        EvKind::SetDone { dev, to, ret, .. } => {
+        EventKind::Set { dev, to } => format!("set {dev} -> {to}"),
+        EventKind::Step { dev, from, to } => format!("step {dev} {from} -> {to}"),
+        EventKind::SetDone { dev, to, ret, .. } => {
             if *ret == 0 {
                 format!("set_done {dev} {to} ok")
             } else {
                 format!("set_done {dev} {to} ret={ret}")
             }
         }
-        EvKind::Get { dev, state } => format!("get {dev} = {state}"),
-        EvKind::Reset { dev, ret } => format!("reset {dev} ret={ret}"),
-        EvKind::Dma {
+        EventKind::Get { dev, state } => format!("get {dev} = {state}"),
+        EventKind::Reset { dev, ret } => format!("reset {dev} ret={ret}"),
+        EventKind::Dma {
             dev,
             src,
             iova,
@@ -991,8 +1007,8 @@ pub fn summary(e: &TimelineEvent) -> String {
             if window.is_some() { " windowed" } else { "" },
             if *p2p == Some(true) { " p2p" } else { "" }
         ),
-        EvKind::Irq { dev, kind, vector } => format!("irq {dev} {}[{vector}]", kind.name()),
-        EvKind::IrqBin {
+        EventKind::Irq { dev, kind, vector } => format!("irq {dev} {}[{vector}]", kind.name()),
+        EventKind::IrqBin {
             dev,
             kind,
             vector,
@@ -1002,15 +1018,15 @@ pub fn summary(e: &TimelineEvent) -> String {
             "irq_bin {dev} {}[{vector}] x{n} in [{t0}, {t1}]",
             kind.name()
         ),
-        EvKind::Map { ctx, iova, len } => format!("map {ctx} {iova:#x}+{len:#x}"),
-        EvKind::Unmap { ctx, iova, len } => format!("unmap {ctx} {iova:#x}+{len:#x}"),
-        EvKind::Data {
+        EventKind::Map { ctx, iova, len } => format!("map {ctx} {iova:#x}+{len:#x}"),
+        EventKind::Unmap { ctx, iova, len } => format!("unmap {ctx} {iova:#x}+{len:#x}"),
+        EventKind::Data {
             dev,
             dir,
             bytes,
             file: None,
         } => format!("data {dev} {} {bytes} B", dir.name()),
-        EvKind::Data {
+        EventKind::Data {
             dev,
             dir,
             bytes,
@@ -1022,47 +1038,58 @@ pub fn summary(e: &TimelineEvent) -> String {
             f.fd_gen,
             f.reset_gen
         ),
-        EvKind::Lost {
+        EventKind::Lost {
             n,
             source,
             dev: None,
         } => format!("lost {n} ({source})"),
-        EvKind::Lost {
+        EventKind::Lost {
             n,
             source,
             dev: Some(d),
         } => format!("lost {n} ({source}, {d})"),
-        EvKind::Mark { label } => format!("mark {label}"),
-        EvKind::End => "end".to_owned(),
-        EvKind::PrecopyInfo { dev, result: Ok(p) } => format!(
+        EventKind::Mark { label } => format!("mark {label}"),
+        EventKind::End => "end".to_owned(),
+        EventKind::PrecopyInfo { dev, result: Ok(p) } => format!(
             "precopy_info {dev} initial {} B dirty {} B flags {:#x}",
             p.initial_bytes, p.dirty_bytes, p.flags
         ),
-        EvKind::PrecopyInfo {
+        EventKind::PrecopyInfo {
             dev,
             result: Err(e),
         } => format!("precopy_info {dev} ret={e}"),
-        EvKind::DataSize { dev, result: Ok(b) } => format!("data_size {dev} {b} B"),
-        EvKind::DataSize {
+        EventKind::DataSize { dev, result: Ok(b) } => format!("data_size {dev} {b} B"),
+        EventKind::DataSize {
             dev,
             result: Err(e),
         } => format!("data_size {dev} ret={e}"),
-        EvKind::CorruptLoad {
+        EventKind::CorruptLoad {
             dev,
             corruption,
             bytes,
             ret,
-        } => format!("corrupt_load {dev} {corruption} {bytes} B ret={ret}"),
-        EvKind::Regs {
+        } => format!(
+            "corrupt_load {dev} {} {bytes} B ret={ret}",
+            corruption.name()
+        ),
+        EventKind::Regs {
             dev,
             stage,
             bar,
             regs,
         } => {
             let r: Vec<String> = regs.iter().map(|(o, v)| format!("{o:#x}={v:#x}")).collect();
-            format!("regs {dev} {stage} bar{bar} {}", r.join(" "))
+            format!("regs {dev} {} bar{bar} {}", stage.name(), r.join(" "))
         }
-        EvKind::PrecopyInfoV2 { dev, ret } => format!("precopy_info_v2 {dev} ret={ret}"),
+        EventKind::PrecopyInfoV2 { dev, ret } => format!("precopy_info_v2 {dev} ret={ret}"),
+        EventKind::DirtyReport {
+            dev,
+            iova,
+            len,
+            window: (t0, t1),
+            dirty_pages,
+            ..
+        } => format!("dirty_report {dev} {iova:#x}+{len} ({t0}, {t1}] {dirty_pages} dirty"),
     }
 }
 
@@ -1092,189 +1119,310 @@ fn trim(s: String) -> String {
 mod tests {
     use super::*;
 
-    fn ev(t: u64, kind: EvKind) -> TimelineEvent {
-        TimelineEvent {
+    const D: &str = "0000:00:02.0";
+
+    fn ev(t: u64, kind: EventKind) -> Event {
+        Event {
             t,
-            line: t + 2,
-            pid: None,
+            pid: Some(7),
             kind,
         }
     }
 
+    fn declare(state: MigState) -> EventKind {
+        EventKind::Device {
+            dev: D.into(),
+            flags: MigFlags(3),
+            ctx: "vm".into(),
+            state,
+            driver: Some("drv".into()),
+            sources: [("witness".to_owned(), "ok".to_owned())].into(),
+        }
+    }
+
+    /// Every kind of the core's vocabulary comes back out of the columns as it went in (the
+    /// view's export writes what `get` returns).
     #[test]
     fn round_trips_every_kind() {
-        let evs = vec![
-            ev(
-                0,
-                EvKind::Device(DeviceDecl {
-                    dev: "a".into(),
-                    ctx: "vm".into(),
-                    flags: Flags(3),
-                    state: State::Running,
-                    driver: Some("drv".into()),
-                    sources: Default::default(),
+        let d = || D.to_owned();
+        let kinds = vec![
+            declare(MigState::Stop),
+            EventKind::Set {
+                dev: d(),
+                to: MigState::RunningP2p,
+            },
+            EventKind::Step {
+                dev: d(),
+                from: MigState::Running,
+                to: MigState::RunningP2p,
+            },
+            EventKind::SetDone {
+                dev: d(),
+                to: MigState::RunningP2p,
+                ret: 0,
+                data_fd: Some(-1),
+            },
+            EventKind::Get {
+                dev: d(),
+                state: MigState::PreCopy,
+            },
+            EventKind::Reset { dev: d(), ret: -5 },
+            EventKind::Dma {
+                dev: d(),
+                src: DmaSource::MdevDma,
+                iova: 1 << 40,
+                len: 4096,
+                write: true,
+                window: Some((3, 4)),
+                p2p: Some(true),
+            },
+            EventKind::Dma {
+                dev: d(),
+                src: DmaSource::Fault,
+                iova: 1,
+                len: 2,
+                write: false,
+                window: None,
+                p2p: Some(false),
+            },
+            EventKind::Irq {
+                dev: d(),
+                kind: IrqKind::Intx,
+                vector: 7,
+            },
+            EventKind::Map {
+                ctx: "vm".into(),
+                iova: 1,
+                len: 2,
+            },
+            EventKind::Unmap {
+                ctx: "vm".into(),
+                iova: 1,
+                len: 2,
+            },
+            EventKind::Data {
+                dev: d(),
+                dir: DataDir::Load,
+                bytes: 9,
+                file: None,
+            },
+            EventKind::Data {
+                dev: d(),
+                dir: DataDir::Save,
+                bytes: 80,
+                file: Some(DataFile {
+                    fd: 7,
+                    fd_gen: 0,
+                    reset_gen: u64::MAX,
                 }),
-            ),
-            ev(
-                1,
-                EvKind::Set {
-                    dev: "a".into(),
-                    to: State::RunningP2p,
-                },
-            ),
-            ev(
-                2,
-                EvKind::Step {
-                    dev: "a".into(),
-                    from: State::Running,
-                    to: State::RunningP2p,
-                },
-            ),
-            ev(
-                3,
-                EvKind::SetDone {
-                    dev: "a".into(),
-                    to: State::RunningP2p,
-                    ret: 0,
-                    data_fd: Some(-1),
-                },
-            ),
-            ev(
-                4,
-                EvKind::Dma {
-                    dev: "a".into(),
-                    src: DmaSrc::MdevDma,
-                    iova: 0x1000,
-                    len: 4096,
-                    write: true,
-                    window: Some((3, 4)),
-                    p2p: Some(true),
-                },
-            ),
-            ev(
-                5,
-                EvKind::Irq {
-                    dev: "a".into(),
-                    kind: IrqKind::Intx,
-                    vector: 7,
-                },
-            ),
-            ev(
-                5,
-                EvKind::IrqBin {
-                    dev: "a".into(),
-                    kind: IrqKind::Msix,
-                    vector: 2,
-                    n: 4000,
-                    window: (1, 5),
-                },
-            ),
-            ev(
-                6,
-                EvKind::Map {
-                    ctx: "vm".into(),
-                    iova: 1,
-                    len: 2,
-                },
-            ),
-            ev(
-                7,
-                EvKind::Data {
-                    dev: "a".into(),
-                    dir: DataDir::Load,
-                    bytes: 9,
-                    file: None,
-                },
-            ),
-            ev(
-                8,
-                EvKind::Lost {
-                    n: 3,
-                    source: "ring".into(),
-                    dev: None,
-                },
-            ),
-            ev(9, EvKind::Mark { label: "hi".into() }),
-            ev(
-                10,
-                EvKind::Reset {
-                    dev: "a".into(),
-                    ret: -5,
-                },
-            ),
-            ev(
-                10,
-                EvKind::PrecopyInfo {
-                    dev: "a".into(),
-                    result: Ok(PrecopyInfo {
-                        initial_bytes: u64::MAX,
-                        dirty_bytes: 3,
-                        flags: u32::MAX,
-                    }),
-                },
-            ),
-            ev(
-                10,
-                EvKind::PrecopyInfo {
-                    dev: "a".into(),
-                    result: Err(-22),
-                },
-            ),
-            ev(
-                10,
-                EvKind::DataSize {
-                    dev: "a".into(),
-                    result: Ok(80),
-                },
-            ),
-            ev(
-                10,
-                EvKind::DataSize {
-                    dev: "a".into(),
-                    result: Err(-25),
-                },
-            ),
-            ev(11, EvKind::End),
+            },
+            EventKind::IrqBin {
+                dev: d(),
+                kind: IrqKind::Msix,
+                vector: 2,
+                n: 4000,
+                window: (1, 5),
+            },
+            EventKind::Lost {
+                n: 3,
+                source: "ring".into(),
+                dev: None,
+            },
+            EventKind::Lost {
+                n: 1,
+                source: "fsm_step".into(),
+                dev: Some(d()),
+            },
+            EventKind::Mark { label: "hi".into() },
+            EventKind::PrecopyInfo {
+                dev: d(),
+                result: Ok(PrecopyInfo {
+                    initial_bytes: u64::MAX,
+                    dirty_bytes: 3,
+                    flags: u32::MAX,
+                }),
+            },
+            EventKind::PrecopyInfo {
+                dev: d(),
+                result: Err(-22),
+            },
+            EventKind::DataSize {
+                dev: d(),
+                result: Ok(80),
+            },
+            EventKind::DataSize {
+                dev: d(),
+                result: Err(-25),
+            },
+            EventKind::PrecopyInfoV2 { dev: d(), ret: 0 },
+            EventKind::CorruptLoad {
+                dev: d(),
+                corruption: Corruption::BitFlip,
+                bytes: 88,
+                ret: 0,
+            },
+            EventKind::CorruptLoad {
+                dev: d(),
+                corruption: Corruption::Oversized,
+                bytes: 65624,
+                ret: -28,
+            },
+            EventKind::Regs {
+                dev: d(),
+                stage: RegStage::Restored,
+                bar: 0,
+                regs: [(0x4, 0x1234), (0x80, 0x18_0000)].into_iter().collect(),
+            },
+            EventKind::DirtyReport {
+                dev: d(),
+                iova: 0x10_0000,
+                len: 0x4000,
+                page_size: 4096,
+                window: (17, 19),
+                dirty_pages: 2,
+            },
+            EventKind::End,
         ];
-        let mut s = Store::new();
-        for e in &evs {
-            s.push(e);
+        let evs: Vec<(u64, Event)> = kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| (i as u64 + 2, ev(i as u64, k)))
+            .collect();
+        let mut s = Store::new(&Header::default());
+        for (line, e) in &evs {
+            s.push(*line, e);
         }
-        let back: Vec<_> = s.iter().collect();
-        assert_eq!(back, evs);
-        assert_eq!(s.lost, 3);
+        assert_eq!(s.iter().collect::<Vec<_>>(), evs);
+        assert_eq!(s.lost, 4);
         assert!(s.end_seen);
-        let d = &s.devices[0];
-        assert_eq!(d.stats.transitions, 1);
-        assert_eq!(d.stats.quiesce_ns, vec![2]);
-        assert_eq!(d.stats.quiesce_summary(), Some((2, 2, 2)));
-        assert_eq!(d.stats.dma[State::RunningP2p as usize], 1);
-        assert_eq!(d.segs.len(), 3);
-        // Size reports tick on the data list; only `data` moves bytes.
-        assert_eq!(d.data.len(), 5);
-        assert_eq!(d.stats.data_bytes, 9);
+        assert_eq!(s.ev_at(s.base() + 5), Some("reset"));
+    }
+
+    fn seg(t: u64, what: SegKind) -> (u64, SegKind) {
+        (t, what)
+    }
+
+    fn segs(s: &Store) -> Vec<(u64, SegKind)> {
+        s.devices[0].segs.iter().map(|x| (x.t, x.what)).collect()
+    }
+
+    /// The lane is the core's timeline: one quiesce RUNNING -> RUNNING_P2P, then STOP and
+    /// STOP_COPY from there (no second or third quiesce), and a re-declaration while
+    /// quiesced (new sources, same history) keeps the device where it was. The view's old
+    /// state machine restarted the lane at the declared RUNNING and counted every SET into a
+    /// quiescent state.
+    #[test]
+    fn lanes_follow_the_cores_timeline() {
+        use MigState::{Running, RunningP2p, Stop, StopCopy};
+        let set = |to| EventKind::Set { dev: D.into(), to };
+        let done = |to| EventKind::SetDone {
+            dev: D.into(),
+            to,
+            ret: 0,
+            data_fd: None,
+        };
+        let evs = [
+            declare(Running),
+            set(RunningP2p),
+            done(RunningP2p),
+            declare(Running),
+            set(Stop),
+            done(Stop),
+            set(StopCopy),
+            done(StopCopy),
+        ];
+        let mut s = Store::new(&Header::default());
+        for (i, k) in evs.into_iter().enumerate() {
+            s.push(i as u64 + 2, &ev(i as u64 * 10, k));
+        }
+        let tr = |from, to, quiesce| SegKind::Transition {
+            from: Some(from),
+            to,
+            ret: Some(0),
+            quiesce,
+        };
+        assert_eq!(
+            segs(&s),
+            vec![
+                seg(0, SegKind::State(Some(Running))),
+                seg(10, tr(Running, RunningP2p, true)),
+                seg(20, SegKind::State(Some(RunningP2p))),
+                seg(40, tr(RunningP2p, Stop, false)),
+                seg(50, SegKind::State(Some(Stop))),
+                seg(60, tr(Stop, StopCopy, false)),
+                seg(70, SegKind::State(Some(StopCopy))),
+            ]
+        );
+        // The set row began the request's segment.
+        assert_eq!(s.devices[0].segs[1].row, Some(1));
+    }
+
+    /// A SET that fails after arcs ran leaves the state unknown until a GET tells.
+    #[test]
+    fn a_failed_set_leaves_the_lane_unknown_until_a_get() {
+        let mut s = Store::new(&Header::default());
+        let kinds = [
+            declare(MigState::Running),
+            EventKind::Set {
+                dev: D.into(),
+                to: MigState::Stop,
+            },
+            EventKind::Step {
+                dev: D.into(),
+                from: MigState::Running,
+                to: MigState::RunningP2p,
+            },
+            EventKind::SetDone {
+                dev: D.into(),
+                to: MigState::Stop,
+                ret: -5,
+                data_fd: None,
+            },
+            EventKind::Get {
+                dev: D.into(),
+                state: MigState::RunningP2p,
+            },
+        ];
+        for (i, k) in kinds.into_iter().enumerate() {
+            s.push(i as u64 + 2, &ev(i as u64 * 10, k));
+        }
+        let whats: Vec<String> = s.devices[0]
+            .segs
+            .iter()
+            .map(|x| seg_label(&x.what))
+            .collect();
+        assert_eq!(
+            whats,
+            ["RUNNING", "RUNNING->STOP", "UNKNOWN", "RUNNING_P2P"]
+        );
     }
 
     #[test]
-    fn ring_bound_keeps_recent_rows_and_summaries() {
-        let mut s = Store::with_cap(100);
+    fn ring_bound_keeps_recent_rows_and_the_state_history() {
+        let mut s = Store::with_cap(&Header::default(), 100);
         for t in 0..1000u64 {
-            s.push(&ev(
-                t,
-                EvKind::Irq {
-                    dev: "a".into(),
-                    kind: IrqKind::Msi,
-                    vector: 0,
-                },
-            ));
+            s.push(
+                t + 2,
+                &ev(
+                    t,
+                    EventKind::Irq {
+                        dev: "a".into(),
+                        kind: IrqKind::Msi,
+                        vector: 0,
+                    },
+                ),
+            );
         }
         assert!(s.len() <= 100);
         assert_eq!(s.end(), 1000);
         assert_eq!(s.total, 1000);
-        assert_eq!(s.devices[0].stats.irq[State::Running as usize], 1000);
         assert_eq!(s.devices[0].irq.len(), s.len());
         assert_eq!(s.t_at(999), Some(999));
         assert_eq!(s.t_at(s.base()), Some(s.base()));
+        assert_eq!(
+            segs(&s),
+            vec![seg(0, SegKind::State(Some(MigState::Running)))]
+        );
     }
 
     #[test]
@@ -1283,18 +1431,5 @@ mod tests {
         assert_eq!(fmt_dur(1_500), "1.5us");
         assert_eq!(fmt_dur(13_000_000), "13ms");
         assert_eq!(fmt_dur(2_000_000_000), "2s");
-    }
-
-    #[test]
-    fn quiesce_samples_stay_bounded_with_exact_extremes() {
-        let mut st = DevStats::default();
-        for ns in 1..=100_000u64 {
-            st.add_quiesce(ns);
-        }
-        assert!(st.quiesce_ns.len() <= QUIESCE_SAMPLES);
-        assert_eq!(st.quiesce_count, 100_000);
-        let (mn, md, mx) = st.quiesce_summary().expect("summary");
-        assert_eq!((mn, mx), (1, 100_000));
-        assert!((40_000..60_000).contains(&md), "median {md}");
     }
 }

@@ -63,9 +63,20 @@ pub fn map_key(code: KeyCode, mods: KeyModifiers) -> Option<Key> {
 /// a file loader or a live capture thread); `export` performs an [`Effect::Export`] and
 /// returns the file written. Returns the final model.
 pub fn run(
+    app: App,
+    source: Receiver<Msg>,
+    export: &mut dyn FnMut(&App, &str) -> Result<String, String>,
+) -> io::Result<App> {
+    run_timed(app, source, export, &mut |_| {})
+}
+
+/// [`run`], telling `frame` how long each redraw took (laying the frame out and writing it to
+/// the terminal): the caller's frame-time statistics.
+pub fn run_timed(
     mut app: App,
     source: Receiver<Msg>,
     export: &mut dyn FnMut(&App, &str) -> Result<String, String>,
+    frame: &mut dyn FnMut(Duration),
 ) -> io::Result<App> {
     let mut terminal = ratatui::try_init()?;
     let _restore = Restore;
@@ -74,7 +85,9 @@ pub fn run(
     let _ = crossterm::execute!(io::stdout(), EnableMouseCapture);
     let mut source_open = true;
     loop {
+        let drawn = Instant::now();
         terminal.draw(|f| crate::ui::draw(f, &app))?;
+        frame(drawn.elapsed());
         if event::poll(POLL)? {
             // Every pending input event, then redraw.
             loop {

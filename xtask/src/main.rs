@@ -216,13 +216,21 @@ pub(crate) fn ci() -> Result<(u8, String)> {
             verbose: false,
             refresh: false,
         };
-        let (outcome, results) = runner::run(&opts)?;
-        // good-precopy and the like need PRE_COPY, which 6.1 does not have: skipped there.
-        let not_here = opts
-            .scenarios
-            .iter()
-            .filter(|s| s.needs_precopy && kernel == Kernel::K61)
-            .count();
+        // Scenarios this kernel cannot run (PRE_COPY on 6.1, device DMA logging where the
+        // kernel has no iova_bitmap): skipped with their reason, as the runner skips them.
+        let (outcome, results, not_here) = match runner::cannot_fetch() {
+            Some(why) => (Outcome::Skipped(why), Vec::new(), 0),
+            None => {
+                let p = runner::prepare(kernel, false)?;
+                let not_here = opts
+                    .scenarios
+                    .iter()
+                    .filter(|s| runner::skip_reason(s, kernel, &p.kernel).is_some())
+                    .count();
+                let (outcome, results) = runner::run_prepared(&p, &opts)?;
+                (outcome, results, not_here)
+            }
+        };
         skipped += not_here;
         let wanted = opts.scenarios.len() - not_here;
         if let Outcome::Skipped(why) = &outcome {

@@ -6,8 +6,9 @@
 //! `from_junit` and `from_markdown` read what each output *says*, by its own visible structure
 //! (slices and instants, test cases and properties, the report's sentences), never by calling
 //! the code that wrote it. The agreement test (`tests/export_agree.rs`) and the lab judge
-//! (`cargo xtask lab`) hold every format to `check --json` with [`disagreements`]; a new view
-//! (the TUI's stats pane) joins by giving its own `Counts`.
+//! (`cargo xtask lab`) hold every format to `check --json` with [`disagreements`]; the TUI's
+//! stats pane joins through [`Counts::from_tui_stats`] (the pane's drawn text; the agreement
+//! test draws it).
 //!
 //! Durations are compared to the microsecond, the finest the Markdown report prints (cut, not
 //! rounded, on both sides). A format's per-device evidence counts are what it shows, so they
@@ -296,6 +297,54 @@ impl Counts {
     }
 }
 
+impl Counts {
+    /// The TUI's stats pane, as drawn (its text, one screen line per line, borders allowed):
+    /// `verdict FAIL  violations 2 ...`, then per device a `device NAME ...` line followed by
+    /// ` quiesces N: min A ms, max B ms, mean C ms`, ` dma N (M while quiesced)  irq N (M while
+    /// quiesced)` and ` violations N`. Read wide enough that no line wraps.
+    pub fn from_tui_stats(text: &str) -> Result<Self, String> {
+        let mut c = Counts::default();
+        let mut verdict = None;
+        let mut dev: Option<(String, DeviceCounts)> = None;
+        for l in text.lines() {
+            let l = l.trim_matches(|ch: char| ch.is_whitespace() || "│┃".contains(ch));
+            if let Some(rest) = l.strip_prefix("verdict ") {
+                let v = rest.split_whitespace().next().unwrap_or("");
+                verdict = Some(v.to_lowercase());
+                c.violations = md_count(rest, "  warnings").map_err(|e| format!("tui: {e}"))?;
+            } else if let Some(rest) = l.strip_prefix("device ") {
+                let name = rest.split(' ').next().unwrap_or(rest).to_owned();
+                if let Some((n, d)) = dev.replace((name, DeviceCounts::default())) {
+                    c.devices.insert(n, d);
+                }
+            } else if let Some((name, d)) = dev.as_mut() {
+                let what = |e: String| format!("tui: device {name}: {e}");
+                if let Some(q) = l.strip_prefix("quiesces ") {
+                    let (n, stats) = q.split_once(": ").unwrap_or((q, ""));
+                    d.quiesces = n.parse().map_err(|_| what(format!("`{l}`")))?;
+                    if !stats.is_empty() {
+                        d.quiesce_us = Some(md_stats(stats).map_err(what)?);
+                    }
+                } else if l.starts_with("dma ") {
+                    let (dma, irq) = l
+                        .split_once("  irq ")
+                        .ok_or_else(|| what(format!("`{l}`")))?;
+                    d.dma_quiesced = md_count(dma, " while quiesced").map_err(what)?;
+                    d.irq_quiesced = md_count(irq, " while quiesced").map_err(what)?;
+                } else if let Some(v) = l.strip_prefix("violations ") {
+                    let n = v.split_whitespace().next().unwrap_or("");
+                    d.violations = n.parse().map_err(|_| what(format!("`{l}`")))?;
+                }
+            }
+        }
+        if let Some((n, d)) = dev {
+            c.devices.insert(n, d);
+        }
+        c.verdict = verdict.ok_or("tui: no `verdict` line in the stats pane")?;
+        Ok(c)
+    }
+}
+
 /// `12.345 ms` -> 12345 (µs).
 fn md_ms(s: &str) -> Result<u64, String> {
     let n = s
@@ -309,6 +358,18 @@ fn md_ms(s: &str) -> Result<u64, String> {
         return Err(format!("`{s}`: not three decimals"));
     }
     Ok(whole * 1_000 + frac)
+}
+
+/// `min 1.000 ms, max 3.250 ms, mean 2.125 ms` -> (1000, 3250, 2125) (µs).
+fn md_stats(stats: &str) -> Result<(u64, u64, u64), String> {
+    let mut it = stats.split(", ").map(|p| {
+        p.split_once(' ')
+            .map(|(_, v)| v)
+            .ok_or_else(|| format!("`{p}`"))
+            .and_then(md_ms)
+    });
+    let mut next = || it.next().unwrap_or_else(|| Err(format!("`{stats}`")));
+    Ok((next()?, next()?, next()?))
 }
 
 /// The number before `what` in `s` (`"4 (1 while quiesced)"`, `"(1 while"` -> 1).
@@ -331,16 +392,7 @@ fn md_device(line: &str) -> Result<DeviceCounts, String> {
     let quiesces = md_count(q, " quiesce(s)")?;
     let quiesce_us = match q.split_once(": ") {
         None => None,
-        Some((_, stats)) => {
-            let mut it = stats.split(", ").map(|p| {
-                p.split_once(' ')
-                    .map(|(_, v)| v)
-                    .ok_or_else(|| format!("`{p}`"))
-                    .and_then(md_ms)
-            });
-            let mut next = || it.next().unwrap_or_else(|| Err(format!("`{stats}`")));
-            Some((next()?, next()?, next()?))
-        }
+        Some((_, stats)) => Some(md_stats(stats)?),
     };
     let (dma, irq) = dma_irq
         .split_once("), ")
@@ -461,6 +513,38 @@ mod tests {
         .expect("parses");
         assert_eq!(z.quiesce_us, None);
         assert!(md_ms("1.5 ms").is_err(), "three decimals only");
+    }
+
+    #[test]
+    fn tui_stats_read_back() {
+        let pane = "┃verdict FAIL so far  violations 3  warnings 1 ┃\n\
+                    ┃events 26 (held 26)  lost 0  span 35ms ┃\n\
+                    ┃device d vm1 STOP_COPY,P2P ┃\n\
+                    ┃ now STOP_COPY  sets 3  steps 3 ┃\n\
+                    ┃ quiesces 2: min 1.000 ms, max 3.250 ms, mean 2.125 ms ┃\n\
+                    ┃ dma 4 (1 while quiesced)  irq 2 (0 while quiesced) ┃\n\
+                    ┃ violations 3  data saved 8192 B, loaded 0 B ┃\n\
+                    ┃device e vm1 ┃\n\
+                    ┃ quiesces 0 ┃\n\
+                    ┃ dma 0 (0 while quiesced)  irq 0 (0 while quiesced) ┃\n\
+                    ┃ violations 0 ┃";
+        let c = Counts::from_tui_stats(pane).expect("parses");
+        assert_eq!((c.verdict.as_str(), c.violations), ("fail", 3));
+        assert_eq!(
+            c.devices["d"],
+            DeviceCounts {
+                quiesces: 2,
+                quiesce_us: Some((1_000, 3_250, 2_125)),
+                dma_quiesced: 1,
+                irq_quiesced: 0,
+                violations: 3,
+            }
+        );
+        assert_eq!(c.devices["e"], DeviceCounts::default());
+        assert!(
+            Counts::from_tui_stats("events 1").is_err(),
+            "no verdict line"
+        );
     }
 
     #[test]

@@ -403,6 +403,22 @@ pub fn export(input: &Path, output: &Path, opts: Options) -> Result<(Report, Cou
                 let (p, t) = tracks.dev(dev, &mut out)?;
                 Some(instant(format!("regs {}", stage.name()), "regs", p, t, "t"))
             }
+            EventKind::DirtyReport {
+                dev,
+                iova,
+                len,
+                dirty_pages,
+                ..
+            } => {
+                let (p, t) = tracks.dev(dev, &mut out)?;
+                Some(instant(
+                    format!("dirty_report {iova:#x}+{len:#x}: {dirty_pages} dirty"),
+                    "dma",
+                    p,
+                    t,
+                    "t",
+                ))
+            }
             EventKind::PrecopyInfoV2 { dev, ret } => {
                 let (p, t) = tracks.dev(dev, &mut out)?;
                 Some(instant(

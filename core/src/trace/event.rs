@@ -354,6 +354,20 @@ pub enum EventKind {
         dev: String,
         ret: i32,
     },
+    /// A VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT over `[iova, iova + len)` at `page_size`
+    /// returned 0: the device's log of that range was read and cleared. It covers the window
+    /// `(t0, t1]`: from when the previous report of the range (or DMA_LOGGING_START) was
+    /// issued to when this one returned. `dirty_pages` pages were dirty, each run of them a
+    /// `dma` event with `src: dirty_log` and the same window; a report with none proves the
+    /// device wrote nothing in the range over the whole window.
+    DirtyReport {
+        dev: String,
+        iova: u64,
+        len: u64,
+        page_size: u64,
+        window: (u64, u64),
+        dirty_pages: u64,
+    },
     /// `n` interrupts of one vector of the device, counted in the kernel instead of emitted one
     /// by one (`record --irq-detail bins`, while the device may DMA and no SET is open): the
     /// first at `window.0`, the last at `window.1`, the rest somewhere between. The event's `t`
@@ -385,31 +399,68 @@ pub struct DataFile {
     pub reset_gen: u64,
 }
 
+/// Every `ev` value, indexed by [`EventKind::code`] (a small number for columnar storage and
+/// filters, e.g. the TUI's event store; not a file format: the native format has its own kinds).
+pub const EV_NAMES: [&str; 21] = [
+    "device",
+    "set",
+    "step",
+    "set_done",
+    "get",
+    "reset",
+    "dma",
+    "irq",
+    "map",
+    "unmap",
+    "data",
+    "lost",
+    "mark",
+    "end",
+    "precopy_info",
+    "data_size",
+    "precopy_info_v2",
+    "corrupt_load",
+    "regs",
+    "dirty_report",
+    "irq_bin",
+];
+
 impl EventKind {
     /// The `ev` string.
     pub const fn ev(&self) -> &'static str {
+        EV_NAMES[self.code() as usize]
+    }
+
+    /// The kind's index in [`EV_NAMES`].
+    pub const fn code(&self) -> u8 {
         match self {
-            EventKind::Device { .. } => "device",
-            EventKind::Set { .. } => "set",
-            EventKind::Step { .. } => "step",
-            EventKind::SetDone { .. } => "set_done",
-            EventKind::Get { .. } => "get",
-            EventKind::Reset { .. } => "reset",
-            EventKind::Dma { .. } => "dma",
-            EventKind::Irq { .. } => "irq",
-            EventKind::Map { .. } => "map",
-            EventKind::Unmap { .. } => "unmap",
-            EventKind::Data { .. } => "data",
-            EventKind::Lost { .. } => "lost",
-            EventKind::Mark { .. } => "mark",
-            EventKind::End => "end",
-            EventKind::PrecopyInfo { .. } => "precopy_info",
-            EventKind::DataSize { .. } => "data_size",
-            EventKind::PrecopyInfoV2 { .. } => "precopy_info_v2",
-            EventKind::IrqBin { .. } => "irq_bin",
-            EventKind::CorruptLoad { .. } => "corrupt_load",
-            EventKind::Regs { .. } => "regs",
+            EventKind::Device { .. } => 0,
+            EventKind::Set { .. } => 1,
+            EventKind::Step { .. } => 2,
+            EventKind::SetDone { .. } => 3,
+            EventKind::Get { .. } => 4,
+            EventKind::Reset { .. } => 5,
+            EventKind::Dma { .. } => 6,
+            EventKind::Irq { .. } => 7,
+            EventKind::Map { .. } => 8,
+            EventKind::Unmap { .. } => 9,
+            EventKind::Data { .. } => 10,
+            EventKind::Lost { .. } => 11,
+            EventKind::Mark { .. } => 12,
+            EventKind::End => 13,
+            EventKind::PrecopyInfo { .. } => 14,
+            EventKind::DataSize { .. } => 15,
+            EventKind::PrecopyInfoV2 { .. } => 16,
+            EventKind::CorruptLoad { .. } => 17,
+            EventKind::Regs { .. } => 18,
+            EventKind::DirtyReport { .. } => 19,
+            EventKind::IrqBin { .. } => 20,
         }
+    }
+
+    /// The code of an `ev` name.
+    pub fn code_of(ev: &str) -> Option<u8> {
+        EV_NAMES.iter().position(|n| *n == ev).map(|i| i as u8)
     }
 
     /// The device this event is about, if it is about one.
@@ -429,6 +480,7 @@ impl EventKind {
             | EventKind::PrecopyInfoV2 { dev, .. }
             | EventKind::CorruptLoad { dev, .. }
             | EventKind::Regs { dev, .. }
+            | EventKind::DirtyReport { dev, .. }
             | EventKind::IrqBin { dev, .. } => Some(dev),
             EventKind::Map { .. }
             | EventKind::Unmap { .. }

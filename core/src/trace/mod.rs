@@ -5,8 +5,8 @@
 pub mod event;
 
 pub use event::{
-    Corruption, DataDir, DataFile, DmaSource, Event, EventKind, Header, IrqKind, RegStage,
-    TRACE_VERSION, is_mdev_uuid, source,
+    Corruption, DataDir, DataFile, DmaSource, EV_NAMES, Event, EventKind, Header, IrqKind,
+    RegStage, TRACE_VERSION, is_mdev_uuid, source,
 };
 pub mod jsonl;
 

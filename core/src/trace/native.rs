@@ -35,6 +35,7 @@
 //! | 11 | precopy_info_v2 | id dev, zz ret |
 //! | 20 | corrupt_load | id dev, u8 corruption (index in `Corruption::ALL`), v bytes, zz ret |
 //! | 21 | regs | id dev, u8 stage (0 saved, 1 restored), v bar, v n, n × (v offset, v value) |
+//! | 22 | dirty_report | id dev, v iova, v len, v page_size, zz t - t0, zz t - t1, v dirty_pages |
 //! | 30 | irq_bin | id dev, u8 kind, v vector, v n, v t - t1, v t1 - t0 |
 //!
 //! Kind fields (`id` = varint string id, `zz` = zigzag varint, `v` = varint, `st` = state byte):
@@ -139,6 +140,7 @@ fn kind_code(k: &EventKind) -> u8 {
             | EventKind::PrecopyInfoV2 { .. }
             | EventKind::CorruptLoad { .. }
             | EventKind::Regs { .. }
+            | EventKind::DirtyReport { .. }
             | EventKind::IrqBin { .. } => KIND_EXT,
         }
 }
@@ -153,6 +155,8 @@ mod ext {
     // 20-29: issue 14 part B (resume validation, restore divergence).
     pub const CORRUPT_LOAD: u64 = 20;
     pub const REGS: u64 = 21;
+    // 22-29: issue 14's device DMA logging (dirty_miss).
+    pub const DIRTY_REPORT: u64 = 22;
     // 30-39: issue 16 (performance at scale).
     pub const IRQ_BIN: u64 = 30;
 }
@@ -537,6 +541,25 @@ impl<W: Write> NativeWriter<W> {
                     put_varint(&mut p, *v);
                 }
                 put_ext(&mut b, ext::REGS, &p);
+            }
+            EventKind::DirtyReport {
+                dev,
+                iova,
+                len,
+                page_size,
+                window: (t0, t1),
+                dirty_pages,
+            } => {
+                let mut p = Vec::with_capacity(32);
+                let d = self.intern(dev, &mut defs);
+                put_varint(&mut p, d);
+                put_varint(&mut p, *iova);
+                put_varint(&mut p, *len);
+                put_varint(&mut p, *page_size);
+                put_varint(&mut p, zigzag(ev.t.wrapping_sub(*t0) as i64));
+                put_varint(&mut p, zigzag(ev.t.wrapping_sub(*t1) as i64));
+                put_varint(&mut p, *dirty_pages);
+                put_ext(&mut b, ext::DIRTY_REPORT, &p);
             }
             EventKind::IrqBin {
                 dev,
@@ -1184,6 +1207,38 @@ impl<R: BufRead> NativeReader<R> {
                     regs,
                 }
             }
+            ext::DIRTY_REPORT => {
+                let dev = self.string_of(p.varint("dev")?, "dev")?;
+                let iova = p.varint("iova")?;
+                let len = p.varint("len")?;
+                let page_size = p.varint("page_size")?;
+                if !page_size.is_power_of_two() {
+                    return Err(Cut::Bad(
+                        "page_size",
+                        format!("{page_size} is not a power of two"),
+                    ));
+                }
+                let a = unzigzag(p.varint("window")?) as u64;
+                let b = unzigzag(p.varint("window")?) as u64;
+                let window = (t.wrapping_sub(a), t.wrapping_sub(b));
+                if window.0 > window.1 {
+                    return Err(Cut::Bad(
+                        "window",
+                        format!(
+                            "[{}, {}] is backwards: t0 must not exceed t1",
+                            window.0, window.1
+                        ),
+                    ));
+                }
+                EventKind::DirtyReport {
+                    dev,
+                    iova,
+                    len,
+                    page_size,
+                    window,
+                    dirty_pages: p.varint("dirty_pages")?,
+                }
+            }
             ext::IRQ_BIN => {
                 let dev = self.string_of(p.varint("dev")?, "dev")?;
                 let k = p.u8("kind")?;
@@ -1725,7 +1780,19 @@ mod tests {
                 },
             ),
             e(
-                u64::MAX / 2 + 8,
+                u64::MAX / 2 + 9,
+                None,
+                EventKind::DirtyReport {
+                    dev: "peer".into(),
+                    iova: 0x10_0000,
+                    len: 0x4000,
+                    page_size: 4096,
+                    window: (3, u64::MAX / 2 + 9),
+                    dirty_pages: 1,
+                },
+            ),
+            e(
+                u64::MAX / 2 + 10,
                 Some(3),
                 EventKind::IrqBin {
                     dev: "peer".into(),
@@ -2193,6 +2260,24 @@ mod tests {
                     },
                     bar,
                     regs,
+                }),
+            (
+                s,
+                any::<u64>(),
+                any::<u64>(),
+                0u32..40,
+                (0u64..10, 10u64..20),
+                any::<u64>()
+            )
+                .prop_map(|(dev, iova, len, shift, window, dirty_pages)| {
+                    EventKind::DirtyReport {
+                        dev,
+                        iova,
+                        len,
+                        page_size: 1 << shift,
+                        window,
+                        dirty_pages,
+                    }
                 }),
         ]
     }

@@ -15,13 +15,17 @@ use std::{
 
 use crate::{
     model::{MigFlags, MigState},
-    trace::{AnyReader, Event, EventKind, Header, ReadWarning, TraceError, open_any, source},
+    trace::{
+        AnyReader, DmaSource, Event, EventKind, Header, ReadWarning, TraceError, open_any, source,
+    },
 };
 
+mod dirty;
 mod resume;
 mod rules;
 pub mod timeline;
 
+pub use dirty::DirtyRange;
 pub use timeline::{DeviceTimeline, Judgement, Period, Phase, Scope, SegKind, Segment, Transition};
 
 /// Stable rule identifiers (DESIGN.md rule table), violations first, then warnings.
@@ -44,8 +48,9 @@ pub mod rule {
     pub const DATA_SIZE_EXCEEDED: &str = "data-size-exceeded";
     pub const RESUME_ACCEPTED_CORRUPT: &str = "resume-accepted-corrupt";
     pub const RESUME_DIVERGENCE: &str = "resume-divergence";
+    pub const DIRTY_LOG_MISSED: &str = "dirty-log-missed";
     /// Every violation rule, in table order.
-    pub const VIOLATIONS: [&str; 18] = [
+    pub const VIOLATIONS: [&str; 19] = [
         ILLEGAL_ARC,
         UNSUPPORTED_ACCEPTED,
         SET_FAILED,
@@ -64,6 +69,7 @@ pub mod rule {
         DATA_SIZE_EXCEEDED,
         RESUME_ACCEPTED_CORRUPT,
         RESUME_DIVERGENCE,
+        DIRTY_LOG_MISSED,
     ];
 
     /// The evidence a violation rule needs to fire: any one of `any_of` (header source names,
@@ -90,7 +96,9 @@ pub mod rule {
     /// `precopy_info_v2` and `data_size` events that `stale-data-fd`, `precopy-initial-bytes`,
     /// `precopy-flags` and `data-size-exceeded` judge come from the same ioctl and read/write
     /// tracing as the transitions (or from drive's own calls).
-    pub const EVIDENCE: [Needs; 18] = [
+    /// `dirty-log-missed` judges the device's DMA log reports against the witness's findings:
+    /// the reports are what it cannot do without.
+    pub const EVIDENCE: [Needs; 19] = [
         needs(ILLEGAL_ARC, TRANSITIONS, true),
         needs(UNSUPPORTED_ACCEPTED, TRANSITIONS, false),
         needs(SET_FAILED, TRANSITIONS, false),
@@ -113,6 +121,7 @@ pub mod rule {
         needs(DATA_SIZE_EXCEEDED, TRANSITIONS, false),
         needs(RESUME_ACCEPTED_CORRUPT, TRANSITIONS, false),
         needs(RESUME_DIVERGENCE, TRANSITIONS, false),
+        needs(DIRTY_LOG_MISSED, &[crate::trace::source::DIRTY_LOG], false),
     ];
 
     #[cfg(test)]
@@ -204,6 +213,9 @@ pub mod rule {
             }
             RESUME_DIVERGENCE => {
                 "after RESUMING the device's registers (read through its BAR by the controller) differ from what they were when its state was saved"
+            }
+            DIRTY_LOG_MISSED => {
+                "a page the memory witness saw the device write is in no device DMA logging report (VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT) of its range over that time: a VMM trusting the log would not re-send it"
             }
             HAZARD_ARC => {
                 "a request along a blocked arc (STOP_COPY -> PRE_COPY[_P2P]) that hangs kernels without the 2026 fix"
@@ -329,6 +341,9 @@ pub struct DeviceSummary {
     pub irq_source: bool,
     /// The blind spots that concern this device (`lost`, `dma`, `unfinished`).
     pub blind: Vec<&'static str>,
+    /// Its device DMA log's tracked ranges (`dirty_report`s), with the quiescent time their
+    /// clean reports cover.
+    pub dirty_log: Vec<dirty::DirtyRange>,
 }
 
 /// The outcome of a check.
@@ -363,9 +378,7 @@ impl Report {
                     q["min"] = d.quiesce_min_ns.into();
                     q["mean"] = mean.into();
                 }
-                (
-                    k.clone(),
-                    json!({
+                let mut dev = json!({
                         "ctx": d.ctx,
                         "flags": d.flags.map(crate::model::flag_names),
                         "quiesce_ns": q,
@@ -381,8 +394,22 @@ impl Report {
                         "dma_sources": d.dma_sources,
                         "irq_source": d.irq_source,
                         "blind": d.blind,
-                    }),
-                )
+                });
+                if !d.dirty_log.is_empty() {
+                    dev["dirty_log"] = d
+                        .dirty_log
+                        .iter()
+                        .map(|r| {
+                            json!({
+                                "iova": r.iova,
+                                "len": r.len,
+                                "reports": r.reports,
+                                "clean_quiesced_ns": r.clean_quiesced_ns,
+                            })
+                        })
+                        .collect();
+                }
+                (k.clone(), dev)
             })
             .collect();
         json!({
@@ -450,6 +477,7 @@ struct Dev {
     /// The latest VFIO_DEVICE_FEATURE_MIG_DATA_SIZE estimate not yet judged.
     estimate: Option<rules::SizeTrack>,
     resume: resume::ResumeState,
+    dirty: dirty::DirtyState,
 }
 
 /// What source `name` says for a device: its own `sources` entry, else the header's.
@@ -714,6 +742,7 @@ impl Verifier {
             precopy: None,
             estimate: None,
             resume: resume::ResumeState::default(),
+            dirty: dirty::DirtyState::default(),
             summary: DeviceSummary {
                 ctx: ctx.to_owned(),
                 flags,
@@ -811,6 +840,13 @@ impl Verifier {
                 p2p,
             } => {
                 let i = self.dev(dev, out);
+                match src {
+                    DmaSource::Witness if *write => {
+                        self.dirty_witnessed(out, i, *iova, *len, *window);
+                    }
+                    DmaSource::DirtyLog => self.dirty_run(i, *iova, *len, *window),
+                    _ => {}
+                }
                 let what = rules::DmaWhat {
                     src: *src,
                     iova: *iova,
@@ -884,6 +920,16 @@ impl Verifier {
             } => {
                 let i = self.dev(dev, out);
                 self.regs_rules(out, i, *stage, *bar, regs);
+            }
+            EventKind::DirtyReport {
+                dev,
+                iova,
+                len,
+                window,
+                ..
+            } => {
+                let i = self.dev(dev, out);
+                self.dirty_report_rules(out, i, *iova, *len, *window);
             }
             EventKind::End => {
                 self.end_rules(out);
@@ -1012,6 +1058,7 @@ impl Verifier {
                 .collect();
             s.irq_source = covers(&self.sources, &d.sources, &d.name, source::IRQ);
             s.final_state = d.tl.known();
+            s.dirty_log = d.dirty.ranges();
             let quiesced = d.tl.ever_quiescent();
             if d.lost {
                 s.blind.push("lost");

@@ -523,6 +523,7 @@ impl DeviceTimeline {
             | EventKind::DataSize { .. }
             | EventKind::CorruptLoad { .. }
             | EventKind::Regs { .. }
+            | EventKind::DirtyReport { .. }
             | EventKind::PrecopyInfoV2 { .. }
             | EventKind::Map { .. }
             | EventKind::Unmap { .. }

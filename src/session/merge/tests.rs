@@ -109,6 +109,53 @@ fn our_sets_take_the_kernels_entry_and_return_times() {
 }
 
 #[test]
+fn a_set_the_controller_holds_past_the_hold_back_still_takes_the_kernels_times() {
+    // As in the lab's late-dma and good-stopcopy runs: the witness watches across a SET
+    // that takes longer than the probe's hold-back, so the probe's entry and return are read
+    // before the controller sends its `set` and `set_done` (held until the watch ends). They
+    // must still pair: the verdict judges evidence against the kernel's return (here the
+    // return at 150, a DMA at 170 lands after it), not the controller's (at 260).
+    use MigState::*;
+    let mut m = Merger::new(&[Origin::Controller, Origin::Probe], PID, true);
+    // The controller's last event before the hold: its watermark stays there.
+    m.push(Origin::Controller, irq(90));
+    m.advance(Origin::Controller, 90);
+    m.push(Origin::Probe, set(110, PID, RunningP2p));
+    m.push(Origin::Probe, done(150, PID, RunningP2p, 0));
+    m.push(Origin::Probe, irq(170));
+    m.advance(Origin::Probe, 250);
+    // Held by the controller's watermark: nothing after 90 left yet.
+    assert_eq!(times(&m.release()), vec![(90, "irq")]);
+    // The hold ends: the controller's own stamps (before the ioctl, after it returned).
+    m.push(Origin::Controller, set(100, PID, RunningP2p));
+    m.push(Origin::Controller, done(260, PID, RunningP2p, 0));
+    m.advance(Origin::Controller, 260);
+    m.advance(Origin::Probe, 300);
+    assert_eq!(
+        times(&m.release()),
+        vec![(110, "set"), (150, "set_done"), (170, "irq")]
+    );
+    assert!(m.finish().is_empty());
+}
+
+#[test]
+fn an_early_probe_set_the_controller_never_claims_is_dropped_at_its_watermark() {
+    // A SET of ours the controller did not emit as a SET (none here) is not kept waiting:
+    // once the controller's watermark passed it, nothing can claim it.
+    let mut m = Merger::new(&[Origin::Controller, Origin::Probe], PID, true);
+    m.push(Origin::Probe, set(110, PID, MigState::Stop));
+    m.push(Origin::Probe, done(150, PID, MigState::Stop, 0));
+    m.advance(Origin::Probe, 200);
+    m.advance(Origin::Controller, 200);
+    // A later controller SET of the same device and target keeps its own times.
+    m.push(Origin::Controller, set(210, PID, MigState::Stop));
+    m.push(Origin::Controller, done(230, PID, MigState::Stop, 0));
+    m.end(Origin::Controller);
+    m.end(Origin::Probe);
+    assert_eq!(times(&m.finish()), vec![(210, "set"), (230, "set_done")]);
+}
+
+#[test]
 fn kernel_events_stay_and_our_ioctl_events_go() {
     let ours = vec![
         device(5, Some(PID)),
@@ -227,4 +274,46 @@ fn an_event_behind_what_left_is_counted_lost_not_written_out_of_order() {
         &out[0].kind,
         EventKind::Lost { n: 1, source, .. } if source == LOST_LATE
     ));
+}
+
+/// The late-dma lab case: the witness watches across the SET, so the controller's `set` and
+/// `set_done` leave its hold only after the SET returned — after the probe already showed the
+/// kernel's entry and exit. They must still take the kernel's times (the late write lands
+/// between the kernel's exit and the controller's return).
+#[test]
+fn a_set_held_by_the_witness_still_takes_the_kernels_times_that_came_first() {
+    use MigState::*;
+    let mut m = Merger::new(&[Origin::Controller, Origin::Probe], PID, true);
+    m.advance(Origin::Controller, 90);
+    m.push(Origin::Probe, set(110, PID, RunningP2p));
+    m.push(Origin::Probe, done(150, PID, RunningP2p, 0));
+    m.push(Origin::Probe, irq(170));
+    m.advance(Origin::Probe, 300);
+    // The controller is inside its hold: its watermark stays before the SET.
+    m.advance(Origin::Controller, 90);
+    assert!(m.release().is_empty());
+    m.push(Origin::Controller, set(100, PID, RunningP2p));
+    m.push(Origin::Controller, done(200, PID, RunningP2p, 0));
+    m.advance(Origin::Controller, 200);
+    assert_eq!(
+        times(&m.release()),
+        [(110, "set"), (150, "set_done"), (170, "irq")]
+    );
+}
+
+/// A probe SET of ours that no controller SET can contain any more (the controller's
+/// watermark passed it) is forgotten, not paired with a later SET of the same target.
+#[test]
+fn an_unpaired_kernel_set_does_not_pair_with_a_later_controller_set() {
+    use MigState::*;
+    let mut m = Merger::new(&[Origin::Controller, Origin::Probe], PID, true);
+    m.push(Origin::Probe, set(110, PID, Stop));
+    m.push(Origin::Probe, done(120, PID, Stop, 0));
+    m.advance(Origin::Probe, 130);
+    m.advance(Origin::Controller, 140);
+    m.push(Origin::Controller, set(150, PID, Stop));
+    m.push(Origin::Controller, done(160, PID, Stop, 0));
+    m.advance(Origin::Controller, 170);
+    m.advance(Origin::Probe, 200);
+    assert_eq!(times(&m.release()), [(150, "set"), (160, "set_done")]);
 }

@@ -9,6 +9,7 @@
 //! losses, `end`), the findings and the latest verdict still go through. The trace and the
 //! verifier get every event whatever the view does.
 
+use super::frames::FrameTimes;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -18,10 +19,10 @@ use tokio::sync::Notify;
 
 use migscope_tui as tui;
 
-use crate::cli::view::{export, to_finding, to_timeline, trace_info};
+use crate::cli::view::{export, trace_info};
 use crate::session::Stop;
 use crate::trace::{Event, EventKind, Header};
-use crate::verify::{Finding, Report, Verdict};
+use crate::verify::{Finding, Report};
 
 /// Messages in flight to the view.
 const CHANNEL: usize = 64;
@@ -43,13 +44,14 @@ pub enum Pace {
 pub struct TuiSink {
     tx: SyncSender<tui::Msg>,
     pace: Pace,
-    events: Vec<tui::TimelineEvent>,
-    findings: Vec<tui::Finding>,
+    events: Vec<(u64, Event)>,
+    findings: Vec<Finding>,
     backlog: VecDeque<tui::Msg>,
     backlog_events: usize,
     /// Events the backlog dropped, by `ev`.
     skipped: BTreeMap<&'static str, u64>,
-    verdict: Option<tui::VerdictUpdate>,
+    /// The latest report not sent yet, and whether it is interim.
+    verdict: Option<(Box<Report>, bool)>,
     closed: bool,
     /// Whether the view learns the trace's header from the session (it was started before
     /// the header was known).
@@ -142,11 +144,25 @@ fn run_view(
     stop: &Stop,
 ) -> std::io::Result<()> {
     let app = tui::App::new(info, window);
-    let r = tui::term::run(app, rx, &mut |app, out| {
-        let h = header.lock().map(|h| h.clone()).unwrap_or_default();
-        export(app, &h, out)
-    });
+    let mut frames = FrameTimes::from_env();
+    let r = tui::term::run_timed(
+        app,
+        rx,
+        &mut |app, out| {
+            let h = header.lock().map(|h| h.clone()).unwrap_or_default();
+            export(app, &h, out)
+        },
+        &mut |d| {
+            if let Some(f) = frames.as_mut() {
+                f.add(d);
+            }
+        },
+    );
     stop.request("the view was closed");
+    // The terminal is restored by now: the summary lands on the user's stderr.
+    if let Some(f) = &frames {
+        eprintln!("{}", f.summary());
+    }
     r.map(|_| ())
 }
 
@@ -202,7 +218,7 @@ impl TuiSink {
             *self.skipped.entry(ev.kind.ev()).or_default() += 1;
             return;
         }
-        self.events.push(to_timeline(line, ev));
+        self.events.push((line, ev.clone()));
         if self.events.len() >= BATCH {
             self.flush();
         }
@@ -210,28 +226,13 @@ impl TuiSink {
 
     pub fn findings(&mut self, fs: &[Finding]) {
         if !self.closed {
-            self.findings.extend(fs.iter().map(to_finding));
+            self.findings.extend_from_slice(fs);
         }
     }
 
     /// A verdict update (only the latest one waits for a slow view).
     pub fn verdict(&mut self, r: &Report, interim: bool) {
-        self.verdict = Some(tui::VerdictUpdate {
-            verdict: match r.verdict {
-                Verdict::Pass => tui::Verdict::Pass,
-                Verdict::Fail => tui::Verdict::Fail,
-                Verdict::Inconclusive => tui::Verdict::Inconclusive,
-            },
-            blind_spots: r
-                .blind_spots
-                .iter()
-                .map(|b| match r.blind_spot_details.get(b) {
-                    Some(why) => format!("{b}: {why}"),
-                    None => b.clone(),
-                })
-                .collect(),
-            interim,
-        });
+        self.verdict = Some((Box::new(r.clone()), interim));
     }
 
     pub fn note(&mut self, s: &str) {
@@ -249,10 +250,11 @@ impl TuiSink {
             let fs = std::mem::take(&mut self.findings);
             self.send(tui::Msg::Findings(fs));
         }
-        if let Some(v) = self.verdict.take() {
+        if let Some((report, interim)) = self.verdict.take() {
             // A newer verdict replaces one still waiting.
-            self.backlog.retain(|m| !matches!(m, tui::Msg::Verdict(_)));
-            self.send(tui::Msg::Verdict(v));
+            self.backlog
+                .retain(|m| !matches!(m, tui::Msg::Verdict { .. }));
+            self.send(tui::Msg::Verdict { report, interim });
         }
         self.drain_backlog();
     }

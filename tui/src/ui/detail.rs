@@ -8,8 +8,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Wrap};
 
 use crate::app::{App, Pane};
-use crate::model::{Ev, EvKind};
-use crate::store::{fmt_dur, summary};
+use migscope_core::trace::EventKind;
+use migscope_core::verify::rule;
+
+use crate::store::{fmt_dur, seg_label, summary};
 
 use super::events::rel_ms;
 use super::pane_block;
@@ -21,19 +23,19 @@ fn key(k: &str) -> Span<'static> {
 /// The event at `g` and the state segment that explains it (what state the device was in,
 /// since when, and the event that put it there).
 fn cause_lines(app: &App, g: u64, out: &mut Vec<Line<'static>>) {
-    let Some(e) = app.store.get(g) else {
+    let Some((line, e)) = app.store.get(g) else {
         return;
     };
     out.push(Line::from(vec![
         Span::styled("> ", Style::new().fg(Color::Red)),
         Span::raw(format!(
             "line {} {} {}",
-            e.line,
+            line,
             rel_ms(app, e.t).trim(),
             summary(&e)
         )),
     ]));
-    if let EvKind::Dma {
+    if let EventKind::Dma {
         window: Some((t0, t1)),
         ..
     } = &e.kind
@@ -61,17 +63,17 @@ fn cause_lines(app: &App, g: u64, out: &mut Vec<Line<'static>>) {
         out.push(Line::raw(format!(
             "  {} was {} since {} ({} before)",
             dv.name,
-            seg.st.label(),
+            seg_label(&seg.what),
             rel_ms(app, seg.t).trim(),
             fmt_dur(e.t.saturating_sub(seg.t))
         )));
         let mut cause = |r: u64| {
-            if let Some(x) = app.store.get(r) {
+            if let Some((xl, x)) = app.store.get(r) {
                 out.push(Line::from(vec![
                     Span::styled("> ", Style::new().fg(Color::Yellow)),
                     Span::raw(format!(
                         "line {} {} {}",
-                        x.line,
+                        xl,
                         rel_ms(app, x.t).trim(),
                         summary(&x)
                     )),
@@ -80,8 +82,8 @@ fn cause_lines(app: &App, g: u64, out: &mut Vec<Line<'static>>) {
         };
         // The request that led there, when the segment was completed by a set_done.
         if let Some(r) = seg.row
-            && app.store.ev_at(r) == Some(Ev::SetDone)
-            && let Some(req) = app.store.last_of_before(&dv.fsm, seg.t, Ev::Set, 16)
+            && app.store.ev_at(r) == Some("set_done")
+            && let Some(req) = app.store.last_of_before(&dv.fsm, seg.t, "set", 16)
         {
             cause(req);
         }
@@ -97,7 +99,7 @@ fn cause_lines(app: &App, g: u64, out: &mut Vec<Line<'static>>) {
             out.push(Line::raw(format!(
                 "  peer {} was {} since {}",
                 pd.name,
-                seg.st.label(),
+                seg_label(&seg.what),
                 rel_ms(app, seg.t).trim()
             )));
         }
@@ -131,11 +133,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             Span::raw(format!("{}  line {}", rel_ms(app, fd.t).trim(), fd.line)),
         ]));
         lines.push(Line::raw(fd.detail.clone()));
-        if !fd.explain.is_empty() {
-            lines.push(Line::styled(
-                fd.explain.clone(),
-                Style::new().fg(Color::Gray),
-            ));
+        let explain = rule::explain(fd.rule);
+        if !explain.is_empty() {
+            lines.push(Line::styled(explain, Style::new().fg(Color::Gray)));
         }
         lines.push(Line::styled(
             "caused by:",
@@ -150,13 +150,13 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         }
     } else if let Some(g) = app.cursor {
         title = " detail: event ".to_owned();
-        if let Some(e) = app.store.get(g) {
+        if let Some((line, e)) = app.store.get(g) {
             lines.push(Line::from(vec![
                 Span::styled(
-                    e.kind.ev().name().to_owned(),
+                    e.kind.ev().to_owned(),
                     Style::new().add_modifier(Modifier::BOLD),
                 ),
-                Span::raw(format!("  line {}  {}", e.line, rel_ms(app, e.t).trim())),
+                Span::raw(format!("  line {}  {}", line, rel_ms(app, e.t).trim())),
             ]));
             lines.push(Line::raw(summary(&e)));
             lines.push(Line::from(vec![
@@ -171,7 +171,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                         key("state"),
                         Span::raw(format!(
                             "{} since {}",
-                            seg.st.label(),
+                            seg_label(&seg.what),
                             rel_ms(app, seg.t).trim()
                         )),
                     ]));
@@ -185,7 +185,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                     )),
                 ]));
             }
-            if let EvKind::Dma {
+            if let EventKind::Dma {
                 window: Some((t0, t1)),
                 ..
             } = &e.kind

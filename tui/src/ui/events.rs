@@ -40,7 +40,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let mut lines = Vec::new();
     for i in start..(start + h).min(n) {
         let Some(g) = app.list_row(i) else { break };
-        let Some(e) = app.store.get(g) else { break };
+        let Some((_, e)) = app.store.get(g) else {
+            break;
+        };
         let mark = match app.row_marks.get(&g) {
             Some(true) => Span::styled("!", Style::new().fg(Color::White).bg(Color::Red)),
             Some(false) => Span::styled("w", Style::new().fg(Color::Black).bg(Color::Yellow)),

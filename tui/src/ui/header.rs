@@ -6,25 +6,28 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
+use migscope_core::verify::Verdict;
+
 use crate::app::App;
-use crate::model::Verdict;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let (v, w) = app.counts();
-    let verdict = app.verdict.verdict;
+    // None: no report yet (pending).
+    let verdict = app.report.as_ref().map(|r| r.verdict);
     let vstyle = match verdict {
-        Verdict::Pass => Style::new().fg(Color::Black).bg(Color::Green),
-        Verdict::Fail => Style::new().fg(Color::White).bg(Color::Red),
-        Verdict::Inconclusive => Style::new().fg(Color::Black).bg(Color::Yellow),
-        Verdict::Pending if v > 0 => Style::new().fg(Color::White).bg(Color::Red),
-        Verdict::Pending => Style::new().fg(Color::Black).bg(Color::Gray),
+        Some(Verdict::Pass) => Style::new().fg(Color::Black).bg(Color::Green),
+        Some(Verdict::Fail) => Style::new().fg(Color::White).bg(Color::Red),
+        Some(Verdict::Inconclusive) => Style::new().fg(Color::Black).bg(Color::Yellow),
+        None if v > 0 => Style::new().fg(Color::White).bg(Color::Red),
+        None => Style::new().fg(Color::Black).bg(Color::Gray),
     }
     .add_modifier(Modifier::BOLD);
-    let vtext = match (verdict, app.verdict.interim) {
-        (Verdict::Pending, _) if v > 0 => " FAILING ".to_owned(),
-        (Verdict::Fail, true) => " FAILING ".to_owned(),
-        (_, true) => format!(" {} so far ", verdict.name()),
-        _ => format!(" {} ", verdict.name()),
+    let vtext = match (verdict, app.interim) {
+        (None, _) if v > 0 => " FAILING ".to_owned(),
+        (None, _) => " pending ".to_owned(),
+        (Some(Verdict::Fail), true) => " FAILING ".to_owned(),
+        (Some(x), true) => format!(" {} so far ", x.name().to_uppercase()),
+        (Some(x), false) => format!(" {} ", x.name().to_uppercase()),
     };
     let mode = if app.info.live {
         if app.paused {
@@ -68,18 +71,15 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     }
     l1.push(Span::styled(mode, Style::new().fg(Color::Cyan)));
 
-    let ok: Vec<&str> = app
-        .info
-        .sources
+    let sources = &app.info.header.sources;
+    let ok: Vec<&str> = sources
         .iter()
-        .filter(|(_, v)| v == "ok")
+        .filter(|(_, v)| *v == "ok")
         .map(|(k, _)| k.as_str())
         .collect();
-    let bad: Vec<&str> = app
-        .info
-        .sources
+    let bad: Vec<&str> = sources
         .iter()
-        .filter(|(_, v)| v != "ok")
+        .filter(|(_, v)| *v != "ok")
         .map(|(k, _)| k.as_str())
         .collect();
     let mut l2 = vec![
@@ -93,16 +93,12 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         ));
     }
     l2.push(Span::styled(" | blind ", Style::new().fg(Color::DarkGray)));
-    if app.verdict.blind_spots.is_empty() {
+    let blind = app.report.as_ref().map_or(&[][..], |r| &r.blind_spots[..]);
+    if blind.is_empty() {
         l2.push(Span::raw("none"));
     } else {
         // Names here; the reasons are in the stats pane.
-        let names: Vec<&str> = app
-            .verdict
-            .blind_spots
-            .iter()
-            .map(|b| b.split(':').next().unwrap_or(b))
-            .collect();
+        let names: Vec<&str> = blind.iter().map(String::as_str).collect();
         l2.push(Span::styled(
             names.join(","),
             Style::new().fg(Color::Yellow),

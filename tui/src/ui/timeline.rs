@@ -8,15 +8,18 @@ use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 
 use crate::app::{App, Pane};
-use crate::model::{Ev, EvKind, State};
-use crate::store::{Device, Lane, SegState, fmt_dur};
+use migscope_core::model::MigState as State;
+use migscope_core::trace::EventKind;
+use migscope_core::verify::SegKind;
+
+use crate::store::{Device, Lane, fmt_dur, seg_label};
 
 use super::pane_block;
 
 /// Fill glyph and colour of a state (the glyph keeps lanes readable without colour).
-pub fn state_look(st: SegState) -> (char, Color) {
+pub fn state_look(st: SegKind) -> (char, Color) {
     match st {
-        SegState::Stable(s) => match s {
+        SegKind::State(Some(s)) => match s {
             State::Running => ('=', Color::Green),
             State::PreCopy => ('+', Color::LightGreen),
             State::RunningP2p => ('~', Color::Yellow),
@@ -26,8 +29,8 @@ pub fn state_look(st: SegState) -> (char, Color) {
             State::Resuming => ('<', Color::Cyan),
             State::Error => ('X', Color::LightRed),
         },
-        SegState::Transition { .. } => ('/', Color::Gray),
-        SegState::Unknown => ('?', Color::DarkGray),
+        SegKind::Transition { .. } => ('/', Color::Gray),
+        SegKind::State(None) => ('?', Color::DarkGray),
     }
 }
 
@@ -77,8 +80,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         .filter(|&t| t >= app.view_start && t < app.view_end())
         .map(|t| ((t - app.view_start) as u128 * w as u128 / app.view_span.max(1) as u128) as u16);
     let cur_dev = app.cursor.and_then(|g| app.store.dev_at(g));
-    let cur_window = app.cursor.and_then(|g| match app.store.get(g)?.kind {
-        EvKind::Dma { window, .. } => window,
+    let cur_window = app.cursor.and_then(|g| match app.store.get(g)?.1.kind {
+        EventKind::Dma { window, .. } => window,
         _ => None,
     });
     for (k, lane) in lanes.iter().enumerate().skip(first).take(rows as usize) {
@@ -114,7 +117,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                     let lost = notes[nlo..nhi]
                         .iter()
                         .take(8)
-                        .any(|&r| app.store.ev_at(app.store.base() + r as u64) == Some(Ev::Lost));
+                        .any(|&r| app.store.ev_at(app.store.base() + r as u64) == Some("lost"));
                     let (ch, style) = if lost {
                         let st = Style::new().fg(Color::Black).bg(Color::Yellow);
                         ('L', st.add_modifier(Modifier::BOLD))
@@ -125,7 +128,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                         )
                     } else if hi > lo {
                         let g = app.store.base() + ctx.maps[lo] as u64;
-                        let c = if app.store.ev_at(g) == Some(Ev::Unmap) {
+                        let c = if app.store.ev_at(g) == Some("unmap") {
                             'u'
                         } else {
                             'm'
@@ -188,7 +191,7 @@ fn draw_lane(buf: &mut Buffer, app: &App, dv: &Device, d: usize, x0: u16, y: u16
             continue;
         };
         let seg = dv.segs[seg_i];
-        let (fill, color) = state_look(seg.st);
+        let (fill, color) = state_look(seg.what);
         let base = Style::new().fg(Color::Black).bg(color);
         // A state change inside this cell (a segment other than the first starts in it).
         let lo = dv.segs.partition_point(|sg| sg.t < t0);
@@ -225,7 +228,7 @@ fn draw_lane(buf: &mut Buffer, app: &App, dv: &Device, d: usize, x0: u16, y: u16
         while end < cells.len() && cells[end].3 == Some(seg_i) {
             end += 1;
         }
-        let name = dv.segs[seg_i].st.label();
+        let name = seg_label(&dv.segs[seg_i].what);
         let need = name.chars().count() + 2;
         let mut run = 0usize;
         for j in i..end {

@@ -200,22 +200,53 @@ fn installed_on_host(pkg: &str) -> bool {
 /// `<cache>/qemu`. Returns the extracted root.
 pub fn fetch_qemu(apt: &Apt, cache: &Path) -> Result<PathBuf> {
     let root = cache.join("qemu");
-    let stamp = root.join(".ready");
-    if stamp.exists() {
+    if root.join(READY).exists() {
         return Ok(root);
     }
     let ver = apt.version_in("qemu-system-x86", "bookworm-backports")?;
     let data = apt.version_in("qemu-system-data", "bookworm-backports")?;
     let seabios = apt.version_in("seabios", "bookworm-backports")?;
-    let mut specs = vec![
-        format!("qemu-system-x86={ver}"),
+    let main = format!("qemu-system-x86={ver}");
+    let specs = vec![
+        main.clone(),
         format!("qemu-system-data={data}"),
         format!("seabios={seabios}"),
         "ipxe-qemu".to_string(),
     ];
-    // Library closure of packages the host does not have (ldd checks the result below).
+    fetch_with_libs(apt, &root, specs, &main, "usr/bin/qemu-system-x86_64")?;
+    Ok(root)
+}
+
+/// Debian's tmux (bookworm) plus the shared libraries the host lacks, extracted into
+/// `<cache>/tmux`: the terminal the `drive-tui` scenario runs `drive --tui` in. Returns the
+/// extracted root.
+pub fn fetch_tmux(apt: &Apt, cache: &Path) -> Result<PathBuf> {
+    let root = cache.join("tmux");
+    if root.join(READY).exists() {
+        return Ok(root);
+    }
+    let main = format!("tmux={}", apt.version_in("tmux", "bookworm")?);
+    fetch_with_libs(apt, &root, vec![main.clone()], &main, "usr/bin/tmux")?;
+    Ok(root)
+}
+
+/// Stamp of a root [`fetch_with_libs`] completed (it lists the packages).
+const READY: &str = ".ready";
+
+/// Downloads `specs` and the `lib*` packages of `main`'s Depends closure that the host does
+/// not have, extracts them into `root`, and checks with `ldd` that the binary `bin` (a path
+/// under `root`) finds every shared library (the fetched ones through [`lib_path`]). The one
+/// way the lab fetches a dynamic binary for the guest (QEMU, tmux); the guest gets its closure
+/// from `guest::add_dynamic`.
+fn fetch_with_libs(
+    apt: &Apt,
+    root: &Path,
+    mut specs: Vec<String>,
+    main: &str,
+    bin: &str,
+) -> Result<()> {
     let mut seen = BTreeSet::new();
-    let mut queue: VecDeque<String> = apt.depends(&format!("qemu-system-x86={ver}"))?.into();
+    let mut queue: VecDeque<String> = apt.depends(main)?.into();
     while let Some(p) = queue.pop_front() {
         if !p.starts_with("lib") || !seen.insert(p.clone()) || installed_on_host(&p) {
             continue;
@@ -224,25 +255,27 @@ pub fn fetch_qemu(apt: &Apt, cache: &Path) -> Result<PathBuf> {
         queue.extend(apt.depends(&p)?);
     }
     let debs = apt.download(&specs)?;
-    extract(&debs, &root)?;
-    let bin = root.join("usr/bin/qemu-system-x86_64");
+    extract(&debs, root)?;
+    let bin = root.join(bin);
     let out = run_output(
         Command::new("ldd")
             .arg(&bin)
-            .env("LD_LIBRARY_PATH", qemu_lib_path(&root)),
+            .env("LD_LIBRARY_PATH", lib_path(root)),
     )?;
     let missing: Vec<&str> = out.lines().filter(|l| l.contains("not found")).collect();
     if !missing.is_empty() {
         bail!(
-            "qemu still lacks shared libraries after fetching {specs:?}:\n{}",
+            "{} still lacks shared libraries after fetching {specs:?}:\n{}",
+            bin.display(),
             missing.join("\n")
         );
     }
-    fs::write(stamp, specs.join("\n"))?;
-    Ok(root)
+    fs::write(root.join(READY), specs.join("\n"))?;
+    Ok(())
 }
 
-pub fn qemu_lib_path(root: &Path) -> String {
+/// The library directories of an extracted root, for `LD_LIBRARY_PATH`.
+pub fn lib_path(root: &Path) -> String {
     ["usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu"]
         .iter()
         .map(|p| root.join(p).display().to_string())

@@ -1,8 +1,9 @@
 //! What runs in the guest: the edu-mig module built against the guest's headers, the driver
 //! self-test, the static (musl) migscope packed by `cargo xtask dist`, the L2 guest for the
 //! QEMU cases, and the initramfs that carries them with `/init` (plus QEMU itself when a qemu-*
-//! scenario runs).
+//! scenario runs, and tmux when the drive-tui scenario does).
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -149,6 +150,10 @@ pub struct GuestFiles<'a> {
     pub run_sh: String,
     /// QEMU for the qemu-* scenarios (only then: other runs keep their size).
     pub qemu: Option<QemuFiles<'a>>,
+    /// tmux (its extracted root, `fetch::fetch_tmux`) for the drive-tui scenario (only then).
+    pub tmux: Option<&'a Path>,
+    /// An earlier static build as `/bin/migscope-base` (drive-memory's before/after).
+    pub base: Option<PathBuf>,
 }
 
 /// What the qemu-* scenarios add: the lab's QEMU (extracted root) and the L2 guest.
@@ -190,6 +195,10 @@ pub fn write_initramfs(g: &GuestFiles, out: &Path) -> Result<()> {
         &fs::read(&g.migscope).context("reading migscope")?,
     )?;
     c.file("bin/edu-selftest", 0o755, &fs::read(&g.selftest)?)?;
+    if let Some(b) = &g.base {
+        let data = fs::read(b).with_context(|| format!("reading {}", b.display()))?;
+        c.file("bin/migscope-base", 0o755, &data)?;
+    }
     c.file("lib/modules/edu-mig.ko", 0o644, &fs::read(&g.edu_mig)?)?;
     for m in VFIO_MODULES {
         if let Some(ko) = find_module(&g.kernel.modules, m)? {
@@ -197,47 +206,102 @@ pub fn write_initramfs(g: &GuestFiles, out: &Path) -> Result<()> {
         }
     }
     let w = c.finish()?;
-    if let Some(q) = &g.qemu {
+    if g.qemu.is_some() || g.tmux.is_some() {
         // A second newc archive: the kernel unpacks concatenated archives in order.
-        write_qemu(Cpio::new(w), q)?.finish()?;
+        let mut c = Cpio::new(w);
+        let mut have = BTreeSet::new();
+        if let Some(q) = &g.qemu {
+            write_qemu(&mut c, &mut have, q)?;
+        }
+        if let Some(t) = g.tmux {
+            write_tmux(&mut c, &mut have, t)?;
+        }
+        c.finish()?;
     }
     fs::rename(&tmp, out)?;
     Ok(())
 }
 
-/// QEMU's binary as `/bin/qemu-system-x86_64`, its `ldd` closure (libraries into
-/// `/lib/x86_64-linux-gnu`, the loader where the binary names it), its firmware
-/// (`/usr/share/qemu`, `/usr/share/seabios`), the L2 guest and the QEMU trace event list.
-fn write_qemu<W: std::io::Write>(mut c: Cpio<W>, q: &QemuFiles) -> Result<Cpio<W>> {
+/// QEMU's binary as `/bin/qemu-system-x86_64` with its closure ([`add_dynamic`]), its
+/// firmware (`/usr/share/qemu`, `/usr/share/seabios`), the L2 guest and the QEMU trace event
+/// list.
+fn write_qemu<W: std::io::Write>(
+    c: &mut Cpio<W>,
+    have: &mut BTreeSet<String>,
+    q: &QemuFiles,
+) -> Result<()> {
     let bin = q.root.join("usr/bin/qemu-system-x86_64");
-    let ldd = super::run_output(
-        Command::new("ldd")
-            .arg(&bin)
-            .env("LD_LIBRARY_PATH", super::fetch::qemu_lib_path(q.root)),
-    )
-    .context("ldd on the lab's qemu-system-x86_64")?;
-    let libs = ldd_closure(&ldd).context("reading ldd's output for qemu-system-x86_64")?;
-    for d in [
-        "lib",
-        "lib/x86_64-linux-gnu",
-        "lib64",
-        "usr",
-        "usr/share",
-        "lab",
-    ] {
-        c.dir(d)?;
-    }
-    c.file("bin/qemu-system-x86_64", 0o755, &fs::read(&bin)?)?;
-    for (dest, from) in &libs {
-        let data = fs::read(from).with_context(|| format!("reading {}", from.display()))?;
-        c.file(dest, 0o755, &data)?;
+    add_dynamic(c, have, &bin, "bin/qemu-system-x86_64", q.root)?;
+    for d in ["usr", "usr/share", "lab"] {
+        add_dir(c, have, d)?;
     }
     for share in ["usr/share/qemu", "usr/share/seabios"] {
-        add_tree(&mut c, &q.root.join(share), share)?;
+        add_tree(c, &q.root.join(share), share)?;
     }
     c.file("lab/l2-dma.elf", 0o644, &fs::read(q.l2)?)?;
     c.file("lab/qemu-trace-events", 0o644, QEMU_TRACE_EVENTS.as_bytes())?;
-    Ok(c)
+    Ok(())
+}
+
+/// The C.UTF-8 locale of the host's libc-bin: the same glibc the closures carry (`ldd`
+/// resolves libc to the host's).
+const HOST_C_UTF8: &str = "/usr/lib/locale/C.utf8";
+
+/// tmux as `/bin/tmux` with its closure ([`add_dynamic`]) and the C.UTF-8 locale: tmux will not
+/// start without a UTF-8 `LC_CTYPE` ("need UTF-8 locale (LC_CTYPE) but have ANSI_X3.4-1968":
+/// it tries `C.UTF-8` itself). It needs no terminfo: its server draws to no terminal, the
+/// pane is read back with `capture-pane -p`.
+fn write_tmux<W: std::io::Write>(
+    c: &mut Cpio<W>,
+    have: &mut BTreeSet<String>,
+    root: &Path,
+) -> Result<()> {
+    add_dynamic(c, have, &root.join("usr/bin/tmux"), "bin/tmux", root)?;
+    for d in ["usr", "usr/lib", "usr/lib/locale"] {
+        add_dir(c, have, d)?;
+    }
+    add_tree(c, Path::new(HOST_C_UTF8), "usr/lib/locale/C.utf8")
+        .context("the C.UTF-8 locale tmux needs (the host's libc-bin)")
+}
+
+/// Adds the dynamic binary `bin` as `dest` and its `ldd` closure, found with the libraries
+/// extracted under `root` first ([`super::fetch::lib_path`]): libraries into
+/// `/lib/x86_64-linux-gnu`, the loader where the binary names it. One helper for every
+/// dynamic binary the guest carries (QEMU, tmux); `have` skips what an earlier one added.
+fn add_dynamic<W: std::io::Write>(
+    c: &mut Cpio<W>,
+    have: &mut BTreeSet<String>,
+    bin: &Path,
+    dest: &str,
+    root: &Path,
+) -> Result<()> {
+    let ldd = super::run_output(
+        Command::new("ldd")
+            .arg(bin)
+            .env("LD_LIBRARY_PATH", super::fetch::lib_path(root)),
+    )
+    .with_context(|| format!("ldd on {}", bin.display()))?;
+    let libs =
+        ldd_closure(&ldd).with_context(|| format!("reading ldd's output for {}", bin.display()))?;
+    for d in ["bin", "lib", "lib/x86_64-linux-gnu", "lib64"] {
+        add_dir(c, have, d)?;
+    }
+    c.file(dest, 0o755, &fs::read(bin)?)?;
+    for (dest, from) in libs {
+        if have.insert(dest.clone()) {
+            let data = fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
+            c.file(&dest, 0o755, &data)?;
+        }
+    }
+    Ok(())
+}
+
+/// A directory, once per archive.
+fn add_dir<W: std::io::Write>(c: &mut Cpio<W>, have: &mut BTreeSet<String>, d: &str) -> Result<()> {
+    if have.insert(d.to_owned()) {
+        c.dir(d)?;
+    }
+    Ok(())
 }
 
 /// Parses `ldd` output into (path in the guest, file on the host): `name => /path (addr)` goes

@@ -6,6 +6,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use migscope_core::model::MigState;
+use migscope_core::verify::SegKind;
+use migscope_tui::ui::timeline::state_look;
 use serde_json::{Value, json};
 
 use super::fetch::{self, Apt};
@@ -69,6 +72,12 @@ pub struct ScenarioResult {
     /// `vfio_migration_set_state` calls for the state QEMU already had: traced, no ioctl.
     pub qemu_noops: u64,
     pub attempts: Option<u32>,
+    /// drive-tui: frames the view drew and their p99 draw time, from its summary
+    /// (`MIGSCOPE_TUI_FRAMES`).
+    pub tui_frames: Option<u64>,
+    pub tui_frame_p99_ms: Option<f64>,
+    /// drive-memory: one summary line per binary (`rss BIN secs=.. first=.. last=.. hwm=..`).
+    pub memory: Vec<String>,
 }
 
 /// Fetches and builds everything the VM needs; returns the pieces (used by lab and demo).
@@ -142,6 +151,21 @@ pub fn run(opts: &Options) -> Result<(Outcome, Vec<ScenarioResult>)> {
     run_prepared(&p, opts)
 }
 
+/// Why `s` cannot run on `kernel` (the guest kernel's `headers`), if it cannot: the scenario
+/// is then skipped with this reason, never run and never counted as failed.
+pub fn skip_reason(s: &Scenario, kernel: Kernel, headers: &fetch::KernelFiles) -> Option<String> {
+    if s.needs_precopy && kernel == Kernel::K61 {
+        return Some(format!(
+            "needs PRE_COPY (6.2+): not run on {}",
+            kernel.name()
+        ));
+    }
+    if s.dma_log {
+        return no_dma_logging(headers).map(|why| format!("skipped: {why}"));
+    }
+    None
+}
+
 /// Runs the scenarios with everything already fetched and built.
 pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<ScenarioResult>)> {
     if let Some(why) = vm::cannot_run(&p.qemu) {
@@ -151,18 +175,19 @@ pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<Scenar
         .scenarios
         .iter()
         .copied()
-        .filter(|s| {
-            let skip = s.needs_precopy && opts.kernel == Kernel::K61;
-            if skip {
-                eprintln!(
-                    "lab: {} needs PRE_COPY (6.2+): not run on {}",
-                    s.name,
-                    opts.kernel.name()
-                );
+        .filter(|s| match skip_reason(s, opts.kernel, &p.kernel) {
+            Some(why) => {
+                eprintln!("lab: {} {why}", s.name);
+                false
             }
-            !skip
+            None => true,
         })
         .collect();
+    if scenarios.is_empty() && !opts.scenarios.is_empty() {
+        // Every scenario asked for was skipped, each with its reason: no VM to boot.
+        eprintln!("lab: nothing left to run on {}", opts.kernel.name());
+        return Ok((Outcome::Ok, Vec::new()));
+    }
     let devices = scenarios.iter().map(|s| s.devices).max().unwrap_or(1);
     let bridged = scenarios.iter().map(|s| s.bridged).max().unwrap_or(0);
     let mut run_sh = String::new();
@@ -178,6 +203,23 @@ pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<Scenar
     // QEMU (and the memory it needs) only when a qemu-* scenario runs: other runs keep their
     // initramfs size and boot time.
     let with_qemu = scenarios.iter().any(|s| s.qemu());
+    // An earlier build beside ours for drive-memory's before/after.
+    let base = std::env::var_os("MIGSCOPE_LAB_BASE")
+        .filter(|_| {
+            scenarios
+                .iter()
+                .any(|s| matches!(s.run, Run::Memory { .. }))
+        })
+        .map(PathBuf::from);
+    // tmux likewise only for drive-tui.
+    let tmux = if scenarios.iter().any(|s| s.tmux()) {
+        Some(fetch::fetch_tmux(
+            &Apt::new(&p.paths.cache),
+            &p.paths.cache,
+        )?)
+    } else {
+        None
+    };
     guest::write_initramfs(
         &GuestFiles {
             kernel: &p.kernel,
@@ -190,6 +232,8 @@ pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<Scenar
                 root: &p.qemu,
                 l2: &p.l2,
             }),
+            tmux: tmux.as_deref(),
+            base: base.clone(),
         },
         &initrd,
     )?;
@@ -199,7 +243,14 @@ pub fn run_prepared(p: &Prepared, opts: &Options) -> Result<(Outcome, Vec<Scenar
     // A QEMU case runs two L2 VMMs under nested TCG and may repeat its source twice.
     let budget: Duration = scenarios
         .iter()
-        .map(|s| Duration::from_secs(if s.qemu() { 300 } else { 120 }))
+        .map(|s| {
+            Duration::from_secs(match s.run {
+                Run::Qemu(_) => 300,
+                // Two drives (with a base build) and their set-up.
+                Run::Memory { secs, base_secs } => secs + base_secs + 180,
+                _ => 120,
+            })
+        })
         .sum();
     let mut cfg = VmConfig {
         qemu_root: &p.qemu,
@@ -370,6 +421,19 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
                 .map(String::from)
                 .collect();
         }
+        Run::Memory { .. } => {
+            let out = fs::read_to_string(dir.join("stdout")).unwrap_or_default();
+            r.memory = out
+                .lines()
+                .filter(|l| l.starts_with("rss "))
+                .map(String::from)
+                .collect();
+            r.verdict = if r.guest_rc == Some(0) && !r.memory.is_empty() {
+                "pass".into()
+            } else {
+                "fail".into()
+            };
+        }
         Run::Shell(_) if !dir.join("trace.jsonl").exists() => {
             r.verdict = if r.guest_rc == Some(0) {
                 "pass".into()
@@ -471,6 +535,11 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
                     r.problems.push(why);
                 }
             }
+            Extra::DirtyLogged => {
+                if let Err(why) = dirty_logged(dir) {
+                    r.problems.push(why);
+                }
+            }
             Extra::TrueStateReadBack => {
                 if !true_state_read_back(&dir.join("trace.jsonl")) {
                     r.problems
@@ -564,6 +633,43 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
                     }
                 }
             }
+            Extra::TuiLive => {
+                let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap_or_default();
+                let live = TuiCaptures {
+                    mid: read("mid.txt"),
+                    mid_sets: read("mid.sets"),
+                    last: read("final.txt"),
+                    stderr: read("drive.err"),
+                };
+                for dev in s.bdfs() {
+                    r.problems.extend(live.problems(&dev, &r.verdict));
+                }
+                if let Some((frames, p99)) = live.frames() {
+                    r.tui_frames = Some(frames);
+                    r.tui_frame_p99_ms = Some(p99);
+                }
+            }
+            // Applied by judge_trace / judge_qemu.
+            Extra::CheckedWith(_) => {}
+            Extra::ResetReadBack => {
+                r.problems
+                    .extend(reset_read_back_problems(&dir.join("trace.jsonl")));
+            }
+            Extra::StaleReadRefused => {
+                r.problems
+                    .extend(stale_read_problems(&dir.join("trace.jsonl"), &s.bdfs()));
+            }
+            Extra::QuiescedGets => {
+                if !quiesced_gets(&dir.join("trace.jsonl")) {
+                    r.problems
+                        .push("drive read no quiesced device's state back while dwelling".into());
+                }
+            }
+            Extra::CutWhileOpen => {
+                if let Err(why) = cut_while_open(&dir.join("trace.jsonl"), migscope) {
+                    r.problems.push(why);
+                }
+            }
         }
     }
     r.ok = r.problems.is_empty();
@@ -581,8 +687,9 @@ fn judge_trace(s: &Scenario, dir: &Path, migscope: &Path, r: &mut ScenarioResult
         ));
         return;
     }
-    let main = check_one(&trace, migscope, r);
-    exports_agree(&trace, &main.verdict, migscope, r);
+    let opts = s.check_options();
+    let main = check_one(&trace, migscope, &opts, r);
+    exports_agree(&trace, &main.verdict, migscope, &opts, r);
     r.sources = main.sources.clone();
     r.verdict = main.verdict.clone();
     r.rules = main.rules.clone();
@@ -595,7 +702,7 @@ fn judge_trace(s: &Scenario, dir: &Path, migscope: &Path, r: &mut ScenarioResult
     let side = dir.join("probe.jsonl");
     let own_probe = main.sources.get("transitions").and_then(Value::as_str) == Some("ok");
     if side.exists() && !own_probe {
-        let p = check_one(&side, migscope, r);
+        let p = check_one(&side, migscope, &opts, r);
         if let (Some(m), Some(ps)) = (r.sources.as_object_mut(), p.sources.as_object()) {
             for (k, v) in ps {
                 if v.as_str() == Some("ok") && k != "mdev_dma" {
@@ -608,7 +715,6 @@ fn judge_trace(s: &Scenario, dir: &Path, migscope: &Path, r: &mut ScenarioResult
         r.rules.sort();
         r.rules.dedup();
     }
-    let _ = s;
 }
 
 /// The worse of two verdicts (fail > inconclusive > pass > none).
@@ -674,8 +780,8 @@ fn judge_qemu(s: &Scenario, q: &Qemu, dir: &Path, migscope: &Path, r: &mut Scena
             r.verdict = worse(&r.verdict, "none").into();
             continue;
         }
-        let c = check_one(&trace, migscope, r);
-        exports_agree(&trace, &c.verdict, migscope, r);
+        let c = check_one(&trace, migscope, &s.check_options(), r);
+        exports_agree(&trace, &c.verdict, migscope, &s.check_options(), r);
         if *role == "src" {
             r.sources = c.sources.clone();
         }
@@ -791,7 +897,13 @@ fn source_dmesg(dmesg: &str) -> &str {
 /// verdict; Perfetto JSON parses and marks a violation iff the verdict is fail; the JUnit
 /// report carries failures iff fail; the Markdown report states the verdict. Files are left
 /// beside the trace for a bug report.
-fn exports_agree(trace: &Path, verdict: &str, migscope: &Path, r: &mut ScenarioResult) {
+fn exports_agree(
+    trace: &Path,
+    verdict: &str,
+    migscope: &Path,
+    opts: &[&str],
+    r: &mut ScenarioResult,
+) {
     let dir = trace.parent().unwrap_or(Path::new("."));
     let run = |args: &[&std::ffi::OsStr]| -> Result<std::process::Output, String> {
         Command::new(migscope)
@@ -818,7 +930,7 @@ fn exports_agree(trace: &Path, verdict: &str, migscope: &Path, r: &mut ScenarioR
         (trace, "perfetto", &perfetto),
         (trace, "markdown", &md),
     ] {
-        let args = [
+        let mut args = vec![
             os("export"),
             input.as_os_str().to_owned(),
             os("--format"),
@@ -826,6 +938,7 @@ fn exports_agree(trace: &Path, verdict: &str, migscope: &Path, r: &mut ScenarioR
             os("-o"),
             out.as_os_str().to_owned(),
         ];
+        args.extend(opts.iter().map(|o| os(o)));
         let argv: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
         match run(&argv) {
             Ok(o) if o.status.success() => {}
@@ -840,14 +953,15 @@ fn exports_agree(trace: &Path, verdict: &str, migscope: &Path, r: &mut ScenarioR
     if fs::read(&canon).ok() != fs::read(&back).ok() || !back.exists() {
         problems.push("JSONL -> native -> JSONL is not byte-identical".into());
     }
-    let native_verdict = run(&[
-        os("check").as_os_str(),
-        os("--json").as_os_str(),
-        native.as_os_str(),
-    ])
-    .ok()
-    .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
-    .and_then(|v| v.get("verdict").and_then(Value::as_str).map(String::from));
+    let opt_args: Vec<std::ffi::OsString> = opts.iter().map(|o| os(o)).collect();
+    let (check, json, junit_flag) = (os("check"), os("--json"), os("--junit"));
+    let mut native_check: Vec<&std::ffi::OsStr> = vec![&check, &json];
+    native_check.extend(opt_args.iter().map(|a| a.as_os_str()));
+    native_check.push(native.as_os_str());
+    let native_verdict = run(&native_check)
+        .ok()
+        .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
+        .and_then(|v| v.get("verdict").and_then(Value::as_str).map(String::from));
     if native_verdict.as_deref() != Some(verdict) {
         problems.push(format!(
             "check on the native form says {native_verdict:?}, not {verdict}"
@@ -878,12 +992,10 @@ fn exports_agree(trace: &Path, verdict: &str, migscope: &Path, r: &mut ScenarioR
         }
         None => problems.push("perfetto export is not JSON".into()),
     }
-    let _ = run(&[
-        os("check").as_os_str(),
-        os("--junit").as_os_str(),
-        junit.as_os_str(),
-        trace.as_os_str(),
-    ]);
+    let mut junit_check: Vec<&std::ffi::OsStr> = vec![&check, &junit_flag, junit.as_os_str()];
+    junit_check.extend(opt_args.iter().map(|a| a.as_os_str()));
+    junit_check.push(trace.as_os_str());
+    let _ = run(&junit_check);
     let xml = fs::read_to_string(&junit).unwrap_or_default();
     if !xml.contains("<testsuites") || xml.contains("<failure") != fail {
         problems.push(format!("junit report does not match verdict {verdict}"));
@@ -912,7 +1024,7 @@ struct Checked {
 }
 
 /// `migscope check --json` of one trace (saved beside it), and its event counts added to `r`.
-fn check_one(trace: &Path, migscope: &Path, r: &mut ScenarioResult) -> Checked {
+fn check_one(trace: &Path, migscope: &Path, opts: &[&str], r: &mut ScenarioResult) -> Checked {
     let mut c = Checked {
         verdict: "none".into(),
         rules: Vec::new(),
@@ -954,6 +1066,7 @@ fn check_one(trace: &Path, migscope: &Path, r: &mut ScenarioResult) -> Checked {
     let out = Command::new(migscope)
         .arg("check")
         .arg("--json")
+        .args(opts)
         .arg(trace)
         .output();
     match out {
@@ -1004,6 +1117,91 @@ fn check_one(trace: &Path, migscope: &Path, r: &mut ScenarioResult) -> Checked {
             .push(format!("running {}: {e}", migscope.display())),
     }
     c
+}
+
+/// What drive-tui brought back ([`Extra::TuiLive`]): the pane mid-drive and after the plan,
+/// the SETs the trace had at the mid capture, and drive's stderr.
+struct TuiCaptures {
+    mid: String,
+    mid_sets: String,
+    last: String,
+    stderr: String,
+}
+
+impl TuiCaptures {
+    /// What the captures fail to show for device `dev`, given `check`'s verdict on the trace.
+    fn problems(&self, dev: &str, verdict: &str) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.mid.is_empty() {
+            p.push("no pane was captured mid-drive (mid.txt)".to_owned());
+        } else {
+            match lane_state(&self.mid, dev) {
+                Some(st) if st.quiescent() => {}
+                Some(st) => p.push(format!(
+                    "mid-drive the lane of {dev} ends in {}, not a quiescent state",
+                    st.name()
+                )),
+                None => p.push(format!("mid-drive the pane has no state lane for {dev}")),
+            }
+            let head = self.mid.lines().next().unwrap_or("");
+            if !(head.contains(" so far ") || head.contains(" FAILING ")) {
+                p.push(format!(
+                    "mid-drive the header shows no interim verdict: {head:?}"
+                ));
+            }
+        }
+        // The trace agrees that the device was quiesced then: its last completed SET.
+        let last_set = self
+            .mid_sets
+            .lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["ev"] == "set_done" && v["dev"] == dev && v["ret"] == 0)
+            .find_map(|v| v["to"].as_str().and_then(MigState::from_name));
+        if !last_set.is_some_and(MigState::quiescent) {
+            p.push(format!(
+                "the trace at the mid capture has {dev}'s last SET to {}, not a quiescent state",
+                last_set.map_or("nothing", MigState::name)
+            ));
+        }
+        let head = self.last.lines().next().unwrap_or("");
+        let want = format!(" {} ", verdict.to_uppercase());
+        if !head.contains(&want) || head.contains(" so far ") {
+            p.push(format!(
+                "after the plan the header does not show check's verdict ({}): {head:?}",
+                want.trim()
+            ));
+        }
+        if self.frames().is_none() {
+            p.push("the view printed no frame-time summary (drive.err)".to_owned());
+        }
+        p
+    }
+
+    /// Frames drawn and their p99 in ms, from the view's summary line ("migscope: tui frames
+    /// N: draw p50 A ms, p99 B ms, ...").
+    fn frames(&self) -> Option<(u64, f64)> {
+        let l = self
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("migscope: tui frames "))?;
+        let (n, rest) = l.split_once(':')?;
+        let p99 = rest.split_once("p99 ")?.1.split_once(" ms")?.0;
+        Some((n.trim().parse().ok()?, p99.parse().ok()?))
+    }
+}
+
+/// The state the lane of `dev` ends in on a captured pane: the last cell of the lane row drawn
+/// with a state's fill glyph (the view's own [`state_look`]; ticks, labels and the border are
+/// skipped). `None` without such a lane.
+fn lane_state(pane: &str, dev: &str) -> Option<MigState> {
+    let glyph = |st: MigState| state_look(SegKind::State(Some(st))).0;
+    let row = pane
+        .lines()
+        .find_map(|l| l.trim_start_matches('┃').strip_prefix(dev))?;
+    row.chars()
+        .rev()
+        .find_map(|c| MigState::ALL.into_iter().find(|&st| glyph(st) == c))
 }
 
 /// What breaks "every device named by its PCI address" in a trace's text: an event naming any
@@ -1215,6 +1413,167 @@ fn true_state_read_back(trace: &Path) -> bool {
     false
 }
 
+/// [`Extra::ResetReadBack`]: what breaks "every successful reset is followed by a GET of its
+/// device before any other SET or reset of it", and a trace without any reset.
+fn reset_read_back_problems(trace: &Path) -> Vec<String> {
+    let evs = trace_values(trace);
+    let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    let mut problems = Vec::new();
+    let mut resets = 0;
+    for (n, v) in evs.iter().enumerate() {
+        if field(v, "ev").as_deref() != Some("reset")
+            || v.get("ret").and_then(Value::as_i64) != Some(0)
+        {
+            continue;
+        }
+        resets += 1;
+        let dev = field(v, "dev");
+        let next = evs[n + 1..]
+            .iter()
+            .find(|w| {
+                field(w, "dev") == dev
+                    && matches!(field(w, "ev").as_deref(), Some("get" | "set" | "reset"))
+            })
+            .and_then(|w| field(w, "ev"));
+        if next.as_deref() != Some("get") {
+            problems.push(format!(
+                "{}: the reset at t {} is followed by {} before any GET",
+                dev.unwrap_or_default(),
+                v.get("t").and_then(Value::as_u64).unwrap_or(0),
+                next.map_or("nothing".to_owned(), |e| format!("a {e}"))
+            ));
+        }
+    }
+    if resets == 0 {
+        problems.push("the trace has no successful reset".into());
+    }
+    problems
+}
+
+/// [`Extra::StaleReadRefused`]: drive's mark of a refused read of the pre-reset data_fd for
+/// each device, and no `data` event of a file older than its device's last reset.
+fn stale_read_problems(trace: &Path, bdfs: &[String]) -> Vec<String> {
+    let evs = trace_values(trace);
+    let mut problems = Vec::new();
+    for b in bdfs {
+        let refused = evs.iter().any(|v| {
+            v.get("ev").and_then(Value::as_str) == Some("mark")
+                && v.get("label").and_then(Value::as_str).is_some_and(|l| {
+                    l.starts_with(&format!("{b}: data_fd "))
+                        && l.contains("from before the reset refused the read")
+                })
+        });
+        if !refused {
+            problems.push(format!(
+                "{b}: no refused read of the data_fd from before the reset"
+            ));
+        }
+    }
+    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64);
+    for v in &evs {
+        if v.get("ev").and_then(Value::as_str) == Some("data")
+            && let (Some(f), Some(g)) = (num(v, "fd_gen"), num(v, "reset_gen"))
+            && f < g
+        {
+            problems.push(format!("data moved through a stale data_fd: {v}"));
+        }
+    }
+    problems
+}
+
+/// [`Extra::QuiescedGets`].
+fn quiesced_gets(trace: &Path) -> bool {
+    let evs = trace_values(trace);
+    let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    // Per device: GETs since its last SET returned.
+    let mut since: std::collections::BTreeMap<String, u32> = Default::default();
+    for v in &evs {
+        let Some(dev) = field(v, "dev") else {
+            continue;
+        };
+        match field(v, "ev").as_deref() {
+            Some("set_done") => {
+                since.insert(dev, 0);
+            }
+            Some("set") | Some("reset") => {
+                since.remove(&dev);
+            }
+            Some("get") => {
+                if let Some(n) = since.get_mut(&dev) {
+                    *n += 1;
+                    if *n >= 2 {
+                        return true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// [`Extra::CutWhileOpen`]: the trace up to (not including) the `set_done` of its slowest SET,
+/// an `end` appended, checked without options.
+fn cut_while_open(trace: &Path, migscope: &Path) -> Result<(), String> {
+    let text = fs::read_to_string(trace).map_err(|e| format!("{}: {e}", trace.display()))?;
+    let lines: Vec<&str> = text.lines().collect();
+    let mut open: std::collections::BTreeMap<String, u64> = Default::default();
+    // (duration, line index of the set_done, t of the set_done)
+    let mut slowest: Option<(u64, usize, u64)> = None;
+    for (n, l) in lines.iter().enumerate().skip(1) {
+        let Ok(v) = serde_json::from_str::<Value>(l) else {
+            continue;
+        };
+        let (Some(ev), Some(dev), Some(t)) = (
+            v.get("ev").and_then(Value::as_str),
+            v.get("dev").and_then(Value::as_str),
+            v.get("t").and_then(Value::as_u64),
+        ) else {
+            continue;
+        };
+        match ev {
+            "set" => {
+                open.insert(dev.to_owned(), t);
+            }
+            "set_done" => {
+                if let Some(t0) = open.remove(dev)
+                    && slowest.is_none_or(|(d, _, _)| t - t0 > d)
+                {
+                    slowest = Some((t - t0, n, t));
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some((_, at, t)) = slowest else {
+        return Err("the trace has no completed SET to cut".into());
+    };
+    let mut cut: String = lines[..at].iter().map(|l| format!("{l}\n")).collect();
+    cut.push_str(&format!("{{\"t\":{t},\"ev\":\"end\"}}\n"));
+    let path = trace.with_extension("cut.jsonl");
+    fs::write(&path, cut).map_err(|e| format!("{}: {e}", path.display()))?;
+    let out = Command::new(migscope)
+        .arg("check")
+        .arg("--json")
+        .arg(&path)
+        .output()
+        .map_err(|e| format!("running {}: {e}", migscope.display()))?;
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("check of the cut trace gave no JSON: {e}"))?;
+    let verdict = v.get("verdict").and_then(Value::as_str).unwrap_or("none");
+    let unfinished = v
+        .get("blind_spots")
+        .and_then(Value::as_array)
+        .is_some_and(|b| b.iter().any(|x| x.as_str() == Some("unfinished")));
+    if verdict != "inconclusive" || !unfinished {
+        return Err(format!(
+            "the trace cut while its slowest SET was open is {verdict} (blind spots {}), not inconclusive with unfinished",
+            v.get("blind_spots").cloned().unwrap_or(Value::Null)
+        ));
+    }
+    Ok(())
+}
+
 /// The trace's events as JSON values (the header skipped).
 fn trace_values(trace: &Path) -> Vec<Value> {
     let text = fs::read_to_string(trace).unwrap_or_default();
@@ -1261,6 +1620,66 @@ fn resume_fuzzed(trace: &Path) -> Result<(), String> {
 }
 
 /// drive read the registers when saved and once restored ([`Extra::RegsCompared`]).
+/// Why a log_ops driver cannot offer device DMA logging on this kernel, from its headers: the
+/// iova_bitmap helpers (`iova_bitmap_set`, which a driver's log_read_and_clear reports through)
+/// are not exported in its Module.symvers. Up to 6.6 vfio.ko exports them; from 6.7 only
+/// CONFIG_IOMMUFD_DRIVER builds them (drivers/iommu/iommufd/iova_bitmap.c).
+fn no_dma_logging(k: &fetch::KernelFiles) -> Option<String> {
+    let symvers = k.headers.join("Module.symvers");
+    let text = match fs::read_to_string(&symvers) {
+        Ok(t) => t,
+        Err(e) => return Some(format!("cannot read {}: {e}", symvers.display())),
+    };
+    if text
+        .lines()
+        .any(|l| l.split('\t').nth(1) == Some("iova_bitmap_set"))
+    {
+        return None;
+    }
+    let config = fs::read_to_string(k.headers.join(".config")).unwrap_or_default();
+    let said: Vec<&str> = config
+        .lines()
+        .filter(|l| l.contains("CONFIG_IOMMUFD"))
+        .collect();
+    Some(format!(
+        "{} exports no iova_bitmap_set (not in {}; its .config: {}): vfio_pci_core drivers have no DMA logging there",
+        k.release,
+        symvers.display(),
+        if said.is_empty() {
+            "no CONFIG_IOMMUFD* line".to_owned()
+        } else {
+            said.join(", ")
+        }
+    ))
+}
+
+/// Device DMA logging ran in a `dma_log` scenario: edu-mig logged its START, the trace's
+/// `dirty_log` source is ok, and drive's REPORTs are in it.
+fn dirty_logged(dir: &Path) -> Result<(), String> {
+    let dmesg = fs::read_to_string(dir.join("dmesg")).unwrap_or_default();
+    if !dmesg.contains("edu-mig: DMA logging started") {
+        return Err("edu-mig's dmesg has no `DMA logging started`".into());
+    }
+    let trace = dir.join("trace.jsonl");
+    let text = fs::read_to_string(&trace).unwrap_or_default();
+    let src = text
+        .lines()
+        .next()
+        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        .and_then(|h| h.pointer("/sources/dirty_log").cloned());
+    if src.as_ref().and_then(Value::as_str) != Some("ok") {
+        return Err(format!("the trace's dirty_log source is {src:?}, not ok"));
+    }
+    let reports = trace_values(&trace)
+        .iter()
+        .filter(|v| v.get("ev").and_then(Value::as_str) == Some("dirty_report"))
+        .count();
+    if reports == 0 {
+        return Err("no dirty_report in the trace".into());
+    }
+    Ok(())
+}
+
 fn regs_compared(trace: &Path) -> Result<(), String> {
     let evs = trace_values(trace);
     for stage in ["saved", "restored"] {
@@ -1343,6 +1762,12 @@ pub fn print_table(results: &[ScenarioResult]) {
                 .unwrap_or_else(|| "-".into()),
             r.rules.join(",")
         );
+        for m in &r.memory {
+            println!("    {m}");
+        }
+        if let (Some(n), Some(p99)) = (r.tui_frames, r.tui_frame_p99_ms) {
+            println!("    tui: {n} frames drawn, p99 {p99:.2} ms");
+        }
         for p in &r.problems {
             println!("    !! {p}");
         }
@@ -1359,13 +1784,70 @@ pub fn summary_json(results: &[ScenarioResult]) -> Value {
         "problems": r.problems, "witness_dma": r.witness_dma,
         "witness_violations": r.witness_violations, "blind_spots": r.blind_spots,
         "device_witness": r.device_witness, "sweep_median_us": r.sweep_median_us,
-        "sweep_max_us": r.sweep_max_us,
+        "sweep_max_us": r.sweep_max_us, "tui_frames": r.tui_frames,
+        "tui_frame_p99_ms": r.tui_frame_p99_ms, "memory": r.memory,
     })).collect::<Vec<_>>() })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// drive-tui's captures from a 6.12 lab run (testdata/drive-tui-6.12.*).
+    fn tui_captures() -> TuiCaptures {
+        TuiCaptures {
+            mid: include_str!("testdata/drive-tui-6.12.mid.txt").to_owned(),
+            mid_sets: include_str!("testdata/drive-tui-6.12.mid.sets").to_owned(),
+            last: include_str!("testdata/drive-tui-6.12.final.txt").to_owned(),
+            stderr: include_str!("testdata/drive-tui-6.12.drive.err").to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_lab_drive_tui_run_shows_the_quiesce_and_both_verdicts() {
+        let c = tui_captures();
+        // The lane ends in `####` (STOP_COPY), after `~RUNNING_P2P~` and ticks.
+        assert_eq!(lane_state(&c.mid, "0000:00:02.0"), Some(MigState::StopCopy));
+        // After the plan the lane ends in RUNNING.
+        assert_eq!(lane_state(&c.last, "0000:00:02.0"), Some(MigState::Running));
+        assert_eq!(lane_state(&c.mid, "0000:00:03.0"), None);
+        assert_eq!(c.problems("0000:00:02.0", "pass"), Vec::<String>::new());
+        assert_eq!(c.frames().map(|(n, _)| n), Some(200));
+    }
+
+    #[test]
+    fn drive_tui_problems_name_what_the_panes_lack() {
+        let c = tui_captures();
+        // check said otherwise than the final pane.
+        let p = c.problems("0000:00:02.0", "fail");
+        assert!(
+            p.len() == 1 && p[0].contains("check's verdict (FAIL)"),
+            "{p:?}"
+        );
+        // The mid capture taken once the device ran again, with a final header.
+        let ran = TuiCaptures {
+            mid: c.last.clone(),
+            ..tui_captures()
+        };
+        let p = ran.problems("0000:00:02.0", "pass");
+        assert!(p.iter().any(|x| x.contains("ends in RUNNING")), "{p:?}");
+        assert!(p.iter().any(|x| x.contains("no interim verdict")), "{p:?}");
+        // The trace had the device back in RUNNING at the mid capture; no frame summary.
+        let resumed = TuiCaptures {
+            mid_sets: format!(
+                "{}{{\"t\":1,\"ev\":\"set_done\",\"dev\":\"0000:00:02.0\",\"to\":\"RUNNING\",\"ret\":0}}\n",
+                c.mid_sets
+            ),
+            stderr: String::new(),
+            ..tui_captures()
+        };
+        let p = resumed.problems("0000:00:02.0", "pass");
+        assert!(p.iter().any(|x| x.contains("last SET to RUNNING")), "{p:?}");
+        assert!(
+            p.iter().any(|x| x.contains("no frame-time summary")),
+            "{p:?}"
+        );
+    }
 
     #[test]
     fn result_marker_parses() {
@@ -1374,6 +1856,76 @@ mod tests {
             (Some(1), Some(1.5))
         );
         assert_eq!(parse_marker("LAB:RESULT x"), (None, None));
+    }
+
+    /// A scratch directory standing for a 6.12 kernel's headers (the tests write its
+    /// Module.symvers and .config).
+    fn headers_dir(tag: &str) -> (std::path::PathBuf, fetch::KernelFiles) {
+        let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let k = fetch::KernelFiles {
+            release: "6.12.95+deb12-amd64".into(),
+            vmlinux: dir.join("vmlinux"),
+            modules: dir.join("modules"),
+            headers: dir.clone(),
+        };
+        (dir, k)
+    }
+
+    #[test]
+    fn dma_logging_is_skipped_from_the_headers_exports() {
+        let (dir, k) = headers_dir("lab-iovab");
+        // 6.12 without IOMMUFD: vfio's exports, no iova_bitmap.
+        fs::write(
+            dir.join("Module.symvers"),
+            "0x1\tvfio_pci_core_register_device\tdrivers/vfio/pci/vfio-pci-core\tEXPORT_SYMBOL_GPL\t\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join(".config"),
+            "CONFIG_VFIO=m\n# CONFIG_IOMMUFD is not set\n",
+        )
+        .unwrap();
+        let why = no_dma_logging(&k).expect("no iova_bitmap_set: skipped");
+        assert!(why.contains("exports no iova_bitmap_set"), "{why}");
+        assert!(why.contains("# CONFIG_IOMMUFD is not set"), "{why}");
+        // 6.1: vfio.ko exports it.
+        fs::write(
+            dir.join("Module.symvers"),
+            "0x7d2ed4c3\tiova_bitmap_set\tdrivers/vfio/vfio\tEXPORT_SYMBOL_GPL\t\n",
+        )
+        .unwrap();
+        assert_eq!(no_dma_logging(&k), None);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The lab's skips, counted by `cargo xtask test` as skipped (not as scenarios that never
+    /// reported): PRE_COPY scenarios on 6.1, DMA-logging ones where the headers lack it.
+    #[test]
+    fn skip_reasons_name_the_missing_feature() {
+        let (dir, k) = headers_dir("lab-skip");
+        fs::write(dir.join("Module.symvers"), "").unwrap();
+        fs::write(dir.join(".config"), "# CONFIG_IOMMUFD is not set\n").unwrap();
+        let by_name = |n: &str| {
+            scenario::ALL
+                .iter()
+                .find(|s| s.name == n)
+                .unwrap_or_else(|| panic!("no scenario {n}"))
+        };
+        let precopy = by_name("good-precopy");
+        let logged = by_name("dirty-miss");
+        let plain = by_name("good-stopcopy");
+        assert_eq!(skip_reason(precopy, Kernel::K612, &k), None);
+        assert!(
+            skip_reason(precopy, Kernel::K61, &k).is_some_and(|w| w.contains("needs PRE_COPY"))
+        );
+        assert!(
+            skip_reason(logged, Kernel::K612, &k)
+                .is_some_and(|w| w.contains("exports no iova_bitmap_set"))
+        );
+        assert_eq!(skip_reason(plain, Kernel::K612, &k), None);
+        assert_eq!(skip_reason(plain, Kernel::K61, &k), None);
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

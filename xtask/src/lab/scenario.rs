@@ -16,6 +16,12 @@ pub enum Run {
         plan: &'static str,
         order: Option<&'static str>,
     },
+    /// A benchmark (`drive_rss` in lab/guest/init.sh): `migscope drive` through a long plan
+    /// of STOP_COPY cycles with the edu workload for `secs`, then SIGINT, its VmRSS and VmHWM
+    /// sampled every 10 s; with `/bin/migscope-base` (`MIGSCOPE_LAB_BASE`: an earlier build)
+    /// the same for that one first, for `base_secs`. Judged by its exit status (every drive
+    /// left a trace).
+    Memory { secs: u64, base_secs: u64 },
     /// QEMU as the L2 VMM (`qemu_case` in lab/guest/init.sh): a source QEMU migrates the
     /// devices to a file, a destination QEMU loads them, each beside its own `migscope
     /// record`; every trace judged by `migscope check` and against QEMU's own trace.
@@ -97,6 +103,32 @@ pub enum Extra {
     ResumeFuzzed,
     /// drive read the device's registers when saved and once restored (`regs` of both stages).
     RegsCompared,
+    /// `migscope check` and every export judge the trace with these verifier options (e.g.
+    /// `--max-set-ms N`); the verdict and rules are theirs.
+    CheckedWith(&'static [&'static str]),
+    /// Every successful `reset` in the trace is followed by a `get` of its device before any
+    /// other SET or reset of it (drive's "has it got there?" after a reset).
+    ResetReadBack,
+    /// The correct driver refused the read of each device's data_fd from before its reset
+    /// (drive's mark says so) and no `data` moved through a file older than the last reset.
+    StaleReadRefused,
+    /// drive read a quiesced device's state back while dwelling: some `get` of a device comes
+    /// after the `get` that follows its quiescing SET and before its next SET.
+    QuiescedGets,
+    /// The trace cut just before the slowest SET's `set_done` (an `end` appended) is
+    /// `inconclusive` with the blind spot `unfinished` when checked without options: an open
+    /// SET is never a pass.
+    CutWhileOpen,
+    /// Device DMA logging ran: edu-mig's dmesg has its DMA_LOGGING_START, the trace's
+    /// `dirty_log` source is ok, and drive's REPORTs are in it (`dirty_report`s).
+    DirtyLogged,
+    /// `drive --tui` ran in a tmux pane (`drive_tui` in lab/guest/init.sh): the pane captured
+    /// while the device was quiesced (`mid.txt`, taken once drive's trace has the device in
+    /// STOP_COPY and the view shows that SET) has the device's lane in a quiescent state and
+    /// an interim verdict; the one captured after the plan (`final.txt`, once the trace is
+    /// complete) has the final verdict, `check`'s on the same trace; `q` ended drive with its
+    /// verdict's exit status; the view's frame times came back (`drive.err`).
+    TuiLive,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -123,6 +155,9 @@ pub struct Scenario {
     pub needs_precopy: bool,
     /// Run only when named with --scenario (a known open question, not a gate).
     pub on_request: bool,
+    /// With edu-mig `dma_log=1` (device DMA logging through log_ops): skipped on a kernel
+    /// that does not export the iova_bitmap helpers a log_ops driver needs (`runner`).
+    pub dma_log: bool,
 }
 
 const fn drive(plan: &'static str) -> Run {
@@ -187,6 +222,7 @@ const fn qemu(
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     }
 }
 
@@ -204,6 +240,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "driver-selftest",
@@ -218,6 +255,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "good-stopcopy",
@@ -232,6 +270,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::Evidence],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "good-precopy",
@@ -246,6 +285,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::Evidence, Extra::PrecopyInfo],
         needs_precopy: true,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "roundtrip",
@@ -260,6 +300,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::Evidence, Extra::RestoreVerified],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "conformance",
@@ -274,6 +315,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::ConformanceTable],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "early-p2p",
@@ -288,6 +330,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "irq-in-stop",
@@ -302,6 +345,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "fail-p2p",
@@ -316,6 +360,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::TrueStateReadBack],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "no-steps",
@@ -330,6 +375,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "two-dev-qemu-order",
@@ -347,6 +393,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::Evidence],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "two-dev-naive-order",
@@ -364,6 +411,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-good",
@@ -380,6 +428,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::StepsTraced],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-early-p2p",
@@ -394,6 +443,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-irq-in-stop",
@@ -408,6 +458,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-fail-p2p",
@@ -422,6 +473,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::TrueStateReadBack],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-no-steps",
@@ -436,6 +488,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-attach-late",
@@ -456,6 +509,7 @@ pub const ALL: &[Scenario] = &[
         ],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-attach-late-2dev",
@@ -475,6 +529,7 @@ pub const ALL: &[Scenario] = &[
         ],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-attach-ambiguous",
@@ -493,6 +548,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::Unresolved(&["0000:00:02.0", "0000:00:03.0"])],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "record-mid-migration",
@@ -512,6 +568,7 @@ pub const ALL: &[Scenario] = &[
         ],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "no-workload",
@@ -531,6 +588,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::WitnessUnavailable],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     Scenario {
         name: "late-dma",
@@ -547,6 +605,7 @@ pub const ALL: &[Scenario] = &[
         extras: &[Extra::WitnessCaught],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     },
     qemu(
         "qemu-irq-in-stop",
@@ -814,7 +873,165 @@ pub const ALL: &[Scenario] = &[
         &[],
     )
     .with(&[Extra::Evidence, Extra::RestoreVerified, Extra::RegsCompared]),
+    // bugs-c: issue 14 part C (lost_reset, stale_fd, slow_arc, async_state).
+    drive_bug(
+        "stale-fd",
+        "bug=stale_fd, drive --plan reset: a reset in STOP_COPY leaves the data_fd working \
+         (pds \"clear the save/restore FDs on reset\"): drive's read of it after the reset \
+         still moves the pre-reset stream",
+        "stale_fd",
+        "reset",
+        "fail",
+        &["stale-data-fd"],
+    )
+    .with(&[Extra::ResetReadBack]),
+    drive_bug(
+        "stale-fd-good",
+        "correct driver, drive --plan reset: the reset invalidates the migration file, the read \
+         of the old data_fd fails ENODEV",
+        "none",
+        "reset",
+        "pass",
+        &[],
+    )
+    .with(RESET_GOOD),
+    drive_bug(
+        "lost-reset",
+        "bug=lost_reset, drive --plan reset: VFIO_DEVICE_RESET in STOP_COPY returns 0 but the \
+         migration state stays STOP_COPY (hisi/mlx5 deferred reset lost): drive's GET after \
+         the reset says so",
+        "lost_reset",
+        "reset",
+        "fail",
+        &["state-mismatch"],
+    )
+    .with(&[Extra::ResetReadBack]),
+    drive_bug(
+        "lost-reset-good",
+        "correct driver, drive --plan reset: the GET after the reset says RUNNING",
+        "none",
+        "reset",
+        "pass",
+        &[],
+    )
+    .with(RESET_GOOD),
+    drive_bug(
+        "slow-arc",
+        "bug=slow_arc: the RUNNING_P2P -> STOP arc stalls 5 s under state_mutex (a blocked \
+         arc); check --max-set-ms 2000 fails it, and the trace cut while it is open is \
+         unfinished",
+        "slow_arc",
+        "stopcopy",
+        "fail",
+        &["set-timeout"],
+    )
+    .with(&[Extra::CheckedWith(SLOW_ARC_CHECK), Extra::CutWhileOpen]),
+    drive_bug(
+        "slow-arc-good",
+        "correct driver on the slow-arc plan with check --max-set-ms 2000: every SET returns \
+         in time",
+        "none",
+        "stopcopy",
+        "pass",
+        &[],
+    )
+    .with(&[Extra::Evidence, Extra::CheckedWith(SLOW_ARC_CHECK)]),
+    drive_bug(
+        "async-state",
+        "bug=async_state: the first DMA command written while quiesced drops the device to \
+         RUNNING without a SET (libvfio-user #853); drive's GET while dwelling sees it",
+        "async_state",
+        "stopcopy",
+        "fail",
+        &["state-mismatch"],
+    )
+    .with(&[Extra::QuiescedGets]),
+    drive_bug(
+        "async-state-good",
+        "correct driver on the async-state plan: every GET while dwelling says the state drive \
+         set",
+        "none",
+        "stopcopy",
+        "pass",
+        &[],
+    )
+    .with(&[Extra::Evidence, Extra::QuiescedGets]),
+    // ---- branch dirty: issue 14's dirty_miss row (device DMA logging, edu-mig dma_log=1) ----
+    drive_bug(
+        "dirty-miss",
+        "bug=dirty_miss, edu-mig dma_log=1, drive --plan stopcopy: the device's DMA log drops \
+         the last page of each transfer (pds dirty_sync, mlx5 report size, QEMU's 64-bit \
+         window); drive's own REPORTs lack pages its witness saw written",
+        "dirty_miss",
+        "stopcopy",
+        "fail",
+        &["dirty-log-missed"],
+    )
+    .with_dma_log()
+    .with(&[Extra::DirtyLogged]),
+    drive_bug(
+        "dirty-miss-good",
+        "correct driver, edu-mig dma_log=1, drive --plan stopcopy: every page the witness saw \
+         written is in a REPORT over that time",
+        "none",
+        "stopcopy",
+        "pass",
+        &[],
+    )
+    .with_dma_log()
+    .with(&[Extra::Evidence, Extra::DirtyLogged]),
+    // ---- session (issue 13): the live timeline of a drive, read back from a real terminal ----
+    Scenario {
+        name: "drive-tui",
+        about: "drive --tui on a good device in a tmux pane (tmux and its library closure in the \
+                initramfs): captured mid-drive while the device is quiesced, the lane shows the \
+                quiescent state and the verdict so far; captured after the plan, the final \
+                verdict, check's",
+        bug: "none",
+        precopy: false,
+        dma_log: false,
+        devices: 1,
+        bridged: 0,
+        run: Run::Shell("drive_tui 0000:00:02.0"),
+        expected: "pass",
+        rules: &[],
+        extras: &[Extra::TuiLive],
+        needs_precopy: false,
+        on_request: false,
+    },
+    Scenario {
+        name: "drive-memory",
+        about: "benchmark, on request: a 10-minute drive through STOP_COPY cycles with the edu \
+                workload, its VmRSS/VmHWM every 10 s (MIGSCOPE_LAB_BASE=BIN: that build first, \
+                4 minutes, for before/after)",
+        bug: "none",
+        precopy: false,
+        dma_log: false,
+        devices: 1,
+        bridged: 0,
+        run: Run::Memory {
+            secs: 600,
+            base_secs: 240,
+        },
+        expected: "pass",
+        rules: &[],
+        extras: &[],
+        needs_precopy: false,
+        on_request: true,
+    },
 ];
+
+/// What the reset plan shows on a correct driver: evidence, the GET after each reset, the old
+/// data_fd refused.
+const RESET_GOOD: &[Extra] = &[
+    Extra::Evidence,
+    Extra::ResetReadBack,
+    Extra::StaleReadRefused,
+];
+
+/// slow-arc's limit: 14 times the longest SET measured on a correct driver in the lab (~140 ms,
+/// a drain of edu's in-flight transfer under TCG), 2.5 times below edu-mig's `slow_arc_ms`.
+const SLOW_ARC_CHECK: &[&str] = &["--max-set-ms", "2000"];
 
 /// A `drive` case on one root-bus device with edu-mig `bug=` (issue 14's pairs: `NAME` with
 /// the bug, `NAME-good` with `none` on the same plan).
@@ -839,6 +1056,7 @@ const fn drive_bug(
         extras: &[],
         needs_precopy: false,
         on_request: false,
+        dma_log: false,
     }
 }
 
@@ -869,15 +1087,42 @@ impl Scenario {
         }
     }
 
+    /// With edu-mig `dma_log=1`: device DMA logging (6.1 here; not where the kernel lacks the
+    /// iova_bitmap helpers).
+    const fn with_dma_log(self) -> Scenario {
+        Scenario {
+            dma_log: true,
+            ..self
+        }
+    }
+
     /// With these extras.
     const fn with(self, extras: &'static [Extra]) -> Scenario {
         Scenario { extras, ..self }
+    }
+
+    /// The verifier options `check` runs with ([`Extra::CheckedWith`]).
+    pub fn check_options(&self) -> Vec<&'static str> {
+        self.extras
+            .iter()
+            .filter_map(|e| match e {
+                Extra::CheckedWith(o) => Some(*o),
+                _ => None,
+            })
+            .flatten()
+            .copied()
+            .collect()
     }
 
     /// The extras to check: the scenario's own and, for a QEMU case, `QEMU_EXTRAS`.
     pub fn all_extras(&self) -> impl Iterator<Item = Extra> + '_ {
         let implied = if self.qemu() { QEMU_EXTRAS } else { &[] };
         self.extras.iter().chain(implied).copied()
+    }
+
+    /// Runs `drive --tui` in tmux (the initramfs then carries tmux).
+    pub fn tmux(&self) -> bool {
+        self.extras.contains(&Extra::TuiLive)
     }
 
     /// Runs QEMU in the guest (the initramfs then carries it and the VM gets more memory).
@@ -920,6 +1165,9 @@ pub fn guest_line(s: &Scenario) -> String {
         Run::Shell(script) => {
             cmd.push_str(script);
         }
+        Run::Memory { secs, base_secs } => {
+            let _ = write!(cmd, "drive_rss {secs} {base_secs}");
+        }
         Run::Qemu(q) => {
             cmd.push_str("qemu_case");
             for (on, flag) in [
@@ -953,10 +1201,11 @@ pub fn guest_line(s: &Scenario) -> String {
         }
     }
     format!(
-        "lab_scenario {} {} {} -- {cmd}\n",
+        "lab_scenario {} {} {} {} -- {cmd}\n",
         s.name,
         s.bug,
-        u8::from(s.precopy)
+        u8::from(s.precopy),
+        u8::from(s.dma_log)
     )
 }
 
@@ -1041,27 +1290,27 @@ mod tests {
         let s = find("two-dev-naive-order").unwrap();
         assert_eq!(
             guest_line(s),
-            "lab_scenario two-dev-naive-order none 0 -- drive_rec migscope drive --device 0000:00:02.0 \
+            "lab_scenario two-dev-naive-order none 0 0 -- drive_rec migscope drive --device 0000:00:02.0 \
              --device 0000:00:03.0 --plan stopcopy --order naive --workload edu --dwell-ms 250 -o \
              trace.jsonl\n"
         );
-        assert!(guest_line(find("early-p2p").unwrap()).contains(" early_p2p 0 -- "));
+        assert!(guest_line(find("early-p2p").unwrap()).contains(" early_p2p 0 0 -- "));
     }
 
     #[test]
     fn qemu_lines_name_the_mode_and_every_device() {
         assert_eq!(
             guest_line(find("qemu-irq-in-stop-two-dev").unwrap()),
-            "lab_scenario qemu-irq-in-stop-two-dev irq_in_stop 0 -- qemu_case -late -src-only \
+            "lab_scenario qemu-irq-in-stop-two-dev irq_in_stop 0 0 -- qemu_case -late -src-only \
              0000:01:00.0 \
              0000:02:00.0\n"
         );
         assert_eq!(
             guest_line(find("qemu-dma-drain").unwrap()),
-            "lab_scenario qemu-dma-drain none 0 -- qemu_case -dma -inflight 0000:00:02.0\n"
+            "lab_scenario qemu-dma-drain none 0 0 -- qemu_case -dma -inflight 0000:00:02.0\n"
         );
         assert!(guest_line(find("qemu-fail-p2p").unwrap()).ends_with(" -src-only 0000:00:02.0\n"));
-        assert!(guest_line(find("qemu-precopy").unwrap()).contains(" none 1 -- qemu_case 0000"));
+        assert!(guest_line(find("qemu-precopy").unwrap()).contains(" none 1 0 -- qemu_case 0000"));
     }
 
     #[test]

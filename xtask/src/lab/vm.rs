@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::fetch::qemu_lib_path;
+use super::fetch::lib_path;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Accel {
@@ -58,7 +58,7 @@ pub fn cannot_run(qemu_root: &Path) -> Option<String> {
     let bin = qemu_root.join("usr/bin/qemu-system-x86_64");
     let out = Command::new(&bin)
         .arg("--version")
-        .env("LD_LIBRARY_PATH", qemu_lib_path(qemu_root))
+        .env("LD_LIBRARY_PATH", lib_path(qemu_root))
         .output();
     match out {
         Ok(o) if o.status.success() => None,
@@ -113,7 +113,7 @@ impl VmRun {
 pub fn boot(cfg: &VmConfig) -> Result<VmRun> {
     let q = cfg.qemu_root;
     let mut c = Command::new(q.join("usr/bin/qemu-system-x86_64"));
-    c.env("LD_LIBRARY_PATH", qemu_lib_path(q));
+    c.env("LD_LIBRARY_PATH", lib_path(q));
     c.arg("-L")
         .arg(q.join("usr/share/qemu"))
         .arg("-L")
