@@ -6,6 +6,8 @@
 #![no_std]
 #![no_main]
 
+mod irqbin;
+
 use aya_ebpf::{
     EbpfContext,
     helpers::{
@@ -107,6 +109,8 @@ fn try_sys_enter_ioctl(ctx: &TracePointContext) -> Result<u32, u32> {
         payload: [0; PAYLOAD_LEN],
     };
     rec.payload_len = read_payload(cmd, arg, &mut rec.payload);
+    // Before the request's own record: a quiescing SET closes its device's bins first.
+    irqbin::on_ioctl_enter(fd_key(hdr.pid, fd), cmd, &rec.payload, rec.payload_len);
     emit(&rec);
     Ok(0)
 }
@@ -150,6 +154,7 @@ fn try_sys_exit_ioctl(ctx: &TracePointContext) -> Result<u32, u32> {
     };
     rec.payload_len = read_payload(inf.cmd, inf.arg, &mut rec.payload);
     track_ioctl_fds(&rec);
+    irqbin::on_ioctl_exit(fd_key(rec.hdr.pid, rec.fd), &rec);
     emit(&rec);
     Ok(0)
 }
@@ -328,6 +333,7 @@ fn try_sys_enter_close(ctx: &TracePointContext) -> Result<u32, u32> {
         return Ok(0);
     };
     let _ = VFIO_FDS.remove(key);
+    irqbin::on_close(key);
     let (hdr, _) = header(EventKind::FdClose, core::mem::size_of::<FdClose>());
     emit(&FdClose {
         hdr,
@@ -418,6 +424,9 @@ fn try_irq_handler_entry(ctx: &TracePointContext) -> Result<u32, u32> {
     };
     // SAFETY: as above.
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut rec.name) };
+    if irqbin::on_irq(rec.irq, &rec.name, hdr.ts_ns) {
+        return Ok(0);
+    }
     emit(&rec);
     Ok(0)
 }
@@ -666,6 +675,11 @@ pub fn kprobe_msihandler(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn emit_msi(irq: i32, hook: u32) {
+    // The tracepoint already has this interrupt (exact or binned): the ring need not carry it
+    // twice (userspace keeps the tracepoint's when it is attached).
+    if irqbin::seen_by_tracepoint(irq) {
+        return;
+    }
     let (hdr, _) = header(EventKind::MsiHandler, core::mem::size_of::<MsiHandler>());
     emit(&MsiHandler { hdr, irq, hook });
 }
@@ -788,6 +802,12 @@ static WAKE_BYTES: u64 = 0;
 /// Writes one record; a full ring buffer is counted, never silent.
 #[inline(always)]
 fn emit<T>(rec: &T) {
+    emit_ok(rec);
+}
+
+/// [`emit`], saying whether the record was written.
+#[inline(always)]
+fn emit_ok<T>(rec: &T) -> bool {
     // SAFETY: a read of our own read-only global, patched before load.
     let wake = unsafe { core::ptr::read_volatile(&WAKE_BYTES) };
     let flags = if wake == 0 {
@@ -799,7 +819,9 @@ fn emit<T>(rec: &T) {
     };
     if EVENTS.output::<T>(rec, flags).is_err() {
         count_lost();
+        return false;
     }
+    true
 }
 
 #[inline(always)]

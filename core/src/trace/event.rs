@@ -369,7 +369,7 @@ pub enum EventKind {
         dirty_pages: u64,
     },
     /// `n` interrupts of one vector of the device, counted in the kernel instead of emitted one
-    /// by one (`record --irq-detail bins`, while the device may DMA and no SET is open): the
+    /// by one (`record --irq-detail quiesce`, while the device may DMA and no SET is open): the
     /// first at `window.0`, the last at `window.1`, the rest somewhere between. The event's `t`
     /// is the window's end.
     IrqBin {
