@@ -134,6 +134,25 @@ drive_rec() {
 	return $rc
 }
 
+# drive_inflight CMD...: CMD (a drive_rec run whose scenario judges its evidence) needs a
+# transfer in flight at the quiesce, or the witness proved nothing about a drain. An attempt where
+# edu happened to be between two transfers (TCG on a loaded host moves drive's dwell off the
+# transfer) is repeated with a cleared log, so the judged dmesg and traces are the last attempt's
+# alone (at most 5 attempts; edu-mig's dmesg says which attempt drained).
+drive_inflight() {
+	attempt=1
+	while :; do
+		"$@"
+		st=$?
+		dmesg | grep -q "drained in-flight DMA" || [ $attempt -ge 5 ] && break
+		echo "drive: attempt $attempt: no transfer was in flight at the quiesce; again"
+		dmesg -c > /dev/null
+		attempt=$((attempt + 1))
+	done
+	echo "drive: attempts $attempt"
+	return $st
+}
+
 # tui_wait CMD: until the shell command CMD succeeds, at most 120 s by the clock.
 tui_wait() {
 	tw_end=$(($(up10) + 1200))

@@ -71,11 +71,13 @@ pub struct ScenarioResult {
     pub sweep_max_us: Option<u64>,
     pub guest_rc: Option<i32>,
     pub secs: Option<f64>,
-    /// QEMU scenarios: the SETs QEMU issued by its own trace, and how many source attempts
-    /// it took to have a transfer in flight at the quiesce.
+    /// QEMU scenarios: the SETs QEMU issued by its own trace.
     pub qemu_sets: u64,
     /// `vfio_migration_set_state` calls for the state QEMU already had: traced, no ioctl.
     pub qemu_noops: u64,
+    /// How many attempts it took to have a transfer in flight at the quiesce: a QEMU case's
+    /// source runs, or a drive scenario's runs when it judges its evidence (init.sh repeats an
+    /// attempt where edu was between two transfers).
     pub attempts: Option<u32>,
     /// drive-tui: frames the view drew and their p99 draw time, from its summary
     /// (`MIGSCOPE_TUI_FRAMES`).
@@ -446,7 +448,16 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
                 "fail".into()
             };
         }
-        Run::Shell(_) | Run::Drive { .. } => judge_trace(s, dir, migscope, &mut r),
+        Run::Shell(_) => judge_trace(s, dir, migscope, &mut r),
+        Run::Drive { .. } => {
+            // init.sh's drive_inflight: attempts until a transfer was in flight at the quiesce.
+            let stdout = fs::read_to_string(dir.join("stdout")).unwrap_or_default();
+            r.attempts = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("drive: attempts "))
+                .and_then(|n| n.trim().parse().ok());
+            judge_trace(s, dir, migscope, &mut r)
+        }
         Run::Qemu(q) => judge_qemu(s, &q, dir, migscope, &mut r),
     }
     if r.verdict != s.expected {

@@ -1185,6 +1185,9 @@ pub fn guest_line(s: &Scenario) -> String {
             }
         }
         Run::Drive { plan, order } => {
+            if s.extras.contains(&Extra::Evidence) {
+                cmd.push_str("drive_inflight ");
+            }
             cmd.push_str("drive_rec migscope drive");
             for i in 0..s.devices {
                 let _ = write!(cmd, " --device {}", bdf(i));
@@ -1295,6 +1298,20 @@ mod tests {
              trace.jsonl\n"
         );
         assert!(guest_line(find("early-p2p").unwrap()).contains(" early_p2p 0 0 -- "));
+    }
+
+    #[test]
+    fn drive_scenarios_that_judge_their_evidence_repeat_an_attempt_with_nothing_in_flight() {
+        let judged = find("good-stopcopy").unwrap();
+        assert!(judged.extras.contains(&Extra::Evidence));
+        assert!(
+            guest_line(judged).contains(" -- drive_inflight drive_rec migscope drive "),
+            "{}",
+            guest_line(judged)
+        );
+        let unjudged = find("early-p2p").unwrap();
+        assert!(!unjudged.extras.contains(&Extra::Evidence));
+        assert!(guest_line(unjudged).contains(" -- drive_rec migscope drive "));
     }
 
     #[test]
