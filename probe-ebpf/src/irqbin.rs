@@ -20,6 +20,12 @@
 //! window, when another handler needs its slot, when its device leaves bin mode, or by
 //! userspace when capture stops. A bin whose record cannot be reserved stays in its slot
 //! (counted in `LOST`, flushed again next time): no interrupt is dropped from the counts.
+//!
+//! A bin is updated without atomics: one irq's handlers never run on two CPUs at once
+//! (`handle_edge_irq`/`handle_fasteoi_irq` in kernel/irq/chip.c skip an irq already
+//! `IRQD_IRQ_INPROGRESS`), so a bin's only concurrent writers are a SET's flush on another
+//! CPU and a second irq sharing its slot; such a race (both at the same instant) can drop
+//! the one interrupt counted during the flush or count a flushed bin twice (not measured).
 
 use aya_ebpf::{
     macros::map,
