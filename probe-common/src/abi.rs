@@ -131,6 +131,12 @@ pub mod uapi {
     pub const DMA_UNMAP_SIZE: usize = 16;
     /// `struct vfio_iommu_type1_dirty_bitmap { argsz, flags, data[] }`: `flags`.
     pub const DIRTY_BITMAP_FLAGS: usize = 4;
+    /// `struct vfio_device_feature_dma_logging_report { iova, length, page_size, bitmap }`
+    /// after the feature header.
+    pub const LOG_REPORT_IOVA: usize = FEATURE_DATA;
+    pub const LOG_REPORT_LENGTH: usize = FEATURE_DATA + 8;
+    pub const LOG_REPORT_PAGE_SIZE: usize = FEATURE_DATA + 16;
+    pub const LOG_REPORT_BITMAP: usize = FEATURE_DATA + 24;
 }
 
 /// What a tracked file descriptor is (the probe's `VFIO_FDS` map values and [`VfioOpen::fd_kind`]).
@@ -221,6 +227,8 @@ pub enum EventKind {
     Fork = 14,
     /// [`StepLost`].
     StepLost = 15,
+    /// [`DirtyChunk`] (23: branch dirty-vmm's number, clear of the kinds other branches add).
+    DirtyChunk = 23,
     /// [`IrqBin`].
     IrqBin = 16,
 }
@@ -243,6 +251,7 @@ impl EventKind {
             13 => EventKind::MsiHandler,
             14 => EventKind::Fork,
             15 => EventKind::StepLost,
+            23 => EventKind::DirtyChunk,
             16 => EventKind::IrqBin,
             _ => return None,
         })
@@ -479,6 +488,34 @@ pub struct StepLost {
     pub _pad: u32,
 }
 const _: () = assert!(core::mem::size_of::<StepLost>() == 40);
+
+/// Bytes of a DMA_LOGGING_REPORT's user bitmap one [`DirtyChunk`] carries (8192 pages).
+pub const DIRTY_CHUNK: usize = 1024;
+/// Chunks the probe reads of one REPORT's bitmap: 32 KiB, 262144 pages (1 GiB of IOVA at
+/// 4 KiB pages). The rest of a larger bitmap is not read: userspace decodes the prefix it has
+/// and names the remainder as not decoded, never as clean.
+pub const DIRTY_MAX_CHUNKS: u32 = 32;
+
+/// A piece of the user bitmap a successful `VFIO_DEVICE_FEATURE` `GET|DMA_LOGGING_REPORT`
+/// returned (uapi `struct vfio_device_feature_dma_logging_report`: `iova`, `length`,
+/// `page_size`, `bitmap`), read at the ioctl's exit, after the kernel wrote and cleared the
+/// log. Emitted just before that ioctl's [`IoctlRet`] (whose payload has the report struct),
+/// in bitmap order; the probe never issues a REPORT itself (that would steal the VMM's bits).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirtyChunk {
+    pub hdr: EventHeader,
+    /// The device fd of the REPORT.
+    pub fd: i32,
+    /// Valid bytes in `data`; 0 when the user bitmap could not be read at `offset`.
+    pub len: u32,
+    /// Byte offset of `data` in the user bitmap.
+    pub offset: u64,
+    /// `hdr.ts_ns` of the REPORT's [`IoctlCall`] (pairs the chunk with its [`IoctlRet`]).
+    pub enter_ns: u64,
+    pub data: [u8; DIRTY_CHUNK],
+}
+const _: () = assert!(core::mem::size_of::<DirtyChunk>() == 48 + DIRTY_CHUNK);
 
 /// Interrupts of one handler counted in the kernel while its device could not be quiescing
 /// (`record --irq-detail quiesce`): `n` hits of handler `name` (irq `irq`), the first at
@@ -753,6 +790,7 @@ mod pod {
         MsiHandler,
         Fork,
         StepLost,
+        DirtyChunk,
         IrqBin,
         BdfKey,
         IrqPhase,

@@ -25,6 +25,8 @@ use probe_common::abi::{
     VFIO_IOCTL_LAST, VfioOpen, fd_key, fd_kind, feature, hook, ioctl, uapi,
 };
 
+mod dirty;
+
 /// 1 MiB of records by default; userspace may resize it before loading (`ring_bytes`).
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
@@ -154,6 +156,7 @@ fn try_sys_exit_ioctl(ctx: &TracePointContext) -> Result<u32, u32> {
     };
     rec.payload_len = read_payload(inf.cmd, inf.arg, &mut rec.payload);
     track_ioctl_fds(&rec);
+    dirty::report_bitmap(&rec);
     irqbin::on_ioctl_exit(fd_key(rec.hdr.pid, rec.fd), &rec);
     emit(&rec);
     Ok(0)

@@ -15,6 +15,7 @@ use probe_common::abi::{
 use vfio_bindings::bindings::vfio as uapi;
 
 use super::attach::{self, Attached, Resolution};
+use super::dirtylog::DirtyLogs;
 use super::procfs::{self, SeedFd};
 use super::records::{Record, cstr, struct_at, u32_at, u64_at};
 use crate::model::{MigFlags, MigState, PrecopyInfo};
@@ -154,6 +155,8 @@ pub struct Attributor {
     learned: Vec<(u32, i32, u32)>,
     /// Successful VFIO_DEVICE_RESETs seen per device: its reset generation.
     resets: HashMap<String, u64>,
+    /// The VMM's device DMA logs and the REPORT bitmaps in flight (`dirtylog`).
+    dirty: DirtyLogs,
 }
 
 impl Attributor {
@@ -201,6 +204,7 @@ impl Attributor {
             ambiguous_noted: HashSet::new(),
             learned: Vec::new(),
             resets: HashMap::new(),
+            dirty: DirtyLogs::default(),
         }
     }
 
@@ -523,6 +527,12 @@ impl Attributor {
                 }
             }
             Record::StepLost(l) => self.step_lost(l),
+            // migscope's own REPORTs (drive's) are its controller's `dirty_report`s already.
+            Record::DirtyChunk(c) => {
+                if c.hdr.pid != std::process::id() && self.accepts(c.hdr.pid) {
+                    self.dirty.chunk(c);
+                }
+            }
             Record::IrqBin(b) => self.irq_bin(b),
         }
     }
@@ -835,11 +845,17 @@ impl Attributor {
                         .unwrap_or_default();
                 let label = format!("dma_logging start {dev}{sizes} ret={ret}");
                 self.emit(t, Some(pid), EventKind::Mark { label });
+                if set && ret == 0 {
+                    self.dirty.start(&dev, r.enter_ns);
+                }
             }
             feature::DMA_LOGGING_STOP => {
                 let dev = self.dev_of(pid, r.fd);
                 let label = format!("dma_logging stop {dev} ret={ret}");
                 self.emit(t, Some(pid), EventKind::Mark { label });
+                if set && ret == 0 {
+                    self.dirty.stop(&dev);
+                }
             }
             feature::DMA_LOGGING_REPORT => {
                 let dev = self.dev_of(pid, r.fd);
@@ -854,6 +870,30 @@ impl Attributor {
                         .unwrap_or_default();
                 let label = format!("dma_logging report {dev}{sizes} ret={ret}");
                 self.emit(t, Some(pid), EventKind::Mark { label });
+                // The bitmap the VMM received, from the probe's chunks (never drive's own:
+                // its controller reports those itself).
+                if let Some(rep) =
+                    struct_at::<uapi::vfio_device_feature_dma_logging_report>(p, n, FEATURE_HDR)
+                    && get
+                    && pid != std::process::id()
+                {
+                    let d = self.dirty.report(
+                        &dev,
+                        r.hdr.tid,
+                        r.enter_ns,
+                        t,
+                        rep.iova,
+                        rep.length,
+                        rep.page_size,
+                        ret,
+                    );
+                    for label in d.marks {
+                        self.emit(t, Some(pid), EventKind::Mark { label });
+                    }
+                    for kind in d.events {
+                        self.emit(t, Some(pid), kind);
+                    }
+                }
             }
             _ => {}
         }
@@ -3069,8 +3109,137 @@ mod tests {
                 "dma_logging start 0000:7f:00.3 page_size 4096 ranges 2 ret=0",
                 "dma_logging report 0000:7f:00.3 iova 0x100000 length 0x8000 page_size 4096 \
                  ret=0",
+                // No bitmap came with the REPORT (no probe chunks): nothing is claimed.
+                "dma_logging report 0000:7f:00.3: bitmap of 8 bytes, the probe read 0: \
+                 [0x100000, 0x108000) not decoded (not evidence)",
                 "dma_logging stop 0000:7f:00.3 ret=0",
             ]
+        );
+    }
+
+    /// `ret` issued at `enter`.
+    fn ret_from(enter: u64, rec: Record) -> Record {
+        match rec {
+            Record::IoctlRet(mut r) => {
+                r.enter_ns = enter;
+                Record::IoctlRet(r)
+            }
+            other => other,
+        }
+    }
+
+    /// A DMA_LOGGING_START SET of one range at 4 KiB pages.
+    fn log_start_words() -> Vec<u32> {
+        words(&[
+            &[32, feature::SET | feature::DMA_LOGGING_START],
+            &w64(4096),
+            &[1, 0],
+            &w64(0x7f00_1000),
+        ])
+    }
+
+    fn report_words(iova: u64, len: u64) -> Vec<u32> {
+        words(&[
+            &[40, feature::GET | feature::DMA_LOGGING_REPORT],
+            &w64(iova),
+            &w64(len),
+            &w64(4096),
+            &w64(0x7f00_2000),
+        ])
+    }
+
+    fn bitmap_chunk(t: u64, pid: u32, enter: u64, bytes: &[u8]) -> Record {
+        let mut data = [0u8; probe_common::abi::DIRTY_CHUNK];
+        data[..bytes.len()].copy_from_slice(bytes);
+        Record::DirtyChunk(Box::new(probe_common::abi::DirtyChunk {
+            hdr: hdr(K::DirtyChunk, t, pid, pid),
+            fd: 6,
+            len: bytes.len() as u32,
+            offset: 0,
+            enter_ns: enter,
+            data,
+        }))
+    }
+
+    #[test]
+    fn the_bitmaps_a_vmm_received_are_dirty_reports_over_their_windows() {
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
+        a.declare_fd(4, 6, "0000:7f:00.3", "vm", Some(MigFlags(3)));
+        let start = log_start_words();
+        a.push(&ret_from(
+            10,
+            ret(11, 4, 6, ioctl::DEVICE_FEATURE, 0, &start),
+        ));
+        // 16 pages from 0x100000; pages 2 and 3 dirty (bits 2, 3 of the first byte).
+        a.push(&bitmap_chunk(21, 4, 20, &[0b1100, 0, 0, 0, 0, 0, 0, 0]));
+        let rep = report_words(0x10_0000, 0x1_0000);
+        a.push(&ret_from(20, ret(22, 4, 6, ioctl::DEVICE_FEATURE, 0, &rep)));
+        a.push(&bitmap_chunk(31, 4, 30, &[0; 8]));
+        a.push(&ret_from(30, ret(32, 4, 6, ioctl::DEVICE_FEATURE, 0, &rep)));
+        let evs: Vec<EventKind> = a
+            .release(None)
+            .into_iter()
+            .map(|e| e.kind)
+            .filter(|k| matches!(k, EventKind::Dma { .. } | EventKind::DirtyReport { .. }))
+            .collect();
+        let dev = || "0000:7f:00.3".to_owned();
+        assert_eq!(
+            evs,
+            vec![
+                EventKind::Dma {
+                    dev: dev(),
+                    src: DmaSource::DirtyLog,
+                    iova: 0x10_2000,
+                    len: 0x2000,
+                    write: true,
+                    window: Some((10, 22)),
+                    p2p: None,
+                },
+                EventKind::DirtyReport {
+                    dev: dev(),
+                    iova: 0x10_0000,
+                    len: 0x1_0000,
+                    page_size: 4096,
+                    window: (10, 22),
+                    dirty_pages: 2,
+                },
+                EventKind::DirtyReport {
+                    dev: dev(),
+                    iova: 0x10_0000,
+                    len: 0x1_0000,
+                    page_size: 4096,
+                    window: (20, 32),
+                    dirty_pages: 0,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn migscopes_own_reports_are_not_decoded_twice() {
+        // drive's controller emits its own REPORTs' dirty_reports; the probe's copy of the
+        // same bitmap must not add a second account.
+        let me = std::process::id();
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
+        a.declare_fd(me, 6, "0000:7f:00.3", "drive", Some(MigFlags(3)));
+        let start = log_start_words();
+        a.push(&ret_from(
+            10,
+            ret(11, me, 6, ioctl::DEVICE_FEATURE, 0, &start),
+        ));
+        a.push(&bitmap_chunk(21, me, 20, &[0xff; 8]));
+        let rep = report_words(0x10_0000, 0x1_0000);
+        a.push(&ret_from(
+            20,
+            ret(22, me, 6, ioctl::DEVICE_FEATURE, 0, &rep),
+        ));
+        let evs = a.release(None);
+        assert!(
+            !evs.iter().any(|e| matches!(
+                e.kind,
+                EventKind::Dma { .. } | EventKind::DirtyReport { .. }
+            )),
+            "{evs:#?}"
         );
     }
 

@@ -99,6 +99,7 @@
 pub mod attach;
 mod attrib;
 pub mod diagnose;
+pub mod dirtylog;
 mod hooks;
 mod kretprobe;
 pub mod procfs;

@@ -2,8 +2,8 @@
 //! `probe_common::abi` structs. Pure; no attribution.
 
 use probe_common::abi::{
-    DataXfer, EventHeader, EventKind, FdClose, Fork, IoctlCall, IoctlRet, IommuFault, IommuMap,
-    IommuUnmap, Irq, IrqBin, MdevDma, MsiHandler, Step, StepLost, VfioOpen, iommufd,
+    DataXfer, DirtyChunk, EventHeader, EventKind, FdClose, Fork, IoctlCall, IoctlRet, IommuFault,
+    IommuMap, IommuUnmap, Irq, IrqBin, MdevDma, MsiHandler, Step, StepLost, VfioOpen, iommufd,
 };
 use vfio_bindings::bindings::vfio as uapi;
 
@@ -24,6 +24,7 @@ pub enum Record {
     MsiHandler(MsiHandler),
     Fork(Fork),
     StepLost(StepLost),
+    DirtyChunk(Box<DirtyChunk>),
     IrqBin(IrqBin),
 }
 
@@ -44,6 +45,7 @@ impl Record {
             Record::MsiHandler(r) => &r.hdr,
             Record::Fork(r) => &r.hdr,
             Record::StepLost(r) => &r.hdr,
+            Record::DirtyChunk(r) => &r.hdr,
             Record::IrqBin(r) => &r.hdr,
         }
     }
@@ -88,6 +90,7 @@ pub fn parse(bytes: &[u8]) -> Result<Record, RecordError> {
         EventKind::MsiHandler => Record::MsiHandler(typed(k, bytes)?),
         EventKind::Fork => Record::Fork(typed(k, bytes)?),
         EventKind::StepLost => Record::StepLost(typed(k, bytes)?),
+        EventKind::DirtyChunk => Record::DirtyChunk(Box::new(typed(k, bytes)?)),
         EventKind::IrqBin => Record::IrqBin(typed(k, bytes)?),
     })
 }

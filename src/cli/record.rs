@@ -62,7 +62,7 @@ pub const NOT_RECORDED: [(&str, &str); 3] = [
     ),
     (
         source::DIRTY_LOG,
-        "unavailable: record does not read device DMA logging reports (drive does)",
+        "unavailable: record decodes only the DMA logging REPORTs a VMM makes (`dirty_report`s over their ranges and windows), never a device's whole quiescent time",
     ),
     (
         source::IOMMU_DIRTY,

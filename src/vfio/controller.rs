@@ -24,6 +24,7 @@ use super::sys::{DevId, Errno, VfioError, VfioOps};
 use super::witness::Witness;
 use super::workload::{self, EduJob, Workload};
 use super::{errno_name, now_ns};
+use crate::capture::dirtylog::dirty_runs;
 use crate::model::{self, MigFlags, MigState, StepError};
 use crate::trace::{DataDir, DataFile, DmaSource, Event, EventKind, IrqKind, RegStage, source};
 
@@ -654,19 +655,10 @@ impl<O: VfioOps> Ctl<'_, O> {
             }
             self.devs[i].dirty_since[k] = issued;
             let window = Some((since, done));
-            let dirty = |p: usize| bitmap[p / 64] & (1 << (p % 64)) != 0;
-            let (mut p, mut n) = (0, 0u64);
-            while p < pages {
-                if !dirty(p) {
-                    p += 1;
-                    continue;
-                }
-                let first = p;
-                while p < pages && dirty(p) {
-                    p += 1;
-                }
-                n += (p - first) as u64;
-                let at = iova + (first * PAGE) as u64;
+            let bytes: Vec<u8> = bitmap.iter().flat_map(|w| w.to_ne_bytes()).collect();
+            let (runs, _) = dirty_runs(&bytes, pages as u64, iova, PAGE as u64);
+            let n: u64 = runs.iter().map(|&(_, l)| l / PAGE as u64).sum();
+            for (at, run) in runs {
                 if quiesced {
                     (self.log)(&format!(
                         "{bdf}: dirty log: DMA write at iova {at:#x} while quiescent"
@@ -678,7 +670,7 @@ impl<O: VfioOps> Ctl<'_, O> {
                         dev: bdf.clone(),
                         src: DmaSource::DirtyLog,
                         iova: at,
-                        len: ((p - first) * PAGE) as u64,
+                        len: run,
                         write: true,
                         window,
                         p2p: None,

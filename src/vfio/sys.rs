@@ -1273,6 +1273,16 @@ mod tests {
         assert_eq!(off::DMA_UNMAP_IOVA, offset_of!(Unmap, iova));
         assert_eq!(off::DMA_UNMAP_SIZE, offset_of!(Unmap, size));
         assert_eq!(off::DIRTY_BITMAP_FLAGS, offset_of!(Dirty, flags));
+        use uapi::vfio_device_feature_dma_logging_report as Report;
+        assert_eq!(off::LOG_REPORT_IOVA, hdr + offset_of!(Report, iova));
+        assert_eq!(off::LOG_REPORT_LENGTH, hdr + offset_of!(Report, length));
+        assert_eq!(
+            off::LOG_REPORT_PAGE_SIZE,
+            hdr + offset_of!(Report, page_size)
+        );
+        assert_eq!(off::LOG_REPORT_BITMAP, hdr + offset_of!(Report, bitmap));
+        // The probe's payload holds the whole report struct.
+        assert!(hdr + size_of::<Report>() <= probe_common::abi::PAYLOAD_LEN);
     }
 
     #[test]

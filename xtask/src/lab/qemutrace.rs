@@ -270,6 +270,41 @@ pub fn compare(qemu: &[Op], traced: &[Op], late: bool) -> Option<String> {
     None
 }
 
+/// The lines of QEMU's trace log that are event `name` (the name whole, with or without the
+/// log backend's `pid@sec.usec:` prefix), e.g. each `vfio_get_dirty_bitmap` sync.
+pub fn count_events(trace: &str, name: &str) -> usize {
+    trace
+        .lines()
+        .filter(|l| {
+            l.find(name).is_some_and(|at| {
+                (at == 0 || l[..at].ends_with(':')) && l[at + name.len()..].starts_with([' ', '('])
+            })
+        })
+        .count()
+}
+
+/// QEMU 10's account of each dirty-bitmap sync, in order: `(iova, size, dirty_pages)` of its
+/// `vfio_get_dirty_bitmap iova=.. size= .. bitmap_size=.. start=.. dirty_pages=N` trace
+/// (hw/vfio/common.c `vfio_get_dirty_bitmap()`, after the device REPORTs or type1's GET).
+pub fn dirty_syncs(trace: &str) -> Vec<(u64, u64, u64)> {
+    let hex = |v: &str| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok();
+    trace
+        .lines()
+        .filter(|l| count_events(l, "vfio_get_dirty_bitmap") == 1)
+        .filter_map(|l| {
+            let field = |k: &str| {
+                let at = l.find(k)? + k.len();
+                l[at..].split_whitespace().next()
+            };
+            Some((
+                hex(field("iova=")?)?,
+                hex(field("size=")?)?,
+                field("dirty_pages=")?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
 /// Migration data bytes per (device, `save`/`load`).
 pub type DataBytes = BTreeMap<(String, &'static str), u64>;
 
@@ -406,6 +441,24 @@ vfio_migration_set_device_state  (0000:00:02.0) state RUNNING
                 set("RUNNING", "STOP", false),
                 set("RUNNING", "RUNNING", true),
             ]
+        );
+    }
+
+    #[test]
+    fn events_are_counted_by_their_whole_name() {
+        let t = "\
+1234@1700000000.000001:vfio_device_dirty_tracking_start nr_ranges 2 32:[0x0 - 0x3ffffff]
+vfio_get_dirty_bitmap iova=0x0 size= 0xa0000 bitmap_size=0x8 start=0x0 dirty_pages=0
+1234@1700000000.000002:vfio_get_dirty_bitmap iova=0x100000 size= 0x3f00000 bitmap_size=0x7e0 start=0x100000 dirty_pages=3
+vfio_get_dirty_bitmap_extra iova=0x0
+xvfio_get_dirty_bitmap iova=0x0
+";
+        assert_eq!(count_events(t, "vfio_get_dirty_bitmap"), 2);
+        assert_eq!(count_events(t, "vfio_device_dirty_tracking_start"), 1);
+        assert_eq!(count_events(t, "vfio_device_dirty_tracking"), 0);
+        assert_eq!(
+            dirty_syncs(t),
+            vec![(0, 0xa0000, 0), (0x10_0000, 0x3f0_0000, 3)]
         );
     }
 

@@ -551,6 +551,13 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
                     r.problems.push(why);
                 }
             }
+            Extra::VmmDirtyLogged => {
+                for role in ["src", "dst"] {
+                    if let Err(why) = vmm_dirty_logged(dir, role) {
+                        r.problems.push(format!("{role}: {why}"));
+                    }
+                }
+            }
             Extra::DirtyLogged => {
                 if let Err(why) = dirty_logged(dir) {
                     r.problems.push(why);
@@ -1733,6 +1740,87 @@ fn dirty_logged(dir: &Path) -> Result<(), String> {
         .count();
     if reports == 0 {
         return Err("no dirty_report in the trace".into());
+    }
+    Ok(())
+}
+
+/// QEMU used the device's DMA log on `role` ([`Extra::VmmDirtyLogged`]). The source must
+/// have: QEMU 10's `vfio_device_dirty_tracking_start` (traced by
+/// `vfio_devices_dma_logging_start()` only when every device of the container has
+/// `dirty_pages_supported`, hw/vfio/common.c `vfio_listener_log_global_start`), its
+/// DMA_LOGGING_START in migscope's trace, no type1 VFIO_IOMMU_DIRTY_PAGES, and as many
+/// `dirty_report`s as QEMU made successful REPORTs (each of its `vfio_get_dirty_bitmap` syncs
+/// is one REPORT per device). The destination only loads: it must not start dirty tracking.
+fn vmm_dirty_logged(dir: &Path, role: &str) -> Result<(), String> {
+    let qemu = fs::read_to_string(dir.join(format!("qemu-{role}.trace"))).unwrap_or_default();
+    let trace = dir.join(format!("{role}.jsonl"));
+    let evs = trace_values(&trace);
+    let marks: Vec<&str> = evs
+        .iter()
+        .filter(|v| v.get("ev").and_then(Value::as_str) == Some("mark"))
+        .filter_map(|v| v.get("label").and_then(Value::as_str))
+        .collect();
+    if let Some(m) = marks.iter().find(|m| m.starts_with("dirty_pages ")) {
+        return Err(format!("type1 dirty pages in migscope's trace: {m}"));
+    }
+    let started = qemutrace::count_events(&qemu, "vfio_device_dirty_tracking_start");
+    let starts = marks
+        .iter()
+        .filter(|m| m.starts_with("dma_logging start ") && m.ends_with(" ret=0"))
+        .count();
+    let syncs = qemutrace::count_events(&qemu, "vfio_get_dirty_bitmap");
+    let reports = evs
+        .iter()
+        .filter(|v| v.get("ev").and_then(Value::as_str) == Some("dirty_report"))
+        .count();
+    let ok_reports = marks
+        .iter()
+        .filter(|m| m.starts_with("dma_logging report ") && m.ends_with(" ret=0"))
+        .count();
+    if role == "dst" {
+        return if started + starts + syncs + reports == 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "the destination tracked dirty pages: QEMU traced {started} starts, {syncs} syncs; migscope saw {starts} starts, {reports} dirty_reports"
+            ))
+        };
+    }
+    if started == 0 {
+        return Err(format!(
+            "QEMU's trace (qemu-{role}.trace) has no vfio_device_dirty_tracking_start: it did not use the device's DMA log"
+        ));
+    }
+    if starts == 0 {
+        return Err("migscope's trace has no successful DMA_LOGGING_START".into());
+    }
+    if syncs == 0 {
+        return Err("QEMU's trace has no vfio_get_dirty_bitmap: it never read the log".into());
+    }
+    if syncs != ok_reports || syncs != reports {
+        return Err(format!(
+            "QEMU read the log {syncs} times; migscope saw {ok_reports} successful DMA_LOGGING_REPORTs and decoded {reports} dirty_reports"
+        ));
+    }
+    // Report by report, the range and the dirty pages QEMU counted are the probe's.
+    let decoded: Vec<(u64, u64, u64)> = evs
+        .iter()
+        .filter(|v| v.get("ev").and_then(Value::as_str) == Some("dirty_report"))
+        .map(|v| {
+            let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(u64::MAX);
+            (n("iova"), n("len"), n("dirty_pages"))
+        })
+        .collect();
+    let qemu_syncs = qemutrace::dirty_syncs(&qemu);
+    if let Some((i, (q, d))) = qemu_syncs
+        .iter()
+        .zip(&decoded)
+        .enumerate()
+        .find(|(_, (q, d))| q != d)
+    {
+        return Err(format!(
+            "REPORT {i}: QEMU's (iova, size, dirty pages) {q:x?}, the probe's dirty_report {d:x?}"
+        ));
     }
     Ok(())
 }

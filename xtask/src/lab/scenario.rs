@@ -122,6 +122,11 @@ pub enum Extra {
     /// Device DMA logging ran: edu-mig's dmesg has its DMA_LOGGING_START, the trace's
     /// `dirty_log` source is ok, and drive's REPORTs are in it (`dirty_report`s).
     DirtyLogged,
+    /// QEMU used the device's DMA log, not type1's dirty pages: QEMU's own trace has
+    /// `vfio_device_dirty_tracking_start` and its `vfio_get_dirty_bitmap` syncs, migscope's
+    /// trace has QEMU's DMA_LOGGING_START and no type1 VFIO_IOMMU_DIRTY_PAGES, and every
+    /// REPORT QEMU made is one `dirty_report` the probe decoded.
+    VmmDirtyLogged,
     /// `drive --tui` ran in a tmux pane (`drive_tui` in lab/guest/init.sh): the pane captured
     /// while the device was quiesced (`mid.txt`, taken once drive's trace has the device in
     /// STOP_COPY and the view shows that SET) has the device's lane in a quiescent state and
@@ -980,6 +985,31 @@ pub const ALL: &[Scenario] = &[
     )
     .with_dma_log()
     .with(&[Extra::Evidence, Extra::DirtyLogged]),
+    // ---- branch dirty-vmm: issue 14's dirty_miss row, the VMM half (QEMU reads the log) ----
+    qemu(
+        "qemu-dirty-miss",
+        "QEMU drives with device dirty tracking (edu-mig dma_log=1: QEMU's DMA_LOGGING_START and \
+         REPORTs instead of type1's dirty pages), the L2 guest's DMA running while RAM is \
+         migrated, bug=dirty_miss: the log drops the last page of each transfer; the probe \
+         decodes every REPORT QEMU received",
+        "dirty_miss",
+        1,
+        QEMU_DMA,
+        RECORD_GOOD,
+    )
+    .with_dma_log()
+    .with(&[Extra::VmmDirtyLogged, Extra::L2Dma]),
+    qemu(
+        "qemu-dirty-miss-good",
+        "correct driver on the qemu-dirty-miss plan: QEMU's device dirty tracking, every REPORT \
+         decoded by the probe",
+        "none",
+        1,
+        QEMU_DMA,
+        RECORD_GOOD,
+    )
+    .with_dma_log()
+    .with(&[Extra::VmmDirtyLogged, Extra::L2Dma]),
     // ---- session (issue 13): the live timeline of a drive, read back from a real terminal ----
     Scenario {
         name: "drive-tui",
