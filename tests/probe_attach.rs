@@ -143,6 +143,7 @@ fn held_fds_are_forgotten_when_closed() {
     let mut cap = Capture::start(&CaptureOptions {
         pids: Some(vec![pid]),
         ring_bytes: None,
+        ..Default::default()
     })
     .expect("probe loads");
     let mut evs = Vec::new();

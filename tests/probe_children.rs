@@ -40,6 +40,7 @@ fn short_lived_children_are_followed() {
     let cap = Capture::start(&CaptureOptions {
         pids: Some(vec![std::process::id()]),
         ring_bytes: None,
+        ..Default::default()
     })
     .expect("probe loads");
     let fork_hook = cap

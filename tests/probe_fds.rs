@@ -70,6 +70,7 @@ fn container_fds_are_told_apart_and_forgotten_on_close() {
     let mut cap = Capture::start(&CaptureOptions {
         pids: Some(vec![pid]),
         ring_bytes: None,
+        ..Default::default()
     })
     .expect("probe loads");
 

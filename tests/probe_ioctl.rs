@@ -76,6 +76,7 @@ fn decodes_mig_state_ioctls_on_an_unknown_fd() {
     let cap = Capture::start(&CaptureOptions {
         pids: Some(vec![pid]),
         ring_bytes: None,
+        ..Default::default()
     })
     .expect("probe loads");
     for name in [

@@ -40,6 +40,7 @@ fn decodes_data_size_and_precopy_info_replies() {
     let mut cap = Capture::start(&CaptureOptions {
         pids: Some(vec![pid]),
         ring_bytes: None,
+        ..Default::default()
     })
     .expect("probe loads");
     // SAFETY: eventfd has no pointer arguments; both fds are closed below.

@@ -21,6 +21,7 @@ fn overflow_becomes_lost_and_inconclusive() {
     let cap = Capture::start(&CaptureOptions {
         pids: Some(vec![pid]),
         ring_bytes: Some(4096),
+        ..Default::default()
     })
     .expect("probe loads");
     let header = Header {

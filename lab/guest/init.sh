@@ -71,16 +71,22 @@ await_recording() {
 }
 
 # rec_selftest BDF: the probe alone (migscope record) beside the driver self-test; returns
-# record's status (the trace is judged on the host).
+# record's status (the trace is judged on the host). A second recorder with every interrupt
+# exact (--irq-detail all) runs at the same time into trace-all.jsonl: the host holds its
+# verdict to the default one's.
 rec_selftest() {
 	migscope record -o trace.jsonl 2> record.err &
 	p=$!
+	migscope record --irq-detail all -o trace-all.jsonl 2> record-all.err &
+	pa=$!
 	await_recording
+	wait_for record-all.err recording 200 || echo "rec_selftest: record --irq-detail all never said recording"
 	edu-selftest "$1" > selftest.out
 	st=$?
 	grep -i 'vfio\|edu\|CPU' /proc/interrupts > interrupts.txt
 	sleep 0.5
-	kill -INT $p
+	kill -INT $p $pa
+	wait $pa
 	wait $p
 	rc=$?
 	echo "record=$rc selftest=$st"

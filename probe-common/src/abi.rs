@@ -229,6 +229,8 @@ pub enum EventKind {
     StepLost = 15,
     /// [`DirtyChunk`] (23: branch dirty-vmm's number, clear of the kinds other branches add).
     DirtyChunk = 23,
+    /// [`IrqBin`].
+    IrqBin = 16,
 }
 
 impl EventKind {
@@ -250,6 +252,7 @@ impl EventKind {
             14 => EventKind::Fork,
             15 => EventKind::StepLost,
             23 => EventKind::DirtyChunk,
+            16 => EventKind::IrqBin,
             _ => return None,
         })
     }
@@ -514,6 +517,120 @@ pub struct DirtyChunk {
 }
 const _: () = assert!(core::mem::size_of::<DirtyChunk>() == 48 + DIRTY_CHUNK);
 
+/// Interrupts of one handler counted in the kernel while its device could not be quiescing
+/// (`record --irq-detail quiesce`): `n` hits of handler `name` (irq `irq`), the first at
+/// `t0`, the last at `t1`; `hdr.ts_ns` is when the bin was flushed (its window ended, the
+/// device's phase switched, or capture stopped). Also the value of the `IRQ_BINS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IrqBin {
+    pub hdr: EventHeader,
+    pub irq: i32,
+    pub _pad: u32,
+    pub n: u64,
+    pub t0: u64,
+    pub t1: u64,
+    /// As [`Irq::name`].
+    pub name: [u8; NAME_LEN],
+}
+const _: () = assert!(core::mem::size_of::<IrqBin>() == 88);
+
+/// Bytes of a device's PCI address in the interrupt-phase keys (`0000:00:02.0` is 12; NUL
+/// padded; a longer name is truncated, identically on both sides).
+pub const BDF_LEN: usize = 16;
+
+/// A device's key in the interrupt-phase maps: its name (the PCI address both the handler
+/// name `vfio-msix[N](BDF)` and VFIO_GROUP_GET_DEVICE_FD's argument carry), NUL padded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BdfKey {
+    pub bdf: [u8; BDF_LEN],
+}
+const _: () = assert!(core::mem::size_of::<BdfKey>() == 16);
+
+impl BdfKey {
+    /// The key of device `name` (its first [`BDF_LEN`] bytes).
+    pub fn of(name: &[u8]) -> BdfKey {
+        let mut k = BdfKey::default();
+        let n = name.len().min(BDF_LEN);
+        k.bdf[..n].copy_from_slice(&name[..n]);
+        k
+    }
+
+    /// The device key in an interrupt handler name `vfio-<kind>[N](BDF)` / `vfio-intx(BDF)`
+    /// (NUL terminated in `name`): the bytes between the first `(` and the next `)`, cut as
+    /// [`BdfKey::of`] cuts. `None` without a non-empty parenthesised name. The probe's parser
+    /// (bounded loops the BPF verifier accepts).
+    #[inline(always)]
+    pub fn of_handler(name: &[u8; NAME_LEN]) -> Option<BdfKey> {
+        let mut open = NAME_LEN;
+        let mut i = 0;
+        while i < NAME_LEN {
+            if name[i] == 0 {
+                return None;
+            }
+            if name[i] == b'(' {
+                open = i;
+                break;
+            }
+            i += 1;
+        }
+        let mut k = BdfKey::default();
+        let mut j = 0;
+        while j < NAME_LEN {
+            let at = open + 1 + j;
+            if at >= NAME_LEN {
+                return None;
+            }
+            let c = name[at];
+            if c == b')' {
+                return if j == 0 { None } else { Some(k) };
+            }
+            if c == 0 {
+                return None;
+            }
+            if j < BDF_LEN {
+                k.bdf[j] = c;
+            }
+            j += 1;
+        }
+        None
+    }
+}
+
+/// Per-device interrupt phase (`IRQ_PHASE` map value), kept by the probe from the device's
+/// SETs and GETs: [`PHASE_BIN`] only while the last SET or GET seen left it in a
+/// DMA-allowed state and no SET is open on it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IrqPhase {
+    /// [`PHASE_EXACT`] or [`PHASE_BIN`].
+    pub mode: u32,
+    /// MIG_DEVICE_STATE SETs entered and not yet returned.
+    pub open_sets: u32,
+}
+const _: () = assert!(core::mem::size_of::<IrqPhase>() == 8);
+/// Every interrupt of the device is a record of its own.
+pub const PHASE_EXACT: u32 = 0;
+/// The device's interrupts are counted in bins.
+pub const PHASE_BIN: u32 = 1;
+/// Bins kept per device (`IRQ_BINS` slot = irq number modulo this); a handler meeting another
+/// one's open bin in its slot flushes it first.
+pub const IRQ_BIN_SLOTS: u32 = 8;
+
+/// Key of the `IRQ_BINS` map: a device and a slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BinKey {
+    pub dev: BdfKey,
+    pub slot: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<BinKey>() == 24);
+
+/// The bin width `record --irq-detail quiesce` uses.
+pub const IRQ_BIN_NS_DEFAULT: u64 = 10_000_000;
+
 /// Per-thread state between `sys_enter_ioctl` and `sys_exit_ioctl` (map value).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -564,6 +681,18 @@ pub mod names {
     pub const MAP_STEP_ARGS: &str = "STEP_ARGS";
     /// tid -> FSM steps missed on that thread since its last VFIO ioctl exit.
     pub const MAP_STEP_MISSED: &str = "STEP_MISSED";
+    /// [`super::fd_key`] -> [`super::BdfKey`] of device fds (the interrupt phase's key).
+    pub const MAP_DEV_BDF: &str = "DEV_BDF";
+    /// [`super::BdfKey`] -> [`super::IrqPhase`].
+    pub const MAP_IRQ_PHASE: &str = "IRQ_PHASE";
+    /// [`super::BinKey`] -> [`super::IrqBin`] (open bins).
+    pub const MAP_IRQ_BINS: &str = "IRQ_BINS";
+    /// Index 0: MIG_DEVICE_STATE SETs seen on fds of no known device (from then on every
+    /// interrupt is exact: a phase the probe cannot key is never binned).
+    pub const MAP_IRQ_BLIND: &str = "IRQ_BLIND";
+    /// irq numbers whose hits the `irq_handler_entry` tracepoint program saw (the
+    /// `vfio_msihandler` hook leaves those to it).
+    pub const MAP_IRQ_TP: &str = "IRQ_TP";
 
     pub const TP_SYSCALLS: &str = "syscalls";
     pub const TP_SYS_ENTER_IOCTL: &str = "sys_enter_ioctl";
@@ -590,6 +719,8 @@ pub mod names {
     pub const GLOBAL_FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
     /// Global: ring buffer bytes waiting before the reader is woken (0: every record).
     pub const GLOBAL_WAKE_BYTES: &str = "WAKE_BYTES";
+    /// Global: width of an interrupt bin in ns (0: every interrupt exact, `--irq-detail all`).
+    pub const GLOBAL_IRQ_BIN_NS: &str = "IRQ_BIN_NS";
 
     // Tracepoint programs: one per tracepoint, named after it.
     pub const PROG_SYS_ENTER_IOCTL: &str = "sys_enter_ioctl";
@@ -660,6 +791,10 @@ mod pod {
         Fork,
         StepLost,
         DirtyChunk,
+        IrqBin,
+        BdfKey,
+        IrqPhase,
+        BinKey,
         Inflight,
         StepArgs,
     );

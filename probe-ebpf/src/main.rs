@@ -6,6 +6,8 @@
 #![no_std]
 #![no_main]
 
+mod irqbin;
+
 use aya_ebpf::{
     EbpfContext,
     helpers::{
@@ -109,6 +111,8 @@ fn try_sys_enter_ioctl(ctx: &TracePointContext) -> Result<u32, u32> {
         payload: [0; PAYLOAD_LEN],
     };
     rec.payload_len = read_payload(cmd, arg, &mut rec.payload);
+    // Before the request's own record: a quiescing SET closes its device's bins first.
+    irqbin::on_ioctl_enter(fd_key(hdr.pid, fd), cmd, &rec.payload, rec.payload_len);
     emit(&rec);
     Ok(0)
 }
@@ -153,6 +157,7 @@ fn try_sys_exit_ioctl(ctx: &TracePointContext) -> Result<u32, u32> {
     rec.payload_len = read_payload(inf.cmd, inf.arg, &mut rec.payload);
     track_ioctl_fds(&rec);
     dirty::report_bitmap(&rec);
+    irqbin::on_ioctl_exit(fd_key(rec.hdr.pid, rec.fd), &rec);
     emit(&rec);
     Ok(0)
 }
@@ -331,6 +336,7 @@ fn try_sys_enter_close(ctx: &TracePointContext) -> Result<u32, u32> {
         return Ok(0);
     };
     let _ = VFIO_FDS.remove(key);
+    irqbin::on_close(key);
     let (hdr, _) = header(EventKind::FdClose, core::mem::size_of::<FdClose>());
     emit(&FdClose {
         hdr,
@@ -421,6 +427,9 @@ fn try_irq_handler_entry(ctx: &TracePointContext) -> Result<u32, u32> {
     };
     // SAFETY: as above.
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, &mut rec.name) };
+    if irqbin::on_irq(rec.irq, &rec.name, hdr.ts_ns) {
+        return Ok(0);
+    }
     emit(&rec);
     Ok(0)
 }
@@ -669,6 +678,11 @@ pub fn kprobe_msihandler(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn emit_msi(irq: i32, hook: u32) {
+    // The tracepoint already has this interrupt (exact or binned): the ring need not carry it
+    // twice (userspace keeps the tracepoint's when it is attached).
+    if irqbin::seen_by_tracepoint(irq) {
+        return;
+    }
     let (hdr, _) = header(EventKind::MsiHandler, core::mem::size_of::<MsiHandler>());
     emit(&MsiHandler { hdr, irq, hook });
 }
@@ -791,6 +805,12 @@ static WAKE_BYTES: u64 = 0;
 /// Writes one record; a full ring buffer is counted, never silent.
 #[inline(always)]
 fn emit<T>(rec: &T) {
+    emit_ok(rec);
+}
+
+/// [`emit`], saying whether the record was written.
+#[inline(always)]
+fn emit_ok<T>(rec: &T) -> bool {
     // SAFETY: a read of our own read-only global, patched before load.
     let wake = unsafe { core::ptr::read_volatile(&WAKE_BYTES) };
     let flags = if wake == 0 {
@@ -802,7 +822,9 @@ fn emit<T>(rec: &T) {
     };
     if EVENTS.output::<T>(rec, flags).is_err() {
         count_lost();
+        return false;
     }
+    true
 }
 
 #[inline(always)]

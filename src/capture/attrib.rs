@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use probe_common::abi::{
-    DATA_WRITE, DataXfer, IoctlCall, IoctlRet, IommuFault, IommuMap, IommuUnmap, Irq,
+    DATA_WRITE, DataXfer, IoctlCall, IoctlRet, IommuFault, IommuMap, IommuUnmap, Irq, IrqBin,
     MDEV_PIN_PAGES, MdevDma, MsiHandler, Step, StepLost, VfioOpen, fd_kind, feature, ioctl,
     iommufd, uapi as off,
 };
@@ -533,6 +533,7 @@ impl Attributor {
                     self.dirty.chunk(c);
                 }
             }
+            Record::IrqBin(b) => self.irq_bin(b),
         }
     }
 
@@ -1024,6 +1025,55 @@ impl Attributor {
         }
         let owner = self.owner_of(&dev);
         self.emit(i.hdr.ts_ns, owner, EventKind::Irq { dev, kind, vector });
+    }
+
+    /// Interrupts the probe counted while their device could not be quiescing: one `irq_bin`,
+    /// attributed as each of them would have been.
+    fn irq_bin(&mut self, b: &IrqBin) {
+        let name = cstr(&b.name);
+        let Some((kind, vector, dev)) = parse_irq_name(&name) else {
+            return;
+        };
+        if b.n == 0 || b.t0 > b.t1 {
+            // Not a bin the probe writes: an undecodable record.
+            let kind = EventKind::Lost {
+                n: 1,
+                source: super::LOST_DECODE.to_owned(),
+                dev: None,
+            };
+            self.emit(b.hdr.ts_ns, None, kind);
+            return;
+        }
+        if !self.accepts_dev(&dev) || self.unattributable(b.hdr.ts_ns, &dev, "interrupts") {
+            return;
+        }
+        let owner = self.owner_of(&dev);
+        // The record is stamped when the bin was flushed: never before its last interrupt.
+        let t = b.hdr.ts_ns.max(b.t1);
+        // One interrupt spans no time (the format's rule), whatever the clock said.
+        let window = if b.n == 1 { (b.t1, b.t1) } else { (b.t0, b.t1) };
+        self.emit(
+            t,
+            owner,
+            EventKind::IrqBin {
+                dev,
+                kind,
+                vector,
+                n: b.n,
+                window,
+            },
+        );
+    }
+
+    /// The device fds whose device is known, as (pid, fd, device): the probe keys interrupt
+    /// phases by device, and learns only the fds of VFIO_GROUP_GET_DEVICE_FD itself.
+    pub fn device_fds(&self) -> impl Iterator<Item = (u32, i32, &str)> + '_ {
+        self.fds.iter().filter_map(|(&(pid, fd), f)| {
+            matches!(f.kind, fd_kind::DEVICE | fd_kind::CDEV)
+                .then_some(())
+                .and(f.dev.as_deref())
+                .map(|d| (pid, fd, d))
+        })
     }
 
     fn msi(&mut self, m: &MsiHandler) {
@@ -3336,6 +3386,110 @@ mod tests {
         let rest = a.release(None);
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].t, 30);
+    }
+
+    fn bin(ts: u64, n: u64, t0: u64, t1: u64, name: &str) -> Record {
+        let mut b = [0u8; 32];
+        b[..name.len()].copy_from_slice(name.as_bytes());
+        Record::IrqBin(IrqBin {
+            hdr: hdr(K::IrqBin, ts, 0, 0),
+            irq: 40,
+            _pad: 0,
+            n,
+            t0,
+            t1,
+            name: b,
+        })
+    }
+
+    /// A bin the probe flushed becomes one `irq_bin` of the device its handler names, owned
+    /// like its interrupts, with the window the probe counted in; a bin of one interrupt
+    /// spans no time, and a bin the probe cannot write (no interrupts) is a decode loss.
+    #[test]
+    fn irq_bins_become_irq_bin_events_of_the_owner() {
+        let mut a = Attributor::with_hooks(None, true, no_query(), no_resolve());
+        a.push(&name_ret(1, 6, 4, 7, "0000:7f:02.0"));
+        a.push(&bin(50, 3, 10, 40, "vfio-msix[2](0000:7f:02.0)"));
+        a.push(&bin(60, 1, 55, 58, "vfio-msi[0](0000:7f:02.0)"));
+        a.push(&bin(70, 0, 61, 62, "vfio-msi[0](0000:7f:02.0)"));
+        // Not ours: another driver's handler name.
+        a.push(&bin(80, 5, 71, 79, "nvme0q1"));
+        let evs: Vec<(u64, Option<u32>, EventKind)> = a
+            .release(None)
+            .into_iter()
+            .filter(|e| !matches!(e.kind, EventKind::Device { .. } | EventKind::Mark { .. }))
+            .map(|e| (e.t, e.pid, e.kind))
+            .collect();
+        let dev = "0000:7f:02.0".to_owned();
+        assert_eq!(
+            evs,
+            vec![
+                (
+                    50,
+                    Some(6),
+                    EventKind::IrqBin {
+                        dev: dev.clone(),
+                        kind: IrqKind::Msix,
+                        vector: 2,
+                        n: 3,
+                        window: (10, 40),
+                    }
+                ),
+                (
+                    60,
+                    Some(6),
+                    EventKind::IrqBin {
+                        dev,
+                        kind: IrqKind::Msi,
+                        vector: 0,
+                        n: 1,
+                        window: (58, 58),
+                    }
+                ),
+                (
+                    70,
+                    None,
+                    EventKind::Lost {
+                        n: 1,
+                        source: crate::capture::LOST_DECODE.to_owned(),
+                        dev: None,
+                    }
+                ),
+            ]
+        );
+    }
+
+    /// The probe keys a device's interrupt phase by the name in its handler's parentheses and
+    /// by the name its fd was opened for: the two must be the same key (and a name the
+    /// userspace parser refuses has none).
+    #[test]
+    fn handler_names_key_as_their_device() {
+        use probe_common::abi::{BdfKey, NAME_LEN};
+        let key = |s: &str| {
+            let mut b = [0u8; NAME_LEN];
+            let n = s.len().min(NAME_LEN);
+            b[..n].copy_from_slice(&s.as_bytes()[..n]);
+            BdfKey::of_handler(&b)
+        };
+        for name in [
+            "vfio-msix[3](0000:00:02.0)",
+            "vfio-msi[0](0000:7f:1f.7)",
+            "vfio-intx(0000:01:00.0)",
+            "vfio-msix[2047](0000:00:02.0)",
+        ] {
+            let (_, _, dev) = parse_irq_name(name).expect("a vfio handler name");
+            assert_eq!(key(name), Some(BdfKey::of(dev.as_bytes())), "{name}");
+        }
+        // A device name longer than a key is cut the same way on both sides.
+        assert_eq!(
+            key("vfio-intx(0000:00:02.0-abcdef)"),
+            Some(BdfKey::of(b"0000:00:02.0-abcdef"))
+        );
+        for bad in ["vfio-intx()", "vfio-msi[0]", "vfio-msi[0](0000:00:02.0", ""] {
+            assert_eq!(key(bad), None, "{bad}");
+        }
+        // Truncated at NAME_LEN before its ')': no key.
+        assert_eq!(key("vfio-msix[12](0000:00:02.0-abcdefghij)"), None);
     }
 
     #[test]

@@ -48,7 +48,8 @@
 //! - **Events:** `set` at the SET's syscall entry, `set_done` (with `data_fd`) and `get` at its
 //!   return, `reset`, `step` per `vfio_mig_get_next_state` call that returned 0 (device from
 //!   the ioctl in flight on that thread, or the `struct vfio_device *` learned from an earlier
-//!   step), `irq` from `vfio-msi[N](BDF)`-style handler names, `map`/`unmap` from
+//!   step), `irq` from `vfio-msi[N](BDF)`-style handler names (or `irq_bin`, interrupts the probe
+//!   counted while their device could not be quiescing: [`IrqDetail`], `probe-ebpf/src/irqbin.rs`), `map`/`unmap` from
 //!   MAP/UNMAP_DMA returns (IOMMU tracepoint hits inside them are folded into them; those inside
 //!   other VFIO/iommufd ioctls become events of their own), `dma` with `src: fault` from
 //!   `iommu:io_page_fault` and `src: mdev_dma` from vfio_dma_rw/vfio_pin_pages, `data` from
@@ -106,7 +107,7 @@ pub mod records;
 pub mod tracefs;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     os::fd::{AsRawFd, RawFd},
     sync::{Arc, Mutex},
 };
@@ -115,7 +116,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf},
 };
-use probe_common::abi::names;
+use probe_common::abi::{BdfKey, BinKey, IrqBin, names};
 
 pub use attrib::{PidFilter, parse_irq_name};
 pub use hooks::{HookState, HookStatus};
@@ -152,6 +153,31 @@ pub struct CaptureOptions {
     /// Ring buffer size in bytes (rounded up to a power of two of at least one page);
     /// `None`: the probe's default (1 MiB).
     pub ring_bytes: Option<u32>,
+    /// How much of each device's interrupt stream is written one by one.
+    pub irq_detail: IrqDetail,
+}
+
+/// How much of a device's interrupt stream is recorded interrupt by interrupt
+/// (`--irq-detail`). See `probe-ebpf/src/irqbin.rs` for when a device's interrupts are binned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum IrqDetail {
+    /// Every interrupt from a MIG_DEVICE_STATE SET's entry until a SET or GET shows the device
+    /// DMA-allowed again (RUNNING, PRE_COPY) with no SET open, and of any device whose phase
+    /// is unknown; the others counted in the kernel, `irq_bin` per handler and 10 ms window.
+    #[default]
+    Quiesce,
+    /// Every interrupt, one `irq` event each.
+    All,
+}
+
+impl IrqDetail {
+    /// The probe's bin width (0: no bins).
+    pub const fn bin_ns(self) -> u64 {
+        match self {
+            IrqDetail::Quiesce => probe_common::abi::IRQ_BIN_NS_DEFAULT,
+            IrqDetail::All => 0,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +208,12 @@ pub struct Capture {
     lost: PerCpuArray<MapData, u64>,
     /// The probe's (pid, fd) -> kind map, purged of exited processes.
     fds: BpfHashMap<MapData, u64, u32>,
+    /// The probe's device fd -> device key map (interrupt phases), for the fds the probe did
+    /// not see returned by VFIO_GROUP_GET_DEVICE_FD, and those of them already given to it.
+    dev_keys: BpfHashMap<MapData, u64, BdfKey>,
+    keyed: HashSet<(u32, i32)>,
+    /// The probe's open interrupt bins (read once more at `stop`).
+    bins: BpfHashMap<MapData, BinKey, IrqBin>,
     last_purge: u64,
     /// What [`Capture::drain_upto`] last promised: nothing earlier is released after it.
     watermark: u64,
@@ -232,6 +264,8 @@ impl Capture {
         let fork_offset = hooks::fork_child_pid_offset();
         let fork_global = fork_offset.map_or(0u32, |o| o as u32);
         loader.override_global(names::GLOBAL_FORK_CHILD_PID_OFFSET, &fork_global, true);
+        let bin_ns = opts.irq_detail.bin_ns();
+        loader.override_global(names::GLOBAL_IRQ_BIN_NS, &bin_ns, true);
         let mut ebpf = loader.load(PROBE_OBJECT).map_err(CaptureError::Load)?;
         let (hooks, retprobe) = hooks::attach_all(&mut ebpf, fork_offset);
         if !hooks.iter().any(|h| h.attached()) {
@@ -274,12 +308,25 @@ impl Capture {
             name: names::MAP_LOST,
             source,
         })?;
+        let dev_keys = take_map(&mut ebpf, names::MAP_DEV_BDF)?;
+        let dev_keys = BpfHashMap::try_from(dev_keys).map_err(|source| CaptureError::Map {
+            name: names::MAP_DEV_BDF,
+            source,
+        })?;
+        let bins = take_map(&mut ebpf, names::MAP_IRQ_BINS)?;
+        let bins = BpfHashMap::try_from(bins).map_err(|source| CaptureError::Map {
+            name: names::MAP_IRQ_BINS,
+            source,
+        })?;
         Ok(Capture {
             ebpf: Some(ebpf),
             retprobe,
             ring,
             lost,
             fds,
+            dev_keys,
+            keyed: HashSet::new(),
+            bins,
             last_purge: 0,
             watermark: 0,
             lost_seen: 0,
@@ -315,6 +362,7 @@ impl Capture {
         flags: Option<crate::model::MigFlags>,
     ) {
         self.attrib.declare_fd(pid, fd, dev, ctx, flags);
+        self.key_devices();
     }
 
     /// Names a migration data fd capture did not see being returned by a SET (a VMM's data_fd
@@ -360,6 +408,20 @@ impl Capture {
         drop(self.retprobe.take());
         drop(self.ebpf.take());
         self.read_ring()?;
+        // Bins still open (their device kept binning to the end) are flushed here, stamped
+        // now: nothing the probe counted is left behind.
+        let now = monotonic_ns();
+        let open: Vec<IrqBin> = self
+            .bins
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, b)| b)
+            .filter(|b| b.n > 0)
+            .collect();
+        for mut b in open {
+            b.hdr.ts_ns = now.max(b.t1);
+            self.attrib.push(&records::Record::IrqBin(b));
+        }
         Ok(self.attrib.release(None))
     }
 
@@ -406,6 +468,7 @@ impl Capture {
             });
         }
         watch_fds(&mut self.fds, self.attrib.take_learned());
+        self.key_devices();
         if now.saturating_sub(self.last_purge) >= PURGE_NS {
             self.last_purge = now;
             for (pid, fd) in self.attrib.purge_dead(procfs::alive) {
@@ -414,6 +477,30 @@ impl Capture {
             }
         }
         Ok(())
+    }
+}
+
+impl Capture {
+    /// Gives the probe the device of every device fd capture knows (resolved from /proc or
+    /// sysfs, or declared), so SETs on them switch that device's interrupts to exact. The
+    /// probe's own entries (from VFIO_GROUP_GET_DEVICE_FD) are left as they are.
+    fn key_devices(&mut self) {
+        let live: HashSet<(u32, i32)> = self.attrib.device_fds().map(|(p, f, _)| (p, f)).collect();
+        self.keyed.retain(|k| live.contains(k));
+        let new: Vec<(u32, i32, BdfKey)> = self
+            .attrib
+            .device_fds()
+            .filter(|(p, f, _)| !self.keyed.contains(&(*p, *f)))
+            .map(|(p, f, d)| (p, f, BdfKey::of(d.as_bytes())))
+            .collect();
+        for (pid, fd, key) in new {
+            // BPF_NOEXIST: the probe's own entry, if any, stands. A full map only leaves the
+            // fd's device exact-or-blind (never binned wrongly).
+            let _ = self
+                .dev_keys
+                .insert(probe_common::abi::fd_key(pid, fd), key, 1);
+            self.keyed.insert((pid, fd));
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use probe_common::abi::{
     DataXfer, DirtyChunk, EventHeader, EventKind, FdClose, Fork, IoctlCall, IoctlRet, IommuFault,
-    IommuMap, IommuUnmap, Irq, MdevDma, MsiHandler, Step, StepLost, VfioOpen, iommufd,
+    IommuMap, IommuUnmap, Irq, IrqBin, MdevDma, MsiHandler, Step, StepLost, VfioOpen, iommufd,
 };
 use vfio_bindings::bindings::vfio as uapi;
 
@@ -25,6 +25,7 @@ pub enum Record {
     Fork(Fork),
     StepLost(StepLost),
     DirtyChunk(Box<DirtyChunk>),
+    IrqBin(IrqBin),
 }
 
 impl Record {
@@ -45,6 +46,7 @@ impl Record {
             Record::Fork(r) => &r.hdr,
             Record::StepLost(r) => &r.hdr,
             Record::DirtyChunk(r) => &r.hdr,
+            Record::IrqBin(r) => &r.hdr,
         }
     }
 }
@@ -89,6 +91,7 @@ pub fn parse(bytes: &[u8]) -> Result<Record, RecordError> {
         EventKind::Fork => Record::Fork(typed(k, bytes)?),
         EventKind::StepLost => Record::StepLost(typed(k, bytes)?),
         EventKind::DirtyChunk => Record::DirtyChunk(Box::new(typed(k, bytes)?)),
+        EventKind::IrqBin => Record::IrqBin(typed(k, bytes)?),
     })
 }
 
@@ -190,6 +193,36 @@ mod tests {
             payload: [1; PAYLOAD_LEN],
         };
         assert_eq!(parse(&bytes_of(&rec)), Ok(Record::IoctlCall(rec)));
+    }
+
+    #[test]
+    fn round_trips_an_irq_bin() {
+        let mut name = [0u8; probe_common::abi::NAME_LEN];
+        name[..26].copy_from_slice(b"vfio-msix[3](0000:00:02.0)");
+        let rec = IrqBin {
+            hdr: EventHeader {
+                kind: EventKind::IrqBin as u32,
+                size: size_of::<IrqBin>() as u32,
+                ts_ns: 90,
+                pid: 0,
+                tid: 0,
+            },
+            irq: 41,
+            _pad: 0,
+            n: 2000,
+            t0: 10,
+            t1: 80,
+            name,
+        };
+        assert_eq!(parse(&bytes_of(&rec)), Ok(Record::IrqBin(rec)));
+        assert_eq!(
+            parse(&bytes_of(&rec)[..64]),
+            Err(RecordError::Size {
+                kind: 16,
+                got: 64,
+                want: 88
+            })
+        );
     }
 
     #[test]

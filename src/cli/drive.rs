@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::capture::{Capture, CaptureOptions};
+use crate::capture::{Capture, CaptureOptions, IrqDetail};
 use crate::session::sinks::trace::{Dest, TraceOut};
 use crate::session::sinks::tui::{self as tui_sink, Pace};
 use crate::session::sources::{controller, probe::Probe};
@@ -91,6 +91,11 @@ pub struct Args {
     /// Do not run the eBPF probe alongside.
     #[arg(long)]
     pub no_probe: bool,
+    /// Probe: interrupts one by one: `quiesce` (default) from a quiescing SET until the device
+    /// may DMA again, counted per 10 ms in `irq_bin` events otherwise; `all`: every one an
+    /// `irq`.
+    #[arg(long, value_enum, value_name = "WHICH", default_value_t = IrqDetail::Quiesce)]
+    pub irq_detail: IrqDetail,
     /// Send blocked arcs (STOP_COPY -> PRE_COPY[_P2P]) that hang kernels without the 2026 fix.
     #[arg(long)]
     pub allow_hazard: bool,
@@ -212,7 +217,11 @@ pub fn drive_with<O: VfioOps + Send>(ops: &mut O, args: &Args, stop: Stop) -> i3
     let probe = if args.no_probe {
         Err("disabled by --no-probe".to_owned())
     } else {
-        match Capture::start(&CaptureOptions::default()) {
+        let opts = CaptureOptions {
+            irq_detail: args.irq_detail,
+            ..CaptureOptions::default()
+        };
+        match Capture::start(&opts) {
             Ok(cap) => {
                 let _rt = rt.enter();
                 Probe::new(cap).map_err(|e| format!("failed to watch the ring buffer: {e}"))

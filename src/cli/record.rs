@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::capture::{Capture, CaptureOptions, kernel_release};
+use crate::capture::{Capture, CaptureOptions, IrqDetail, kernel_release};
 use crate::session::sinks::trace::{Dest, TraceOut};
 use crate::session::sources::probe::Probe;
 use crate::session::{self, Session, Stop, Until};
@@ -47,6 +47,10 @@ pub struct Args {
     /// Ring buffer size in bytes (default 1 MiB).
     #[arg(long, value_name = "BYTES")]
     pub ring_bytes: Option<u32>,
+    /// Interrupts one by one: `quiesce` (default) from a quiescing SET until the device may DMA
+    /// again, counted per 10 ms in `irq_bin` events otherwise; `all`: every one an `irq`.
+    #[arg(long, value_enum, value_name = "WHICH", default_value_t = IrqDetail::Quiesce)]
+    pub irq_detail: IrqDetail,
 }
 
 /// The DMA witnesses `drive` has and the probe alone does not: named, so a checker says why a
@@ -90,6 +94,7 @@ pub fn run(args: Args) -> i32 {
     let opts = CaptureOptions {
         pids: args.pid.map(|p| vec![p]),
         ring_bytes: args.ring_bytes,
+        irq_detail: args.irq_detail,
     };
     let cap = match Capture::start(&opts) {
         Ok(c) => c,

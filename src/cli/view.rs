@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use migscope_tui as tui;
 
-use crate::capture::{Capture, CaptureOptions, kernel_release};
+use crate::capture::{Capture, CaptureOptions, IrqDetail, kernel_release};
 use crate::session::sinks::trace::{Dest, TraceOut};
 use crate::session::sinks::tui::{self as tui_sink, Pace};
 use crate::session::sources::{file::FileSource, probe::Probe};
@@ -43,6 +43,10 @@ pub struct WatchArgs {
     /// Probe: ring buffer size in bytes (default 1 MiB).
     #[arg(long, value_name = "BYTES")]
     pub ring_bytes: Option<u32>,
+    /// Probe: interrupts one by one: `quiesce` (default) from a quiescing SET until the device may DMA
+    /// again, counted per 10 ms in `irq_bin` events otherwise; `all`: every one an `irq`.
+    #[arg(long, value_enum, value_name = "WHICH", default_value_t = IrqDetail::Quiesce)]
+    pub irq_detail: IrqDetail,
     /// Probe: also write the whole trace here (JSONL, write-then-rename when the view closes);
     /// the view itself holds only the last `--window` events.
     #[arg(short, long, value_name = "FILE")]
@@ -242,6 +246,7 @@ fn watch_probe(args: WatchArgs) -> i32 {
     let opts = CaptureOptions {
         pids: args.pid.map(|p| vec![p]),
         ring_bytes: args.ring_bytes,
+        irq_detail: args.irq_detail,
     };
     // Started before the terminal is taken, so a refusal is a plain error message.
     let cap = match Capture::start(&opts) {

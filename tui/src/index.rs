@@ -94,7 +94,8 @@ impl Tick {
 pub fn tick(k: &EventKind) -> Option<Tick> {
     Some(match k {
         EventKind::Dma { .. } => Tick::Dma,
-        EventKind::Irq { .. } => Tick::Irq,
+        // A bin is one tick: its `n` interrupts are in the verifier's counts (the stats pane).
+        EventKind::Irq { .. } | EventKind::IrqBin { .. } => Tick::Irq,
         EventKind::Data { .. }
         | EventKind::PrecopyInfo { .. }
         | EventKind::DataSize { .. }

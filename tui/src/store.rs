@@ -99,7 +99,7 @@ pub struct Store {
     x: Vec<i32>,
     a: Vec<u64>,
     b: Vec<u64>,
-    /// Sparse DMA windows: (local row, t0, t1), rows increasing.
+    /// Sparse DMA and irq_bin windows: (local row, t0, t1), rows increasing.
     windows: Vec<(u32, u64, u64)>,
     /// Sparse `data` files: (local row, file), rows increasing.
     files: Vec<(u32, DataFile)>,
@@ -143,12 +143,30 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The interrupt kind stored as column byte `s` (its position in `IrqKind::ALL`).
+fn irq_kind_of(s: u8) -> IrqKind {
+    IrqKind::ALL
+        .get(usize::from(s))
+        .copied()
+        .unwrap_or(IrqKind::Msi)
+}
+
 /// Position of `x` in `all` (the core's `ALL` tables), as a column byte.
 fn pos<T: PartialEq>(all: &[T], x: &T) -> u8 {
     all.iter().position(|a| a == x).unwrap_or(0) as u8
 }
 
 impl Store {
+    /// The window (t0, t1) kept for local row `r` (a windowed `dma`, an `irq_bin`, a
+    /// `dirty_report`).
+    fn window_of(&self, r: usize) -> Option<(u64, u64)> {
+        let k = self.windows.partition_point(|w| (w.0 as usize) < r);
+        self.windows
+            .get(k)
+            .filter(|w| w.0 as usize == r)
+            .map(|w| (w.1, w.2))
+    }
+
     /// A store keeping every event of a trace with this header (its sources say which
     /// transitions the timelines can see).
     pub fn new(header: &Header) -> Self {
@@ -588,6 +606,21 @@ impl Store {
                 s = pos(&IrqKind::ALL, kind);
                 x = *vector as i32;
             }
+            EventKind::IrqBin {
+                dev: n,
+                kind,
+                vector,
+                n: count,
+                window: (t0, t1),
+            } => {
+                let i = self.dev_id(n);
+                dev = i as u16;
+                s = pos(&IrqKind::ALL, kind);
+                x = *vector as i32;
+                a = *count;
+                self.windows.push((row, *t0, *t1));
+                self.devices[i].irq.push(row);
+            }
             EventKind::Map { ctx, iova, len } | EventKind::Unmap { ctx, iova, len } => {
                 let c = self.ctx_id(ctx);
                 x = self.intern(ctx) as i32;
@@ -845,11 +878,7 @@ impl Store {
                 len: b,
                 write: s & 0x08 != 0,
                 window: if s & 0x40 != 0 {
-                    let k = self.windows.partition_point(|w| (w.0 as usize) < r);
-                    self.windows
-                        .get(k)
-                        .filter(|w| w.0 as usize == r)
-                        .map(|w| (w.1, w.2))
+                    self.window_of(r)
                 } else {
                     None
                 },
@@ -861,10 +890,7 @@ impl Store {
             },
             "irq" => EventKind::Irq {
                 dev: devname(),
-                kind: IrqKind::ALL
-                    .get(s as usize)
-                    .copied()
-                    .unwrap_or(IrqKind::Msi),
+                kind: irq_kind_of(s),
                 vector: x as u32,
             },
             "map" => EventKind::Map {
@@ -943,18 +969,22 @@ impl Store {
                 dev: devname(),
                 ret: x,
             },
+            "irq_bin" => EventKind::IrqBin {
+                dev: devname(),
+                kind: IrqKind::ALL
+                    .get(usize::from(s))
+                    .copied()
+                    .unwrap_or(IrqKind::Msi),
+                vector: x as u32,
+                n: a,
+                window: self.window_of(r).unwrap_or((self.t[r], self.t[r])),
+            },
             "dirty_report" => EventKind::DirtyReport {
                 dev: devname(),
                 iova: a,
                 len: b,
                 page_size: 1u64.checked_shl(u32::from(s)).unwrap_or(0),
-                window: {
-                    let k = self.windows.partition_point(|w| (w.0 as usize) < r);
-                    self.windows
-                        .get(k)
-                        .filter(|w| w.0 as usize == r)
-                        .map_or((0, 0), |w| (w.1, w.2))
-                },
+                window: self.window_of(r).unwrap_or((0, 0)),
                 dirty_pages: u64::from(x as u32),
             },
             _ => return None,
@@ -1047,6 +1077,16 @@ pub fn summary(e: &Event) -> String {
             if *p2p == Some(true) { " p2p" } else { "" }
         ),
         EventKind::Irq { dev, kind, vector } => format!("irq {dev} {}[{vector}]", kind.name()),
+        EventKind::IrqBin {
+            dev,
+            kind,
+            vector,
+            n,
+            window: (t0, t1),
+        } => format!(
+            "irq_bin {dev} {}[{vector}] x{n} in [{t0}, {t1}]",
+            kind.name()
+        ),
         EventKind::Map { ctx, iova, len } => format!("map {ctx} {iova:#x}+{len:#x}"),
         EventKind::Unmap { ctx, iova, len } => format!("unmap {ctx} {iova:#x}+{len:#x}"),
         EventKind::Data {
@@ -1244,6 +1284,13 @@ mod tests {
                     fd_gen: 0,
                     reset_gen: u64::MAX,
                 }),
+            },
+            EventKind::IrqBin {
+                dev: d(),
+                kind: IrqKind::Msix,
+                vector: 2,
+                n: 4000,
+                window: (1, 5),
             },
             EventKind::Lost {
                 n: 3,

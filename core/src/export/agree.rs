@@ -464,6 +464,52 @@ pub fn disagreements(what: &str, want: &Counts, got: &Counts) -> Vec<String> {
     out
 }
 
+/// Where the verdict of a trace recorded with `--irq-detail all` (every interrupt an `irq`)
+/// differs from that of one recorded at the same time with `--irq-detail quiesce` (bins while
+/// the device could not be quiescing), both as `check --json` gave them: the verdict, the
+/// violations (each rule and how often), the blind spots, and per device its quiesces and the
+/// DMA and interrupts while quiesced. Quiesce durations are left out: two recorders stamp the
+/// same SET with their own clock reads, nanoseconds apart.
+pub fn irq_detail_disagreements(quiesce: &Value, all: &Value) -> Result<Vec<String>, String> {
+    let counts = |v: &Value| -> Result<Counts, String> {
+        let mut c = Counts::from_check_json(v)?;
+        for d in c.devices.values_mut() {
+            d.quiesce_us = None;
+        }
+        Ok(c)
+    };
+    let mut out = disagreements("--irq-detail all", &counts(quiesce)?, &counts(all)?);
+    let rules = |v: &Value| -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for f in v
+            .get("violations")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(r) = f.get("rule").and_then(Value::as_str) {
+                *m.entry(r.to_owned()).or_default() += 1;
+            }
+        }
+        m
+    };
+    let (q, a) = (rules(quiesce), rules(all));
+    if q != a {
+        out.push(format!(
+            "--irq-detail all: violations {a:?} (quiesce: {q:?})"
+        ));
+    }
+    let blind = |v: &Value| v.get("blind_spots").cloned().unwrap_or(Value::Null);
+    if blind(quiesce) != blind(all) {
+        out.push(format!(
+            "--irq-detail all: blind spots {} (quiesce: {})",
+            blind(all),
+            blind(quiesce)
+        ));
+    }
+    Ok(out)
+}
+
 /// Every format against `check --json`: the disagreements of Perfetto, JUnit and Markdown.
 pub fn compare(
     check_json: &Value,
@@ -490,6 +536,46 @@ pub fn compare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn check_json(irq_quiesced: u64, rules: &[&str], mean_ns: u64) -> Value {
+        let violations: Vec<Value> = rules
+            .iter()
+            .map(|r| serde_json::json!({"rule": r, "dev": "0000:00:02.0", "t": 5}))
+            .collect();
+        serde_json::json!({
+            "verdict": if rules.is_empty() { "pass" } else { "fail" },
+            "violations": violations,
+            "blind_spots": [],
+            "devices": {"0000:00:02.0": {
+                "quiesce_ns": {"count": 1, "min": mean_ns, "max": mean_ns, "mean": mean_ns},
+                "dma_quiesced": 0,
+                "irq_quiesced": irq_quiesced,
+            }},
+        })
+    }
+
+    /// Two recorders of one run agree when only their clocks differ; an interrupt while
+    /// quiesced that one mode lost, or a rule that fires once more, is said.
+    #[test]
+    fn irq_detail_modes_disagree_only_on_what_matters() {
+        let q = check_json(2, &["irq-after-quiesce", "irq-after-quiesce"], 1_000_000);
+        let same = check_json(2, &["irq-after-quiesce", "irq-after-quiesce"], 1_004_000);
+        assert_eq!(irq_detail_disagreements(&q, &same), Ok(vec![]));
+        let fewer = check_json(1, &["irq-after-quiesce"], 1_000_000);
+        let d = irq_detail_disagreements(&q, &fewer).expect("check JSON");
+        assert!(
+            d.iter().any(|x| x.contains("1 violation(s) (check: 2)")),
+            "{d:?}"
+        );
+        assert!(d.iter().any(|x| x.contains("irq_quiesced: 1")), "{d:?}");
+        assert!(
+            d.iter()
+                .any(|x| x
+                    .contains(r#"{"irq-after-quiesce": 1} (quiesce: {"irq-after-quiesce": 2})"#)),
+            "{d:?}"
+        );
+        assert!(irq_detail_disagreements(&q, &serde_json::json!({})).is_err());
+    }
 
     #[test]
     fn markdown_numbers_read_back() {

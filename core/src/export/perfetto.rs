@@ -303,6 +303,28 @@ pub fn export(input: &Path, output: &Path, opts: Options) -> Result<(Report, Cou
                     "t",
                 ))
             }
+            EventKind::IrqBin {
+                dev,
+                kind,
+                vector,
+                n,
+                window: (t0, t1),
+            } => {
+                // An instant at the bin's end (its `t`), naming its span: the interrupts
+                // inside were counted, not timed.
+                let (p, t) = tracks.dev(dev, &mut out)?;
+                Some(instant(
+                    format!(
+                        "IRQ {} {vector} x{n} over {:.3} ms",
+                        kind.name(),
+                        t1.saturating_sub(*t0) as f64 / 1e6
+                    ),
+                    "irq",
+                    p,
+                    t,
+                    "t",
+                ))
+            }
             EventKind::Data {
                 dev,
                 dir,

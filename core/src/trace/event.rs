@@ -368,6 +368,17 @@ pub enum EventKind {
         window: (u64, u64),
         dirty_pages: u64,
     },
+    /// `n` interrupts of one vector of the device, counted in the kernel instead of emitted one
+    /// by one (`record --irq-detail quiesce`, while the device may DMA and no SET is open): the
+    /// first at `window.0`, the last at `window.1`, the rest somewhere between. The event's `t`
+    /// is the window's end.
+    IrqBin {
+        dev: String,
+        kind: IrqKind,
+        vector: u32,
+        n: u64,
+        window: (u64, u64),
+    },
 }
 
 /// The migration file a `data` event's bytes moved through.
@@ -390,7 +401,7 @@ pub struct DataFile {
 
 /// Every `ev` value, indexed by [`EventKind::code`] (a small number for columnar storage and
 /// filters, e.g. the TUI's event store; not a file format: the native format has its own kinds).
-pub const EV_NAMES: [&str; 20] = [
+pub const EV_NAMES: [&str; 21] = [
     "device",
     "set",
     "step",
@@ -411,6 +422,7 @@ pub const EV_NAMES: [&str; 20] = [
     "corrupt_load",
     "regs",
     "dirty_report",
+    "irq_bin",
 ];
 
 impl EventKind {
@@ -442,6 +454,7 @@ impl EventKind {
             EventKind::CorruptLoad { .. } => 17,
             EventKind::Regs { .. } => 18,
             EventKind::DirtyReport { .. } => 19,
+            EventKind::IrqBin { .. } => 20,
         }
     }
 
@@ -467,7 +480,8 @@ impl EventKind {
             | EventKind::PrecopyInfoV2 { dev, .. }
             | EventKind::CorruptLoad { dev, .. }
             | EventKind::Regs { dev, .. }
-            | EventKind::DirtyReport { dev, .. } => Some(dev),
+            | EventKind::DirtyReport { dev, .. }
+            | EventKind::IrqBin { dev, .. } => Some(dev),
             EventKind::Map { .. }
             | EventKind::Unmap { .. }
             | EventKind::Lost { .. }
@@ -652,7 +666,8 @@ impl EventKind {
             | EventKind::PrecopyInfoV2 { .. }
             | EventKind::CorruptLoad { .. }
             | EventKind::Regs { .. }
-            | EventKind::DirtyReport { .. } => KindRef::Owned(self),
+            | EventKind::DirtyReport { .. }
+            | EventKind::IrqBin { .. } => KindRef::Owned(self),
         }
     }
 }

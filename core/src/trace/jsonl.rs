@@ -97,7 +97,8 @@ pub(crate) fn recycle_strings(ev: Event, spare: &mut Vec<String>) {
         | EventKind::PrecopyInfoV2 { dev, .. }
         | EventKind::CorruptLoad { dev, .. }
         | EventKind::Regs { dev, .. }
-        | EventKind::DirtyReport { dev, .. } => put(dev),
+        | EventKind::DirtyReport { dev, .. }
+        | EventKind::IrqBin { dev, .. } => put(dev),
         EventKind::Map { ctx, .. } | EventKind::Unmap { ctx, .. } => put(ctx),
         EventKind::Lost { source, dev, .. } => {
             put(source);
@@ -606,21 +607,11 @@ impl<R: BufRead> JsonlReader<R> {
                     p2p: raw.p2p,
                 }
             }
-            "irq" => {
-                let kind = self.req_name(&raw.kind, "kind")?;
-                EventKind::Irq {
-                    dev: self.req_str(&raw.dev, "dev")?,
-                    kind: IrqKind::from_name(kind).ok_or_else(|| {
-                        self.invalid(
-                            "kind",
-                            &format!(
-                                "unknown interrupt kind `{kind}` (expected msi, msix or intx)"
-                            ),
-                        )
-                    })?,
-                    vector: self.req(raw.vector, "vector")?,
-                }
-            }
+            "irq" => EventKind::Irq {
+                kind: self.irq_kind(&raw.kind)?,
+                dev: self.req_str(&raw.dev, "dev")?,
+                vector: self.req(raw.vector, "vector")?,
+            },
             "map" | "unmap" => {
                 let ctx = self.req_str(&raw.ctx, "ctx")?;
                 let iova = self.req(raw.iova, "iova")?;
@@ -734,6 +725,36 @@ impl<R: BufRead> JsonlReader<R> {
                     dirty_pages: self.req(raw.dirty_pages, "dirty_pages")?,
                 }
             }
+            "irq_bin" => {
+                let kind = self.irq_kind(&raw.kind)?;
+                let (t0, t1) = self.req(raw.window, "window")?;
+                if t0 > t1 {
+                    return Err(self.invalid(
+                        "window",
+                        &format!("[{t0}, {t1}] is backwards: t0 must not exceed t1"),
+                    ));
+                }
+                if t1 > t {
+                    return Err(self.invalid(
+                        "window",
+                        &format!("[{t0}, {t1}] ends after the event's t {t}: a bin is written once it closed"),
+                    ));
+                }
+                let n = self.req(raw.n, "n")?;
+                if n == 0 || (n == 1 && t0 != t1) {
+                    return Err(self.invalid(
+                        "n",
+                        &format!("{n} interrupts cannot span [{t0}, {t1}] (the first is at t0, the last at t1)"),
+                    ));
+                }
+                EventKind::IrqBin {
+                    dev: self.req_str(&raw.dev, "dev")?,
+                    kind,
+                    vector: self.req(raw.vector, "vector")?,
+                    n,
+                    window: (t0, t1),
+                }
+            }
             other => {
                 let other = other.to_owned();
                 self.warn_unknown_ev(&other);
@@ -756,6 +777,17 @@ impl<R: BufRead> JsonlReader<R> {
                 msg: format!("unknown event type `{ev}` skipped (first seen here)"),
             });
         }
+    }
+
+    /// The required `kind` of an `irq` or `irq_bin`.
+    fn irq_kind(&self, v: &Option<Cow<'_, str>>) -> Result<IrqKind, TraceError> {
+        let kind = self.req_name(v, "kind")?;
+        IrqKind::from_name(kind).ok_or_else(|| {
+            self.invalid(
+                "kind",
+                &format!("unknown interrupt kind `{kind}` (expected msi, msix or intx)"),
+            )
+        })
     }
 
     fn req<T>(&self, v: Option<T>, field: &str) -> Result<T, TraceError> {
@@ -1137,6 +1169,19 @@ pub fn event_to_json(ev: &Event) -> String {
             push_num(&mut o, "page_size", page_size);
             let _ = write!(o, ",\"window\":[{a},{b}]");
             push_num(&mut o, "dirty_pages", dirty_pages);
+        }
+        EventKind::IrqBin {
+            dev,
+            kind,
+            vector,
+            n,
+            window: (a, b),
+        } => {
+            push_str(&mut o, "dev", dev);
+            push_str(&mut o, "kind", kind.name());
+            push_num(&mut o, "vector", vector);
+            push_num(&mut o, "n", n);
+            let _ = write!(o, ",\"window\":[{a},{b}]");
         }
     }
     if let Some(pid) = ev.pid {
@@ -1647,6 +1692,35 @@ mod tests {
             "{H}{{\"t\":1,\"ev\":\"dma\",\"dev\":\"d\",\"src\":\"witness\",\"iova\":0,\"len\":1,\"write\":true,\"window\":[5,2]}}\n"
         ));
         assert_eq!(f, "window");
+        for (line, field) in [
+            (
+                r#"{"t":9,"ev":"irq_bin","dev":"d","kind":"msi","vector":0,"n":3,"window":[5,2]}"#,
+                "window",
+            ),
+            (
+                r#"{"t":9,"ev":"irq_bin","dev":"d","kind":"msi","vector":0,"n":3,"window":[5,10]}"#,
+                "window",
+            ),
+            (
+                r#"{"t":9,"ev":"irq_bin","dev":"d","kind":"msi","vector":0,"n":3}"#,
+                "window",
+            ),
+            (
+                r#"{"t":9,"ev":"irq_bin","dev":"d","kind":"msi","vector":0,"n":0,"window":[5,9]}"#,
+                "n",
+            ),
+            (
+                r#"{"t":9,"ev":"irq_bin","dev":"d","kind":"msi","vector":0,"n":1,"window":[5,9]}"#,
+                "n",
+            ),
+            (
+                r#"{"t":9,"ev":"irq_bin","dev":"d","kind":"nmi","vector":0,"n":2,"window":[5,9]}"#,
+                "kind",
+            ),
+        ] {
+            let (l, f, m) = err_of(&format!("{H}{line}\n"));
+            assert_eq!((l, f.as_str()), (2, field), "{line}: {m}");
+        }
         let (_, f, _) = err_of(&format!(
             "{H}{{\"t\":1,\"ev\":\"reset\",\"dev\":\"d\",\"ret\":3}}\n"
         ));
@@ -1847,6 +1921,13 @@ mod tests {
                 page_size: 4096,
                 window: (0, u64::MAX),
                 dirty_pages: 3,
+            },
+            EventKind::IrqBin {
+                dev: d(),
+                kind: IrqKind::Msix,
+                vector: 3,
+                n: u64::MAX,
+                window: (1, 7),
             },
             EventKind::End,
         ];

@@ -36,6 +36,7 @@
 //! | 20 | corrupt_load | id dev, u8 corruption (index in `Corruption::ALL`), v bytes, zz ret |
 //! | 21 | regs | id dev, u8 stage (0 saved, 1 restored), v bar, v n, n × (v offset, v value) |
 //! | 22 | dirty_report | id dev, v iova, v len, v page_size, zz t - t0, zz t - t1, v dirty_pages |
+//! | 30 | irq_bin | id dev, u8 kind, v vector, v n, v t - t1, v t1 - t0 |
 //!
 //! Kind fields (`id` = varint string id, `zz` = zigzag varint, `v` = varint, `st` = state byte):
 //!
@@ -139,7 +140,8 @@ fn kind_code(k: &EventKind) -> u8 {
             | EventKind::PrecopyInfoV2 { .. }
             | EventKind::CorruptLoad { .. }
             | EventKind::Regs { .. }
-            | EventKind::DirtyReport { .. } => KIND_EXT,
+            | EventKind::DirtyReport { .. }
+            | EventKind::IrqBin { .. } => KIND_EXT,
         }
 }
 
@@ -155,6 +157,8 @@ mod ext {
     pub const REGS: u64 = 21;
     // 22-29: issue 14's device DMA logging (dirty_miss).
     pub const DIRTY_REPORT: u64 = 22;
+    // 30-39: issue 16 (performance at scale).
+    pub const IRQ_BIN: u64 = 30;
 }
 
 fn dir_byte(d: DataDir) -> u8 {
@@ -214,6 +218,14 @@ fn corruption_index(c: Corruption) -> u8 {
         Corruption::Oversized => 2,
         Corruption::Empty => 3,
     }
+}
+
+/// The interrupt kind of byte `k` (its index, as [`irq_index`] writes it).
+fn irq_kind_of(k: u8) -> Result<IrqKind, Cut> {
+    IrqKind::ALL
+        .get(usize::from(k))
+        .copied()
+        .ok_or_else(|| Cut::Bad("kind", format!("interrupt kind {k} unknown")))
 }
 
 fn irq_index(k: IrqKind) -> u8 {
@@ -548,6 +560,36 @@ impl<W: Write> NativeWriter<W> {
                 put_varint(&mut p, zigzag(ev.t.wrapping_sub(*t1) as i64));
                 put_varint(&mut p, *dirty_pages);
                 put_ext(&mut b, ext::DIRTY_REPORT, &p);
+            }
+            EventKind::IrqBin {
+                dev,
+                kind,
+                vector,
+                n,
+                window: (t0, t1),
+            } => {
+                let (Some(to_end), Some(span)) = (ev.t.checked_sub(*t1), t1.checked_sub(*t0))
+                else {
+                    return Err(TraceError::Write {
+                        file: self.sink.name().to_owned(),
+                        source: io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!(
+                                "irq_bin at t {} has window [{t0}, {t1}]: t0 <= t1 <= t is required",
+                                ev.t
+                            ),
+                        ),
+                    });
+                };
+                let mut p = Vec::with_capacity(16);
+                let d = self.intern(dev, &mut defs);
+                put_varint(&mut p, d);
+                p.push(irq_index(*kind));
+                put_varint(&mut p, u64::from(*vector));
+                put_varint(&mut p, *n);
+                put_varint(&mut p, to_end);
+                put_varint(&mut p, span);
+                put_ext(&mut b, ext::IRQ_BIN, &p);
             }
         }
         let res = if defs.is_empty() {
@@ -1258,6 +1300,41 @@ impl<R: BufRead> NativeReader<R> {
                     dirty_pages: p.varint("dirty_pages")?,
                 }
             }
+            ext::IRQ_BIN => {
+                let dev = self.string_of(p.varint("dev")?, "dev")?;
+                let k = p.u8("kind")?;
+                let kind = irq_kind_of(k)?;
+                let vector = p.varint("vector")?;
+                let vector = u32::try_from(vector)
+                    .map_err(|_| Cut::Bad("vector", format!("{vector} exceeds 32 bits")))?;
+                let n = p.varint("n")?;
+                let to_end = p.varint("window")?;
+                let span = p.varint("window")?;
+                let window = t
+                    .checked_sub(to_end)
+                    .and_then(|t1| Some((t1.checked_sub(span)?, t1)))
+                    .ok_or_else(|| {
+                        Cut::Bad(
+                            "window",
+                            format!("ends {to_end} ns and spans {span} ns before t {t}: before 0"),
+                        )
+                    })?;
+                if n == 0 || (n == 1 && span != 0) {
+                    return Err(Cut::Bad(
+                        "n",
+                        format!(
+                            "{n} interrupts cannot span {span} ns (the first is at t0, the last at t1)"
+                        ),
+                    ));
+                }
+                EventKind::IrqBin {
+                    dev,
+                    kind,
+                    vector,
+                    n,
+                    window,
+                }
+            }
             other => {
                 if !self.warned_ext.contains(&other) {
                     self.warned_ext.push(other);
@@ -1807,6 +1884,12 @@ impl<R: BufRead> NativeReader<R> {
             spare: Vec::new(),
             warned_ext: Vec::new(),
             warnings: Vec::new(),
+            cur: None,
+            owned: Box::new(Event {
+                t: 0,
+                pid: None,
+                kind: EventKind::End,
+            }),
         })
     }
 }
@@ -2105,6 +2188,17 @@ mod tests {
                 },
             ),
             e(
+                u64::MAX / 2 + 10,
+                Some(3),
+                EventKind::IrqBin {
+                    dev: "peer".into(),
+                    kind: IrqKind::Msix,
+                    vector: u32::MAX,
+                    n: u64::MAX,
+                    window: (0, u64::MAX / 2 + 7),
+                },
+            ),
+            e(
                 u64::MAX - 1,
                 None,
                 EventKind::Mark {
@@ -2130,6 +2224,50 @@ mod tests {
             w.write(e).expect("write");
         }
         w.into_inner()
+    }
+
+    #[test]
+    fn irq_bin_windows_that_cannot_be_are_refused() {
+        let bin = |t, window, n| Event {
+            t,
+            pid: None,
+            kind: EventKind::IrqBin {
+                dev: "d".into(),
+                kind: IrqKind::Msi,
+                vector: 0,
+                n,
+                window,
+            },
+        };
+        // A window ending after its event, or backwards: refused on writing.
+        for ev in [bin(10, (5, 11), 2), bin(10, (7, 5), 2)] {
+            let mut w = NativeWriter::new(Vec::new(), &header()).expect("header");
+            let e = w.write(&ev).expect_err("refused").to_string();
+            assert!(e.contains("t0 <= t1 <= t"), "{e}");
+        }
+        // Written with a window starting before 0 or an impossible count: refused on reading,
+        // naming the field.
+        let mut head = Vec::new();
+        head.extend_from_slice(MAGIC);
+        head.push(NATIVE_VERSION);
+        let json = header_to_json(&header());
+        put_varint(&mut head, json.len() as u64);
+        head.extend_from_slice(json.as_bytes());
+        head.extend_from_slice(&[TAG_DEFSTR, 1, b'd']);
+        for (payload, field) in [
+            (vec![0, 0, 0, 2, 0, 20], "window"),
+            (vec![0, 0, 0, 0, 0, 0], "n"),
+            (vec![0, 0, 0, 1, 0, 3], "n"),
+            (vec![0, 9, 0, 2, 0, 3], "kind"),
+        ] {
+            let mut b = head.clone();
+            b.extend_from_slice(&[TAG_EVENT_BASE + KIND_EXT, 10]);
+            put_ext(&mut b, ext::IRQ_BIN, &payload);
+            let r = NativeReader::new("mem", &b[..]).expect("header");
+            let errs: Vec<String> = r.filter_map(Result::err).map(|e| e.to_string()).collect();
+            assert_eq!(errs.len(), 1, "{payload:?}");
+            assert!(errs[0].contains(field), "{payload:?}: {}", errs[0]);
+        }
     }
 
     #[test]
@@ -2728,6 +2866,7 @@ mod tests {
             | EventKind::CorruptLoad { dev, .. }
             | EventKind::Regs { dev, .. }
             | EventKind::DirtyReport { dev, .. }
+            | EventKind::IrqBin { dev, .. }
             | EventKind::Lost { dev: Some(dev), .. } => *dev = name,
             EventKind::Map { ctx, .. } | EventKind::Unmap { ctx, .. } => *ctx = name,
             EventKind::Lost { dev: None, .. } | EventKind::Mark { .. } | EventKind::End => {}

@@ -141,6 +141,7 @@ pub mod rule {
     // Warnings: never a violation.
     pub const HAZARD_ARC: &str = "hazard-arc";
     pub const DMA_MAYBE_AFTER_QUIESCE: &str = "dma-maybe-after-quiesce";
+    pub const IRQ_MAYBE_AFTER_QUIESCE: &str = "irq-maybe-after-quiesce";
     pub const UNKNOWN_EVENT: &str = "unknown-event";
     pub const UNDECLARED_DEVICE: &str = "undeclared-device";
     pub const UNMATCHED_SET_DONE: &str = "unmatched-set-done";
@@ -224,6 +225,9 @@ pub mod rule {
             }
             DMA_MAYBE_AFTER_QUIESCE => {
                 "windowed DMA evidence straddling the edge of a quiescent period: it may have happened while quiesced or not"
+            }
+            IRQ_MAYBE_AFTER_QUIESCE => {
+                "an irq_bin (interrupts counted in the kernel) whose window holds a quiescent period between its first and last interrupt: some of them may have been raised while quiesced (the probe closes a bin before any SET, so a recorder broke its contract)"
             }
             UNKNOWN_EVENT => "an event type this migscope does not know was skipped",
             UNDECLARED_DEVICE => "a device was used before a `device` event declared it",
@@ -973,6 +977,16 @@ impl Verifier {
             } => {
                 let i = self.dev(Name::text(dev), out);
                 self.dirty_report_rules(out, i, *iova, *len, *window);
+            }
+            EventKind::IrqBin {
+                dev,
+                kind: k,
+                vector,
+                n,
+                window,
+            } => {
+                let i = self.dev(Name::text(dev), out);
+                self.irq_bin_rules(out, i, *k, *vector, *n, *window);
             }
             // Never here: `EventKind::as_ref` gives these their borrowed variants.
             EventKind::Set { .. }

@@ -523,6 +523,67 @@ impl Verifier {
         }
     }
 
+    /// `irq_bin`: `n` interrupts, the first at `t0` and the last at `t1` exactly, the others
+    /// somewhere between. Windowed evidence: irq-after-quiesce when the whole bin lies in a
+    /// quiescent period or one of its exact ends does; irq-maybe-after-quiesce (a warning)
+    /// when a quiescent period lies only between its ends and the bin has interrupts there
+    /// (more than its two ends). Counted in the summary's `irq` as
+    /// `n` interrupts; `irq_quiesced` counts the findings (one per bin, as one per `irq`).
+    pub(super) fn irq_bin_rules(
+        &mut self,
+        out: &mut Out,
+        i: usize,
+        kind: IrqKind,
+        vector: u32,
+        n: u64,
+        (t0, t1): (u64, u64),
+    ) {
+        let scope = self.scope(false);
+        let d = &mut self.devs[i];
+        d.summary.irq = d.summary.irq.saturating_add(n);
+        let what = format!("{n} {} vector {vector} interrupts", kind.name());
+        // The window judged is [t0, t1]: `judge` takes (t0', t1] in whole nanoseconds.
+        match d.tl.judge(scope, out.t, Some((t0.saturating_sub(1), t1))) {
+            Judgement::Allowed => {}
+            Judgement::Violation(p) => {
+                d.summary.irq_quiesced += 1;
+                let detail = format!(
+                    "{what} counted in a bin [{t0}, {t1}], {} to {} after {}",
+                    ms(t0.saturating_sub(p.start)),
+                    ms(t1.saturating_sub(p.start)),
+                    quiesced_text(&p, d.tl.current())
+                );
+                out.add(rule::IRQ_AFTER_QUIESCE, &d.name, detail, false);
+            }
+            Judgement::Maybe(p) => {
+                // The bin's ends are exact interrupt times: one inside a quiescent period is
+                // an interrupt raised there, whatever the others did.
+                let end = [(t0, "first"), (t1, "last")]
+                    .into_iter()
+                    .find_map(|(te, which)| match d.tl.judge(scope, te, None) {
+                        Judgement::Violation(q) => Some((te, which, q)),
+                        _ => None,
+                    });
+                if let Some((te, which, q)) = end {
+                    d.summary.irq_quiesced += 1;
+                    let detail = format!(
+                        "the {which} of {what} counted in a bin [{t0}, {t1}] was raised at {te}, {} after {}",
+                        ms(te.saturating_sub(q.start)),
+                        quiesced_text(&q, d.tl.current())
+                    );
+                    out.add(rule::IRQ_AFTER_QUIESCE, &d.name, detail, false);
+                } else if n > 2 {
+                    let detail = format!(
+                        "{what} counted in a bin [{t0}, {t1}] whose window holds a quiescent period ({}, from {} ns) between its first and last interrupt: some may have been raised while quiesced",
+                        quiesced_text(&p, None),
+                        p.start
+                    );
+                    out.add(rule::IRQ_MAYBE_AFTER_QUIESCE, &d.name, detail, true);
+                }
+            }
+        }
+    }
+
     /// `data`: save-while-peer-running, stale-data-fd, and the bytes the pre-copy and
     /// data-size rules relate their answers to.
     pub(super) fn data_rules(
@@ -535,8 +596,8 @@ impl Verifier {
     ) {
         let d = &mut self.devs[i];
         match dir {
-            DataDir::Save => d.summary.data_saved += bytes,
-            DataDir::Load => d.summary.data_loaded += bytes,
+            DataDir::Save => d.summary.data_saved = d.summary.data_saved.saturating_add(bytes),
+            DataDir::Load => d.summary.data_loaded = d.summary.data_loaded.saturating_add(bytes),
         }
         if dir == DataDir::Save {
             let in_stop_copy = d.tl.current() == Some(MigState::StopCopy);

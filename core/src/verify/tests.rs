@@ -1929,3 +1929,110 @@ fn interim_verdicts_follow_the_trace_as_it_grows() {
     assert_eq!(r.verdict, Verdict::Inconclusive);
     assert_eq!(r.blind_spots, ["dma"]);
 }
+
+fn bin(dev: &str, n: u64, t0: u64, t1: u64) -> EventKind {
+    EventKind::IrqBin {
+        dev: dev.into(),
+        kind: IrqKind::Msi,
+        vector: 0,
+        n,
+        window: (t0, t1),
+    }
+}
+
+#[test]
+fn irq_bin_while_running_is_allowed_and_counts_its_interrupts() {
+    let mut t = T::new();
+    t.device(D, P2P, "vm", Running);
+    assert!(t.push(500, bin(D, 1000, 100, 500)).is_empty());
+    assert!(t.set(1000, D, P2P, Running, RunningP2p).is_empty());
+    let r = t.end(2000);
+    assert_eq!(r.verdict, Verdict::Pass);
+    assert_eq!(r.devices[D].irq, 1000);
+    assert_eq!(r.devices[D].irq_quiesced, 0);
+}
+
+#[test]
+fn irq_bin_inside_a_quiescent_period_is_irq_after_quiesce() {
+    let mut t = T::new();
+    t.device(D, P2P, "vm", Running);
+    t.set(1000, D, P2P, Running, RunningP2p);
+    // RUNNING_P2P completed at 1100: every interrupt of [1200, 1500] came after it.
+    assert_eq!(t.push(1500, bin(D, 5, 1200, 1500)), ["irq-after-quiesce"]);
+    let r = t.end(2000);
+    assert_eq!(r.verdict, Verdict::Fail);
+    assert_eq!((r.devices[D].irq, r.devices[D].irq_quiesced), (5, 1));
+    assert!(r.violations[0].detail.contains("5 msi vector 0 interrupts"));
+}
+
+#[test]
+fn irq_bin_whose_last_interrupt_follows_the_quiesce_is_caught() {
+    // A bin must close before the SET (the probe guarantees it); one that does not, and whose
+    // last interrupt (an exact time) lies after RUNNING_P2P completed, is a violation.
+    let mut t = T::new();
+    t.device(D, P2P, "vm", Running);
+    t.set(1000, D, P2P, Running, RunningP2p);
+    assert_eq!(t.push(1150, bin(D, 3, 900, 1150)), ["irq-after-quiesce"]);
+    let r = t.end(2000);
+    assert!(r.violations[0].detail.contains("the last of 3"));
+}
+
+#[test]
+fn irq_bin_spanning_a_whole_quiescent_period_is_a_warning_when_interrupts_may_lie_inside() {
+    let run_bin = |n: u64| {
+        let mut t = T::new();
+        t.device(D, P2P, "vm", Running);
+        t.set(1000, D, P2P, Running, RunningP2p);
+        t.set(2000, D, P2P, RunningP2p, Running);
+        // First at 900 (RUNNING), last at 2500 (RUNNING again): only interrupts between the
+        // two ends can have been raised in [1100, 2100).
+        let f = t.findings(2500, bin(D, n, 900, 2500));
+        (f, t.end(3000))
+    };
+    let (f, r) = run_bin(3);
+    assert_eq!(f.len(), 1);
+    assert_eq!((f[0].rule, f[0].warning), ("irq-maybe-after-quiesce", true));
+    assert_eq!(r.verdict, Verdict::Pass);
+    // Two interrupts are the two ends: nothing lies between them.
+    let (f, r) = run_bin(2);
+    assert!(f.is_empty(), "{f:?}");
+    assert_eq!(r.devices[D].irq, 2);
+}
+
+/// The same interrupts recorded in full and binned (as `record --irq-detail bins` would:
+/// counted while RUNNING with no SET open, exact from the SET on) give the same verdict, the
+/// same violations and the same interrupt count.
+#[test]
+fn binned_and_full_interrupts_give_the_same_verdict() {
+    let run = |binned: bool| {
+        let mut t = T::new();
+        t.device(D, P2P, "vm", Running);
+        if binned {
+            t.push(400, bin(D, 4, 100, 400));
+        } else {
+            for at in [100, 200, 300, 400] {
+                t.irq(at, D);
+            }
+        }
+        t.set(1000, D, P2P, Running, RunningP2p);
+        // Exact in both modes: one interrupt during the arc (allowed), one after (not).
+        t.irq(1050, D);
+        t.irq(1200, D);
+        t.set(2000, D, P2P, RunningP2p, Running);
+        if binned {
+            t.push(2600, bin(D, 3, 2200, 2600));
+        } else {
+            for at in [2200, 2400, 2600] {
+                t.irq(at, D);
+            }
+        }
+        t.end(3000)
+    };
+    let (full, binned) = (run(false), run(true));
+    assert_eq!(full.verdict, Verdict::Fail);
+    assert_eq!(binned.verdict, full.verdict);
+    assert_eq!(binned.violated_rules(), ["irq-after-quiesce"]);
+    assert_eq!(binned.violated_rules(), full.violated_rules());
+    assert_eq!(binned.devices[D].irq, 9);
+    assert_eq!(binned.devices[D], full.devices[D]);
+}

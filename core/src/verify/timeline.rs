@@ -536,6 +536,7 @@ impl DeviceTimeline {
                 | EventKind::CorruptLoad { .. }
                 | EventKind::Regs { .. }
                 | EventKind::DirtyReport { .. }
+                | EventKind::IrqBin { .. }
                 | EventKind::PrecopyInfoV2 { .. }
                 | EventKind::Mark { .. } => None,
                 // Never here: `EventKind::as_ref` gives these their borrowed variants.

@@ -31,7 +31,12 @@ impl VerdictSink {
         let found = self.v.push(line, ev);
         // Interrupts and DMA outside findings change no verdict; state changes may (a blind
         // spot appears when a device quiesces).
-        if !found.is_empty() || !matches!(ev.kind, EventKind::Irq { .. } | EventKind::Mark { .. }) {
+        if !found.is_empty()
+            || !matches!(
+                ev.kind,
+                EventKind::Irq { .. } | EventKind::IrqBin { .. } | EventKind::Mark { .. }
+            )
+        {
             self.changed = true;
         }
         found

@@ -45,7 +45,12 @@ pub struct ScenarioResult {
     pub rules: Vec<String>,
     pub ok: bool,
     pub problems: Vec<String>,
+    /// Interrupts in the trace (each `irq`, and each `irq_bin`'s `n`).
     pub irq: u64,
+    /// `irq_bin` events in the trace.
+    pub irq_bins: u64,
+    /// Interrupts in the `--irq-detail all` trace beside it, if any.
+    pub irq_all: u64,
     pub dma: u64,
     pub witness_dma: u64,
     pub steps: u64,
@@ -708,6 +713,7 @@ fn judge_trace(s: &Scenario, dir: &Path, migscope: &Path, r: &mut ScenarioResult
     let opts = s.check_options();
     let main = check_one(&trace, migscope, &opts, r);
     exports_agree(&trace, &main.verdict, migscope, &opts, r);
+    irq_detail_agrees(&trace, &dir.join("trace-all.jsonl"), migscope, &opts, r);
     r.sources = main.sources.clone();
     r.verdict = main.verdict.clone();
     r.rules = main.rules.clone();
@@ -732,6 +738,42 @@ fn judge_trace(s: &Scenario, dir: &Path, migscope: &Path, r: &mut ScenarioResult
         r.rules.extend(p.rules);
         r.rules.sort();
         r.rules.dedup();
+    }
+}
+
+/// A recorder beside the default one with every interrupt exact (`rec_selftest`'s
+/// trace-all.jsonl): its verdict must be the default's (`agree::irq_detail_disagreements`),
+/// and it must hold no `irq_bin` (the default's bins are counted in `r.irq_bins`).
+fn irq_detail_agrees(
+    trace: &Path,
+    all: &Path,
+    migscope: &Path,
+    opts: &[&str],
+    r: &mut ScenarioResult,
+) {
+    if !all.exists() {
+        return;
+    }
+    let mut scratch = ScenarioResult::default();
+    check_one(all, migscope, opts, &mut scratch);
+    r.problems.append(&mut scratch.problems);
+    r.irq_all = scratch.irq;
+    let text = fs::read_to_string(all).unwrap_or_default();
+    if text.lines().any(|l| l.contains(r#""ev":"irq_bin""#)) {
+        r.problems
+            .push("--irq-detail all: the trace holds irq_bin events".to_owned());
+    }
+    let read = |p: &Path| -> Result<Value, String> {
+        let c = p.with_extension("check.json");
+        let b = fs::read(&c).map_err(|e| format!("{}: {e}", c.display()))?;
+        serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", c.display()))
+    };
+    match read(trace)
+        .and_then(|q| Ok((q, read(all)?)))
+        .and_then(|(q, a)| migscope_core::export::agree::irq_detail_disagreements(&q, &a))
+    {
+        Ok(d) => r.problems.extend(d),
+        Err(e) => r.problems.push(format!("--irq-detail all: {e}")),
     }
 }
 
@@ -1064,6 +1106,10 @@ fn check_one(trace: &Path, migscope: &Path, opts: &[&str], r: &mut ScenarioResul
         };
         match v.get("ev").and_then(Value::as_str) {
             Some("irq") => r.irq += 1,
+            Some("irq_bin") => {
+                r.irq_bins += 1;
+                r.irq += v.get("n").and_then(Value::as_u64).unwrap_or(0);
+            }
             Some("step") => r.steps += 1,
             Some("device") => {
                 if let Some(d) = v.get("dev").and_then(Value::as_str)
@@ -1877,7 +1923,7 @@ pub fn print_table(results: &[ScenarioResult]) {
 pub fn summary_json(results: &[ScenarioResult]) -> Value {
     json!({ "scenarios": results.iter().map(|r| json!({
         "name": r.name, "expected": r.expected, "verdict": r.verdict, "rules": r.rules,
-        "ok": r.ok, "irq": r.irq, "dma": r.dma, "drained": r.drained, "secs": r.secs,
+        "ok": r.ok, "irq": r.irq, "irq_bins": r.irq_bins, "irq_all": r.irq_all, "dma": r.dma, "drained": r.drained, "secs": r.secs,
         "devices": r.devices,
         "qemu_sets": r.qemu_sets, "qemu_noops": r.qemu_noops, "attempts": r.attempts,
         "problems": r.problems, "witness_dma": r.witness_dma,
