@@ -47,8 +47,10 @@ fn expect(trace: &Path) -> Expect {
             EventKind::SetDone { dev, .. } if open_set.remove(&dev).is_some() => {
                 e.sets_done += 1;
             }
-            EventKind::Dma { .. } => e.dma += 1,
-            EventKind::Irq { .. } => e.irq += 1,
+            // A DMA log report is an instant on the dma track too (what the log said, clean or not).
+            EventKind::Dma { .. } | EventKind::DirtyReport { .. } => e.dma += 1,
+            // One instant per interrupt, and one per bin of counted interrupts (at its end).
+            EventKind::Irq { .. } | EventKind::IrqBin { .. } => e.irq += 1,
             EventKind::Map { .. } | EventKind::Unmap { .. } => e.map_unmap += 1,
             // A corrupted load is data through the data_fd too (drive's resume-fuzz).
             EventKind::Data { .. } | EventKind::CorruptLoad { .. } => e.data += 1,
@@ -165,15 +167,27 @@ fn check_one(trace: &Path, out: &Path) {
         assert!(q["args"]["dur_ms"].is_f64(), "{q}");
     }
     // Instants per evidence kind, fields in args.
-    assert_eq!(count("i", "dma"), exp.dma);
-    assert_eq!(count("i", "irq"), exp.irq);
+    assert_eq!(
+        count("i", "dma"),
+        exp.dma,
+        "{}: dma instants",
+        trace.display()
+    );
+    assert_eq!(
+        count("i", "irq"),
+        exp.irq,
+        "{}: irq instants",
+        trace.display()
+    );
     assert_eq!(count("i", "iommu"), exp.map_unmap);
     assert_eq!(count("i", "data"), exp.data);
     assert_eq!(count("i", "mark"), exp.marks);
     assert_eq!(count("i", "mig_info"), exp.mig_info);
     for d in evs.iter().filter(|e| e["cat"] == "dma") {
         assert!(
-            d["args"]["iova"].is_u64() && d["args"]["len"].is_u64() && d["args"]["src"].is_string(),
+            d["args"]["iova"].is_u64()
+                && d["args"]["len"].is_u64()
+                && (d["args"]["src"].is_string() || d["args"]["dirty_pages"].is_u64()),
             "{d}"
         );
     }
