@@ -898,26 +898,13 @@ impl NativeReader<Box<dyn BufRead>> {
 impl<R: BufRead> NativeReader<R> {
     /// Reads and validates the magic and the header; `name` is used in error messages.
     pub fn new(name: &str, input: R) -> Result<Self, TraceError> {
-        let mut r = NativeReader {
-            name: name.to_owned(),
-            src: Src::new(input),
-            header: Header::default(),
-            version: NATIVE_VERSION,
-            strings: Vec::new(),
-            last_t: 0,
-            events: 0,
-            truncated_at: None,
-            done: false,
-            spare: Vec::new(),
-            warned_ext: Vec::new(),
-            warnings: Vec::new(),
-            cur: None,
-            owned: Box::new(Event {
-                t: 0,
-                pid: None,
-                kind: EventKind::End,
-            }),
-        };
+        let mut r = Self::at(
+            name,
+            Src::new(input),
+            Header::default(),
+            NATIVE_VERSION,
+            Vec::new(),
+        );
         let header = r.read_header().map_err(|c| match c {
             Cut::Eof => r.invalid(
                 1,
@@ -1871,14 +1858,22 @@ impl<R: BufRead> NativeReader<R> {
         };
         let mut src = Src::new(input);
         src.offset = at.offset;
-        Ok(NativeReader {
+        let mut r = Self::at(name, src, header.clone(), at.version, strings.to_vec());
+        r.last_t = at.last_t;
+        r.events = at.events;
+        Ok(r)
+    }
+
+    /// A reader about to read a record at `src`'s position, with what is known before it.
+    fn at(name: &str, src: Src<R>, header: Header, version: u8, strings: Vec<String>) -> Self {
+        NativeReader {
             name: name.to_owned(),
             src,
-            header: header.clone(),
-            version: at.version,
-            strings: strings.to_vec(),
-            last_t: at.last_t,
-            events: at.events,
+            header,
+            version,
+            strings,
+            last_t: 0,
+            events: 0,
             truncated_at: None,
             done: false,
             spare: Vec::new(),
@@ -1890,7 +1885,7 @@ impl<R: BufRead> NativeReader<R> {
                 pid: None,
                 kind: EventKind::End,
             }),
-        })
+        }
     }
 }
 
