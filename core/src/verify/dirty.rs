@@ -63,14 +63,28 @@ struct Chain {
     start: u64,
     end: u64,
     reports: u64,
-    /// Quiescent time inside clean reports' windows (each instant once), and up to where
-    /// it was counted.
-    clean_quiesced_ns: u64,
-    counted: u64,
-    /// Quiescent time inside any report's window, clean or dirty (each instant once): time the
-    /// log saw the range, and up to where it was counted.
-    seen_quiesced_ns: u64,
-    seen_counted: u64,
+    /// Quiescent time inside clean reports' windows.
+    clean: QuietCovered,
+    /// Quiescent time inside any report's window, clean or dirty: time the log saw the range.
+    seen: QuietCovered,
+}
+
+/// Quiescent time inside a series of report windows, each instant counted once, and up to
+/// where it was counted.
+#[derive(Debug, Clone, Copy, Default)]
+struct QuietCovered {
+    ns: u64,
+    upto: u64,
+}
+
+impl QuietCovered {
+    fn add(&mut self, quiet: &Periods, window: Window) {
+        let from = window.0.max(self.upto);
+        self.ns = self
+            .ns
+            .saturating_add(quiesced_within(quiet, from, window.1));
+        self.upto = self.upto.max(window.1);
+    }
 }
 
 /// One tracked range of a device's DMA log, for the verdict's `devices` map.
@@ -186,7 +200,7 @@ impl DirtyState {
                 iova: c.iova,
                 len: c.len,
                 reports: c.reports,
-                clean_quiesced_ns: c.clean_quiesced_ns,
+                clean_quiesced_ns: c.clean.ns,
             })
             .collect()
     }
@@ -194,7 +208,7 @@ impl DirtyState {
     /// The quiescent time the log saw every tracked range of the device over (the least of
     /// its ranges' report windows inside quiescent periods), or `None` without a report.
     pub(super) fn quiesced_seen(&self) -> Option<u64> {
-        self.chains.iter().map(|c| c.seen_quiesced_ns).min()
+        self.chains.iter().map(|c| c.seen.ns).min()
     }
 
     /// The tracked ranges, for a human: `[iova, end)` each.
@@ -296,10 +310,8 @@ impl Verifier {
                     start: window.0,
                     end: window.1,
                     reports: 0,
-                    clean_quiesced_ns: 0,
-                    counted: 0,
-                    seen_quiesced_ns: 0,
-                    seen_counted: 0,
+                    clean: QuietCovered::default(),
+                    seen: QuietCovered::default(),
                 });
                 let k = s.chains.len() - 1;
                 &mut s.chains[k]
@@ -307,19 +319,9 @@ impl Verifier {
         };
         c.reports += 1;
         let quiet = d.tl.periods(Scope::Quiescent);
-        let from = window.0.max(c.seen_counted);
-        c.seen_quiesced_ns = c
-            .seen_quiesced_ns
-            .saturating_add(quiesced_within(quiet, from, window.1));
-        c.seen_counted = c.seen_counted.max(window.1);
+        c.seen.add(quiet, window);
         if clean {
-            let from = window.0.max(c.counted);
-            c.clean_quiesced_ns = c.clean_quiesced_ns.saturating_add(quiesced_within(
-                d.tl.periods(Scope::Quiescent),
-                from,
-                window.1,
-            ));
-            c.counted = c.counted.max(window.1);
+            c.clean.add(quiet, window);
         }
         let chain = c.start;
         let mut missed = Vec::new();
