@@ -392,6 +392,14 @@ fn parse_marker(m: &str) -> (Option<i32>, Option<f64>) {
     (rc, t0.zip(t1).map(|(a, b)| b - a))
 }
 
+/// The attempt count init.sh printed after `prefix` (drive_inflight, qemu_case).
+fn attempts(stdout: &str, prefix: &str) -> Option<u32> {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 fn count_lines(text: &str, needle: &str) -> u64 {
     text.lines().filter(|l| l.contains(needle)).count() as u64
 }
@@ -452,10 +460,7 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
         Run::Drive { .. } => {
             // init.sh's drive_inflight: attempts until a transfer was in flight at the quiesce.
             let stdout = fs::read_to_string(dir.join("stdout")).unwrap_or_default();
-            r.attempts = stdout
-                .lines()
-                .find_map(|l| l.strip_prefix("drive: attempts "))
-                .and_then(|n| n.trim().parse().ok());
+            r.attempts = attempts(&stdout, "drive: attempts ");
             judge_trace(s, dir, migscope, &mut r)
         }
         Run::Qemu(q) => judge_qemu(s, &q, dir, migscope, &mut r),
@@ -807,10 +812,7 @@ fn traces(s: &Scenario, dir: &Path) -> Vec<(String, String)> {
 /// own account: the SETs it issued, in order and with their outcome, must be migscope's.
 fn judge_qemu(s: &Scenario, q: &Qemu, dir: &Path, migscope: &Path, r: &mut ScenarioResult) {
     let stdout = fs::read_to_string(dir.join("stdout")).unwrap_or_default();
-    r.attempts = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("qemu: source attempts "))
-        .and_then(|n| n.trim().parse().ok());
+    r.attempts = attempts(&stdout, "qemu: source attempts ");
     for l in stdout.lines().filter(|l| l.starts_with("qemu: ")) {
         if !l.starts_with("qemu: source attempts") && !l.contains("no transfer was in flight") {
             r.problems.push(l.into());
