@@ -92,12 +92,14 @@ pub fn run_view(args: ViewArgs) -> i32 {
     )
 }
 
-/// Indexes the native trace `path` on its own thread for the view (`tx`): progress while it
-/// reads, then the index (or a note saying why not). Stops when the view is gone.
+/// Indexes the native trace `path` on its own thread for the view (`tx`): the index saved
+/// beside it (`T.mgt.idx`) when it is valid for the trace as it is, else progress while it
+/// reads, then the index (or a note saying why not), saved beside the trace for the next
+/// open. Stops when the view is gone.
 pub fn spawn_indexer(path: PathBuf, tx: std::sync::mpsc::SyncSender<tui::Msg>) {
     std::thread::spawn(move || {
         let mut last = std::time::Instant::now();
-        let r = tui::index::TraceIndex::build(&path, |p| {
+        let r = tui::index::TraceIndex::open(&path, |p| {
             if last.elapsed() < std::time::Duration::from_millis(200) {
                 return true;
             }
@@ -107,12 +109,19 @@ pub fn spawn_indexer(path: PathBuf, tx: std::sync::mpsc::SyncSender<tui::Msg>) {
                 Err(std::sync::mpsc::TrySendError::Disconnected(_))
             )
         });
-        let m = match r {
-            Ok(ix) => tui::Msg::Index(Arc::new(ix)),
+        let (ix, how) = match r {
+            Ok(x) => x,
             Err(tui::index::IndexError::Cancelled) => return,
-            Err(e) => tui::Msg::Note(format!("cannot index the trace: {e}")),
+            Err(e) => {
+                let _ = tx.send(tui::Msg::Note(format!("cannot index the trace: {e}")));
+                return;
+            }
         };
-        let _ = tx.send(m);
+        let _ = tx.send(tui::Msg::Index(Arc::new(ix)));
+        // The index still works when it cannot be saved for the next open: say why once.
+        if let tui::index::Opened::Built { saved: Err(e), .. } = how {
+            let _ = tx.send(tui::Msg::Note(e));
+        }
     });
 }
 
