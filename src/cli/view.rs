@@ -99,16 +99,29 @@ pub fn run_view(args: ViewArgs) -> i32 {
 pub fn spawn_indexer(path: PathBuf, tx: std::sync::mpsc::SyncSender<tui::Msg>) {
     std::thread::spawn(move || {
         let mut last = std::time::Instant::now();
-        let r = tui::index::TraceIndex::open(&path, |p| {
-            if last.elapsed() < std::time::Duration::from_millis(200) {
-                return true;
-            }
-            last = std::time::Instant::now();
-            !matches!(
-                tx.try_send(tui::Msg::Indexing(p)),
-                Err(std::sync::mpsc::TrySendError::Disconnected(_))
-            )
-        });
+        // The overview of the rows read so far, while a long trace is indexed (dropped when
+        // the view has not taken the last one yet).
+        let partial = tx.clone();
+        let mut publish = move |ix: tui::index::TraceIndex| {
+            let _ = partial.try_send(tui::Msg::Index(Arc::new(ix)));
+        };
+        let r = tui::index::TraceIndex::open_publishing(
+            &path,
+            |p| {
+                if last.elapsed() < std::time::Duration::from_millis(200) {
+                    return true;
+                }
+                last = std::time::Instant::now();
+                !matches!(
+                    tx.try_send(tui::Msg::Indexing(p)),
+                    Err(std::sync::mpsc::TrySendError::Disconnected(_))
+                )
+            },
+            Some(tui::index::Publish {
+                first: tui::index::FIRST_PUBLISH,
+                send: &mut publish,
+            }),
+        );
         let (ix, how) = match r {
             Ok(x) => x,
             Err(tui::index::IndexError::Cancelled) => return,

@@ -46,6 +46,10 @@ pub const BLOCK: u64 = 4096;
 pub const BUCKETS: usize = 1 << 15;
 /// Notes (`lost`, `mark`) held; more are counted.
 pub const MAX_NOTES: usize = 100_000;
+/// When the first partial index is published while a long trace is indexed.
+pub const FIRST_PUBLISH: std::time::Duration = std::time::Duration::from_millis(500);
+/// The longest interval between two partial indexes (each is a copy of the index so far).
+pub const MAX_PUBLISH: std::time::Duration = std::time::Duration::from_secs(4);
 /// State segments per compressed chunk.
 const SEG_CHUNK: usize = 64;
 
@@ -606,6 +610,9 @@ pub struct TraceIndex {
     pub truncated_at: Option<u64>,
     /// Bytes of the file indexed.
     pub bytes: u64,
+    /// The index of the rows read so far while the pass goes on ([`TraceIndex::open_publishing`]:
+    /// the view draws it and gets a fuller one later); never saved.
+    pub partial: bool,
 }
 
 /// Builds the index (the state of one pass).
@@ -881,6 +888,36 @@ impl Builder {
         });
     }
 
+    /// The index of the rows so far (`strings`: the reader's table now): the open segments
+    /// closed at the last event, the counts' levels built, on a copy.
+    fn snapshot(&self, strings: &[String]) -> TraceIndex {
+        let mut ix = self.ix.clone();
+        ix.partial = true;
+        ix.strings = strings.to_vec();
+        for (name, s) in self.timelines.open_segments() {
+            if let Some(&i) = self.dev_ids.get(name) {
+                // The row `close` would give it: the first open start equal to its start.
+                let row = self.open[i]
+                    .iter()
+                    .find(|&&(st, _)| st >= s.start)
+                    .filter(|&&(st, _)| st == s.start)
+                    .map(|&(_, r)| r);
+                ix.devices[i].segs.push(Seg {
+                    t: s.start,
+                    what: s.what,
+                    row,
+                });
+            }
+        }
+        for d in &mut ix.devices {
+            d.counts.iter_mut().for_each(Counts::finish);
+        }
+        for c in &mut ix.ctxs {
+            c.maps.finish();
+        }
+        ix
+    }
+
     fn finish(mut self) -> TraceIndex {
         let open: Vec<(String, migscope_core::verify::Segment)> = self
             .timelines
@@ -906,6 +943,13 @@ fn open_file(path: &Path) -> Result<File, IndexError> {
         file: path.display().to_string(),
         source,
     })
+}
+
+/// Where [`TraceIndex::build_publishing`] hands the partial indexes.
+pub struct Publish<'a> {
+    /// When the first one is due ([`FIRST_PUBLISH`] for a view).
+    pub first: std::time::Duration,
+    pub send: &'a mut dyn FnMut(TraceIndex),
 }
 
 /// Where [`TraceIndex::open`] got the index from.
@@ -944,6 +988,7 @@ impl TraceIndex {
             notes_dropped: 0,
             truncated_at: None,
             bytes: 0,
+            partial: false,
         }
     }
 
@@ -956,6 +1001,16 @@ impl TraceIndex {
     pub fn open(
         path: &Path,
         progress: impl FnMut(Progress) -> bool,
+    ) -> Result<(TraceIndex, Opened), IndexError> {
+        TraceIndex::open_publishing(path, progress, None)
+    }
+
+    /// [`TraceIndex::open`], publishing the partial index while it is built
+    /// ([`TraceIndex::build_publishing`]).
+    pub fn open_publishing(
+        path: &Path,
+        progress: impl FnMut(Progress) -> bool,
+        publish: Option<Publish<'_>>,
     ) -> Result<(TraceIndex, Opened), IndexError> {
         let name = path.display().to_string();
         let f = open_file(path)?;
@@ -979,7 +1034,7 @@ impl TraceIndex {
             file: name.clone(),
             source,
         })?;
-        let ix = TraceIndex::build(path, progress)?;
+        let ix = TraceIndex::build_publishing(path, progress, publish)?;
         // A file that changed while it was read (a recording still writing it) is indexed as
         // read, but its index is not saved: it would describe no version of the file.
         let saved = match sidecar::Fingerprint::of(path) {
@@ -996,8 +1051,21 @@ impl TraceIndex {
     /// every block and stops the pass by returning false.
     pub fn build(
         path: &Path,
-        mut progress: impl FnMut(Progress) -> bool,
+        progress: impl FnMut(Progress) -> bool,
     ) -> Result<TraceIndex, IndexError> {
+        TraceIndex::build_publishing(path, progress, None)
+    }
+
+    /// [`TraceIndex::build`], handing `publish` the index of the rows read so far now and
+    /// then (after [`FIRST_PUBLISH`], then at intervals doubling up to [`MAX_PUBLISH`]: a copy
+    /// of the index each time), so that a view can draw the overview while the pass goes on.
+    pub fn build_publishing(
+        path: &Path,
+        mut progress: impl FnMut(Progress) -> bool,
+        mut publish: Option<Publish<'_>>,
+    ) -> Result<TraceIndex, IndexError> {
+        let mut every = publish.as_ref().map_or(FIRST_PUBLISH, |p| p.first);
+        let mut next = std::time::Instant::now() + every;
         let name = path.display().to_string();
         let f = open_file(path)?;
         let total_bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -1032,6 +1100,14 @@ impl TraceIndex {
             let e = r.current();
             let row = line - 2;
             if row >= b.ix.blocks.len() as u64 * BLOCK {
+                if let Some(p) = publish.as_mut()
+                    && row > 0
+                    && std::time::Instant::now() >= next
+                {
+                    (p.send)(b.snapshot(r.strings()));
+                    every = (every * 2).min(MAX_PUBLISH);
+                    next = std::time::Instant::now() + every;
+                }
                 if !progress(Progress {
                     bytes: cp.offset,
                     total_bytes,
@@ -1470,6 +1546,72 @@ mod tests {
                 }
             }
         }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// While a trace is indexed, the partial indexes published are the index of the rows
+    /// read so far: whole blocks, each device's segments those of the whole index up to the
+    /// last (still open) one, counts no larger; a view fed them and then the whole index
+    /// keeps its cursor, and the whole index is the one `build` gives.
+    #[test]
+    fn partial_indexes_are_prefixes_of_the_whole() {
+        use crate::{App, Key, Msg, TraceInfo, update};
+        let dir = scratch("partial");
+        let evs = trace(30_000);
+        let p = write(&dir, "t.mgt", &evs);
+        let mut got = Vec::new();
+        let mut send = |ix: TraceIndex| got.push(ix);
+        let whole = TraceIndex::build_publishing(
+            &p,
+            |_| true,
+            Some(Publish {
+                first: std::time::Duration::ZERO,
+                send: &mut send,
+            }),
+        )
+        .expect("index");
+        assert!(!whole.partial);
+        assert_eq!(whole, TraceIndex::build(&p, |_| true).expect("build"));
+        assert!(got.len() >= 5, "{} published", got.len());
+        for (k, part) in got.iter().enumerate() {
+            assert!(part.partial);
+            assert_eq!(part.rows, (k as u64 + 1) * BLOCK, "snapshot {k}");
+            assert_eq!(part.blocks[..], whole.blocks[..part.blocks.len()]);
+            for (d, w) in part.devices.iter().zip(&whole.devices) {
+                let (ps, ws) = (d.segs.all(), w.segs.all());
+                let n = ps.len() - 1;
+                assert_eq!(ps[..n], ws[..n], "{} snapshot {k}", d.facts.name);
+                assert_eq!(ps[n].t, ws[n].t, "the open segment's start");
+                for t in Tick::ALL {
+                    let (a, b) = (d.counts(t), w.counts(t));
+                    let sum = |c: &Counts| c.level(c.depth().saturating_sub(1)).iter().sum::<u32>();
+                    assert!(sum(a) <= sum(b));
+                }
+            }
+            // Rows of a partial index read back as the file's.
+            let r = part.rows - 3..part.rows;
+            let rows = part.read(r.clone()).expect("read");
+            assert_eq!(rows.len(), 3);
+            assert_eq!(rows[0].1, evs[r.start as usize]);
+        }
+        let info = TraceInfo {
+            name: "t.mgt".into(),
+            header: header(),
+            live: false,
+        };
+        let mut app = App::new(info, None);
+        update(&mut app, Msg::Index(std::sync::Arc::new(got[1].clone())));
+        serve_loads(&mut app);
+        for _ in 0..3 {
+            update(&mut app, Msg::Key(Key::PageDown));
+            serve_loads(&mut app);
+        }
+        let at = app.cursor;
+        assert!(at.is_some_and(|c| c > 0), "{at:?}");
+        update(&mut app, Msg::Index(std::sync::Arc::new(whole)));
+        serve_loads(&mut app);
+        assert_eq!(app.cursor, at, "the cursor stays where it was");
+        assert!(app.status.starts_with("indexed"), "{}", app.status);
         std::fs::remove_dir_all(&dir).ok();
     }
 
