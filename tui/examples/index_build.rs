@@ -23,7 +23,7 @@ fn main() {
         first_at.get_or_insert(t.elapsed().as_secs_f64());
         held = Some(ix);
     };
-    let publish = publishing.then(|| Publish {
+    let publish = publishing.then_some(Publish {
         first: FIRST_PUBLISH,
         send: &mut send,
     });
