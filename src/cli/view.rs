@@ -92,27 +92,49 @@ pub fn run_view(args: ViewArgs) -> i32 {
     )
 }
 
-/// Indexes the native trace `path` on its own thread for the view (`tx`): progress while it
-/// reads, then the index (or a note saying why not). Stops when the view is gone.
+/// Indexes the native trace `path` on its own thread for the view (`tx`): the index saved
+/// beside it (`T.mgt.idx`) when it is valid for the trace as it is, else progress while it
+/// reads, then the index (or a note saying why not), saved beside the trace for the next
+/// open. Stops when the view is gone.
 pub fn spawn_indexer(path: PathBuf, tx: std::sync::mpsc::SyncSender<tui::Msg>) {
     std::thread::spawn(move || {
         let mut last = std::time::Instant::now();
-        let r = tui::index::TraceIndex::build(&path, |p| {
-            if last.elapsed() < std::time::Duration::from_millis(200) {
-                return true;
-            }
-            last = std::time::Instant::now();
-            !matches!(
-                tx.try_send(tui::Msg::Indexing(p)),
-                Err(std::sync::mpsc::TrySendError::Disconnected(_))
-            )
-        });
-        let m = match r {
-            Ok(ix) => tui::Msg::Index(Arc::new(ix)),
-            Err(tui::index::IndexError::Cancelled) => return,
-            Err(e) => tui::Msg::Note(format!("cannot index the trace: {e}")),
+        // The overview of the rows read so far, while a long trace is indexed (dropped when
+        // the view has not taken the last one yet).
+        let partial = tx.clone();
+        let mut publish = move |ix: tui::index::TraceIndex| {
+            let _ = partial.try_send(tui::Msg::Index(Arc::new(ix)));
         };
-        let _ = tx.send(m);
+        let r = tui::index::TraceIndex::open_publishing(
+            &path,
+            |p| {
+                if last.elapsed() < std::time::Duration::from_millis(200) {
+                    return true;
+                }
+                last = std::time::Instant::now();
+                !matches!(
+                    tx.try_send(tui::Msg::Indexing(p)),
+                    Err(std::sync::mpsc::TrySendError::Disconnected(_))
+                )
+            },
+            Some(tui::index::Publish {
+                first: tui::index::FIRST_PUBLISH,
+                send: &mut publish,
+            }),
+        );
+        let (ix, how) = match r {
+            Ok(x) => x,
+            Err(tui::index::IndexError::Cancelled) => return,
+            Err(e) => {
+                let _ = tx.send(tui::Msg::Note(format!("cannot index the trace: {e}")));
+                return;
+            }
+        };
+        let _ = tx.send(tui::Msg::Index(Arc::new(ix)));
+        // The index still works when it cannot be saved for the next open: say why once.
+        if let tui::index::Opened::Built { saved: Err(e), .. } = how {
+            let _ = tx.send(tui::Msg::Note(e));
+        }
     });
 }
 

@@ -75,7 +75,9 @@ pub enum Msg {
     /// How far indexing the trace file got (before [`Msg::Index`]).
     Indexing(Progress),
     /// The trace file's index: the view draws from it and holds only a window of events
-    /// (asked for with [`Effect::Load`]). Events are not sent then.
+    /// (asked for with [`Effect::Load`]). Events are not sent then. While a long trace is
+    /// indexed, partial ones ([`TraceIndex::partial`]: the rows read so far) come first; each
+    /// later one keeps the cursor.
     Index(Arc<TraceIndex>),
     /// The rows an [`Effect::Load`] asked for, decoded from the file (with their lines).
     Window {
@@ -271,13 +273,25 @@ impl App {
     /// The index arrived: the lanes, segments and counts are its own from now on, the store
     /// a window of its rows.
     fn set_index(&mut self, ix: Arc<TraceIndex>) {
+        // A fuller index of the same file (the partial ones come while it is built): the
+        // cursor stays where the user put it.
+        let again = self.index.is_some();
+        let partial = ix.partial;
         self.store = Store::window(&ix, 0, &[]);
         self.index = Some(ix);
         self.loading = None;
         self.held = 0..0;
-        self.cursor = Some(0);
+        self.cursor = match self.cursor.filter(|_| again) {
+            Some(c) => Some(c.min(self.store.total.saturating_sub(1))),
+            None => Some(0),
+        };
         if self.auto_view {
             self.fit_view();
+        }
+        if partial {
+            // The progress notes say how far indexing got; the findings wait for the whole.
+            self.want_window();
+            return;
         }
         let truncated = self
             .index

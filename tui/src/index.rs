@@ -30,10 +30,15 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use migscope_core::model::{MigFlags, MigState};
-use migscope_core::trace::{Checkpoint, Event, EventKind, Header, NativeReader, TraceError};
+use migscope_core::trace::{
+    Checkpoint, Event, EventKind, EventRef, Header, KindRef, Name, NativeReader, TraceError,
+};
 use migscope_core::verify::{Options, SegKind, Verifier};
 
 use crate::store::{Device, Seg};
+
+pub mod sidecar;
+pub use sidecar::Stale;
 
 /// Events per block (checkpoint).
 pub const BLOCK: u64 = 4096;
@@ -41,6 +46,10 @@ pub const BLOCK: u64 = 4096;
 pub const BUCKETS: usize = 1 << 15;
 /// Notes (`lost`, `mark`) held; more are counted.
 pub const MAX_NOTES: usize = 100_000;
+/// When the first partial index is published while a long trace is indexed.
+pub const FIRST_PUBLISH: std::time::Duration = std::time::Duration::from_millis(500);
+/// The longest interval between two partial indexes (each is a copy of the index so far).
+pub const MAX_PUBLISH: std::time::Duration = std::time::Duration::from_secs(4);
 /// State segments per compressed chunk.
 const SEG_CHUNK: usize = 64;
 
@@ -89,9 +98,45 @@ impl Tick {
     pub const ALL: [Tick; 4] = [Tick::Dma, Tick::Irq, Tick::Data, Tick::Fsm];
 }
 
+/// The device a borrowed event is about, if it is about one ([`EventKind::dev`]).
+fn dev_of<'a>(k: &KindRef<'a>) -> Option<Name<'a>> {
+    match *k {
+        KindRef::Set { dev, .. }
+        | KindRef::Step { dev, .. }
+        | KindRef::SetDone { dev, .. }
+        | KindRef::Get { dev, .. }
+        | KindRef::Reset { dev, .. }
+        | KindRef::Dma { dev, .. }
+        | KindRef::Irq { dev, .. }
+        | KindRef::Data { dev, .. } => Some(dev),
+        KindRef::Map { .. } | KindRef::Unmap { .. } | KindRef::End => None,
+        KindRef::Owned(k) => k.dev().map(Name::text),
+    }
+}
+
 /// The device lane tick list an event belongs to (`None`: device declarations, and events
 /// about no device).
 pub fn tick(k: &EventKind) -> Option<Tick> {
+    tick_ref(&k.as_ref())
+}
+
+/// [`tick`] of a borrowed event (what the index pass reads).
+pub fn tick_ref(k: &KindRef<'_>) -> Option<Tick> {
+    Some(match k {
+        KindRef::Dma { .. } => Tick::Dma,
+        KindRef::Irq { .. } => Tick::Irq,
+        KindRef::Data { .. } => Tick::Data,
+        KindRef::Set { .. }
+        | KindRef::Step { .. }
+        | KindRef::SetDone { .. }
+        | KindRef::Get { .. }
+        | KindRef::Reset { .. } => Tick::Fsm,
+        KindRef::Map { .. } | KindRef::Unmap { .. } | KindRef::End => return None,
+        KindRef::Owned(k) => return tick_owned(k),
+    })
+}
+
+fn tick_owned(k: &EventKind) -> Option<Tick> {
     Some(match k {
         EventKind::Dma { .. } => Tick::Dma,
         // A bin is one tick: its `n` interrupts are in the verifier's counts (the stats pane).
@@ -407,6 +452,15 @@ impl SegList {
         (seg, hi > lo.max(1))
     }
 
+    /// A [`SegCursor`] over the list, for the cells of a lane left to right.
+    pub fn cursor(&self) -> SegCursor<'_> {
+        SegCursor {
+            list: self,
+            chunk: None,
+            buf: Vec::with_capacity(SEG_CHUNK),
+        }
+    }
+
     /// Every segment, in order (tests).
     pub fn all(&self) -> Vec<Seg> {
         let mut out = Vec::with_capacity(self.len);
@@ -416,6 +470,70 @@ impl SegList {
             out.append(&mut buf);
         }
         out
+    }
+}
+
+/// [`SegList::cell`] for cells asked in time order (a lane's cells left to right): the chunk
+/// decoded last is kept and the next one is searched for among the chunks after it, and a
+/// cell whose two ends fall in different chunks has a state change without decoding either
+/// (a chunk starts inside it). A frame decodes at most one chunk per cell, none for the
+/// cells of a zoomed-in view that share a chunk.
+pub struct SegCursor<'a> {
+    list: &'a SegList,
+    /// The chunk decoded in `buf`.
+    chunk: Option<usize>,
+    buf: Vec<Seg>,
+}
+
+impl SegCursor<'_> {
+    /// The chunk holding the segment in force at `t` (None: before the first), searched from
+    /// the chunk decoded last (`t` no earlier than the times asked before).
+    fn chunk_of(&self, t: u64) -> Option<usize> {
+        let ch = &self.list.chunks;
+        let from = self.chunk.filter(|&c| ch[c].0 <= t).unwrap_or(0);
+        if ch.get(from + 1).is_none_or(|x| x.0 > t) && ch.get(from).is_some_and(|x| x.0 <= t) {
+            return Some(from);
+        }
+        (from + ch[from..].partition_point(|x| x.0 <= t)).checked_sub(1)
+    }
+
+    fn decode(&mut self, c: usize) {
+        if self.chunk != Some(c) {
+            self.list.chunk(c, &mut self.buf);
+            self.chunk = Some(c);
+        }
+    }
+
+    /// The segment in force at `t`, and the index (in the whole list) of the first segment
+    /// starting after `t`.
+    fn at(&mut self, t: u64) -> (Option<Seg>, usize) {
+        let Some(c) = self.chunk_of(t) else {
+            return (None, 0);
+        };
+        self.decode(c);
+        let k = self.buf.partition_point(|s| s.t <= t);
+        (k.checked_sub(1).map(|k| self.buf[k]), c * SEG_CHUNK + k)
+    }
+
+    /// What [`SegList::cell`] answers, for cells asked left to right.
+    pub fn cell(&mut self, t0: u64, mid: u64, t1: u64) -> (Option<Seg>, bool) {
+        let (a, b) = (t0.saturating_sub(1), t1.saturating_sub(1));
+        // In time order, so that each search starts from the chunk found before.
+        let ca = self.chunk_of(a);
+        let (seg, _) = self.at(mid);
+        let cb = self.chunk_of(b);
+        let change = match (ca, cb) {
+            // A chunk (a segment) starts in (a, b], after the first chunk's first segment
+            // (the cell's segments are at least 2 when a chunk was before a).
+            (Some(x), Some(y)) if y > x => true,
+            (None, Some(y)) if y > 0 => true,
+            _ => {
+                let (_, lo) = self.at(a);
+                let (_, hi) = self.at(b);
+                hi > lo.max(1)
+            }
+        };
+        (seg, change)
     }
 }
 
@@ -492,6 +610,9 @@ pub struct TraceIndex {
     pub truncated_at: Option<u64>,
     /// Bytes of the file indexed.
     pub bytes: u64,
+    /// The index of the rows read so far while the pass goes on ([`TraceIndex::open_publishing`]:
+    /// the view draws it and gets a fuller one later); never saved.
+    pub partial: bool,
 }
 
 /// Builds the index (the state of one pass).
@@ -500,6 +621,11 @@ struct Builder {
     dev_ids: HashMap<String, usize>,
     ctx_ids: HashMap<String, usize>,
     timelines: Verifier,
+    /// Device index + 1 by the reader's string id of its name (0: not a device yet): the
+    /// pass finds a device without hashing its name.
+    by_id: Vec<u32>,
+    /// The same for contexts.
+    ctx_by_id: Vec<u32>,
     /// Per device: (start, row) of the open segments seen, oldest first, to give each closed
     /// segment the row of the event that began it.
     open: Vec<VecDeque<(u64, u64)>>,
@@ -517,6 +643,55 @@ impl Builder {
             maps: Counts::default(),
         });
         self.ctx_ids.insert(name.to_owned(), i);
+        i
+    }
+
+    /// [`Builder::ctx_id`] of a borrowed name, remembered by its id.
+    fn ctx_id_ref(&mut self, n: Name<'_>) -> usize {
+        if let Some(id) = n.id
+            && let Some(&i) = self.ctx_by_id.get(id as usize)
+            && i != 0
+        {
+            return i as usize - 1;
+        }
+        let i = self.ctx_id(n.text);
+        if let Some(id) = n.id {
+            let id = id as usize;
+            if self.ctx_by_id.len() <= id {
+                self.ctx_by_id.resize(id + 1, 0);
+            }
+            self.ctx_by_id[id] = i as u32 + 1;
+        }
+        i
+    }
+
+    /// The device's index if it was seen.
+    fn known(&self, n: Name<'_>) -> Option<usize> {
+        if let Some(id) = n.id
+            && let Some(&i) = self.by_id.get(id as usize)
+            && i != 0
+        {
+            return Some(i as usize - 1);
+        }
+        self.dev_ids.get(n.text).copied()
+    }
+
+    /// [`Builder::dev_id`] of a borrowed name, remembered by its id.
+    fn dev_id_ref(&mut self, n: Name<'_>) -> usize {
+        if let Some(id) = n.id
+            && let Some(&i) = self.by_id.get(id as usize)
+            && i != 0
+        {
+            return i as usize - 1;
+        }
+        let i = self.dev_id(n.text);
+        if let Some(id) = n.id {
+            let id = id as usize;
+            if self.by_id.len() <= id {
+                self.by_id.resize(id + 1, 0);
+            }
+            self.by_id[id] = i as u32 + 1;
+        }
         i
     }
 
@@ -601,7 +776,7 @@ impl Builder {
         self.ix.buckets.of(t)
     }
 
-    fn event(&mut self, row: u64, line: u64, e: &Event) {
+    fn event(&mut self, row: u64, line: u64, e: EventRef<'_>) {
         let t = e.t;
         if self.ix.first_t.is_none() {
             self.ix.first_t = Some(t);
@@ -612,45 +787,49 @@ impl Builder {
             };
         }
         self.ix.last_t = t;
+        let tk = tick_ref(&e.kind);
+        let dev = dev_of(&e.kind);
         // The timelines change on the events that shape the lanes only (DeviceTimeline::feed
         // ignores evidence, data and maps), and on a device's first appearance (its timeline
         // starts there): the verifier's rules on evidence are not needed here (the session's
         // verifier judges), and windowed evidence is judged against every past quiesce.
-        let first_seen = e.kind.dev().is_some_and(|n| !self.dev_ids.contains_key(n));
-        if first_seen
-            || !matches!(tick(&e.kind), Some(Tick::Dma | Tick::Irq | Tick::Data))
-                && !matches!(
-                    e.kind,
-                    EventKind::Map { .. } | EventKind::Unmap { .. } | EventKind::Mark { .. }
-                )
-        {
-            drop(self.timelines.push(line, e));
+        let first_seen = dev.is_some_and(|n| self.known(n).is_none());
+        let shapes = match e.kind {
+            KindRef::Map { .. } | KindRef::Unmap { .. } => false,
+            KindRef::Owned(EventKind::Mark { .. }) => false,
+            _ => !matches!(tk, Some(Tick::Dma | Tick::Irq | Tick::Data)),
+        };
+        if first_seen || shapes {
+            drop(self.timelines.push_ref(line, e));
         }
         let b = self.bucket(t);
-        match &e.kind {
-            EventKind::Device { .. } => self.declare(&e.kind),
-            EventKind::Map { ctx, .. } | EventKind::Unmap { ctx, .. } => {
-                let c = self.ctx_id(ctx);
+        match e.kind {
+            KindRef::Owned(k @ EventKind::Device { .. }) => self.declare(k),
+            KindRef::Map { ctx, .. } | KindRef::Unmap { ctx, .. } => {
+                let c = self.ctx_id_ref(ctx);
                 self.ix.ctxs[c].maps.add(b);
             }
-            EventKind::Lost { n, .. } => {
+            KindRef::Owned(EventKind::Lost { n, .. }) => {
                 self.ix.lost = self.ix.lost.saturating_add(*n);
                 self.note(t, row, true);
             }
-            EventKind::Mark { .. } => self.note(t, row, false),
-            EventKind::End => self.ix.end_seen = true,
-            k => {
-                if let (Some(n), Some(tk)) = (k.dev(), tick(k)) {
-                    let i = self.dev_id(n);
+            KindRef::Owned(EventKind::Mark { .. }) => self.note(t, row, false),
+            KindRef::End => self.ix.end_seen = true,
+            _ => {
+                if let (Some(n), Some(tk)) = (dev, tk) {
+                    let i = self.dev_id_ref(n);
                     self.ix.devices[i].counts[tk as usize].add(b);
                 }
             }
         }
         // Segments change on the events that shape the lanes only.
-        if matches!(tick(&e.kind), Some(Tick::Fsm))
-            || matches!(e.kind, EventKind::Device { .. } | EventKind::End)
+        if matches!(tk, Some(Tick::Fsm))
+            || matches!(
+                e.kind,
+                KindRef::Owned(EventKind::Device { .. }) | KindRef::End
+            )
         {
-            self.sync(&e.kind, t, row);
+            self.sync(dev, t, row);
         }
     }
 
@@ -664,10 +843,13 @@ impl Builder {
 
     /// Records the open segment's start row of the devices the event touched and moves the
     /// segments the core's timelines closed into the lanes.
-    fn sync(&mut self, k: &EventKind, t: u64, row: u64) {
-        let touched: Vec<usize> = match k.dev() {
-            Some(n) => vec![self.dev_id(n)],
-            None => (0..self.ix.devices.len()).collect(),
+    fn sync(&mut self, dev: Option<Name<'_>>, t: u64, row: u64) {
+        let touched = match dev {
+            Some(n) => {
+                let i = self.dev_id_ref(n);
+                i..i + 1
+            }
+            None => 0..self.ix.devices.len(),
         };
         for i in touched {
             let name = &self.ix.devices[i].facts.name;
@@ -706,6 +888,36 @@ impl Builder {
         });
     }
 
+    /// The index of the rows so far (`strings`: the reader's table now): the open segments
+    /// closed at the last event, the counts' levels built, on a copy.
+    fn snapshot(&self, strings: &[String]) -> TraceIndex {
+        let mut ix = self.ix.clone();
+        ix.partial = true;
+        ix.strings = strings.to_vec();
+        for (name, s) in self.timelines.open_segments() {
+            if let Some(&i) = self.dev_ids.get(name) {
+                // The row `close` would give it: the first open start equal to its start.
+                let row = self.open[i]
+                    .iter()
+                    .find(|&&(st, _)| st >= s.start)
+                    .filter(|&&(st, _)| st == s.start)
+                    .map(|&(_, r)| r);
+                ix.devices[i].segs.push(Seg {
+                    t: s.start,
+                    what: s.what,
+                    row,
+                });
+            }
+        }
+        for d in &mut ix.devices {
+            d.counts.iter_mut().for_each(Counts::finish);
+        }
+        for c in &mut ix.ctxs {
+            c.maps.finish();
+        }
+        ix
+    }
+
     fn finish(mut self) -> TraceIndex {
         let open: Vec<(String, migscope_core::verify::Segment)> = self
             .timelines
@@ -733,13 +945,127 @@ fn open_file(path: &Path) -> Result<File, IndexError> {
     })
 }
 
+/// Where [`TraceIndex::build_publishing`] hands the partial indexes.
+pub struct Publish<'a> {
+    /// When the first one is due ([`FIRST_PUBLISH`] for a view).
+    pub first: std::time::Duration,
+    pub send: &'a mut dyn FnMut(TraceIndex),
+}
+
+/// Where [`TraceIndex::open`] got the index from.
+#[derive(Debug)]
+pub enum Opened {
+    /// The sidecar saved beside the trace (`T.mgt.idx`), valid for the trace as it is.
+    Loaded(PathBuf),
+    /// Built from the trace (why the sidecar was not used), then saved beside it (or why not).
+    Built {
+        stale: Stale,
+        saved: Result<PathBuf, String>,
+    },
+}
+
 impl TraceIndex {
+    /// An index of nothing yet, for the trace at `path` with `header`.
+    fn empty(path: &Path, header: Header) -> TraceIndex {
+        TraceIndex {
+            name: path.display().to_string(),
+            path: path.to_owned(),
+            header,
+            blocks: Vec::new(),
+            strings: Vec::new(),
+            devices: Vec::new(),
+            ctxs: Vec::new(),
+            buckets: Buckets {
+                origin: 0,
+                width: 1_000,
+            },
+            rows: 0,
+            first_t: None,
+            last_t: 0,
+            lost: 0,
+            end_seen: false,
+            notes: Vec::new(),
+            notes_dropped: 0,
+            truncated_at: None,
+            bytes: 0,
+            partial: false,
+        }
+    }
+
+    /// The index of the native trace at `path`: the one saved beside it when it was saved for
+    /// the trace as it is now (sidecar module), otherwise built in one pass ([`build`]) and
+    /// saved there for the next open. A sidecar that cannot be saved (a read-only directory)
+    /// is no error: the index is returned and [`Opened::Built`] says why.
+    ///
+    /// [`build`]: TraceIndex::build
+    pub fn open(
+        path: &Path,
+        progress: impl FnMut(Progress) -> bool,
+    ) -> Result<(TraceIndex, Opened), IndexError> {
+        TraceIndex::open_publishing(path, progress, None)
+    }
+
+    /// [`TraceIndex::open`], publishing the partial index while it is built
+    /// ([`TraceIndex::build_publishing`]).
+    pub fn open_publishing(
+        path: &Path,
+        progress: impl FnMut(Progress) -> bool,
+        publish: Option<Publish<'_>>,
+    ) -> Result<(TraceIndex, Opened), IndexError> {
+        let name = path.display().to_string();
+        let f = open_file(path)?;
+        let mut input = BufReader::with_capacity(1 << 12, f);
+        let first = io::BufRead::fill_buf(&mut input)
+            .map_err(|source| IndexError::Open {
+                file: name.clone(),
+                source,
+            })?
+            .first()
+            .copied();
+        if first != Some(migscope_core::trace::native::MAGIC[0]) {
+            return Err(IndexError::NotNative { file: name });
+        }
+        let header = NativeReader::new(&name, input)?.header().clone();
+        let stale = match sidecar::load(path, TraceIndex::empty(path, header)) {
+            Ok(ix) => return Ok((ix, Opened::Loaded(sidecar::path_of(path)))),
+            Err(s) => s,
+        };
+        let before = sidecar::Fingerprint::of(path).map_err(|source| IndexError::Open {
+            file: name.clone(),
+            source,
+        })?;
+        let ix = TraceIndex::build_publishing(path, progress, publish)?;
+        // A file that changed while it was read (a recording still writing it) is indexed as
+        // read, but its index is not saved: it would describe no version of the file.
+        let saved = match sidecar::Fingerprint::of(path) {
+            Ok(after) if after == before && ix.bytes <= before.len => sidecar::save(&ix, &before),
+            Ok(_) => Err(format!(
+                "{name}: the file changed while it was indexed: index not saved"
+            )),
+            Err(e) => Err(format!("{name}: {e}")),
+        };
+        Ok((ix, Opened::Built { stale, saved }))
+    }
+
     /// Indexes the native trace at `path` in one pass; `progress` is told how far it got
     /// every block and stops the pass by returning false.
     pub fn build(
         path: &Path,
-        mut progress: impl FnMut(Progress) -> bool,
+        progress: impl FnMut(Progress) -> bool,
     ) -> Result<TraceIndex, IndexError> {
+        TraceIndex::build_publishing(path, progress, None)
+    }
+
+    /// [`TraceIndex::build`], handing `publish` the index of the rows read so far now and
+    /// then (after [`FIRST_PUBLISH`], then at intervals doubling up to [`MAX_PUBLISH`]: a copy
+    /// of the index each time), so that a view can draw the overview while the pass goes on.
+    pub fn build_publishing(
+        path: &Path,
+        mut progress: impl FnMut(Progress) -> bool,
+        mut publish: Option<Publish<'_>>,
+    ) -> Result<TraceIndex, IndexError> {
+        let mut every = publish.as_ref().map_or(FIRST_PUBLISH, |p| p.first);
+        let mut next = std::time::Instant::now() + every;
         let name = path.display().to_string();
         let f = open_file(path)?;
         let total_bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -759,38 +1085,29 @@ impl TraceIndex {
         let mut timelines = Verifier::new(&header, Options::default());
         timelines.keep_segments();
         let mut b = Builder {
-            ix: TraceIndex {
-                name: name.clone(),
-                path: path.to_owned(),
-                header,
-                blocks: Vec::new(),
-                strings: Vec::new(),
-                devices: Vec::new(),
-                ctxs: Vec::new(),
-                buckets: Buckets {
-                    origin: 0,
-                    width: 1_000,
-                },
-                rows: 0,
-                first_t: None,
-                last_t: 0,
-                lost: 0,
-                end_seen: false,
-                notes: Vec::new(),
-                notes_dropped: 0,
-                truncated_at: None,
-                bytes: 0,
-            },
+            ix: TraceIndex::empty(path, header),
             dev_ids: HashMap::new(),
             ctx_ids: HashMap::new(),
             timelines,
+            by_id: Vec::new(),
+            ctx_by_id: Vec::new(),
             open: Vec::new(),
         };
         let mut cp = r.checkpoint();
-        while let Some(x) = r.next_event() {
-            let (line, e) = x?;
+        // Borrowed events (names by the reader's string ids: nothing copied per event).
+        while let Some(x) = r.next_line() {
+            let line = x?;
+            let e = r.current();
             let row = line - 2;
             if row >= b.ix.blocks.len() as u64 * BLOCK {
+                if let Some(p) = publish.as_mut()
+                    && row > 0
+                    && std::time::Instant::now() >= next
+                {
+                    (p.send)(b.snapshot(r.strings()));
+                    every = (every * 2).min(MAX_PUBLISH);
+                    next = std::time::Instant::now() + every;
+                }
                 if !progress(Progress {
                     bytes: cp.offset,
                     total_bytes,
@@ -807,9 +1124,8 @@ impl TraceIndex {
             if let Some(bl) = b.ix.blocks.last_mut() {
                 bl.t1 = e.t;
             }
-            b.event(row, line, &e);
+            b.event(row, line, e);
             b.ix.rows = row + 1;
-            r.recycle(e);
             cp = r.checkpoint();
         }
         // Skipped records after the last event still count as rows.
@@ -1192,6 +1508,199 @@ mod tests {
             assert_eq!(at, Some(got[12]));
             assert!(!change || got[13].t <= got[12].t + 3);
         }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The cursor a frame sweeps a lane's cells with answers what the per-cell search does,
+    /// at every zoom: cells much wider than a chunk, about one chunk, and narrower than a
+    /// segment.
+    #[test]
+    fn the_cells_cursor_answers_as_the_search() {
+        let dir = scratch("cursor");
+        let evs = trace(40_000);
+        let p = write(&dir, "t.mgt", &evs);
+        let ix = TraceIndex::build(&p, |_| true).expect("index");
+        let (first, last) = (ix.first_t.expect("events"), ix.last_t);
+        let mut buf = Vec::new();
+        for d in &ix.devices {
+            assert!(d.segs.len() > 3 * SEG_CHUNK, "{} segments", d.segs.len());
+            let segs = d.segs.all();
+            for (v0, span, w) in [
+                (0, last + 1000, 200u64),
+                (first, (last - first) / 7, 150),
+                (segs[100].t - 3, segs[130].t - segs[100].t, 160),
+                (segs[200].t - 500, 1_000, 37),
+                (last - 5_000, 20_000, 80),
+            ] {
+                let mut cur = d.segs.cursor();
+                for i in 0..w {
+                    let t0 = v0 + span * i / w;
+                    let t1 = (v0 + span * (i + 1) / w).max(t0 + 1);
+                    let mid = t0 + (t1 - t0) / 2;
+                    assert_eq!(
+                        cur.cell(t0, mid, t1),
+                        d.segs.cell(t0, mid, t1, &mut buf),
+                        "{} cell {i} of {w} from {v0} over {span}",
+                        d.facts.name
+                    );
+                }
+            }
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// While a trace is indexed, the partial indexes published are the index of the rows
+    /// read so far: whole blocks, each device's segments those of the whole index up to the
+    /// last (still open) one, counts no larger; a view fed them and then the whole index
+    /// keeps its cursor, and the whole index is the one `build` gives.
+    #[test]
+    fn partial_indexes_are_prefixes_of_the_whole() {
+        use crate::{App, Key, Msg, TraceInfo, update};
+        let dir = scratch("partial");
+        let evs = trace(30_000);
+        let p = write(&dir, "t.mgt", &evs);
+        let mut got = Vec::new();
+        let mut send = |ix: TraceIndex| got.push(ix);
+        let whole = TraceIndex::build_publishing(
+            &p,
+            |_| true,
+            Some(Publish {
+                first: std::time::Duration::ZERO,
+                send: &mut send,
+            }),
+        )
+        .expect("index");
+        assert!(!whole.partial);
+        assert_eq!(whole, TraceIndex::build(&p, |_| true).expect("build"));
+        assert!(got.len() >= 5, "{} published", got.len());
+        for (k, part) in got.iter().enumerate() {
+            assert!(part.partial);
+            assert_eq!(part.rows, (k as u64 + 1) * BLOCK, "snapshot {k}");
+            assert_eq!(part.blocks[..], whole.blocks[..part.blocks.len()]);
+            for (d, w) in part.devices.iter().zip(&whole.devices) {
+                let (ps, ws) = (d.segs.all(), w.segs.all());
+                let n = ps.len() - 1;
+                assert_eq!(ps[..n], ws[..n], "{} snapshot {k}", d.facts.name);
+                assert_eq!(ps[n].t, ws[n].t, "the open segment's start");
+                for t in Tick::ALL {
+                    let (a, b) = (d.counts(t), w.counts(t));
+                    let sum = |c: &Counts| c.level(c.depth().saturating_sub(1)).iter().sum::<u32>();
+                    assert!(sum(a) <= sum(b));
+                }
+            }
+            // Rows of a partial index read back as the file's.
+            let r = part.rows - 3..part.rows;
+            let rows = part.read(r.clone()).expect("read");
+            assert_eq!(rows.len(), 3);
+            assert_eq!(rows[0].1, evs[r.start as usize]);
+        }
+        let info = TraceInfo {
+            name: "t.mgt".into(),
+            header: header(),
+            live: false,
+        };
+        let mut app = App::new(info, None);
+        update(&mut app, Msg::Index(std::sync::Arc::new(got[1].clone())));
+        serve_loads(&mut app);
+        for _ in 0..3 {
+            update(&mut app, Msg::Key(Key::PageDown));
+            serve_loads(&mut app);
+        }
+        let at = app.cursor;
+        assert!(at.is_some_and(|c| c > 0), "{at:?}");
+        update(&mut app, Msg::Index(std::sync::Arc::new(whole)));
+        serve_loads(&mut app);
+        assert_eq!(app.cursor, at, "the cursor stays where it was");
+        assert!(app.status.starts_with("indexed"), "{}", app.status);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The index saved beside its trace loads back equal to the one built; a sidecar of
+    /// another version, of other contents of the trace, cut short or with a flipped byte is
+    /// not trusted (rebuilt and saved again); one that cannot be saved is no error.
+    #[test]
+    fn the_saved_index_is_used_only_for_the_trace_it_was_saved_for() {
+        let dir = scratch("sidecar");
+        let evs = trace(20_000);
+        let p = write(&dir, "t.mgt", &evs);
+        let side = sidecar::path_of(&p);
+        assert_eq!(side, dir.join("t.mgt.idx"));
+        let (built, how) = TraceIndex::open(&p, |_| true).expect("open");
+        assert!(
+            matches!(&how, Opened::Built { stale: Stale::Missing, saved: Ok(s) } if *s == side),
+            "{how:?}"
+        );
+        assert_eq!(built, TraceIndex::build(&p, |_| true).expect("build"));
+        let (loaded, how) = TraceIndex::open(&p, |_| panic!("not built again")).expect("open");
+        assert!(matches!(how, Opened::Loaded(_)), "{how:?}");
+        assert_eq!(loaded, built);
+        let good = std::fs::read(&side).expect("sidecar");
+        let rebuilt = |bytes: &[u8], want: fn(&Stale) -> bool| {
+            std::fs::write(&side, bytes).expect("write");
+            let (ix, how) = TraceIndex::open(&p, |_| true).expect("open");
+            match &how {
+                Opened::Built {
+                    stale,
+                    saved: Ok(_),
+                } if want(stale) => {}
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(ix, built);
+            assert_eq!(std::fs::read(&side).expect("saved again"), good);
+        };
+        // Another version.
+        let mut b = good.clone();
+        b[sidecar::MAGIC.len()] ^= 0xff;
+        rebuilt(&b, |s| *s == Stale::Foreign);
+        // Not an index at all.
+        rebuilt(b"{\"migscope_trace\":1}\n", |s| *s == Stale::Foreign);
+        // Cut short, a flipped byte in the middle.
+        rebuilt(&good[..good.len() / 2], |s| matches!(s, Stale::Damaged(_)));
+        let mut b = good.clone();
+        let mid = b.len() / 2;
+        b[mid] ^= 1;
+        rebuilt(&b, |s| matches!(s, Stale::Damaged(_)));
+        // The trace rewritten with other events of the same length: its fingerprint differs.
+        let mut bytes = std::fs::read(&p).expect("trace");
+        let last = bytes.len() - 20;
+        bytes[last] ^= 0x01;
+        let q = dir.join("u.mgt");
+        std::fs::write(&q, &bytes).expect("write");
+        std::fs::copy(&side, sidecar::path_of(&q)).expect("copy");
+        match TraceIndex::open(&q, |_| true) {
+            Ok((
+                _,
+                Opened::Built {
+                    stale: Stale::OtherTrace,
+                    ..
+                },
+            ))
+            | Err(_) => {}
+            Ok((_, how)) => panic!("{how:?}"),
+        }
+        // A trace grown since (a longer recording under the same name).
+        let longer = write(&dir, "t.mgt", &trace(21_000));
+        let (ix, how) = TraceIndex::open(&longer, |_| true).expect("open");
+        assert!(
+            matches!(
+                how,
+                Opened::Built {
+                    stale: Stale::OtherTrace,
+                    ..
+                }
+            ),
+            "{how:?}"
+        );
+        assert_eq!(ix, TraceIndex::build(&longer, |_| true).expect("build"));
+        // A directory the sidecar cannot be written to: the index still opens.
+        std::fs::remove_file(&side).expect("rm");
+        std::fs::create_dir(&side).expect("a directory where the sidecar goes");
+        let (ix, how) = TraceIndex::open(&longer, |_| true).expect("open");
+        assert!(
+            matches!(&how, Opened::Built { saved: Err(e), .. } if e.contains("t.mgt.idx")),
+            "{how:?}"
+        );
+        assert!(ix.rows >= 21_000, "{} rows", ix.rows);
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -218,14 +218,14 @@ fn draw_lane(buf: &mut Buffer, app: &App, dv: &Device, d: usize, x0: u16, y: u16
     // its ticks are the index's counts unless the window holds the whole view.
     let ixd = app.index.as_deref().and_then(|ix| ix.devices.get(d));
     let counts = summaries(app).and_then(|ix| ix.devices.get(d).map(|x| (ix, x)));
-    let mut segbuf = Vec::new();
+    let mut segs = ixd.map(|x| x.segs.cursor());
     // Pass 1: each cell's glyph, whether it is a mark (tick or boundary), its segment.
     let mut cells: Vec<(char, Style, bool, Option<Seg>)> = Vec::with_capacity(w as usize);
     for i in 0..w {
         let (t0, t1) = cell_range(app.view_start, app.view_span, w, i);
         let mid = t0 + (t1 - t0) / 2;
-        let (seg, boundary) = match ixd {
-            Some(x) => x.segs.cell(t0, mid, t1, &mut segbuf),
+        let (seg, boundary) = match segs.as_mut() {
+            Some(cur) => cur.cell(t0, mid, t1),
             None => {
                 let seg = dv
                     .segs
