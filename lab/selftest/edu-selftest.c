@@ -5,8 +5,8 @@
  * (BAR0 not mmappable, DMA drained on RUNNING -> RUNNING_P2P, DMA starts held while quiesced
  * and released on RUNNING, STOP_COPY/RESUMING stream) and prints one line per check.
  * Usage: edu-selftest [--run-ms MS] BDF
- * --run-ms keeps the device RUNNING for MS ms once MSI and the DMA map are set up, before the
- * first transfer (edu-mig's storm=N raises its interrupts then), and prints how many reached
+ * --run-ms keeps the device RUNNING for MS ms once MSI and the DMA map are set up (after a GET
+ * of its state: RUNNING), before the first transfer (edu-mig's storm=N raises its interrupts then), and prints how many reached
  * the eventfd.
  *
  * A second mode stands in for a VMM that already holds its devices when a tracer attaches
@@ -359,6 +359,8 @@ int main(int argc, char **argv)
 	if (run_ms) {
 		uint64_t before = 0;
 
+		/* What a VMM knows before it runs the device: a tracer learns it from this GET. */
+		CHECK(get_state() == VFIO_DEVICE_STATE_RUNNING, "GET reports RUNNING before the run");
 		t0 = now_ms();
 		usleep(run_ms * 1000);
 		if (efd >= 0 && read(efd, &before, 8) != 8)

@@ -86,8 +86,8 @@ pub struct ScenarioResult {
     pub tui_frame_p99_ms: Option<f64>,
     /// drive-memory: one summary line per binary (`rss BIN secs=.. first=.. last=.. hwm=..`).
     pub memory: Vec<String>,
-    /// The storm scenarios: interrupts per second while RUNNING, each trace's growth.
-    pub storm: Option<storm::Measure>,
+    /// The storm scenarios: per trace, interrupts per second while RUNNING and its growth.
+    pub storm: Vec<storm::TraceMeasure>,
 }
 
 /// Fetches and builds everything the VM needs; returns the pieces (used by lab and demo).
@@ -868,7 +868,7 @@ fn storm_problems(dir: &Path, dmesg: &str, r: &mut ScenarioResult) {
         ));
     }
     match storm::measure(dir) {
-        Ok(m) => r.storm = Some(m),
+        Ok(m) => r.storm = m,
         Err(e) => r.problems.push(format!("storm: {e}")),
     }
 }
@@ -2006,24 +2006,21 @@ pub fn print_table(results: &[ScenarioResult]) {
         if let (Some(n), Some(p99)) = (r.tui_frames, r.tui_frame_p99_ms) {
             println!("    tui: {n} frames drawn, p99 {p99:.2} ms");
         }
-        if let Some(m) = &r.storm {
+        for t in &r.storm {
             println!(
-                "    storm: {} MSI/s over {:.0} ms RUNNING",
-                m.msi_per_s, m.window_ms
+                "    storm run {}: {:<16} {:<6} {:<7} {:>6} MSI/s over {:>5.0} ms: {:>8} B/s, lost {}, irq_bin {}, irq {}, interrupts {}",
+                t.run,
+                t.file,
+                t.format,
+                t.detail,
+                t.msi_per_s,
+                t.window_ms,
+                t.bytes_per_s,
+                t.lost,
+                t.irq_bins,
+                t.irq,
+                t.interrupts
             );
-            for t in &m.traces {
-                println!(
-                    "    storm: {:<16} {:<6} {:<7} {:>9} B/s  lost {:>6}  irq_bin {:>5}  irq {:>7}  interrupts {:>7}",
-                    t.file,
-                    t.format,
-                    t.detail,
-                    t.bytes_per_s,
-                    t.lost,
-                    t.irq_bins,
-                    t.irq,
-                    t.interrupts
-                );
-            }
         }
         for p in &r.problems {
             println!("    !! {p}");

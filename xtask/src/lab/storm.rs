@@ -17,8 +17,10 @@ enum Kind {
     Irq,
     /// An `irq_bin` of `n` interrupts.
     Bin(u64),
-    /// A quiescing or any other SET request began.
+    /// A SET request began.
     Set,
+    /// A GET returned.
+    Get,
     /// `n` events were lost.
     Lost(u64),
     Other,
@@ -45,6 +47,7 @@ impl TraceStats {
             EventKind::Irq { .. } => Kind::Irq,
             EventKind::IrqBin { n, .. } => Kind::Bin(*n),
             EventKind::Set { .. } => Kind::Set,
+            EventKind::Get { .. } => Kind::Get,
             EventKind::Lost { n, .. } => Kind::Lost(*n),
             _ => Kind::Other,
         };
@@ -124,22 +127,33 @@ impl TraceStats {
             .sum()
     }
 
-    /// While the storm ran with the device RUNNING: from the first interrupt to the first SET.
+    /// While the storm ran with the device RUNNING and the recorder knew it: from the first
+    /// interrupt, or the GET before the first SET when it came later (a device is binned only
+    /// once a GET or SET showed it DMA-allowed), to the first SET.
     pub fn running_window(&self) -> Option<(u64, u64)> {
-        let first = |f: fn(Kind) -> bool| self.events.iter().find(|e| f(e.1)).map(|e| e.0);
-        let t0 = first(|k| matches!(k, Kind::Irq | Kind::Bin(_)))?;
-        let t1 = first(|k| matches!(k, Kind::Set))?;
+        let t1 = self.events.iter().find(|e| e.1 == Kind::Set)?.0;
+        let before =
+            |k: fn(Kind) -> bool| self.events.iter().find(|e| e.0 < t1 && k(e.1)).map(|e| e.0);
+        let t0 = before(|k| matches!(k, Kind::Irq | Kind::Bin(_)))?;
+        let t0 = before(|k| k == Kind::Get).map_or(t0, |g| g.max(t0));
         (t1 > t0).then_some((t0, t1))
     }
 }
 
-/// One recorder's trace of a storm run, measured over the RUNNING window.
+/// One recorder's trace of a storm run, measured over its own RUNNING window.
 #[derive(Clone, Debug, Serialize)]
 pub struct TraceMeasure {
     pub file: String,
     pub format: &'static str,
     /// `quiesce` (bins while the device may DMA) or `all`.
     pub detail: &'static str,
+    /// Which self-test run it recorded: 1 beside the full-detail recorders (the judged run), 2
+    /// with binned recorders alone.
+    pub run: u8,
+    /// Its RUNNING window ([`TraceStats::running_window`]), in ms.
+    pub window_ms: f64,
+    /// Interrupts per second in the window (each `irq`, each `irq_bin`'s `n`).
+    pub msi_per_s: u64,
     /// Bytes its events in the window take in the file, per second of the window.
     pub bytes_per_s: u64,
     pub events_in_window: u64,
@@ -150,55 +164,38 @@ pub struct TraceMeasure {
     pub file_bytes: u64,
 }
 
-/// A storm run measured from its traces.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Measure {
-    /// The RUNNING window (first interrupt to the first SET) of the full-detail trace, in ms.
-    pub window_ms: f64,
-    /// Interrupts per second in that window, by the full-detail trace's `irq` events.
-    pub msi_per_s: u64,
-    pub traces: Vec<TraceMeasure>,
-}
-
-/// The traces of a storm run: file, format, detail.
-pub const TRACES: &[(&str, &str, &str)] = &[
-    ("trace.jsonl", "jsonl", "quiesce"),
-    ("storm-bins.mst", "native", "quiesce"),
-    ("trace-all.mst", "native", "all"),
-    ("storm-all.jsonl", "jsonl", "all"),
+/// The traces of a storm run: file, format, detail, self-test run.
+pub const TRACES: &[(&str, &str, &str, u8)] = &[
+    ("trace.jsonl", "jsonl", "quiesce", 1),
+    ("trace-all.mst", "native", "all", 1),
+    ("storm-all.jsonl", "jsonl", "all", 1),
+    ("storm-bins.jsonl", "jsonl", "quiesce", 2),
+    ("storm-bins.mst", "native", "quiesce", 2),
 ];
 
-/// Measures every storm trace in `dir` over the full-detail trace's RUNNING window.
-pub fn measure(dir: &Path) -> Result<Measure, String> {
-    let all = TraceStats::read(&dir.join("trace-all.mst"))?;
-    let (t0, t1) = all.running_window().ok_or(
-        "trace-all.mst: no interrupt before the first SET: the storm never ran while RUNNING",
-    )?;
-    let secs = (t1 - t0) as f64 / 1e9;
-    let mut m = Measure {
-        window_ms: (t1 - t0) as f64 / 1e6,
-        msi_per_s: (all.interrupts_in(t0, t1) as f64 / secs) as u64,
-        traces: Vec::new(),
-    };
-    for (file, format, detail) in TRACES {
+/// Measures every storm trace in `dir`, each over its own RUNNING window.
+pub fn measure(dir: &Path) -> Result<Vec<TraceMeasure>, String> {
+    let mut out = Vec::new();
+    for (file, format, detail, run) in TRACES {
         let p = dir.join(file);
         if !p.exists() {
             continue;
         }
-        let read;
-        let s = if *file == "trace-all.mst" {
-            &all
-        } else {
-            read = TraceStats::read(&p)?;
-            &read
-        };
+        let s = TraceStats::read(&p)?;
+        let (t0, t1) = s.running_window().ok_or_else(|| {
+            format!("{file}: no interrupt before the first SET: the storm never ran while RUNNING")
+        })?;
+        let secs = (t1 - t0) as f64 / 1e9;
         let (n, b) = s
             .in_window(t0, t1)
             .fold((0, 0), |(n, b), e| (n + 1, b + e.2));
-        m.traces.push(TraceMeasure {
+        out.push(TraceMeasure {
             file: (*file).to_owned(),
             format,
             detail,
+            run: *run,
+            window_ms: (t1 - t0) as f64 / 1e6,
+            msi_per_s: (s.interrupts_in(t0, t1) as f64 / secs) as u64,
             bytes_per_s: (b as f64 / secs) as u64,
             events_in_window: n,
             irq_bins: s.bins(),
@@ -208,7 +205,7 @@ pub fn measure(dir: &Path) -> Result<Measure, String> {
             file_bytes: s.bytes,
         });
     }
-    Ok(m)
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -306,6 +303,28 @@ mod tests {
             assert_eq!((bins.irq(), bins.bins(), bins.interrupts()), (1, 10, 501));
             assert_eq!(bins.largest_bin(), 50);
         }
+    }
+
+    #[test]
+    fn the_running_window_starts_at_the_get_that_showed_the_device_running() {
+        let mut events = storm(false);
+        let get = EventKind::Get {
+            dev: DEV.into(),
+            state: MigState::Running,
+        };
+        events.insert(
+            3,
+            Event {
+                t: 1_250_000_000,
+                pid: None,
+                kind: get,
+            },
+        );
+        let path = std::env::temp_dir().join(format!("migscope-storm-get-{}", std::process::id()));
+        fs::write(&path, written(true, &events)).unwrap();
+        let s = TraceStats::read(&path).unwrap();
+        fs::remove_file(&path).unwrap();
+        assert_eq!(s.running_window(), Some((1_250_000_000, 2_000_000_000)));
     }
 
     #[test]
