@@ -21,7 +21,8 @@
  *  - VFIO_DEVICE_RESET returns the device to RUNNING.
  * storm=N adds an interrupt storm: a kthread per open device raises up to N interrupts a second
  * (writes to 0x60) while the device may DMA (RUNNING, PRE_COPY); quiescing stops it and waits
- * until its last interrupt was handled, running again restarts it.
+ * until its last interrupt was handled, running again restarts it (bug=irq_in_stop adds a
+ * burst of it in the arc into STOP).
  * bug= makes it misbehave like real drivers can: early_p2p, irq_in_stop, fail_p2p, no_steps,
  * late_dma, accept_corrupt, swap_addr; and (issue 14) fw_crash, fail_stopcopy, late_flush,
  * precopy_lie, echo_flags, size_lie, stale_fd, lost_reset, slow_arc, async_state, dirty_miss.
@@ -764,6 +765,38 @@ static void edu_storm_stop(struct edu_mig_dev *edev)
 		 settled ? "" : " (fewer handled than raised: coalesced in the APIC?)");
 }
 
+/*
+ * bug=irq_in_stop with storm=N: the storm goes on in STOP for 10 ms worth of it (N/100
+ * interrupts, at least one), raised in this arc (caller holds memory_lock: the thread is
+ * between batches), and the arc returns only once they were handled and the vector was quiet
+ * for EDU_STORM_QUIET_US. So every one of them lands strictly inside the SET to STOP, from
+ * RUNNING_P2P: after the quiesce, and away from any SET's entry or return. (A storm left
+ * running across the SET back to RUNNING would put interrupts microseconds from that SET's
+ * entry, where two recorders' own clock reads of it disagree on which side they fall: a lab
+ * run counted 810 and 809.) The lab reads the line.
+ */
+static void edu_storm_in_stop(struct edu_mig_dev *edev)
+{
+	struct pci_dev *pdev = edev->core.pdev;
+	unsigned int n = max(1u, READ_ONCE(storm) / 100), i, before, handled;
+	unsigned int start = edu_irqs_handled(pdev);
+	unsigned long deadline = jiffies + msecs_to_jiffies(EDU_STORM_SETTLE_MS);
+
+	if (!pdev->msi_enabled)
+		return;
+	for (i = 0; i < n; i++)
+		iowrite32(EDU_IRQ_STORM, edev->bar0 + EDU_REG_IRQ_RAISE);
+	edev->storm_raised += n;
+	do {
+		before = edu_irqs_handled(pdev);
+		usleep_range(EDU_STORM_QUIET_US, EDU_STORM_QUIET_US + 500);
+		handled = edu_irqs_handled(pdev);
+	} while (handled != before && !time_after(jiffies, deadline + HZ));
+	synchronize_irq(pci_irq_vector(pdev, 0));
+	pci_info(pdev, "edu-mig: bug=irq_in_stop: %u storm interrupts raised in STOP, %u handled\n",
+		 n, handled - start);
+}
+
 /* Quiesce: waits for the in-flight transfer; the lab counts the line (DMA was in flight). */
 static int edu_drain_dma(struct edu_mig_dev *edev)
 {
@@ -1402,11 +1435,8 @@ static struct file *edu_step(struct edu_mig_dev *edev, enum vfio_device_mig_stat
 		} else {
 			msleep(EDU_IRQ_SETTLE_MS);
 		}
-		/* With storm=N the storm starts again in STOP (it raises once this SET is done). */
-		if (edev->storm_task) {
-			edu_storm_start(edev);
-			pci_info(edev->core.pdev, "edu-mig: bug=irq_in_stop: storm restarted in STOP\n");
-		}
+		if (edev->storm_task)
+			edu_storm_in_stop(edev);
 		return NULL;
 	}
 	if (cur == VFIO_DEVICE_STATE_RUNNING_P2P && next == VFIO_DEVICE_STATE_STOP &&

@@ -491,9 +491,9 @@ pub const ALL: &[Scenario] = &[
     },
     Scenario {
         name: "irq-storm-in-stop",
-        about: "the storm with bug=irq_in_stop: the RUNNING_P2P -> STOP arc starts it again, so it \
-                raises while the device is stopped (every interrupt exact in both details, both \
-                recorders with a 64 MiB ring)",
+        about: "the storm with bug=irq_in_stop: the RUNNING_P2P -> STOP arc raises 10 ms of it \
+                (2000 interrupts) after the quiesce, handled before the SET returns (every \
+                interrupt exact in both details, both recorders with a 64 MiB ring)",
         bug: "irq_in_stop",
         precopy: false,
         devices: 1,
