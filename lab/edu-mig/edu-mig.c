@@ -19,6 +19,10 @@
  *    has the iova_bitmap helpers): every edu->RAM transfer userspace starts through BAR0 marks
  *    its IOVA pages dirty in per-range bitmaps, reported through the core's iova_bitmap_set();
  *  - VFIO_DEVICE_RESET returns the device to RUNNING.
+ * storm=N adds an interrupt storm: a kthread per open device raises up to N interrupts a second
+ * (writes to 0x60) while the device may DMA (RUNNING, PRE_COPY); quiescing stops it and waits
+ * until its last interrupt was handled, running again restarts it (bug=irq_in_stop adds a
+ * burst of it in the arc into STOP).
  * bug= makes it misbehave like real drivers can: early_p2p, irq_in_stop, fail_p2p, no_steps,
  * late_dma, accept_corrupt, swap_addr; and (issue 14) fw_crash, fail_stopcopy, late_flush,
  * precopy_lie, echo_flags, size_lie, stale_fd, lost_reset, slow_arc, async_state, dirty_miss.
@@ -33,6 +37,7 @@
 #include <linux/iova_bitmap.h>
 #include <linux/irq.h>
 #include <linux/irqdesc.h>
+#include <linux/kthread.h>
 #include <linux/ktime.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
@@ -43,6 +48,7 @@
 #include <linux/vfio.h>
 #include <linux/vfio_pci_core.h>
 #include <linux/vmalloc.h>
+#include <linux/wait.h>
 #include <linux/task_work.h>
 
 #define EDU_VENDOR 0x1234
@@ -66,6 +72,12 @@
 #define EDU_IRQ_DMA 0x100
 #define EDU_IRQ_SETTLE_MS 20
 #define EDU_STATUS_IRQFACT 0x80
+/* irq status bit the storm raises (edu sends one MSI per write to 0x60 while MSI is on) */
+#define EDU_IRQ_STORM 0x2
+/* A stopped storm's interrupts must all be handled within this, or the driver says so. */
+#define EDU_STORM_SETTLE_MS 200
+/* ... and then the vector must stay quiet this long before the quiesce goes on. */
+#define EDU_STORM_QUIET_US 2000
 
 #define EDU_MIG_MAGIC 0x3130474d55444545ULL /* "EEDUMG01" little endian */
 #define EDU_DRAIN_TIMEOUT_MS 3000
@@ -124,6 +136,11 @@ static unsigned int late_dma_us = 50000;
 module_param(late_dma_us, uint, 0644);
 MODULE_PARM_DESC(late_dma_us,
 		 "bug=late_dma: microseconds from the SET leaving the kernel to the late DMA write (which lands before the SET returns to userspace)");
+
+static unsigned int storm;
+module_param(storm, uint, 0644);
+MODULE_PARM_DESC(storm,
+		 "interrupt storm: raise up to N interrupts per second (writes to 0x60) while the device may DMA; 0 off (default). A storm thread is started at open when N > 0; N is reread at each batch");
 
 enum edu_bug {
 	EDU_BUG_NONE,
@@ -278,6 +295,20 @@ struct edu_mig_dev {
 	u64 log_inflight_len;
 	/* Pages bug=dirty_miss left out of the log since logging started (the lab reads it). */
 	u64 log_dropped;
+	/*
+	 * storm=N: the thread raising the interrupts (from open to close) and whether it may. It
+	 * raises in batches, each under vfio-pci-core's memory_lock (read); a SET holds that lock
+	 * (write, edu_decode_begin) for all its arcs, so a quiescing arc that clears storm_on knows
+	 * no raise is under way and none will follow until the device runs again.
+	 */
+	struct task_struct *storm_task;
+	wait_queue_head_t storm_wq;
+	bool storm_on;
+	u64 storm_raised; /* raises since open, counted by the thread under memory_lock */
+	/* At the storm's last start: raises so far, the vector's count, the time. */
+	u64 storm_start_raised;
+	unsigned int storm_start_handled;
+	u64 storm_start_ns;
 };
 
 static struct edu_mig_dev *to_edev(struct vfio_device *vdev)
@@ -612,6 +643,158 @@ static int edu_wait_dma(struct edu_mig_dev *edev)
 		synchronize_irq(pci_irq_vector(pdev, 0));
 	}
 	return waited ? max(1u, jiffies_to_msecs(jiffies - start)) : 0;
+}
+
+/* ---- storm=N: an interrupt storm while the device may DMA ------------------------------ */
+
+/*
+ * The storm thread follows the vector's effective affinity: an MSI it raises on the CPU that
+ * handles the vector is taken before its next raise (the write to 0x60 sends the MSI
+ * synchronously: hw/misc/edu.c edu_raise_irq -> msi_notify), so none is left pending in the
+ * local APIC when the thread stops, and none coalesces with the next.
+ */
+static bool edu_storm_follow_irq(struct edu_mig_dev *edev)
+{
+	int irq = pci_irq_vector(edev->core.pdev, 0);
+	struct irq_data *d = irq < 0 ? NULL : irq_get_irq_data(irq);
+	const struct cpumask *m;
+
+	/*
+	 * Only once the user's handler is requested: vfio-pci enables MSI before it requests the
+	 * vector's irq, and a raise between the two is never handled (a lab run lost one batch).
+	 */
+	if (!d || !irq_desc_has_action(irq_data_to_desc(d)))
+		return false;
+	m = irq_data_get_effective_affinity_mask(d);
+	if (!cpumask_empty(m) && !cpumask_equal(m, current->cpus_ptr))
+		set_cpus_allowed_ptr(current, m);
+	return true;
+}
+
+static int edu_storm_fn(void *arg)
+{
+	struct edu_mig_dev *edev = arg;
+	struct pci_dev *pdev = edev->core.pdev;
+
+	while (!kthread_should_stop()) {
+		unsigned int rate = READ_ONCE(storm), batch, i;
+		unsigned long period_us;
+		bool raised = false;
+		u16 cmd;
+
+		wait_event_interruptible(edev->storm_wq,
+					 READ_ONCE(edev->storm_on) || kthread_should_stop());
+		if (kthread_should_stop())
+			break;
+		if (!rate) {
+			msleep_interruptible(10);
+			continue;
+		}
+		/* Batches of ~1 ms at the rate asked, never faster: up to `storm` per second. */
+		batch = max(1u, rate / 1000);
+		period_us = max(1ULL, div_u64((u64)batch * USEC_PER_SEC, rate));
+		down_read(&edev->core.memory_lock);
+		if (READ_ONCE(edev->storm_on) && edev->bar0 && pdev->msi_enabled) {
+			pci_read_config_word(pdev, PCI_COMMAND, &cmd);
+			if ((cmd & PCI_COMMAND_MEMORY) && edu_storm_follow_irq(edev)) {
+				for (i = 0; i < batch; i++)
+					iowrite32(EDU_IRQ_STORM, edev->bar0 + EDU_REG_IRQ_RAISE);
+				edev->storm_raised += batch;
+				raised = true;
+			}
+		}
+		up_read(&edev->core.memory_lock);
+		if (raised)
+			usleep_range(period_us, period_us + period_us / 8 + 10);
+		else
+			msleep_interruptible(10); /* no MSI handler yet (or decoding off) */
+	}
+	return 0;
+}
+
+/* Lets the storm run (the device may DMA). */
+static void edu_storm_start(struct edu_mig_dev *edev)
+{
+	if (!edev->storm_task || READ_ONCE(edev->storm_on))
+		return;
+	edev->storm_start_raised = edev->storm_raised;
+	edev->storm_start_handled = edu_irqs_handled(edev->core.pdev);
+	edev->storm_start_ns = ktime_get_ns();
+	WRITE_ONCE(edev->storm_on, true);
+	wake_up(&edev->storm_wq);
+}
+
+/*
+ * Stops the storm in a quiescing arc (caller holds state_mutex and memory_lock for writing,
+ * so the thread is between batches) and waits until the last interrupt it raised was handled:
+ * the vector's count has moved by at least the raises since the storm started (its DMA
+ * completions only make that come sooner; the drain that follows waits for those), then no
+ * interrupt for EDU_STORM_QUIET_US, then synchronize_irq(). The lab reads the line.
+ */
+static void edu_storm_stop(struct edu_mig_dev *edev)
+{
+	struct pci_dev *pdev = edev->core.pdev;
+	unsigned long deadline = jiffies + msecs_to_jiffies(EDU_STORM_SETTLE_MS);
+	u64 t0 = ktime_get_ns(), raised, ms;
+	unsigned int handled, before;
+	bool settled = true;
+
+	if (!edev->storm_task || !READ_ONCE(edev->storm_on))
+		return;
+	WRITE_ONCE(edev->storm_on, false);
+	raised = edev->storm_raised - edev->storm_start_raised;
+	while ((u64)(edu_irqs_handled(pdev) - edev->storm_start_handled) < raised) {
+		if (time_after(jiffies, deadline)) {
+			settled = false;
+			break;
+		}
+		usleep_range(200, 400);
+	}
+	do {
+		before = edu_irqs_handled(pdev);
+		usleep_range(EDU_STORM_QUIET_US, EDU_STORM_QUIET_US + 500);
+		handled = edu_irqs_handled(pdev);
+	} while (handled != before && !time_after(jiffies, deadline + HZ));
+	if (pdev->msi_enabled)
+		synchronize_irq(pci_irq_vector(pdev, 0));
+	ms = div_u64(t0 - edev->storm_start_ns, NSEC_PER_MSEC);
+	pci_info(pdev,
+		 "edu-mig: storm stopped: %llu interrupts raised in %llu ms (%llu/s), %u handled, quiet after %llu us%s\n",
+		 raised, ms, ms ? div_u64(raised * MSEC_PER_SEC, ms) : 0,
+		 handled - edev->storm_start_handled, div_u64(ktime_get_ns() - t0, NSEC_PER_USEC),
+		 settled ? "" : " (fewer handled than raised: coalesced in the APIC?)");
+}
+
+/*
+ * bug=irq_in_stop with storm=N: the storm goes on in STOP for 10 ms worth of it (N/100
+ * interrupts, at least one), raised in this arc (caller holds memory_lock: the thread is
+ * between batches), and the arc returns only once they were handled and the vector was quiet
+ * for EDU_STORM_QUIET_US. So every one of them lands strictly inside the SET to STOP, from
+ * RUNNING_P2P: after the quiesce, and away from any SET's entry or return. (A storm left
+ * running across the SET back to RUNNING would put interrupts microseconds from that SET's
+ * entry, where two recorders' own clock reads of it disagree on which side they fall: a lab
+ * run counted 810 and 809.) The lab reads the line.
+ */
+static void edu_storm_in_stop(struct edu_mig_dev *edev)
+{
+	struct pci_dev *pdev = edev->core.pdev;
+	unsigned int n = max(1u, READ_ONCE(storm) / 100), i, before, handled;
+	unsigned int start = edu_irqs_handled(pdev);
+	unsigned long deadline = jiffies + msecs_to_jiffies(EDU_STORM_SETTLE_MS);
+
+	if (!pdev->msi_enabled)
+		return;
+	for (i = 0; i < n; i++)
+		iowrite32(EDU_IRQ_STORM, edev->bar0 + EDU_REG_IRQ_RAISE);
+	edev->storm_raised += n;
+	do {
+		before = edu_irqs_handled(pdev);
+		usleep_range(EDU_STORM_QUIET_US, EDU_STORM_QUIET_US + 500);
+		handled = edu_irqs_handled(pdev);
+	} while (handled != before && !time_after(jiffies, deadline + HZ));
+	synchronize_irq(pci_irq_vector(pdev, 0));
+	pci_info(pdev, "edu-mig: bug=irq_in_stop: %u storm interrupts raised in STOP, %u handled\n",
+		 n, handled - start);
 }
 
 /* Quiesce: waits for the in-flight transfer; the lab counts the line (DMA was in flight). */
@@ -959,6 +1142,7 @@ static void edu_reset_mig(struct edu_mig_dev *edev)
 	edev->async_fired = false;
 	edu_disable_files(edev);
 	edev->state = VFIO_DEVICE_STATE_RUNNING;
+	edu_storm_start(edev);
 }
 
 static u32 edu_record_csum(const struct edu_mig_record *r)
@@ -1205,6 +1389,7 @@ static int edu_quiesce(struct edu_mig_dev *edev)
 		pci_info(edev->core.pdev, "edu-mig: bug=fail_p2p: refusing the P2P arc\n");
 		return -EIO;
 	}
+	edu_storm_stop(edev);
 	if (edev->bug == EDU_BUG_EARLY_P2P) {
 		pci_info(edev->core.pdev, "edu-mig: bug=early_p2p: not waiting for DMA (%s)\n",
 			 readq(edev->bar0 + EDU_REG_DMA_CMD) & EDU_DMA_RUN ?
@@ -1250,6 +1435,8 @@ static struct file *edu_step(struct edu_mig_dev *edev, enum vfio_device_mig_stat
 		} else {
 			msleep(EDU_IRQ_SETTLE_MS);
 		}
+		if (edev->storm_task)
+			edu_storm_in_stop(edev);
 		return NULL;
 	}
 	if (cur == VFIO_DEVICE_STATE_RUNNING_P2P && next == VFIO_DEVICE_STATE_STOP &&
@@ -1337,8 +1524,10 @@ static struct file *edu_arc(struct edu_mig_dev *edev, enum vfio_device_mig_state
 	struct file *res = edu_step(edev, next);
 
 	if (!IS_ERR(res)) {
-		if (!dma_allowed(edev->state) && dma_allowed(next))
+		if (!dma_allowed(edev->state) && dma_allowed(next)) {
 			edu_release_held(edev);
+			edu_storm_start(edev);
+		}
 		edev->state = next;
 	}
 	return res;
@@ -1506,6 +1695,7 @@ static void edu_async_bugs(struct edu_mig_dev *edev)
 	edu_disable_files(edev);
 	edev->state = VFIO_DEVICE_STATE_RUNNING;
 	edu_release_held(edev);
+	edu_storm_start(edev);
 }
 
 static ssize_t edu_write(struct vfio_device *vdev, const char __user *buf, size_t count,
@@ -1657,6 +1847,25 @@ static int edu_open_device(struct vfio_device *vdev)
 	 * finish_enable, which probes which BARs can be mmapped).
 	 */
 	edev->core.bar_mmap_supported[0] = false;
+	if (READ_ONCE(storm)) {
+		struct task_struct *t = kthread_create(edu_storm_fn, edev, "edu-storm/%s",
+						       pci_name(edev->core.pdev));
+
+		if (IS_ERR(t)) {
+			pci_warn(edev->core.pdev, "edu-mig: storm thread not started (%ld)\n",
+				 PTR_ERR(t));
+		} else {
+			mutex_lock(&edev->state_mutex);
+			edev->storm_task = t;
+			WRITE_ONCE(edev->storm_on, false);
+			edev->storm_raised = 0;
+			if (dma_allowed(edev->state))
+				edu_storm_start(edev);
+			mutex_unlock(&edev->state_mutex);
+			wake_up_process(t);
+			pci_info(edev->core.pdev, "edu-mig: storm=%u: storm thread started\n", storm);
+		}
+	}
 	return 0;
 }
 
@@ -1664,6 +1873,14 @@ static void edu_close_device(struct vfio_device *vdev)
 {
 	struct edu_mig_dev *edev = to_edev(vdev);
 
+	/* The storm ends before BAR0 is unmapped and MSI torn down (no lock held: it takes none). */
+	if (edev->storm_task) {
+		kthread_stop(edev->storm_task);
+		pci_info(edev->core.pdev, "edu-mig: storm thread stopped: %llu interrupts raised\n",
+			 edev->storm_raised);
+		edev->storm_task = NULL;
+		WRITE_ONCE(edev->storm_on, false);
+	}
 	mutex_lock(&edev->state_mutex);
 	/* Before vfio_pci_core_close_device: the user's DMA mappings are still in place. */
 	if (edev->bar0)
@@ -1686,6 +1903,7 @@ static int edu_init_dev(struct vfio_device *vdev)
 
 	mutex_init(&edev->state_mutex);
 	mutex_init(&edev->log_lock);
+	init_waitqueue_head(&edev->storm_wq);
 	vdev->migration_flags = VFIO_MIGRATION_STOP_COPY | VFIO_MIGRATION_P2P;
 #ifdef EDU_HAVE_PRECOPY
 	if (precopy)

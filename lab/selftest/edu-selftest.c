@@ -4,7 +4,10 @@
  * (type1 container). It is not migscope's controller: it checks the driver's own promises
  * (BAR0 not mmappable, DMA drained on RUNNING -> RUNNING_P2P, DMA starts held while quiesced
  * and released on RUNNING, STOP_COPY/RESUMING stream) and prints one line per check.
- * Usage: edu-selftest BDF
+ * Usage: edu-selftest [--run-ms MS] BDF
+ * --run-ms keeps the device RUNNING for MS ms once MSI and the DMA map are set up (after a GET
+ * of its state: RUNNING), before the first transfer (edu-mig's storm=N raises its interrupts then), and prints how many reached
+ * the eventfd.
  *
  * A second mode stands in for a VMM that already holds its devices when a tracer attaches
  * (`migscope record --pid`): it opens every BDF (one container), sets up bus mastering, a DMA
@@ -294,14 +297,26 @@ int main(int argc, char **argv)
 	uint64_t irqs = 0;
 	uint8_t *mem;
 	double t0;
+	long run_ms = 0;
+	const char *bdf;
 
 	if (argc > 1 && !strcmp(argv[1], "migrate"))
 		return migrate_main(argc, argv);
+	if (argc == 4 && !strcmp(argv[1], "--run-ms")) {
+		char *end;
+
+		run_ms = strtol(argv[2], &end, 10);
+		if (*end || run_ms < 0)
+			return fprintf(stderr, "--run-ms: `%s` is not a number of ms\n", argv[2]), 2;
+		argv += 2;
+		argc -= 2;
+	}
 	if (argc != 2) {
-		fprintf(stderr, "usage: %s BDF | migrate ...\n", argv[0]);
+		fprintf(stderr, "usage: %s [--run-ms MS] BDF | migrate ...\n", argv[0]);
 		return 2;
 	}
-	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/iommu_group", argv[1]);
+	bdf = argv[1];
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/iommu_group", bdf);
 	n = readlink(path, link, sizeof(link) - 1);
 	if (n < 0)
 		return perror(path), 2;
@@ -314,7 +329,7 @@ int main(int argc, char **argv)
 	if (ioctl(group, VFIO_GROUP_SET_CONTAINER, &container) ||
 	    ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU))
 		return perror("container"), 2;
-	dev = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, argv[1]);
+	dev = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, bdf);
 	if (dev < 0)
 		return perror("VFIO_GROUP_GET_DEVICE_FD"), 2;
 
@@ -340,6 +355,20 @@ int main(int argc, char **argv)
 	map.size = 1 << 16;
 	map.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
 	CHECK(ioctl(container, VFIO_IOMMU_MAP_DMA, &map) == 0, "map 64 KiB at iova 0x100000");
+
+	if (run_ms) {
+		uint64_t before = 0;
+
+		/* What a VMM knows before it runs the device: a tracer learns it from this GET. */
+		CHECK(get_state() == VFIO_DEVICE_STATE_RUNNING, "GET reports RUNNING before the run");
+		t0 = now_ms();
+		usleep(run_ms * 1000);
+		if (efd >= 0 && read(efd, &before, 8) != 8)
+			before = 0;
+		/* The eventfd was read here: the interrupt check below counts only later ones. */
+		printf("ok: RUNNING for %.1f ms: %llu interrupts on the eventfd\n", now_ms() - t0,
+		       (unsigned long long)before);
+	}
 
 	/* A transfer edu -> RAM in flight when RUNNING_P2P is requested: the SET must drain it. */
 	wr64(0x80, 0x40000);

@@ -163,7 +163,7 @@ pub struct CaptureOptions {
 pub enum IrqDetail {
     /// Every interrupt from a MIG_DEVICE_STATE SET's entry until a SET or GET shows the device
     /// DMA-allowed again (RUNNING, PRE_COPY) with no SET open, and of any device whose phase
-    /// is unknown; the others counted in the kernel, `irq_bin` per handler and 10 ms window.
+    /// is unknown; the others counted in the kernel, `irq_bin` per handler and bin (`IRQ_BIN_NS_DEFAULT`, 25 ms).
     #[default]
     Quiesce,
     /// Every interrupt, one `irq` event each.

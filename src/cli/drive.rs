@@ -92,7 +92,7 @@ pub struct Args {
     #[arg(long)]
     pub no_probe: bool,
     /// Probe: interrupts one by one: `quiesce` (default) from a quiescing SET until the device
-    /// may DMA again, counted per 10 ms in `irq_bin` events otherwise; `all`: every one an
+    /// may DMA again, counted per 25 ms in `irq_bin` events otherwise; `all`: every one an
     /// `irq`.
     #[arg(long, value_enum, value_name = "WHICH", default_value_t = IrqDetail::Quiesce)]
     pub irq_detail: IrqDetail,

@@ -190,3 +190,28 @@ pub(crate) fn unusable(err: impl std::fmt::Display) -> i32 {
     eprintln!("migscope: {err}");
     exit::UNUSABLE
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_irq_detail_help_states_the_probes_bin_width() {
+        let want = format!(
+            "counted per {} ms",
+            probe_common::abi::IRQ_BIN_NS_DEFAULT / 1_000_000
+        );
+        let cmd = super::Cli::command();
+        for sub in ["record", "drive", "watch"] {
+            let arg = cmd
+                .find_subcommand(sub)
+                .and_then(|c| c.get_arguments().find(|a| a.get_id() == "irq_detail"))
+                .unwrap_or_else(|| panic!("{sub} has no --irq-detail"));
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            assert!(
+                help.contains(&want),
+                "{sub} --irq-detail: `{help}` lacks `{want}`"
+            );
+        }
+    }
+}

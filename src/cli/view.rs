@@ -44,7 +44,7 @@ pub struct WatchArgs {
     #[arg(long, value_name = "BYTES")]
     pub ring_bytes: Option<u32>,
     /// Probe: interrupts one by one: `quiesce` (default) from a quiescing SET until the device may DMA
-    /// again, counted per 10 ms in `irq_bin` events otherwise; `all`: every one an `irq`.
+    /// again, counted per 25 ms in `irq_bin` events otherwise; `all`: every one an `irq`.
     #[arg(long, value_enum, value_name = "WHICH", default_value_t = IrqDetail::Quiesce)]
     pub irq_detail: IrqDetail,
     /// Probe: also write the whole trace here (JSONL, write-then-rename when the view closes);

@@ -8,6 +8,7 @@ pub mod guest;
 pub mod qemutrace;
 pub mod runner;
 pub mod scenario;
+pub mod storm;
 pub mod vm;
 
 use std::path::{Path, PathBuf};

@@ -15,6 +15,7 @@ use super::fetch::{self, Apt};
 use super::guest::{self, GuestFiles, QemuFiles};
 use super::qemutrace::{self, Op};
 use super::scenario::{self, Extra, Qemu, Run, Scenario};
+use super::storm;
 use super::vm::{self, Accel, VmConfig};
 use super::{Kernel, Paths};
 
@@ -85,6 +86,8 @@ pub struct ScenarioResult {
     pub tui_frame_p99_ms: Option<f64>,
     /// drive-memory: one summary line per binary (`rss BIN secs=.. first=.. last=.. hwm=..`).
     pub memory: Vec<String>,
+    /// The storm scenarios: per trace, interrupts per second while RUNNING and its growth.
+    pub storm: Vec<storm::TraceMeasure>,
 }
 
 /// Fetches and builds everything the VM needs; returns the pieces (used by lab and demo).
@@ -536,6 +539,7 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
                     ));
                 }
             }
+            Extra::Storm => storm_problems(dir, &dmesg, &mut r),
             Extra::StepsTraced => {
                 if r.steps == 0 {
                     r.problems.push("the probe traced no FSM step".into());
@@ -718,7 +722,7 @@ fn judge_trace(s: &Scenario, dir: &Path, migscope: &Path, r: &mut ScenarioResult
     let opts = s.check_options();
     let main = check_one(&trace, migscope, &opts, r);
     exports_agree(&trace, &main.verdict, migscope, &opts, r);
-    irq_detail_agrees(&trace, &dir.join("trace-all.jsonl"), migscope, &opts, r);
+    irq_detail_agrees(&trace, dir, migscope, &opts, r);
     r.sources = main.sources.clone();
     r.verdict = main.verdict.clone();
     r.rules = main.rules.clone();
@@ -747,26 +751,65 @@ fn judge_trace(s: &Scenario, dir: &Path, migscope: &Path, r: &mut ScenarioResult
 }
 
 /// A recorder beside the default one with every interrupt exact (`rec_selftest`'s
-/// trace-all.jsonl): its verdict must be the default's (`agree::irq_detail_disagreements`),
-/// and it must hold no `irq_bin` (the default's bins are counted in `r.irq_bins`).
+/// trace-all.jsonl, `rec_storm`'s native trace-all.mst): its verdict must be the default's
+/// (`agree::irq_detail_disagreements`), and it must hold no `irq_bin` (the default's bins are
+/// counted in `r.irq_bins`). Neither may have lost events: the binned trace's loss is a problem
+/// of its own, and a full-detail trace that lost some (its ring overflowed) cannot be compared,
+/// which the judge says instead of a disagreement.
 fn irq_detail_agrees(
     trace: &Path,
-    all: &Path,
+    dir: &Path,
     migscope: &Path,
     opts: &[&str],
     r: &mut ScenarioResult,
 ) {
-    if !all.exists() {
+    let Some(all) = ["trace-all.mst", "trace-all.jsonl"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.exists())
+    else {
         return;
-    }
+    };
+    let name = all
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let (quiesce, full) = match (
+        storm::TraceStats::read(trace),
+        storm::TraceStats::read(&all),
+    ) {
+        (Ok(q), Ok(a)) => (q, a),
+        (Err(e), _) | (_, Err(e)) => {
+            r.problems.push(format!("--irq-detail: {e}"));
+            return;
+        }
+    };
     let mut scratch = ScenarioResult::default();
-    check_one(all, migscope, opts, &mut scratch);
+    check_one(&all, migscope, opts, &mut scratch);
     r.problems.append(&mut scratch.problems);
-    r.irq_all = scratch.irq;
-    let text = fs::read_to_string(all).unwrap_or_default();
-    if text.lines().any(|l| l.contains(r#""ev":"irq_bin""#)) {
-        r.problems
-            .push("--irq-detail all: the trace holds irq_bin events".to_owned());
+    r.irq_all = full.interrupts();
+    if full.bins() > 0 {
+        r.problems.push(format!(
+            "--irq-detail all: {name} holds {} irq_bin events",
+            full.bins()
+        ));
+    }
+    if quiesce.lost() > 0 {
+        r.problems.push(format!(
+            "the binned trace (--irq-detail quiesce) lost {} events: its ring overflowed",
+            quiesce.lost()
+        ));
+    }
+    if full.lost() > 0 {
+        r.problems.push(format!(
+            "--irq-detail all: {name} lost {} of its events (its ring overflowed: {} interrupts \
+             recorded, {} binned): the two details cannot be compared on this run",
+            full.lost(),
+            full.interrupts(),
+            quiesce.interrupts()
+        ));
+        return;
     }
     let read = |p: &Path| -> Result<Value, String> {
         let c = p.with_extension("check.json");
@@ -774,11 +817,72 @@ fn irq_detail_agrees(
         serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", c.display()))
     };
     match read(trace)
-        .and_then(|q| Ok((q, read(all)?)))
+        .and_then(|q| Ok((q, read(&all)?)))
         .and_then(|(q, a)| migscope_core::export::agree::irq_detail_disagreements(&q, &a))
     {
         Ok(d) => r.problems.extend(d),
         Err(e) => r.problems.push(format!("--irq-detail all: {e}")),
+    }
+}
+
+/// An interrupt storm (`rec_storm`): edu-mig started its storm thread and stopped the storm at
+/// a quiesce, the binned trace holds bins of many interrupts, both recorders counted the same
+/// interrupts (nothing lost on either side), no binned trace lost events, and the measurement
+/// of every trace left.
+fn storm_problems(dir: &Path, dmesg: &str, r: &mut ScenarioResult) {
+    if count_lines(dmesg, "storm thread started") == 0 {
+        r.problems
+            .push("edu-mig never started its storm thread".into());
+    }
+    if count_lines(dmesg, "edu-mig: storm stopped:") == 0 {
+        r.problems
+            .push("edu-mig never stopped the storm at a quiesce".into());
+    }
+    for l in dmesg
+        .lines()
+        .filter(|l| l.contains("fewer handled than raised"))
+    {
+        r.problems.push(format!("edu-mig: {}", l.trim()));
+    }
+    let (q, a) = match (
+        storm::TraceStats::read(&dir.join("trace.jsonl")),
+        storm::TraceStats::read(&dir.join("trace-all.mst")),
+    ) {
+        (Ok(q), Ok(a)) => (q, a),
+        (Err(e), _) | (_, Err(e)) => {
+            r.problems.push(format!("storm: {e}"));
+            return;
+        }
+    };
+    // edu's own completion MSIs come one per 100 ms transfer: a bin of many is the storm.
+    if q.largest_bin() < 10 {
+        r.problems.push(format!(
+            "storm: the binned trace's largest irq_bin holds {} interrupts: no storm was binned",
+            q.largest_bin()
+        ));
+    }
+    if q.lost() == 0 && a.lost() == 0 && q.interrupts() != a.interrupts() {
+        r.problems.push(format!(
+            "storm: the binned trace counted {} interrupts, the full-detail one {}",
+            q.interrupts(),
+            a.interrupts()
+        ));
+    }
+    match storm::measure(dir) {
+        Ok(m) => r.storm = m,
+        Err(e) => r.problems.push(format!("storm: {e}")),
+    }
+    // Bins cost the ring next to nothing: a binned trace that lost events is a finding. (A
+    // full-detail JSONL trace measured for its bytes may lose them: its `lost` is reported.)
+    for t in r
+        .storm
+        .iter()
+        .filter(|t| t.detail == "quiesce" && t.lost > 0)
+    {
+        let p = format!("storm: the binned trace {} lost {} events", t.file, t.lost);
+        if !r.problems.contains(&p) {
+            r.problems.push(p);
+        }
     }
 }
 
@@ -1915,6 +2019,22 @@ pub fn print_table(results: &[ScenarioResult]) {
         if let (Some(n), Some(p99)) = (r.tui_frames, r.tui_frame_p99_ms) {
             println!("    tui: {n} frames drawn, p99 {p99:.2} ms");
         }
+        for t in &r.storm {
+            println!(
+                "    storm run {}: {:<16} {:<6} {:<7} {:>6} MSI/s over {:>5.0} ms: {:>8} B/s, lost {}, irq_bin {}, irq {}, interrupts {}",
+                t.run,
+                t.file,
+                t.format,
+                t.detail,
+                t.msi_per_s,
+                t.window_ms,
+                t.bytes_per_s,
+                t.lost,
+                t.irq_bins,
+                t.irq,
+                t.interrupts
+            );
+        }
         for p in &r.problems {
             println!("    !! {p}");
         }
@@ -1932,7 +2052,7 @@ pub fn summary_json(results: &[ScenarioResult]) -> Value {
         "witness_violations": r.witness_violations, "blind_spots": r.blind_spots,
         "device_witness": r.device_witness, "sweep_median_us": r.sweep_median_us,
         "sweep_max_us": r.sweep_max_us, "tui_frames": r.tui_frames,
-        "tui_frame_p99_ms": r.tui_frame_p99_ms, "memory": r.memory,
+        "tui_frame_p99_ms": r.tui_frame_p99_ms, "memory": r.memory, "storm": r.storm,
     })).collect::<Vec<_>>() })
 }
 

@@ -134,6 +134,11 @@ pub enum Extra {
     /// complete) has the final verdict, `check`'s on the same trace; `q` ended drive with its
     /// verdict's exit status; the view's frame times came back (`drive.err`).
     TuiLive,
+    /// An interrupt storm ran (`rec_storm`: edu-mig `storm=N`): edu-mig started its storm
+    /// thread and stopped the storm at a quiesce with every raised interrupt handled, the binned
+    /// trace holds bins of many interrupts, it and the full-detail trace counted the same
+    /// interrupts, and each trace's growth while RUNNING is measured (`storm` in the JSON).
+    Storm,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -461,6 +466,42 @@ pub const ALL: &[Scenario] = &[
         expected: "fail",
         rules: &["irq-after-quiesce"],
         extras: &[],
+        needs_precopy: false,
+        on_request: false,
+        dma_log: false,
+    },
+    Scenario {
+        name: "irq-storm",
+        about: "an interrupt storm (edu-mig storm=200000, as fast as edu raises under TCG) while \
+                RUNNING, correct driver, record beside the self-test: binned while the device may \
+                DMA, stopped with every interrupt handled by the quiescing arc: no irq \
+                violation, inconclusive (record has no DMA witness), both details agree, nothing \
+                lost; every trace's growth measured",
+        bug: "none",
+        precopy: false,
+        devices: 1,
+        bridged: 0,
+        run: Run::Shell("rec_storm -measure 200000 0000:00:02.0"),
+        expected: "inconclusive",
+        rules: &[],
+        extras: &[Extra::Storm, Extra::StepsTraced],
+        needs_precopy: false,
+        on_request: false,
+        dma_log: false,
+    },
+    Scenario {
+        name: "irq-storm-in-stop",
+        about: "the storm with bug=irq_in_stop: the RUNNING_P2P -> STOP arc raises 10 ms of it \
+                (2000 interrupts) after the quiesce, handled before the SET returns (every \
+                interrupt exact in both details, both recorders with a 64 MiB ring)",
+        bug: "irq_in_stop",
+        precopy: false,
+        devices: 1,
+        bridged: 0,
+        run: Run::Shell("rec_storm -qring 67108864 200000 0000:00:02.0"),
+        expected: "fail",
+        rules: &["irq-after-quiesce"],
+        extras: &[Extra::Storm],
         needs_precopy: false,
         on_request: false,
         dma_log: false,
