@@ -21,11 +21,18 @@
 //! userspace when capture stops. A bin whose record cannot be reserved stays in its slot
 //! (counted in `LOST`, flushed again next time): no interrupt is dropped from the counts.
 //!
-//! A bin is updated without atomics: one irq's handlers never run on two CPUs at once
+//! A bin's count is taken atomically: one irq's handlers never run on two CPUs at once
 //! (`handle_edge_irq`/`handle_fasteoi_irq` in kernel/irq/chip.c skip an irq already
-//! `IRQD_IRQ_INPROGRESS`), so a bin's only concurrent writers are a SET's flush on another
-//! CPU and a second irq sharing its slot; such a race (both at the same instant) can drop
-//! the one interrupt counted during the flush or count a flushed bin twice (not measured).
+//! `IRQD_IRQ_INPROGRESS`), but a SET's flush on another CPU (or a second irq sharing the
+//! slot) can meet the handler at the same bin. Counting is an atomic add and a flush takes
+//! the count with an atomic exchange, writing a record only for a nonzero count it took, so
+//! two flushers never write the same interrupts twice (seen in the lab's storm on 6.1 before:
+//! one bin written twice, 7-11 µs apart, at the quiescing SET's entry) and an interrupt
+//! counted during a flush stays in the bin for the next one. The window's ends are plain
+//! reads: a bin raced so can carry an earlier `t0` than its count needs (a wider window,
+//! never a narrower one).
+
+use core::intrinsics::{AtomicOrdering::Relaxed, atomic_xadd, atomic_xchg};
 
 use aya_ebpf::{
     macros::map,
@@ -241,7 +248,7 @@ pub fn on_irq(irq: i32, name: &[u8; NAME_LEN], now: u64) -> bool {
     // program and userspace's final drain (after detach).
     let bin = unsafe { &mut *b };
     if binning && bin.n > 0 && bin.irq == irq && now.saturating_sub(bin.t0) < width {
-        bin.n += 1;
+        add(bin, 1);
         bin.t1 = now;
         return true;
     }
@@ -252,10 +259,11 @@ pub fn on_irq(irq: i32, name: &[u8; NAME_LEN], now: u64) -> bool {
     }
     if binning {
         bin.irq = irq;
-        bin.n = 1;
         bin.t0 = now;
         bin.t1 = now;
         bin.name = *name;
+        // Added, not stored: a flush on another CPU may have run since this one.
+        add(bin, 1);
         return true;
     }
     false
@@ -289,15 +297,29 @@ fn flush_device(dev: &BdfKey) {
     }
 }
 
-/// Writes `bin` as a record and empties it; false (the bin kept, the failure counted as
-/// lost) when the ring buffer is full.
+/// Adds `k` to the bin's count, atomically (a flush on another CPU may be taking it).
+#[inline(always)]
+fn add(bin: &mut IrqBin, k: u64) {
+    // SAFETY: `n` is an aligned u64 inside a map value that outlives the program run; every
+    // access to it that can race (a handler's add, a flush's exchange) is atomic (BPF_ADD).
+    unsafe { atomic_xadd::<u64, u64, { Relaxed }>(&raw mut bin.n, k) };
+}
+
+/// Writes `bin` as a record and empties it, taking its count atomically so that a second
+/// flusher of the same bin writes nothing; false (the count put back, the failure counted
+/// as lost) when the ring buffer is full.
 #[inline(always)]
 fn flush(bin: &mut IrqBin) -> bool {
+    // SAFETY: as in `add` (BPF_XCHG, kernels 5.12+).
+    let n = unsafe { atomic_xchg::<u64, { Relaxed }>(&raw mut bin.n, 0) };
+    if n == 0 {
+        return true;
+    }
     let (hdr, _) = super::header(EventKind::IrqBin, core::mem::size_of::<IrqBin>());
-    let rec = IrqBin { hdr, ..*bin };
+    let rec = IrqBin { hdr, n, ..*bin };
     if !super::emit_ok(&rec) {
+        add(bin, n);
         return false;
     }
-    bin.n = 0;
     true
 }

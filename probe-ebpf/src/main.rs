@@ -5,6 +5,13 @@
 //! and per-fd state that must exist at the moment a syscall returns.
 #![no_std]
 #![no_main]
+// The interrupt bins' count needs BPF_ADD and BPF_XCHG (irqbin.rs); core's atomic types
+// offer no read-modify-write on the bpf target, the intrinsics lower to those instructions.
+#![feature(core_intrinsics)]
+#![expect(
+    internal_features,
+    reason = "core::intrinsics::atomic_xadd/atomic_xchg for BPF_ADD/BPF_XCHG"
+)]
 
 mod irqbin;
 
