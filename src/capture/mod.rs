@@ -100,6 +100,7 @@ pub mod attach;
 mod attrib;
 pub mod diagnose;
 pub mod dirtylog;
+pub mod fops;
 mod hooks;
 mod kretprobe;
 pub mod procfs;
@@ -155,6 +156,24 @@ pub struct CaptureOptions {
     pub ring_bytes: Option<u32>,
     /// How much of each device's interrupt stream is written one by one.
     pub irq_detail: IrqDetail,
+    /// How VFIO's syscalls are hooked.
+    pub hooks: HooksMode,
+}
+
+/// How the probe sees VFIO's ioctls, opens, closes and migration data transfers
+/// (`--hooks`). The syscall tracepoints switch every task of the host onto the slow syscall
+/// path while attached (~130 ns per syscall and program, whatever the program filters); the
+/// direct hooks are kprobes on the VFIO file operations, which only VFIO's own calls reach.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum HooksMode {
+    /// Direct hooks where every needed kprobe attaches, else the syscall tracepoints.
+    #[default]
+    Auto,
+    /// Kprobes on the VFIO ioctl handlers, the migration data files' read/write/ioctl and
+    /// the VFIO files' release; fails when a needed one cannot attach.
+    Direct,
+    /// The syscall tracepoints (ioctl, openat, open, close, read, write).
+    Tracepoint,
 }
 
 /// How much of a device's interrupt stream is recorded interrupt by interrupt
@@ -195,6 +214,9 @@ pub enum CaptureError {
     /// Every hook, each unavailable with its reason (`diagnose::explain` groups them).
     #[error("no probe hook could be attached ({} tried; `migscope doctor` says why)", .0.len())]
     NothingAttached(Vec<HookStatus>),
+    /// `--hooks direct` on a kernel that refused a needed direct hook.
+    #[error("{0}")]
+    Direct(String),
 }
 
 /// A loaded, attached probe and the attribution state of its records.
@@ -202,8 +224,11 @@ pub struct Capture {
     /// Owns the programs and their links: dropping it detaches everything (the maps below
     /// were taken out of it and outlive it).
     ebpf: Option<Ebpf>,
-    /// The FSM-step return probe made through tracefs (its own link), if it was.
-    retprobe: Option<kretprobe::Retprobe>,
+    /// Return probes made through tracefs (each its own link): the FSM step's and the
+    /// direct hooks'.
+    retprobes: Vec<kretprobe::Retprobe>,
+    /// The trace header's `hooks`.
+    hooks_path: String,
     ring: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
     /// The probe's (pid, fd) -> kind map, purged of exited processes.
@@ -267,7 +292,11 @@ impl Capture {
         let bin_ns = opts.irq_detail.bin_ns();
         loader.override_global(names::GLOBAL_IRQ_BIN_NS, &bin_ns, true);
         let mut ebpf = loader.load(PROBE_OBJECT).map_err(CaptureError::Load)?;
-        let (hooks, retprobe) = hooks::attach_all(&mut ebpf, fork_offset);
+        let hooks::Attachment {
+            hooks,
+            retprobes,
+            path: hooks_path,
+        } = hooks::attach_all(&mut ebpf, fork_offset, opts.hooks).map_err(CaptureError::Direct)?;
         if !hooks.iter().any(|h| h.attached()) {
             return Err(CaptureError::NothingAttached(hooks));
         }
@@ -320,7 +349,8 @@ impl Capture {
         })?;
         Ok(Capture {
             ebpf: Some(ebpf),
-            retprobe,
+            retprobes,
+            hooks_path,
             ring,
             lost,
             fds,
@@ -348,6 +378,12 @@ impl Capture {
     /// Every hook, attached (and how) or why not.
     pub fn hooks(&self) -> &[HookStatus] {
         &self.hooks
+    }
+
+    /// The trace header's `hooks`: `direct` or `tracepoint` (`trace::hooks_path`), with
+    /// what was left to tracepoints or why.
+    pub fn hooks_path(&self) -> &str {
+        &self.hooks_path
     }
 
     /// Names an fd capture could not see being opened (e.g. the controller's device fds
@@ -405,7 +441,7 @@ impl Capture {
     pub fn stop(mut self) -> Result<Vec<Event>, CaptureError> {
         // Detach first, so nothing can be recorded after the last read of the ring and the
         // loss counters.
-        drop(self.retprobe.take());
+        self.retprobes.clear();
         drop(self.ebpf.take());
         self.read_ring()?;
         // Bins still open (their device kept binning to the end) are flushed here, stamped
