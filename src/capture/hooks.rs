@@ -956,6 +956,23 @@ mod tests {
         assert!(s["mdev_dma"].contains("vfio_dma_rw: kprobe: refused"));
     }
 
+    /// On the direct path the device ioctl handler's hook stands for the ioctl tracepoints.
+    #[test]
+    fn transitions_come_from_the_direct_ioctl_hook_when_it_is_used() {
+        let mut hooks = vec![
+            hook(n::FN_DEVICE_IOCTL, source::TRANSITIONS, true),
+            hook(HOOK_STEP, source::TRANSITIONS, true),
+        ];
+        assert_eq!(sources(&hooks, false)["transitions"], "ok");
+        hooks[0].state = HookState::Unavailable("attach refused: EINVAL".into());
+        let s = sources(&hooks, false);
+        assert!(
+            s["transitions"].starts_with("unavailable: vfio_device_fops_unl_ioctl: attach"),
+            "{}",
+            s["transitions"]
+        );
+    }
+
     /// A binary built with AYA_BUILD_SKIP: every source says why, none claims `ok`.
     #[test]
     fn without_the_probe_every_source_is_unavailable_and_says_why() {

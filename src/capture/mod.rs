@@ -3,7 +3,31 @@
 //! turns records into time-ordered trace events attributed to devices and processes.
 //!
 //! Nothing here depends on the host: the same code runs in the lab VM (6.1/6.12 guests,
-//! musl static build). Kernel-function hooks try fentry/fexit first and fall back to kprobes:
+//! musl static build).
+//!
+//! # Two ways to see VFIO's syscalls ([`HooksMode`], `record --hooks`)
+//! - **direct** (where the kernel allows kprobes): kprobe+kretprobe pairs on the VFIO ioctl
+//!   handlers (`vfio_device_fops_unl_ioctl` for cdev and group-obtained device fds,
+//!   `vfio_group_fops_unl_ioctl`, `vfio_fops_unl_ioctl`, `iommufd_fops_ioctl` where present),
+//!   on the migration data files' `read`/`write`/`unlocked_ioctl` (each variant driver's own
+//!   `file_operations`, found at startup by [`fops`]), and kprobes on the VFIO files'
+//!   `release` (closes). The fd number and the syscall are read from the task's user
+//!   registers (`bpf_task_pt_regs`), so records keep the fields of the tracepoint path. No
+//!   syscall tracepoint is attached: unrelated syscalls of the host pay nothing. Opens are
+//!   not hooked: an fd is learned at its first VFIO ioctl (its kind from the handler that
+//!   ran, the rest from /proc, as for fds held before recording). When no data
+//!   `file_operations` can be found (no variant driver loaded, no /proc/kcore), the data
+//!   files' read/write and closes stay on their syscall tracepoints, and the header's
+//!   `hooks` says so. Not seen on this path: a data file of a variant driver loaded after
+//!   recording started, transfers through splice/sendfile (counted `lost`), closes by
+//!   `close_range`/`dup2`/exec (as on the tracepoint path), and a release run for a close
+//!   whose file other fds still hold (the fd is then forgotten at its process's exit).
+//! - **tracepoint**: the syscall tracepoints (ioctl, openat, open, close, read, write),
+//!   filtered in the probe; every task of the host takes the slow syscall path while they
+//!   are attached (issue 16: ~130 ns per syscall and program).
+//!
+//! `auto` (the default) uses direct where every needed kprobe attaches, else the
+//! tracepoints; the trace header's `hooks` says which path was used and why. Kernel-function hooks try fentry/fexit first and fall back to kprobes:
 //! aya 0.14 resolves fentry targets in vmlinux BTF only, so functions of the vfio modules
 //! need the kprobe path unless vfio is built in.
 //!

@@ -145,9 +145,11 @@ fn try_probe(host: &Host) -> Attempt {
         Ok(cap) => {
             let hooks = cap.hooks().to_vec();
             let sources = cap.sources();
+            // What `record` (default `--hooks auto`) would write in the header's `hooks`.
+            let path = cap.hooks_path().to_owned();
             let _ = cap.stop();
             let causes = diagnose::causes(&hooks, host);
-            (json!({"loaded": true}), hooks, sources, causes)
+            (json!({"loaded": true, "hooks": path}), hooks, sources, causes)
         }
         Err(e) => {
             let msg = diagnose::explain(&e, host);
@@ -345,6 +347,7 @@ fn text_probe(o: &mut String, r: &Value) {
             "probe       loaded; {attached} of {} hooks attached",
             hooks.len()
         );
+        let _ = writeln!(o, "hooks       {}", s(&r["probe"]["hooks"]));
     } else {
         let _ = writeln!(
             o,
