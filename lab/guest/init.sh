@@ -104,9 +104,10 @@ syscall_cost() {
 	edu-selftest syscost empty-bpf 50000 > cost.out || return 1
 	sed 's/^SYSCOST/SYSCOST empty-bpf/' cost.out
 	for h in tracepoint direct; do
+		t0=$(up10)
 		migscope record --hooks $h -o cost-$h.jsonl 2> record-$h.err &
 		p=$!
-		if ! wait_for record-$h.err recording 200; then
+		if ! wait_for record-$h.err recording 1200; then
 			echo "syscall_cost: record --hooks $h never said recording"
 			cat record-$h.err
 			kill -INT $p
@@ -118,7 +119,7 @@ syscall_cost() {
 		wait $p
 		[ $st = 0 ] || return 1
 		sed "s/^SYSCOST/SYSCOST record-$h/" cost.out
-		grep -o 'hooks [a-z]*' record-$h.err | head -1
+		echo "record-$h started in $(( $(up10) - t0 ))/10 s: $(grep -o 'hooks [a-z]*)' record-$h.err | head -1)"
 	done
 }
 

@@ -82,6 +82,9 @@ pub fn module_symbols(kallsyms: &str, modules: &[String]) -> Vec<Sym> {
     kallsyms
         .lines()
         .filter_map(|l| {
+            if !l.ends_with(']') {
+                return None;
+            }
             let mut f = l.split_whitespace();
             let addr = u64::from_str_radix(f.next()?, 16).ok()?;
             let kind = f.next()?.chars().next()?;
@@ -100,13 +103,24 @@ pub fn module_symbols(kallsyms: &str, modules: &[String]) -> Vec<Sym> {
         .collect()
 }
 
-/// Whether kernel function `name` is in `/proc/kallsyms` (a text symbol).
-pub fn has_function(kallsyms: &str, name: &str) -> bool {
-    kallsyms.lines().any(|l| {
+/// Which of `names` are kernel functions in a `/proc/kallsyms` text (text symbols), in one
+/// pass over it.
+pub fn functions_present<'a>(kallsyms: &str, names: &[&'a str]) -> Vec<&'a str> {
+    let mut found: Vec<&'a str> = Vec::new();
+    for l in kallsyms.lines() {
         let mut f = l.split_whitespace();
         let _ = f.next();
-        matches!(f.next(), Some("t" | "T")) && f.next() == Some(name)
-    })
+        if !matches!(f.next(), Some("t" | "T")) {
+            continue;
+        }
+        if let Some(n) = f.next()
+            && let Some(hit) = names.iter().find(|x| **x == n)
+            && !found.contains(hit)
+        {
+            found.push(hit);
+        }
+    }
+    found
 }
 
 /// Kernel memory through `/proc/kcore`: its PT_LOAD program headers as (vaddr, size,
@@ -268,16 +282,15 @@ pub fn fops_layout(btf: &[u8]) -> Result<FopsLayout, String> {
 
 /// Finds the data file operations of the modules depending on `dep` (see the module doc).
 /// `Ok(empty)`: no such module is loaded.
-pub fn discover(dep: &str) -> Result<Vec<DataFops>, String> {
+/// `kallsyms`: the text of `/proc/kallsyms`.
+pub fn discover(dep: &str, kallsyms: &str) -> Result<Vec<DataFops>, String> {
     let modules =
         std::fs::read_to_string("/proc/modules").map_err(|e| format!("/proc/modules: {e}"))?;
     let mods = dependents(&modules, dep);
     if mods.is_empty() {
         return Ok(Vec::new());
     }
-    let kallsyms =
-        std::fs::read_to_string("/proc/kallsyms").map_err(|e| format!("/proc/kallsyms: {e}"))?;
-    let syms = module_symbols(&kallsyms, &mods);
+    let syms = module_symbols(kallsyms, &mods);
     if syms.iter().all(|s| s.addr == 0) {
         return Err("/proc/kallsyms shows no addresses (kptr_restrict; not root?)".to_owned());
     }
@@ -434,8 +447,10 @@ mod tests {
             got,
             [sym(0xffffffffc0a01000, 't', "edu_file_read", "edu_mig")]
         );
-        assert!(has_function(text, "_text"));
-        assert!(!has_function(text, "nope"));
+        assert_eq!(
+            functions_present(text, &["nope", "edu_file_read", "_text"]),
+            ["edu_file_read", "_text"]
+        );
     }
 
     #[test]

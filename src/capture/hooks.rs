@@ -378,7 +378,13 @@ type Links = Vec<(&'static str, aya::programs::kprobe::KProbeLinkId)>;
 fn attach_direct(ebpf: &mut Ebpf) -> Result<Direct, String> {
     let kallsyms =
         fs::read_to_string("/proc/kallsyms").map_err(|e| format!("/proc/kallsyms: {e}"))?;
-    if !super::fops::has_function(&kallsyms, n::FN_DEVICE_IOCTL) {
+    let wanted: Vec<&str> = DIRECT_IOCTLS
+        .iter()
+        .map(|(f, _)| *f)
+        .chain(DIRECT_RELEASES.iter().copied())
+        .collect();
+    let present = super::fops::functions_present(&kallsyms, &wanted);
+    if !present.contains(&n::FN_DEVICE_IOCTL) {
         return Err(format!(
             "{} not in /proc/kallsyms (vfio not loaded?)",
             n::FN_DEVICE_IOCTL
@@ -386,7 +392,7 @@ fn attach_direct(ebpf: &mut Ebpf) -> Result<Direct, String> {
     }
     let mut links: Links = Vec::new();
     let mut retprobes = Vec::new();
-    match attach_direct_inner(ebpf, &kallsyms, &mut links, &mut retprobes) {
+    match attach_direct_inner(ebpf, &kallsyms, &present, &mut links, &mut retprobes) {
         Ok((hooks, data_fallback)) => Ok(Direct {
             hooks,
             retprobes,
@@ -410,12 +416,13 @@ type DirectHooks = (Vec<HookStatus>, Option<String>);
 fn attach_direct_inner(
     ebpf: &mut Ebpf,
     kallsyms: &str,
+    present: &[&str],
     links: &mut Links,
     retprobes: &mut Vec<Retprobe>,
 ) -> Result<DirectHooks, String> {
     let mut hooks = Vec::new();
     // Data files first: their return halves, then entries.
-    let (fops, data_fallback) = match super::fops::discover(n::MOD_VFIO_PCI_CORE) {
+    let (fops, data_fallback) = match super::fops::discover(n::MOD_VFIO_PCI_CORE, kallsyms) {
         Ok(f) if f.is_empty() => (
             Vec::new(),
             Some(format!(
@@ -466,7 +473,7 @@ fn attach_direct_inner(
         });
     }
     for &rel in DIRECT_RELEASES {
-        if !super::fops::has_function(kallsyms, rel) {
+        if !present.contains(&rel) {
             continue;
         }
         let link = attach_kprobe(ebpf, n::PROG_KPROBE_RELEASE, rel)?;
@@ -478,7 +485,7 @@ fn attach_direct_inner(
         });
     }
     for &(func, entry) in DIRECT_IOCTLS {
-        if !super::fops::has_function(kallsyms, func) {
+        if !present.contains(&func) {
             hooks.push(HookStatus {
                 name: func.to_owned(),
                 serves: source::TRANSITIONS,

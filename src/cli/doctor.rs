@@ -149,7 +149,12 @@ fn try_probe(host: &Host) -> Attempt {
             let path = cap.hooks_path().to_owned();
             let _ = cap.stop();
             let causes = diagnose::causes(&hooks, host);
-            (json!({"loaded": true, "hooks": path}), hooks, sources, causes)
+            (
+                json!({"loaded": true, "hooks": path}),
+                hooks,
+                sources,
+                causes,
+            )
         }
         Err(e) => {
             let msg = diagnose::explain(&e, host);

@@ -457,7 +457,7 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
             let out = fs::read_to_string(dir.join("stdout")).unwrap_or_default();
             r.syscost = out
                 .lines()
-                .filter(|l| l.starts_with("SYSCOST ") || l.starts_with("hooks "))
+                .filter(|l| l.starts_with("SYSCOST ") || l.starts_with("record-"))
                 .map(String::from)
                 .collect();
             r.verdict = if r.guest_rc == Some(0) {
