@@ -159,6 +159,36 @@ rec_storm() {
 	return $rc
 }
 
+# syscall_cost: what an unrelated syscall (ioctl on /dev/null, 1-byte read of /dev/zero and
+# write to /dev/null) costs with nothing attached, with one empty BPF program on
+# sys_enter_ioctl (the floor of any syscall-tracepoint hook), beside `migscope record --hooks
+# tracepoint` and beside `--hooks direct` (issue 16): one `SYSCOST <case> ...` line each.
+# Printed, not judged (TCG timings); fails only when a case cannot run.
+syscall_cost() {
+	edu-selftest syscost 50000 > cost.out || return 1
+	sed 's/^SYSCOST/SYSCOST none/' cost.out
+	edu-selftest syscost empty-bpf 50000 > cost.out || return 1
+	sed 's/^SYSCOST/SYSCOST empty-bpf/' cost.out
+	for h in tracepoint direct; do
+		t0=$(up10)
+		migscope record --hooks $h -o cost-$h.jsonl 2> record-$h.err &
+		p=$!
+		if ! wait_for record-$h.err recording 1200; then
+			echo "syscall_cost: record --hooks $h never said recording"
+			cat record-$h.err
+			kill -INT $p
+			return 1
+		fi
+		edu-selftest syscost 50000 > cost.out
+		st=$?
+		kill -INT $p
+		wait $p
+		[ $st = 0 ] || return 1
+		sed "s/^SYSCOST/SYSCOST record-$h/" cost.out
+		echo "record-$h started in $(( $(up10) - t0 ))/10 s: $(grep -o 'hooks [a-z]*)' record-$h.err | head -1)"
+	done
+}
+
 # rec_attach [--pause-at STOP_COPY] BDF...: edu-selftest's migrate mode opens the devices,
 # sets up MSI and a DMA map (and with --pause-at walks to STOP_COPY), then waits; only then is
 # `migscope record --pid` attached to it, a process that already holds its devices, as beside

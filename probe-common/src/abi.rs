@@ -155,6 +155,36 @@ pub mod fd_kind {
     pub const DATA: u32 = 6;
 }
 
+/// The user registers of the task a direct (kprobe) hook runs in, x86_64
+/// (`struct pt_regs`, arch/x86/include/asm/ptrace.h, as `bpf_task_pt_regs` returns them):
+/// the VFIO file operations get a `struct file *`, not the fd number, and the syscall's own
+/// arguments are where the syscall entry saved them.
+pub mod user_regs {
+    /// `di`: a syscall's first argument (the fd of ioctl, read, write, close, ...).
+    pub const ARG0: usize = 14 * 8;
+    /// `orig_ax`: the syscall number.
+    pub const SYSCALL_NR: usize = 15 * 8;
+    /// x86_64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl) whose first argument
+    /// is the fd the hooked file operation runs for.
+    pub const NR_READ: u64 = 0;
+    pub const NR_WRITE: u64 = 1;
+    pub const NR_CLOSE: u64 = 3;
+    pub const NR_IOCTL: u64 = 16;
+    pub const NR_PREAD64: u64 = 17;
+    pub const NR_PWRITE64: u64 = 18;
+    pub const NR_READV: u64 = 19;
+    pub const NR_WRITEV: u64 = 20;
+    pub const NR_PREADV: u64 = 295;
+    pub const NR_PWRITEV: u64 = 296;
+    pub const NR_PREADV2: u64 = 327;
+    pub const NR_PWRITEV2: u64 = 328;
+}
+
+/// `-ENOIOCTLCMD` (include/linux/errno.h): a file operation's "not mine", which `vfs_ioctl`
+/// turns into the `-ENOTTY` the syscall returns.
+pub const ENOIOCTLCMD: i64 = 515;
+pub const ENOTTY: i64 = 25;
+
 /// Which hook produced a [`Step`] or [`MdevDma`] record.
 pub mod hook {
     pub const FEXIT: u32 = 1;
@@ -758,6 +788,32 @@ pub mod names {
     /// with an explicit maxactive: this prefix and the recorder's pid (`migscope_1234`).
     pub const KPROBE_GROUP_PREFIX: &str = "migscope_";
     pub const KPROBE_EVENT_NEXT_STATE_RET: &str = "next_state_ret";
+    pub const KPROBE_EVENT_IOCTL_RET: &str = "ioctl_ret";
+    pub const KPROBE_EVENT_DATA_RET: &str = "data_rw_ret";
+
+    // Direct hooks (`record --hooks direct`): the VFIO file operations themselves, so no
+    // syscall tracepoint is attached. One entry program per fd kind, one return program each
+    // for ioctls and data transfers, one for releases.
+    pub const FN_DEVICE_IOCTL: &str = "vfio_device_fops_unl_ioctl";
+    pub const FN_GROUP_IOCTL: &str = "vfio_group_fops_unl_ioctl";
+    pub const FN_CONTAINER_IOCTL: &str = "vfio_fops_unl_ioctl";
+    pub const FN_IOMMUFD_IOCTL: &str = "iommufd_fops_ioctl";
+    pub const FN_DEVICE_RELEASE: &str = "vfio_device_fops_release";
+    pub const FN_GROUP_RELEASE: &str = "vfio_group_fops_release";
+    pub const FN_CONTAINER_RELEASE: &str = "vfio_fops_release";
+    pub const FN_IOMMUFD_RELEASE: &str = "iommufd_fops_release";
+    /// The module whose dependents define the migration data files' `file_operations`.
+    pub const MOD_VFIO_PCI_CORE: &str = "vfio_pci_core";
+    pub const PROG_KPROBE_IOCTL_DEVICE: &str = "kprobe_ioctl_device";
+    pub const PROG_KPROBE_IOCTL_GROUP: &str = "kprobe_ioctl_group";
+    pub const PROG_KPROBE_IOCTL_CONTAINER: &str = "kprobe_ioctl_container";
+    pub const PROG_KPROBE_IOCTL_IOMMUFD: &str = "kprobe_ioctl_iommufd";
+    pub const PROG_KPROBE_IOCTL_DATA: &str = "kprobe_ioctl_data";
+    pub const PROG_KRETPROBE_IOCTL: &str = "kretprobe_ioctl";
+    pub const PROG_KPROBE_DATA_READ: &str = "kprobe_data_read";
+    pub const PROG_KPROBE_DATA_WRITE: &str = "kprobe_data_write";
+    pub const PROG_KRETPROBE_DATA_RW: &str = "kretprobe_data_rw";
+    pub const PROG_KPROBE_RELEASE: &str = "kprobe_release";
     pub const PROG_FENTRY_MSIHANDLER: &str = "fentry_msihandler";
     pub const PROG_KPROBE_MSIHANDLER: &str = "kprobe_msihandler";
     pub const PROG_FENTRY_DMA_RW: &str = "fentry_dma_rw";

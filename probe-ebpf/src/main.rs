@@ -18,18 +18,20 @@ mod irqbin;
 use aya_ebpf::{
     EbpfContext,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf,
+        bpf_probe_read_user_str_bytes, bpf_task_pt_regs,
     },
     macros::{fentry, fexit, kprobe, kretprobe, map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use probe_common::abi::{
-    DATA_READ, DATA_WRITE, DataXfer, EventHeader, EventKind, FdClose, Fork, Inflight, IoctlCall,
-    IoctlRet, IommuFault, IommuMap, IommuUnmap, Irq, MDEV_DMA_RW, MDEV_PIN_PAGES, MdevDma,
-    MsiHandler, NAME_LEN, PATH_LEN, PAYLOAD_LEN, Step, StepArgs, StepLost, VFIO_IOCTL_FIRST,
-    VFIO_IOCTL_LAST, VfioOpen, fd_key, fd_kind, feature, hook, ioctl, uapi,
+    DATA_READ, DATA_WRITE, DataXfer, ENOIOCTLCMD, ENOTTY, EventHeader, EventKind, FdClose, Fork,
+    Inflight, IoctlCall, IoctlRet, IommuFault, IommuMap, IommuUnmap, Irq, MDEV_DMA_RW,
+    MDEV_PIN_PAGES, MdevDma, MsiHandler, NAME_LEN, PATH_LEN, PAYLOAD_LEN, Step, StepArgs, StepLost,
+    VFIO_IOCTL_FIRST, VFIO_IOCTL_LAST, VfioOpen, fd_key, fd_kind, feature, hook, ioctl, uapi,
+    user_regs,
 };
 
 mod dirty;
@@ -97,6 +99,14 @@ fn try_sys_enter_ioctl(ctx: &TracePointContext) -> Result<u32, u32> {
     }
     let fd = tp_read::<u64>(ctx, SYS_ARG0)? as i32;
     let arg = tp_read::<u64>(ctx, SYS_ARG2)?;
+    ioctl_enter(fd, cmd, arg);
+    Ok(0)
+}
+
+/// The entry half of a VFIO ioctl, from either hook path: the in-flight state and the
+/// `IoctlCall` record.
+#[inline(always)]
+fn ioctl_enter(fd: i32, cmd: u32, arg: u64) {
     let (hdr, tid) = header(EventKind::IoctlCall, core::mem::size_of::<IoctlCall>());
     let inflight = Inflight {
         enter_ns: hdr.ts_ns,
@@ -121,7 +131,6 @@ fn try_sys_enter_ioctl(ctx: &TracePointContext) -> Result<u32, u32> {
     // Before the request's own record: a quiescing SET closes its device's bins first.
     irqbin::on_ioctl_enter(fd_key(hdr.pid, fd), cmd, &rec.payload, rec.payload_len);
     emit(&rec);
-    Ok(0)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_ioctl")]
@@ -137,6 +146,13 @@ fn try_sys_exit_ioctl(ctx: &TracePointContext) -> Result<u32, u32> {
     };
     let _ = INFLIGHT.remove(tid);
     let ret = tp_read::<i64>(ctx, SYS_EXIT_RET)?;
+    ioctl_exit(tid, inf, ret);
+    Ok(0)
+}
+
+/// The return half of a VFIO ioctl, from either hook path.
+#[inline(always)]
+fn ioctl_exit(tid: u32, inf: Inflight, ret: i64) {
     // Steps this ioctl made that were not recorded: reported first, so the loss is stamped
     // before the SET's return.
     let missed = take_missed_steps(tid, inf.enter_ns);
@@ -166,7 +182,6 @@ fn try_sys_exit_ioctl(ctx: &TracePointContext) -> Result<u32, u32> {
     dirty::report_bitmap(&rec);
     irqbin::on_ioctl_exit(fd_key(rec.hdr.pid, rec.fd), &rec);
     emit(&rec);
-    Ok(0)
 }
 
 /// Learns the fds an ioctl created: device fds (GROUP_GET_DEVICE_FD) and migration data fds
@@ -336,11 +351,18 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
 
 fn try_sys_enter_close(ctx: &TracePointContext) -> Result<u32, u32> {
     let fd = tp_read::<u64>(ctx, SYS_ARG0)? as i32;
+    fd_closed(fd);
+    Ok(0)
+}
+
+/// A `close(2)` of `fd` by the current process: reported if the probe knows the fd.
+#[inline(always)]
+fn fd_closed(fd: i32) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let key = fd_key(tgid, fd);
     // SAFETY: plain map lookup; the value is copied.
     let Some(kind) = (unsafe { VFIO_FDS.get(key) }).copied() else {
-        return Ok(0);
+        return;
     };
     let _ = VFIO_FDS.remove(key);
     irqbin::on_close(key);
@@ -350,7 +372,6 @@ fn try_sys_enter_close(ctx: &TracePointContext) -> Result<u32, u32> {
         fd,
         fd_kind: kind,
     });
-    Ok(0)
 }
 
 // ---- syscalls: read/write on migration data fds ------------------------------------------
@@ -398,6 +419,13 @@ fn rw_exit(ctx: &TracePointContext) -> Result<u32, u32> {
     };
     let _ = RW.remove(tid);
     let ret = tp_read::<i64>(ctx, SYS_EXIT_RET)?;
+    emit_xfer(pending, ret);
+    Ok(0)
+}
+
+/// The `DataXfer` record of a finished read/write (`pending` as saved in `RW`).
+#[inline(always)]
+fn emit_xfer(pending: u64, ret: i64) {
     let (hdr, _) = header(EventKind::DataXfer, core::mem::size_of::<DataXfer>());
     emit(&DataXfer {
         hdr,
@@ -405,7 +433,181 @@ fn rw_exit(ctx: &TracePointContext) -> Result<u32, u32> {
         dir: pending as u32,
         ret,
     });
-    Ok(0)
+}
+
+// ---- direct hooks: the VFIO file operations (`record --hooks direct`) -----------------------
+//
+// Kprobes on the functions VFIO and the variant drivers run for an fd, so no syscall
+// tracepoint needs to be attached (those switch every task of the host onto the slow syscall
+// path). The functions get a `struct file *`; the fd number is the syscall's first argument,
+// read from the task's user registers together with the syscall number.
+
+/// The current syscall's number and first argument, or `None` when the registers cannot be
+/// read (a kernel thread).
+#[inline(always)]
+fn user_syscall() -> Option<(u64, u64)> {
+    // SAFETY: bpf_get_current_task_btf has no preconditions; bpf_task_pt_regs takes the task
+    // it returned and gives that task's user registers (a kernel pointer, read below through
+    // the probe-read helper, which returns an error instead of faulting).
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    if regs == 0 {
+        return None;
+    }
+    // SAFETY: as above.
+    let nr = unsafe { bpf_probe_read_kernel((regs + user_regs::SYSCALL_NR as u64) as *const u64) }
+        .ok()?;
+    // SAFETY: as above.
+    let arg0 =
+        unsafe { bpf_probe_read_kernel((regs + user_regs::ARG0 as u64) as *const u64) }.ok()?;
+    Some((nr, arg0))
+}
+
+#[kprobe]
+pub fn kprobe_ioctl_device(ctx: ProbeContext) -> u32 {
+    direct_ioctl_enter(&ctx, fd_kind::DEVICE);
+    0
+}
+
+#[kprobe]
+pub fn kprobe_ioctl_group(ctx: ProbeContext) -> u32 {
+    direct_ioctl_enter(&ctx, fd_kind::GROUP);
+    0
+}
+
+#[kprobe]
+pub fn kprobe_ioctl_container(ctx: ProbeContext) -> u32 {
+    direct_ioctl_enter(&ctx, fd_kind::CONTAINER);
+    0
+}
+
+#[kprobe]
+pub fn kprobe_ioctl_iommufd(ctx: ProbeContext) -> u32 {
+    direct_ioctl_enter(&ctx, fd_kind::IOMMUFD);
+    0
+}
+
+/// The `unlocked_ioctl` of a migration data file (VFIO_MIG_GET_PRECOPY_INFO).
+#[kprobe]
+pub fn kprobe_ioctl_data(ctx: ProbeContext) -> u32 {
+    direct_ioctl_enter(&ctx, fd_kind::DATA);
+    0
+}
+
+/// `long (*unlocked_ioctl)(struct file *, unsigned int cmd, unsigned long arg)`.
+#[inline(always)]
+fn direct_ioctl_enter(ctx: &ProbeContext, kind: u32) {
+    let cmd = ctx.arg::<u64>(1).unwrap_or(0) as u32;
+    if !(VFIO_IOCTL_FIRST..=VFIO_IOCTL_LAST).contains(&cmd) {
+        return;
+    }
+    let arg: u64 = ctx.arg(2).unwrap_or(0);
+    let Some((nr, fd)) = user_syscall() else {
+        return;
+    };
+    if nr != user_regs::NR_IOCTL {
+        // Called for no ioctl(2) of this task (the fd number is unknown): counted, never silent.
+        count_lost();
+        return;
+    }
+    let fd = fd as i32;
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // A VFIO ioctl does not run inside another on one thread: an entry still here means the
+    // earlier call's return half never ran (every kretprobe instance was in use).
+    // SAFETY: plain map lookup.
+    if unsafe { INFLIGHT.get(tid) }.is_some() {
+        count_lost();
+    }
+    // The hooked function tells the fd's kind (a cdev and a group's device fd share one).
+    let key = fd_key((bpf_get_current_pid_tgid() >> 32) as u32, fd);
+    // SAFETY: plain map lookup; the value is copied.
+    let known = unsafe { VFIO_FDS.get(key) }.copied();
+    let same = match known {
+        Some(k) if k == fd_kind::CDEV || k == fd_kind::DEVICE => kind == fd_kind::DEVICE,
+        Some(k) => k == kind,
+        None => false,
+    };
+    if !same {
+        let _ = VFIO_FDS.insert(key, kind, 0);
+    }
+    ioctl_enter(fd, cmd, arg);
+}
+
+#[kretprobe]
+pub fn kretprobe_ioctl(ctx: RetProbeContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(inf) = (unsafe { INFLIGHT.get(tid) }).copied() else {
+        return 0;
+    };
+    let _ = INFLIGHT.remove(tid);
+    let ret: i64 = ctx.ret();
+    // What the syscall returns: vfs_ioctl turns a file operation's -ENOIOCTLCMD into -ENOTTY.
+    let ret = if ret == -ENOIOCTLCMD { -ENOTTY } else { ret };
+    ioctl_exit(tid, inf, ret);
+    0
+}
+
+/// The `read` of a migration data file's `file_operations`.
+#[kprobe]
+pub fn kprobe_data_read(_ctx: ProbeContext) -> u32 {
+    direct_rw_enter(DATA_READ);
+    0
+}
+
+/// The `write` of a migration data file's `file_operations`.
+#[kprobe]
+pub fn kprobe_data_write(_ctx: ProbeContext) -> u32 {
+    direct_rw_enter(DATA_WRITE);
+    0
+}
+
+#[inline(always)]
+fn direct_rw_enter(dir: u32) {
+    let Some((nr, fd)) = user_syscall() else {
+        return;
+    };
+    let fd_first = matches!(
+        nr,
+        user_regs::NR_READ
+            | user_regs::NR_WRITE
+            | user_regs::NR_PREAD64
+            | user_regs::NR_PWRITE64
+            | user_regs::NR_READV
+            | user_regs::NR_WRITEV
+            | user_regs::NR_PREADV
+            | user_regs::NR_PWRITEV
+            | user_regs::NR_PREADV2
+            | user_regs::NR_PWRITEV2
+    );
+    if !fd_first {
+        // A transfer through another syscall (splice, sendfile): its fd is unknown.
+        count_lost();
+        return;
+    }
+    let pending = ((fd as u32 as u64) << 32) | dir as u64;
+    let _ = RW.insert(bpf_get_current_pid_tgid() as u32, pending, 0);
+}
+
+#[kretprobe]
+pub fn kretprobe_data_rw(ctx: RetProbeContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: plain map lookup; the value is copied.
+    let Some(pending) = (unsafe { RW.get(tid) }).copied() else {
+        return 0;
+    };
+    let _ = RW.remove(tid);
+    emit_xfer(pending, ctx.ret());
+    0
+}
+
+/// The `release` of a VFIO file (device, group, container, iommufd, migration data): run
+/// when its last reference goes, for a `close(2)` at that syscall's return (task work).
+#[kprobe]
+pub fn kprobe_release(_ctx: ProbeContext) -> u32 {
+    if let Some((user_regs::NR_CLOSE, fd)) = user_syscall() {
+        fd_closed(fd as i32);
+    }
+    0
 }
 
 // ---- interrupts ----------------------------------------------------------------------------

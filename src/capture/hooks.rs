@@ -9,8 +9,9 @@ use aya::{
 };
 use probe_common::abi::{names as n, tp};
 
+use super::HooksMode;
 use super::kretprobe::{self, Retprobe};
-use crate::trace::source;
+use crate::trace::{hooks_path, source};
 
 /// Hook names as `doctor` and the reasons show them.
 pub const HOOK_IRQ: &str = "irq:irq_handler_entry";
@@ -209,21 +210,60 @@ pub fn fork_child_pid_offset() -> Option<usize> {
         .and_then(|t| format_offset(&t, "child_pid"))
 }
 
-/// Attaches every hook the kernel allows; never fails as a whole. `fork_offset` is what the
-/// loader patched into the probe (`None`: the fork hook stays off). The [`Retprobe`], when
-/// the FSM-step hook made one, must live as long as the probe.
+/// What [`attach_all`] attached.
+pub struct Attachment {
+    pub hooks: Vec<HookStatus>,
+    /// Return probes made through tracefs: they must live as long as the probe.
+    pub retprobes: Vec<Retprobe>,
+    /// How VFIO's syscalls are seen, for the trace header's `hooks`: `direct` or
+    /// `tracepoint`, with what was left to tracepoints or why direct hooks were not used.
+    pub path: String,
+}
+
+/// Attaches every hook the kernel allows. `fork_offset` is what the loader patched into the
+/// probe (`None`: the fork hook stays off). Fails only for `--hooks direct` on a kernel
+/// that refuses a needed direct hook (auto then uses the syscall tracepoints).
 pub fn attach_all(
     ebpf: &mut Ebpf,
     fork_offset: Option<usize>,
-) -> (Vec<HookStatus>, Option<Retprobe>) {
-    let mut out: Vec<HookStatus> = TRACEPOINTS
-        .iter()
-        .map(|tp| HookStatus {
-            name: format!("{}:{}", tp.category, tp.name),
-            serves: tp.serves,
-            state: attach_tracepoint(ebpf, tp),
-        })
-        .collect();
+    mode: HooksMode,
+) -> Result<Attachment, String> {
+    let mut retprobes = Vec::new();
+    let (mut out, path) = match mode {
+        HooksMode::Tracepoint => (
+            attach_tracepoints(ebpf, |tp| tp.category == n::TP_SYSCALLS),
+            hooks_path::TRACEPOINT.to_owned(),
+        ),
+        HooksMode::Direct | HooksMode::Auto => match attach_direct(ebpf) {
+            Ok(d) => {
+                retprobes = d.retprobes;
+                let mut hooks = d.hooks;
+                let path = match &d.data_fallback {
+                    None => hooks_path::DIRECT.to_owned(),
+                    Some(why) => {
+                        // The data files' read/write (and their closes) stay on the
+                        // syscall tracepoints: said, never silently lost.
+                        hooks.extend(attach_tracepoints(ebpf, |tp| {
+                            tp.serves == DATA || tp.name == n::TP_SYS_ENTER_CLOSE
+                        }));
+                        format!(
+                            "{} (migration data files through the syscall tracepoints: {why})",
+                            hooks_path::DIRECT
+                        )
+                    }
+                };
+                (hooks, path)
+            }
+            Err(why) if mode == HooksMode::Direct => {
+                return Err(format!("--hooks direct: {why}"));
+            }
+            Err(why) => (
+                attach_tracepoints(ebpf, |tp| tp.category == n::TP_SYSCALLS),
+                format!("{} (direct hooks refused: {why})", hooks_path::TRACEPOINT),
+            ),
+        },
+    };
+    out.extend(attach_tracepoints(ebpf, |tp| tp.category != n::TP_SYSCALLS));
     let fork = match fork_offset {
         None => HookState::Unavailable(
             "no readable sched_process_fork format file (tracefs not mounted?): --pid follows \
@@ -286,7 +326,223 @@ pub fn attach_all(
             n::PROG_KPROBE_PIN_PAGES,
         ),
     });
-    (out, retprobe)
+    retprobes.extend(retprobe);
+    Ok(Attachment {
+        hooks: out,
+        retprobes,
+        path,
+    })
+}
+
+/// The tracepoints of [`TRACEPOINTS`] that `which` selects, each attached on its own.
+fn attach_tracepoints(ebpf: &mut Ebpf, which: impl Fn(&Tp) -> bool) -> Vec<HookStatus> {
+    TRACEPOINTS
+        .iter()
+        .filter(|tp| which(tp))
+        .map(|tp| HookStatus {
+            name: format!("{}:{}", tp.category, tp.name),
+            serves: tp.serves,
+            state: attach_tracepoint(ebpf, tp),
+        })
+        .collect()
+}
+
+/// The direct hooks, attached: return halves before entry halves (an entry without its
+/// return would leave a request open).
+struct Direct {
+    hooks: Vec<HookStatus>,
+    retprobes: Vec<Retprobe>,
+    /// Why the data files are not hooked directly (`None`: they are).
+    data_fallback: Option<String>,
+}
+
+/// The VFIO ioctl handlers: (function, entry program, needed). A handler absent from
+/// `/proc/kallsyms` (a kernel without that interface, e.g. iommufd before 6.2) is not
+/// needed; one present must attach.
+const DIRECT_IOCTLS: &[(&str, &str)] = &[
+    (n::FN_DEVICE_IOCTL, n::PROG_KPROBE_IOCTL_DEVICE),
+    (n::FN_GROUP_IOCTL, n::PROG_KPROBE_IOCTL_GROUP),
+    (n::FN_CONTAINER_IOCTL, n::PROG_KPROBE_IOCTL_CONTAINER),
+    (n::FN_IOMMUFD_IOCTL, n::PROG_KPROBE_IOCTL_IOMMUFD),
+];
+const DIRECT_RELEASES: &[&str] = &[
+    n::FN_DEVICE_RELEASE,
+    n::FN_GROUP_RELEASE,
+    n::FN_CONTAINER_RELEASE,
+    n::FN_IOMMUFD_RELEASE,
+];
+
+/// Kprobe links made so far, to take off again when the direct path is given up.
+type Links = Vec<(&'static str, aya::programs::kprobe::KProbeLinkId)>;
+
+fn attach_direct(ebpf: &mut Ebpf) -> Result<Direct, String> {
+    let kallsyms =
+        fs::read_to_string("/proc/kallsyms").map_err(|e| format!("/proc/kallsyms: {e}"))?;
+    let wanted: Vec<&str> = DIRECT_IOCTLS
+        .iter()
+        .map(|(f, _)| *f)
+        .chain(DIRECT_RELEASES.iter().copied())
+        .collect();
+    let present = super::fops::functions_present(&kallsyms, &wanted);
+    if !present.contains(&n::FN_DEVICE_IOCTL) {
+        return Err(format!(
+            "{} not in /proc/kallsyms (vfio not loaded?)",
+            n::FN_DEVICE_IOCTL
+        ));
+    }
+    let mut links: Links = Vec::new();
+    let mut retprobes = Vec::new();
+    match attach_direct_inner(ebpf, &kallsyms, &present, &mut links, &mut retprobes) {
+        Ok((hooks, data_fallback)) => Ok(Direct {
+            hooks,
+            retprobes,
+            data_fallback,
+        }),
+        Err(e) => {
+            // Give the direct path up entirely: nothing of it may fire beside the tracepoints.
+            drop(retprobes);
+            for (prog, link) in links {
+                if let Ok(p) = program::<KProbe>(ebpf, prog) {
+                    let _ = p.detach(link);
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+type DirectHooks = (Vec<HookStatus>, Option<String>);
+
+fn attach_direct_inner(
+    ebpf: &mut Ebpf,
+    kallsyms: &str,
+    present: &[&str],
+    links: &mut Links,
+    retprobes: &mut Vec<Retprobe>,
+) -> Result<DirectHooks, String> {
+    let mut hooks = Vec::new();
+    // Data files first: their return halves, then entries.
+    let (fops, data_fallback) = match super::fops::discover(n::MOD_VFIO_PCI_CORE, kallsyms) {
+        Ok(f) if f.is_empty() => (
+            Vec::new(),
+            Some(format!(
+                "no loaded module uses {}: no data file_operations to hook",
+                n::MOD_VFIO_PCI_CORE
+            )),
+        ),
+        Ok(f) => (f, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    for f in &fops {
+        let mut how = Vec::new();
+        for (func, entry, ret, event) in [
+            (
+                &f.read,
+                n::PROG_KPROBE_DATA_READ,
+                n::PROG_KRETPROBE_DATA_RW,
+                n::KPROBE_EVENT_DATA_RET,
+            ),
+            (
+                &f.write,
+                n::PROG_KPROBE_DATA_WRITE,
+                n::PROG_KRETPROBE_DATA_RW,
+                n::KPROBE_EVENT_DATA_RET,
+            ),
+            (
+                &f.ioctl,
+                n::PROG_KPROBE_IOCTL_DATA,
+                n::PROG_KRETPROBE_IOCTL,
+                n::KPROBE_EVENT_IOCTL_RET,
+            ),
+        ] {
+            let Some(func) = func else { continue };
+            let r = attach_pair(ebpf, func, entry, ret, event, links, retprobes)
+                .map_err(|e| format!("{}:{} .{func}: {e}", f.module, f.symbol))?;
+            how.push(format!("{func} ({r})"));
+        }
+        if let Some(rel) = &f.release {
+            let link = attach_kprobe(ebpf, n::PROG_KPROBE_RELEASE, rel)
+                .map_err(|e| format!("{}:{} .{rel}: {e}", f.module, f.symbol))?;
+            links.push((n::PROG_KPROBE_RELEASE, link));
+            how.push(format!("{rel} (kprobe)"));
+        }
+        hooks.push(HookStatus {
+            name: format!("{}:{}", f.module, f.symbol),
+            serves: DATA,
+            state: HookState::Attached(how.join(", ")),
+        });
+    }
+    for &rel in DIRECT_RELEASES {
+        if !present.contains(&rel) {
+            continue;
+        }
+        let link = attach_kprobe(ebpf, n::PROG_KPROBE_RELEASE, rel)?;
+        links.push((n::PROG_KPROBE_RELEASE, link));
+        hooks.push(HookStatus {
+            name: rel.to_owned(),
+            serves: FD_TRACKING,
+            state: HookState::Attached("kprobe".to_owned()),
+        });
+    }
+    for &(func, entry) in DIRECT_IOCTLS {
+        if !present.contains(&func) {
+            hooks.push(HookStatus {
+                name: func.to_owned(),
+                serves: source::TRANSITIONS,
+                state: HookState::Unavailable(
+                    "not in /proc/kallsyms: this kernel has no such interface".to_owned(),
+                ),
+            });
+            continue;
+        }
+        let how = attach_pair(
+            ebpf,
+            func,
+            entry,
+            n::PROG_KRETPROBE_IOCTL,
+            n::KPROBE_EVENT_IOCTL_RET,
+            links,
+            retprobes,
+        )
+        .map_err(|e| format!("{func}: {e}"))?;
+        hooks.push(HookStatus {
+            name: func.to_owned(),
+            serves: source::TRANSITIONS,
+            state: HookState::Attached(how),
+        });
+    }
+    Ok((hooks, data_fallback))
+}
+
+/// A kretprobe (`ret`, through tracefs with our maxactive, else aya's) and then a kprobe
+/// (`entry`) on `func`; how, in words.
+fn attach_pair(
+    ebpf: &mut Ebpf,
+    func: &str,
+    entry: &'static str,
+    ret: &'static str,
+    event: &str,
+    links: &mut Links,
+    retprobes: &mut Vec<Retprobe>,
+) -> Result<String, String> {
+    let how = match tracefs_retprobe_of(ebpf, ret, func, event) {
+        Ok(r) => {
+            let how = format!("kprobe+kretprobe (maxactive {} via tracefs)", r.maxactive);
+            retprobes.push(r);
+            how
+        }
+        Err(tracefs_err) => {
+            let link = attach_kprobe(ebpf, ret, func)
+                .map_err(|e| format!("kretprobe: {tracefs_err}; {e}"))?;
+            links.push((ret, link));
+            format!(
+                "kprobe+kretprobe (the kernel's default maxactive: tracefs kretprobe:                  {tracefs_err})"
+            )
+        }
+    };
+    let link = attach_kprobe(ebpf, entry, func).map_err(|e| format!("kprobe: {e}"))?;
+    links.push((entry, link));
+    Ok(how)
 }
 
 /// Every hook [`attach_all`] tries, each unavailable for `why` (a binary built without the
@@ -429,6 +685,25 @@ fn attach_step(ebpf: &mut Ebpf, btf: &Result<Btf, String>) -> (HookState, Option
     }
 }
 
+/// The kretprobe program `prog` loaded and attached to a tracefs return probe `event` on
+/// `func` with our maxactive.
+fn tracefs_retprobe_of(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    func: &str,
+    event: &str,
+) -> Result<Retprobe, String> {
+    let root = super::tracefs::MOUNT_POINTS
+        .iter()
+        .map(std::path::Path::new)
+        .find(|p| p.join("kprobe_events").exists())
+        .ok_or("no kprobe_events in tracefs (a kernel without CONFIG_KPROBE_EVENTS)")?;
+    let cpus = aya::util::nr_cpus().map_err(|(f, e)| format!("{f}: {e}"))?;
+    let p = loaded(ebpf, prog)?;
+    let fd = p.fd().map_err(|e| short(&e))?;
+    Retprobe::attach(root, func, event, kretprobe::maxactive(cpus), fd.as_fd())
+}
+
 /// The kretprobe program loaded and attached to a tracefs return probe on `func` with our
 /// maxactive.
 fn tracefs_retprobe(ebpf: &mut Ebpf, func: &str) -> Result<Retprobe, String> {
@@ -440,7 +715,13 @@ fn tracefs_retprobe(ebpf: &mut Ebpf, func: &str) -> Result<Retprobe, String> {
     let cpus = aya::util::nr_cpus().map_err(|(f, e)| format!("{f}: {e}"))?;
     let p = loaded(ebpf, n::PROG_KRETPROBE_NEXT_STATE)?;
     let fd = p.fd().map_err(|e| short(&e))?;
-    Retprobe::attach(root, func, kretprobe::maxactive(cpus), fd.as_fd())
+    Retprobe::attach(
+        root,
+        func,
+        n::KPROBE_EVENT_NEXT_STATE_RET,
+        kretprobe::maxactive(cpus),
+        fd.as_fd(),
+    )
 }
 
 /// A kernel function hook: fentry first, kprobe otherwise.
@@ -561,8 +842,16 @@ pub fn sources(hooks: &[HookStatus], mdev_present: bool) -> BTreeMap<String, Str
     let ok = |h: Option<&HookStatus>| h.is_some_and(HookStatus::attached);
     let mut out = BTreeMap::new();
 
-    let enter = find("syscalls:sys_enter_ioctl");
-    let exit = find("syscalls:sys_exit_ioctl");
+    // The ioctls come from the syscall tracepoints or from the direct hook on the device
+    // ioctl handler, whichever path was attached.
+    let direct = find(n::FN_DEVICE_IOCTL);
+    let (enter, exit) = match direct {
+        Some(d) => (Some(d), Some(d)),
+        None => (
+            find("syscalls:sys_enter_ioctl"),
+            find("syscalls:sys_exit_ioctl"),
+        ),
+    };
     let step = find(HOOK_STEP);
     let transitions = if !ok(enter) || !ok(exit) {
         let w = if ok(enter) { why(exit) } else { why(enter) };
@@ -672,6 +961,23 @@ mod tests {
         assert_eq!(s["iommu_fault"], "ok");
         assert!(s["transitions"].starts_with("unavailable: FSM steps not observable"));
         assert!(s["mdev_dma"].contains("vfio_dma_rw: kprobe: refused"));
+    }
+
+    /// On the direct path the device ioctl handler's hook stands for the ioctl tracepoints.
+    #[test]
+    fn transitions_come_from_the_direct_ioctl_hook_when_it_is_used() {
+        let mut hooks = vec![
+            hook(n::FN_DEVICE_IOCTL, source::TRANSITIONS, true),
+            hook(HOOK_STEP, source::TRANSITIONS, true),
+        ];
+        assert_eq!(sources(&hooks, false)["transitions"], "ok");
+        hooks[0].state = HookState::Unavailable("attach refused: EINVAL".into());
+        let s = sources(&hooks, false);
+        assert!(
+            s["transitions"].starts_with("unavailable: vfio_device_fops_unl_ioctl: attach"),
+            "{}",
+            s["transitions"]
+        );
     }
 
     /// A binary built with AYA_BUILD_SKIP: every source says why, none claims `ok`.

@@ -1,4 +1,5 @@
-//! A kretprobe with a maxactive of our choosing, for the return half of the FSM-step hook.
+//! A kretprobe with a maxactive of our choosing, for the return halves of the FSM-step hook
+//! and of the direct hooks (VFIO ioctls and data transfers, which may sleep).
 //!
 //! aya 0.14's `KProbe::attach` creates kprobes through the perf kprobe PMU
 //! (`perf_event_open` with the `kprobe` event source), which has no maxactive: the kernel then
@@ -79,20 +80,18 @@ pub struct Retprobe {
 impl Retprobe {
     /// Creates `r<maxactive>:migscope_<pid>/<event>_<n> <func>` in `<tracefs>/kprobe_events`
     /// and attaches the loaded kretprobe program `prog` to it.
+    /// `event` names the event (`names::KPROBE_EVENT_*`).
     pub fn attach(
         tracefs: &Path,
         func: &str,
+        event: &str,
         maxactive: u32,
         prog: BorrowedFd<'_>,
     ) -> Result<Retprobe, String> {
         let events_file = tracefs.join("kprobe_events");
         remove_stale(&events_file);
         let group = format!("{}{}", names::KPROBE_GROUP_PREFIX, std::process::id());
-        let event = format!(
-            "{}_{}",
-            names::KPROBE_EVENT_NEXT_STATE_RET,
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let event = format!("{event}_{}", NEXT.fetch_add(1, Ordering::Relaxed));
         let name = format!("{group}/{event}");
         append(&events_file, &format!("r{maxactive}:{name} {func}\n"))
             .map_err(|e| format!("{}: {e}", events_file.display()))?;

@@ -3,7 +3,32 @@
 //! turns records into time-ordered trace events attributed to devices and processes.
 //!
 //! Nothing here depends on the host: the same code runs in the lab VM (6.1/6.12 guests,
-//! musl static build). Kernel-function hooks try fentry/fexit first and fall back to kprobes:
+//! musl static build).
+//!
+//! # Two ways to see VFIO's syscalls ([`HooksMode`], `record --hooks`)
+//! - **direct** (where the kernel allows kprobes): kprobe+kretprobe pairs on the VFIO ioctl
+//!   handlers (`vfio_device_fops_unl_ioctl` for cdev and group-obtained device fds,
+//!   `vfio_group_fops_unl_ioctl`, `vfio_fops_unl_ioctl`, `iommufd_fops_ioctl` where present),
+//!   on the migration data files' `read`/`write`/`unlocked_ioctl` (each variant driver's own
+//!   `file_operations`, found at startup by [`fops`]), and kprobes on the VFIO files'
+//!   `release` (closes). The fd number and the syscall are read from the task's user
+//!   registers (`bpf_task_pt_regs`), so records keep the fields of the tracepoint path. No
+//!   syscall tracepoint is attached: unrelated syscalls of the host pay nothing. Opens are
+//!   not hooked: an fd is learned at its first VFIO ioctl (its kind from the handler that
+//!   ran, the rest from /proc, as for fds held before recording). When no data
+//!   `file_operations` can be found (no variant driver loaded, no /proc/kcore), the data
+//!   files' read/write and closes stay on their syscall tracepoints, and the header's
+//!   `hooks` says so. Not seen on this path: a data file of a variant driver loaded after
+//!   recording started, transfers through splice/sendfile (counted `lost`), closes by
+//!   `close_range`/`dup2`/exec (as on the tracepoint path), and a release run for a close
+//!   whose file other fds still hold (the fd is then forgotten at its process's exit).
+//! - **tracepoint**: the syscall tracepoints (ioctl, openat, open, close, read, write),
+//!   filtered in the probe; every task of the host takes the slow syscall path while they
+//!   are attached (issue 16: ~130 ns per syscall and program).
+//!
+//! `auto` uses direct where every needed kprobe attaches, else the tracepoints; the default
+//! is `tracepoint` (see [`HooksMode`]); the trace header's `hooks` says which path was used
+//! and why. Kernel-function hooks try fentry/fexit first and fall back to kprobes:
 //! aya 0.14 resolves fentry targets in vmlinux BTF only, so functions of the vfio modules
 //! need the kprobe path unless vfio is built in.
 //!
@@ -93,13 +118,14 @@
 //! used; data fds that were dup'd or passed, data fds created before recording started, and
 //! readv/splice on them, are not followed. Fds closed by `close_range(2)`, `dup2(2)` onto
 //! them or exec are not seen closing (exit is: dead processes are forgotten). IOMMU unmaps at process exit (no ioctl in
-//! flight) are not reported. Tracing read/write for data fds costs about 0.9 µs per
+//! flight) are not reported. On the tracepoint path, tracing read/write for data fds costs about 0.9 µs per
 //! read/write syscall system-wide while recording (measured with dd on the 6.18 host).
 
 pub mod attach;
 mod attrib;
 pub mod diagnose;
 pub mod dirtylog;
+pub mod fops;
 mod hooks;
 mod kretprobe;
 pub mod procfs;
@@ -155,6 +181,26 @@ pub struct CaptureOptions {
     pub ring_bytes: Option<u32>,
     /// How much of each device's interrupt stream is written one by one.
     pub irq_detail: IrqDetail,
+    /// How VFIO's syscalls are hooked.
+    pub hooks: HooksMode,
+}
+
+/// How the probe sees VFIO's ioctls, opens, closes and migration data transfers
+/// (`--hooks`). The syscall tracepoints switch every task of the host onto the slow syscall
+/// path while attached (~130 ns per syscall and program, whatever the program filters); the
+/// direct hooks are kprobes on the VFIO file operations, which only VFIO's own calls reach.
+/// The default stays `tracepoint` until the whole lab passes with the direct hooks (the
+/// 6.12 lab's four-device guest hung in qemu-stopcopy with them, twice; see BENCHMARKS.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum HooksMode {
+    /// Direct hooks where every needed kprobe attaches, else the syscall tracepoints.
+    Auto,
+    /// Kprobes on the VFIO ioctl handlers, the migration data files' read/write/ioctl and
+    /// the VFIO files' release; fails when a needed one cannot attach.
+    Direct,
+    /// The syscall tracepoints (ioctl, openat, open, close, read, write).
+    #[default]
+    Tracepoint,
 }
 
 /// How much of a device's interrupt stream is recorded interrupt by interrupt
@@ -195,6 +241,9 @@ pub enum CaptureError {
     /// Every hook, each unavailable with its reason (`diagnose::explain` groups them).
     #[error("no probe hook could be attached ({} tried; `migscope doctor` says why)", .0.len())]
     NothingAttached(Vec<HookStatus>),
+    /// `--hooks direct` on a kernel that refused a needed direct hook.
+    #[error("{0}")]
+    Direct(String),
 }
 
 /// A loaded, attached probe and the attribution state of its records.
@@ -202,8 +251,11 @@ pub struct Capture {
     /// Owns the programs and their links: dropping it detaches everything (the maps below
     /// were taken out of it and outlive it).
     ebpf: Option<Ebpf>,
-    /// The FSM-step return probe made through tracefs (its own link), if it was.
-    retprobe: Option<kretprobe::Retprobe>,
+    /// Return probes made through tracefs (each its own link): the FSM step's and the
+    /// direct hooks'.
+    retprobes: Vec<kretprobe::Retprobe>,
+    /// The trace header's `hooks`.
+    hooks_path: String,
     ring: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
     /// The probe's (pid, fd) -> kind map, purged of exited processes.
@@ -267,7 +319,11 @@ impl Capture {
         let bin_ns = opts.irq_detail.bin_ns();
         loader.override_global(names::GLOBAL_IRQ_BIN_NS, &bin_ns, true);
         let mut ebpf = loader.load(PROBE_OBJECT).map_err(CaptureError::Load)?;
-        let (hooks, retprobe) = hooks::attach_all(&mut ebpf, fork_offset);
+        let hooks::Attachment {
+            hooks,
+            retprobes,
+            path: hooks_path,
+        } = hooks::attach_all(&mut ebpf, fork_offset, opts.hooks).map_err(CaptureError::Direct)?;
         if !hooks.iter().any(|h| h.attached()) {
             return Err(CaptureError::NothingAttached(hooks));
         }
@@ -320,7 +376,8 @@ impl Capture {
         })?;
         Ok(Capture {
             ebpf: Some(ebpf),
-            retprobe,
+            retprobes,
+            hooks_path,
             ring,
             lost,
             fds,
@@ -348,6 +405,12 @@ impl Capture {
     /// Every hook, attached (and how) or why not.
     pub fn hooks(&self) -> &[HookStatus] {
         &self.hooks
+    }
+
+    /// The trace header's `hooks`: `direct` or `tracepoint` (`trace::hooks_path`), with
+    /// what was left to tracepoints or why.
+    pub fn hooks_path(&self) -> &str {
+        &self.hooks_path
     }
 
     /// Names an fd capture could not see being opened (e.g. the controller's device fds
@@ -405,7 +468,7 @@ impl Capture {
     pub fn stop(mut self) -> Result<Vec<Event>, CaptureError> {
         // Detach first, so nothing can be recorded after the last read of the ring and the
         // loss counters.
-        drop(self.retprobe.take());
+        self.retprobes.clear();
         drop(self.ebpf.take());
         self.read_ring()?;
         // Bins still open (their device kept binning to the end) are flushed here, stamped

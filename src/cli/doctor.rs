@@ -141,13 +141,25 @@ struct Attempt {
 /// Loads and attaches every hook, then detaches them again (doctor only tries), and names
 /// the causes of what failed.
 fn try_probe(host: &Host) -> Attempt {
-    let (probe, hooks, sources, mut causes) = match Capture::start(&CaptureOptions::default()) {
+    // `--hooks auto`: whether this kernel takes the direct hooks is what doctor reports.
+    let opts = CaptureOptions {
+        hooks: crate::capture::HooksMode::Auto,
+        ..CaptureOptions::default()
+    };
+    let (probe, hooks, sources, mut causes) = match Capture::start(&opts) {
         Ok(cap) => {
             let hooks = cap.hooks().to_vec();
             let sources = cap.sources();
+            // What `record --hooks auto` would write in the header's `hooks`.
+            let path = cap.hooks_path().to_owned();
             let _ = cap.stop();
             let causes = diagnose::causes(&hooks, host);
-            (json!({"loaded": true}), hooks, sources, causes)
+            (
+                json!({"loaded": true, "hooks": path}),
+                hooks,
+                sources,
+                causes,
+            )
         }
         Err(e) => {
             let msg = diagnose::explain(&e, host);
@@ -345,6 +357,7 @@ fn text_probe(o: &mut String, r: &Value) {
             "probe       loaded; {attached} of {} hooks attached",
             hooks.len()
         );
+        let _ = writeln!(o, "hooks       --hooks auto: {}", s(&r["probe"]["hooks"]));
     } else {
         let _ = writeln!(
             o,

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::capture::{Capture, CaptureOptions, IrqDetail};
+use crate::capture::{Capture, CaptureOptions, HooksMode, IrqDetail};
 use crate::session::sinks::trace::{Dest, TraceOut};
 use crate::session::sinks::tui::{self as tui_sink, Pace};
 use crate::session::sources::{controller, probe::Probe};
@@ -96,6 +96,9 @@ pub struct Args {
     /// `irq`.
     #[arg(long, value_enum, value_name = "WHICH", default_value_t = IrqDetail::Quiesce)]
     pub irq_detail: IrqDetail,
+    /// How the probe hooks VFIO's syscalls (as `record --hooks`).
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = HooksMode::Tracepoint)]
+    pub hooks: HooksMode,
     /// Send blocked arcs (STOP_COPY -> PRE_COPY[_P2P]) that hang kernels without the 2026 fix.
     #[arg(long)]
     pub allow_hazard: bool,
@@ -219,6 +222,7 @@ pub fn drive_with<O: VfioOps + Send>(ops: &mut O, args: &Args, stop: Stop) -> i3
     } else {
         let opts = CaptureOptions {
             irq_detail: args.irq_detail,
+            hooks: args.hooks,
             ..CaptureOptions::default()
         };
         match Capture::start(&opts) {
@@ -239,6 +243,7 @@ pub fn drive_with<O: VfioOps + Send>(ops: &mut O, args: &Args, stop: Stop) -> i3
     let mut header = Header {
         kernel: crate::capture::kernel_release(),
         sources,
+        hooks: probe.as_ref().ok().map(Probe::hooks_path),
         ..Header::default()
     };
     header.sources.insert(

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::capture::{Capture, CaptureOptions, IrqDetail, kernel_release};
+use crate::capture::{Capture, CaptureOptions, HooksMode, IrqDetail, kernel_release};
 use crate::session::sinks::trace::{Dest, TraceOut};
 use crate::session::sources::probe::Probe;
 use crate::session::{self, Session, Stop, Until};
@@ -51,6 +51,13 @@ pub struct Args {
     /// again, counted per 25 ms in `irq_bin` events otherwise; `all`: every one an `irq`.
     #[arg(long, value_enum, value_name = "WHICH", default_value_t = IrqDetail::Quiesce)]
     pub irq_detail: IrqDetail,
+    /// How VFIO's syscalls are hooked: `direct` (kprobes on the VFIO file operations, so
+    /// unrelated syscalls of the host pay nothing), `tracepoint` (the syscall tracepoints),
+    /// `auto` (direct where every needed kprobe attaches, else tracepoints). Default
+    /// `tracepoint` (direct is not yet proven on the whole lab). The trace header's `hooks`
+    /// says which was used.
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = HooksMode::Tracepoint)]
+    pub hooks: HooksMode,
 }
 
 /// The DMA witnesses `drive` has and the probe alone does not: named, so a checker says why a
@@ -95,6 +102,7 @@ pub fn run(args: Args) -> i32 {
         pids: args.pid.map(|p| vec![p]),
         ring_bytes: args.ring_bytes,
         irq_detail: args.irq_detail,
+        hooks: args.hooks,
     };
     let cap = match Capture::start(&opts) {
         Ok(c) => c,
@@ -119,8 +127,10 @@ pub fn run(args: Args) -> i32 {
     let header = Header {
         kernel: kernel_release(),
         sources,
+        hooks: Some(probe.hooks_path()),
         ..Header::default()
     };
+    let hooks_path = probe.hooks_path();
     let dest = match &args.output {
         Some(p) => Dest::File(p.clone()),
         None => Dest::Stdout,
@@ -153,7 +163,8 @@ pub fn run(args: Args) -> i32 {
     };
     // Announced once records flow to the trace (SIGINT/SIGTERM are ours since `run` began).
     eprintln!(
-        "migscope: recording ({attached} of {hooks} hooks attached){}; Ctrl-C to stop",
+        "migscope: recording ({attached} of {hooks} hooks attached, hooks {}){}; Ctrl-C to stop",
+        hooks_path,
         args.pid
             .map(|p| format!(", pid {p} and children"))
             .unwrap_or_default()

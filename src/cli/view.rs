@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use migscope_tui as tui;
 
-use crate::capture::{Capture, CaptureOptions, IrqDetail, kernel_release};
+use crate::capture::{Capture, CaptureOptions, HooksMode, IrqDetail, kernel_release};
 use crate::session::sinks::trace::{Dest, TraceOut};
 use crate::session::sinks::tui::{self as tui_sink, Pace};
 use crate::session::sources::{file::FileSource, probe::Probe};
@@ -47,6 +47,9 @@ pub struct WatchArgs {
     /// again, counted per 25 ms in `irq_bin` events otherwise; `all`: every one an `irq`.
     #[arg(long, value_enum, value_name = "WHICH", default_value_t = IrqDetail::Quiesce)]
     pub irq_detail: IrqDetail,
+    /// Probe: how VFIO's syscalls are hooked (as `record --hooks`).
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = HooksMode::Tracepoint)]
+    pub hooks: HooksMode,
     /// Probe: also write the whole trace here (JSONL, write-then-rename when the view closes);
     /// the view itself holds only the last `--window` events.
     #[arg(short, long, value_name = "FILE")]
@@ -269,6 +272,7 @@ fn watch_probe(args: WatchArgs) -> i32 {
         pids: args.pid.map(|p| vec![p]),
         ring_bytes: args.ring_bytes,
         irq_detail: args.irq_detail,
+        hooks: args.hooks,
     };
     // Started before the terminal is taken, so a refusal is a plain error message.
     let cap = match Capture::start(&opts) {
@@ -288,6 +292,7 @@ fn watch_probe(args: WatchArgs) -> i32 {
     let header = Header {
         kernel: kernel_release(),
         sources,
+        hooks: Some(probe.hooks_path()),
         ..Header::default()
     };
     let name = match args.pid {

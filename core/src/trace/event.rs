@@ -39,6 +39,15 @@ pub mod source {
     }
 }
 
+/// How the recorder saw VFIO's syscalls: the first word of the header's `hooks`.
+pub mod hooks_path {
+    /// Kprobes on the VFIO file operations themselves (ioctl handlers, the migration data
+    /// files' read/write): no syscall tracepoint attached, so unrelated syscalls pay nothing.
+    pub const DIRECT: &str = "direct";
+    /// The syscall tracepoints (ioctl, openat, close, read, write), filtered in the probe.
+    pub const TRACEPOINT: &str = "tracepoint";
+}
+
 /// Whether `dev` names a mediated device: a UUID (`8-4-4-4-12` hex digits), as the kernel names
 /// them under `/sys/bus/mdev/devices/`. A PCI address never is one.
 pub fn is_mdev_uuid(dev: &str) -> bool {
@@ -60,6 +69,10 @@ pub struct Header {
     pub tool: Option<String>,
     /// Evidence source -> `"ok"` or `"unavailable: <why>"`.
     pub sources: BTreeMap<String, String>,
+    /// How the recorder hooked VFIO's syscalls: [`hooks_path`] `direct` or `tracepoint`,
+    /// optionally followed by ` (<what was left to tracepoints, or why>)`. `None`: not said
+    /// (traces of older recorders, traces not recorded by the probe).
+    pub hooks: Option<String>,
 }
 
 impl Default for Header {
@@ -70,6 +83,7 @@ impl Default for Header {
             kernel: None,
             tool: Some(concat!("migscope ", env!("CARGO_PKG_VERSION")).to_owned()),
             sources: BTreeMap::new(),
+            hooks: None,
         }
     }
 }

@@ -123,6 +123,8 @@ struct Raw<'a> {
     #[serde(borrow)]
     tool: Option<Cow<'a, str>>,
     sources: Option<BTreeMap<String, String>>,
+    #[serde(borrow)]
+    hooks: Option<Cow<'a, str>>,
     // events
     t: Option<u64>,
     #[serde(borrow)]
@@ -190,6 +192,7 @@ const FIELD_TYPES: &[(&str, &str)] = &[
     ("kernel", "str"),
     ("tool", "str"),
     ("sources", "strmap"),
+    ("hooks", "str"),
     ("t", "u64"),
     ("ev", "str"),
     ("pid", "u32"),
@@ -388,6 +391,7 @@ impl<R: BufRead> JsonlReader<R> {
             kernel: raw.kernel.map(Cow::into_owned),
             tool: raw.tool.map(Cow::into_owned),
             sources: raw.sources.unwrap_or_default(),
+            hooks: raw.hooks.map(Cow::into_owned),
         };
         Ok(r)
     }
@@ -952,6 +956,9 @@ pub fn header_to_json(h: &Header) -> String {
         v.insert("tool".into(), t.clone().into());
     }
     v.insert("sources".into(), sources_value(&h.sources));
+    if let Some(x) = &h.hooks {
+        v.insert("hooks".into(), x.clone().into());
+    }
     serde_json::Value::Object(v).to_string()
 }
 
@@ -1582,6 +1589,7 @@ mod fast {
                     "registers" => once!(seen, 38, r.registers, l.opt_u64map()),
                     "page_size" => once!(seen, 39, r.page_size, l.opt_u64()),
                     "dirty_pages" => once!(seen, 40, r.dirty_pages, l.opt_u64()),
+                    "hooks" => once!(seen, 41, r.hooks, l.opt_str()),
                     _ => l.skip()?,
                 }
                 l.ws();
@@ -1934,6 +1942,7 @@ mod tests {
         let header = Header {
             kernel: Some("6.12.0".into()),
             sources: [("irq".to_owned(), "unavailable: no \"vfio\"".to_owned())].into(),
+            hooks: Some("direct (migration data files through the syscall tracepoints: x)".into()),
             ..Header::default()
         };
         let events: Vec<Event> = kinds

@@ -6,7 +6,7 @@ pub mod event;
 
 pub use event::{
     Corruption, DataDir, DataFile, DmaSource, EV_NAMES, Event, EventKind, EventRef, Header,
-    IrqKind, KindRef, Name, RegStage, TRACE_VERSION, is_mdev_uuid, source,
+    IrqKind, KindRef, Name, RegStage, TRACE_VERSION, hooks_path, is_mdev_uuid, source,
 };
 pub mod jsonl;
 

@@ -2207,6 +2207,7 @@ mod tests {
     fn header() -> Header {
         let mut h = Header {
             kernel: Some("6.12.0-test".into()),
+            hooks: Some("direct".into()),
             ..Header::default()
         };
         h.sources.insert("witness".into(), "ok".into());

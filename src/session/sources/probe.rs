@@ -34,6 +34,11 @@ impl Probe {
         self.ring.get_ref().hooks()
     }
 
+    /// The trace header's `hooks` (how VFIO's syscalls are hooked).
+    pub fn hooks_path(&self) -> String {
+        self.ring.get_ref().hooks_path().to_owned()
+    }
+
     /// Waits until the kernel says records wait in the ring.
     pub async fn readable(&mut self) -> std::io::Result<()> {
         let mut guard = self.ring.readable_mut().await?;

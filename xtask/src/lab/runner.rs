@@ -88,6 +88,10 @@ pub struct ScenarioResult {
     pub memory: Vec<String>,
     /// The storm scenarios: per trace, interrupts per second while RUNNING and its growth.
     pub storm: Vec<storm::TraceMeasure>,
+    /// The header's `hooks` of each trace judged (how the recorder hooked VFIO's syscalls).
+    pub hooks: Vec<String>,
+    /// syscall-cost: one `SYSCOST <case> ioctl_ns=.. read_ns=.. write_ns=..` line per case.
+    pub syscost: Vec<String>,
 }
 
 /// Fetches and builds everything the VM needs; returns the pieces (used by lab and demo).
@@ -453,6 +457,12 @@ pub fn judge(s: &Scenario, dir: &Path, marker: Option<&str>, migscope: &Path) ->
             };
         }
         Run::Shell(_) if !dir.join("trace.jsonl").exists() => {
+            let out = fs::read_to_string(dir.join("stdout")).unwrap_or_default();
+            r.syscost = out
+                .lines()
+                .filter(|l| l.starts_with("SYSCOST ") || l.starts_with("record-"))
+                .map(String::from)
+                .collect();
             r.verdict = if r.guest_rc == Some(0) {
                 "pass".into()
             } else {
@@ -1205,6 +1215,11 @@ fn check_one(trace: &Path, migscope: &Path, opts: &[&str], r: &mut ScenarioResul
         .and_then(|l| serde_json::from_str::<Value>(l).ok())
     {
         c.sources = h.get("sources").cloned().unwrap_or(Value::Null);
+        if let Some(x) = h.get("hooks").and_then(Value::as_str)
+            && !r.hooks.iter().any(|y| y == x)
+        {
+            r.hooks.push(x.to_owned());
+        }
     }
     for l in text.lines().skip(1) {
         let Ok(v) = serde_json::from_str::<Value>(l) else {
@@ -2013,8 +2028,11 @@ pub fn print_table(results: &[ScenarioResult]) {
                 .unwrap_or_else(|| "-".into()),
             r.rules.join(",")
         );
-        for m in &r.memory {
+        for m in r.memory.iter().chain(&r.syscost) {
             println!("    {m}");
+        }
+        for h in &r.hooks {
+            println!("    hooks: {h}");
         }
         if let (Some(n), Some(p99)) = (r.tui_frames, r.tui_frame_p99_ms) {
             println!("    tui: {n} frames drawn, p99 {p99:.2} ms");
@@ -2053,6 +2071,7 @@ pub fn summary_json(results: &[ScenarioResult]) -> Value {
         "device_witness": r.device_witness, "sweep_median_us": r.sweep_median_us,
         "sweep_max_us": r.sweep_max_us, "tui_frames": r.tui_frames,
         "tui_frame_p99_ms": r.tui_frame_p99_ms, "memory": r.memory, "storm": r.storm,
+        "hooks": r.hooks, "syscost": r.syscost,
     })).collect::<Vec<_>>() })
 }
 

@@ -253,6 +253,23 @@ pub const ALL: &[Scenario] = &[
         dma_log: false,
     },
     Scenario {
+        name: "syscall-cost",
+        about: "what an unrelated ioctl/read/write costs: nothing attached, one empty BPF \
+                program on sys_enter_ioctl, record --hooks tracepoint, record --hooks direct \
+                (printed, not judged: TCG timings; the ratios are what matter)",
+        bug: "none",
+        precopy: false,
+        devices: 1,
+        bridged: 0,
+        run: Run::Shell("syscall_cost"),
+        expected: "pass",
+        rules: &[],
+        extras: &[],
+        needs_precopy: false,
+        on_request: false,
+        dma_log: false,
+    },
+    Scenario {
         name: "driver-selftest",
         about: "edu-mig's own self-test: BAR0 trapped, DMA drained and held, stream round trip",
         bug: "none",
