@@ -648,50 +648,26 @@ impl Builder {
 
     /// [`Builder::ctx_id`] of a borrowed name, remembered by its id.
     fn ctx_id_ref(&mut self, n: Name<'_>) -> usize {
-        if let Some(id) = n.id
-            && let Some(&i) = self.ctx_by_id.get(id as usize)
-            && i != 0
-        {
-            return i as usize - 1;
+        if let Some(i) = by_string_id(&self.ctx_by_id, n) {
+            return i;
         }
         let i = self.ctx_id(n.text);
-        if let Some(id) = n.id {
-            let id = id as usize;
-            if self.ctx_by_id.len() <= id {
-                self.ctx_by_id.resize(id + 1, 0);
-            }
-            self.ctx_by_id[id] = i as u32 + 1;
-        }
+        remember_string_id(&mut self.ctx_by_id, n, i);
         i
     }
 
     /// The device's index if it was seen.
     fn known(&self, n: Name<'_>) -> Option<usize> {
-        if let Some(id) = n.id
-            && let Some(&i) = self.by_id.get(id as usize)
-            && i != 0
-        {
-            return Some(i as usize - 1);
-        }
-        self.dev_ids.get(n.text).copied()
+        by_string_id(&self.by_id, n).or_else(|| self.dev_ids.get(n.text).copied())
     }
 
     /// [`Builder::dev_id`] of a borrowed name, remembered by its id.
     fn dev_id_ref(&mut self, n: Name<'_>) -> usize {
-        if let Some(id) = n.id
-            && let Some(&i) = self.by_id.get(id as usize)
-            && i != 0
-        {
-            return i as usize - 1;
+        if let Some(i) = by_string_id(&self.by_id, n) {
+            return i;
         }
         let i = self.dev_id(n.text);
-        if let Some(id) = n.id {
-            let id = id as usize;
-            if self.by_id.len() <= id {
-                self.by_id.resize(id + 1, 0);
-            }
-            self.by_id[id] = i as u32 + 1;
-        }
+        remember_string_id(&mut self.by_id, n, i);
         i
     }
 
@@ -1235,6 +1211,23 @@ pub fn serve_loads(app: &mut crate::App) {
                 crate::update(app, ix.load(rows));
             }
         }
+    }
+}
+
+/// The index a reader's string id was remembered as (`table[id]` holds index + 1, 0: none).
+fn by_string_id(table: &[u32], n: Name<'_>) -> Option<usize> {
+    let i = *table.get(n.id? as usize)?;
+    (i != 0).then(|| i as usize - 1)
+}
+
+/// Remembers that the reader's string id of `n` (if it has one) names index `i`.
+fn remember_string_id(table: &mut Vec<u32>, n: Name<'_>, i: usize) {
+    if let Some(id) = n.id {
+        let id = id as usize;
+        if table.len() <= id {
+            table.resize(id + 1, 0);
+        }
+        table[id] = i as u32 + 1;
     }
 }
 
