@@ -707,20 +707,11 @@ fn tracefs_retprobe_of(
 /// The kretprobe program loaded and attached to a tracefs return probe on `func` with our
 /// maxactive.
 fn tracefs_retprobe(ebpf: &mut Ebpf, func: &str) -> Result<Retprobe, String> {
-    let root = super::tracefs::MOUNT_POINTS
-        .iter()
-        .map(std::path::Path::new)
-        .find(|p| p.join("kprobe_events").exists())
-        .ok_or("no kprobe_events in tracefs (a kernel without CONFIG_KPROBE_EVENTS)")?;
-    let cpus = aya::util::nr_cpus().map_err(|(f, e)| format!("{f}: {e}"))?;
-    let p = loaded(ebpf, n::PROG_KRETPROBE_NEXT_STATE)?;
-    let fd = p.fd().map_err(|e| short(&e))?;
-    Retprobe::attach(
-        root,
+    tracefs_retprobe_of(
+        ebpf,
+        n::PROG_KRETPROBE_NEXT_STATE,
         func,
         n::KPROBE_EVENT_NEXT_STATE_RET,
-        kretprobe::maxactive(cpus),
-        fd.as_fd(),
     )
 }
 
