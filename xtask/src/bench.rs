@@ -5,7 +5,10 @@
 //! Sections: `check` throughput and peak memory on generated 1M/10M-event traces (JSONL and
 //! native) against `wc -l` over the same bytes and `jq -c .` over the JSONL; trace size per
 //! event; probe overhead and capture loss (the `probe` bench, `benches/probe.rs`); the TUI
-//! (skipped with a note until the TUI is on this branch).
+//! (headless frames, and the indexed view of a native trace at 10M and 100M events); the lab
+//! (one 6.12 VM boot, TCG): the interrupt storm's trace growth per recorder and what an
+//! unrelated syscall costs with nothing attached, one empty tracepoint program, and `record`
+//! on either hook path.
 
 use std::{
     fmt::Write as _,
@@ -37,6 +40,8 @@ struct Opts {
     probe: bool,
     check: bool,
     tui: bool,
+    /// The lab rows (interrupt storm, syscall tax) from one 6.12 VM boot.
+    lab: bool,
     /// Run the 100M-event indexed TUI rows (not with `--quick`).
     quick: bool,
     /// Keep the 100M-event native trace (~1.1 GB) after measuring.
@@ -44,8 +49,9 @@ struct Opts {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask bench [--runs N] [--sizes 1000000,10000000] [--quick] [--no-probe] [--no-check] [--no-tui] [--keep-big]\n\
+    "usage: cargo xtask bench [--runs N] [--sizes 1000000,10000000] [--quick] [--no-probe] [--no-check] [--no-tui] [--no-lab] [--keep-big]\n\
      --quick: 1M events only, one run each, no 100M-event TUI rows\n\
+     --no-lab: no lab rows (the interrupt storm and the syscall tax, measured in one 6.12 VM boot)\n\
      --keep-big: keep target/bench/trace-100000000.native.mgt (~1.1 GB) after the TUI rows"
 }
 
@@ -56,6 +62,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         probe: true,
         check: true,
         tui: true,
+        lab: true,
         quick: false,
         keep_big: false,
     };
@@ -85,6 +92,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--no-probe" => o.probe = false,
             "--no-check" => o.check = false,
             "--no-tui" => o.tui = false,
+            "--no-lab" => o.lab = false,
             "-h" | "--help" => {
                 println!("{}", usage());
                 std::process::exit(0);
@@ -171,6 +179,9 @@ fn run(args: &[String]) -> Result<()> {
                 fs::remove_file(format!("{b}.idx")).ok();
             }
         }
+    }
+    if opts.lab {
+        lab_rows(&mut rows, &mut notes)?;
     }
     let machine = machine();
     print!("{}", table(&rows, &notes, &machine));
@@ -456,6 +467,142 @@ fn check_rows(
     Ok(())
 }
 
+/// The lab scenarios the bench takes rows from (one VM boot).
+const LAB_SCENARIOS: [&str; 2] = ["irq-storm", "syscall-cost"];
+
+/// An unrelated syscall's cost beside `record` counts as "within noise" of nothing attached
+/// up to this factor: best-of-rounds timings of the same call in one TCG guest differ by up to
+/// ~10 % from run to run (BENCHMARKS.md, "The tax on unrelated syscalls").
+const SYSCALL_NOISE: f64 = 1.10;
+
+/// The interrupt storm's trace growth and the syscall tax, from `irq-storm` and
+/// `syscall-cost` in one 6.12 lab VM (skipped with a note where the lab cannot run).
+fn lab_rows(rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<()> {
+    use crate::lab::{Kernel, runner, scenario};
+    let scenarios = LAB_SCENARIOS
+        .iter()
+        .map(|n| scenario::find(n).with_context(|| format!("no lab scenario `{n}`")))
+        .collect::<Result<Vec<_>>>()?;
+    let opts = runner::Options {
+        scenarios,
+        kernel: Kernel::K612,
+        json: false,
+        keep: false,
+        verbose: false,
+        refresh: false,
+    };
+    eprintln!("xtask bench: lab ({} on 6.12)", LAB_SCENARIOS.join(", "));
+    let results = match runner::run(&opts)? {
+        (runner::Outcome::Skipped(why), _) => {
+            notes.push(format!("lab: skipped: {why}"));
+            return Ok(());
+        }
+        (_, r) => r,
+    };
+    for r in &results {
+        if !r.ok {
+            notes.push(format!(
+                "lab: {} gave {} (expected {}): {}",
+                r.name,
+                r.verdict,
+                r.expected,
+                r.problems.join("; ")
+            ));
+        }
+        storm_rows(r, rows);
+        syscall_rows(r, rows, notes);
+    }
+    Ok(())
+}
+
+/// Issue 16 point 1: what a binned recorder adds per second while the device runs, against
+/// the full-detail recorder of the same format beside it.
+fn storm_rows(r: &crate::lab::runner::ScenarioResult, rows: &mut Vec<Row>) {
+    let find = |format: &str, detail: &str, run: u8| {
+        r.storm
+            .iter()
+            .find(|t| t.format == format && t.detail == detail && t.run == run)
+    };
+    for format in ["native", "jsonl"] {
+        let Some(bins) = find(format, "quiesce", 2) else {
+            continue;
+        };
+        let full = find(format, "all", 1);
+        rows.push(Row {
+            section: "lab",
+            what: format!(
+                "{}: {format} trace growth while RUNNING, 25 ms bins",
+                r.name
+            ),
+            value: bins.bytes_per_s as f64,
+            unit: "B/s",
+            base: full.map(|f| {
+                (
+                    format!("--irq-detail all at {} MSI/s", f.msi_per_s),
+                    f.bytes_per_s as f64,
+                )
+            }),
+            target: Some((
+                "< 1 KB/s, zero loss".to_owned(),
+                bins.bytes_per_s < 1024 && bins.lost == 0,
+            )),
+            note: format!(
+                "{} MSI/s over {:.0} ms, {} interrupts in {} bins, {} lost (TCG guest)",
+                bins.msi_per_s, bins.window_ms, bins.interrupts, bins.irq_bins, bins.lost
+            ),
+        });
+    }
+}
+
+/// Issue 16 point 2: `SYSCOST <case> ioctl_ns=.. read_ns=.. write_ns=..` lines (init.sh's
+/// syscall_cost), each case against nothing attached.
+fn syscall_rows(
+    r: &crate::lab::runner::ScenarioResult,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) {
+    let mut cases: Vec<(&str, Vec<(&str, f64)>)> = Vec::new();
+    for l in &r.syscost {
+        let mut w = l.split_whitespace();
+        let (Some("SYSCOST"), Some(case)) = (w.next(), w.next()) else {
+            if l.starts_with("record-") {
+                notes.push(format!("lab: {}: {l}", r.name));
+            }
+            continue;
+        };
+        let ns = w
+            .filter_map(|kv| kv.split_once("_ns="))
+            .filter_map(|(k, v)| Some((k, v.parse::<f64>().ok()?)))
+            .collect();
+        cases.push((case, ns));
+    }
+    let Some((_, none)) = cases.iter().find(|(c, _)| *c == "none") else {
+        return;
+    };
+    for (case, ns) in cases.iter().filter(|(c, _)| *c != "none") {
+        for (call, v) in ns {
+            let Some(&(_, base)) = none.iter().find(|(k, _)| k == call) else {
+                continue;
+            };
+            let target = (*case == "record-direct").then(|| {
+                (
+                    format!("within noise (x{SYSCALL_NOISE:.2}) of nothing attached"),
+                    *v <= base * SYSCALL_NOISE,
+                )
+            });
+            rows.push(Row {
+                section: "lab",
+                what: format!("unrelated {call}, {case}"),
+                value: *v,
+                unit: "ns/op",
+                base: Some(("nothing attached".to_owned(), base)),
+                target,
+                note: "ns per call, best of rounds, TCG guest".to_owned(),
+            });
+        }
+    }
+}
+
 /// Runs `benches/<bench>.rs` (probe: needs root for eBPF; tui: headless) and takes the `ROW`
 /// and `NOTE` lines it prints.
 fn extra_rows(
@@ -559,6 +706,7 @@ fn human(v: f64, unit: &str) -> String {
         "KB" => format!("{v:.0} KB"),
         "B/ev" => format!("{v:.1} B/ev"),
         "ns/op" => format!("{v:.0} ns"),
+        "B/s" => format!("{v:.0} B/s"),
         "%" => format!("{v:.2} %"),
         "s" => format!("{v:.2} s"),
         "ms" => format!("{v:.2} ms"),
@@ -700,4 +848,52 @@ fn json_report(rows: &[Row], notes: &[String], machine: &str, opts: &Opts) -> St
         notes.iter().map(|n| jstr(n)).collect::<Vec<_>>().join(",")
     );
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::runner::ScenarioResult;
+
+    /// The syscall-cost scenario's stdout lines of a 6.12 lab run (2026-12-02, main at
+    /// e8f0092): each case becomes a row against nothing attached, only the direct path is
+    /// held to the noise target, and record's start-up lines become notes.
+    #[test]
+    fn syscall_cost_lines_become_rows_against_nothing_attached() {
+        let r = ScenarioResult {
+            name: "syscall-cost".into(),
+            syscost: [
+                "SYSCOST none ioctl_ns=1979 read_ns=2007 write_ns=1995",
+                "SYSCOST empty-bpf ioctl_ns=3863 read_ns=2211 write_ns=2045",
+                "SYSCOST record-tracepoint ioctl_ns=6741 read_ns=7686 write_ns=7184",
+                "record-tracepoint started in 126/10 s: hooks tracepoint)",
+                "SYSCOST record-direct ioctl_ns=1835 read_ns=1984 write_ns=2467",
+                "record-direct started in 181/10 s: hooks direct)",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..ScenarioResult::default()
+        };
+        let (mut rows, mut notes) = (Vec::new(), Vec::new());
+        syscall_rows(&r, &mut rows, &mut notes);
+        assert_eq!(rows.len(), 9, "three cases x three calls");
+        let row = |what: &str| {
+            rows.iter()
+                .find(|x| x.what == what)
+                .unwrap_or_else(|| panic!("no row {what}"))
+        };
+        let d = row("unrelated ioctl, record-direct");
+        assert_eq!(
+            (d.value, d.base.as_ref().map(|b| b.1)),
+            (1835.0, Some(1979.0))
+        );
+        assert_eq!(d.target.as_ref().map(|t| t.1), Some(true));
+        // 2,467 vs 1,995: 24 % over nothing attached, outside the noise.
+        let w = row("unrelated write, record-direct");
+        assert_eq!(w.target.as_ref().map(|t| t.1), Some(false));
+        assert!(row("unrelated read, record-tracepoint").target.is_none());
+        assert_eq!(row("unrelated ioctl, empty-bpf").value, 3863.0);
+        assert_eq!(notes.len(), 2);
+        assert!(notes[1].contains("record-direct started in 181/10 s"));
+    }
 }
