@@ -536,7 +536,7 @@ fn attach_pair(
                 .map_err(|e| format!("kretprobe: {tracefs_err}; {e}"))?;
             links.push((ret, link));
             format!(
-                "kprobe+kretprobe (the kernel's default maxactive: tracefs kretprobe:                  {tracefs_err})"
+                "kprobe+kretprobe (the kernel's default maxactive: tracefs kretprobe: {tracefs_err})"
             )
         }
     };

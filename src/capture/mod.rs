@@ -26,9 +26,8 @@
 //!   filtered in the probe; every task of the host takes the slow syscall path while they
 //!   are attached (issue 16: ~130 ns per syscall and program).
 //!
-//! `auto` uses direct where every needed kprobe attaches, else the tracepoints; the default
-//! is `tracepoint` (see [`HooksMode`]); the trace header's `hooks` says which path was used
-//! and why. Kernel-function hooks try fentry/fexit first and fall back to kprobes:
+//! `auto` (the default) uses direct where every needed kprobe attaches, else the
+//! tracepoints; the trace header's `hooks` says which path was used and why. Kernel-function hooks try fentry/fexit first and fall back to kprobes:
 //! aya 0.14 resolves fentry targets in vmlinux BTF only, so functions of the vfio modules
 //! need the kprobe path unless vfio is built in.
 //!
@@ -189,17 +188,17 @@ pub struct CaptureOptions {
 /// (`--hooks`). The syscall tracepoints switch every task of the host onto the slow syscall
 /// path while attached (~130 ns per syscall and program, whatever the program filters); the
 /// direct hooks are kprobes on the VFIO file operations, which only VFIO's own calls reach.
-/// The default stays `tracepoint` until the whole lab passes with the direct hooks (the
-/// 6.12 lab's four-device guest hung in qemu-stopcopy with them, twice; see BENCHMARKS.md).
+/// The default is `auto`: the whole lab (6.12 and 6.1) runs as expected on the direct hooks
+/// (BENCHMARKS.md, "The tax on unrelated syscalls").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum HooksMode {
     /// Direct hooks where every needed kprobe attaches, else the syscall tracepoints.
+    #[default]
     Auto,
     /// Kprobes on the VFIO ioctl handlers, the migration data files' read/write/ioctl and
     /// the VFIO files' release; fails when a needed one cannot attach.
     Direct,
     /// The syscall tracepoints (ioctl, openat, open, close, read, write).
-    #[default]
     Tracepoint,
 }
 

@@ -97,7 +97,7 @@ pub struct Args {
     #[arg(long, value_enum, value_name = "WHICH", default_value_t = IrqDetail::Quiesce)]
     pub irq_detail: IrqDetail,
     /// How the probe hooks VFIO's syscalls (as `record --hooks`).
-    #[arg(long, value_enum, value_name = "HOW", default_value_t = HooksMode::Tracepoint)]
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = HooksMode::Auto)]
     pub hooks: HooksMode,
     /// Send blocked arcs (STOP_COPY -> PRE_COPY[_P2P]) that hang kernels without the 2026 fix.
     #[arg(long)]

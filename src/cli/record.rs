@@ -56,7 +56,7 @@ pub struct Args {
     /// `auto` (direct where every needed kprobe attaches, else tracepoints). Default
     /// `tracepoint` (direct is not yet proven on the whole lab). The trace header's `hooks`
     /// says which was used.
-    #[arg(long, value_enum, value_name = "HOW", default_value_t = HooksMode::Tracepoint)]
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = HooksMode::Auto)]
     pub hooks: HooksMode,
 }
 

@@ -48,7 +48,7 @@ pub struct WatchArgs {
     #[arg(long, value_enum, value_name = "WHICH", default_value_t = IrqDetail::Quiesce)]
     pub irq_detail: IrqDetail,
     /// Probe: how VFIO's syscalls are hooked (as `record --hooks`).
-    #[arg(long, value_enum, value_name = "HOW", default_value_t = HooksMode::Tracepoint)]
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = HooksMode::Auto)]
     pub hooks: HooksMode,
     /// Probe: also write the whole trace here (JSONL, write-then-rename when the view closes);
     /// the view itself holds only the last `--window` events.

@@ -1215,10 +1215,19 @@ fn check_one(trace: &Path, migscope: &Path, opts: &[&str], r: &mut ScenarioResul
         .and_then(|l| serde_json::from_str::<Value>(l).ok())
     {
         c.sources = h.get("sources").cloned().unwrap_or(Value::Null);
-        if let Some(x) = h.get("hooks").and_then(Value::as_str)
-            && !r.hooks.iter().any(|y| y == x)
-        {
-            r.hooks.push(x.to_owned());
+        if let Some(x) = h.get("hooks").and_then(Value::as_str) {
+            // The guest's kernels allow kprobes: `--hooks auto` (record's and drive's
+            // default) must have taken the direct path, not fallen back to the syscall
+            // tracepoints (issue 16 point 2).
+            if x != "direct" {
+                r.problems.push(format!(
+                    "{}: hooks {x:?}: --hooks auto did not take the direct hooks in the guest",
+                    trace.display()
+                ));
+            }
+            if !r.hooks.iter().any(|y| y == x) {
+                r.hooks.push(x.to_owned());
+            }
         }
     }
     for l in text.lines().skip(1) {
