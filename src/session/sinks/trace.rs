@@ -114,7 +114,13 @@ impl TraceOut {
     pub fn finish(self) -> Result<(), TraceError> {
         match self.w {
             Some(Writer::Jsonl(w)) => w.finish(),
-            Some(Writer::Native(w)) => w.finish(),
+            Some(Writer::Native(w)) => {
+                w.finish()?;
+                if let Dest::File(p) = &self.dest {
+                    save_sidecar(p);
+                }
+                Ok(())
+            }
             Some(Writer::Stdout(w)) => {
                 let mut out = w.into_inner();
                 out.flush().map_err(|source| TraceError::Write {
@@ -124,5 +130,14 @@ impl TraceOut {
             }
             None => Ok(()),
         }
+    }
+}
+
+/// Saves the view's index beside a native trace just written (`T.mgt.idx`), so its first
+/// `view` loads the overview instead of reading the whole file; a sidecar that cannot be
+/// saved is said on standard error and is no failure (the view builds it then).
+pub fn save_sidecar(trace: &std::path::Path) {
+    if let Err(e) = migscope_tui::index::TraceIndex::save_sidecar_of(trace) {
+        eprintln!("warning: {e}");
     }
 }
