@@ -283,3 +283,27 @@ fn bytes_per_event_native_vs_jsonl() {
         );
     }
 }
+
+/// `export --format native` leaves the view's index beside the trace it wrote: the first
+/// `view` loads it (no pass over the file), and it is the index a build gives.
+#[test]
+fn export_native_writes_the_sidecar_the_view_loads() {
+    use migscope_tui::index::{Opened, TraceIndex};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = write(dir.path(), "rich.jsonl", RICH);
+    let nat = dir.path().join("rich.mgt");
+    let o = run(&[
+        "export",
+        src.to_str().expect("p"),
+        "-f",
+        "native",
+        "-o",
+        nat.to_str().expect("p"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(Path::new(&format!("{}.idx", nat.display())).exists());
+    let (loaded, how) =
+        TraceIndex::open(&nat, |_| panic!("a first open built the index")).expect("open");
+    assert!(matches!(how, Opened::Loaded(_)), "{how:?}");
+    assert_eq!(loaded, TraceIndex::build(&nat, |_| true).expect("build"));
+}

@@ -74,6 +74,7 @@ pub fn convert(
                 n += 1;
             }
             w.finish()?;
+            crate::session::sinks::trace::save_sidecar(output);
         }
     }
     Ok((n, r.truncated_at()))

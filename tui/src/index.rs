@@ -1023,6 +1023,20 @@ impl TraceIndex {
         Ok((ix, Opened::Built { stale, saved }))
     }
 
+    /// Saves the sidecar of a native trace migscope has just written (the trace sink's finish,
+    /// `export --format native`), so that the first `view` of it loads the index instead of
+    /// building it. The index is built by [`TraceIndex::open`] itself (the view's own code:
+    /// the same checkpoints and overview); the sidecar never decides a verdict. Returns where
+    /// it was saved, or why not (a trace without its sidecar still opens: no error for the
+    /// writer).
+    pub fn save_sidecar_of(path: &Path) -> Result<PathBuf, String> {
+        match TraceIndex::open(path, |_| true) {
+            Ok((_, Opened::Loaded(p))) => Ok(p),
+            Ok((_, Opened::Built { saved, .. })) => saved,
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Indexes the native trace at `path` in one pass; `progress` is told how far it got
     /// every block and stops the pass by returning false.
     pub fn build(

@@ -114,7 +114,13 @@ impl TraceOut {
     pub fn finish(self) -> Result<(), TraceError> {
         match self.w {
             Some(Writer::Jsonl(w)) => w.finish(),
-            Some(Writer::Native(w)) => w.finish(),
+            Some(Writer::Native(w)) => {
+                w.finish()?;
+                if let Dest::File(p) = &self.dest {
+                    save_sidecar(p);
+                }
+                Ok(())
+            }
             Some(Writer::Stdout(w)) => {
                 let mut out = w.into_inner();
                 out.flush().map_err(|source| TraceError::Write {
@@ -124,5 +130,51 @@ impl TraceOut {
             }
             None => Ok(()),
         }
+    }
+}
+
+/// Saves the view's index beside a native trace just written (`T.mgt.idx`), so its first
+/// `view` loads the overview instead of reading the whole file; a sidecar that cannot be
+/// saved is said on standard error and is no failure (the view builds it then).
+pub fn save_sidecar(trace: &std::path::Path) {
+    if let Err(e) = migscope_tui::index::TraceIndex::save_sidecar_of(trace) {
+        eprintln!("warning: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::EventKind;
+    use migscope_tui::index::{Opened, TraceIndex};
+
+    /// A native trace the sink finished opens in the view through its sidecar (no pass over
+    /// the file).
+    #[test]
+    fn a_finished_native_trace_carries_its_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("t.mgt");
+        let mut out = TraceOut::new(Dest::File(p.clone()), Format::Native);
+        out.begin(&Header::default()).expect("begin");
+        for t in 0..10_000u64 {
+            let kind = if t + 1 == 10_000 {
+                EventKind::End
+            } else {
+                EventKind::Mark {
+                    label: format!("m{}", t % 7),
+                }
+            };
+            out.write(&Event {
+                t: 1_000 + t,
+                pid: None,
+                kind,
+            })
+            .expect("write");
+        }
+        out.finish().expect("finish");
+        let (ix, how) = TraceIndex::open(&p, |_| panic!("built on first open")).expect("open");
+        assert!(matches!(how, Opened::Loaded(_)), "{how:?}");
+        assert_eq!(ix.rows, 10_000);
+        assert!(ix.end_seen);
     }
 }
